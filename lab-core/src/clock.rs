@@ -1,0 +1,218 @@
+//! The lab clock (ARCHITECTURE.md section 6).
+//!
+//! Every process of a lab gets the same lab epoch, the same real-time origin and the same speed
+//! factor, so `lab time = epoch + (real now - origin) × speed` agrees across processes. Product
+//! delays (keep-alive, upload interval, scoring cycle) are expressed in lab time and slept for
+//! `lab / speed` real time.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The shared lab clock. Cheap to copy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LabClock {
+    /// Lab time at the origin, Unix nanoseconds.
+    epoch_ns: i128,
+    /// Real time at the origin, Unix nanoseconds.
+    origin_ns: i128,
+    /// Lab seconds per real second.
+    speed: f64,
+    /// Offset of the lab's local time zone from UTC, in minutes (the FortiOS `tz` field).
+    tz_minutes: i32,
+}
+
+impl Default for LabClock {
+    fn default() -> Self {
+        Self::real()
+    }
+}
+
+fn real_now_ns() -> i128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+}
+
+impl LabClock {
+    /// Lab time = real time.
+    pub fn real() -> Self {
+        let now = real_now_ns();
+        Self { epoch_ns: now, origin_ns: now, speed: 1.0, tz_minutes: 0 }
+    }
+
+    /// A clock from explicit parameters (what the orchestrator passes to every device).
+    pub fn new(epoch_ms: i64, origin_ms: i64, speed: f64, tz_minutes: i32) -> Self {
+        let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
+        Self {
+            epoch_ns: epoch_ms as i128 * 1_000_000,
+            origin_ns: origin_ms as i128 * 1_000_000,
+            speed,
+            tz_minutes,
+        }
+    }
+
+    /// A clock starting now at `epoch_ms` lab time and running `speed` times real time.
+    pub fn starting_now(epoch_ms: i64, speed: f64, tz_minutes: i32) -> Self {
+        Self::new(epoch_ms, (real_now_ns() / 1_000_000) as i64, speed, tz_minutes)
+    }
+
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+
+    pub fn epoch_ms(&self) -> i64 {
+        (self.epoch_ns / 1_000_000) as i64
+    }
+
+    pub fn origin_ms(&self) -> i64 {
+        (self.origin_ns / 1_000_000) as i64
+    }
+
+    pub fn tz_minutes(&self) -> i32 {
+        self.tz_minutes
+    }
+
+    /// Lab time now, Unix nanoseconds.
+    pub fn now_ns(&self) -> i64 {
+        let elapsed = (real_now_ns() - self.origin_ns) as f64 * self.speed;
+        (self.epoch_ns + elapsed as i128) as i64
+    }
+
+    /// Lab time now, Unix seconds.
+    pub fn now_secs(&self) -> i64 {
+        self.now_ns().div_euclid(1_000_000_000)
+    }
+
+    /// Real duration corresponding to a lab duration.
+    pub fn to_real(&self, lab: Duration) -> Duration {
+        Duration::from_secs_f64(lab.as_secs_f64() / self.speed)
+    }
+
+    /// Lab duration corresponding to a real duration.
+    pub fn to_lab(&self, real: Duration) -> Duration {
+        Duration::from_secs_f64(real.as_secs_f64() * self.speed)
+    }
+
+    /// Sleeps for a lab duration.
+    pub async fn sleep(&self, lab: Duration) {
+        tokio::time::sleep(self.to_real(lab)).await
+    }
+
+    /// The FortiOS `tz` field, e.g. `"-0800"`.
+    pub fn tz_string(&self) -> String {
+        let sign = if self.tz_minutes < 0 { '-' } else { '+' };
+        let m = self.tz_minutes.abs();
+        format!("{sign}{:02}{:02}", m / 60, m % 60)
+    }
+
+    /// Lab-local civil date and time of a lab instant: (`YYYY-MM-DD`, `HH:MM:SS`).
+    pub fn date_time(&self, unix_ns: i64) -> (String, String) {
+        let secs = unix_ns.div_euclid(1_000_000_000) + self.tz_minutes as i64 * 60;
+        format_date_time(secs)
+    }
+
+    /// Lab-local `YYYY-MM-DD HH:MM:SS` for a lab instant.
+    pub fn display(&self, unix_ns: i64) -> String {
+        let (d, t) = self.date_time(unix_ns);
+        format!("{d} {t}")
+    }
+
+    /// The flags that pass this clock to a child process.
+    pub fn to_args(&self) -> Vec<String> {
+        vec![
+            "--clock-epoch".into(),
+            self.epoch_ms().to_string(),
+            "--clock-origin".into(),
+            self.origin_ms().to_string(),
+            "--clock-speed".into(),
+            self.speed.to_string(),
+            "--clock-tz".into(),
+            self.tz_minutes.to_string(),
+        ]
+    }
+}
+
+/// `(YYYY-MM-DD, HH:MM:SS)` of a Unix second count (already shifted to local time).
+pub fn format_date_time(secs: i64) -> (String, String) {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    (
+        format!("{y:04}-{m:02}-{d:02}"),
+        format!("{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60),
+    )
+}
+
+/// Days since 1970-01-01 → proleptic Gregorian (year, month, day). Howard Hinnant's algorithm.
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// (year, month, day) → days since 1970-01-01.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let m = m as i64;
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// Parses `YYYY-MM-DD HH:MM:SS` (lab-local) into Unix seconds given the tz offset in minutes.
+pub fn parse_date_time(s: &str, tz_minutes: i32) -> Option<i64> {
+    let s = s.trim();
+    let (date, time) = s.split_once(|c| c == ' ' || c == 'T').unwrap_or((s, "00:00:00"));
+    let mut dp = date.split('-');
+    let y: i64 = dp.next()?.parse().ok()?;
+    let m: u32 = dp.next()?.parse().ok()?;
+    let d: u32 = dp.next()?.parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut tp = time.split(':');
+    let hh: i64 = tp.next()?.parse().ok()?;
+    let mm: i64 = tp.next().unwrap_or("0").parse().ok()?;
+    let ss: i64 = tp.next().unwrap_or("0").parse().ok()?;
+    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss - tz_minutes as i64 * 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn civil_round_trip() {
+        for days in [-1000i64, 0, 1, 18_700, 20_000, 60_000] {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
+        assert_eq!(format_date_time(1_557_790_185), ("2019-05-13".into(), "23:29:45".into()));
+    }
+
+    #[test]
+    fn speed_scales_lab_time_and_sleeps() {
+        let c = LabClock::starting_now(1_600_000_000_000, 100.0, -480);
+        assert_eq!(c.to_real(Duration::from_secs(60)), Duration::from_millis(600));
+        let t = c.now_ns();
+        assert!(t >= 1_600_000_000_000_000_000);
+        assert_eq!(c.tz_string(), "-0800");
+        let (d, tm) = c.date_time(1_600_000_000_000_000_000);
+        assert_eq!((d.as_str(), tm.as_str()), ("2020-09-13", "04:26:40"));
+        assert_eq!(parse_date_time("2020-09-13 04:26:40", -480), Some(1_600_000_000));
+    }
+
+    #[test]
+    fn two_clocks_with_same_parameters_agree() {
+        let a = LabClock::new(1_000, 2_000, 10.0, 0);
+        let b = LabClock::new(1_000, 2_000, 10.0, 0);
+        let (x, y) = (a.now_ns(), b.now_ns());
+        assert!((y - x).abs() < 50_000_000, "{x} vs {y}");
+    }
+}

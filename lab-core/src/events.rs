@@ -1,0 +1,229 @@
+//! The lab event stream: every device publishes `{seq, ts, device, kind, ...}` JSON objects,
+//! served as server-sent events at `/_lab/events` and merged by `fortilab` into one timeline.
+//!
+//! Each event has a per-device sequence number, so a reader that reconnects (the dashboard after
+//! a device restart) asks for `?since=N` and sees exactly what it missed, or learns of a gap when
+//! the history ring no longer holds it.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::stream::{self, Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::clock::LabClock;
+
+/// One lab event.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct LabEvent {
+    /// Per-device sequence number, from 1.
+    pub seq: u64,
+    /// Lab time, Unix nanoseconds.
+    pub ts: i64,
+    /// The device name (`FGT-LAB`, `FAZ-LAB`, `EMS-LAB`, `PC-52`, `internet`).
+    pub device: String,
+    /// What happened, dotted (`log.webfilter`, `ioc.compromised`, `stitch.run`, `ems.quarantine`).
+    pub kind: String,
+    /// Event-specific fields.
+    #[serde(flatten)]
+    pub data: serde_json::Map<String, serde_json::Value>,
+}
+
+const HISTORY: usize = 20_000;
+
+struct Inner {
+    seq: u64,
+    history: VecDeque<Arc<LabEvent>>,
+}
+
+/// A device's event publisher. Cheap to clone.
+#[derive(Clone)]
+pub struct EventBus {
+    device: Arc<Mutex<String>>,
+    clock: LabClock,
+    inner: Arc<Mutex<Inner>>,
+    tx: broadcast::Sender<Arc<LabEvent>>,
+}
+
+impl std::fmt::Debug for EventBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventBus").finish_non_exhaustive()
+    }
+}
+
+impl EventBus {
+    pub fn new(device: &str, clock: LabClock) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        Self {
+            device: Arc::new(Mutex::new(device.to_string())),
+            clock,
+            inner: Arc::new(Mutex::new(Inner { seq: 0, history: VecDeque::new() })),
+            tx,
+        }
+    }
+
+    /// Renames the device (a hostname change).
+    pub fn set_device(&self, name: &str) {
+        *self.device.lock().unwrap() = name.to_string();
+    }
+
+    pub fn device(&self) -> String {
+        self.device.lock().unwrap().clone()
+    }
+
+    /// Publishes an event. `data` must be a JSON object (anything else is wrapped as `value`).
+    pub fn emit(&self, kind: &str, data: serde_json::Value) -> Arc<LabEvent> {
+        self.emit_as(&self.device(), kind, data)
+    }
+
+    /// Publishes an event on behalf of a named sub-device (one endpoint of many).
+    pub fn emit_as(&self, device: &str, kind: &str, data: serde_json::Value) -> Arc<LabEvent> {
+        let data = match data {
+            serde_json::Value::Object(m) => m,
+            serde_json::Value::Null => serde_json::Map::new(),
+            other => {
+                let mut m = serde_json::Map::new();
+                m.insert("value".into(), other);
+                m
+            }
+        };
+        let mut inner = self.inner.lock().unwrap();
+        inner.seq += 1;
+        let ev = Arc::new(LabEvent {
+            seq: inner.seq,
+            ts: self.clock.now_ns(),
+            device: device.to_string(),
+            kind: kind.to_string(),
+            data,
+        });
+        if inner.history.len() >= HISTORY {
+            inner.history.pop_front();
+        }
+        inner.history.push_back(ev.clone());
+        // Sending under the lock keeps live order equal to sequence order.
+        let _ = self.tx.send(ev.clone());
+        ev
+    }
+
+    /// Events with `seq > since` still held, and whether some were already dropped.
+    pub fn history_since(&self, since: u64) -> (Vec<Arc<LabEvent>>, bool) {
+        let inner = self.inner.lock().unwrap();
+        let first = inner.history.front().map(|e| e.seq).unwrap_or(inner.seq + 1);
+        let gap = since + 1 < first && since < inner.seq;
+        (inner.history.iter().filter(|e| e.seq > since).cloned().collect(), gap)
+    }
+
+    /// A snapshot of the held history plus a live receiver, without losing events in between.
+    pub fn subscribe_since(
+        &self,
+        since: u64,
+    ) -> (Vec<Arc<LabEvent>>, bool, broadcast::Receiver<Arc<LabEvent>>) {
+        let inner = self.inner.lock().unwrap();
+        let rx = self.tx.subscribe();
+        let first = inner.history.front().map(|e| e.seq).unwrap_or(inner.seq + 1);
+        let gap = since + 1 < first && since < inner.seq;
+        let past = inner.history.iter().filter(|e| e.seq > since).cloned().collect();
+        (past, gap, rx)
+    }
+
+    pub fn last_seq(&self) -> u64 {
+        self.inner.lock().unwrap().seq
+    }
+}
+
+/// Query of `/_lab/events`.
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    /// Replay events after this sequence number (default: all held).
+    pub since: Option<u64>,
+    /// `1`: only the held history, then end the stream (for scripts).
+    pub once: Option<u8>,
+}
+
+/// The `/_lab/events` handler: server-sent events, one JSON object per event. A `gap` event
+/// (`{"kind":"gap","from":..,"to":..}`) tells a reader that events it asked for were dropped.
+pub async fn sse_handler(
+    State(bus): State<EventBus>,
+    Query(q): Query<EventsQuery>,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let since = q.since.unwrap_or(0);
+    let (past, gap, rx) = bus.subscribe_since(since);
+    let mut last = since;
+    let mut head: Vec<Result<Event, Infallible>> = Vec::new();
+    if gap {
+        let first = past.first().map(|e| e.seq).unwrap_or(bus.last_seq() + 1);
+        head.push(Ok(Event::default().event("gap").data(
+            serde_json::json!({"kind": "gap", "device": bus.device(), "from": since + 1, "to": first - 1})
+                .to_string(),
+        )));
+    }
+    for e in &past {
+        last = e.seq;
+        head.push(Ok(to_sse(e)));
+    }
+    let once = q.once == Some(1);
+    let state = (rx, last, bus.clone(), VecDeque::<Event>::new());
+    let live = stream::unfold(state, move |(mut rx, mut last, bus, mut pending)| async move {
+        loop {
+            if let Some(ev) = pending.pop_front() {
+                return Some((Ok(ev), (rx, last, bus, pending)));
+            }
+            match rx.recv().await {
+                Ok(e) if e.seq <= last => continue,
+                Ok(e) => {
+                    last = e.seq;
+                    return Some((Ok(to_sse(&e)), (rx, last, bus, pending)));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // Refill from the history ring; report what it no longer holds.
+                    let (missed, gap) = bus.history_since(last);
+                    if gap {
+                        let first = missed.first().map(|e| e.seq).unwrap_or(last + 1);
+                        pending.push_back(Event::default().event("gap").data(
+                            serde_json::json!({"kind":"gap","device":bus.device(),"from":last+1,"to":first-1}).to_string(),
+                        ));
+                    }
+                    for e in &missed {
+                        last = e.seq;
+                        pending.push_back(to_sse(e));
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    let body: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = if once {
+        Box::pin(stream::iter(head))
+    } else {
+        Box::pin(stream::iter(head).chain(live))
+    };
+    Sse::new(body).keep_alive(KeepAlive::default())
+}
+
+fn to_sse(e: &LabEvent) -> Event {
+    Event::default().id(e.seq.to_string()).data(serde_json::to_string(e).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_and_history() {
+        let bus = EventBus::new("FGT-LAB", LabClock::real());
+        bus.emit("log.webfilter", serde_json::json!({"url": "/x"}));
+        let e = bus.emit("stitch.run", serde_json::json!({"stitch": "S"}));
+        assert_eq!(e.seq, 2);
+        let (h, gap) = bus.history_since(1);
+        assert_eq!(h.len(), 1);
+        assert!(!gap);
+        assert_eq!(h[0].data["stitch"], "S");
+        let json = serde_json::to_value(&*h[0]).unwrap();
+        assert_eq!(json["device"], "FGT-LAB");
+        assert_eq!(json["kind"], "stitch.run");
+    }
+}

@@ -1,0 +1,134 @@
+//! The lab network map and the lab source address of a connection (ARCHITECTURE.md section 4).
+//!
+//! Configurations speak lab addresses (10.115.2.52, 10.115.1.20:514, 89.x.x.x). On one machine
+//! every real socket is on loopback, so each process gets a map: lab IP:port → real socket
+//! (`services`), and lab IP → real IP (`hosts`, so `curl --interface 127.0.0.52` can act as
+//! 10.115.2.52). Unmapped addresses map to themselves, which is what a multi-host lab
+//! (network namespaces) wants.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Lab address ↔ real socket map.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct LabMap {
+    /// Lab IP → real IP of a lab host (source-address mapping and whole-host redirection).
+    #[serde(default)]
+    pub hosts: BTreeMap<IpAddr, IpAddr>,
+    /// Lab IP:port → real socket of a lab service.
+    #[serde(default)]
+    pub services: BTreeMap<SocketAddr, SocketAddr>,
+}
+
+/// Errors loading a lab map.
+#[derive(Debug, thiserror::Error)]
+pub enum LabMapError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}:{column}: {msg}")]
+    Parse { path: String, line: usize, column: usize, msg: String },
+}
+
+impl LabMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads a JSON map `{"hosts": {...}, "services": {...}}`.
+    pub fn load(path: &Path) -> Result<Self, LabMapError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| LabMapError::Io { path: path.display().to_string(), source: e })?;
+        serde_json::from_str(&text).map_err(|e| LabMapError::Parse {
+            path: path.display().to_string(),
+            line: e.line(),
+            column: e.column(),
+            msg: e.to_string(),
+        })
+    }
+
+    pub fn add_service(&mut self, lab: SocketAddr, real: SocketAddr) {
+        self.services.insert(lab, real);
+    }
+
+    pub fn add_host(&mut self, lab: IpAddr, real: IpAddr) {
+        self.hosts.insert(lab, real);
+    }
+
+    /// Where to connect to reach the lab socket `lab`.
+    pub fn resolve(&self, lab: SocketAddr) -> SocketAddr {
+        if let Some(real) = self.services.get(&lab) {
+            return *real;
+        }
+        if let Some(ip) = self.hosts.get(&lab.ip()) {
+            return SocketAddr::new(*ip, lab.port());
+        }
+        lab
+    }
+
+    /// Whether `lab` has an explicit mapping.
+    pub fn is_mapped(&self, lab: SocketAddr) -> bool {
+        self.services.contains_key(&lab) || self.hosts.contains_key(&lab.ip())
+    }
+
+    /// The lab address of a real peer address, when the map names it as a lab host.
+    pub fn lab_of_real(&self, real: IpAddr) -> Option<IpAddr> {
+        self.hosts.iter().find(|(_, r)| **r == real).map(|(lab, _)| *lab)
+    }
+
+    /// The lab service whose real socket is `real`, if any.
+    pub fn lab_service_of_real(&self, real: SocketAddr) -> Option<SocketAddr> {
+        self.services.iter().find(|(_, r)| **r == real).map(|(lab, _)| *lab)
+    }
+
+    /// The lab source of a connection: the PROXY header's source when present, else the lab
+    /// address the map gives the real peer, else the real peer itself.
+    pub fn lab_source(&self, proxy: Option<&crate::proxy::ProxyHeader>, peer: SocketAddr) -> SocketAddr {
+        if let Some(h) = proxy {
+            return h.src;
+        }
+        match self.lab_of_real(peer.ip()) {
+            Some(ip) => SocketAddr::new(ip, peer.port()),
+            None => peer,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resolve_prefers_service_then_host_then_identity() {
+        let mut m = LabMap::new();
+        m.add_service("10.115.1.20:514".parse().unwrap(), "127.0.0.1:40000".parse().unwrap());
+        m.add_host("10.115.2.60".parse().unwrap(), "127.0.0.60".parse().unwrap());
+        assert_eq!(m.resolve("10.115.1.20:514".parse().unwrap()), "127.0.0.1:40000".parse().unwrap());
+        assert_eq!(m.resolve("10.115.2.60:80".parse().unwrap()), "127.0.0.60:80".parse().unwrap());
+        assert_eq!(m.resolve("1.2.3.4:80".parse().unwrap()), "1.2.3.4:80".parse().unwrap());
+        assert_eq!(m.lab_of_real("127.0.0.60".parse().unwrap()), Some("10.115.2.60".parse().unwrap()));
+        let json = serde_json::to_string(&m).unwrap();
+        assert_eq!(serde_json::from_str::<LabMap>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn lab_source_order() {
+        let mut m = LabMap::new();
+        m.add_host("10.115.2.60".parse().unwrap(), "127.0.0.60".parse().unwrap());
+        let hdr = crate::proxy::ProxyHeader {
+            src: "10.115.2.52:5000".parse().unwrap(),
+            dst: "1.1.1.1:80".parse().unwrap(),
+        };
+        let peer: SocketAddr = "127.0.0.60:4000".parse().unwrap();
+        assert_eq!(m.lab_source(Some(&hdr), peer), hdr.src);
+        assert_eq!(m.lab_source(None, peer), "10.115.2.60:4000".parse().unwrap());
+        let other: SocketAddr = "127.0.0.1:4000".parse().unwrap();
+        assert_eq!(m.lab_source(None, other), other);
+    }
+}

@@ -1,0 +1,34 @@
+//! # fortilab-core
+//!
+//! What every fortilab device process shares (ARCHITECTURE.md section 2):
+//!
+//! - [`tls`]: the lab CA (rcgen) and rustls configurations that verify peers against it only.
+//! - [`http`]: serving an axum router over HTTPS or HTTP with graceful drain, with each
+//!   request's peer address and client-certificate CN as [`http::ConnInfo`].
+//! - [`shutdown`]: SIGINT/SIGTERM → a cancellation token.
+//! - [`ready`]: the `--ready-file` report, written atomically.
+//! - [`clock`]: the lab clock (epoch, origin, speed) and FortiOS date/time formatting.
+//! - [`rng`]: seeded random streams per label (serials, FCTUIDs, MACs, tokens).
+//! - [`labnet`] and [`proxy`]: the lab network map and PROXY v1/v2 headers.
+//! - [`logfmt`]: FortiOS `key=value` log records.
+//! - [`events`]: the per-device event stream served at `/_lab/events`.
+//! - [`logchan`]: the log channel (FortiGate/FortiClient → FortiAnalyzer; notifications back).
+//! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
+
+pub mod clock;
+pub mod device;
+pub mod events;
+pub mod http;
+pub mod labnet;
+pub mod logchan;
+pub mod logfmt;
+pub mod proxy;
+pub mod ready;
+pub mod rng;
+pub mod shutdown;
+pub mod tls;
+
+pub use clock::LabClock;
+pub use events::{EventBus, LabEvent};
+pub use labnet::LabMap;
+pub use tls::{DeviceCert, LabCa};

@@ -1,0 +1,1 @@
+//! The log channel: placeholder until the channel lands.

@@ -1,0 +1,3 @@
+//! End-to-end tests (dataplane): spawn the real binaries.
+
+mod support;

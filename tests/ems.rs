@@ -1,0 +1,3 @@
+//! End-to-end tests (ems): spawn the real binaries.
+
+mod support;

@@ -1,0 +1,3 @@
+//! End-to-end tests (faz): spawn the real binaries.
+
+mod support;

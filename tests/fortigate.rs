@@ -1,0 +1,3 @@
+//! End-to-end tests (fortigate): spawn the real binaries.
+
+mod support;

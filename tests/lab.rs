@@ -1,0 +1,3 @@
+//! End-to-end tests (lab): spawn the real binaries.
+
+mod support;
