@@ -2,7 +2,13 @@
 
 use tokio_util::sync::CancellationToken;
 
-/// A token cancelled on the first SIGINT or SIGTERM.
+/// Environment variable the orchestrator sets on the devices it starts: the device then also
+/// shuts down when its standard input reaches end of file, which happens when the orchestrator
+/// exits for any reason, SIGKILL included. No device outlives its lab.
+pub const EXIT_WITH_STDIN_ENV: &str = "FORTILAB_EXIT_WITH_STDIN";
+
+/// A token cancelled on the first SIGINT or SIGTERM (and on stdin EOF when
+/// [`EXIT_WITH_STDIN_ENV`] is `1`).
 pub fn signal_token() -> CancellationToken {
     let token = CancellationToken::new();
     let t = token.clone();
@@ -11,6 +17,24 @@ pub fn signal_token() -> CancellationToken {
         tracing::info!("shutdown requested, draining");
         t.cancel();
     });
+    if std::env::var(EXIT_WITH_STDIN_ENV).as_deref() == Ok("1") {
+        let t = token.clone();
+        // A plain thread: tokio's stdin is also a blocking thread, and this one must not keep
+        // the runtime from shutting down.
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut buf = [0u8; 256];
+            let mut stdin = std::io::stdin();
+            loop {
+                match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+            tracing::info!("orchestrator gone (stdin closed), draining");
+            t.cancel();
+        });
+    }
     token
 }
 
