@@ -1,1 +1,0 @@
-//! The log channel: placeholder until the channel lands.
