@@ -1,7 +1,7 @@
-//! placeholder
+//! # sim-fortigate
+//!
+//! A FortiGate twin: the FortiOS configuration engine ([`config`]), the FortiOS REST API
+//! ([`api`]), the device state shared by every module ([`device`]) and FortiOS event logs
+//! ([`logs`]).
 
-pub mod cli {
-    pub fn main() -> std::process::ExitCode {
-        std::process::ExitCode::from(1)
-    }
-}
+pub mod config;

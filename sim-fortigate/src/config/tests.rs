@@ -1,0 +1,740 @@
+//! Parser, validation, serialization and store tests (every syntax rule of reference §3.1).
+
+use proptest::prelude::*;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use super::*;
+
+const V64: FosVersion = FosVersion::V6_4_4;
+const V72: FosVersion = FosVersion::new(7, 2, 5);
+
+fn base(v: FosVersion) -> Config {
+    factory(v, "FGVM01TM00000001", &mut ChaCha8Rng::seed_from_u64(1))
+}
+
+fn parse(text: &str) -> Result<(Config, Applied), ConfigError> {
+    parse_v(text, V64)
+}
+
+fn parse_v(text: &str, v: FosVersion) -> Result<(Config, Applied), ConfigError> {
+    parse_config(
+        &base(v),
+        text,
+        "t.conf",
+        v,
+        false,
+        &mut ChaCha8Rng::seed_from_u64(2),
+    )
+}
+
+fn entry<'a>(c: &'a Config, path: &str, key: &str) -> &'a Entry {
+    c.entry(path, key)
+        .unwrap_or_else(|| panic!("{path} {key} missing"))
+}
+
+/// The seed article's two snippets verbatim (reference: seed/ioc-automation-stitch-kb.txt),
+/// preceded by the address object they need.
+pub const SEED_SNIPPETS: &str = r#"config firewall address
+    edit "10.115.2.52/32"
+        set subnet 10.115.2.52 255.255.255.255
+    next
+end
+config firewall policy
+    edit 0
+        set srcintf "port3"
+        set dstintf "virtual-wan-link"
+        set srcaddr "10.115.2.52/32"
+        set dstaddr "all"
+        set action accept
+        set schedule "always"
+        set service "ALL"
+        set utm-status enable
+        set ssl-ssh-profile "certificate-inspection"
+        set webfilter-profile "monitor-all"
+        set logtraffic all
+        set nat enable
+    next
+
+config system automation-stitch
+    edit "Compromised Host Quarantine"
+        set trigger "Compromised Host Quarantine"
+        set action "Compromised Host Quarantine_quarantine-forticlient"
+    next
+end
+"#;
+
+#[test]
+fn factory_defaults_are_as_the_reference_says() {
+    let c = base(V64);
+    assert_eq!(
+        entry(&c, "system interface", "port1").scalar("role"),
+        Some("wan")
+    );
+    assert_eq!(
+        entry(&c, "system interface", "port3").scalar("role"),
+        Some("lan")
+    );
+    assert!(c.entry("firewall address", "all").is_some());
+    assert!(c.entry("firewall schedule recurring", "always").is_some());
+    for s in ["ALL", "HTTP", "HTTPS", "DNS", "PING"] {
+        assert!(c.entry("firewall service custom", s).is_some(), "{s}");
+    }
+    for p in ["certificate-inspection", "deep-inspection", "no-inspection"] {
+        assert!(c.entry("firewall ssl-ssh-profile", p).is_some(), "{p}");
+    }
+    let ma = entry(&c, "webfilter profile", "monitor-all");
+    assert_eq!(ma.scalar("log-all-url"), Some("enable"));
+    assert_eq!(
+        ma.scalar("comment"),
+        Some("Monitor and log all visited URLs, flow-based.")
+    );
+    let filters = ma
+        .table("ftgd-wf")
+        .unwrap()
+        .get("")
+        .unwrap()
+        .table("filters")
+        .unwrap();
+    assert_eq!(filters.len(), defaults::categories(V64).len() + 1);
+    assert!(
+        filters
+            .entries()
+            .iter()
+            .all(|f| f.scalar("action").is_none()),
+        "all monitor"
+    );
+    assert!(
+        filters
+            .entries()
+            .iter()
+            .any(|f| f.scalar("category").is_none()),
+        "unrated entry"
+    );
+    let def = entry(&c, "webfilter profile", "default");
+    let df = def
+        .table("ftgd-wf")
+        .unwrap()
+        .get("")
+        .unwrap()
+        .table("filters")
+        .unwrap();
+    let blocked: Vec<u32> = df
+        .entries()
+        .iter()
+        .filter(|f| f.scalar("action") == Some("block"))
+        .map(|f| f.scalar("category").unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(blocked, defaults::DEFAULT_BLOCKED);
+    let st = entry(
+        &c,
+        "system automation-stitch",
+        "Compromised Host Quarantine",
+    );
+    assert_eq!(st.scalar("status"), Some("disable"));
+    assert_eq!(st.list("action").len(), 2);
+    let tr = entry(
+        &c,
+        "system automation-trigger",
+        "Compromised Host Quarantine",
+    );
+    assert!(
+        tr.fields.is_empty(),
+        "event-type ioc and ioc-level high are defaults"
+    );
+    let z = c
+        .single("system virtual-wan-link")
+        .unwrap()
+        .table("zone")
+        .unwrap();
+    assert!(z.contains("virtual-wan-link"));
+    // 7.x names.
+    let c7 = base(V72);
+    assert!(c7
+        .entry("system automation-trigger", "Compromised Host - High")
+        .is_some());
+    let st7 = entry(
+        &c7,
+        "system automation-stitch",
+        "Compromised Host Quarantine",
+    );
+    assert_eq!(st7.table("actions").unwrap().len(), 2);
+    assert!(c7.single("system sdwan").is_some());
+}
+
+#[test]
+fn seed_snippets_load_with_a_warning_for_the_missing_end() {
+    let (c, a) = parse(SEED_SNIPPETS).unwrap();
+    let p = entry(&c, "firewall policy", "1");
+    assert_eq!(p.list("srcintf"), ["port3"]);
+    assert_eq!(p.list("dstintf"), ["virtual-wan-link"]);
+    assert_eq!(p.list("srcaddr"), ["10.115.2.52/32"]);
+    assert_eq!(p.scalar("action"), Some("accept"));
+    assert_eq!(p.scalar("webfilter-profile"), Some("monitor-all"));
+    assert_eq!(p.scalar("logtraffic"), Some("all"));
+    assert_eq!(p.scalar("nat"), Some("enable"));
+    assert!(p.scalar("uuid").is_some());
+    assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+    let w = a.warnings[0].to_string();
+    assert!(w.starts_with("t.conf:22:1: warning:"), "{w}");
+    assert!(
+        w.contains("config firewall policy") && w.contains("line 6"),
+        "{w}"
+    );
+    let st = entry(
+        &c,
+        "system automation-stitch",
+        "Compromised Host Quarantine",
+    );
+    assert_eq!(
+        st.list("action"),
+        ["Compromised Host Quarantine_quarantine-forticlient"]
+    );
+    assert_eq!(
+        st.scalar("status"),
+        Some("disable"),
+        "unchanged fields keep their value"
+    );
+}
+
+#[test]
+fn block_without_end_at_eof_is_closed_with_a_warning() {
+    let (c, a) =
+        parse("config firewall address\n    edit \"h1\"\n        set subnet 10.1.1.1/32\n")
+            .unwrap();
+    assert_eq!(
+        entry(&c, "firewall address", "h1").scalar("subnet"),
+        Some("10.1.1.1 255.255.255.255")
+    );
+    assert_eq!(a.warnings.len(), 1);
+    assert!(a.warnings[0].message.contains("not closed"));
+    // Strict mode refuses it.
+    let e = parse_config(
+        &base(V64),
+        "config firewall address\n edit a\n next\n",
+        "s.conf",
+        V64,
+        true,
+        &mut ChaCha8Rng::seed_from_u64(1),
+    )
+    .unwrap_err();
+    assert!(e.to_string().starts_with("s.conf:3:"), "{e}");
+}
+
+#[test]
+fn edit_zero_assigns_the_next_free_id_on_next_and_end() {
+    let text = "config firewall policy
+edit 7
+set srcintf port3
+set dstintf port1
+set srcaddr all
+set dstaddr all
+set schedule always
+set service ALL
+next
+edit 0
+set srcintf port3
+set dstintf port1
+set srcaddr all
+set dstaddr all
+set schedule always
+set service ALL
+end";
+    let (c, a) = parse(text).unwrap();
+    let keys: Vec<&str> = c
+        .table("firewall policy")
+        .unwrap()
+        .entries()
+        .iter()
+        .map(|e| e.key.as_str())
+        .collect();
+    assert_eq!(keys, ["7", "8"]);
+    assert_eq!(a.changes.last().unwrap().key, "8");
+    assert!(a.warnings.is_empty());
+}
+
+#[test]
+fn set_unset_append_unselect_select_clear() {
+    let text = r#"config firewall addrgrp
+    edit "g"
+        set member "all" "none"
+        append member "gmail.com"
+        unselect member "none"
+    next
+end
+config firewall policy
+    edit 1
+        select srcintf "port3"
+        set dstintf "port1"
+        set srcaddr "g"
+        set dstaddr "all"
+        set schedule "always"
+        set service "HTTP" "HTTPS"
+        set comments "temp"
+        clear comments
+        set nat enable
+        unset nat
+    next
+end
+config system interface
+    edit "port2"
+        set allowaccess ping
+        append allowaccess https ssh
+        unselect allowaccess ping
+    next
+end"#;
+    let (c, _) = parse(text).unwrap();
+    assert_eq!(
+        entry(&c, "firewall addrgrp", "g").list("member"),
+        ["all", "gmail.com"]
+    );
+    let p = entry(&c, "firewall policy", "1");
+    assert_eq!(p.list("srcintf"), ["port3"]);
+    assert_eq!(p.list("service"), ["HTTP", "HTTPS"]);
+    assert_eq!(p.scalar("comments"), None);
+    assert_eq!(p.scalar("nat"), None);
+    assert_eq!(
+        entry(&c, "system interface", "port2").scalar("allowaccess"),
+        Some("https ssh")
+    );
+}
+
+#[test]
+fn delete_move_rename_clone_purge() {
+    let mut text = String::from("config firewall policy\n");
+    for id in 1..=3 {
+        text.push_str(&format!("edit {id}\nset srcintf port3\nset dstintf port1\nset srcaddr all\nset dstaddr all\nset schedule always\nset service ALL\nnext\n"));
+    }
+    text.push_str("move 3 before 1\ndelete 2\nclone 1 to 9\nend\n");
+    text.push_str("config firewall address\nedit a1\nnext\nrename a1 to a2\nend\n");
+    text.push_str("config webfilter urlfilter\nedit 1\nconfig entries\nedit 1\nset url x\nnext\nedit 2\nset url y\nnext\npurge\nend\nnext\nend\n");
+    let (c, _) = parse(&text).unwrap();
+    let keys: Vec<&str> = c
+        .table("firewall policy")
+        .unwrap()
+        .entries()
+        .iter()
+        .map(|e| e.key.as_str())
+        .collect();
+    assert_eq!(keys, ["3", "1", "9"]);
+    assert_ne!(
+        entry(&c, "firewall policy", "9").scalar("uuid"),
+        entry(&c, "firewall policy", "1").scalar("uuid")
+    );
+    assert!(c.entry("firewall address", "a2").is_some());
+    assert!(c.entry("firewall address", "a1").is_none());
+    assert!(entry(&c, "webfilter urlfilter", "1")
+        .table("entries")
+        .is_none());
+}
+
+#[test]
+fn rename_updates_references() {
+    let text = "config firewall address\nedit h\nset subnet 10.0.0.1/32\nnext\nend\nconfig firewall policy\nedit 1\nset srcintf port3\nset dstintf port1\nset srcaddr h\nset dstaddr all\nset schedule always\nset service ALL\nnext\nend\nconfig firewall address\nrename h to host\nend\n";
+    let (c, _) = parse(text).unwrap();
+    assert_eq!(entry(&c, "firewall policy", "1").list("srcaddr"), ["host"]);
+}
+
+#[test]
+fn nested_tables_and_single_sub_tables() {
+    let text = r#"config webfilter profile
+    edit "wf"
+        config ftgd-wf
+            config filters
+                edit 0
+                    set category 26
+                    set action block
+                next
+                edit 0
+                    set category 61
+                    set action warning
+                next
+            end
+        end
+        set log-all-url enable
+    next
+end"#;
+    let (c, _) = parse(text).unwrap();
+    let f = entry(&c, "webfilter profile", "wf")
+        .table("ftgd-wf")
+        .unwrap()
+        .get("")
+        .unwrap()
+        .table("filters")
+        .unwrap();
+    let keys: Vec<&str> = f.entries().iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["1", "2"]);
+    assert_eq!(f.get("2").unwrap().scalar("action"), Some("warning"));
+}
+
+#[test]
+fn quoting_and_escapes_in_values() {
+    let text = "config firewall address\nedit \"my host\"\nset comment 'it\\'s \"quoted\"'\nnext\nedit with\\ space\nnext\nend\n";
+    let (c, _) = parse(text).unwrap();
+    assert_eq!(
+        entry(&c, "firewall address", "my host").scalar("comment"),
+        Some("it's \"quoted\"")
+    );
+    assert!(c.entry("firewall address", "with space").is_some());
+}
+
+#[test]
+fn config_version_header_is_accepted() {
+    let text = format!(
+        "{}\nconfig system global\nset hostname \"FGT-LAB\"\nend\n",
+        V64.config_header("admin")
+    );
+    let (c, a) = parse(&text).unwrap();
+    assert!(a.warnings.is_empty());
+    assert_eq!(
+        c.single("system global").unwrap().scalar("hostname"),
+        Some("FGT-LAB")
+    );
+}
+
+#[test]
+fn missing_reference_is_refused_with_the_fortios_error() {
+    let text = "config firewall policy\n    edit 1\n        set srcintf \"port3\"\n        set srcaddr \"10.9.9.9/32\"\n";
+    let e = parse(text).unwrap_err();
+    assert_eq!((e.line, e.col, e.code), (4, 21, -3));
+    assert_eq!(e.message, "entry not found in datasource");
+    assert_eq!(e.cli_text(), "entry not found in datasource\n\nvalue parse error before '10.9.9.9/32'\nCommand fail. Return code -3\n");
+    assert!(e
+        .to_string()
+        .starts_with("t.conf:4:21: entry not found in datasource"));
+}
+
+#[test]
+fn delete_of_an_object_in_use_is_refused() {
+    let (c, _) = parse(SEED_SNIPPETS).unwrap();
+    let e = parse_config(
+        &c,
+        "config firewall address\ndelete \"10.115.2.52/32\"\nend\n",
+        "d.conf",
+        V64,
+        false,
+        &mut ChaCha8Rng::seed_from_u64(3),
+    )
+    .unwrap_err();
+    assert_eq!((e.code, e.line), (-23, 2));
+    let e = parse_config(
+        &c,
+        "config firewall address\ndelete nope\nend\n",
+        "d.conf",
+        V64,
+        false,
+        &mut ChaCha8Rng::seed_from_u64(3),
+    )
+    .unwrap_err();
+    assert_eq!(e.code, -3);
+}
+
+#[test]
+fn value_errors_carry_line_column_and_code() {
+    let cases: &[(&str, i32, usize, usize)] = &[
+        ("config firewall policy\nedit 1\nset action maybe\n", -61, 3, 12),
+        ("config firewall policy\nedit 1\nset tcp-mss-sender 99999\n", -651, 3, 20),
+        ("config firewall address\nedit a\nset subnet 10.0.0.300 255.0.0.0\n", -8, 3, 12),
+        ("config firewall address\nedit a\nset subnet 10.0.0.0 255.0.255.0\n", -9, 3, 21),
+        ("config firewall address\nedit a\nset comment one two\n", -61, 3, 17),
+        ("config firewall address\nedit aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n", -1, 2, 6),
+        ("config firewall policy\nedit x\n", -651, 2, 6),
+        ("config firewall policy\nedit 1\nset srcintf port3\nnext\n", -56, 4, 1),
+        ("edit 1\n", -61, 1, 1),
+        ("config firewall policy\nfrobnicate\n", -61, 2, 1),
+        ("config firewall address\nedit a\nset comment \"unterminated\n", -61, 3, 13),
+        ("end\n", -61, 1, 1),
+    ];
+    for (text, code, line, col) in cases {
+        let e = parse(text).unwrap_err();
+        assert_eq!(
+            (e.code, e.line, e.col),
+            (*code, *line, *col),
+            "{text:?}: {e}"
+        );
+    }
+}
+
+#[test]
+fn unknown_tables_and_fields_are_warned_not_dropped_silently() {
+    let text = "config router static\n    edit 1\n        set gateway 10.0.0.1\n    next\nend\nconfig firewall address\n    edit a\n        set frobnicate yes\n    next\nend\n";
+    let (c, a) = parse(text).unwrap();
+    assert!(c.entry("firewall address", "a").is_some());
+    let w: Vec<String> = a.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(
+        w[0].starts_with("t.conf:1:8: warning: not modelled: config router static"),
+        "{w:?}"
+    );
+    assert!(
+        w[1].starts_with("t.conf:8:13: warning: not modelled: firewall address field 'frobnicate'"),
+        "{w:?}"
+    );
+    let e = parse_config(
+        &base(V64),
+        text,
+        "t.conf",
+        V64,
+        true,
+        &mut ChaCha8Rng::seed_from_u64(1),
+    )
+    .unwrap_err();
+    assert_eq!((e.line, e.col), (1, 8));
+}
+
+#[test]
+fn stitch_syntax_depends_on_the_version() {
+    // 7.x syntax on 6.4: parse error.
+    let t7 = "config system automation-stitch\nedit s\nset trigger \"Compromised Host Quarantine\"\nconfig actions\nedit 1\nset action \"Compromised Host Quarantine_quarantine\"\nnext\nend\nnext\nend\n";
+    let e = parse(t7).unwrap_err();
+    assert_eq!((e.code, e.line), (-61, 4));
+    // 6.4 syntax on 7.2: parse error.
+    let t6 = "config system automation-stitch\nedit s\nset trigger \"Compromised Host - High\"\nset action \"Quarantine FortiClient EMS Endpoint\"\nnext\nend\n";
+    let e = parse_v(t6, V72).unwrap_err();
+    assert_eq!((e.code, e.line), (-61, 4));
+    // Each on its own version works.
+    let t7ok = "config system automation-stitch\nedit s\nset trigger \"Compromised Host - High\"\nconfig actions\nedit 0\nset action \"Quarantine FortiClient EMS Endpoint\"\nset delay 5\nset required enable\nnext\nend\nnext\nend\n";
+    let (c, _) = parse_v(t7ok, V72).unwrap();
+    let a = entry(&c, "system automation-stitch", "s")
+        .table("actions")
+        .unwrap();
+    assert_eq!(a.get("1").unwrap().scalar("delay"), Some("5"));
+    // logid: integer in 6.4, list in 7.x.
+    assert!(
+        parse("config system automation-trigger\nedit t\nset logid 32102 32103\nnext\nend\n")
+            .is_err()
+    );
+    assert!(parse_v(
+        "config system automation-trigger\nedit t\nset logid 32102 32103\nnext\nend\n",
+        V72
+    )
+    .is_ok());
+}
+
+/// A realistic full configuration: factory + lab objects of every modelled table.
+fn realistic() -> String {
+    format!(
+        "{}\n{SEED_SNIPPETS}{}",
+        V64.config_header("admin"),
+        r#"config system global
+    set hostname "FGT-LAB"
+    set admintimeout 30
+end
+config system interface
+    edit "port3"
+        set ip 10.115.2.1 255.255.255.0
+        set allowaccess ping https ssh
+    next
+end
+config system api-user
+    edit "automation"
+        set api-key secret-token
+        set accprofile "super_admin"
+        set vdom "root"
+        config trusthost
+            edit 1
+                set ipv4-trusthost 10.115.0.0 255.255.0.0
+            next
+        end
+    next
+end
+config firewall addrgrp
+    edit "lab hosts"
+        set member "10.115.2.52/32" "all"
+    next
+end
+config firewall service custom
+    edit "web-8080"
+        set tcp-portrange 8080 8443
+    next
+end
+config firewall service group
+    edit "webs"
+        set member "HTTP" "web-8080"
+    next
+end
+config firewall schedule recurring
+    edit "workhours"
+        set start "08:00"
+        set end "18:00"
+        set day monday tuesday
+    next
+end
+config webfilter urlfilter
+    edit 1
+        set name "lab-list"
+        config entries
+            edit 1
+                set url "www.eicar.org"
+                set action block
+            next
+        end
+    next
+end
+config system automation-trigger
+    edit "ioc medium"
+        set ioc-level medium
+    next
+end
+config system automation-action
+    edit "ban"
+        set action-type ban-ip
+    next
+end
+config log fortianalyzer setting
+    set status enable
+    set server "10.115.1.20"
+    set upload-option realtime
+    set reliable enable
+end
+config log syslogd setting
+    set status enable
+    set server "10.115.1.30"
+end
+config endpoint-control fctems
+    edit "ems"
+        set server "10.115.1.40"
+    next
+end
+config user quarantine
+    config targets
+        edit "PC-52"
+            config macs
+                edit "02:00:00:00:00:52"
+                next
+            end
+        next
+    end
+end
+"#
+    )
+}
+
+#[test]
+fn round_trip_is_stable_over_a_realistic_configuration() {
+    let text = realistic();
+    let (c1, a) = parse(&text).unwrap();
+    assert_eq!(a.warnings.len(), 1, "{:?}", a.warnings);
+    for full in [false, true] {
+        let s1 = show::show(&c1, V64, full, None);
+        let (c2, a2) = parse_config(
+            &Config::default(),
+            &s1,
+            "show.conf",
+            V64,
+            true,
+            &mut ChaCha8Rng::seed_from_u64(9),
+        )
+        .unwrap();
+        assert!(a2.warnings.is_empty());
+        let s2 = show::show(&c2, V64, full, None);
+        assert_eq!(s1, s2, "full={full}");
+        assert!(c1 == c2, "configs differ after round trip, full={full}");
+    }
+    let s = show::show(&c1, V64, false, None);
+    assert!(s.contains("    edit 1\n        set uuid "), "{s}");
+    assert!(s.contains("        set srcintf \"port3\"\n"));
+    assert!(s.contains("        set action accept\n"));
+    assert!(s.contains("        set api-key ENC SH2"));
+    assert!(!s.contains("secret-token"));
+    let full = show::show(&c1, V64, true, None);
+    assert!(full.contains("        set comments ''\n"));
+    assert!(full.contains("        set logtraffic-start disable\n"));
+}
+
+#[test]
+fn store_operations_validate_like_the_cli() {
+    let store = ConfigStore::new(base(V64), V64, 1, "FGVM01TM00000001");
+    let mut rx = store.subscribe();
+    let o = Origin {
+        user: "admin".into(),
+        ui: "GUI(127.0.0.1)".into(),
+    };
+    let r0 = store.revision();
+    let body = |s: &str| -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(s).unwrap()
+    };
+    let k = store
+        .create(
+            "firewall address",
+            &body(r#"{"name":"h1","subnet":"10.0.0.1 255.255.255.255"}"#),
+            &o,
+        )
+        .unwrap();
+    assert_eq!(k, "h1");
+    assert_ne!(store.revision(), r0);
+    assert_eq!(rx.try_recv().unwrap().change.action, ChangeAction::Add);
+    assert_eq!(
+        store
+            .create("firewall address", &body(r#"{"name":"h1"}"#), &o)
+            .unwrap_err(),
+        OpError::Duplicate
+    );
+    let pol = r#"{"srcintf":[{"name":"port3"}],"dstintf":[{"name":"port1"}],"srcaddr":[{"name":"h1"}],"dstaddr":[{"name":"all"}],"schedule":"always","service":[{"name":"ALL"}],"action":"accept"}"#;
+    let id = store.create("firewall policy", &body(pol), &o).unwrap();
+    assert_eq!(id, "1");
+    let bad = r#"{"srcintf":[{"name":"port3"}],"dstintf":[{"name":"port1"}],"srcaddr":[{"name":"homeNetwork"}],"dstaddr":[{"name":"all"}],"schedule":"always","service":[{"name":"ALL"}]}"#;
+    let e = store.create("firewall policy", &body(bad), &o).unwrap_err();
+    assert_eq!(e.code(), Some(-651));
+    assert!(e
+        .cli_error()
+        .unwrap()
+        .starts_with("node_check_object fail! for name homeNetwork"));
+    let e = store.delete("firewall address", "h1", &o).unwrap_err();
+    assert_eq!(e.code(), Some(-23));
+    assert_eq!(
+        store
+            .update("firewall address", Some("nope"), &body("{}"), &o)
+            .unwrap_err(),
+        OpError::NotFound
+    );
+    store
+        .update(
+            "firewall address",
+            Some("h1"),
+            &body(r#"{"comment":"x"}"#),
+            &o,
+        )
+        .unwrap();
+    let j = store
+        .get_json("firewall address", Some("h1"), &JsonOpts::default())
+        .unwrap();
+    assert_eq!(j[0]["comment"], "x");
+    assert_eq!(j[0]["subnet"], "10.0.0.1 255.255.255.255");
+    store
+        .update(
+            "system global",
+            None,
+            &body(r#"{"hostname":"FGT-LAB"}"#),
+            &o,
+        )
+        .unwrap();
+    assert_eq!(store.hostname(), "FGT-LAB");
+    assert_eq!(store.policies()[0].srcaddr, ["h1"]);
+    store.delete("firewall policy", "1", &o).unwrap();
+    store.delete("firewall address", "h1", &o).unwrap();
+    assert!(!store.exists("firewall address", "h1"));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// The parser never panics, whatever the input.
+    #[test]
+    fn parser_never_panics(text in "\\PC{0,400}") {
+        let _ = parse(&text);
+    }
+
+    /// Nor on inputs made of CLI words.
+    #[test]
+    fn parser_never_panics_on_cli_words(words in proptest::collection::vec(prop_oneof![
+        Just("config"), Just("edit"), Just("set"), Just("unset"), Just("next"), Just("end"),
+        Just("append"), Just("unselect"), Just("delete"), Just("move"), Just("rename"),
+        Just("clone"), Just("purge"), Just("firewall"), Just("policy"), Just("address"),
+        Just("0"), Just("1"), Just("\"all\""), Just("srcaddr"), Just("before"), Just("to"),
+        Just("\n"), Just("ftgd-wf"), Just("filters"), Just("webfilter"), Just("profile"),
+        Just("system"), Just("automation-stitch"), Just("action"), Just("'"), Just("\\"),
+    ], 0..80)) {
+        let _ = parse(&words.join(" "));
+    }
+}
