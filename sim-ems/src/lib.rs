@@ -1,7 +1,260 @@
-//! placeholder
+//! # fortilab-ems: the FortiClient EMS twin
+//!
+//! - [`api`]: the EMS REST API under `/api/v1/` (two-cookie sign-in, CSRF, the `retval`
+//!   envelope, endpoints, quarantine, fabric devices), the fabric connector side used by
+//!   FortiGates with their lab-CA certificate, and the lab surface under `/_lab/`.
+//! - [`telemetry`]: the FortiClient telemetry server (TLS, lab port 8013) with the framing of
+//!   [`proto`].
+//! - [`state`]: endpoints, quarantine and one-time access codes, fabric devices (pure logic);
+//!   [`store`]: its persistence under `--data-dir`.
+//! - [`client`]: a small HTTPS/TLS client trusting the lab CA (tests, benchmarks, tools).
+//!
+//! [`start`] runs everything on listeners the caller binds and reports the real addresses.
 
-pub mod cli {
-    pub fn main() -> std::process::ExitCode {
-        std::process::ExitCode::from(1)
+pub mod api;
+pub mod cli;
+pub mod client;
+pub mod config;
+pub mod proto;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fortilab_core::tls::{ClientAuth, LabCa};
+use fortilab_core::{EventBus, LabClock};
+use rand_chacha::ChaCha8Rng;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use state::EmsState;
+
+/// Everything sim-ems needs to run, resolved from flags and the config file.
+#[derive(Debug, Clone)]
+pub struct EmsConfig {
+    pub hostname: String,
+    pub serial: String,
+    pub version: String,
+    pub admin_user: String,
+    pub admin_password: String,
+    /// Keep-alive interval, lab time.
+    pub ka_interval: Duration,
+    pub auto_authorize: bool,
+    pub lab_ip: String,
+    pub profile_name: String,
+    /// FortiAnalyzer lab address for FortiClient log upload.
+    pub faz: Option<String>,
+    pub log_upload_enabled: bool,
+    pub quarantine_message: String,
+    pub seed: u64,
+    pub data_dir: std::path::PathBuf,
+}
+
+impl EmsConfig {
+    /// Defaults for tests and in-process use.
+    pub fn for_tests(data_dir: &std::path::Path) -> Self {
+        EmsConfig {
+            hostname: "EMS-LAB".into(),
+            serial: "FCTEMS0000000001".into(),
+            version: "6.4.3".into(),
+            admin_user: "admin".into(),
+            admin_password: "fortilab".into(),
+            ka_interval: Duration::from_millis(200),
+            auto_authorize: false,
+            lab_ip: "10.115.1.30".into(),
+            profile_name: "Default".into(),
+            faz: None,
+            log_upload_enabled: false,
+            quarantine_message: DEFAULT_QUARANTINE_MESSAGE.into(),
+            seed: 1,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
+}
+
+/// The message shown on a quarantined endpoint [P].
+pub const DEFAULT_QUARANTINE_MESSAGE: &str =
+    "This endpoint has been quarantined by your administrator. Contact IT support.";
+
+/// An admin session (cookies `sessionid` + `csrftoken`).
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub user: String,
+    pub csrf: String,
+}
+
+/// State shared by the API, the telemetry server and the flusher.
+pub struct Shared {
+    pub cfg: EmsConfig,
+    pub clock: LabClock,
+    pub bus: EventBus,
+    pub state: Mutex<EmsState>,
+    pub store: store::Store,
+    pub auto_authorize: AtomicBool,
+    pub sessions: Mutex<HashMap<String, Session>>,
+    rng: Mutex<ChaCha8Rng>,
+    ka_count: AtomicU64,
+    /// Keep-alives handled since start.
+    pub keepalives: AtomicU64,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("serial", &self.cfg.serial).finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// Lab time in milliseconds.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ns() / 1_000_000
+    }
+
+    /// Runs `f` with the seeded random stream.
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut ChaCha8Rng) -> T) -> T {
+        f(&mut self.rng.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, EmsState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the current state durably if it changed since the last write.
+    pub async fn persist(self: &Arc<Self>) -> std::io::Result<()> {
+        let (generation, bytes) = {
+            let st = self.lock();
+            if st.generation <= self.store.written() {
+                return Ok(());
+            }
+            (st.generation, serde_json::to_vec(&*st).map_err(std::io::Error::other)?)
+        };
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || me.store.save(generation, &bytes))
+            .await
+            .map_err(std::io::Error::other)?
+    }
+
+    /// Writes the state including `last_seen` (shutdown).
+    pub fn persist_all_blocking(&self) -> std::io::Result<()> {
+        let (generation, bytes) = {
+            let mut st = self.lock();
+            st.generation += 1;
+            (st.generation, serde_json::to_vec(&*st).map_err(std::io::Error::other)?)
+        };
+        self.store.save(generation, &bytes)
+    }
+
+    /// Whether a keep-alive event should be emitted (sampled above 50 endpoints).
+    pub fn sample_keepalive(&self, endpoints: usize) -> bool {
+        let n = self.ka_count.fetch_add(1, Ordering::Relaxed);
+        let every = (endpoints / 50).max(1) as u64;
+        n % every == 0
+    }
+
+    pub fn ka_interval_ms(&self) -> u64 {
+        (self.cfg.ka_interval.as_millis() as u64).max(1)
+    }
+
+    /// An endpoint is online while its last contact is within three keep-alive periods.
+    pub fn online_window_ms(&self) -> i64 {
+        (3 * self.ka_interval_ms() as i64).max(1_000)
+    }
+}
+
+/// Listeners handed to [`start`].
+pub struct Listeners {
+    pub api: TcpListener,
+    pub telemetry: TcpListener,
+}
+
+/// A running EMS.
+pub struct Running {
+    pub api_addr: SocketAddr,
+    pub telemetry_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// Waits until every server task ended (after the shutdown token fired), then writes the
+    /// final state.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        while self.tasks.join_next().await.is_some() {}
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.persist_all_blocking()).await??;
+        Ok(())
+    }
+}
+
+/// Starts the EMS on the given listeners.
+pub async fn start(
+    cfg: EmsConfig,
+    ca: &LabCa,
+    clock: LabClock,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let store = store::Store::new(&cfg.data_dir);
+    let st = store.load()?;
+    let bus = EventBus::new(&cfg.hostname, clock);
+    let mut sans = vec![cfg.lab_ip.clone(), cfg.hostname.clone()];
+    sans.retain(|s| !s.is_empty());
+    let cert = ca.issue(&cfg.serial, &sans)?;
+    let api_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::Optional, &[b"http/1.1"])?;
+    let tel_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::None, &[])?;
+    let rng = fortilab_core::rng::stream(cfg.seed, "ems/runtime");
+    let shared = Arc::new(Shared {
+        auto_authorize: AtomicBool::new(cfg.auto_authorize),
+        cfg,
+        clock,
+        bus,
+        state: Mutex::new(st),
+        store,
+        sessions: Mutex::new(HashMap::new()),
+        rng: Mutex::new(rng),
+        ka_count: AtomicU64::new(0),
+        keepalives: AtomicU64::new(0),
+    });
+    let api_addr = listeners.api.local_addr()?;
+    let telemetry_addr = listeners.telemetry.local_addr()?;
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let app = api::router(shared.clone());
+        let sd = shutdown.clone();
+        let l = listeners.api;
+        tasks.spawn(async move {
+            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, app, sd).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        });
+    }
+    {
+        let sh = shared.clone();
+        let sd = shutdown.clone();
+        let l = listeners.telemetry;
+        tasks.spawn(async move { telemetry::serve(sh, l, tel_tls, sd).await });
+    }
+    {
+        // Background flusher.
+        let sh = shared.clone();
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = sd.cancelled() => break,
+                    _ = tokio::time::sleep(store::FLUSH_EVERY) => {}
+                }
+                if let Err(e) = sh.persist().await {
+                    tracing::error!(error = %e, "writing the EMS state failed");
+                }
+            }
+        });
+    }
+    tracing::info!(%api_addr, %telemetry_addr, serial = %shared.cfg.serial, "EMS ready");
+    Ok(Running { api_addr, telemetry_addr, shared, tasks })
 }

@@ -1,7 +1,453 @@
-//! placeholder
+//! # fortilab-endpoint: FortiClient endpoints
+//!
+//! One process simulates one or many FortiClient endpoints ([`identity`]). Each one registers
+//! with EMS over the telemetry protocol ([`proto`], shared with sim-ems as a wire format), keeps
+//! alive at the `KA_INTERVAL` EMS returns (on the lab clock), applies quarantine instructions
+//! ([`agent`]), uploads its FortiClient logs to the FortiAnalyzer named in the EMS profile
+//! ([`faz`], [`logs`]), and browses through the FortiGate proxy with its lab source address in
+//! a PROXY v2 header ([`fetch`]).
+//!
+//! Scale: every endpoint is one tokio task sleeping on the runtime's timer wheel; telemetry
+//! exchanges open one short TLS connection each (as FortiClient does) and at most
+//! [`MAX_CONCURRENT_EXCHANGES`] run at once, so 10,000 endpoints cost about a thread pool and a
+//! few kilobytes each.
+//!
+//! Lab surface (one HTTPS listener): `/_lab/health`, `/_lab/events` and per endpoint
+//! `/endpoints/<name>/_lab/{fetch,access-code,status}`.
 
-pub mod cli {
-    pub fn main() -> std::process::ExitCode {
-        std::process::ExitCode::from(1)
+pub mod agent;
+pub mod cli;
+pub mod faz;
+pub mod fetch;
+pub mod identity;
+pub mod logs;
+#[path = "../../sim-ems/src/proto.rs"]
+pub mod proto;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use fortilab_core::tls::ClientAuth;
+use fortilab_core::{EventBus, LabCa, LabClock, LabMap};
+use rand::Rng;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use agent::{AgentState, Change};
+use identity::Identity;
+
+/// Telemetry exchanges in flight at once (all endpoints of the process together).
+pub const MAX_CONCURRENT_EXCHANGES: usize = 64;
+/// Timeout of one telemetry exchange.
+pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
+/// The browser the endpoints pretend to be.
+pub const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) FortiClient/6.4.3";
+
+/// Configuration of the process.
+#[derive(Debug, Clone)]
+pub struct EndpointConfig {
+    pub identities: Vec<Identity>,
+    /// EMS telemetry, lab address.
+    pub ems: SocketAddr,
+    /// FortiGate explicit proxy, lab address.
+    pub proxy: Option<SocketAddr>,
+    /// Keep-alive interval until EMS sends one (lab time).
+    pub default_ka: Duration,
+    /// Registrations are spread uniformly over this much real time.
+    pub register_spread: Duration,
+    pub data_dir: std::path::PathBuf,
+    pub seed: u64,
+}
+
+/// One endpoint.
+pub struct Endpoint {
+    pub id: Identity,
+    pub state: Mutex<AgentState>,
+    pub uplink: faz::Uplink,
+    /// Wakes the telemetry task early (after an access code, to report it promptly is not
+    /// required; used on shutdown only).
+    pub wake: tokio::sync::Notify,
+}
+
+impl Endpoint {
+    fn lock(&self) -> std::sync::MutexGuard<'_, AgentState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// What all endpoints share.
+pub struct Shared {
+    pub cfg: EndpointConfig,
+    pub endpoints: Vec<Arc<Endpoint>>,
+    pub by_name: HashMap<String, usize>,
+    pub clock: LabClock,
+    pub bus: EventBus,
+    pub lab_map: Arc<LabMap>,
+    ems_real: SocketAddr,
+    ems_name: rustls::pki_types::ServerName<'static>,
+    telemetry_tls: tokio_rustls::TlsConnector,
+    proxy: Option<fetch::ProxyRoute>,
+    sem: Semaphore,
+    uplink_env: faz::UplinkEnv,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("endpoints", &self.endpoints.len()).finish_non_exhaustive()
+    }
+}
+
+/// A running process.
+pub struct Running {
+    pub control_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    pub tasks: tokio::task::JoinSet<()>,
+}
+
+impl Running {
+    /// The control URL of an endpoint.
+    pub fn control_url(&self, name: &str) -> String {
+        format!("https://{}/endpoints/{name}", self.control_addr)
+    }
+
+    /// Waits for every task to end (after shutdown).
+    pub async fn wait(mut self) {
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+/// Starts the endpoints and the control listener.
+pub async fn start(
+    cfg: EndpointConfig,
+    ca: LabCa,
+    lab_map: LabMap,
+    clock: LabClock,
+    control: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let ca = Arc::new(ca);
+    let lab_map = Arc::new(lab_map);
+    let bus = EventBus::new("endpoints", clock);
+    let client_tls = fortilab_core::tls::client_config(&ca, None)?;
+    let ems_real = lab_map.resolve(cfg.ems);
+    let ems_name = fortilab_core::tls::server_name(&cfg.ems.ip().to_string())?;
+    let proxy = cfg.proxy.map(|lab| fetch::ProxyRoute { lab, real: lab_map.resolve(lab), tls: client_tls.clone() });
+    let endpoints: Vec<Arc<Endpoint>> = cfg
+        .identities
+        .iter()
+        .map(|id| {
+            Arc::new(Endpoint {
+                id: id.clone(),
+                state: Mutex::new(AgentState::new(cfg.default_ka)),
+                uplink: faz::Uplink::default(),
+                wake: tokio::sync::Notify::new(),
+            })
+        })
+        .collect();
+    let by_name = endpoints.iter().enumerate().map(|(i, e)| (e.id.name.clone(), i)).collect();
+    let uplink_env = faz::UplinkEnv {
+        ca: ca.clone(),
+        lab_map: lab_map.clone(),
+        clock,
+        data_dir: cfg.data_dir.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let shared = Arc::new(Shared {
+        cfg,
+        endpoints,
+        by_name,
+        clock,
+        bus,
+        lab_map,
+        ems_real,
+        ems_name,
+        telemetry_tls: tokio_rustls::TlsConnector::from(client_tls),
+        proxy,
+        sem: Semaphore::new(MAX_CONCURRENT_EXCHANGES),
+        uplink_env,
+    });
+
+    let control_addr = control.local_addr()?;
+    let cert = ca.issue("FCT-ENDPOINTS", &[])?;
+    let tls = fortilab_core::tls::server_config(&ca, &cert, ClientAuth::None, &[b"http/1.1"])?;
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let app = router(shared.clone());
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(e) = fortilab_core::http::serve_https(control, tls, app, sd).await {
+                tracing::error!(error = %e, "control server failed");
+            }
+        });
+    }
+    let mut jitter = fortilab_core::rng::stream(shared.cfg.seed, "endpoint/jitter");
+    let spread = shared.cfg.register_spread;
+    for idx in 0..shared.endpoints.len() {
+        let delay = if spread.is_zero() { Duration::ZERO } else { spread.mul_f64(jitter.gen::<f64>()) };
+        let sh = shared.clone();
+        let sd = shutdown.clone();
+        tasks.spawn(async move { run_endpoint(sh, idx, delay, sd).await });
+    }
+    tracing::info!(%control_addr, endpoints = shared.endpoints.len(), ems = %shared.cfg.ems, "endpoints started");
+    Ok(Running { control_addr, shared, tasks })
+}
+
+/// One telemetry exchange: connect, TLS, send, read the reply, close.
+pub async fn exchange(shared: &Shared, frame: &proto::Frame) -> Result<proto::Frame, String> {
+    let _permit = shared.sem.acquire().await.map_err(|_| "shutting down".to_string())?;
+    let fut = async {
+        let tcp = TcpStream::connect(shared.ems_real)
+            .await
+            .map_err(|e| format!("EMS {} ({}) unreachable: {e}", shared.cfg.ems, shared.ems_real))?;
+        let _ = tcp.set_nodelay(true);
+        let mut tls = shared
+            .telemetry_tls
+            .connect(shared.ems_name.clone(), tcp)
+            .await
+            .map_err(|e| format!("TLS to EMS: {e}"))?;
+        proto::write_frame(&mut tls, frame).await.map_err(|e| e.to_string())?;
+        let mut buf = Vec::new();
+        let reply = proto::read_frame(&mut tls, &mut buf).await.map_err(|e| format!("EMS reply: {e}"))?;
+        use tokio::io::AsyncWriteExt;
+        let _ = tls.shutdown().await;
+        Ok(reply)
+    };
+    tokio::time::timeout(EXCHANGE_TIMEOUT, fut).await.map_err(|_| "EMS exchange timed out".to_string())?
+}
+
+async fn run_endpoint(shared: Arc<Shared>, idx: usize, delay: Duration, shutdown: CancellationToken) {
+    let ep = shared.endpoints[idx].clone();
+    tokio::select! {
+        _ = shutdown.cancelled() => return,
+        _ = tokio::time::sleep(delay) => {}
+    }
+    let mut retry_now = false;
+    loop {
+        let now_secs = shared.clock.now_secs();
+        let request = ep.lock().next_request(&ep.id, now_secs);
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = exchange(&shared, &request) => r,
+        };
+        match result {
+            Ok(reply) => {
+                let now_ms = shared.clock.now_ns() / 1_000_000;
+                let changes = ep.lock().apply(&request, &reply, now_ms);
+                retry_now = false;
+                for c in changes {
+                    if matches!(c, Change::MustRegister { .. }) {
+                        retry_now = true;
+                    }
+                    on_change(&shared, &ep, c);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(endpoint = %ep.id.name, error = %e, "telemetry exchange failed");
+                ep.lock().last_error = Some(e);
+            }
+        }
+        if retry_now {
+            continue;
+        }
+        let ka = ep.lock().ka_interval;
+        let real = shared.clock.to_real(ka).max(Duration::from_millis(1));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(real) => {}
+            _ = ep.wake.notified() => {}
+        }
+    }
+}
+
+fn ems_sn(ep: &Endpoint) -> String {
+    ep.lock().ems_serial.clone().unwrap_or_default()
+}
+
+fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
+    let id = &ep.id;
+    match change {
+        Change::Registered { device_id } => {
+            shared.bus.emit_as(
+                &id.name,
+                "endpoint.registered",
+                json!({"endpoint": id.name, "fctuid": id.fctuid, "ip": id.ip.to_string(), "device_id": device_id}),
+            );
+        }
+        Change::Quarantined { id: qid, message } => {
+            tracing::info!(endpoint = %id.name, quarantine_id = qid, "quarantined by EMS");
+            shared.bus.emit_as(
+                &id.name,
+                "endpoint.quarantined",
+                json!({"endpoint": id.name, "fctuid": id.fctuid, "ip": id.ip.to_string(), "quarantine_id": qid, "message": message}),
+            );
+            ep.uplink.send(logs::event_log(&shared.clock, id, &ems_sn(ep), "Endpoint quarantined by EMS"));
+        }
+        Change::Released { by, id: qid } => {
+            shared.bus.emit_as(
+                &id.name,
+                "endpoint.released",
+                json!({"endpoint": id.name, "fctuid": id.fctuid, "ip": id.ip.to_string(), "quarantine_id": qid, "by": by}),
+            );
+            ep.uplink.send(logs::event_log(&shared.clock, id, &ems_sn(ep), "Endpoint released from quarantine by EMS"));
+        }
+        Change::CodeConfirmed { accepted } => {
+            shared.bus.emit_as(&id.name, "endpoint.code_reported", json!({"endpoint": id.name, "accepted": accepted}));
+        }
+        Change::MustRegister { message } => {
+            tracing::info!(endpoint = %id.name, %message, "EMS asks to register again");
+        }
+        Change::Error { code, message } => {
+            tracing::warn!(endpoint = %id.name, %code, %message, "EMS refused the telemetry request");
+        }
+        Change::Profile(p) => {
+            if let (true, Some(server)) = (p.log_upload_enabled, p.log_upload_server.as_deref()) {
+                if let Err(e) = ep.uplink.ensure(&shared.uplink_env, id, server) {
+                    tracing::warn!(endpoint = %id.name, error = %e, "cannot start the log upload");
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------- control surface
+
+type Sh = State<Arc<Shared>>;
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/_lab/health", get(health))
+        .route("/_lab/events", get(fortilab_core::events::sse_handler).with_state(shared.bus.clone()))
+        .route("/endpoints/{name}/_lab/fetch", post(fetch_h))
+        .route("/endpoints/{name}/_lab/access-code", post(access_code))
+        .route("/endpoints/{name}/_lab/status", get(status))
+        .with_state(shared)
+}
+
+fn find(sh: &Shared, name: &str) -> Result<Arc<Endpoint>, Response> {
+    sh.by_name.get(name).map(|i| sh.endpoints[*i].clone()).ok_or_else(|| {
+        (StatusCode::NOT_FOUND, Json(json!({"ok": false, "error": format!("no endpoint named {name:?}")}))).into_response()
+    })
+}
+
+fn bad(msg: impl Into<String>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error": msg.into()}))).into_response()
+}
+
+fn parse_body(body: &[u8]) -> Result<Value, Response> {
+    serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
+}
+
+async fn health(State(sh): Sh) -> Response {
+    let (mut registered, mut quarantined) = (0usize, 0usize);
+    for e in &sh.endpoints {
+        let st = e.lock();
+        registered += usize::from(st.ever_registered);
+        quarantined += usize::from(st.is_quarantined());
+    }
+    Json(json!({"ok": true, "endpoints": sh.endpoints.len(), "registered": registered, "quarantined": quarantined}))
+        .into_response()
+}
+
+async fn status(State(sh): Sh, Path(name): Path<String>) -> Response {
+    let ep = match find(&sh, &name) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let st = ep.lock().clone();
+    Json(json!({
+        "name": ep.id.name, "ip": ep.id.ip.to_string(), "mac": ep.id.mac, "fctuid": ep.id.fctuid,
+        "hostname": ep.id.hostname, "user": ep.id.user, "os": ep.id.os, "fct_version": ep.id.fct_version,
+        "registered": st.registered, "device_id": st.device_id, "ems_serial": st.ems_serial,
+        "quarantined": st.is_quarantined(),
+        "quarantine_id": st.quarantine.as_ref().map(|q| q.id),
+        "quarantine_message": st.quarantine.as_ref().map(|q| q.message.clone()),
+        "pending_release": st.pending_release.is_some(),
+        "ka_interval_ms": st.ka_interval.as_millis() as u64,
+        "contacts": st.contacts, "last_contact": st.last_contact_ms, "last_error": st.last_error,
+        "profile": {"name": st.profile.name, "log_upload_enabled": st.profile.log_upload_enabled,
+                    "log_upload_server": st.profile.log_upload_server},
+        "log_upload": ep.uplink.status(),
+    }))
+    .into_response()
+}
+
+async fn fetch_h(State(sh): Sh, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+    let ep = match find(&sh, &name) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(raw) = body.get("url").and_then(|v| v.as_str()) else {
+        return bad("body must be {\"url\": \"http://...\"}");
+    };
+    let url = match fetch::Url::parse(raw) {
+        Ok(u) => u,
+        Err(e) => return bad(e),
+    };
+    let quarantined = ep.lock().is_quarantined();
+    let result = if quarantined {
+        fetch::FetchResult::quarantined()
+    } else {
+        match &sh.proxy {
+            Some(route) => fetch::fetch(route, ep.id.ip.into(), &url, USER_AGENT).await,
+            None => fetch::FetchResult::failed("no proxy configured (--proxy)"),
+        }
+    };
+    let sn = ems_sn(&ep);
+    for line in logs::fetch_logs(&sh.clock, &ep.id, &sn, &url, &result) {
+        ep.uplink.send(line);
+    }
+    sh.bus.emit_as(
+        &ep.id.name,
+        "endpoint.fetch",
+        json!({"endpoint": ep.id.name, "ip": ep.id.ip.to_string(), "url": url.absolute(), "ok": result.ok,
+               "status": result.status, "blocked_by": result.blocked_by, "bytes": result.bytes,
+               "sha256": result.sha256, "error": result.error}),
+    );
+    Json(serde_json::to_value(&result).unwrap_or(Value::Null)).into_response()
+}
+
+async fn access_code(State(sh): Sh, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+    let ep = match find(&sh, &name) {
+        Ok(e) => e,
+        Err(r) => return r,
+    };
+    let body = match parse_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let Some(code) = body.get("code").and_then(|v| v.as_str()) else {
+        return bad("body must be {\"code\": \"...\"}");
+    };
+    let result = ep.lock().enter_code(code);
+    match result {
+        Ok(qid) => {
+            tracing::info!(endpoint = %ep.id.name, quarantine_id = qid, "released with the access code");
+            sh.bus.emit_as(
+                &ep.id.name,
+                "endpoint.released",
+                json!({"endpoint": ep.id.name, "fctuid": ep.id.fctuid, "ip": ep.id.ip.to_string(),
+                       "quarantine_id": qid, "by": "access-code"}),
+            );
+            ep.uplink.send(logs::event_log(&sh.clock, &ep.id, &ems_sn(&ep), "Endpoint released from quarantine with the access code"));
+            Json(json!({"ok": true, "released": true, "quarantine_id": qid})).into_response()
+        }
+        Err(e) => {
+            let quarantined = ep.lock().is_quarantined();
+            let status = if quarantined { StatusCode::FORBIDDEN } else { StatusCode::CONFLICT };
+            (status, Json(json!({"ok": false, "released": false, "quarantined": quarantined, "error": e}))).into_response()
+        }
     }
 }

@@ -1,0 +1,295 @@
+//! The FortiClient telemetry server: TLS on its own listener (lab port 8013).
+//!
+//! A connection carries one or more request/reply exchanges ([`crate::proto`] frames) and is
+//! closed by the client when done, as in the product ("the connection is closed after protocol
+//! exchanges between both parties are complete"). The reply to every request is a `REPLY`
+//! frame; a frame that cannot be parsed gets an `ERROR` reply naming the problem, then the
+//! connection is closed (the server keeps serving everyone else).
+//!
+//! Reply payload keys [P]: `STATUS` (`OK`/`ERROR`), `ERROR_CODE`, `MESSAGE`, `EMS_SN`,
+//! `EMS_HOSTNAME`, `EMSVER`, `DEVICE_ID`, `KA_INTERVAL` (seconds, also in the header),
+//! `KA_INTERVAL_MS`, the profile (`PROFILE_NAME`, `LOG_UPLOAD_ENABLED`, `LOG_UPLOAD_SERVER`,
+//! `LOG_UPLOAD_SSL_ENABLED`, `LOG_PROTOCOL`), and the instruction: `ACTION` =
+//! `NONE|QUARANTINE|UNQUARANTINE|REGISTER`, with `QUARANTINE_ID`, `QUARANTINE_MSG`,
+//! `QUARANTINE_CODE_SALT`, `QUARANTINE_CODE_HASH` for a quarantine; `CODE_RESULT` =
+//! `ACCEPTED|REJECTED` when the keep-alive carried `RELEASE_CODE`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::proto::{self, Frame, ReadError};
+use crate::state::{Action, KaOutcome, KeepAlive, SysInfo};
+use crate::Shared;
+
+/// How long a connection may stay idle between frames.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts telemetry connections until `shutdown`.
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "telemetry accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let shared = shared.clone();
+        let sd = shutdown.clone();
+        tracker.spawn(async move {
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "telemetry TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = sd.cancelled() => {}
+                _ = connection(shared, tls, peer) => {}
+            }
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+}
+
+async fn connection<S>(shared: Arc<Shared>, mut stream: S, peer: SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = Vec::new();
+    loop {
+        let frame = match tokio::time::timeout(IDLE_TIMEOUT, proto::read_frame(&mut stream, &mut buf)).await
+        {
+            Err(_) | Ok(Err(ReadError::Closed)) => return,
+            Ok(Err(ReadError::Io(_))) => return,
+            Ok(Err(ReadError::Truncated)) => {
+                tracing::debug!(%peer, "telemetry connection closed mid-frame");
+                return;
+            }
+            Ok(Err(ReadError::Proto(e))) => {
+                tracing::warn!(%peer, error = %e, "malformed telemetry frame");
+                shared.bus.emit("telemetry.error", json!({"peer": peer.to_string(), "error": e.to_string()}));
+                let reply = error_reply(&shared, "BAD_FRAME", &format!("malformed telemetry frame: {e}"));
+                let _ = proto::write_frame(&mut stream, &reply).await;
+                return;
+            }
+            Ok(Ok(f)) => f,
+        };
+        let reply = handle(&shared, &frame, peer).await;
+        if proto::write_frame(&mut stream, &reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn base_reply(shared: &Shared, status: &str) -> Frame {
+    let ka_ms = shared.ka_interval_ms();
+    let mut f = Frame::new("FCTEMS", &shared.cfg.serial, "REPLY", status)
+        .head("KA_INTERVAL", ka_ms.div_ceil(1000).max(1))
+        .head("KA_INTERVAL_MS", ka_ms);
+    f.put("STATUS", status)
+        .put("EMS_SN", &shared.cfg.serial)
+        .put("EMS_HOSTNAME", &shared.cfg.hostname)
+        .put("EMSVER", emsver(&shared.cfg.version))
+        .put("KA_INTERVAL", ka_ms.div_ceil(1000).max(1))
+        .put("KA_INTERVAL_MS", ka_ms);
+    f
+}
+
+/// `6.4.3` → `6004003` (the probe reply's `MMmmPPP` form).
+pub fn emsver(v: &str) -> String {
+    let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (a, b, c) = (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0));
+    format!("{a}{b:03}{c:03}")
+}
+
+/// An `ERROR` reply.
+pub fn error_reply(shared: &Shared, code: &str, message: &str) -> Frame {
+    let mut f = base_reply(shared, "ERROR");
+    f.put("ERROR_CODE", code).put("MESSAGE", message);
+    f
+}
+
+fn put_profile(shared: &Shared, f: &mut Frame) {
+    let c = &shared.cfg;
+    let enabled = c.log_upload_enabled && c.faz.is_some();
+    f.put("PROFILE_NAME", &c.profile_name)
+        .put("LOG_UPLOAD_ENABLED", u8::from(enabled))
+        .put("LOG_UPLOAD_SERVER", c.faz.clone().unwrap_or_default())
+        .put("LOG_UPLOAD_SSL_ENABLED", 1)
+        .put("LOG_PROTOCOL", "faz");
+}
+
+fn put_action(f: &mut Frame, action: &Action) {
+    match action {
+        Action::None => {
+            f.put("ACTION", "NONE");
+        }
+        Action::Unquarantine => {
+            f.put("ACTION", "UNQUARANTINE");
+        }
+        Action::Quarantine { id, message, salt, hash } => {
+            f.put("ACTION", "QUARANTINE")
+                .put("QUARANTINE_ID", id)
+                .put("QUARANTINE_MSG", message)
+                .put("QUARANTINE_CODE_SALT", salt)
+                .put("QUARANTINE_CODE_HASH", hash);
+        }
+    }
+}
+
+fn flag(v: Option<&str>) -> bool {
+    matches!(v.map(str::trim), Some("1") | Some("true") | Some("TRUE"))
+}
+
+/// Handles one request frame and builds the reply.
+pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Frame {
+    let fctuid = frame.header_value("FCTUID").unwrap_or("").trim().to_ascii_uppercase();
+    match frame.verb.as_str() {
+        "PROBE" => {
+            let mut f = base_reply(shared, "OK");
+            f.put(
+                "PROBE",
+                format!(
+                    "FGT|{}|FEATURE_BITMAP|7|EMSVER|{}|PROTO_VERSION|1.0.0|PERCON|1|",
+                    shared.cfg.serial,
+                    emsver(&shared.cfg.version)
+                ),
+            );
+            f
+        }
+        "REGISTER" => {
+            if fctuid.is_empty() || !fctuid.chars().all(|c| c.is_ascii_alphanumeric()) {
+                return error_reply(shared, "BAD_FCTUID", "registration needs FCTUID=<hex> in MSG_HEADER");
+            }
+            let info = SysInfo {
+                fctuid: fctuid.clone(),
+                ip: frame.header_value("IP").unwrap_or("").to_string(),
+                mac: frame.header_value("MAC").unwrap_or("").to_string(),
+                onnet: flag(frame.header_value("FCT_ONNET")),
+                ec_quarantined: flag(frame.header_value("EC_QUARANTINED")),
+                hostname: frame.value("HOSTNAME").unwrap_or("").to_string(),
+                user: frame.value("USER").unwrap_or("").to_string(),
+                domain: frame.value("DOMAIN").unwrap_or("").to_string(),
+                os: frame.value("OSVER").unwrap_or("").to_string(),
+                fct_version: frame.value("FCTVER").unwrap_or("").to_string(),
+                fct_sn: frame.value("FCT_SN").unwrap_or("").to_string(),
+            };
+            let now = shared.now_ms();
+            let (id, new, action, first) = {
+                let mut st = shared.lock();
+                let (id, new) = st.register(&info, now);
+                let (action, first) = st.registration_action(id, now);
+                (id, new, action, first)
+            };
+            if new {
+                shared.bus.emit(
+                    "endpoint.registered",
+                    json!({"device_id": id, "fctuid": info.fctuid, "hostname": info.hostname,
+                           "ip": info.ip, "mac": proto::mac_colon(&info.mac), "user": info.user,
+                           "peer": peer.to_string()}),
+                );
+            }
+            if let Some(qid) = first {
+                emit_delivered(shared, id, &fctuid, qid);
+                let _ = shared.persist().await;
+            }
+            let mut f = base_reply(shared, "OK");
+            f.put("DEVICE_ID", id);
+            put_profile(shared, &mut f);
+            put_action(&mut f, &action);
+            f
+        }
+        "KA" => {
+            shared.keepalives.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let ka = KeepAlive {
+                fctuid: fctuid.clone(),
+                ip: frame.header_value("IP").map(str::to_string),
+                ec_quarantined: flag(frame.header_value("EC_QUARANTINED")),
+                release_code: frame.value("RELEASE_CODE").map(str::to_string),
+            };
+            let now = shared.now_ms();
+            let (outcome, count) = {
+                let mut st = shared.lock();
+                let o = st.keepalive(&ka, now);
+                (o, st.endpoints.len())
+            };
+            match outcome {
+                KaOutcome::UnknownFctuid => {
+                    let mut f = error_reply(
+                        shared,
+                        "NOT_REGISTERED",
+                        &format!("unknown FCTUID {fctuid}: register first (X-FCCK-REGISTER)"),
+                    );
+                    f.put("ACTION", "REGISTER");
+                    f
+                }
+                KaOutcome::Ok { device_id, action, code_accepted, first_delivery, released_by_code, reported_changed } => {
+                    if let Some(qid) = released_by_code {
+                        shared.bus.emit(
+                            "ems.unquarantine",
+                            json!({"device_id": device_id, "fctuid": fctuid, "quarantine_id": qid,
+                                   "by": "access-code"}),
+                        );
+                    }
+                    if let Some(qid) = first_delivery {
+                        emit_delivered(shared, device_id, &fctuid, qid);
+                    }
+                    if released_by_code.is_some() || first_delivery.is_some() || reported_changed {
+                        if let Err(e) = shared.persist().await {
+                            tracing::error!(error = %e, "writing the EMS state failed");
+                        }
+                    }
+                    if reported_changed || shared.sample_keepalive(count) {
+                        shared.bus.emit(
+                            "endpoint.keepalive",
+                            json!({"device_id": device_id, "fctuid": fctuid,
+                                   "ec_quarantined": ka.ec_quarantined, "sampled": !reported_changed}),
+                        );
+                    }
+                    let mut f = base_reply(shared, "OK");
+                    f.put("DEVICE_ID", device_id);
+                    put_profile(shared, &mut f);
+                    put_action(&mut f, &action);
+                    if let Some(ok) = code_accepted {
+                        f.put("CODE_RESULT", if ok { "ACCEPTED" } else { "REJECTED" });
+                    }
+                    f
+                }
+            }
+        }
+        other => error_reply(
+            shared,
+            "UNKNOWN_VERB",
+            &format!("unsupported request X-FCCK-{other} (expected REGISTER, KA or PROBE)"),
+        ),
+    }
+}
+
+fn emit_delivered(shared: &Shared, device_id: u64, fctuid: &str, qid: u64) {
+    shared.bus.emit(
+        "ems.quarantine.delivered",
+        json!({"device_id": device_id, "fctuid": fctuid, "quarantine_id": qid}),
+    );
+}
