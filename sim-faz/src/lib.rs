@@ -1,7 +1,311 @@
-//! placeholder
+//! # fortilab-faz: the FortiAnalyzer twin
+//!
+//! - [`store`]: durable SQLite log store (WAL, `synchronous=FULL`), typed columns, exactly-once
+//!   per sender sequence, retention.
+//! - [`ioc`]: the TIDB and compromised-host engine (pure).
+//! - [`filter`]: the log-view filter language → SQL.
+//! - [`faz`]: the device registry, ingest, alerts, notifications, sessions, settings.
+//! - [`jsonrpc`]: the JSON-RPC API (transport-free), served by [`api`] at `POST /jsonrpc`.
+//! - [`logsink`]: the log channel's receiving side; [`syslog`]: plain syslog input.
+//! - [`start`] runs it all over given listeners; [`cli::main`] is the `sim-faz` binary.
 
-pub mod cli {
-    pub fn main() -> std::process::ExitCode {
-        std::process::ExitCode::from(1)
+pub mod api;
+pub mod cli;
+pub mod config;
+pub mod faz;
+pub mod filter;
+pub mod ioc;
+pub mod jsonrpc;
+pub mod logsink;
+pub mod store;
+pub mod syslog;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fortilab_core::device::Timing;
+use fortilab_core::logchan::{Hello, LogReceiver};
+use fortilab_core::tls::{ClientAuth, LabCa};
+use fortilab_core::LabClock;
+use serde_json::{json, Value};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::FileConfig;
+use crate::faz::{Faz, Identity};
+
+/// Everything [`start`] needs besides listeners.
+#[derive(Debug, Clone)]
+pub struct FazConfig {
+    pub file: FileConfig,
+    pub data_dir: PathBuf,
+    pub seed: u64,
+    pub clock: LabClock,
+    pub timing: Timing,
+    pub auto_authorize: bool,
+    /// Lab IP (SAN of the device certificate).
+    pub lab_ip: String,
+    /// Path of the lab CA certificate, for the ready report.
+    pub ca_cert_path: Option<PathBuf>,
+}
+
+impl FazConfig {
+    pub fn new(data_dir: PathBuf) -> Self {
+        Self {
+            file: FileConfig::default(),
+            data_dir,
+            seed: 1,
+            clock: LabClock::real(),
+            timing: Timing::Realistic,
+            auto_authorize: false,
+            lab_ip: "10.115.1.20".into(),
+            ca_cert_path: None,
+        }
+    }
+}
+
+/// The listeners the device serves on (bound by the caller; port 0 in tests).
+pub struct Listeners {
+    pub api: TcpListener,
+    pub logchan: TcpListener,
+    pub syslog_udp: Option<UdpSocket>,
+    pub syslog_tcp: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds everything on loopback ephemeral ports (syslog UDP+TCP on one port number).
+    pub async fn ephemeral() -> std::io::Result<Self> {
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        let (udp, tcp) = bind_syslog(any).await?;
+        Ok(Self {
+            api: TcpListener::bind(any).await?,
+            logchan: TcpListener::bind(any).await?,
+            syslog_udp: Some(udp),
+            syslog_tcp: Some(tcp),
+        })
+    }
+}
+
+/// Binds UDP and TCP on the same port number (retrying with a fresh port when port 0 gave a
+/// number already taken on the other protocol).
+pub async fn bind_syslog(addr: SocketAddr) -> std::io::Result<(UdpSocket, TcpListener)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = UdpSocket::bind(addr).await?;
+        let port = udp.local_addr()?.port();
+        match TcpListener::bind(SocketAddr::new(addr.ip(), port)).await {
+            Ok(tcp) => return Ok((udp, tcp)),
+            Err(e) if addr.port() == 0 => last = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("cannot bind syslog")))
+}
+
+/// A running FortiAnalyzer.
+pub struct Running {
+    pub faz: Arc<Faz>,
+    pub receiver: LogReceiver,
+    pub api_addr: SocketAddr,
+    pub log_addr: SocketAddr,
+    pub syslog_addr: Option<SocketAddr>,
+    pub ca_cert_path: Option<PathBuf>,
+    tasks: Vec<JoinHandle<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// The ready report: the `fortianalyzer` object of ARCHITECTURE.md §7 plus the log channel,
+    /// syslog and lab addresses.
+    pub fn ready_json(&self) -> Value {
+        let api = format!("https://127.0.0.1:{}", self.api_addr.port());
+        json!({
+            "name": self.faz.bus.device(),
+            "serial": self.faz.id.serial,
+            "version": self.faz.id.version,
+            "api": api,
+            "api_token": self.faz.id.api_key,
+            "admin": {"user": self.faz.id.admin_user, "password": self.faz.id.admin_password},
+            "log_channel": self.log_addr.to_string(),
+            "syslog": self.syslog_addr.map(|a| a.to_string()),
+            "lab_ip": self.faz.id.lab_ip,
+            "ca_cert": self.ca_cert_path.as_ref().map(|p| p.display().to_string()),
+            "events": format!("{api}/_lab/events"),
+        })
+    }
+
+    /// Waits until every task has stopped (after the shutdown token fired).
+    pub async fn wait(self) {
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts the FortiAnalyzer over the given listeners.
+pub async fn start(cfg: FazConfig, listeners: Listeners, ca: &LabCa, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    let serial = fortilab_core::rng::serial(&mut fortilab_core::rng::stream(cfg.seed, "faz-serial"), "FAZ-VMTM");
+    let admin_password = cfg
+        .file
+        .admin
+        .password
+        .clone()
+        .unwrap_or_else(|| fortilab_core::rng::token(&mut fortilab_core::rng::stream(cfg.seed, "faz-admin"), 16));
+    let api_key = cfg
+        .file
+        .api_key
+        .clone()
+        .unwrap_or_else(|| fortilab_core::rng::token(&mut fortilab_core::rng::stream(cfg.seed, "faz-api-key"), 30));
+    let id = Identity {
+        hostname: cfg.file.hostname.clone(),
+        serial: serial.clone(),
+        version: cfg.file.version.clone(),
+        platform: "FortiAnalyzer-VM64".into(),
+        admin_user: cfg.file.admin.user.clone(),
+        admin_password,
+        api_key,
+        lab_ip: cfg.lab_ip.clone(),
+        session_timeout: cfg.file.api.session_timeout as i64,
+        max_sessions: cfg.file.api.max_sessions.max(1),
+        retention_days: cfg.file.store.retention_days,
+        max_size_mb: cfg.file.store.max_size_mb,
+    };
+    let data_dir = cfg.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&data_dir.join("store"))).await??;
+    let mut tidb = ioc::Tidb::default_lab();
+    tidb.extend(&cfg.file.tidb).map_err(|e| fortilab_core::device::UsageError::new(format!("[tidb] {e}")))?;
+    let faz = Faz::new(id, cfg.clock, cfg.timing, store, tidb, cfg.file.ioc.clone(), cfg.auto_authorize, cfg.seed)?;
+
+    let cert = ca.issue(&serial, &[cfg.lab_ip.clone(), "localhost".into(), "127.0.0.1".into()])?;
+    let api_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::Optional, &[b"h2", b"http/1.1"])?;
+    let log_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::Required, &[fortilab_core::logchan::ALPN])?;
+
+    let receiver = LogReceiver::new(
+        Arc::new(logsink::FazSink { faz: faz.clone() }),
+        Hello {
+            serial: serial.clone(),
+            hostname: cfg.file.hostname.clone(),
+            platform: "FortiAnalyzer-VM64".into(),
+            version: cfg.file.version.clone(),
+            device_type: "fortianalyzer".into(),
+            vdom: "root".into(),
+        },
+        cfg.clock,
+    );
+    let _ = faz.notifier.set(Arc::new(logsink::ChannelNotifier(receiver.clone())));
+
+    let api_addr = listeners.api.local_addr()?;
+    let log_addr = listeners.logchan.local_addr()?;
+    let syslog_addr = match &listeners.syslog_udp {
+        Some(u) => Some(u.local_addr()?),
+        None => None,
+    };
+    let mut tasks = Vec::new();
+
+    // Rescan worker.
+    let (rtx, rrx) = std::sync::mpsc::channel::<(u64, i64, i64)>();
+    let _ = faz.rescan_tx.set(std::sync::Mutex::new(rtx));
+    {
+        let faz = faz.clone();
+        std::thread::Builder::new().name("faz-rescan".into()).spawn(move || {
+            while let Ok((tid, s, e)) = rrx.recv() {
+                faz.run_rescan(tid, s, e);
+            }
+        })?;
+    }
+
+    let app = Arc::new(api::App { faz: faz.clone(), api: jsonrpc::ApiState::default(), receiver: Some(receiver.clone()) });
+    {
+        let router = api::router(app);
+        let stop = shutdown.clone();
+        let l = listeners.api;
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, router, stop).await {
+                tracing::error!(error = %e, "API server failed");
+            }
+        }));
+    }
+    {
+        let r = receiver.clone();
+        let stop = shutdown.clone();
+        let l = listeners.logchan;
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = r.serve(l, log_tls, stop).await {
+                tracing::error!(error = %e, "log channel failed");
+            }
+        }));
+    }
+    if let (Some(u), Some(t)) = (listeners.syslog_udp, listeners.syslog_tcp) {
+        let _ = syslog::start(faz.clone(), u, t, shutdown.clone());
+    }
+    tasks.push(tokio::spawn(housekeeping(faz.clone(), shutdown.clone())));
+    faz.bus.emit(
+        "device.ready",
+        json!({"serial": serial, "api": api_addr.to_string(), "log_channel": log_addr.to_string()}),
+    );
+    tracing::info!(%serial, api = %api_addr, log_channel = %log_addr, syslog = ?syslog_addr, "FortiAnalyzer ready");
+    Ok(Running { faz, receiver, api_addr, log_addr, syslog_addr, ca_cert_path: cfg.ca_cert_path, tasks, shutdown })
+}
+
+/// The IOC half-hour cycle (and daily roll-over), scheduled rescans, retention and planner
+/// statistics. With `--timing fast` the half-hour cycle runs every lab second.
+async fn housekeeping(faz: Arc<Faz>, stop: CancellationToken) {
+    let cycle = faz.timing.delay(Duration::from_secs(30 * 60), Duration::from_secs(1));
+    let cycle_real = faz.clock.to_real(cycle).max(Duration::from_millis(50));
+    let mut last_retention = faz.now();
+    let mut last_rescan_day = faz.day_of(faz.now());
+    let mut last_optimize_rows = 0u64;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(cycle_real) => {}
+        }
+        let f = faz.clone();
+        let now = faz.now();
+        let day = faz.day_of(now);
+        let settings = faz.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let hour = ((now + faz.clock.tz_minutes() as i64 * 60).rem_euclid(86_400) / 3600) as u32;
+        let rescan_due = settings.rescan_status && day != last_rescan_day && hour >= settings.rescan_run_at;
+        if rescan_due {
+            last_rescan_day = day;
+        }
+        let retention_due = now - last_retention >= 3600 || faz.timing == Timing::Fast && now - last_retention >= 10;
+        if retention_due {
+            last_retention = now;
+        }
+        let inserted = faz.store.counters.inserted.load(std::sync::atomic::Ordering::Relaxed);
+        let optimize_due = inserted >= last_optimize_rows * 2 + 10_000;
+        if optimize_due {
+            last_optimize_rows = inserted;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            f.ioc_cycle();
+            if rescan_due {
+                let days = settings.rescan_days as i64;
+                f.new_rescan(now - days * 86_400, now, "schedule");
+            }
+            if retention_due {
+                let age = (f.id.retention_days > 0).then(|| f.id.retention_days as i64 * 86_400);
+                let size = (f.id.max_size_mb > 0).then(|| f.id.max_size_mb * 1024 * 1024);
+                match f.store.retain(now, age, size) {
+                    Ok(n) if n > 0 => {
+                        f.bus.emit("store.retention", json!({"deleted": n}));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "retention failed"),
+                }
+            }
+            if optimize_due {
+                f.store.optimize();
+            }
+        })
+        .await;
     }
 }
