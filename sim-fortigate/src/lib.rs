@@ -1,7 +1,347 @@
 //! # sim-fortigate
 //!
-//! A FortiGate twin: the FortiOS configuration engine ([`config`]), the FortiOS REST API
-//! ([`api`]), the device state shared by every module ([`device`]) and FortiOS event logs
-//! ([`logs`]).
+//! A FortiGate twin for the Compromised Host Quarantine lab.
+//!
+//! ## Layout
+//! - [`config`]: the FortiOS configuration engine (pure code): CLI parser, versioned schema,
+//!   factory defaults, `show` serializer, REST JSON forms and the [`config::ConfigStore`].
+//! - [`api`]: the FortiOS REST API on HTTPS (tokens, GUI sessions, CMDB, monitor, logs) and the
+//!   lab surface (`/_lab/health`, `/_lab/events`, `/_lab/config`).
+//! - [`device`]: the shared [`device::Device`] state: identity, configuration, events, logs,
+//!   banned IPs, automation queue, fabric status providers. Further modules (data plane,
+//!   automation engine, log forwarding) take an `Arc<Device>` from [`Running::device`].
+//! - [`logs`]: FortiOS event logs (memory ring + broadcast).
+//! - [`cli`]: the `sim-fortigate` binary.
 
+pub mod api;
+pub mod cli;
 pub mod config;
+pub mod device;
+pub mod logs;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use fortilab_core::clock::LabClock;
+use fortilab_core::labnet::LabMap;
+use fortilab_core::tls::{self, ClientAuth, LabCa};
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use config::{ConfigError, ConfigStore, FosVersion, Origin, Warning};
+use device::{Device, CONFIG_FILE};
+
+/// The lab api-user created at first boot.
+pub const LAB_API_USER: &str = "fortilab";
+/// The admin account.
+pub const ADMIN_USER: &str = "admin";
+
+/// A configuration text and the name used in messages.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub name: String,
+    pub text: String,
+}
+
+/// What the FortiGate starts with.
+#[derive(Debug)]
+pub struct Options {
+    pub version: FosVersion,
+    /// `--config`: applied on top of the factory configuration at first boot.
+    pub config: Option<ConfigSource>,
+    /// Warnings in `--config` are errors.
+    pub strict: bool,
+    /// `--name`: hostname override.
+    pub name: Option<String>,
+    /// `--lab-ip`: management address (certificate SAN, log `dstip`).
+    pub lab_ip: Option<IpAddr>,
+    pub seed: u64,
+    pub clock: LabClock,
+    /// Where `fgt.conf` and `secrets.json` live (`None`: nothing persisted).
+    pub data_dir: Option<PathBuf>,
+    pub ca: LabCa,
+    pub lab_map: LabMap,
+}
+
+/// The listeners the device serves on (bound by the caller; port 0 in tests).
+#[derive(Debug)]
+pub struct Listeners {
+    pub api: TcpListener,
+}
+
+/// Why the FortiGate could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is invalid (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Io(String),
+}
+
+/// A running FortiGate.
+pub struct Running {
+    pub api_addr: SocketAddr,
+    pub device: Arc<Device>,
+    pub api_token: String,
+    pub admin_user: String,
+    pub admin_password: String,
+    /// Warnings from loading the configuration.
+    pub warnings: Vec<Warning>,
+    /// The CA certificate (PEM) clients verify the API against.
+    pub ca_pem: String,
+    task: JoinHandle<std::io::Result<()>>,
+    listener_task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running")
+            .field("api_addr", &self.api_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The ready report (ARCHITECTURE.md §7 `fortigate` object, plus `ca_cert`).
+    pub fn ready_json(&self, ca_cert: Option<&Path>) -> serde_json::Value {
+        serde_json::json!({
+            "name": self.device.hostname(),
+            "serial": self.device.serial,
+            "version": self.device.version.to_string(),
+            "api": format!("https://{}", self.api_addr),
+            "api_token": self.api_token,
+            "admin": {"user": self.admin_user, "password": self.admin_password},
+            "proxy": null,
+            "ssh": null,
+            "ca_cert": ca_cert.map(|p| p.display().to_string()),
+        })
+    }
+
+    /// Waits until the server has drained after shutdown, then saves the configuration.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let r = self.task.await;
+        self.listener_task.abort();
+        if let Err(e) = self.device.persist() {
+            tracing::warn!(error = %e, "could not save the configuration at shutdown");
+        }
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(anyhow::anyhow!("API server: {e}")),
+            Err(e) => Err(anyhow::anyhow!("API server task: {e}")),
+        }
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Secrets {
+    api_token: String,
+    admin_password: String,
+}
+
+fn load_secrets(dir: Option<&Path>, seed: u64) -> Result<Secrets, StartError> {
+    let path = dir.map(|d| d.join("secrets.json"));
+    if let Some(p) = &path {
+        if let Ok(text) = std::fs::read_to_string(p) {
+            if let Ok(s) = serde_json::from_str::<Secrets>(&text) {
+                return Ok(s);
+            }
+        }
+    }
+    let s = Secrets {
+        api_token: fortilab_core::rng::token(
+            &mut fortilab_core::rng::stream(seed, "fortigate/api-token"),
+            30,
+        ),
+        admin_password: fortilab_core::rng::token(
+            &mut fortilab_core::rng::stream(seed, "fortigate/admin-password"),
+            16,
+        ),
+    };
+    if let Some(p) = &path {
+        let text = serde_json::to_string_pretty(&s).map_err(|e| StartError::Io(e.to_string()))?;
+        std::fs::write(p, text).map_err(|e| StartError::Io(format!("{}: {e}", p.display())))?;
+    }
+    Ok(s)
+}
+
+/// The device serial of a seed (`FGVM01TM` + 8).
+pub fn serial_for(seed: u64) -> String {
+    fortilab_core::rng::serial(
+        &mut fortilab_core::rng::stream(seed, "fortigate/serial"),
+        "FGVM01TM",
+    )
+}
+
+/// Loads the configuration (saved one first, else factory + `--config`) and bootstraps the lab
+/// accounts. Pure apart from reading/writing `data_dir`.
+pub fn load_config(
+    opts: &Options,
+    serial: &str,
+    secrets_token: &str,
+    admin_password: &str,
+) -> Result<(ConfigStore, Vec<Warning>), StartError> {
+    let version = opts.version;
+    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xc0f1_9000);
+    let saved = opts
+        .data_dir
+        .as_ref()
+        .map(|d| d.join(CONFIG_FILE))
+        .filter(|p| p.exists());
+    let (cfg, warnings) = match saved {
+        Some(p) => {
+            let text = std::fs::read_to_string(&p)
+                .map_err(|e| StartError::Io(format!("{}: {e}", p.display())))?;
+            let (cfg, a) = config::parse_config(
+                &config::Config::default(),
+                &text,
+                &p.display().to_string(),
+                version,
+                false,
+                &mut rng,
+            )?;
+            (cfg, a.warnings)
+        }
+        None => {
+            let base = config::factory(version, serial, &mut rng);
+            match &opts.config {
+                Some(src) => {
+                    let (cfg, a) = config::parse_config(
+                        &base,
+                        &src.text,
+                        &src.name,
+                        version,
+                        opts.strict,
+                        &mut rng,
+                    )?;
+                    (cfg, a.warnings)
+                }
+                None => (base, Vec::new()),
+            }
+        }
+    };
+    let store = ConfigStore::new(cfg, version, opts.seed, serial);
+    let mut boot = String::new();
+    if let Some(n) = &opts.name {
+        if store.hostname() != *n {
+            boot.push_str(&format!(
+                "config system global\nset hostname {}\nend\n",
+                config::lexer::quote(n)
+            ));
+        }
+    }
+    if !store.exists("system api-user", LAB_API_USER) {
+        boot.push_str(&format!(
+            "config system api-user\nedit {LAB_API_USER}\nset comments \"fortilab lab automation\"\nset api-key {}\nset accprofile super_admin\nset vdom root\nnext\nend\n",
+            config::lexer::quote(secrets_token)
+        ));
+    }
+    let admin_pw_empty = store.with(|c| {
+        c.entry("system admin", ADMIN_USER)
+            .map(|e| e.scalar("password").is_none())
+    });
+    match admin_pw_empty {
+        Some(true) => boot.push_str(&format!(
+            "config system admin\nedit {ADMIN_USER}\nset password {}\nnext\nend\n",
+            config::lexer::quote(admin_password)
+        )),
+        Some(false) => {}
+        None => boot.push_str(&format!(
+            "config system admin\nedit {ADMIN_USER}\nset accprofile super_admin\nset vdom root\nset password {}\nnext\nend\n",
+            config::lexer::quote(admin_password)
+        )),
+    }
+    if !boot.is_empty() {
+        store.apply_cli(&boot, "<bootstrap>", false, &Origin::system())?;
+    }
+    Ok((store, warnings))
+}
+
+/// Starts the FortiGate on the given listeners; it serves until `shutdown` is cancelled.
+pub async fn start(
+    opts: Options,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> Result<Running, StartError> {
+    let serial = serial_for(opts.seed);
+    let secrets = load_secrets(opts.data_dir.as_deref(), opts.seed)?;
+    let (store, warnings) =
+        load_config(&opts, &serial, &secrets.api_token, &secrets.admin_password)?;
+    let device = Arc::new(Device::new(
+        serial.clone(),
+        opts.version,
+        opts.seed,
+        opts.clock,
+        store,
+        opts.lab_map.clone(),
+        opts.lab_ip,
+        opts.data_dir.clone(),
+    ));
+    device
+        .persist()
+        .map_err(|e| StartError::Io(format!("saving the configuration: {e}")))?;
+
+    // React to every committed change (event log 0100044547, lab event, saved config).
+    let mut rx = device.config.subscribe();
+    let dev2 = device.clone();
+    let listener_task = tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    dev2.on_change(&ev);
+                    if rx.is_empty() {
+                        if let Err(e) = dev2.persist() {
+                            tracing::warn!(error = %e, "could not save the configuration");
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "configuration change listener lagged");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+            }
+        }
+    });
+
+    let mut sans: Vec<String> = Vec::new();
+    if let Some(ip) = opts.lab_ip {
+        sans.push(ip.to_string());
+    }
+    let cert = opts
+        .ca
+        .issue(&serial, &sans)
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let tls_cfg = tls::server_config(&opts.ca, &cert, ClientAuth::None, &[b"h2", b"http/1.1"])
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let api_addr = listeners
+        .api
+        .local_addr()
+        .map_err(|e| StartError::Io(e.to_string()))?;
+    let app = api::router(api::Api::new(device.clone(), api_addr.port()));
+    let task = tokio::spawn(fortilab_core::http::serve_https(
+        listeners.api,
+        tls_cfg,
+        app,
+        shutdown,
+    ));
+    device.events.emit(
+        "device.ready",
+        serde_json::json!({"serial": serial, "version": opts.version.to_string(), "api": format!("https://{api_addr}")}),
+    );
+    tracing::info!(%api_addr, serial = %serial, version = %opts.version, "FortiGate ready");
+    Ok(Running {
+        api_addr,
+        device,
+        api_token: secrets.api_token,
+        admin_user: ADMIN_USER.into(),
+        admin_password: secrets.admin_password,
+        warnings,
+        ca_pem: opts.ca.cert_pem().to_string(),
+        task,
+        listener_task,
+    })
+}

@@ -31,4 +31,4 @@ pub use tree::{Config, Entry, Table, Value};
 pub use version::FosVersion;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

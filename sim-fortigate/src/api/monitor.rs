@@ -1,0 +1,392 @@
+//! `/api/v2/monitor/...` (reference §2) and `/api/v2/log/memory/...`.
+
+use std::net::IpAddr;
+
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value as J};
+
+use super::{bare_error, json_response, Api, Env, Req};
+use crate::device::AutomationRequest;
+
+fn env<'a>(api: &'a Api, r: &'a Req, path: &str, name: &str) -> Env<'a> {
+    Env {
+        api,
+        method: &r.method,
+        path: path.into(),
+        name: name.into(),
+        vdom: r.query.get("vdom").unwrap_or("root").to_string(),
+    }
+}
+
+pub fn handle(api: &Api, r: Req) -> Response {
+    let segs: Vec<String> = r.segments[1..].to_vec();
+    let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let m = &r.method;
+    match (m, s.as_slice()) {
+        (&Method::GET, ["system", "status"]) => status(api, &r),
+        (&Method::GET, ["system", "automation-stitch", "stats"]) => stitch_stats(api, &r),
+        (&Method::GET, ["system", "automation-action", "stats"]) => {
+            env(api, &r, "system", "automation-action")
+                .monitor_ok(Some(J::Array(vec![])), Some("stats"))
+        }
+        (&Method::POST, ["system", "automation-stitch", "test"]) => stitch_test(api, &r),
+        (&Method::POST, ["system", "automation-stitch", "webhook"]) => webhook(api, &r, None),
+        (&Method::POST, ["system", "automation-stitch", "webhook", name]) => {
+            webhook(api, &r, Some(name.to_string()))
+        }
+        (&Method::GET, ["user", "banned"]) | (&Method::GET, ["user", "banned", "select"]) => {
+            banned_list(api, &r)
+        }
+        (&Method::GET, ["user", "banned", "check"]) => banned_check(api, &r),
+        (&Method::POST, ["user", "banned", "add_users"]) => banned_add(api, &r),
+        (&Method::POST, ["user", "banned", "clear_users"]) => banned_clear(api, &r),
+        (&Method::POST, ["user", "banned", "clear_all"]) => {
+            api.dev.banned.clear();
+            api.dev.events.emit("banned.clear_all", json!({}));
+            env(api, &r, "user", "banned").monitor_ok(None, Some("clear_all"))
+        }
+        (&Method::GET, ["log", "fortianalyzer"]) => faz(api, &r),
+        (&Method::GET, ["log", "fortianalyzer-queue"]) => faz_queue(api, &r),
+        (&Method::GET, ["endpoint-control", "ems", "status"]) => ems_status(api, &r),
+        (&Method::GET, ["system", "config", "backup"]) => backup(api, &r),
+        (_, ["system", "status"])
+        | (_, ["system", "automation-stitch", _])
+        | (_, ["user", "banned", ..])
+        | (_, ["log", _])
+        | (_, ["endpoint-control", "ems", "status"])
+        | (_, ["system", "config", "backup"]) => {
+            let name = s.get(1).copied().unwrap_or("");
+            env(api, &r, s[0], name).error(405, None, None, None)
+        }
+        _ => bare_error(api, m, 404),
+    }
+}
+
+/// `monitor/system/status` (also answers the `cmdb/system/status` probe).
+pub fn status(api: &Api, r: &Req) -> Response {
+    let results = json!({
+        "model_name": "FortiGate",
+        "model_number": "VM64",
+        "model": "FGVM64",
+        "hostname": api.dev.hostname(),
+        "log_disk_status": "not_available",
+    });
+    env(api, r, "system", "status").monitor_ok(Some(results), None)
+}
+
+fn stitch_names(api: &Api) -> Vec<(String, String, bool)> {
+    api.dev.config.with(|c| {
+        c.table("system automation-stitch")
+            .map(|t| {
+                t.entries()
+                    .iter()
+                    .map(|e| {
+                        (
+                            e.key.clone(),
+                            e.scalar("trigger").unwrap_or("").to_string(),
+                            e.scalar("status").unwrap_or("enable") == "enable",
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
+}
+
+fn stitch_stats(api: &Api, r: &Req) -> Response {
+    let want = r.query.get("mkey");
+    let results: Vec<J> = stitch_names(api)
+        .into_iter()
+        .filter(|(n, _, _)| want.is_none_or(|w| w == n))
+        .map(|(name, trigger, enabled)| {
+            let s = api.dev.automation.stats(&name);
+            json!({"name": name, "trigger": trigger, "status": if enabled { "enable" } else { "disable" },
+                   "triggered": s.triggered, "relayed_to": s.relayed_to, "relayed_from": s.relayed_from,
+                   "last_triggered": s.last_triggered})
+        })
+        .collect();
+    env(api, r, "system", "automation-stitch").monitor_ok(Some(J::Array(results)), Some("stats"))
+}
+
+fn stitch_test(api: &Api, r: &Req) -> Response {
+    let e = env(api, r, "system", "automation-stitch");
+    let body = match r.json_object() {
+        Ok(b) => b,
+        Err(_) => return e.error(400, None, None, None),
+    };
+    let Some(mkey) = body
+        .get("mkey")
+        .and_then(J::as_str)
+        .map(String::from)
+        .or_else(|| r.query.get("mkey").map(String::from))
+    else {
+        return e.error(424, None, None, None);
+    };
+    if !api.dev.config.exists("system automation-stitch", &mkey) {
+        return e.error(404, Some(-3), None, Some(J::from(mkey)));
+    }
+    let log = body.get("log").and_then(J::as_str).map(String::from);
+    api.dev
+        .events
+        .emit("stitch.test", json!({"stitch": mkey, "log": log}));
+    if !api
+        .dev
+        .automation
+        .submit(AutomationRequest::Test { stitch: mkey, log })
+    {
+        tracing::warn!("automation queue full; test request dropped");
+    }
+    e.monitor_ok(None, Some("test"))
+}
+
+fn webhook(api: &Api, r: &Req, name: Option<String>) -> Response {
+    let e = env(api, r, "system", "automation-stitch");
+    let body: J = if r.body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(&r.body) {
+            Ok(v) => v,
+            Err(_) => return e.error(400, None, None, None),
+        }
+    };
+    let Some(mkey) = name.or_else(|| body.get("mkey").and_then(J::as_str).map(String::from)) else {
+        return e.error(424, None, None, None);
+    };
+    if !api.dev.config.exists("system automation-stitch", &mkey) {
+        return e.error(404, Some(-3), None, Some(J::from(mkey)));
+    }
+    let srcip = api
+        .dev
+        .lab_map
+        .lab_of_real(r.peer)
+        .unwrap_or(r.peer)
+        .to_string();
+    api.dev.events.emit(
+        "stitch.webhook",
+        json!({"stitch": mkey, "body": body, "srcip": srcip}),
+    );
+    if !api.dev.automation.submit(AutomationRequest::Webhook {
+        stitch: mkey,
+        body,
+        srcip: Some(srcip),
+    }) {
+        tracing::warn!("automation queue full; webhook dropped");
+    }
+    // The exact shape of the Admin Guide's example (reference §1.3).
+    json_response(
+        StatusCode::OK,
+        json!({"http_method": "POST", "status": "success", "http_status": 200,
+               "serial": api.dev.serial, "version": api.dev.version.rest_string(), "build": api.dev.version.build()}),
+    )
+}
+
+fn banned_list(api: &Api, r: &Req) -> Response {
+    let list: Vec<J> = api
+        .dev
+        .banned
+        .list()
+        .into_iter()
+        .map(|b| serde_json::to_value(b).unwrap_or(J::Null))
+        .collect();
+    env(api, r, "user", "banned").monitor_ok(Some(J::Array(list)), Some("select"))
+}
+
+fn banned_check(api: &Api, r: &Req) -> Response {
+    let e = env(api, r, "user", "banned");
+    let Some(ip) = r.query.get("ip_address") else {
+        return e.error(424, None, None, None);
+    };
+    let Ok(ip) = ip.parse::<IpAddr>() else {
+        return e.error(400, None, None, None);
+    };
+    e.monitor_ok(
+        Some(json!({"is_banned": api.dev.banned.is_banned(ip)})),
+        Some("check"),
+    )
+}
+
+fn ip_list(v: Option<&J>) -> Result<Vec<IpAddr>, ()> {
+    match v {
+        Some(J::Array(a)) => a
+            .iter()
+            .map(|x| x.as_str().and_then(|s| s.parse().ok()).ok_or(()))
+            .collect(),
+        Some(J::String(s)) => s.parse().map(|ip| vec![ip]).map_err(|_| ()),
+        _ => Err(()),
+    }
+}
+
+fn banned_add(api: &Api, r: &Req) -> Response {
+    let e = env(api, r, "user", "banned");
+    let body = match r.json_object() {
+        Ok(b) => b,
+        Err(_) => return e.error(400, None, None, None),
+    };
+    if body.get("ip_addresses").is_none() {
+        return e.error(424, None, None, None);
+    }
+    let Ok(ips) = ip_list(body.get("ip_addresses")) else {
+        return e.error(400, None, None, None);
+    };
+    let expiry = body.get("expiry").and_then(J::as_i64).unwrap_or(0);
+    for ip in &ips {
+        api.dev.banned.add(*ip, expiry, "admin");
+    }
+    api.dev
+        .events
+        .emit("banned.add", json!({"ip_addresses": ips, "expiry": expiry}));
+    e.monitor_ok(None, Some("add_users"))
+}
+
+fn banned_clear(api: &Api, r: &Req) -> Response {
+    let e = env(api, r, "user", "banned");
+    let body = match r.json_object() {
+        Ok(b) => b,
+        Err(_) => return e.error(400, None, None, None),
+    };
+    if body.get("ip_addresses").is_none() {
+        return e.error(424, None, None, None);
+    }
+    let Ok(ips) = ip_list(body.get("ip_addresses")) else {
+        return e.error(400, None, None, None);
+    };
+    for ip in &ips {
+        api.dev.banned.remove(*ip);
+    }
+    api.dev
+        .events
+        .emit("banned.clear", json!({"ip_addresses": ips}));
+    e.monitor_ok(None, Some("clear_users"))
+}
+
+fn faz(api: &Api, r: &Req) -> Response {
+    let f = api.dev.fabric().faz();
+    let (server, status) = api.dev.config.with(|c| {
+        let e = c.single("log fortianalyzer setting");
+        (
+            e.and_then(|e| e.scalar("server")).unwrap_or("").to_string(),
+            e.and_then(|e| e.scalar("status"))
+                .unwrap_or("disable")
+                .to_string(),
+        )
+    });
+    let results = json!({
+        "status": status,
+        "server": server,
+        "registration": f.registration,
+        "connection": f.connection,
+        "connected": f.connected,
+        "serial": f.faz_serial,
+    });
+    env(api, r, "log", "fortianalyzer").monitor_ok(Some(results), None)
+}
+
+fn faz_queue(api: &Api, r: &Req) -> Response {
+    let f = api.dev.fabric().faz();
+    let results = json!({
+        "connected": if f.connected { 1 } else { 0 },
+        "cached_logs": f.cached_logs,
+        "failed_logs": f.failed_logs,
+        "sent_logs": f.sent_logs,
+    });
+    env(api, r, "log", "fortianalyzer-queue").monitor_ok(Some(results), None)
+}
+
+fn ems_status(api: &Api, r: &Req) -> Response {
+    let fabric = api.dev.fabric();
+    let want = r.query.get("ems_id").map(String::from);
+    let list: Vec<J> = api.dev.config.with(|c| {
+        c.table("endpoint-control fctems")
+            .map(|t| {
+                t.entries()
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| {
+                        let name = e.scalar("name").unwrap_or(&e.key).to_string();
+                        let id = e.key.parse::<u64>().unwrap_or(i as u64 + 1);
+                        if want.as_ref().is_some_and(|w| *w != id.to_string()) {
+                            return None;
+                        }
+                        let st = fabric.ems(&name);
+                        Some(json!({
+                            "ems_id": id, "ems_name": name,
+                            "server": e.scalar("server").unwrap_or(""),
+                            "ems_serial": st.ems_serial,
+                            "connected": st.connected,
+                            "status": st.status,
+                            "websocket_status": st.websocket,
+                        }))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    });
+    env(api, r, "endpoint-control", "ems").monitor_ok(Some(J::Array(list)), Some("status"))
+}
+
+fn backup(api: &Api, r: &Req) -> Response {
+    let scope = r.query.get("scope").unwrap_or("global");
+    if scope != "global" && scope != "vdom" {
+        return env(api, r, "system", "config").error(424, None, None, None);
+    }
+    let text = api.dev.config.show(false, r.principal.user());
+    let mut resp = (StatusCode::OK, text).into_response();
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    resp
+}
+
+/// `/api/v2/log/memory/<type>/<subtype>[/raw]`.
+pub fn handle_log(api: &Api, r: Req) -> Response {
+    let s: Vec<&str> = r.segments[1..].iter().map(String::as_str).collect();
+    if r.method != Method::GET {
+        return bare_error(api, &r.method, 405);
+    }
+    let (device, log_type, subtype, raw) = match s.as_slice() {
+        [d, t, st] => (*d, *t, *st, false),
+        [d, t, st, "raw"] => (*d, *t, *st, true),
+        _ => return bare_error(api, &r.method, 404),
+    };
+    if device != "memory" && device != "disk" {
+        return bare_error(api, &r.method, 404);
+    }
+    let rows: usize = r
+        .query
+        .get("rows")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+        .min(2000);
+    let start: usize = r
+        .query
+        .get("start")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (lines, total) = api.dev.logs.query(log_type, subtype, start, rows);
+    if raw {
+        let mut text = String::new();
+        for l in &lines {
+            text.push_str(&l.line);
+            text.push('\n');
+        }
+        let mut resp = (StatusCode::OK, text).into_response();
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        return resp;
+    }
+    let results: Vec<J> = lines
+        .iter()
+        .map(|l| J::Object(l.record.to_json()))
+        .collect();
+    let n = results.len();
+    json_response(
+        StatusCode::OK,
+        json!({
+            "http_method": "GET", "results": results, "vdom": "root", "device": device,
+            "total_lines": total, "start": start, "rows": n,
+            "session_id": super::session_id(api), "completed": 100,
+            "status": "success", "serial": api.dev.serial,
+            "version": api.dev.version.rest_string(), "build": api.dev.version.build(),
+        }),
+    )
+}

@@ -1,0 +1,107 @@
+//! The `sim-fortigate` binary: flags → [`crate::start`] → ready file → serve until SIGTERM.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use fortilab_core::device::{self, CommonArgs, UsageError};
+
+use crate::config::FosVersion;
+use crate::{ConfigSource, Listeners, Options, StartError};
+
+/// A FortiGate twin (FortiOS 6.4 / 7.0 / 7.2): configuration engine and REST API.
+#[derive(Debug, Parser)]
+#[command(name = "sim-fortigate")]
+pub struct Args {
+    /// FortiOS CLI configuration applied on top of the factory defaults at first boot (a saved
+    /// `fgt.conf` under --data-dir takes precedence).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address of the REST API (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// FortiOS version: 6.4.4 (default), 7.0.x, 7.2.x (or an exact 6.4/7.0/7.2 release).
+    #[arg(long = "version", default_value = "6.4.4", value_name = "VERSION")]
+    pub fos_version: String,
+    /// Turn configuration warnings (not modelled, block without `end`) into errors.
+    #[arg(long)]
+    pub strict: bool,
+    /// Hostname override (default: the configuration's, factory: the serial number).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Management (lab) address, added to the certificate's SANs.
+    #[arg(long, value_name = "IP")]
+    pub lab_ip: Option<IpAddr>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+/// Entry point of the `sim-fortigate` binary.
+pub fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    device::init_tracing(args.common.log_format);
+    device::run("sim-fortigate", || run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let version = FosVersion::parse(&args.fos_version)
+        .map_err(|e| UsageError::new(format!("--version: {e}")))?;
+    let config = match &args.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| UsageError::new(format!("--config {}: {e}", p.display())))?;
+            Some(ConfigSource {
+                name: p.display().to_string(),
+                text,
+            })
+        }
+        None => None,
+    };
+    let data_dir = args.common.data_dir("fortigate")?;
+    let ca = args.common.lab_ca(&data_dir)?;
+    let ca_cert = args
+        .common
+        .ca_cert
+        .clone()
+        .unwrap_or_else(|| data_dir.join("ca").join("ca.pem"));
+    let lab_map = args.common.lab_map()?;
+    let shutdown = fortilab_core::shutdown::signal_token();
+    let (listener, _) = fortilab_core::http::bind(args.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--listen {}: {e}", args.listen))?;
+    let opts = Options {
+        version,
+        config,
+        strict: args.strict,
+        name: args.name.clone(),
+        lab_ip: args.lab_ip,
+        seed: args.common.seed,
+        clock: args.common.clock(),
+        data_dir: Some(data_dir),
+        ca,
+        lab_map,
+    };
+    let running = crate::start(opts, Listeners { api: listener }, shutdown)
+        .await
+        .map_err(|e| match e {
+            StartError::Config(c) => anyhow::Error::new(UsageError::new(c.to_string())),
+            other => anyhow::anyhow!(other),
+        })?;
+    for w in &running.warnings {
+        eprintln!("sim-fortigate: {w}");
+    }
+    args.common
+        .write_ready(&running.ready_json(Some(&ca_cert)))?;
+    running.wait().await
+}

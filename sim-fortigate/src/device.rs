@@ -1,0 +1,420 @@
+//! The device state every module of the FortiGate shares: identity, running configuration,
+//! event bus, logs, the banned-IP list, the automation request queue and the providers of
+//! fabric status (EMS, FortiAnalyzer) that later modules fill in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+
+use fortilab_core::clock::LabClock;
+use fortilab_core::events::EventBus;
+use fortilab_core::labnet::LabMap;
+use tokio::sync::mpsc;
+
+use crate::config::{ChangeEvent, ConfigStore, FosVersion};
+use crate::logs::LogWriter;
+
+/// The file under `--data-dir` holding the saved configuration.
+pub const CONFIG_FILE: &str = "fgt.conf";
+
+/// A banned (quarantined) source address (`monitor/user/banned`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Ban {
+    pub ip_address: String,
+    /// Lab time, Unix seconds.
+    pub created: i64,
+    /// Lab time, Unix seconds; 0 = never.
+    pub expires: i64,
+    /// `admin`, `ips`, `av`, `dos`, `dlp`... (what banned it).
+    pub source: String,
+    pub ipv6: bool,
+}
+
+/// The banned-IP list with expiry on the lab clock. The data plane enforces it.
+#[derive(Debug)]
+pub struct BannedList {
+    clock: LabClock,
+    inner: Mutex<BTreeMap<IpAddr, Ban>>,
+}
+
+impl BannedList {
+    pub fn new(clock: LabClock) -> Self {
+        Self {
+            clock,
+            inner: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn purge(&self, m: &mut BTreeMap<IpAddr, Ban>) {
+        let now = self.clock.now_secs();
+        m.retain(|_, b| b.expires == 0 || b.expires > now);
+    }
+
+    /// Bans `ip` for `expiry_secs` lab seconds (0 = until cleared).
+    pub fn add(&self, ip: IpAddr, expiry_secs: i64, source: &str) -> Ban {
+        let now = self.clock.now_secs();
+        let ban = Ban {
+            ip_address: ip.to_string(),
+            created: now,
+            expires: if expiry_secs > 0 {
+                now + expiry_secs
+            } else {
+                0
+            },
+            source: source.to_string(),
+            ipv6: ip.is_ipv6(),
+        };
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.insert(ip, ban.clone());
+        ban
+    }
+
+    pub fn remove(&self, ip: IpAddr) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&ip)
+            .is_some()
+    }
+
+    pub fn clear(&self) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// The current (unexpired) bans.
+    pub fn list(&self) -> Vec<Ban> {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.purge(&mut m);
+        m.values().cloned().collect()
+    }
+
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.purge(&mut m);
+        m.contains_key(&ip)
+    }
+}
+
+/// A request for the automation engine (which consumes [`Automation::take_receiver`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum AutomationRequest {
+    /// `monitor/system/automation-stitch/test` (`diagnose automation test`).
+    Test { stitch: String, log: Option<String> },
+    /// `monitor/system/automation-stitch/webhook/<name>` with its JSON body.
+    Webhook {
+        stitch: String,
+        body: serde_json::Value,
+        srcip: Option<String>,
+    },
+}
+
+/// Per-stitch statistics (`monitor/system/automation-stitch/stats`).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct StitchStats {
+    /// Times the trigger fired locally.
+    pub triggered: u64,
+    pub relayed_to: u64,
+    pub relayed_from: u64,
+    /// Lab time of the last trigger, Unix seconds (0 = never).
+    pub last_triggered: i64,
+}
+
+/// The queue of automation requests and the stitch statistics.
+#[derive(Debug)]
+pub struct Automation {
+    tx: mpsc::Sender<AutomationRequest>,
+    rx: Mutex<Option<mpsc::Receiver<AutomationRequest>>>,
+    stats: Mutex<HashMap<String, StitchStats>>,
+}
+
+impl Default for Automation {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel(1024);
+        Self {
+            tx,
+            rx: Mutex::new(Some(rx)),
+            stats: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Automation {
+    /// Queues a request; false when the queue is full (nobody consumes it).
+    pub fn submit(&self, req: AutomationRequest) -> bool {
+        self.tx.try_send(req).is_ok()
+    }
+
+    /// The receiving end, for the automation engine (once).
+    pub fn take_receiver(&self) -> Option<mpsc::Receiver<AutomationRequest>> {
+        self.rx.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Records that `stitch` was triggered at lab time `now_secs`.
+    pub fn record_trigger(&self, stitch: &str, now_secs: i64) {
+        let mut s = self.stats.lock().unwrap_or_else(|p| p.into_inner());
+        let e = s.entry(stitch.to_string()).or_default();
+        e.triggered += 1;
+        e.last_triggered = now_secs;
+    }
+
+    pub fn stats(&self, stitch: &str) -> StitchStats {
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(stitch)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// State of one EMS connector (`monitor/endpoint-control/ems/status`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EmsState {
+    pub connected: bool,
+    /// `connected`, `not connected`, `waiting for authorization`.
+    pub status: String,
+    pub ems_serial: String,
+    pub websocket: String,
+}
+
+impl Default for EmsState {
+    fn default() -> Self {
+        Self {
+            connected: false,
+            status: "not connected".into(),
+            ems_serial: String::new(),
+            websocket: "disconnected".into(),
+        }
+    }
+}
+
+/// State of the FortiAnalyzer log connection (`monitor/log/fortianalyzer[-queue]`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct FazState {
+    /// `registered`, `unregistered`, `unknown`.
+    pub registration: String,
+    /// `allow`, `deny`, `unknown`.
+    pub connection: String,
+    pub connected: bool,
+    pub faz_serial: String,
+    pub cached_logs: u64,
+    pub failed_logs: u64,
+    pub sent_logs: u64,
+}
+
+impl Default for FazState {
+    fn default() -> Self {
+        Self {
+            registration: "unknown".into(),
+            connection: "unknown".into(),
+            connected: false,
+            faz_serial: String::new(),
+            cached_logs: 0,
+            failed_logs: 0,
+            sent_logs: 0,
+        }
+    }
+}
+
+/// Where the monitor API gets fabric connection state from. The default reports nothing
+/// connected; the EMS connector and the log forwarder install their own.
+pub trait FabricStatus: Send + Sync {
+    /// The state of the EMS connector `name`.
+    fn ems(&self, _name: &str) -> EmsState {
+        EmsState::default()
+    }
+    /// The state of the FortiAnalyzer connection.
+    fn faz(&self) -> FazState {
+        FazState::default()
+    }
+}
+
+/// The default [`FabricStatus`]: nothing connected.
+#[derive(Debug, Default)]
+pub struct NotConnected;
+impl FabricStatus for NotConnected {}
+
+/// Everything the FortiGate's modules share.
+pub struct Device {
+    pub serial: String,
+    pub version: FosVersion,
+    pub seed: u64,
+    pub clock: LabClock,
+    pub config: Arc<ConfigStore>,
+    pub events: EventBus,
+    pub logs: Arc<LogWriter>,
+    pub banned: BannedList,
+    pub automation: Automation,
+    pub lab_map: LabMap,
+    /// The management (lab) address, for log `dstip` and certificates.
+    pub lab_ip: Option<IpAddr>,
+    pub data_dir: Option<PathBuf>,
+    fabric: RwLock<Arc<dyn FabricStatus>>,
+    persist_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("serial", &self.serial)
+            .field("version", &self.version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Device {
+    pub fn new(
+        serial: String,
+        version: FosVersion,
+        seed: u64,
+        clock: LabClock,
+        config: ConfigStore,
+        lab_map: LabMap,
+        lab_ip: Option<IpAddr>,
+        data_dir: Option<PathBuf>,
+    ) -> Self {
+        let hostname = config.hostname();
+        let events = EventBus::new(&hostname, clock);
+        let logs = Arc::new(LogWriter::new(
+            &hostname,
+            &serial,
+            &version.to_string(),
+            clock,
+            10_000,
+        ));
+        Self {
+            serial,
+            version,
+            seed,
+            clock,
+            config: Arc::new(config),
+            events,
+            logs,
+            banned: BannedList::new(clock),
+            automation: Automation::default(),
+            lab_map,
+            lab_ip,
+            data_dir,
+            fabric: RwLock::new(Arc::new(NotConnected)),
+            persist_lock: Mutex::new(()),
+        }
+    }
+
+    /// The hostname (`config system global` / `set hostname`).
+    pub fn hostname(&self) -> String {
+        self.config.hostname()
+    }
+
+    pub fn fabric(&self) -> Arc<dyn FabricStatus> {
+        self.fabric
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Installs the provider of EMS/FortiAnalyzer connection state.
+    pub fn set_fabric(&self, f: Arc<dyn FabricStatus>) {
+        *self.fabric.write().unwrap_or_else(|p| p.into_inner()) = f;
+    }
+
+    /// Writes the configuration to `data-dir/fgt.conf` atomically (temporary file + rename).
+    pub fn persist(&self) -> std::io::Result<()> {
+        let Some(dir) = &self.data_dir else {
+            return Ok(());
+        };
+        let _g = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let text = self.config.show(false, "admin");
+        let path = dir.join(CONFIG_FILE);
+        let tmp = dir.join(format!("{CONFIG_FILE}.tmp{}", std::process::id()));
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+
+    /// Reacts to a committed configuration change: event log 0100044547, the lab event
+    /// `config.change`, hostname follow-up.
+    pub fn on_change(&self, ev: &ChangeEvent) {
+        let c = &ev.change;
+        let cfgpath = c.path.replace(' ', ".");
+        let action = c.action.log_word();
+        self.logs.event_system(
+            "0100044547",
+            "information",
+            "Object attribute configured",
+            |r| {
+                r.str("user", ev.origin.user.clone())
+                    .str("ui", ev.origin.ui.clone())
+                    .str("action", action)
+                    .int("cfgtid", (self.clock.now_ns() / 1000) & 0x7fff_ffff)
+                    .str("cfgpath", cfgpath.clone())
+                    .str("cfgobj", c.key.clone())
+                    .str("cfgattr", c.attrs.join(" "))
+                    .str(
+                        "msg",
+                        format!("{action} {cfgpath} {}", c.key)
+                            .trim_end()
+                            .to_string(),
+                    );
+            },
+        );
+        self.events.emit(
+            "config.change",
+            serde_json::json!({
+                "path": cfgpath, "key": c.key, "action": c.action, "attrs": c.attrs,
+                "user": ev.origin.user, "ui": ev.origin.ui, "revision": ev.revision,
+            }),
+        );
+        if c.path == "system global" {
+            let h = self.hostname();
+            self.events.set_device(&h);
+            self.logs.set_devname(&h);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bans_expire_on_the_lab_clock() {
+        // A clock running 1000x: a 1 s ban expires after ~1 ms real time.
+        let clock = LabClock::starting_now(1_600_000_000_000, 1000.0, 0);
+        let b = BannedList::new(clock);
+        let ip: IpAddr = "10.115.2.52".parse().unwrap();
+        let other: IpAddr = "10.115.2.53".parse().unwrap();
+        b.add(ip, 1, "admin");
+        b.add(other, 0, "ips");
+        assert!(b.is_banned(ip));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while b.is_banned(ip) {
+            assert!(std::time::Instant::now() < deadline, "ban did not expire");
+            std::thread::yield_now();
+        }
+        assert!(b.is_banned(other));
+        assert_eq!(b.list().len(), 1);
+        assert!(b.remove(other));
+        assert!(b.list().is_empty());
+    }
+
+    #[test]
+    fn automation_queue_and_stats() {
+        let a = Automation::default();
+        let mut rx = a.take_receiver().unwrap();
+        assert!(a.take_receiver().is_none());
+        assert!(a.submit(AutomationRequest::Test {
+            stitch: "S".into(),
+            log: None
+        }));
+        assert_eq!(
+            rx.try_recv().unwrap(),
+            AutomationRequest::Test {
+                stitch: "S".into(),
+                log: None
+            }
+        );
+        a.record_trigger("S", 42);
+        assert_eq!(a.stats("S").triggered, 1);
+        assert_eq!(a.stats("S").last_triggered, 42);
+    }
+}

@@ -1,0 +1,231 @@
+//! FortiOS logs written by the device: a [`LogWriter`] that renders records with the
+//! version's header order (`fortilab_core::logfmt`), keeps them in a memory ring (what
+//! `GET /api/v2/log/memory/...` reads) and broadcasts them to subscribers (the log forwarder
+//! to FortiAnalyzer and syslog, added by the data-plane module).
+//!
+//! Keep additions simple: build the body with [`LogWriter::write`] (any type/subtype) or the
+//! [`LogWriter::event_system`] shortcut; the writer adds the header.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, RwLock};
+
+use fortilab_core::clock::LabClock;
+use fortilab_core::logfmt::{HeaderStyle, LogHeader, LogRecord};
+use tokio::sync::broadcast;
+
+/// One written log.
+#[derive(Debug, Clone)]
+pub struct LogLine {
+    /// Sequence number in this process, from 1.
+    pub seq: u64,
+    pub log_type: String,
+    pub subtype: String,
+    pub record: LogRecord,
+    /// The rendered line (as sent to FortiAnalyzer/syslog).
+    pub line: String,
+}
+
+/// Header fields that vary per log.
+#[derive(Debug, Clone, Copy)]
+pub struct LogKind<'a> {
+    /// 10-digit log id (`0100032001`).
+    pub logid: &'a str,
+    /// `event`, `traffic`, `utm`.
+    pub log_type: &'a str,
+    /// `system`, `forward`, `webfilter`.
+    pub subtype: &'a str,
+    pub eventtype: Option<&'a str>,
+    /// `information`, `notice`, `warning`, `alert`...
+    pub level: &'a str,
+}
+
+struct Ring {
+    seq: u64,
+    lines: VecDeque<Arc<LogLine>>,
+}
+
+/// The device's log writer and memory log.
+pub struct LogWriter {
+    devname: RwLock<String>,
+    devid: String,
+    vd: String,
+    style: HeaderStyle,
+    clock: LabClock,
+    capacity: usize,
+    ring: Mutex<Ring>,
+    tx: broadcast::Sender<Arc<LogLine>>,
+}
+
+impl std::fmt::Debug for LogWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogWriter")
+            .field("devid", &self.devid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogWriter {
+    /// A writer for device `devname`/`devid` running FortiOS `version`, keeping the last
+    /// `capacity` logs in memory.
+    pub fn new(
+        devname: &str,
+        devid: &str,
+        version: &str,
+        clock: LabClock,
+        capacity: usize,
+    ) -> Self {
+        let (tx, _) = broadcast::channel(4096);
+        Self {
+            devname: RwLock::new(devname.to_string()),
+            devid: devid.to_string(),
+            vd: "root".into(),
+            style: HeaderStyle::for_version(version),
+            clock,
+            capacity: capacity.max(1),
+            ring: Mutex::new(Ring {
+                seq: 0,
+                lines: VecDeque::new(),
+            }),
+            tx,
+        }
+    }
+
+    /// Follows a hostname change.
+    pub fn set_devname(&self, name: &str) {
+        *self.devname.write().unwrap_or_else(|p| p.into_inner()) = name.to_string();
+    }
+
+    pub fn clock(&self) -> &LabClock {
+        &self.clock
+    }
+
+    /// Writes a log: header for `kind`, then `body` appends the message fields.
+    pub fn write(&self, kind: LogKind<'_>, body: impl FnOnce(&mut LogRecord)) -> Arc<LogLine> {
+        let devname = self
+            .devname
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let now = self.clock.now_ns();
+        let tz = self.clock.tz_string();
+        let header = LogHeader {
+            devname: &devname,
+            devid: &self.devid,
+            vd: &self.vd,
+            eventtime_ns: now,
+            tz: &tz,
+            logid: kind.logid,
+            log_type: kind.log_type,
+            subtype: kind.subtype,
+            eventtype: kind.eventtype,
+            level: kind.level,
+        };
+        let mut rec = header.start(self.style, &self.clock);
+        body(&mut rec);
+        let line = rec.render();
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.seq += 1;
+        let l = Arc::new(LogLine {
+            seq: ring.seq,
+            log_type: kind.log_type.to_string(),
+            subtype: kind.subtype.to_string(),
+            record: rec,
+            line,
+        });
+        if ring.lines.len() >= self.capacity {
+            ring.lines.pop_front();
+        }
+        ring.lines.push_back(l.clone());
+        let _ = self.tx.send(l.clone());
+        l
+    }
+
+    /// An `event`/`system` log with `logdesc` (the fields after `vd=`).
+    pub fn event_system(
+        &self,
+        logid: &str,
+        level: &str,
+        logdesc: &str,
+        body: impl FnOnce(&mut LogRecord),
+    ) -> Arc<LogLine> {
+        self.write(
+            LogKind {
+                logid,
+                log_type: "event",
+                subtype: "system",
+                eventtype: None,
+                level,
+            },
+            |r| {
+                r.str("logdesc", logdesc);
+                body(r);
+            },
+        )
+    }
+
+    /// Logs of `log_type`/`subtype` in the memory ring, newest first (FortiOS log API order),
+    /// skipping `start` and returning at most `rows`. Also returns the total count.
+    pub fn query(
+        &self,
+        log_type: &str,
+        subtype: &str,
+        start: usize,
+        rows: usize,
+    ) -> (Vec<Arc<LogLine>>, usize) {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let matching: Vec<&Arc<LogLine>> = ring
+            .lines
+            .iter()
+            .rev()
+            .filter(|l| l.log_type == log_type && l.subtype == subtype)
+            .collect();
+        let total = matching.len();
+        (
+            matching
+                .into_iter()
+                .skip(start)
+                .take(rows)
+                .cloned()
+                .collect(),
+            total,
+        )
+    }
+
+    /// Every log written from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogLine>> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_event_logs_with_the_64_header_and_keeps_a_ring() {
+        let w = LogWriter::new("FGT-LAB", "FGVM01TM00000001", "6.4.4", LabClock::real(), 2);
+        for i in 0..3 {
+            w.event_system("0100032001", "information", "Admin login successful", |r| {
+                r.str("user", format!("u{i}"));
+            });
+        }
+        let (rows, total) = w.query("event", "system", 0, 10);
+        assert_eq!(total, 2);
+        assert_eq!(rows[0].record.text("user").unwrap(), "u2");
+        let keys: Vec<&str> = rows[0].record.keys().collect();
+        assert_eq!(
+            &keys[..8],
+            [
+                "date",
+                "time",
+                "devname",
+                "devid",
+                "eventtime",
+                "tz",
+                "logid",
+                "type"
+            ]
+        );
+        assert!(rows[0].line.contains("logid=\"0100032001\" type=\"event\" subtype=\"system\" level=\"information\" vd=\"root\" logdesc=\"Admin login successful\""));
+    }
+}
