@@ -1,0 +1,199 @@
+//! In-process tests of the whole FortiAnalyzer: a real log channel sender, the store, the IOC
+//! engine, notifications and the JSON-RPC dispatcher (called directly).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fortilab_core::logchan::{Hello, LogSender, SenderConfig, UploadOption};
+use fortilab_core::tls::LabCa;
+use fortilab_core::LabClock;
+use fortilab_faz::jsonrpc::{self, ApiState, Caller};
+use fortilab_faz::{FazConfig, Listeners};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+fn webfilter(i: u64, src: &str, host: &str, url: &str) -> String {
+    format!(
+        "date=2021-03-04 time=10:11:22 devname=\"FGT-LAB\" devid=\"FGVM01TM00000001\" eventtime={} tz=\"+0000\" logid=\"0316013057\" type=\"utm\" subtype=\"webfilter\" eventtype=\"ftgd_allow\" level=\"notice\" vd=\"root\" policyid=1 sessionid={i} srcip={src} srcport=50000 srcintf=\"port3\" dstip=89.1.1.1 dstport=80 dstintf=\"port1\" proto=6 service=\"HTTP\" hostname=\"{host}\" profile=\"monitor-all\" action=\"passthrough\" reqtype=\"direct\" url=\"{url}\" sentbyte=100 rcvdbyte=200 direction=\"outgoing\" msg=\"URL belongs to an allowed category in policy\" cat=0 catdesc=\"Unrated\"",
+        1_614_852_000_000_000_000u64 + i
+    )
+}
+
+async fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn call(app: &(Arc<fortilab_faz::faz::Faz>, ApiState), token: &str, body: Value) -> Value {
+    jsonrpc::handle(&app.0, &app.1, body.to_string().as_bytes(), &Caller { token: Some(token.into()), peer: "test".into() })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LabCa::generate("t").unwrap();
+    let stop = CancellationToken::new();
+    let mut cfg = FazConfig::new(dir.path().join("faz"));
+    cfg.auto_authorize = false;
+    let running = fortilab_faz::start(cfg, Listeners::ephemeral().await.unwrap(), &ca, stop.clone()).await.unwrap();
+    let faz = running.faz.clone();
+    let key = faz.id.api_key.clone();
+    let app = (faz.clone(), ApiState::default());
+
+    let serial = "FGVM01TM00000001";
+    let cert = ca.issue(serial, &[]).unwrap();
+    let tls = fortilab_core::tls::client_config(&ca, Some(&cert)).unwrap();
+    let (sender, mut notes) = LogSender::start(
+        SenderConfig {
+            server: running.log_addr,
+            server_name: "localhost".into(),
+            tls,
+            hello: Hello {
+                serial: serial.into(),
+                hostname: "FGT-LAB".into(),
+                platform: "FortiGate-VM64".into(),
+                version: "6.4.4".into(),
+                device_type: "fortigate".into(),
+                vdom: "root".into(),
+            },
+            queue_dir: dir.path().join("q"),
+            mem_limit: 10_000,
+            upload: UploadOption::Realtime,
+            clock: LabClock::real(),
+            reconnect_delay: Duration::from_millis(100),
+        },
+        stop.clone(),
+    )
+    .unwrap();
+    sender.send(webfilter(1, "10.115.2.60", "www.example.com", "/"));
+    // Unauthorized: listed in /dvmdb/device but not stored.
+    wait_until("device registered", || faz.device(serial)).await;
+    assert!(!faz.is_authorized(serial));
+    let r = call(&app, &key, json!({"method": "get", "params": [{"url": "/dvmdb/adom/root/device"}]}));
+    assert_eq!(r["result"][0]["data"].as_array().unwrap().len(), 0, "{r}");
+    // Authorize through the API.
+    let r = call(&app, &key, json!({"method": "exec", "params": [{"url": "dvm/cmd/add/device", "data": {"adom": "root", "device": {"sn": serial, "name": "FGT-LAB", "device action": "add_model", "mgmt_mode": "fmgfaz"}}}]}));
+    assert_eq!(r["result"][0]["status"]["code"], 0, "{r}");
+    assert!(sender.flush(Duration::from_secs(10)).await, "not acked after authorization");
+    sender.send(webfilter(2, "10.115.2.52", "www.eicar.org", "/download/eicar.com"));
+    assert!(sender.flush(Duration::from_secs(10)).await);
+
+    // Two-step log search.
+    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 3, "method": "add", "params": [{"apiver": 3, "url": "/logview/adom/root/logsearch", "logtype": "webfilter", "filter": "hostname=\"www.eicar.org\" srcip==10.115.2.52"}]}));
+    let tid = r["result"]["tid"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 4, "method": "get", "params": [{"apiver": 3, "url": format!("/logview/adom/root/logsearch/{tid}"), "limit": 10, "offset": 0}]}));
+    assert_eq!(r["result"]["total-count"], 1, "{r}");
+    assert_eq!(r["result"]["data"][0]["url"], "/download/eicar.com");
+
+    // Compromised host, alerts, notification.
+    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 5, "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts"}]}));
+    let host = r["result"]["data"][0].clone();
+    assert_eq!(host["epip"], "10.115.2.52", "{r}");
+    assert_eq!(host["verdict"], "Infected");
+    assert_eq!(host["verdict-level"], "high");
+    assert_eq!(host["threat-count"], 1);
+    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 6, "method": "get", "params": [{"apiver": 3, "url": "/eventmgmt/adom/root/alerts", "filter": "trigger_name=\"Default-Compromised Host-Detection-IOC-By-Endpoint\""}]}));
+    assert_eq!(r["result"]["data"].as_array().unwrap().len(), 1, "{r}");
+    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(n["type"], "ioc");
+    assert_eq!(n["srcip"], "10.115.2.52");
+    assert_eq!(n["verdict"], "Infected");
+    assert_eq!(n["detect_method"], "Infected-domain");
+
+    // Acknowledge → ioc-ack.
+    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 7, "method": "update", "params": [{"apiver": 3, "url": "/ioc/adom/root/events/ack", "events": [{"source-ip": "10.115.2.52", "comment": "cleaned"}]}]}));
+    assert!(r.get("error").is_none(), "{r}");
+    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(n["type"], "ioc-ack");
+    assert_eq!(n["srcip"], "10.115.2.52");
+    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 8, "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts", "filter": "epip=10.115.2.52"}]}));
+    assert_eq!(r["result"]["data"][0]["ack"], 1, "{r}");
+    // A new hit re-lists and notifies again.
+    sender.send(webfilter(3, "10.115.2.52", "www.eicar.org", "/download/eicar.com"));
+    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.unwrap().unwrap();
+    assert_eq!(n["type"], "ioc");
+    stop.cancel();
+    running.wait().await;
+}
+
+#[test]
+fn dispatcher_rejects_bad_input_with_clear_errors() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LabCa::generate("t").unwrap();
+    let stop = CancellationToken::new();
+    let running = rt
+        .block_on(async { fortilab_faz::start(FazConfig::new(dir.path().to_path_buf()), Listeners::ephemeral().await.unwrap(), &ca, stop.clone()).await })
+        .unwrap();
+    let faz = running.faz.clone();
+    let api = ApiState::default();
+    let anon = Caller::default();
+    let h = |b: &[u8], c: &Caller| jsonrpc::handle(&faz, &api, b, c);
+    assert_eq!(h(b"{not json", &anon)["error"]["code"], -32700);
+    assert_eq!(h(b"[1,2]", &anon)["error"]["code"], -32600);
+    assert_eq!(h(br#"{"method":"frobnicate","params":[{"url":"/sys/status"}]}"#, &anon)["error"]["code"], -32601);
+    assert_eq!(h(br#"{"method":"get","params":[{"url":"/sys/status"}]}"#, &anon)["result"][0]["status"]["code"], -11);
+    let bad_key = Caller { token: Some("nope".into()), peer: String::new() };
+    assert_eq!(h(br#"{"method":"get","params":[{"url":"/sys/status"}]}"#, &bad_key)["result"][0]["status"]["code"], -11);
+    // Login, use the session (also without a leading slash), logout, reuse → -11.
+    let pw = faz.id.admin_password.clone();
+    let bad = h(json!({"id":1,"method":"exec","params":[{"url":"sys/login/user","data":{"user":"admin","passwd":"wrong"}}]}).to_string().as_bytes(), &anon);
+    assert_ne!(bad["result"][0]["status"]["code"], 0);
+    assert!(bad.get("session").is_none());
+    let r = h(json!({"id":1,"method":"exec","params":[{"url":"sys/login/user","data":{"user":"admin","passwd":pw}}],"session":""}).to_string().as_bytes(), &anon);
+    let sid = r["session"].as_str().unwrap().to_string();
+    let r = h(json!({"id":2,"method":"get","params":[{"url":"sys/status"}],"session":sid}).to_string().as_bytes(), &anon);
+    assert_eq!(r["result"][0]["data"]["Serial Number"], faz.id.serial.as_str());
+    assert_eq!(r["id"], 2);
+    let r = h(json!({"id":3,"method":"get","params":[{"url":"/cli/global/system/global","fields":["workspace-mode","adom-status"]}],"session":sid}).to_string().as_bytes(), &anon);
+    assert_eq!(r["result"][0]["data"]["workspace-mode"], "disabled");
+    let r = h(json!({"id":4,"method":"get","params":[{"url":"/no/such/thing"}],"session":sid}).to_string().as_bytes(), &anon);
+    assert_eq!(r["result"][0]["status"]["code"], -6);
+    let r = h(json!({"id":5,"jsonrpc":"2.0","method":"add","params":[{"url":"/logview/adom/root/logsearch","logtype":"webfilter","filter":"srcip==("}],"session":sid}).to_string().as_bytes(), &anon);
+    assert_eq!(r["error"]["code"], -10, "{r}");
+    let r = h(json!({"id":6,"jsonrpc":"2.0","method":"add","params":[{"url":"/logview/adom/root/logsearch","logtype":"nonsense"}],"session":sid}).to_string().as_bytes(), &anon);
+    assert_eq!(r["error"]["code"], -10, "{r}");
+    let r = h(json!({"id":7,"method":"set","params":[{"url":"/cli/global/system/global","data":{"jsonapi-log":"sometimes"}}],"session":sid}).to_string().as_bytes(), &anon);
+    assert_eq!(r["result"][0]["status"]["code"], -10);
+    h(json!({"id":8,"method":"exec","params":[{"url":"/sys/logout"}],"session":sid}).to_string().as_bytes(), &anon);
+    let r = h(json!({"id":9,"method":"get","params":[{"url":"sys/status"}],"session":sid}).to_string().as_bytes(), &anon);
+    assert_eq!(r["result"][0]["status"]["code"], -11);
+    // A valid bearer token wins over a bogus body session (pyFMG's fake session).
+    let key = Caller { token: Some(faz.id.api_key.clone()), peer: String::new() };
+    let r = h(json!({"id":10,"method":"get","params":[{"url":"/dvmdb/adom"}],"session":"uuid-fake-abcd"}).to_string().as_bytes(), &key);
+    assert_eq!(r["result"][0]["data"][0]["name"], "root");
+    let c = faz.counters.snapshot();
+    assert!(c["bad_json"].as_u64().unwrap() >= 1 && c["unknown_urls"].as_u64().unwrap() >= 1 && c["auth_failures"].as_u64().unwrap() >= 3, "{c}");
+    stop.cancel();
+    rt.block_on(running.wait());
+}
+
+#[test]
+fn jsonapi_log_writes_searchable_event_logs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LabCa::generate("t").unwrap();
+    let stop = CancellationToken::new();
+    let running = rt
+        .block_on(async { fortilab_faz::start(FazConfig::new(dir.path().to_path_buf()), Listeners::ephemeral().await.unwrap(), &ca, stop.clone()).await })
+        .unwrap();
+    let faz = running.faz.clone();
+    let app = (faz.clone(), ApiState::default());
+    let key = faz.id.api_key.clone();
+    let r = call(&app, &key, json!({"method":"set","params":[{"url":"/cli/global/system/global","data":{"jsonapi-log":"all"}}]}));
+    assert_eq!(r["result"][0]["status"]["code"], 0, "{r}");
+    call(&app, &key, json!({"method":"get","params":[{"url":"/sys/status"}]}));
+    let r = call(&app, &key, json!({"jsonrpc":"2.0","method":"add","params":[{"url":"/logview/adom/root/logsearch","logtype":"event","filter":"action=jsonapi-request logdesc~\"JSON API\""}]}));
+    let tid = r["result"]["tid"].as_u64().unwrap();
+    let r = call(&app, &key, json!({"jsonrpc":"2.0","method":"get","params":[{"url":format!("/logview/adom/root/logsearch/{tid}"),"limit":50}]}));
+    let rows = r["result"]["data"].as_array().unwrap();
+    assert!(rows.iter().any(|x| x["msg"].as_str().unwrap_or("").contains("/sys/status")), "{r}");
+    stop.cancel();
+    rt.block_on(running.wait());
+}
