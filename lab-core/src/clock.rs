@@ -27,19 +27,31 @@ impl Default for LabClock {
 }
 
 fn real_now_ns() -> i128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
 }
 
 impl LabClock {
     /// Lab time = real time.
     pub fn real() -> Self {
         let now = real_now_ns();
-        Self { epoch_ns: now, origin_ns: now, speed: 1.0, tz_minutes: 0 }
+        Self {
+            epoch_ns: now,
+            origin_ns: now,
+            speed: 1.0,
+            tz_minutes: 0,
+        }
     }
 
     /// A clock from explicit parameters (what the orchestrator passes to every device).
     pub fn new(epoch_ms: i64, origin_ms: i64, speed: f64, tz_minutes: i32) -> Self {
-        let speed = if speed.is_finite() && speed > 0.0 { speed } else { 1.0 };
+        let speed = if speed.is_finite() && speed > 0.0 {
+            speed
+        } else {
+            1.0
+        };
         Self {
             epoch_ns: epoch_ms as i128 * 1_000_000,
             origin_ns: origin_ms as i128 * 1_000_000,
@@ -50,7 +62,12 @@ impl LabClock {
 
     /// A clock starting now at `epoch_ms` lab time and running `speed` times real time.
     pub fn starting_now(epoch_ms: i64, speed: f64, tz_minutes: i32) -> Self {
-        Self::new(epoch_ms, (real_now_ns() / 1_000_000) as i64, speed, tz_minutes)
+        Self::new(
+            epoch_ms,
+            (real_now_ns() / 1_000_000) as i64,
+            speed,
+            tz_minutes,
+        )
     }
 
     pub fn speed(&self) -> f64 {
@@ -168,7 +185,7 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 /// Parses `YYYY-MM-DD HH:MM:SS` (lab-local) into Unix seconds given the tz offset in minutes.
 pub fn parse_date_time(s: &str, tz_minutes: i32) -> Option<i64> {
     let s = s.trim();
-    let (date, time) = s.split_once(|c| c == ' ' || c == 'T').unwrap_or((s, "00:00:00"));
+    let (date, time) = s.split_once([' ', 'T']).unwrap_or((s, "00:00:00"));
     let mut dp = date.split('-');
     let y: i64 = dp.next()?.parse().ok()?;
     let m: u32 = dp.next()?.parse().ok()?;
@@ -193,19 +210,28 @@ mod tests {
             let (y, m, d) = civil_from_days(days);
             assert_eq!(days_from_civil(y, m, d), days);
         }
-        assert_eq!(format_date_time(1_557_790_185), ("2019-05-13".into(), "23:29:45".into()));
+        assert_eq!(
+            format_date_time(1_557_790_185),
+            ("2019-05-13".into(), "23:29:45".into())
+        );
     }
 
     #[test]
     fn speed_scales_lab_time_and_sleeps() {
         let c = LabClock::starting_now(1_600_000_000_000, 100.0, -480);
-        assert_eq!(c.to_real(Duration::from_secs(60)), Duration::from_millis(600));
+        assert_eq!(
+            c.to_real(Duration::from_secs(60)),
+            Duration::from_millis(600)
+        );
         let t = c.now_ns();
         assert!(t >= 1_600_000_000_000_000_000);
         assert_eq!(c.tz_string(), "-0800");
         let (d, tm) = c.date_time(1_600_000_000_000_000_000);
         assert_eq!((d.as_str(), tm.as_str()), ("2020-09-13", "04:26:40"));
-        assert_eq!(parse_date_time("2020-09-13 04:26:40", -480), Some(1_600_000_000));
+        assert_eq!(
+            parse_date_time("2020-09-13 04:26:40", -480),
+            Some(1_600_000_000)
+        );
     }
 
     #[test]

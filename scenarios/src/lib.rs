@@ -1,7 +1,22 @@
-//! placeholder
+//! # fortilab-scenarios
+//!
+//! The `fortilab` orchestrator:
+//! - [`labdef`]: the lab definition format (TOML) and the built-in seed lab;
+//! - [`scenario`]: the scenario format (a lab plus steps) and its validation;
+//! - [`procs`] and [`lab`]: device processes started in dependency order with the lab CA, the
+//!   lab clock and the lab network map; stopped cleanly, never orphaned;
+//! - [`timeline`]: every device's event stream, merged in lab-time order;
+//! - [`clients`]: the vendor-API clients scenarios act and check through;
+//! - [`runner`]: step execution, expectations with lab-time deadlines, JUnit;
+//! - [`dashboard`]: the web dashboard of `fortilab up`;
+//! - [`cli`]: `fortilab up | run | validate`.
 
-pub mod cli {
-    pub fn main() -> std::process::ExitCode {
-        std::process::ExitCode::from(1)
-    }
-}
+pub mod cli;
+pub mod clients;
+pub mod dashboard;
+pub mod lab;
+pub mod labdef;
+pub mod procs;
+pub mod runner;
+pub mod scenario;
+pub mod timeline;

@@ -1,0 +1,365 @@
+//! The `fortilab` command line (ARCHITECTURE.md section 7): `up`, `run`, `validate`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use clap::{Parser, Subcommand};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::lab::{Lab, LabOptions};
+use crate::labdef::LabDef;
+use crate::runner::{self, RunOptions};
+use crate::timeline::{self, Timeline};
+
+/// A digital twin of the Fortinet Security Fabric "Compromised Host Quarantine" flow.
+#[derive(Debug, Parser)]
+#[command(name = "fortilab", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Format of fortilab's own diagnostics on stderr.
+    #[arg(long, value_enum, default_value_t = fortilab_core::device::LogFormat::Plain, global = true)]
+    log_format: fortilab_core::device::LogFormat,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a lab (the seed lab by default), print its URLs and credentials, stream the merged
+    /// timeline; Ctrl-C stops every process cleanly.
+    Up {
+        /// A lab definition or scenario file (TOML).
+        file: Option<PathBuf>,
+        /// Write the lab's ready report (JSON) here once every device is ready.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        /// Directory for device state, logs and the lab CA (default: a new temporary one).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Override the lab's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Print the timeline as JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run scenarios end to end with real processes. Exit 0: all passed; 1: a scenario failed;
+    /// 2: invalid input.
+    Run {
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// Write a JUnit XML report.
+        #[arg(long)]
+        junit: Option<PathBuf>,
+        /// Override every scenario's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Keep device logs and state even when a scenario passes.
+        #[arg(long)]
+        keep_logs: bool,
+        /// Print the merged timeline while running.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+    /// Check lab and scenario files without running them. Exit 0 valid, 2 invalid.
+    Validate {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+}
+
+/// Entry point of the `fortilab` binary.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    fortilab_core::device::init_tracing(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("fortilab: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        match cli.command {
+            Command::Validate { files } => validate(&files),
+            Command::Run {
+                scenarios,
+                junit,
+                seed,
+                keep_logs,
+                verbose,
+            } => {
+                run(
+                    &scenarios,
+                    junit,
+                    RunOptions {
+                        seed,
+                        keep_logs,
+                        verbose,
+                    },
+                )
+                .await
+            }
+            Command::Up {
+                file,
+                ready_file,
+                data_dir,
+                seed,
+                json,
+            } => match up(file, ready_file, data_dir, seed, json).await {
+                Ok(code) => code,
+                Err(e) => fortilab_core::device::exit_for("fortilab", &e),
+            },
+        }
+    })
+}
+
+fn validate(files: &[PathBuf]) -> ExitCode {
+    let mut bad = false;
+    for f in files {
+        match crate::scenario::load(f) {
+            Ok((_, steps)) => println!("{}: ok ({} step(s))", f.display(), steps.len()),
+            Err(e) => {
+                eprintln!("{e}");
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn run(files: &[PathBuf], junit: Option<PathBuf>, opts: RunOptions) -> ExitCode {
+    // Everything is checked before anything runs: invalid input is exit 2, not a failure.
+    let mut loaded = Vec::new();
+    let mut bad = false;
+    for f in files {
+        match crate::scenario::load(f) {
+            Ok(x) => loaded.push((f.clone(), x)),
+            Err(e) => {
+                eprintln!("{e}");
+                bad = true;
+            }
+        }
+    }
+    if bad {
+        return ExitCode::from(2);
+    }
+    let mut outcomes = Vec::new();
+    for (path, (def, steps)) in loaded {
+        println!("▶ {} ({} step(s))", path.display(), steps.len());
+        let o = runner::run_scenario(&path, def, steps, &opts).await;
+        for s in &o.steps {
+            let mark = if s.passed { "✔" } else { "✘" };
+            println!(
+                "  {mark} {:>2}. {} ({:.0} ms)",
+                s.step.index,
+                s.step.name,
+                s.real.as_secs_f64() * 1000.0
+            );
+            if !s.passed {
+                println!(
+                    "      {}:{}: {}",
+                    o.file,
+                    s.step.line,
+                    s.message.replace('\n', "\n      ")
+                );
+            }
+        }
+        if let Some(e) = &o.error {
+            println!("  ✘ {e}");
+        }
+        if o.passed() {
+            println!("  PASS {} in {:.2} s", o.name, o.real.as_secs_f64());
+        } else {
+            println!(
+                "  FAIL {} (seed {}) in {:.2} s; logs kept in {}",
+                o.name,
+                o.seed,
+                o.real.as_secs_f64(),
+                o.data_dir.display()
+            );
+            println!("  timeline tail:");
+            for l in &o.timeline_tail {
+                println!("    {l}");
+            }
+        }
+        outcomes.push(o);
+    }
+    if let Some(j) = junit {
+        if let Err(e) = runner::write_junit(&j, &outcomes) {
+            eprintln!("fortilab: {e:#}");
+            return ExitCode::from(1);
+        }
+    }
+    let failed = outcomes.iter().filter(|o| !o.passed()).count();
+    println!("{} passed, {} failed", outcomes.len() - failed, failed);
+    if failed > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn up(
+    file: Option<PathBuf>,
+    ready_file: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    seed: Option<u64>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let def = match &file {
+        Some(f) => {
+            LabDef::load(f).map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?
+        }
+        None => LabDef::seed(),
+    };
+    let temp = data_dir.is_none();
+    let dir = data_dir.unwrap_or_else(|| {
+        std::env::temp_dir().join(format!("fortilab-up-{}", std::process::id()))
+    });
+    let shutdown = fortilab_core::shutdown::signal_token();
+    let t0 = Instant::now();
+    let mut lab = tokio::select! {
+        l = Lab::start(def, LabOptions { data_dir: dir.clone(), seed }) => l?,
+        _ = shutdown.cancelled() => return Ok(ExitCode::from(1)),
+    };
+    let started = t0.elapsed();
+    let timeline = Timeline::new(lab.clock);
+    let streams = CancellationToken::new();
+    let client = crate::clients::stream_client(&lab.ca)?;
+    for (label, base) in lab.event_sources() {
+        tokio::spawn(timeline::follow(
+            label,
+            base,
+            client.clone(),
+            timeline.clone(),
+            streams.clone(),
+        ));
+    }
+    let (listener, dash_addr) = crate::dashboard::bind().await?;
+    let dashboard = format!("http://{dash_addr}/");
+    let report = Arc::new(Mutex::new(lab.ready_report(Some(&dashboard))));
+    tokio::spawn(crate::dashboard::serve(
+        listener,
+        timeline.clone(),
+        report.clone(),
+        streams.clone(),
+    ));
+    let snapshot = report.lock().unwrap().clone();
+    if let Some(p) = &ready_file {
+        fortilab_core::ready::write_ready(p, &snapshot)?;
+    }
+    print_summary(&snapshot, started, json);
+    let printer = tokio::spawn(timeline::print_live(
+        timeline.clone(),
+        json,
+        streams.clone(),
+    ));
+
+    // Watch for devices that die on their own.
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                for p in [&mut lab.internet, &mut lab.faz, &mut lab.ems, &mut lab.fortigate].into_iter().chain(lab.endpoints.iter_mut()) {
+                    if let crate::procs::ProcState::Exited(code) = p.state() {
+                        if p.pid().is_none() && !p.ready.is_null() {
+                            timeline.note("device.exited", serde_json::json!({"summary": format!("{} exited ({code:?}); see {}", p.label, p.stderr_file.display())}));
+                            p.ready = Value::Null;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("fortilab: stopping the lab");
+    let bad = lab.stop_all().await;
+    streams.cancel();
+    let _ = printer.await;
+    if temp {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    if bad.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("fortilab: not cleanly stopped: {}", bad.join(", "));
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn print_summary(r: &Value, started: std::time::Duration, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({"kind": "lab.ready", "report": r, "start_ms": started.as_millis()})
+        );
+        return;
+    }
+    let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    println!("fortilab: lab ready in {} ms", started.as_millis());
+    println!("  dashboard      {}", s(&r["dashboard"]));
+    println!("  lab CA         {}", s(&r["ca_cert"]));
+    let f = &r["fortigate"];
+    println!(
+        "  FortiGate      {} {} v{}  REST {}  token {}  admin/{}  proxy {}",
+        s(&f["name"]),
+        s(&f["serial"]),
+        s(&f["version"]),
+        s(&f["api"]),
+        s(&f["api_token"]),
+        s(&f["admin"]["password"]),
+        s(&f["proxy"])
+    );
+    let z = &r["fortianalyzer"];
+    println!(
+        "  FortiAnalyzer  {} {}  JSON-RPC {}/jsonrpc  token {}  admin/{}",
+        s(&z["name"]),
+        s(&z["serial"]),
+        s(&z["api"]),
+        s(&z["api_token"]),
+        s(&z["admin"]["password"])
+    );
+    let e = &r["ems"];
+    println!(
+        "  EMS            {} {}  REST {}/api/v1/  admin/{}",
+        s(&e["name"]),
+        s(&e["serial"]),
+        s(&e["api"]),
+        s(&e["admin"]["password"])
+    );
+    if let Some(eps) = r["endpoints"].as_array() {
+        for ep in eps.iter().take(10) {
+            println!(
+                "  endpoint       {} {} {}  control {}",
+                s(&ep["name"]),
+                s(&ep["ip"]),
+                s(&ep["fctuid"]),
+                s(&ep["control"])
+            );
+        }
+        if eps.len() > 10 {
+            println!("  … and {} more endpoints", eps.len() - 10);
+        }
+    }
+    println!("  Ctrl-C stops the lab.\n");
+}

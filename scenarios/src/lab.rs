@@ -1,0 +1,664 @@
+//! A running lab: every device process, the lab CA, the lab clock and the lab network map.
+//!
+//! Start order follows the dependencies: the lab Internet, FortiAnalyzer and EMS first (in
+//! parallel; nobody calls out to them at start), then the FortiGate (its lab map names them),
+//! then the endpoints (their map names the FortiGate's proxy). A device restarted by a scenario
+//! gets the same real ports again, so the others' maps stay true.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use serde_json::{json, Value};
+
+use fortilab_core::{LabCa, LabClock, LabMap};
+
+use crate::labdef::LabDef;
+use crate::procs::DeviceProc;
+
+/// How long a device may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options of a lab start.
+#[derive(Debug, Clone)]
+pub struct LabOptions {
+    /// Where device state, logs and the CA live.
+    pub data_dir: PathBuf,
+    /// Seed override (`--seed`).
+    pub seed: Option<u64>,
+}
+
+/// The device roles of a lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Internet,
+    Faz,
+    Ems,
+    Fortigate,
+    Endpoints,
+}
+
+impl Role {
+    pub fn from_name(name: &str) -> Option<Role> {
+        Some(match name {
+            "internet" => Role::Internet,
+            "fortianalyzer" | "faz" => Role::Faz,
+            "ems" => Role::Ems,
+            "fortigate" | "fgt" => Role::Fortigate,
+            "endpoints" | "endpoint" => Role::Endpoints,
+            _ => return None,
+        })
+    }
+
+    /// Ready-report keys holding real addresses, and the flag that binds each on restart.
+    fn listen_flags(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Role::Internet => &[("http", "--listen-http"), ("https", "--listen-https")],
+            Role::Faz => &[
+                ("api", "--listen"),
+                ("log_channel", "--log-listen"),
+                ("syslog", "--syslog-listen"),
+                ("ssh", "--ssh-listen"),
+            ],
+            Role::Ems => &[("api", "--listen"), ("telemetry", "--telemetry-listen")],
+            Role::Fortigate => &[
+                ("api", "--listen"),
+                ("proxy", "--proxy-listen"),
+                ("ssh", "--ssh-listen"),
+            ],
+            Role::Endpoints => &[("control", "--listen")],
+        }
+    }
+}
+
+/// A running lab.
+pub struct Lab {
+    pub def: LabDef,
+    pub dir: PathBuf,
+    pub ca: LabCa,
+    pub ca_cert: PathBuf,
+    pub clock: LabClock,
+    pub seed: u64,
+    pub map: LabMap,
+    map_path: PathBuf,
+    pub internet: DeviceProc,
+    pub faz: DeviceProc,
+    pub ems: DeviceProc,
+    pub fortigate: DeviceProc,
+    pub endpoints: Vec<DeviceProc>,
+    /// Listen flags learned at first start, per device label, reused on restart.
+    pinned: std::collections::HashMap<String, Vec<String>>,
+}
+
+impl std::fmt::Debug for Lab {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lab")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `10.a.b.c` → `127.a.b.c`: the loopback address that stands for a lab host, so that
+/// `curl --interface 127.a.b.c` acts as that host.
+pub fn loopback_for(ip: Ipv4Addr) -> Ipv4Addr {
+    let o = ip.octets();
+    Ipv4Addr::new(127, o[1], o[2], o[3])
+}
+
+/// Parses `https://127.0.0.1:P[/...]` or `127.0.0.1:P` into the socket address.
+pub fn url_socket(v: &Value) -> Option<SocketAddr> {
+    let s = v.as_str()?;
+    let rest = s.split("://").nth(1).unwrap_or(s);
+    let hostport = rest.split('/').next()?;
+    hostport.parse().ok()
+}
+
+/// A device's ready object: the report itself, or the named object inside it.
+pub fn unwrap_ready<'a>(ready: &'a Value, key: &str) -> &'a Value {
+    match ready.get(key) {
+        Some(inner) if inner.is_object() || inner.is_array() => inner,
+        _ => ready,
+    }
+}
+
+impl Lab {
+    /// Starts every device and waits until all are ready.
+    pub async fn start(def: LabDef, opts: LabOptions) -> anyhow::Result<Lab> {
+        let dir = opts.data_dir.clone();
+        std::fs::create_dir_all(&dir).with_context(|| format!("--data-dir {}", dir.display()))?;
+        let ca = LabCa::load_or_create(&dir.join("ca"), &def.lab.name)?;
+        let ca_cert = dir.join("ca").join("ca.pem");
+        let ca_key = dir.join("ca").join("ca.key");
+        let seed = opts.seed.unwrap_or(def.lab.seed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let tz = def.tz_minutes();
+        let epoch_ms = def
+            .lab
+            .epoch
+            .as_deref()
+            .and_then(|e| fortilab_core::clock::parse_date_time(e, tz))
+            .map(|s| s * 1000)
+            .unwrap_or(now_ms);
+        let clock = LabClock::new(epoch_ms, now_ms, def.lab.speed, tz);
+        let map_path = dir.join("labmap.json");
+        let mut map = LabMap::new();
+        for ep in def.endpoint_specs() {
+            map.add_host(IpAddr::V4(ep.ip), IpAddr::V4(loopback_for(ep.ip)));
+        }
+        write_map(&map_path, &map)?;
+
+        let common = |label: &str| -> Vec<String> {
+            let mut a = vec![
+                "--data-dir".to_string(),
+                dir.join(label).display().to_string(),
+                "--lab-map".into(),
+                map_path.display().to_string(),
+                "--ca-cert".into(),
+                ca_cert.display().to_string(),
+                "--ca-key".into(),
+                ca_key.display().to_string(),
+                "--seed".into(),
+                seed.to_string(),
+                "--timing".into(),
+                match def.lab.timing {
+                    fortilab_core::device::Timing::Fast => "fast".into(),
+                    fortilab_core::device::Timing::Realistic => "realistic".into(),
+                },
+            ];
+            a.extend(clock.to_args());
+            a
+        };
+        let logs = dir.join("logs");
+        std::fs::create_dir_all(&logs)?;
+
+        // The lab Internet.
+        let mut internet_args = common("internet");
+        if let Some(cfg) = internet_config(&def) {
+            let p = dir.join("internet.toml");
+            std::fs::write(&p, cfg)?;
+            internet_args.extend(["--config".into(), p.display().to_string()]);
+        }
+        let internet = DeviceProc::new("sim-internet", "internet", &logs, internet_args);
+
+        // FortiAnalyzer.
+        let faz_cfg = dir.join("faz.toml");
+        std::fs::write(&faz_cfg, faz_config(&def))?;
+        let mut faz_args = common("fortianalyzer");
+        faz_args.extend([
+            "--config".into(),
+            faz_cfg.display().to_string(),
+            "--lab-ip".into(),
+            def.fortianalyzer.ip.to_string(),
+        ]);
+        if def.fortianalyzer.auto_authorize {
+            faz_args.push("--auto-authorize".into());
+        }
+        let faz = DeviceProc::new("sim-faz", "fortianalyzer", &logs, faz_args);
+
+        // EMS.
+        let ems_cfg = dir.join("ems.toml");
+        std::fs::write(&ems_cfg, ems_config(&def))?;
+        let mut ems_args = common("ems");
+        ems_args.extend([
+            "--config".into(),
+            ems_cfg.display().to_string(),
+            "--lab-ip".into(),
+            def.ems.ip.to_string(),
+        ]);
+        if def.ems.auto_authorize {
+            ems_args.push("--auto-authorize".into());
+        }
+        let ems = DeviceProc::new("sim-ems", "ems", &logs, ems_args);
+
+        // FortiGate.
+        let fgt_cfg = dir.join("fortigate.conf");
+        std::fs::write(&fgt_cfg, def.fortigate_config()?)?;
+        let mut fgt_args = common("fortigate");
+        fgt_args.extend([
+            "--config".into(),
+            fgt_cfg.display().to_string(),
+            "--version".into(),
+            def.fortigate.version.clone(),
+            "--lab-ip".into(),
+            def.fortigate.mgmt_ip.to_string(),
+            "--name".into(),
+            def.fortigate.name.clone(),
+        ]);
+        let fortigate = DeviceProc::new("sim-fortigate", "fortigate", &logs, fgt_args);
+
+        // Endpoints: one process per [[endpoints]] entry.
+        let mut endpoints = Vec::new();
+        for (i, ep) in def.endpoints.iter().enumerate() {
+            let label = format!("endpoints-{}", i + 1);
+            let mut args = common(&label);
+            args.extend([
+                "--count".into(),
+                ep.count.to_string(),
+                "--name-pattern".into(),
+                ep.name.clone(),
+                "--ip-start".into(),
+                ep.ip.to_string(),
+                "--ems".into(),
+                SocketAddr::new(IpAddr::V4(def.ems.ip), 8013).to_string(),
+                "--proxy".into(),
+                SocketAddr::new(IpAddr::V4(def.fortigate.lan_ip), def.fortigate.proxy_port)
+                    .to_string(),
+            ]);
+            if let Some(u) = &ep.user {
+                args.extend(["--user".into(), u.clone()]);
+            }
+            endpoints.push(DeviceProc::new("sim-endpoint", &label, &logs, args));
+        }
+
+        let mut lab = Lab {
+            def,
+            dir,
+            ca,
+            ca_cert,
+            clock,
+            seed,
+            map,
+            map_path,
+            internet,
+            faz,
+            ems,
+            fortigate,
+            endpoints,
+            pinned: Default::default(),
+        };
+        match lab.boot().await {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                lab.stop_all().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot(&mut self) -> anyhow::Result<()> {
+        self.internet.spawn(&[])?;
+        self.faz.spawn(&[])?;
+        self.ems.spawn(&[])?;
+        let (a, b, c) = tokio::join!(
+            self.internet.wait_ready(READY_TIMEOUT),
+            self.faz.wait_ready(READY_TIMEOUT),
+            self.ems.wait_ready(READY_TIMEOUT)
+        );
+        a?;
+        b?;
+        c?;
+        for (label, role) in [
+            ("internet", Role::Internet),
+            ("fortianalyzer", Role::Faz),
+            ("ems", Role::Ems),
+        ] {
+            self.pin(label, role);
+        }
+        self.map_internet()?;
+        self.map_faz_ems()?;
+        write_map(&self.map_path, &self.map)?;
+
+        self.fortigate.spawn(&[])?;
+        self.fortigate.wait_ready(READY_TIMEOUT).await?;
+        self.pin("fortigate", Role::Fortigate);
+        let fgt = unwrap_ready(&self.fortigate.ready, "fortigate").clone();
+        if let Some(proxy) = fgt.get("proxy").and_then(url_socket) {
+            let lab = SocketAddr::new(
+                IpAddr::V4(self.def.fortigate.lan_ip),
+                self.def.fortigate.proxy_port,
+            );
+            self.map.add_service(lab, proxy);
+        }
+        if let Some(api) = fgt.get("api").and_then(url_socket) {
+            self.map.add_service(
+                SocketAddr::new(IpAddr::V4(self.def.fortigate.mgmt_ip), 443),
+                api,
+            );
+        }
+        write_map(&self.map_path, &self.map)?;
+
+        for ep in &mut self.endpoints {
+            ep.spawn(&[])?;
+        }
+        for ep in &mut self.endpoints {
+            ep.wait_ready(READY_TIMEOUT).await?;
+        }
+        for i in 0..self.endpoints.len() {
+            let label = self.endpoints[i].label.clone();
+            self.pin(&label, Role::Endpoints);
+        }
+        Ok(())
+    }
+
+    fn pin(&mut self, label: &str, role: Role) {
+        let proc_ = self.proc_by_label(label);
+        let ready = match role {
+            Role::Internet => unwrap_ready(&proc_.ready, "internet").clone(),
+            Role::Faz => unwrap_ready(&proc_.ready, "fortianalyzer").clone(),
+            Role::Ems => unwrap_ready(&proc_.ready, "ems").clone(),
+            Role::Fortigate => unwrap_ready(&proc_.ready, "fortigate").clone(),
+            Role::Endpoints => {
+                let eps = unwrap_ready(&proc_.ready, "endpoints");
+                eps.get(0).cloned().unwrap_or(Value::Null)
+            }
+        };
+        let mut flags = Vec::new();
+        for (key, flag) in role.listen_flags() {
+            if let Some(addr) = ready.get(*key).and_then(url_socket) {
+                flags.push(flag.to_string());
+                flags.push(addr.to_string());
+            }
+        }
+        self.pinned.insert(label.to_string(), flags);
+    }
+
+    fn proc_by_label(&mut self, label: &str) -> &mut DeviceProc {
+        match label {
+            "internet" => &mut self.internet,
+            "fortianalyzer" => &mut self.faz,
+            "ems" => &mut self.ems,
+            "fortigate" => &mut self.fortigate,
+            other => self
+                .endpoints
+                .iter_mut()
+                .find(|p| p.label == other)
+                .expect("known endpoint process label"),
+        }
+    }
+
+    fn map_internet(&mut self) -> anyhow::Result<()> {
+        let ready = unwrap_ready(&self.internet.ready, "internet").clone();
+        let http = ready.get("http").and_then(url_socket);
+        let https = ready.get("https").and_then(url_socket);
+        if let Some(sites) = ready.get("sites").and_then(Value::as_array) {
+            for s in sites {
+                let Some(ip) = s
+                    .get("ip")
+                    .and_then(Value::as_str)
+                    .and_then(|i| i.parse::<IpAddr>().ok())
+                else {
+                    continue;
+                };
+                if let Some(h) = http {
+                    self.map.add_service(SocketAddr::new(ip, 80), h);
+                }
+                if let Some(h) = https {
+                    self.map.add_service(SocketAddr::new(ip, 443), h);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn map_faz_ems(&mut self) -> anyhow::Result<()> {
+        let faz = unwrap_ready(&self.faz.ready, "fortianalyzer").clone();
+        let faz_ip = IpAddr::V4(self.def.fortianalyzer.ip);
+        if let Some(a) = faz.get("log_channel").and_then(url_socket) {
+            self.map.add_service(SocketAddr::new(faz_ip, 514), a);
+        }
+        if let Some(a) = faz.get("api").and_then(url_socket) {
+            self.map.add_service(SocketAddr::new(faz_ip, 443), a);
+        }
+        if let Some(a) = faz.get("syslog").and_then(url_socket) {
+            // Syslog listens on the same number for UDP and TCP; lab port 514/udp is not
+            // distinguishable in a socket map, so it is listed under lab port 5514.
+            self.map.add_service(SocketAddr::new(faz_ip, 5514), a);
+        }
+        let ems = unwrap_ready(&self.ems.ready, "ems").clone();
+        let ems_ip = IpAddr::V4(self.def.ems.ip);
+        if let Some(a) = ems.get("api").and_then(url_socket) {
+            self.map.add_service(SocketAddr::new(ems_ip, 443), a);
+        }
+        if let Some(a) = ems.get("telemetry").and_then(url_socket) {
+            self.map.add_service(SocketAddr::new(ems_ip, 8013), a);
+        }
+        Ok(())
+    }
+
+    /// The ready report of ARCHITECTURE.md section 7.
+    pub fn ready_report(&self, dashboard: Option<&str>) -> Value {
+        let fgt = unwrap_ready(&self.fortigate.ready, "fortigate");
+        let faz = unwrap_ready(&self.faz.ready, "fortianalyzer");
+        let ems = unwrap_ready(&self.ems.ready, "ems");
+        let internet = unwrap_ready(&self.internet.ready, "internet");
+        let mut endpoints = Vec::new();
+        for p in &self.endpoints {
+            if let Some(a) = unwrap_ready(&p.ready, "endpoints").as_array() {
+                endpoints.extend(a.iter().cloned());
+            }
+        }
+        let pick = |v: &Value, keys: &[&str]| -> Value {
+            let mut m = serde_json::Map::new();
+            for k in keys {
+                if let Some(x) = v.get(*k) {
+                    m.insert(k.to_string(), x.clone());
+                }
+            }
+            Value::Object(m)
+        };
+        json!({
+            "ca_cert": self.ca_cert.display().to_string(),
+            "dashboard": dashboard,
+            "seed": self.seed,
+            "data_dir": self.dir.display().to_string(),
+            "fortigate": pick(fgt, &["name", "serial", "version", "api", "api_token", "admin", "proxy", "ssh"]),
+            "fortianalyzer": pick(faz, &["name", "serial", "version", "api", "api_token", "admin", "ssh", "log_channel", "syslog"]),
+            "ems": pick(ems, &["name", "serial", "version", "api", "admin", "telemetry"]),
+            "endpoints": endpoints,
+            "internet": {"sites": internet.get("sites").cloned().unwrap_or(json!([])), "control": internet.get("control").cloned().unwrap_or(Value::Null)},
+        })
+    }
+
+    /// Base URLs of every process's lab surface (for `/_lab/events`), with a label.
+    pub fn event_sources(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let base = |v: &Value, key: &str| {
+            v.get(key)
+                .and_then(Value::as_str)
+                .map(|s| s.trim_end_matches('/').to_string())
+        };
+        if let Some(u) = base(unwrap_ready(&self.fortigate.ready, "fortigate"), "api") {
+            out.push(("fortigate".to_string(), u));
+        }
+        if let Some(u) = base(unwrap_ready(&self.faz.ready, "fortianalyzer"), "api") {
+            out.push(("fortianalyzer".to_string(), u));
+        }
+        if let Some(u) = base(unwrap_ready(&self.ems.ready, "ems"), "api") {
+            out.push(("ems".to_string(), u));
+        }
+        let inet = unwrap_ready(&self.internet.ready, "internet");
+        if let Some(u) = base(inet, "control") {
+            out.push(("internet".to_string(), u));
+        }
+        for p in &self.endpoints {
+            let eps = unwrap_ready(&p.ready, "endpoints");
+            if let Some(c) = eps
+                .get(0)
+                .and_then(|e| e.get("control"))
+                .and_then(Value::as_str)
+            {
+                let root = match c.find("/endpoints/") {
+                    Some(i) => c[..i].to_string(),
+                    None => c.trim_end_matches('/').to_string(),
+                };
+                out.push((p.label.clone(), root));
+            }
+        }
+        out
+    }
+
+    /// Stops every device (endpoints first, the lab Internet last). Returns the labels of
+    /// devices that did not exit 0.
+    pub async fn stop_all(&mut self) -> Vec<String> {
+        let mut bad = Vec::new();
+        let grace = Duration::from_secs(10);
+        for p in &mut self.endpoints {
+            if p.pid().is_some() && p.stop(grace).await != Some(0) {
+                bad.push(p.label.clone());
+            }
+        }
+        for p in [
+            &mut self.fortigate,
+            &mut self.ems,
+            &mut self.faz,
+            &mut self.internet,
+        ] {
+            if p.pid().is_some() && p.stop(grace).await != Some(0) {
+                bad.push(p.label.clone());
+            }
+        }
+        bad
+    }
+
+    fn labels_of(&self, role: Role) -> Vec<String> {
+        match role {
+            Role::Internet => vec!["internet".into()],
+            Role::Faz => vec!["fortianalyzer".into()],
+            Role::Ems => vec!["ems".into()],
+            Role::Fortigate => vec!["fortigate".into()],
+            Role::Endpoints => self.endpoints.iter().map(|p| p.label.clone()).collect(),
+        }
+    }
+
+    /// SIGTERM a device (and wait for it).
+    pub async fn stop_device(&mut self, role: Role) -> anyhow::Result<()> {
+        for label in self.labels_of(role) {
+            self.proc_by_label(&label)
+                .stop(Duration::from_secs(10))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// SIGKILL a device.
+    pub async fn kill_device(&mut self, role: Role) -> anyhow::Result<()> {
+        for label in self.labels_of(role) {
+            self.proc_by_label(&label).kill().await;
+        }
+        Ok(())
+    }
+
+    /// Starts a stopped device on its former ports and waits until it is ready.
+    pub async fn start_device(&mut self, role: Role) -> anyhow::Result<()> {
+        for label in self.labels_of(role) {
+            let pinned = self.pinned.get(&label).cloned().unwrap_or_default();
+            let p = self.proc_by_label(&label);
+            if p.pid().is_some() {
+                continue;
+            }
+            // The pinned flags come last so they override the first start's defaults.
+            p.spawn(&pinned)?;
+            p.wait_ready(READY_TIMEOUT)
+                .await
+                .map_err(|e| anyhow!("restart of {label}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub async fn restart_device(&mut self, role: Role) -> anyhow::Result<()> {
+        self.stop_device(role).await?;
+        self.start_device(role).await
+    }
+
+    /// Process ids of every running device.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = [&self.internet, &self.faz, &self.ems, &self.fortigate]
+            .iter()
+            .filter_map(|p| p.pid())
+            .collect();
+        v.extend(self.endpoints.iter().filter_map(|p| p.pid()));
+        v
+    }
+
+    pub fn map_path(&self) -> &Path {
+        &self.map_path
+    }
+}
+
+fn write_map(path: &Path, map: &LabMap) -> anyhow::Result<()> {
+    fortilab_core::ready::write_ready(path, &serde_json::to_value(map)?)?;
+    Ok(())
+}
+
+/// sim-internet configuration for the lab's site additions (none: the built-in set).
+fn internet_config(def: &LabDef) -> Option<String> {
+    if def.internet.sites.is_empty() {
+        return None;
+    }
+    #[derive(serde::Serialize)]
+    struct Cfg<'a> {
+        sites: &'a [crate::labdef::SiteDef],
+    }
+    toml::to_string(&Cfg {
+        sites: &def.internet.sites,
+    })
+    .ok()
+}
+
+fn faz_config(def: &LabDef) -> String {
+    #[derive(serde::Serialize)]
+    struct Cfg<'a> {
+        hostname: &'a str,
+        version: &'a str,
+        tidb: &'a crate::labdef::TidbDef,
+    }
+    toml::to_string(&Cfg {
+        hostname: &def.fortianalyzer.name,
+        version: &def.fortianalyzer.version,
+        tidb: &def.fortianalyzer.tidb,
+    })
+    .unwrap_or_default()
+}
+
+fn ems_config(def: &LabDef) -> String {
+    #[derive(serde::Serialize)]
+    struct Profile {
+        faz: String,
+    }
+    #[derive(serde::Serialize)]
+    struct Cfg<'a> {
+        hostname: &'a str,
+        version: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ka_interval: Option<f64>,
+        profile: Profile,
+    }
+    toml::to_string(&Cfg {
+        hostname: &def.ems.name,
+        version: &def.ems.version,
+        ka_interval: def.ems.ka_interval,
+        profile: Profile {
+            faz: SocketAddr::new(IpAddr::V4(def.fortianalyzer.ip), 514).to_string(),
+        },
+    })
+    .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_mapping_and_url_parsing() {
+        assert_eq!(
+            loopback_for(Ipv4Addr::new(10, 115, 2, 52)),
+            Ipv4Addr::new(127, 115, 2, 52)
+        );
+        assert_eq!(
+            url_socket(&json!("https://127.0.0.1:4443/x")),
+            Some("127.0.0.1:4443".parse().unwrap())
+        );
+        assert_eq!(
+            url_socket(&json!("127.0.0.1:514")),
+            Some("127.0.0.1:514".parse().unwrap())
+        );
+        let r = json!({"fortigate": {"name": "FGT-LAB"}});
+        assert_eq!(unwrap_ready(&r, "fortigate")["name"], "FGT-LAB");
+        let flat = json!({"name": "FAZ"});
+        assert_eq!(unwrap_ready(&flat, "fortianalyzer")["name"], "FAZ");
+    }
+}
