@@ -118,7 +118,9 @@ impl CommonArgs {
     /// The lab CA: the one given with `--ca-cert/--ca-key`, else one kept under `data_dir/ca`.
     pub fn lab_ca(&self, data_dir: &Path) -> anyhow::Result<LabCa> {
         match (&self.ca_cert, &self.ca_key) {
-            (Some(c), Some(k)) => Ok(LabCa::load(c, k).map_err(|e| UsageError::new(e.to_string()))?),
+            (Some(c), Some(k)) => {
+                Ok(LabCa::load(c, k).map_err(|e| UsageError::new(e.to_string()))?)
+            }
             _ => Ok(LabCa::load_or_create(&data_dir.join("ca"), "fortilab")?),
         }
     }
@@ -145,7 +147,9 @@ impl CommonArgs {
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
@@ -158,7 +162,10 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: cannot start the runtime: {e}");
@@ -174,7 +181,10 @@ where
 /// Prints `err` and returns 2 for usage/configuration errors, 1 otherwise.
 pub fn exit_for(name: &str, err: &anyhow::Error) -> ExitCode {
     eprintln!("{name}: error: {err:#}");
-    if err.chain().any(|c| c.downcast_ref::<UsageError>().is_some()) {
+    if err
+        .chain()
+        .any(|c| c.downcast_ref::<UsageError>().is_some())
+    {
         ExitCode::from(2)
     } else {
         ExitCode::from(1)

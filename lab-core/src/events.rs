@@ -61,7 +61,10 @@ impl EventBus {
         Self {
             device: Arc::new(Mutex::new(device.to_string())),
             clock,
-            inner: Arc::new(Mutex::new(Inner { seq: 0, history: VecDeque::new() })),
+            inner: Arc::new(Mutex::new(Inner {
+                seq: 0,
+                history: VecDeque::new(),
+            })),
             tx,
         }
     }
@@ -112,9 +115,21 @@ impl EventBus {
     /// Events with `seq > since` still held, and whether some were already dropped.
     pub fn history_since(&self, since: u64) -> (Vec<Arc<LabEvent>>, bool) {
         let inner = self.inner.lock().unwrap();
-        let first = inner.history.front().map(|e| e.seq).unwrap_or(inner.seq + 1);
+        let first = inner
+            .history
+            .front()
+            .map(|e| e.seq)
+            .unwrap_or(inner.seq + 1);
         let gap = since + 1 < first && since < inner.seq;
-        (inner.history.iter().filter(|e| e.seq > since).cloned().collect(), gap)
+        (
+            inner
+                .history
+                .iter()
+                .filter(|e| e.seq > since)
+                .cloned()
+                .collect(),
+            gap,
+        )
     }
 
     /// A snapshot of the held history plus a live receiver, without losing events in between.
@@ -124,9 +139,18 @@ impl EventBus {
     ) -> (Vec<Arc<LabEvent>>, bool, broadcast::Receiver<Arc<LabEvent>>) {
         let inner = self.inner.lock().unwrap();
         let rx = self.tx.subscribe();
-        let first = inner.history.front().map(|e| e.seq).unwrap_or(inner.seq + 1);
+        let first = inner
+            .history
+            .front()
+            .map(|e| e.seq)
+            .unwrap_or(inner.seq + 1);
         let gap = since + 1 < first && since < inner.seq;
-        let past = inner.history.iter().filter(|e| e.seq > since).cloned().collect();
+        let past = inner
+            .history
+            .iter()
+            .filter(|e| e.seq > since)
+            .cloned()
+            .collect();
         (past, gap, rx)
     }
 
@@ -167,35 +191,38 @@ pub async fn sse_handler(
     }
     let once = q.once == Some(1);
     let state = (rx, last, bus.clone(), VecDeque::<Event>::new());
-    let live = stream::unfold(state, move |(mut rx, mut last, bus, mut pending)| async move {
-        loop {
-            if let Some(ev) = pending.pop_front() {
-                return Some((Ok(ev), (rx, last, bus, pending)));
-            }
-            match rx.recv().await {
-                Ok(e) if e.seq <= last => continue,
-                Ok(e) => {
-                    last = e.seq;
-                    return Some((Ok(to_sse(&e)), (rx, last, bus, pending)));
+    let live = stream::unfold(
+        state,
+        move |(mut rx, mut last, bus, mut pending)| async move {
+            loop {
+                if let Some(ev) = pending.pop_front() {
+                    return Some((Ok(ev), (rx, last, bus, pending)));
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Refill from the history ring; report what it no longer holds.
-                    let (missed, gap) = bus.history_since(last);
-                    if gap {
-                        let first = missed.first().map(|e| e.seq).unwrap_or(last + 1);
-                        pending.push_back(Event::default().event("gap").data(
+                match rx.recv().await {
+                    Ok(e) if e.seq <= last => continue,
+                    Ok(e) => {
+                        last = e.seq;
+                        return Some((Ok(to_sse(&e)), (rx, last, bus, pending)));
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Refill from the history ring; report what it no longer holds.
+                        let (missed, gap) = bus.history_since(last);
+                        if gap {
+                            let first = missed.first().map(|e| e.seq).unwrap_or(last + 1);
+                            pending.push_back(Event::default().event("gap").data(
                             serde_json::json!({"kind":"gap","device":bus.device(),"from":last+1,"to":first-1}).to_string(),
                         ));
+                        }
+                        for e in &missed {
+                            last = e.seq;
+                            pending.push_back(to_sse(e));
+                        }
                     }
-                    for e in &missed {
-                        last = e.seq;
-                        pending.push_back(to_sse(e));
-                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    });
+        },
+    );
     let body: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = if once {
         Box::pin(stream::iter(head))
     } else {
@@ -205,7 +232,9 @@ pub async fn sse_handler(
 }
 
 fn to_sse(e: &LabEvent) -> Event {
-    Event::default().id(e.seq.to_string()).data(serde_json::to_string(e).unwrap_or_default())
+    Event::default()
+        .id(e.seq.to_string())
+        .data(serde_json::to_string(e).unwrap_or_default())
 }
 
 #[cfg(test)]

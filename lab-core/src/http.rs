@@ -36,7 +36,13 @@ pub async fn serve_https(
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve(listener, Some(tokio_rustls::TlsAcceptor::from(tls)), app, shutdown).await
+    serve(
+        listener,
+        Some(tokio_rustls::TlsAcceptor::from(tls)),
+        app,
+        shutdown,
+    )
+    .await
 }
 
 /// Serves `app` on `listener` without TLS until `shutdown` fires, then drains.
@@ -77,28 +83,34 @@ async fn serve(
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
-                    let tls = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acceptor.accept(tcp),
-                    )
-                    .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
+                    let tls =
+                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                            .await
+                        {
+                            Ok(Ok(tls)) => tls,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
                     let client_cn =
                         crate::tls::peer_common_name(tls.get_ref().1.peer_certificates());
-                    let info = ConnInfo { peer, client_cn, tls: true };
+                    let info = ConnInfo {
+                        peer,
+                        client_cn,
+                        tls: true,
+                    };
                     let svc = service(app, info);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
                 None => {
-                    let info = ConnInfo { peer, client_cn: None, tls: false };
+                    let info = ConnInfo {
+                        peer,
+                        client_cn: None,
+                        tls: false,
+                    };
                     let svc = service(app, info);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
@@ -107,7 +119,10 @@ async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after the drain grace period");
     }
     Ok(())

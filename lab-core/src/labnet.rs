@@ -33,7 +33,12 @@ pub enum LabMapError {
         source: std::io::Error,
     },
     #[error("{path}:{line}:{column}: {msg}")]
-    Parse { path: String, line: usize, column: usize, msg: String },
+    Parse {
+        path: String,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
 }
 
 impl LabMap {
@@ -43,8 +48,10 @@ impl LabMap {
 
     /// Loads a JSON map `{"hosts": {...}, "services": {...}}`.
     pub fn load(path: &Path) -> Result<Self, LabMapError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| LabMapError::Io { path: path.display().to_string(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| LabMapError::Io {
+            path: path.display().to_string(),
+            source: e,
+        })?;
         serde_json::from_str(&text).map_err(|e| LabMapError::Parse {
             path: path.display().to_string(),
             line: e.line(),
@@ -79,17 +86,27 @@ impl LabMap {
 
     /// The lab address of a real peer address, when the map names it as a lab host.
     pub fn lab_of_real(&self, real: IpAddr) -> Option<IpAddr> {
-        self.hosts.iter().find(|(_, r)| **r == real).map(|(lab, _)| *lab)
+        self.hosts
+            .iter()
+            .find(|(_, r)| **r == real)
+            .map(|(lab, _)| *lab)
     }
 
     /// The lab service whose real socket is `real`, if any.
     pub fn lab_service_of_real(&self, real: SocketAddr) -> Option<SocketAddr> {
-        self.services.iter().find(|(_, r)| **r == real).map(|(lab, _)| *lab)
+        self.services
+            .iter()
+            .find(|(_, r)| **r == real)
+            .map(|(lab, _)| *lab)
     }
 
     /// The lab source of a connection: the PROXY header's source when present, else the lab
     /// address the map gives the real peer, else the real peer itself.
-    pub fn lab_source(&self, proxy: Option<&crate::proxy::ProxyHeader>, peer: SocketAddr) -> SocketAddr {
+    pub fn lab_source(
+        &self,
+        proxy: Option<&crate::proxy::ProxyHeader>,
+        peer: SocketAddr,
+    ) -> SocketAddr {
         if let Some(h) = proxy {
             return h.src;
         }
@@ -107,12 +124,30 @@ mod tests {
     #[test]
     fn resolve_prefers_service_then_host_then_identity() {
         let mut m = LabMap::new();
-        m.add_service("10.115.1.20:514".parse().unwrap(), "127.0.0.1:40000".parse().unwrap());
-        m.add_host("10.115.2.60".parse().unwrap(), "127.0.0.60".parse().unwrap());
-        assert_eq!(m.resolve("10.115.1.20:514".parse().unwrap()), "127.0.0.1:40000".parse().unwrap());
-        assert_eq!(m.resolve("10.115.2.60:80".parse().unwrap()), "127.0.0.60:80".parse().unwrap());
-        assert_eq!(m.resolve("1.2.3.4:80".parse().unwrap()), "1.2.3.4:80".parse().unwrap());
-        assert_eq!(m.lab_of_real("127.0.0.60".parse().unwrap()), Some("10.115.2.60".parse().unwrap()));
+        m.add_service(
+            "10.115.1.20:514".parse().unwrap(),
+            "127.0.0.1:40000".parse().unwrap(),
+        );
+        m.add_host(
+            "10.115.2.60".parse().unwrap(),
+            "127.0.0.60".parse().unwrap(),
+        );
+        assert_eq!(
+            m.resolve("10.115.1.20:514".parse().unwrap()),
+            "127.0.0.1:40000".parse().unwrap()
+        );
+        assert_eq!(
+            m.resolve("10.115.2.60:80".parse().unwrap()),
+            "127.0.0.60:80".parse().unwrap()
+        );
+        assert_eq!(
+            m.resolve("1.2.3.4:80".parse().unwrap()),
+            "1.2.3.4:80".parse().unwrap()
+        );
+        assert_eq!(
+            m.lab_of_real("127.0.0.60".parse().unwrap()),
+            Some("10.115.2.60".parse().unwrap())
+        );
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<LabMap>(&json).unwrap(), m);
     }
@@ -120,14 +155,20 @@ mod tests {
     #[test]
     fn lab_source_order() {
         let mut m = LabMap::new();
-        m.add_host("10.115.2.60".parse().unwrap(), "127.0.0.60".parse().unwrap());
+        m.add_host(
+            "10.115.2.60".parse().unwrap(),
+            "127.0.0.60".parse().unwrap(),
+        );
         let hdr = crate::proxy::ProxyHeader {
             src: "10.115.2.52:5000".parse().unwrap(),
             dst: "1.1.1.1:80".parse().unwrap(),
         };
         let peer: SocketAddr = "127.0.0.60:4000".parse().unwrap();
         assert_eq!(m.lab_source(Some(&hdr), peer), hdr.src);
-        assert_eq!(m.lab_source(None, peer), "10.115.2.60:4000".parse().unwrap());
+        assert_eq!(
+            m.lab_source(None, peer),
+            "10.115.2.60:4000".parse().unwrap()
+        );
         let other: SocketAddr = "127.0.0.1:4000".parse().unwrap();
         assert_eq!(m.lab_source(None, other), other);
     }

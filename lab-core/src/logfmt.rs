@@ -64,7 +64,9 @@ pub enum LogParseError {
 
 impl LogRecord {
     pub fn new() -> Self {
-        Self { fields: Vec::with_capacity(40) }
+        Self {
+            fields: Vec::with_capacity(40),
+        }
     }
 
     pub fn push(&mut self, key: &str, value: LogValue) -> &mut Self {
@@ -237,7 +239,8 @@ impl LogRecord {
                 rec.fields.push((key.to_string(), LogValue::Str(val)));
             } else {
                 let start = i;
-                while i < bytes.len() && bytes[i] != b' ' && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                while i < bytes.len() && bytes[i] != b' ' && bytes[i] != b'\n' && bytes[i] != b'\r'
+                {
                     i += 1;
                 }
                 let raw = &line[start..i];
@@ -309,14 +312,18 @@ impl LogHeader<'_> {
         match style {
             HeaderStyle::V64Plus => {
                 r.int("eventtime", self.eventtime_ns).str("tz", self.tz);
-                r.str("logid", self.logid).str("type", self.log_type).str("subtype", self.subtype);
+                r.str("logid", self.logid)
+                    .str("type", self.log_type)
+                    .str("subtype", self.subtype);
                 if let Some(e) = self.eventtype {
                     r.str("eventtype", e);
                 }
                 r.str("level", self.level).str("vd", self.vd);
             }
             HeaderStyle::V62 => {
-                r.str("logid", self.logid).str("type", self.log_type).str("subtype", self.subtype);
+                r.str("logid", self.logid)
+                    .str("type", self.log_type)
+                    .str("subtype", self.subtype);
                 if let Some(e) = self.eventtype {
                     r.str("eventtype", e);
                 }
@@ -341,7 +348,10 @@ mod tests {
         assert_eq!(r.text("logid").unwrap(), "0316013056");
         assert!(r.get("logid").unwrap().is_quoted());
         assert_eq!(r.get("cat"), Some(&LogValue::Int(26)));
-        assert_eq!(r.get("srcip"), Some(&LogValue::Ip("10.1.100.11".parse().unwrap())));
+        assert_eq!(
+            r.get("srcip"),
+            Some(&LogValue::Ip("10.1.100.11".parse().unwrap()))
+        );
         assert_eq!(r.render(), SAMPLE);
     }
 
@@ -353,8 +363,14 @@ mod tests {
         assert_eq!(line, r#"msg="say \"hi\"" n=5"#);
         let back = LogRecord::parse(&format!("<188>{line}")).unwrap();
         assert_eq!(back, r);
-        assert!(matches!(LogRecord::parse("a=\"x"), Err(LogParseError::Unterminated(3))));
-        assert!(matches!(LogRecord::parse("novalue"), Err(LogParseError::ExpectedPair(1))));
+        assert!(matches!(
+            LogRecord::parse("a=\"x"),
+            Err(LogParseError::Unterminated(3))
+        ));
+        assert!(matches!(
+            LogRecord::parse("novalue"),
+            Err(LogParseError::ExpectedPair(1))
+        ));
     }
 
     #[test]
@@ -375,10 +391,28 @@ mod tests {
             eventtype: None,
             level: "notice",
         };
-        let keys: Vec<String> =
-            h.start(HeaderStyle::V64Plus, &clock).keys().map(String::from).collect();
-        assert_eq!(keys[..7], ["date", "time", "devname", "devid", "eventtime", "tz", "logid"]);
-        let keys: Vec<String> = h.start(HeaderStyle::V62, &clock).keys().map(String::from).collect();
+        let keys: Vec<String> = h
+            .start(HeaderStyle::V64Plus, &clock)
+            .keys()
+            .map(String::from)
+            .collect();
+        assert_eq!(
+            keys[..7],
+            [
+                "date",
+                "time",
+                "devname",
+                "devid",
+                "eventtime",
+                "tz",
+                "logid"
+            ]
+        );
+        let keys: Vec<String> = h
+            .start(HeaderStyle::V62, &clock)
+            .keys()
+            .map(String::from)
+            .collect();
         assert_eq!(keys[4], "logid");
     }
 

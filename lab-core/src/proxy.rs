@@ -27,8 +27,14 @@ const V2_SIG: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 /// Encodes a v1 header: `PROXY TCP4 src dst sport dport\r\n`.
 pub fn encode_v1(h: &ProxyHeader) -> Vec<u8> {
     let fam = if h.src.is_ipv4() { "TCP4" } else { "TCP6" };
-    format!("PROXY {fam} {} {} {} {}\r\n", h.src.ip(), h.dst.ip(), h.src.port(), h.dst.port())
-        .into_bytes()
+    format!(
+        "PROXY {fam} {} {} {} {}\r\n",
+        h.src.ip(),
+        h.dst.ip(),
+        h.src.port(),
+        h.dst.port()
+    )
+    .into_bytes()
 }
 
 /// Encodes a v2 header (PROXY command, TCP over IPv4 or IPv6).
@@ -43,8 +49,14 @@ pub fn encode_v2(h: &ProxyHeader) -> Vec<u8> {
             out.extend_from_slice(&d.octets());
         }
         (s, d) => {
-            let s6 = match s { IpAddr::V4(v) => v.to_ipv6_mapped(), IpAddr::V6(v) => v };
-            let d6 = match d { IpAddr::V4(v) => v.to_ipv6_mapped(), IpAddr::V6(v) => v };
+            let s6 = match s {
+                IpAddr::V4(v) => v.to_ipv6_mapped(),
+                IpAddr::V6(v) => v,
+            };
+            let d6 = match d {
+                IpAddr::V4(v) => v.to_ipv6_mapped(),
+                IpAddr::V6(v) => v,
+            };
             out.push(0x21);
             out.extend_from_slice(&36u16.to_be_bytes());
             out.extend_from_slice(&s6.octets());
@@ -60,7 +72,9 @@ pub fn encode_v2(h: &ProxyHeader) -> Vec<u8> {
 /// header. `Ok(Some((hdr, n)))`: a header of `n` bytes (`hdr` is `None` for LOCAL/UNKNOWN).
 #[allow(clippy::type_complexity)]
 pub fn parse(buf: &[u8]) -> Result<Option<(Option<ProxyHeader>, usize)>, ProxyError> {
-    if buf.len() < 12 && (V2_SIG.starts_with(buf) || b"PROXY ".starts_with(&buf[..buf.len().min(6)])) {
+    if buf.len() < 12
+        && (V2_SIG.starts_with(buf) || b"PROXY ".starts_with(&buf[..buf.len().min(6)]))
+    {
         return Err(ProxyError::Incomplete);
     }
     if buf.starts_with(&V2_SIG) {
@@ -87,11 +101,25 @@ fn parse_v1(buf: &[u8]) -> Result<(Option<ProxyHeader>, usize), ProxyError> {
     if parts.len() != 6 || !matches!(parts[1], "TCP4" | "TCP6") {
         return Err(ProxyError::Invalid("v1 fields"));
     }
-    let sip: IpAddr = parts[2].parse().map_err(|_| ProxyError::Invalid("v1 source address"))?;
-    let dip: IpAddr = parts[3].parse().map_err(|_| ProxyError::Invalid("v1 destination address"))?;
-    let sp: u16 = parts[4].parse().map_err(|_| ProxyError::Invalid("v1 source port"))?;
-    let dp: u16 = parts[5].parse().map_err(|_| ProxyError::Invalid("v1 destination port"))?;
-    Ok((Some(ProxyHeader { src: SocketAddr::new(sip, sp), dst: SocketAddr::new(dip, dp) }), end + 2))
+    let sip: IpAddr = parts[2]
+        .parse()
+        .map_err(|_| ProxyError::Invalid("v1 source address"))?;
+    let dip: IpAddr = parts[3]
+        .parse()
+        .map_err(|_| ProxyError::Invalid("v1 destination address"))?;
+    let sp: u16 = parts[4]
+        .parse()
+        .map_err(|_| ProxyError::Invalid("v1 source port"))?;
+    let dp: u16 = parts[5]
+        .parse()
+        .map_err(|_| ProxyError::Invalid("v1 destination port"))?;
+    Ok((
+        Some(ProxyHeader {
+            src: SocketAddr::new(sip, sp),
+            dst: SocketAddr::new(dip, dp),
+        }),
+        end + 2,
+    ))
 }
 
 fn parse_v2(buf: &[u8]) -> Result<(Option<ProxyHeader>, usize), ProxyError> {
@@ -118,7 +146,10 @@ fn parse_v2(buf: &[u8]) -> Result<(Option<ProxyHeader>, usize), ProxyError> {
             let d = Ipv4Addr::new(body[4], body[5], body[6], body[7]);
             let sp = u16::from_be_bytes([body[8], body[9]]);
             let dp = u16::from_be_bytes([body[10], body[11]]);
-            Some(ProxyHeader { src: SocketAddr::new(s.into(), sp), dst: SocketAddr::new(d.into(), dp) })
+            Some(ProxyHeader {
+                src: SocketAddr::new(s.into(), sp),
+                dst: SocketAddr::new(d.into(), dp),
+            })
         }
         0x21 | 0x22 if len >= 36 => {
             let s: [u8; 16] = body[0..16].try_into().unwrap();
@@ -158,12 +189,17 @@ pub async fn read_header(
             Ok(None) => return Ok(None),
             Ok(Some((hdr, len))) => {
                 let mut sink = vec![0u8; len];
-                consume(stream, &mut sink).await.map_err(|_| ProxyError::Incomplete)?;
+                consume(stream, &mut sink)
+                    .await
+                    .map_err(|_| ProxyError::Incomplete)?;
                 return Ok(hdr);
             }
             Err(ProxyError::Incomplete) if n < buf.len() => {
                 // Wait for more bytes to arrive, then peek again.
-                if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
+                if tokio::time::timeout_at(deadline, stream.readable())
+                    .await
+                    .is_err()
+                {
                     return Err(ProxyError::Incomplete);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
@@ -183,7 +219,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn hdr() -> ProxyHeader {
-        ProxyHeader { src: "10.115.2.52:51000".parse().unwrap(), dst: "89.1.1.1:80".parse().unwrap() }
+        ProxyHeader {
+            src: "10.115.2.52:51000".parse().unwrap(),
+            dst: "89.1.1.1:80".parse().unwrap(),
+        }
     }
 
     #[test]
@@ -194,7 +233,10 @@ mod tests {
         assert_eq!(parse(&v1).unwrap(), Some((Some(h), v1.len())));
         let v2 = encode_v2(&h);
         assert_eq!(parse(&v2).unwrap(), Some((Some(h), v2.len())));
-        let h6 = ProxyHeader { src: "[fd00::1]:1".parse().unwrap(), dst: "[fd00::2]:2".parse().unwrap() };
+        let h6 = ProxyHeader {
+            src: "[fd00::1]:1".parse().unwrap(),
+            dst: "[fd00::2]:2".parse().unwrap(),
+        };
         let v2 = encode_v2(&h6);
         assert_eq!(parse(&v2).unwrap(), Some((Some(h6), v2.len())));
     }
@@ -204,7 +246,10 @@ mod tests {
         assert_eq!(parse(b"GET / HTTP/1.1\r\n").unwrap(), None);
         assert_eq!(parse(b"PROXY TCP4 1.2.3.4"), Err(ProxyError::Incomplete));
         assert_eq!(parse(&V2_SIG[..5]), Err(ProxyError::Incomplete));
-        assert!(matches!(parse(b"PROXY TCP9 a b c d\r\n"), Err(ProxyError::Invalid(_))));
+        assert!(matches!(
+            parse(b"PROXY TCP9 a b c d\r\n"),
+            Err(ProxyError::Invalid(_))
+        ));
         assert_eq!(parse(b"PROXY UNKNOWN\r\n").unwrap(), Some((None, 15)));
     }
 
@@ -232,7 +277,9 @@ mod tests {
             s.write_all(b"hello").await.unwrap();
         });
         let (mut s, _) = l.accept().await.unwrap();
-        let h = read_header(&mut s, std::time::Duration::from_secs(2)).await.unwrap();
+        let h = read_header(&mut s, std::time::Duration::from_secs(2))
+            .await
+            .unwrap();
         assert_eq!(h, Some(hdr()));
         let mut rest = [0u8; 5];
         s.read_exact(&mut rest).await.unwrap();

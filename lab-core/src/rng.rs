@@ -31,19 +31,30 @@ pub fn serial(rng: &mut impl Rng, prefix: &str) -> String {
 
 /// `n` upper-case hex digits (FCTUIDs are 32).
 pub fn hex_upper(rng: &mut impl Rng, n: usize) -> String {
-    (0..n).map(|_| char::from_digit(rng.gen_range(0..16), 16).unwrap().to_ascii_uppercase()).collect()
+    (0..n)
+        .map(|_| {
+            char::from_digit(rng.gen_range(0..16), 16)
+                .unwrap()
+                .to_ascii_uppercase()
+        })
+        .collect()
 }
 
 /// A locally administered unicast MAC, `aa:bb:cc:dd:ee:ff`.
 pub fn mac(rng: &mut impl Rng) -> String {
     let mut b: [u8; 6] = rng.gen();
     b[0] = (b[0] & 0xfc) | 0x02;
-    b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":")
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// An API-token-like string of `n` alphanumerics (FortiOS api-user keys are 30).
 pub fn token(rng: &mut impl Rng, n: usize) -> String {
-    (0..n).map(|_| ALNUM[rng.gen_range(0..ALNUM.len())] as char).collect()
+    (0..n)
+        .map(|_| ALNUM[rng.gen_range(0..ALNUM.len())] as char)
+        .collect()
 }
 
 /// A random UUID (v4 layout) from the stream, for policy and object uuids.
@@ -52,7 +63,14 @@ pub fn uuid(rng: &mut impl Rng) -> String {
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
     let h = hex::encode(b);
-    format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }
 
 #[cfg(test)]

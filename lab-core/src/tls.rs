@@ -64,7 +64,9 @@ pub struct DeviceCert {
 impl std::fmt::Debug for DeviceCert {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The private key is a secret: never print it.
-        f.debug_struct("DeviceCert").field("cn", &self.cn).finish_non_exhaustive()
+        f.debug_struct("DeviceCert")
+            .field("cn", &self.cn)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,7 +92,12 @@ impl LabCa {
         let key_pem = key.serialize_pem();
         let cert_der = cert.der().clone();
         let issuer = Issuer::new(params, key);
-        Ok(Self { cert_pem, key_pem, cert_der, issuer })
+        Ok(Self {
+            cert_pem,
+            key_pem,
+            cert_der,
+            issuer,
+        })
     }
 
     /// Loads a CA from PEM text (certificate and private key).
@@ -98,7 +105,12 @@ impl LabCa {
         let key = KeyPair::from_pem(key_pem)?;
         let issuer = Issuer::from_ca_cert_pem(cert_pem, key)?;
         let cert_der = first_cert(cert_pem, "CA certificate")?;
-        Ok(Self { cert_pem: cert_pem.to_string(), key_pem: key_pem.to_string(), cert_der, issuer })
+        Ok(Self {
+            cert_pem: cert_pem.to_string(),
+            key_pem: key_pem.to_string(),
+            cert_der,
+            issuer,
+        })
     }
 
     /// Loads the CA from `dir/ca.pem` + `dir/ca.key`, creating and saving one if absent.
@@ -146,7 +158,9 @@ impl LabCa {
     /// A root store holding just this CA.
     pub fn roots(&self) -> RootCertStore {
         let mut roots = RootCertStore::empty();
-        roots.add(self.cert_der.clone()).expect("the lab CA certificate is valid DER");
+        roots
+            .add(self.cert_der.clone())
+            .expect("the lab CA certificate is valid DER");
         roots
     }
 
@@ -172,10 +186,14 @@ impl LabCa {
             };
             params.subject_alt_names.push(entry);
         }
-        params.key_usages =
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.not_before = rcgen::date_time_ymd(2020, 1, 1);
         params.not_after = rcgen::date_time_ymd(2040, 1, 1);
         let cert = params.signed_by(&key, &self.issuer)?;
@@ -280,18 +298,28 @@ pub fn server_name(host: &str) -> Result<ServerName<'static>, TlsError> {
 /// The subject CN of a DER certificate (the device serial for lab certificates).
 pub fn cert_common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-    let cn = cert.subject().iter_common_name().next()?.as_str().ok()?.to_string();
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     Some(cn)
 }
 
 /// The CN of the certificate a TLS peer presented, if any.
 pub fn peer_common_name(certs: Option<&[CertificateDer<'_>]>) -> Option<String> {
-    certs.and_then(|c| c.first()).and_then(|c| cert_common_name(c.as_ref()))
+    certs
+        .and_then(|c| c.first())
+        .and_then(|c| cert_common_name(c.as_ref()))
 }
 
 fn first_cert(pem: &str, what: &str) -> Result<CertificateDer<'static>, TlsError> {
     let mut reader = BufReader::new(pem.as_bytes());
-    let first = rustls_pemfile::certs(&mut reader).next().and_then(|r| r.ok());
+    let first = rustls_pemfile::certs(&mut reader)
+        .next()
+        .and_then(|r| r.ok());
     first.ok_or_else(|| TlsError::Pem(what.to_string()))
 }
 
@@ -300,7 +328,10 @@ fn read(path: &Path) -> Result<String, TlsError> {
 }
 
 fn io_err(path: &Path, source: std::io::Error) -> TlsError {
-    TlsError::Io { path: path.display().to_string(), source }
+    TlsError::Io {
+        path: path.display().to_string(),
+        source,
+    }
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
@@ -322,8 +353,13 @@ mod tests {
     #[test]
     fn issued_certificate_carries_serial_as_cn() {
         let ca = LabCa::generate("test").unwrap();
-        let cert = ca.issue("FGVM01TM00000001", &["10.115.2.1".into()]).unwrap();
-        assert_eq!(cert_common_name(cert.chain[0].as_ref()).as_deref(), Some("FGVM01TM00000001"));
+        let cert = ca
+            .issue("FGVM01TM00000001", &["10.115.2.1".into()])
+            .unwrap();
+        assert_eq!(
+            cert_common_name(cert.chain[0].as_ref()).as_deref(),
+            Some("FGVM01TM00000001")
+        );
     }
 
     #[test]
@@ -365,7 +401,10 @@ mod tests {
         let connector =
             tokio_rustls::TlsConnector::from(client_config(&ca, Some(&client_cert)).unwrap());
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let mut tls = connector.connect(server_name("localhost").unwrap(), tcp).await.unwrap();
+        let mut tls = connector
+            .connect(server_name("localhost").unwrap(), tcp)
+            .await
+            .unwrap();
         let mut buf = Vec::new();
         tls.read_to_end(&mut buf).await.ok();
         assert_eq!(buf, b"ok");
@@ -374,7 +413,10 @@ mod tests {
         let other = LabCa::generate("other").unwrap();
         let connector = tokio_rustls::TlsConnector::from(client_config(&other, None).unwrap());
         let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-        assert!(connector.connect(server_name("localhost").unwrap(), tcp).await.is_err());
+        assert!(connector
+            .connect(server_name("localhost").unwrap(), tcp)
+            .await
+            .is_err());
 
         let cns = server.await.unwrap();
         assert_eq!(cns[0].as_deref(), Some("FGT-SERIAL"));
