@@ -250,6 +250,9 @@ pub struct Device {
     /// The management (lab) address, for log `dstip` and certificates.
     pub lab_ip: Option<IpAddr>,
     pub data_dir: Option<PathBuf>,
+    /// Notifications the FortiAnalyzer pushed over the log channel (`{"id","type":"ioc"|
+    /// "ioc-ack",...}`): the log forwarder sends, the automation engine subscribes.
+    pub faz_notifications: tokio::sync::broadcast::Sender<serde_json::Value>,
     fabric: RwLock<Arc<dyn FabricStatus>>,
     persist_lock: Mutex<()>,
 }
@@ -296,6 +299,7 @@ impl Device {
             lab_map,
             lab_ip,
             data_dir,
+            faz_notifications: tokio::sync::broadcast::channel(1024).0,
             fabric: RwLock::new(Arc::new(NotConnected)),
             persist_lock: Mutex::new(()),
         }

@@ -1,0 +1,3 @@
+//! End-to-end tests (automation): spawn the real binaries.
+
+mod support;
