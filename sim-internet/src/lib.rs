@@ -1,7 +1,260 @@
-//! placeholder
+//! # fortilab-internet
+//!
+//! The lab Internet as its own process: named sites with lab IPs, host names and FortiGuard
+//! categories over HTTP and HTTPS (lab-CA certificates), including `www.eicar.org` with the EICAR
+//! test file (assembled at run time), the IOC test address 195.22.28.198, malicious (26) and
+//! phishing (61) sites and benign ones.
+//!
+//! On loopback the process listens on one HTTP and one HTTPS port for every site: the site is
+//! picked by the `Host` header (or SNI), falling back to the destination lab address of a PROXY
+//! header, so address-only sites work when the FortiGate connects with a PROXY header. The lab
+//! surface (`/_lab/health`, `/_lab/sites`, `/_lab/dns`, `/_lab/rating`, `/_lab/lab-map`,
+//! `/_lab/events`) is on a separate HTTPS control listener.
 
-pub mod cli {
-    pub fn main() -> std::process::ExitCode {
-        std::process::ExitCode::from(1)
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use fortilab_core::clock::LabClock;
+use fortilab_core::events::EventBus;
+use fortilab_core::labnet::LabMap;
+use fortilab_core::tls::{self, ClientAuth, LabCa};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub mod cli;
+pub mod client;
+pub mod control;
+pub mod server;
+pub mod sites;
+
+pub use sites::{Site, Sites};
+
+/// What the lab Internet serves.
+pub struct Config {
+    pub sites: Sites,
+    pub lab_map: LabMap,
+    pub clock: LabClock,
+}
+
+/// The three listeners (bind `127.0.0.1:0` in tests).
+pub struct Listeners {
+    pub http: TcpListener,
+    pub https: TcpListener,
+    pub control: TcpListener,
+}
+
+/// A running lab Internet.
+pub struct Running {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub control: SocketAddr,
+    pub sites: Arc<Sites>,
+    pub bus: EventBus,
+    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Lab socket → real socket for every site: its lab IP on ports 80 and 443 map to the real HTTP
+/// and HTTPS listeners (what the orchestrator puts in the lab map).
+pub fn lab_map_entries(
+    sites: &Sites,
+    http: SocketAddr,
+    https: SocketAddr,
+) -> Vec<(SocketAddr, SocketAddr)> {
+    sites
+        .all()
+        .iter()
+        .flat_map(|s| {
+            [
+                (SocketAddr::new(s.ip, 80), http),
+                (SocketAddr::new(s.ip, 443), https),
+            ]
+        })
+        .collect()
+}
+
+impl Running {
+    /// See [`lab_map_entries`].
+    pub fn lab_map_entries(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        lab_map_entries(&self.sites, self.http, self.https)
+    }
+
+    /// The lab map entries as `{"services": {"lab-ip:port": "real"}}`.
+    pub fn lab_map_json(&self) -> serde_json::Value {
+        lab_map_json(&self.lab_map_entries())
+    }
+
+    /// The ready report (`{"internet": {...}}`).
+    pub fn ready_json(&self) -> serde_json::Value {
+        serde_json::json!({"internet": {
+            "sites": self.sites.ready_rows(),
+            "http": self.http.to_string(),
+            "https": self.https.to_string(),
+            "control": format!("https://{}", self.control),
+            "lab_map": self.lab_map_json(),
+        }})
+    }
+
+    /// Waits until every listener has stopped (after shutdown) and drained.
+    pub async fn wait(self) -> std::io::Result<()> {
+        for t in self.tasks {
+            t.await.map_err(std::io::Error::other)??;
+        }
+        Ok(())
+    }
+}
+
+fn lab_map_json(entries: &[(SocketAddr, SocketAddr)]) -> serde_json::Value {
+    let services: serde_json::Map<String, serde_json::Value> = entries
+        .iter()
+        .map(|(l, r)| (l.to_string(), serde_json::Value::String(r.to_string())))
+        .collect();
+    serde_json::json!({ "services": services })
+}
+
+/// Starts serving. Certificates for every site are issued from `ca`.
+pub async fn start(
+    cfg: Config,
+    ca: &LabCa,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let http = listeners.http.local_addr()?;
+    let https = listeners.https.local_addr()?;
+    let control = listeners.control.local_addr()?;
+    let sites = Arc::new(cfg.sites);
+    let bus = EventBus::new("internet", cfg.clock);
+    let tls_set = Arc::new(server::TlsSet::new(ca, &sites)?);
+    let ctx = Arc::new(server::Ctx {
+        sites: sites.clone(),
+        bus: bus.clone(),
+        lab_map: cfg.lab_map,
+    });
+    let control_cert = ca.issue(
+        "sim-internet",
+        &["localhost".into(), control.ip().to_string()],
+    )?;
+    let control_tls =
+        tls::server_config(ca, &control_cert, ClientAuth::None, &[b"h2", b"http/1.1"])?;
+    let entries = lab_map_entries(&sites, http, https);
+    let app = control::router(sites.clone(), bus.clone(), lab_map_json(&entries));
+    let tasks = vec![
+        tokio::spawn(server::serve(
+            listeners.http,
+            None,
+            ctx.clone(),
+            shutdown.clone(),
+        )),
+        tokio::spawn(server::serve(
+            listeners.https,
+            Some(tls_set),
+            ctx,
+            shutdown.clone(),
+        )),
+        tokio::spawn(fortilab_core::http::serve_https(
+            listeners.control,
+            control_tls,
+            app,
+            shutdown,
+        )),
+    ];
+    tracing::info!(%http, %https, %control, sites = sites.all().len(), "lab Internet serving");
+    Ok(Running {
+        http,
+        https,
+        control,
+        sites,
+        bus,
+        tasks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{fetch, Get};
+    use fortilab_core::proxy::ProxyHeader;
+    use sha2::Digest;
+
+    async fn running() -> (Running, LabCa, CancellationToken) {
+        let ca = LabCa::generate("t").unwrap();
+        let l = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
+        let listeners = Listeners {
+            http: l().await,
+            https: l().await,
+            control: l().await,
+        };
+        let cfg = Config {
+            sites: Sites::defaults(),
+            lab_map: LabMap::new(),
+            clock: LabClock::real(),
+        };
+        let stop = CancellationToken::new();
+        let r = start(cfg, &ca, listeners, stop.clone()).await.unwrap();
+        (r, ca, stop)
+    }
+
+    #[tokio::test]
+    async fn serves_sites_by_host_sni_and_proxy_destination() {
+        let (r, ca, stop) = running().await;
+        let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
+        let f = fetch(&Get::new(r.http, "www.eicar.org", "/download/eicar.com"))
+            .await
+            .unwrap();
+        assert_eq!(f.status, 200);
+        assert_eq!(f.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(
+            sha(&f.body),
+            "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
+        );
+        // HTTPS, SNI picks the site's certificate, verified against the lab CA.
+        let mut g = Get::new(r.https, "www.eicar.org", "/download/eicar.com");
+        g.tls = Some((
+            tls::client_config(&ca, None).unwrap(),
+            "www.eicar.org".into(),
+        ));
+        let f = fetch(&g).await.unwrap();
+        assert_eq!((f.status, f.body.len()), (200, 68));
+        // Address-only site through a PROXY header, over HTTPS without SNI.
+        let hdr = ProxyHeader {
+            src: "10.115.2.52:50000".parse().unwrap(),
+            dst: "195.22.28.198:443".parse().unwrap(),
+        };
+        let mut g = Get::new(r.https, "195.22.28.198", "/whatever");
+        g.proxy = Some(hdr);
+        g.tls = Some((
+            tls::client_config(&ca, None).unwrap(),
+            "195.22.28.198".into(),
+        ));
+        let f = fetch(&g).await.unwrap();
+        assert_eq!(f.status, 200);
+        assert_eq!(f.header("x-lab-site"), Some("ioc-test"));
+        // Unknown host, no PROXY: 404; unknown path on a known site: 404.
+        assert_eq!(
+            fetch(&Get::new(r.http, "nowhere.example", "/"))
+                .await
+                .unwrap()
+                .status,
+            404
+        );
+        assert_eq!(
+            fetch(&Get::new(r.http, "www.mit.edu", "/nope"))
+                .await
+                .unwrap()
+                .status,
+            404
+        );
+        // The request events carry the lab source.
+        let (events, _) = r.bus.history_since(0);
+        let ioc = events
+            .iter()
+            .find(|e| e.data["site"] == "ioc-test")
+            .unwrap();
+        assert_eq!(ioc.kind, "http.request");
+        assert_eq!(ioc.data["src"], "10.115.2.52");
+        assert_eq!(ioc.data["scheme"], "https");
+        let entries = r.lab_map_entries();
+        assert!(entries.contains(&("89.238.73.97:443".parse().unwrap(), r.https)));
+        stop.cancel();
+        r.wait().await.unwrap();
     }
 }
