@@ -584,34 +584,65 @@ fn write_map(path: &Path, map: &LabMap) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// sim-internet configuration for the lab's site additions (none: the built-in set).
+/// sim-internet configuration (`[[site]]` tables added to its built-in set) for the lab's site
+/// additions; `None` when the lab adds none.
 fn internet_config(def: &LabDef) -> Option<String> {
     if def.internet.sites.is_empty() {
         return None;
     }
-    #[derive(serde::Serialize)]
-    struct Cfg<'a> {
-        sites: &'a [crate::labdef::SiteDef],
+    let mut sites = Vec::new();
+    for s in &def.internet.sites {
+        let mut hosts = vec![toml::Value::String(s.host.clone())];
+        hosts.extend(s.aliases.iter().cloned().map(toml::Value::String));
+        let mut t = toml::Table::new();
+        t.insert("name".into(), toml::Value::String(s.host.clone()));
+        t.insert("hosts".into(), toml::Value::Array(hosts));
+        t.insert("ip".into(), toml::Value::String(s.ip.to_string()));
+        t.insert("category".into(), toml::Value::Integer(s.category as i64));
+        let pages: Vec<toml::Value> = s
+            .pages
+            .iter()
+            .map(|(path, body)| {
+                let mut p = toml::Table::new();
+                p.insert("path".into(), toml::Value::String(path.clone()));
+                p.insert("body".into(), toml::Value::String(body.clone()));
+                toml::Value::Table(p)
+            })
+            .collect();
+        if !pages.is_empty() {
+            t.insert("page".into(), toml::Value::Array(pages));
+        }
+        sites.push(toml::Value::Table(t));
     }
-    toml::to_string(&Cfg {
-        sites: &def.internet.sites,
-    })
-    .ok()
+    let mut root = toml::Table::new();
+    root.insert("site".into(), toml::Value::Array(sites));
+    toml::to_string(&root).ok()
 }
 
 fn faz_config(def: &LabDef) -> String {
-    #[derive(serde::Serialize)]
-    struct Cfg<'a> {
-        hostname: &'a str,
-        version: &'a str,
-        tidb: &'a crate::labdef::TidbDef,
+    let t = &def.fortianalyzer.tidb;
+    let strings =
+        |v: &[String]| toml::Value::Array(v.iter().cloned().map(toml::Value::String).collect());
+    let mut tidb = toml::Table::new();
+    tidb.insert("black_ip".into(), strings(&t.black_ips));
+    tidb.insert("black_domain".into(), strings(&t.black_domains));
+    tidb.insert("black_url".into(), strings(&t.black_urls));
+    let mut sus = toml::Table::new();
+    for s in &t.suspicious_urls {
+        sus.insert(s.url.clone(), toml::Value::Integer(s.score as i64));
     }
-    toml::to_string(&Cfg {
-        hostname: &def.fortianalyzer.name,
-        version: &def.fortianalyzer.version,
-        tidb: &def.fortianalyzer.tidb,
-    })
-    .unwrap_or_default()
+    tidb.insert("suspicious_url".into(), toml::Value::Table(sus));
+    let mut root = toml::Table::new();
+    root.insert(
+        "hostname".into(),
+        toml::Value::String(def.fortianalyzer.name.clone()),
+    );
+    root.insert(
+        "version".into(),
+        toml::Value::String(def.fortianalyzer.version.clone()),
+    );
+    root.insert("tidb".into(), toml::Value::Table(tidb));
+    toml::to_string(&root).unwrap_or_default()
 }
 
 fn ems_config(def: &LabDef) -> String {

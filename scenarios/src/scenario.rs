@@ -736,3 +736,22 @@ within = "500ms"
         assert_eq!(parse_duration("x"), None);
     }
 }
+
+#[cfg(test)]
+mod library_tests {
+    /// Every scenario shipped in `scenarios/library` is valid.
+    #[test]
+    fn library_scenarios_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("library");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.extension().and_then(|e| e.to_str()) == Some("toml") {
+                let (_, steps) = super::load(&p).unwrap_or_else(|e| panic!("{e}"));
+                assert!(!steps.is_empty(), "{} has no steps", p.display());
+                n += 1;
+            }
+        }
+        assert!(n >= 9, "only {n} scenarios in {}", dir.display());
+    }
+}
