@@ -1,3 +1,180 @@
-//! End-to-end tests (lab): spawn the real binaries.
+//! End-to-end tests of `fortilab`: the scenario library with real processes, JUnit, failure
+//! and invalid-input exit codes, clean shutdown (no orphans), determinism.
 
 mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{bin, wait_for};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn library() -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(repo().join("scenarios/library"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Process ids whose command line mentions `needle` (the per-test data directory).
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(needle) {
+                // Zombies (already exited, not yet reaped) do not count as running.
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if !status.contains("State:\tZ") {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn run_fortilab(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(bin("fortilab")).args(args).stdin(Stdio::null()).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_library_scenario_passes_with_real_processes_and_writes_junit() {
+    let dir = tempfile::tempdir().unwrap();
+    let junit = dir.path().join("junit.xml");
+    let files = library();
+    let mut args: Vec<String> = vec!["run".into(), "--junit".into(), junit.display().to_string()];
+    args.extend(files.iter().map(|p| p.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (code, out, err) = run_fortilab(&args);
+    assert_eq!(code, 0, "fortilab run failed:\n{out}\n{err}");
+    assert!(out.contains(&format!("{} passed, 0 failed", files.len())), "{out}");
+    let x = std::fs::read_to_string(&junit).unwrap();
+    assert!(x.starts_with("<?xml"), "{x}");
+    assert!(x.contains(&format!("tests=\"{}\" failures=\"0\"", files.len())), "{x}");
+    assert_eq!(x.matches("<testsuite ").count(), files.len());
+    assert_eq!(x.matches("<testsuite ").count(), x.matches("</testsuite>").count());
+}
+
+#[test]
+fn a_wrong_expectation_fails_with_exit_1_and_says_what_was_expected_and_seen() {
+    let f = repo().join("tests/fixtures/wrong-expectation.toml");
+    let (code, out, err) = run_fortilab(&["run", f.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}\n{err}");
+    assert!(out.contains("FAIL"), "{out}");
+    assert!(out.contains("wrong-expectation.toml:12"), "failing step with file:line:\n{out}");
+    assert!(out.contains("seen instead"), "{out}");
+    assert!(out.contains("timeline tail"), "{out}");
+    assert!(out.contains("seed 1"), "{out}");
+}
+
+#[test]
+fn an_invalid_scenario_fails_validate_and_run_with_exit_2_and_file_line() {
+    let f = repo().join("tests/fixtures/invalid.toml");
+    for cmd in ["validate", "run"] {
+        let (code, out, err) = run_fortilab(&[cmd, f.to_str().unwrap()]);
+        assert_eq!(code, 2, "{cmd}: {out}\n{err}");
+        assert!(err.contains("invalid.toml:8:"), "{cmd}: {err}");
+        assert!(err.contains("verdit"), "{cmd}: {err}");
+    }
+    let files = library();
+    let mut args = vec!["validate"];
+    let paths: Vec<String> = files.iter().map(|p| p.display().to_string()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    let (code, out, err) = run_fortilab(&args);
+    assert_eq!(code, 0, "{out}\n{err}");
+}
+
+fn start_up(dir: &Path, seed: &str) -> (std::process::Child, serde_json::Value) {
+    let ready = dir.join("ready.json");
+    let data = dir.join("data");
+    let child = Command::new(bin("fortilab"))
+        .args(["up", "--seed", seed, "--json", "--ready-file"])
+        .arg(&ready)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let report = wait_for("fortilab up ready file", Duration::from_secs(60), || {
+        std::fs::read_to_string(&ready).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    });
+    (child, report)
+}
+
+#[test]
+fn up_writes_the_ready_file_and_ctrl_c_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, r) = start_up(dir.path(), "7");
+    for key in ["ca_cert", "dashboard", "fortigate", "fortianalyzer", "ems", "endpoints", "internet"] {
+        assert!(r.get(key).is_some(), "ready file lacks {key}: {r}");
+    }
+    assert_eq!(r["fortigate"]["name"], "FGT-LAB");
+    assert_eq!(r["fortigate"]["version"], "6.4.4");
+    assert!(r["fortigate"]["api"].as_str().unwrap().starts_with("https://127.0.0.1:"));
+    assert!(!r["fortigate"]["api_token"].as_str().unwrap_or("").is_empty());
+    assert_eq!(r["endpoints"][0]["name"], "PC-52");
+    assert_eq!(r["endpoints"][0]["ip"], "10.115.2.52");
+    assert!(r["endpoints"][0]["control"].as_str().unwrap().contains("/endpoints/PC-52"));
+    let needle = dir.path().display().to_string();
+    assert!(pids_mentioning(&needle).len() >= 5, "devices running");
+    support::unsafe_free_kill(child.id(), "INT");
+    let status = wait_for("fortilab up to exit", Duration::from_secs(30), || child.try_wait().unwrap());
+    assert!(status.success(), "fortilab up exit: {status}");
+    wait_for("every device process to be gone", Duration::from_secs(10), || {
+        pids_mentioning(&needle).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn killing_the_orchestrator_takes_every_device_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _) = start_up(dir.path(), "8");
+    let needle = dir.path().display().to_string();
+    assert!(!pids_mentioning(&needle).is_empty());
+    child.kill().unwrap();
+    let _ = child.wait();
+    wait_for("devices to follow the orchestrator", Duration::from_secs(15), || {
+        pids_mentioning(&needle).is_empty().then_some(())
+    });
+}
+
+#[test]
+fn the_same_seed_gives_the_same_identities() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let ids = |r: &serde_json::Value| {
+        serde_json::json!([
+            r["fortigate"]["serial"], r["fortigate"]["api_token"], r["fortianalyzer"]["serial"],
+            r["fortianalyzer"]["api_token"], r["ems"]["serial"], r["endpoints"][0]["fctuid"],
+            r["endpoints"][0]["mac"]
+        ])
+    };
+    let (mut c1, r1) = start_up(a.path(), "42");
+    let first = ids(&r1);
+    support::unsafe_free_kill(c1.id(), "TERM");
+    let _ = c1.wait();
+    let (mut c2, r2) = start_up(b.path(), "42");
+    let second = ids(&r2);
+    support::unsafe_free_kill(c2.id(), "TERM");
+    let _ = c2.wait();
+    assert_eq!(first, second);
+    assert!(first.as_array().unwrap().iter().all(|v| v.as_str().is_some_and(|s| !s.is_empty())), "{first}");
+}

@@ -275,6 +275,15 @@ pub fn parse_steps(def: &LabDef, text: &str) -> Result<Vec<Step>, DefError> {
         let value = toml_to_json(&toml::Value::Table(table.clone()));
         let body = value.get(action).cloned().unwrap_or(Value::Null);
         let kind = step_kind(action, &body).map_err(|m| at(action, format!("`{action}`: {m}")))?;
+        // The step's line is the line of its action key (what a reader looks for).
+        let line = {
+            let end = spanned.span().end.min(text.len());
+            let region = &text[offset.min(end)..end];
+            region
+                .find(action)
+                .map(|p| line_col(text, offset + p).0)
+                .unwrap_or(line)
+        };
         let within = match table.get("within") {
             None => DEFAULT_WITHIN,
             Some(toml::Value::String(s)) => parse_duration(s)
@@ -712,7 +721,7 @@ within = "500ms"
         assert_eq!(steps[1].within, Duration::from_secs(5));
         assert!(steps[2].negate);
         assert_eq!(steps[2].within, Duration::from_millis(500));
-        assert_eq!(steps[1].line, 8);
+        assert_eq!(steps[1].line, 9);
     }
 
     #[test]
