@@ -21,7 +21,15 @@ pub struct LabMap {
     /// Lab IP:port → real socket of a lab service.
     #[serde(default)]
     pub services: BTreeMap<SocketAddr, SocketAddr>,
+    /// Unmapped addresses map to themselves (multi-host labs). Default: they are unreachable.
+    #[serde(default)]
+    pub identity: bool,
 }
+
+/// Where an unmapped lab address resolves when the map is not an identity map: loopback port 0,
+/// which refuses every connection at once.
+pub const UNREACHABLE: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 
 /// Errors loading a lab map.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +84,11 @@ impl LabMap {
         if let Some(ip) = self.hosts.get(&lab.ip()) {
             return SocketAddr::new(*ip, lab.port());
         }
-        lab
+        if self.identity || lab.ip().is_loopback() {
+            lab
+        } else {
+            UNREACHABLE
+        }
     }
 
     /// Whether `lab` has an explicit mapping.
@@ -140,8 +152,16 @@ mod tests {
             m.resolve("10.115.2.60:80".parse().unwrap()),
             "127.0.0.60:80".parse().unwrap()
         );
+        // Never a real non-loopback address unless the map says so.
+        assert_eq!(m.resolve("1.2.3.4:80".parse().unwrap()), UNREACHABLE);
         assert_eq!(
-            m.resolve("1.2.3.4:80".parse().unwrap()),
+            m.resolve("127.0.0.9:80".parse().unwrap()),
+            "127.0.0.9:80".parse().unwrap()
+        );
+        let mut id = m.clone();
+        id.identity = true;
+        assert_eq!(
+            id.resolve("1.2.3.4:80".parse().unwrap()),
             "1.2.3.4:80".parse().unwrap()
         );
         assert_eq!(
