@@ -236,6 +236,12 @@ pub fn summarize(ev: &Value) -> String {
     parts.join(" ")
 }
 
+/// Routine events the terminal timeline leaves out (they stay in the timeline, the dashboard
+/// and `--json`): FortiClient keep-alives arrive every few hundred milliseconds in fast timing.
+pub fn is_routine(ev: &Value) -> bool {
+    ev.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with(".keepalive"))
+}
+
 /// Prints the timeline as it grows, in lab-time order (a short reorder window lets slower
 /// streams catch up), until `shutdown`. `json` prints one JSON object per line instead.
 pub async fn print_live(timeline: Timeline, json_lines: bool, shutdown: CancellationToken) {
@@ -257,6 +263,9 @@ pub async fn print_live(timeline: Timeline, json_lines: bool, shutdown: Cancella
             _ = tick.tick() => {
                 pending.sort_by_key(|e| e.get("ts").and_then(Value::as_i64).unwrap_or(0));
                 for ev in pending.drain(..) {
+                    if !json_lines && is_routine(&ev) {
+                        continue;
+                    }
                     if json_lines {
                         println!("{ev}");
                     } else {
@@ -268,6 +277,9 @@ pub async fn print_live(timeline: Timeline, json_lines: bool, shutdown: Cancella
     }
     pending.sort_by_key(|e| e.get("ts").and_then(Value::as_i64).unwrap_or(0));
     for ev in pending {
+        if !json_lines && is_routine(&ev) {
+            continue;
+        }
         if json_lines {
             println!("{ev}");
         } else {
