@@ -346,7 +346,15 @@ fn python_ems_client_quarantines_by_ip_and_unquarantines_by_id() {
     let ctl = lab.ep.as_ref().unwrap().ready["control"].as_str().unwrap().to_string();
     let (ok, out, err) = support::python(
         PY_CLIENT,
-        &[("EMS", ems), ("CA", lab.ca_path()), ("CONTROL", ctl), ("PASSWORD", ADMIN_PASSWORD.to_string())],
+        &[
+            ("EMS", ems),
+            ("CA", lab.ca_path()),
+            ("CONTROL", ctl),
+            ("PASSWORD", ADMIN_PASSWORD.to_string()),
+            // requests prefers these over Session.verify when they are set in the environment.
+            ("REQUESTS_CA_BUNDLE", lab.ca_path()),
+            ("CURL_CA_BUNDLE", lab.ca_path()),
+        ],
     );
     assert!(ok, "python client failed:\n{err}\n{out}");
     let times: Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
