@@ -22,7 +22,10 @@ const KA_MS: u64 = 200;
 const FGT_SERIAL: &str = "FGVM01TM00000001";
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// What the stand-in proxy saw: (lab source IP, request line).
@@ -43,7 +46,9 @@ fn stand_in_proxy() -> (SocketAddr, Seen) {
                 let mut chunk = [0u8; 2048];
                 let (src, used) = loop {
                     match fortilab_core::proxy::parse(&buf) {
-                        Ok(Some((h, used))) => break (h.map(|h| h.src.ip().to_string()).unwrap_or_default(), used),
+                        Ok(Some((h, used))) => {
+                            break (h.map(|h| h.src.ip().to_string()).unwrap_or_default(), used)
+                        }
                         Ok(None) => break (String::new(), 0),
                         Err(fortilab_core::proxy::ProxyError::Incomplete) => {}
                         Err(_) => return,
@@ -65,7 +70,9 @@ fn stand_in_proxy() -> (SocketAddr, Seen) {
                 let text = String::from_utf8_lossy(&rest).to_string();
                 let line = text.lines().next().unwrap_or("").to_string();
                 s.lock().unwrap().push((src, line));
-                let _ = c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello");
+                let _ = c.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+                );
             });
         }
     });
@@ -73,7 +80,11 @@ fn stand_in_proxy() -> (SocketAddr, Seen) {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A lab: CA, sim-ems, optionally sim-endpoint with the stand-in proxy.
@@ -130,7 +141,8 @@ fn spawn_ems(dir: &Path, api_port: u16, tel_port: u16) -> Proc {
 
 impl Lab {
     fn start(name: &str, endpoints: usize) -> Lab {
-        let dir = std::env::temp_dir().join(format!("fortilab-ems-test-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("fortilab-ems-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ca = LabCa::generate("test").unwrap();
@@ -172,15 +184,32 @@ impl Lab {
             )
         });
         let ca_pem = ca.cert_pem().to_string();
-        Lab { dir, ca_pem, ca, ems, ep, seen, api_port, tel_port }
+        Lab {
+            dir,
+            ca_pem,
+            ca,
+            ems,
+            ep,
+            seen,
+            api_port,
+            tel_port,
+        }
     }
 
     fn api(&self) -> HttpsClient {
-        HttpsClient::new(&self.ca_pem, None, format!("127.0.0.1:{}", self.api_port).parse().unwrap()).unwrap()
+        HttpsClient::new(
+            &self.ca_pem,
+            None,
+            format!("127.0.0.1:{}", self.api_port).parse().unwrap(),
+        )
+        .unwrap()
     }
 
     fn control(&self) -> HttpsClient {
-        let url = self.ep.as_ref().unwrap().ready["control"].as_str().unwrap().to_string();
+        let url = self.ep.as_ref().unwrap().ready["control"]
+            .as_str()
+            .unwrap()
+            .to_string();
         let addr = url.trim_start_matches("https://").parse().unwrap();
         HttpsClient::new(&self.ca_pem, None, addr).unwrap()
     }
@@ -214,17 +243,34 @@ struct Admin {
 impl Admin {
     fn signin(client: HttpsClient, port: u16) -> Admin {
         let r = rt()
-            .block_on(client.json("POST", "/api/v1/auth/signin", Some(json!({"name": "admin", "password": ADMIN_PASSWORD}))))
+            .block_on(client.json(
+                "POST",
+                "/api/v1/auth/signin",
+                Some(json!({"name": "admin", "password": ADMIN_PASSWORD})),
+            ))
             .unwrap();
         assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
         let cookies = r.header_all("set-cookie");
         assert_eq!(cookies.len(), 2, "{cookies:?}");
         let pair = |name: &str| {
-            cookies.iter().find_map(|c| c.split(';').next().and_then(|kv| kv.strip_prefix(&format!("{name}=")))).unwrap().to_string()
+            cookies
+                .iter()
+                .find_map(|c| {
+                    c.split(';')
+                        .next()
+                        .and_then(|kv| kv.strip_prefix(&format!("{name}=")))
+                })
+                .unwrap()
+                .to_string()
         };
         let csrf = pair("csrftoken");
         let sid = pair("sessionid");
-        Admin { client, cookie: format!("csrftoken={csrf}; sessionid={sid}"), csrf, referer: format!("https://127.0.0.1:{port}") }
+        Admin {
+            client,
+            cookie: format!("csrftoken={csrf}; sessionid={sid}"),
+            csrf,
+            referer: format!("https://127.0.0.1:{port}"),
+        }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
@@ -245,28 +291,47 @@ impl Admin {
     }
 
     fn endpoint(&self, ip: &str) -> Option<Value> {
-        let r = self.call("GET", &format!("/api/v1/endpoints/index?offset=0&count=100&ip_addr={ip}"), None);
-        r.json()["data"]["endpoints"].as_array().and_then(|a| a.first().cloned())
+        let r = self.call(
+            "GET",
+            &format!("/api/v1/endpoints/index?offset=0&count=100&ip_addr={ip}"),
+            None,
+        );
+        r.json()["data"]["endpoints"]
+            .as_array()
+            .and_then(|a| a.first().cloned())
     }
 }
 
 fn fetch(ctl: &HttpsClient, name: &str) -> Value {
     let r = rt()
-        .block_on(ctl.json("POST", &format!("/endpoints/{name}/_lab/fetch"), Some(json!({"url": "http://www.eicar.org/download/eicar.com"}))))
+        .block_on(ctl.json(
+            "POST",
+            &format!("/endpoints/{name}/_lab/fetch"),
+            Some(json!({"url": "http://www.eicar.org/download/eicar.com"})),
+        ))
         .unwrap();
     r.json()
 }
 
 fn ep_status(ctl: &HttpsClient, name: &str) -> Value {
-    rt().block_on(ctl.json("GET", &format!("/endpoints/{name}/_lab/status"), None)).unwrap().json()
+    rt().block_on(ctl.json("GET", &format!("/endpoints/{name}/_lab/status"), None))
+        .unwrap()
+        .json()
 }
 
 fn access_code(ctl: &HttpsClient, name: &str, code: &str) -> Reply {
-    rt().block_on(ctl.json("POST", &format!("/endpoints/{name}/_lab/access-code"), Some(json!({"code": code})))).unwrap()
+    rt().block_on(ctl.json(
+        "POST",
+        &format!("/endpoints/{name}/_lab/access-code"),
+        Some(json!({"code": code})),
+    ))
+    .unwrap()
 }
 
 fn events(client: &HttpsClient) -> Vec<Value> {
-    let r = rt().block_on(client.request("GET", "/_lab/events?once=1", &[], None)).unwrap();
+    let r = rt()
+        .block_on(client.request("GET", "/_lab/events?once=1", &[], None))
+        .unwrap();
     String::from_utf8_lossy(&r.body)
         .lines()
         .filter_map(|l| l.strip_prefix("data:"))
@@ -343,7 +408,10 @@ print(json.dumps({"blocked_after": blocked_after, "released_after": released_aft
 fn python_ems_client_quarantines_by_ip_and_unquarantines_by_id() {
     let lab = Lab::start("py", 2);
     let ems = format!("https://127.0.0.1:{}", lab.api_port);
-    let ctl = lab.ep.as_ref().unwrap().ready["control"].as_str().unwrap().to_string();
+    let ctl = lab.ep.as_ref().unwrap().ready["control"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let (ok, out, err) = support::python(
         PY_CLIENT,
         &[
@@ -358,16 +426,33 @@ fn python_ems_client_quarantines_by_ip_and_unquarantines_by_id() {
     );
     assert!(ok, "python client failed:\n{err}\n{out}");
     let times: Value = serde_json::from_str(out.trim().lines().last().unwrap()).unwrap();
-    eprintln!("quarantine seen by the endpoint after {}s, release after {}s", times["blocked_after"], times["released_after"]);
+    eprintln!(
+        "quarantine seen by the endpoint after {}s, release after {}s",
+        times["blocked_after"], times["released_after"]
+    );
     // The stand-in proxy saw the endpoint's lab address and an absolute-form request.
     let seen = lab.seen.lock().unwrap().clone();
-    assert!(seen.iter().any(|(src, line)| src == "10.115.2.52" && line == "GET http://www.eicar.org/download/eicar.com HTTP/1.1"), "{seen:?}");
+    assert!(
+        seen.iter().any(|(src, line)| src == "10.115.2.52"
+            && line == "GET http://www.eicar.org/download/eicar.com HTTP/1.1"),
+        "{seen:?}"
+    );
     // Delivery on the next keep-alive: measured on the lab clock by EMS's own events.
     let ev = events(&lab.api());
-    let ts = |kind: &str| ev.iter().find(|e| e["kind"] == kind).and_then(|e| e["ts"].as_i64()).unwrap_or_else(|| panic!("no {kind} in {ev:?}"));
+    let ts = |kind: &str| {
+        ev.iter()
+            .find(|e| e["kind"] == kind)
+            .and_then(|e| e["ts"].as_i64())
+            .unwrap_or_else(|| panic!("no {kind} in {ev:?}"))
+    };
     let delay_ms = (ts("ems.quarantine.delivered") - ts("ems.quarantine")) / 1_000_000;
-    assert!(delay_ms <= (KA_MS + 400) as i64, "delivered {delay_ms} ms after the request (KA {KA_MS} ms)");
-    assert!(ev.iter().any(|e| e["kind"] == "ems.quarantine" && e["by"] == "admin:admin"));
+    assert!(
+        delay_ms <= (KA_MS + 400) as i64,
+        "delivered {delay_ms} ms after the request (KA {KA_MS} ms)"
+    );
+    assert!(ev
+        .iter()
+        .any(|e| e["kind"] == "ems.quarantine" && e["by"] == "admin:admin"));
     assert!(ev.iter().any(|e| e["kind"] == "endpoint.registered"));
 }
 
@@ -376,13 +461,32 @@ fn access_code_wrong_right_and_only_once() {
     let lab = Lab::start("code", 1);
     let admin = Admin::signin(lab.api(), lab.api_port);
     let ctl = lab.control();
-    let ep = wait_for("registration", Duration::from_secs(20), || admin.endpoint("10.115.2.52"));
+    let ep = wait_for("registration", Duration::from_secs(20), || {
+        admin.endpoint("10.115.2.52")
+    });
     let id = ep["device_id"].as_u64().unwrap();
-    let r = admin.call("POST", "/api/v1/clients/quarantine", Some(json!({"ids": [id]})));
+    let r = admin.call(
+        "POST",
+        "/api/v1/clients/quarantine",
+        Some(json!({"ids": [id]})),
+    );
     assert_eq!(r.status, 200);
-    let details = admin.call("GET", &format!("/api/v1/endpoints/device/{id}/details"), None).json();
-    let code = details["data"]["quarantine_access_code"].as_str().unwrap().to_string();
-    wait_for("quarantine applied", Duration::from_secs(20), || ep_status(&ctl, "PC-52")["quarantined"].as_bool().filter(|q| *q));
+    let details = admin
+        .call(
+            "GET",
+            &format!("/api/v1/endpoints/device/{id}/details"),
+            None,
+        )
+        .json();
+    let code = details["data"]["quarantine_access_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_for("quarantine applied", Duration::from_secs(20), || {
+        ep_status(&ctl, "PC-52")["quarantined"]
+            .as_bool()
+            .filter(|q| *q)
+    });
     assert_eq!(fetch(&ctl, "PC-52")["blocked_by"], "quarantine");
 
     let wrong = access_code(&ctl, "PC-52", "ZZZZ9999");
@@ -391,80 +495,169 @@ fn access_code_wrong_right_and_only_once() {
     assert_eq!(fetch(&ctl, "PC-52")["blocked_by"], "quarantine");
 
     let right = access_code(&ctl, "PC-52", &code.to_lowercase());
-    assert_eq!(right.status, 200, "{}", String::from_utf8_lossy(&right.body));
+    assert_eq!(
+        right.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&right.body)
+    );
     assert_eq!(fetch(&ctl, "PC-52")["ok"], true);
     // EMS learns it on the next keep-alive and voids the code.
-    wait_for("EMS shows is_quarantined 0", Duration::from_secs(20), || {
-        let e = admin.endpoint("10.115.2.52")?;
-        (e["is_quarantined"] == 0 && e.get("quarantine_access_code").is_none()).then_some(())
-    });
+    wait_for(
+        "EMS shows is_quarantined 0",
+        Duration::from_secs(20),
+        || {
+            let e = admin.endpoint("10.115.2.52")?;
+            (e["is_quarantined"] == 0 && e.get("quarantine_access_code").is_none()).then_some(())
+        },
+    );
     let again = access_code(&ctl, "PC-52", &code);
-    assert!(!again.json()["ok"].as_bool().unwrap(), "a used code works twice");
+    assert!(
+        !again.json()["ok"].as_bool().unwrap(),
+        "a used code works twice"
+    );
 
     // A new quarantine has a new code; the old one does not release it.
-    admin.call("POST", "/api/v1/clients/quarantine", Some(json!({"ids": [id]})));
-    let code2 = admin.call("GET", &format!("/api/v1/endpoints/device/{id}/details"), None).json()["data"]["quarantine_access_code"]
+    admin.call(
+        "POST",
+        "/api/v1/clients/quarantine",
+        Some(json!({"ids": [id]})),
+    );
+    let code2 = admin
+        .call(
+            "GET",
+            &format!("/api/v1/endpoints/device/{id}/details"),
+            None,
+        )
+        .json()["data"]["quarantine_access_code"]
         .as_str()
         .unwrap()
         .to_string();
     assert_ne!(code, code2);
-    wait_for("second quarantine applied", Duration::from_secs(20), || ep_status(&ctl, "PC-52")["quarantined"].as_bool().filter(|q| *q));
+    wait_for("second quarantine applied", Duration::from_secs(20), || {
+        ep_status(&ctl, "PC-52")["quarantined"]
+            .as_bool()
+            .filter(|q| *q)
+    });
     assert_eq!(access_code(&ctl, "PC-52", &code).status, 403);
     assert_eq!(fetch(&ctl, "PC-52")["blocked_by"], "quarantine");
     let ev = events(&lab.api());
-    assert!(ev.iter().any(|e| e["kind"] == "ems.unquarantine" && e["by"] == "access-code"), "{ev:?}");
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "ems.unquarantine" && e["by"] == "access-code"),
+        "{ev:?}"
+    );
 }
 
 #[test]
 fn unauthorized_fortigate_is_refused_until_authorized() {
     let lab = Lab::start("fabric", 1);
     let admin = Admin::signin(lab.api(), lab.api_port);
-    wait_for("registration", Duration::from_secs(20), || admin.endpoint("10.115.2.52"));
+    wait_for("registration", Duration::from_secs(20), || {
+        admin.endpoint("10.115.2.52")
+    });
     let cert = lab.ca.issue(FGT_SERIAL, &[]).unwrap();
-    let fgt = HttpsClient::new(&lab.ca_pem, Some(&cert), format!("127.0.0.1:{}", lab.api_port).parse().unwrap()).unwrap();
+    let fgt = HttpsClient::new(
+        &lab.ca_pem,
+        Some(&cert),
+        format!("127.0.0.1:{}", lab.api_port).parse().unwrap(),
+    )
+    .unwrap();
     let rt = rt();
 
     // Without a certificate or session: 401.
-    let r = rt.block_on(lab.api().json("POST", "/api/v1/fabric/quarantine", Some(json!({"ip": "10.115.2.52"})))).unwrap();
+    let r = rt
+        .block_on(lab.api().json(
+            "POST",
+            "/api/v1/fabric/quarantine",
+            Some(json!({"ip": "10.115.2.52"})),
+        ))
+        .unwrap();
     assert_eq!(r.status, 401);
 
-    let r = rt.block_on(fgt.json("GET", "/api/v1/system/serial_number", None)).unwrap();
+    let r = rt
+        .block_on(fgt.json("GET", "/api/v1/system/serial_number", None))
+        .unwrap();
     assert_eq!(r.status, 200);
     assert!(r.json()["data"].as_str().unwrap().starts_with("FCTEMS"));
-    let st = rt.block_on(fgt.json("GET", "/api/v1/fabric/status", None)).unwrap().json();
+    let st = rt
+        .block_on(fgt.json("GET", "/api/v1/fabric/status", None))
+        .unwrap()
+        .json();
     assert_eq!(st["data"]["authorized"], false);
 
     let body = json!({"ip": "10.115.2.52", "reason": "IOC: www.eicar.org", "source": FGT_SERIAL});
-    let r = rt.block_on(fgt.json("POST", "/api/v1/fabric/quarantine", Some(body.clone()))).unwrap();
+    let r = rt
+        .block_on(fgt.json("POST", "/api/v1/fabric/quarantine", Some(body.clone())))
+        .unwrap();
     assert_eq!(r.status, 403);
     let j = r.json();
     assert!(j["result"]["retval"].as_i64().unwrap() < 0);
-    assert_eq!(j["result"]["message"], format!("FortiGate {FGT_SERIAL} is not authorized"));
+    assert_eq!(
+        j["result"]["message"],
+        format!("FortiGate {FGT_SERIAL} is not authorized")
+    );
     assert_eq!(admin.endpoint("10.115.2.52").unwrap()["is_quarantined"], 0);
 
     // The admin authorizes it (client_certificates/{id}/set), as the public EMS helper does.
-    let rows = admin.call("GET", "/api/v1/client_certificates/index", None).json();
-    let row = rows["data"].as_array().unwrap().iter().find(|r| r["cn"] == FGT_SERIAL).unwrap().clone();
+    let rows = admin
+        .call("GET", "/api/v1/client_certificates/index", None)
+        .json();
+    let row = rows["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["cn"] == FGT_SERIAL)
+        .unwrap()
+        .clone();
     assert_eq!(row["authorized"], false);
-    let r = admin.call("PATCH", &format!("/api/v1/client_certificates/{}/set", row["id"]), Some(json!({"authorized": true})));
+    let r = admin.call(
+        "PATCH",
+        &format!("/api/v1/client_certificates/{}/set", row["id"]),
+        Some(json!({"authorized": true})),
+    );
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 
-    let r = rt.block_on(fgt.json("POST", "/api/v1/fabric/quarantine", Some(body))).unwrap();
+    let r = rt
+        .block_on(fgt.json("POST", "/api/v1/fabric/quarantine", Some(body)))
+        .unwrap();
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["data"]["endpoints"][0]["is_quarantined"], 1);
     let ep = admin.endpoint("10.115.2.52").unwrap();
     assert_eq!(ep["is_quarantined"], 1);
-    wait_for("endpoint quarantined", Duration::from_secs(20), || ep_status(&lab.control(), "PC-52")["quarantined"].as_bool().filter(|q| *q));
+    wait_for("endpoint quarantined", Duration::from_secs(20), || {
+        ep_status(&lab.control(), "PC-52")["quarantined"]
+            .as_bool()
+            .filter(|q| *q)
+    });
     let ev = events(&lab.api());
-    assert!(ev.iter().any(|e| e["kind"] == "ems.quarantine" && e["by"] == format!("fortigate:{FGT_SERIAL}")), "{ev:?}");
-    assert!(ev.iter().any(|e| e["kind"] == "fabric.device" && e["state"] == "seen"));
+    assert!(
+        ev.iter()
+            .any(|e| e["kind"] == "ems.quarantine" && e["by"] == format!("fortigate:{FGT_SERIAL}")),
+        "{ev:?}"
+    );
+    assert!(ev
+        .iter()
+        .any(|e| e["kind"] == "fabric.device" && e["state"] == "seen"));
 
     // By FCTUID too, and release.
     let fctuid = ep["uid"].as_str().unwrap();
-    let r = rt.block_on(fgt.json("POST", "/api/v1/fabric/unquarantine", Some(json!({"fctuid": fctuid})))).unwrap();
+    let r = rt
+        .block_on(fgt.json(
+            "POST",
+            "/api/v1/fabric/unquarantine",
+            Some(json!({"fctuid": fctuid})),
+        ))
+        .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(admin.endpoint("10.115.2.52").unwrap()["is_quarantined"], 0);
-    let r = rt.block_on(fgt.json("POST", "/api/v1/fabric/quarantine", Some(json!({"ip": "10.9.9.9"})))).unwrap();
+    let r = rt
+        .block_on(fgt.json(
+            "POST",
+            "/api/v1/fabric/quarantine",
+            Some(json!({"ip": "10.9.9.9"})),
+        ))
+        .unwrap();
     assert_eq!(r.status, 404);
 }
 
@@ -472,10 +665,19 @@ fn unauthorized_fortigate_is_refused_until_authorized() {
 fn restart_keeps_endpoints_quarantine_and_codes() {
     let mut lab = Lab::start("restart", 1);
     let admin = Admin::signin(lab.api(), lab.api_port);
-    let ep = wait_for("registration", Duration::from_secs(20), || admin.endpoint("10.115.2.52"));
-    let r = admin.call("POST", "/api/v1/clients/quarantine", Some(json!({"addresses": [{"ip": "10.115.2.52"}]})));
+    let ep = wait_for("registration", Duration::from_secs(20), || {
+        admin.endpoint("10.115.2.52")
+    });
+    let r = admin.call(
+        "POST",
+        "/api/v1/clients/quarantine",
+        Some(json!({"addresses": [{"ip": "10.115.2.52"}]})),
+    );
     assert_eq!(r.status, 200);
-    let code = admin.endpoint("10.115.2.52").unwrap()["quarantine_access_code"].as_str().unwrap().to_string();
+    let code = admin.endpoint("10.115.2.52").unwrap()["quarantine_access_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     // A crash right after the API answered loses nothing.
     lab.ems.kill9();
@@ -489,7 +691,15 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
 
     // The endpoint goes on talking to the restarted EMS and gets the quarantine.
     let ctl = lab.control();
-    wait_for("quarantine applied after restart", Duration::from_secs(20), || ep_status(&ctl, "PC-52")["quarantined"].as_bool().filter(|q| *q));
+    wait_for(
+        "quarantine applied after restart",
+        Duration::from_secs(20),
+        || {
+            ep_status(&ctl, "PC-52")["quarantined"]
+                .as_bool()
+                .filter(|q| *q)
+        },
+    );
 
     // A clean stop (SIGTERM) exits 0 and keeps the state as well.
     let st = lab.ems.terminate();
@@ -500,7 +710,9 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
     assert_eq!(after["quarantine_access_code"], code.as_str());
     // The code still works after the restarts.
     assert_eq!(access_code(&ctl, "PC-52", &code).status, 200);
-    wait_for("EMS shows the release", Duration::from_secs(20), || (admin.endpoint("10.115.2.52")?["is_quarantined"] == 0).then_some(()));
+    wait_for("EMS shows the release", Duration::from_secs(20), || {
+        (admin.endpoint("10.115.2.52")?["is_quarantined"] == 0).then_some(())
+    });
 }
 
 #[test]
@@ -510,22 +722,51 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     let tel: SocketAddr = format!("127.0.0.1:{}", lab.tel_port).parse().unwrap();
     let wait = Duration::from_secs(3);
 
-    let garbage = rt.block_on(fortilab_ems::client::tls_exchange(tel, &lab.ca_pem, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", wait)).unwrap();
+    let garbage = rt
+        .block_on(fortilab_ems::client::tls_exchange(
+            tel,
+            &lab.ca_pem,
+            b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            wait,
+        ))
+        .unwrap();
     let text = String::from_utf8_lossy(&garbage).to_string();
     assert!(text.starts_with("MSG_HEADER: FCTEMS="), "{text}");
     let (reply, _) = fortilab_ems::proto::parse_frame(&garbage).unwrap().unwrap();
     assert_eq!(reply.value("STATUS"), Some("ERROR"));
     assert_eq!(reply.value("ERROR_CODE"), Some("BAD_FRAME"));
-    assert!(reply.value("MESSAGE").unwrap().contains("MSG_HEADER"), "{reply:?}");
+    assert!(
+        reply.value("MESSAGE").unwrap().contains("MSG_HEADER"),
+        "{reply:?}"
+    );
 
     let bad_size = b"MSG_HEADER: FCTUID=ABC\r\nSIZE=nope\r\n\r\n";
-    let r = rt.block_on(fortilab_ems::client::tls_exchange(tel, &lab.ca_pem, bad_size, wait)).unwrap();
+    let r = rt
+        .block_on(fortilab_ems::client::tls_exchange(
+            tel,
+            &lab.ca_pem,
+            bad_size,
+            wait,
+        ))
+        .unwrap();
     let (reply, _) = fortilab_ems::proto::parse_frame(&r).unwrap().unwrap();
-    assert!(reply.value("MESSAGE").unwrap().contains("SIZE=nope"), "{reply:?}");
+    assert!(
+        reply.value("MESSAGE").unwrap().contains("SIZE=nope"),
+        "{reply:?}"
+    );
 
-    let mut ka = fortilab_ems::proto::Frame::new("FCTUID", "0123456789ABCDEF0123456789ABCDEF", "KA", "KA").head("EC_QUARANTINED", 0);
+    let mut ka =
+        fortilab_ems::proto::Frame::new("FCTUID", "0123456789ABCDEF0123456789ABCDEF", "KA", "KA")
+            .head("EC_QUARANTINED", 0);
     ka.put("QUARANTINE_ID", 0);
-    let r = rt.block_on(fortilab_ems::client::tls_exchange(tel, &lab.ca_pem, &ka.encode(), Duration::from_millis(500))).unwrap();
+    let r = rt
+        .block_on(fortilab_ems::client::tls_exchange(
+            tel,
+            &lab.ca_pem,
+            &ka.encode(),
+            Duration::from_millis(500),
+        ))
+        .unwrap();
     let (reply, _) = fortilab_ems::proto::parse_frame(&r).unwrap().unwrap();
     assert_eq!(reply.value("ERROR_CODE"), Some("NOT_REGISTERED"));
     assert_eq!(reply.value("ACTION"), Some("REGISTER"));
@@ -533,39 +774,71 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     assert!(reply.header_value("KA_INTERVAL").is_some());
 
     // A proper registration on the same server still works.
-    let mut reg = fortilab_ems::proto::Frame::new("FCTUID", "0123456789ABCDEF0123456789ABCDEF", "REGISTER", "SYSINFO")
-        .head("IP", "10.115.2.99")
-        .head("MAC", "02-00-00-00-00-99")
-        .head("EC_QUARANTINED", 0);
+    let mut reg = fortilab_ems::proto::Frame::new(
+        "FCTUID",
+        "0123456789ABCDEF0123456789ABCDEF",
+        "REGISTER",
+        "SYSINFO",
+    )
+    .head("IP", "10.115.2.99")
+    .head("MAC", "02-00-00-00-00-99")
+    .head("EC_QUARANTINED", 0);
     reg.put("HOSTNAME", "PC-99").put("USER", "bob");
-    let r = rt.block_on(fortilab_ems::client::tls_exchange(tel, &lab.ca_pem, &reg.encode(), Duration::from_millis(500))).unwrap();
+    let r = rt
+        .block_on(fortilab_ems::client::tls_exchange(
+            tel,
+            &lab.ca_pem,
+            &reg.encode(),
+            Duration::from_millis(500),
+        ))
+        .unwrap();
     let (reply, _) = fortilab_ems::proto::parse_frame(&r).unwrap().unwrap();
     assert_eq!(reply.value("STATUS"), Some("OK"), "{reply:?}");
     assert_eq!(reply.value("LOG_UPLOAD_SERVER"), Some("10.115.1.20:514"));
 
     // REST: no session, bad credentials, missing CSRF, bad Referer, bad JSON.
     let api = lab.api();
-    let r = rt.block_on(api.json("GET", "/api/v1/endpoints/index", None)).unwrap();
+    let r = rt
+        .block_on(api.json("GET", "/api/v1/endpoints/index", None))
+        .unwrap();
     assert_eq!(r.status, 401);
     assert_eq!(r.json()["result"]["retval"], -1);
-    let r = rt.block_on(api.json("POST", "/api/v1/auth/signin", Some(json!({"name": "admin", "password": "x"})))).unwrap();
+    let r = rt
+        .block_on(api.json(
+            "POST",
+            "/api/v1/auth/signin",
+            Some(json!({"name": "admin", "password": "x"})),
+        ))
+        .unwrap();
     assert_eq!(r.status, 401);
     let admin = Admin::signin(lab.api(), lab.api_port);
     let no_csrf = rt
         .block_on(api.request(
             "POST",
             "/api/v1/clients/quarantine",
-            &[("cookie", &admin.cookie), ("referer", &admin.referer), ("content-type", "application/json")],
+            &[
+                ("cookie", &admin.cookie),
+                ("referer", &admin.referer),
+                ("content-type", "application/json"),
+            ],
             Some(br#"{"ids":[1]}"#.to_vec()),
         ))
         .unwrap();
     assert_eq!(no_csrf.status, 403);
-    assert!(no_csrf.json()["result"]["message"].as_str().unwrap().starts_with("CSRF Failed"));
+    assert!(no_csrf.json()["result"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("CSRF Failed"));
     let bad_ref = rt
         .block_on(api.request(
             "POST",
             "/api/v1/clients/quarantine",
-            &[("cookie", &admin.cookie), ("x-csrftoken", &admin.csrf), ("referer", "https://evil.example/"), ("content-type", "application/json")],
+            &[
+                ("cookie", &admin.cookie),
+                ("x-csrftoken", &admin.csrf),
+                ("referer", "https://evil.example/"),
+                ("content-type", "application/json"),
+            ],
             Some(br#"{"ids":[1]}"#.to_vec()),
         ))
         .unwrap();
@@ -574,13 +847,25 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
         .block_on(api.request(
             "POST",
             "/api/v1/clients/quarantine",
-            &[("cookie", &admin.cookie), ("x-csrftoken", &admin.csrf), ("referer", &format!("{}/api/v1/", admin.referer)), ("content-type", "application/json")],
+            &[
+                ("cookie", &admin.cookie),
+                ("x-csrftoken", &admin.csrf),
+                ("referer", &format!("{}/api/v1/", admin.referer)),
+                ("content-type", "application/json"),
+            ],
             Some(b"{\"ids\": [1,".to_vec()),
         ))
         .unwrap();
     assert_eq!(r.status, 400);
-    assert!(r.json()["result"]["message"].as_str().unwrap().starts_with("Invalid JSON body"));
-    let r = admin.call("POST", "/api/v1/clients/quarantine", Some(json!({"ids": [424242]})));
+    assert!(r.json()["result"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("Invalid JSON body"));
+    let r = admin.call(
+        "POST",
+        "/api/v1/clients/quarantine",
+        Some(json!({"ids": [424242]})),
+    );
     assert_eq!(r.status, 404);
     let r = admin.call("GET", "/api/v1/no/such/thing", None);
     assert_eq!(r.status, 404);
@@ -588,7 +873,11 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     // Still serving: the registered endpoint is listed, deleting it works.
     let ep = admin.endpoint("10.115.2.99").unwrap();
     assert_eq!(ep["name"], "PC-99");
-    let r = admin.call("DELETE", &format!("/api/v1/devices/delete?ids[]={}", ep["device_id"]), None);
+    let r = admin.call(
+        "DELETE",
+        &format!("/api/v1/devices/delete?ids[]={}", ep["device_id"]),
+        None,
+    );
     assert_eq!(r.status, 200);
     assert!(admin.endpoint("10.115.2.99").is_none());
     let health = rt.block_on(api.json("GET", "/_lab/health", None)).unwrap();

@@ -15,7 +15,10 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
         let ca = fortilab_core::LabCa::generate("bench").unwrap();
@@ -68,7 +71,7 @@ fn main() {
                 let r = client.request("GET", path, &[("cookie", &cookie)], None).await.unwrap();
                 times.push(t.elapsed());
                 assert_eq!(r.status, 200);
-                assert_eq!(r.json()["data"]["total"].as_u64().is_some(), true);
+                assert!(r.json()["data"]["total"].as_u64().is_some());
             }
             println!(
                 "endpoints/index over 10,000 endpoints, {label}: median {:?}, p95 {:?}, max {:?} (incl. TLS handshake)",

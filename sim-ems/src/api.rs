@@ -13,6 +13,9 @@
 //! authorized with `--auto-authorize`); only authorized ones may quarantine. Authorized
 //! FortiGates may also call `clients/quarantine` / `clients/unquarantine` directly.
 
+// Handlers return an axum `Response` as their error: it is what they answer with.
+#![allow(clippy::result_large_err)]
+
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -44,7 +47,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         ("/api/v1/system/consts/get", any(consts)),
         ("/api/v1/license/get", any(license)),
         ("/api/v1/endpoints/index", any(endpoints_index)),
-        ("/api/v1/endpoints/device/{id}/details", any(endpoint_details)),
+        (
+            "/api/v1/endpoints/device/{id}/details",
+            any(endpoint_details),
+        ),
         ("/api/v1/endpoints/{id}/get", any(endpoint_details)),
         ("/api/v1/clients/quarantine", any(clients_quarantine)),
         ("/api/v1/clients/unquarantine", any(clients_unquarantine)),
@@ -74,7 +80,12 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// The EMS envelope.
 pub fn envelope(status: StatusCode, retval: i64, message: Option<&str>, data: Value) -> Response {
     let body = json!({"result": {"retval": retval, "message": message}, "data": data});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 fn ok(message: Option<&str>, data: Value) -> Response {
@@ -124,7 +135,10 @@ async fn ctx(req: Request) -> Result<Ctx, Response> {
 
 impl Ctx {
     fn q(&self, key: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.query
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     fn cookie(&self, name: &str) -> Option<String> {
@@ -161,10 +175,16 @@ impl Ctx {
             .to_ascii_lowercase();
         if ctype.contains("json") || trimmed.starts_with('{') || trimmed.starts_with('[') {
             return serde_json::from_str(trimmed).map_err(|e| {
-                err(StatusCode::BAD_REQUEST, -1, &format!("Invalid JSON body: {e}"))
+                err(
+                    StatusCode::BAD_REQUEST,
+                    -1,
+                    &format!("Invalid JSON body: {e}"),
+                )
             });
         }
-        Ok(form_to_json(form_urlencoded::parse(trimmed.as_bytes()).into_owned()))
+        Ok(form_to_json(
+            form_urlencoded::parse(trimmed.as_bytes()).into_owned(),
+        ))
     }
 }
 
@@ -183,7 +203,11 @@ fn form_to_json(pairs: impl Iterator<Item = (String, String)>) -> Value {
                 *existing = Value::Array(vec![prev, Value::String(v)]);
             }
             None => {
-                let val = if arr { Value::Array(vec![Value::String(v)]) } else { Value::String(v) };
+                let val = if arr {
+                    Value::Array(vec![Value::String(v)])
+                } else {
+                    Value::String(v)
+                };
                 m.insert(key, val);
             }
         }
@@ -214,12 +238,20 @@ fn host_of(s: &str) -> String {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or("").to_ascii_lowercase();
     }
-    authority.split(':').next().unwrap_or("").to_ascii_lowercase()
+    authority
+        .split(':')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 /// Records a FortiGate's contact (its certificate CN) and returns its device row.
 fn fabric_contact(sh: &Shared, cn: &str, c: &Ctx) -> crate::state::FabricDevice {
-    let peer = c.conn.as_ref().map(|i| i.peer.to_string()).unwrap_or_default();
+    let peer = c
+        .conn
+        .as_ref()
+        .map(|i| i.peer.to_string())
+        .unwrap_or_default();
     let auto = sh.auto_authorize.load(Ordering::Relaxed);
     let now = sh.now_ms();
     let (dev, first, was_authorized) = {
@@ -242,7 +274,12 @@ fn fabric_contact(sh: &Shared, cn: &str, c: &Ctx) -> crate::state::FabricDevice 
 /// client certificate (a FortiGate).
 fn authenticate(sh: &Arc<Shared>, c: &Ctx) -> Result<Principal, Response> {
     if let Some(sid) = c.cookie("sessionid") {
-        let session = sh.sessions.lock().unwrap_or_else(|e| e.into_inner()).get(&sid).cloned();
+        let session = sh
+            .sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&sid)
+            .cloned();
         if let Some(s) = session {
             if c.unsafe_method() {
                 let token = c.headers.get("x-csrftoken").and_then(|v| v.to_str().ok());
@@ -255,9 +292,17 @@ fn authenticate(sh: &Arc<Shared>, c: &Ctx) -> Result<Principal, Response> {
                 }
                 let referer = c.headers.get(header::REFERER).and_then(|v| v.to_str().ok());
                 let Some(referer) = referer else {
-                    return Err(err(StatusCode::FORBIDDEN, -4, "CSRF Failed: Referer checking failed - no Referer."));
+                    return Err(err(
+                        StatusCode::FORBIDDEN,
+                        -4,
+                        "CSRF Failed: Referer checking failed - no Referer.",
+                    ));
                 };
-                let host = c.headers.get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let host = c
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
                 if !host.is_empty() && host_of(referer) != host_of(host) {
                     return Err(err(
                         StatusCode::FORBIDDEN,
@@ -271,9 +316,16 @@ fn authenticate(sh: &Arc<Shared>, c: &Ctx) -> Result<Principal, Response> {
     }
     if let Some(cn) = c.conn.as_ref().and_then(|i| i.client_cn.clone()) {
         let dev = fabric_contact(sh, &cn, c);
-        return Ok(Principal::Fabric { cn, authorized: dev.authorized });
+        return Ok(Principal::Fabric {
+            cn,
+            authorized: dev.authorized,
+        });
     }
-    Err(err(StatusCode::UNAUTHORIZED, -1, "Authentication credentials were not provided."))
+    Err(err(
+        StatusCode::UNAUTHORIZED,
+        -1,
+        "Authentication credentials were not provided.",
+    ))
 }
 
 fn admin_only(p: &Principal) -> Result<(), Response> {
@@ -289,7 +341,10 @@ fn admin_only(p: &Principal) -> Result<(), Response> {
 
 fn authorized(p: &Principal) -> Result<(), Response> {
     match p {
-        Principal::Fabric { cn, authorized: false } => Err(err(
+        Principal::Fabric {
+            cn,
+            authorized: false,
+        } => Err(err(
             StatusCode::FORBIDDEN,
             -3,
             &format!("FortiGate {cn} is not authorized"),
@@ -308,7 +363,11 @@ macro_rules! tri {
 }
 
 fn method_not_allowed(c: &Ctx) -> Response {
-    err(StatusCode::METHOD_NOT_ALLOWED, -1, &format!("Method \"{}\" not allowed.", c.method))
+    err(
+        StatusCode::METHOD_NOT_ALLOWED,
+        -1,
+        &format!("Method \"{}\" not allowed.", c.method),
+    )
 }
 
 // ---------------------------------------------------------------- auth
@@ -320,26 +379,51 @@ async fn signin(State(sh): Sh, req: Request) -> Response {
     }
     let body = tri!(c.json());
     let field = |k: &str| body.get(k).and_then(|v| v.as_str()).map(str::to_string);
-    let name = field("name").or_else(|| field("username")).unwrap_or_default();
+    let name = field("name")
+        .or_else(|| field("username"))
+        .unwrap_or_default();
     let password = field("password").unwrap_or_default();
     if name != sh.cfg.admin_user || password != sh.cfg.admin_password {
         tracing::info!(user = %name, "EMS sign-in refused");
-        return err(StatusCode::UNAUTHORIZED, -1, "Invalid username or password.");
+        return err(
+            StatusCode::UNAUTHORIZED,
+            -1,
+            "Invalid username or password.",
+        );
     }
     let (sid, csrf) = sh.with_rng(|r| {
-        (fortilab_core::rng::token(r, 32).to_lowercase(), fortilab_core::rng::token(r, 64))
+        (
+            fortilab_core::rng::token(r, 32).to_lowercase(),
+            fortilab_core::rng::token(r, 64),
+        )
     });
     sh.sessions
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(sid.clone(), crate::Session { user: name.clone(), csrf: csrf.clone() });
+        .insert(
+            sid.clone(),
+            crate::Session {
+                user: name.clone(),
+                csrf: csrf.clone(),
+            },
+        );
     sh.bus.emit("ems.signin", json!({"user": name}));
-    let mut resp = ok(Some("Login successful."), json!({"name": name, "site": "default"}));
+    let mut resp = ok(
+        Some("Login successful."),
+        json!({"name": name, "site": "default"}),
+    );
     let h = resp.headers_mut();
     let csrf_cookie = format!("csrftoken={csrf}; Max-Age=31449600; Path=/; SameSite=Lax; Secure");
-    let sid_cookie = format!("sessionid={sid}; HttpOnly; Max-Age=1209600; Path=/; SameSite=Lax; Secure");
-    h.append(header::SET_COOKIE, HeaderValue::from_str(&csrf_cookie).expect("ascii"));
-    h.append(header::SET_COOKIE, HeaderValue::from_str(&sid_cookie).expect("ascii"));
+    let sid_cookie =
+        format!("sessionid={sid}; HttpOnly; Max-Age=1209600; Path=/; SameSite=Lax; Secure");
+    h.append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&csrf_cookie).expect("ascii"),
+    );
+    h.append(
+        header::SET_COOKIE,
+        HeaderValue::from_str(&sid_cookie).expect("ascii"),
+    );
     resp
 }
 
@@ -349,13 +433,18 @@ async fn signout(State(sh): Sh, req: Request) -> Response {
         return method_not_allowed(&c);
     }
     if let Some(sid) = c.cookie("sessionid") {
-        sh.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(&sid);
+        sh.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sid);
     }
     let mut resp = ok(Some("Logout successful."), Value::Null);
     let h = resp.headers_mut();
     h.append(
         header::SET_COOKIE,
-        HeaderValue::from_static("sessionid=\"\"; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/"),
+        HeaderValue::from_static(
+            "sessionid=\"\"; expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age=0; Path=/",
+        ),
     );
     resp
 }
@@ -461,7 +550,11 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let _p = tri!(authenticate(&sh, &c));
     let offset: usize = c.q("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
-    let count: usize = c.q("count").and_then(|v| v.parse().ok()).unwrap_or(100).min(10_000);
+    let count: usize = c
+        .q("count")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100)
+        .min(10_000);
     let json_filters: Option<Map<String, Value>> = match c.q("filters") {
         Some(f) if !f.trim().is_empty() => match serde_json::from_str::<Value>(f) {
             Ok(Value::Object(m)) => Some(m),
@@ -475,7 +568,14 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
         .filter(|(k, _)| {
             matches!(
                 k.as_str(),
-                "device_id" | "ip_addr" | "mac_addr" | "name" | "host" | "uid" | "username" | "is_quarantined"
+                "device_id"
+                    | "ip_addr"
+                    | "mac_addr"
+                    | "name"
+                    | "host"
+                    | "uid"
+                    | "username"
+                    | "is_quarantined"
             )
         })
         .map(|(k, v)| (k.as_str(), v.as_str()))
@@ -524,9 +624,15 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
             continue;
         }
         let needs_json = json_filters.is_some() || !field_filters.is_empty();
-        let v = if needs_json { Some(endpoint_json(ep, now, window, false)) } else { None };
+        let v = if needs_json {
+            Some(endpoint_json(ep, now, window, false))
+        } else {
+            None
+        };
         if let Some(v) = &v {
-            let ok_fields = field_filters.iter().all(|(k, want)| v.get(*k).is_some_and(|x| value_matches(x, want)));
+            let ok_fields = field_filters
+                .iter()
+                .all(|(k, want)| v.get(*k).is_some_and(|x| value_matches(x, want)));
             let ok_json = json_filters.as_ref().is_none_or(|m| {
                 m.iter().all(|(k, want)| {
                     let want = match want {
@@ -553,13 +659,21 @@ async fn endpoint_details(State(sh): Sh, Path(id): Path<String>, req: Request) -
     let c = tri!(ctx(req).await);
     let _p = tri!(authenticate(&sh, &c));
     let Ok(id) = id.parse::<u64>() else {
-        return err(StatusCode::BAD_REQUEST, -1, &format!("Invalid device id {id:?}"));
+        return err(
+            StatusCode::BAD_REQUEST,
+            -1,
+            &format!("Invalid device id {id:?}"),
+        );
     };
     let now = sh.now_ms();
     let window = sh.online_window_ms();
     match sh.lock().endpoints.get(&id) {
         Some(ep) => ok(None, endpoint_json(ep, now, window, true)),
-        None => err(StatusCode::NOT_FOUND, -1, &format!("Endpoint {id} not found.")),
+        None => err(
+            StatusCode::NOT_FOUND,
+            -1,
+            &format!("Endpoint {id} not found."),
+        ),
     }
 }
 
@@ -583,7 +697,9 @@ fn selectors(body: &Value) -> Result<Vec<Selector>, String> {
             for part in s.trim_matches(|c| c == '[' || c == ']').split(',') {
                 let p = part.trim().trim_matches('"');
                 if !p.is_empty() {
-                    out.push(Selector::Id(p.parse().map_err(|_| format!("bad id {p:?}"))?));
+                    out.push(Selector::Id(
+                        p.parse().map_err(|_| format!("bad id {p:?}"))?,
+                    ));
                 }
             }
         }
@@ -592,7 +708,9 @@ fn selectors(body: &Value) -> Result<Vec<Selector>, String> {
         None => {}
     }
     if let Some(addrs) = body.get("addresses") {
-        let Value::Array(a) = addrs else { return Err("addresses must be a list".into()) };
+        let Value::Array(a) = addrs else {
+            return Err("addresses must be a list".into());
+        };
         for v in a {
             match v.get("ip").and_then(|x| x.as_str()) {
                 Some(ip) => out.push(Selector::Ip(ip.to_string())),
@@ -635,7 +753,10 @@ async fn apply_quarantine(
         }
         Err(e) => return err(StatusCode::BAD_REQUEST, -1, &e),
     };
-    let reason = body.get("reason").and_then(|v| v.as_str()).map(str::to_string);
+    let reason = body
+        .get("reason")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let by = p.by();
     let now = sh.now_ms();
     let mut results = Vec::new();
@@ -655,7 +776,10 @@ async fn apply_quarantine(
                     st.unquarantine(id)
                 };
                 if let Some(r) = r {
-                    if !results.iter().any(|x: &crate::state::QuarantineResult| x.device_id == r.device_id) {
+                    if !results
+                        .iter()
+                        .any(|x: &crate::state::QuarantineResult| x.device_id == r.device_id)
+                    {
                         results.push(r);
                     }
                 }
@@ -671,9 +795,17 @@ async fn apply_quarantine(
     }
     if let Err(e) = sh.persist().await {
         tracing::error!(error = %e, "writing the EMS state failed");
-        return err(StatusCode::INTERNAL_SERVER_ERROR, -1, "Could not save the EMS state.");
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            -1,
+            "Could not save the EMS state.",
+        );
     }
-    let kind = if quarantine { "ems.quarantine" } else { "ems.unquarantine" };
+    let kind = if quarantine {
+        "ems.quarantine"
+    } else {
+        "ems.unquarantine"
+    };
     let mut rows = Vec::new();
     for r in &results {
         if r.changed {
@@ -683,12 +815,21 @@ async fn apply_quarantine(
                        "quarantine_id": r.quarantine_id, "by": by, "via": via, "reason": reason}),
             );
         }
-        rows.push(json!({"device_id": r.device_id, "uid": r.uid, "ip_addr": r.ip_addr, "host": r.host,
+        rows.push(
+            json!({"device_id": r.device_id, "uid": r.uid, "ip_addr": r.ip_addr, "host": r.host,
                          "is_quarantined": i32::from(quarantine), "changed": r.changed,
-                         "quarantine_id": r.quarantine_id}));
+                         "quarantine_id": r.quarantine_id}),
+        );
     }
-    let msg = if quarantine { "Quarantine request accepted." } else { "Unquarantine request accepted." };
-    ok(Some(msg), json!({"endpoints": rows, "total": rows.len(), "not_found": missing}))
+    let msg = if quarantine {
+        "Quarantine request accepted."
+    } else {
+        "Unquarantine request accepted."
+    };
+    ok(
+        Some(msg),
+        json!({"endpoints": rows, "total": rows.len(), "not_found": missing}),
+    )
 }
 
 async fn clients_quarantine(State(sh): Sh, req: Request) -> Response {
@@ -723,17 +864,35 @@ async fn devices_delete(State(sh): Sh, req: Request) -> Response {
             m.extend(b);
         }
     }
-    let ids: Vec<u64> = match selectors(&json!({"ids": body.get("ids").cloned().unwrap_or(Value::Null)})) {
-        Ok(s) => s.into_iter().filter_map(|s| if let Selector::Id(i) = s { Some(i) } else { None }).collect(),
-        Err(e) => return err(StatusCode::BAD_REQUEST, -1, &e),
-    };
+    let ids: Vec<u64> =
+        match selectors(&json!({"ids": body.get("ids").cloned().unwrap_or(Value::Null)})) {
+            Ok(s) => s
+                .into_iter()
+                .filter_map(|s| {
+                    if let Selector::Id(i) = s {
+                        Some(i)
+                    } else {
+                        None
+                    }
+                })
+                .collect(),
+            Err(e) => return err(StatusCode::BAD_REQUEST, -1, &e),
+        };
     if ids.is_empty() {
-        return err(StatusCode::BAD_REQUEST, -1, "Give ids[]=<device_id> (or ids=<device_id>).");
+        return err(
+            StatusCode::BAD_REQUEST,
+            -1,
+            "Give ids[]=<device_id> (or ids=<device_id>).",
+        );
     }
     let removed = sh.lock().delete(&ids);
     if let Err(e) = sh.persist().await {
         tracing::error!(error = %e, "writing the EMS state failed");
-        return err(StatusCode::INTERNAL_SERVER_ERROR, -1, "Could not save the EMS state.");
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            -1,
+            "Could not save the EMS state.",
+        );
     }
     if removed.is_empty() {
         return err(StatusCode::NOT_FOUND, -1, "No matching endpoint.");
@@ -773,15 +932,29 @@ async fn certs_set(State(sh): Sh, Path(id): Path<String>, req: Request) -> Respo
         Some(Value::Bool(b)) => *b,
         Some(Value::String(s)) => matches!(s.as_str(), "true" | "1"),
         Some(Value::Number(n)) => n.as_i64() == Some(1),
-        _ => return err(StatusCode::BAD_REQUEST, -1, "Body must be {\"authorized\": true|false}"),
+        _ => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                -1,
+                "Body must be {\"authorized\": true|false}",
+            )
+        }
     };
     let dev = sh.lock().fabric_authorize(id, want);
     let Some(dev) = dev else {
-        return err(StatusCode::NOT_FOUND, -1, &format!("Fabric device {id} not found."));
+        return err(
+            StatusCode::NOT_FOUND,
+            -1,
+            &format!("Fabric device {id} not found."),
+        );
     };
     if let Err(e) = sh.persist().await {
         tracing::error!(error = %e, "writing the EMS state failed");
-        return err(StatusCode::INTERNAL_SERVER_ERROR, -1, "Could not save the EMS state.");
+        return err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            -1,
+            "Could not save the EMS state.",
+        );
     }
     sh.bus.emit(
         "fabric.device",
@@ -802,7 +975,11 @@ async fn certs_delete(State(sh): Sh, Path(id): Path<String>, req: Request) -> Re
         return err(StatusCode::BAD_REQUEST, -1, &format!("Invalid id {id:?}"));
     };
     if !sh.lock().fabric_delete(id) {
-        return err(StatusCode::NOT_FOUND, -1, &format!("Fabric device {id} not found."));
+        return err(
+            StatusCode::NOT_FOUND,
+            -1,
+            &format!("Fabric device {id} not found."),
+        );
     }
     let _ = sh.persist().await;
     ok(Some("Deleted."), Value::Null)
@@ -854,7 +1031,10 @@ async fn fabric_q(sh: Arc<Shared>, req: Request, quarantine: bool) -> Response {
         return method_not_allowed(&c);
     }
     let (cn, ok_) = tri!(fabric_principal(&sh, &c));
-    let p = Principal::Fabric { cn: cn.clone(), authorized: ok_ };
+    let p = Principal::Fabric {
+        cn: cn.clone(),
+        authorized: ok_,
+    };
     if !ok_ {
         sh.bus.emit(
             "ems.quarantine.refused",
@@ -871,8 +1051,13 @@ async fn fabric_q(sh: Arc<Shared>, req: Request, quarantine: bool) -> Response {
     }
     let one = json!({"ip": body.get("ip"), "mac": body.get("mac"), "fctuid": body.get("fctuid"),
                      "reason": body.get("reason")});
-    let cleaned: Map<String, Value> =
-        one.as_object().expect("object").iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let cleaned: Map<String, Value> = one
+        .as_object()
+        .expect("object")
+        .iter()
+        .filter(|(_, v)| !v.is_null())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     apply_quarantine(&sh, &p, &Value::Object(cleaned), quarantine, "fabric").await
 }
 
@@ -883,10 +1068,12 @@ async fn lab_health(State(sh): Sh) -> Response {
         let st = sh.lock();
         (st.endpoints.len(), st.fabric.len())
     };
-    axum::Json(json!({"ok": true, "device": sh.cfg.hostname, "serial": sh.cfg.serial,
+    axum::Json(
+        json!({"ok": true, "device": sh.cfg.hostname, "serial": sh.cfg.serial,
                       "endpoints": n, "fabric_devices": f,
                       "keepalives": sh.keepalives.load(Ordering::Relaxed),
-                      "auto_authorize": sh.auto_authorize.load(Ordering::Relaxed)}))
+                      "auto_authorize": sh.auto_authorize.load(Ordering::Relaxed)}),
+    )
     .into_response()
 }
 
@@ -895,15 +1082,25 @@ async fn lab_auto_authorize(State(sh): Sh, req: Request) -> Response {
     if c.method == Method::POST || c.method == Method::PUT {
         let body = tri!(c.json());
         let Some(enabled) = body.get("enabled").and_then(|v| v.as_bool()) else {
-            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "body must be {\"enabled\": bool}"})))
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "body must be {\"enabled\": bool}"})),
+            )
                 .into_response();
         };
         sh.auto_authorize.store(enabled, Ordering::Relaxed);
         if enabled {
             let newly: Vec<crate::state::FabricDevice> = {
                 let mut st = sh.lock();
-                let ids: Vec<u64> = st.fabric.values().filter(|d| !d.authorized).map(|d| d.id).collect();
-                ids.into_iter().filter_map(|id| st.fabric_authorize(id, true)).collect()
+                let ids: Vec<u64> = st
+                    .fabric
+                    .values()
+                    .filter(|d| !d.authorized)
+                    .map(|d| d.id)
+                    .collect();
+                ids.into_iter()
+                    .filter_map(|id| st.fabric_authorize(id, true))
+                    .collect()
             };
             let _ = sh.persist().await;
             for d in newly {
@@ -930,9 +1127,16 @@ mod tests {
         let v = json!({"addresses": [{"ip": "10.0.0.1"}], "ids": [4, "5"]});
         assert_eq!(
             selectors(&v).unwrap(),
-            vec![Selector::Id(4), Selector::Id(5), Selector::Ip("10.0.0.1".into())]
+            vec![
+                Selector::Id(4),
+                Selector::Id(5),
+                Selector::Ip("10.0.0.1".into())
+            ]
         );
         assert!(selectors(&json!({"ids": [{}]})).is_err());
-        assert_eq!(selectors(&json!({"ids": "[\"7\", \"8\"]"})).unwrap(), vec![Selector::Id(7), Selector::Id(8)]);
+        assert_eq!(
+            selectors(&json!({"ids": "[\"7\", \"8\"]"})).unwrap(),
+            vec![Selector::Id(7), Selector::Id(8)]
+        );
     }
 }

@@ -13,7 +13,11 @@ use crate::{EmsConfig, Listeners};
 
 /// The FortiClient EMS twin.
 #[derive(Debug, Parser)]
-#[command(name = "sim-ems", version, about = "FortiClient EMS twin (REST API, fabric connector side, telemetry)")]
+#[command(
+    name = "sim-ems",
+    version,
+    about = "FortiClient EMS twin (REST API, fabric connector side, telemetry)"
+)]
 pub struct Args {
     /// API listener (HTTPS).
     #[arg(long, default_value = "127.0.0.1:0")]
@@ -55,13 +59,22 @@ pub fn resolve(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<EmsCon
         None => Default::default(),
     };
     let seed = args.common.seed;
-    let serial = fortilab_core::rng::serial(&mut fortilab_core::rng::stream(seed, "ems/serial"), "FCTEMS");
+    let serial = fortilab_core::rng::serial(
+        &mut fortilab_core::rng::stream(seed, "ems/serial"),
+        "FCTEMS",
+    );
     let password = file.admin.password.clone().unwrap_or_else(|| {
-        fortilab_core::rng::token(&mut fortilab_core::rng::stream(seed, "ems/admin-password"), 12)
+        fortilab_core::rng::token(
+            &mut fortilab_core::rng::stream(seed, "ems/admin-password"),
+            12,
+        )
     });
     let ka = match file.ka_interval {
         Some(s) => Duration::from_secs_f64(s),
-        None => args.common.timing.delay(Duration::from_secs(60), Duration::from_millis(200)),
+        None => args
+            .common
+            .timing
+            .delay(Duration::from_secs(60), Duration::from_millis(200)),
     };
     let _ = Timing::Fast;
     Ok(EmsConfig {
@@ -101,7 +114,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (telemetry, tel_addr) = fortilab_core::http::bind(args.telemetry_listen)
         .await
         .map_err(|e| anyhow::anyhow!("--telemetry-listen {}: {e}", args.telemetry_listen))?;
-    let running = crate::start(cfg.clone(), &ca, clock, Listeners { api, telemetry }, shutdown).await?;
+    let running = crate::start(
+        cfg.clone(),
+        &ca,
+        clock,
+        Listeners { api, telemetry },
+        shutdown,
+    )
+    .await?;
     args.common.write_ready(&json!({
         "name": cfg.hostname,
         "serial": cfg.serial,

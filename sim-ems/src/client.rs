@@ -29,7 +29,11 @@ impl Reply {
     }
 
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str()).collect()
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 }
 
@@ -43,13 +47,19 @@ pub struct HttpsClient {
 
 impl std::fmt::Debug for HttpsClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HttpsClient").field("addr", &self.addr).finish_non_exhaustive()
+        f.debug_struct("HttpsClient")
+            .field("addr", &self.addr)
+            .finish_non_exhaustive()
     }
 }
 
 impl HttpsClient {
     /// A client for `addr` trusting `ca_pem`, presenting `identity` when given.
-    pub fn new(ca_pem: &str, identity: Option<&DeviceCert>, addr: SocketAddr) -> anyhow::Result<Self> {
+    pub fn new(
+        ca_pem: &str,
+        identity: Option<&DeviceCert>,
+        addr: SocketAddr,
+    ) -> anyhow::Result<Self> {
         let mut cfg = (*fortilab_core::tls::client_config_from_pem(ca_pem, identity)?).clone();
         cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
         Ok(HttpsClient {
@@ -67,8 +77,14 @@ impl HttpsClient {
         headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
     ) -> anyhow::Result<Reply> {
-        let tcp = TcpStream::connect(self.addr).await.with_context(|| format!("connect {}", self.addr))?;
-        let tls = self.connector.connect(self.server_name.clone(), tcp).await.context("TLS handshake")?;
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .with_context(|| format!("connect {}", self.addr))?;
+        let tls = self
+            .connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .context("TLS handshake")?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
         let driver = tokio::spawn(conn);
         let mut req = hyper::Request::builder()
@@ -90,23 +106,43 @@ impl HttpsClient {
             .collect();
         let body = resp.into_body().collect().await?.to_bytes().to_vec();
         driver.abort();
-        Ok(Reply { status, headers, body })
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Sends a JSON body (or none) and returns the reply.
-    pub async fn json(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> anyhow::Result<Reply> {
+    pub async fn json(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> anyhow::Result<Reply> {
         let bytes = body.map(|b| b.to_string().into_bytes());
-        self.request(method, path, &[("content-type", "application/json")], bytes).await
+        self.request(method, path, &[("content-type", "application/json")], bytes)
+            .await
     }
 }
 
 /// Opens a TLS connection to `addr` (lab CA), writes `bytes`, and returns everything the
 /// server sends until it closes or `wait` passes without data.
-pub async fn tls_exchange(addr: SocketAddr, ca_pem: &str, bytes: &[u8], wait: Duration) -> anyhow::Result<Vec<u8>> {
+pub async fn tls_exchange(
+    addr: SocketAddr,
+    ca_pem: &str,
+    bytes: &[u8],
+    wait: Duration,
+) -> anyhow::Result<Vec<u8>> {
     let cfg = fortilab_core::tls::client_config_from_pem(ca_pem, None)?;
     let connector = tokio_rustls::TlsConnector::from(cfg);
     let tcp = TcpStream::connect(addr).await?;
-    let mut tls = connector.connect(fortilab_core::tls::server_name(&addr.ip().to_string())?, tcp).await?;
+    let mut tls = connector
+        .connect(
+            fortilab_core::tls::server_name(&addr.ip().to_string())?,
+            tcp,
+        )
+        .await?;
     tls.write_all(bytes).await?;
     tls.flush().await?;
     let mut out = Vec::new();

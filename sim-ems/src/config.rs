@@ -61,8 +61,15 @@ pub struct ConfigError {
 /// Parses config text; `path` is only used in messages.
 pub fn parse(path: &str, text: &str) -> Result<FileConfig, ConfigError> {
     let cfg: FileConfig = toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text.get(..s.start).unwrap_or(text).matches('\n').count() + 1).unwrap_or(1);
-        ConfigError { path: path.to_string(), line, msg: e.message().to_string() }
+        let line = e
+            .span()
+            .map(|s| text.get(..s.start).unwrap_or(text).matches('\n').count() + 1)
+            .unwrap_or(1);
+        ConfigError {
+            path: path.to_string(),
+            line,
+            msg: e.message().to_string(),
+        }
     })?;
     if let Some(ka) = cfg.ka_interval {
         if !(ka.is_finite() && ka > 0.0 && ka <= 86_400.0) {
@@ -87,7 +94,10 @@ pub fn parse(path: &str, text: &str) -> Result<FileConfig, ConfigError> {
 }
 
 fn line_of(text: &str, key: &str) -> usize {
-    text.lines().position(|l| l.trim_start().starts_with(key)).map(|i| i + 1).unwrap_or(1)
+    text.lines()
+        .position(|l| l.trim_start().starts_with(key))
+        .map(|i| i + 1)
+        .unwrap_or(1)
 }
 
 /// Reads and parses the file.
@@ -106,7 +116,11 @@ mod tests {
 
     #[test]
     fn parses_and_reports_lines() {
-        let c = parse("c.toml", "hostname = \"EMS-X\"\nka_interval = 0.2\n[profile]\nfaz = \"10.115.1.20:514\"\n").unwrap();
+        let c = parse(
+            "c.toml",
+            "hostname = \"EMS-X\"\nka_interval = 0.2\n[profile]\nfaz = \"10.115.1.20:514\"\n",
+        )
+        .unwrap();
         assert_eq!(c.hostname.as_deref(), Some("EMS-X"));
         assert_eq!(c.ka_interval, Some(0.2));
         let e = parse("c.toml", "hostname = \"a\"\nbogus = 1\n").unwrap_err();

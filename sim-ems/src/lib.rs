@@ -105,7 +105,9 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("serial", &self.cfg.serial).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("serial", &self.cfg.serial)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +133,10 @@ impl Shared {
             if st.generation <= self.store.written() {
                 return Ok(());
             }
-            (st.generation, serde_json::to_vec(&*st).map_err(std::io::Error::other)?)
+            (
+                st.generation,
+                serde_json::to_vec(&*st).map_err(std::io::Error::other)?,
+            )
         };
         let me = self.clone();
         tokio::task::spawn_blocking(move || me.store.save(generation, &bytes))
@@ -144,7 +149,10 @@ impl Shared {
         let (generation, bytes) = {
             let mut st = self.lock();
             st.generation += 1;
-            (st.generation, serde_json::to_vec(&*st).map_err(std::io::Error::other)?)
+            (
+                st.generation,
+                serde_json::to_vec(&*st).map_err(std::io::Error::other)?,
+            )
         };
         self.store.save(generation, &bytes)
     }
@@ -205,7 +213,8 @@ pub async fn start(
     let mut sans = vec![cfg.lab_ip.clone(), cfg.hostname.clone()];
     sans.retain(|s| !s.is_empty());
     let cert = ca.issue(&cfg.serial, &sans)?;
-    let api_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::Optional, &[b"http/1.1"])?;
+    let api_tls =
+        fortilab_core::tls::server_config(ca, &cert, ClientAuth::Optional, &[b"http/1.1"])?;
     let tel_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::None, &[])?;
     let rng = fortilab_core::rng::stream(cfg.seed, "ems/runtime");
     let shared = Arc::new(Shared {
@@ -256,5 +265,10 @@ pub async fn start(
         });
     }
     tracing::info!(%api_addr, %telemetry_addr, serial = %shared.cfg.serial, "EMS ready");
-    Ok(Running { api_addr, telemetry_addr, shared, tasks })
+    Ok(Running {
+        api_addr,
+        telemetry_addr,
+        shared,
+        tasks,
+    })
 }

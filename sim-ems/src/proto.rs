@@ -84,7 +84,9 @@ pub struct Frame {
 }
 
 fn lookup<'a>(list: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    list.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v.as_str())
+    list.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v.as_str())
 }
 
 impl Frame {
@@ -127,7 +129,10 @@ impl Frame {
     pub fn encode(&self) -> Vec<u8> {
         let clean = |s: &str| s.replace(['\r', '\n'], " ");
         let clean_key = |s: &str| {
-            let k: String = s.chars().filter(|c| !matches!(c, '\r' | '\n' | '=' | ':')).collect();
+            let k: String = s
+                .chars()
+                .filter(|c| !matches!(c, '\r' | '\n' | '=' | ':'))
+                .collect();
             if k.is_empty() {
                 "X".to_string()
             } else {
@@ -209,7 +214,9 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
     for (i, raw) in head.split('\n').enumerate() {
         let line = raw.trim_end_matches('\r');
         let line = if i == 0 {
-            line.strip_prefix("MSG_HEADER:").ok_or(ProtoError::NoMsgHeader)?.trim_start()
+            line.strip_prefix("MSG_HEADER:")
+                .ok_or(ProtoError::NoMsgHeader)?
+                .trim_start()
         } else {
             line
         };
@@ -220,10 +227,17 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
         })?;
         let k = k.trim();
         if k.is_empty() || k.contains(' ') {
-            return Err(if i == 0 { ProtoError::NoMsgHeader } else { ProtoError::BadHeaderLine(i + 1) });
+            return Err(if i == 0 {
+                ProtoError::NoMsgHeader
+            } else {
+                ProtoError::BadHeaderLine(i + 1)
+            });
         }
         if k.eq_ignore_ascii_case("SIZE") {
-            let n: usize = v.trim().parse().map_err(|_| ProtoError::BadSize(v.to_string()))?;
+            let n: usize = v
+                .trim()
+                .parse()
+                .map_err(|_| ProtoError::BadSize(v.to_string()))?;
             if n > MAX_BODY {
                 return Err(ProtoError::BadSize(v.to_string()));
             }
@@ -240,13 +254,24 @@ pub fn parse_frame(buf: &[u8]) -> Result<Option<(Frame, usize)>, ProtoError> {
     }
     let body = std::str::from_utf8(&buf[body_start..total]).map_err(|_| ProtoError::NotUtf8)?;
     let (verb, arg, data, has_payload) = parse_body(body)?;
-    Ok(Some((Frame { header, verb, arg, data, has_payload }, total)))
+    Ok(Some((
+        Frame {
+            header,
+            verb,
+            arg,
+            data,
+            has_payload,
+        },
+        total,
+    )))
 }
 
 fn parse_body(body: &str) -> Result<(String, String, Vec<(String, String)>, bool), ProtoError> {
     let mut lines = body.split('\n').map(|l| l.trim_end_matches('\r'));
     let first = lines.next().unwrap_or("");
-    let rest = first.strip_prefix("X-FCCK-").ok_or(ProtoError::BadBlockStart)?;
+    let rest = first
+        .strip_prefix("X-FCCK-")
+        .ok_or(ProtoError::BadBlockStart)?;
     let (verb, arg_part) = rest.split_once(':').ok_or(ProtoError::BadBlockStart)?;
     let verb = verb.trim();
     if verb.is_empty() || verb.ends_with("-END") {
@@ -283,7 +308,9 @@ fn parse_body(body: &str) -> Result<(String, String, Vec<(String, String)>, bool
             if line.is_empty() {
                 continue;
             }
-            let (k, v) = line.split_once('=').ok_or(ProtoError::BadPayloadLine(i + 1))?;
+            let (k, v) = line
+                .split_once('=')
+                .ok_or(ProtoError::BadPayloadLine(i + 1))?;
             if k.is_empty() {
                 return Err(ProtoError::BadPayloadLine(i + 1));
             }
@@ -321,7 +348,11 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         let mut chunk = [0u8; 4096];
         let n = r.read(&mut chunk).await?;
         if n == 0 {
-            return Err(if buf.is_empty() { ReadError::Closed } else { ReadError::Truncated });
+            return Err(if buf.is_empty() {
+                ReadError::Closed
+            } else {
+                ReadError::Truncated
+            });
         }
         buf.extend_from_slice(&chunk[..n]);
     }
@@ -349,13 +380,20 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> Frame {
-        let mut f = Frame::new("FCTUID", "52C66FE08F724FE0B116DAD5062C96CD", "REGISTER", "SYSINFO")
-            .head("IP", "10.115.2.52")
-            .head("MAC", "02-50-56-11-22-33")
-            .head("FCT_ONNET", 1)
-            .head("VDOM", "default")
-            .head("EC_QUARANTINED", 0);
-        f.put("HOSTNAME", "PC-52").put("USER", "alice").put("OSVER", "Microsoft Windows 10, 64-bit");
+        let mut f = Frame::new(
+            "FCTUID",
+            "52C66FE08F724FE0B116DAD5062C96CD",
+            "REGISTER",
+            "SYSINFO",
+        )
+        .head("IP", "10.115.2.52")
+        .head("MAC", "02-50-56-11-22-33")
+        .head("FCT_ONNET", 1)
+        .head("VDOM", "default")
+        .head("EC_QUARANTINED", 0);
+        f.put("HOSTNAME", "PC-52")
+            .put("USER", "alice")
+            .put("OSVER", "Microsoft Windows 10, 64-bit");
         f
     }
 
@@ -364,7 +402,9 @@ mod tests {
         let f = sample();
         let bytes = f.encode();
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert!(text.starts_with("MSG_HEADER: FCTUID=52C66FE08F724FE0B116DAD5062C96CD\r\nIP=10.115.2.52\r\n"));
+        assert!(text.starts_with(
+            "MSG_HEADER: FCTUID=52C66FE08F724FE0B116DAD5062C96CD\r\nIP=10.115.2.52\r\n"
+        ));
         assert!(text.contains("\r\nEC_QUARANTINED=0\r\nSIZE="));
         assert!(text.contains("\r\n\r\nX-FCCK-REGISTER: SYSINFO||"));
         assert!(text.ends_with("X-FCCK-REGISTER-END\r\n\r\n"));
@@ -403,21 +443,39 @@ mod tests {
 
     #[test]
     fn clear_errors() {
-        assert_eq!(parse_frame(b"GET / HTTP/1.1\r\n\r\n"), Err(ProtoError::NoMsgHeader));
-        assert_eq!(parse_frame(b"MSG_HEADER: A=1\r\n\r\n"), Err(ProtoError::NoSize));
+        assert_eq!(
+            parse_frame(b"GET / HTTP/1.1\r\n\r\n"),
+            Err(ProtoError::NoMsgHeader)
+        );
+        assert_eq!(
+            parse_frame(b"MSG_HEADER: A=1\r\n\r\n"),
+            Err(ProtoError::NoSize)
+        );
         assert_eq!(
             parse_frame(b"MSG_HEADER: A=1\r\nSIZE=zz\r\n\r\n"),
             Err(ProtoError::BadSize("zz".into()))
         );
-        assert_eq!(parse_frame(b"MSG_HEADER: A=1\r\nnope\r\nSIZE=0\r\n\r\n"), Err(ProtoError::BadHeaderLine(2)));
-        assert_eq!(parse_frame(b"MSG_HEADER: A=1\r\nSIZE=4\r\n\r\nabcd"), Err(ProtoError::BadBlockStart));
+        assert_eq!(
+            parse_frame(b"MSG_HEADER: A=1\r\nnope\r\nSIZE=0\r\n\r\n"),
+            Err(ProtoError::BadHeaderLine(2))
+        );
+        assert_eq!(
+            parse_frame(b"MSG_HEADER: A=1\r\nSIZE=4\r\n\r\nabcd"),
+            Err(ProtoError::BadBlockStart)
+        );
         let body = "X-FCCK-KA: KA||!!!\r\nX-FCCK-KA-END\r\n\r\n";
         let raw = format!("MSG_HEADER: A=1\r\nSIZE={}\r\n\r\n{body}", body.len());
         assert_eq!(parse_frame(raw.as_bytes()), Err(ProtoError::BadBase64));
         let body = "X-FCCK-KA: KA\r\n\r\n";
         let raw = format!("MSG_HEADER: A=1\r\nSIZE={}\r\n\r\n{body}", body.len());
-        assert_eq!(parse_frame(raw.as_bytes()), Err(ProtoError::BadBlockEnd("KA".into())));
-        assert_eq!(parse_frame(&vec![b'a'; MAX_HEADER + 1]), Err(ProtoError::HeaderTooLarge));
+        assert_eq!(
+            parse_frame(raw.as_bytes()),
+            Err(ProtoError::BadBlockEnd("KA".into()))
+        );
+        assert_eq!(
+            parse_frame(&vec![b'a'; MAX_HEADER + 1]),
+            Err(ProtoError::HeaderTooLarge)
+        );
     }
 
     #[test]

@@ -106,7 +106,12 @@ pub struct KeepAlive {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     None,
-    Quarantine { id: u64, message: String, salt: String, hash: String },
+    Quarantine {
+        id: u64,
+        message: String,
+        salt: String,
+        hash: String,
+    },
     Unquarantine,
 }
 
@@ -179,18 +184,31 @@ fn norm_ip(ip: &str) -> String {
 
 impl EmsState {
     pub fn new() -> Self {
-        EmsState { next_device_id: 1, next_fabric_id: 1, next_quarantine_id: 1, ..Default::default() }
+        EmsState {
+            next_device_id: 1,
+            next_fabric_id: 1,
+            next_quarantine_id: 1,
+            ..Default::default()
+        }
     }
 
     /// Rebuilds indexes after loading.
     pub fn reindex(&mut self) {
-        self.by_uid = self.endpoints.values().map(|e| (e.uid.clone(), e.device_id)).collect();
+        self.by_uid = self
+            .endpoints
+            .values()
+            .map(|e| (e.uid.clone(), e.device_id))
+            .collect();
         let max_dev = self.endpoints.keys().max().copied().unwrap_or(0);
         self.next_device_id = self.next_device_id.max(max_dev + 1);
         let max_fab = self.fabric.keys().max().copied().unwrap_or(0);
         self.next_fabric_id = self.next_fabric_id.max(max_fab + 1);
-        let max_q =
-            self.endpoints.values().filter_map(|e| e.quarantine.as_ref()).map(|q| q.id).max();
+        let max_q = self
+            .endpoints
+            .values()
+            .filter_map(|e| e.quarantine.as_ref())
+            .map(|q| q.id)
+            .max();
         self.next_quarantine_id = self.next_quarantine_id.max(max_q.unwrap_or(0) + 1);
     }
 
@@ -199,7 +217,9 @@ impl EmsState {
     }
 
     pub fn endpoint_by_uid(&self, uid: &str) -> Option<&Endpoint> {
-        self.by_uid.get(&uid.trim().to_ascii_uppercase()).and_then(|id| self.endpoints.get(id))
+        self.by_uid
+            .get(&uid.trim().to_ascii_uppercase())
+            .and_then(|id| self.endpoints.get(id))
     }
 
     /// Registers (or re-registers) an endpoint. Returns (device_id, new?).
@@ -233,7 +253,10 @@ impl EmsState {
             last_seen_ms: now_ms,
             reported_quarantined: info.ec_quarantined,
             quarantine: prev.as_ref().and_then(|p| p.quarantine.clone()),
-            voided_codes: prev.as_ref().map(|p| p.voided_codes.clone()).unwrap_or_default(),
+            voided_codes: prev
+                .as_ref()
+                .map(|p| p.voided_codes.clone())
+                .unwrap_or_default(),
             quarantine_message: prev.map(|p| p.quarantine_message).unwrap_or_default(),
         };
         self.endpoints.insert(id, ep);
@@ -244,7 +267,9 @@ impl EmsState {
 
     /// The action that brings endpoint `id` to the desired state, marking first delivery.
     fn action_for(&mut self, id: u64, now_ms: i64) -> (Action, Option<u64>) {
-        let Some(ep) = self.endpoints.get_mut(&id) else { return (Action::None, None) };
+        let Some(ep) = self.endpoints.get_mut(&id) else {
+            return (Action::None, None);
+        };
         match (&mut ep.quarantine, ep.reported_quarantined) {
             (Some(q), false) => {
                 let first = if q.delivered_ms.is_none() {
@@ -277,7 +302,9 @@ impl EmsState {
     /// Applies a keep-alive.
     pub fn keepalive(&mut self, ka: &KeepAlive, now_ms: i64) -> KaOutcome {
         let uid = ka.fctuid.trim().to_ascii_uppercase();
-        let Some(&id) = self.by_uid.get(&uid) else { return KaOutcome::UnknownFctuid };
+        let Some(&id) = self.by_uid.get(&uid) else {
+            return KaOutcome::UnknownFctuid;
+        };
         let mut code_accepted = None;
         let mut released_by_code = None;
         let mut durable = false;
@@ -311,24 +338,43 @@ impl EmsState {
             self.touch();
         }
         let (action, first_delivery) = self.action_for(id, now_ms);
-        KaOutcome::Ok { device_id: id, action, code_accepted, first_delivery, released_by_code, reported_changed }
+        KaOutcome::Ok {
+            device_id: id,
+            action,
+            code_accepted,
+            first_delivery,
+            released_by_code,
+            reported_changed,
+        }
     }
 
     /// The endpoints a selector picks.
     pub fn select(&self, sel: &Selector) -> Vec<u64> {
         match sel {
-            Selector::Id(id) => self.endpoints.get(id).map(|e| vec![e.device_id]).unwrap_or_default(),
+            Selector::Id(id) => self
+                .endpoints
+                .get(id)
+                .map(|e| vec![e.device_id])
+                .unwrap_or_default(),
             Selector::Fctuid(u) => {
                 let u = u.trim().to_ascii_uppercase();
                 self.by_uid.get(&u).map(|id| vec![*id]).unwrap_or_default()
             }
             Selector::Ip(ip) => {
                 let ip = norm_ip(ip);
-                self.endpoints.values().filter(|e| e.ip_addr == ip).map(|e| e.device_id).collect()
+                self.endpoints
+                    .values()
+                    .filter(|e| e.ip_addr == ip)
+                    .map(|e| e.device_id)
+                    .collect()
             }
             Selector::Mac(m) => {
                 let m = crate::proto::mac_colon(m);
-                self.endpoints.values().filter(|e| e.mac_addr == m).map(|e| e.device_id).collect()
+                self.endpoints
+                    .values()
+                    .filter(|e| e.mac_addr == m)
+                    .map(|e| e.device_id)
+                    .collect()
             }
         }
     }
@@ -355,8 +401,9 @@ impl EmsState {
                 quarantine_id: Some(q.id),
             });
         }
-        let code: String =
-            (0..8).map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char).collect();
+        let code: String = (0..8)
+            .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
+            .collect();
         let salt: [u8; 8] = rng.gen();
         let salt = hex::encode(salt);
         let hash = code_hash(&salt, &code);
@@ -507,46 +554,100 @@ mod tests {
         assert_eq!(st.register(&info("AAA", "10.115.2.52"), 1001), (id, false));
         assert_eq!(st.registration_action(id, 1001).0, Action::None);
         assert_eq!(st.select(&Selector::Ip("10.115.2.52".into())), vec![id]);
-        assert_eq!(st.select(&Selector::Mac("02:00:00:00:00:01".into())), vec![id]);
+        assert_eq!(
+            st.select(&Selector::Mac("02:00:00:00:00:01".into())),
+            vec![id]
+        );
         assert_eq!(st.select(&Selector::Fctuid("aaa".into())), vec![id]);
 
-        let q = st.quarantine(id, "admin:admin", None, "quarantined", &mut r, 2000).unwrap();
+        let q = st
+            .quarantine(id, "admin:admin", None, "quarantined", &mut r, 2000)
+            .unwrap();
         assert!(q.changed);
         // A second request does not mint a new code.
-        let again = st.quarantine(id, "fortigate:FGT", None, "x", &mut r, 2001).unwrap();
+        let again = st
+            .quarantine(id, "fortigate:FGT", None, "x", &mut r, 2001)
+            .unwrap();
         assert!(!again.changed);
         let code = st.endpoints[&id].quarantine.as_ref().unwrap().code.clone();
         assert_eq!(code.len(), 8);
 
-        let ka = KeepAlive { fctuid: "AAA".into(), ..Default::default() };
-        let KaOutcome::Ok { action, first_delivery, .. } = st.keepalive(&ka, 3000) else { panic!() };
-        let Action::Quarantine { salt, hash, .. } = action else { panic!("{action:?}") };
+        let ka = KeepAlive {
+            fctuid: "AAA".into(),
+            ..Default::default()
+        };
+        let KaOutcome::Ok {
+            action,
+            first_delivery,
+            ..
+        } = st.keepalive(&ka, 3000)
+        else {
+            panic!()
+        };
+        let Action::Quarantine { salt, hash, .. } = action else {
+            panic!("{action:?}")
+        };
         assert_eq!(code_hash(&salt, &code), hash);
         assert_eq!(first_delivery, q.quarantine_id);
         // Not yet applied: sent again, but not a first delivery.
-        let KaOutcome::Ok { action, first_delivery, .. } = st.keepalive(&ka, 3100) else { panic!() };
+        let KaOutcome::Ok {
+            action,
+            first_delivery,
+            ..
+        } = st.keepalive(&ka, 3100)
+        else {
+            panic!()
+        };
         assert!(matches!(action, Action::Quarantine { .. }));
         assert_eq!(first_delivery, None);
         // Applied.
-        let ka_q = KeepAlive { ec_quarantined: true, ..ka.clone() };
-        let KaOutcome::Ok { action, .. } = st.keepalive(&ka_q, 3200) else { panic!() };
+        let ka_q = KeepAlive {
+            ec_quarantined: true,
+            ..ka.clone()
+        };
+        let KaOutcome::Ok { action, .. } = st.keepalive(&ka_q, 3200) else {
+            panic!()
+        };
         assert_eq!(action, Action::None);
 
         // Wrong code: nothing changes.
-        let wrong = KeepAlive { release_code: Some("WRONG123".into()), ..ka.clone() };
-        let KaOutcome::Ok { action, code_accepted, .. } = st.keepalive(&wrong, 3300) else { panic!() };
+        let wrong = KeepAlive {
+            release_code: Some("WRONG123".into()),
+            ..ka.clone()
+        };
+        let KaOutcome::Ok {
+            action,
+            code_accepted,
+            ..
+        } = st.keepalive(&wrong, 3300)
+        else {
+            panic!()
+        };
         assert_eq!(code_accepted, Some(false));
         assert!(matches!(action, Action::Quarantine { .. }));
         assert!(st.endpoints[&id].quarantine.is_some());
         // Right code: released and voided.
-        let right = KeepAlive { release_code: Some(code.to_lowercase()), ..ka.clone() };
-        let KaOutcome::Ok { action, code_accepted, released_by_code, .. } = st.keepalive(&right, 3400) else { panic!() };
+        let right = KeepAlive {
+            release_code: Some(code.to_lowercase()),
+            ..ka.clone()
+        };
+        let KaOutcome::Ok {
+            action,
+            code_accepted,
+            released_by_code,
+            ..
+        } = st.keepalive(&right, 3400)
+        else {
+            panic!()
+        };
         assert_eq!(code_accepted, Some(true));
         assert_eq!(released_by_code, q.quarantine_id);
         assert_eq!(action, Action::None);
         assert!(st.endpoints[&id].quarantine.is_none());
         // The same code again: refused.
-        let KaOutcome::Ok { code_accepted, .. } = st.keepalive(&right, 3500) else { panic!() };
+        let KaOutcome::Ok { code_accepted, .. } = st.keepalive(&right, 3500) else {
+            panic!()
+        };
         assert_eq!(code_accepted, Some(false));
     }
 
@@ -555,17 +656,32 @@ mod tests {
         let mut st = EmsState::new();
         let mut r = fortilab_core::rng::stream(1, "t");
         let (id, _) = st.register(&info("BBB", "10.0.0.1"), 0);
-        st.quarantine(id, "admin:admin", None, "m", &mut r, 1).unwrap();
-        let ka = KeepAlive { fctuid: "BBB".into(), ec_quarantined: true, ..Default::default() };
+        st.quarantine(id, "admin:admin", None, "m", &mut r, 1)
+            .unwrap();
+        let ka = KeepAlive {
+            fctuid: "BBB".into(),
+            ec_quarantined: true,
+            ..Default::default()
+        };
         st.keepalive(&ka, 2);
         assert!(st.unquarantine(id).unwrap().changed);
         assert!(!st.unquarantine(id).unwrap().changed);
-        let KaOutcome::Ok { action, .. } = st.keepalive(&ka, 3) else { panic!() };
+        let KaOutcome::Ok { action, .. } = st.keepalive(&ka, 3) else {
+            panic!()
+        };
         assert_eq!(action, Action::Unquarantine);
-        let ka0 = KeepAlive { ec_quarantined: false, ..ka };
-        let KaOutcome::Ok { action, .. } = st.keepalive(&ka0, 4) else { panic!() };
+        let ka0 = KeepAlive {
+            ec_quarantined: false,
+            ..ka
+        };
+        let KaOutcome::Ok { action, .. } = st.keepalive(&ka0, 4) else {
+            panic!()
+        };
         assert_eq!(action, Action::None);
-        let unknown = KeepAlive { fctuid: "NOPE".into(), ..Default::default() };
+        let unknown = KeepAlive {
+            fctuid: "NOPE".into(),
+            ..Default::default()
+        };
         assert_eq!(st.keepalive(&unknown, 5), KaOutcome::UnknownFctuid);
     }
 
@@ -579,11 +695,21 @@ mod tests {
         assert!(st.fabric_authorize(d.id, true).unwrap().authorized);
         let mut r = fortilab_core::rng::stream(1, "t");
         let (id, _) = st.register(&info("CCC", "10.0.0.2"), 0);
-        st.quarantine(id, "fortigate:FGVM01TM00000001", Some("ioc".into()), "m", &mut r, 1);
+        st.quarantine(
+            id,
+            "fortigate:FGVM01TM00000001",
+            Some("ioc".into()),
+            "m",
+            &mut r,
+            1,
+        );
         let json = serde_json::to_string(&st).unwrap();
         let mut back: EmsState = serde_json::from_str(&json).unwrap();
         back.reindex();
-        assert_eq!(back.endpoint_by_uid("CCC").unwrap().quarantine, st.endpoints[&id].quarantine);
+        assert_eq!(
+            back.endpoint_by_uid("CCC").unwrap().quarantine,
+            st.endpoints[&id].quarantine
+        );
         assert!(back.fabric_by_cn("FGVM01TM00000001").unwrap().authorized);
         let (id2, new) = back.register(&info("DDD", "10.0.0.3"), 2);
         assert!(new && id2 > id);

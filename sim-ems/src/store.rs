@@ -29,7 +29,12 @@ pub enum StoreError {
         source: std::io::Error,
     },
     #[error("{path}:{line}:{column}: corrupt EMS state: {msg}")]
-    Corrupt { path: String, line: usize, column: usize, msg: String },
+    Corrupt {
+        path: String,
+        line: usize,
+        column: usize,
+        msg: String,
+    },
 }
 
 /// The state file and the generation last written.
@@ -41,7 +46,10 @@ pub struct Store {
 
 impl Store {
     pub fn new(dir: &Path) -> Self {
-        Store { path: dir.join("ems-state.json"), written: Mutex::new(0) }
+        Store {
+            path: dir.join("ems-state.json"),
+            written: Mutex::new(0),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -54,7 +62,10 @@ impl Store {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(EmsState::new()),
             Err(e) => {
-                return Err(StoreError::Io { path: self.path.display().to_string(), source: e })
+                return Err(StoreError::Io {
+                    path: self.path.display().to_string(),
+                    source: e,
+                })
             }
         };
         let mut st: EmsState = serde_json::from_str(&text).map_err(|e| StoreError::Corrupt {
@@ -112,7 +123,13 @@ mod tests {
         let store = Store::new(dir.path());
         assert!(store.load().unwrap().endpoints.is_empty());
         let mut st = EmsState::new();
-        st.register(&SysInfo { fctuid: "A".into(), ..Default::default() }, 1);
+        st.register(
+            &SysInfo {
+                fctuid: "A".into(),
+                ..Default::default()
+            },
+            1,
+        );
         store.save(2, &serde_json::to_vec(&st).unwrap()).unwrap();
         // An older snapshot arriving late does not overwrite the newer one.
         store.save(1, b"{}").unwrap();

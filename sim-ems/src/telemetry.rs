@@ -55,14 +55,15 @@ pub async fn serve(
         let shared = shared.clone();
         let sd = shutdown.clone();
         tracker.spawn(async move {
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "telemetry TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
+            let tls =
+                match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "telemetry TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
             tokio::select! {
                 _ = sd.cancelled() => {}
                 _ = connection(shared, tls, peer) => {}
@@ -79,7 +80,11 @@ where
 {
     let mut buf = Vec::new();
     loop {
-        let frame = match tokio::time::timeout(IDLE_TIMEOUT, proto::read_frame(&mut stream, &mut buf)).await
+        let frame = match tokio::time::timeout(
+            IDLE_TIMEOUT,
+            proto::read_frame(&mut stream, &mut buf),
+        )
+        .await
         {
             Err(_) | Ok(Err(ReadError::Closed)) => return,
             Ok(Err(ReadError::Io(_))) => return,
@@ -89,8 +94,15 @@ where
             }
             Ok(Err(ReadError::Proto(e))) => {
                 tracing::warn!(%peer, error = %e, "malformed telemetry frame");
-                shared.bus.emit("telemetry.error", json!({"peer": peer.to_string(), "error": e.to_string()}));
-                let reply = error_reply(&shared, "BAD_FRAME", &format!("malformed telemetry frame: {e}"));
+                shared.bus.emit(
+                    "telemetry.error",
+                    json!({"peer": peer.to_string(), "error": e.to_string()}),
+                );
+                let reply = error_reply(
+                    &shared,
+                    "BAD_FRAME",
+                    &format!("malformed telemetry frame: {e}"),
+                );
                 let _ = proto::write_frame(&mut stream, &reply).await;
                 return;
             }
@@ -120,7 +132,11 @@ fn base_reply(shared: &Shared, status: &str) -> Frame {
 /// `6.4.3` → `6004003` (the probe reply's `MMmmPPP` form).
 pub fn emsver(v: &str) -> String {
     let mut it = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (a, b, c) = (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0));
+    let (a, b, c) = (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    );
     format!("{a}{b:03}{c:03}")
 }
 
@@ -149,7 +165,12 @@ fn put_action(f: &mut Frame, action: &Action) {
         Action::Unquarantine => {
             f.put("ACTION", "UNQUARANTINE");
         }
-        Action::Quarantine { id, message, salt, hash } => {
+        Action::Quarantine {
+            id,
+            message,
+            salt,
+            hash,
+        } => {
             f.put("ACTION", "QUARANTINE")
                 .put("QUARANTINE_ID", id)
                 .put("QUARANTINE_MSG", message)
@@ -165,7 +186,11 @@ fn flag(v: Option<&str>) -> bool {
 
 /// Handles one request frame and builds the reply.
 pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Frame {
-    let fctuid = frame.header_value("FCTUID").unwrap_or("").trim().to_ascii_uppercase();
+    let fctuid = frame
+        .header_value("FCTUID")
+        .unwrap_or("")
+        .trim()
+        .to_ascii_uppercase();
     match frame.verb.as_str() {
         "PROBE" => {
             let mut f = base_reply(shared, "OK");
@@ -181,7 +206,11 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
         }
         "REGISTER" => {
             if fctuid.is_empty() || !fctuid.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return error_reply(shared, "BAD_FCTUID", "registration needs FCTUID=<hex> in MSG_HEADER");
+                return error_reply(
+                    shared,
+                    "BAD_FCTUID",
+                    "registration needs FCTUID=<hex> in MSG_HEADER",
+                );
             }
             let info = SysInfo {
                 fctuid: fctuid.clone(),
@@ -222,7 +251,9 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
             f
         }
         "KA" => {
-            shared.keepalives.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .keepalives
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let ka = KeepAlive {
                 fctuid: fctuid.clone(),
                 ip: frame.header_value("IP").map(str::to_string),
@@ -245,7 +276,14 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
                     f.put("ACTION", "REGISTER");
                     f
                 }
-                KaOutcome::Ok { device_id, action, code_accepted, first_delivery, released_by_code, reported_changed } => {
+                KaOutcome::Ok {
+                    device_id,
+                    action,
+                    code_accepted,
+                    first_delivery,
+                    released_by_code,
+                    reported_changed,
+                } => {
                     if let Some(qid) = released_by_code {
                         shared.bus.emit(
                             "ems.unquarantine",

@@ -34,19 +34,31 @@ fn ems_binary() -> PathBuf {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(&cargo)
-        .args(["build", "--release", "--bin", "sim-ems", "--message-format", "short"])
+        .args([
+            "build",
+            "--release",
+            "--bin",
+            "sim-ems",
+            "--message-format",
+            "short",
+        ])
         .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
         .status()
         .expect("cargo build");
     assert!(st.success(), "building sim-ems failed");
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")));
     target.join("release").join("sim-ems")
 }
 
 struct Kill(Child);
 impl Drop for Kill {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.0.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.0.try_wait() {
@@ -95,21 +107,40 @@ impl Reply {
 impl Https {
     fn new(ca: &fortilab_core::LabCa, addr: std::net::SocketAddr) -> Self {
         let cfg = fortilab_core::tls::client_config(ca, None).unwrap();
-        Https { connector: tokio_rustls::TlsConnector::from(cfg), addr }
+        Https {
+            connector: tokio_rustls::TlsConnector::from(cfg),
+            addr,
+        }
     }
 
-    async fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: Option<String>) -> Reply {
+    async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+    ) -> Reply {
         use http_body_util::BodyExt;
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
         let name = fortilab_core::tls::server_name("127.0.0.1").unwrap();
         let tls = self.connector.connect(name, tcp).await.unwrap();
-        let (mut tx, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+                .await
+                .unwrap();
         let driver = tokio::spawn(conn);
-        let mut req = hyper::Request::builder().method(method).uri(path).header("host", self.addr.to_string());
+        let mut req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let req = req.body(http_body_util::Full::new(hyper::body::Bytes::from(body.unwrap_or_default()))).unwrap();
+        let req = req
+            .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                body.unwrap_or_default(),
+            )))
+            .unwrap();
         let resp = tx.send_request(req).await.unwrap();
         let status = resp.status().as_u16();
         let cookies = resp
@@ -119,13 +150,29 @@ impl Https {
             .filter_map(|v| v.to_str().ok())
             .map(|c| c.split(';').next().unwrap_or("").to_string())
             .collect();
-        let body = resp.into_body().collect().await.unwrap().to_bytes().to_vec();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
         driver.abort();
-        Reply { status, cookies, body }
+        Reply {
+            status,
+            cookies,
+            body,
+        }
     }
 
     async fn json(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        self.request(method, path, &[("content-type", "application/json")], body.map(|b| b.to_string())).await
+        self.request(
+            method,
+            path,
+            &[("content-type", "application/json")],
+            body.map(|b| b.to_string()),
+        )
+        .await
     }
 }
 
@@ -139,7 +186,10 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let count: usize = std::env::var("SCALE_COUNT").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let count: usize = std::env::var("SCALE_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let ka_secs = 10u64;
     let ems_bin = ems_binary();
     let dir = tempfile::tempdir().unwrap();
@@ -147,14 +197,23 @@ fn main() {
     ca.save(&dir.path().join("ca")).unwrap();
     let ca_cert = dir.path().join("ca/ca.pem");
     let ca_key = dir.path().join("ca/ca.key");
-    std::fs::write(dir.path().join("ems.toml"), format!("ka_interval = {ka_secs}\n[admin]\npassword = \"bench\"\n")).unwrap();
+    std::fs::write(
+        dir.path().join("ems.toml"),
+        format!("ka_interval = {ka_secs}\n[admin]\npassword = \"bench\"\n"),
+    )
+    .unwrap();
 
     let ems_ready = dir.path().join("ems.json");
     let mut ems = Command::new(&ems_bin)
         .args(["--config", dir.path().join("ems.toml").to_str().unwrap()])
         .args(["--data-dir", dir.path().join("ems").to_str().unwrap()])
         .args(["--ready-file", ems_ready.to_str().unwrap()])
-        .args(["--ca-cert", ca_cert.to_str().unwrap(), "--ca-key", ca_key.to_str().unwrap()])
+        .args([
+            "--ca-cert",
+            ca_cert.to_str().unwrap(),
+            "--ca-key",
+            ca_key.to_str().unwrap(),
+        ])
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .spawn()
@@ -162,28 +221,62 @@ fn main() {
     let ems_info = wait_ready(&ems_ready, &mut ems);
     let ems = Kill(ems);
     let tel = ems_info["telemetry"].as_str().unwrap().to_string();
-    let api: std::net::SocketAddr = ems_info["api"].as_str().unwrap().trim_start_matches("https://").parse().unwrap();
-    std::fs::write(dir.path().join("map.json"), json!({"services": {"10.115.1.30:8013": tel}}).to_string()).unwrap();
+    let api: std::net::SocketAddr = ems_info["api"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
+    std::fs::write(
+        dir.path().join("map.json"),
+        json!({"services": {"10.115.1.30:8013": tel}}).to_string(),
+    )
+    .unwrap();
 
     let ep_ready = dir.path().join("ep.json");
     let started = Instant::now();
     let mut ep = Command::new(std::env::current_exe().unwrap())
         .env(ROLE_ENV, "endpoint")
         .env("RUST_LOG", "warn")
-        .args(["--count", &count.to_string(), "--name-pattern", "PC-{i}", "--ip-start", "10.115.2.52"])
-        .args(["--ems", "10.115.1.30:8013", "--lab-map", dir.path().join("map.json").to_str().unwrap()])
+        .args([
+            "--count",
+            &count.to_string(),
+            "--name-pattern",
+            "PC-{i}",
+            "--ip-start",
+            "10.115.2.52",
+        ])
+        .args([
+            "--ems",
+            "10.115.1.30:8013",
+            "--lab-map",
+            dir.path().join("map.json").to_str().unwrap(),
+        ])
         .args(["--data-dir", dir.path().join("ep").to_str().unwrap()])
         .args(["--ready-file", ep_ready.to_str().unwrap()])
-        .args(["--ca-cert", ca_cert.to_str().unwrap(), "--ca-key", ca_key.to_str().unwrap()])
+        .args([
+            "--ca-cert",
+            ca_cert.to_str().unwrap(),
+            "--ca-key",
+            ca_key.to_str().unwrap(),
+        ])
         .args(["--register-spread-ms", "2000"])
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn endpoints");
     let ep_info = wait_ready(&ep_ready, &mut ep);
     let ep = Kill(ep);
-    let control: std::net::SocketAddr = ep_info["control"].as_str().unwrap().trim_start_matches("https://").parse().unwrap();
+    let control: std::net::SocketAddr = ep_info["control"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap();
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let client = Https::new(&ca, api);
     let health = |c: &Https| rt.block_on(c.json("GET", "/_lab/health", None)).json();
     loop {
@@ -191,19 +284,31 @@ fn main() {
         if h["endpoints"].as_u64().unwrap_or(0) >= count as u64 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "registration stalled: {h}");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "registration stalled: {h}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let reg_time = started.elapsed();
     println!("{count} endpoints registered {reg_time:.2?} after the endpoint process started (incl. its start-up)");
 
-    let r = rt.block_on(client.json("POST", "/api/v1/auth/signin", Some(json!({"name": "admin", "password": "bench"}))));
+    let r = rt.block_on(client.json(
+        "POST",
+        "/api/v1/auth/signin",
+        Some(json!({"name": "admin", "password": "bench"})),
+    ));
     let cookies: Vec<String> = r.cookies.clone();
-    let csrf = cookies.iter().find_map(|c| c.strip_prefix("csrftoken=")).unwrap().to_string();
+    let csrf = cookies
+        .iter()
+        .find_map(|c| c.strip_prefix("csrftoken="))
+        .unwrap()
+        .to_string();
     let cookie = cookies.join("; ");
     let referer = format!("https://{api}");
     let get = |path: &str| {
-        rt.block_on(client.request("GET", path, &[("cookie", &cookie)], None)).json()
+        rt.block_on(client.request("GET", path, &[("cookie", &cookie)], None))
+            .json()
     };
 
     // Keep-alives sustained over three periods.
@@ -215,7 +320,10 @@ fn main() {
     while t0.elapsed() < Duration::from_secs(3 * ka_secs) {
         std::thread::sleep(Duration::from_secs(2));
         let all = get(&format!("/api/v1/endpoints/index?offset=0&count={count}"));
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
         if t0.elapsed() > Duration::from_secs(ka_secs + 2) {
             for e in all["data"]["endpoints"].as_array().unwrap() {
                 worst_age = worst_age.max(now - e["last_seen"].as_i64().unwrap());
@@ -234,34 +342,59 @@ fn main() {
 
     // Quarantine one endpoint in the middle and time its delivery.
     let name = format!("PC-{}", count / 2);
-    let target = ep_info["endpoints"].as_array().unwrap().iter().find(|e| e["name"] == name.as_str()).unwrap().clone();
+    let target = ep_info["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name.as_str())
+        .unwrap()
+        .clone();
     let ip = target["ip"].as_str().unwrap();
     let q0 = Instant::now();
-    let r = rt
-        .block_on(client.request(
-            "POST",
-            "/api/v1/clients/quarantine",
-            &[("cookie", &cookie), ("x-csrftoken", &csrf), ("referer", &referer), ("content-type", "application/json")],
-            Some(json!({"addresses": [{"ip": ip}]}).to_string()),
-        ));
+    let r = rt.block_on(client.request(
+        "POST",
+        "/api/v1/clients/quarantine",
+        &[
+            ("cookie", &cookie),
+            ("x-csrftoken", &csrf),
+            ("referer", &referer),
+            ("content-type", "application/json"),
+        ],
+        Some(json!({"addresses": [{"ip": ip}]}).to_string()),
+    ));
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let ctl = Https::new(&ca, control);
     loop {
-        let st = rt.block_on(ctl.json("GET", &format!("/endpoints/{name}/_lab/status"), None)).json();
+        let st = rt
+            .block_on(ctl.json("GET", &format!("/endpoints/{name}/_lab/status"), None))
+            .json();
         if st["quarantined"] == true {
             break;
         }
-        assert!(q0.elapsed() < Duration::from_secs(3 * ka_secs), "quarantine not delivered");
+        assert!(
+            q0.elapsed() < Duration::from_secs(3 * ka_secs),
+            "quarantine not delivered"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    println!("quarantine of {name} applied on the endpoint {:.2?} after the API call (KA {ka_secs} s)", q0.elapsed());
+    println!(
+        "quarantine of {name} applied on the endpoint {:.2?} after the API call (KA {ka_secs} s)",
+        q0.elapsed()
+    );
     let (re, rp) = (rss_mb(ems.0.id()), rss_mb(ep.0.id()));
     peak_ems = peak_ems.max(re);
     peak_ep = peak_ep.max(rp);
-    println!("RSS peak: sim-ems {peak_ems:.1} MB, sim-endpoint {peak_ep:.1} MB, total {:.1} MB", peak_ems + peak_ep);
+    println!(
+        "RSS peak: sim-ems {peak_ems:.1} MB, sim-endpoint {peak_ep:.1} MB, total {:.1} MB",
+        peak_ems + peak_ep
+    );
     let t = Instant::now();
     let page = get("/api/v1/endpoints/index?offset=5000&count=100");
-    println!("endpoints/index page of 100 during the run: {:.2?} ({} total)", t.elapsed(), page["data"]["total"]);
+    println!(
+        "endpoints/index page of 100 during the run: {:.2?} ({} total)",
+        t.elapsed(),
+        page["data"]["total"]
+    );
     drop(ep);
     drop(ems);
 }

@@ -105,15 +105,21 @@ impl AgentState {
                 .put("FCTOS", "WIN64")
                 .put("FCTVER", &id.fct_version)
                 .put("FCT_SN", &id.fct_sn)
-                .put("NWIFS", format!("Ethernet0|{}|{}|0.0.0.0|", id.ip, proto::mac_dash(&id.mac)))
+                .put(
+                    "NWIFS",
+                    format!("Ethernet0|{}|{}|0.0.0.0|", id.ip, proto::mac_dash(&id.mac)),
+                )
                 .put("UTC", now_secs);
             f
         } else {
             let mut f = self.header(id, "KA", "KA");
-            f.put("HOSTNAME", &id.hostname)
-                .put("QUARANTINE_ID", self.quarantine.as_ref().map(|q| q.id).unwrap_or(0));
+            f.put("HOSTNAME", &id.hostname).put(
+                "QUARANTINE_ID",
+                self.quarantine.as_ref().map(|q| q.id).unwrap_or(0),
+            );
             if let Some((qid, code)) = &self.pending_release {
-                f.put("RELEASE_CODE", code).put("RELEASED_QUARANTINE_ID", qid);
+                f.put("RELEASE_CODE", code)
+                    .put("RELEASED_QUARANTINE_ID", qid);
             }
             f
         }
@@ -124,9 +130,15 @@ impl AgentState {
         let mut out = Vec::new();
         self.contacts += 1;
         self.last_contact_ms = Some(now_ms);
-        if let Some(ms) = reply.value("KA_INTERVAL_MS").and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(ms) = reply
+            .value("KA_INTERVAL_MS")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             self.ka_interval = Duration::from_millis(ms.max(1));
-        } else if let Some(s) = reply.value("KA_INTERVAL").and_then(|v| v.parse::<u64>().ok()) {
+        } else if let Some(s) = reply
+            .value("KA_INTERVAL")
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             self.ka_interval = Duration::from_secs(s.max(1));
         }
         if let Some(sn) = reply.value("EMS_SN").or(reply.header_value("FCTEMS")) {
@@ -151,13 +163,18 @@ impl AgentState {
             self.device_id = reply.value("DEVICE_ID").and_then(|v| v.parse().ok());
             if !self.ever_registered {
                 self.ever_registered = true;
-                out.push(Change::Registered { device_id: self.device_id });
+                out.push(Change::Registered {
+                    device_id: self.device_id,
+                });
             }
         }
         let profile = Profile {
             name: reply.value("PROFILE_NAME").unwrap_or("").to_string(),
             log_upload_enabled: reply.value("LOG_UPLOAD_ENABLED") == Some("1"),
-            log_upload_server: reply.value("LOG_UPLOAD_SERVER").filter(|s| !s.is_empty()).map(str::to_string),
+            log_upload_server: reply
+                .value("LOG_UPLOAD_SERVER")
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
         };
         if reply.value("LOG_UPLOAD_ENABLED").is_some() && profile != self.profile {
             self.profile = profile.clone();
@@ -179,23 +196,38 @@ impl AgentState {
         }
         match reply.value("ACTION").unwrap_or("NONE") {
             "QUARANTINE" => {
-                let id = reply.value("QUARANTINE_ID").and_then(|v| v.parse().ok()).unwrap_or(0);
+                let id = reply
+                    .value("QUARANTINE_ID")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
                 let q = LocalQuarantine {
                     id,
                     message: reply.value("QUARANTINE_MSG").unwrap_or("").to_string(),
-                    salt: reply.value("QUARANTINE_CODE_SALT").unwrap_or("").to_string(),
-                    hash: reply.value("QUARANTINE_CODE_HASH").unwrap_or("").to_string(),
+                    salt: reply
+                        .value("QUARANTINE_CODE_SALT")
+                        .unwrap_or("")
+                        .to_string(),
+                    hash: reply
+                        .value("QUARANTINE_CODE_HASH")
+                        .unwrap_or("")
+                        .to_string(),
                 };
                 let already = self.quarantine.as_ref().is_some_and(|c| c.id == id);
                 if !already && skip_qid != Some(id) {
-                    out.push(Change::Quarantined { id, message: q.message.clone() });
+                    out.push(Change::Quarantined {
+                        id,
+                        message: q.message.clone(),
+                    });
                     self.quarantine = Some(q);
                     self.pending_release = None;
                 }
             }
             "UNQUARANTINE" => {
                 if let Some(q) = self.quarantine.take() {
-                    out.push(Change::Released { by: "ems", id: Some(q.id) });
+                    out.push(Change::Released {
+                        by: "ems",
+                        id: Some(q.id),
+                    });
                 }
             }
             _ => {}
@@ -205,7 +237,9 @@ impl AgentState {
 
     /// The user enters an access code: checked offline against the verifier.
     pub fn enter_code(&mut self, code: &str) -> Result<u64, &'static str> {
-        let Some(q) = &self.quarantine else { return Err("endpoint is not quarantined") };
+        let Some(q) = &self.quarantine else {
+            return Err("endpoint is not quarantined");
+        };
         if q.salt.is_empty() || !code_matches(&q.salt, &q.hash, code) {
             return Err("wrong access code");
         }
@@ -221,12 +255,17 @@ mod tests {
     use super::*;
 
     fn ident() -> Identity {
-        crate::identity::identities(1, "PC-{n}", "alice", "10.115.2.52".parse().unwrap(), 1).unwrap().remove(0)
+        crate::identity::identities(1, "PC-{n}", "alice", "10.115.2.52".parse().unwrap(), 1)
+            .unwrap()
+            .remove(0)
     }
 
     fn reply(pairs: &[(&str, &str)]) -> Frame {
         let mut f = Frame::new("FCTEMS", "FCTEMS0000000001", "REPLY", "OK");
-        f.put("STATUS", "OK").put("KA_INTERVAL", 1).put("KA_INTERVAL_MS", 200).put("DEVICE_ID", 7);
+        f.put("STATUS", "OK")
+            .put("KA_INTERVAL", 1)
+            .put("KA_INTERVAL_MS", 200)
+            .put("DEVICE_ID", 7);
         for (k, v) in pairs {
             f.put(k, v);
         }
@@ -249,20 +288,45 @@ mod tests {
         assert_eq!(r.verb, "REGISTER");
         assert_eq!(r.value("HOSTNAME"), Some("PC-52"));
         assert_eq!(r.header_value("EC_QUARANTINED"), Some("0"));
-        let ch = st.apply(&r, &reply(&[("ACTION", "NONE"), ("LOG_UPLOAD_ENABLED", "1"), ("LOG_UPLOAD_SERVER", "10.115.1.20:514")]), 1);
+        let ch = st.apply(
+            &r,
+            &reply(&[
+                ("ACTION", "NONE"),
+                ("LOG_UPLOAD_ENABLED", "1"),
+                ("LOG_UPLOAD_SERVER", "10.115.1.20:514"),
+            ]),
+            1,
+        );
         assert!(ch.contains(&Change::Registered { device_id: Some(7) }));
         assert_eq!(st.ka_interval, Duration::from_millis(200));
-        assert_eq!(st.profile.log_upload_server.as_deref(), Some("10.115.1.20:514"));
+        assert_eq!(
+            st.profile.log_upload_server.as_deref(),
+            Some("10.115.1.20:514")
+        );
         let ka = st.next_request(&id, 1);
         assert_eq!(ka.verb, "KA");
 
         let (salt, hash) = verifier("ABCD2345");
-        let q = reply(&[("ACTION", "QUARANTINE"), ("QUARANTINE_ID", "3"), ("QUARANTINE_MSG", "m"),
-                        ("QUARANTINE_CODE_SALT", &salt), ("QUARANTINE_CODE_HASH", &hash)]);
+        let q = reply(&[
+            ("ACTION", "QUARANTINE"),
+            ("QUARANTINE_ID", "3"),
+            ("QUARANTINE_MSG", "m"),
+            ("QUARANTINE_CODE_SALT", &salt),
+            ("QUARANTINE_CODE_HASH", &hash),
+        ]);
         let ch = st.apply(&ka, &q, 2);
-        assert_eq!(ch, vec![Change::Quarantined { id: 3, message: "m".into() }]);
+        assert_eq!(
+            ch,
+            vec![Change::Quarantined {
+                id: 3,
+                message: "m".into()
+            }]
+        );
         assert!(st.apply(&ka, &q, 3).is_empty(), "idempotent");
-        assert_eq!(st.next_request(&id, 3).header_value("EC_QUARANTINED"), Some("1"));
+        assert_eq!(
+            st.next_request(&id, 3).header_value("EC_QUARANTINED"),
+            Some("1")
+        );
 
         assert_eq!(st.enter_code("WRONG"), Err("wrong access code"));
         assert!(st.is_quarantined());
@@ -275,10 +339,17 @@ mod tests {
         let ka = st.next_request(&id, 6);
         assert_eq!(ka.value("RELEASE_CODE"), Some("ABCD2345"));
         assert_eq!(ka.header_value("EC_QUARANTINED"), Some("0"));
-        let ch = st.apply(&ka, &reply(&[("ACTION", "NONE"), ("CODE_RESULT", "ACCEPTED")]), 7);
+        let ch = st.apply(
+            &ka,
+            &reply(&[("ACTION", "NONE"), ("CODE_RESULT", "ACCEPTED")]),
+            7,
+        );
         assert!(ch.contains(&Change::CodeConfirmed { accepted: true }));
         assert!(st.next_request(&id, 8).value("RELEASE_CODE").is_none());
-        assert_eq!(st.enter_code("ABCD2345"), Err("endpoint is not quarantined"));
+        assert_eq!(
+            st.enter_code("ABCD2345"),
+            Err("endpoint is not quarantined")
+        );
     }
 
     #[test]
@@ -286,13 +357,26 @@ mod tests {
         let id = ident();
         let mut st = AgentState::new(Duration::from_secs(60));
         let r = st.next_request(&id, 0);
-        st.apply(&r, &reply(&[("ACTION", "QUARANTINE"), ("QUARANTINE_ID", "1")]), 0);
+        st.apply(
+            &r,
+            &reply(&[("ACTION", "QUARANTINE"), ("QUARANTINE_ID", "1")]),
+            0,
+        );
         assert!(st.is_quarantined());
         let ka = st.next_request(&id, 0);
         let ch = st.apply(&ka, &reply(&[("ACTION", "UNQUARANTINE")]), 0);
-        assert_eq!(ch, vec![Change::Released { by: "ems", id: Some(1) }]);
+        assert_eq!(
+            ch,
+            vec![Change::Released {
+                by: "ems",
+                id: Some(1)
+            }]
+        );
         let mut err = Frame::new("FCTEMS", "X", "REPLY", "ERROR");
-        err.put("STATUS", "ERROR").put("ERROR_CODE", "NOT_REGISTERED").put("MESSAGE", "register").put("ACTION", "REGISTER");
+        err.put("STATUS", "ERROR")
+            .put("ERROR_CODE", "NOT_REGISTERED")
+            .put("MESSAGE", "register")
+            .put("ACTION", "REGISTER");
         let ch = st.apply(&ka, &err, 0);
         assert!(matches!(ch[0], Change::MustRegister { .. }));
         assert_eq!(st.next_request(&id, 0).verb, "REGISTER");

@@ -70,12 +70,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let ca = args.common.lab_ca(&data_dir)?;
     let lab_map = args.common.lab_map()?;
     let clock = args.common.clock();
-    let spread = args.register_spread_ms.unwrap_or(if args.count > 1 { 1000 } else { 0 });
+    let spread = args
+        .register_spread_ms
+        .unwrap_or(if args.count > 1 { 1000 } else { 0 });
     let cfg = EndpointConfig {
         identities,
         ems: args.ems,
         proxy: args.proxy,
-        default_ka: args.common.timing.delay(Duration::from_secs(60), Duration::from_millis(200)),
+        default_ka: args
+            .common
+            .timing
+            .delay(Duration::from_secs(60), Duration::from_millis(200)),
         register_spread: Duration::from_millis(spread),
         data_dir,
         seed: args.common.seed,

@@ -43,7 +43,9 @@ pub struct UplinkEnv {
 impl Uplink {
     /// Starts (or re-points) the uplink to `server` (lab `IP:PORT`).
     pub fn ensure(&self, env: &UplinkEnv, id: &Identity, server: &str) -> Result<(), String> {
-        let lab: SocketAddr = server.parse().map_err(|_| format!("bad FortiAnalyzer address {server:?}"))?;
+        let lab: SocketAddr = server
+            .parse()
+            .map_err(|_| format!("bad FortiAnalyzer address {server:?}"))?;
         let real = env.lab_map.resolve(lab);
         let server_name = lab.ip().to_string();
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -56,7 +58,8 @@ impl Uplink {
             return Ok(());
         }
         let cert = env.ca.issue(&id.fctuid, &[]).map_err(|e| e.to_string())?;
-        let tls = fortilab_core::tls::client_config(&env.ca, Some(&cert)).map_err(|e| e.to_string())?;
+        let tls =
+            fortilab_core::tls::client_config(&env.ca, Some(&cert)).map_err(|e| e.to_string())?;
         let cfg = SenderConfig {
             server: real,
             server_name,
@@ -75,7 +78,8 @@ impl Uplink {
             clock: env.clock,
             reconnect_delay: Duration::from_millis(500),
         };
-        let (sender, mut notes) = LogSender::start(cfg, env.shutdown.clone()).map_err(|e| e.to_string())?;
+        let (sender, mut notes) =
+            LogSender::start(cfg, env.shutdown.clone()).map_err(|e| e.to_string())?;
         // FortiClient has no use for FortiAnalyzer notifications; drain them.
         tokio::spawn(async move { while notes.recv().await.is_some() {} });
         *g = Some((server.to_string(), sender));
@@ -84,7 +88,12 @@ impl Uplink {
 
     /// Queues a line if the uplink runs; returns whether it was queued.
     pub fn send(&self, line: String) -> bool {
-        match self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        match self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             Some((_, s)) => {
                 s.send(line);
                 true
@@ -95,7 +104,12 @@ impl Uplink {
 
     /// Figures for `/_lab/status`.
     pub fn status(&self) -> Value {
-        match self.inner.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        match self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             Some((server, s)) => {
                 let st = s.stats();
                 json!({"server": server, "connected": st.connected, "registration": st.registration,

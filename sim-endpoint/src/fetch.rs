@@ -38,7 +38,14 @@ pub struct FetchResult {
 
 impl FetchResult {
     pub fn failed(error: impl Into<String>) -> Self {
-        FetchResult { ok: false, status: None, blocked_by: None, bytes: 0, sha256: None, error: Some(error.into()) }
+        FetchResult {
+            ok: false,
+            status: None,
+            blocked_by: None,
+            bytes: 0,
+            sha256: None,
+            error: Some(error.into()),
+        }
     }
 
     pub fn quarantined() -> Self {
@@ -54,7 +61,8 @@ impl FetchResult {
 
     /// Classifies a response.
     pub fn from_response(status: u16, blocked_header: Option<&str>, body: &[u8]) -> Self {
-        let blocked = status == 403 && blocked_header.is_some_and(|v| v.trim().eq_ignore_ascii_case("fortigate"));
+        let blocked = status == 403
+            && blocked_header.is_some_and(|v| v.trim().eq_ignore_ascii_case("fortigate"));
         FetchResult {
             ok: !blocked && (200..400).contains(&status),
             status: Some(status),
@@ -105,18 +113,30 @@ impl Url {
             (h.to_string(), port)
         } else {
             match authority.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), p.parse().map_err(|_| format!("bad port {p:?}"))?),
+                Some((h, p)) => (
+                    h.to_string(),
+                    p.parse().map_err(|_| format!("bad port {p:?}"))?,
+                ),
                 None => (authority.to_string(), default),
             }
         };
         if host.is_empty() || host.contains(|c: char| c.is_whitespace() || c.is_control()) {
             return Err(format!("bad host in {s:?}"));
         }
-        Ok(Url { https, host: host.to_ascii_lowercase(), port, path })
+        Ok(Url {
+            https,
+            host: host.to_ascii_lowercase(),
+            port,
+            path,
+        })
     }
 
     pub fn authority(&self) -> String {
-        let h = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        let h = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
         if (self.https && self.port == 443) || (!self.https && self.port == 80) {
             h
         } else {
@@ -125,7 +145,12 @@ impl Url {
     }
 
     pub fn absolute(&self) -> String {
-        format!("{}://{}{}", if self.https { "https" } else { "http" }, self.authority(), self.path)
+        format!(
+            "{}://{}{}",
+            if self.https { "https" } else { "http" },
+            self.authority(),
+            self.path
+        )
     }
 }
 
@@ -141,7 +166,12 @@ pub struct ProxyRoute {
 }
 
 /// Fetches `url` through the proxy as the endpoint with lab address `src_ip`.
-pub async fn fetch(route: &ProxyRoute, src_ip: std::net::IpAddr, url: &Url, user_agent: &str) -> FetchResult {
+pub async fn fetch(
+    route: &ProxyRoute,
+    src_ip: std::net::IpAddr,
+    url: &Url,
+    user_agent: &str,
+) -> FetchResult {
     match tokio::time::timeout(FETCH_TIMEOUT, fetch_inner(route, src_ip, url, user_agent)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => FetchResult::failed(e),
@@ -149,14 +179,24 @@ pub async fn fetch(route: &ProxyRoute, src_ip: std::net::IpAddr, url: &Url, user
     }
 }
 
-async fn fetch_inner(route: &ProxyRoute, src_ip: std::net::IpAddr, url: &Url, ua: &str) -> Result<FetchResult, String> {
+async fn fetch_inner(
+    route: &ProxyRoute,
+    src_ip: std::net::IpAddr,
+    url: &Url,
+    ua: &str,
+) -> Result<FetchResult, String> {
     let mut tcp = TcpStream::connect(route.real)
         .await
         .map_err(|e| format!("cannot reach the proxy {} ({}): {e}", route.lab, route.real))?;
     let _ = tcp.set_nodelay(true);
     let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
-    let hdr = fortilab_core::proxy::ProxyHeader { src: SocketAddr::new(src_ip, local_port), dst: route.lab };
-    tcp.write_all(&fortilab_core::proxy::encode_v2(&hdr)).await.map_err(|e| e.to_string())?;
+    let hdr = fortilab_core::proxy::ProxyHeader {
+        src: SocketAddr::new(src_ip, local_port),
+        dst: route.lab,
+    };
+    tcp.write_all(&fortilab_core::proxy::encode_v2(&hdr))
+        .await
+        .map_err(|e| e.to_string())?;
     if !url.https {
         let req = hyper::Request::builder()
             .method("GET")
@@ -169,20 +209,41 @@ async fn fetch_inner(route: &ProxyRoute, src_ip: std::net::IpAddr, url: &Url, ua
         return send(tcp, req).await;
     }
     // CONNECT, then TLS to the site through the tunnel.
-    let target = format!("{}:{}", if url.host.contains(':') { format!("[{}]", url.host) } else { url.host.clone() }, url.port);
-    let connect = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {ua}\r\n\r\n");
-    tcp.write_all(connect.as_bytes()).await.map_err(|e| e.to_string())?;
+    let target = format!(
+        "{}:{}",
+        if url.host.contains(':') {
+            format!("[{}]", url.host)
+        } else {
+            url.host.clone()
+        },
+        url.port
+    );
+    let connect =
+        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {ua}\r\n\r\n");
+    tcp.write_all(connect.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
     let (status, headers, rest) = read_head(&mut tcp).await?;
     if status != 200 {
         // The proxy refused the tunnel (block page or error): read what it sent.
-        let blocked = headers.iter().find(|(k, _)| k == BLOCK_HEADER).map(|(_, v)| v.as_str());
+        let blocked = headers
+            .iter()
+            .find(|(k, _)| k == BLOCK_HEADER)
+            .map(|(_, v)| v.as_str());
         let mut body = rest;
-        let _ = tokio::time::timeout(Duration::from_secs(2), read_to_end_limited(&mut tcp, &mut body)).await;
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            read_to_end_limited(&mut tcp, &mut body),
+        )
+        .await;
         return Ok(FetchResult::from_response(status, blocked, &body));
     }
     let connector = tokio_rustls::TlsConnector::from(route.tls.clone());
     let name = fortilab_core::tls::server_name(&url.host).map_err(|e| e.to_string())?;
-    let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS to {}: {e}", url.host))?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS to {}: {e}", url.host))?;
     let req = hyper::Request::builder()
         .method("GET")
         .uri(url.path.clone())
@@ -198,23 +259,37 @@ async fn send<S>(io: S, req: hyper::Request<Empty<Bytes>>) -> Result<FetchResult
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(TokioIo::new(io)).await.map_err(|e| e.to_string())?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| e.to_string())?;
     let driver = tokio::spawn(conn);
-    let resp = sender.send_request(req).await.map_err(|e| format!("proxy answer: {e}"))?;
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| format!("proxy answer: {e}"))?;
     let status = resp.status().as_u16();
-    let blocked = resp.headers().get(BLOCK_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let blocked = resp
+        .headers()
+        .get(BLOCK_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = Limited::new(resp.into_body(), MAX_BODY)
         .collect()
         .await
         .map_err(|e| format!("reading the body: {e}"))?
         .to_bytes();
     driver.abort();
-    Ok(FetchResult::from_response(status, blocked.as_deref(), &body))
+    Ok(FetchResult::from_response(
+        status,
+        blocked.as_deref(),
+        &body,
+    ))
 }
 
 /// Reads an HTTP response head; returns (status, lower-case headers, bytes after the head).
-async fn read_head<R: AsyncRead + Unpin>(r: &mut R) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
+async fn read_head<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 2048];
     loop {
@@ -262,10 +337,16 @@ mod tests {
     #[test]
     fn urls() {
         let u = Url::parse("http://www.eicar.org/download/eicar.com").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (false, "www.eicar.org", 80, "/download/eicar.com"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (false, "www.eicar.org", 80, "/download/eicar.com")
+        );
         assert_eq!(u.absolute(), "http://www.eicar.org/download/eicar.com");
         let u = Url::parse("https://Example.com:8443?q=1#frag").unwrap();
-        assert_eq!((u.https, u.host.as_str(), u.port, u.path.as_str()), (true, "example.com", 8443, "/?q=1"));
+        assert_eq!(
+            (u.https, u.host.as_str(), u.port, u.path.as_str()),
+            (true, "example.com", 8443, "/?q=1")
+        );
         assert_eq!(u.authority(), "example.com:8443");
         assert_eq!(Url::parse("http://195.22.28.198").unwrap().path, "/");
         assert!(Url::parse("ftp://x").is_err());
@@ -282,7 +363,10 @@ mod tests {
         assert_eq!(r.blocked_by, None);
         let r = FetchResult::from_response(200, None, b"abc");
         assert!(r.ok);
-        assert_eq!(r.sha256.as_deref(), Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
+        assert_eq!(
+            r.sha256.as_deref(),
+            Some("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+        );
         assert_eq!(FetchResult::quarantined().blocked_by, Some("quarantine"));
     }
 
@@ -292,7 +376,10 @@ mod tests {
         let real = l.local_addr().unwrap();
         let server = tokio::spawn(async move {
             let (mut s, _) = l.accept().await.unwrap();
-            let hdr = fortilab_core::proxy::read_header(&mut s, Duration::from_secs(2)).await.unwrap().unwrap();
+            let hdr = fortilab_core::proxy::read_header(&mut s, Duration::from_secs(2))
+                .await
+                .unwrap()
+                .unwrap();
             let (line, _) = {
                 let mut buf = Vec::new();
                 let mut c = [0u8; 1024];
@@ -303,7 +390,9 @@ mod tests {
                 let t = String::from_utf8(buf).unwrap();
                 (t.lines().next().unwrap().to_string(), t)
             };
-            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc").await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc")
+                .await
+                .unwrap();
             (hdr, line)
         });
         let ca = fortilab_core::LabCa::generate("t").unwrap();

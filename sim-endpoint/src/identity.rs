@@ -32,7 +32,9 @@ pub const DEFAULT_OS: &str = "Microsoft Windows 10 Professional Edition, 64-bit 
 pub const DEFAULT_FCT_VERSION: &str = "6.4.3.1608";
 
 fn expand(pattern: &str, n: u8, i: usize) -> String {
-    pattern.replace("{n}", &n.to_string()).replace("{i}", &i.to_string())
+    pattern
+        .replace("{n}", &n.to_string())
+        .replace("{i}", &i.to_string())
 }
 
 /// Builds `count` identities.
@@ -51,7 +53,9 @@ pub fn identities(
     let mut ip = u32::from(ip_start);
     for i in 1..=count {
         while matches!(ip & 0xff, 0 | 255) {
-            ip = ip.checked_add(1).ok_or("--ip-start: address range exhausted")?;
+            ip = ip
+                .checked_add(1)
+                .ok_or("--ip-start: address range exhausted")?;
         }
         let addr = Ipv4Addr::from(ip);
         let n = addr.octets()[3];
@@ -105,6 +109,11 @@ mod tests {
         let ips: Vec<String> = a.iter().map(|x| x.ip.to_string()).collect();
         assert_eq!(ips, ["10.0.0.254", "10.0.1.1", "10.0.1.2"]);
         assert!(identities(300, "PC-{n}", "u", "10.0.0.1".parse().unwrap(), 1).is_err());
-        assert_eq!(identities(10_000, "PC-{i}", "u", "10.115.2.52".parse().unwrap(), 1).unwrap().len(), 10_000);
+        assert_eq!(
+            identities(10_000, "PC-{i}", "u", "10.115.2.52".parse().unwrap(), 1)
+                .unwrap()
+                .len(),
+            10_000
+        );
     }
 }

@@ -15,6 +15,9 @@
 //! Lab surface (one HTTPS listener): `/_lab/health`, `/_lab/events` and per endpoint
 //! `/endpoints/<name>/_lab/{fetch,access-code,status}`.
 
+// Handlers return an axum `Response` as their error: it is what they answer with.
+#![allow(clippy::result_large_err)]
+
 pub mod agent;
 pub mod cli;
 pub mod faz;
@@ -102,7 +105,9 @@ pub struct Shared {
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("endpoints", &self.endpoints.len()).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("endpoints", &self.endpoints.len())
+            .finish_non_exhaustive()
     }
 }
 
@@ -140,7 +145,11 @@ pub async fn start(
     let client_tls = fortilab_core::tls::client_config(&ca, None)?;
     let ems_real = lab_map.resolve(cfg.ems);
     let ems_name = fortilab_core::tls::server_name(&cfg.ems.ip().to_string())?;
-    let proxy = cfg.proxy.map(|lab| fetch::ProxyRoute { lab, real: lab_map.resolve(lab), tls: client_tls.clone() });
+    let proxy = cfg.proxy.map(|lab| fetch::ProxyRoute {
+        lab,
+        real: lab_map.resolve(lab),
+        tls: client_tls.clone(),
+    });
     let endpoints: Vec<Arc<Endpoint>> = cfg
         .identities
         .iter()
@@ -153,7 +162,11 @@ pub async fn start(
             })
         })
         .collect();
-    let by_name = endpoints.iter().enumerate().map(|(i, e)| (e.id.name.clone(), i)).collect();
+    let by_name = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (e.id.name.clone(), i))
+        .collect();
     let uplink_env = faz::UplinkEnv {
         ca: ca.clone(),
         lab_map: lab_map.clone(),
@@ -192,39 +205,65 @@ pub async fn start(
     let mut jitter = fortilab_core::rng::stream(shared.cfg.seed, "endpoint/jitter");
     let spread = shared.cfg.register_spread;
     for idx in 0..shared.endpoints.len() {
-        let delay = if spread.is_zero() { Duration::ZERO } else { spread.mul_f64(jitter.gen::<f64>()) };
+        let delay = if spread.is_zero() {
+            Duration::ZERO
+        } else {
+            spread.mul_f64(jitter.gen::<f64>())
+        };
         let sh = shared.clone();
         let sd = shutdown.clone();
         tasks.spawn(async move { run_endpoint(sh, idx, delay, sd).await });
     }
     tracing::info!(%control_addr, endpoints = shared.endpoints.len(), ems = %shared.cfg.ems, "endpoints started");
-    Ok(Running { control_addr, shared, tasks })
+    Ok(Running {
+        control_addr,
+        shared,
+        tasks,
+    })
 }
 
 /// One telemetry exchange: connect, TLS, send, read the reply, close.
 pub async fn exchange(shared: &Shared, frame: &proto::Frame) -> Result<proto::Frame, String> {
-    let _permit = shared.sem.acquire().await.map_err(|_| "shutting down".to_string())?;
+    let _permit = shared
+        .sem
+        .acquire()
+        .await
+        .map_err(|_| "shutting down".to_string())?;
     let fut = async {
-        let tcp = TcpStream::connect(shared.ems_real)
-            .await
-            .map_err(|e| format!("EMS {} ({}) unreachable: {e}", shared.cfg.ems, shared.ems_real))?;
+        let tcp = TcpStream::connect(shared.ems_real).await.map_err(|e| {
+            format!(
+                "EMS {} ({}) unreachable: {e}",
+                shared.cfg.ems, shared.ems_real
+            )
+        })?;
         let _ = tcp.set_nodelay(true);
         let mut tls = shared
             .telemetry_tls
             .connect(shared.ems_name.clone(), tcp)
             .await
             .map_err(|e| format!("TLS to EMS: {e}"))?;
-        proto::write_frame(&mut tls, frame).await.map_err(|e| e.to_string())?;
+        proto::write_frame(&mut tls, frame)
+            .await
+            .map_err(|e| e.to_string())?;
         let mut buf = Vec::new();
-        let reply = proto::read_frame(&mut tls, &mut buf).await.map_err(|e| format!("EMS reply: {e}"))?;
+        let reply = proto::read_frame(&mut tls, &mut buf)
+            .await
+            .map_err(|e| format!("EMS reply: {e}"))?;
         use tokio::io::AsyncWriteExt;
         let _ = tls.shutdown().await;
         Ok(reply)
     };
-    tokio::time::timeout(EXCHANGE_TIMEOUT, fut).await.map_err(|_| "EMS exchange timed out".to_string())?
+    tokio::time::timeout(EXCHANGE_TIMEOUT, fut)
+        .await
+        .map_err(|_| "EMS exchange timed out".to_string())?
 }
 
-async fn run_endpoint(shared: Arc<Shared>, idx: usize, delay: Duration, shutdown: CancellationToken) {
+async fn run_endpoint(
+    shared: Arc<Shared>,
+    idx: usize,
+    delay: Duration,
+    shutdown: CancellationToken,
+) {
     let ep = shared.endpoints[idx].clone();
     tokio::select! {
         _ = shutdown.cancelled() => return,
@@ -289,7 +328,12 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
                 "endpoint.quarantined",
                 json!({"endpoint": id.name, "fctuid": id.fctuid, "ip": id.ip.to_string(), "quarantine_id": qid, "message": message}),
             );
-            ep.uplink.send(logs::event_log(&shared.clock, id, &ems_sn(ep), "Endpoint quarantined by EMS"));
+            ep.uplink.send(logs::event_log(
+                &shared.clock,
+                id,
+                &ems_sn(ep),
+                "Endpoint quarantined by EMS",
+            ));
         }
         Change::Released { by, id: qid } => {
             shared.bus.emit_as(
@@ -297,10 +341,19 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
                 "endpoint.released",
                 json!({"endpoint": id.name, "fctuid": id.fctuid, "ip": id.ip.to_string(), "quarantine_id": qid, "by": by}),
             );
-            ep.uplink.send(logs::event_log(&shared.clock, id, &ems_sn(ep), "Endpoint released from quarantine by EMS"));
+            ep.uplink.send(logs::event_log(
+                &shared.clock,
+                id,
+                &ems_sn(ep),
+                "Endpoint released from quarantine by EMS",
+            ));
         }
         Change::CodeConfirmed { accepted } => {
-            shared.bus.emit_as(&id.name, "endpoint.code_reported", json!({"endpoint": id.name, "accepted": accepted}));
+            shared.bus.emit_as(
+                &id.name,
+                "endpoint.code_reported",
+                json!({"endpoint": id.name, "accepted": accepted}),
+            );
         }
         Change::MustRegister { message } => {
             tracing::info!(endpoint = %id.name, %message, "EMS asks to register again");
@@ -325,7 +378,10 @@ type Sh = State<Arc<Shared>>;
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/_lab/health", get(health))
-        .route("/_lab/events", get(fortilab_core::events::sse_handler).with_state(shared.bus.clone()))
+        .route(
+            "/_lab/events",
+            get(fortilab_core::events::sse_handler).with_state(shared.bus.clone()),
+        )
         .route("/endpoints/{name}/_lab/fetch", post(fetch_h))
         .route("/endpoints/{name}/_lab/access-code", post(access_code))
         .route("/endpoints/{name}/_lab/status", get(status))
@@ -333,13 +389,24 @@ fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn find(sh: &Shared, name: &str) -> Result<Arc<Endpoint>, Response> {
-    sh.by_name.get(name).map(|i| sh.endpoints[*i].clone()).ok_or_else(|| {
-        (StatusCode::NOT_FOUND, Json(json!({"ok": false, "error": format!("no endpoint named {name:?}")}))).into_response()
-    })
+    sh.by_name
+        .get(name)
+        .map(|i| sh.endpoints[*i].clone())
+        .ok_or_else(|| {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"ok": false, "error": format!("no endpoint named {name:?}")})),
+            )
+                .into_response()
+        })
 }
 
 fn bad(msg: impl Into<String>) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({"ok": false, "error": msg.into()}))).into_response()
+    (
+        StatusCode::BAD_REQUEST,
+        Json(json!({"ok": false, "error": msg.into()})),
+    )
+        .into_response()
 }
 
 fn parse_body(body: &[u8]) -> Result<Value, Response> {
@@ -441,13 +508,28 @@ async fn access_code(State(sh): Sh, Path(name): Path<String>, body: axum::body::
                 json!({"endpoint": ep.id.name, "fctuid": ep.id.fctuid, "ip": ep.id.ip.to_string(),
                        "quarantine_id": qid, "by": "access-code"}),
             );
-            ep.uplink.send(logs::event_log(&sh.clock, &ep.id, &ems_sn(&ep), "Endpoint released from quarantine with the access code"));
+            ep.uplink.send(logs::event_log(
+                &sh.clock,
+                &ep.id,
+                &ems_sn(&ep),
+                "Endpoint released from quarantine with the access code",
+            ));
             Json(json!({"ok": true, "released": true, "quarantine_id": qid})).into_response()
         }
         Err(e) => {
             let quarantined = ep.lock().is_quarantined();
-            let status = if quarantined { StatusCode::FORBIDDEN } else { StatusCode::CONFLICT };
-            (status, Json(json!({"ok": false, "released": false, "quarantined": quarantined, "error": e}))).into_response()
+            let status = if quarantined {
+                StatusCode::FORBIDDEN
+            } else {
+                StatusCode::CONFLICT
+            };
+            (
+                status,
+                Json(
+                    json!({"ok": false, "released": false, "quarantined": quarantined, "error": e}),
+                ),
+            )
+                .into_response()
         }
     }
 }

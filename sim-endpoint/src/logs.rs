@@ -39,7 +39,13 @@ fn header(clock: &LabClock, id: &Identity, ty: &str, subtype: &str, level: &str)
 }
 
 /// The traffic and web-filter records of one fetch [P].
-pub fn fetch_logs(clock: &LabClock, id: &Identity, ems_sn: &str, url: &Url, res: &FetchResult) -> Vec<String> {
+pub fn fetch_logs(
+    clock: &LabClock,
+    id: &Identity,
+    ems_sn: &str,
+    url: &Url,
+    res: &FetchResult,
+) -> Vec<String> {
     let action = match res.blocked_by {
         Some("quarantine") => "blocked",
         Some(_) => "blocked",
@@ -55,11 +61,28 @@ pub fn fetch_logs(clock: &LabClock, id: &Identity, ems_sn: &str, url: &Url, res:
         .int("proto", 6)
         .str("service", if url.https { "HTTPS" } else { "HTTP" })
         .str("direction", "outbound")
-        .str("action", if action == "passthrough" { "accept" } else { "deny" })
+        .str(
+            "action",
+            if action == "passthrough" {
+                "accept"
+            } else {
+                "deny"
+            },
+        )
         .int("rcvdbyte", res.bytes as i64)
         .str("utmevent", "webfilter")
         .str("utmaction", action);
-    let mut web = header(clock, id, "securityevent", "webfilter", if action == "blocked" { "warning" } else { "info" });
+    let mut web = header(
+        clock,
+        id,
+        "securityevent",
+        "webfilter",
+        if action == "blocked" {
+            "warning"
+        } else {
+            "info"
+        },
+    );
     web.str("emsserial", ems_sn)
         .ip("srcip", id.ip.into())
         .str("hostname_dst", &url.host)
@@ -85,14 +108,20 @@ mod tests {
 
     #[test]
     fn records_parse_back_and_carry_identity() {
-        let id = crate::identity::identities(1, "PC-{n}", "alice", "10.115.2.52".parse().unwrap(), 1).unwrap().remove(0);
+        let id =
+            crate::identity::identities(1, "PC-{n}", "alice", "10.115.2.52".parse().unwrap(), 1)
+                .unwrap()
+                .remove(0);
         let clock = LabClock::real();
         let url = Url::parse("http://www.eicar.org/download/eicar.com").unwrap();
         let res = FetchResult::from_response(200, None, b"x");
         let lines = fetch_logs(&clock, &id, "FCTEMS0000000001", &url, &res);
         assert_eq!(lines.len(), 2);
         let web = LogRecord::parse(&lines[1]).unwrap();
-        assert_eq!(web.text("url").as_deref(), Some("http://www.eicar.org/download/eicar.com"));
+        assert_eq!(
+            web.text("url").as_deref(),
+            Some("http://www.eicar.org/download/eicar.com")
+        );
         assert_eq!(web.text("uid").as_deref(), Some(id.fctuid.as_str()));
         assert_eq!(web.text("srcip").as_deref(), Some("10.115.2.52"));
         let ev = LogRecord::parse(&event_log(&clock, &id, "S", "quarantined")).unwrap();
