@@ -607,6 +607,8 @@ async fn dispatch(State(api): State<Api>, req: Request) -> Response {
         .and_then(|v| v.parse::<usize>().ok())
     {
         if len > MAX_BODY {
+            // Read (and drop) what the client sends so it sees the 413 rather than a reset.
+            let _ = axum::body::to_bytes(req.into_body(), 16 * MAX_BODY).await;
             return bare_error(&api, &method, 413);
         }
     }

@@ -91,8 +91,7 @@ pub fn lex(text: &str) -> Result<Lexed, LexError> {
         }
     }
 
-    loop {
-        let Some(&c) = chars.peek() else { break };
+    while let Some(&c) = chars.peek() {
         match c {
             '\n' => {
                 next!();
