@@ -57,11 +57,19 @@ async fn jsonrpc_handler(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
         .map(|s| s.trim().to_string());
-    let caller = Caller { token: bearer.or(q.access_token), peer: conn.peer.to_string() };
+    let caller = Caller {
+        token: bearer.or(q.access_token),
+        peer: conn.peer.to_string(),
+    };
     let app2 = app.clone();
-    let res = tokio::task::spawn_blocking(move || jsonrpc::handle(&app2.faz, &app2.api, &body, &caller)).await;
+    let res =
+        tokio::task::spawn_blocking(move || jsonrpc::handle(&app2.faz, &app2.api, &body, &caller))
+            .await;
     match res {
         Ok(v) => json_response(StatusCode::OK, &v),
         Err(e) => {
@@ -76,15 +84,27 @@ async fn jsonrpc_handler(
 }
 
 fn json_response(status: StatusCode, v: &Value) -> Response {
-    (status, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
 }
 
 async fn method_not_allowed() -> Response {
-    (StatusCode::METHOD_NOT_ALLOWED, [(header::ALLOW, "POST")], "use POST /jsonrpc\n").into_response()
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::ALLOW, "POST")],
+        "use POST /jsonrpc\n",
+    )
+        .into_response()
 }
 
 async fn health(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!({"ok": true, "device": app.faz.bus.device(), "serial": app.faz.id.serial, "kind": "fortianalyzer"}))
+    Json(
+        json!({"ok": true, "device": app.faz.bus.device(), "serial": app.faz.id.serial, "kind": "fortianalyzer"}),
+    )
 }
 
 async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
@@ -138,15 +158,26 @@ async fn auto_set(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => {
             app.faz.counters.bad_json.fetch_add(1, Ordering::Relaxed);
-            return json_response(StatusCode::BAD_REQUEST, &json!({"error": format!("bad JSON: {e}")}));
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": format!("bad JSON: {e}")}),
+            );
         }
     };
     let Some(on) = v.get("enabled").and_then(|b| b.as_bool()) else {
-        app.faz.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return json_response(StatusCode::BAD_REQUEST, &json!({"error": "expected {\"enabled\": bool}"}));
+        app.faz
+            .counters
+            .bad_requests
+            .fetch_add(1, Ordering::Relaxed);
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "expected {\"enabled\": bool}"}),
+        );
     };
     app.faz.auto_authorize.store(on, Ordering::Relaxed);
-    app.faz.bus.emit("lab.auto_authorize", json!({"enabled": on}));
+    app.faz
+        .bus
+        .emit("lab.auto_authorize", json!({"enabled": on}));
     if on {
         // Authorize every device waiting now.
         let waiting: Vec<String> = app
@@ -180,8 +211,14 @@ async fn seq_stats(State(app): State<Arc<App>>, Path(serial): Path<String>) -> R
     .await;
     match r {
         Ok(Ok(v)) => json_response(StatusCode::OK, &v),
-        Ok(Err(e)) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e.to_string()})),
-        Err(_) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": "panicked"})),
+        Ok(Err(e)) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": e.to_string()}),
+        ),
+        Err(_) => json_response(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({"error": "panicked"}),
+        ),
     }
 }
 
@@ -194,23 +231,42 @@ async fn ioc_cycle(State(app): State<Arc<App>>) -> Json<Value> {
 async fn tidb_info(State(app): State<Arc<App>>) -> Json<Value> {
     let eng = app.faz.ioc.lock().unwrap_or_else(|e| e.into_inner());
     let (bi, bd, bu, su) = eng.tidb.counts();
-    Json(json!({"version": eng.tidb.version, "load_time": app.faz.display_time(eng.tidb.loaded_at),
-                "black_ip": bi, "black_domain": bd, "black_url": bu, "suspicious_url": su}))
+    Json(
+        json!({"version": eng.tidb.version, "load_time": app.faz.display_time(eng.tidb.loaded_at),
+                "black_ip": bi, "black_domain": bd, "black_url": bu, "suspicious_url": su}),
+    )
 }
 
 /// `diagnose test application sqllogd 204 tidb`-style lookup.
 async fn tidb_lookup(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let key = serde_json::from_slice::<Value>(&body).ok().and_then(|v| v.get("key").and_then(|k| k.as_str()).map(String::from));
+    let key = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("key").and_then(|k| k.as_str()).map(String::from));
     let Some(key) = key else {
-        app.faz.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return json_response(StatusCode::BAD_REQUEST, &json!({"error": "expected {\"key\": \"...\"}"}));
+        app.faz
+            .counters
+            .bad_requests
+            .fetch_add(1, Ordering::Relaxed);
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "expected {\"key\": \"...\"}"}),
+        );
     };
-    let t = app.faz.ioc.lock().unwrap_or_else(|e| e.into_inner()).tidb.lookup(&key);
+    let t = app
+        .faz
+        .ioc
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .tidb
+        .lookup(&key);
     let msg = match t {
         Some(t) => format!("{key} is in tidb type {}", tidb_type(t)),
         None => format!("{key} is not in tidb"),
     };
-    json_response(StatusCode::OK, &json!({"key": key, "type": t.map(tidb_type), "message": msg}))
+    json_response(
+        StatusCode::OK,
+        &json!({"key": key, "type": t.map(tidb_type), "message": msg}),
+    )
 }
 
 fn tidb_type(t: crate::ioc::TidbType) -> &'static str {

@@ -54,7 +54,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => crate::config::FileConfig::default(),
     };
     if args.lab_ip.parse::<std::net::IpAddr>().is_err() {
-        return Err(UsageError::new(format!("--lab-ip {:?}: not an IP address", args.lab_ip)).into());
+        return Err(
+            UsageError::new(format!("--lab-ip {:?}: not an IP address", args.lab_ip)).into(),
+        );
     }
     let data_dir = args.common.data_dir("faz")?;
     let ca = args.common.lab_ca(&data_dir)?;

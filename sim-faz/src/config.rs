@@ -66,7 +66,10 @@ pub struct AdminConfig {
 
 impl Default for AdminConfig {
     fn default() -> Self {
-        Self { user: "admin".into(), password: None }
+        Self {
+            user: "admin".into(),
+            password: None,
+        }
     }
 }
 
@@ -81,7 +84,10 @@ pub struct ApiConfig {
 
 impl Default for ApiConfig {
     fn default() -> Self {
-        Self { session_timeout: 300, max_sessions: 64 }
+        Self {
+            session_timeout: 300,
+            max_sessions: 64,
+        }
     }
 }
 
@@ -96,7 +102,10 @@ pub struct StoreConfig {
 
 impl Default for StoreConfig {
     fn default() -> Self {
-        Self { retention_days: 60, max_size_mb: 0 }
+        Self {
+            retention_days: 60,
+            max_size_mb: 0,
+        }
     }
 }
 
@@ -113,13 +122,18 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
             .span()
             .map(|s| {
                 let before = &text[..s.start.min(text.len())];
-                (before.matches('\n').count() + 1, before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1)
+                (
+                    before.matches('\n').count() + 1,
+                    before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1,
+                )
             })
             .unwrap_or((1, 1));
         format!("{line}:{col}: {}", e.message())
     })?;
     let mut probe = crate::ioc::Tidb::empty("probe");
-    probe.extend(&cfg.tidb).map_err(|e| format!("1:1: [tidb] {e}"))?;
+    probe
+        .extend(&cfg.tidb)
+        .map_err(|e| format!("1:1: [tidb] {e}"))?;
     if cfg.hostname.trim().is_empty() {
         return Err("1:1: hostname must not be empty".into());
     }

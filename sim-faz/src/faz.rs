@@ -196,9 +196,14 @@ pub struct Faz {
 
 impl std::fmt::Debug for Faz {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Faz").field("serial", &self.id.serial).finish_non_exhaustive()
+        f.debug_struct("Faz")
+            .field("serial", &self.id.serial)
+            .finish_non_exhaustive()
     }
 }
+
+/// Batches at least this large are parsed on two threads.
+const PARALLEL_PARSE: usize = 1000;
 
 fn kv_json<T: Serialize>(v: &T) -> Option<String> {
     serde_json::to_string(v).ok()
@@ -240,7 +245,12 @@ impl Faz {
             .into_iter()
             .filter_map(|(_, j)| serde_json::from_str(&j).ok())
             .collect();
-        let next_alert = alerts.iter().filter_map(|a| a.alertid.parse::<u64>().ok()).max().unwrap_or(0) + 1;
+        let next_alert = alerts
+            .iter()
+            .filter_map(|a| a.alertid.parse::<u64>().ok())
+            .max()
+            .unwrap_or(0)
+            + 1;
         let settings = match store.kv_get("settings:ioc")? {
             Some(j) => serde_json::from_str(&j).unwrap_or(settings),
             None => settings,
@@ -262,7 +272,10 @@ impl Faz {
             .filter_map(|(_, j)| serde_json::from_str(&j).ok())
             .collect();
         let next_tid = rescans.iter().map(|r| r.tid).max().unwrap_or(0) + 1;
-        let next_notify = store.kv_get("counter:notify")?.and_then(|s| s.parse().ok()).unwrap_or(1);
+        let next_notify = store
+            .kv_get("counter:notify")?
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(1);
         let rng = fortilab_core::rng::stream(seed, &format!("faz-sessions-{}", clock.now_ns()));
         Ok(Arc::new(Faz {
             id,
@@ -376,11 +389,17 @@ impl Faz {
                        "authorized": dev.authorized, "ip": ip}),
             );
         }
-        self.bus.emit("device.connected", json!({"sn": serial, "authorized": dev.authorized}));
+        self.bus.emit(
+            "device.connected",
+            json!({"sn": serial, "authorized": dev.authorized}),
+        );
         if dev.device_type == "forticlient" {
             // FortiClient hostnames name the endpoint in compromised-host rows.
             if !dev.ip.is_empty() {
-                self.ip_names.lock().unwrap_or_else(|e| e.into_inner()).insert(dev.ip.clone(), dev.hostname.clone());
+                self.ip_names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(dev.ip.clone(), dev.hostname.clone());
             }
         }
         dev.authorized
@@ -389,7 +408,9 @@ impl Faz {
     pub fn device_disconnected(&self, serial: &str) {
         let d = {
             let mut devs = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(d) = devs.get_mut(serial) else { return };
+            let Some(d) = devs.get_mut(serial) else {
+                return;
+            };
             d.connected = false;
             d.connected_since = None;
             d.last_seen = self.now();
@@ -401,7 +422,13 @@ impl Faz {
 
     /// Authorizes (adds) a device: `exec /dvm/cmd/add/device`. Creates a model device when the
     /// serial has not connected yet.
-    pub fn authorize_device(&self, sn: &str, name: Option<&str>, desc: Option<&str>, adom: &str) -> Device {
+    pub fn authorize_device(
+        &self,
+        sn: &str,
+        name: Option<&str>,
+        desc: Option<&str>,
+        adom: &str,
+    ) -> Device {
         let now = self.now();
         let d = {
             let mut devs = self.devices.lock().unwrap_or_else(|e| e.into_inner());
@@ -412,7 +439,11 @@ impl Faz {
                 platform: platform_of(sn).into(),
                 version: String::new(),
                 ip: String::new(),
-                device_type: if sn.starts_with("FCT") { "forticlient".into() } else { "fortigate".into() },
+                device_type: if sn.starts_with("FCT") {
+                    "forticlient".into()
+                } else {
+                    "fortigate".into()
+                },
                 vdom: "root".into(),
                 adom: adom.to_string(),
                 authorized: false,
@@ -433,7 +464,8 @@ impl Faz {
             d.clone()
         };
         self.persist_device(&d);
-        self.bus.emit("device.authorized", json!({"sn": sn, "name": d.name}));
+        self.bus
+            .emit("device.authorized", json!({"sn": sn, "name": d.name}));
         if let Some(n) = self.notifier.get() {
             n.authorize(sn);
         }
@@ -443,7 +475,10 @@ impl Faz {
     pub fn delete_device(&self, key: &str) -> bool {
         let removed = {
             let mut devs = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-            let sn = devs.values().find(|d| d.sn == key || d.name == key).map(|d| d.sn.clone());
+            let sn = devs
+                .values()
+                .find(|d| d.sn == key || d.name == key)
+                .map(|d| d.sn.clone());
             sn.and_then(|s| devs.remove(&s))
         };
         match removed {
@@ -457,7 +492,11 @@ impl Faz {
     }
 
     pub fn device(&self, sn: &str) -> Option<Device> {
-        self.devices.lock().unwrap_or_else(|e| e.into_inner()).get(sn).cloned()
+        self.devices
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(sn)
+            .cloned()
     }
 
     pub fn is_authorized(&self, sn: &str) -> bool {
@@ -473,12 +512,20 @@ impl Faz {
             let new = !devs.contains_key(devid);
             let d = devs.entry(devid.to_string()).or_insert_with(|| Device {
                 sn: devid.to_string(),
-                name: if devname.is_empty() { devid.to_string() } else { devname.to_string() },
+                name: if devname.is_empty() {
+                    devid.to_string()
+                } else {
+                    devname.to_string()
+                },
                 hostname: devname.to_string(),
                 platform: platform_of(devid).into(),
                 version: String::new(),
                 ip: ip.to_string(),
-                device_type: if devid.starts_with("FCT") { "forticlient".into() } else { "fortigate".into() },
+                device_type: if devid.starts_with("FCT") {
+                    "forticlient".into()
+                } else {
+                    "fortigate".into()
+                },
                 vdom: "root".into(),
                 adom: "root".into(),
                 authorized: false,
@@ -517,28 +564,63 @@ impl Faz {
     /// Parses and stores a batch durably, runs the IOC engine on it, then raises alerts and
     /// notifications. `first_seq` 0: unsequenced (syslog, FAZ's own event log). Returns the
     /// sender's last stored sequence.
-    pub fn ingest(&self, sender: &str, from_client: bool, first_seq: u64, lines: Vec<String>) -> Result<u64, String> {
+    pub fn ingest(
+        &self,
+        sender: &str,
+        from_client: bool,
+        first_seq: u64,
+        lines: Vec<String>,
+    ) -> Result<u64, String> {
         let now = self.now();
         let tz = self.clock.tz_minutes();
         let n = lines.len();
-        let sample = lines.first().map(|l| l.chars().take(300).collect::<String>());
-        let mut unparsed = 0u64;
-        let rows: Vec<Row> = lines
-            .iter()
-            .map(|l| {
-                let (r, ok) = parse_row(l, from_client, now, tz);
-                if !ok {
-                    unparsed += 1;
-                }
-                r
-            })
-            .collect();
+        let sample = lines
+            .first()
+            .map(|l| l.chars().take(300).collect::<String>());
+        let parse = |part: &[String]| -> (Vec<Row>, u64) {
+            let mut bad = 0u64;
+            let rows = part
+                .iter()
+                .map(|l| {
+                    let (r, ok) = parse_row(l, from_client, now, tz);
+                    bad += (!ok) as u64;
+                    r
+                })
+                .collect();
+            (rows, bad)
+        };
+        // Large batches are parsed on two threads (the log channel hands us up to 5000 lines).
+        let (rows, unparsed) = if lines.len() >= PARALLEL_PARSE {
+            let (a, b) = lines.split_at(lines.len() / 2);
+            let (ra, rb) = std::thread::scope(|s| {
+                let h = s.spawn(|| parse(b));
+                let ra = parse(a);
+                (ra, h.join().unwrap_or_default())
+            });
+            let mut rows = ra.0;
+            rows.extend(rb.0);
+            (rows, ra.1 + rb.1)
+        } else {
+            parse(&lines)
+        };
         drop(lines);
         self.counters.log_batches.fetch_add(1, Ordering::Relaxed);
-        self.counters.log_lines.fetch_add(n as u64, Ordering::Relaxed);
-        self.counters.unparsed_lines.fetch_add(unparsed, Ordering::Relaxed);
-        let client_name = if from_client { self.device(sender).map(|d| d.hostname) } else { None };
-        let ioc_on = self.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()).status;
+        self.counters
+            .log_lines
+            .fetch_add(n as u64, Ordering::Relaxed);
+        self.counters
+            .unparsed_lines
+            .fetch_add(unparsed, Ordering::Relaxed);
+        let client_name = if from_client {
+            self.device(sender).map(|d| d.hostname)
+        } else {
+            None
+        };
+        let ioc_on = self
+            .ioc_settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .status;
         let mut changes: Vec<Change> = Vec::new();
         let day = self.day_of(now);
         let last = self
@@ -575,14 +657,23 @@ impl Faz {
         let mut touched: Vec<String> = Vec::new();
         let mut eng = self.ioc.lock().unwrap_or_else(|e| e.into_inner());
         for r in rows {
-            let Some(hit) = eng.tidb.check(&r.ioc_view()) else { continue };
-            let Some(epip) = r.srcip.as_deref() else { continue };
+            let Some(hit) = eng.tidb.check(&r.ioc_view()) else {
+                continue;
+            };
+            let Some(epip) = r.srcip.as_deref() else {
+                continue;
+            };
             let learned;
             let epname = match (client_name, r.srcname.as_deref()) {
                 (Some(c), _) => Some(c),
                 (None, Some(s)) => Some(s),
                 _ => {
-                    learned = self.ip_names.lock().unwrap_or_else(|e| e.into_inner()).get(epip).cloned();
+                    learned = self
+                        .ip_names
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get(epip)
+                        .cloned();
                     learned.as_deref()
                 }
             };
@@ -604,7 +695,10 @@ impl Faz {
                 touched.push(epip.to_string());
             }
             if let (Some(name), Some(ip)) = (client_name, r.srcip.as_deref()) {
-                self.ip_names.lock().unwrap_or_else(|e| e.into_inner()).insert(ip.to_string(), name.to_string());
+                self.ip_names
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(ip.to_string(), name.to_string());
             }
         }
         touched
@@ -617,20 +711,43 @@ impl Faz {
     pub fn handle_changes(&self, changes: Vec<Change>, rescan: bool) {
         for c in changes {
             let (epip, listed, threat, method, new_threat) = match &c {
-                Change::Listed { epip, new_threat, threat, detect_method } => {
-                    (epip.clone(), true, threat.clone(), detect_method.clone(), *new_threat)
-                }
-                Change::NewThreat { epip, threat, detect_method } => {
-                    (epip.clone(), false, threat.clone(), detect_method.clone(), true)
-                }
+                Change::Listed {
+                    epip,
+                    new_threat,
+                    threat,
+                    detect_method,
+                } => (
+                    epip.clone(),
+                    true,
+                    threat.clone(),
+                    detect_method.clone(),
+                    *new_threat,
+                ),
+                Change::NewThreat {
+                    epip,
+                    threat,
+                    detect_method,
+                } => (
+                    epip.clone(),
+                    false,
+                    threat.clone(),
+                    detect_method.clone(),
+                    true,
+                ),
             };
             let (host, throttle, notify_on) = {
                 let mut eng = self.ioc.lock().unwrap_or_else(|e| e.into_inner());
-                let s = self.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let s = self
+                    .ioc_settings
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clone();
                 if listed {
                     eng.reset_throttle(&epip);
                 }
-                let Some(h) = eng.host(&epip).cloned() else { continue };
+                let Some(h) = eng.host(&epip).cloned() else {
+                    continue;
+                };
                 (h, s.notification_throttle, s.notification)
             };
             if listed {
@@ -663,7 +780,12 @@ impl Faz {
                 }
             }
             // The throttle time is part of the host's state.
-            let json = self.ioc.lock().unwrap_or_else(|e| e.into_inner()).host(&epip).and_then(kv_json);
+            let json = self
+                .ioc
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .host(&epip)
+                .and_then(kv_json);
             let _ = self.store.kv_put(&[(format!("host:{epip}"), json)]);
         }
     }
@@ -677,18 +799,27 @@ impl Faz {
             }
         }
         if let Ok(Some(dev)) = self.store.last_fortigate_for(&host.epip) {
-            if self.device(&dev).map(|d| d.device_type == "fortigate").unwrap_or(false) {
+            if self
+                .device(&dev)
+                .map(|d| d.device_type == "fortigate")
+                .unwrap_or(false)
+            {
                 return vec![dev];
             }
         }
         let devs = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-        devs.values().filter(|d| d.authorized && d.device_type == "fortigate").map(|d| d.sn.clone()).collect()
+        devs.values()
+            .filter(|d| d.authorized && d.device_type == "fortigate")
+            .map(|d| d.sn.clone())
+            .collect()
     }
 
     /// Sends (or queues until the device reconnects) a notification.
     pub fn send_notification(&self, serial: &str, mut payload: Value) -> u64 {
         let id = self.next_notify_id.fetch_add(1, Ordering::Relaxed);
-        let _ = self.store.kv_put(&[("counter:notify".into(), Some((id + 1).to_string()))]);
+        let _ = self
+            .store
+            .kv_put(&[("counter:notify".into(), Some((id + 1).to_string()))]);
         payload["id"] = json!(id);
         // Keep the id first, as in the documented shape.
         let mut ordered = serde_json::Map::new();
@@ -707,7 +838,11 @@ impl Faz {
             .entry(serial.to_string())
             .or_default()
             .insert(id, payload.clone());
-        let delivered = self.notifier.get().map(|n| n.notify(serial, payload.clone())).unwrap_or(false);
+        let delivered = self
+            .notifier
+            .get()
+            .map(|n| n.notify(serial, payload.clone()))
+            .unwrap_or(false);
         self.counters.notifications.fetch_add(1, Ordering::Relaxed);
         self.bus.emit(
             "ioc.notify",
@@ -726,8 +861,11 @@ impl Faz {
             .and_then(|m| m.remove(&id))
             .is_some();
         if removed {
-            self.counters.notifications_acked.fetch_add(1, Ordering::Relaxed);
-            self.bus.emit("ioc.notify.acked", json!({"target": serial, "id": id}));
+            self.counters
+                .notifications_acked
+                .fetch_add(1, Ordering::Relaxed);
+            self.bus
+                .emit("ioc.notify.acked", json!({"target": serial, "id": id}));
         }
     }
 
@@ -762,16 +900,27 @@ impl Faz {
             comment: String::new(),
             tag,
         };
-        let _ = self.store.kv_put(&[(format!("alert:{id:012}"), kv_json(&a))]);
+        let _ = self
+            .store
+            .kv_put(&[(format!("alert:{id:012}"), kv_json(&a))]);
         self.bus.emit(
             "alert.raised",
             json!({"alertid": a.alertid, "triggername": trigger, "epip": a.epip, "threat": threat, "severity": a.severity}),
         );
-        self.alerts.lock().unwrap_or_else(|e| e.into_inner()).push(a);
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(a);
     }
 
     /// Acknowledges / un-acknowledges / comments alerts. Returns how many matched.
-    pub fn update_alerts(&self, ids: &[String], ack: Option<bool>, comment: Option<&str>, by: &str) -> usize {
+    pub fn update_alerts(
+        &self,
+        ids: &[String],
+        ack: Option<bool>,
+        comment: Option<&str>,
+        by: &str,
+    ) -> usize {
         let mut changed = Vec::new();
         {
             let mut alerts = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
@@ -788,25 +937,41 @@ impl Faz {
         }
         let updates: Vec<(String, Option<String>)> = changed
             .iter()
-            .map(|a| (format!("alert:{:012}", a.alertid.parse::<u64>().unwrap_or(0)), kv_json(a)))
+            .map(|a| {
+                (
+                    format!("alert:{:012}", a.alertid.parse::<u64>().unwrap_or(0)),
+                    kv_json(a),
+                )
+            })
             .collect();
         let _ = self.store.kv_put(&updates);
         changed.len()
     }
 
     /// `events/ack`: acknowledges hosts and sends `ioc-ack` to their FortiGates.
-    pub fn ack_hosts(&self, epid: Option<u64>, epip: Option<&str>, comment: Option<&str>, by: &str) -> Vec<Host> {
+    pub fn ack_hosts(
+        &self,
+        epid: Option<u64>,
+        epip: Option<&str>,
+        comment: Option<&str>,
+        by: &str,
+    ) -> Vec<Host> {
         let now = self.now();
         let hosts: Vec<Host> = {
             let mut eng = self.ioc.lock().unwrap_or_else(|e| e.into_inner());
             let ips = eng.ack(epid, epip, now, by, comment);
             ips.iter().filter_map(|ip| eng.host(ip).cloned()).collect()
         };
-        let updates: Vec<(String, Option<String>)> =
-            hosts.iter().map(|h| (format!("host:{}", h.epip), kv_json(h))).collect();
+        let updates: Vec<(String, Option<String>)> = hosts
+            .iter()
+            .map(|h| (format!("host:{}", h.epip), kv_json(h)))
+            .collect();
         let _ = self.store.kv_put(&updates);
         for h in &hosts {
-            self.bus.emit("ioc.ack", json!({"epip": h.epip, "epid": h.epid, "by": by, "comment": h.comment}));
+            self.bus.emit(
+                "ioc.ack",
+                json!({"epip": h.epip, "epid": h.epid, "by": by, "comment": h.comment}),
+            );
             let payload = json!({"type": "ioc-ack", "srcip": h.epip, "epid": h.epid, "devid": h.devid, "comment": h.comment});
             for t in self.targets_for(h) {
                 self.send_notification(&t, payload.clone());
@@ -819,7 +984,11 @@ impl Faz {
     pub fn ioc_cycle(&self) {
         let now = self.now();
         let day = self.day_of(now);
-        let threshold = self.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()).suspicious_threshold;
+        let threshold = self
+            .ioc_settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .suspicious_threshold;
         let (changes, summary) = {
             let mut eng = self.ioc.lock().unwrap_or_else(|e| e.into_inner());
             let clock = self.clock;
@@ -831,7 +1000,9 @@ impl Faz {
             (eng.evaluate(threshold, now, day), summary)
         };
         if let Some(s) = summary {
-            let _ = self.store.kv_put(&[(format!("day:{}", s.day), kv_json(&s))]);
+            let _ = self
+                .store
+                .kv_put(&[(format!("day:{}", s.day), kv_json(&s))]);
             self.bus.emit("ioc.day", json!({"summary": s}));
         }
         if !changes.is_empty() {
@@ -853,7 +1024,10 @@ impl Faz {
                 threats += 1;
                 if let Some(epip) = row.srcip.as_deref() {
                     // Only threats the host does not list yet (insert-time hits are counted).
-                    let known = eng.host(epip).map(|h| h.threats.iter().any(|t| t.threat == hit.threat)).unwrap_or(false);
+                    let known = eng
+                        .host(epip)
+                        .map(|h| h.threats.iter().any(|t| t.threat == hit.threat))
+                        .unwrap_or(false);
                     if !known {
                         let src = Source {
                             epip,
@@ -872,7 +1046,13 @@ impl Faz {
                 }
             }
             if scanned % 1000 == 0 {
-                if let Some(r) = self.rescans.lock().unwrap_or_else(|e| e.into_inner()).iter_mut().find(|r| r.tid == tid) {
+                if let Some(r) = self
+                    .rescans
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter_mut()
+                    .find(|r| r.tid == tid)
+                {
                     if r.status == "cancelled" {
                         return false;
                     }
@@ -885,25 +1065,39 @@ impl Faz {
         self.handle_changes(changes, true);
         let rec = {
             let mut rs = self.rescans.lock().unwrap_or_else(|e| e.into_inner());
-            let Some(r) = rs.iter_mut().find(|r| r.tid == tid) else { return };
+            let Some(r) = rs.iter_mut().find(|r| r.tid == tid) else {
+                return;
+            };
             r.scanned = scanned;
             r.threats = threats;
             r.new_threats = new_threats;
             r.percentage = 100;
             r.end = Some(self.now());
             if r.status != "cancelled" {
-                r.status = if res.is_ok() { "done".into() } else { "failed".into() };
+                r.status = if res.is_ok() {
+                    "done".into()
+                } else {
+                    "failed".into()
+                };
             }
             r.clone()
         };
-        let _ = self.store.kv_put(&[(format!("rescan:{tid:012}"), kv_json(&rec))]);
+        let _ = self
+            .store
+            .kv_put(&[(format!("rescan:{tid:012}"), kv_json(&rec))]);
         self.bus.emit("ioc.rescan", json!({"tid": tid, "scanned": scanned, "threats": threats, "new_threats": new_threats, "status": rec.status}));
     }
 
     /// Registers a rescan run and returns its task id.
     pub fn new_rescan(&self, start: i64, end: i64, trigger: &str) -> u64 {
         let tid = self.next_tid.fetch_add(1, Ordering::Relaxed);
-        let package = self.ioc.lock().unwrap_or_else(|e| e.into_inner()).tidb.version.clone();
+        let package = self
+            .ioc
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .tidb
+            .version
+            .clone();
         let r = Rescan {
             tid,
             start: self.now(),
@@ -918,9 +1112,15 @@ impl Faz {
             range_start: start,
             range_end: end,
         };
-        self.rescans.lock().unwrap_or_else(|e| e.into_inner()).push(r);
+        self.rescans
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(r);
         if let Some(tx) = self.rescan_tx.get() {
-            let _ = tx.lock().unwrap_or_else(|e| e.into_inner()).send((tid, start, end));
+            let _ = tx
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .send((tid, start, end));
         }
         tid
     }
@@ -931,10 +1131,15 @@ impl Faz {
         let (date, time) = self.clock.date_time(now_ns);
         let mut r = fortilab_core::logfmt::LogRecord::new();
         r.bare("date", date).bare("time", time);
-        r.str("devname", self.id.hostname.clone()).str("devid", self.id.serial.clone());
+        r.str("devname", self.id.hostname.clone())
+            .str("devid", self.id.serial.clone());
         r.int("eventtime", now_ns).str("tz", self.clock.tz_string());
-        r.str("logid", "0031040031").str("type", "event").str("subtype", "system");
-        r.str("level", "information").str("vd", "root").str("logdesc", logdesc);
+        r.str("logid", "0031040031")
+            .str("type", "event")
+            .str("subtype", "system");
+        r.str("level", "information")
+            .str("vd", "root")
+            .str("logdesc", logdesc);
         r.str("user", user).str("action", action).str("msg", msg);
         let serial = self.id.serial.clone();
         let _ = self.ingest(&serial, false, 0, vec![r.render()]);

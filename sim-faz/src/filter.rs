@@ -18,7 +18,11 @@ pub enum Expr {
     And(Vec<Expr>),
     Or(Vec<Expr>),
     Not(Box<Expr>),
-    Cond { field: String, op: Op, value: String },
+    Cond {
+        field: String,
+        op: Op,
+        value: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +45,10 @@ pub struct FilterError {
 }
 
 fn err(col: usize, msg: impl Into<String>) -> FilterError {
-    FilterError { col: col + 1, msg: msg.into() }
+    FilterError {
+        col: col + 1,
+        msg: msg.into(),
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -105,7 +112,10 @@ fn lex(s: &str) -> Result<Vec<(usize, Tok)>, FilterError> {
         }
         let word = &s[start..i];
         if word.is_empty() {
-            return Err(err(start, format!("unexpected {:?}", s[start..].chars().next().unwrap_or(' '))));
+            return Err(err(
+                start,
+                format!("unexpected {:?}", s[start..].chars().next().unwrap_or(' ')),
+            ));
         }
         // Optional spaces before an operator.
         let mut j = i;
@@ -202,7 +212,11 @@ impl Parser {
             self.pos += 1;
             v.push(self.and()?);
         }
-        Ok(if v.len() == 1 { v.pop().unwrap() } else { Expr::Or(v) })
+        Ok(if v.len() == 1 {
+            v.pop().unwrap()
+        } else {
+            Expr::Or(v)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, FilterError> {
@@ -217,7 +231,11 @@ impl Parser {
                 _ => break,
             }
         }
-        Ok(if v.len() == 1 { v.pop().unwrap() } else { Expr::And(v) })
+        Ok(if v.len() == 1 {
+            v.pop().unwrap()
+        } else {
+            Expr::And(v)
+        })
     }
 
     fn unary(&mut self) -> Result<Expr, FilterError> {
@@ -242,7 +260,11 @@ impl Parser {
             }
             Some(Tok::Cond(f, op, v)) => {
                 self.pos += 1;
-                Ok(Expr::Cond { field: f, op, value: v })
+                Ok(Expr::Cond {
+                    field: f,
+                    op,
+                    value: v,
+                })
             }
             Some(t) => Err(err(col, format!("unexpected {t:?}"))),
             None => Err(err(col, "unexpected end of filter")),
@@ -258,7 +280,12 @@ pub fn parse(s: &str) -> Result<Option<Expr>, FilterError> {
     if toks.is_empty() {
         return Ok(None);
     }
-    let mut p = Parser { toks, pos: 0, len: s.len(), depth: 0 };
+    let mut p = Parser {
+        toks,
+        pos: 0,
+        len: s.len(),
+        depth: 0,
+    };
     let e = p.or()?;
     if p.pos != p.toks.len() {
         return Err(err(p.col(), "unexpected trailing input"));
@@ -322,7 +349,11 @@ fn ip_range(v: &str) -> Option<(i64, i64)> {
         if bits > 32 {
             return None;
         }
-        let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+        let mask = if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        };
         let lo = u32::from(a) & mask;
         return Some((lo as i64, (lo | !mask) as i64));
     }
@@ -411,7 +442,11 @@ impl Sql {
     fn emit(&mut self, e: &Expr, case: bool) -> Result<(), FilterError> {
         match e {
             Expr::And(v) | Expr::Or(v) => {
-                let sep = if matches!(e, Expr::And(_)) { " AND " } else { " OR " };
+                let sep = if matches!(e, Expr::And(_)) {
+                    " AND "
+                } else {
+                    " OR "
+                };
                 self.text.push('(');
                 for (i, x) in v.iter().enumerate() {
                     if i > 0 {
@@ -435,7 +470,10 @@ impl Sql {
         let (col, kind) = match column(field) {
             Some((c, k)) => (c.to_string(), k),
             None => {
-                if !field.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.') {
+                if !field
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+                {
                     return Err(err(0, format!("bad field name {field:?}")));
                 }
                 let p = self.push(Value::Text(field.to_string()));
@@ -466,10 +504,14 @@ impl Sql {
                     let a = self.push(Value::Integer(lo));
                     let b = self.push(Value::Integer(hi));
                     let not = if negate { "NOT " } else { "" };
-                    self.text.push_str(&format!("{not}({col} BETWEEN {a} AND {b})"));
+                    self.text
+                        .push_str(&format!("{not}({col} BETWEEN {a} AND {b})"));
                     return Ok(());
                 }
-                return Err(err(0, format!("{field}: not an IP, range, CIDR or wildcard: {value:?}")));
+                return Err(err(
+                    0,
+                    format!("{field}: not an IP, range, CIDR or wildcard: {value:?}"),
+                ));
             }
             ColKind::Int if !matches!(op, Op::Contains | Op::NotContains) => {
                 if let Ok(n) = value.parse::<i64>() {
@@ -482,7 +524,8 @@ impl Sql {
                         let pa = self.push(Value::Integer(a));
                         let pb = self.push(Value::Integer(b));
                         let not = if negate { "NOT " } else { "" };
-                        self.text.push_str(&format!("{not}({col} BETWEEN {pa} AND {pb})"));
+                        self.text
+                            .push_str(&format!("{not}({col} BETWEEN {pa} AND {pb})"));
                         return Ok(());
                     }
                 }
@@ -500,7 +543,8 @@ impl Sql {
                     .parse()
                     .map_err(|_| err(0, format!("{field}: {value:?} is not a number")))?;
                 let p = self.push(Value::Real(n));
-                self.text.push_str(&format!("CAST({col} AS REAL) {} {p}", cmp(op)));
+                self.text
+                    .push_str(&format!("CAST({col} AS REAL) {} {p}", cmp(op)));
             }
             _ if contains || value.contains('*') => {
                 if case {
@@ -508,12 +552,17 @@ impl Sql {
                     self.text.push_str(&format!("{not}({col} GLOB {p})"));
                 } else {
                     let p = self.push(Value::Text(like_pattern(value, contains)));
-                    self.text.push_str(&format!("{not}({col} LIKE {p} ESCAPE '\\')"));
+                    self.text
+                        .push_str(&format!("{not}({col} LIKE {p} ESCAPE '\\')"));
                 }
             }
             _ => {
                 let p = self.push(Value::Text(value.to_string()));
-                let coll = if case { " COLLATE BINARY" } else { " COLLATE NOCASE" };
+                let coll = if case {
+                    " COLLATE BINARY"
+                } else {
+                    " COLLATE NOCASE"
+                };
                 let o = if negate { "IS NOT" } else { "=" };
                 if negate {
                     self.text.push_str(&format!("({col}{coll} {o} {p})"));
@@ -528,7 +577,10 @@ impl Sql {
 
 /// Compiles a parsed filter to SQL (`?N` parameters, starting after `offset` existing ones).
 pub fn to_sql(e: &Expr, case_sensitive: bool, offset: usize) -> Result<Sql, FilterError> {
-    let mut sql = Sql { text: String::new(), params: Vec::new() };
+    let mut sql = Sql {
+        text: String::new(),
+        params: Vec::new(),
+    };
     sql.params.reserve(offset);
     for _ in 0..offset {
         sql.params.push(Value::Null);
@@ -543,37 +595,74 @@ mod tests {
     use super::*;
 
     fn c(f: &str, op: Op, v: &str) -> Expr {
-        Expr::Cond { field: f.into(), op, value: v.into() }
+        Expr::Cond {
+            field: f.into(),
+            op,
+            value: v.into(),
+        }
     }
 
     #[test]
     fn parses_the_reference_examples() {
-        assert_eq!(parse("srcip==10.0.0.1").unwrap(), Some(c("srcip", Op::Eq, "10.0.0.1")));
-        assert_eq!(parse("eventtype=\"botnet\"").unwrap(), Some(c("eventtype", Op::Eq, "botnet")));
+        assert_eq!(
+            parse("srcip==10.0.0.1").unwrap(),
+            Some(c("srcip", Op::Eq, "10.0.0.1"))
+        );
+        assert_eq!(
+            parse("eventtype=\"botnet\"").unwrap(),
+            Some(c("eventtype", Op::Eq, "botnet"))
+        );
         assert_eq!(
             parse("srcip=\"10.0.200.253\" dstip=\"140.82.121.5\"").unwrap(),
-            Some(Expr::And(vec![c("srcip", Op::Eq, "10.0.200.253"), c("dstip", Op::Eq, "140.82.121.5")]))
+            Some(Expr::And(vec![
+                c("srcip", Op::Eq, "10.0.200.253"),
+                c("dstip", Op::Eq, "140.82.121.5")
+            ]))
         );
         assert_eq!(
             parse("policyid>1 and policyid<10").unwrap(),
-            Some(Expr::And(vec![c("policyid", Op::Gt, "1"), c("policyid", Op::Lt, "10")]))
+            Some(Expr::And(vec![
+                c("policyid", Op::Gt, "1"),
+                c("policyid", Op::Lt, "10")
+            ]))
         );
         assert_eq!(
             parse("not (action=blocked or action==passthrough) srcip = 1.2.3.4").unwrap(),
             Some(Expr::And(vec![
-                Expr::Not(Box::new(Expr::Or(vec![c("action", Op::Eq, "blocked"), c("action", Op::Eq, "passthrough")]))),
+                Expr::Not(Box::new(Expr::Or(vec![
+                    c("action", Op::Eq, "blocked"),
+                    c("action", Op::Eq, "passthrough")
+                ]))),
                 c("srcip", Op::Eq, "1.2.3.4")
             ]))
         );
         assert_eq!(parse("  ").unwrap(), None);
-        assert_eq!(parse("fct_devid=*").unwrap(), Some(c("fct_devid", Op::Eq, "*")));
-        assert_eq!(parse("!hostname~eicar").unwrap(), Some(Expr::Not(Box::new(c("hostname", Op::Contains, "eicar")))));
-        assert_eq!(parse("user!=\"a \\\"b\\\"\"").unwrap(), Some(c("user", Op::Ne, "a \"b\"")));
+        assert_eq!(
+            parse("fct_devid=*").unwrap(),
+            Some(c("fct_devid", Op::Eq, "*"))
+        );
+        assert_eq!(
+            parse("!hostname~eicar").unwrap(),
+            Some(Expr::Not(Box::new(c("hostname", Op::Contains, "eicar"))))
+        );
+        assert_eq!(
+            parse("user!=\"a \\\"b\\\"\"").unwrap(),
+            Some(c("user", Op::Ne, "a \"b\""))
+        );
     }
 
     #[test]
     fn rejects_bad_filters_with_a_column() {
-        for bad in ["srcip", "srcip==", "(srcip=1.1.1.1", "srcip=1.1.1.1)", "and", "a=\"x", "#=1", "a=1 or"] {
+        for bad in [
+            "srcip",
+            "srcip==",
+            "(srcip=1.1.1.1",
+            "srcip=1.1.1.1)",
+            "and",
+            "a=\"x",
+            "#=1",
+            "a=1 or",
+        ] {
             let e = parse(bad).unwrap_err();
             assert!(e.col >= 1, "{bad}: {e}");
         }
@@ -584,7 +673,10 @@ mod tests {
     #[test]
     fn ip_ranges() {
         assert_eq!(ip_range("192.168.1.0/24"), Some((3232235776, 3232236031)));
-        assert_eq!(ip_range("10.1.0.1-10.1.0.254"), Some((167837697, 167837950)));
+        assert_eq!(
+            ip_range("10.1.0.1-10.1.0.254"),
+            Some((167837697, 167837950))
+        );
         assert_eq!(ip_range("192.168.1.*"), Some((3232235776, 3232236031)));
         assert_eq!(ip_range("10.*"), Some((167772160, 184549375)));
         assert_eq!(ip_range("x.*"), None);
@@ -600,9 +692,30 @@ mod tests {
         .unwrap();
         crate::store::register_functions(&db).unwrap();
         let rows = [
-            ("10.115.2.52", "89.1.1.1", 1, "www.eicar.org", "blocked", "a=1 eventtype=\"ftgd_blk\""),
-            ("10.115.2.53", "89.1.1.2", 5, "WWW.Example.com", "passthrough", "a=2"),
-            ("10.115.3.9", "195.22.28.198", 12, "x.example", "passthrough", "a=3 fct_devid=\"FCT1\""),
+            (
+                "10.115.2.52",
+                "89.1.1.1",
+                1,
+                "www.eicar.org",
+                "blocked",
+                "a=1 eventtype=\"ftgd_blk\"",
+            ),
+            (
+                "10.115.2.53",
+                "89.1.1.2",
+                5,
+                "WWW.Example.com",
+                "passthrough",
+                "a=2",
+            ),
+            (
+                "10.115.3.9",
+                "195.22.28.198",
+                12,
+                "x.example",
+                "passthrough",
+                "a=3 fct_devid=\"FCT1\"",
+            ),
         ];
         for (s, d, p, h, a, raw) in rows {
             db.execute(
@@ -614,7 +727,12 @@ mod tests {
         let q = |f: &str, case: bool| -> Vec<i64> {
             let e = parse(f).unwrap().unwrap();
             let sql = to_sql(&e, case, 0).unwrap();
-            let mut st = db.prepare(&format!("SELECT id FROM logs WHERE {} ORDER BY id", sql.text)).unwrap();
+            let mut st = db
+                .prepare(&format!(
+                    "SELECT id FROM logs WHERE {} ORDER BY id",
+                    sql.text
+                ))
+                .unwrap();
             st.query_map(rusqlite::params_from_iter(sql.params.iter()), |r| r.get(0))
                 .unwrap()
                 .map(|r| r.unwrap())
@@ -631,7 +749,10 @@ mod tests {
         assert_eq!(q("hostname=www.example.com", true), Vec::<i64>::new());
         assert_eq!(q("hostname=*.example*", false), vec![2, 3]);
         assert_eq!(q("hostname~EICAR", false), vec![1]);
-        assert_eq!(q("action=blocked or dstip=195.22.28.198", false), vec![1, 3]);
+        assert_eq!(
+            q("action=blocked or dstip=195.22.28.198", false),
+            vec![1, 3]
+        );
         assert_eq!(q("not action=blocked", false), vec![2, 3]);
         assert_eq!(q("eventtype=\"ftgd_blk\"", false), vec![1]);
         assert_eq!(q("fct_devid=*", false), vec![3]);

@@ -9,6 +9,7 @@
 //! above the threshold the endpoint is listed as `Suspicious` (level medium) [P].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -18,6 +19,67 @@ pub const INFECTED_DOMAIN: &str = "Infected-domain";
 pub const INFECTED_URL: &str = "Infected-url";
 pub const INFECTED_IP: &str = "Infected-ip";
 pub const SUSPICIOUS_URL: &str = "Suspicious-url";
+
+/// A fast non-cryptographic hasher (the Fx hash) for the TIDB's large sets: indicators come from
+/// the lab's own package, so hash flooding is not a concern, and SipHash would dominate a
+/// sub-microsecond check.
+#[derive(Default, Clone, Copy)]
+pub struct FxHasher(u64);
+
+const FX_K: u64 = 0x517c_c1b7_2722_0a95;
+
+impl FxHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(FX_K);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes([
+                c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+            ]));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, i: u8) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn write_u32(&mut self, i: u32) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxSet<T> = HashSet<T, BuildHasherDefault<FxHasher>>;
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
 
 /// TIDB entries from the lab definition (`[tidb]` in the `--config` TOML).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -38,10 +100,13 @@ pub struct Tidb {
     pub version: String,
     /// Lab time (Unix s) the package was loaded.
     pub loaded_at: i64,
-    black_ip: HashSet<IpAddr>,
-    black_domain: HashSet<String>,
-    black_url: HashSet<String>,
-    suspicious_url: HashMap<String, u32>,
+    black_ip: FxSet<IpAddr>,
+    black_domain: FxSet<String>,
+    black_url: FxSet<String>,
+    suspicious_url: FxMap<String, u32>,
+    /// Hosts of the black and suspicious URLs: a URL is normalised and looked up only when its
+    /// host is here.
+    url_hosts: FxSet<String>,
 }
 
 /// Which list a key is in (the `diagnose test application sqllogd 204 tidb` answer).
@@ -57,25 +122,39 @@ impl Tidb {
     /// The default lab package: the EICAR download URL and domain as test indicators, the IOC
     /// test address Fortinet uses in its articles, and a few more lab indicators.
     pub fn default_lab() -> Self {
-        let mut t = Tidb { version: "1.00001".into(), ..Default::default() };
-        for d in ["www.eicar.org", "ioc-test.example", "malware.lab.example", "c2.lab.example"] {
+        let mut t = Tidb {
+            version: "1.00001".into(),
+            ..Default::default()
+        };
+        for d in [
+            "www.eicar.org",
+            "ioc-test.example",
+            "malware.lab.example",
+            "c2.lab.example",
+        ] {
             t.add_domain(d);
         }
-        for u in ["www.eicar.org/download/eicar.com", "www.eicar.org/download/eicar.com.txt"] {
+        for u in [
+            "www.eicar.org/download/eicar.com",
+            "www.eicar.org/download/eicar.com.txt",
+        ] {
             t.add_url(u);
         }
         for ip in ["195.22.28.198", "89.1.66.66"] {
             t.black_ip.insert(ip.parse().expect("valid lab IP"));
         }
-        t.suspicious_url.insert("phish.lab.example/login".into(), 60);
-        t.suspicious_url.insert("crowd.lab.example/track".into(), 30);
-        t.suspicious_url.insert("ads.lab.example/pixel".into(), 10);
+        t.add_suspicious("phish.lab.example/login", 60);
+        t.add_suspicious("crowd.lab.example/track", 30);
+        t.add_suspicious("ads.lab.example/pixel", 10);
         t
     }
 
     /// An empty package (benchmarks build their own).
     pub fn empty(version: &str) -> Self {
-        Tidb { version: version.into(), ..Default::default() }
+        Tidb {
+            version: version.into(),
+            ..Default::default()
+        }
     }
 
     /// Adds the lab definition's entries; `Err` names the bad entry.
@@ -84,7 +163,10 @@ impl Tidb {
             self.version = v.clone();
         }
         for ip in &add.black_ip {
-            let ip: IpAddr = ip.trim().parse().map_err(|_| format!("black_ip: bad IP {ip:?}"))?;
+            let ip: IpAddr = ip
+                .trim()
+                .parse()
+                .map_err(|_| format!("black_ip: bad IP {ip:?}"))?;
             self.black_ip.insert(ip);
         }
         for d in &add.black_domain {
@@ -100,7 +182,7 @@ impl Tidb {
             self.add_url(u);
         }
         for (u, score) in &add.suspicious_url {
-            self.suspicious_url.insert(normalize_url(u, None), *score);
+            self.add_suspicious(u, *score);
         }
         Ok(())
     }
@@ -110,20 +192,30 @@ impl Tidb {
     }
 
     pub fn add_domain(&mut self, d: &str) {
-        self.black_domain.insert(d.trim().trim_end_matches('.').to_ascii_lowercase());
+        self.black_domain
+            .insert(d.trim().trim_end_matches('.').to_ascii_lowercase());
     }
 
     pub fn add_url(&mut self, u: &str) {
-        self.black_url.insert(normalize_url(u, None));
+        let n = normalize_url(u, None);
+        self.url_hosts
+            .insert(n.split('/').next().unwrap_or("").to_string());
+        self.black_url.insert(n);
     }
 
     pub fn add_suspicious(&mut self, u: &str, score: u32) {
-        self.suspicious_url.insert(normalize_url(u, None), score);
+        let n = normalize_url(u, None);
+        self.url_hosts
+            .insert(n.split('/').next().unwrap_or("").to_string());
+        self.suspicious_url.insert(n, score);
     }
 
     /// Number of indicators.
     pub fn len(&self) -> usize {
-        self.black_ip.len() + self.black_domain.len() + self.black_url.len() + self.suspicious_url.len()
+        self.black_ip.len()
+            + self.black_domain.len()
+            + self.black_url.len()
+            + self.suspicious_url.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -132,7 +224,12 @@ impl Tidb {
 
     /// Counts per list: (black_ip, black_domain, black_url, suspicious_url).
     pub fn counts(&self) -> (usize, usize, usize, usize) {
-        (self.black_ip.len(), self.black_domain.len(), self.black_url.len(), self.suspicious_url.len())
+        (
+            self.black_ip.len(),
+            self.black_domain.len(),
+            self.black_url.len(),
+            self.suspicious_url.len(),
+        )
     }
 
     /// Which list holds `key` (an IP, a domain or a URL).
@@ -194,7 +291,7 @@ impl Tidb {
         let mut norm = String::new();
         if matches!(kind, LogKind::Webfilter | LogKind::Client) {
             if let Some(url) = log.url {
-                if !self.black_url.is_empty() || !self.suspicious_url.is_empty() {
+                if self.url_host_listed(url, host) {
                     norm = normalize_url(url, host);
                     if self.black_url.contains(&norm) {
                         return Some(Hit::black(norm.clone(), INFECTED_URL, norm));
@@ -230,6 +327,33 @@ impl Tidb {
             }
         }
         None
+    }
+}
+
+impl Tidb {
+    /// Whether the URL's host has any black or suspicious URL (no allocation for the common
+    /// lower-case host).
+    fn url_host_listed(&self, url: &str, host: Option<&str>) -> bool {
+        if self.url_hosts.is_empty() {
+            return false;
+        }
+        let u = url.trim();
+        let rest = u
+            .strip_prefix("http://")
+            .or_else(|| u.strip_prefix("https://"))
+            .or_else(|| u.strip_prefix("HTTP://"))
+            .or_else(|| u.strip_prefix("HTTPS://"));
+        let h = match rest {
+            Some(r) => r.split(['/', '?']).next().unwrap_or(r),
+            None if u.starts_with('/') => host.unwrap_or(""),
+            None => u.split(['/', '?']).next().unwrap_or(u),
+        };
+        let h = h.split(':').next().unwrap_or(h);
+        if h.bytes().any(|b| b.is_ascii_uppercase()) {
+            self.url_hosts.contains(&h.to_ascii_lowercase())
+        } else {
+            self.url_hosts.contains(h)
+        }
     }
 }
 
@@ -310,7 +434,11 @@ impl LogView<'_> {
     }
 
     fn ips(&self) -> impl Iterator<Item = IpAddr> + '_ {
-        let dns = if self.kind() == LogKind::Dns { self.ipaddr } else { None };
+        let dns = if self.kind() == LogKind::Dns {
+            self.ipaddr
+        } else {
+            None
+        };
         self.dstip
             .into_iter()
             .chain(dns.into_iter().flat_map(|s| s.split(',')))
@@ -333,7 +461,13 @@ pub struct Hit {
 
 impl Hit {
     fn black(threat: String, method: &'static str, pattern: String) -> Self {
-        Hit { threat, method, pattern, score: 0, black: true }
+        Hit {
+            threat,
+            method,
+            pattern,
+            score: 0,
+            black: true,
+        }
     }
 }
 
@@ -422,9 +556,18 @@ impl Host {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
     /// Newly listed (or re-listed after an acknowledgement), or its level rose.
-    Listed { epip: String, new_threat: bool, threat: String, detect_method: String },
+    Listed {
+        epip: String,
+        new_threat: bool,
+        threat: String,
+        detect_method: String,
+    },
     /// A threat new to an already-listed host.
-    NewThreat { epip: String, threat: String, detect_method: String },
+    NewThreat {
+        epip: String,
+        threat: String,
+        detect_method: String,
+    },
 }
 
 /// Who logged a hit.
@@ -498,7 +641,13 @@ pub struct IocEngine {
 
 impl IocEngine {
     pub fn new(tidb: Tidb) -> Self {
-        Self { tidb, hosts: HashMap::new(), next_epid: 1025, current_day: 0, days: Vec::new() }
+        Self {
+            tidb,
+            hosts: HashMap::new(),
+            next_epid: 1025,
+            current_day: 0,
+            days: Vec::new(),
+        }
     }
 
     /// Restores persisted hosts.
@@ -520,7 +669,11 @@ impl IocEngine {
     /// Listed hosts, most recently detected first.
     pub fn listed(&self) -> Vec<&Host> {
         let mut v: Vec<&Host> = self.hosts.values().filter(|h| h.listed).collect();
-        v.sort_by(|a, b| b.last_detected.cmp(&a.last_detected).then(a.epid.cmp(&b.epid)));
+        v.sort_by(|a, b| {
+            b.last_detected
+                .cmp(&a.last_detected)
+                .then(a.epid.cmp(&b.epid))
+        });
         v
     }
 
@@ -562,7 +715,14 @@ impl IocEngine {
     }
 
     /// Applies a hit found in a log at lab time `now` (Unix s), on lab day `day`.
-    pub fn apply(&mut self, hit: &Hit, src: &Source<'_>, now: i64, day: i64, rescan: bool) -> Option<Change> {
+    pub fn apply(
+        &mut self,
+        hit: &Hit,
+        src: &Source<'_>,
+        now: i64,
+        day: i64,
+        rescan: bool,
+    ) -> Option<Change> {
         let h = self.host_entry(src, now);
         if let Some(n) = src.epname {
             h.epname = Some(n.to_string());
@@ -612,7 +772,13 @@ impl IocEngine {
         change
     }
 
-    fn count_threat(h: &mut Host, hit: &Hit, src: &Source<'_>, now: i64, rescan: bool) -> Option<Change> {
+    fn count_threat(
+        h: &mut Host,
+        hit: &Hit,
+        src: &Source<'_>,
+        now: i64,
+        rescan: bool,
+    ) -> Option<Change> {
         h.event_count += 1;
         h.last_detected = h.last_detected.max(now);
         if let Some(t) = h.threats.iter_mut().find(|t| t.threat == hit.threat) {
@@ -665,7 +831,11 @@ impl IocEngine {
                     score,
                     black: false,
                 };
-                let src = Source { epip: &h.epip.clone(), log_type: "webfilter", ..Default::default() };
+                let src = Source {
+                    epip: &h.epip.clone(),
+                    log_type: "webfilter",
+                    ..Default::default()
+                };
                 Self::count_threat(h, &hit, &src, now, false);
                 first.get_or_insert(url);
             }
@@ -681,7 +851,14 @@ impl IocEngine {
     }
 
     /// Acknowledges a host (by epid and/or IP). Returns the host's IP when one matched.
-    pub fn ack(&mut self, epid: Option<u64>, epip: Option<&str>, now: i64, by: &str, comment: Option<&str>) -> Vec<String> {
+    pub fn ack(
+        &mut self,
+        epid: Option<u64>,
+        epip: Option<&str>,
+        now: i64,
+        by: &str,
+        comment: Option<&str>,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for h in self.hosts.values_mut() {
             let m = match (epid, epip) {
@@ -706,7 +883,9 @@ impl IocEngine {
 
     /// Whether a notification for this host is due under the throttle; records it if so.
     pub fn take_notification(&mut self, epip: &str, now: i64, throttle_min: u32) -> bool {
-        let Some(h) = self.hosts.get_mut(epip) else { return false };
+        let Some(h) = self.hosts.get_mut(epip) else {
+            return false;
+        };
         let due = match h.last_notified {
             None => true,
             Some(t) => now - t >= throttle_min as i64 * 60,
@@ -776,30 +955,67 @@ mod tests {
     }
 
     fn src(ip: &str) -> Source<'_> {
-        Source { epip: ip, devid: "FGVM01", vdom: "root", sender: "FGVM01", log_type: "webfilter", ..Default::default() }
+        Source {
+            epip: ip,
+            devid: "FGVM01",
+            vdom: "root",
+            sender: "FGVM01",
+            log_type: "webfilter",
+            ..Default::default()
+        }
     }
 
     #[test]
     fn default_package_matches_eicar_domain_url_and_ioc_ip() {
         let t = Tidb::default_lab();
-        let h = t.check(&wf("www.eicar.org", "/download/eicar.com", "89.1.1.1")).unwrap();
-        assert_eq!((h.threat.as_str(), h.method), ("www.eicar.org", INFECTED_DOMAIN));
+        let h = t
+            .check(&wf("www.eicar.org", "/download/eicar.com", "89.1.1.1"))
+            .unwrap();
+        assert_eq!(
+            (h.threat.as_str(), h.method),
+            ("www.eicar.org", INFECTED_DOMAIN)
+        );
         assert!(h.black);
         // A URL hit when the domain itself is not listed.
         let mut t2 = Tidb::empty("x");
         t2.add_url("https://files.example/bad.exe");
-        let h = t2.check(&wf("files.example", "/bad.exe?x=1", "1.1.1.1")).unwrap();
-        assert_eq!((h.threat.as_str(), h.method), ("files.example/bad.exe", INFECTED_URL));
-        let h = t2.check(&wf("FILES.example", "http://files.example/bad.exe", "1.1.1.1")).unwrap();
+        let h = t2
+            .check(&wf("files.example", "/bad.exe?x=1", "1.1.1.1"))
+            .unwrap();
+        assert_eq!(
+            (h.threat.as_str(), h.method),
+            ("files.example/bad.exe", INFECTED_URL)
+        );
+        let h = t2
+            .check(&wf(
+                "FILES.example",
+                "http://files.example/bad.exe",
+                "1.1.1.1",
+            ))
+            .unwrap();
         assert_eq!(h.method, INFECTED_URL);
         // Traffic logs: IPs only.
-        let tr = LogView { log_type: "traffic", subtype: "forward", dstip: Some("195.22.28.198"), hostname: Some("www.eicar.org"), ..Default::default() };
+        let tr = LogView {
+            log_type: "traffic",
+            subtype: "forward",
+            dstip: Some("195.22.28.198"),
+            hostname: Some("www.eicar.org"),
+            ..Default::default()
+        };
         let h = t.check(&tr).unwrap();
-        assert_eq!((h.threat.as_str(), h.method), ("195.22.28.198", INFECTED_IP));
+        assert_eq!(
+            (h.threat.as_str(), h.method),
+            ("195.22.28.198", INFECTED_IP)
+        );
         let benign = wf("www.example.com", "/", "89.1.1.2");
         assert_eq!(t.check(&benign), None);
         // Event logs are not inspected.
-        let ev = LogView { log_type: "event", subtype: "system", dstip: Some("195.22.28.198"), ..Default::default() };
+        let ev = LogView {
+            log_type: "event",
+            subtype: "system",
+            dstip: Some("195.22.28.198"),
+            ..Default::default()
+        };
         assert_eq!(t.check(&ev), None);
     }
 
@@ -808,22 +1024,44 @@ mod tests {
         let mut t = Tidb::empty("1");
         t.add_domain("evil.example");
         t.add_ip("203.0.113.9".parse().unwrap());
-        let dns = LogView { log_type: "utm", subtype: "dns", qname: Some("a.b.evil.example"), ..Default::default() };
+        let dns = LogView {
+            log_type: "utm",
+            subtype: "dns",
+            qname: Some("a.b.evil.example"),
+            ..Default::default()
+        };
         assert_eq!(t.check(&dns).unwrap().threat, "evil.example");
-        let dns2 = LogView { log_type: "utm", subtype: "dns", qname: Some("ok.example"), ipaddr: Some("1.1.1.1, 203.0.113.9"), ..Default::default() };
+        let dns2 = LogView {
+            log_type: "utm",
+            subtype: "dns",
+            qname: Some("ok.example"),
+            ipaddr: Some("1.1.1.1, 203.0.113.9"),
+            ..Default::default()
+        };
         assert_eq!(t.check(&dns2).unwrap().method, INFECTED_IP);
         assert_eq!(t.lookup("evil.example"), Some(TidbType::BlackDomain));
         assert_eq!(t.lookup("203.0.113.9"), Some(TidbType::BlackIp));
         assert_eq!(t.lookup("example"), None);
         // "example" alone is never matched as a parent (no TLD matching).
         t.add_domain("example");
-        assert_eq!(t.check(&LogView { log_type: "utm", subtype: "dns", qname: Some("x.example"), ..Default::default() }), None);
+        assert_eq!(
+            t.check(&LogView {
+                log_type: "utm",
+                subtype: "dns",
+                qname: Some("x.example"),
+                ..Default::default()
+            }),
+            None
+        );
     }
 
     #[test]
     fn extend_rejects_bad_entries() {
         let mut t = Tidb::default_lab();
-        let add = TidbAdditions { black_ip: vec!["nope".into()], ..Default::default() };
+        let add = TidbAdditions {
+            black_ip: vec!["nope".into()],
+            ..Default::default()
+        };
         assert!(t.extend(&add).unwrap_err().contains("nope"));
         let add = TidbAdditions {
             version: Some("2.0".into()),
@@ -840,15 +1078,24 @@ mod tests {
     #[test]
     fn blacklist_hit_lists_infected_and_counts_threats_and_events() {
         let mut e = IocEngine::new(Tidb::default_lab());
-        let hit = e.tidb.check(&wf("www.eicar.org", "/download/eicar.com", "89.1.1.1")).unwrap();
+        let hit = e
+            .tidb
+            .check(&wf("www.eicar.org", "/download/eicar.com", "89.1.1.1"))
+            .unwrap();
         let c = e.apply(&hit, &src("10.115.2.52"), 100, 1, false).unwrap();
         assert!(matches!(c, Change::Listed { ref threat, .. } if threat == "www.eicar.org"));
         // Same threat again: counted, no change.
         assert_eq!(e.apply(&hit, &src("10.115.2.52"), 101, 1, false), None);
         let ip_hit = Hit::black("195.22.28.198".into(), INFECTED_IP, "195.22.28.198".into());
-        assert!(matches!(e.apply(&ip_hit, &src("10.115.2.52"), 102, 1, false), Some(Change::NewThreat { .. })));
+        assert!(matches!(
+            e.apply(&ip_hit, &src("10.115.2.52"), 102, 1, false),
+            Some(Change::NewThreat { .. })
+        ));
         let h = e.host("10.115.2.52").unwrap();
-        assert_eq!((h.verdict.as_str(), h.level, h.threat_count(), h.event_count), ("Infected", Level::High, 2, 3));
+        assert_eq!(
+            (h.verdict.as_str(), h.level, h.threat_count(), h.event_count),
+            ("Infected", Level::High, 2, 3)
+        );
         assert_eq!(h.threats[0].event_count, 2);
         assert_eq!((h.first_detected, h.last_detected), (100, 102));
         assert_eq!(h.epid, 1025);
@@ -857,12 +1104,19 @@ mod tests {
     #[test]
     fn ack_then_new_hit_relists_and_throttle() {
         let mut e = IocEngine::new(Tidb::default_lab());
-        let hit = Hit::black("www.eicar.org".into(), INFECTED_DOMAIN, "www.eicar.org".into());
+        let hit = Hit::black(
+            "www.eicar.org".into(),
+            INFECTED_DOMAIN,
+            "www.eicar.org".into(),
+        );
         e.apply(&hit, &src("10.115.2.52"), 100, 1, false).unwrap();
         assert!(e.take_notification("10.115.2.52", 100, 1440));
         assert!(!e.take_notification("10.115.2.52", 200, 1440));
         assert!(e.take_notification("10.115.2.52", 100 + 1440 * 60, 1440));
-        assert_eq!(e.ack(None, Some("10.115.2.52"), 300, "admin", Some("cleaned")), vec!["10.115.2.52"]);
+        assert_eq!(
+            e.ack(None, Some("10.115.2.52"), 300, "admin", Some("cleaned")),
+            vec!["10.115.2.52"]
+        );
         assert!(e.ack(Some(9999), None, 300, "admin", None).is_empty());
         let h = e.host("10.115.2.52").unwrap();
         assert!(h.ack && h.ack_time == Some(300) && h.comment == "cleaned");
@@ -876,20 +1130,42 @@ mod tests {
     #[test]
     fn suspicious_scores_list_medium_on_evaluation_and_reset_daily() {
         let mut e = IocEngine::new(Tidb::default_lab());
-        let s1 = Hit { threat: "phish.lab.example/login".into(), method: SUSPICIOUS_URL, pattern: "p".into(), score: 60, black: false };
-        let s2 = Hit { threat: "crowd.lab.example/track".into(), method: SUSPICIOUS_URL, pattern: "p".into(), score: 30, black: false };
+        let s1 = Hit {
+            threat: "phish.lab.example/login".into(),
+            method: SUSPICIOUS_URL,
+            pattern: "p".into(),
+            score: 60,
+            black: false,
+        };
+        let s2 = Hit {
+            threat: "crowd.lab.example/track".into(),
+            method: SUSPICIOUS_URL,
+            pattern: "p".into(),
+            score: 30,
+            black: false,
+        };
         assert_eq!(e.apply(&s1, &src("10.115.2.60"), 10, 5, false), None);
         assert!(e.evaluate(80, 20, 5).is_empty());
         e.apply(&s2, &src("10.115.2.60"), 30, 5, false);
         let ch = e.evaluate(80, 40, 5);
         assert_eq!(ch.len(), 1);
         let h = e.host("10.115.2.60").unwrap();
-        assert_eq!((h.verdict.as_str(), h.level, h.threat_count()), ("Suspicious", Level::Medium, 2));
+        assert_eq!(
+            (h.verdict.as_str(), h.level, h.threat_count()),
+            ("Suspicious", Level::Medium, 2)
+        );
         // Already listed: no second listing.
         assert!(e.evaluate(80, 50, 5).is_empty());
         // A blacklist hit raises the level.
-        let b = Hit::black("www.eicar.org".into(), INFECTED_DOMAIN, "www.eicar.org".into());
-        assert!(matches!(e.apply(&b, &src("10.115.2.60"), 60, 5, false), Some(Change::Listed { .. })));
+        let b = Hit::black(
+            "www.eicar.org".into(),
+            INFECTED_DOMAIN,
+            "www.eicar.org".into(),
+        );
+        assert!(matches!(
+            e.apply(&b, &src("10.115.2.60"), 60, 5, false),
+            Some(Change::Listed { .. })
+        ));
         assert_eq!(e.host("10.115.2.60").unwrap().level, Level::High);
         // Roll-over fixes the summary and clears the daily scores.
         e.current_day = 5;
@@ -903,7 +1179,10 @@ mod tests {
 
     #[test]
     fn normalize() {
-        assert_eq!(normalize_url("https://WWW.Eicar.org:443/download/eicar.com", None), "www.eicar.org/download/eicar.com");
+        assert_eq!(
+            normalize_url("https://WWW.Eicar.org:443/download/eicar.com", None),
+            "www.eicar.org/download/eicar.com"
+        );
         assert_eq!(normalize_url("/x?y", Some("h.example")), "h.example/x?y");
         assert_eq!(normalize_url("h.example/", None), "h.example");
     }

@@ -53,7 +53,10 @@ pub struct Reply {
 }
 
 fn data(v: Value) -> Result<Reply, ApiErr> {
-    Ok(Reply { data: Some(v), ..Default::default() })
+    Ok(Reply {
+        data: Some(v),
+        ..Default::default()
+    })
 }
 
 fn ok() -> Result<Reply, ApiErr> {
@@ -65,7 +68,11 @@ fn extra(v: Value) -> Result<Reply, ApiErr> {
         Value::Object(m) => m,
         _ => Map::new(),
     };
-    Ok(Reply { data: None, extra, session: None })
+    Ok(Reply {
+        data: None,
+        extra,
+        session: None,
+    })
 }
 
 /// A log search task (two-step logsearch).
@@ -83,12 +90,22 @@ pub struct ApiState {
     pub tasks: Mutex<HashMap<u64, Value>>,
 }
 
-const METHODS: &[&str] = &["get", "set", "add", "update", "delete", "exec", "replace", "clone", "move", "unset"];
+const METHODS: &[&str] = &[
+    "get", "set", "add", "update", "delete", "exec", "replace", "clone", "move", "unset",
+];
 
 fn is_v2_url(url: &str) -> bool {
-    ["logview/", "fortiview/", "ioc/", "eventmgmt/", "ueba/", "incidentmgmt/", "soar/"]
-        .iter()
-        .any(|p| url.starts_with(p))
+    [
+        "logview/",
+        "fortiview/",
+        "ioc/",
+        "eventmgmt/",
+        "ueba/",
+        "incidentmgmt/",
+        "soar/",
+    ]
+    .iter()
+    .any(|p| url.starts_with(p))
 }
 
 /// Handles one request body.
@@ -111,7 +128,11 @@ pub fn handle(faz: &Faz, api: &ApiState, body: &[u8], caller: &Caller) -> Value 
     };
     let id = obj.get("id").cloned().unwrap_or(Value::Null);
     let v2 = obj.get("jsonrpc").and_then(|v| v.as_str()) == Some("2.0");
-    let Some(method) = obj.get("method").and_then(|m| m.as_str()).map(|m| m.to_ascii_lowercase()) else {
+    let Some(method) = obj
+        .get("method")
+        .and_then(|m| m.as_str())
+        .map(|m| m.to_ascii_lowercase())
+    else {
         faz.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
         return rpc_error(id, -32600, "Invalid Request: missing method");
     };
@@ -120,15 +141,27 @@ pub fn handle(faz: &Faz, api: &ApiState, body: &[u8], caller: &Caller) -> Value 
         Some(Value::Object(o)) => vec![Value::Object(o.clone())],
         _ => {
             faz.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return rpc_error(id, -32600, "Invalid Request: params must be a non-empty list");
+            return rpc_error(
+                id,
+                -32600,
+                "Invalid Request: params must be a non-empty list",
+            );
         }
     };
     if !METHODS.contains(&method.as_str()) {
         faz.counters.unknown_methods.fetch_add(1, Ordering::Relaxed);
         return rpc_error(id, -32601, &format!("Method not found: {method}"));
     }
-    let body_session = obj.get("session").and_then(|s| s.as_str()).map(String::from);
-    let log_mode = faz.global.lock().unwrap_or_else(|e| e.into_inner()).jsonapi_log.clone();
+    let body_session = obj
+        .get("session")
+        .and_then(|s| s.as_str())
+        .map(String::from);
+    let log_mode = faz
+        .global
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .jsonapi_log
+        .clone();
 
     let mut entries = Vec::new();
     let mut new_session = None;
@@ -137,11 +170,21 @@ pub fn handle(faz: &Faz, api: &ApiState, body: &[u8], caller: &Caller) -> Value 
     for p in &params {
         let Some(p) = p.as_object() else {
             faz.counters.bad_requests.fetch_add(1, Ordering::Relaxed);
-            entries.push(("".to_string(), Err(e(-32602, "Invalid params: each params item must be an object"))));
+            entries.push((
+                "".to_string(),
+                Err(e(
+                    -32602,
+                    "Invalid params: each params item must be an object",
+                )),
+            ));
             continue;
         };
         let raw_url = p.get("url").and_then(|u| u.as_str()).unwrap_or("");
-        let url = raw_url.trim().trim_start_matches('/').trim_end_matches('/').to_string();
+        let url = raw_url
+            .trim()
+            .trim_start_matches('/')
+            .trim_end_matches('/')
+            .to_string();
         if is_v2_url(&url) || p.get("apiver").is_some() {
             dict_mode = true;
         }
@@ -154,7 +197,12 @@ pub fn handle(faz: &Faz, api: &ApiState, body: &[u8], caller: &Caller) -> Value 
             Ok(user) => {
                 user_for_log = user.clone();
                 if matches!(log_mode.as_str(), "all" | "request") {
-                    faz.local_event("JSON API request", "jsonapi-request", &user, &redact(&method, p));
+                    faz.local_event(
+                        "JSON API request",
+                        "jsonapi-request",
+                        &user,
+                        &redact(&method, p),
+                    );
                 }
                 dispatch(faz, api, &method, &url, p, &user, body_session.as_deref())
             }
@@ -187,7 +235,12 @@ pub fn handle(faz: &Faz, api: &ApiState, body: &[u8], caller: &Caller) -> Value 
             }
             text.truncate(cut);
         }
-        faz.local_event("JSON API response", "jsonapi-response", &user_for_log, &text);
+        faz.local_event(
+            "JSON API response",
+            "jsonapi-response",
+            &user_for_log,
+            &text,
+        );
     }
     faz.bus.emit(
         "api.request",
@@ -205,7 +258,12 @@ fn redact(method: &str, p: &Map<String, Value>) -> String {
             Value::Object(m) => {
                 for (k, x) in m.iter_mut() {
                     let lk = k.to_ascii_lowercase();
-                    if lk.contains("passw") || lk == "passwd" || lk.contains("secret") || lk.contains("token") || lk.contains("key") {
+                    if lk.contains("passw")
+                        || lk == "passwd"
+                        || lk.contains("secret")
+                        || lk.contains("token")
+                        || lk.contains("key")
+                    {
                         *x = json!("******");
                     } else {
                         walk(x);
@@ -236,7 +294,11 @@ fn status_json(code: i64, msg: &str) -> Value {
     json!({"code": code, "message": msg})
 }
 
-fn build_classic(id: Value, entries: Vec<(String, Result<Reply, ApiErr>)>, session: Option<String>) -> Value {
+fn build_classic(
+    id: Value,
+    entries: Vec<(String, Result<Reply, ApiErr>)>,
+    session: Option<String>,
+) -> Value {
     let mut result = Vec::new();
     for (url, r) in entries {
         let mut m = Map::new();
@@ -292,7 +354,9 @@ fn build_v2(id: Value, entries: Vec<(String, Result<Reply, ApiErr>)>) -> Value {
     if results.len() == 1 {
         return match results.pop().unwrap() {
             Ok(v) => json!({"jsonrpc": "2.0", "result": v, "id": id}),
-            Err((code, msg)) => json!({"jsonrpc": "2.0", "error": {"code": code, "message": msg}, "id": id}),
+            Err((code, msg)) => {
+                json!({"jsonrpc": "2.0", "error": {"code": code, "message": msg}, "id": id})
+            }
         };
     }
     let list: Vec<Value> = results
@@ -306,7 +370,13 @@ fn build_v2(id: Value, entries: Vec<(String, Result<Reply, ApiErr>)>) -> Value {
 }
 
 /// Checks credentials; returns the user name.
-fn authenticate(faz: &Faz, caller: &Caller, session: Option<&str>, method: &str, url: &str) -> Result<String, ApiErr> {
+fn authenticate(
+    faz: &Faz,
+    caller: &Caller,
+    session: Option<&str>,
+    method: &str,
+    url: &str,
+) -> Result<String, ApiErr> {
     if method == "exec" && url == "sys/login/user" {
         return Ok("-".into());
     }
@@ -345,7 +415,11 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 /// An argument beside `url`, or under `data` (classic write methods).
 fn arg<'a>(p: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    p.get(key).or_else(|| p.get("data").and_then(|d| d.as_object()).and_then(|d| d.get(key)))
+    p.get(key).or_else(|| {
+        p.get("data")
+            .and_then(|d| d.as_object())
+            .and_then(|d| d.get(key))
+    })
 }
 
 fn arg_str<'a>(p: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
@@ -353,7 +427,10 @@ fn arg_str<'a>(p: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 }
 
 fn arg_u64(p: &Map<String, Value>, key: &str) -> Option<u64> {
-    arg(p, key).and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())))
+    arg(p, key).and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+    })
 }
 
 fn enable_str(b: bool) -> &'static str {
@@ -393,12 +470,19 @@ fn dispatch(
         ("exec", ["sys", "login", "user"]) => login(faz, p),
         ("exec", ["sys", "logout"]) => {
             if let Some(s) = session {
-                faz.sessions.lock().unwrap_or_else(|e| e.into_inner()).remove(s);
+                faz.sessions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(s);
             }
             ok()
         }
-        (_, ["sys", "status"]) | (_, ["cli", "global", "system", "status"]) if read => data(system_status(faz)),
-        (_, ["sys", "ha", "status"]) if read => data(json!({"mode": "standalone", "cluster-status": "n/a", "peer": []})),
+        (_, ["sys", "status"]) | (_, ["cli", "global", "system", "status"]) if read => {
+            data(system_status(faz))
+        }
+        (_, ["sys", "ha", "status"]) if read => {
+            data(json!({"mode": "standalone", "cluster-status": "n/a", "peer": []}))
+        }
         (_, ["cli", "global", "system", "global"]) if read => data(global_json(faz)),
         (_, ["cli", "global", "system", "global"]) if write => set_global(faz, p),
         (_, ["cli", "global", "system", "log", "ioc"]) if read => data(ioc_settings_json(faz)),
@@ -415,23 +499,38 @@ fn dispatch(
         (_, ["dvmdb", "device"]) if read => data(Value::Array(device_list(faz, false))),
         (_, ["dvmdb", "adom", adom, "device", name]) if read => {
             check_adom(adom)?;
-            find_device(faz, name).map(|d| data(device_json(&d))).unwrap_or_else(|| Err(e(NOT_EXIST, "Object does not exist")))
+            find_device(faz, name)
+                .map(|d| data(device_json(&d)))
+                .unwrap_or_else(|| Err(e(NOT_EXIST, "Object does not exist")))
         }
-        (_, ["dvmdb", "device", name]) if read => {
-            find_device(faz, name).map(|d| data(device_json(&d))).unwrap_or_else(|| Err(e(NOT_EXIST, "Object does not exist")))
-        }
+        (_, ["dvmdb", "device", name]) if read => find_device(faz, name)
+            .map(|d| data(device_json(&d)))
+            .unwrap_or_else(|| Err(e(NOT_EXIST, "Object does not exist"))),
         ("update" | "set", ["dvmdb", "adom", adom, "device", name]) => {
             check_adom(adom)?;
-            let Some(d) = find_device(faz, name) else { return Err(e(NOT_EXIST, "Object does not exist")) };
+            let Some(d) = find_device(faz, name) else {
+                return Err(e(NOT_EXIST, "Object does not exist"));
+            };
             let new_name = arg_str(p, "name").map(String::from);
             let desc = arg_str(p, "desc").map(String::from);
-            let d = faz.authorize_device(&d.sn, new_name.as_deref().or(Some(&d.name)), desc.as_deref(), adom);
+            let d = faz.authorize_device(
+                &d.sn,
+                new_name.as_deref().or(Some(&d.name)),
+                desc.as_deref(),
+                adom,
+            );
             data(device_json(&d))
         }
         ("exec", ["dvm", "cmd", "add", "device"]) => add_device(faz, api, p),
         ("exec", ["dvm", "cmd", "del", "device"]) => {
-            let dev = arg(p, "device").and_then(|d| d.as_str().map(String::from).or_else(|| d.get("name").and_then(|n| n.as_str()).map(String::from)));
-            let Some(dev) = dev else { return Err(e(INVALID_DATA, "The data is invalid for selected url")) };
+            let dev = arg(p, "device").and_then(|d| {
+                d.as_str()
+                    .map(String::from)
+                    .or_else(|| d.get("name").and_then(|n| n.as_str()).map(String::from))
+            });
+            let Some(dev) = dev else {
+                return Err(e(INVALID_DATA, "The data is invalid for selected url"));
+            };
             if faz.delete_device(&dev) {
                 let tid = new_task(api, "del_device", &dev);
                 data(json!({"taskid": tid}))
@@ -468,8 +567,15 @@ fn dispatch(
         }
         ("delete", ["logview", "adom", adom, "logsearch", tid]) => {
             check_adom(adom)?;
-            let tid: u64 = tid.parse().map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
-            match api.searches.lock().unwrap_or_else(|e| e.into_inner()).remove(&tid) {
+            let tid: u64 = tid
+                .parse()
+                .map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
+            match api
+                .searches
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&tid)
+            {
                 Some(_) => extra(json!({"tid": tid})),
                 None => Err(e(NOT_EXIST, "Object does not exist")),
             }
@@ -478,7 +584,10 @@ fn dispatch(
             check_adom(adom)?;
             let lt = arg_str(p, "logtype").unwrap_or("traffic");
             if logtype_code(lt).is_none() {
-                return Err(e(INVALID_DATA, &format!("Invalid params: logtype {lt:?} not supported")));
+                return Err(e(
+                    INVALID_DATA,
+                    &format!("Invalid params: logtype {lt:?} not supported"),
+                ));
             }
             data(logfields(lt))
         }
@@ -505,26 +614,40 @@ fn dispatch(
         ("get", ["ioc", "adom", adom, "rescan", "run"]) => {
             check_adom(adom)?;
             let rs = faz.rescans.lock().unwrap_or_else(|e| e.into_inner());
-            let cur = rs.iter().rev().find(|r| r.status == "running").or(rs.last());
+            let cur = rs
+                .iter()
+                .rev()
+                .find(|r| r.status == "running")
+                .or(rs.last());
             match cur {
-                Some(r) => extra(json!({"tid": r.tid, "percentage": r.percentage, "status": r.status,
-                                        "threats-count": r.threats, "scanned-logs": r.scanned})),
-                None => extra(json!({"tid": 0, "percentage": 100, "status": "idle", "threats-count": 0})),
+                Some(r) => extra(
+                    json!({"tid": r.tid, "percentage": r.percentage, "status": r.status,
+                                        "threats-count": r.threats, "scanned-logs": r.scanned}),
+                ),
+                None => extra(
+                    json!({"tid": 0, "percentage": 100, "status": "idle", "threats-count": 0}),
+                ),
             }
         }
         ("get", ["ioc", "adom", adom, "rescan", "run", tid]) => {
             check_adom(adom)?;
-            let tid: u64 = tid.parse().map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
+            let tid: u64 = tid
+                .parse()
+                .map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
             let rs = faz.rescans.lock().unwrap_or_else(|e| e.into_inner());
             match rs.iter().find(|r| r.tid == tid) {
-                Some(r) => extra(json!({"tid": r.tid, "percentage": r.percentage, "status": r.status,
-                                        "threats-count": r.threats, "scanned-logs": r.scanned})),
+                Some(r) => extra(
+                    json!({"tid": r.tid, "percentage": r.percentage, "status": r.status,
+                                        "threats-count": r.threats, "scanned-logs": r.scanned}),
+                ),
                 None => Err(e(NOT_EXIST, "Object does not exist")),
             }
         }
         ("delete", ["ioc", "adom", adom, "rescan", "run", tid]) => {
             check_adom(adom)?;
-            let tid: u64 = tid.parse().map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
+            let tid: u64 = tid
+                .parse()
+                .map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
             let mut rs = faz.rescans.lock().unwrap_or_else(|e| e.into_inner());
             match rs.iter_mut().find(|r| r.tid == tid) {
                 Some(r) => {
@@ -555,7 +678,12 @@ fn dispatch(
             check_adom(adom)?;
             let key = format!("ueba:ioc-rescan:{adom}");
             if read {
-                let v = faz.store.kv_get(&key).ok().flatten().and_then(|s| serde_json::from_str(&s).ok());
+                let v = faz
+                    .store
+                    .kv_get(&key)
+                    .ok()
+                    .flatten()
+                    .and_then(|s| serde_json::from_str(&s).ok());
                 data(v.unwrap_or(json!({"last-ndays": 14, "logtype": 7, "status": 1})))
             } else {
                 let d = arg(p, "data").cloned().unwrap_or(json!({}));
@@ -571,10 +699,20 @@ fn dispatch(
             check_adom(adom)?;
             alerts_get(faz, p, true)
         }
-        ("update" | "set", ["eventmgmt", "adom", adom, "alerts", what @ ("ack" | "unack" | "comment")]) => {
+        (
+            "update" | "set",
+            ["eventmgmt", "adom", adom, "alerts", what @ ("ack" | "unack" | "comment")],
+        ) => {
             check_adom(adom)?;
             let ids: Vec<String> = match arg(p, "alertid") {
-                Some(Value::Array(a)) => a.iter().map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).collect(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| {
+                        v.as_str()
+                            .map(String::from)
+                            .unwrap_or_else(|| v.to_string())
+                    })
+                    .collect(),
                 Some(Value::String(s)) => vec![s.clone()],
                 Some(Value::Number(n)) => vec![n.to_string()],
                 _ => return Err(e(INVALID_DATA, "Invalid params: alertid is required")),
@@ -584,7 +722,8 @@ fn dispatch(
                 "ack" => faz.update_alerts(&ids, Some(true), None, by),
                 "unack" => faz.update_alerts(&ids, Some(false), None, by),
                 _ => {
-                    let c = arg_str(p, "comment").ok_or_else(|| e(INVALID_DATA, "Invalid params: comment is required"))?;
+                    let c = arg_str(p, "comment")
+                        .ok_or_else(|| e(INVALID_DATA, "Invalid params: comment is required"))?;
                     faz.update_alerts(&ids, None, Some(c), by)
                 }
             };
@@ -595,7 +734,15 @@ fn dispatch(
         }
         _ => {
             let known = [
-                "sys/", "cli/", "dvmdb/", "dvm/", "task/", "logview/", "ioc/", "eventmgmt/", "config/",
+                "sys/",
+                "cli/",
+                "dvmdb/",
+                "dvm/",
+                "task/",
+                "logview/",
+                "ioc/",
+                "eventmgmt/",
+                "config/",
             ];
             if known.iter().any(|k| url.starts_with(k)) && !url.is_empty() {
                 // A known tree but not this method/URL combination.
@@ -617,8 +764,12 @@ fn check_adom(adom: &str) -> Result<(), ApiErr> {
 
 fn login(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
     let user = arg_str(p, "user").unwrap_or("");
-    let pass = arg_str(p, "passwd").or_else(|| arg_str(p, "password")).unwrap_or("");
-    if user != faz.id.admin_user || !constant_time_eq(pass.as_bytes(), faz.id.admin_password.as_bytes()) {
+    let pass = arg_str(p, "passwd")
+        .or_else(|| arg_str(p, "password"))
+        .unwrap_or("");
+    if user != faz.id.admin_user
+        || !constant_time_eq(pass.as_bytes(), faz.id.admin_password.as_bytes())
+    {
         faz.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         faz.bus.emit("api.login_failed", json!({"user": user}));
         return Err(e(-22, "Login fail"));
@@ -627,20 +778,42 @@ fn login(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
     let mut sessions = faz.sessions.lock().unwrap_or_else(|e| e.into_inner());
     sessions.retain(|_, s| now - s.last_used <= faz.id.session_timeout);
     if sessions.len() >= faz.id.max_sessions {
-        return Err(e(-22, "Login fail: maximum number of login sessions reached"));
+        return Err(e(
+            -22,
+            "Login fail: maximum number of login sessions reached",
+        ));
     }
     let sid = format!("{}==", faz.token(22));
-    sessions.insert(sid.clone(), Session { user: user.to_string(), last_used: now });
+    sessions.insert(
+        sid.clone(),
+        Session {
+            user: user.to_string(),
+            last_used: now,
+        },
+    );
     drop(sessions);
     faz.bus.emit("api.login", json!({"user": user}));
-    Ok(Reply { data: None, extra: Map::new(), session: Some(sid) })
+    Ok(Reply {
+        data: None,
+        extra: Map::new(),
+        session: Some(sid),
+    })
 }
 
 fn system_status(faz: &Faz) -> Value {
     let v = &faz.id.version;
     let mut it = v.split('.').map(|x| x.parse::<i64>().unwrap_or(0));
-    let (ma, mi, pa) = (it.next().unwrap_or(6), it.next().unwrap_or(4), it.next().unwrap_or(5));
-    let hostname = faz.global.lock().unwrap_or_else(|e| e.into_inner()).hostname.clone();
+    let (ma, mi, pa) = (
+        it.next().unwrap_or(6),
+        it.next().unwrap_or(4),
+        it.next().unwrap_or(5),
+    );
+    let hostname = faz
+        .global
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .hostname
+        .clone();
     json!({
         "Admin Domain Configuration": "Enabled",
         "BIOS version": "04000002",
@@ -687,7 +860,10 @@ fn set_global(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
     }
     if let Some(h) = arg_str(p, "hostname") {
         if h.trim().is_empty() || h.len() > 35 {
-            return Err(e(INVALID_DATA, "The data is invalid for selected url: hostname"));
+            return Err(e(
+                INVALID_DATA,
+                "The data is invalid for selected url: hostname",
+            ));
         }
         g.hostname = h.to_string();
         faz.bus.set_device(h);
@@ -695,13 +871,19 @@ fn set_global(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
     if let Some(t) = arg_str(p, "timezone") {
         g.timezone = t.to_string();
     }
-    let _ = faz.store.kv_put(&[("settings:global".into(), serde_json::to_string(&g).ok())]);
+    let _ = faz
+        .store
+        .kv_put(&[("settings:global".into(), serde_json::to_string(&g).ok())]);
     *faz.global.lock().unwrap_or_else(|e| e.into_inner()) = g;
     ok()
 }
 
 fn ioc_settings_json(faz: &Faz) -> Value {
-    let s = faz.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let s = faz
+        .ioc_settings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     json!({
         "status": enable_str(s.status), "notification": enable_str(s.notification),
         "notification-throttle": s.notification_throttle, "rescan-status": enable_str(s.rescan_status),
@@ -711,8 +893,17 @@ fn ioc_settings_json(faz: &Faz) -> Value {
 }
 
 fn set_ioc_settings(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
-    let mut s = faz.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let bad = |k: &str| e(INVALID_DATA, &format!("The data is invalid for selected url: {k}"));
+    let mut s = faz
+        .ioc_settings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let bad = |k: &str| {
+        e(
+            INVALID_DATA,
+            &format!("The data is invalid for selected url: {k}"),
+        )
+    };
     for k in ["status", "notification", "rescan-status"] {
         if let Some(v) = arg(p, k) {
             let b = parse_enable(v).ok_or_else(|| bad(k))?;
@@ -727,7 +918,10 @@ fn set_ioc_settings(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> 
         match arg(p, k) {
             None => Ok(None),
             Some(v) => {
-                let n = v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())).ok_or_else(|| bad(k))?;
+                let n = v
+                    .as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| bad(k))?;
                 if n < lo || n > hi {
                     return Err(bad(k));
                 }
@@ -747,7 +941,9 @@ fn set_ioc_settings(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> 
     if let Some(n) = num("suspicious-threshold", 1, 1_000_000)? {
         s.suspicious_threshold = n;
     }
-    let _ = faz.store.kv_put(&[("settings:ioc".into(), serde_json::to_string(&s).ok())]);
+    let _ = faz
+        .store
+        .kv_put(&[("settings:ioc".into(), serde_json::to_string(&s).ok())]);
     *faz.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()) = s;
     ok()
 }
@@ -759,17 +955,26 @@ fn adom_json() -> Value {
 
 fn device_list(faz: &Faz, authorized_only: bool) -> Vec<Value> {
     let devs = faz.devices.lock().unwrap_or_else(|e| e.into_inner());
-    devs.values().filter(|d| !authorized_only || d.authorized).map(device_json).collect()
+    devs.values()
+        .filter(|d| !authorized_only || d.authorized)
+        .map(device_json)
+        .collect()
 }
 
 fn find_device(faz: &Faz, key: &str) -> Option<Device> {
     let devs = faz.devices.lock().unwrap_or_else(|e| e.into_inner());
-    devs.values().find(|d| d.name == key || d.sn == key).cloned()
+    devs.values()
+        .find(|d| d.name == key || d.sn == key)
+        .cloned()
 }
 
 fn device_json(d: &Device) -> Value {
     let mut it = d.version.split('.').map(|x| x.parse::<i64>().unwrap_or(0));
-    let (ma, mi, pa) = (it.next().unwrap_or(0), it.next().unwrap_or(0), it.next().unwrap_or(0));
+    let (ma, mi, pa) = (
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+        it.next().unwrap_or(0),
+    );
     json!({
         "name": d.name, "hostname": d.hostname, "sn": d.sn, "platform_str": d.platform,
         "os_type": if d.device_type == "forticlient" { "fct" } else { "fos" },
@@ -788,9 +993,12 @@ fn new_task(api: &ApiState, title: &str, target: &str) -> u64 {
     let mut tasks = api.tasks.lock().unwrap_or_else(|e| e.into_inner());
     let id = tasks.keys().max().copied().unwrap_or(0) + 1;
     let line = json!([{"name": target, "oid": id, "state": "done", "percent": 100, "detail": "success", "err": 0}]);
-    tasks.insert(id, json!({"id": id, "title": title, "state": "done", "percent": 100, "num_done": 1,
+    tasks.insert(
+        id,
+        json!({"id": id, "title": title, "state": "done", "percent": 100, "num_done": 1,
                             "num_err": 0, "num_lines": 1, "num_warn": 0, "src": "device manager",
-                            "line": line}));
+                            "line": line}),
+    );
     if tasks.len() > 1000 {
         let min = *tasks.keys().min().unwrap_or(&0);
         tasks.remove(&min);
@@ -801,7 +1009,14 @@ fn new_task(api: &ApiState, title: &str, target: &str) -> u64 {
 fn add_device(faz: &Faz, api: &ApiState, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
     let adom = arg_str(p, "adom").unwrap_or("root").to_string();
     check_adom(&adom)?;
-    let dev = arg(p, "device").and_then(|d| d.as_object()).ok_or_else(|| e(INVALID_DATA, "The data is invalid for selected url: device is required"))?;
+    let dev = arg(p, "device")
+        .and_then(|d| d.as_object())
+        .ok_or_else(|| {
+            e(
+                INVALID_DATA,
+                "The data is invalid for selected url: device is required",
+            )
+        })?;
     let sn = dev.get("sn").and_then(|v| v.as_str()).map(String::from);
     let name = dev.get("name").and_then(|v| v.as_str()).map(String::from);
     let desc = dev.get("desc").and_then(|v| v.as_str()).map(String::from);
@@ -810,11 +1025,23 @@ fn add_device(faz: &Faz, api: &ApiState, p: &Map<String, Value>) -> Result<Reply
         Some(s) if !s.trim().is_empty() => s,
         _ => match name.as_deref().and_then(|n| find_device(faz, n)) {
             Some(d) => d.sn,
-            None => return Err(e(INVALID_DATA, "The data is invalid for selected url: device.sn is required")),
+            None => {
+                return Err(e(
+                    INVALID_DATA,
+                    "The data is invalid for selected url: device.sn is required",
+                ))
+            }
         },
     };
-    if sn.len() > 64 || !sn.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-        return Err(e(INVALID_DATA, "The data is invalid for selected url: device.sn"));
+    if sn.len() > 64
+        || !sn
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(e(
+            INVALID_DATA,
+            "The data is invalid for selected url: device.sn",
+        ));
     }
     let d = faz.authorize_device(&sn, name.as_deref(), desc.as_deref(), &adom);
     let tid = new_task(api, "add_device", &d.name);
@@ -836,18 +1063,28 @@ fn time_bound(faz: &Faz, v: &Value) -> Option<i64> {
 
 fn logsearch_add(faz: &Faz, api: &ApiState, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
     let logtype = arg_str(p, "logtype").unwrap_or("traffic").to_string();
-    let code = logtype_code(&logtype)
-        .ok_or_else(|| e(INVALID_DATA, &format!("Invalid params: logtype {logtype:?} not supported")))?;
+    let code = logtype_code(&logtype).ok_or_else(|| {
+        e(
+            INVALID_DATA,
+            &format!("Invalid params: logtype {logtype:?} not supported"),
+        )
+    })?;
     let filter_text = arg_str(p, "filter").unwrap_or("");
-    let filter = filter::parse(filter_text).map_err(|err| e(INVALID_DATA, &format!("Invalid params: filter: {err}")))?;
+    let filter = filter::parse(filter_text)
+        .map_err(|err| e(INVALID_DATA, &format!("Invalid params: filter: {err}")))?;
     if let Some(f) = &filter {
         // Compile now so a bad value is reported by the add, not the fetch.
-        filter::to_sql(f, false, 0).map_err(|err| e(INVALID_DATA, &format!("Invalid params: filter: {err}")))?;
+        filter::to_sql(f, false, 0)
+            .map_err(|err| e(INVALID_DATA, &format!("Invalid params: filter: {err}")))?;
     }
     let mut devices = Vec::new();
     if let Some(Value::Array(list)) = arg(p, "device") {
         for d in list {
-            let id = d.get("devid").or_else(|| d.get("devname")).or_else(|| d.get("csfname")).and_then(|v| v.as_str());
+            let id = d
+                .get("devid")
+                .or_else(|| d.get("devname"))
+                .or_else(|| d.get("csfname"))
+                .and_then(|v| v.as_str());
             match id {
                 Some("All_Devices") | Some("All_FortiGates") | Some("All_FortiClients") | None => {}
                 Some(x) => devices.push(x.to_string()),
@@ -857,47 +1094,91 @@ fn logsearch_add(faz: &Faz, api: &ApiState, p: &Map<String, Value>) -> Result<Re
     let (mut start, mut end) = (None, None);
     if let Some(tr) = arg(p, "time-range").and_then(|v| v.as_object()) {
         if let Some(s) = tr.get("start") {
-            start = Some(time_bound(faz, s).ok_or_else(|| e(INVALID_DATA, "Invalid params: time-range.start"))?);
+            start = Some(
+                time_bound(faz, s)
+                    .ok_or_else(|| e(INVALID_DATA, "Invalid params: time-range.start"))?,
+            );
         }
         if let Some(s) = tr.get("end") {
-            end = Some(time_bound(faz, s).ok_or_else(|| e(INVALID_DATA, "Invalid params: time-range.end"))?);
+            end = Some(
+                time_bound(faz, s)
+                    .ok_or_else(|| e(INVALID_DATA, "Invalid params: time-range.end"))?,
+            );
         }
     }
     let desc = arg_str(p, "time-order").map(|o| o != "asc").unwrap_or(true);
-    let case = arg(p, "case-sensitive").and_then(parse_enable).unwrap_or(false);
-    let spec = SearchSpec { ltypes: vec![code], devices, filter, case_sensitive: case, start, end, desc };
+    let case = arg(p, "case-sensitive")
+        .and_then(parse_enable)
+        .unwrap_or(false);
+    let spec = SearchSpec {
+        ltypes: vec![code],
+        devices,
+        filter,
+        case_sensitive: case,
+        start,
+        end,
+        desc,
+    };
     let tid = faz.next_tid.fetch_add(1, Ordering::Relaxed);
     let mut s = api.searches.lock().unwrap_or_else(|e| e.into_inner());
     if s.len() >= 256 {
         let min = *s.keys().min().unwrap_or(&0);
         s.remove(&min);
     }
-    s.insert(tid, SearchTask { spec, total: None, logtype });
+    s.insert(
+        tid,
+        SearchTask {
+            spec,
+            total: None,
+            logtype,
+        },
+    );
     extra(json!({"tid": tid}))
 }
 
 fn search_task(api: &ApiState, tid: &str) -> Result<(u64, SearchTask), ApiErr> {
-    let tid: u64 = tid.parse().map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
+    let tid: u64 = tid
+        .parse()
+        .map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
     let s = api.searches.lock().unwrap_or_else(|e| e.into_inner());
-    s.get(&tid).cloned().map(|t| (tid, t)).ok_or_else(|| e(NOT_EXIST, "Object does not exist: no such search task"))
+    s.get(&tid)
+        .cloned()
+        .map(|t| (tid, t))
+        .ok_or_else(|| e(NOT_EXIST, "Object does not exist: no such search task"))
 }
 
 fn total_of(faz: &Faz, api: &ApiState, tid: u64, t: &SearchTask) -> Result<u64, ApiErr> {
     if let Some(n) = t.total {
         return Ok(n);
     }
-    let n = faz.store.count(&t.spec).map_err(|err| e(-1, &err.to_string()))?;
-    if let Some(x) = api.searches.lock().unwrap_or_else(|e| e.into_inner()).get_mut(&tid) {
+    let n = faz
+        .store
+        .count(&t.spec)
+        .map_err(|err| e(-1, &err.to_string()))?;
+    if let Some(x) = api
+        .searches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_mut(&tid)
+    {
         x.total = Some(n);
     }
     Ok(n)
 }
 
-fn logsearch_get(faz: &Faz, api: &ApiState, tid: &str, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
+fn logsearch_get(
+    faz: &Faz,
+    api: &ApiState,
+    tid: &str,
+    p: &Map<String, Value>,
+) -> Result<Reply, ApiErr> {
     let (tid, t) = search_task(api, tid)?;
     let limit = arg_u64(p, "limit").unwrap_or(100).clamp(1, 1000) as usize;
     let offset = arg_u64(p, "offset").unwrap_or(0) as usize;
-    let rows = faz.store.search(&t.spec, limit, offset).map_err(|err| e(-1, &err.to_string()))?;
+    let rows = faz
+        .store
+        .search(&t.spec, limit, offset)
+        .map_err(|err| e(-1, &err.to_string()))?;
     let total = total_of(faz, api, tid, &t)?;
     let data_rows: Vec<Value> = rows
         .iter()
@@ -933,23 +1214,63 @@ fn logsearch_get(faz: &Faz, api: &ApiState, tid: &str, p: &Map<String, Value>) -
 fn logsearch_count(faz: &Faz, api: &ApiState, tid: &str) -> Result<Reply, ApiErr> {
     let (tid, t) = search_task(api, tid)?;
     let n = total_of(faz, api, tid, &t)?;
-    extra(json!({"tid": tid, "matched-logs": n, "scanned-logs": n, "total-logs": n, "progress-percent": 100}))
+    extra(
+        json!({"tid": tid, "matched-logs": n, "scanned-logs": n, "total-logs": n, "progress-percent": 100}),
+    )
 }
 
 fn logfields(logtype: &str) -> Value {
     let common = [
-        ("date", "string"), ("time", "string"), ("devid", "string"), ("devname", "string"), ("vd", "string"),
-        ("eventtime", "int"), ("logid", "string"), ("type", "string"), ("subtype", "string"), ("level", "string"),
+        ("date", "string"),
+        ("time", "string"),
+        ("devid", "string"),
+        ("devname", "string"),
+        ("vd", "string"),
+        ("eventtime", "int"),
+        ("logid", "string"),
+        ("type", "string"),
+        ("subtype", "string"),
+        ("level", "string"),
     ];
     let specific: &[(&str, &str)] = match logtype {
-        "traffic" | "fct-traffic" => &[("srcip", "ip"), ("srcport", "int"), ("dstip", "ip"), ("dstport", "int"),
-            ("action", "string"), ("policyid", "int"), ("service", "string"), ("sentbyte", "int"), ("rcvdbyte", "int"),
-            ("user", "string"), ("fct_devid", "string")],
-        "webfilter" => &[("srcip", "ip"), ("dstip", "ip"), ("hostname", "string"), ("url", "string"),
-            ("action", "string"), ("cat", "int"), ("catdesc", "string"), ("policyid", "int"), ("user", "string"),
-            ("eventtype", "string")],
-        "dns" => &[("srcip", "ip"), ("dstip", "ip"), ("qname", "string"), ("ipaddr", "string"), ("action", "string")],
-        _ => &[("msg", "string"), ("logdesc", "string"), ("user", "string"), ("action", "string")],
+        "traffic" | "fct-traffic" => &[
+            ("srcip", "ip"),
+            ("srcport", "int"),
+            ("dstip", "ip"),
+            ("dstport", "int"),
+            ("action", "string"),
+            ("policyid", "int"),
+            ("service", "string"),
+            ("sentbyte", "int"),
+            ("rcvdbyte", "int"),
+            ("user", "string"),
+            ("fct_devid", "string"),
+        ],
+        "webfilter" => &[
+            ("srcip", "ip"),
+            ("dstip", "ip"),
+            ("hostname", "string"),
+            ("url", "string"),
+            ("action", "string"),
+            ("cat", "int"),
+            ("catdesc", "string"),
+            ("policyid", "int"),
+            ("user", "string"),
+            ("eventtype", "string"),
+        ],
+        "dns" => &[
+            ("srcip", "ip"),
+            ("dstip", "ip"),
+            ("qname", "string"),
+            ("ipaddr", "string"),
+            ("action", "string"),
+        ],
+        _ => &[
+            ("msg", "string"),
+            ("logdesc", "string"),
+            ("user", "string"),
+            ("action", "string"),
+        ],
     };
     let fields: Vec<Value> = common
         .iter()
@@ -1001,7 +1322,9 @@ pub fn eval_json(e: &Expr, row: &Value) -> bool {
             let negate = matches!(op, Op::Ne | Op::NotContains);
             let m = match op {
                 Op::Gt | Op::Ge | Op::Lt | Op::Le => {
-                    let (Ok(a), Ok(b)) = (fv.parse::<f64>(), value.parse::<f64>()) else { return false };
+                    let (Ok(a), Ok(b)) = (fv.parse::<f64>(), value.parse::<f64>()) else {
+                        return false;
+                    };
                     match op {
                         Op::Gt => a > b,
                         Op::Ge => a >= b,
@@ -1009,9 +1332,13 @@ pub fn eval_json(e: &Expr, row: &Value) -> bool {
                         _ => a <= b,
                     }
                 }
-                Op::Contains | Op::NotContains => fv.to_ascii_lowercase().contains(&value.to_ascii_lowercase()),
+                Op::Contains | Op::NotContains => fv
+                    .to_ascii_lowercase()
+                    .contains(&value.to_ascii_lowercase()),
                 _ => {
-                    if let (Ok(ip), Some((lo, hi))) = (fv.parse::<IpAddr>(), filter::ip_range_pub(value)) {
+                    if let (Ok(ip), Some((lo, hi))) =
+                        (fv.parse::<IpAddr>(), filter::ip_range_pub(value))
+                    {
                         match ip {
                             IpAddr::V4(v4) => (lo..=hi).contains(&(u32::from(v4) as i64)),
                             _ => false,
@@ -1046,7 +1373,10 @@ fn wildcard(s: &str, pat: &str) -> bool {
             return false;
         }
     }
-    parts.last().map(|l| l.is_empty() || s.ends_with(l)).unwrap_or(true)
+    parts
+        .last()
+        .map(|l| l.is_empty() || s.ends_with(l))
+        .unwrap_or(true)
 }
 
 fn page(p: &Map<String, Value>, rows: Vec<Value>) -> Result<Reply, ApiErr> {
@@ -1057,7 +1387,10 @@ fn page(p: &Map<String, Value>, rows: Vec<Value>) -> Result<Reply, ApiErr> {
     let n = v.len();
     Ok(Reply {
         data: Some(Value::Array(v)),
-        extra: json!({"total-count": total, "return-lines": n}).as_object().cloned().unwrap_or_default(),
+        extra: json!({"total-count": total, "return-lines": n})
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
         session: None,
     })
 }
@@ -1065,19 +1398,31 @@ fn page(p: &Map<String, Value>, rows: Vec<Value>) -> Result<Reply, ApiErr> {
 fn row_filter(p: &Map<String, Value>) -> Result<Option<Expr>, ApiErr> {
     match arg(p, "filter") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => filter::parse(s).map_err(|err| e(INVALID_DATA, &format!("Invalid params: filter: {err}"))),
+        Some(Value::String(s)) => filter::parse(s)
+            .map_err(|err| e(INVALID_DATA, &format!("Invalid params: filter: {err}"))),
         Some(_) => Err(e(INVALID_DATA, "Invalid params: filter must be a string")),
     }
 }
 
-fn compromised_hosts(faz: &Faz, p: &Map<String, Value>, epid: Option<&str>) -> Result<Reply, ApiErr> {
+fn compromised_hosts(
+    faz: &Faz,
+    p: &Map<String, Value>,
+    epid: Option<&str>,
+) -> Result<Reply, ApiErr> {
     let f = row_filter(p)?;
     let detail = arg_u64(p, "detail-level").unwrap_or(0) > 0 || epid.is_some();
-    let show_ack = arg(p, "show-acknowledged").and_then(parse_enable).unwrap_or(true);
+    let show_ack = arg(p, "show-acknowledged")
+        .and_then(parse_enable)
+        .unwrap_or(true);
     let eng = faz.ioc.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(id) = epid {
-        let id: u64 = id.parse().map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
-        let h = eng.host_by_epid(id).filter(|h| h.listed).ok_or_else(|| e(NOT_EXIST, "Object does not exist"))?;
+        let id: u64 = id
+            .parse()
+            .map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
+        let h = eng
+            .host_by_epid(id)
+            .filter(|h| h.listed)
+            .ok_or_else(|| e(NOT_EXIST, "Object does not exist"))?;
         return data(host_json(faz, h, true));
     }
     let rows: Vec<Value> = eng
@@ -1094,16 +1439,36 @@ fn compromised_hosts(faz: &Faz, p: &Map<String, Value>, epid: Option<&str>) -> R
 fn events_ack(faz: &Faz, p: &Map<String, Value>, user: &str) -> Result<Reply, ApiErr> {
     let events = match arg(p, "events") {
         Some(Value::Array(a)) if !a.is_empty() => a.clone(),
-        _ => return Err(e(INVALID_DATA, "Invalid params: events must be a non-empty list")),
+        _ => {
+            return Err(e(
+                INVALID_DATA,
+                "Invalid params: events must be a non-empty list",
+            ))
+        }
     };
     let by = arg_str(p, "update-by").unwrap_or(user).to_string();
     let mut acked = Vec::new();
     for ev in &events {
-        let Some(o) = ev.as_object() else { return Err(e(INVALID_DATA, "Invalid params: events[] must be objects")) };
-        let epid = o.get("endpoint-id").or_else(|| o.get("epid")).and_then(|v| v.as_u64().or_else(|| v.as_str().and_then(|s| s.parse().ok())));
-        let epip = o.get("source-ip").or_else(|| o.get("epip")).and_then(|v| v.as_str()).map(String::from);
+        let Some(o) = ev.as_object() else {
+            return Err(e(INVALID_DATA, "Invalid params: events[] must be objects"));
+        };
+        let epid = o
+            .get("endpoint-id")
+            .or_else(|| o.get("epid"))
+            .and_then(|v| {
+                v.as_u64()
+                    .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+            });
+        let epip = o
+            .get("source-ip")
+            .or_else(|| o.get("epip"))
+            .and_then(|v| v.as_str())
+            .map(String::from);
         if epid.is_none() && epip.is_none() {
-            return Err(e(INVALID_DATA, "Invalid params: each event needs endpoint-id or source-ip"));
+            return Err(e(
+                INVALID_DATA,
+                "Invalid params: each event needs endpoint-id or source-ip",
+            ));
         }
         let comment = o.get("comment").and_then(|v| v.as_str());
         for h in faz.ack_hosts(epid, epip.as_deref(), comment, &by) {
@@ -1111,24 +1476,39 @@ fn events_ack(faz: &Faz, p: &Map<String, Value>, user: &str) -> Result<Reply, Ap
         }
     }
     if acked.is_empty() {
-        return Err(e(NOT_EXIST, "Object does not exist: no compromised host matched"));
+        return Err(e(
+            NOT_EXIST,
+            "Object does not exist: no compromised host matched",
+        ));
     }
     extra(json!({"acked": acked}))
 }
 
 fn rescan_add(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
-    if faz.rescans.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|r| r.status == "running") {
+    if faz
+        .rescans
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|r| r.status == "running")
+    {
         return Err(e(-10, "A rescan is already running"));
     }
     let now = faz.now();
-    let days = faz.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()).rescan_days as i64;
+    let days = faz
+        .ioc_settings
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .rescan_days as i64;
     let (mut start, mut end) = (now - days * 86_400, now);
     if let Some(tr) = arg(p, "time-range").and_then(|v| v.as_object()) {
         if let Some(s) = tr.get("start") {
-            start = time_bound(faz, s).ok_or_else(|| e(INVALID_DATA, "Invalid params: time-range.start"))?;
+            start = time_bound(faz, s)
+                .ok_or_else(|| e(INVALID_DATA, "Invalid params: time-range.start"))?;
         }
         if let Some(s) = tr.get("end") {
-            end = time_bound(faz, s).ok_or_else(|| e(INVALID_DATA, "Invalid params: time-range.end"))?;
+            end = time_bound(faz, s)
+                .ok_or_else(|| e(INVALID_DATA, "Invalid params: time-range.end"))?;
         }
     }
     let tid = faz.new_rescan(start, end, "api");

@@ -35,7 +35,10 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::FileConfig;
+
 use crate::faz::{Faz, Identity};
+/// Re-exported: [`start`] takes one, and so do callers without their own tokio-util.
+pub use tokio_util::sync::CancellationToken as Shutdown;
 
 /// Everything [`start`] needs besides listeners.
 #[derive(Debug, Clone)]
@@ -150,19 +153,22 @@ impl Running {
 }
 
 /// Starts the FortiAnalyzer over the given listeners.
-pub async fn start(cfg: FazConfig, listeners: Listeners, ca: &LabCa, shutdown: CancellationToken) -> anyhow::Result<Running> {
-    let serial = fortilab_core::rng::serial(&mut fortilab_core::rng::stream(cfg.seed, "faz-serial"), "FAZ-VMTM");
-    let admin_password = cfg
-        .file
-        .admin
-        .password
-        .clone()
-        .unwrap_or_else(|| fortilab_core::rng::token(&mut fortilab_core::rng::stream(cfg.seed, "faz-admin"), 16));
-    let api_key = cfg
-        .file
-        .api_key
-        .clone()
-        .unwrap_or_else(|| fortilab_core::rng::token(&mut fortilab_core::rng::stream(cfg.seed, "faz-api-key"), 30));
+pub async fn start(
+    cfg: FazConfig,
+    listeners: Listeners,
+    ca: &LabCa,
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let serial = fortilab_core::rng::serial(
+        &mut fortilab_core::rng::stream(cfg.seed, "faz-serial"),
+        "FAZ-VMTM",
+    );
+    let admin_password = cfg.file.admin.password.clone().unwrap_or_else(|| {
+        fortilab_core::rng::token(&mut fortilab_core::rng::stream(cfg.seed, "faz-admin"), 16)
+    });
+    let api_key = cfg.file.api_key.clone().unwrap_or_else(|| {
+        fortilab_core::rng::token(&mut fortilab_core::rng::stream(cfg.seed, "faz-api-key"), 30)
+    });
     let id = Identity {
         hostname: cfg.file.hostname.clone(),
         serial: serial.clone(),
@@ -178,14 +184,34 @@ pub async fn start(cfg: FazConfig, listeners: Listeners, ca: &LabCa, shutdown: C
         max_size_mb: cfg.file.store.max_size_mb,
     };
     let data_dir = cfg.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || store::Store::open(&data_dir.join("store"))).await??;
+    let store =
+        tokio::task::spawn_blocking(move || store::Store::open(&data_dir.join("store"))).await??;
     let mut tidb = ioc::Tidb::default_lab();
-    tidb.extend(&cfg.file.tidb).map_err(|e| fortilab_core::device::UsageError::new(format!("[tidb] {e}")))?;
-    let faz = Faz::new(id, cfg.clock, cfg.timing, store, tidb, cfg.file.ioc.clone(), cfg.auto_authorize, cfg.seed)?;
+    tidb.extend(&cfg.file.tidb)
+        .map_err(|e| fortilab_core::device::UsageError::new(format!("[tidb] {e}")))?;
+    let faz = Faz::new(
+        id,
+        cfg.clock,
+        cfg.timing,
+        store,
+        tidb,
+        cfg.file.ioc.clone(),
+        cfg.auto_authorize,
+        cfg.seed,
+    )?;
 
-    let cert = ca.issue(&serial, &[cfg.lab_ip.clone(), "localhost".into(), "127.0.0.1".into()])?;
-    let api_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::Optional, &[b"h2", b"http/1.1"])?;
-    let log_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::Required, &[fortilab_core::logchan::ALPN])?;
+    let cert = ca.issue(
+        &serial,
+        &[cfg.lab_ip.clone(), "localhost".into(), "127.0.0.1".into()],
+    )?;
+    let api_tls =
+        fortilab_core::tls::server_config(ca, &cert, ClientAuth::Optional, &[b"h2", b"http/1.1"])?;
+    let log_tls = fortilab_core::tls::server_config(
+        ca,
+        &cert,
+        ClientAuth::Required,
+        &[fortilab_core::logchan::ALPN],
+    )?;
 
     let receiver = LogReceiver::new(
         Arc::new(logsink::FazSink { faz: faz.clone() }),
@@ -199,7 +225,9 @@ pub async fn start(cfg: FazConfig, listeners: Listeners, ca: &LabCa, shutdown: C
         },
         cfg.clock,
     );
-    let _ = faz.notifier.set(Arc::new(logsink::ChannelNotifier(receiver.clone())));
+    let _ = faz
+        .notifier
+        .set(Arc::new(logsink::ChannelNotifier(receiver.clone())));
 
     let api_addr = listeners.api.local_addr()?;
     let log_addr = listeners.logchan.local_addr()?;
@@ -214,14 +242,20 @@ pub async fn start(cfg: FazConfig, listeners: Listeners, ca: &LabCa, shutdown: C
     let _ = faz.rescan_tx.set(std::sync::Mutex::new(rtx));
     {
         let faz = faz.clone();
-        std::thread::Builder::new().name("faz-rescan".into()).spawn(move || {
-            while let Ok((tid, s, e)) = rrx.recv() {
-                faz.run_rescan(tid, s, e);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("faz-rescan".into())
+            .spawn(move || {
+                while let Ok((tid, s, e)) = rrx.recv() {
+                    faz.run_rescan(tid, s, e);
+                }
+            })?;
     }
 
-    let app = Arc::new(api::App { faz: faz.clone(), api: jsonrpc::ApiState::default(), receiver: Some(receiver.clone()) });
+    let app = Arc::new(api::App {
+        faz: faz.clone(),
+        api: jsonrpc::ApiState::default(),
+        receiver: Some(receiver.clone()),
+    });
     {
         let router = api::router(app);
         let stop = shutdown.clone();
@@ -251,13 +285,24 @@ pub async fn start(cfg: FazConfig, listeners: Listeners, ca: &LabCa, shutdown: C
         json!({"serial": serial, "api": api_addr.to_string(), "log_channel": log_addr.to_string()}),
     );
     tracing::info!(%serial, api = %api_addr, log_channel = %log_addr, syslog = ?syslog_addr, "FortiAnalyzer ready");
-    Ok(Running { faz, receiver, api_addr, log_addr, syslog_addr, ca_cert_path: cfg.ca_cert_path, tasks, shutdown })
+    Ok(Running {
+        faz,
+        receiver,
+        api_addr,
+        log_addr,
+        syslog_addr,
+        ca_cert_path: cfg.ca_cert_path,
+        tasks,
+        shutdown,
+    })
 }
 
 /// The IOC half-hour cycle (and daily roll-over), scheduled rescans, retention and planner
 /// statistics. With `--timing fast` the half-hour cycle runs every lab second.
 async fn housekeeping(faz: Arc<Faz>, stop: CancellationToken) {
-    let cycle = faz.timing.delay(Duration::from_secs(30 * 60), Duration::from_secs(1));
+    let cycle = faz
+        .timing
+        .delay(Duration::from_secs(30 * 60), Duration::from_secs(1));
     let cycle_real = faz.clock.to_real(cycle).max(Duration::from_millis(50));
     let mut last_retention = faz.now();
     let mut last_rescan_day = faz.day_of(faz.now());
@@ -270,17 +315,27 @@ async fn housekeeping(faz: Arc<Faz>, stop: CancellationToken) {
         let f = faz.clone();
         let now = faz.now();
         let day = faz.day_of(now);
-        let settings = faz.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let settings = faz
+            .ioc_settings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let hour = ((now + faz.clock.tz_minutes() as i64 * 60).rem_euclid(86_400) / 3600) as u32;
-        let rescan_due = settings.rescan_status && day != last_rescan_day && hour >= settings.rescan_run_at;
+        let rescan_due =
+            settings.rescan_status && day != last_rescan_day && hour >= settings.rescan_run_at;
         if rescan_due {
             last_rescan_day = day;
         }
-        let retention_due = now - last_retention >= 3600 || faz.timing == Timing::Fast && now - last_retention >= 10;
+        let retention_due = now - last_retention >= 3600
+            || faz.timing == Timing::Fast && now - last_retention >= 10;
         if retention_due {
             last_retention = now;
         }
-        let inserted = faz.store.counters.inserted.load(std::sync::atomic::Ordering::Relaxed);
+        let inserted = faz
+            .store
+            .counters
+            .inserted
+            .load(std::sync::atomic::Ordering::Relaxed);
         let optimize_due = inserted >= last_optimize_rows * 2 + 10_000;
         if optimize_due {
             last_optimize_rows = inserted;

@@ -27,7 +27,14 @@ impl LogSink for FazSink {
             &ip,
         );
         let last = self.faz.store.last_seq(&hello.serial);
-        (if authorized { RegStatus::Registered } else { RegStatus::Unauthorized }, last)
+        (
+            if authorized {
+                RegStatus::Registered
+            } else {
+                RegStatus::Unauthorized
+            },
+            last,
+        )
     }
 
     fn store(&self, serial: &str, first_seq: u64, lines: Vec<String>) -> Result<u64, String> {
@@ -36,10 +43,14 @@ impl LogSink for FazSink {
         };
         if !dev.authorized {
             // The channel does not call us for unauthorized devices; be safe anyway.
-            self.faz.counters.unauthorized_batches.fetch_add(1, Ordering::Relaxed);
+            self.faz
+                .counters
+                .unauthorized_batches
+                .fetch_add(1, Ordering::Relaxed);
             return Err(format!("{serial}: not authorized"));
         }
-        self.faz.ingest(serial, dev.device_type == "forticlient", first_seq, lines)
+        self.faz
+            .ingest(serial, dev.device_type == "forticlient", first_seq, lines)
     }
 
     fn disconnected(&self, serial: &str) {

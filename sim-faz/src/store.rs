@@ -62,7 +62,11 @@ pub fn logtype_code(name: &str) -> Option<i64> {
 }
 
 pub fn logtype_name(code: i64) -> &'static str {
-    LOGTYPES.iter().find(|(_, c)| *c == code).map(|(n, _)| *n).unwrap_or("unknown")
+    LOGTYPES
+        .iter()
+        .find(|(_, c)| *c == code)
+        .map(|(n, _)| *n)
+        .unwrap_or("unknown")
 }
 
 /// Which log type a record is.
@@ -159,12 +163,23 @@ pub fn parse_row(line: &str, from_client: bool, now_s: i64, tz_minutes: i32) -> 
         Ok(r) => r,
         Err(_) => {
             return (
-                Row { ltype: 99, etime: now_s, raw: line.to_string(), from_client, ..Default::default() },
+                Row {
+                    ltype: 99,
+                    etime: now_s,
+                    raw: line.to_string(),
+                    from_client,
+                    ..Default::default()
+                },
                 false,
             )
         }
     };
-    let mut r = Row { raw: line.to_string(), from_client, etime: 0, ..Default::default() };
+    let mut r = Row {
+        raw: line.to_string(),
+        from_client,
+        etime: 0,
+        ..Default::default()
+    };
     let mut date = None;
     let mut time = None;
     let mut tz = None;
@@ -212,7 +227,8 @@ pub fn parse_row(line: &str, from_client: bool, now_s: i64, tz_minutes: i32) -> 
     if r.etime == 0 {
         if let (Some(d), Some(t)) = (&date, &time) {
             let tzm = tz.as_deref().and_then(parse_tz).unwrap_or(tz_minutes);
-            r.etime = fortilab_core::clock::parse_date_time(&format!("{d} {t}"), tzm).unwrap_or(now_s);
+            r.etime =
+                fortilab_core::clock::parse_date_time(&format!("{d} {t}"), tzm).unwrap_or(now_s);
         } else {
             r.etime = now_s;
         }
@@ -244,6 +260,70 @@ fn ip_col(s: &Option<String>) -> Value {
         },
         None => Value::Null,
     }
+}
+
+/// Columns of one inserted row.
+const COLS: &str = "dev,seq,rtime,ltype,type,subtype,logid,level,srcip,dstip,srcport,dstport,hostname,url,action,policyid,devid,devname,vd,etime,catdesc,cat,user,raw";
+const NCOLS: usize = 24;
+/// Rows per multi-row INSERT (24 × 64 parameters, under SQLite's limit).
+const MULTI_ROWS: usize = 64;
+
+fn insert_sql(rows: usize) -> String {
+    let mut s = format!("INSERT INTO logs({COLS}) VALUES");
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..NCOLS {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('?');
+        }
+        s.push(')');
+    }
+    s
+}
+
+fn bind_row(
+    st: &mut rusqlite::CachedStatement<'_>,
+    i: &mut usize,
+    dev: &str,
+    rtime: i64,
+    r: &Row,
+) -> rusqlite::Result<()> {
+    macro_rules! b {
+        ($v:expr) => {{
+            st.raw_bind_parameter(*i, $v)?;
+            *i += 1;
+        }};
+    }
+    b!(dev);
+    b!(if r.seq > 0 { Some(r.seq as i64) } else { None });
+    b!(rtime);
+    b!(r.ltype);
+    b!(&r.log_type);
+    b!(&r.subtype);
+    b!(&r.logid);
+    b!(&r.level);
+    b!(ip_col(&r.srcip));
+    b!(ip_col(&r.dstip));
+    b!(r.srcport);
+    b!(r.dstport);
+    b!(&r.hostname);
+    b!(&r.url);
+    b!(&r.action);
+    b!(r.policyid);
+    b!(&r.devid);
+    b!(&r.devname);
+    b!(&r.vd);
+    b!(r.etime);
+    b!(&r.catdesc);
+    b!(r.cat);
+    b!(&r.user);
+    b!(&r.raw);
+    Ok(())
 }
 
 /// Registers `lf(raw, key)`: a field of the raw line (filters on fields without a column).
@@ -317,7 +397,10 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
         msg: e.to_string(),
     })?;
     conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    // Only takes effect when the database is created (before WAL mode).
+    conn.pragma_update(None, "page_size", 8192)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -65536)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -371,7 +454,11 @@ impl SearchSpec {
             parts.push(sql.text);
             params.extend(sql.params);
         }
-        let w = if parts.is_empty() { "1".to_string() } else { parts.join(" AND ") };
+        let w = if parts.is_empty() {
+            "1".to_string()
+        } else {
+            parts.join(" AND ")
+        };
         Ok((w, params))
     }
 }
@@ -406,7 +493,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -488,7 +577,9 @@ impl Store {
         if first_seq > 0 {
             let skip = (last + 1).saturating_sub(first_seq).min(rows.len() as u64) as usize;
             if skip > 0 {
-                self.counters.duplicates.fetch_add(skip as u64, Ordering::Relaxed);
+                self.counters
+                    .duplicates
+                    .fetch_add(skip as u64, Ordering::Relaxed);
                 rows.drain(..skip);
             }
             for (i, r) in rows.iter_mut().enumerate() {
@@ -498,43 +589,33 @@ impl Store {
         if rows.is_empty() {
             return Ok(last);
         }
-        let new_last = if first_seq > 0 { rows.last().map(|r| r.seq).unwrap_or(last) } else { last };
+        let new_last = if first_seq > 0 {
+            rows.last().map(|r| r.seq).unwrap_or(last)
+        } else {
+            last
+        };
         let updates = hook(&rows);
         let tx = w.conn.transaction()?;
         {
-            let mut st = tx.prepare_cached(
-                "INSERT INTO logs(dev,seq,rtime,ltype,type,subtype,logid,level,srcip,dstip,srcport,dstport,hostname,url,action,policyid,devid,devname,vd,etime,catdesc,cat,user,raw)
-                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)",
-            )?;
-            for r in &rows {
-                let seq = if r.seq > 0 { Some(r.seq as i64) } else { None };
-                st.execute(params![
-                    dev,
-                    seq,
-                    rtime,
-                    r.ltype,
-                    r.log_type,
-                    r.subtype,
-                    r.logid,
-                    r.level,
-                    ip_col(&r.srcip),
-                    ip_col(&r.dstip),
-                    r.srcport,
-                    r.dstport,
-                    r.hostname,
-                    r.url,
-                    r.action,
-                    r.policyid,
-                    r.devid,
-                    r.devname,
-                    r.vd,
-                    r.etime,
-                    r.catdesc,
-                    r.cat,
-                    r.user,
-                    r.raw
-                ])?;
+            // Multi-row INSERTs (fewer VDBE round trips per row), then the remainder row by row.
+            let mut chunks = rows.chunks_exact(MULTI_ROWS);
+            {
+                let mut st = tx.prepare_cached(&insert_sql(MULTI_ROWS))?;
+                for chunk in &mut chunks {
+                    let mut i = 1;
+                    for r in chunk {
+                        bind_row(&mut st, &mut i, dev, rtime, r)?;
+                    }
+                    st.raw_execute()?;
+                }
             }
+            let mut st = tx.prepare_cached(&insert_sql(1))?;
+            for r in chunks.remainder() {
+                let mut i = 1;
+                bind_row(&mut st, &mut i, dev, rtime, r)?;
+                st.raw_execute()?;
+            }
+            drop(st);
             if first_seq > 0 {
                 tx.prepare_cached("INSERT INTO seqs(dev,last) VALUES(?1,?2) ON CONFLICT(dev) DO UPDATE SET last=excluded.last")?
                     .execute(params![dev, new_last as i64])?;
@@ -546,7 +627,8 @@ impl Store {
                             .execute(params![k, json])?;
                     }
                     None => {
-                        tx.prepare_cached("DELETE FROM kv WHERE key=?1")?.execute(params![k])?;
+                        tx.prepare_cached("DELETE FROM kv WHERE key=?1")?
+                            .execute(params![k])?;
                     }
                 }
             }
@@ -555,7 +637,9 @@ impl Store {
         if first_seq > 0 {
             w.last_seq.insert(dev.to_string(), new_last);
         }
-        self.counters.inserted.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.counters
+            .inserted
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
         Ok(if first_seq > 0 { new_last } else { last })
     }
@@ -584,7 +668,8 @@ impl Store {
     /// Key/value entries whose key starts with `prefix`.
     pub fn kv_scan(&self, prefix: &str) -> Result<Vec<(String, String)>, StoreError> {
         let conn = self.reader();
-        let mut st = conn.prepare("SELECT key, json FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key")?;
+        let mut st =
+            conn.prepare("SELECT key, json FROM kv WHERE key >= ?1 AND key < ?2 ORDER BY key")?;
         let hi = format!("{prefix}\u{10FFFF}");
         let rows = st.query_map(params![prefix, hi], |r| Ok((r.get(0)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
@@ -592,11 +677,20 @@ impl Store {
 
     pub fn kv_get(&self, key: &str) -> Result<Option<String>, StoreError> {
         let conn = self.reader();
-        Ok(conn.query_row("SELECT json FROM kv WHERE key=?1", params![key], |r| r.get(0)).optional()?)
+        Ok(conn
+            .query_row("SELECT json FROM kv WHERE key=?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     /// One page of a search, plus (when `with_total`) the total number of matches.
-    pub fn search(&self, spec: &SearchSpec, limit: usize, offset: usize) -> Result<Vec<Found>, StoreError> {
+    pub fn search(
+        &self,
+        spec: &SearchSpec,
+        limit: usize,
+        offset: usize,
+    ) -> Result<Vec<Found>, StoreError> {
         let (w, mut params) = spec.where_clause()?;
         let order = if spec.desc { "DESC" } else { "ASC" };
         params.push(Value::Integer(limit as i64));
@@ -610,7 +704,13 @@ impl Store {
         let conn = self.reader();
         let mut st = conn.prepare(&sql)?;
         let rows = st.query_map(rusqlite::params_from_iter(params.iter()), |r| {
-            Ok(Found { id: r.get(0)?, dev: r.get(1)?, seq: r.get(2)?, ltype: r.get(3)?, raw: r.get(4)? })
+            Ok(Found {
+                id: r.get(0)?,
+                dev: r.get(1)?,
+                seq: r.get(2)?,
+                ltype: r.get(3)?,
+                raw: r.get(4)?,
+            })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -648,7 +748,13 @@ impl Store {
                 ))?;
                 let rows = st.query_map(params![after, start, end], |r| {
                     Ok((
-                        Found { id: r.get(0)?, dev: r.get(1)?, seq: r.get(2)?, ltype: r.get(3)?, raw: r.get(4)? },
+                        Found {
+                            id: r.get(0)?,
+                            dev: r.get(1)?,
+                            seq: r.get(2)?,
+                            ltype: r.get(3)?,
+                            raw: r.get(4)?,
+                        },
                         r.get::<_, i64>(5)?,
                     ))
                 })?;
@@ -660,7 +766,8 @@ impl Store {
             for (found, rtime) in &page {
                 after = found.id;
                 n += 1;
-                let (row, _) = parse_row(&found.raw, found.ltype == 5 || found.ltype == 6, *rtime, 0);
+                let (row, _) =
+                    parse_row(&found.raw, found.ltype == 5 || found.ltype == 6, *rtime, 0);
                 if !f(found, &row) {
                     return Ok(n);
                 }
@@ -689,7 +796,9 @@ impl Store {
 
     /// The newest stored log of a source IP from a FortiGate (notification routing).
     pub fn last_fortigate_for(&self, srcip: &str) -> Result<Option<String>, StoreError> {
-        let Ok(ip) = srcip.parse::<IpAddr>() else { return Ok(None) };
+        let Ok(ip) = srcip.parse::<IpAddr>() else {
+            return Ok(None);
+        };
         let conn = self.reader();
         Ok(conn
             .query_row(
@@ -702,7 +811,12 @@ impl Store {
 
     /// Retention: deletes logs older than `max_age_s` (event time) and, while the database is
     /// larger than `max_bytes`, the oldest logs in chunks. Returns the number deleted.
-    pub fn retain(&self, now_s: i64, max_age_s: Option<i64>, max_bytes: Option<u64>) -> Result<u64, StoreError> {
+    pub fn retain(
+        &self,
+        now_s: i64,
+        max_age_s: Option<i64>,
+        max_bytes: Option<u64>,
+    ) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
         if let Some(age) = max_age_s {
             loop {
@@ -786,9 +900,17 @@ mod tests {
         let (r, ok) = parse_row("garbage without pairs", false, 77, 0);
         assert!(!ok);
         assert_eq!((r.ltype, r.etime), (99, 77));
-        let (r, _) = parse_row("date=2021-03-04 time=10:00:00 tz=\"-0100\" type=\"traffic\" subtype=\"forward\"", true, 0, 0);
+        let (r, _) = parse_row(
+            "date=2021-03-04 time=10:00:00 tz=\"-0100\" type=\"traffic\" subtype=\"forward\"",
+            true,
+            0,
+            0,
+        );
         assert_eq!(r.ltype, 6);
-        assert_eq!(r.etime, fortilab_core::clock::parse_date_time("2021-03-04 11:00:00", 0).unwrap());
+        assert_eq!(
+            r.etime,
+            fortilab_core::clock::parse_date_time("2021-03-04 11:00:00", 0).unwrap()
+        );
         assert_eq!(field_of("a=1 xa=2 b=\"q r\"", "b").as_deref(), Some("q r"));
         assert_eq!(field_of("a=1 xa=2", "a").as_deref(), Some("1"));
         assert_eq!(field_of("xa=2", "a"), None);
@@ -800,21 +922,42 @@ mod tests {
         let lines: Vec<String> = (1..=10).map(|i| line(i, "10.115.2.52")).collect();
         {
             let s = Store::open(dir.path()).unwrap();
-            assert_eq!(s.commit("FGT1", 1, rows(&lines[..6]), 0, |_| vec![]).unwrap(), 6);
+            assert_eq!(
+                s.commit("FGT1", 1, rows(&lines[..6]), 0, |_| vec![])
+                    .unwrap(),
+                6
+            );
             // A resend overlapping what is stored keeps only the new lines.
-            assert_eq!(s.commit("FGT1", 4, rows(&lines[3..8]), 0, |_| vec![]).unwrap(), 8);
+            assert_eq!(
+                s.commit("FGT1", 4, rows(&lines[3..8]), 0, |_| vec![])
+                    .unwrap(),
+                8
+            );
             assert_eq!(s.counters.duplicates.load(Ordering::Relaxed), 3);
         }
         let s = Store::open(dir.path()).unwrap();
         assert_eq!(s.last_seq("FGT1"), 8);
         // Entirely duplicate batch.
-        assert_eq!(s.commit("FGT1", 1, rows(&lines[..8]), 0, |_| vec![]).unwrap(), 8);
-        assert_eq!(s.commit("FGT1", 9, rows(&lines[8..]), 0, |_| vec![("k".into(), Some("1".into()))]).unwrap(), 10);
+        assert_eq!(
+            s.commit("FGT1", 1, rows(&lines[..8]), 0, |_| vec![])
+                .unwrap(),
+            8
+        );
+        assert_eq!(
+            s.commit("FGT1", 9, rows(&lines[8..]), 0, |_| vec![(
+                "k".into(),
+                Some("1".into())
+            )])
+            .unwrap(),
+            10
+        );
         assert_eq!(s.seq_stats("FGT1").unwrap(), (10, 10, 1, 10));
         assert_eq!(s.kv_get("k").unwrap().as_deref(), Some("1"));
         // Unsequenced (syslog) rows are all stored.
-        s.commit("syslog", 0, rows(&lines[..2]), 0, |_| vec![]).unwrap();
-        s.commit("syslog", 0, rows(&lines[..2]), 0, |_| vec![]).unwrap();
+        s.commit("syslog", 0, rows(&lines[..2]), 0, |_| vec![])
+            .unwrap();
+        s.commit("syslog", 0, rows(&lines[..2]), 0, |_| vec![])
+            .unwrap();
         assert_eq!(s.total().unwrap(), 14);
     }
 
@@ -833,14 +976,28 @@ mod tests {
         };
         assert_eq!(s.count(&spec).unwrap(), 10);
         let page = s.search(&spec, 3, 0).unwrap();
-        assert_eq!(page.iter().map(|f| f.seq.unwrap()).collect::<Vec<_>>(), vec![30, 29, 28]);
+        assert_eq!(
+            page.iter().map(|f| f.seq.unwrap()).collect::<Vec<_>>(),
+            vec![30, 29, 28]
+        );
         let page = s.search(&spec, 3, 9).unwrap();
         assert_eq!(page.len(), 1);
-        let spec2 = SearchSpec { ltypes: vec![1], ..Default::default() };
+        let spec2 = SearchSpec {
+            ltypes: vec![1],
+            ..Default::default()
+        };
         assert_eq!(s.count(&spec2).unwrap(), 0);
-        let spec3 = SearchSpec { devices: vec!["FGT-LAB".into()], start: Some(1_614_852_010), end: Some(1_614_852_019), ..Default::default() };
+        let spec3 = SearchSpec {
+            devices: vec!["FGT-LAB".into()],
+            start: Some(1_614_852_010),
+            end: Some(1_614_852_019),
+            ..Default::default()
+        };
         assert_eq!(s.count(&spec3).unwrap(), 10);
-        assert_eq!(s.last_fortigate_for("10.115.2.60").unwrap().as_deref(), Some("FGT1"));
+        assert_eq!(
+            s.last_fortigate_for("10.115.2.60").unwrap().as_deref(),
+            Some("FGT1")
+        );
         // Age: keep the last 5 seconds of event time.
         let deleted = s.retain(1_614_852_030, Some(5), None).unwrap();
         assert_eq!(deleted, 24);
@@ -848,7 +1005,8 @@ mod tests {
         let deleted = s.retain(1_614_852_030, None, Some(1)).unwrap();
         assert_eq!(deleted, 6);
         // The rescan scan visits only the asked types.
-        s.commit("FGT1", 31, rows(&[line(31, "10.115.2.9")]), 0, |_| vec![]).unwrap();
+        s.commit("FGT1", 31, rows(&[line(31, "10.115.2.9")]), 0, |_| vec![])
+            .unwrap();
         let mut seen = 0;
         s.scan(&[2], 0, i64::MAX, |_, r| {
             assert_eq!(r.srcip.as_deref(), Some("10.115.2.9"));

@@ -22,7 +22,9 @@ use crate::store::field_of;
 /// Longest accepted message.
 pub const MAX_MSG: usize = 64 * 1024;
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
 
 /// The FortiOS body of a syslog message (header removed), or `None` for an empty message.
 pub fn body_of(msg: &str) -> Option<&str> {
@@ -132,7 +134,13 @@ fn accept_body(faz: &Faz, raw: &[u8], peer: SocketAddr, tx: &mpsc::Sender<Msg>) 
         }
         match body_of(m) {
             Some(b) => {
-                if tx.try_send(Msg { body: b.to_string(), peer }).is_err() {
+                if tx
+                    .try_send(Msg {
+                        body: b.to_string(),
+                        peer,
+                    })
+                    .is_err()
+                {
                     faz.counters.syslog_dropped.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -160,7 +168,12 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Msg>, stop: Ca
     }
 }
 
-async fn tcp_loop(faz: Arc<Faz>, listener: TcpListener, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
+async fn tcp_loop(
+    faz: Arc<Faz>,
+    listener: TcpListener,
+    tx: mpsc::Sender<Msg>,
+    stop: CancellationToken,
+) {
     loop {
         let (sock, peer) = tokio::select! {
             _ = stop.cancelled() => return,
@@ -190,7 +203,12 @@ async fn tcp_loop(faz: Arc<Faz>, listener: TcpListener, tx: mpsc::Sender<Msg>, s
     }
 }
 
-async fn tcp_conn(faz: &Faz, sock: tokio::net::TcpStream, peer: SocketAddr, tx: &mpsc::Sender<Msg>) -> std::io::Result<()> {
+async fn tcp_conn(
+    faz: &Faz,
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tx: &mpsc::Sender<Msg>,
+) -> std::io::Result<()> {
     let mut r = BufReader::new(sock);
     loop {
         let first = {
@@ -214,7 +232,10 @@ async fn tcp_conn(faz: &Faz, sock: tokio::net::TcpStream, peer: SocketAddr, tx: 
                 }
                 len_text.push(b[0]);
             }
-            let len: usize = std::str::from_utf8(&len_text).ok().and_then(|s| s.parse().ok()).unwrap_or(0);
+            let len: usize = std::str::from_utf8(&len_text)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             if len == 0 || len > MAX_MSG {
                 faz.counters.oversized.fetch_add(1, Ordering::Relaxed);
                 return Err(std::io::Error::other("syslog frame too large"));
@@ -224,7 +245,10 @@ async fn tcp_conn(faz: &Faz, sock: tokio::net::TcpStream, peer: SocketAddr, tx: 
             accept_body(faz, &msg, peer, tx);
         } else {
             let mut line = Vec::new();
-            let n = (&mut r).take(MAX_MSG as u64 + 1).read_until(b'\n', &mut line).await?;
+            let n = (&mut r)
+                .take(MAX_MSG as u64 + 1)
+                .read_until(b'\n', &mut line)
+                .await?;
             if n == 0 {
                 return Ok(());
             }
@@ -285,11 +309,21 @@ mod tests {
 
     #[test]
     fn strips_the_three_header_styles() {
-        let kv = "date=2021-03-04 time=10:11:22 devname=\"FGT-LAB\" devid=\"FGVM01\" type=\"traffic\"";
+        let kv =
+            "date=2021-03-04 time=10:11:22 devname=\"FGT-LAB\" devid=\"FGVM01\" type=\"traffic\"";
         assert_eq!(body_of(&format!("<188>{kv}")), Some(kv));
-        assert_eq!(body_of(&format!("<189>Mar  4 10:11:22 fgt-lab {kv}\n")), Some(kv));
-        assert_eq!(body_of(&format!("<189>Mar  4 10:11:22 fgt-lab fortigate: {kv}")), Some(kv));
-        assert_eq!(body_of(&format!("<189>1 2021-03-04T10:11:22Z fgt-lab - - - - {kv}")), Some(kv));
+        assert_eq!(
+            body_of(&format!("<189>Mar  4 10:11:22 fgt-lab {kv}\n")),
+            Some(kv)
+        );
+        assert_eq!(
+            body_of(&format!("<189>Mar  4 10:11:22 fgt-lab fortigate: {kv}")),
+            Some(kv)
+        );
+        assert_eq!(
+            body_of(&format!("<189>1 2021-03-04T10:11:22Z fgt-lab - - - - {kv}")),
+            Some(kv)
+        );
         assert_eq!(
             body_of(&format!("<189>1 2021-03-04T10:11:22Z fgt-lab app 12 ID47 [ex@1 a=\"x]y\"][b@2 c=\"d\"] \u{feff}{kv}")),
             Some(kv)

@@ -31,7 +31,15 @@ async fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
 }
 
 fn call(app: &(Arc<fortilab_faz::faz::Faz>, ApiState), token: &str, body: Value) -> Value {
-    jsonrpc::handle(&app.0, &app.1, body.to_string().as_bytes(), &Caller { token: Some(token.into()), peer: "test".into() })
+    jsonrpc::handle(
+        &app.0,
+        &app.1,
+        body.to_string().as_bytes(),
+        &Caller {
+            token: Some(token.into()),
+            peer: "test".into(),
+        },
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +49,14 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
     let stop = CancellationToken::new();
     let mut cfg = FazConfig::new(dir.path().join("faz"));
     cfg.auto_authorize = false;
-    let running = fortilab_faz::start(cfg, Listeners::ephemeral().await.unwrap(), &ca, stop.clone()).await.unwrap();
+    let running = fortilab_faz::start(
+        cfg,
+        Listeners::ephemeral().await.unwrap(),
+        &ca,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
     let faz = running.faz.clone();
     let key = faz.id.api_key.clone();
     let app = (faz.clone(), ApiState::default());
@@ -75,48 +90,102 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
     // Unauthorized: listed in /dvmdb/device but not stored.
     wait_until("device registered", || faz.device(serial)).await;
     assert!(!faz.is_authorized(serial));
-    let r = call(&app, &key, json!({"method": "get", "params": [{"url": "/dvmdb/adom/root/device"}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"method": "get", "params": [{"url": "/dvmdb/adom/root/device"}]}),
+    );
     assert_eq!(r["result"][0]["data"].as_array().unwrap().len(), 0, "{r}");
     // Authorize through the API.
-    let r = call(&app, &key, json!({"method": "exec", "params": [{"url": "dvm/cmd/add/device", "data": {"adom": "root", "device": {"sn": serial, "name": "FGT-LAB", "device action": "add_model", "mgmt_mode": "fmgfaz"}}}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"method": "exec", "params": [{"url": "dvm/cmd/add/device", "data": {"adom": "root", "device": {"sn": serial, "name": "FGT-LAB", "device action": "add_model", "mgmt_mode": "fmgfaz"}}}]}),
+    );
     assert_eq!(r["result"][0]["status"]["code"], 0, "{r}");
-    assert!(sender.flush(Duration::from_secs(10)).await, "not acked after authorization");
-    sender.send(webfilter(2, "10.115.2.52", "www.eicar.org", "/download/eicar.com"));
+    assert!(
+        sender.flush(Duration::from_secs(10)).await,
+        "not acked after authorization"
+    );
+    sender.send(webfilter(
+        2,
+        "10.115.2.52",
+        "www.eicar.org",
+        "/download/eicar.com",
+    ));
     assert!(sender.flush(Duration::from_secs(10)).await);
 
     // Two-step log search.
-    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 3, "method": "add", "params": [{"apiver": 3, "url": "/logview/adom/root/logsearch", "logtype": "webfilter", "filter": "hostname=\"www.eicar.org\" srcip==10.115.2.52"}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "id": 3, "method": "add", "params": [{"apiver": 3, "url": "/logview/adom/root/logsearch", "logtype": "webfilter", "filter": "hostname=\"www.eicar.org\" srcip==10.115.2.52"}]}),
+    );
     let tid = r["result"]["tid"].as_u64().unwrap_or_else(|| panic!("{r}"));
-    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 4, "method": "get", "params": [{"apiver": 3, "url": format!("/logview/adom/root/logsearch/{tid}"), "limit": 10, "offset": 0}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "id": 4, "method": "get", "params": [{"apiver": 3, "url": format!("/logview/adom/root/logsearch/{tid}"), "limit": 10, "offset": 0}]}),
+    );
     assert_eq!(r["result"]["total-count"], 1, "{r}");
     assert_eq!(r["result"]["data"][0]["url"], "/download/eicar.com");
 
     // Compromised host, alerts, notification.
-    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 5, "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts"}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "id": 5, "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts"}]}),
+    );
     let host = r["result"]["data"][0].clone();
     assert_eq!(host["epip"], "10.115.2.52", "{r}");
     assert_eq!(host["verdict"], "Infected");
     assert_eq!(host["verdict-level"], "high");
     assert_eq!(host["threat-count"], 1);
-    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 6, "method": "get", "params": [{"apiver": 3, "url": "/eventmgmt/adom/root/alerts", "filter": "trigger_name=\"Default-Compromised Host-Detection-IOC-By-Endpoint\""}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "id": 6, "method": "get", "params": [{"apiver": 3, "url": "/eventmgmt/adom/root/alerts", "filter": "trigger_name=\"Default-Compromised Host-Detection-IOC-By-Endpoint\""}]}),
+    );
     assert_eq!(r["result"]["data"].as_array().unwrap().len(), 1, "{r}");
-    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n["type"], "ioc");
     assert_eq!(n["srcip"], "10.115.2.52");
     assert_eq!(n["verdict"], "Infected");
     assert_eq!(n["detect_method"], "Infected-domain");
 
     // Acknowledge → ioc-ack.
-    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 7, "method": "update", "params": [{"apiver": 3, "url": "/ioc/adom/root/events/ack", "events": [{"source-ip": "10.115.2.52", "comment": "cleaned"}]}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "id": 7, "method": "update", "params": [{"apiver": 3, "url": "/ioc/adom/root/events/ack", "events": [{"source-ip": "10.115.2.52", "comment": "cleaned"}]}]}),
+    );
     assert!(r.get("error").is_none(), "{r}");
-    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n["type"], "ioc-ack");
     assert_eq!(n["srcip"], "10.115.2.52");
-    let r = call(&app, &key, json!({"jsonrpc": "2.0", "id": 8, "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts", "filter": "epip=10.115.2.52"}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "id": 8, "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts", "filter": "epip=10.115.2.52"}]}),
+    );
     assert_eq!(r["result"]["data"][0]["ack"], 1, "{r}");
     // A new hit re-lists and notifies again.
-    sender.send(webfilter(3, "10.115.2.52", "www.eicar.org", "/download/eicar.com"));
-    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv()).await.unwrap().unwrap();
+    sender.send(webfilter(
+        3,
+        "10.115.2.52",
+        "www.eicar.org",
+        "/download/eicar.com",
+    ));
+    let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(n["type"], "ioc");
     stop.cancel();
     running.wait().await;
@@ -129,7 +198,15 @@ fn dispatcher_rejects_bad_input_with_clear_errors() {
     let ca = LabCa::generate("t").unwrap();
     let stop = CancellationToken::new();
     let running = rt
-        .block_on(async { fortilab_faz::start(FazConfig::new(dir.path().to_path_buf()), Listeners::ephemeral().await.unwrap(), &ca, stop.clone()).await })
+        .block_on(async {
+            fortilab_faz::start(
+                FazConfig::new(dir.path().to_path_buf()),
+                Listeners::ephemeral().await.unwrap(),
+                &ca,
+                stop.clone(),
+            )
+            .await
+        })
         .unwrap();
     let faz = running.faz.clone();
     let api = ApiState::default();
@@ -137,10 +214,31 @@ fn dispatcher_rejects_bad_input_with_clear_errors() {
     let h = |b: &[u8], c: &Caller| jsonrpc::handle(&faz, &api, b, c);
     assert_eq!(h(b"{not json", &anon)["error"]["code"], -32700);
     assert_eq!(h(b"[1,2]", &anon)["error"]["code"], -32600);
-    assert_eq!(h(br#"{"method":"frobnicate","params":[{"url":"/sys/status"}]}"#, &anon)["error"]["code"], -32601);
-    assert_eq!(h(br#"{"method":"get","params":[{"url":"/sys/status"}]}"#, &anon)["result"][0]["status"]["code"], -11);
-    let bad_key = Caller { token: Some("nope".into()), peer: String::new() };
-    assert_eq!(h(br#"{"method":"get","params":[{"url":"/sys/status"}]}"#, &bad_key)["result"][0]["status"]["code"], -11);
+    assert_eq!(
+        h(
+            br#"{"method":"frobnicate","params":[{"url":"/sys/status"}]}"#,
+            &anon
+        )["error"]["code"],
+        -32601
+    );
+    assert_eq!(
+        h(
+            br#"{"method":"get","params":[{"url":"/sys/status"}]}"#,
+            &anon
+        )["result"][0]["status"]["code"],
+        -11
+    );
+    let bad_key = Caller {
+        token: Some("nope".into()),
+        peer: String::new(),
+    };
+    assert_eq!(
+        h(
+            br#"{"method":"get","params":[{"url":"/sys/status"}]}"#,
+            &bad_key
+        )["result"][0]["status"]["code"],
+        -11
+    );
     // Login, use the session (also without a leading slash), logout, reuse → -11.
     let pw = faz.id.admin_password.clone();
     let bad = h(json!({"id":1,"method":"exec","params":[{"url":"sys/login/user","data":{"user":"admin","passwd":"wrong"}}]}).to_string().as_bytes(), &anon);
@@ -148,12 +246,25 @@ fn dispatcher_rejects_bad_input_with_clear_errors() {
     assert!(bad.get("session").is_none());
     let r = h(json!({"id":1,"method":"exec","params":[{"url":"sys/login/user","data":{"user":"admin","passwd":pw}}],"session":""}).to_string().as_bytes(), &anon);
     let sid = r["session"].as_str().unwrap().to_string();
-    let r = h(json!({"id":2,"method":"get","params":[{"url":"sys/status"}],"session":sid}).to_string().as_bytes(), &anon);
-    assert_eq!(r["result"][0]["data"]["Serial Number"], faz.id.serial.as_str());
+    let r = h(
+        json!({"id":2,"method":"get","params":[{"url":"sys/status"}],"session":sid})
+            .to_string()
+            .as_bytes(),
+        &anon,
+    );
+    assert_eq!(
+        r["result"][0]["data"]["Serial Number"],
+        faz.id.serial.as_str()
+    );
     assert_eq!(r["id"], 2);
     let r = h(json!({"id":3,"method":"get","params":[{"url":"/cli/global/system/global","fields":["workspace-mode","adom-status"]}],"session":sid}).to_string().as_bytes(), &anon);
     assert_eq!(r["result"][0]["data"]["workspace-mode"], "disabled");
-    let r = h(json!({"id":4,"method":"get","params":[{"url":"/no/such/thing"}],"session":sid}).to_string().as_bytes(), &anon);
+    let r = h(
+        json!({"id":4,"method":"get","params":[{"url":"/no/such/thing"}],"session":sid})
+            .to_string()
+            .as_bytes(),
+        &anon,
+    );
     assert_eq!(r["result"][0]["status"]["code"], -6);
     let r = h(json!({"id":5,"jsonrpc":"2.0","method":"add","params":[{"url":"/logview/adom/root/logsearch","logtype":"webfilter","filter":"srcip==("}],"session":sid}).to_string().as_bytes(), &anon);
     assert_eq!(r["error"]["code"], -10, "{r}");
@@ -161,15 +272,38 @@ fn dispatcher_rejects_bad_input_with_clear_errors() {
     assert_eq!(r["error"]["code"], -10, "{r}");
     let r = h(json!({"id":7,"method":"set","params":[{"url":"/cli/global/system/global","data":{"jsonapi-log":"sometimes"}}],"session":sid}).to_string().as_bytes(), &anon);
     assert_eq!(r["result"][0]["status"]["code"], -10);
-    h(json!({"id":8,"method":"exec","params":[{"url":"/sys/logout"}],"session":sid}).to_string().as_bytes(), &anon);
-    let r = h(json!({"id":9,"method":"get","params":[{"url":"sys/status"}],"session":sid}).to_string().as_bytes(), &anon);
+    h(
+        json!({"id":8,"method":"exec","params":[{"url":"/sys/logout"}],"session":sid})
+            .to_string()
+            .as_bytes(),
+        &anon,
+    );
+    let r = h(
+        json!({"id":9,"method":"get","params":[{"url":"sys/status"}],"session":sid})
+            .to_string()
+            .as_bytes(),
+        &anon,
+    );
     assert_eq!(r["result"][0]["status"]["code"], -11);
     // A valid bearer token wins over a bogus body session (pyFMG's fake session).
-    let key = Caller { token: Some(faz.id.api_key.clone()), peer: String::new() };
-    let r = h(json!({"id":10,"method":"get","params":[{"url":"/dvmdb/adom"}],"session":"uuid-fake-abcd"}).to_string().as_bytes(), &key);
+    let key = Caller {
+        token: Some(faz.id.api_key.clone()),
+        peer: String::new(),
+    };
+    let r = h(
+        json!({"id":10,"method":"get","params":[{"url":"/dvmdb/adom"}],"session":"uuid-fake-abcd"})
+            .to_string()
+            .as_bytes(),
+        &key,
+    );
     assert_eq!(r["result"][0]["data"][0]["name"], "root");
     let c = faz.counters.snapshot();
-    assert!(c["bad_json"].as_u64().unwrap() >= 1 && c["unknown_urls"].as_u64().unwrap() >= 1 && c["auth_failures"].as_u64().unwrap() >= 3, "{c}");
+    assert!(
+        c["bad_json"].as_u64().unwrap() >= 1
+            && c["unknown_urls"].as_u64().unwrap() >= 1
+            && c["auth_failures"].as_u64().unwrap() >= 3,
+        "{c}"
+    );
     stop.cancel();
     rt.block_on(running.wait());
 }
@@ -181,19 +315,47 @@ fn jsonapi_log_writes_searchable_event_logs() {
     let ca = LabCa::generate("t").unwrap();
     let stop = CancellationToken::new();
     let running = rt
-        .block_on(async { fortilab_faz::start(FazConfig::new(dir.path().to_path_buf()), Listeners::ephemeral().await.unwrap(), &ca, stop.clone()).await })
+        .block_on(async {
+            fortilab_faz::start(
+                FazConfig::new(dir.path().to_path_buf()),
+                Listeners::ephemeral().await.unwrap(),
+                &ca,
+                stop.clone(),
+            )
+            .await
+        })
         .unwrap();
     let faz = running.faz.clone();
     let app = (faz.clone(), ApiState::default());
     let key = faz.id.api_key.clone();
-    let r = call(&app, &key, json!({"method":"set","params":[{"url":"/cli/global/system/global","data":{"jsonapi-log":"all"}}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"set","params":[{"url":"/cli/global/system/global","data":{"jsonapi-log":"all"}}]}),
+    );
     assert_eq!(r["result"][0]["status"]["code"], 0, "{r}");
-    call(&app, &key, json!({"method":"get","params":[{"url":"/sys/status"}]}));
-    let r = call(&app, &key, json!({"jsonrpc":"2.0","method":"add","params":[{"url":"/logview/adom/root/logsearch","logtype":"event","filter":"action=jsonapi-request logdesc~\"JSON API\""}]}));
+    call(
+        &app,
+        &key,
+        json!({"method":"get","params":[{"url":"/sys/status"}]}),
+    );
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc":"2.0","method":"add","params":[{"url":"/logview/adom/root/logsearch","logtype":"event","filter":"action=jsonapi-request logdesc~\"JSON API\""}]}),
+    );
     let tid = r["result"]["tid"].as_u64().unwrap();
-    let r = call(&app, &key, json!({"jsonrpc":"2.0","method":"get","params":[{"url":format!("/logview/adom/root/logsearch/{tid}"),"limit":50}]}));
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc":"2.0","method":"get","params":[{"url":format!("/logview/adom/root/logsearch/{tid}"),"limit":50}]}),
+    );
     let rows = r["result"]["data"].as_array().unwrap();
-    assert!(rows.iter().any(|x| x["msg"].as_str().unwrap_or("").contains("/sys/status")), "{r}");
+    assert!(
+        rows.iter()
+            .any(|x| x["msg"].as_str().unwrap_or("").contains("/sys/status")),
+        "{r}"
+    );
     stop.cancel();
     rt.block_on(running.wait());
 }
