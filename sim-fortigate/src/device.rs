@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
 use fortilab_core::clock::LabClock;
 use fortilab_core::events::EventBus;
@@ -235,6 +235,14 @@ pub trait FabricStatus: Send + Sync {
 pub struct NotConnected;
 impl FabricStatus for NotConnected {}
 
+/// The device's TLS identity: its lab-CA certificate (CN = serial), used as client identity
+/// towards EMS and FortiAnalyzer, and the lab CA certificate peers are verified against.
+#[derive(Debug, Clone)]
+pub struct TlsIdentity {
+    pub cert: fortilab_core::tls::DeviceCert,
+    pub ca_pem: String,
+}
+
 /// Everything the FortiGate's modules share.
 pub struct Device {
     pub serial: String,
@@ -253,6 +261,8 @@ pub struct Device {
     /// Notifications the FortiAnalyzer pushed over the log channel (`{"id","type":"ioc"|
     /// "ioc-ack",...}`): the log forwarder sends, the automation engine subscribes.
     pub faz_notifications: tokio::sync::broadcast::Sender<serde_json::Value>,
+    /// The certificate `start()` issued (set once, before any traffic flows).
+    pub tls: OnceLock<TlsIdentity>,
     fabric: RwLock<Arc<dyn FabricStatus>>,
     persist_lock: Mutex<()>,
 }
@@ -300,6 +310,7 @@ impl Device {
             lab_ip,
             data_dir,
             faz_notifications: tokio::sync::broadcast::channel(1024).0,
+            tls: OnceLock::new(),
             fabric: RwLock::new(Arc::new(NotConnected)),
             persist_lock: Mutex::new(()),
         }

@@ -1163,6 +1163,15 @@ fn build() -> Schema {
                 s("http-body", 4095),
                 int("port", 0, 65535, "0"),
                 mk("headers", "header").v(Vr::until(7, 0, 5)),
+                sub(
+                    "http-headers",
+                    ikeyed(
+                        "http-headers",
+                        "id",
+                        vec![id("id"), s("key", 1023), s("value", 4095)],
+                    ),
+                )
+                .v(Vr::since(7, 0, 6)),
                 ena("verify-host-cert").v(V70P),
                 s("script", 1023),
                 r("accprofile", &["system accprofile"]),
@@ -1378,6 +1387,26 @@ fn build() -> Schema {
                 ),
             ],
         ),
+        // The SMTP server of the `email` automation action (and alert email).
+        single(
+            "system email-server",
+            vec![
+                s("reply-to", 63),
+                sd("server", 63, "notification.fortinet.net"),
+                int("port", 1, 65535, "465"),
+                ip("source-ip"),
+                dis("authenticate"),
+                en("validate-server", ED, "disable"),
+                s("username", 63),
+                pw("password"),
+                en("security", &["none", "starttls", "smtps"], "smtps"),
+                en(
+                    "ssl-min-proto-version",
+                    &["default", "SSLv3", "TLSv1", "TLSv1-1", "TLSv1-2"],
+                    "default",
+                ),
+            ],
+        ),
     ];
     // Dependency order (what `show` prints first must not refer to what follows).
     const ORDER: &[&str] = &[
@@ -1406,6 +1435,7 @@ fn build() -> Schema {
         "log syslogd setting",
         "endpoint-control fctems",
         "user quarantine",
+        "system email-server",
     ];
     let mut tables = tables;
     tables.sort_by_key(|t| {
