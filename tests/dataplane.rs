@@ -1,3 +1,180 @@
 //! End-to-end tests (dataplane): spawn the real binaries.
+//!
+//! sim-internet as a process: the EICAR file over HTTP and HTTPS (lab CA verified), the IOC test
+//! address through a PROXY header, the lab surface (DNS view, ratings, events), clean SIGTERM,
+//! and exit code 2 with file:line for a bad site definition.
 
 mod support;
+
+use std::net::SocketAddr;
+
+use fortilab_core::proxy::ProxyHeader;
+use fortilab_internet::client::{fetch, Fetched, Get};
+use fortilab_internet::sites::sha256_hex;
+use support::Proc;
+
+const EICAR_SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
+
+fn addr(v: &serde_json::Value) -> SocketAddr {
+    v.as_str()
+        .unwrap()
+        .trim_start_matches("https://")
+        .parse()
+        .unwrap()
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn sim_internet_serves_eicar_http_https_and_the_ioc_address_behind_a_proxy_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut p = Proc::spawn(
+        "sim-internet",
+        dir.path(),
+        &["--data-dir", data.to_str().unwrap()],
+    );
+    let inet = p.ready["internet"].clone();
+    let (http, https, control) = (
+        addr(&inet["http"]),
+        addr(&inet["https"]),
+        addr(&inet["control"]),
+    );
+    let ca_pem = std::fs::read_to_string(inet["ca_cert"].as_str().unwrap()).unwrap();
+    let tls = fortilab_core::tls::client_config_from_pem(&ca_pem, None).unwrap();
+    let sites = inet["sites"].as_array().unwrap();
+    let eicar = sites.iter().find(|s| s["host"] == "www.eicar.org").unwrap();
+    assert_eq!(eicar["ip"], "89.238.73.97");
+    assert_eq!(eicar["category"], 50);
+    assert!(sites.iter().any(|s| s["ip"] == "195.22.28.198"));
+    assert_eq!(
+        inet["lab_map"]["services"]["89.238.73.97:443"],
+        inet["https"]
+    );
+
+    rt().block_on(async {
+        // EICAR over HTTP.
+        let f = fetch(&Get::new(http, "www.eicar.org", "/download/eicar.com"))
+            .await
+            .unwrap();
+        assert_eq!(f.status, 200);
+        assert_eq!(f.header("content-type"), Some("application/octet-stream"));
+        assert_eq!(f.body.len(), 68);
+        assert_eq!(sha256_hex(&f.body), EICAR_SHA256);
+
+        // EICAR over HTTPS: SNI www.eicar.org, certificate verified against the lab CA.
+        let mut g = Get::new(https, "www.eicar.org", "/download/eicar.com");
+        g.tls = Some((tls.clone(), "www.eicar.org".into()));
+        let f = fetch(&g).await.unwrap();
+        assert_eq!(f.status, 200);
+        assert_eq!(sha256_hex(&f.body), EICAR_SHA256);
+
+        // A certificate from another CA is refused.
+        let other = fortilab_core::tls::LabCa::generate("other").unwrap();
+        let mut g2 = g.clone();
+        g2.tls = Some((
+            fortilab_core::tls::client_config(&other, None).unwrap(),
+            "www.eicar.org".into(),
+        ));
+        assert!(fetch(&g2).await.is_err());
+
+        // http://195.22.28.198/ from lab source 10.115.2.52 through a PROXY header.
+        let hdr = ProxyHeader {
+            src: "10.115.2.52:51000".parse().unwrap(),
+            dst: "195.22.28.198:80".parse().unwrap(),
+        };
+        let mut g = Get::new(http, "195.22.28.198", "/");
+        g.proxy = Some(hdr);
+        let f = fetch(&g).await.unwrap();
+        assert_eq!(f.status, 200);
+        assert_eq!(f.header("x-lab-site"), Some("ioc-test"));
+        // Without a usable Host header the PROXY destination picks the site.
+        g.host = None;
+        g.path = "/any/path?x=1".into();
+        let f = fetch(&g).await.unwrap();
+        assert_eq!((f.status, f.header("x-lab-site")), (200, Some("ioc-test")));
+
+        // The lab surface.
+        let ctl = |path: &str| {
+            let mut g = Get::new(control, "localhost", path);
+            g.tls = Some((tls.clone(), "localhost".into()));
+            g
+        };
+        let json = |f: &Fetched| serde_json::from_slice::<serde_json::Value>(&f.body).unwrap();
+        let f = fetch(&ctl("/_lab/health")).await.unwrap();
+        assert_eq!(
+            (f.status, json(&f)["ok"].clone()),
+            (200, serde_json::json!(true))
+        );
+        let f = fetch(&ctl("/_lab/dns?name=www.eicar.org")).await.unwrap();
+        assert_eq!(json(&f)["ip"], "89.238.73.97");
+        let f = fetch(&ctl("/_lab/dns?name=nowhere.example")).await.unwrap();
+        assert_eq!(
+            (f.status, json(&f)["error"].clone()),
+            (404, serde_json::json!("NXDOMAIN"))
+        );
+        let f = fetch(&ctl("/_lab/rating?host=www.eicar.org"))
+            .await
+            .unwrap();
+        let v = json(&f);
+        assert_eq!(
+            (v["category"].clone(), v["catdesc"].clone()),
+            (50.into(), "Information and Computer Security".into())
+        );
+        let f = fetch(&ctl("/_lab/rating?host=unknown.example"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (json(&f)["category"].clone(), json(&f)["catdesc"].clone()),
+            (0.into(), "Unrated".into())
+        );
+        let f = fetch(&ctl("/_lab/sites")).await.unwrap();
+        let all = json(&f);
+        assert!(all.as_array().unwrap().iter().any(|s| s["category"] == 26));
+        assert!(all.as_array().unwrap().iter().any(|s| s["category"] == 61));
+        let f = fetch(&ctl("/_lab/events?once=1")).await.unwrap();
+        let text = String::from_utf8_lossy(&f.body).to_string();
+        let events: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| serde_json::from_str(d.trim()).unwrap())
+            .collect();
+        let ioc = events
+            .iter()
+            .find(|e| e["kind"] == "http.request" && e["site"] == "ioc-test")
+            .expect("request event");
+        assert_eq!(ioc["src"], "10.115.2.52");
+        assert_eq!(ioc["status"], 200);
+        assert!(events
+            .iter()
+            .any(|e| e["site"] == "eicar" && e["scheme"] == "https"));
+    });
+    let st = p.terminate();
+    assert!(st.success(), "exit after SIGTERM: {st:?}\n{}", p.stderr());
+}
+
+#[test]
+fn sim_internet_rejects_a_bad_site_definition_with_exit_2_and_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("sites.toml");
+    std::fs::write(
+        &cfg,
+        "[[site]]\nname = \"x\"\nip = \"not-an-ip\"\ncategory = 1\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(support::bin("sim-internet"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sites.toml:3:"), "{err}");
+}

@@ -134,6 +134,12 @@ pub fn eicar() -> Vec<u8> {
         .collect()
 }
 
+/// SHA-256 of `bytes` in lower-case hex (to check the EICAR file without spelling it out).
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 /// What a page returns.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
