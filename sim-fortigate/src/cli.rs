@@ -33,6 +33,14 @@ pub struct Args {
     /// Management (lab) address, added to the certificate's SANs.
     #[arg(long, value_name = "IP")]
     pub lab_ip: Option<IpAddr>,
+    /// The explicit proxy listener standing for the port3 side (the lab maps 10.115.2.1:8080
+    /// to it).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub proxy_listen: SocketAddr,
+    /// The lab Internet's control base URL (`https://127.0.0.1:P`): lab DNS and FortiGuard
+    /// ratings. Without it only IP-literal hosts resolve and every site is Unrated.
+    #[arg(long, value_name = "URL")]
+    pub internet: Option<String>,
     #[command(flatten)]
     pub common: CommonArgs,
 }
@@ -92,12 +100,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ca,
         lab_map,
     };
-    let running = crate::start(opts, Listeners { api: listener }, shutdown)
+    let (proxy_listener, _) = fortilab_core::http::bind(args.proxy_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--proxy-listen {}: {e}", args.proxy_listen))?;
+    if let Some(u) = &args.internet {
+        crate::dataplane::internet::parse_base(u)
+            .ok_or_else(|| UsageError::new(format!("--internet {u}: expected https://host:port")))?;
+    }
+    let mut running = crate::start(opts, Listeners { api: listener }, shutdown)
         .await
         .map_err(|e| match e {
             StartError::Config(c) => anyhow::Error::new(UsageError::new(c.to_string())),
             other => anyhow::anyhow!(other),
         })?;
+    running
+        .start_proxy(proxy_listener, args.internet.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("proxy: {e}"))?;
     for w in &running.warnings {
         eprintln!("sim-fortigate: {w}");
     }

@@ -16,7 +16,9 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod dataplane;
 pub mod device;
+pub mod forward;
 pub mod logs;
 
 use std::net::{IpAddr, SocketAddr};
@@ -94,6 +96,12 @@ pub struct Running {
     pub warnings: Vec<Warning>,
     /// The CA certificate (PEM) clients verify the API against.
     pub ca_pem: String,
+    /// The data plane (policy lookup, proxy) and the log forwarder.
+    pub dataplane: Arc<dataplane::DataPlane>,
+    pub forwarder: Arc<forward::Forwarder>,
+    /// The explicit proxy listener once [`Running::start_proxy`] ran.
+    pub proxy_addr: Option<SocketAddr>,
+    shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
     listener_task: JoinHandle<()>,
 }
@@ -116,7 +124,7 @@ impl Running {
             "api": format!("https://{}", self.api_addr),
             "api_token": self.api_token,
             "admin": {"user": self.admin_user, "password": self.admin_password},
-            "proxy": null,
+            "proxy": self.proxy_addr.map(|a| a.to_string()),
             "ssh": null,
             "ca_cert": ca_cert.map(|p| p.display().to_string()),
         })
@@ -317,11 +325,18 @@ pub async fn start(
         .map_err(|e| StartError::Io(e.to_string()))?;
     let tls_cfg = tls::server_config(&opts.ca, &cert, ClientAuth::None, &[b"h2", b"http/1.1"])
         .map_err(|e| StartError::Io(e.to_string()))?;
+    // Data plane and log forwarding (client TLS: lab CA + this certificate, CN = serial).
+    let client_tls =
+        tls::client_config(&opts.ca, Some(&cert)).map_err(|e| StartError::Io(e.to_string()))?;
+    let forwarder = forward::Forwarder::start(device.clone(), client_tls.clone(), shutdown.clone());
+    let dataplane = dataplane::DataPlane::new(device.clone(), client_tls, shutdown.clone());
+    let dp_shutdown = shutdown.clone();
     let api_addr = listeners
         .api
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?;
-    let app = api::router(api::Api::new(device.clone(), api_addr.port()));
+    let app = api::router(api::Api::new(device.clone(), api_addr.port()))
+        .merge(dataplane.lab_router());
     let task = tokio::spawn(fortilab_core::http::serve_https(
         listeners.api,
         tls_cfg,
@@ -341,6 +356,10 @@ pub async fn start(
         admin_password: secrets.admin_password,
         warnings,
         ca_pem: opts.ca.cert_pem().to_string(),
+        dataplane,
+        forwarder,
+        proxy_addr: None,
+        shutdown: dp_shutdown,
         task,
         listener_task,
     })

@@ -191,6 +191,14 @@ impl LogWriter {
         )
     }
 
+    /// The logs in the memory ring with a sequence number above `seq`, oldest first (the log
+    /// forwarder replays these after subscribing or when it falls behind).
+    pub fn since(&self, seq: u64) -> Vec<Arc<LogLine>> {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let skip = ring.lines.partition_point(|l| l.seq <= seq);
+        ring.lines.iter().skip(skip).cloned().collect()
+    }
+
     /// Every log written from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogLine>> {
         self.tx.subscribe()

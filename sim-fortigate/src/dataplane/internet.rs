@@ -1,0 +1,213 @@
+//! The FortiGate's view of the lab Internet's control surface (`--internet URL`): the lab DNS
+//! (`/_lab/dns?name=`) and FortiGuard ratings (`/_lab/rating?host=`), cached. Without a URL,
+//! IP-literal hosts are their own lab address and every host is rated 0 (Unrated).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// A FortiGuard rating.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rating {
+    pub cat: u8,
+    pub catdesc: String,
+}
+
+impl Rating {
+    pub fn unrated() -> Self {
+        Rating {
+            cat: 0,
+            catdesc: "Unrated".into(),
+        }
+    }
+}
+
+/// Client of the lab Internet's control surface.
+pub struct Internet {
+    base: Mutex<Option<(String, u16)>>,
+    tls: Arc<rustls::ClientConfig>,
+    dns: Mutex<HashMap<String, Option<Ipv4Addr>>>,
+    ratings: Mutex<HashMap<String, Rating>>,
+}
+
+impl std::fmt::Debug for Internet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Internet").finish_non_exhaustive()
+    }
+}
+
+/// Splits `https://host:port[/]` into host and port.
+pub fn parse_base(url: &str) -> Option<(String, u16)> {
+    let rest = url.strip_prefix("https://")?;
+    let auth = rest.split('/').next()?;
+    let (h, p) = auth.rsplit_once(':')?;
+    Some((h.trim_matches(['[', ']']).to_string(), p.parse().ok()?))
+}
+
+fn lower(h: &str) -> String {
+    h.trim_end_matches('.').to_ascii_lowercase()
+}
+
+impl Internet {
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+        Self {
+            base: Mutex::new(None),
+            tls,
+            dns: Mutex::new(HashMap::new()),
+            ratings: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sets the control base URL (`https://127.0.0.1:P`); clears the caches.
+    pub fn set_base(&self, url: &str) -> Result<(), String> {
+        let b = parse_base(url).ok_or_else(|| format!("not an https://host:port URL: {url}"))?;
+        *self.base.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+        self.dns.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.ratings.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        Ok(())
+    }
+
+    pub fn configured(&self) -> bool {
+        self.base
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    async fn get_json(&self, path: &str) -> std::io::Result<(u16, serde_json::Value)> {
+        let Some((host, port)) = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        else {
+            return Err(std::io::Error::other("no --internet URL"));
+        };
+        tokio::time::timeout(Duration::from_secs(5), async {
+            let tcp = TcpStream::connect((host.as_str(), port)).await?;
+            tcp.set_nodelay(true)?;
+            let name = fortilab_core::tls::server_name(&host)
+                .map_err(|e| std::io::Error::other(e.to_string()))?;
+            let mut s = tokio_rustls::TlsConnector::from(self.tls.clone())
+                .connect(name, tcp)
+                .await?;
+            s.write_all(
+                format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept: application/json\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await?;
+            let mut buf = Vec::new();
+            // The server closes after the response; a missing close_notify is not an error.
+            let _ = s.read_to_end(&mut buf).await;
+            let text = String::from_utf8_lossy(&buf);
+            let (head, body) = text
+                .split_once("\r\n\r\n")
+                .ok_or_else(|| std::io::Error::other("bad HTTP response"))?;
+            let status: u16 = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            let chunked = head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked");
+            let body = if chunked { dechunk(body) } else { body.to_string() };
+            let v = serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null);
+            Ok((status, v))
+        })
+        .await
+        .map_err(|_| std::io::Error::other("lab Internet control timed out"))?
+    }
+
+    /// The lab address of a host: IP literals as they are, names through the lab DNS (cached).
+    /// `Ok(None)`: NXDOMAIN.
+    pub async fn resolve(&self, host: &str) -> std::io::Result<Option<Ipv4Addr>> {
+        let h = lower(host);
+        if let Ok(ip) = h.trim_matches(['[', ']']).parse::<Ipv4Addr>() {
+            return Ok(Some(ip));
+        }
+        if let Some(v) = self.dns.lock().unwrap_or_else(|p| p.into_inner()).get(&h) {
+            return Ok(*v);
+        }
+        let q: String = form_urlencoded::byte_serialize(h.as_bytes()).collect();
+        let (status, v) = self.get_json(&format!("/_lab/dns?name={q}")).await?;
+        let ip = match status {
+            200 => v["ip"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()),
+            404 => None,
+            s => return Err(std::io::Error::other(format!("lab DNS answered {s}"))),
+        };
+        self.dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(h, ip);
+        Ok(ip)
+    }
+
+    /// Cached-only DNS (for compiling FQDN addresses synchronously).
+    pub fn cached(&self, host: &str) -> Option<Ipv4Addr> {
+        self.dns
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&lower(host))
+            .copied()
+            .flatten()
+    }
+
+    /// The FortiGuard rating of a host (cached; unknown or unreachable → 0 Unrated).
+    pub async fn rating(&self, host: &str) -> Rating {
+        let h = lower(host);
+        if let Some(r) = self.ratings.lock().unwrap_or_else(|p| p.into_inner()).get(&h) {
+            return r.clone();
+        }
+        if !self.configured() {
+            return Rating::unrated();
+        }
+        let q: String = form_urlencoded::byte_serialize(h.as_bytes()).collect();
+        let r = match self.get_json(&format!("/_lab/rating?host={q}")).await {
+            Ok((200, v)) => Rating {
+                cat: v["category"].as_u64().unwrap_or(0).min(255) as u8,
+                catdesc: v["catdesc"].as_str().unwrap_or("Unrated").to_string(),
+            },
+            Ok(_) => Rating::unrated(),
+            Err(e) => {
+                tracing::warn!(error = %e, host = %h, "FortiGuard rating lookup failed");
+                return Rating::unrated();
+            }
+        };
+        self.ratings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(h, r.clone());
+        r
+    }
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_urls_and_chunks() {
+        assert_eq!(
+            parse_base("https://127.0.0.1:8443"),
+            Some(("127.0.0.1".into(), 8443))
+        );
+        assert_eq!(parse_base("https://[::1]:9/"), Some(("::1".into(), 9)));
+        assert_eq!(parse_base("http://x:1"), None);
+        assert_eq!(dechunk("4\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n"), "abcdef");
+    }
+}

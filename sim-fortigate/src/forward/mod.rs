@@ -1,0 +1,470 @@
+//! Log forwarding: every line the [`crate::logs::LogWriter`] writes goes to FortiAnalyzer over
+//! the log channel (`config log fortianalyzer setting`, [`fortilab_core::logchan::LogSender`])
+//! and to syslog (`config log syslogd setting`, [`syslog`]). FortiAnalyzer notifications are
+//! handed to the automation engine (`Device::faz_notifications`) and the lab event stream; the
+//! connection state feeds `/api/v2/monitor/log/fortianalyzer[-queue]`; connection down/up
+//! writes FortiOS event logs.
+
+pub mod syslog;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fortilab_core::logchan::{Hello, LogSender, RegStatus, SenderConfig, SenderStats, UploadOption};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::tree::Config;
+use crate::device::{Device, EmsState, FabricStatus, FazState};
+use crate::logs::LogLine;
+
+/// `config log fortianalyzer setting` as the forwarder uses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FazSettings {
+    pub server: String,
+    /// `realtime`, `1-minute`, `5-minute`, `store-and-upload`.
+    pub upload: String,
+    pub reliable: bool,
+}
+
+impl FazSettings {
+    pub fn from_config(cfg: &Config) -> Option<FazSettings> {
+        let e = cfg.single("log fortianalyzer setting")?;
+        if e.scalar("status") != Some("enable") {
+            return None;
+        }
+        let server = e.scalar("server").unwrap_or("").trim().to_string();
+        if server.is_empty() {
+            return None;
+        }
+        Some(FazSettings {
+            server,
+            upload: e.scalar("upload-option").unwrap_or("5-minute").to_string(),
+            reliable: e.scalar("reliable") == Some("enable"),
+        })
+    }
+
+    /// Upload timing (lab time). `store-and-upload` uploads hourly [P].
+    pub fn upload_option(&self) -> UploadOption {
+        match self.upload.as_str() {
+            "realtime" => UploadOption::Realtime,
+            "1-minute" => UploadOption::Interval(Duration::from_secs(60)),
+            "store-and-upload" => UploadOption::Interval(Duration::from_secs(3600)),
+            _ => UploadOption::Interval(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// `config log syslogd setting` (lab addresses, before the lab map).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogConfig {
+    pub server: String,
+    pub port: u16,
+    pub reliable: bool,
+    pub format: String,
+    pub facility: String,
+}
+
+impl SyslogConfig {
+    pub fn from_config(cfg: &Config) -> Option<SyslogConfig> {
+        let e = cfg.single("log syslogd setting")?;
+        if e.scalar("status") != Some("enable") {
+            return None;
+        }
+        let server = e.scalar("server").unwrap_or("").trim().to_string();
+        if server.is_empty() {
+            return None;
+        }
+        Some(SyslogConfig {
+            server,
+            port: e.scalar("port").and_then(|p| p.parse().ok()).unwrap_or(514),
+            reliable: e.scalar("mode") == Some("reliable"),
+            format: e.scalar("format").unwrap_or("default").to_string(),
+            facility: e.scalar("facility").unwrap_or("local7").to_string(),
+        })
+    }
+}
+
+struct FazOut {
+    settings: FazSettings,
+    sender: LogSender,
+    stop: CancellationToken,
+}
+
+struct SyslogOut {
+    cfg: SyslogConfig,
+    tx: mpsc::Sender<Arc<LogLine>>,
+    stop: CancellationToken,
+}
+
+#[derive(Default)]
+struct Outputs {
+    faz: Option<FazOut>,
+    syslog: Option<SyslogOut>,
+}
+
+/// The log forwarder of one FortiGate.
+pub struct Forwarder {
+    dev: Arc<Device>,
+    tls: Arc<rustls::ClientConfig>,
+    queue_dir: PathBuf,
+    out: Mutex<Outputs>,
+    pub syslog_stats: Arc<syslog::SyslogStats>,
+    shutdown: CancellationToken,
+    /// Serializes reconfiguration.
+    reconf: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Forwarder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder").finish_non_exhaustive()
+    }
+}
+
+/// Feeds the monitor API from the sender's figures; EMS state comes from the provider that
+/// was installed before.
+struct FazStatus {
+    prev: Arc<dyn FabricStatus>,
+    fwd: std::sync::Weak<Forwarder>,
+}
+
+impl FabricStatus for FazStatus {
+    fn ems(&self, name: &str) -> EmsState {
+        self.prev.ems(name)
+    }
+
+    fn faz(&self) -> FazState {
+        match self.fwd.upgrade().and_then(|f| f.faz_stats()) {
+            None => FazState::default(),
+            Some(s) => FazState {
+                registration: match s.registration {
+                    Some(RegStatus::Registered) => "registered",
+                    Some(RegStatus::Unauthorized) => "unregistered",
+                    None => "unknown",
+                }
+                .into(),
+                connection: match s.registration {
+                    Some(RegStatus::Registered) => "allow",
+                    Some(RegStatus::Unauthorized) => "deny",
+                    None => "unknown",
+                }
+                .into(),
+                connected: s.connected,
+                faz_serial: s.server_serial.clone().unwrap_or_default(),
+                cached_logs: s.queued,
+                failed_logs: 0,
+                sent_logs: s.acked_seq,
+            },
+        }
+    }
+}
+
+impl Forwarder {
+    /// Starts forwarding. Subscribes to the log writer at once and replays the memory ring, so
+    /// no line written before or during start is missed. `tls`: lab CA roots + the FortiGate's
+    /// certificate (CN = serial).
+    pub fn start(
+        dev: Arc<Device>,
+        tls: Arc<rustls::ClientConfig>,
+        shutdown: CancellationToken,
+    ) -> Arc<Forwarder> {
+        let queue_dir = match &dev.data_dir {
+            Some(d) => d.join("logqueue"),
+            None => std::env::temp_dir().join(format!(
+                "fortilab-logqueue-{}-{}",
+                dev.serial,
+                std::process::id()
+            )),
+        };
+        let fwd = Arc::new(Forwarder {
+            dev: dev.clone(),
+            tls,
+            queue_dir,
+            out: Mutex::new(Outputs::default()),
+            syslog_stats: Arc::new(syslog::SyslogStats::default()),
+            shutdown: shutdown.clone(),
+            reconf: tokio::sync::Mutex::new(()),
+        });
+        dev.set_fabric(Arc::new(FazStatus {
+            prev: dev.fabric(),
+            fwd: Arc::downgrade(&fwd),
+        }));
+        // Subscribe before anything else runs, then replay what the ring already holds.
+        let mut rx = dev.logs.subscribe();
+        let mut cfg_rx = dev.config.subscribe();
+        let f2 = fwd.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            f2.reconfigure().await;
+            let mut last = 0u64;
+            for l in f2.dev.logs.since(0) {
+                last = l.seq;
+                f2.dispatch(&l);
+            }
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    r = rx.recv() => match r {
+                        Ok(l) => {
+                            if l.seq <= last { continue; }
+                            last = l.seq;
+                            f2.dispatch(&l);
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                            let missed = f2.dev.logs.since(last);
+                            if missed.first().is_some_and(|m| m.seq > last + 1) {
+                                tracing::warn!(lagged = n, "log forwarder fell behind the memory ring; lines lost");
+                            }
+                            for l in missed {
+                                last = l.seq;
+                                f2.dispatch(&l);
+                            }
+                        }
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                    },
+                    c = cfg_rx.recv() => {
+                        if matches!(c, Err(tokio::sync::broadcast::error::RecvError::Closed)) { continue; }
+                        if cfg_rx.is_empty() {
+                            let f3 = f2.clone();
+                            tokio::spawn(async move { f3.reconfigure().await });
+                        }
+                    }
+                }
+            }
+            f2.stop_all().await;
+        });
+        fwd
+    }
+
+    fn dispatch(&self, l: &Arc<LogLine>) {
+        let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = &out.faz {
+            f.sender.send(l.line.clone());
+        }
+        if let Some(s) = &out.syslog {
+            if s.tx.try_send(l.clone()).is_err() {
+                self.syslog_stats
+                    .dropped
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The FortiAnalyzer sender's figures (None when forwarding is off).
+    pub fn faz_stats(&self) -> Option<SenderStats> {
+        self.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .faz
+            .as_ref()
+            .map(|f| f.sender.stats())
+    }
+
+    /// The FortiAnalyzer sender (tests and benchmarks: flush, stats).
+    pub fn faz_sender(&self) -> Option<LogSender> {
+        self.out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .faz
+            .as_ref()
+            .map(|f| f.sender.clone())
+    }
+
+    async fn stop_all(&self) {
+        let (faz, sys) = {
+            let mut o = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            (o.faz.take(), o.syslog.take())
+        };
+        if let Some(s) = sys {
+            s.stop.cancel();
+        }
+        if let Some(f) = faz {
+            f.stop.cancel();
+            let _ = tokio::time::timeout(Duration::from_secs(5), f.sender.stopped()).await;
+        }
+    }
+
+    fn lab_target(&self, server: &str, port: u16) -> Option<SocketAddr> {
+        let ip: IpAddr = server.parse().ok()?;
+        Some(self.dev.lab_map.resolve(SocketAddr::new(ip, port)))
+    }
+
+    /// Applies the current configuration (starts, stops, re-points outputs).
+    pub async fn reconfigure(self: &Arc<Self>) {
+        let _g = self.reconf.lock().await;
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let (faz, sys) = self
+            .dev
+            .config
+            .with(|c| (FazSettings::from_config(c), SyslogConfig::from_config(c)));
+        // Syslog.
+        {
+            let mut o = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            let same = o.syslog.as_ref().map(|s| &s.cfg) == sys.as_ref();
+            if !same {
+                if let Some(old) = o.syslog.take() {
+                    old.stop.cancel();
+                }
+                if let Some(cfg) = sys {
+                    match self.lab_target(&cfg.server, cfg.port) {
+                        Some(target) => {
+                            let stop = self.shutdown.child_token();
+                            let settings = syslog::SyslogSettings {
+                                target,
+                                reliable: cfg.reliable,
+                                format: cfg.format.clone(),
+                                facility: syslog::facility_code(&cfg.facility),
+                                hostname: self.dev.hostname(),
+                            };
+                            let tx = syslog::start(settings, self.syslog_stats.clone(), stop.clone());
+                            o.syslog = Some(SyslogOut { cfg, tx, stop });
+                        }
+                        None => tracing::warn!(server = %cfg.server, "syslogd server is not an IP address; not sending"),
+                    }
+                }
+            }
+        }
+        // FortiAnalyzer.
+        let current = {
+            let o = self.out.lock().unwrap_or_else(|p| p.into_inner());
+            o.faz.as_ref().map(|f| (f.settings.clone(), f.sender.clone()))
+        };
+        match (current, faz) {
+            (None, None) => {}
+            (Some((old, sender)), Some(new)) if old.upload == new.upload && old.reliable == new.reliable => {
+                if old.server != new.server {
+                    if let Some(t) = self.lab_target(&new.server, 514) {
+                        sender.set_server(t, new.server.clone());
+                        if let Some(f) = self.out.lock().unwrap_or_else(|p| p.into_inner()).faz.as_mut() {
+                            f.settings = new;
+                        }
+                    }
+                }
+            }
+            (cur, new) => {
+                let old = self.out.lock().unwrap_or_else(|p| p.into_inner()).faz.take();
+                if let Some(old) = old {
+                    old.stop.cancel();
+                    let _ = tokio::time::timeout(Duration::from_secs(5), old.sender.stopped()).await;
+                }
+                drop(cur);
+                if let Some(new) = new {
+                    if let Err(e) = self.start_faz(new) {
+                        tracing::warn!(error = %e, "could not start log forwarding to FortiAnalyzer");
+                    }
+                }
+            }
+        }
+    }
+
+    fn start_faz(self: &Arc<Self>, s: FazSettings) -> Result<(), String> {
+        let target = self
+            .lab_target(&s.server, 514)
+            .ok_or_else(|| format!("FortiAnalyzer server {:?} is not an IP address", s.server))?;
+        let stop = self.shutdown.child_token();
+        let cfg = SenderConfig {
+            server: target,
+            server_name: s.server.clone(),
+            tls: self.tls.clone(),
+            hello: Hello {
+                serial: self.dev.serial.clone(),
+                hostname: self.dev.hostname(),
+                platform: "FortiGate-VM64".into(),
+                version: self.dev.version.to_string(),
+                device_type: "fortigate".into(),
+                vdom: "root".into(),
+            },
+            queue_dir: self.queue_dir.clone(),
+            mem_limit: 20_000,
+            upload: s.upload_option(),
+            clock: self.dev.clock,
+            reconnect_delay: Duration::from_millis(200),
+        };
+        let (sender, mut nrx) = LogSender::start(cfg, stop.clone()).map_err(|e| e.to_string())?;
+        // Notifications → automation engine and lab events.
+        let dev = self.dev.clone();
+        tokio::spawn(async move {
+            while let Some(n) = nrx.recv().await {
+                let _ = dev.faz_notifications.send(n.clone());
+                dev.events.emit("faz.notification", n);
+            }
+        });
+        // Connection state → event logs.
+        let dev = self.dev.clone();
+        let watch = sender.clone();
+        let stop2 = stop.clone();
+        let server = s.server.clone();
+        tokio::spawn(async move {
+            let mut was = false;
+            loop {
+                tokio::select! {
+                    _ = stop2.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                }
+                let st = watch.stats();
+                let now = st.connected && st.registration.is_some();
+                if now != was {
+                    was = now;
+                    faz_event(&dev, &server, now);
+                }
+            }
+        });
+        self.out.lock().unwrap_or_else(|p| p.into_inner()).faz = Some(FazOut {
+            settings: s,
+            sender,
+            stop,
+        });
+        Ok(())
+    }
+}
+
+/// Event logs for the FortiAnalyzer connection: down 0100022902 [I], up 0100022903 [P].
+fn faz_event(dev: &Device, server: &str, up: bool) {
+    let (logid, level, desc, status) = if up {
+        ("0100022903", "information", "FortiAnalyzer connection up", "up")
+    } else {
+        ("0100022902", "warning", "FortiAnalyzer connection down", "down")
+    };
+    dev.logs.event_system(logid, level, desc, |r| {
+        r.str("server", server.to_string())
+            .str("status", status)
+            .str("msg", format!("{desc}: {server}"));
+    });
+    dev.events.emit(
+        if up { "faz.connected" } else { "faz.disconnected" },
+        serde_json::json!({"server": server}),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_the_seed() {
+        let version = crate::config::FosVersion::parse("6.4.4").unwrap();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let base = crate::config::factory(version, "FGT", &mut rng);
+        let c = crate::config::parse_config(
+            &base,
+            "config log fortianalyzer setting\nset status enable\nset server \"10.115.1.20\"\nset upload-option realtime\nset reliable enable\nend\nconfig log syslogd setting\nset status enable\nset server 10.115.1.40\nset mode reliable\nend\n",
+            "t",
+            version,
+            false,
+            &mut rng,
+        )
+        .unwrap()
+        .0;
+        let f = FazSettings::from_config(&c).unwrap();
+        assert_eq!(f.server, "10.115.1.20");
+        assert_eq!(f.upload_option(), UploadOption::Realtime);
+        assert!(f.reliable);
+        let s = SyslogConfig::from_config(&c).unwrap();
+        assert_eq!((s.port, s.reliable, s.format.as_str()), (514, true, "default"));
+        assert!(FazSettings::from_config(&base).is_none());
+    }
+}
