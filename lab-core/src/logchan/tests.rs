@@ -451,6 +451,10 @@ async fn notifications_are_delivered_acked_retransmitted_and_deduplicated() {
         .unwrap()
         .unwrap();
     assert_eq!(n["id"], 2);
+    wait_until("ack of 2", Duration::from_secs(10), || {
+        sink.acked_notifications().len() == 2
+    })
+    .await;
     assert!(recv
         .rx
         .notify(FGT, serde_json::json!({"id": 2, "type": "ioc-ack"})));
