@@ -437,7 +437,7 @@ async fn notifications_are_delivered_acked_retransmitted_and_deduplicated() {
         .unwrap();
     assert_eq!(n["type"], "ioc");
     wait_until("ack reaches the receiver", Duration::from_secs(10), || {
-        recv.rx.pending_notifications(FGT).is_empty()
+        recv.rx.pending_notifications(FGT).is_empty() && !sink.acked_notifications().is_empty()
     })
     .await;
     assert_eq!(sink.acked_notifications(), vec![(FGT.to_string(), 1)]);
