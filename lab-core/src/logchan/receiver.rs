@@ -364,12 +364,8 @@ async fn handle(
             last_acked_seq: last,
         })
     };
-    if write_frame(&mut wr, &reply(status, last_seq))
-        .await
-        .is_err()
-    {
-        return;
-    }
+    // The session is listed before the reply goes out, so a device that sees its reply also
+    // finds itself in `sessions()`.
     let serial = hello.serial.clone();
     let conn = inner.next_conn.fetch_add(1, Ordering::Relaxed);
     let (ctl_tx, mut ctl_rx) = mpsc::unbounded_channel();
@@ -405,8 +401,13 @@ async fn handle(
         .get(&serial)
         .map(|m| m.values().cloned().collect())
         .unwrap_or_default();
-    let mut result: Result<(), String> = Ok(());
+    let mut result: Result<(), String> = write_frame(&mut wr, &reply(status, last_seq))
+        .await
+        .map_err(|e| e.to_string());
     for n in pending {
+        if result.is_err() {
+            break;
+        }
         if let Err(e) = write_frame(&mut wr, &Frame::Notify(n)).await {
             result = Err(e.to_string());
             break;
