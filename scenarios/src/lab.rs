@@ -302,6 +302,11 @@ impl Lab {
         self.map_faz_ems()?;
         write_map(&self.map_path, &self.map)?;
 
+        // The FortiGate's FortiGuard rating and DNS come from the lab Internet's control surface.
+        let inet = unwrap_ready(&self.internet.ready, "internet").clone();
+        if let Some(control) = inet.get("control").and_then(Value::as_str) {
+            self.fortigate.args.extend(["--internet".to_string(), control.to_string()]);
+        }
         self.fortigate.spawn(&[])?;
         self.fortigate.wait_ready(READY_TIMEOUT).await?;
         self.pin("fortigate", Role::Fortigate);
