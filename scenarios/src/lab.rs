@@ -305,7 +305,9 @@ impl Lab {
         // The FortiGate's FortiGuard rating and DNS come from the lab Internet's control surface.
         let inet = unwrap_ready(&self.internet.ready, "internet").clone();
         if let Some(control) = inet.get("control").and_then(Value::as_str) {
-            self.fortigate.args.extend(["--internet".to_string(), control.to_string()]);
+            self.fortigate
+                .args
+                .extend(["--internet".to_string(), control.to_string()]);
         }
         self.fortigate.spawn(&[])?;
         self.fortigate.wait_ready(READY_TIMEOUT).await?;

@@ -732,7 +732,11 @@ pub async fn run_scenario(
     // Give the streams a moment to deliver the last events before the tail is taken.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let clock = ctx.lab.clock;
-    let snap: Vec<Value> = timeline.snapshot().into_iter().filter(|e| !timeline::is_routine(e)).collect();
+    let snap: Vec<Value> = timeline
+        .snapshot()
+        .into_iter()
+        .filter(|e| !timeline::is_routine(e))
+        .collect();
     outcome.timeline_tail = snap[snap.len().saturating_sub(25)..]
         .iter()
         .map(|e| timeline::format_event(e, &clock, false))

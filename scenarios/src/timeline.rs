@@ -237,9 +237,12 @@ pub fn summarize(ev: &Value) -> String {
 }
 
 /// Routine events the terminal timeline leaves out (they stay in the timeline, the dashboard
-/// and `--json`): FortiClient keep-alives arrive every few hundred milliseconds in fast timing.
+/// and `--json`): FortiClient keep-alives arrive every few hundred milliseconds in fast timing,
+/// and API request records would echo every poll of a scenario.
 pub fn is_routine(ev: &Value) -> bool {
-    ev.get("kind").and_then(Value::as_str).is_some_and(|k| k.ends_with(".keepalive"))
+    ev.get("kind")
+        .and_then(Value::as_str)
+        .is_some_and(|k| k.ends_with(".keepalive") || k == "api.request")
 }
 
 /// Prints the timeline as it grows, in lab-time order (a short reorder window lets slower
