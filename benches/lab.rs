@@ -29,7 +29,10 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let runs: usize = std::env::var("LAB_BENCH_RUNS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::var("LAB_BENCH_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     let exe = env!("CARGO_BIN_EXE_fortilab");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ready_ms = Vec::new();
@@ -52,28 +55,49 @@ fn main() {
         ready_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
 
         let ca = LabCa::load_or_create(&dir.path().join("data/ca"), "bench").unwrap();
-        let eps: Vec<serde_json::Value> = report["endpoints"].as_array().cloned().unwrap_or_default();
+        let eps: Vec<serde_json::Value> =
+            report["endpoints"].as_array().cloned().unwrap_or_default();
         let flow = rt.block_on(async {
             let client = http_client(&ca, false).unwrap();
             let endpoints = Endpoints::new(&eps, client);
             let t = Instant::now();
-            let ans = endpoints.fetch("PC-52", "http://www.eicar.org/download/eicar.com").await.unwrap();
+            let ans = endpoints
+                .fetch("PC-52", "http://www.eicar.org/download/eicar.com")
+                .await
+                .unwrap();
             assert_eq!(ans["ok"], true, "{ans}");
             loop {
-                let ans = endpoints.fetch("PC-52", "http://news.sky.com/").await.unwrap();
+                let ans = endpoints
+                    .fetch("PC-52", "http://news.sky.com/")
+                    .await
+                    .unwrap();
                 if ans["blocked_by"] == "quarantine" {
                     break t.elapsed();
                 }
-                assert!(t.elapsed() < Duration::from_secs(20), "never blocked: {ans}");
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "never blocked: {ans}"
+                );
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         });
         flow_ms.push(flow.as_secs_f64() * 1000.0);
-        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
         let _ = child.wait();
     }
     println!("fortilab up → ready (all processes, certificates generated), {runs} runs:");
-    println!("  median {:.0} ms, max {:.0} ms", percentile(&mut ready_ms.clone(), 0.5), percentile(&mut ready_ms, 1.0));
+    println!(
+        "  median {:.0} ms, max {:.0} ms",
+        percentile(&mut ready_ms.clone(), 0.5),
+        percentile(&mut ready_ms, 1.0)
+    );
     println!("seed flow, EICAR fetch → endpoint blocked (timing = fast), {runs} runs:");
-    println!("  median {:.0} ms, max {:.0} ms", percentile(&mut flow_ms.clone(), 0.5), percentile(&mut flow_ms, 1.0));
+    println!(
+        "  median {:.0} ms, max {:.0} ms",
+        percentile(&mut flow_ms.clone(), 0.5),
+        percentile(&mut flow_ms, 1.0)
+    );
 }
