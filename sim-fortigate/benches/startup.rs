@@ -2,7 +2,8 @@
 //! loaded, API listening). Target < 150 ms.
 //!
 //! `cargo bench -p fortilab-fortigate --bench startup` — builds the `sim-fortigate` binary
-//! (release) into the same target directory first if it is missing.
+//! (release) into the same target directory first if it is missing; `FGT_BIN=<path>` measures
+//! another build.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -15,6 +16,10 @@ fn target_dir() -> PathBuf {
 }
 
 fn binary() -> Option<PathBuf> {
+    // FGT_BIN=<path> measures a given build (e.g. the debug binary the tests use).
+    if let Some(p) = std::env::var_os("FGT_BIN") {
+        return Some(PathBuf::from(p));
+    }
     let target = target_dir();
     let bin = target.join("release").join("sim-fortigate");
     if bin.exists() {

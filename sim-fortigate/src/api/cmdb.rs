@@ -150,7 +150,8 @@ fn get(
         }
         _ => {}
     }
-    let etag = format!("\"{}\"", api.dev.config.revision());
+    let revision = api.dev.config.revision();
+    let etag = format!("\"{revision}\"");
     if let Some(inm) = r
         .headers
         .get(header::IF_NONE_MATCH)
@@ -163,6 +164,9 @@ fn get(
             }
             return resp;
         }
+    }
+    if let Some(body) = api.cached(&r.raw, &revision) {
+        return body_response(body, &etag);
     }
     let filter = match Filter::parse(r.query.all("filter")) {
         Ok(f) => f,
@@ -204,9 +208,23 @@ fn get(
         }
         obj => project(obj, format.as_deref(), ts),
     };
-    let mut resp = json_response(StatusCode::OK, J::Object(env.cmdb_ok(results, &[])));
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        resp.headers_mut().insert(header::ETAG, v);
+    let body = bytes::Bytes::from(J::Object(env.cmdb_ok(results, &[])).to_string());
+    // Cached only if the configuration did not change while rendering.
+    if api.dev.config.revision() == revision {
+        api.cache(&r.raw, &revision, body.clone());
+    }
+    body_response(body, &etag)
+}
+
+fn body_response(body: bytes::Bytes, etag: &str) -> Response {
+    let mut resp = (StatusCode::OK, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
     }
     resp
 }

@@ -67,6 +67,9 @@ pub struct Api {
     rng: Arc<Mutex<rand_chacha::ChaCha8Rng>>,
     /// The API port (7.x CSRF cookie name).
     port: u16,
+    /// Rendered CMDB GET bodies by (revision, URL): repeated reads of an unchanged
+    /// configuration skip the JSON rendering.
+    get_cache: Arc<Mutex<HashMap<String, (String, bytes::Bytes)>>>,
 }
 
 impl Api {
@@ -77,6 +80,7 @@ impl Api {
             sessions: Arc::default(),
             rng: Arc::new(Mutex::new(rng)),
             port,
+            get_cache: Arc::default(),
         }
     }
 
@@ -299,6 +303,22 @@ fn in_trusthost(ipmask: &str, ip: IpAddr) -> bool {
 }
 
 impl Api {
+    /// A cached CMDB GET body for `url` at `revision`.
+    pub(crate) fn cached(&self, url: &str, revision: &str) -> Option<bytes::Bytes> {
+        let c = self.get_cache.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(url)
+            .filter(|(rev, _)| rev == revision)
+            .map(|(_, b)| b.clone())
+    }
+
+    pub(crate) fn cache(&self, url: &str, revision: &str, body: bytes::Bytes) {
+        let mut c = self.get_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if c.len() >= 512 {
+            c.clear();
+        }
+        c.insert(url.to_string(), (revision.to_string(), body));
+    }
+
     /// The api-user owning `token`, if the peer is within its trusthosts.
     fn check_token(&self, token: &str, peer: IpAddr) -> Option<String> {
         let lab_peer = self.dev.lab_map.lab_of_real(peer).unwrap_or(peer);
@@ -549,6 +569,8 @@ async fn lab_config(State(api): State<Api>, uri: axum::http::Uri) -> Response {
 
 /// A decoded API request.
 pub struct Req {
+    /// Path and query as received (cache key).
+    pub raw: String,
     pub method: Method,
     pub segments: Vec<String>,
     pub query: Query,
@@ -628,6 +650,7 @@ async fn dispatch(State(api): State<Api>, req: Request) -> Response {
         Err(_) => return bare_error(&api, &method, 413),
     };
     let r = Req {
+        raw: uri.to_string(),
         method,
         segments,
         query,

@@ -153,6 +153,9 @@ async fn cmdb_get_envelope_and_seed_policy() {
 #[tokio::test]
 async fn cmdb_writes_and_errors() {
     let (app, _) = app(FosVersion::V6_4_4);
+    let (_, before) = json_call(&app, "GET", "/api/v2/cmdb/firewall/address", None).await;
+    let (_, again) = json_call(&app, "GET", "/api/v2/cmdb/firewall/address", None).await;
+    assert_eq!(before, again, "a cached read is the same");
     let (s, v) = json_call(
         &app,
         "POST",
@@ -165,6 +168,13 @@ async fn cmdb_writes_and_errors() {
         (StatusCode::OK, json!("h1"), json!("success"))
     );
     assert_eq!(v["revision_changed"], true);
+    let (_, after) = json_call(&app, "GET", "/api/v2/cmdb/firewall/address", None).await;
+    assert_eq!(
+        after["results"].as_array().unwrap().len(),
+        before["results"].as_array().unwrap().len() + 1,
+        "the cache follows the revision"
+    );
+    assert_ne!(after["revision"], before["revision"]);
     let (s, v) = json_call(
         &app,
         "POST",
