@@ -336,7 +336,8 @@ pub async fn start(
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?;
     let app = api::router(api::Api::new(device.clone(), api_addr.port()))
-        .merge(dataplane.lab_router());
+        .merge(dataplane.lab_router())
+        .merge(forwarder.lab_router());
     let task = tokio::spawn(fortilab_core::http::serve_https(
         listeners.api,
         tls_cfg,

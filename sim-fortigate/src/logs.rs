@@ -199,6 +199,34 @@ impl LogWriter {
         ring.lines.iter().skip(skip).cloned().collect()
     }
 
+    /// Like [`LogWriter::query`], counting and returning only the logs `pred` accepts.
+    pub fn query_where(
+        &self,
+        log_type: &str,
+        subtype: &str,
+        start: usize,
+        rows: usize,
+        pred: impl Fn(&LogLine) -> bool,
+    ) -> (Vec<Arc<LogLine>>, usize) {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let matching: Vec<&Arc<LogLine>> = ring
+            .lines
+            .iter()
+            .rev()
+            .filter(|l| l.log_type == log_type && l.subtype == subtype && pred(l))
+            .collect();
+        let total = matching.len();
+        (
+            matching
+                .into_iter()
+                .skip(start)
+                .take(rows)
+                .cloned()
+                .collect(),
+            total,
+        )
+    }
+
     /// Every log written from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogLine>> {
         self.tx.subscribe()

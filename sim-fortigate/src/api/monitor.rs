@@ -343,7 +343,26 @@ pub fn handle_log(api: &Api, r: Req) -> Response {
     if r.method != Method::GET {
         return bare_error(api, &r.method, 405);
     }
+    // UTM logs are addressed by their subtype alone (`/log/memory/webfilter[/raw]`).
+    const UTM: &[&str] = &[
+        "virus",
+        "webfilter",
+        "waf",
+        "ips",
+        "anomaly",
+        "app-ctrl",
+        "emailfilter",
+        "dlp",
+        "voip",
+        "dns",
+        "ssh",
+        "ssl",
+        "file-filter",
+        "cifs",
+    ];
     let (device, log_type, subtype, raw) = match s.as_slice() {
+        [d, st] if UTM.contains(st) => (*d, "utm", *st, false),
+        [d, st, "raw"] if UTM.contains(st) => (*d, "utm", *st, true),
         [d, t, st] => (*d, *t, *st, false),
         [d, t, st, "raw"] => (*d, *t, *st, true),
         _ => return bare_error(api, &r.method, 404),
@@ -362,7 +381,26 @@ pub fn handle_log(api: &Api, r: Req) -> Response {
         .get("start")
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
-    let (lines, total) = api.dev.logs.query(log_type, subtype, start, rows);
+    let filter = match super::query::Filter::parse(r.query.all("filter")) {
+        Ok(f) => f,
+        Err(_) => return bare_error(api, &r.method, 400),
+    };
+    if r.query
+        .get("serial_no")
+        .is_some_and(|s| !s.is_empty() && s != api.dev.serial)
+    {
+        // Another device's logs: this FortiGate has none [P].
+        return bare_error(api, &r.method, 404);
+    }
+    let (lines, total) = if filter.is_empty() {
+        api.dev.logs.query(log_type, subtype, start, rows)
+    } else {
+        api.dev
+            .logs
+            .query_where(log_type, subtype, start, rows, |l| {
+                filter.matches(&J::Object(l.record.to_json()))
+            })
+    };
     if raw {
         let mut text = String::new();
         for l in &lines {

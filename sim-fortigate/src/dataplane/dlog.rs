@@ -245,3 +245,202 @@ pub fn webfilter(dev: &Device, s: &SessionLog, w: &WfLog, c: &WfContext<'_>) {
         }),
     );
 }
+
+/// Fields FortiOS writes as bare numbers.
+pub const NUMERIC: &[&str] = &[
+    "eventtime", "policyid", "sessionid", "srcport", "dstport", "proto", "transport",
+    "duration", "sentbyte", "rcvdbyte", "sentpkt", "rcvdpkt", "countweb", "crscore",
+    "craction", "cat", "cfgtid", "urlfilteridx",
+];
+/// Fields FortiOS writes as bare IP addresses.
+pub const ADDRESSES: &[&str] = &["srcip", "dstip", "transip"];
+
+/// Checks a log line (optionally `<PRI>`-prefixed) against the FortiOS format rules: header
+/// order of the version (`v64plus`: 6.4/7.x), quoted 10-digit `logid`, bare `date`/`time`,
+/// bare numbers and IPs, every other value quoted.
+pub fn check_format(line: &str, v64plus: bool) -> Result<(), String> {
+    use fortilab_core::logfmt::LogValue;
+    let rec = LogRecord::parse(line).map_err(|e| format!("{e}: {line}"))?;
+    let keys: Vec<&str> = rec.keys().collect();
+    let has_et = keys.contains(&"eventtype");
+    let mut want: Vec<&str> = vec!["date", "time", "devname", "devid"];
+    if v64plus {
+        want.extend(["eventtime", "tz", "logid", "type", "subtype"]);
+        if has_et {
+            want.push("eventtype");
+        }
+        want.extend(["level", "vd"]);
+    } else {
+        want.extend(["logid", "type", "subtype"]);
+        if has_et {
+            want.push("eventtype");
+        }
+        want.extend(["level", "vd", "eventtime", "tz"]);
+    }
+    if keys.len() < want.len() || keys[..want.len()] != want[..] {
+        return Err(format!("header order {:?} != {:?}", &keys[..want.len().min(keys.len())], want));
+    }
+    for (k, v) in rec.fields() {
+        let ok = match k.as_str() {
+            "date" | "time" => matches!(v, LogValue::Bare(_)),
+            "logid" => matches!(v, LogValue::Str(s) if s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit())),
+            k if NUMERIC.contains(&k) => matches!(v, LogValue::Int(_)),
+            k if ADDRESSES.contains(&k) => matches!(v, LogValue::Ip(_)),
+            _ => v.is_quoted(),
+        };
+        if !ok {
+            return Err(format!("field {k}={v:?} breaks the format rules in: {line}"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ConfigStore, FosVersion};
+    use fortilab_core::clock::LabClock;
+    use fortilab_core::labnet::LabMap;
+
+    fn dev(version: &str) -> Device {
+        let v = FosVersion::parse(version).unwrap();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let cfg = crate::config::factory(v, "FGT-LAB", &mut rng);
+        let store = ConfigStore::new(cfg, v, 1, "FGVM01TM00000001");
+        Device::new(
+            "FGVM01TM00000001".into(),
+            v,
+            1,
+            LabClock::real(),
+            store,
+            LabMap::new(),
+            None,
+            None,
+        )
+    }
+
+    fn session() -> SessionLog {
+        let side = |i: &str, r: &str| Side {
+            intf: i.into(),
+            role: r.into(),
+            names: vec![i.into()],
+            ip: None,
+        };
+        SessionLog {
+            sessionid: 381780,
+            policyid: 1,
+            poluuid: "ccb269e0-5735-51e9-a218-a397dd08b7eb".into(),
+            policyname: String::new(),
+            src: "10.115.2.52:44258".parse().unwrap(),
+            dst: "89.160.20.128:80".parse().unwrap(),
+            srcside: side("port3", "lan"),
+            dstside: side("port1", "wan"),
+            proto: 6,
+            service: "HTTP".into(),
+            nat: Some(("10.115.1.1".parse().unwrap(), 44258)),
+            start_ns: 0,
+        }
+    }
+
+    fn ctx<'a>() -> WfContext<'a> {
+        WfContext {
+            profile: "default",
+            hostname: "morrishittu.ddns.net",
+            path: "/",
+            full_url: "http://morrishittu.ddns.net/",
+            method: "GET",
+            cat: 26,
+            catdesc: "Malicious Websites",
+            sentbyte: 84,
+            urlfilter_idx: None,
+        }
+    }
+
+    #[test]
+    fn webfilter_and_traffic_logs_follow_the_64_rules() {
+        let d = dev("6.4.4");
+        let s = session();
+        let blk = crate::dataplane::webfilter::decide(
+            &crate::dataplane::webfilter::Profile::from_config(&d.config.snapshot(), "default")
+                .unwrap(),
+            "morrishittu.ddns.net",
+            "/",
+            26,
+        );
+        webfilter(&d, &s, &blk.logs[0], &ctx());
+        let t = SessionTotals {
+            sentbyte: 736,
+            rcvdbyte: 3138,
+            sentpkt: 14,
+            rcvdpkt: 5,
+            countweb: 1,
+            utmaction: Some("block"),
+            threat: true,
+        };
+        traffic(&d, &s, "close", &t);
+        traffic(&d, &s, "deny", &SessionTotals::default());
+        let (w, _) = d.logs.query("utm", "webfilter", 0, 10);
+        let line = &w[0].line;
+        check_format(line, true).unwrap();
+        // Field order after the header as in reference §6.3/6.4 (6.x).
+        let keys: Vec<&str> = w[0].record.keys().collect();
+        let after: Vec<&str> = keys[keys.iter().position(|k| *k == "vd").unwrap() + 1..].to_vec();
+        assert_eq!(
+            after,
+            [
+                "policyid", "sessionid", "srcip", "srcport", "srcintf", "srcintfrole", "dstip",
+                "dstport", "dstintf", "dstintfrole", "proto", "service", "hostname", "profile",
+                "action", "reqtype", "url", "sentbyte", "rcvdbyte", "direction", "msg", "method",
+                "cat", "catdesc", "crscore", "craction", "crlevel"
+            ]
+        );
+        assert!(line.contains(r#"logid="0316013056" type="utm" subtype="webfilter" eventtype="ftgd_blk" level="warning""#));
+        assert!(line.contains(r#"action="blocked" reqtype="direct" url="/""#));
+        assert!(line.contains("cat=26 catdesc=\"Malicious Websites\" crscore=30 craction=4194304 crlevel=\"high\""));
+        let (tr, _) = d.logs.query("traffic", "forward", 0, 10);
+        assert_eq!(tr.len(), 2);
+        for l in &tr {
+            check_format(&l.line, true).unwrap();
+        }
+        let close = &tr[1].line;
+        assert!(close.contains(r#"action="close" policyid=1 policytype="policy" service="HTTP""#), "{close}");
+        assert!(close.contains(r#"trandisp="snat" transip=10.115.1.1 transport=44258"#));
+        assert!(close.contains("sentbyte=736 rcvdbyte=3138 sentpkt=14 rcvdpkt=5"));
+        assert!(close.contains(r#"utmaction="block" countweb=1 crscore=30 craction=4194304 crlevel="high""#));
+        assert!(close.contains(r#"poluuid="ccb269e0-5735-51e9-a218-a397dd08b7eb" sessionid=381780"#));
+        let deny = &tr[0].line;
+        assert!(deny.contains(r#"action="deny" policyid=1"#) && deny.contains(r#"trandisp="noop""#));
+    }
+
+    #[test]
+    fn version_7_layout() {
+        let d = dev("7.2.5");
+        let s = session();
+        let allow = crate::dataplane::webfilter::WfLog {
+            logid: "0317013312",
+            eventtype: "ftgd_allow",
+            level: "notice",
+            action: "passthrough",
+            msg: "URL belongs to an allowed category in policy",
+            with_category: true,
+            threat: false,
+        };
+        webfilter(&d, &s, &allow, &ctx());
+        traffic(&d, &s, "close", &SessionTotals::default());
+        let (w, _) = d.logs.query("utm", "webfilter", 0, 1);
+        check_format(&w[0].line, true).unwrap();
+        assert!(w[0].line.contains(r#"policyid=1 poluuid="ccb269e0-5735-51e9-a218-a397dd08b7eb" policytype="policy" sessionid=381780"#));
+        assert!(w[0].line.contains(r#"url="http://morrishittu.ddns.net/""#));
+        assert!(w[0].line.contains(r#"ratemethod="domain" cat=26"#));
+        assert!(w[0].line.contains(r#"srccountry="Reserved""#));
+        let (t, _) = d.logs.query("traffic", "forward", 0, 1);
+        check_format(&t[0].line, true).unwrap();
+        assert!(t[0].line.contains(r#"action="close" policyid=1 policytype="policy" poluuid="#));
+        // A 6.2-style line fails the 6.4 header rule and passes its own.
+        let old = r#"date=2019-05-13 time=16:29:45 devname="F" devid="S" logid="0316013056" type="utm" subtype="webfilter" eventtype="ftgd_blk" level="warning" vd="vdom1" eventtime=1557790184975119738 tz="+0000" policyid=1"#;
+        assert!(check_format(old, true).is_err());
+        check_format(old, false).unwrap();
+        assert!(check_format(r#"date=2019-05-13 time=16:29:45 devname="F" devid="S" eventtime=1 tz="+0000" logid="316013056" type="utm" subtype="x" level="w" vd="r""#, true).is_err());
+        assert!(check_format(r#"date=2019-05-13 time=16:29:45 devname="F" devid="S" eventtime=1 tz="+0000" logid="0316013056" type="utm" subtype="x" level="w" vd="r" srcport="5""#, true).is_err());
+    }
+}

@@ -272,6 +272,24 @@ impl Forwarder {
             .map(|f| f.sender.clone())
     }
 
+    /// The lab surface: `GET /_lab/logforward` (sender queue figures, syslog counters).
+    pub fn lab_router(self: &Arc<Self>) -> axum::Router {
+        async fn h(
+            axum::extract::State(f): axum::extract::State<Arc<Forwarder>>,
+        ) -> axum::Json<serde_json::Value> {
+            use std::sync::atomic::Ordering::Relaxed;
+            let s = &f.syslog_stats;
+            axum::Json(serde_json::json!({
+                "fortianalyzer": f.faz_stats(),
+                "syslog": {"sent": s.sent.load(Relaxed), "dropped": s.dropped.load(Relaxed), "errors": s.errors.load(Relaxed)},
+                "queue_dir": f.queue_dir.display().to_string(),
+            }))
+        }
+        axum::Router::new()
+            .route("/_lab/logforward", axum::routing::get(h))
+            .with_state(self.clone())
+    }
+
     async fn stop_all(&self) {
         let (faz, sys) = {
             let mut o = self.out.lock().unwrap_or_else(|p| p.into_inner());
@@ -379,7 +397,11 @@ impl Forwarder {
                 vdom: "root".into(),
             },
             queue_dir: self.queue_dir.clone(),
-            mem_limit: 20_000,
+            // Lab knob: FORTILAB_LOG_QUEUE_MEM (lines kept in memory before spilling to disk).
+            mem_limit: std::env::var("FORTILAB_LOG_QUEUE_MEM")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20_000),
             upload: s.upload_option(),
             clock: self.dev.clock,
             reconnect_delay: Duration::from_millis(200),
