@@ -565,9 +565,11 @@ fn bad_input_is_answered_counted_and_never_stops_the_process() {
         &json!({"id": 2, "method": "get", "params": [{"url": "/does/not/exist"}]}),
     );
     assert_eq!(r["result"][0]["status"]["code"], -6, "{r}");
-    let huge = vec![b' '; 5 * 1024 * 1024];
-    let (status, _) = curl_raw(&faz, "/jsonrpc", Some(&huge));
-    assert!(status == 200 || status == 413, "{status}");
+    let huge = vec![b' '; 5 * 1024 * 1024]; // over the 4 MiB request limit
+    let (status, text) = curl_raw(&faz, "/jsonrpc", Some(&huge));
+    assert_eq!(status, 200);
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], -32600, "{text}");
     // Log channel: plain TCP garbage and a TLS client without a certificate.
     let log: std::net::SocketAddr = faz.ready["log_channel"].as_str().unwrap().parse().unwrap();
     for payload in [
@@ -612,6 +614,7 @@ fn bad_input_is_answered_counted_and_never_stops_the_process() {
     assert!(c["unknown_urls"].as_u64().unwrap() >= 1, "{st}");
     assert!(c["auth_failures"].as_u64().unwrap() >= 1, "{st}");
     assert!(c["syslog_bad"].as_u64().unwrap() >= 2, "{st}");
+    assert!(c["oversized"].as_u64().unwrap() >= 2, "{st}");
     assert!(
         st["receiver"]["refused"].as_u64().unwrap() + st["receiver"]["malformed"].as_u64().unwrap()
             >= 1,

@@ -37,7 +37,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_lab/ioc/cycle", post(ioc_cycle))
         .route("/_lab/tidb", get(tidb_info))
         .route("/_lab/tidb/lookup", post(tidb_lookup))
-        .layer(DefaultBodyLimit::max(jsonrpc::MAX_BODY + 1024))
+        .layer(DefaultBodyLimit::max(4 * jsonrpc::MAX_BODY))
         .with_state(app)
         .merge(events)
 }

@@ -809,7 +809,7 @@ impl Store {
             .optional()?)
     }
 
-    /// Retention: deletes logs older than `max_age_s` (event time) and, while the database is
+    /// Retention: deletes logs that arrived more than `max_age_s` ago (lab time) and, while the database is
     /// larger than `max_bytes`, the oldest logs in chunks. Returns the number deleted.
     pub fn retain(
         &self,
@@ -819,11 +819,26 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut deleted = 0u64;
         if let Some(age) = max_age_s {
+            // By arrival (lab) time, not event time: a lab replaying old logs keeps them.
+            // Rows arrive in id order, so everything below the first young row is old.
+            let cut: Option<i64> = {
+                let conn = self.reader();
+                conn.query_row(
+                    "SELECT id FROM logs WHERE rtime >= ?1 ORDER BY id LIMIT 1",
+                    params![now_s - age],
+                    |r| r.get(0),
+                )
+                .optional()?
+            };
+            let cut = match cut {
+                Some(c) => c,
+                None => i64::MAX,
+            };
             loop {
                 let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
                 let n = w.conn.execute(
-                    "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE etime < ?1 LIMIT 5000)",
-                    params![now_s - age],
+                    "DELETE FROM logs WHERE id IN (SELECT id FROM logs WHERE id < ?1 ORDER BY id LIMIT 5000)",
+                    params![cut],
                 )?;
                 deleted += n as u64;
                 if n < 5000 {
@@ -967,7 +982,10 @@ mod tests {
         let s = Store::open(dir.path()).unwrap();
         let mut lines: Vec<String> = (1..=20).map(|i| line(i, "10.115.2.52")).collect();
         lines.extend((21..=30).map(|i| line(i, "10.115.2.60")));
-        s.commit("FGT1", 1, rows(&lines), 0, |_| vec![]).unwrap();
+        s.commit("FGT1", 1, rows(&lines[..20]), 100, |_| vec![])
+            .unwrap();
+        s.commit("FGT1", 21, rows(&lines[20..]), 200, |_| vec![])
+            .unwrap();
         let spec = SearchSpec {
             ltypes: vec![2],
             filter: crate::filter::parse("srcip==10.115.2.60").unwrap(),
@@ -998,12 +1016,13 @@ mod tests {
             s.last_fortigate_for("10.115.2.60").unwrap().as_deref(),
             Some("FGT1")
         );
-        // Age: keep the last 5 seconds of event time.
-        let deleted = s.retain(1_614_852_030, Some(5), None).unwrap();
-        assert_eq!(deleted, 24);
-        assert_eq!(s.total().unwrap(), 6);
-        let deleted = s.retain(1_614_852_030, None, Some(1)).unwrap();
-        assert_eq!(deleted, 6);
+        // Age: logs that arrived more than 50 s before 210 go.
+        let deleted = s.retain(210, Some(50), None).unwrap();
+        assert_eq!(deleted, 20);
+        assert_eq!(s.total().unwrap(), 10);
+        assert_eq!(s.retain(210, Some(50), None).unwrap(), 0);
+        let deleted = s.retain(210, None, Some(1)).unwrap();
+        assert_eq!(deleted, 10);
         // The rescan scan visits only the asked types.
         s.commit("FGT1", 31, rows(&[line(31, "10.115.2.9")]), 0, |_| vec![])
             .unwrap();

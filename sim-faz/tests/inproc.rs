@@ -359,3 +359,74 @@ fn jsonapi_log_writes_searchable_event_logs() {
     stop.cancel();
     rt.block_on(running.wait());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_100k_with_a_restart_stores_each_line_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LabCa::generate("t").unwrap();
+    let stop = CancellationToken::new();
+    let mut cfg = FazConfig::new(dir.path().join("faz"));
+    cfg.auto_authorize = true;
+    let running = fortilab_faz::start(
+        cfg.clone(),
+        Listeners::ephemeral().await.unwrap(),
+        &ca,
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    let serial = "FGVM01TM00000002";
+    let cert = ca.issue(serial, &[]).unwrap();
+    let tls = fortilab_core::tls::client_config(&ca, Some(&cert)).unwrap();
+    let sstop = CancellationToken::new();
+    let (sender, _notes) = LogSender::start(
+        SenderConfig {
+            server: running.log_addr,
+            server_name: "localhost".into(),
+            tls,
+            hello: Hello {
+                serial: serial.into(),
+                hostname: "FGT-LAB".into(),
+                platform: "FortiGate-VM64".into(),
+                version: "6.4.4".into(),
+                device_type: "fortigate".into(),
+                vdom: "root".into(),
+            },
+            queue_dir: dir.path().join("q"),
+            mem_limit: 200_000,
+            upload: UploadOption::Realtime,
+            clock: LabClock::real(),
+            reconnect_delay: Duration::from_millis(100),
+        },
+        sstop.clone(),
+    )
+    .unwrap();
+    const N: u64 = 100_000;
+    for i in 1..=N {
+        sender.send(webfilter(i, "10.115.2.61", "www.example.com", "/a"));
+    }
+    let s2 = sender.clone();
+    wait_until("some acks", || (s2.stats().acked_seq >= 5000).then_some(())).await;
+    stop.cancel();
+    running.wait().await;
+    let stop2 = CancellationToken::new();
+    let running2 = fortilab_faz::start(
+        cfg,
+        Listeners::ephemeral().await.unwrap(),
+        &ca,
+        stop2.clone(),
+    )
+    .await
+    .unwrap();
+    sender.set_server(running2.log_addr, "localhost".into());
+    assert!(
+        sender.flush(Duration::from_secs(120)).await,
+        "{:?}",
+        sender.stats()
+    );
+    let st = running2.faz.store.seq_stats(serial).unwrap();
+    assert_eq!(st, (N, N, 1, N));
+    sstop.cancel();
+    stop2.cancel();
+    running2.wait().await;
+}
