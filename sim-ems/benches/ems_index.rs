@@ -1,7 +1,8 @@
 //! `endpoints/index` latency over 10,000 endpoints (one page of 100), in process, over HTTPS
 //! with a fresh TLS connection per request (as a script without keep-alive would do).
 //!
-//! Run: `cargo bench -p fortilab-ems --bench ems_index`
+//! Run: `cargo bench -p fortilab-ems --bench ems_index`. With `FORTILAB_BENCH_ROLE=ems` the
+//! binary runs as `sim-ems` instead (used by sim-endpoint's scale benchmark).
 
 use std::time::{Duration, Instant};
 
@@ -15,6 +16,18 @@ fn pct(v: &mut [Duration], p: f64) -> Duration {
 }
 
 fn main() {
+    // The scale benchmark of sim-endpoint runs this optimised binary as its EMS process.
+    if std::env::var("FORTILAB_BENCH_ROLE").as_deref() == Ok("ems") {
+        let code = fortilab_ems::cli::main();
+        std::process::exit(if code == std::process::ExitCode::SUCCESS {
+            0
+        } else {
+            1
+        });
+    }
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -546,6 +546,40 @@ fn value_matches(v: &Value, want: &str) -> bool {
     }
 }
 
+/// Filters answered from the record's fields directly.
+const SIMPLE_FILTERS: &[&str] = &[
+    "device_id",
+    "ip_addr",
+    "mac_addr",
+    "name",
+    "host",
+    "uid",
+    "username",
+    "is_quarantined",
+];
+
+/// The simple `endpoints/index` filters, on the record's fields.
+fn field_matches(ep: &Endpoint, key: &str, want: &str) -> bool {
+    let text = |s: &str| s.eq_ignore_ascii_case(want.trim());
+    match key {
+        "device_id" => want.trim().parse::<u64>().is_ok_and(|w| w == ep.device_id),
+        "ip_addr" => text(&ep.ip_addr),
+        "mac_addr" => crate::proto::mac_colon(want) == ep.mac_addr,
+        "name" => text(&ep.name),
+        "host" => text(&ep.host),
+        "uid" => text(&ep.uid),
+        "username" => text(&ep.username),
+        "is_quarantined" => {
+            let q = ep.quarantine.is_some();
+            matches!(
+                (want.trim(), q),
+                ("1" | "true", true) | ("0" | "false", false)
+            )
+        }
+        _ => true,
+    }
+}
+
 async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let _p = tri!(authenticate(&sh, &c));
@@ -565,19 +599,7 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
     let field_filters: Vec<(&str, &str)> = c
         .query
         .iter()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "device_id"
-                    | "ip_addr"
-                    | "mac_addr"
-                    | "name"
-                    | "host"
-                    | "uid"
-                    | "username"
-                    | "is_quarantined"
-            )
-        })
+        .filter(|(k, _)| SIMPLE_FILTERS.contains(&k.as_str()))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
     let connection = c.q("connection").map(str::to_ascii_lowercase);
@@ -623,26 +645,28 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
         if !keep {
             continue;
         }
-        let needs_json = json_filters.is_some() || !field_filters.is_empty();
-        let v = if needs_json {
-            Some(endpoint_json(ep, now, window, false))
-        } else {
-            None
-        };
-        if let Some(v) = &v {
-            let ok_fields = field_filters
-                .iter()
-                .all(|(k, want)| v.get(*k).is_some_and(|x| value_matches(x, want)));
-            let ok_json = json_filters.as_ref().is_none_or(|m| {
-                m.iter().all(|(k, want)| {
-                    let want = match want {
-                        Value::String(s) => s.clone(),
-                        other => other.to_string(),
-                    };
-                    v.get(k).is_some_and(|x| value_matches(x, &want))
-                })
+        // Field filters compare the record's own fields (no JSON built per endpoint); the
+        // `filters` JSON object may name any field of the record, so it builds the record.
+        let ok_fields = field_filters
+            .iter()
+            .all(|(k, want)| field_matches(ep, k, want));
+        if !ok_fields {
+            continue;
+        }
+        let mut v = None;
+        if let Some(m) = &json_filters {
+            let ok_json = m.iter().all(|(k, want)| {
+                let want = match want {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                if SIMPLE_FILTERS.contains(&k.as_str()) {
+                    return field_matches(ep, k, &want);
+                }
+                let rec = v.get_or_insert_with(|| endpoint_json(ep, now, window, false));
+                rec.get(k).is_some_and(|x| value_matches(x, &want))
             });
-            if !(ok_fields && ok_json) {
+            if !ok_json {
                 continue;
             }
         }

@@ -8,7 +8,8 @@
 //! sim-ems` (or takes `SIM_EMS_BIN`). The endpoint process is this bench binary re-executed in
 //! the endpoint role (it runs `fortilab_endpoint::cli::main`).
 //!
-//! Run: `cargo bench -p fortilab-endpoint --bench scale` (`SCALE_COUNT=2000` for a quick run).
+//! Run: `cargo bench -p fortilab-endpoint --bench scale` (`SCALE_COUNT=2000` for a quick run;
+//! `SIM_EMS_BIN` / `SIM_ENDPOINT_BIN` to use already built binaries).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -215,6 +216,8 @@ fn main() {
             ca_key.to_str().unwrap(),
         ])
         .env("RUST_LOG", "warn")
+        // Lets an optimised `ems_index` bench binary stand in for sim-ems (SIM_EMS_BIN).
+        .env("FORTILAB_BENCH_ROLE", "ems")
         .stdin(Stdio::null())
         .spawn()
         .expect("spawn sim-ems");
@@ -235,7 +238,11 @@ fn main() {
 
     let ep_ready = dir.path().join("ep.json");
     let started = Instant::now();
-    let mut ep = Command::new(std::env::current_exe().unwrap())
+    // SIM_ENDPOINT_BIN runs a built sim-endpoint instead of this binary in the endpoint role.
+    let ep_bin = std::env::var("SIM_ENDPOINT_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| std::env::current_exe().unwrap());
+    let mut ep = Command::new(ep_bin)
         .env(ROLE_ENV, "endpoint")
         .env("RUST_LOG", "warn")
         .args([
@@ -281,8 +288,12 @@ fn main() {
     let health = |c: &Https| rt.block_on(c.json("GET", "/_lab/health", None)).json();
     loop {
         let h = health(&client);
-        if h["endpoints"].as_u64().unwrap_or(0) >= count as u64 {
+        let n = h["endpoints"].as_u64().unwrap_or(0);
+        if n >= count as u64 {
             break;
+        }
+        if std::env::var("SCALE_VERBOSE").is_ok() {
+            eprintln!("{:.2?}: {n} registered", started.elapsed());
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),

@@ -271,6 +271,8 @@ async fn run_endpoint(
     }
     let mut retry_now = false;
     loop {
+        // Keep-alives run at a fixed rate: the period counts from the start of an exchange.
+        let period_start = tokio::time::Instant::now();
         let now_secs = shared.clock.now_secs();
         let request = ep.lock().next_request(&ep.id, now_secs);
         let result = tokio::select! {
@@ -301,7 +303,7 @@ async fn run_endpoint(
         let real = shared.clock.to_real(ka).max(Duration::from_millis(1));
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(real) => {}
+            _ = tokio::time::sleep_until(period_start + real) => {}
             _ = ep.wake.notified() => {}
         }
     }
