@@ -830,10 +830,7 @@ impl Store {
                 )
                 .optional()?
             };
-            let cut = match cut {
-                Some(c) => c,
-                None => i64::MAX,
-            };
+            let cut = cut.unwrap_or(i64::MAX);
             loop {
                 let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
                 let n = w.conn.execute(
