@@ -14,6 +14,7 @@
 //! - [`cli`]: the `sim-fortigate` binary.
 
 pub mod api;
+pub mod automation;
 pub mod cli;
 pub mod config;
 pub mod dataplane;
@@ -99,6 +100,8 @@ pub struct Running {
     /// The data plane (policy lookup, proxy) and the log forwarder.
     pub dataplane: Arc<dataplane::DataPlane>,
     pub forwarder: Arc<forward::Forwarder>,
+    /// The automation engine (`autod`).
+    pub automation: Arc<automation::Engine>,
     /// The explicit proxy listener once [`Running::start_proxy`] ran.
     pub proxy_addr: Option<SocketAddr>,
     shutdown: CancellationToken,
@@ -279,6 +282,11 @@ pub async fn start(
     let secrets = load_secrets(opts.data_dir.as_deref(), opts.seed)?;
     let (store, warnings) =
         load_config(&opts, &serial, &secrets.api_token, &secrets.admin_password)?;
+    // A saved configuration means this start is a reboot (automation `reboot` triggers).
+    let rebooted = opts
+        .data_dir
+        .as_ref()
+        .is_some_and(|d| d.join(CONFIG_FILE).exists());
     let device = Arc::new(Device::new(
         serial.clone(),
         opts.version,
@@ -323,8 +331,18 @@ pub async fn start(
         .ca
         .issue(&serial, &sans)
         .map_err(|e| StartError::Io(e.to_string()))?;
+    let _ = device.tls.set(device::TlsIdentity {
+        cert: cert.clone(),
+        ca_pem: opts.ca.cert_pem().to_string(),
+    });
     let tls_cfg = tls::server_config(&opts.ca, &cert, ClientAuth::None, &[b"h2", b"http/1.1"])
         .map_err(|e| StartError::Io(e.to_string()))?;
+    // The automation engine subscribes to notifications, logs and changes before any flow.
+    let automation = automation::start(
+        device.clone(),
+        automation::StartOptions { rebooted },
+        shutdown.clone(),
+    );
     // Data plane and log forwarding (client TLS: lab CA + this certificate, CN = serial).
     let client_tls =
         tls::client_config(&opts.ca, Some(&cert)).map_err(|e| StartError::Io(e.to_string()))?;
@@ -337,7 +355,8 @@ pub async fn start(
         .map_err(|e| StartError::Io(e.to_string()))?;
     let app = api::router(api::Api::new(device.clone(), api_addr.port()))
         .merge(dataplane.lab_router())
-        .merge(forwarder.lab_router());
+        .merge(forwarder.lab_router())
+        .merge(automation::lab_router(automation.clone()));
     let task = tokio::spawn(fortilab_core::http::serve_https(
         listeners.api,
         tls_cfg,
@@ -359,6 +378,7 @@ pub async fn start(
         ca_pem: opts.ca.cert_pem().to_string(),
         dataplane,
         forwarder,
+        automation,
         proxy_addr: None,
         shutdown: dp_shutdown,
         task,

@@ -32,12 +32,8 @@ pub struct DeviceActions {
 }
 
 impl ActionExecutor for DeviceActions {
-    fn execute(
-        &self,
-        action: &ActionDef,
-        ctx: &RunCtx,
-    ) -> impl std::future::Future<Output = ActionOutcome> + Send {
-        async move {
+    async fn execute(&self, action: &ActionDef, ctx: &RunCtx) -> ActionOutcome {
+        {
             match action.action_type.as_str() {
                 "quarantine-forticlient" => self.quarantine_forticlient(ctx).await,
                 "ban-ip" => self.ban_ip(ctx),
@@ -109,7 +105,11 @@ impl DeviceActions {
             None => format!("Quarantined by automation stitch {}", ctx.stitch),
         };
         tracing::info!(stitch = %ctx.stitch, ip = ?ip, "__action_ioc_quarantine_hdl(): ioc quarantine action is called");
-        match self.ems.quarantine(ip, mac, fctuid, &reason, &ctx.stitch).await {
+        match self
+            .ems
+            .quarantine(ip, mac, fctuid, &reason, &ctx.stitch)
+            .await
+        {
             Ok(done) => {
                 let who = ip.or(fctuid).or(mac).unwrap_or("");
                 ActionOutcome::success(format!(
@@ -232,8 +232,7 @@ impl DeviceActions {
 
     async fn webhook(&self, action: &ActionDef, ctx: &RunCtx) -> ActionOutcome {
         let uri = self.subst(&action.uri, ctx);
-        let (https, host, port, path) = match http::split_uri(&uri, &action.protocol, action.port)
-        {
+        let (https, host, port, path) = match http::split_uri(&uri, &action.protocol, action.port) {
             Ok(x) => x,
             Err(e) => return ActionOutcome::failed(e),
         };
@@ -339,11 +338,10 @@ impl DeviceActions {
             date: format!("{d} {t} {}", self.dev.clock.tz_string()),
         };
         match smtp::send(addr, &server, tls, &mail, CALL_TIMEOUT).await {
-            Ok(reply) => ActionOutcome::success(format!(
-                "mail to {} accepted: {reply}",
-                mail.to.join(", ")
-            ))
-            .with_output(json!({"email": {"to": mail.to, "subject": mail.subject}})),
+            Ok(reply) => {
+                ActionOutcome::success(format!("mail to {} accepted: {reply}", mail.to.join(", ")))
+                    .with_output(json!({"email": {"to": mail.to, "subject": mail.subject}}))
+            }
             Err(e) => ActionOutcome::failed(e),
         }
     }
@@ -375,10 +373,7 @@ impl DeviceActions {
             Ok(n) => {
                 let mut detail = format!("{n} configuration change(s)");
                 if !skipped.is_empty() {
-                    detail.push_str(&format!(
-                        "; not modelled: {}",
-                        skipped.join(" | ")
-                    ));
+                    detail.push_str(&format!("; not modelled: {}", skipped.join(" | ")));
                 }
                 ActionOutcome::success(detail).with_output(json!({"changes": n}))
             }
@@ -432,7 +427,11 @@ pub fn split_script(script: &str) -> (String, Vec<String>) {
     for line in script.lines() {
         let t = line.trim();
         let word = t.split_whitespace().next().unwrap_or("");
-        if depth == 0 && matches!(word, "execute" | "exec" | "diagnose" | "diag" | "get" | "show")
+        if depth == 0
+            && matches!(
+                word,
+                "execute" | "exec" | "diagnose" | "diag" | "get" | "show"
+            )
         {
             skipped.push(t.to_string());
             continue;
@@ -475,8 +474,9 @@ fn permission_group(path: &str) -> &'static str {
         "firewall" => "fwgrp",
         "user" | "authentication" => "authgrp",
         "log" => "loggrp",
-        "webfilter" | "antivirus" | "ips" | "application" | "dnsfilter" | "emailfilter"
-        | "dlp" => "utmgrp",
+        "webfilter" | "antivirus" | "ips" | "application" | "dnsfilter" | "emailfilter" | "dlp" => {
+            "utmgrp"
+        }
         "router" => "netgrp",
         "vpn" => "vpngrp",
         "wireless-controller" => "wifi",
@@ -499,7 +499,9 @@ mod tests {
         assert!(!cfg.contains("execute"));
         assert_eq!(skipped, ["execute ping 1.1.1.1", "diagnose sys top"]);
         assert_eq!(
-            top_level_paths("config firewall address\nconfig x\nend\nend\nconfig user local\nend\n"),
+            top_level_paths(
+                "config firewall address\nconfig x\nend\nend\nconfig user local\nend\n"
+            ),
             ["firewall address", "user local"]
         );
         assert_eq!(permission_group("firewall address"), "fwgrp");

@@ -180,12 +180,10 @@ impl EmsConnector {
         let ip: IpAddr = match c.server.parse() {
             Ok(ip) => ip,
             Err(_) if c.server.eq_ignore_ascii_case("localhost") => IpAddr::from([127, 0, 0, 1]),
-            Err(_) => {
-                return Err(format!(
-                    "cannot resolve the EMS server \"{}\" (the lab has no DNS: use its lab address)",
-                    c.server
-                ))
-            }
+            Err(_) => return Err(format!(
+                "cannot resolve the EMS server \"{}\" (the lab has no DNS: use its lab address)",
+                c.server
+            )),
         };
         let addr = self.dev.lab_map.resolve(SocketAddr::new(ip, c.port));
         Ok(Target {
@@ -203,8 +201,15 @@ impl EmsConnector {
                 tracing::warn!(ems = %c.name, error = %e, "EMS status check");
                 EmsState::default()
             }
-            Ok(t) => match http::request(&t, "GET", "/api/v1/fabric/status", &[], None, c.call_timeout)
-                .await
+            Ok(t) => match http::request(
+                &t,
+                "GET",
+                "/api/v1/fabric/status",
+                &[],
+                None,
+                c.call_timeout,
+            )
+            .await
             {
                 Ok(r) => {
                     let v = r.json().unwrap_or(J::Null);
@@ -244,10 +249,7 @@ impl EmsConnector {
         let mut next: BTreeMap<String, i64> = BTreeMap::new();
         loop {
             self.ensure_installed();
-            let conns = self
-                .dev
-                .config
-                .with(|c| configured(c, self.dev.version));
+            let conns = self.dev.config.with(|c| configured(c, self.dev.version));
             // Forget EMS entries that are no longer configured.
             {
                 let mut m = self.states.write().unwrap_or_else(|p| p.into_inner());
@@ -293,10 +295,7 @@ impl EmsConnector {
         stitch: &str,
     ) -> Result<QuarantineDone, String> {
         self.ensure_installed();
-        let conns = self
-            .dev
-            .config
-            .with(|c| configured(c, self.dev.version));
+        let conns = self.dev.config.with(|c| configured(c, self.dev.version));
         if conns.is_empty() {
             return Err(
                 "no EMS connector is configured (config endpoint-control fctems / set server)"

@@ -227,10 +227,12 @@ mod tests {
     use serde_json::json;
 
     fn notice(ip: &str, verdict: &str) -> IocNotice {
-        IocNotice::from_json(&json!({"id": 7, "type": "ioc", "verdict": verdict, "srcip": ip,
+        IocNotice::from_json(
+            &json!({"id": 7, "type": "ioc", "verdict": verdict, "srcip": ip,
             "mac": null, "user": null, "hostname": "PC-52", "devid": "FGVM01TM00000001",
             "vdom": "root", "threat": "www.eicar.org", "detect_method": "Infected-domain",
-            "epid": 1041, "timestamp": 1614881482}))
+            "epid": 1041, "timestamp": 1614881482}),
+        )
         .unwrap()
     }
 
@@ -243,8 +245,8 @@ mod tests {
         assert_eq!(n.hostname.as_deref(), Some("PC-52"));
         assert_eq!(n.epid, Some(1041));
         assert_eq!(n.fields()["threat"], "www.eicar.org");
-        let s = IocNotice::from_json(&json!({"srcip": "10.0.0.1", "verdict": "Suspicious"}))
-            .unwrap();
+        let s =
+            IocNotice::from_json(&json!({"srcip": "10.0.0.1", "verdict": "Suspicious"})).unwrap();
         assert_eq!(s.ioc_level, IocLevel::Medium);
         let explicit = IocNotice::from_json(
             &json!({"srcip": "10.0.0.1", "verdict": "Suspicious", "ioc_level": "high"}),
@@ -268,7 +270,10 @@ mod tests {
         let e = h.get("10.115.2.52").unwrap();
         assert_eq!((e.first_seen, e.last_seen, e.count), (100, 160, 2));
         // Another host is independent.
-        assert_eq!(h.observe(&notice("10.115.2.53", "Infected"), 170), Observed::New);
+        assert_eq!(
+            h.observe(&notice("10.115.2.53", "Infected"), 170),
+            Observed::New
+        );
         assert_eq!(h.len(), 2);
         // The acknowledgement clears the host: the next notification acts again.
         assert!(h.ack(Some("10.115.2.52"), None).is_some());

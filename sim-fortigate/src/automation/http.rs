@@ -54,8 +54,8 @@ pub fn tls_config(
     ca_pem: &str,
     identity: Option<&fortilab_core::tls::DeviceCert>,
 ) -> Result<Arc<rustls::ClientConfig>, String> {
-    let cfg = fortilab_core::tls::client_config_from_pem(ca_pem, identity)
-        .map_err(|e| e.to_string())?;
+    let cfg =
+        fortilab_core::tls::client_config_from_pem(ca_pem, identity).map_err(|e| e.to_string())?;
     let mut cfg = (*cfg).clone();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
@@ -153,7 +153,11 @@ async fn request_inner(
 /// A webhook `uri` (`host[:port]/path`, optionally with a scheme) split into
 /// (https?, host, port, path). `protocol`/`port` from the action apply unless the URI says
 /// otherwise.
-pub fn split_uri(uri: &str, protocol: &str, port: u16) -> Result<(bool, String, u16, String), String> {
+pub fn split_uri(
+    uri: &str,
+    protocol: &str,
+    port: u16,
+) -> Result<(bool, String, u16, String), String> {
     let mut https = protocol.eq_ignore_ascii_case("https");
     let mut rest = uri.trim();
     if let Some(r) = rest.strip_prefix("https://") {
@@ -236,9 +240,11 @@ mod tests {
                     }
                 }
             }
-            s.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                .await
-                .unwrap();
+            s.write_all(
+                b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            )
+            .await
+            .unwrap();
             String::from_utf8_lossy(&got).to_string()
         });
         let t = Target {

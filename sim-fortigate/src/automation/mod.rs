@@ -25,6 +25,8 @@ pub mod runner;
 pub mod schedule;
 pub mod smtp;
 pub mod subst;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
@@ -360,7 +362,10 @@ impl Engine {
         let s = model.stitch(stitch)?;
         let t = model.trigger_of(s)?;
         if !s.enabled || !t.matches(&Event::Webhook { stitch }) {
-            tracing::warn!(stitch, "incoming webhook for a stitch that is disabled or not webhook-triggered");
+            tracing::warn!(
+                stitch,
+                "incoming webhook for a stitch that is disabled or not webhook-triggered"
+            );
             self.dev.events.emit(
                 "stitch.webhook.ignored",
                 json!({"stitch": stitch, "enabled": s.enabled, "event_type": t.event_type}),
@@ -398,11 +403,9 @@ impl Engine {
             .record_trigger(&s.name, now_ns.div_euclid(1_000_000_000));
         let action_names: Vec<String> = s.steps.iter().map(|st| st.action.clone()).collect();
         let v7 = self.dev.version.major >= 7;
-        self.dev.logs.event_system(
-            "0100046600",
-            "notice",
-            "Automation stitch triggered",
-            |r| {
+        self.dev
+            .logs
+            .event_system("0100046600", "notice", "Automation stitch triggered", |r| {
                 r.str("msg", format!("stitch:{} is triggered.", s.name))
                     .str("stitch", s.name.clone())
                     .str("trigger", t.name.clone());
@@ -410,8 +413,7 @@ impl Engine {
                     r.str("stitchaction", action_names.join(","));
                 }
                 r.str("from", ctx.from.clone());
-            },
-        );
+            });
         self.dev.events.emit(
             "stitch.run",
             json!({"stitch": s.name, "trigger": t.name, "event_type": ctx.event_type,
@@ -472,8 +474,12 @@ impl Engine {
     fn on_result(&self, ctx: &RunCtx, r: &ActionResult) {
         // autod's debug form: { "name": "<action>", "status": "success" }.
         match r.status {
-            Status::Failed => tracing::warn!(stitch = %ctx.stitch, action = %r.action, detail = %r.detail, "automation action failed"),
-            _ => tracing::info!(stitch = %ctx.stitch, action = %r.action, status = r.status.as_str(), "automation action"),
+            Status::Failed => {
+                tracing::warn!(stitch = %ctx.stitch, action = %r.action, detail = %r.detail, "automation action failed")
+            }
+            _ => {
+                tracing::info!(stitch = %ctx.stitch, action = %r.action, status = r.status.as_str(), "automation action")
+            }
         }
         self.dev.events.emit(
             "action.result",
@@ -522,11 +528,9 @@ impl Engine {
                         }
                     };
                     let tags = match v.get("tags") {
-                        Some(J::Array(a)) => a
-                            .iter()
-                            .filter_map(J::as_str)
-                            .collect::<Vec<_>>()
-                            .join(","),
+                        Some(J::Array(a)) => {
+                            a.iter().filter_map(J::as_str).collect::<Vec<_>>().join(",")
+                        }
                         Some(J::String(t)) => t.clone(),
                         _ => String::new(),
                     };

@@ -340,7 +340,11 @@ impl Model {
     }
 }
 
-fn stitch_from_entry(e: &Entry, version: FosVersion, actions: &BTreeMap<String, ActionDef>) -> StitchDef {
+fn stitch_from_entry(
+    e: &Entry,
+    version: FosVersion,
+    actions: &BTreeMap<String, ActionDef>,
+) -> StitchDef {
     let steps = if version.stitch_actions_table() {
         e.table("actions")
             .map(|t| {
@@ -385,7 +389,9 @@ pub enum Event<'a> {
     /// A log the FortiGate wrote.
     Log(&'a LogRecord),
     /// `monitor/system/automation-stitch/webhook/<stitch>` names its stitch.
-    Webhook { stitch: &'a str },
+    Webhook {
+        stitch: &'a str,
+    },
     /// A FortiAnalyzer event-handler notification.
     FazEvent {
         name: &'a str,
@@ -395,7 +401,9 @@ pub enum Event<'a> {
     ConfigChange,
     Reboot,
     /// The schedule of trigger `trigger` came due.
-    Scheduled { trigger: &'a str },
+    Scheduled {
+        trigger: &'a str,
+    },
 }
 
 /// The short log id of a 10-digit log id (`0100046600` → 46600).

@@ -242,10 +242,7 @@ mod tests {
             ctx: &RunCtx,
         ) -> impl Future<Output = ActionOutcome> + Send {
             let now = self.clock.map(|c| c.now_ns()).unwrap_or(0);
-            self.calls
-                .lock()
-                .unwrap()
-                .push((action.name.clone(), now));
+            self.calls.lock().unwrap().push((action.name.clone(), now));
             let failed = self.fail.contains(&action.name);
             let seen = ctx.results.get("from").cloned();
             let name = action.name.clone();
@@ -300,7 +297,11 @@ mod tests {
         let mut ctx = RunCtx::default();
         let mut seen = Vec::new();
         let res = rt().block_on(run_steps(
-            &[step("a", 0, false), step("b", 0, false), step("c", 0, false)],
+            &[
+                step("a", 0, false),
+                step("b", 0, false),
+                step("c", 0, false),
+            ],
             &actions,
             &mut ctx,
             &fake,
@@ -308,7 +309,13 @@ mod tests {
             &IntervalGate::default(),
             |_, r| seen.push(r.action.clone()),
         ));
-        let calls: Vec<String> = fake.calls.lock().unwrap().iter().map(|c| c.0.clone()).collect();
+        let calls: Vec<String> = fake
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| c.0.clone())
+            .collect();
         assert_eq!(calls, ["a", "b", "c"]);
         assert_eq!(seen, ["a", "b", "c"]);
         assert!(res.iter().all(|r| r.status == Status::Success));

@@ -80,7 +80,13 @@ mod tests {
             "strictly after"
         );
         assert_eq!(
-            next_fire(&Schedule::Daily { hour: 23, minute: 0 }, now),
+            next_fire(
+                &Schedule::Daily {
+                    hour: 23,
+                    minute: 0
+                },
+                now
+            ),
             local_secs(2021, 3, 4, 23, 0)
         );
         // Monday after Thursday 2021-03-04 is 2021-03-08.

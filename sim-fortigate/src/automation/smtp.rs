@@ -148,7 +148,9 @@ mod tests {
             }
             let up = line.to_ascii_uppercase();
             if up.starts_with("EHLO") {
-                w.write_all(b"250-mail.lab\r\n250 8BITMIME\r\n").await.unwrap();
+                w.write_all(b"250-mail.lab\r\n250 8BITMIME\r\n")
+                    .await
+                    .unwrap();
             } else if up.starts_with("DATA") {
                 in_data = true;
                 w.write_all(b"354 go ahead\r\n").await.unwrap();
