@@ -29,6 +29,17 @@ fn rss_mb(pid: u32) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// CPU time (user + system) of a process, in seconds.
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start after the last ')'.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the ')'.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 fn ems_binary() -> PathBuf {
     if let Ok(p) = std::env::var("SIM_EMS_BIN") {
         return PathBuf::from(p);
@@ -324,6 +335,7 @@ fn main() {
 
     // Keep-alives sustained over three periods.
     let ka_before = health(&client)["keepalives"].as_u64().unwrap_or(0);
+    let cpu_before = (cpu_secs(ems.0.id()), cpu_secs(ep.0.id()));
     let t0 = Instant::now();
     let mut worst_age = 0i64;
     let mut peak_ems = 0f64;
@@ -344,6 +356,14 @@ fn main() {
         peak_ep = peak_ep.max(rss_mb(ep.0.id()));
     }
     let ka_after = health(&client)["keepalives"].as_u64().unwrap_or(0);
+    let cpu_ems = cpu_secs(ems.0.id()) - cpu_before.0;
+    let cpu_ep = cpu_secs(ep.0.id()) - cpu_before.1;
+    let n_ka = (ka_after - ka_before).max(1) as f64;
+    println!(
+        "CPU per keep-alive exchange: sim-ems {:.0} µs, sim-endpoint {:.0} µs (both include the bench's index polling)",
+        cpu_ems * 1e6 / n_ka,
+        cpu_ep * 1e6 / n_ka
+    );
     let rate = (ka_after - ka_before) as f64 / t0.elapsed().as_secs_f64();
     println!(
         "keep-alives: {rate:.0}/s over {:.0?} (expected {:.0}/s); oldest last_seen seen: {worst_age} s (KA {ka_secs} s)",
