@@ -143,10 +143,8 @@ end
 
 impl Lab {
     fn start(name: &str, auto_authorize: bool) -> Lab {
-        let dir = std::env::temp_dir().join(format!(
-            "fortilab-automation-{name}-{}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("fortilab-automation-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let ca = LabCa::generate("test").unwrap();
@@ -283,7 +281,10 @@ impl Lab {
         let r = block(client.request(
             method,
             path,
-            &[("authorization", &auth), ("content-type", "application/json")],
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
             body.map(|b| b.to_string().into_bytes()),
         ))
         .unwrap();
@@ -344,10 +345,7 @@ impl Lab {
 
     /// The FortiAnalyzer stand-in on the lab address 10.115.1.20:514.
     fn start_faz(&self) -> (LogReceiver, Arc<MemorySink>) {
-        let cert = self
-            .ca
-            .issue(FAZ_SERIAL, &["10.115.1.20".into()])
-            .unwrap();
+        let cert = self.ca.issue(FAZ_SERIAL, &["10.115.1.20".into()]).unwrap();
         let cfg = tls::server_config(&self.ca, &cert, ClientAuth::Required, &[]).unwrap();
         let sink = Arc::new(MemorySink::new(true));
         let rx = LogReceiver::new(
@@ -491,17 +489,16 @@ fn seed_stitch_quarantines_on_ems_once_per_host_until_faz_ack() {
 
     // The EMS connector is up and authorized (EMS auto-authorizes).
     let st = wait_for("EMS connector connected", LONG, || {
-        let v = lab.rest(
-            "GET",
-            "/api/v2/monitor/endpoint-control/ems/status",
-            None,
-        );
+        let v = lab.rest("GET", "/api/v2/monitor/endpoint-control/ems/status", None);
         let row = v["results"][0].clone();
         (row["status"] == "connected").then_some(row)
     });
     assert_eq!(st["ems_name"], "EMS-LAB");
     assert_eq!(st["connected"], true);
-    assert!(st["ems_serial"].as_str().unwrap().starts_with("FCTEMS"), "{st}");
+    assert!(
+        st["ems_serial"].as_str().unwrap().starts_with("FCTEMS"),
+        "{st}"
+    );
 
     // 1. automation-stitch/test with a log naming the endpoint.
     let v = lab.rest(
@@ -552,7 +549,9 @@ fn seed_stitch_quarantines_on_ems_once_per_host_until_faz_ack() {
     });
     let stitches: Vec<&str> = trig.iter().filter_map(|l| l["stitch"].as_str()).collect();
     assert!(stitches.contains(&"IOC Ban"), "{trig:?}");
-    assert!(trig.iter().all(|l| l["logdesc"] == "Automation stitch triggered"));
+    assert!(trig
+        .iter()
+        .all(|l| l["logdesc"] == "Automation stitch triggered"));
     assert!(trig.iter().any(|l| l["from"] == "log"));
     // The detection log comes before the stitch logs (newest first in the log API).
     let all = lab.rest("GET", "/api/v2/log/memory/event/system?rows=1000", None)["results"]
@@ -573,14 +572,21 @@ fn seed_stitch_quarantines_on_ems_once_per_host_until_faz_ack() {
     });
     assert_eq!(banned[0]["ip_address"], "10.115.2.52");
     assert_eq!(banned[0]["source"], "ioc");
-    let hook = wait_for("the webhook", LONG, || lab.web.lock().unwrap().first().cloned());
+    let hook = wait_for("the webhook", LONG, || {
+        lab.web.lock().unwrap().first().cloned()
+    });
     assert!(
         hook.starts_with("POST /incident?host=10.115.2.52 HTTP/1.1\r\n"),
         "{hook}"
     );
-    assert!(hook.to_ascii_lowercase().contains("x-verdict: infected"), "{hook}");
     assert!(
-        hook.ends_with("{\"host\":\"10.115.2.52\",\"threat\":\"www.eicar.org\",\"fw\":\"FGT-LAB\"}"),
+        hook.to_ascii_lowercase().contains("x-verdict: infected"),
+        "{hook}"
+    );
+    assert!(
+        hook.ends_with(
+            "{\"host\":\"10.115.2.52\",\"threat\":\"www.eicar.org\",\"fw\":\"FGT-LAB\"}"
+        ),
         "{hook}"
     );
     let hosts = lab.hosts();
@@ -611,7 +617,9 @@ fn seed_stitch_quarantines_on_ems_once_per_host_until_faz_ack() {
         json!({"id": 9, "type": "ioc-ack", "srcip": "10.115.2.52", "epid": 1041,
                "devid": serial, "comment": "handled"}),
     );
-    wait_for("the host cleared", LONG, || lab.hosts().is_empty().then_some(()));
+    wait_for("the host cleared", LONG, || {
+        lab.hosts().is_empty().then_some(())
+    });
     faz.notify(&serial, ioc_notice(&serial, 10));
     wait_for("quarantined again after the ack", LONG, || {
         admin.quarantined("10.115.2.52").then_some(())
@@ -632,11 +640,7 @@ fn unauthorized_fortigate_quarantine_fails_and_is_logged() {
     lab.start_fgt("6.4.4", FGT_CONFIG);
     let serial = lab.serial();
     let st = wait_for("EMS connector waiting for authorization", LONG, || {
-        let v = lab.rest(
-            "GET",
-            "/api/v2/monitor/endpoint-control/ems/status",
-            None,
-        );
+        let v = lab.rest("GET", "/api/v2/monitor/endpoint-control/ems/status", None);
         let row = v["results"][0].clone();
         (row["status"] == "waiting for authorization").then_some(row)
     });

@@ -180,10 +180,12 @@ impl EmsConnector {
         let ip: IpAddr = match c.server.parse() {
             Ok(ip) => ip,
             Err(_) if c.server.eq_ignore_ascii_case("localhost") => IpAddr::from([127, 0, 0, 1]),
-            Err(_) => return Err(format!(
+            Err(_) => {
+                return Err(format!(
                 "cannot resolve the EMS server \"{}\" (the lab has no DNS: use its lab address)",
                 c.server
-            )),
+            ))
+            }
         };
         let addr = self.dev.lab_map.resolve(SocketAddr::new(ip, c.port));
         Ok(Target {
