@@ -132,7 +132,7 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
             "counters": faz.counters.snapshot(),
             "store": {
                 "inserted": sc.inserted.load(Ordering::Relaxed), "duplicates": sc.duplicates.load(Ordering::Relaxed),
-                "commits": sc.commits.load(Ordering::Relaxed), "size_bytes": faz.store.size_bytes().ok(),
+                "commits": sc.commits.load(Ordering::Relaxed), "seq_gaps": sc.seq_gaps.load(Ordering::Relaxed), "size_bytes": faz.store.size_bytes().ok(),
             },
             "receiver": receiver.as_ref().map(|r| serde_json::to_value(r.stats()).unwrap_or(Value::Null)),
             "sessions": receiver.as_ref().map(|r| serde_json::to_value(r.sessions()).unwrap_or(Value::Null)),

@@ -478,8 +478,9 @@ pub struct Found {
 pub struct StoreCounters {
     pub inserted: AtomicU64,
     pub duplicates: AtomicU64,
-    pub unparsed: AtomicU64,
     pub commits: AtomicU64,
+    /// Batches that started above the sender's last stored sequence + 1.
+    pub seq_gaps: AtomicU64,
 }
 
 /// The durable log store.
@@ -574,6 +575,11 @@ impl Store {
     ) -> Result<u64, StoreError> {
         let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let last = w.last_seq.get(dev).copied().unwrap_or(0);
+        if first_seq > last + 1 && last > 0 {
+            // The sender skipped numbers (its queue lost lines): store what came, count it.
+            self.counters.seq_gaps.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(dev, last, first_seq, "sequence gap from sender");
+        }
         if first_seq > 0 {
             let skip = (last + 1).saturating_sub(first_seq).min(rows.len() as u64) as usize;
             if skip > 0 {

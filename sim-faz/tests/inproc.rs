@@ -430,3 +430,97 @@ async fn streaming_100k_with_a_restart_stores_each_line_once() {
     stop2.cancel();
     running2.wait().await;
 }
+
+#[derive(Default)]
+struct Recorder(std::sync::Mutex<Vec<(String, Value)>>);
+
+impl fortilab_faz::faz::Notifier for Recorder {
+    fn notify(&self, serial: &str, payload: Value) -> bool {
+        self.0.lock().unwrap().push((serial.to_string(), payload));
+        true
+    }
+    fn authorize(&self, _serial: &str) {}
+}
+
+#[test]
+fn forticlient_hit_names_the_endpoint_and_notifies_its_fortigate() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = fortilab_faz::store::Store::open(dir.path()).unwrap();
+    let id = fortilab_faz::faz::Identity {
+        hostname: "FAZ-LAB".into(),
+        serial: "FAZ-VMTM00000001".into(),
+        version: "6.4.5".into(),
+        platform: "FortiAnalyzer-VM64".into(),
+        admin_user: "admin".into(),
+        admin_password: "pw".into(),
+        api_key: "key".into(),
+        lab_ip: "10.115.1.20".into(),
+        session_timeout: 300,
+        max_sessions: 8,
+        retention_days: 0,
+        max_size_mb: 0,
+    };
+    let faz = fortilab_faz::faz::Faz::new(
+        id,
+        LabClock::real(),
+        fortilab_core::device::Timing::Fast,
+        store,
+        fortilab_faz::ioc::Tidb::default_lab(),
+        fortilab_faz::ioc::IocSettings::default(),
+        true,
+        1,
+    )
+    .unwrap();
+    let rec = Arc::new(Recorder::default());
+    let _ = faz.notifier.set(rec.clone());
+    assert!(faz.device_hello(
+        "FGVM01TM00000001",
+        "FGT-LAB",
+        "FortiGate-VM64",
+        "6.4.4",
+        "fortigate",
+        "root",
+        "127.0.0.1"
+    ));
+    assert!(faz.device_hello(
+        "FCT8001234567890",
+        "PC-52",
+        "FortiClient",
+        "6.4.3",
+        "forticlient",
+        "root",
+        "127.0.0.1"
+    ));
+    faz.ingest(
+        "FGVM01TM00000001",
+        false,
+        1,
+        vec![webfilter(1, "10.115.2.52", "www.example.com", "/")],
+    )
+    .unwrap();
+    let fct = "date=2021-03-04 time=10:11:30 logver=1 type=\"traffic\" level=\"info\" sessionid=1 hostname=\"www.eicar.org\" srcip=10.115.2.52 dstip=89.1.1.1 dstport=80 url=\"http://www.eicar.org/download/eicar.com\" user=\"jdoe\" devid=\"FCT8001234567890\"";
+    faz.ingest("FCT8001234567890", true, 1, vec![fct.to_string()])
+        .unwrap();
+    let got = rec.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(got[0].0, "FGVM01TM00000001");
+    assert_eq!(got[0].1["hostname"], "PC-52");
+    assert_eq!(got[0].1["user"], "jdoe");
+    let h = faz
+        .ioc
+        .lock()
+        .unwrap()
+        .host("10.115.2.52")
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        (h.verdict.as_str(), h.epname.as_deref()),
+        ("Infected", Some("PC-52"))
+    );
+    // The FortiClient log is searchable as fct-traffic.
+    let spec = fortilab_faz::store::SearchSpec {
+        ltypes: vec![6],
+        ..Default::default()
+    };
+    assert_eq!(faz.store.count(&spec).unwrap(), 1);
+}
