@@ -120,3 +120,71 @@ impl Uplink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fortilab_core::logchan::{LogReceiver, LogSink, MemorySink};
+
+    #[tokio::test]
+    async fn uplink_delivers_forticlient_lines_to_a_log_receiver() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Arc::new(LabCa::generate("t").unwrap());
+        let faz_cert = ca.issue("FAZ-VM0000000001", &[]).unwrap();
+        let tls = fortilab_core::tls::server_config(
+            &ca,
+            &faz_cert,
+            fortilab_core::tls::ClientAuth::Required,
+            &[],
+        )
+        .unwrap();
+        let sink = Arc::new(MemorySink::new(true));
+        let faz_hello = Hello {
+            serial: "FAZ-VM0000000001".into(),
+            hostname: "FAZ".into(),
+            platform: "FortiAnalyzer-VM64".into(),
+            version: "6.4.5".into(),
+            device_type: "fortianalyzer".into(),
+            vdom: "root".into(),
+        };
+        let dyn_sink: Arc<dyn LogSink> = sink.clone();
+        let rx = LogReceiver::new(dyn_sink, faz_hello, LabClock::real());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let s2 = stop.clone();
+        tokio::spawn(async move { rx.serve(listener, tls, s2).await });
+
+        let id =
+            crate::identity::identities(1, "PC-{n}", "alice", "10.115.2.52".parse().unwrap(), 1)
+                .unwrap()
+                .remove(0);
+        let env = UplinkEnv {
+            ca,
+            lab_map: Arc::new(LabMap::default()),
+            clock: LabClock::real(),
+            data_dir: dir.path().to_path_buf(),
+            shutdown: stop.clone(),
+        };
+        let up = Uplink::default();
+        assert!(!up.send("dropped before the profile".into()));
+        up.ensure(&env, &id, &addr.to_string()).unwrap();
+        let line = crate::logs::event_log(&env.clock, &id, "FCTEMS0000000001", "hello");
+        assert!(up.send(line.clone()));
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while sink.count(&id.fctuid) < 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no line stored: {}",
+                up.status()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(sink.lines(&id.fctuid)[0].line, line);
+        assert_eq!(
+            sink.hello_of(&id.fctuid).unwrap().device_type,
+            "forticlient"
+        );
+        stop.cancel();
+    }
+}
