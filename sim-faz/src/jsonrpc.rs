@@ -345,7 +345,10 @@ fn build_v2(id: Value, entries: Vec<(String, Result<Reply, ApiErr>)>) -> Value {
                 if let Some(d) = rep.data {
                     m.insert("data".into(), d);
                 }
-                m.insert("status".into(), status_json(0, "succeeded"));
+                // A handler's own `status` (a rescan task's state) is kept: clients accept a
+                // string status (reference §1.1).
+                m.entry("status")
+                    .or_insert_with(|| status_json(0, "succeeded"));
                 results.push(Ok(Value::Object(m)));
             }
             Err(ApiErr(code, msg)) => results.push(Err((code, msg))),

@@ -280,6 +280,11 @@ pub async fn start(
         let _ = syslog::start(faz.clone(), u, t, shutdown.clone());
     }
     tasks.push(tokio::spawn(housekeeping(faz.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(reauthorize(
+        faz.clone(),
+        receiver.clone(),
+        shutdown.clone(),
+    )));
     faz.bus.emit(
         "device.ready",
         json!({"serial": serial, "api": api_addr.to_string(), "log_channel": log_addr.to_string()}),
@@ -295,6 +300,24 @@ pub async fn start(
         tasks,
         shutdown,
     })
+}
+
+/// Repairs a lost authorization: a device authorized while its session was still being set up
+/// may still be waiting as unauthorized on the channel; tell the channel again.
+async fn reauthorize(faz: Arc<Faz>, receiver: LogReceiver, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        for s in receiver.sessions() {
+            if s.status == fortilab_core::logchan::RegStatus::Unauthorized
+                && faz.is_authorized(&s.serial)
+            {
+                receiver.authorize(&s.serial);
+            }
+        }
+    }
 }
 
 /// The IOC half-hour cycle (and daily roll-over), scheduled rescans, retention and planner

@@ -524,3 +524,95 @@ fn forticlient_hit_names_the_endpoint_and_notifies_its_fortigate() {
     };
     assert_eq!(faz.store.count(&spec).unwrap(), 1);
 }
+
+#[test]
+fn rescan_with_a_new_package_finds_old_logs() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LabCa::generate("t").unwrap();
+    let stop = CancellationToken::new();
+    let mut cfg = FazConfig::new(dir.path().to_path_buf());
+    cfg.auto_authorize = true;
+    let running = rt
+        .block_on(async {
+            fortilab_faz::start(
+                cfg,
+                Listeners::ephemeral().await.unwrap(),
+                &ca,
+                stop.clone(),
+            )
+            .await
+        })
+        .unwrap();
+    let faz = running.faz.clone();
+    faz.device_hello(
+        "FGVM01TM00000003",
+        "FGT-LAB",
+        "FortiGate-VM64",
+        "6.4.4",
+        "fortigate",
+        "root",
+        "127.0.0.1",
+    );
+    faz.ingest(
+        "FGVM01TM00000003",
+        false,
+        1,
+        vec![webfilter(1, "10.115.2.70", "late.example", "/x")],
+    )
+    .unwrap();
+    assert!(faz.ioc.lock().unwrap().listed().is_empty());
+    faz.ioc.lock().unwrap().tidb.add_domain("late.example");
+    let app = (faz.clone(), ApiState::default());
+    let key = faz.id.api_key.clone();
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "method": "add", "params": [{"url": "/ioc/adom/root/rescan/run",
+        "time-range": {"start": "2021-03-01 00:00:00", "end": "2021-03-31 00:00:00"}}]}),
+    );
+    let tid = r["result"]["tid"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = call(
+            &app,
+            &key,
+            json!({"jsonrpc": "2.0", "method": "get", "params": [{"url": format!("/ioc/adom/root/rescan/run/{tid}")}]}),
+        );
+        if r["result"]["status"] == "done" {
+            assert_eq!(r["result"]["threats-count"], 1, "{r}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "rescan did not finish: {r}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let h = faz
+        .ioc
+        .lock()
+        .unwrap()
+        .host("10.115.2.70")
+        .cloned()
+        .unwrap();
+    assert!(h.rescan && h.verdict == "Infected");
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "method": "get", "params": [{"url": "/eventmgmt/adom/root/alerts"}]}),
+    );
+    assert!(
+        r["result"]["data"][0]["tag"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t == "Ioc_Rescan"),
+        "{r}"
+    );
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc": "2.0", "method": "get", "params": [{"url": "/ioc/adom/root/rescan/history"}]}),
+    );
+    assert_eq!(r["result"]["data"][0]["status"], "done", "{r}");
+    stop.cancel();
+    rt.block_on(running.wait());
+}
