@@ -73,7 +73,11 @@ fn start_lab(dir: &Path, config: &str, extra: Value, internet_flag: bool) -> Lab
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
     let fgt = Proc::spawn("sim-fortigate", &fdir, &argv);
-    let proxy: SocketAddr = fgt.ready["proxy"].as_str().expect("proxy in ready").parse().unwrap();
+    let proxy: SocketAddr = fgt.ready["proxy"]
+        .as_str()
+        .expect("proxy in ready")
+        .parse()
+        .unwrap();
     Lab {
         internet,
         fgt,
@@ -109,19 +113,31 @@ impl Lab {
 
     fn logs(&self, path: &str) -> Vec<Value> {
         let v = self.rest("GET", path, None);
-        v["results"].as_array().cloned().unwrap_or_else(|| panic!("no results from {path}: {v}"))
+        v["results"]
+            .as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("no results from {path}: {v}"))
     }
 
     /// The lab events of sim-internet so far (`kind` = http.request).
     fn internet_requests(&self) -> Vec<Value> {
-        sse(&format!("{}/_lab/events?since=0", self.internet.ready["internet"]["control"].as_str().unwrap()), &self.ca_cert)
-            .into_iter()
-            .filter(|e| e["kind"] == "http.request")
-            .collect()
+        sse(
+            &format!(
+                "{}/_lab/events?since=0",
+                self.internet.ready["internet"]["control"].as_str().unwrap()
+            ),
+            &self.ca_cert,
+        )
+        .into_iter()
+        .filter(|e| e["kind"] == "http.request")
+        .collect()
     }
 
     fn fgt_events(&self) -> Vec<Value> {
-        sse(&format!("{}/_lab/events?since=0", self.api()), &self.ca_cert)
+        sse(
+            &format!("{}/_lab/events?since=0", self.api()),
+            &self.ca_cert,
+        )
     }
 }
 
@@ -174,13 +190,21 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
     let lab = start_lab(tmp.path(), SEED, json!({}), true);
 
     // (a) 10.115.2.52 fetches the EICAR file through policy 1 (monitor-all).
-    let r = via_proxy(lab.proxy, "10.115.2.52", "http://www.eicar.org/download/eicar.com").await;
+    let r = via_proxy(
+        lab.proxy,
+        "10.115.2.52",
+        "http://www.eicar.org/download/eicar.com",
+    )
+    .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 68);
     assert_eq!(sha256(&r.body, &lab.dir), EICAR_SHA256);
     let rating = sse_free_rating(&lab, "www.eicar.org");
     let wf = lab.logs("/api/v2/log/memory/webfilter?filter=srcip==10.115.2.52");
-    let w = wf.iter().find(|l| l["hostname"] == "www.eicar.org").expect("webfilter log");
+    let w = wf
+        .iter()
+        .find(|l| l["hostname"] == "www.eicar.org")
+        .expect("webfilter log");
     assert_eq!(w["profile"], "monitor-all");
     assert_eq!(w["action"], "passthrough");
     assert_eq!(w["logid"], "0317013312");
@@ -205,29 +229,53 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
     assert!(t["rcvdbyte"].as_i64().unwrap() > 68);
     assert_eq!(t["sessionid"], w["sessionid"]);
     let raw = lab.rest("GET", "/api/v2/log/memory/traffic/forward/raw", None);
-    assert!(raw.as_str().unwrap().contains("logid=\"0000000013\" type=\"traffic\" subtype=\"forward\""));
+    assert!(raw
+        .as_str()
+        .unwrap()
+        .contains("logid=\"0000000013\" type=\"traffic\" subtype=\"forward\""));
     // sim-internet saw the request from the NATed lab source with the PROXY header.
     let seen = lab.internet_requests();
-    assert!(seen.iter().any(|e| e["path"] == "/download/eicar.com" && e["src"] == "10.115.1.1"), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|e| e["path"] == "/download/eicar.com" && e["src"] == "10.115.1.1"),
+        "{seen:?}"
+    );
 
     // (a') 10.115.2.99 hits the implicit deny; sim-internet is not contacted.
     let before = lab.internet_requests().len();
-    let r = via_proxy(lab.proxy, "10.115.2.99", "http://www.eicar.org/download/eicar.com").await;
+    let r = via_proxy(
+        lab.proxy,
+        "10.115.2.99",
+        "http://www.eicar.org/download/eicar.com",
+    )
+    .await;
     assert_eq!(r.status, 403);
     assert_eq!(r.header("x-fortilab-blocked"), Some("fortigate"));
     let d = lab.logs("/api/v2/log/memory/traffic/forward?filter=srcip==10.115.2.99");
     assert_eq!(d[0]["policyid"], 0);
     assert_eq!(d[0]["action"], "deny");
     assert_eq!(lab.internet_requests().len(), before);
-    let why = lab.rest("GET", "/_lab/policy-lookup?srcip=10.115.2.99&dstip=89.238.73.97&dstport=80", None);
+    let why = lab.rest(
+        "GET",
+        "/_lab/policy-lookup?srcip=10.115.2.99&dstip=89.238.73.97&dstport=80",
+        None,
+    );
     assert_eq!(why["policyid"], 0);
     assert_eq!(why["skipped"][0]["field"], "srcaddr");
 
     // (b) policy 1 switched to the `default` profile: category 26 is blocked at the FortiGate.
-    let put = lab.rest("PUT", "/api/v2/cmdb/firewall/policy/1", Some(json!({"webfilter-profile": "default"})));
+    let put = lab.rest(
+        "PUT",
+        "/api/v2/cmdb/firewall/policy/1",
+        Some(json!({"webfilter-profile": "default"})),
+    );
     assert_eq!(put["status"], "success", "{put}");
     wait_for("recompiled policy", Duration::from_secs(10), || {
-        let v = lab.rest("GET", "/_lab/policy-lookup?srcip=10.115.2.52&dstip=89.160.20.128&dstport=80", None);
+        let v = lab.rest(
+            "GET",
+            "/_lab/policy-lookup?srcip=10.115.2.52&dstip=89.160.20.128&dstport=80",
+            None,
+        );
         (v["webfilter_profile"] == "default").then_some(())
     });
     let before = lab.internet_requests().len();
@@ -235,50 +283,126 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
     assert_eq!(r.status, 403);
     assert_eq!(r.header("x-fortilab-blocked"), Some("fortigate"));
     let page = String::from_utf8_lossy(&r.body);
-    assert!(page.contains("http://morrishittu.ddns.net/") && page.contains("Malicious Websites"), "{page}");
+    assert!(
+        page.contains("http://morrishittu.ddns.net/") && page.contains("Malicious Websites"),
+        "{page}"
+    );
     let blk = lab.logs("/api/v2/log/memory/webfilter?filter=logid==0316013056");
     assert_eq!(blk[0]["hostname"], "morrishittu.ddns.net");
     assert_eq!(blk[0]["action"], "blocked");
     assert_eq!(blk[0]["cat"], 26);
     assert_eq!(blk[0]["crlevel"], "high");
-    assert_eq!(lab.internet_requests().len(), before, "blocked site was contacted");
+    assert_eq!(
+        lab.internet_requests().len(),
+        before,
+        "blocked site was contacted"
+    );
 
     // (c) Debian curl bound to 127.115.2.52 is lab host 10.115.2.52 through the lab map.
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--interface", "127.115.2.52", "--proxy"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--interface",
+            "127.115.2.52",
+            "--proxy",
+        ])
         .arg(format!("http://{}", lab.proxy))
-        .args(["-o", "/dev/null", "-w", "%{http_code}", "http://news.sky.com/world"])
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://news.sky.com/world",
+        ])
         .output()
         .expect("curl");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "200", "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--interface", "127.115.2.52", "--proxy"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--interface",
+            "127.115.2.52",
+            "--proxy",
+        ])
         .arg(format!("http://{}", lab.proxy))
-        .args(["-o", "/dev/null", "-w", "%{http_code}", "http://wftest26.fortiguard.com/wftest/26.html"])
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "http://wftest26.fortiguard.com/wftest/26.html",
+        ])
         .output()
         .expect("curl");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
     let wf = lab.logs("/api/v2/log/memory/webfilter?filter=srcip==10.115.2.52&rows=50");
-    assert!(wf.iter().any(|l| l["hostname"] == "news.sky.com" && l["action"] == "passthrough" && l["cat"] == 36));
-    assert!(wf.iter().any(|l| l["hostname"] == "wftest26.fortiguard.com" && l["logid"] == "0316013056"));
+    assert!(wf.iter().any(|l| l["hostname"] == "news.sky.com"
+        && l["action"] == "passthrough"
+        && l["cat"] == 36));
+    assert!(wf
+        .iter()
+        .any(|l| l["hostname"] == "wftest26.fortiguard.com" && l["logid"] == "0316013056"));
     // Lab events for the timeline.
     let ev = lab.fgt_events();
-    assert!(ev.iter().any(|e| e["kind"] == "log.webfilter" && e["srcip"] == "10.115.2.52"));
+    assert!(ev
+        .iter()
+        .any(|e| e["kind"] == "log.webfilter" && e["srcip"] == "10.115.2.52"));
     assert!(ev.iter().any(|e| e["kind"] == "log.traffic"));
 
     // Keep-alive: several requests on one client connection, and a CONNECT tunnel to HTTPS.
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "10", "--interface", "127.115.2.52", "--proxy"])
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--interface",
+            "127.115.2.52",
+            "--proxy",
+        ])
         .arg(format!("http://{}", lab.proxy))
         .arg("--cacert")
         .arg(&lab.ca_cert)
-        .args(["-o", "/dev/null", "-o", "/dev/null", "-o", "/dev/null", "-w", "%{http_code} %{num_connects}\n"])
-        .args(["http://www.google.com/", "http://www.google.com/search", "https://www.mit.edu/"])
+        .args([
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{num_connects}\n",
+        ])
+        .args([
+            "http://www.google.com/",
+            "http://www.google.com/search",
+            "https://www.mit.edu/",
+        ])
         .output()
         .expect("curl");
     let codes = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(codes.lines().map(|l| l.split(' ').next().unwrap()).collect::<Vec<_>>(), ["200", "200", "200"], "{codes} {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(codes.lines().nth(1).unwrap().split(' ').nth(1), Some("0"), "second request reused the connection: {codes}");
+    assert_eq!(
+        codes
+            .lines()
+            .map(|l| l.split(' ').next().unwrap())
+            .collect::<Vec<_>>(),
+        ["200", "200", "200"],
+        "{codes} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        codes.lines().nth(1).unwrap().split(' ').nth(1),
+        Some("0"),
+        "second request reused the connection: {codes}"
+    );
     let wf = lab.logs("/api/v2/log/memory/webfilter?filter=hostname==www.mit.edu");
     assert_eq!(wf[0]["url"], "/");
     assert_eq!(wf[0]["service"], "HTTPS");
@@ -293,7 +417,10 @@ fn sse_free_rating(lab: &Lab, host: &str) -> Value {
     let out = Command::new("curl")
         .args(["-sS", "--cacert"])
         .arg(&lab.ca_cert)
-        .arg(format!("{}/_lab/rating?host={host}", lab.internet.ready["internet"]["control"].as_str().unwrap()))
+        .arg(format!(
+            "{}/_lab/rating?host={host}",
+            lab.internet.ready["internet"]["control"].as_str().unwrap()
+        ))
         .output()
         .unwrap();
     serde_json::from_slice(&out.stdout).unwrap()
@@ -301,9 +428,17 @@ fn sse_free_rating(lab: &Lab, host: &str) -> Value {
 
 fn free_port(udp: bool) -> u16 {
     if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     } else {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
     }
 }
 
@@ -344,7 +479,9 @@ async fn rsyslog_receives_lines_over_udp_and_reliable_tcp() {
         .expect("rsyslogd (Debian package rsyslog)");
     let _rs = Rsyslog(child);
     wait_for("rsyslog listening", Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", tcp)).ok().map(|_| ())
+        std::net::TcpStream::connect(("127.0.0.1", tcp))
+            .ok()
+            .map(|_| ())
     });
     let config = format!(
         "{SEED}\nconfig log syslogd setting\n    set status enable\n    set server \"10.115.1.40\"\n    set mode udp\nend\n"
@@ -355,7 +492,12 @@ async fn rsyslog_receives_lines_over_udp_and_reliable_tcp() {
         json!({"10.115.1.40:514": format!("127.0.0.1:{udp}"), "10.115.1.40:5515": format!("127.0.0.1:{tcp}")}),
         true,
     );
-    let r = via_proxy(lab.proxy, "10.115.2.52", "http://www.eicar.org/download/eicar.com").await;
+    let r = via_proxy(
+        lab.proxy,
+        "10.115.2.52",
+        "http://www.eicar.org/download/eicar.com",
+    )
+    .await;
     assert_eq!(r.status, 200);
     let read = || std::fs::read_to_string(&out).unwrap_or_default();
     wait_for("UDP syslog lines", Duration::from_secs(15), || {
@@ -363,12 +505,23 @@ async fn rsyslog_receives_lines_over_udp_and_reliable_tcp() {
         (t.contains("logid=\"0317013312\"") && t.contains("logid=\"0000000013\"")).then_some(())
     });
     // Reliable (RFC 6587 octet-counted TCP).
-    let put = lab.rest("PUT", "/api/v2/cmdb/log.syslogd/setting", Some(json!({"mode": "reliable", "port": 5515})));
+    let put = lab.rest(
+        "PUT",
+        "/api/v2/cmdb/log.syslogd/setting",
+        Some(json!({"mode": "reliable", "port": 5515})),
+    );
     assert_eq!(put["status"], "success", "{put}");
     wait_for("forwarder switched to TCP", Duration::from_secs(10), || {
-        let r = futures_lite_block(via_proxy(lab.proxy, "10.115.2.52", "http://www.google.com/"));
+        let r = futures_lite_block(via_proxy(
+            lab.proxy,
+            "10.115.2.52",
+            "http://www.google.com/",
+        ));
         assert_eq!(r.status, 200);
-        read().lines().any(|l| l.starts_with("imtcp ") && l.contains("www.google.com")).then_some(())
+        read()
+            .lines()
+            .any(|l| l.starts_with("imtcp ") && l.contains("www.google.com"))
+            .then_some(())
     });
     let text = read();
     let mut n = 0;
@@ -395,7 +548,9 @@ struct Receiver {
 }
 
 async fn start_receiver(ca: &LabCa, sink: Arc<MemorySink>, addr: SocketAddr) -> Receiver {
-    let cert = ca.issue("FAZ-VM0000000001", &["10.115.1.20".into()]).unwrap();
+    let cert = ca
+        .issue("FAZ-VM0000000001", &["10.115.1.20".into()])
+        .unwrap();
     let cfg = tls::server_config(ca, &cert, ClientAuth::Required, &[]).unwrap();
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let rx = LogReceiver::new(
@@ -423,7 +578,11 @@ async fn start_receiver(ca: &LabCa, sink: Arc<MemorySink>, addr: SocketAddr) -> 
 fn contiguous(sink: &MemorySink, serial: &str) -> u64 {
     let seqs: Vec<u64> = sink.lines(serial).iter().map(|l| l.seq).collect();
     for (i, s) in seqs.iter().enumerate() {
-        assert_eq!(*s, i as u64 + 1, "sequence numbers not contiguous/exactly-once");
+        assert_eq!(
+            *s,
+            i as u64 + 1,
+            "sequence numbers not contiguous/exactly-once"
+        );
     }
     seqs.len() as u64
 }
@@ -435,14 +594,20 @@ async fn log_channel_survives_receiver_restarts_and_spills_to_disk() {
     let dir = tmp.path();
     let port = free_port(false);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let lab = start_lab(dir, SEED, json!({"10.115.1.20:514": addr.to_string()}), true);
+    let lab = start_lab(
+        dir,
+        SEED,
+        json!({"10.115.1.20:514": addr.to_string()}),
+        true,
+    );
     let ca = LabCa::load(&lab.ca_cert, &lab.ca_key).unwrap();
     let serial = lab.fgt.ready["serial"].as_str().unwrap().to_string();
     let sink = Arc::new(MemorySink::new(true));
     let recv = start_receiver(&ca, sink.clone(), addr).await;
     wait_for("registered", Duration::from_secs(20), || {
         let v = lab.rest("GET", "/api/v2/monitor/log/fortianalyzer", None);
-        (v["results"]["registration"] == "registered" && v["results"]["connected"] == true).then_some(())
+        (v["results"]["registration"] == "registered" && v["results"]["connected"] == true)
+            .then_some(())
     });
     let stats = |lab: &Lab| lab.rest("GET", "/_lab/logforward", None)["fortianalyzer"].clone();
     let drain = |lab: &Lab, sink: &MemorySink| {
@@ -483,7 +648,11 @@ async fn log_channel_survives_receiver_restarts_and_spills_to_disk() {
     assert!(s["queued"].as_u64().unwrap() >= 200, "{s}");
     let q = lab.rest("GET", "/api/v2/monitor/log/fortianalyzer-queue", None);
     assert!(q["results"]["cached_logs"].as_u64().unwrap() >= 200, "{q}");
-    let qdir = PathBuf::from(lab.rest("GET", "/_lab/logforward", None)["queue_dir"].as_str().unwrap());
+    let qdir = PathBuf::from(
+        lab.rest("GET", "/_lab/logforward", None)["queue_dir"]
+            .as_str()
+            .unwrap(),
+    );
     assert!(std::fs::read_dir(&qdir).unwrap().count() > 1);
     let recv = start_receiver(&ca, sink.clone(), addr).await;
     let last = drain(&lab, &sink);
@@ -493,10 +662,19 @@ async fn log_channel_survives_receiver_restarts_and_spills_to_disk() {
     assert!(ev.iter().any(|l| l["logid"] == "0100022902"));
     assert!(ev.iter().any(|l| l["logid"] == "0100022903"));
     // A notification travels back and reaches the lab event stream.
-    recv.rx.notify(&serial, json!({"id": 7, "type": "ioc", "verdict": "Infected", "srcip": "10.115.2.52"}));
+    recv.rx.notify(
+        &serial,
+        json!({"id": 7, "type": "ioc", "verdict": "Infected", "srcip": "10.115.2.52"}),
+    );
     wait_for("notification acknowledged", Duration::from_secs(10), || {
-        sink.acked_notifications().iter().any(|(s, id)| *s == serial && *id == 7).then_some(())
+        sink.acked_notifications()
+            .iter()
+            .any(|(s, id)| *s == serial && *id == 7)
+            .then_some(())
     });
-    assert!(lab.fgt_events().iter().any(|e| e["kind"] == "faz.notification" && e["id"] == 7));
+    assert!(lab
+        .fgt_events()
+        .iter()
+        .any(|e| e["kind"] == "faz.notification" && e["id"] == 7));
     (recv.stop)();
 }

@@ -104,8 +104,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("--proxy-listen {}: {e}", args.proxy_listen))?;
     if let Some(u) = &args.internet {
-        crate::dataplane::internet::parse_base(u)
-            .ok_or_else(|| UsageError::new(format!("--internet {u}: expected https://host:port")))?;
+        crate::dataplane::internet::parse_base(u).ok_or_else(|| {
+            UsageError::new(format!("--internet {u}: expected https://host:port"))
+        })?;
     }
     let mut running = crate::start(opts, Listeners { api: listener }, shutdown)
         .await

@@ -248,9 +248,24 @@ pub fn webfilter(dev: &Device, s: &SessionLog, w: &WfLog, c: &WfContext<'_>) {
 
 /// Fields FortiOS writes as bare numbers.
 pub const NUMERIC: &[&str] = &[
-    "eventtime", "policyid", "sessionid", "srcport", "dstport", "proto", "transport",
-    "duration", "sentbyte", "rcvdbyte", "sentpkt", "rcvdpkt", "countweb", "crscore",
-    "craction", "cat", "cfgtid", "urlfilteridx",
+    "eventtime",
+    "policyid",
+    "sessionid",
+    "srcport",
+    "dstport",
+    "proto",
+    "transport",
+    "duration",
+    "sentbyte",
+    "rcvdbyte",
+    "sentpkt",
+    "rcvdpkt",
+    "countweb",
+    "crscore",
+    "craction",
+    "cat",
+    "cfgtid",
+    "urlfilteridx",
 ];
 /// Fields FortiOS writes as bare IP addresses.
 pub const ADDRESSES: &[&str] = &["srcip", "dstip", "transip"];
@@ -278,18 +293,26 @@ pub fn check_format(line: &str, v64plus: bool) -> Result<(), String> {
         want.extend(["level", "vd", "eventtime", "tz"]);
     }
     if keys.len() < want.len() || keys[..want.len()] != want[..] {
-        return Err(format!("header order {:?} != {:?}", &keys[..want.len().min(keys.len())], want));
+        return Err(format!(
+            "header order {:?} != {:?}",
+            &keys[..want.len().min(keys.len())],
+            want
+        ));
     }
     for (k, v) in rec.fields() {
         let ok = match k.as_str() {
             "date" | "time" => matches!(v, LogValue::Bare(_)),
-            "logid" => matches!(v, LogValue::Str(s) if s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit())),
+            "logid" => {
+                matches!(v, LogValue::Str(s) if s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit()))
+            }
             k if NUMERIC.contains(&k) => matches!(v, LogValue::Int(_)),
             k if ADDRESSES.contains(&k) => matches!(v, LogValue::Ip(_)),
             _ => v.is_quoted(),
         };
         if !ok {
-            return Err(format!("field {k}={v:?} breaks the format rules in: {line}"));
+            return Err(format!(
+                "field {k}={v:?} breaks the format rules in: {line}"
+            ));
         }
     }
     Ok(())
@@ -388,28 +411,62 @@ mod tests {
         assert_eq!(
             after,
             [
-                "policyid", "sessionid", "srcip", "srcport", "srcintf", "srcintfrole", "dstip",
-                "dstport", "dstintf", "dstintfrole", "proto", "service", "hostname", "profile",
-                "action", "reqtype", "url", "sentbyte", "rcvdbyte", "direction", "msg", "method",
-                "cat", "catdesc", "crscore", "craction", "crlevel"
+                "policyid",
+                "sessionid",
+                "srcip",
+                "srcport",
+                "srcintf",
+                "srcintfrole",
+                "dstip",
+                "dstport",
+                "dstintf",
+                "dstintfrole",
+                "proto",
+                "service",
+                "hostname",
+                "profile",
+                "action",
+                "reqtype",
+                "url",
+                "sentbyte",
+                "rcvdbyte",
+                "direction",
+                "msg",
+                "method",
+                "cat",
+                "catdesc",
+                "crscore",
+                "craction",
+                "crlevel"
             ]
         );
         assert!(line.contains(r#"logid="0316013056" type="utm" subtype="webfilter" eventtype="ftgd_blk" level="warning""#));
         assert!(line.contains(r#"action="blocked" reqtype="direct" url="/""#));
-        assert!(line.contains("cat=26 catdesc=\"Malicious Websites\" crscore=30 craction=4194304 crlevel=\"high\""));
+        assert!(line.contains(
+            "cat=26 catdesc=\"Malicious Websites\" crscore=30 craction=4194304 crlevel=\"high\""
+        ));
         let (tr, _) = d.logs.query("traffic", "forward", 0, 10);
         assert_eq!(tr.len(), 2);
         for l in &tr {
             check_format(&l.line, true).unwrap();
         }
         let close = &tr[1].line;
-        assert!(close.contains(r#"action="close" policyid=1 policytype="policy" service="HTTP""#), "{close}");
+        assert!(
+            close.contains(r#"action="close" policyid=1 policytype="policy" service="HTTP""#),
+            "{close}"
+        );
         assert!(close.contains(r#"trandisp="snat" transip=10.115.1.1 transport=44258"#));
         assert!(close.contains("sentbyte=736 rcvdbyte=3138 sentpkt=14 rcvdpkt=5"));
-        assert!(close.contains(r#"utmaction="block" countweb=1 crscore=30 craction=4194304 crlevel="high""#));
-        assert!(close.contains(r#"poluuid="ccb269e0-5735-51e9-a218-a397dd08b7eb" sessionid=381780"#));
+        assert!(close.contains(
+            r#"utmaction="block" countweb=1 crscore=30 craction=4194304 crlevel="high""#
+        ));
+        assert!(
+            close.contains(r#"poluuid="ccb269e0-5735-51e9-a218-a397dd08b7eb" sessionid=381780"#)
+        );
         let deny = &tr[0].line;
-        assert!(deny.contains(r#"action="deny" policyid=1"#) && deny.contains(r#"trandisp="noop""#));
+        assert!(
+            deny.contains(r#"action="deny" policyid=1"#) && deny.contains(r#"trandisp="noop""#)
+        );
     }
 
     #[test]
@@ -435,7 +492,9 @@ mod tests {
         assert!(w[0].line.contains(r#"srccountry="Reserved""#));
         let (t, _) = d.logs.query("traffic", "forward", 0, 1);
         check_format(&t[0].line, true).unwrap();
-        assert!(t[0].line.contains(r#"action="close" policyid=1 policytype="policy" poluuid="#));
+        assert!(t[0]
+            .line
+            .contains(r#"action="close" policyid=1 policytype="policy" poluuid="#));
         // A 6.2-style line fails the 6.4 header rule and passes its own.
         let old = r#"date=2019-05-13 time=16:29:45 devname="F" devid="S" logid="0316013056" type="utm" subtype="webfilter" eventtype="ftgd_blk" level="warning" vd="vdom1" eventtime=1557790184975119738 tz="+0000" policyid=1"#;
         assert!(check_format(old, true).is_err());

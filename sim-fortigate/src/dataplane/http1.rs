@@ -33,8 +33,7 @@ impl Head {
 
     /// Whether the connection persists after this message (HTTP/1.1 default keep-alive).
     pub fn keep_alive(&self, version: &str) -> bool {
-        if self.has_token("connection", "close") || self.has_token("proxy-connection", "close")
-        {
+        if self.has_token("connection", "close") || self.has_token("proxy-connection", "close") {
             return false;
         }
         if version.eq_ignore_ascii_case("HTTP/1.0") {
@@ -48,7 +47,10 @@ impl Head {
         if self.has_token("transfer-encoding", "chunked") {
             return BodyKind::Chunked;
         }
-        match self.header("content-length").and_then(|v| v.trim().parse().ok()) {
+        match self
+            .header("content-length")
+            .and_then(|v| v.trim().parse().ok())
+        {
             Some(n) => BodyKind::Length(n),
             None => BodyKind::None,
         }
@@ -181,7 +183,9 @@ impl<R: AsyncRead + Unpin> Reader<R> {
             total += line.len() as u64;
             let s = std::str::from_utf8(&line).map_err(|_| std::io::ErrorKind::InvalidData)?;
             let size = u64::from_str_radix(s.trim().split(';').next().unwrap_or("").trim(), 16)
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size"))?;
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size")
+                })?;
             if size == 0 {
                 // Trailers until the blank line.
                 loop {
@@ -237,7 +241,10 @@ fn find_blank(buf: &[u8], from: usize) -> Option<usize> {
 /// origin-form with the `Host` header.
 pub fn target(head: &Head) -> Option<(String, u16, String)> {
     let t = &head.line[1];
-    if let Some(rest) = t.strip_prefix("http://").or_else(|| t.strip_prefix("HTTP://")) {
+    if let Some(rest) = t
+        .strip_prefix("http://")
+        .or_else(|| t.strip_prefix("HTTP://"))
+    {
         let (auth, path) = match rest.find(['/', '?']) {
             Some(i) => (&rest[..i], rest[i..].to_string()),
             None => (rest, "/".to_string()),
@@ -306,7 +313,13 @@ pub fn upstream_request(head: &Head, host: &str, port: u16, path: &str) -> Vec<u
 }
 
 /// A complete small response.
-pub fn response(status: u16, reason: &str, headers: &[(&str, &str)], body: &[u8], keep_alive: bool) -> Vec<u8> {
+pub fn response(
+    status: u16,
+    reason: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
     let mut out = format!("HTTP/1.1 {status} {reason}\r\n");
     for (k, v) in headers {
         out.push_str(&format!("{k}: {v}\r\n"));
@@ -334,8 +347,17 @@ mod tests {
             Some(("www.eicar.org".into(), 80, "/download/eicar.com".into()))
         );
         assert!(h.keep_alive("HTTP/1.1"));
-        let up = String::from_utf8(upstream_request(&h, "www.eicar.org", 80, "/download/eicar.com")).unwrap();
-        assert_eq!(up, "GET /download/eicar.com HTTP/1.1\r\nHost: www.eicar.org\r\n\r\n");
+        let up = String::from_utf8(upstream_request(
+            &h,
+            "www.eicar.org",
+            80,
+            "/download/eicar.com",
+        ))
+        .unwrap();
+        assert_eq!(
+            up,
+            "GET /download/eicar.com HTTP/1.1\r\nHost: www.eicar.org\r\n\r\n"
+        );
         let h2 = parse_head(b"GET http://1.2.3.4:8080?x=1 HTTP/1.0\r\n\r\n").unwrap();
         assert_eq!(target(&h2), Some(("1.2.3.4".into(), 8080, "/?x=1".into())));
         assert!(!h2.keep_alive("HTTP/1.0"));

@@ -67,7 +67,10 @@ impl Internet {
         let b = parse_base(url).ok_or_else(|| format!("not an https://host:port URL: {url}"))?;
         *self.base.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
         self.dns.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        self.ratings.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.ratings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         Ok(())
     }
 
@@ -79,8 +82,7 @@ impl Internet {
     }
 
     async fn get_json(&self, path: &str) -> std::io::Result<(u16, serde_json::Value)> {
-        let Some((host, port)) = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone()
-        else {
+        let Some((host, port)) = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
             return Err(std::io::Error::other("no --internet URL"));
         };
         tokio::time::timeout(Duration::from_secs(5), async {
@@ -156,7 +158,12 @@ impl Internet {
     /// The FortiGuard rating of a host (cached; unknown or unreachable → 0 Unrated).
     pub async fn rating(&self, host: &str) -> Rating {
         let h = lower(host);
-        if let Some(r) = self.ratings.lock().unwrap_or_else(|p| p.into_inner()).get(&h) {
+        if let Some(r) = self
+            .ratings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&h)
+        {
             return r.clone();
         }
         if !self.configured() {
@@ -186,7 +193,8 @@ fn dechunk(body: &str) -> String {
     let mut out = String::new();
     let mut rest = body;
     while let Some((size, after)) = rest.split_once("\r\n") {
-        let n = usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
+        let n =
+            usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
         if n == 0 || after.len() < n {
             break;
         }

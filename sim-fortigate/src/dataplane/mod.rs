@@ -218,10 +218,7 @@ impl DataPlane {
     }
 
     pub fn state(&self) -> Arc<State> {
-        self.state
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.state.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn next_session_id(&self) -> u64 {
@@ -238,7 +235,15 @@ impl DataPlane {
     }
 
     /// Route + policy lookup for a new session.
-    pub fn lookup(&self, st: &State, src: Ipv4Addr, dst: Ipv4Addr, proto: u8, dport: u16, srcintf: Option<&str>) -> (Lookup, Query) {
+    pub fn lookup(
+        &self,
+        st: &State,
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        proto: u8,
+        dport: u16,
+        srcintf: Option<&str>,
+    ) -> (Lookup, Query) {
         let mut srcside = st.net.ingress(src);
         if let Some(i) = srcintf {
             if let Some(x) = st.net.interfaces.iter().find(|x| x.name == i) {
@@ -313,7 +318,13 @@ fn proto_number(v: Option<&serde_json::Value>) -> Option<u8> {
 }
 
 fn lookup_answer(dp: &DataPlane, p: LookupParams) -> Response {
-    let bad = |m: &str| (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": m}))).into_response();
+    let bad = |m: &str| {
+        (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": m})),
+        )
+            .into_response()
+    };
     let Some(src) = p.srcip.as_deref().and_then(|s| s.parse::<Ipv4Addr>().ok()) else {
         return bad("srcip (IPv4) is required");
     };
@@ -369,10 +380,17 @@ async fn policy_lookup_get(
     )
 }
 
-async fn policy_lookup_post(AxState(dp): AxState<Arc<DataPlane>>, body: axum::body::Bytes) -> Response {
+async fn policy_lookup_post(
+    AxState(dp): AxState<Arc<DataPlane>>,
+    body: axum::body::Bytes,
+) -> Response {
     match serde_json::from_slice::<LookupParams>(&body) {
         Ok(p) => lookup_answer(&dp, p),
-        Err(e) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response(),
+        Err(e) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
     }
 }
 

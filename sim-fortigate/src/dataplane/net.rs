@@ -78,13 +78,11 @@ impl Network {
             if let Some(w) = cfg.single(path) {
                 if let Some(z) = w.table("zone") {
                     if let Some(first) = z.entries().first() {
-                        sdwan_zone = Some(
-                            if z.contains("virtual-wan-link") {
-                                "virtual-wan-link".to_string()
-                            } else {
-                                first.key.clone()
-                            },
-                        );
+                        sdwan_zone = Some(if z.contains("virtual-wan-link") {
+                            "virtual-wan-link".to_string()
+                        } else {
+                            first.key.clone()
+                        });
                     }
                 }
                 if let Some(members) = w.table("members") {
@@ -179,7 +177,8 @@ impl Network {
         if let Some(z) = &self.sdwan_zone {
             side.names = vec![z.clone()];
             if let Some(i) = wan {
-                side.names.extend(i.zones.iter().filter(|n| *n != z).cloned());
+                side.names
+                    .extend(i.zones.iter().filter(|n| *n != z).cloned());
             }
         }
         side
@@ -211,6 +210,9 @@ mod tests {
         // Without the SD-WAN zone, the wan interface itself.
         let mut n2 = n.clone();
         n2.sdwan_zone = None;
-        assert_eq!(n2.route("1.1.1.1".parse().unwrap()).names, vec!["port1".to_string()]);
+        assert_eq!(
+            n2.route("1.1.1.1".parse().unwrap()).names,
+            vec!["port1".to_string()]
+        );
     }
 }

@@ -261,7 +261,9 @@ impl<'a> Resolver<'a> {
                 .into_iter()
                 .collect(),
             "iprange" => {
-                let a = e.scalar("start-ip").and_then(|s| s.parse::<Ipv4Addr>().ok());
+                let a = e
+                    .scalar("start-ip")
+                    .and_then(|s| s.parse::<Ipv4Addr>().ok());
                 let b = e.scalar("end-ip").and_then(|s| s.parse::<Ipv4Addr>().ok());
                 match (a, b) {
                     (Some(a), Some(b)) if u32::from(a) <= u32::from(b) => {
@@ -794,7 +796,10 @@ impl Compiled {
         let da = self.dst.get(u32::from(q.dst));
         let sv: &Bits = match self.ports.get(&q.proto) {
             Some(ix) => ix.get(q.dport as u32),
-            None => self.other_proto.get(&q.proto).unwrap_or(&self.proto_default),
+            None => self
+                .other_proto
+                .get(&q.proto)
+                .unwrap_or(&self.proto_default),
         };
         let inactive: Vec<&Bits> = self
             .schedules
@@ -982,18 +987,46 @@ end
             parse_subnet("10.0.0.0 255.0.0.0"),
             Some((0x0a00_0000, 0x0aff_ffff))
         );
-        assert_eq!(parse_subnet("10.1.2.3/32"), Some((0x0a01_0203, 0x0a01_0203)));
+        assert_eq!(
+            parse_subnet("10.1.2.3/32"),
+            Some((0x0a01_0203, 0x0a01_0203))
+        );
         assert_eq!(parse_subnet("0.0.0.0 0.0.0.0"), Some((0, u32::MAX)));
-        assert_eq!(normalize(vec![(5, 9), (1, 4), (20, 30)]), vec![(1, 9), (20, 30)]);
-        assert_eq!(subtract(&[(0, 100)], &[(10, 20), (50, 60)]), vec![(0, 9), (21, 49), (61, 100)]);
+        assert_eq!(
+            normalize(vec![(5, 9), (1, 4), (20, 30)]),
+            vec![(1, 9), (20, 30)]
+        );
+        assert_eq!(
+            subtract(&[(0, 100)], &[(10, 20), (50, 60)]),
+            vec![(0, 9), (21, 49), (61, 100)]
+        );
         let c = cfg("config firewall service custom\nedit \"odd\"\nset tcp-portrange 8080-8090:1024-65535 99\nset udp-portrange 53\nnext\nend\n");
         let f = |_: &str| vec![];
         let r = Resolver::new(&c, &f);
         let s = r.service("odd");
-        assert!(s.contains(&SvcRange { proto: 6, lo: 8080, hi: 8090 }));
-        assert!(s.contains(&SvcRange { proto: 6, lo: 99, hi: 99 }));
-        assert!(s.contains(&SvcRange { proto: 17, lo: 53, hi: 53 }));
-        assert_eq!(r.service("ALL"), vec![SvcRange { proto: 0, lo: 0, hi: 65535 }]);
+        assert!(s.contains(&SvcRange {
+            proto: 6,
+            lo: 8080,
+            hi: 8090
+        }));
+        assert!(s.contains(&SvcRange {
+            proto: 6,
+            lo: 99,
+            hi: 99
+        }));
+        assert!(s.contains(&SvcRange {
+            proto: 17,
+            lo: 53,
+            hi: 53
+        }));
+        assert_eq!(
+            r.service("ALL"),
+            vec![SvcRange {
+                proto: 0,
+                lo: 0,
+                hi: 65535
+            }]
+        );
         assert_eq!(r.address("all"), vec![(0, u32::MAX)]);
     }
 
@@ -1013,8 +1046,16 @@ end
 
     fn arb_policy() -> impl Strategy<Value = CPolicy> {
         let range = (0u32..64, 0u32..16).prop_map(|(a, l)| (a * 4, a * 4 + l));
-        let svc = (prop_oneof![Just(0u8), Just(6u8), Just(17u8), Just(1u8)], 0u16..40, 0u16..20)
-            .prop_map(|(proto, lo, l)| SvcRange { proto, lo, hi: lo + l });
+        let svc = (
+            prop_oneof![Just(0u8), Just(6u8), Just(17u8), Just(1u8)],
+            0u16..40,
+            0u16..20,
+        )
+            .prop_map(|(proto, lo, l)| SvcRange {
+                proto,
+                lo,
+                hi: lo + l,
+            });
         let intf = prop_oneof![
             Just(IntfMatch::Any),
             Just(IntfMatch::Names(vec!["port3".into()])),
@@ -1048,7 +1089,11 @@ end
                 schedule_name: format!("s{sch}"),
                 schedule: match sch {
                     0 => Some(Schedule::ALWAYS),
-                    1 => Some(Schedule { days: [true, false, true, false, true, false, true], start: 0, end: 0 }),
+                    1 => Some(Schedule {
+                        days: [true, false, true, false, true, false, true],
+                        start: 0,
+                        end: 0,
+                    }),
                     _ => None,
                 },
                 action: "accept".into(),

@@ -162,7 +162,9 @@ impl Session {
             let real = dp.dev.lab_map.resolve(SocketAddr::V4(self.log.dst));
             let mut tcp = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(real))
                 .await
-                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
             tcp.set_nodelay(true)?;
             tcp.write_all(&pp::encode_v2(&self.proxy_header())).await?;
             let (r, w) = tcp.into_split();
@@ -233,7 +235,11 @@ async fn handle(dp: Arc<DataPlane>, mut tcp: TcpStream, peer: SocketAddr) {
             Ok(Some(h)) => h,
             Ok(None) => break,
             Err(_) => {
-                let _ = send(&mut w, &http1::response(400, "Bad Request", &[], b"bad request\n", false)).await;
+                let _ = send(
+                    &mut w,
+                    &http1::response(400, "Bad Request", &[], b"bad request\n", false),
+                )
+                .await;
                 break;
             }
         };
@@ -267,7 +273,14 @@ async fn request(
 ) -> std::io::Result<bool> {
     let keep = head.keep_alive(&head.line[2]);
     let Some((host, port, path)) = http1::target(head) else {
-        w.write_all(&http1::response(400, "Bad Request", &[], b"absolute-form request target expected\n", keep)).await?;
+        w.write_all(&http1::response(
+            400,
+            "Bad Request",
+            &[],
+            b"absolute-form request target expected\n",
+            keep,
+        ))
+        .await?;
         return Ok(keep);
     };
     let full_url = if port == 80 {
@@ -278,8 +291,18 @@ async fn request(
     let dst_ip = match dp.internet.resolve(&host).await {
         Ok(Some(ip)) => ip,
         Ok(None) | Err(_) => {
-            let body = format!("The host {} could not be resolved (lab DNS).\n", html_escape(&host));
-            w.write_all(&http1::response(502, "Bad Gateway", &[("Content-Type", "text/plain")], body.as_bytes(), keep)).await?;
+            let body = format!(
+                "The host {} could not be resolved (lab DNS).\n",
+                html_escape(&host)
+            );
+            w.write_all(&http1::response(
+                502,
+                "Bad Gateway",
+                &[("Content-Type", "text/plain")],
+                body.as_bytes(),
+                keep,
+            ))
+            .await?;
             return Ok(keep);
         }
     };
@@ -299,7 +322,17 @@ async fn request(
         let mut sink = tokio::io::sink();
         client.copy_body(head.body(), &mut sink).await?;
         let body = deny_page(&full_url, s.log.policyid);
-        w.write_all(&http1::response(403, "Forbidden", &[("Content-Type", "text/html; charset=utf-8"), ("X-Fortilab-Blocked", "fortigate")], &body, keep)).await?;
+        w.write_all(&http1::response(
+            403,
+            "Forbidden",
+            &[
+                ("Content-Type", "text/html; charset=utf-8"),
+                ("X-Fortilab-Blocked", "fortigate"),
+            ],
+            &body,
+            keep,
+        ))
+        .await?;
         return Ok(keep);
     }
     if let Some(profile) = s.profile.clone() {
@@ -328,7 +361,11 @@ async fn request(
                     cat: rating.cat,
                     catdesc: &rating.catdesc,
                     sentbyte: req_bytes,
-                    urlfilter_idx: if l.eventtype == "urlfilter" { urlfilter_idx } else { None },
+                    urlfilter_idx: if l.eventtype == "urlfilter" {
+                        urlfilter_idx
+                    } else {
+                        None
+                    },
                 },
             );
             s.totals.countweb += 1;
@@ -348,8 +385,23 @@ async fn request(
                 s.totals.sentbyte += req_bytes;
                 let mut sink = tokio::io::sink();
                 client.copy_body(head.body(), &mut sink).await?;
-                let body = block_page(&full_url, &rating.catdesc, d.verdict == Verdict::Warn, &dp.dev.hostname());
-                let page = http1::response(403, "Forbidden", &[("Content-Type", "text/html; charset=utf-8"), ("X-Fortilab-Blocked", "fortigate"), ("Cache-Control", "no-cache")], &body, keep);
+                let body = block_page(
+                    &full_url,
+                    &rating.catdesc,
+                    d.verdict == Verdict::Warn,
+                    &dp.dev.hostname(),
+                );
+                let page = http1::response(
+                    403,
+                    "Forbidden",
+                    &[
+                        ("Content-Type", "text/html; charset=utf-8"),
+                        ("X-Fortilab-Blocked", "fortigate"),
+                        ("Cache-Control", "no-cache"),
+                    ],
+                    &body,
+                    keep,
+                );
                 w.write_all(&page).await?;
                 return Ok(keep);
             }
@@ -363,18 +415,23 @@ async fn request(
             dp.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, %dst, "upstream connect failed");
             let body = format!("Could not connect to {dst}: {e}\n");
-            w.write_all(&http1::response(502, "Bad Gateway", &[("Content-Type", "text/plain")], body.as_bytes(), keep)).await?;
+            w.write_all(&http1::response(
+                502,
+                "Bad Gateway",
+                &[("Content-Type", "text/plain")],
+                body.as_bytes(),
+                keep,
+            ))
+            .await?;
             return Ok(keep);
         }
     };
     let result: std::io::Result<(u64, u64, bool)> = async {
         up.w.write_all(&up_req).await?;
         let body_sent = client.copy_body(head.body(), &mut up.w).await?;
-        let resp = up
-            .r
-            .head()
-            .await?
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "upstream closed"))?;
+        let resp = up.r.head().await?.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "upstream closed")
+        })?;
         let status: u16 = resp.line[1].parse().unwrap_or(0);
         let no_body = head.line[0].eq_ignore_ascii_case("HEAD")
             || status / 100 == 1
@@ -396,7 +453,11 @@ async fn request(
         out.push_str("\r\n");
         w.write_all(out.as_bytes()).await?;
         let body = up.r.copy_body(kind, w).await?;
-        Ok((body_sent + up_req.len() as u64, resp.len as u64 + body, up_keep))
+        Ok((
+            body_sent + up_req.len() as u64,
+            resp.len as u64 + body,
+            up_keep,
+        ))
     }
     .await;
     match result {
@@ -428,13 +489,21 @@ async fn connect(
     mut w: OwnedWriteHalf,
 ) {
     let Some((host, port)) = http1::split_host_port(&head.line[1], 443) else {
-        let _ = send(&mut w, &http1::response(400, "Bad Request", &[], b"bad CONNECT target\n", false)).await;
+        let _ = send(
+            &mut w,
+            &http1::response(400, "Bad Request", &[], b"bad CONNECT target\n", false),
+        )
+        .await;
         return;
     };
     let dst_ip = match dp.internet.resolve(&host).await {
         Ok(Some(ip)) => ip,
         _ => {
-            let _ = send(&mut w, &http1::response(502, "Bad Gateway", &[], b"lab DNS: no such host\n", false)).await;
+            let _ = send(
+                &mut w,
+                &http1::response(502, "Bad Gateway", &[], b"lab DNS: no such host\n", false),
+            )
+            .await;
             return;
         }
     };
@@ -442,7 +511,20 @@ async fn connect(
     let full_url = format!("https://{host}/");
     if !s.accept {
         let body = deny_page(&full_url, s.log.policyid);
-        let _ = send(&mut w, &http1::response(403, "Forbidden", &[("Content-Type", "text/html; charset=utf-8"), ("X-Fortilab-Blocked", "fortigate")], &body, false)).await;
+        let _ = send(
+            &mut w,
+            &http1::response(
+                403,
+                "Forbidden",
+                &[
+                    ("Content-Type", "text/html; charset=utf-8"),
+                    ("X-Fortilab-Blocked", "fortigate"),
+                ],
+                &body,
+                false,
+            ),
+        )
+        .await;
         return;
     }
     if let Some(profile) = s.profile.clone().filter(|_| s.https_inspect) {
@@ -471,8 +553,26 @@ async fn connect(
         if d.verdict != Verdict::Pass {
             dp.stats.blocked.fetch_add(1, Ordering::Relaxed);
             s.totals.utmaction = Some("block");
-            let body = block_page(&full_url, &rating.catdesc, d.verdict == Verdict::Warn, &dp.dev.hostname());
-            let _ = send(&mut w, &http1::response(403, "Forbidden", &[("Content-Type", "text/html; charset=utf-8"), ("X-Fortilab-Blocked", "fortigate")], &body, false)).await;
+            let body = block_page(
+                &full_url,
+                &rating.catdesc,
+                d.verdict == Verdict::Warn,
+                &dp.dev.hostname(),
+            );
+            let _ = send(
+                &mut w,
+                &http1::response(
+                    403,
+                    "Forbidden",
+                    &[
+                        ("Content-Type", "text/html; charset=utf-8"),
+                        ("X-Fortilab-Blocked", "fortigate"),
+                    ],
+                    &body,
+                    false,
+                ),
+            )
+            .await;
             s.close(dp);
             return;
         }
@@ -482,7 +582,11 @@ async fn connect(
     }
     if s.connect(dp).await.is_err() {
         dp.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-        let _ = send(&mut w, &http1::response(502, "Bad Gateway", &[], b"could not connect\n", false)).await;
+        let _ = send(
+            &mut w,
+            &http1::response(502, "Bad Gateway", &[], b"could not connect\n", false),
+        )
+        .await;
         s.close(dp);
         return;
     }
@@ -490,7 +594,10 @@ async fn connect(
         s.close(dp);
         return;
     }
-    let Upstream { r: mut ur, w: mut uw } = s.upstream.take().expect("connected");
+    let Upstream {
+        r: mut ur,
+        w: mut uw,
+    } = s.upstream.take().expect("connected");
     let c2u = async {
         let n = client.copy_to_eof(&mut uw).await.unwrap_or(0);
         let _ = uw.shutdown().await;

@@ -182,7 +182,10 @@ impl Profile {
     }
 
     pub fn category_action(&self, cat: u8) -> (CatAction, bool) {
-        self.cats.get(&cat).copied().unwrap_or((CatAction::Allow, false))
+        self.cats
+            .get(&cat)
+            .copied()
+            .unwrap_or((CatAction::Allow, false))
     }
 }
 

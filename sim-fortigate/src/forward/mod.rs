@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fortilab_core::logchan::{Hello, LogSender, RegStatus, SenderConfig, SenderStats, UploadOption};
+use fortilab_core::logchan::{
+    Hello, LogSender, RegStatus, SenderConfig, SenderStats, UploadOption,
+};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -338,10 +340,13 @@ impl Forwarder {
                                 facility: syslog::facility_code(&cfg.facility),
                                 hostname: self.dev.hostname(),
                             };
-                            let tx = syslog::start(settings, self.syslog_stats.clone(), stop.clone());
+                            let tx =
+                                syslog::start(settings, self.syslog_stats.clone(), stop.clone());
                             o.syslog = Some(SyslogOut { cfg, tx, stop });
                         }
-                        None => tracing::warn!(server = %cfg.server, "syslogd server is not an IP address; not sending"),
+                        None => {
+                            tracing::warn!(server = %cfg.server, "syslogd server is not an IP address; not sending")
+                        }
                     }
                 }
             }
@@ -349,25 +354,41 @@ impl Forwarder {
         // FortiAnalyzer.
         let current = {
             let o = self.out.lock().unwrap_or_else(|p| p.into_inner());
-            o.faz.as_ref().map(|f| (f.settings.clone(), f.sender.clone()))
+            o.faz
+                .as_ref()
+                .map(|f| (f.settings.clone(), f.sender.clone()))
         };
         match (current, faz) {
             (None, None) => {}
-            (Some((old, sender)), Some(new)) if old.upload == new.upload && old.reliable == new.reliable => {
+            (Some((old, sender)), Some(new))
+                if old.upload == new.upload && old.reliable == new.reliable =>
+            {
                 if old.server != new.server {
                     if let Some(t) = self.lab_target(&new.server, 514) {
                         sender.set_server(t, new.server.clone());
-                        if let Some(f) = self.out.lock().unwrap_or_else(|p| p.into_inner()).faz.as_mut() {
+                        if let Some(f) = self
+                            .out
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .faz
+                            .as_mut()
+                        {
                             f.settings = new;
                         }
                     }
                 }
             }
             (cur, new) => {
-                let old = self.out.lock().unwrap_or_else(|p| p.into_inner()).faz.take();
+                let old = self
+                    .out
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .faz
+                    .take();
                 if let Some(old) = old {
                     old.stop.cancel();
-                    let _ = tokio::time::timeout(Duration::from_secs(5), old.sender.stopped()).await;
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), old.sender.stopped()).await;
                 }
                 drop(cur);
                 if let Some(new) = new {
@@ -447,9 +468,19 @@ impl Forwarder {
 /// Event logs for the FortiAnalyzer connection: down 0100022902 [I], up 0100022903 [P].
 fn faz_event(dev: &Device, server: &str, up: bool) {
     let (logid, level, desc, status) = if up {
-        ("0100022903", "information", "FortiAnalyzer connection up", "up")
+        (
+            "0100022903",
+            "information",
+            "FortiAnalyzer connection up",
+            "up",
+        )
     } else {
-        ("0100022902", "warning", "FortiAnalyzer connection down", "down")
+        (
+            "0100022902",
+            "warning",
+            "FortiAnalyzer connection down",
+            "down",
+        )
     };
     dev.logs.event_system(logid, level, desc, |r| {
         r.str("server", server.to_string())
@@ -457,7 +488,11 @@ fn faz_event(dev: &Device, server: &str, up: bool) {
             .str("msg", format!("{desc}: {server}"));
     });
     dev.events.emit(
-        if up { "faz.connected" } else { "faz.disconnected" },
+        if up {
+            "faz.connected"
+        } else {
+            "faz.disconnected"
+        },
         serde_json::json!({"server": server}),
     );
 }
@@ -486,7 +521,10 @@ mod tests {
         assert_eq!(f.upload_option(), UploadOption::Realtime);
         assert!(f.reliable);
         let s = SyslogConfig::from_config(&c).unwrap();
-        assert_eq!((s.port, s.reliable, s.format.as_str()), (514, true, "default"));
+        assert_eq!(
+            (s.port, s.reliable, s.format.as_str()),
+            (514, true, "default")
+        );
         assert!(FazSettings::from_config(&base).is_none());
     }
 }

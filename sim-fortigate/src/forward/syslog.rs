@@ -53,19 +53,29 @@ pub fn severity(level: &str) -> u8 {
 
 /// Formats one message (without TCP framing).
 pub fn format(s: &SyslogSettings, rec: &LogRecord, line: &str) -> String {
-    let level = rec.text("level").map(|c| c.into_owned()).unwrap_or_default();
+    let level = rec
+        .text("level")
+        .map(|c| c.into_owned())
+        .unwrap_or_default();
     let pri = s.facility as u32 * 8 + severity(&level) as u32;
     match s.format.as_str() {
         "rfc5424" => {
             let date = rec.text("date").map(|c| c.into_owned()).unwrap_or_default();
             let time = rec.text("time").map(|c| c.into_owned()).unwrap_or_default();
-            let tz = rec.text("tz").map(|c| c.into_owned()).unwrap_or_else(|| "+0000".into());
+            let tz = rec
+                .text("tz")
+                .map(|c| c.into_owned())
+                .unwrap_or_else(|| "+0000".into());
             let tz = if tz.len() == 5 {
                 format!("{}:{}", &tz[..3], &tz[3..])
             } else {
                 "Z".into()
             };
-            let host = if s.hostname.is_empty() { "-" } else { &s.hostname };
+            let host = if s.hostname.is_empty() {
+                "-"
+            } else {
+                &s.hostname
+            };
             format!("<{pri}>1 {date}T{time}{tz} {host} - - - - {line}")
         }
         "csv" => {
@@ -119,7 +129,12 @@ pub fn start(
                 let mut ok = false;
                 for _ in 0..2 {
                     if tcp.is_none() {
-                        match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(s.target)).await {
+                        match tokio::time::timeout(
+                            Duration::from_secs(3),
+                            TcpStream::connect(s.target),
+                        )
+                        .await
+                        {
                             Ok(Ok(t)) => {
                                 let _ = t.set_nodelay(true);
                                 tcp = Some(t);
@@ -128,7 +143,12 @@ pub fn start(
                         }
                     }
                     let framed = format!("{} {}", msg.len(), msg);
-                    match tcp.as_mut().expect("tcp").write_all(framed.as_bytes()).await {
+                    match tcp
+                        .as_mut()
+                        .expect("tcp")
+                        .write_all(framed.as_bytes())
+                        .await
+                    {
                         Ok(()) => {
                             ok = true;
                             break;

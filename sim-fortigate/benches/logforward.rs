@@ -1,0 +1,113 @@
+//! Log forwarding: lines written through the FortiGate's LogWriter, forwarded by the log
+//! forwarder over the TLS log channel to a local receiver (counting sink), end to end.
+//! `cargo bench -p fortilab-fortigate --bench logforward`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fortilab_core::clock::LabClock;
+use fortilab_core::labnet::LabMap;
+use fortilab_core::logchan::{Hello, LogReceiver, MemorySink};
+use fortilab_core::tls::{self, ClientAuth, LabCa};
+use fortilab_fortigate::config::FosVersion;
+use fortilab_fortigate::{ConfigSource, Listeners, Options};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+const LINES: u64 = 400_000;
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_dir = dir.path().join("ca");
+        let ca = LabCa::load_or_create(&ca_dir, "bench").unwrap();
+        let ca2 = LabCa::load_or_create(&ca_dir, "bench").unwrap();
+        let sink = Arc::new(MemorySink::counting());
+        let rl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let raddr: SocketAddr = rl.local_addr().unwrap();
+        let cert = ca.issue("FAZ-BENCH", &["10.115.1.20".into()]).unwrap();
+        let scfg = tls::server_config(&ca, &cert, ClientAuth::Required, &[]).unwrap();
+        let rx = LogReceiver::new(
+            sink.clone(),
+            Hello {
+                serial: "FAZ-BENCH".into(),
+                hostname: "FAZ".into(),
+                platform: "FortiAnalyzer-VM64".into(),
+                version: "6.4.5".into(),
+                device_type: "fortianalyzer".into(),
+                vdom: "root".into(),
+            },
+            LabClock::real(),
+        );
+        let stop = CancellationToken::new();
+        let (r2, s2) = (rx.clone(), stop.clone());
+        tokio::spawn(async move { r2.serve(rl, scfg, s2).await });
+        let mut map = LabMap::new();
+        map.add_service("10.115.1.20:514".parse().unwrap(), raddr);
+        let opts = Options {
+            version: FosVersion::parse("6.4.4").unwrap(),
+            config: Some(ConfigSource {
+                name: "bench.conf".into(),
+                text: "config log fortianalyzer setting\nset status enable\nset server 10.115.1.20\nset upload-option realtime\nset reliable enable\nend\n".into(),
+            }),
+            strict: false,
+            name: Some("FGT-BENCH".into()),
+            lab_ip: None,
+            seed: 1,
+            clock: LabClock::real(),
+            data_dir: Some(dir.path().join("fgt")),
+            ca: ca2,
+            lab_map: map,
+        };
+        std::fs::create_dir_all(dir.path().join("fgt")).unwrap();
+        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let running = fortilab_fortigate::start(opts, Listeners { api }, stop.clone())
+            .await
+            .unwrap();
+        let dev = running.device.clone();
+        let serial = dev.serial.clone();
+        // Wait for the connection.
+        let t = Instant::now();
+        while !running.forwarder.faz_stats().is_some_and(|s| s.connected) {
+            assert!(t.elapsed() < Duration::from_secs(20), "no connection");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let base = sink.count(&serial);
+        let start = Instant::now();
+        let mut written = 0u64;
+        while written < LINES {
+            // Bursts well inside the broadcast channel; the forwarder replays from the ring if
+            // it falls behind.
+            for _ in 0..1000 {
+                dev.logs.event_system("0100032001", "information", "Admin login successful", |r| {
+                    r.str("user", "admin").str("ui", "https(10.115.1.100)").str("method", "https")
+                        .str("action", "login").str("status", "success")
+                        .str("msg", "Administrator admin logged in successfully from https(10.115.1.100)");
+                });
+            }
+            written += 1000;
+            tokio::task::yield_now().await;
+        }
+        let wrote = start.elapsed();
+        let t = Instant::now();
+        while sink.count(&serial) - base < LINES {
+            assert!(t.elapsed() < Duration::from_secs(120), "stalled at {}", sink.count(&serial) - base);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let el = start.elapsed();
+        println!(
+            "{LINES} lines written in {wrote:?}, all acknowledged after {el:?}: {:.0} lines/s end to end",
+            LINES as f64 / el.as_secs_f64()
+        );
+        let s = running.forwarder.faz_stats().unwrap();
+        println!("sender: acked_seq {} queued {} spilled {}", s.acked_seq, s.queued, s.spilled);
+        stop.cancel();
+        let _ = running.wait().await;
+    });
+}

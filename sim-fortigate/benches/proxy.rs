@@ -1,0 +1,214 @@
+//! Proxied HTTP through the FortiGate data plane (policy + web filter monitor-all + traffic and
+//! web filter logs) with 100 concurrent keep-alive clients, against an in-process origin; the
+//! same clients straight to the origin give the baseline for the added latency.
+//! `cargo bench -p fortilab-fortigate --bench proxy`
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fortilab_core::clock::LabClock;
+use fortilab_core::labnet::LabMap;
+use fortilab_core::proxy::{encode_v2, read_header, ProxyHeader};
+use fortilab_fortigate::config::FosVersion;
+use fortilab_fortigate::{ConfigSource, Listeners, Options};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+const CLIENTS: usize = 100;
+const SECS: u64 = 4;
+
+const CONFIG: &str = r#"
+config system interface
+    edit "port1"
+        set ip 10.115.1.1 255.255.255.0
+        set role wan
+    next
+    edit "port3"
+        set ip 10.115.2.1 255.255.255.0
+        set role lan
+    next
+end
+config firewall policy
+    edit 1
+        set srcintf "port3"
+        set dstintf "virtual-wan-link"
+        set srcaddr "all"
+        set dstaddr "all"
+        set action accept
+        set schedule "always"
+        set service "ALL"
+        set utm-status enable
+        set ssl-ssh-profile "certificate-inspection"
+        set webfilter-profile "monitor-all"
+        set logtraffic all
+        set nat enable
+    next
+end
+"#;
+
+const BODY: &[u8] = b"hello from the lab origin\n";
+
+async fn origin(l: TcpListener) {
+    loop {
+        let Ok((mut s, _)) = l.accept().await else {
+            return;
+        };
+        tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            let _ = read_header(&mut s, Duration::from_secs(2)).await;
+            let mut buf = Vec::with_capacity(4096);
+            let mut tmp = [0u8; 4096];
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
+                BODY.len()
+            );
+            let mut resp = resp.into_bytes();
+            resp.extend_from_slice(BODY);
+            loop {
+                while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    buf.drain(..p + 4);
+                    if s.write_all(&resp).await.is_err() {
+                        return;
+                    }
+                }
+                match s.read(&mut tmp).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                }
+            }
+        });
+    }
+}
+
+/// One keep-alive client: requests until `until`, returns latencies (µs).
+async fn client(addr: SocketAddr, src: SocketAddr, req: Vec<u8>, until: Instant) -> Vec<u32> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.set_nodelay(true).unwrap();
+    s.write_all(&encode_v2(&ProxyHeader {
+        src,
+        dst: "10.115.2.1:8080".parse().unwrap(),
+    }))
+    .await
+    .unwrap();
+    let mut lat = Vec::new();
+    let mut buf = Vec::with_capacity(4096);
+    let mut tmp = [0u8; 4096];
+    while Instant::now() < until {
+        let t = Instant::now();
+        s.write_all(&req).await.unwrap();
+        // Read one response (Content-Length framing).
+        loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map(|v| v.trim().parse().unwrap())
+                    .unwrap_or(0);
+                if buf.len() >= p + 4 + len {
+                    assert!(head.starts_with("http/1.1 200"), "{head}");
+                    buf.drain(..p + 4 + len);
+                    break;
+                }
+            }
+            let n = s.read(&mut tmp).await.unwrap();
+            assert!(n > 0, "connection closed");
+            buf.extend_from_slice(&tmp[..n]);
+        }
+        lat.push(t.elapsed().as_micros() as u32);
+    }
+    lat
+}
+
+async fn run(addr: SocketAddr, req: &[u8]) -> (f64, Vec<u32>) {
+    let until = Instant::now() + Duration::from_secs(SECS);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..CLIENTS {
+        let src: SocketAddr = format!("10.115.2.{}:{}", 10 + i % 200, 40000 + i)
+            .parse()
+            .unwrap();
+        tasks.push(tokio::spawn(client(addr, src, req.to_vec(), until)));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let el = start.elapsed().as_secs_f64();
+    all.sort_unstable();
+    (all.len() as f64 / el, all)
+}
+
+fn pct(v: &[u32], p: f64) -> f64 {
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)] as f64 / 1000.0
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ol = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let oaddr = ol.local_addr().unwrap();
+        tokio::spawn(origin(ol));
+        let mut map = LabMap::new();
+        map.add_service("89.207.200.14:80".parse().unwrap(), oaddr);
+        let shutdown = CancellationToken::new();
+        let opts = Options {
+            version: FosVersion::parse("6.4.4").unwrap(),
+            config: Some(ConfigSource {
+                name: "bench.conf".into(),
+                text: CONFIG.into(),
+            }),
+            strict: false,
+            name: Some("FGT-BENCH".into()),
+            lab_ip: None,
+            seed: 1,
+            clock: LabClock::real(),
+            data_dir: None,
+            ca: fortilab_core::tls::LabCa::generate("bench").unwrap(),
+            lab_map: map,
+        };
+        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut running = fortilab_fortigate::start(opts, Listeners { api }, shutdown.clone())
+            .await
+            .unwrap();
+        let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let paddr = running.start_proxy(pl, None).await.unwrap();
+        let dev = running.device.clone();
+
+        let direct_req = b"GET / HTTP/1.1\r\nHost: 89.207.200.14\r\n\r\n".to_vec();
+        let proxy_req =
+            b"GET http://89.207.200.14/ HTTP/1.1\r\nHost: 89.207.200.14\r\n\r\n".to_vec();
+        let (d_rps, d_lat) = run(oaddr, &direct_req).await;
+        let logs_before = dev.logs.since(0).last().map(|l| l.seq).unwrap_or(0);
+        let (p_rps, p_lat) = run(paddr, &proxy_req).await;
+        let logs_after = dev.logs.since(0).last().map(|l| l.seq).unwrap_or(0);
+        println!("{CLIENTS} keep-alive clients, {SECS} s each, 2 worker threads");
+        println!(
+            "direct to origin : {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms",
+            d_rps,
+            pct(&d_lat, 0.5),
+            pct(&d_lat, 0.99)
+        );
+        println!(
+            "through FortiGate: {:>8.0} req/s  p50 {:.3} ms  p99 {:.3} ms  ({} logs written)",
+            p_rps,
+            pct(&p_lat, 0.5),
+            pct(&p_lat, 0.99),
+            logs_after - logs_before
+        );
+        println!(
+            "added latency: p50 {:.3} ms, p99 {:.3} ms",
+            pct(&p_lat, 0.5) - pct(&d_lat, 0.5),
+            pct(&p_lat, 0.99) - pct(&d_lat, 0.99)
+        );
+        shutdown.cancel();
+        let _ = Arc::strong_count(&dev);
+        let _ = running.wait().await;
+    });
+}
