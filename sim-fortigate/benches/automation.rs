@@ -1,0 +1,220 @@
+//! Automation engine benchmarks (in process, plain timing):
+//! - IOC notification → stitch run finished (ban-ip + alert), per notification, new host each;
+//! - event-log trigger matching per log (20 event-log triggers with wildcard fields);
+//! - the whole log path: logs written while event-log stitches are configured.
+//!
+//! `cargo bench -p fortilab-fortigate --bench automation`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use fortilab_core::clock::LabClock;
+use fortilab_core::labnet::LabMap;
+use fortilab_core::logfmt::LogRecord;
+use fortilab_fortigate::automation::{self, model, StartOptions};
+use fortilab_fortigate::config::FosVersion;
+use fortilab_fortigate::device::Device;
+use fortilab_fortigate::{load_config, serial_for, ConfigSource, Options};
+use serde_json::json;
+
+fn device(cli: &str) -> Arc<Device> {
+    let version = FosVersion::parse("6.4.4").unwrap();
+    let opts = Options {
+        version,
+        config: Some(ConfigSource {
+            name: "bench.conf".into(),
+            text: cli.into(),
+        }),
+        strict: true,
+        name: Some("FGT-LAB".into()),
+        lab_ip: None,
+        seed: 1,
+        clock: LabClock::real(),
+        data_dir: None,
+        ca: fortilab_core::tls::LabCa::generate("bench").unwrap(),
+        lab_map: LabMap::default(),
+    };
+    let serial = serial_for(1);
+    let (store, _) = load_config(&opts, &serial, "tok3nTOKEN0123456789abcdefghij", "pw").unwrap();
+    Arc::new(Device::new(
+        serial,
+        version,
+        1,
+        opts.clock,
+        store,
+        LabMap::default(),
+        None,
+        None,
+    ))
+}
+
+fn pct(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 - 1.0) * p) as usize]
+}
+
+const IOC_CLI: &str = "config system automation-action
+edit \"ban\"
+set action-type ban-ip
+next
+edit \"say\"
+set action-type alert
+set message \"%%log.srcip%% %%log.threat%%\"
+next
+end
+config system automation-stitch
+edit \"Compromised Host Quarantine\"
+set status enable
+set trigger \"Compromised Host Quarantine\"
+set action \"ban\" \"say\"
+next
+end
+";
+
+fn event_log_cli(n: usize) -> String {
+    let mut s = String::from("config system automation-trigger\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "edit \"t{i}\"\nset event-type event-log\nset logid {}\nconfig fields\nedit 1\nset name \"user\"\nset value \"adm*[0-9]\"\nnext\nedit 2\nset name \"srcip\"\nset value \"10.115.*\"\nnext\nend\nnext\n",
+            32000 + i
+        ));
+    }
+    s.push_str("end\nconfig system automation-action\nedit \"say\"\nset action-type alert\nnext\nend\nconfig system automation-stitch\n");
+    for i in 0..n {
+        s.push_str(&format!(
+            "edit \"s{i}\"\nset trigger \"t{i}\"\nset action \"say\"\nnext\n"
+        ));
+    }
+    s.push_str("end\n");
+    s
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    // 1. IOC notification → run finished.
+    let dev = device(IOC_CLI);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let engine = {
+        let _g = rt.enter();
+        automation::start(dev.clone(), StartOptions::default(), stop.clone())
+    };
+    let n = 2000;
+    let mut lat = Vec::with_capacity(n);
+    let wall = Instant::now();
+    for i in 0..n {
+        let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
+        let t = Instant::now();
+        dev.faz_notifications
+            .send(json!({"type": "ioc", "verdict": "Infected", "srcip": ip,
+                         "threat": "www.eicar.org", "epid": i}))
+            .unwrap();
+        loop {
+            let done = engine
+                .runs()
+                .last()
+                .is_some_and(|r| r.srcip.as_deref() == Some(ip.as_str()) && r.finished.is_some());
+            if done {
+                break;
+            }
+            std::thread::yield_now();
+        }
+        lat.push(t.elapsed());
+    }
+    let total = wall.elapsed();
+    println!(
+        "ioc notification -> stitch run finished (ban-ip + alert): n={n} p50={:?} p99={:?} max={:?} ({:.0}/s sequential)",
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0),
+        n as f64 / total.as_secs_f64()
+    );
+    assert_eq!(dev.banned.list().len(), n);
+    stop.cancel();
+
+    // 2. event-log matching per log.
+    let triggers = 20;
+    let dev2 = device(&event_log_cli(triggers));
+    let m = dev2
+        .config
+        .with(|c| model::Model::from_config(c, dev2.version));
+    let hit = LogRecord::parse("date=2021-03-04 time=10:11:22 logid=\"0100032010\" type=\"event\" subtype=\"system\" level=\"alert\" vd=\"root\" user=\"admin7\" srcip=10.115.2.52").unwrap();
+    let miss = LogRecord::parse("date=2021-03-04 time=10:11:22 logid=\"0000000013\" type=\"traffic\" subtype=\"forward\" level=\"notice\" vd=\"root\" srcip=10.115.2.52 dstip=89.1.1.1").unwrap();
+    for (name, rec, want) in [
+        ("matching log", &hit, 1usize),
+        ("non-matching log", &miss, 0),
+    ] {
+        let iters = 200_000;
+        let t = Instant::now();
+        let mut found = 0;
+        for _ in 0..iters {
+            found += m.matching(&model::Event::Log(rec)).len();
+        }
+        let el = t.elapsed();
+        assert_eq!(found, want * iters);
+        println!(
+            "event-log matching, {triggers} triggers, {name}: {:.0} ns/log",
+            el.as_nanos() as f64 / iters as f64
+        );
+    }
+    let iters = 1_000_000;
+    let t = Instant::now();
+    let mut k = 0;
+    for i in 0..iters {
+        if model::wildcard_match("adm*[0-9]", if i % 2 == 0 { "admin7" } else { "guest" }) {
+            k += 1;
+        }
+    }
+    assert_eq!(k, iters / 2);
+    println!(
+        "wildcard match: {:.0} ns/op",
+        t.elapsed().as_nanos() as f64 / iters as f64
+    );
+
+    // 3. The log path with the engine running: 100k traffic logs while 20 event-log stitches
+    //    are configured (none match), then one that matches.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let engine2 = {
+        let _g = rt.enter();
+        automation::start(dev2.clone(), StartOptions::default(), stop.clone())
+    };
+    let logs = 100_000;
+    let t = Instant::now();
+    for i in 0..logs {
+        dev2.logs.write(
+            fortilab_fortigate::logs::LogKind {
+                logid: "0000000013",
+                log_type: "traffic",
+                subtype: "forward",
+                eventtype: None,
+                level: "notice",
+            },
+            |r| {
+                r.ip("srcip", "10.115.2.52".parse().unwrap())
+                    .int("sessionid", i);
+            },
+        );
+        if i % 1000 == 0 {
+            // Let the engine keep up (the broadcast holds 4096).
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+    dev2.logs
+        .event_system("0100032010", "alert", "Admin login failed", |r| {
+            r.str("user", "admin7")
+                .ip("srcip", "10.115.2.52".parse().unwrap());
+        });
+    while engine2.runs().is_empty() {
+        std::thread::yield_now();
+    }
+    println!(
+        "{logs} traffic logs + 1 matching event log through the engine: {:?} ({:.0} logs/s)",
+        t.elapsed(),
+        logs as f64 / t.elapsed().as_secs_f64()
+    );
+    stop.cancel();
+}
