@@ -319,11 +319,21 @@ impl Model {
 
     /// Enabled stitches whose trigger matches `ev`, in configuration order.
     pub fn matching<'a>(&'a self, ev: &Event<'_>) -> Vec<(&'a StitchDef, &'a TriggerDef)> {
+        // A log's id is parsed once, not once per trigger.
+        let logid = match ev {
+            Event::Log(rec) => Some(rec.text("logid").and_then(|l| short_logid(&l))),
+            _ => None,
+        };
         self.stitches
             .iter()
             .filter(|s| s.enabled)
             .filter_map(|s| {
                 let t = self.trigger_of(s)?;
+                if let Some(id) = logid {
+                    if !id.is_some_and(|id| t.logids.contains(&id)) && !t.scheduled {
+                        return None;
+                    }
+                }
                 t.matches(ev).then_some((s, t))
             })
             .collect()
