@@ -76,7 +76,13 @@ impl Proc {
             }
             std::thread::sleep(Duration::from_millis(10));
         };
-        Proc { name: name.to_string(), child: Some(child), ready, dir: dir.to_path_buf(), stderr_path }
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            ready,
+            dir: dir.to_path_buf(),
+            stderr_path,
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -98,7 +104,11 @@ impl Proc {
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                panic!("{} did not stop within 15 s of SIGTERM:\n{}", self.name, self.stderr());
+                panic!(
+                    "{} did not stop within 15 s of SIGTERM:\n{}",
+                    self.name,
+                    self.stderr()
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -132,7 +142,10 @@ impl Drop for Proc {
 
 /// Sends a signal with the `kill` command (keeps the tests free of `unsafe`).
 pub fn unsafe_free_kill(pid: u32, sig: &str) {
-    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
 }
 
 /// Runs a Python snippet with the given environment; returns (status ok, stdout, stderr).
