@@ -425,12 +425,35 @@ pub struct SearchSpec {
 }
 
 impl SearchSpec {
+    /// Whether the filter has (at its top level) an equality, range or CIDR on an indexed
+    /// column: then the search reads that index and sorts the matches, instead of walking the
+    /// table newest-first and testing every row.
+    pub fn selective(&self) -> bool {
+        fn sel(e: &Expr) -> bool {
+            match e {
+                Expr::And(v) => v.iter().any(sel),
+                Expr::Cond {
+                    field,
+                    op: filter::Op::Eq,
+                    value,
+                } => {
+                    matches!(field.as_str(), "srcip" | "dstip")
+                        || (field == "hostname" && !value.contains('*'))
+                }
+                _ => false,
+            }
+        }
+        self.filter.as_ref().map(sel).unwrap_or(false)
+    }
+
     fn where_clause(&self) -> Result<(String, Vec<Value>), StoreError> {
         let mut parts: Vec<String> = Vec::new();
         let mut params: Vec<Value> = Vec::new();
         if !self.ltypes.is_empty() {
             let list: Vec<String> = self.ltypes.iter().map(|c| c.to_string()).collect();
-            parts.push(format!("ltype IN ({})", list.join(",")));
+            // With a selective indexed filter, keep the planner off the (ltype, etime) index.
+            let plus = if self.selective() { "+" } else { "" };
+            parts.push(format!("{plus}ltype IN ({})", list.join(",")));
         }
         if !self.devices.is_empty() {
             let mut ors = Vec::new();
@@ -699,11 +722,12 @@ impl Store {
     ) -> Result<Vec<Found>, StoreError> {
         let (w, mut params) = spec.where_clause()?;
         let order = if spec.desc { "DESC" } else { "ASC" };
+        let plus = if spec.selective() { "+" } else { "" };
         params.push(Value::Integer(limit as i64));
         params.push(Value::Integer(offset as i64));
         let n = params.len();
         let sql = format!(
-            "SELECT id, dev, seq, ltype, raw FROM logs WHERE {w} ORDER BY id {order} LIMIT ?{} OFFSET ?{}",
+            "SELECT id, dev, seq, ltype, raw FROM logs WHERE {w} ORDER BY {plus}id {order} LIMIT ?{} OFFSET ?{}",
             n - 1,
             n
         );
