@@ -27,14 +27,17 @@ fn library() -> Vec<PathBuf> {
 fn pids_mentioning(needle: &str) -> Vec<u32> {
     let mut out = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
         if pid == std::process::id() {
             continue;
         }
         if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
             if String::from_utf8_lossy(&cmd).contains(needle) {
                 // Zombies (already exited, not yet reaped) do not count as running.
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
                 if !status.contains("State:\tZ") {
                     out.push(pid);
                 }
@@ -45,7 +48,11 @@ fn pids_mentioning(needle: &str) -> Vec<u32> {
 }
 
 fn run_fortilab(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin("fortilab")).args(args).stdin(Stdio::null()).output().unwrap();
+    let out = Command::new(bin("fortilab"))
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -63,12 +70,21 @@ fn every_library_scenario_passes_with_real_processes_and_writes_junit() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let (code, out, err) = run_fortilab(&args);
     assert_eq!(code, 0, "fortilab run failed:\n{out}\n{err}");
-    assert!(out.contains(&format!("{} passed, 0 failed", files.len())), "{out}");
+    assert!(
+        out.contains(&format!("{} passed, 0 failed", files.len())),
+        "{out}"
+    );
     let x = std::fs::read_to_string(&junit).unwrap();
     assert!(x.starts_with("<?xml"), "{x}");
-    assert!(x.contains(&format!("tests=\"{}\" failures=\"0\"", files.len())), "{x}");
+    assert!(
+        x.contains(&format!("tests=\"{}\" failures=\"0\"", files.len())),
+        "{x}"
+    );
     assert_eq!(x.matches("<testsuite ").count(), files.len());
-    assert_eq!(x.matches("<testsuite ").count(), x.matches("</testsuite>").count());
+    assert_eq!(
+        x.matches("<testsuite ").count(),
+        x.matches("</testsuite>").count()
+    );
 }
 
 #[test]
@@ -77,7 +93,10 @@ fn a_wrong_expectation_fails_with_exit_1_and_says_what_was_expected_and_seen() {
     let (code, out, err) = run_fortilab(&["run", f.to_str().unwrap()]);
     assert_eq!(code, 1, "{out}\n{err}");
     assert!(out.contains("FAIL"), "{out}");
-    assert!(out.contains("wrong-expectation.toml:12"), "failing step with file:line:\n{out}");
+    assert!(
+        out.contains("wrong-expectation.toml:12"),
+        "failing step with file:line:\n{out}"
+    );
     assert!(out.contains("seen instead"), "{out}");
     assert!(out.contains("timeline tail"), "{out}");
     assert!(out.contains("seed 1"), "{out}");
@@ -114,7 +133,9 @@ fn start_up(dir: &Path, seed: &str) -> (std::process::Child, serde_json::Value) 
         .spawn()
         .unwrap();
     let report = wait_for("fortilab up ready file", Duration::from_secs(60), || {
-        std::fs::read_to_string(&ready).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
     });
     (child, report)
 }
@@ -123,24 +144,45 @@ fn start_up(dir: &Path, seed: &str) -> (std::process::Child, serde_json::Value) 
 fn up_writes_the_ready_file_and_ctrl_c_leaves_no_process() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, r) = start_up(dir.path(), "7");
-    for key in ["ca_cert", "dashboard", "fortigate", "fortianalyzer", "ems", "endpoints", "internet"] {
+    for key in [
+        "ca_cert",
+        "dashboard",
+        "fortigate",
+        "fortianalyzer",
+        "ems",
+        "endpoints",
+        "internet",
+    ] {
         assert!(r.get(key).is_some(), "ready file lacks {key}: {r}");
     }
     assert_eq!(r["fortigate"]["name"], "FGT-LAB");
     assert_eq!(r["fortigate"]["version"], "6.4.4");
-    assert!(r["fortigate"]["api"].as_str().unwrap().starts_with("https://127.0.0.1:"));
-    assert!(!r["fortigate"]["api_token"].as_str().unwrap_or("").is_empty());
+    assert!(r["fortigate"]["api"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://127.0.0.1:"));
+    assert!(!r["fortigate"]["api_token"]
+        .as_str()
+        .unwrap_or("")
+        .is_empty());
     assert_eq!(r["endpoints"][0]["name"], "PC-52");
     assert_eq!(r["endpoints"][0]["ip"], "10.115.2.52");
-    assert!(r["endpoints"][0]["control"].as_str().unwrap().contains("/endpoints/PC-52"));
+    assert!(r["endpoints"][0]["control"]
+        .as_str()
+        .unwrap()
+        .contains("/endpoints/PC-52"));
     let needle = dir.path().display().to_string();
     assert!(pids_mentioning(&needle).len() >= 5, "devices running");
     support::unsafe_free_kill(child.id(), "INT");
-    let status = wait_for("fortilab up to exit", Duration::from_secs(30), || child.try_wait().unwrap());
-    assert!(status.success(), "fortilab up exit: {status}");
-    wait_for("every device process to be gone", Duration::from_secs(10), || {
-        pids_mentioning(&needle).is_empty().then_some(())
+    let status = wait_for("fortilab up to exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
     });
+    assert!(status.success(), "fortilab up exit: {status}");
+    wait_for(
+        "every device process to be gone",
+        Duration::from_secs(10),
+        || pids_mentioning(&needle).is_empty().then_some(()),
+    );
 }
 
 #[test]
@@ -151,9 +193,11 @@ fn killing_the_orchestrator_takes_every_device_down() {
     assert!(!pids_mentioning(&needle).is_empty());
     child.kill().unwrap();
     let _ = child.wait();
-    wait_for("devices to follow the orchestrator", Duration::from_secs(15), || {
-        pids_mentioning(&needle).is_empty().then_some(())
-    });
+    wait_for(
+        "devices to follow the orchestrator",
+        Duration::from_secs(15),
+        || pids_mentioning(&needle).is_empty().then_some(()),
+    );
 }
 
 #[test]
@@ -162,8 +206,12 @@ fn the_same_seed_gives_the_same_identities() {
     let b = tempfile::tempdir().unwrap();
     let ids = |r: &serde_json::Value| {
         serde_json::json!([
-            r["fortigate"]["serial"], r["fortigate"]["api_token"], r["fortianalyzer"]["serial"],
-            r["fortianalyzer"]["api_token"], r["ems"]["serial"], r["endpoints"][0]["fctuid"],
+            r["fortigate"]["serial"],
+            r["fortigate"]["api_token"],
+            r["fortianalyzer"]["serial"],
+            r["fortianalyzer"]["api_token"],
+            r["ems"]["serial"],
+            r["endpoints"][0]["fctuid"],
             r["endpoints"][0]["mac"]
         ])
     };
@@ -176,5 +224,12 @@ fn the_same_seed_gives_the_same_identities() {
     support::unsafe_free_kill(c2.id(), "TERM");
     let _ = c2.wait();
     assert_eq!(first, second);
-    assert!(first.as_array().unwrap().iter().all(|v| v.as_str().is_some_and(|s| !s.is_empty())), "{first}");
+    assert!(
+        first
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_str().is_some_and(|s| !s.is_empty())),
+        "{first}"
+    );
 }
