@@ -37,6 +37,16 @@ fn start_internet(dir: &Path) -> (Proc, PathBuf, PathBuf) {
 
 /// sim-internet + sim-fortigate with `config` and a lab map holding the sites plus `extra`.
 fn start_lab(dir: &Path, config: &str, extra: Value, internet_flag: bool) -> Lab {
+    start_lab_env(dir, config, extra, internet_flag, &[])
+}
+
+fn start_lab_env(
+    dir: &Path,
+    config: &str,
+    extra: Value,
+    internet_flag: bool,
+    env: &[(&str, &str)],
+) -> Lab {
     let (internet, ca_cert, ca_key) = start_internet(dir);
     let mut map = internet.ready["internet"]["lab_map"].clone();
     map["hosts"] = json!({"10.115.2.52": "127.115.2.52"});
@@ -72,7 +82,7 @@ fn start_lab(dir: &Path, config: &str, extra: Value, internet_flag: bool) -> Lab
         args.push(control);
     }
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let fgt = Proc::spawn("sim-fortigate", &fdir, &argv);
+    let fgt = Proc::spawn_with_env("sim-fortigate", &fdir, &argv, env);
     let proxy: SocketAddr = fgt.ready["proxy"]
         .as_str()
         .expect("proxy in ready")
@@ -589,16 +599,17 @@ fn contiguous(sink: &MemorySink, serial: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_channel_survives_receiver_restarts_and_spills_to_disk() {
-    std::env::set_var("FORTILAB_LOG_QUEUE_MEM", "50");
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let port = free_port(false);
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let lab = start_lab(
+    // A small in-memory queue so the spill to disk happens quickly.
+    let lab = start_lab_env(
         dir,
         SEED,
         json!({"10.115.1.20:514": addr.to_string()}),
         true,
+        &[("FORTILAB_LOG_QUEUE_MEM", "50")],
     );
     let ca = LabCa::load(&lab.ca_cert, &lab.ca_key).unwrap();
     let serial = lab.fgt.ready["serial"].as_str().unwrap().to_string();

@@ -45,13 +45,20 @@ pub struct Proc {
 impl Proc {
     /// Spawns `bin` with `args` plus `--ready-file` and waits for the ready report.
     pub fn spawn(name: &str, dir: &Path, args: &[&str]) -> Proc {
+        Self::spawn_with_env(name, dir, args, &[])
+    }
+
+    /// [`Proc::spawn`] with extra environment variables for the child (never set them on the
+    /// test process: tests run in parallel).
+    pub fn spawn_with_env(name: &str, dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let ready_path = dir.join(format!("{name}.ready.json"));
         let _ = std::fs::remove_file(&ready_path);
         let stderr_path = dir.join(format!("{name}.stderr.log"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(bin(name));
-        cmd.args(args)
+        cmd.envs(env.iter().copied())
+            .args(args)
             .arg("--ready-file")
             .arg(&ready_path)
             .stdin(Stdio::null())
