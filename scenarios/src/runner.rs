@@ -548,10 +548,14 @@ impl Ctx {
     /// Runs one step to completion.
     pub async fn run_step(&mut self, step: &Step) -> StepOutcome {
         let t0 = Instant::now();
-        self.timeline.note(
-            "step.start",
-            json!({"step": step.index, "summary": format!("step {}: {}", step.index, step.name)}),
-        );
+        let mut start = json!({"step": step.index, "summary": format!("step {}: {}", step.index, step.name)});
+        if let StepKind::Fetch { endpoint, url, .. } = &step.kind {
+            // The dashboard's causal chain starts at the fetch's start.
+            start["action"] = json!("fetch");
+            start["endpoint"] = json!(endpoint);
+            start["url"] = json!(url);
+        }
+        self.timeline.note("step.start", start);
         let result: anyhow::Result<String> = if step.kind.is_expectation() {
             let real = self.lab.clock.to_real(step.within);
             let deadline = Instant::now() + real;
@@ -732,8 +736,13 @@ pub async fn run_scenario(
     // Give the streams a moment to deliver the last events before the tail is taken.
     tokio::time::sleep(Duration::from_millis(50)).await;
     let clock = ctx.lab.clock;
-    let snap: Vec<Value> = timeline
-        .snapshot()
+    let all = timeline.snapshot();
+    // The whole merged timeline is kept with the device logs (`--keep-logs`, or a failure).
+    let jsonl: String = all.iter().map(|e| format!("{e}\n")).collect();
+    if let Err(e) = std::fs::write(tmp.join("timeline.jsonl"), jsonl) {
+        tracing::warn!("could not write timeline.jsonl: {e}");
+    }
+    let snap: Vec<Value> = all
         .into_iter()
         .filter(|e| !timeline::is_routine(e))
         .collect();
