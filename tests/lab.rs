@@ -233,3 +233,82 @@ fn the_same_seed_gives_the_same_identities() {
         "{first}"
     );
 }
+
+/// `fortilab up` with its JSON timeline (stdout) collected line by line in the background.
+fn start_up_following(
+    dir: &Path,
+    seed: &str,
+) -> (
+    std::process::Child,
+    serde_json::Value,
+    std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+) {
+    use std::io::BufRead;
+    let ready = dir.join("ready.json");
+    let mut child = Command::new(bin("fortilab"))
+        .args(["up", "--seed", seed, "--json", "--ready-file"])
+        .arg(&ready)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let out = child.stdout.take().unwrap();
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    let report = wait_for("fortilab up ready file", Duration::from_secs(60), || {
+        std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    });
+    (child, report, lines)
+}
+
+#[test]
+fn a_crashed_device_is_reported_and_ctrl_c_still_leaves_no_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, _, lines) = start_up_following(dir.path(), "9");
+    let needle = dir.path().display().to_string();
+    // The FortiGate process of this lab (its command line names this lab's data directory).
+    let fgt = pids_mentioning(&needle)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains("sim-fortigate"))
+                .unwrap_or(false)
+        })
+        .expect("the lab's sim-fortigate process");
+    support::unsafe_free_kill(fgt, "KILL");
+    let seen = wait_for(
+        "fortilab up to report the crashed FortiGate",
+        Duration::from_secs(20),
+        || {
+            lines
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|l| l.contains("device.exited") && l.contains("fortigate"))
+                .cloned()
+        },
+    );
+    assert!(seen.contains(".log"), "names the device log file: {seen}");
+    // The rest of the lab keeps running until the user stops it, then nothing is left.
+    assert!(child.try_wait().unwrap().is_none(), "up keeps running");
+    assert!(!pids_mentioning(&needle).contains(&fgt));
+    support::unsafe_free_kill(child.id(), "INT");
+    wait_for("fortilab up to exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    wait_for(
+        "every device process to be gone",
+        Duration::from_secs(10),
+        || pids_mentioning(&needle).is_empty().then_some(()),
+    );
+}
