@@ -16,6 +16,7 @@
 //! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
 
 pub mod clock;
+pub mod console;
 pub mod device;
 pub mod events;
 pub mod http;
@@ -26,6 +27,7 @@ pub mod proxy;
 pub mod ready;
 pub mod rng;
 pub mod shutdown;
+pub mod telemetry;
 pub mod tls;
 
 pub use clock::LabClock;
