@@ -27,7 +27,6 @@ pub mod proxy;
 pub mod ready;
 pub mod rng;
 pub mod shutdown;
-pub mod telemetry;
 pub mod tls;
 
 pub use clock::LabClock;
