@@ -451,8 +451,23 @@ async fn request(
             out.push_str("\r\n");
         }
         out.push_str("\r\n");
-        w.write_all(out.as_bytes()).await?;
-        let body = up.r.copy_body(kind, w).await?;
+        // A body already read with the head goes out in the same write as the head: one
+        // segment to the client instead of two (half the client wake-ups on small pages).
+        let body = match kind {
+            BodyKind::Length(n) if (up.r.buf.len() as u64) >= n => {
+                let n = n as usize;
+                let mut one = Vec::with_capacity(out.len() + n);
+                one.extend_from_slice(out.as_bytes());
+                one.extend_from_slice(&up.r.buf[..n]);
+                bytes::Buf::advance(&mut up.r.buf, n);
+                w.write_all(&one).await?;
+                n as u64
+            }
+            _ => {
+                w.write_all(out.as_bytes()).await?;
+                up.r.copy_body(kind, w).await?
+            }
+        };
         Ok((
             body_sent + up_req.len() as u64,
             resp.len as u64 + body,
