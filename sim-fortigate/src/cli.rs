@@ -37,6 +37,9 @@ pub struct Args {
     /// to it).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub proxy_listen: SocketAddr,
+    /// The SSH console (FortiOS CLI); host key kept in <data-dir>/ssh_host_ed25519_key.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub ssh_listen: SocketAddr,
     /// The lab Internet's control base URL (`https://127.0.0.1:P`): lab DNS and FortiGuard
     /// ratings. Without it only IP-literal hosts resolve and every site is Unrated.
     #[arg(long, value_name = "URL")]
@@ -77,6 +80,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None => None,
     };
     let data_dir = args.common.data_dir("fortigate")?;
+    let ssh_key = data_dir.join(fortilab_core::console::HOST_KEY_FILE);
     let ca = args.common.lab_ca(&data_dir)?;
     let ca_cert = args
         .common
@@ -103,6 +107,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (proxy_listener, _) = fortilab_core::http::bind(args.proxy_listen)
         .await
         .map_err(|e| anyhow::anyhow!("--proxy-listen {}: {e}", args.proxy_listen))?;
+    let ssh_listener = tokio::net::TcpListener::bind(args.ssh_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--ssh-listen {}: {e}", args.ssh_listen))?;
     if let Some(u) = &args.internet {
         crate::dataplane::internet::parse_base(u).ok_or_else(|| {
             UsageError::new(format!("--internet {u}: expected https://host:port"))
@@ -118,6 +125,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .start_proxy(proxy_listener, args.internet.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("proxy: {e}"))?;
+    running
+        .start_ssh(ssh_listener, &ssh_key)
+        .await
+        .map_err(|e| anyhow::anyhow!("ssh console: {e}"))?;
     for w in &running.warnings {
         eprintln!("sim-fortigate: {w}");
     }

@@ -263,6 +263,11 @@ pub struct Device {
     pub faz_notifications: tokio::sync::broadcast::Sender<serde_json::Value>,
     /// The certificate `start()` issued (set once, before any traffic flows).
     pub tls: OnceLock<TlsIdentity>,
+    /// Config scripts run through the console engine (`monitor/system/config-script`).
+    pub scripts: crate::console::script::ScriptHistory,
+    /// The automation engine, once started (the console's `diagnose test application autod`
+    /// and config scripts reach it through here; weak: the engine holds the device).
+    pub automation_engine: OnceLock<std::sync::Weak<crate::automation::Engine>>,
     fabric: RwLock<Arc<dyn FabricStatus>>,
     persist_lock: Mutex<()>,
 }
@@ -311,6 +316,8 @@ impl Device {
             data_dir,
             faz_notifications: tokio::sync::broadcast::channel(1024).0,
             tls: OnceLock::new(),
+            scripts: Default::default(),
+            automation_engine: OnceLock::new(),
             fabric: RwLock::new(Arc::new(NotConnected)),
             persist_lock: Mutex::new(()),
         }
@@ -319,6 +326,13 @@ impl Device {
     /// The hostname (`config system global` / `set hostname`).
     pub fn hostname(&self) -> String {
         self.config.hostname()
+    }
+
+    /// The automation engine, if it runs.
+    pub fn automation_engine(&self) -> Option<Arc<crate::automation::Engine>> {
+        self.automation_engine
+            .get()
+            .and_then(std::sync::Weak::upgrade)
     }
 
     pub fn fabric(&self) -> Arc<dyn FabricStatus> {

@@ -17,6 +17,7 @@ pub mod api;
 pub mod automation;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dataplane;
 pub mod device;
 pub mod forward;
@@ -104,6 +105,8 @@ pub struct Running {
     pub automation: Arc<automation::Engine>,
     /// The explicit proxy listener once [`Running::start_proxy`] ran.
     pub proxy_addr: Option<SocketAddr>,
+    /// The SSH console once [`Running::start_ssh`] ran.
+    pub ssh: Option<fortilab_core::console::SshConsole>,
     shutdown: CancellationToken,
     task: JoinHandle<std::io::Result<()>>,
     listener_task: JoinHandle<()>,
@@ -128,7 +131,7 @@ impl Running {
             "api_token": self.api_token,
             "admin": {"user": self.admin_user, "password": self.admin_password},
             "proxy": self.proxy_addr.map(|a| a.to_string()),
-            "ssh": null,
+            "ssh": self.ssh.as_ref().map(|s| s.local_addr.to_string()),
             "ca_cert": ca_cert.map(|p| p.display().to_string()),
         })
     }
@@ -343,6 +346,7 @@ pub async fn start(
         automation::StartOptions { rebooted },
         shutdown.clone(),
     );
+    let _ = device.automation_engine.set(Arc::downgrade(&automation));
     // Data plane and log forwarding (client TLS: lab CA + this certificate, CN = serial).
     let client_tls =
         tls::client_config(&opts.ca, Some(&cert)).map_err(|e| StartError::Io(e.to_string()))?;
@@ -380,6 +384,7 @@ pub async fn start(
         forwarder,
         automation,
         proxy_addr: None,
+        ssh: None,
         shutdown: dp_shutdown,
         task,
         listener_task,

@@ -9,6 +9,7 @@
 //! - Envelopes and errors as the real product (reference §1.3/§1.4).
 
 pub mod cmdb;
+pub mod config_script;
 pub mod monitor;
 pub mod query;
 #[cfg(test)]
@@ -659,6 +660,11 @@ async fn dispatch(State(api): State<Api>, req: Request) -> Response {
         peer,
         principal,
     };
+    if r.segments.first().map(String::as_str) == Some("monitor")
+        && config_script::matches(&r.segments)
+    {
+        return config_script::handle(&api, r).await;
+    }
     match r.segments.first().map(String::as_str) {
         Some("cmdb") => cmdb::handle(&api, r),
         Some("monitor") => monitor::handle(&api, r),
