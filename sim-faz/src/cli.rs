@@ -22,6 +22,9 @@ pub struct Args {
     /// Syslog address (UDP and TCP on the same port number).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub syslog_listen: SocketAddr,
+    /// SSH console address (the FortiAnalyzer CLI).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub ssh_listen: SocketAddr,
     /// TOML configuration (hostname, admin, api_key, [tidb], [ioc], [store], version).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -77,6 +80,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("--log-listen {}: {e}", args.log_listen))?,
         syslog_udp: Some(udp),
         syslog_tcp: Some(tcp),
+        ssh: Some(
+            tokio::net::TcpListener::bind(args.ssh_listen)
+                .await
+                .map_err(|e| anyhow::anyhow!("--ssh-listen {}: {e}", args.ssh_listen))?,
+        ),
     };
     let cfg = FazConfig {
         file,

@@ -96,6 +96,62 @@ pub struct GlobalSettings {
     pub workspace_mode: String,
 }
 
+/// An administrator account (`config system admin user`). The password is kept as a salted
+/// SHA-256 digest, never in clear.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AdminUser {
+    pub name: String,
+    pub salt: String,
+    pub password_sha256: String,
+    /// `Super_User`, `Standard_User`, `Restricted_User` or `No_Permission_User`.
+    pub profileid: String,
+    /// JSON-RPC permission: `none`, `read` or `read-write`.
+    pub rpc_permit: String,
+    pub description: String,
+}
+
+impl AdminUser {
+    /// A new account without a password.
+    pub fn new(name: &str, profileid: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            salt: String::new(),
+            password_sha256: digest("", ""),
+            profileid: profileid.to_string(),
+            rpc_permit: "none".into(),
+            description: String::new(),
+        }
+    }
+
+    pub fn set_password(&mut self, password: &str, salt: &str) {
+        self.salt = salt.to_string();
+        self.password_sha256 = digest(salt, password);
+    }
+
+    /// Constant-time comparison of the digest.
+    pub fn check_password(&self, password: &str) -> bool {
+        let d = digest(&self.salt, password);
+        d.len() == self.password_sha256.len()
+            && d.bytes()
+                .zip(self.password_sha256.bytes())
+                .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                == 0
+    }
+
+    pub fn is_super(&self) -> bool {
+        self.profileid == "Super_User"
+    }
+}
+
+fn digest(salt: &str, password: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(salt.as_bytes());
+    h.update([0u8]);
+    h.update(password.as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// Counters exposed on `/_lab/stats`.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -183,6 +239,8 @@ pub struct Faz {
     next_alert_id: AtomicU64,
     pub sessions: Mutex<HashMap<String, Session>>,
     pub global: Mutex<GlobalSettings>,
+    /// `config system admin user` (JSON-RPC login, SSH console login).
+    pub admins: Mutex<BTreeMap<String, AdminUser>>,
     pub rescans: Mutex<Vec<Rescan>>,
     pub next_tid: AtomicU64,
     /// Endpoint IP → host name learned from FortiClient devices.
@@ -266,6 +324,23 @@ impl Faz {
             adom_status: "enable".into(),
             workspace_mode: "disabled".into(),
         });
+        let mut admins: BTreeMap<String, AdminUser> = store
+            .kv_scan("admin:")?
+            .into_iter()
+            .filter_map(|(_, j)| serde_json::from_str::<AdminUser>(&j).ok())
+            .map(|a| (a.name.clone(), a))
+            .collect();
+        if !admins.contains_key(&id.admin_user) {
+            // The built-in account of the ready file: not persisted until changed, so a new
+            // `[admin] password` in the config file takes effect on restart.
+            let mut a = AdminUser::new(&id.admin_user, "Super_User");
+            a.rpc_permit = "read-write".into();
+            a.set_password(
+                &id.admin_password,
+                &format!("{}-{}", id.serial, id.admin_user),
+            );
+            admins.insert(a.name.clone(), a);
+        }
         let rescans: Vec<Rescan> = store
             .kv_scan("rescan:")?
             .into_iter()
@@ -294,6 +369,7 @@ impl Faz {
             next_alert_id: AtomicU64::new(next_alert),
             sessions: Mutex::new(HashMap::new()),
             global: Mutex::new(global),
+            admins: Mutex::new(admins),
             rescans: Mutex::new(rescans),
             next_tid: AtomicU64::new(next_tid.max(1)),
             ip_names: Mutex::new(HashMap::new()),
@@ -1123,6 +1199,106 @@ impl Faz {
                 .send((tid, start, end));
         }
         tid
+    }
+
+    // ------------------------------------------------------- settings and admins
+
+    /// Replaces `config system global` (shared by the JSON-RPC API and the console) and
+    /// persists it before returning.
+    pub fn save_global(&self, g: GlobalSettings) -> anyhow::Result<()> {
+        self.store
+            .kv_put(&[("settings:global".into(), kv_json(&g))])?;
+        if g.hostname != self.bus.device() {
+            self.bus.set_device(&g.hostname);
+        }
+        *self.global.lock().unwrap_or_else(|e| e.into_inner()) = g;
+        Ok(())
+    }
+
+    /// Replaces `config system log ioc` and persists it before returning.
+    pub fn save_ioc_settings(&self, s: IocSettings) -> anyhow::Result<()> {
+        self.store.kv_put(&[("settings:ioc".into(), kv_json(&s))])?;
+        *self.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()) = s;
+        Ok(())
+    }
+
+    pub fn admin(&self, name: &str) -> Option<AdminUser> {
+        self.admins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Checks an administrator's password (SSH console and JSON-RPC login).
+    pub fn check_admin(&self, name: &str, password: &str) -> Option<AdminUser> {
+        self.admin(name).filter(|a| a.check_password(password))
+    }
+
+    /// Creates or replaces an administrator and persists it before returning.
+    pub fn save_admin(&self, a: AdminUser) -> anyhow::Result<()> {
+        self.store
+            .kv_put(&[(format!("admin:{}", a.name), kv_json(&a))])?;
+        self.admins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(a.name.clone(), a);
+        Ok(())
+    }
+
+    /// Deletes an administrator; false when it did not exist.
+    pub fn delete_admin(&self, name: &str) -> anyhow::Result<bool> {
+        let existed = self
+            .admins
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some();
+        if existed {
+            self.store.kv_put(&[(format!("admin:{name}"), None)])?;
+        }
+        Ok(existed)
+    }
+
+    /// A fresh salt for a password digest.
+    pub fn new_salt(&self) -> String {
+        self.token(16)
+    }
+
+    /// One of FAZ's own event logs about an administrator (`ui` is e.g. `ssh(10.0.0.1)` or
+    /// `jsonrpc(10.0.0.1)`): logins, failed logins, configuration changes.
+    #[allow(clippy::too_many_arguments)]
+    pub fn admin_event(
+        &self,
+        logid: &str,
+        level: &str,
+        logdesc: &str,
+        user: &str,
+        ui: &str,
+        action: &str,
+        status: &str,
+        msg: &str,
+    ) {
+        let now_ns = self.clock.now_ns();
+        let (date, time) = self.clock.date_time(now_ns);
+        let mut r = fortilab_core::logfmt::LogRecord::new();
+        r.bare("date", date).bare("time", time);
+        r.str("devname", self.bus.device())
+            .str("devid", self.id.serial.clone());
+        r.int("eventtime", now_ns).str("tz", self.clock.tz_string());
+        r.str("logid", logid)
+            .str("type", "event")
+            .str("subtype", "system");
+        r.str("level", level)
+            .str("vd", "root")
+            .str("logdesc", logdesc);
+        r.str("user", user)
+            .str("ui", ui)
+            .str("action", action)
+            .str("status", status)
+            .str("msg", msg);
+        let serial = self.id.serial.clone();
+        let _ = self.ingest(&serial, false, 0, vec![r.render()]);
     }
 
     /// Writes one of FAZ's own event logs (jsonapi-log) into the store.

@@ -490,6 +490,17 @@ fn dispatch(
         (_, ["cli", "global", "system", "global"]) if write => set_global(faz, p),
         (_, ["cli", "global", "system", "log", "ioc"]) if read => data(ioc_settings_json(faz)),
         (_, ["cli", "global", "system", "log", "ioc"]) if write => set_ioc_settings(faz, p),
+        (_, ["cli", "global", "system", "admin", "user", rest @ ..]) if rest.len() <= 1 => {
+            crate::console::admin_rpc(faz, method, rest.first().copied(), p, user)
+                .map(|v| match v {
+                    Some(v) => Reply {
+                        data: Some(v),
+                        ..Default::default()
+                    },
+                    None => Reply::default(),
+                })
+                .map_err(|(code, msg)| ApiErr(code, msg))
+        }
         (_, ["dvmdb", "adom"]) if read => data(json!([adom_json()])),
         (_, ["dvmdb", "adom", adom]) if read => {
             check_adom(adom)?;
@@ -770,11 +781,15 @@ fn login(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
     let pass = arg_str(p, "passwd")
         .or_else(|| arg_str(p, "password"))
         .unwrap_or("");
-    if user != faz.id.admin_user
-        || !constant_time_eq(pass.as_bytes(), faz.id.admin_password.as_bytes())
-    {
+    // Accounts of `config system admin user` (the ready file's admin among them) with a JSON
+    // API permission.
+    let account = faz
+        .check_admin(user, pass)
+        .filter(|a| a.rpc_permit != "none");
+    if account.is_none() {
         faz.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
         faz.bus.emit("api.login_failed", json!({"user": user}));
+        crate::console::log_login(faz, user, "jsonrpc", None, false);
         return Err(e(-22, "Login fail"));
     }
     let now = faz.now();

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod faz;
 pub mod filter;
 pub mod ioc;
@@ -76,6 +77,8 @@ pub struct Listeners {
     pub logchan: TcpListener,
     pub syslog_udp: Option<UdpSocket>,
     pub syslog_tcp: Option<TcpListener>,
+    /// The SSH console (`None`: no console).
+    pub ssh: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -88,6 +91,7 @@ impl Listeners {
             logchan: TcpListener::bind(any).await?,
             syslog_udp: Some(udp),
             syslog_tcp: Some(tcp),
+            ssh: Some(TcpListener::bind(any).await?),
         })
     }
 }
@@ -115,7 +119,11 @@ pub struct Running {
     pub api_addr: SocketAddr,
     pub log_addr: SocketAddr,
     pub syslog_addr: Option<SocketAddr>,
+    /// The SSH console's address.
+    pub ssh_addr: Option<SocketAddr>,
     pub ca_cert_path: Option<PathBuf>,
+    /// Keeps the SSH console server alive.
+    _console: Option<console::SshConsoleHandle>,
     tasks: Vec<JoinHandle<()>>,
     shutdown: CancellationToken,
 }
@@ -134,6 +142,7 @@ impl Running {
             "admin": {"user": self.faz.id.admin_user, "password": self.faz.id.admin_password},
             "log_channel": self.log_addr.to_string(),
             "syslog": self.syslog_addr.map(|a| a.to_string()),
+            "ssh": self.ssh_addr.map(|a| format!("127.0.0.1:{}", a.port())),
             "lab_ip": self.faz.id.lab_ip,
             "ca_cert": self.ca_cert_path.as_ref().map(|p| p.display().to_string()),
             "events": format!("{api}/_lab/events"),
@@ -279,6 +288,19 @@ pub async fn start(
     if let (Some(u), Some(t)) = (listeners.syslog_udp, listeners.syslog_tcp) {
         let _ = syslog::start(faz.clone(), u, t, shutdown.clone());
     }
+    let (console, ssh_addr) = match listeners.ssh {
+        Some(l) => match console::serve(faz.clone(), l, &cfg.data_dir, shutdown.clone()).await {
+            Ok(c) => {
+                let a = c.local_addr;
+                (Some(c), Some(a))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "SSH console not started");
+                (None, None)
+            }
+        },
+        None => (None, None),
+    };
     tasks.push(tokio::spawn(housekeeping(faz.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(reauthorize(
         faz.clone(),
@@ -289,14 +311,16 @@ pub async fn start(
         "device.ready",
         json!({"serial": serial, "api": api_addr.to_string(), "log_channel": log_addr.to_string()}),
     );
-    tracing::info!(%serial, api = %api_addr, log_channel = %log_addr, syslog = ?syslog_addr, "FortiAnalyzer ready");
+    tracing::info!(%serial, api = %api_addr, log_channel = %log_addr, syslog = ?syslog_addr, ssh = ?ssh_addr, "FortiAnalyzer ready");
     Ok(Running {
         faz,
         receiver,
         api_addr,
         log_addr,
         syslog_addr,
+        ssh_addr,
         ca_cert_path: cfg.ca_cert_path,
+        _console: console,
         tasks,
         shutdown,
     })
