@@ -1,4 +1,172 @@
 //! End-to-end tests of the lab dashboard served by `fortilab up`: headless Chromium driven by
-//! selenium (tests/py/dashboard_*.py) against a running lab.
+//! selenium (tests/py/dashboard_e2e.py) against a running lab, plus HTTP-level checks of the
+//! dashboard server (first byte, timeline resume, lab surface).
 
 mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use support::Proc;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `<target>/test-artifacts/dashboard` (follows CARGO_TARGET_DIR).
+fn artifacts() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmp.parent().map(PathBuf::from).unwrap_or(tmp);
+    let d = target.join("test-artifacts").join("dashboard");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn start_lab(dir: &std::path::Path) -> Proc {
+    let data = dir.join("data");
+    Proc::spawn("fortilab", dir, &["up", "--data-dir", data.to_str().unwrap()])
+}
+
+/// A plain HTTP/1.1 request to the dashboard (no client library needed); returns the status
+/// line, the headers and the body read so far (up to `limit` bytes or `wait`).
+fn http(base: &str, method: &str, path: &str, body: Option<&str>, wait: Duration) -> String {
+    let hostport = base
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut s = TcpStream::connect(&hostport).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let body = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).unwrap();
+    let deadline = Instant::now() + wait;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    while Instant::now() < deadline {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(_) => continue,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = start_lab(dir.path());
+    let dash = lab.ready["dashboard"].as_str().unwrap().to_string();
+
+    // The page is embedded: the first byte comes at once.
+    let t0 = Instant::now();
+    let page = http(&dash, "GET", "/", None, Duration::from_secs(2));
+    let first = t0.elapsed();
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(page.contains("id=\"topology\"") && page.contains("/assets/dashboard.js"));
+    eprintln!("GET / answered in {first:?}");
+    assert!(first < Duration::from_millis(500));
+    let js = http(&dash, "GET", "/assets/dashboard.js", None, Duration::from_secs(2));
+    assert!(js.contains("text/javascript") && js.contains("EventSource"));
+
+    // The timeline: a hello, then batches with generation:index ids; resuming from an id
+    // gives only what came after it.
+    let ev = http(&dash, "GET", "/api/events", None, Duration::from_millis(800));
+    assert!(ev.contains("event: hello"), "{ev}");
+    assert!(ev.contains("event: batch"), "{ev}");
+    let last_id = ev
+        .lines()
+        .filter_map(|l| l.strip_prefix("id: "))
+        .last()
+        .expect("an id")
+        .to_string();
+    let (gen, idx) = last_id.split_once(':').unwrap();
+    let idx: u64 = idx.parse().unwrap();
+    // Synthetic events through the dashboard's lab surface.
+    let r = http(
+        &dash,
+        "POST",
+        "/_lab/inject",
+        Some(r#"{"rate": 2000, "count": 100}"#),
+        Duration::from_millis(500),
+    );
+    assert!(r.contains("\"ok\":true"), "{r}");
+    std::thread::sleep(Duration::from_millis(300));
+    let resumed = http(
+        &dash,
+        "GET",
+        &format!("/api/events?since={gen}:{idx}"),
+        None,
+        Duration::from_millis(800),
+    );
+    assert!(resumed.contains("\"resumed\":true"), "{resumed}");
+    let n = resumed.matches("\"kind\":\"synthetic.tick\"").count();
+    assert_eq!(n, 100, "{resumed}");
+    assert!(!resumed.contains("\"kind\":\"device.ready\""), "{resumed}");
+    // A stale generation starts over (what a browser sees after a lab reset).
+    let stale = http(
+        &dash,
+        "GET",
+        "/api/events?since=999:5",
+        None,
+        Duration::from_millis(500),
+    );
+    assert!(stale.contains("\"reset\":true"), "{stale}");
+
+    // The state: links and hosts derived from the vendor APIs.
+    let st = http(&dash, "GET", "/api/state", None, Duration::from_secs(3));
+    assert!(st.contains("\"hosts\""), "{st}");
+    assert!(st.contains("\"name\":\"PC-52\""), "{st}");
+    assert!(st.contains("\"id\":\"fgt-faz\""), "{st}");
+    let lib = http(&dash, "GET", "/api/scenarios", None, Duration::from_secs(2));
+    assert!(lib.contains("seed-flow.toml"), "{lib}");
+
+    let st = lab.terminate();
+    assert!(st.success(), "fortilab up exited with {st}:\n{}", lab.stderr());
+}
+
+#[test]
+fn dashboard_in_headless_chromium() {
+    if std::env::var_os("FORTILAB_SKIP_BROWSER").is_some() {
+        eprintln!("FORTILAB_SKIP_BROWSER set: skipped");
+        return;
+    }
+    for p in ["/usr/bin/chromedriver"] {
+        assert!(
+            std::path::Path::new(p).exists(),
+            "{p} missing: install the Debian packages chromium and chromium-driver (.ci/run does)"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = start_lab(dir.path());
+    let ready = dir.path().join("fortilab.ready.json");
+    let ca = lab.ready["ca_cert"].as_str().unwrap().to_string();
+    let art = artifacts();
+    let out = std::process::Command::new("python3")
+        .arg(repo().join("tests/py/dashboard_e2e.py"))
+        .env("READY", &ready)
+        .env("ARTIFACTS", &art)
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .output()
+        .expect("python3");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "dashboard browser test failed:\n{stdout}\n{stderr}\n--- fortilab stderr:\n{}",
+        lab.stderr()
+    );
+    eprintln!("dashboard metrics: {stdout}");
+    eprintln!("screenshots in {}", art.display());
+    let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert!(m["first_contentful_paint_ms"].as_f64().unwrap() < 500.0);
+    assert_eq!(m["synthetic_received"], m["inject_count"]);
+    assert!(art.join("02-quarantined-main.png").exists());
+    let st = lab.terminate();
+    assert!(st.success(), "fortilab up exited with {st}:\n{}", lab.stderr());
+}

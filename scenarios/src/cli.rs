@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use clap::{Parser, Subcommand};
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use crate::dashboard::session::{LabSession, SessionOptions};
 use crate::lab::{Lab, LabOptions};
 use crate::labdef::LabDef;
 use crate::runner::{self, RunOptions};
@@ -238,36 +238,35 @@ async fn up(
     });
     let shutdown = fortilab_core::shutdown::signal_token();
     let t0 = Instant::now();
-    let mut lab = tokio::select! {
-        l = Lab::start(def, LabOptions { data_dir: dir.clone(), seed }) => l?,
+    let lab = tokio::select! {
+        l = Lab::start(def.clone(), LabOptions { data_dir: dir.clone(), seed }) => l?,
         _ = shutdown.cancelled() => return Ok(ExitCode::from(1)),
     };
     let started = t0.elapsed();
-    let timeline = Timeline::new(lab.clock);
+    // A long demo must not grow without bound: the oldest events go after 200,000.
+    let timeline = Timeline::new(lab.clock).with_limit(200_000);
     let streams = CancellationToken::new();
-    let client = crate::clients::stream_client(&lab.ca)?;
-    for (label, base) in lab.event_sources() {
-        tokio::spawn(timeline::follow(
-            label,
-            base,
-            client.clone(),
-            timeline.clone(),
-            streams.clone(),
-        ));
-    }
+    let session = LabSession::new(
+        lab,
+        def,
+        timeline.clone(),
+        SessionOptions {
+            data_dir: dir.clone(),
+            seed,
+            ready_file: ready_file.clone(),
+        },
+        streams.clone(),
+    )?;
     let (listener, dash_addr) = crate::dashboard::bind().await?;
     let dashboard = format!("http://{dash_addr}/");
-    let report = Arc::new(Mutex::new(lab.ready_report(Some(&dashboard))));
-    tokio::spawn(crate::dashboard::serve(
+    session.set_dashboard(&dashboard);
+    let server = tokio::spawn(crate::dashboard::serve(
         listener,
-        timeline.clone(),
-        report.clone(),
+        session.clone(),
         streams.clone(),
     ));
-    let snapshot = report.lock().unwrap().clone();
-    if let Some(p) = &ready_file {
-        fortilab_core::ready::write_ready(p, &snapshot)?;
-    }
+    let snapshot = session.report();
+    session.write_ready_file()?;
     print_summary(&snapshot, started, json);
     let printer = tokio::spawn(timeline::print_live(
         timeline.clone(),
@@ -280,22 +279,16 @@ async fn up(
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {
-                for p in [&mut lab.internet, &mut lab.faz, &mut lab.ems, &mut lab.fortigate].into_iter().chain(lab.endpoints.iter_mut()) {
-                    if let crate::procs::ProcState::Exited(code) = p.state() {
-                        if p.pid().is_none() && !p.ready.is_null() {
-                            timeline.note("device.exited", serde_json::json!({"summary": format!("{} exited ({code:?}); see {}", p.label, p.stderr_file.display())}));
-                            p.ready = Value::Null;
-                        }
-                    }
-                }
-            }
+            _ = tick.tick() => session.watch_exits(),
         }
     }
     eprintln!("fortilab: stopping the lab");
-    let bad = lab.stop_all().await;
+    // The event streams and the dashboard go first, so that no device waits for an open
+    // stream to drain before it exits.
     streams.cancel();
+    let bad = session.stop().await;
     let _ = printer.await;
+    let _ = server.await;
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
     }

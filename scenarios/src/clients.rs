@@ -110,17 +110,7 @@ impl Faz {
         params: Value,
         v2: bool,
     ) -> anyhow::Result<Value> {
-        let mut p = json!({"url": url});
-        if let (Value::Object(dst), Value::Object(src)) = (&mut p, params) {
-            dst.extend(src);
-        }
-        if v2 {
-            p["apiver"] = json!(3);
-        }
-        let mut body = json!({"id": 1, "method": method, "params": [p]});
-        if v2 {
-            body["jsonrpc"] = json!("2.0");
-        }
+        let body = Self::rpc_body(method, url, params, v2);
         let resp = self
             .client
             .post(format!("{}/jsonrpc", self.base))
@@ -147,6 +137,24 @@ impl Faz {
             }
         }
         Ok(r)
+    }
+}
+
+impl Faz {
+    /// The JSON-RPC request body [`Faz::rpc`] sends (the dashboard shows it as raw data).
+    pub fn rpc_body(method: &str, url: &str, params: Value, v2: bool) -> Value {
+        let mut p = json!({"url": url});
+        if let (Value::Object(dst), Value::Object(src)) = (&mut p, params) {
+            dst.extend(src);
+        }
+        if v2 {
+            p["apiver"] = json!(3);
+        }
+        let mut body = json!({"id": 1, "method": method, "params": [p]});
+        if v2 {
+            body["jsonrpc"] = json!("2.0");
+        }
+        body
     }
 }
 
@@ -279,6 +287,18 @@ impl Endpoints {
             })
             .collect();
         Self { controls, client }
+    }
+
+    /// The HTTP client (lab CA) these calls use.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Names of the endpoints, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.controls.keys().cloned().collect();
+        v.sort();
+        v
     }
 
     pub fn control(&self, name: &str) -> anyhow::Result<&str> {

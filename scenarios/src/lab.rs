@@ -125,6 +125,16 @@ pub fn unwrap_ready<'a>(ready: &'a Value, key: &str) -> &'a Value {
 impl Lab {
     /// Starts every device and waits until all are ready.
     pub async fn start(def: LabDef, opts: LabOptions) -> anyhow::Result<Lab> {
+        Self::start_pinned(def, opts, Default::default()).await
+    }
+
+    /// [`Lab::start`] with each device bound to the real addresses a former lab used
+    /// ([`Lab::pinned`]): a reset lab keeps the URLs users and scripts already have.
+    pub async fn start_pinned(
+        def: LabDef,
+        opts: LabOptions,
+        pinned: std::collections::HashMap<String, Vec<String>>,
+    ) -> anyhow::Result<Lab> {
         let dir = opts.data_dir.clone();
         std::fs::create_dir_all(&dir).with_context(|| format!("--data-dir {}", dir.display()))?;
         let ca = LabCa::load_or_create(&dir.join("ca"), &def.lab.name)?;
@@ -268,7 +278,7 @@ impl Lab {
             ems,
             fortigate,
             endpoints,
-            pinned: Default::default(),
+            pinned,
         };
         match lab.boot().await {
             Ok(()) => Ok(lab),
@@ -279,10 +289,23 @@ impl Lab {
         }
     }
 
+    /// The listen flags each device was started with, by process label (see
+    /// [`Lab::start_pinned`]).
+    pub fn pinned(&self) -> std::collections::HashMap<String, Vec<String>> {
+        self.pinned.clone()
+    }
+
+    fn pins(&self, label: &str) -> Vec<String> {
+        self.pinned.get(label).cloned().unwrap_or_default()
+    }
+
     async fn boot(&mut self) -> anyhow::Result<()> {
-        self.internet.spawn(&[])?;
-        self.faz.spawn(&[])?;
-        self.ems.spawn(&[])?;
+        let pins = self.pins("internet");
+        self.internet.spawn(&pins)?;
+        let pins = self.pins("fortianalyzer");
+        self.faz.spawn(&pins)?;
+        let pins = self.pins("ems");
+        self.ems.spawn(&pins)?;
         let (a, b, c) = tokio::join!(
             self.internet.wait_ready(READY_TIMEOUT),
             self.faz.wait_ready(READY_TIMEOUT),
@@ -309,7 +332,8 @@ impl Lab {
                 .args
                 .extend(["--internet".to_string(), control.to_string()]);
         }
-        self.fortigate.spawn(&[])?;
+        let pins = self.pins("fortigate");
+        self.fortigate.spawn(&pins)?;
         self.fortigate.wait_ready(READY_TIMEOUT).await?;
         self.pin("fortigate", Role::Fortigate);
         let fgt = unwrap_ready(&self.fortigate.ready, "fortigate").clone();
@@ -328,8 +352,9 @@ impl Lab {
         }
         write_map(&self.map_path, &self.map)?;
 
-        for ep in &mut self.endpoints {
-            ep.spawn(&[])?;
+        for i in 0..self.endpoints.len() {
+            let pins = self.pins(&self.endpoints[i].label);
+            self.endpoints[i].spawn(&pins)?;
         }
         for ep in &mut self.endpoints {
             ep.wait_ready(READY_TIMEOUT).await?;

@@ -548,7 +548,8 @@ impl Ctx {
     /// Runs one step to completion.
     pub async fn run_step(&mut self, step: &Step) -> StepOutcome {
         let t0 = Instant::now();
-        let mut start = json!({"step": step.index, "summary": format!("step {}: {}", step.index, step.name)});
+        let mut start =
+            json!({"step": step.index, "summary": format!("step {}: {}", step.index, step.name)});
         if let StepKind::Fetch { endpoint, url, .. } = &step.kind {
             // The dashboard's causal chain starts at the fetch's start.
             start["action"] = json!("fetch");

@@ -19,9 +19,20 @@ use fortilab_core::LabClock;
 /// The merged timeline.
 #[derive(Clone)]
 pub struct Timeline {
-    events: Arc<Mutex<Vec<Value>>>,
+    inner: Arc<Mutex<Inner>>,
     tx: broadcast::Sender<Value>,
-    clock: LabClock,
+    clock: Arc<Mutex<LabClock>>,
+}
+
+struct Inner {
+    events: std::collections::VecDeque<Value>,
+    /// Events ever pushed since the last [`Timeline::clear`] (the arrival index of the next).
+    next: u64,
+    /// Incremented by [`Timeline::clear`] (a lab reset).
+    generation: u64,
+    /// At most this many events are kept (the oldest are dropped); `usize::MAX` by default.
+    limit: usize,
+    dropped: u64,
 }
 
 impl std::fmt::Debug for Timeline {
@@ -30,23 +41,60 @@ impl std::fmt::Debug for Timeline {
     }
 }
 
+/// What a reader that attaches to the live timeline gets: the kept events from an arrival
+/// index on, and a receiver for everything pushed after them.
+pub struct Attach {
+    /// Generation of the timeline (changes on every [`Timeline::clear`]).
+    pub generation: u64,
+    /// Arrival index of the first event in `events`.
+    pub first: u64,
+    pub events: Vec<Value>,
+    /// Events that were asked for but are no longer kept.
+    pub missed: u64,
+    pub rx: broadcast::Receiver<Value>,
+}
+
 impl Timeline {
     pub fn new(clock: LabClock) -> Self {
         let (tx, _) = broadcast::channel(65_536);
         Self {
-            events: Arc::new(Mutex::new(Vec::new())),
+            inner: Arc::new(Mutex::new(Inner {
+                events: Default::default(),
+                next: 0,
+                generation: 1,
+                limit: usize::MAX,
+                dropped: 0,
+            })),
             tx,
-            clock,
+            clock: Arc::new(Mutex::new(clock)),
         }
     }
 
+    /// Keeps at most `limit` events (a long-running `fortilab up`); the oldest are dropped.
+    pub fn with_limit(self, limit: usize) -> Self {
+        self.inner.lock().unwrap().limit = limit.max(1);
+        self
+    }
+
     pub fn clock(&self) -> LabClock {
-        self.clock
+        *self.clock.lock().unwrap()
+    }
+
+    /// A lab restarted with a new clock (reset, speed change).
+    pub fn set_clock(&self, clock: LabClock) {
+        *self.clock.lock().unwrap() = clock;
     }
 
     /// Adds an event (from a device, or the orchestrator's own).
     pub fn push(&self, ev: Value) {
-        self.events.lock().unwrap().push(ev.clone());
+        let mut g = self.inner.lock().unwrap();
+        g.events.push_back(ev.clone());
+        g.next += 1;
+        if g.events.len() > g.limit {
+            g.events.pop_front();
+            g.dropped += 1;
+        }
+        // Sent under the lock, so that [`Timeline::attach`] sees every event exactly once.
         let _ = self.tx.send(ev);
     }
 
@@ -55,7 +103,7 @@ impl Timeline {
         if let Value::Object(m) = &mut data {
             m.insert("device".into(), json!("fortilab"));
             m.insert("kind".into(), json!(kind));
-            m.insert("ts".into(), json!(self.clock.now_ns()));
+            m.insert("ts".into(), json!(self.clock().now_ns()));
         }
         self.push(data);
     }
@@ -64,15 +112,60 @@ impl Timeline {
         self.tx.subscribe()
     }
 
-    /// Everything so far, in lab-time order.
+    /// The kept events from arrival index `since` on (of the current generation; another
+    /// generation reads from the start) plus a receiver for what follows, atomically.
+    pub fn attach(&self, generation: u64, since: u64) -> Attach {
+        let g = self.inner.lock().unwrap();
+        let rx = self.tx.subscribe();
+        let first_kept = g.next - g.events.len() as u64;
+        let since = if generation == g.generation {
+            since.min(g.next)
+        } else {
+            0
+        };
+        let from = since.max(first_kept);
+        let events = g
+            .events
+            .iter()
+            .skip((from - first_kept) as usize)
+            .cloned()
+            .collect();
+        Attach {
+            generation: g.generation,
+            first: from,
+            events,
+            missed: from - since,
+            rx,
+        }
+    }
+
+    /// Forgets every event (a lab reset); readers see a new generation.
+    pub fn clear(&self) {
+        let mut g = self.inner.lock().unwrap();
+        g.events.clear();
+        g.next = 0;
+        g.generation += 1;
+        g.dropped = 0;
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.inner.lock().unwrap().generation
+    }
+
+    /// Events dropped because of the limit.
+    pub fn dropped(&self) -> u64 {
+        self.inner.lock().unwrap().dropped
+    }
+
+    /// Everything kept, in lab-time order.
     pub fn snapshot(&self) -> Vec<Value> {
-        let mut v = self.events.lock().unwrap().clone();
+        let mut v: Vec<Value> = self.inner.lock().unwrap().events.iter().cloned().collect();
         v.sort_by_key(|e| e.get("ts").and_then(Value::as_i64).unwrap_or(0));
         v
     }
 
     pub fn len(&self) -> usize {
-        self.events.lock().unwrap().len()
+        self.inner.lock().unwrap().events.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -138,7 +231,7 @@ pub async fn follow(
                                     if let Value::Object(m) = &mut v {
                                         m.insert("kind".into(), json!("gap"));
                                         m.insert("source".into(), json!(label));
-                                        m.entry("ts").or_insert(json!(timeline.clock.now_ns()));
+                                        m.entry("ts").or_insert(json!(timeline.clock().now_ns()));
                                         m.entry("device").or_insert(json!(label));
                                     }
                                 } else if let Some(seq) = v.get("seq").and_then(Value::as_u64) {
@@ -305,6 +398,31 @@ mod tests {
         );
         let ev = json!({"ts": 0, "device": "FAZ-LAB", "kind": "x", "summary": "hello"});
         assert!(format_event(&ev, &clock, false).ends_with("hello"));
+    }
+
+    #[test]
+    fn attach_resumes_by_arrival_index_and_generation() {
+        let t = Timeline::new(LabClock::real()).with_limit(3);
+        for i in 0..5 {
+            t.push(json!({"ts": i, "n": i}));
+        }
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.dropped(), 2);
+        let gen = t.generation();
+        // Asking from 0: events 0 and 1 are gone.
+        let a = t.attach(gen, 0);
+        assert_eq!((a.first, a.missed, a.events.len()), (2, 2, 3));
+        // Resuming after index 3 gives event 4 only.
+        let mut a = t.attach(gen, 4);
+        assert_eq!(a.events, vec![json!({"ts": 4, "n": 4})]);
+        t.push(json!({"ts": 9}));
+        assert_eq!(a.rx.try_recv().unwrap(), json!({"ts": 9}));
+        // A reset starts a new generation; an old reader reads from the start.
+        t.clear();
+        assert!(t.is_empty());
+        t.push(json!({"ts": 1}));
+        let a = t.attach(gen, 4);
+        assert_eq!((a.generation, a.first, a.events.len()), (gen + 1, 0, 1));
     }
 
     #[test]
