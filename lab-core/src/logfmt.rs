@@ -132,14 +132,19 @@ impl LogRecord {
             match v {
                 LogValue::Str(s) => {
                     out.push('"');
-                    for c in s.chars() {
-                        match c {
-                            '"' => out.push_str("\\\""),
-                            '\\' => out.push_str("\\\\"),
-                            '\n' => out.push_str("\\n"),
-                            '\r' => out.push_str("\\r"),
-                            c => out.push(c),
+                    if s.bytes().any(|b| matches!(b, b'"' | b'\\' | b'\n' | b'\r')) {
+                        for c in s.chars() {
+                            match c {
+                                '"' => out.push_str("\\\""),
+                                '\\' => out.push_str("\\\\"),
+                                '\n' => out.push_str("\\n"),
+                                '\r' => out.push_str("\\r"),
+                                c => out.push(c),
+                            }
                         }
+                    } else {
+                        // The common case: nothing to escape, one copy.
+                        out.push_str(s);
                     }
                     out.push('"');
                 }
