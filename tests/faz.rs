@@ -150,6 +150,7 @@ fn sender(
                 version: "6.4.4".into(),
                 device_type: "fortigate".into(),
                 vdom: "root".into(),
+                ip: None,
             },
             queue_dir: queue.to_path_buf(),
             mem_limit: 200_000,

@@ -312,3 +312,118 @@ fn a_crashed_device_is_reported_and_ctrl_c_still_leaves_no_process() {
         || pids_mentioning(&needle).is_empty().then_some(()),
     );
 }
+/// Runs the seed scenario with `seed` and returns its kept merged timeline.
+fn seed_flow_timeline(seed: &str) -> Vec<serde_json::Value> {
+    let tmp = tempfile::tempdir().unwrap();
+    let flow = repo().join("scenarios/library/seed-flow.toml");
+    let out = Command::new(bin("fortilab"))
+        .args(["run", "--keep-logs", "--seed", seed])
+        .arg(&flow)
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let run_dir = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.join("timeline.jsonl").exists())
+        .expect("the kept run directory with timeline.jsonl");
+    std::fs::read_to_string(run_dir.join("timeline.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_same_seed_gives_the_same_event_sequence() {
+    use std::collections::BTreeMap;
+    // Events that count polling or batching, not the flow: their number depends on timing.
+    const ROUTINE: [&str; 5] = [
+        "log.received",
+        "api.request",
+        "endpoint.keepalive",
+        "step.start",
+        "step.pass",
+    ];
+    // Fields that identify what happened (never timestamps, ports or sequence numbers).
+    const FIELDS: [&str; 17] = [
+        "serial", "sn", "fctuid", "ip", "srcip", "epip", "mac", "verdict", "threat", "stitch",
+        "status", "url", "host", "hostname", "blocked_by", "sha256", "ems_serial",
+    ];
+    let signature = |events: &[serde_json::Value]| {
+        let mut per_device: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for e in events {
+            let kind = e["kind"].as_str().unwrap_or("");
+            if ROUTINE.contains(&kind) {
+                continue;
+            }
+            let mut s = kind.to_string();
+            for f in FIELDS {
+                if let Some(v) = e.get(f).filter(|v| !v.is_null()) {
+                    s.push_str(&format!(" {f}={v}"));
+                }
+            }
+            per_device
+                .entry(e["device"].as_str().unwrap_or("?").to_string())
+                .or_default()
+                .push(s);
+        }
+        // Independent processes interleave freely; within a device, concurrent causes (the
+        // FortiGate's and the FortiClient's log uploads) may also swap, and a step that polls
+        // ("PC-52 can no longer reach the Internet") repeats a fetch as often as timing allows.
+        // So each device's events are compared as a set: the same events, the same content.
+        for v in per_device.values_mut() {
+            v.sort();
+            v.dedup();
+        }
+        per_device
+    };
+    // The causal chain of the seed flow, in the order it must happen in every run.
+    let chain = |events: &[serde_json::Value]| -> Vec<String> {
+        let steps = [
+            ("FGT-LAB", "log.webfilter"),
+            ("FAZ-LAB", "ioc.compromised"),
+            ("FAZ-LAB", "ioc.notify"),
+            ("FGT-LAB", "ioc.detected"),
+            ("FGT-LAB", "stitch.run"),
+            ("FGT-LAB", "ems.quarantine.request"),
+            ("EMS-LAB", "ems.quarantine"),
+            ("PC-52", "endpoint.quarantined"),
+        ];
+        let mut at = 0;
+        let mut seen = Vec::new();
+        for (dev, kind) in steps {
+            let i = events[at..]
+                .iter()
+                .position(|e| e["device"] == dev && e["kind"] == kind)
+                .unwrap_or_else(|| panic!("{dev} {kind} after event {at}"));
+            at += i + 1;
+            seen.push(format!("{dev} {kind}"));
+        }
+        seen
+    };
+    let a = seed_flow_timeline("5");
+    let b = seed_flow_timeline("5");
+    assert_eq!(chain(&a), chain(&b));
+    let (sa, sb) = (signature(&a), signature(&b));
+    assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
+    for (dev, ev) in &sa {
+        assert_eq!(ev, &sb[dev], "{dev}: events differ between two runs of seed 5");
+    }
+    // Identities come from the seed: the FortiGate serial and the endpoint's FCTUID appear.
+    let fctuid = a
+        .iter()
+        .find_map(|e| (e["kind"] == "endpoint.registered").then(|| e["fctuid"].clone()))
+        .unwrap();
+    assert!(fctuid.as_str().is_some_and(|s| s.len() == 32), "{fctuid}");
+    let c = seed_flow_timeline("6");
+    assert_ne!(signature(&c), sa, "another seed gives other identities");
+}

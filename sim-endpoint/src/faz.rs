@@ -71,6 +71,7 @@ impl Uplink {
                 version: id.fct_version.clone(),
                 device_type: "forticlient".into(),
                 vdom: "root".into(),
+                ip: Some(id.ip.to_string()),
             },
             queue_dir: env.data_dir.join("logqueue").join(&id.name),
             mem_limit: 10_000,
@@ -146,6 +147,7 @@ mod tests {
             version: "6.4.5".into(),
             device_type: "fortianalyzer".into(),
             vdom: "root".into(),
+            ip: None,
         };
         let dyn_sink: Arc<dyn LogSink> = sink.clone();
         let rx = LogReceiver::new(dyn_sink, faz_hello, LabClock::real());

@@ -231,6 +231,7 @@ pub async fn start(
             version: cfg.file.version.clone(),
             device_type: "fortianalyzer".into(),
             vdom: "root".into(),
+            ip: None,
         },
         cfg.clock,
     );

@@ -16,7 +16,8 @@ pub struct FazSink {
 
 impl LogSink for FazSink {
     fn hello(&self, hello: &Hello, peer: SocketAddr) -> (RegStatus, u64) {
-        let ip = peer.ip().to_string();
+        // A FortiClient reports its endpoint address; the connection's peer is the lab host.
+        let ip = hello.ip.clone().unwrap_or_else(|| peer.ip().to_string());
         let authorized = self.faz.device_hello(
             &hello.serial,
             &hello.hostname,

@@ -42,6 +42,7 @@ fn main() {
                 version: "6.4.5".into(),
                 device_type: "fortianalyzer".into(),
                 vdom: "root".into(),
+                ip: None,
             },
             LabClock::real(),
         );

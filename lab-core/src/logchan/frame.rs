@@ -347,6 +347,7 @@ mod tests {
             version: "6.4.4".into(),
             device_type: "fortigate".into(),
             vdom: "root".into(),
+            ip: None,
         }
     }
 

@@ -59,6 +59,10 @@ pub struct Hello {
     /// `fortigate` or `forticlient`.
     pub device_type: String,
     pub vdom: String,
+    /// The device's own (lab) address as it reports it — a FortiClient's endpoint IP. Absent:
+    /// the receiver uses the connection's peer address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
 }
 
 /// Registration state of a device on the FortiAnalyzer.

@@ -40,6 +40,7 @@ fn hello(serial: &str) -> Hello {
         version: "6.4.4".into(),
         device_type: "fortigate".into(),
         vdom: "root".into(),
+        ip: None,
     }
 }
 

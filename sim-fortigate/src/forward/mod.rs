@@ -416,6 +416,7 @@ impl Forwarder {
                 version: self.dev.version.to_string(),
                 device_type: "fortigate".into(),
                 vdom: "root".into(),
+                ip: None,
             },
             queue_dir: self.queue_dir.clone(),
             // Lab knob: FORTILAB_LOG_QUEUE_MEM (lines kept in memory before spilling to disk).
