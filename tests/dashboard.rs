@@ -24,9 +24,21 @@ fn artifacts() -> PathBuf {
     d
 }
 
+/// The two tests each start a lab; they run one at a time so that timings mean something on a
+/// small machine.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn start_lab(dir: &std::path::Path) -> Proc {
     let data = dir.join("data");
-    Proc::spawn("fortilab", dir, &["up", "--data-dir", data.to_str().unwrap()])
+    Proc::spawn(
+        "fortilab",
+        dir,
+        &["up", "--data-dir", data.to_str().unwrap()],
+    )
 }
 
 /// A plain HTTP/1.1 request to the dashboard (no client library needed); returns the status
@@ -37,7 +49,8 @@ fn http(base: &str, method: &str, path: &str, body: Option<&str>, wait: Duration
         .trim_end_matches('/')
         .to_string();
     let mut s = TcpStream::connect(&hostport).unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let body = body.unwrap_or("");
     let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
@@ -59,6 +72,7 @@ fn http(base: &str, method: &str, path: &str, body: Option<&str>, wait: Duration
 
 #[test]
 fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut lab = start_lab(dir.path());
     let dash = lab.ready["dashboard"].as_str().unwrap().to_string();
@@ -71,12 +85,24 @@ fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
     assert!(page.contains("id=\"topology\"") && page.contains("/assets/dashboard.js"));
     eprintln!("GET / answered in {first:?}");
     assert!(first < Duration::from_millis(500));
-    let js = http(&dash, "GET", "/assets/dashboard.js", None, Duration::from_secs(2));
+    let js = http(
+        &dash,
+        "GET",
+        "/assets/dashboard.js",
+        None,
+        Duration::from_secs(2),
+    );
     assert!(js.contains("text/javascript") && js.contains("EventSource"));
 
     // The timeline: a hello, then batches with generation:index ids; resuming from an id
     // gives only what came after it.
-    let ev = http(&dash, "GET", "/api/events", None, Duration::from_millis(800));
+    let ev = http(
+        &dash,
+        "GET",
+        "/api/events",
+        None,
+        Duration::from_millis(800),
+    );
     assert!(ev.contains("event: hello"), "{ev}");
     assert!(ev.contains("event: batch"), "{ev}");
     let last_id = ev
@@ -126,8 +152,108 @@ fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
     let lib = http(&dash, "GET", "/api/scenarios", None, Duration::from_secs(2));
     assert!(lib.contains("seed-flow.toml"), "{lib}");
 
+    // The scenario player: paused before the first step, one step, then the rest.
+    let r = http(
+        &dash,
+        "POST",
+        "/api/scenario/run",
+        Some(r#"{"file": "seed-flow.toml", "fresh": false, "paused": true}"#),
+        Duration::from_secs(2),
+    );
+    assert!(r.contains("\"ok\":true"), "{r}");
+    let player = |pred: &dyn Fn(&serde_json::Value) -> bool, what: &str| {
+        support::wait_for(what, Duration::from_secs(30), || {
+            let v = json_body(&http(
+                &dash,
+                "GET",
+                "/api/scenario",
+                None,
+                Duration::from_secs(2),
+            ));
+            pred(&v).then_some(v)
+        })
+    };
+    player(
+        &|v| v["status"] == "paused" && v["steps"][0]["status"] == "pending",
+        "paused before step 1",
+    );
+    http(
+        &dash,
+        "POST",
+        "/api/scenario/step",
+        Some("{}"),
+        Duration::from_secs(2),
+    );
+    let v = player(
+        &|v| v["status"] == "paused" && v["steps"][0]["status"] == "passed",
+        "step 1 done, paused again",
+    );
+    assert_eq!(v["steps"][1]["status"], "pending", "{v}");
+    http(
+        &dash,
+        "POST",
+        "/api/scenario/resume",
+        Some("{}"),
+        Duration::from_secs(2),
+    );
+    let v = player(
+        &|v| v["status"] == "passed" || v["status"] == "failed",
+        "the scenario to end",
+    );
+    assert_eq!(v["status"], "passed", "{v}");
+
+    // Reset: same seed, same ports, a new timeline generation, the ready file rewritten.
+    let api_before = lab.ready["fortigate"]["api"].clone();
+    let token_before = lab.ready["fortigate"]["api_token"].clone();
+    let r = http(
+        &dash,
+        "POST",
+        "/api/lab/reset",
+        Some("{}"),
+        Duration::from_secs(2),
+    );
+    assert!(r.contains("\"ok\":true"), "{r}");
+    support::wait_for("the lab to restart", Duration::from_secs(60), || {
+        let ev = http(
+            &dash,
+            "GET",
+            "/api/events",
+            None,
+            Duration::from_millis(300),
+        );
+        let st = json_body(&http(
+            &dash,
+            "GET",
+            "/api/state",
+            None,
+            Duration::from_secs(5),
+        ));
+        (ev.contains(&format!(
+            "\"generation\":{}",
+            gen.parse::<u64>().unwrap() + 1
+        )) && st["lab"]["status"] == "running"
+            && st["hosts"][0]["state"] == "clean")
+            .then_some(())
+    });
+    let ready: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("fortilab.ready.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(ready["fortigate"]["api"], api_before);
+    assert_eq!(ready["fortigate"]["api_token"], token_before);
+
     let st = lab.terminate();
-    assert!(st.success(), "fortilab up exited with {st}:\n{}", lab.stderr());
+    assert!(
+        st.success(),
+        "fortilab up exited with {st}:\n{}",
+        lab.stderr()
+    );
+}
+
+/// The JSON body of a raw HTTP answer (Content-Length, not chunked).
+fn json_body(raw: &str) -> serde_json::Value {
+    let body = raw.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
 }
 
 #[test]
@@ -142,6 +268,7 @@ fn dashboard_in_headless_chromium() {
             "{p} missing: install the Debian packages chromium and chromium-driver (.ci/run does)"
         );
     }
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut lab = start_lab(dir.path());
     let ready = dir.path().join("fortilab.ready.json");
@@ -168,5 +295,9 @@ fn dashboard_in_headless_chromium() {
     assert_eq!(m["synthetic_received"], m["inject_count"]);
     assert!(art.join("02-quarantined-main.png").exists());
     let st = lab.terminate();
-    assert!(st.success(), "fortilab up exited with {st}:\n{}", lab.stderr());
+    assert!(
+        st.success(),
+        "fortilab up exited with {st}:\n{}",
+        lab.stderr()
+    );
 }

@@ -22,7 +22,7 @@ function toast(msg, bad) {
   t.className = 't' + (bad ? ' bad' : '');
   t.textContent = msg;
   box.appendChild(t);
-  setTimeout(() => t.remove(), bad ? 9000 : 5000);
+  setTimeout(() => t.remove(), bad ? 8000 : 3500);
   while (box.children.length > 4) box.firstChild.remove();
 }
 
@@ -76,7 +76,7 @@ function stageOf(e) {
     case 'log.received': return ['log', srcipOf(e.sample)];
     case 'ioc.compromised': return ['ioc', e.epip];
     case 'alert.raised': return ['ioc', e.epip];
-    case 'ioc.notify': return ['ioc', e.srcip];
+    case 'ioc.notify': return e.type === 'ioc' || !e.type ? ['ioc', e.srcip] : null;
     case 'faz.notification': return e.type === 'ioc' ? ['ioc', e.srcip] : null;
     case 'ioc.detected': return ['stitch', e.host];
     case 'stitch.run': return e.srcip ? ['stitch', e.srcip] : null;
@@ -102,44 +102,51 @@ function storyIngest(e) {
   const s = stageOf(e);
   if (!s || !s[1]) return false;
   const [stage, ip] = s;
+  const si = STAGE_NO[stage];
+  const ts = e.ts || 0;
   let open = null;
   for (let i = STORY.list.length - 1; i >= 0; i--) {
     const st = STORY.list[i];
     if (st.ip === ip && !st.done) { open = st; break; }
   }
-  if (stage === 'fetch' || stage === 'log') {
-    if (!open) {
-      // Not a story yet: remember the latest fetch (its start, then its end) and the first
-      // log after it; they become one when an IOC follows.
-      const r = STORY.recent.get(ip) || { extra: [] };
-      if (stage === 'fetch') {
-        const isEnd = e.kind === 'endpoint.fetch';
-        if (isEnd && r.fetch && r.fetch.kind !== 'endpoint.fetch' && !r.ended && r.fetch.url === e.url) {
-          r.ended = true; r.extra.push(['fetch', e]);
-        } else { r.fetch = e; r.log = null; r.ended = isEnd; r.extra = []; }
-      }
-      if (stage === 'log') { if (!r.log) r.log = e; else r.extra.push(['log', e]); }
-      STORY.recent.set(ip, r);
-      return false;
-    }
+  if (si <= 2) {
+    // A fetch or log belongs to a story when it happened before the story's IOC.
+    if (open && ts <= open.iocTs) { addStage(open, stage, e); return true; }
+    // Not a story yet: remember the latest fetch (its start, then its end) and the first log
+    // after it; they join the story an IOC opens.
+    const r = STORY.recent.get(ip) || { extra: [] };
+    if (stage === 'fetch') {
+      const isEnd = e.kind === 'endpoint.fetch';
+      if (isEnd && r.fetch && r.fetch.kind !== 'endpoint.fetch' && !r.ended && r.fetch.url === e.url) {
+        r.ended = true; r.extra.push(['fetch', e]);
+      } else { r.fetch = e; r.log = null; r.ended = isEnd; r.extra = []; }
+    } else if (!r.log) r.log = e;
+    else r.extra.push(['log', e]);
+    STORY.recent.set(ip, r);
+    return false;
   }
   if (!open) {
-    if (stage !== 'ioc') return false;
+    // Only an IOC (or the stitch it triggers, whichever stream delivers first) opens a story.
+    if (si > 4) return false;
     const r = STORY.recent.get(ip) || { extra: [] };
-    open = { ip, stages: {}, events: [], done: false, n: STORY.list.length + 1 };
+    open = { ip, stages: {}, events: [], done: false, n: STORY.list.length + 1, iocTs: ts };
     STORY.list.push(open);
-    for (const [k, ev] of [['fetch', r.fetch], ['log', r.log]]) {
-      if (ev) { open.stages[k] = ev; tag(ev, open, k); }
+    for (const [k, ev] of [['fetch', r.fetch], ['log', r.log], ...r.extra]) {
+      if (ev && (ev.ts || 0) <= ts) addStage(open, k, ev);
     }
-    for (const [k, ev] of r.extra) tag(ev, open, k);
     STORY.recent.delete(ip);
     TL.needFull = true;
   }
-  if (!open.stages[stage]) open.stages[stage] = e;
-  tag(e, open, stage);
+  if (ts < open.iocTs) { open.iocTs = ts; }
+  addStage(open, stage, e);
   if (stage === 'quarantine') open.done = true;
-  STORY.dirty = true;
   return true;
+}
+
+function addStage(st, k, e) {
+  if (!st.stages[k] || (e.ts || 0) < (st.stages[k].ts || 0)) st.stages[k] = e;
+  tag(e, st, k);
+  STORY.dirty = true;
 }
 
 function tag(e, story, stage) {
@@ -170,7 +177,7 @@ function renderStory() {
 
 const MAX_ROWS = 400;
 const TL = {
-  all: [], nextId: 1, generation: null, pending: [], needFull: true, devices: new Map(),
+  all: [], nextId: 1, generation: null, pending: [], late: [], needFull: true, devices: new Map(),
   filter: '', routine: false, storyOnly: false, follow: true, expanded: new Set(), matchCount: 0, rendered: [],
   stats: { received: 0, batches: 0, frames: 0, maxFrameGapMs: 0, maxRenderMs: 0, synthetic: 0, syntheticMax: 0, gaps: 0, reconnects: 0, lastFrame: 0 },
 };
@@ -220,7 +227,8 @@ function ingest(arr) {
       let lo = 0, hi = all.length;
       while (lo < hi) { const mid = (lo + hi) >> 1; if ((all[mid].ts || 0) <= (e.ts || 0)) lo = mid + 1; else hi = mid; }
       all.splice(lo, 0, e);
-      TL.needFull = true;
+      // Rendered in place (no full re-render): see renderTimeline.
+      TL.late.push(e);
     }
     storyIngest(e);
     pulseFor(e);
@@ -230,7 +238,7 @@ function ingest(arr) {
 }
 
 function clearTimeline() {
-  TL.all = []; TL.pending = []; TL.needFull = true; TL.matchCount = 0; TL.expanded.clear();
+  TL.all = []; TL.pending = []; TL.late = []; TL.needFull = true; TL.matchCount = 0; TL.expanded.clear();
   STORY.list = []; STORY.recent.clear(); STORY.dirty = true;
   $('#story').innerHTML = '<p class="muted">The lab was restarted.</p>';
   for (const k of Object.keys(LINKCOUNT)) delete LINKCOUNT[k];
@@ -304,6 +312,7 @@ function renderTimeline() {
   if (TL.needFull) {
     TL.needFull = false;
     TL.pending = [];
+    TL.late = [];
     const rows = [];
     for (let i = TL.all.length - 1; i >= 0 && rows.length < MAX_ROWS; i--) {
       const e = TL.all[i];
@@ -316,10 +325,23 @@ function renderTimeline() {
     if (fresh.length) {
       const html = fresh.slice(-MAX_ROWS).reverse().map(rowHtml).join('');
       box.insertAdjacentHTML('afterbegin', html);
-      let extra = box.childElementCount - MAX_ROWS;
-      while (extra-- > 0) box.lastElementChild.remove();
     }
   }
+  if (TL.late.length) {
+    // Events that arrived after newer ones (another device's stream was slower): each goes
+    // to its lab-time place among the rows (newest first).
+    for (const e of TL.late) {
+      if (!matches(e)) continue;
+      const ts = e.ts || 0;
+      let row = box.firstElementChild;
+      while (row && Number(row.dataset.ts) >= ts) row = row.nextElementSibling;
+      if (row) row.insertAdjacentHTML('beforebegin', rowHtml(e));
+      else if (box.childElementCount < MAX_ROWS) box.insertAdjacentHTML('beforeend', rowHtml(e));
+    }
+    TL.late = [];
+  }
+  let extra = box.childElementCount - MAX_ROWS;
+  while (extra-- > 0) box.lastElementChild.remove();
   const shown = box.childElementCount;
   const older = Math.max(0, TL.matchCount - shown);
   $('#tl-older').textContent = older ? `${older.toLocaleString()} older matching event(s) not shown (filter to see them)` : '';
@@ -452,7 +474,7 @@ function renderTopology(st) {
     const mx = (x1 + x2) / 2, my = (y1 + y2) / 2;
     const label = { data: 'data', log: 'log channel', fabric: 'fabric connector', telemetry: 'telemetry' }[l.kind] || l.kind;
     return `<g class="link" data-link="${esc(id)}" data-kind="${l.kind}" data-state="${l.state}"><line x1="${x1}" y1="${y1}" x2="${x2}" y2="${y2}"/>`
-      + `<text class="lbl" x="${mx}" y="${my - 8}" text-anchor="middle">${label}: ${l.state}<tspan class="cnt">${LINKCOUNT[id] ? ' · ' + LINKCOUNT[id] : ''}</tspan></text></g>`;
+      + `<text class="lbl" x="${mx}" y="${my - 8}" text-anchor="middle">${label}: ${l.state}<tspan class="cnt"></tspan></text></g>`;
   };
   let g = '';
   g += line('fgt-internet', 'fortigate', 'internet');
@@ -483,7 +505,16 @@ function renderTopology(st) {
       + `<text class="sub" x="${x}" y="${y + 8}" text-anchor="middle">${esc(e.ip)}</text>`
       + `<text class="statelabel" x="${x}" y="${y + 34}" text-anchor="middle">${h.state.toUpperCase()}</text></g>`;
   }
-  svg.innerHTML = g;
+  if (svg.dataset.html !== g) {
+    svg.innerHTML = g;
+    svg.dataset.html = g;
+  }
+  for (const t of svg.querySelectorAll('.link')) {
+    const c = LINKCOUNT[t.dataset.link];
+    const cnt = t.querySelector('.cnt');
+    const txt = c ? ` · ${c}` : '';
+    if (cnt.textContent !== txt) cnt.textContent = txt;
+  }
   $('#topology-note').textContent = eps.length > shown.length ? `(${shown.length} of ${eps.length} endpoints shown)` : '';
 }
 
@@ -798,16 +829,40 @@ async function loadScenarios() {
 window.fortilab = {
   state: null,
   stats: () => Object.assign({ events: TL.all.length, rows: $('#timeline').childElementCount, matching: TL.matchCount }, TL.stats),
-  resetStats: () => { Object.assign(TL.stats, { maxFrameGapMs: 0, maxRenderMs: 0, frames: 0, lastFrame: 0 }); },
+  resetStats: () => { Object.assign(TL.stats, { maxFrameGapMs: 0, maxRenderMs: 0, frames: 0, lastFrame: 0 }); FRAME_GAPS.length = 0; },
+  // Gaps between animation frames over `ms` (a promise): UI smoothness, independent of events.
+  measureFrames: (ms) => new Promise((resolve) => {
+    const gaps = [];
+    const t0 = performance.now();
+    let last = 0;
+    const f = (now) => {
+      if (last) gaps.push(now - last);
+      last = now;
+      if (now - t0 < ms) requestAnimationFrame(f);
+      else resolve({ n: gaps.length, p50: percentile(gaps, 50), p95: percentile(gaps, 95), p99: percentile(gaps, 99), max: percentile(gaps, 100) });
+    };
+    requestAnimationFrame(f);
+  }),
+  frameGaps: () => ({ n: FRAME_GAPS.length, p50: percentile(FRAME_GAPS, 50), p95: percentile(FRAME_GAPS, 95), p99: percentile(FRAME_GAPS, 99), max: percentile(FRAME_GAPS, 100) }),
   stories: () => STORY.list.map((s) => ({ ip: s.ip, done: s.done, stages: Object.fromEntries(Object.entries(s.stages).map(([k, e]) => [k, { ts: e.ts, kind: e.kind, device: e.device }])) })),
 };
 
-// A frame loop that only runs while events flow measures UI stalls (max gap between frames).
+// A frame loop that only runs while events flow measures UI stalls (gaps between frames).
+const FRAME_GAPS = [];
+function percentile(a, p) {
+  if (!a.length) return 0;
+  const s = a.slice().sort((x, y) => x - y);
+  return s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))];
+}
 function stallProbe() {
   requestAnimationFrame((now) => {
     const st = TL.stats;
     if (performance.now() - lastIngest < 1500) {
-      if (st.lastFrame) st.maxFrameGapMs = Math.max(st.maxFrameGapMs, now - st.lastFrame);
+      if (st.lastFrame) {
+        const gap = now - st.lastFrame;
+        st.maxFrameGapMs = Math.max(st.maxFrameGapMs, gap);
+        if (FRAME_GAPS.length < 100000) FRAME_GAPS.push(gap);
+      }
       st.lastFrame = now;
     } else {
       st.lastFrame = 0;
@@ -819,9 +874,13 @@ function stallProbe() {
 document.addEventListener('DOMContentLoaded', () => {
   setupTimeline();
   setupButtons();
-  connectEvents();
-  connectState();
-  loadScenarios();
-  setInterval(tickClock, 250);
-  stallProbe();
+  // The page shell paints first; the streams (which may replay many events and fill every
+  // panel) start after that first frame.
+  requestAnimationFrame(() => setTimeout(() => {
+    connectEvents();
+    connectState();
+    loadScenarios();
+    setInterval(tickClock, 250);
+    stallProbe();
+  }, 0));
 });

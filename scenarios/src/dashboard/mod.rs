@@ -104,8 +104,20 @@ pub async fn bind() -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
     fortilab_core::http::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await
 }
 
+/// The page with its style sheet inlined (no render-blocking second request before the first
+/// paint).
+fn page() -> &'static str {
+    static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PAGE.get_or_init(|| {
+        INDEX.replace(
+            r#"<link rel="stylesheet" href="/assets/dashboard.css">"#,
+            &format!("<style>\n{CSS}</style>"),
+        )
+    })
+}
+
 async fn index() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-cache")], Html(INDEX))
+    ([(header::CACHE_CONTROL, "no-cache")], Html(page()))
 }
 
 async fn css() -> impl IntoResponse {
@@ -406,10 +418,12 @@ async fn device_action(
 
 // ------------------------------------------------------------------------------ buttons
 
-fn clients(s: &App) -> Result<Arc<session::Clients>, Response> {
-    s.session
-        .clients()
-        .ok_or_else(|| err(StatusCode::SERVICE_UNAVAILABLE, "the lab is restarting"))
+fn clients(s: &App) -> Option<Arc<session::Clients>> {
+    s.session.clients()
+}
+
+fn restarting() -> Response {
+    err(StatusCode::SERVICE_UNAVAILABLE, "the lab is restarting")
 }
 
 /// Records a button's vendor-API call (request and answer) in the timeline.
@@ -439,9 +453,8 @@ struct AckReq {
 }
 
 async fn faz_ack(State(s): State<App>, Json(r): Json<AckReq>) -> Response {
-    let c = match clients(&s) {
-        Ok(c) => c,
-        Err(e) => return e,
+    let Some(c) = clients(&s) else {
+        return restarting();
     };
     let comment = r
         .comment
@@ -486,9 +499,8 @@ fn default_limit() -> u64 {
 }
 
 async fn faz_logsearch(State(s): State<App>, Json(r): Json<SearchReq>) -> Response {
-    let c = match clients(&s) {
-        Ok(c) => c,
-        Err(e) => return e,
+    let Some(c) = clients(&s) else {
+        return restarting();
     };
     let res: anyhow::Result<Value> = async {
         let add = c
@@ -545,9 +557,8 @@ async fn ems_action(
             format!("unknown EMS action {action:?}"),
         );
     }
-    let c = match clients(&s) {
-        Ok(c) => c,
-        Err(e) => return e,
+    let Some(c) = clients(&s) else {
+        return restarting();
     };
     let rec = match c.ems.endpoint_by_ip(&r.ip).await {
         Ok(Some(rec)) => rec,
@@ -599,9 +610,8 @@ async fn endpoint_action(
     Path((name, action)): Path<(String, String)>,
     Json(r): Json<EndpointReq>,
 ) -> Response {
-    let c = match clients(&s) {
-        Ok(c) => c,
-        Err(e) => return e,
+    let Some(c) = clients(&s) else {
+        return restarting();
     };
     let body = match action.as_str() {
         "fetch" => json!({"url": r.url.unwrap_or_default()}),
@@ -702,6 +712,13 @@ async fn inject(State(s): State<App>, Json(r): Json<InjectReq>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_page_carries_its_style_sheet() {
+        assert!(page().contains("<style>") && page().contains("--fs: 18px"));
+        assert!(!page().contains("/assets/dashboard.css"));
+        assert!(page().contains("/assets/dashboard.js"));
+    }
 
     #[test]
     fn resume_ids() {
