@@ -13,6 +13,7 @@
 
 pub mod cli;
 pub mod clients;
+pub mod console;
 pub mod dashboard;
 pub mod lab;
 pub mod labdef;

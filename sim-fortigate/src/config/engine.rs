@@ -222,6 +222,23 @@ impl<'a> Engine<'a> {
         Ok(self.out)
     }
 
+    /// Runs commands without closing open blocks; returns the outcome so far and the entries
+    /// being edited (outermost first). The console shows an entry being edited with this.
+    pub fn run_partial(mut self, cmds: &[Command]) -> Res<(Outcome, Vec<Entry>)> {
+        for c in cmds {
+            self.exec(c)?;
+        }
+        let open = self
+            .stack
+            .iter()
+            .filter_map(|f| match f {
+                Frame::Entry { entry, .. } => Some(entry.clone()),
+                _ => None,
+            })
+            .collect();
+        Ok((self.out, open))
+    }
+
     // ------------------------------------------------------------------ helpers
 
     fn err(

@@ -829,6 +829,31 @@ impl CliSession {
     }
 
     fn show_context(&self, get: bool, full: bool, args: &[Token]) -> CliOutput {
+        // An entry being edited: show it as it stands (uncommitted, possibly incomplete).
+        if let Some(Ctx::Entry { schema, key }) = self.stack.last() {
+            if args.is_empty() {
+                if let Some(e) = self.open_entry() {
+                    if get {
+                        return CliOutput::ok(get_fields(schema, &e, self.version));
+                    }
+                    let name = self.stack[..self.stack.len() - 1]
+                        .iter()
+                        .rev()
+                        .find_map(|c| match c {
+                            Ctx::Table { name, .. } => Some(name.clone()),
+                            _ => None,
+                        })
+                        .unwrap_or_default();
+                    let mut e = e;
+                    e.key = key.clone();
+                    let mut t = Table::new();
+                    t.upsert(e);
+                    let mut out = String::new();
+                    show_any(&mut out, schema, &name, &t, self.version, full);
+                    return CliOutput::ok(out);
+                }
+            }
+        }
         // The staged state: the block so far, committed in a dry run.
         let staged = self.dry_run(&[], true);
         let top = match &self.stack[0] {
@@ -890,6 +915,20 @@ impl CliSession {
             full,
             self.version,
         )
+    }
+
+    /// The entry being edited, as the engine holds it (the block replayed, not closed).
+    fn open_entry(&self) -> Option<Entry> {
+        let cmds = renumber(&self.buffer);
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let opts = ExecOptions {
+            file: "<console>".into(),
+            strict: false,
+        };
+        self.store
+            .with(|cfg| Engine::new(cfg, self.version, opts, &mut rng).run_partial(&cmds))
+            .ok()
+            .and_then(|(_, mut open)| open.pop())
     }
 
     // --------------------------------------------------------------------- help / completion

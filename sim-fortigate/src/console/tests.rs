@@ -168,6 +168,13 @@ fn errors_use_fortios_wording_and_do_not_commit() {
         out,
         "entry not found in datasource\n\nvalue parse error before 'nowhere'\nCommand fail. Return code -3\n"
     );
+    // `show` of the incomplete entry being edited.
+    ok(&mut c, "set action accept");
+    assert_eq!(
+        ok(&mut c, "show"),
+        "config firewall policy\n    edit 0\n        set action accept\n    next\nend\n"
+    );
+    assert!(ok(&mut c, "get").contains("action              : accept\n"));
     let (out, _) = run(&mut c, "bogus");
     assert_eq!(
         out,
