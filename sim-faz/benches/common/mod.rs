@@ -7,7 +7,7 @@ use fortilab_core::device::Timing;
 use fortilab_core::LabClock;
 use fortilab_faz::faz::{Faz, Identity};
 use fortilab_faz::ioc::{IocSettings, Tidb};
-use fortilab_faz::store::Store;
+use fortilab_faz::store::{Store, StoreOptions};
 
 /// Line `i` of a deterministic FortiGate stream: web-filter and traffic logs from 1,016
 /// endpoints, one EICAR fetch every 100,000 lines.
@@ -40,7 +40,12 @@ pub fn line(i: u64) -> String {
 }
 
 pub fn faz(dir: &std::path::Path, tidb: Tidb) -> Arc<Faz> {
-    let store = Store::open(&dir.join("store")).expect("store");
+    let d = StoreOptions::default();
+    let opts = StoreOptions {
+        segment_rows: env_n("FAZ_BENCH_SEGMENT", d.segment_rows),
+        group_rows: env_n("FAZ_BENCH_GROUP", d.group_rows as u64) as usize,
+    };
+    let store = Store::open_with(&dir.join("store"), opts).expect("store");
     let id = Identity {
         hostname: "FAZ-LAB".into(),
         serial: "FAZ-VMTM00000001".into(),
