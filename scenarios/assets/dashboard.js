@@ -26,11 +26,11 @@ function toast(msg, bad) {
   while (box.children.length > 4) box.firstChild.remove();
 }
 
-// Lab time (nanoseconds) in the lab's own zone is what devices print; the dashboard shows
-// the time of day of the lab clock as UTC offset-free HH:MM:SS.mmm of the event.
+// Lab time (Unix nanoseconds) shown in the lab's time zone, as the devices print it.
+let TZ_MIN = 0;
 const fmtTs = (ns) => {
   if (!ns) return '--:--:--.---';
-  const d = new Date(Math.floor(ns / 1e6));
+  const d = new Date(Math.floor(ns / 1e6) + TZ_MIN * 60000);
   return d.toISOString().substring(11, 23);
 };
 
@@ -126,9 +126,17 @@ function storyIngest(e) {
     return false;
   }
   if (!open) {
-    // Only an IOC (or the stitch it triggers, whichever stream delivers first) opens a story.
-    if (si > 4) return false;
+    // Only an IOC (or the stitch it triggers, whichever stream delivers first) opens a story,
+    // and only after a fetch newer than the last story's end: a second IOC record of the same
+    // incident (e.g. the FortiClient's own log) joins the story it belongs to.
+    let last = null;
+    for (let i = STORY.list.length - 1; i >= 0; i--) if (STORY.list[i].ip === ip) { last = STORY.list[i]; break; }
     const r = STORY.recent.get(ip) || { extra: [] };
+    const fresh = r.fetch && (!last || (r.fetch.ts || 0) > last.endTs);
+    if (si > 4 || !fresh) {
+      if (last) { addStage(last, stage, e); return true; }
+      if (si > 4) return false;
+    }
     open = { ip, stages: {}, events: [], done: false, n: STORY.list.length + 1, iocTs: ts };
     STORY.list.push(open);
     for (const [k, ev] of [['fetch', r.fetch], ['log', r.log], ...r.extra]) {
@@ -139,7 +147,7 @@ function storyIngest(e) {
   }
   if (ts < open.iocTs) { open.iocTs = ts; }
   addStage(open, stage, e);
-  if (stage === 'quarantine') open.done = true;
+  if (stage === 'quarantine' && !open.done) { open.done = true; open.endTs = ts; }
   return true;
 }
 
@@ -385,6 +393,7 @@ function connectEvents() {
     const h = JSON.parse(m.data);
     if (h.reset || (TL.generation !== null && h.generation !== TL.generation && !h.resumed)) clearTimeline();
     TL.generation = h.generation;
+    if (typeof h.tz_minutes === 'number' && h.tz_minutes !== TZ_MIN) { TZ_MIN = h.tz_minutes; TL.needFull = true; STORY.dirty = true; }
     if (h.missed) ingest([{ kind: 'gap', device: 'fortilab', ts: Date.now() * 1e6, summary: `${h.missed} older events are no longer kept by the server` }]);
   });
   es.addEventListener('batch', (m) => { lastIngest = performance.now(); ingest(JSON.parse(m.data)); });

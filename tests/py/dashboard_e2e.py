@@ -196,7 +196,7 @@ try:
     stages = ["fetch", "log", "ioc", "stitch", "ems", "quarantine"]
 
     def chain():
-        chips = q(f'#story .story[data-story-ip="{IP}"] .chip')
+        chips = q(f'#story .story[data-story-ip="{IP}"][data-complete="true"] .chip')
         if len(chips) < 6 or not all(c.get_attribute("data-done") == "true" for c in chips[:6]):
             return None
         return [(c.get_attribute("data-stage"), int(c.get_attribute("data-ts"))) for c in chips[:6]]

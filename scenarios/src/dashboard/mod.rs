@@ -191,6 +191,7 @@ async fn events(
     let stream = async_stream(move |tx| async move {
         let mut next = a.first + a.events.len() as u64;
         let hello = json!({"generation": generation, "first": a.first, "missed": a.missed,
+                           "tz_minutes": timeline.clock().tz_minutes(),
                            "resumed": resume.is_some() && !reset, "reset": reset, "kept": a.events.len()});
         if tx
             .send(

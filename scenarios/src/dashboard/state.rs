@@ -158,7 +158,7 @@ pub async fn snapshot(session: &LabSession) -> Value {
         "status": match &status { LabStatus::Running => "running", LabStatus::Restarting(_) => "restarting", LabStatus::Failed(_) => "failed" },
         "message": match &status { LabStatus::Running => String::new(), LabStatus::Restarting(m) | LabStatus::Failed(m) => m.clone() },
         "name": def.lab.name, "speed": clock.speed(), "timing": format!("{:?}", def.lab.timing).to_lowercase(),
-        "now": clock.now_ns(), "procs": procs,
+        "now": clock.now_ns(), "tz_minutes": clock.tz_minutes(), "procs": procs,
     });
     let Some(c) = session.clients() else {
         return json!({"lab": lab});
