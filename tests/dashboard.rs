@@ -242,6 +242,29 @@ fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
     assert_eq!(ready["fortigate"]["api"], api_before);
     assert_eq!(ready["fortigate"]["api_token"], token_before);
 
+    // Timing speed: the lab restarts with the new lab-clock speed factor.
+    let r = http(
+        &dash,
+        "POST",
+        "/api/lab/speed",
+        Some(r#"{"speed": 10}"#),
+        Duration::from_secs(2),
+    );
+    assert!(r.contains("\"ok\":true"), "{r}");
+    support::wait_for("the lab at ×10", Duration::from_secs(60), || {
+        let st = json_body(&http(
+            &dash,
+            "GET",
+            "/api/state",
+            None,
+            Duration::from_secs(5),
+        ));
+        (st["lab"]["status"] == "running"
+            && st["lab"]["speed"] == 10.0
+            && st["hosts"][0]["state"] == "clean")
+            .then_some(())
+    });
+
     let st = lab.terminate();
     assert!(
         st.success(),
