@@ -63,6 +63,15 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Open a device's SSH console (the FortiOS or FortiAnalyzer CLI) in a running `fortilab up`
+    /// lab, with the system `ssh` client.
+    Console {
+        /// `fortigate` (or `fgt`) or `fortianalyzer` (or `faz`).
+        device: String,
+        /// The running lab's ready file (default: $FORTILAB_READY_FILE).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
     /// Check lab and scenario files without running them. Exit 0 valid, 2 invalid.
     Validate {
         #[arg(required = true)]
@@ -97,6 +106,7 @@ pub fn main() -> ExitCode {
     rt.block_on(async move {
         match cli.command {
             Command::Validate { files } => validate(&files),
+            Command::Console { device, ready_file } => crate::console::main(&device, ready_file),
             Command::Run {
                 scenarios,
                 junit,
@@ -314,23 +324,25 @@ fn print_summary(r: &Value, started: std::time::Duration, json: bool) {
     println!("  lab CA         {}", s(&r["ca_cert"]));
     let f = &r["fortigate"];
     println!(
-        "  FortiGate      {} {} v{}  REST {}  token {}  admin/{}  proxy {}",
+        "  FortiGate      {} {} v{}  REST {}  token {}  admin/{}  proxy {}  ssh {}",
         s(&f["name"]),
         s(&f["serial"]),
         s(&f["version"]),
         s(&f["api"]),
         s(&f["api_token"]),
         s(&f["admin"]["password"]),
-        s(&f["proxy"])
+        s(&f["proxy"]),
+        s(&f["ssh"])
     );
     let z = &r["fortianalyzer"];
     println!(
-        "  FortiAnalyzer  {} {}  JSON-RPC {}/jsonrpc  token {}  admin/{}",
+        "  FortiAnalyzer  {} {}  JSON-RPC {}/jsonrpc  token {}  admin/{}  ssh {}",
         s(&z["name"]),
         s(&z["serial"]),
         s(&z["api"]),
         s(&z["api_token"]),
-        s(&z["admin"]["password"])
+        s(&z["admin"]["password"]),
+        s(&z["ssh"])
     );
     let e = &r["ems"];
     println!(
