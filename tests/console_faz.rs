@@ -52,7 +52,12 @@ fn rpc(faz: &Proc, body: &Value) -> Value {
             "Authorization: Bearer {}",
             faz.ready["api_token"].as_str().unwrap()
         ))
-        .args(["-H", "Content-Type: application/json", "--data-binary", "@-"])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
         .arg(format!("{api}/jsonrpc"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -91,14 +96,32 @@ fn ssh_port(faz: &Proc) -> String {
     ssh.rsplit(':').next().unwrap().to_string()
 }
 
-/// OpenSSH `ssh -tt` typing `lines`; the password comes from an askpass script.
-fn openssh(dir: &Path, faz: &Proc, user: &str, password: &str, lines: &str) -> (bool, String) {
+/// OpenSSH `ssh -tt` typing `lines` (or, with `command`, `ssh user@host "command"`); the password
+/// comes from an askpass script.
+fn openssh(
+    dir: &Path,
+    faz: &Proc,
+    user: &str,
+    password: &str,
+    lines: &str,
+    command: Option<&str>,
+) -> (bool, String) {
     let askpass = dir.join("askpass.sh");
-    std::fs::write(&askpass, "#!/bin/sh\nprintf '%s\\n' \"$FAZ_TEST_PASSWORD\"\n").unwrap();
-    Command::new("chmod").arg("700").arg(&askpass).status().unwrap();
-    let mut child = Command::new("ssh")
-        .arg("-tt")
-        .args(["-p", &ssh_port(faz)])
+    std::fs::write(
+        &askpass,
+        "#!/bin/sh\nprintf '%s\\n' \"$FAZ_TEST_PASSWORD\"\n",
+    )
+    .unwrap();
+    Command::new("chmod")
+        .arg("700")
+        .arg(&askpass)
+        .status()
+        .unwrap();
+    let mut cmd = Command::new("ssh");
+    if command.is_none() {
+        cmd.arg("-tt");
+    }
+    cmd.args(["-p", &ssh_port(faz)])
         .args(["-o", "StrictHostKeyChecking=no"])
         .arg("-o")
         .arg(format!(
@@ -106,11 +129,18 @@ fn openssh(dir: &Path, faz: &Proc, user: &str, password: &str, lines: &str) -> (
             dir.join("known_hosts").display()
         ))
         .args(["-o", "PubkeyAuthentication=no"])
-        .args(["-o", "PreferredAuthentications=password,keyboard-interactive"])
+        .args([
+            "-o",
+            "PreferredAuthentications=password,keyboard-interactive",
+        ])
         .args(["-o", "NumberOfPasswordPrompts=1"])
         .args(["-o", "ConnectTimeout=20"])
         .args(["-o", "LogLevel=ERROR"])
-        .arg(format!("{user}@127.0.0.1"))
+        .arg(format!("{user}@127.0.0.1"));
+    if let Some(c) = command {
+        cmd.arg(c);
+    }
+    let mut child = cmd
         .env("SSH_ASKPASS", &askpass)
         .env("SSH_ASKPASS_REQUIRE", "force")
         .env("DISPLAY", ":0")
@@ -151,6 +181,7 @@ fn openssh_types_the_seed_commands_and_api_requests_reach_the_event_log() {
         &user,
         &password,
         "config system global\nset jsonapi-log all\nend\nget system global\nexit\n",
+        None,
     );
     assert!(ok, "ssh failed:\n{out}\n{}", faz.stderr());
     // The prompts, in order, as the device prints them.
@@ -174,13 +205,20 @@ fn openssh_types_the_seed_commands_and_api_requests_reach_the_event_log() {
     );
     assert_eq!(r["result"][0]["data"]["jsonapi-log"], "all", "{r}");
     // Every JSON-RPC request is now written to the FortiAnalyzer event log.
-    rpc(&faz, &json!({"id":2,"method":"get","params":[{"url":"/sys/status"}]}));
-    let rows = wait_for("the API request in the event log", Duration::from_secs(20), || {
-        let rows = event_logs(&faz, "action=jsonapi-request");
-        rows.iter()
-            .any(|r| r["msg"].as_str().unwrap_or("").contains("/sys/status"))
-            .then_some(rows)
-    });
+    rpc(
+        &faz,
+        &json!({"id":2,"method":"get","params":[{"url":"/sys/status"}]}),
+    );
+    let rows = wait_for(
+        "the API request in the event log",
+        Duration::from_secs(20),
+        || {
+            let rows = event_logs(&faz, "action=jsonapi-request");
+            rows.iter()
+                .any(|r| r["msg"].as_str().unwrap_or("").contains("/sys/status"))
+                .then_some(rows)
+        },
+    );
     assert!(rows.iter().all(|r| r["user"] == "api-user"), "{rows:?}");
     // The console login is in the event log too.
     assert!(!event_logs(&faz, "action=login status=success").is_empty());
@@ -193,10 +231,17 @@ fn openssh_types_the_seed_commands_and_api_requests_reach_the_event_log() {
         &json!({"id":3,"method":"get","params":[{"url":"/cli/global/system/global"}]}),
     );
     assert_eq!(r["result"][0]["data"]["jsonapi-log"], "all", "{r}");
-    // Non-interactive: `ssh admin@faz "get system status"`.
-    let (ok, out) = openssh(dir, &faz, &user, &password, "get system status\nexit\n");
+    // Non-interactive: `ssh admin@faz "get system status"`; a failing command exits 1.
+    let (ok, out) = openssh(dir, &faz, &user, &password, "", Some("get system status"));
     assert!(ok, "{out}");
     assert!(out.contains("Platform Type"), "{out}");
+    assert!(
+        out.contains("Version                         : v6.4.5-build"),
+        "{out}"
+    );
+    let (ok, out) = openssh(dir, &faz, &user, &password, "", Some("get system bogus"));
+    assert!(!ok, "{out}");
+    assert!(out.contains("command parse error before 'bogus'"), "{out}");
 }
 
 #[test]
@@ -229,7 +274,12 @@ fn paramiko_shell_help_errors_tidb_and_refused_password() {
     assert_eq!(r["bad_password_refused"], true, "{r}");
     assert_eq!(
         r["prompts"],
-        json!(["FAZ-LAB # ", "FAZ-LAB (global)# ", "FAZ-LAB (global)# ", "FAZ-LAB # "]),
+        json!([
+            "FAZ-LAB # ",
+            "FAZ-LAB (global)# ",
+            "FAZ-LAB (global)# ",
+            "FAZ-LAB # "
+        ]),
         "{r}"
     );
     let help = r["help"].as_str().unwrap();
@@ -264,7 +314,10 @@ fn paramiko_shell_help_errors_tidb_and_refused_password() {
             .contains("www.eicar.org is in tidb type black_domain. id="),
         "{r}"
     );
-    assert!(r["status"].as_str().unwrap().contains("Serial Number"), "{r}");
+    assert!(
+        r["status"].as_str().unwrap().contains("Serial Number"),
+        "{r}"
+    );
     // The refused password is in the FortiAnalyzer event log.
     let rows = event_logs(&faz, "action=login status=failed");
     assert!(
