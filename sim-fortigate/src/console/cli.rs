@@ -430,6 +430,25 @@ impl CliSession {
         let mut cmds = self.buffer.clone();
         cmds.extend(extra.iter().cloned());
         let cmds = renumber(&cmds);
+        // Nothing changed (`edit x` / `end` only): no commit, no revision, no change log.
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        let opts = ExecOptions {
+            file: "<console>".into(),
+            strict: false,
+        };
+        let unchanged = self.store.with(|cfg| {
+            Engine::new(cfg, self.version, opts, &mut rng)
+                .run(&cmds)
+                .map(|out| {
+                    out.staged
+                        .iter()
+                        .all(|(path, t)| cfg.table(path).is_some_and(|cur| cur == t))
+                })
+                .unwrap_or(false)
+        });
+        if unchanged {
+            return Ok(());
+        }
         self.store
             .execute(&cmds, "<console>", false, &self.origin)
             .map(|_| ())

@@ -176,6 +176,14 @@ fn errors_use_fortios_wording_and_do_not_commit() {
     );
     assert!(ok(&mut c, "get").contains("action              : accept\n"));
     let (out, _) = run(&mut c, "bogus");
+    // Unchanged objects are not committed.
+    let mut c2 = cli(V64);
+    let rev = c2.store().revision();
+    ok(&mut c2, "config system automation-stitch");
+    ok(&mut c2, "edit \"Compromised Host Quarantine\"");
+    ok(&mut c2, "next");
+    ok(&mut c2, "end");
+    assert_eq!(c2.store().revision(), rev);
     assert_eq!(
         out,
         "command parse error before 'bogus'\nCommand fail. Return code -61\n"
