@@ -56,12 +56,12 @@ def send(chan, line):
 
 result = {}
 
-# A wrong password is refused.
-bad = paramiko.SSHClient()
-bad.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+# A wrong password is refused. (Transport.auth_password without the keyboard-interactive
+# fallback: SSHClient's fallback waits for paramiko's 30 s auth timeout on this server.)
+bad = paramiko.Transport((HOST, PORT))
 try:
-    bad.connect(HOST, port=PORT, username=USER, password="wrong-" + PASSWORD,
-                look_for_keys=False, allow_agent=False, timeout=20)
+    bad.connect()
+    bad.auth_password(USER, "wrong-" + PASSWORD, fallback=False)
     result["bad_password_refused"] = False
 except paramiko.AuthenticationException:
     result["bad_password_refused"] = True
