@@ -32,7 +32,8 @@ enum Command {
     Up {
         /// A lab definition or scenario file (TOML).
         file: Option<PathBuf>,
-        /// Write the lab's ready report (JSON) here once every device is ready.
+        /// Write the lab's ready report (JSON) here once every device is ready (default:
+        /// `$TMPDIR/fortilab-ready.json`, which `fortilab console` reads).
         #[arg(long)]
         ready_file: Option<PathBuf>,
         /// Directory for device state, logs and the lab CA (default: a new temporary one).
@@ -236,6 +237,9 @@ async fn up(
     seed: Option<u64>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
+    // Without --ready-file the report still goes to a well-known place, for `fortilab console`.
+    let default_ready = ready_file.is_none();
+    let ready_file = Some(ready_file.unwrap_or_else(crate::console::default_ready_file));
     let def = match &file {
         Some(f) => {
             LabDef::load(f).map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?
@@ -301,6 +305,11 @@ async fn up(
     let _ = server.await;
     if temp {
         let _ = std::fs::remove_dir_all(&dir);
+    }
+    if default_ready {
+        if let Some(p) = &ready_file {
+            let _ = std::fs::remove_file(p);
+        }
     }
     if bad.is_empty() {
         Ok(ExitCode::SUCCESS)

@@ -87,17 +87,24 @@ pub fn ssh_args(t: &ConsoleTarget) -> Vec<String> {
     ]
 }
 
+/// Where `fortilab up` writes its ready report when `--ready-file` is not given (the most
+/// recently started lab), and where `fortilab console` looks for it by default.
+pub fn default_ready_file() -> PathBuf {
+    std::env::temp_dir().join("fortilab-ready.json")
+}
+
 /// Runs the subcommand.
 pub fn main(device: &str, ready_file: Option<PathBuf>) -> ExitCode {
-    let path = match ready_file.or_else(|| std::env::var_os(READY_ENV).map(PathBuf::from)) {
-        Some(p) => p,
-        None => {
-            eprintln!(
-                "fortilab console: no ready file: start the lab with `fortilab up --ready-file F` and pass `--ready-file F` (or set {READY_ENV})"
-            );
-            return ExitCode::from(2);
-        }
-    };
+    let path = ready_file
+        .or_else(|| std::env::var_os(READY_ENV).map(PathBuf::from))
+        .unwrap_or_else(default_ready_file);
+    if !path.exists() {
+        eprintln!(
+            "fortilab console: no running lab: {} does not exist (start one with `fortilab up`, or pass the lab's `--ready-file`, or set {READY_ENV})",
+            path.display()
+        );
+        return ExitCode::from(2);
+    }
     let ready: Value = match std::fs::read_to_string(&path)
         .map_err(|e| e.to_string())
         .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
