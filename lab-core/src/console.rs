@@ -312,7 +312,15 @@ impl ConnHandler {
                     tracing::info!(peer = %self.peer, "ssh: too many authentication failures");
                     return Err(russh::Error::Disconnect);
                 }
-                Ok(Auth::reject())
+                // A wrong password may be retried with either method (OpenSSH and FortiOS
+                // offer both again); dropping `password` from the list would send clients such
+                // as paramiko into a keyboard-interactive fallback instead of a clear failure.
+                Ok(Auth::Reject {
+                    proceed_with_methods: Some(MethodSet::from(
+                        &[MethodKind::Password, MethodKind::KeyboardInteractive][..],
+                    )),
+                    partial_success: false,
+                })
             }
         }
     }
