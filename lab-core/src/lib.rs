@@ -27,6 +27,7 @@ pub mod proxy;
 pub mod ready;
 pub mod rng;
 pub mod shutdown;
+pub mod telemetry;
 pub mod tls;
 
 pub use clock::LabClock;

@@ -1088,13 +1088,18 @@ async fn fabric_q(sh: Arc<Shared>, req: Request, quarantine: bool) -> Response {
 // ---------------------------------------------------------------- lab surface
 
 async fn lab_health(State(sh): Sh) -> Response {
-    let (n, f) = {
+    let now = sh.now_ms();
+    let (n, f, oldest) = {
         let st = sh.lock();
-        (st.endpoints.len(), st.fabric.len())
+        let oldest = st.endpoints.values().map(|e| e.last_seen_ms).min();
+        (st.endpoints.len(), st.fabric.len(), oldest)
     };
+    // Lab time since the least recently seen endpoint's last contact (keep-alive health).
+    let oldest_age_ms = oldest.map(|t| (now - t).max(0));
     axum::Json(
         json!({"ok": true, "device": sh.cfg.hostname, "serial": sh.cfg.serial,
                       "endpoints": n, "fabric_devices": f,
+                      "oldest_contact_age_ms": oldest_age_ms,
                       "keepalives": sh.keepalives.load(Ordering::Relaxed),
                       "auto_authorize": sh.auto_authorize.load(Ordering::Relaxed)}),
     )

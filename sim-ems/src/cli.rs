@@ -85,6 +85,7 @@ pub fn resolve(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<EmsCon
         admin_password: password,
         ka_interval: ka,
         auto_authorize: args.auto_authorize || file.auto_authorize.unwrap_or(false),
+        persistent_connections: file.persistent_connections.unwrap_or(true),
         lab_ip: args.lab_ip.clone(),
         profile_name: file.profile.name.unwrap_or_else(|| "Default".into()),
         log_upload_enabled: file.profile.log_upload_enabled.unwrap_or(true),

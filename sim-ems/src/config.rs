@@ -5,6 +5,7 @@
 //! version = "6.4.3"
 //! ka_interval = 60            # keep-alive interval in lab seconds (fractions allowed)
 //! auto_authorize = false      # authorize FortiGates on first contact
+//! persistent_connections = true  # FortiClient keeps its telemetry connection open (PERCON=1)
 //! [admin]
 //! user = "admin"
 //! password = "..."
@@ -27,6 +28,7 @@ pub struct FileConfig {
     pub version: Option<String>,
     pub ka_interval: Option<f64>,
     pub auto_authorize: Option<bool>,
+    pub persistent_connections: Option<bool>,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]

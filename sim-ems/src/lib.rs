@@ -15,10 +15,12 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
-pub mod proto;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+
+/// The telemetry wire format (defined in `fortilab_core::telemetry`, shared with sim-endpoint).
+pub use fortilab_core::telemetry as proto;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +47,9 @@ pub struct EmsConfig {
     /// Keep-alive interval, lab time.
     pub ka_interval: Duration,
     pub auto_authorize: bool,
+    /// Replies carry `PERCON=1`: FortiClient keeps its telemetry connection open for the next
+    /// keep-alive instead of connecting (and resuming its TLS session) each time.
+    pub persistent_connections: bool,
     pub lab_ip: String,
     pub profile_name: String,
     /// FortiAnalyzer lab address for FortiClient log upload.
@@ -66,6 +71,7 @@ impl EmsConfig {
             admin_password: "fortilab".into(),
             ka_interval: Duration::from_millis(200),
             auto_authorize: false,
+            persistent_connections: true,
             lab_ip: "10.115.1.30".into(),
             profile_name: "Default".into(),
             faz: None,
@@ -101,6 +107,10 @@ pub struct Shared {
     ka_count: AtomicU64,
     /// Keep-alives handled since start.
     pub keepalives: AtomicU64,
+    /// Held by the one task writing the state (group commit, see [`Shared::persist`]).
+    flush_lock: tokio::sync::Mutex<()>,
+    /// Set when a write failed: the next write is a whole snapshot.
+    force_snapshot: AtomicBool,
 }
 
 impl std::fmt::Debug for Shared {
@@ -126,35 +136,62 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Writes the current state durably if it changed since the last write.
+    /// Returns once every change made before the call is durable (group commit): the caller
+    /// that gets the write lock appends everything changed so far as one journal record and
+    /// fsyncs it; callers queued behind it usually find their change already written.
     pub async fn persist(self: &Arc<Self>) -> std::io::Result<()> {
-        let (generation, bytes) = {
-            let st = self.lock();
-            if st.generation <= self.store.written() {
-                return Ok(());
-            }
-            (
-                st.generation,
-                serde_json::to_vec(&*st).map_err(std::io::Error::other)?,
-            )
-        };
+        let target = self.lock().generation;
+        if self.store.written() >= target && !self.force_snapshot.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let _writer = self.flush_lock.lock().await;
+        if self.store.written() >= target && !self.force_snapshot.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let me = self.clone();
-        tokio::task::spawn_blocking(move || me.store.save(generation, &bytes))
+        tokio::task::spawn_blocking(move || me.flush_blocking())
             .await
             .map_err(std::io::Error::other)?
     }
 
-    /// Writes the state including `last_seen` (shutdown).
+    /// One write: the pending changes as a journal record, or a whole snapshot when the
+    /// journal is large (or a previous write failed).
+    fn flush_blocking(&self) -> std::io::Result<()> {
+        let force = self.force_snapshot.swap(false, Ordering::Relaxed);
+        let (rec, snapshot) = {
+            let mut st = self.lock();
+            let behind = st.generation > self.store.written();
+            if force || self.store.wants_snapshot() || (behind && !st.has_changes()) {
+                st.clear_changes();
+                (None, Some(st.clone()))
+            } else {
+                (st.take_changes(), None)
+            }
+        };
+        let result = match (&rec, snapshot) {
+            (_, Some(st)) => serde_json::to_vec(&st)
+                .map_err(std::io::Error::other)
+                .and_then(|bytes| self.store.snapshot(st.generation, &bytes)),
+            (Some(rec), None) => self.store.append(rec),
+            (None, None) => Ok(()),
+        };
+        if result.is_err() {
+            // The changes taken above are no longer marked: the next write is a snapshot.
+            self.force_snapshot.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    /// Writes the whole state including `last_seen` as a snapshot (shutdown).
     pub fn persist_all_blocking(&self) -> std::io::Result<()> {
-        let (generation, bytes) = {
+        let st = {
             let mut st = self.lock();
             st.generation += 1;
-            (
-                st.generation,
-                serde_json::to_vec(&*st).map_err(std::io::Error::other)?,
-            )
+            st.clear_changes();
+            st.clone()
         };
-        self.store.save(generation, &bytes)
+        let bytes = serde_json::to_vec(&st).map_err(std::io::Error::other)?;
+        self.store.snapshot(st.generation, &bytes)
     }
 
     /// Whether a keep-alive event should be emitted (sampled above 50 endpoints).
@@ -215,7 +252,12 @@ pub async fn start(
     let cert = ca.issue(&cfg.serial, &sans)?;
     let api_tls =
         fortilab_core::tls::server_config(ca, &cert, ClientAuth::Optional, &[b"http/1.1"])?;
-    let tel_tls = fortilab_core::tls::server_config(ca, &cert, ClientAuth::None, &[])?;
+    let tel_tls = telemetry::with_session_tickets(fortilab_core::tls::server_config(
+        ca,
+        &cert,
+        ClientAuth::None,
+        &[],
+    )?)?;
     let rng = fortilab_core::rng::stream(cfg.seed, "ems/runtime");
     let shared = Arc::new(Shared {
         auto_authorize: AtomicBool::new(cfg.auto_authorize),
@@ -228,6 +270,8 @@ pub async fn start(
         rng: Mutex::new(rng),
         ka_count: AtomicU64::new(0),
         keepalives: AtomicU64::new(0),
+        flush_lock: tokio::sync::Mutex::new(()),
+        force_snapshot: AtomicBool::new(false),
     });
     let api_addr = listeners.api.local_addr()?;
     let telemetry_addr = listeners.telemetry.local_addr()?;
@@ -249,7 +293,7 @@ pub async fn start(
         tasks.spawn(async move { telemetry::serve(sh, l, tel_tls, sd).await });
     }
     {
-        // Background flusher.
+        // Background writer for changes nobody waits for.
         let sh = shared.clone();
         let sd = shutdown.clone();
         tasks.spawn(async move {

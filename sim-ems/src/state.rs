@@ -6,7 +6,7 @@
 //! reply carries the action that brings the endpoint to the desired state, so an instruction
 //! lost on the way is simply sent again on the next keep-alive.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -164,9 +164,49 @@ pub struct EmsState {
     pub next_quarantine_id: u64,
     #[serde(skip)]
     by_uid: HashMap<String, u64>,
-    /// Bumped on every change that must survive a restart.
-    #[serde(skip)]
+    /// Bumped on every change that must survive a restart; saved with the snapshot so journal
+    /// records already contained in it are skipped on load.
+    #[serde(default)]
     pub generation: u64,
+    /// What changed since the last [`take_changes`](Self::take_changes) (the journal's
+    /// next record).
+    #[serde(skip)]
+    dirty: Dirty,
+}
+
+/// Keys changed since the last journal record.
+#[derive(Debug, Clone, Default)]
+struct Dirty {
+    endpoints: BTreeSet<u64>,
+    fabric: BTreeSet<u64>,
+    deleted_endpoints: BTreeSet<u64>,
+    deleted_fabric: BTreeSet<u64>,
+}
+
+impl Dirty {
+    fn is_empty(&self) -> bool {
+        self.endpoints.is_empty()
+            && self.fabric.is_empty()
+            && self.deleted_endpoints.is_empty()
+            && self.deleted_fabric.is_empty()
+    }
+}
+
+/// One journal record: the durable changes of one group commit (whole records, so applying
+/// one is idempotent), tagged with the generation it brings the state to.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct JournalRecord {
+    pub generation: u64,
+    /// `next_device_id`, `next_fabric_id`, `next_quarantine_id` after the change.
+    pub next: [u64; 3],
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub endpoints: Vec<Endpoint>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fabric: Vec<FabricDevice>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_endpoints: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted_fabric: Vec<u64>,
 }
 
 /// Salted SHA-256 verifier of an access code (hex).
@@ -212,8 +252,72 @@ impl EmsState {
         self.next_quarantine_id = self.next_quarantine_id.max(max_q.unwrap_or(0) + 1);
     }
 
-    fn touch(&mut self) {
+    fn touch_endpoint(&mut self, id: u64) {
         self.generation += 1;
+        self.dirty.endpoints.insert(id);
+    }
+
+    fn touch_fabric(&mut self, id: u64) {
+        self.generation += 1;
+        self.dirty.fabric.insert(id);
+    }
+
+    /// Whether changes wait for the journal.
+    pub fn has_changes(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// The changes since the last call, as one journal record (None when nothing changed).
+    pub fn take_changes(&mut self) -> Option<JournalRecord> {
+        if self.dirty.is_empty() {
+            return None;
+        }
+        let d = std::mem::take(&mut self.dirty);
+        Some(JournalRecord {
+            generation: self.generation,
+            next: [
+                self.next_device_id,
+                self.next_fabric_id,
+                self.next_quarantine_id,
+            ],
+            endpoints: d
+                .endpoints
+                .iter()
+                .filter_map(|id| self.endpoints.get(id).cloned())
+                .collect(),
+            fabric: d
+                .fabric
+                .iter()
+                .filter_map(|id| self.fabric.get(id).cloned())
+                .collect(),
+            deleted_endpoints: d.deleted_endpoints.into_iter().collect(),
+            deleted_fabric: d.deleted_fabric.into_iter().collect(),
+        })
+    }
+
+    /// Forgets pending changes (a snapshot of the whole state was just taken).
+    pub fn clear_changes(&mut self) {
+        self.dirty = Dirty::default();
+    }
+
+    /// Applies a journal record (loading); call [`reindex`](Self::reindex) afterwards.
+    pub fn apply_record(&mut self, rec: JournalRecord) {
+        for ep in rec.endpoints {
+            self.endpoints.insert(ep.device_id, ep);
+        }
+        for dev in rec.fabric {
+            self.fabric.insert(dev.id, dev);
+        }
+        for id in rec.deleted_endpoints {
+            self.endpoints.remove(&id);
+        }
+        for id in rec.deleted_fabric {
+            self.fabric.remove(&id);
+        }
+        self.next_device_id = self.next_device_id.max(rec.next[0]);
+        self.next_fabric_id = self.next_fabric_id.max(rec.next[1]);
+        self.next_quarantine_id = self.next_quarantine_id.max(rec.next[2]);
+        self.generation = self.generation.max(rec.generation);
     }
 
     pub fn endpoint_by_uid(&self, uid: &str) -> Option<&Endpoint> {
@@ -261,7 +365,7 @@ impl EmsState {
         };
         self.endpoints.insert(id, ep);
         self.by_uid.insert(uid, id);
-        self.touch();
+        self.touch_endpoint(id);
         (id, new)
     }
 
@@ -285,7 +389,7 @@ impl EmsState {
                     hash: q.hash.clone(),
                 };
                 if first.is_some() {
-                    self.generation += 1;
+                    self.touch_endpoint(id);
                 }
                 (a, first)
             }
@@ -335,7 +439,7 @@ impl EmsState {
         let reported_changed = ep.reported_quarantined != ka.ec_quarantined;
         ep.reported_quarantined = ka.ec_quarantined;
         if reported_changed || durable {
-            self.touch();
+            self.touch_endpoint(id);
         }
         let (action, first_delivery) = self.action_for(id, now_ms);
         KaOutcome::Ok {
@@ -428,7 +532,7 @@ impl EmsState {
             quarantine_id: Some(qid),
         };
         self.next_quarantine_id += 1;
-        self.touch();
+        self.touch_endpoint(id);
         Some(res)
     }
 
@@ -449,7 +553,7 @@ impl EmsState {
             quarantine_id: q.map(|q| q.id),
         };
         if changed {
-            self.touch();
+            self.touch_endpoint(id);
         }
         Some(res)
     }
@@ -461,10 +565,10 @@ impl EmsState {
             if let Some(ep) = self.endpoints.remove(id) {
                 self.by_uid.remove(&ep.uid);
                 out.push(*id);
+                self.generation += 1;
+                self.dirty.endpoints.remove(id);
+                self.dirty.deleted_endpoints.insert(*id);
             }
-        }
-        if !out.is_empty() {
-            self.touch();
         }
         out
     }
@@ -487,7 +591,7 @@ impl EmsState {
             }
             let d = dev.clone();
             if changed {
-                self.touch();
+                self.touch_fabric(d.id);
             }
             return (d, false);
         }
@@ -502,7 +606,7 @@ impl EmsState {
             last_seen_ms: now_ms,
         };
         self.fabric.insert(id, dev.clone());
-        self.touch();
+        self.touch_fabric(id);
         (dev, true)
     }
 
@@ -511,14 +615,16 @@ impl EmsState {
         let dev = self.fabric.get_mut(&id)?;
         dev.authorized = authorized;
         let d = dev.clone();
-        self.touch();
+        self.touch_fabric(id);
         Some(d)
     }
 
     pub fn fabric_delete(&mut self, id: u64) -> bool {
         let r = self.fabric.remove(&id).is_some();
         if r {
-            self.touch();
+            self.generation += 1;
+            self.dirty.fabric.remove(&id);
+            self.dirty.deleted_fabric.insert(id);
         }
         r
     }

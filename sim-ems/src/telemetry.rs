@@ -1,10 +1,17 @@
 //! The FortiClient telemetry server: TLS on its own listener (lab port 8013).
 //!
 //! A connection carries one or more request/reply exchanges ([`crate::proto`] frames) and is
-//! closed by the client when done, as in the product ("the connection is closed after protocol
-//! exchanges between both parties are complete"). The reply to every request is a `REPLY`
-//! frame; a frame that cannot be parsed gets an `ERROR` reply naming the problem, then the
-//! connection is closed (the server keeps serving everyone else).
+//! closed by the client when done. The reply to every request is a `REPLY` frame; a frame that
+//! cannot be parsed gets an `ERROR` reply naming the problem, then the connection is closed
+//! (the server keeps serving everyone else).
+//!
+//! Connections [P]: with `persistent_connections` (the default) replies carry `PERCON=1` and
+//! FortiClient keeps the connection open for its next keep-alive (the EMS probe reply of the
+//! product advertises `PERCON|1|`); the server closes a connection idle for
+//! [`idle_timeout`]. Without it, FortiClient closes the connection after each exchange, as the
+//! 6.x admin guide describes ("the connection is closed after protocol exchanges between both
+//! parties are complete"), and resumes its TLS session (stateless session tickets,
+//! [`with_session_tickets`]) on the next one.
 //!
 //! Reply payload keys [P]: `STATUS` (`OK`/`ERROR`), `ERROR_CODE`, `MESSAGE`, `EMS_SN`,
 //! `EMS_HOSTNAME`, `EMSVER`, `DEVICE_ID`, `KA_INTERVAL` (seconds, also in the header),
@@ -12,7 +19,7 @@
 //! `LOG_UPLOAD_SSL_ENABLED`, `LOG_PROTOCOL`), and the instruction: `ACTION` =
 //! `NONE|QUARANTINE|UNQUARANTINE|REGISTER`, with `QUARANTINE_ID`, `QUARANTINE_MSG`,
 //! `QUARANTINE_CODE_SALT`, `QUARANTINE_CODE_HASH` for a quarantine; `CODE_RESULT` =
-//! `ACCEPTED|REJECTED` when the keep-alive carried `RELEASE_CODE`.
+//! `ACCEPTED|REJECTED` when the keep-alive carried `RELEASE_CODE`; `PERCON=1` (see above).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,8 +33,27 @@ use crate::proto::{self, Frame, ReadError};
 use crate::state::{Action, KaOutcome, KeepAlive, SysInfo};
 use crate::Shared;
 
-/// How long a connection may stay idle between frames.
+/// How long a connection may stay idle between frames, at least.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a connection may stay idle between frames: [`IDLE_TIMEOUT`] or three keep-alive
+/// periods (real time), whichever is longer, so a persistent connection outlives the pause
+/// between two keep-alives.
+pub fn idle_timeout(shared: &Shared) -> Duration {
+    let ka = shared.clock.to_real(shared.cfg.ka_interval);
+    IDLE_TIMEOUT.max(ka.saturating_mul(3))
+}
+
+/// The telemetry TLS configuration with stateless session tickets (one per handshake), so a
+/// FortiClient that reconnects resumes its session instead of a full handshake.
+pub fn with_session_tickets(
+    base: Arc<rustls::ServerConfig>,
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let mut cfg = (*base).clone();
+    cfg.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    cfg.send_tls13_tickets = 1;
+    Ok(Arc::new(cfg))
+}
 
 /// Accepts telemetry connections until `shutdown`.
 pub async fn serve(
@@ -79,12 +105,9 @@ where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut buf = Vec::new();
+    let idle = idle_timeout(&shared);
     loop {
-        let frame = match tokio::time::timeout(
-            IDLE_TIMEOUT,
-            proto::read_frame(&mut stream, &mut buf),
-        )
-        .await
+        let frame = match tokio::time::timeout(idle, proto::read_frame(&mut stream, &mut buf)).await
         {
             Err(_) | Ok(Err(ReadError::Closed)) => return,
             Ok(Err(ReadError::Io(_))) => return,
@@ -126,6 +149,9 @@ fn base_reply(shared: &Shared, status: &str) -> Frame {
         .put("EMSVER", emsver(&shared.cfg.version))
         .put("KA_INTERVAL", ka_ms.div_ceil(1000).max(1))
         .put("KA_INTERVAL_MS", ka_ms);
+    if shared.cfg.persistent_connections && status == "OK" {
+        f.put("PERCON", 1);
+    }
     f
 }
 
@@ -197,9 +223,10 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
             f.put(
                 "PROBE",
                 format!(
-                    "FGT|{}|FEATURE_BITMAP|7|EMSVER|{}|PROTO_VERSION|1.0.0|PERCON|1|",
+                    "FGT|{}|FEATURE_BITMAP|7|EMSVER|{}|PROTO_VERSION|1.0.0|PERCON|{}|",
                     shared.cfg.serial,
-                    emsver(&shared.cfg.version)
+                    emsver(&shared.cfg.version),
+                    u8::from(shared.cfg.persistent_connections)
                 ),
             );
             f
@@ -242,7 +269,16 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
             }
             if let Some(qid) = first {
                 emit_delivered(shared, id, &fctuid, qid);
-                let _ = shared.persist().await;
+            }
+            // Acknowledged = durable: the reply carrying DEVICE_ID leaves only once the
+            // registration is in the fsynced journal (group commit, see `store`).
+            if let Err(e) = shared.persist().await {
+                tracing::error!(error = %e, "writing the EMS state failed");
+                return error_reply(
+                    shared,
+                    "STATE_WRITE_FAILED",
+                    "EMS could not record the registration; try again",
+                );
             }
             let mut f = base_reply(shared, "OK");
             f.put("DEVICE_ID", id);
@@ -330,4 +366,140 @@ fn emit_delivered(shared: &Shared, device_id: u64, fctuid: &str, qid: u64) {
         "ems.quarantine.delivered",
         json!({"device_id": device_id, "fctuid": fctuid, "quarantine_id": qid}),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use proptest::prelude::*;
+
+    use crate::proto::b64;
+
+    proptest! {
+        /// The hand-written base64 of the shared wire format agrees with the `base64` crate's
+        /// `STANDARD` engine (what the format used before it moved to lab-core).
+        #[test]
+        fn b64_matches_the_base64_crate(data in proptest::collection::vec(any::<u8>(), 0..120),
+                                        text in "[A-Za-z0-9+/=]{0,24}") {
+            let std = base64::engine::general_purpose::STANDARD;
+            prop_assert_eq!(b64::encode(&data), std.encode(&data));
+            prop_assert_eq!(b64::decode(&text), std.decode(&text).ok());
+        }
+    }
+
+    use std::sync::Arc;
+
+    use crate::proto::Frame;
+
+    fn register(uid: &str) -> Frame {
+        let mut f = Frame::new("FCTUID", uid, "REGISTER", "SYSINFO")
+            .head("IP", "10.115.2.52")
+            .head("MAC", "02-50-56-11-22-33")
+            .head("EC_QUARANTINED", 0);
+        f.put("HOSTNAME", "PC-52").put("USER", "alice");
+        f
+    }
+
+    async fn ems(
+        persistent: bool,
+        dir: &std::path::Path,
+    ) -> (crate::Running, fortilab_core::LabCa) {
+        let ca = fortilab_core::LabCa::generate("t").unwrap();
+        let mut cfg = crate::EmsConfig::for_tests(dir);
+        cfg.persistent_connections = persistent;
+        let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let telemetry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sd = tokio_util::sync::CancellationToken::new();
+        let running = crate::start(
+            cfg,
+            &ca,
+            fortilab_core::LabClock::real(),
+            crate::Listeners { api, telemetry },
+            sd,
+        )
+        .await
+        .unwrap();
+        (running, ca)
+    }
+
+    type Tls = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+    async fn connect(cfg: &Arc<rustls::ClientConfig>, addr: std::net::SocketAddr) -> Tls {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let name = fortilab_core::tls::server_name("10.115.1.30").unwrap();
+        tokio_rustls::TlsConnector::from(cfg.clone())
+            .connect(name, tcp)
+            .await
+            .unwrap()
+    }
+
+    async fn roundtrip(s: &mut Tls, f: &Frame) -> Frame {
+        crate::proto::write_frame(s, f).await.unwrap();
+        let mut buf = Vec::new();
+        crate::proto::read_frame(s, &mut buf).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn persistent_connection_session_resumption_and_durable_registration() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, ca) = ems(true, dir.path()).await;
+        let addr = running.telemetry_addr;
+        let cfg = fortilab_core::tls::client_config(&ca, None).unwrap();
+        let mut s = connect(&cfg, addr).await;
+        let uid = "0123456789ABCDEF0123456789ABCDEF";
+        let r = roundtrip(&mut s, &register(uid)).await;
+        assert_eq!(r.value("STATUS"), Some("OK"));
+        assert_eq!(r.value("PERCON"), Some("1"));
+        // Acknowledged = durable: the registration is on disk before its reply (a kill -9 now
+        // would keep it), without waiting for the background writer or a shutdown.
+        let on_disk = crate::store::Store::new(dir.path()).load().unwrap();
+        assert!(on_disk.endpoint_by_uid(uid).is_some());
+        // Keep-alives on the same connection.
+        let mut ka = Frame::new("FCTUID", uid, "KA", "KA").head("EC_QUARANTINED", 0);
+        ka.put("QUARANTINE_ID", 0);
+        for _ in 0..3 {
+            let r = roundtrip(&mut s, &ka).await;
+            assert_eq!(r.value("STATUS"), Some("OK"), "{r:?}");
+            assert_eq!(r.value("ACTION"), Some("NONE"));
+        }
+        assert_eq!(
+            running
+                .shared
+                .keepalives
+                .load(std::sync::atomic::Ordering::Relaxed),
+            3
+        );
+        // A new connection resumes the TLS session (a ticket came with the first one).
+        drop(s);
+        let s2 = connect(&cfg, addr).await;
+        assert_eq!(
+            s2.get_ref().1.handshake_kind(),
+            Some(rustls::HandshakeKind::Resumed)
+        );
+    }
+
+    #[tokio::test]
+    async fn without_persistent_connections_replies_omit_percon() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, ca) = ems(false, dir.path()).await;
+        let cfg = fortilab_core::tls::client_config(&ca, None).unwrap();
+        let mut s = connect(&cfg, running.telemetry_addr).await;
+        let r = roundtrip(&mut s, &register("AB")).await;
+        assert_eq!(r.value("STATUS"), Some("OK"));
+        assert_eq!(r.value("PERCON"), None);
+        let probe = Frame {
+            header: vec![("FCTUID".into(), "AB".into())],
+            verb: "PROBE".into(),
+            arg: "PROBE_FEATURE_BITMAP0|1|".into(),
+            ..Default::default()
+        };
+        let r = roundtrip(&mut s, &probe).await;
+        assert!(r.value("PROBE").unwrap().ends_with("PERCON|0|"), "{r:?}");
+    }
+
+    #[test]
+    fn emsver_form() {
+        assert_eq!(super::emsver("6.4.3"), "6004003");
+        assert_eq!(super::emsver("7.2"), "7002000");
+    }
 }

@@ -1,8 +1,7 @@
 //! The FortiClient ↔ EMS telemetry framing (TCP 8013 inside TLS).
 //!
-//! This file is the single definition of the wire format; `sim-endpoint` includes it with
-//! `#[path]` (the devices share no crate, only the wire format). It depends on `std`, `base64`
-//! and `tokio` only.
+//! The single definition of the wire format, shared by `sim-ems` (server) and `sim-endpoint`
+//! (FortiClient). It depends on `std` and `tokio` only (base64 is done here, see [`b64`]).
 //!
 //! A frame keeps the header lines public scanner modules show for the real protocol
 //! (faz-ems.md §5.5):
@@ -31,9 +30,6 @@
 //! The parser is incremental ([`parse_frame`] returns `Ok(None)` until a whole frame is
 //! buffered), bounded ([`MAX_HEADER`], [`MAX_BODY`]) and never panics (proptest below).
 
-#![allow(dead_code)]
-
-use base64::Engine;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// Largest header block accepted (bytes up to and including the blank line).
@@ -158,7 +154,7 @@ impl Frame {
                 payload.push('\n');
             }
             body.push_str("||");
-            body.push_str(&base64::engine::general_purpose::STANDARD.encode(payload));
+            body.push_str(&b64::encode(payload.as_bytes()));
         }
         body.push_str("\r\nX-FCCK-");
         body.push_str(&verb);
@@ -299,9 +295,7 @@ fn parse_body(body: &str) -> Result<(String, String, Vec<(String, String)>, bool
     };
     let mut data = Vec::new();
     if let Some(p) = payload {
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(p.trim())
-            .map_err(|_| ProtoError::BadBase64)?;
+        let bytes = b64::decode(p.trim()).ok_or(ProtoError::BadBase64)?;
         let text = String::from_utf8(bytes).map_err(|_| ProtoError::NotUtf8)?;
         for (i, line) in text.split('\n').enumerate() {
             let line = line.trim_end_matches('\r');
@@ -334,6 +328,10 @@ pub enum ReadError {
 }
 
 /// Reads one frame, keeping bytes of a following frame in `buf`.
+///
+/// Reads go straight into `buf` (no buffer inside the future), and an emptied `buf` gives its
+/// memory back: a connection idle between keep-alives holds no read buffer (10,000 kept
+/// connections would otherwise hold 10,000 of them).
 pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut Vec<u8>,
@@ -342,11 +340,16 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         if !buf.is_empty() {
             if let Some((frame, used)) = parse_frame(buf)? {
                 buf.drain(..used);
+                if buf.is_empty() {
+                    *buf = Vec::new();
+                }
                 return Ok(frame);
             }
         }
-        let mut chunk = [0u8; 4096];
-        let n = r.read(&mut chunk).await?;
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        let n = r.read_buf(buf).await?;
         if n == 0 {
             return Err(if buf.is_empty() {
                 ReadError::Closed
@@ -354,7 +357,6 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
                 ReadError::Truncated
             });
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
@@ -372,6 +374,84 @@ pub fn mac_dash(mac: &str) -> String {
 /// The MAC in colon lower-case form (`00:50:56:11:22:33`), from either form.
 pub fn mac_colon(mac: &str) -> String {
     mac.trim().replace('-', ":").to_ascii_lowercase()
+}
+
+/// Standard base64 (RFC 4648 §4, `=` padding), strict like the `base64` crate's `STANDARD`
+/// engine: canonical padding, no whitespace, unused trailing bits must be zero.
+pub mod b64 {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+    /// Encodes `data` with padding.
+    pub fn encode(data: &[u8]) -> String {
+        let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+        for chunk in data.chunks(3) {
+            let b = [
+                chunk[0],
+                chunk.get(1).copied().unwrap_or(0),
+                chunk.get(2).copied().unwrap_or(0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            let sym = |shift: u32| ALPHABET[((n >> shift) & 63) as usize] as char;
+            out.push(sym(18));
+            out.push(sym(12));
+            out.push(if chunk.len() > 1 { sym(6) } else { '=' });
+            out.push(if chunk.len() > 2 { sym(0) } else { '=' });
+        }
+        out
+    }
+
+    fn value(c: u8) -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    }
+
+    /// Decodes canonical padded base64; `None` for anything else.
+    pub fn decode(text: &str) -> Option<Vec<u8>> {
+        let bytes = text.as_bytes();
+        if bytes.len() % 4 != 0 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(bytes.len() / 4 * 3);
+        let quads = bytes.len() / 4;
+        for (i, q) in bytes.chunks(4).enumerate() {
+            let last = i + 1 == quads;
+            let pad = match (q[2], q[3]) {
+                (b'=', b'=') if last => 2,
+                (_, b'=') if last => 1,
+                _ => 0,
+            };
+            let mut n = 0u32;
+            for (j, &c) in q.iter().enumerate() {
+                let v = if j >= 4 - pad { 0 } else { value(c)? };
+                n = (n << 6) | v;
+            }
+            out.push((n >> 16) as u8);
+            match pad {
+                0 => {
+                    out.push((n >> 8) as u8);
+                    out.push(n as u8);
+                }
+                1 => {
+                    if n & 0xff != 0 {
+                        return None;
+                    }
+                    out.push((n >> 8) as u8);
+                }
+                _ => {
+                    if n & 0xffff != 0 {
+                        return None;
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
 }
 
 #[cfg(test)]
@@ -493,6 +573,29 @@ mod tests {
         assert_eq!(mac_colon("02-50-56-AA-BB-CC"), "02:50:56:aa:bb:cc");
     }
 
+    #[test]
+    fn base64_rfc4648_vectors_and_strictness() {
+        let vectors = [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ];
+        for (plain, coded) in vectors {
+            assert_eq!(b64::encode(plain.as_bytes()), coded);
+            assert_eq!(b64::decode(coded).unwrap(), plain.as_bytes());
+        }
+        assert_eq!(b64::decode("+/+/").unwrap(), vec![0xfb, 0xff, 0xbf]);
+        for bad in [
+            "Zg", "Zg=", "Zh==", "Zm9=", "Z===", "Zg==Zg==", "Zm 9", "!!!!", "=Zg=",
+        ] {
+            assert_eq!(b64::decode(bad), None, "{bad}");
+        }
+    }
+
     proptest! {
         #[test]
         fn parser_never_panics(data in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -521,6 +624,16 @@ mod tests {
             prop_assert_eq!(used, bytes.len());
             prop_assert_eq!(g.value(&key), Some(value.as_str()));
             prop_assert_eq!(g.verb, verb);
+        }
+        #[test]
+        fn base64_round_trip(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let text = b64::encode(&data);
+            prop_assert_eq!(b64::decode(&text), Some(data));
+        }
+
+        #[test]
+        fn base64_decode_never_panics(s in "[A-Za-z0-9+/=!]{0,40}") {
+            let _ = b64::decode(&s);
         }
     }
 }
