@@ -31,6 +31,16 @@ fn lab_ca(dir: &Path) -> (LabCa, PathBuf, PathBuf) {
 }
 
 fn spawn_faz(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Proc {
+    spawn_faz_env(dir, cert, key, extra, &[])
+}
+
+fn spawn_faz_env(
+    dir: &Path,
+    cert: &Path,
+    key: &Path,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Proc {
     let mut args = vec![
         "--data-dir".to_string(),
         dir.join("data").display().to_string(),
@@ -43,7 +53,7 @@ fn spawn_faz(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Proc {
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
     let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    Proc::spawn("sim-faz", dir, &refs)
+    Proc::spawn_with_env("sim-faz", dir, &refs, env)
 }
 
 /// A JSON-RPC call through curl (verifying the server against the lab CA).
@@ -446,7 +456,9 @@ async fn kill9_while_streaming_then_restart_stores_every_log_exactly_once() {
     const N: u64 = 100_000;
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = lab_ca(dir.path());
-    let mut faz = spawn_faz(dir.path(), &cert, &key, &["--auto-authorize"]);
+    // Small log segments: the stream opens and seals about fifteen of them, some around the kill.
+    let seg_env = [("FORTILAB_FAZ_SEGMENT_ROWS", "7000")];
+    let mut faz = spawn_faz_env(dir.path(), &cert, &key, &["--auto-authorize"], &seg_env);
     let log_port = faz.ready["log_channel"]
         .as_str()
         .unwrap()
@@ -481,7 +493,7 @@ async fn kill9_while_streaming_then_restart_stores_every_log_exactly_once() {
         acked_at_kill < N,
         "everything was acked before the kill; the test proves nothing"
     );
-    let faz2 = spawn_faz(
+    let faz2 = spawn_faz_env(
         dir.path(),
         &cert,
         &key,
@@ -492,6 +504,7 @@ async fn kill9_while_streaming_then_restart_stores_every_log_exactly_once() {
             "--listen",
             &format!("127.0.0.1:{api_port}"),
         ],
+        &seg_env,
     );
     assert!(
         s.flush(Duration::from_secs(120)).await,
@@ -509,12 +522,13 @@ async fn kill9_while_streaming_then_restart_stores_every_log_exactly_once() {
         (Some(N), Some(N), Some(1), Some(N)),
         "{v} (acked at kill: {acked_at_kill})"
     );
-    // The same through the vendor API: logsearch count per log type.
+    // The same through the vendor API: logsearch count per log type (an indexed filter: the
+    // sealed segments answer from their index, the one being filled by a scan).
     let mut total = 0;
     for lt in ["traffic", "webfilter"] {
         let r = rpc(
             &faz2,
-            &json!({"id": 1, "jsonrpc": "2.0", "method": "add", "params": [{"apiver": 3, "url": "/logview/adom/root/logsearch", "logtype": lt, "device": [{"devid": FGT}]}]}),
+            &json!({"id": 1, "jsonrpc": "2.0", "method": "add", "params": [{"apiver": 3, "url": "/logview/adom/root/logsearch", "logtype": lt, "device": [{"devid": FGT}], "filter": "srcip==10.115.2.77"}]}),
         );
         let tid = r["result"]["tid"].as_u64().unwrap();
         let r = rpc(
