@@ -82,6 +82,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .timing
             .delay(Duration::from_secs(60), Duration::from_millis(200)),
         register_spread: Duration::from_millis(spread),
+        // FortiClient uploads its logs on a schedule (90 min by default), the FortiGate in real
+        // time: FortiGate logs stay the IOC engine's first input, as in production [P: fast].
+        log_upload_every: args
+            .common
+            .timing
+            .delay(Duration::from_secs(90 * 60), Duration::from_secs(5)),
         data_dir,
         seed: args.common.seed,
     };

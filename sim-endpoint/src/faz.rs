@@ -38,6 +38,8 @@ pub struct UplinkEnv {
     pub clock: LabClock,
     pub data_dir: PathBuf,
     pub shutdown: CancellationToken,
+    /// Lab time between uploads (FortiClient `log_upload_freq_minutes`).
+    pub upload_every: Duration,
 }
 
 impl Uplink {
@@ -75,7 +77,7 @@ impl Uplink {
             },
             queue_dir: env.data_dir.join("logqueue").join(&id.name),
             mem_limit: 10_000,
-            upload: UploadOption::Realtime,
+            upload: UploadOption::Interval(env.upload_every),
             clock: env.clock,
             reconnect_delay: Duration::from_millis(500),
         };
@@ -167,6 +169,7 @@ mod tests {
             clock: LabClock::real(),
             data_dir: dir.path().to_path_buf(),
             shutdown: stop.clone(),
+            upload_every: Duration::from_millis(50),
         };
         let up = Uplink::default();
         assert!(!up.send("dropped before the profile".into()));

@@ -69,6 +69,9 @@ pub struct EndpointConfig {
     pub default_ka: Duration,
     /// Registrations are spread uniformly over this much real time.
     pub register_spread: Duration,
+    /// Lab time between FortiClient log uploads to FortiAnalyzer (`log_upload_freq_minutes`,
+    /// 90 minutes by default on the real FortiClient; short with `timing = "fast"`).
+    pub log_upload_every: Duration,
     pub data_dir: std::path::PathBuf,
     pub seed: u64,
 }
@@ -202,6 +205,7 @@ pub async fn start(
         clock,
         data_dir: cfg.data_dir.clone(),
         shutdown: shutdown.clone(),
+        upload_every: cfg.log_upload_every,
     };
     let shared = Arc::new(Shared {
         cfg,
@@ -715,6 +719,7 @@ mod tests {
             proxy: None,
             default_ka: Duration::from_millis(30),
             register_spread: Duration::ZERO,
+            log_upload_every: Duration::from_secs(1),
             data_dir: dir.path().to_path_buf(),
             seed: 1,
         };
