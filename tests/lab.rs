@@ -355,8 +355,23 @@ fn the_same_seed_gives_the_same_event_sequence() {
     ];
     // Fields that identify what happened (never timestamps, ports or sequence numbers).
     const FIELDS: [&str; 17] = [
-        "serial", "sn", "fctuid", "ip", "srcip", "epip", "mac", "verdict", "threat", "stitch",
-        "status", "url", "host", "hostname", "blocked_by", "sha256", "ems_serial",
+        "serial",
+        "sn",
+        "fctuid",
+        "ip",
+        "srcip",
+        "epip",
+        "mac",
+        "verdict",
+        "threat",
+        "stitch",
+        "status",
+        "url",
+        "host",
+        "hostname",
+        "blocked_by",
+        "sha256",
+        "ems_serial",
     ];
     let signature = |events: &[serde_json::Value]| {
         let mut per_device: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -416,7 +431,10 @@ fn the_same_seed_gives_the_same_event_sequence() {
     let (sa, sb) = (signature(&a), signature(&b));
     assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());
     for (dev, ev) in &sa {
-        assert_eq!(ev, &sb[dev], "{dev}: events differ between two runs of seed 5");
+        assert_eq!(
+            ev, &sb[dev],
+            "{dev}: events differ between two runs of seed 5"
+        );
     }
     // Identities come from the seed: the FortiGate serial and the endpoint's FCTUID appear.
     let fctuid = a

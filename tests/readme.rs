@@ -63,7 +63,10 @@ fn walkthrough(readme: &str) -> (String, Vec<String>) {
 fn promise(cmd: &str) -> &'static str {
     let table: [(&str, &str); 8] = [
         ("cmdb/firewall/policy/1", "\"webfilter-profile\""),
-        ("automation-stitch/Compromised", "Compromised Host Quarantine"),
+        (
+            "automation-stitch/Compromised",
+            "Compromised Host Quarantine",
+        ),
         ("eicar.com\"}", "\"ok\":true"),
         ("log/memory/webfilter", "www.eicar.org"),
         ("compromised-hosts", "10.115.2.52"),
@@ -153,5 +156,8 @@ fn the_walkthrough_parser_reads_continued_lines() {
     let md = "## Walkthrough\n```sh\nA=1\n```\n1. x:\n\n       curl -s a \\\n         -d 'b'\n       curl -s c\n\nThe same with the real Python clients\n    curl -s nope\n";
     let (p, c) = walkthrough(md);
     assert_eq!(p, "A=1\n");
-    assert_eq!(c, vec!["curl -s a -d 'b'".to_string(), "curl -s c".to_string()]);
+    assert_eq!(
+        c,
+        vec!["curl -s a -d 'b'".to_string(), "curl -s c".to_string()]
+    );
 }
