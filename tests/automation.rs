@@ -357,6 +357,7 @@ impl Lab {
                 version: "6.4.5".into(),
                 device_type: "fortianalyzer".into(),
                 vdom: "root".into(),
+                ip: None,
             },
             fortilab_core::clock::LabClock::real(),
         );

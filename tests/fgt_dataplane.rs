@@ -572,6 +572,7 @@ async fn start_receiver(ca: &LabCa, sink: Arc<MemorySink>, addr: SocketAddr) -> 
             version: "6.4.5".into(),
             device_type: "fortianalyzer".into(),
             vdom: "root".into(),
+            ip: None,
         },
         fortilab_core::clock::LabClock::real(),
     );
