@@ -108,7 +108,7 @@ fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
     let last_id = ev
         .lines()
         .filter_map(|l| l.strip_prefix("id: "))
-        .last()
+        .next_back()
         .expect("an id")
         .to_string();
     let (gen, idx) = last_id.split_once(':').unwrap();
@@ -285,7 +285,7 @@ fn dashboard_in_headless_chromium() {
         eprintln!("FORTILAB_SKIP_BROWSER set: skipped");
         return;
     }
-    for p in ["/usr/bin/chromedriver"] {
+    for p in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
         assert!(
             std::path::Path::new(p).exists(),
             "{p} missing: install the Debian packages chromium and chromium-driver (.ci/run does)"
