@@ -733,6 +733,11 @@ impl IocEngine {
         if let Some(m) = src.mac {
             h.mac = Some(m.to_string());
         }
+        if h.ack && h.ack_time.is_some_and(|acked| now < acked) {
+            // A log from before the acknowledgement that arrives after it (a FortiClient's
+            // scheduled upload, a resend) does not list the host again [P].
+            return None;
+        }
         if !hit.black {
             if h.score_day != day {
                 h.score_day = day;
@@ -1120,6 +1125,9 @@ mod tests {
         assert!(e.ack(Some(9999), None, 300, "admin", None).is_empty());
         let h = e.host("10.115.2.52").unwrap();
         assert!(h.ack && h.ack_time == Some(300) && h.comment == "cleaned");
+        // A late log of what happened before the acknowledgement does not re-list it.
+        assert_eq!(e.apply(&hit, &src("10.115.2.52"), 250, 1, false), None);
+        assert!(e.host("10.115.2.52").unwrap().ack);
         let c = e.apply(&hit, &src("10.115.2.52"), 400, 1, false).unwrap();
         assert!(matches!(c, Change::Listed { .. }));
         let h = e.host("10.115.2.52").unwrap();
