@@ -528,10 +528,14 @@ async fn rsyslog_receives_lines_over_udp_and_reliable_tcp() {
             "http://www.google.com/",
         ));
         assert_eq!(r.status, 200);
-        read()
-            .lines()
-            .any(|l| l.starts_with("imtcp ") && l.contains("www.google.com"))
-            .then_some(())
+        // Both the web filter log and the session's traffic log (written at session close,
+        // just after the response) have come over TCP.
+        let t = read();
+        let tcp = |logid: &str| {
+            t.lines()
+                .any(|l| l.starts_with("imtcp ") && l.contains(logid))
+        };
+        (tcp("logid=\"0317013312\"") && tcp("logid=\"0000000013\"")).then_some(())
     });
     let text = read();
     let mut n = 0;
