@@ -13,9 +13,14 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 fn webfilter(i: u64, src: &str, host: &str, url: &str) -> String {
+    webfilter_at(i, src, host, url, 1_614_852_000_000_000_000u64 + i)
+}
+
+/// A web-filter log at `eventtime` (ns).
+fn webfilter_at(i: u64, src: &str, host: &str, url: &str, eventtime: u64) -> String {
     format!(
         "date=2021-03-04 time=10:11:22 devname=\"FGT-LAB\" devid=\"FGVM01TM00000001\" eventtime={} tz=\"+0000\" logid=\"0316013057\" type=\"utm\" subtype=\"webfilter\" eventtype=\"ftgd_allow\" level=\"notice\" vd=\"root\" policyid=1 sessionid={i} srcip={src} srcport=50000 srcintf=\"port3\" dstip=89.1.1.1 dstport=80 dstintf=\"port1\" proto=6 service=\"HTTP\" hostname=\"{host}\" profile=\"monitor-all\" action=\"passthrough\" reqtype=\"direct\" url=\"{url}\" sentbyte=100 rcvdbyte=200 direction=\"outgoing\" msg=\"URL belongs to an allowed category in policy\" cat=0 catdesc=\"Unrated\"",
-        1_614_852_000_000_000_000u64 + i
+        eventtime
     )
 }
 
@@ -176,12 +181,18 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
         json!({"jsonrpc": "2.0", "id": 8, "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts", "filter": "epip=10.115.2.52"}]}),
     );
     assert_eq!(r["result"]["data"][0]["ack"], 1, "{r}");
-    // A new hit re-lists and notifies again.
-    sender.send(webfilter(
+    // A new hit (logged after the acknowledgement) re-lists and notifies again.
+    let after_ack = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        + 2_000_000_000;
+    sender.send(webfilter_at(
         3,
         "10.115.2.52",
         "www.eicar.org",
         "/download/eicar.com",
+        after_ack,
     ));
     let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
         .await
