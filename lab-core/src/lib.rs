@@ -15,14 +15,6 @@
 //! - [`logchan`]: the log channel (FortiGate/FortiClient → FortiAnalyzer; notifications back).
 //! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
 
-/// The allocator of every process that links the lab core: each `sim-*` binary, `fortilab`, and
-/// the benches and tests, so that benches measure what ships. glibc's per-thread arenas grew
-/// and trimmed their heaps (`mprotect`) about twice per proxied request; with mimalloc the
-/// FortiGate proxy went from 28,000 to 40,000 requests/s (BENCHMARKS.md).
-#[cfg(feature = "mimalloc")]
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 pub mod clock;
 pub mod console;
 pub mod device;

@@ -1,6 +1,10 @@
 //! The FortiAnalyzer console engine: lines per second for read commands, `?` help, TAB, the
 //! TIDB lookup, and a committed (durably persisted) `config system global` change.
 
+/// The allocator of the `sim-faz` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 use std::time::Instant;

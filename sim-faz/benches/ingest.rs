@@ -3,6 +3,10 @@
 //! the log channel's `store` calls). `FAZ_BENCH_N` lines (default 5,000,000),
 //! `FAZ_BENCH_SENDERS` concurrent senders (default 2: two FortiGates / connections).
 
+/// The allocator of the `sim-faz` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 use std::time::Instant;

@@ -1,6 +1,10 @@
 //! Indexed log search: first page of `srcip==...` (and a CIDR and a hostname filter) over
 //! `FAZ_BENCH_N` stored logs (default 5,000,000), through the JSON-RPC two-step logsearch.
 
+/// The allocator of the `sim-faz` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod common;
 
 use std::time::Instant;

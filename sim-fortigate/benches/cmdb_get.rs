@@ -3,6 +3,10 @@
 //!
 //! `cargo bench -p fortilab-fortigate --bench cmdb_get`
 
+/// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;

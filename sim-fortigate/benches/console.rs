@@ -4,6 +4,10 @@
 //!
 //! `cargo bench -p fortilab-fortigate --bench console`
 
+/// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -2,6 +2,10 @@
 //! forwarder over the TLS log channel to a local receiver (counting sink), end to end.
 //! `cargo bench -p fortilab-fortigate --bench logforward`
 
+/// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -2,6 +2,10 @@
 //!
 //! `cargo bench -p fortilab-fortigate --bench parse`
 
+/// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use fortilab_fortigate::config::{factory, parse_config, FosVersion};

@@ -1,6 +1,10 @@
 //! Policy lookups/s over a 10,000-policy table: compiled index vs the naive top-down scan.
 //! `cargo bench -p fortilab-fortigate --bench policy_lookup`
 
+/// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::Ipv4Addr;
 use std::time::Instant;
 

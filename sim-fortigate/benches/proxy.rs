@@ -13,6 +13,10 @@
 //!
 //! `cargo bench -p fortilab-fortigate --bench proxy`
 
+/// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,6 +5,10 @@
 //! (release) into the same target directory first if it is missing; `FGT_BIN=<path>` measures
 //! another build.
 
+/// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
