@@ -495,36 +495,79 @@ async fn license(State(sh): Sh, req: Request) -> Response {
 
 // ---------------------------------------------------------------- endpoints
 
-/// The record as the API shows it.
-pub fn endpoint_json(ep: &Endpoint, now_ms: i64, online_window_ms: i64, details: bool) -> Value {
-    let online = now_ms - ep.last_seen_ms <= online_window_ms;
-    let mut v = json!({
-        "device_id": ep.device_id,
-        "name": ep.name,
-        "host": ep.host,
-        "ip_addr": ep.ip_addr,
-        "mac_addr": ep.mac_addr,
-        "username": ep.username,
-        "user_domain": ep.user_domain,
-        "os_version": ep.os_version,
-        "fct_version": ep.fct_version,
-        "fct_sn": ep.fct_sn,
-        "uid": ep.uid,
-        "group_path": ep.group_path,
-        "groups": [{"group_path": ep.group_path}],
-        "last_seen": ep.last_seen_ms.div_euclid(1000),
-        "is_ems_online": i32::from(online),
-        "is_ems_onnet": i32::from(ep.is_ems_onnet),
-        "is_ems_registered": 1,
-        "is_registered": 1,
-        "is_managed": 1,
-        "is_quarantined": i32::from(ep.quarantine.is_some()),
-        "quarantine_message": ep.quarantine_message,
-        "profile_name": "Default",
-    });
-    if let Some(q) = &ep.quarantine {
-        v["quarantine_access_code"] = Value::String(q.code.clone());
+/// One endpoint as `endpoints/index` lists it, serialized straight from the record (a page of
+/// 10,000 endpoints is written without building a JSON tree per endpoint).
+#[derive(serde::Serialize)]
+pub struct EndpointRow<'a> {
+    device_id: u64,
+    name: &'a str,
+    host: &'a str,
+    ip_addr: &'a str,
+    mac_addr: &'a str,
+    username: &'a str,
+    user_domain: &'a str,
+    os_version: &'a str,
+    fct_version: &'a str,
+    fct_sn: &'a str,
+    uid: &'a str,
+    group_path: &'a str,
+    groups: [GroupRef<'a>; 1],
+    last_seen: i64,
+    is_ems_online: i32,
+    is_ems_onnet: i32,
+    is_ems_registered: i32,
+    is_registered: i32,
+    is_managed: i32,
+    is_quarantined: i32,
+    quarantine_message: &'a str,
+    profile_name: &'static str,
+    /// Only while quarantined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quarantine_access_code: Option<&'a str>,
+}
+
+#[derive(serde::Serialize)]
+struct GroupRef<'a> {
+    group_path: &'a str,
+}
+
+impl<'a> EndpointRow<'a> {
+    pub fn new(ep: &'a Endpoint, now_ms: i64, online_window_ms: i64) -> Self {
+        let online = now_ms - ep.last_seen_ms <= online_window_ms;
+        Self {
+            device_id: ep.device_id,
+            name: &ep.name,
+            host: &ep.host,
+            ip_addr: &ep.ip_addr,
+            mac_addr: &ep.mac_addr,
+            username: &ep.username,
+            user_domain: &ep.user_domain,
+            os_version: &ep.os_version,
+            fct_version: &ep.fct_version,
+            fct_sn: &ep.fct_sn,
+            uid: &ep.uid,
+            group_path: &ep.group_path,
+            groups: [GroupRef {
+                group_path: &ep.group_path,
+            }],
+            last_seen: ep.last_seen_ms.div_euclid(1000),
+            is_ems_online: i32::from(online),
+            is_ems_onnet: i32::from(ep.is_ems_onnet),
+            is_ems_registered: 1,
+            is_registered: 1,
+            is_managed: 1,
+            is_quarantined: i32::from(ep.quarantine.is_some()),
+            quarantine_message: &ep.quarantine_message,
+            profile_name: "Default",
+            quarantine_access_code: ep.quarantine.as_ref().map(|q| q.code.as_str()),
+        }
     }
+}
+
+/// The record as the API shows it (with `details`: as `endpoints/device/{id}/details` does).
+pub fn endpoint_json(ep: &Endpoint, now_ms: i64, online_window_ms: i64, details: bool) -> Value {
+    let mut v =
+        serde_json::to_value(EndpointRow::new(ep, now_ms, online_window_ms)).unwrap_or(Value::Null);
     if details {
         v["registered_at"] = json!(ep.registered_ms.div_euclid(1000));
         v["ec_quarantined"] = json!(i32::from(ep.reported_quarantined));
@@ -535,6 +578,49 @@ pub fn endpoint_json(ep: &Endpoint, now_ms: i64, online_window_ms: i64, details:
         }
     }
     v
+}
+
+/// The `endpoints/index` answer, written in one pass: the envelope of [`envelope`] around
+/// `{"endpoints": [...], "total": n}`.
+fn index_page<'a>(rows: impl Iterator<Item = EndpointRow<'a>>, total: usize) -> Response {
+    #[derive(serde::Serialize)]
+    struct Head {
+        retval: i64,
+        message: Option<&'static str>,
+    }
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        endpoints: Vec<EndpointRow<'a>>,
+        total: usize,
+    }
+    #[derive(serde::Serialize)]
+    struct Body<'a> {
+        result: Head,
+        data: Page<'a>,
+    }
+    let body = Body {
+        result: Head {
+            retval: 1,
+            message: None,
+        },
+        data: Page {
+            endpoints: rows.collect(),
+            total,
+        },
+    };
+    match serde_json::to_vec(&body) {
+        Ok(bytes) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "application/json")],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => err(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            -1,
+            &format!("{}:{}: {e}", file!(), line!()),
+        ),
+    }
 }
 
 fn value_matches(v: &Value, want: &str) -> bool {
@@ -618,15 +704,13 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
     let st = sh.lock();
     if simple {
         let total = st.endpoints.len();
-        let page: Vec<Value> = st
+        let rows = st
             .endpoints
             .values()
             .skip(offset)
             .take(count)
-            .map(|e| endpoint_json(e, now, window, false))
-            .collect();
-        drop(st);
-        return ok(None, json!({"endpoints": page, "total": total}));
+            .map(|e| EndpointRow::new(e, now, window));
+        return index_page(rows, total);
     }
     let mut total = 0usize;
     let mut page = Vec::new();
@@ -671,12 +755,14 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
             }
         }
         if total >= offset && page.len() < count {
-            page.push(v.unwrap_or_else(|| endpoint_json(ep, now, window, false)));
+            page.push(ep);
         }
         total += 1;
     }
-    drop(st);
-    ok(None, json!({"endpoints": page, "total": total}))
+    index_page(
+        page.into_iter().map(|ep| EndpointRow::new(ep, now, window)),
+        total,
+    )
 }
 
 async fn endpoint_details(State(sh): Sh, Path(id): Path<String>, req: Request) -> Response {
@@ -1167,5 +1253,66 @@ mod tests {
             selectors(&json!({"ids": "[\"7\", \"8\"]"})).unwrap(),
             vec![Selector::Id(7), Selector::Id(8)]
         );
+    }
+
+    #[test]
+    fn endpoint_rows_keep_the_listing_shape() {
+        let mut ep = Endpoint {
+            device_id: 7,
+            uid: "A1B2".into(),
+            name: "PC-1".into(),
+            host: "PC-1".into(),
+            ip_addr: "10.115.2.52".into(),
+            mac_addr: "00:0c:29:00:00:01".into(),
+            username: "alice".into(),
+            group_path: "All Groups".into(),
+            last_seen_ms: 99_500,
+            ..Endpoint::default()
+        };
+        let v = endpoint_json(&ep, 100_000, 60_000, false);
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "device_id",
+                "name",
+                "host",
+                "ip_addr",
+                "mac_addr",
+                "username",
+                "user_domain",
+                "os_version",
+                "fct_version",
+                "fct_sn",
+                "uid",
+                "group_path",
+                "groups",
+                "last_seen",
+                "is_ems_online",
+                "is_ems_onnet",
+                "is_ems_registered",
+                "is_registered",
+                "is_managed",
+                "is_quarantined",
+                "quarantine_message",
+                "profile_name"
+            ]
+        );
+        assert_eq!(v["groups"], json!([{"group_path": "All Groups"}]));
+        assert_eq!(v["last_seen"], 99);
+        assert_eq!(v["is_ems_online"], 1);
+        assert_eq!(
+            endpoint_json(&ep, 200_000, 60_000, false)["is_ems_online"],
+            0
+        );
+        ep.quarantine = Some(crate::state::Quarantine {
+            id: 3,
+            code: "123456".into(),
+            ..Default::default()
+        });
+        let v = endpoint_json(&ep, 100_000, 60_000, true);
+        assert_eq!(v["is_quarantined"], 1);
+        assert_eq!(v["quarantine_access_code"], "123456");
+        assert_eq!(v["quarantine"]["id"], 3);
     }
 }

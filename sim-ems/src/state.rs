@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 const CODE_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
 
 /// One quarantine of one endpoint.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Quarantine {
     /// Increases with every quarantine (EMS-wide); the endpoint echoes it.
     pub id: u64,
@@ -36,7 +36,7 @@ pub struct Quarantine {
 }
 
 /// An endpoint record (faz-ems.md §5.3 field names where they exist).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Endpoint {
     pub device_id: u64,
     pub uid: String,
