@@ -21,19 +21,13 @@ use fortilab_core::logchan::{Hello, LogReceiver, MemorySink};
 use fortilab_core::tls::{self, ClientAuth, LabCa};
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
+use support::devices::{
+    free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, ADMIN_PASSWORD,
+};
 use support::{wait_for, Proc};
 
-const ADMIN_PASSWORD: &str = "lab-Passw0rd";
 const STITCH: &str = "Compromised Host Quarantine";
 const FAZ_SERIAL: &str = "FAZ-VM0000000001";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The runtime of the in-test FortiAnalyzer and of the HTTPS clients (the tests themselves
 /// are plain blocking code).
@@ -147,10 +141,7 @@ impl Lab {
             std::env::temp_dir().join(format!("fortilab-automation-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let ca = LabCa::generate("test").unwrap();
-        ca.save(&dir.join("ca")).unwrap();
-        let ca_cert = dir.join("ca/ca.pem").display().to_string();
-        let ca_key = dir.join("ca/ca.key").display().to_string();
+        let (ca, _, _) = lab_ca(&dir, "test");
         let (ems_port, tel_port) = (free_port(), free_port());
         let faz_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let (web, seen) = webhook_server();
@@ -162,65 +153,15 @@ impl Lab {
             // No FortiGate proxy in these tests: the endpoints never browse.
             "10.115.2.1:8080": format!("127.0.0.1:{}", free_port()),
         }});
-        let map_path = dir.join("labmap.json");
-        std::fs::write(&map_path, map.to_string()).unwrap();
-        let map_path = map_path.display().to_string();
+        std::fs::write(dir.join("labmap.json"), map.to_string()).unwrap();
 
-        let ems_cfg = dir.join("ems.toml");
-        std::fs::write(
-            &ems_cfg,
-            format!("hostname = \"EMS-LAB\"\nka_interval = 0.1\n[admin]\nuser = \"admin\"\npassword = \"{ADMIN_PASSWORD}\"\n[profile]\nlog_upload_enabled = false\n"),
-        )
-        .unwrap();
-        let mut ems_args = vec![
-            "--listen".to_string(),
-            format!("127.0.0.1:{ems_port}"),
-            "--telemetry-listen".into(),
-            format!("127.0.0.1:{tel_port}"),
-            "--lab-ip".into(),
-            "10.115.1.30".into(),
-            "--config".into(),
-            ems_cfg.display().to_string(),
-            "--data-dir".into(),
-            dir.join("ems-data").display().to_string(),
-            "--ca-cert".into(),
-            ca_cert.clone(),
-            "--ca-key".into(),
-            ca_key.clone(),
-            "--timing".into(),
-            "fast".into(),
-        ];
+        let ems_cfg = write_ems_config(&dir, 0.1, None);
+        let mut ems_extra = vec!["--lab-ip", "10.115.1.30"];
         if auto_authorize {
-            ems_args.push("--auto-authorize".into());
+            ems_extra.push("--auto-authorize");
         }
-        let argv: Vec<&str> = ems_args.iter().map(String::as_str).collect();
-        let ems = Proc::spawn("sim-ems", &dir.join("ems"), &argv);
-        let ep = Proc::spawn(
-            "sim-endpoint",
-            &dir.join("ep"),
-            &[
-                "--count",
-                "1",
-                "--ip-start",
-                "10.115.2.52",
-                "--ems",
-                "10.115.1.30:8013",
-                "--proxy",
-                "10.115.2.1:8080",
-                "--lab-map",
-                &map_path,
-                "--ca-cert",
-                &ca_cert,
-                "--ca-key",
-                &ca_key,
-                "--data-dir",
-                dir.join("ep-data").to_str().unwrap(),
-                "--timing",
-                "fast",
-                "--register-spread-ms",
-                "0",
-            ],
-        );
+        let ems = spawn_ems(&dir, ems_port, tel_port, &ems_cfg, &ems_extra);
+        let ep = spawn_endpoints(&dir, 1);
         let ca_pem = ca.cert_pem().to_string();
         Lab {
             dir,

@@ -7,13 +7,16 @@
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
+use support::devices::{
+    free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, ADMIN_PASSWORD,
+};
 use support::{wait_for, Proc};
 
 const LONG: Duration = Duration::from_secs(30);
@@ -32,14 +35,6 @@ fn rt() -> &'static tokio::runtime::Runtime {
 
 fn block<F: std::future::Future>(f: F) -> F::Output {
     rt().block_on(f)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn tmpdir(name: &str) -> PathBuf {
@@ -507,8 +502,6 @@ fn config_script_upload_runs_cli_through_the_same_engine() {
 // ------------------------------------------------------------------------------------------
 // diagnose automation test → EMS quarantine (real sim-ems and sim-endpoint).
 
-const ADMIN_PASSWORD: &str = "lab-Passw0rd";
-
 fn ems_signin(ca_pem: &str, port: u16) -> (HttpsClient, String, String) {
     let client =
         HttpsClient::new(ca_pem, None, format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
@@ -563,10 +556,8 @@ fn ems_endpoint(ems: &(HttpsClient, String, String), port: u16, ip: &str) -> Opt
 #[test]
 fn diagnose_automation_test_quarantines_the_endpoint_on_ems() {
     let dir = tmpdir("diag");
-    let ca = fortilab_core::tls::LabCa::generate("test").unwrap();
-    ca.save(&dir.join("ca")).unwrap();
-    let ca_cert = dir.join("ca/ca.pem").display().to_string();
-    let ca_key = dir.join("ca/ca.key").display().to_string();
+    let (ca, ca_cert, ca_key) = lab_ca(&dir, "test");
+    let (ca_cert, ca_key) = (ca_cert.display().to_string(), ca_key.display().to_string());
     let (ems_port, tel_port) = (free_port(), free_port());
     let map = json!({"services": {
         "10.115.1.30:443": format!("127.0.0.1:{ems_port}"),
@@ -576,61 +567,15 @@ fn diagnose_automation_test_quarantines_the_endpoint_on_ems() {
     let map_path = dir.join("labmap.json");
     std::fs::write(&map_path, map.to_string()).unwrap();
     let map_path = map_path.display().to_string();
-    let ems_cfg = dir.join("ems.toml");
-    std::fs::write(
+    let ems_cfg = write_ems_config(&dir, 0.1, None);
+    let _ems = spawn_ems(
+        &dir,
+        ems_port,
+        tel_port,
         &ems_cfg,
-        format!("hostname = \"EMS-LAB\"\nka_interval = 0.1\n[admin]\nuser = \"admin\"\npassword = \"{ADMIN_PASSWORD}\"\n[profile]\nlog_upload_enabled = false\n"),
-    )
-    .unwrap();
-    let _ems = Proc::spawn(
-        "sim-ems",
-        &dir.join("ems"),
-        &[
-            "--listen",
-            &format!("127.0.0.1:{ems_port}"),
-            "--telemetry-listen",
-            &format!("127.0.0.1:{tel_port}"),
-            "--lab-ip",
-            "10.115.1.30",
-            "--config",
-            ems_cfg.to_str().unwrap(),
-            "--data-dir",
-            dir.join("ems-data").to_str().unwrap(),
-            "--ca-cert",
-            &ca_cert,
-            "--ca-key",
-            &ca_key,
-            "--timing",
-            "fast",
-            "--auto-authorize",
-        ],
+        &["--lab-ip", "10.115.1.30", "--auto-authorize"],
     );
-    let _ep = Proc::spawn(
-        "sim-endpoint",
-        &dir.join("ep"),
-        &[
-            "--count",
-            "1",
-            "--ip-start",
-            "10.115.2.52",
-            "--ems",
-            "10.115.1.30:8013",
-            "--proxy",
-            "10.115.2.1:8080",
-            "--lab-map",
-            &map_path,
-            "--ca-cert",
-            &ca_cert,
-            "--ca-key",
-            &ca_key,
-            "--data-dir",
-            dir.join("ep-data").to_str().unwrap(),
-            "--timing",
-            "fast",
-            "--register-spread-ms",
-            "0",
-        ],
-    );
+    let _ep = spawn_endpoints(&dir, 1);
     let ca_pem = ca.cert_pem().to_string();
     let ems = ems_signin(&ca_pem, ems_port);
     wait_for("PC-52 registered on EMS", LONG, || {

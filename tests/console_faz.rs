@@ -10,78 +10,22 @@
 mod support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fortilab_core::tls::LabCa;
 use serde_json::{json, Value};
+use support::devices::{faz_rpc, lab_ca, spawn_faz};
 use support::{wait_for, Proc};
-
-fn lab_ca(dir: &Path) -> (PathBuf, PathBuf) {
-    let ca = LabCa::generate("console-faz-test").unwrap();
-    ca.save(&dir.join("ca")).unwrap();
-    (dir.join("ca/ca.pem"), dir.join("ca/ca.key"))
-}
-
-fn spawn_faz(dir: &Path, extra: &[&str]) -> Proc {
-    let (cert, key) = (dir.join("ca/ca.pem"), dir.join("ca/ca.key"));
-    let mut args = vec![
-        "--data-dir".to_string(),
-        dir.join("data").display().to_string(),
-        "--ca-cert".into(),
-        cert.display().to_string(),
-        "--ca-key".into(),
-        key.display().to_string(),
-        "--timing".into(),
-        "fast".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    Proc::spawn("sim-faz", dir, &refs)
-}
-
-/// A JSON-RPC call through curl with the API key (verifying the lab CA).
-fn rpc(faz: &Proc, body: &Value) -> Value {
-    let api = faz.ready["api"].as_str().unwrap();
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "--cacert"])
-        .arg(faz.ready["ca_cert"].as_str().unwrap())
-        .arg("-H")
-        .arg(format!(
-            "Authorization: Bearer {}",
-            faz.ready["api_token"].as_str().unwrap()
-        ))
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ])
-        .arg(format!("{api}/jsonrpc"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(body.to_string().as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("curl");
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)))
-}
 
 /// FAZ's own event logs matching `filter` (two-step log search).
 fn event_logs(faz: &Proc, filter: &str) -> Vec<Value> {
-    let r = rpc(
+    let r = faz_rpc(
         faz,
         &json!({"jsonrpc":"2.0","id":1,"method":"add","params":[{"url":"/logview/adom/root/logsearch","logtype":"event","filter":filter}]}),
     );
     let tid = r["result"]["tid"].as_u64().unwrap_or_else(|| panic!("{r}"));
-    let r = rpc(
+    let r = faz_rpc(
         faz,
         &json!({"jsonrpc":"2.0","id":2,"method":"get","params":[{"url":format!("/logview/adom/root/logsearch/{tid}"),"limit":500}]}),
     );
@@ -170,8 +114,8 @@ fn openssh(
 fn openssh_types_the_seed_commands_and_api_requests_reach_the_event_log() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    lab_ca(dir);
-    let mut faz = spawn_faz(dir, &[]);
+    lab_ca(dir, "console-faz-test");
+    let mut faz = spawn_faz(dir, &[], &[]);
     let user = faz.ready["admin"]["user"].as_str().unwrap().to_string();
     let password = faz.ready["admin"]["password"].as_str().unwrap().to_string();
 
@@ -199,13 +143,13 @@ fn openssh_types_the_seed_commands_and_api_requests_reach_the_event_log() {
     assert!(out.contains("jsonapi-log"), "{out}");
 
     // The JSON-RPC object shows the new value.
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id":1,"method":"get","params":[{"url":"/cli/global/system/global"}]}),
     );
     assert_eq!(r["result"][0]["data"]["jsonapi-log"], "all", "{r}");
     // Every JSON-RPC request is now written to the FortiAnalyzer event log.
-    rpc(
+    faz_rpc(
         &faz,
         &json!({"id":2,"method":"get","params":[{"url":"/sys/status"}]}),
     );
@@ -225,8 +169,8 @@ fn openssh_types_the_seed_commands_and_api_requests_reach_the_event_log() {
 
     // It survives a restart on the same data directory.
     assert!(faz.terminate().success());
-    let faz = spawn_faz(dir, &[]);
-    let r = rpc(
+    let faz = spawn_faz(dir, &[], &[]);
+    let r = faz_rpc(
         &faz,
         &json!({"id":3,"method":"get","params":[{"url":"/cli/global/system/global"}]}),
     );
@@ -248,8 +192,8 @@ fn openssh_types_the_seed_commands_and_api_requests_reach_the_event_log() {
 fn paramiko_shell_help_errors_tidb_and_refused_password() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    lab_ca(dir);
-    let faz = spawn_faz(dir, &[]);
+    lab_ca(dir, "console-faz-test");
+    let faz = spawn_faz(dir, &[], &[]);
     let script = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/py/console_faz_paramiko.py"),
     )

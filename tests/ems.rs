@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use fortilab_core::LabCa;
 use fortilab_ems::client::{HttpsClient, Reply};
 use serde_json::{json, Value};
+use support::devices::{
+    free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, ADMIN_PASSWORD,
+};
 use support::{wait_for, Proc};
 
-const ADMIN_PASSWORD: &str = "lab-Passw0rd";
 const KA_MS: u64 = 200;
 const FGT_SERIAL: &str = "FGVM01TM00000001";
 
@@ -79,14 +81,6 @@ fn stand_in_proxy() -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A lab: CA, sim-ems, optionally sim-endpoint with the stand-in proxy.
 struct Lab {
     dir: PathBuf,
@@ -99,44 +93,9 @@ struct Lab {
     tel_port: u16,
 }
 
-fn write_ems_config(dir: &Path) -> PathBuf {
-    let p = dir.join("ems.toml");
-    std::fs::write(
-        &p,
-        format!(
-            "hostname = \"EMS-LAB\"\nka_interval = {}\n[admin]\nuser = \"admin\"\npassword = \"{ADMIN_PASSWORD}\"\n[profile]\nfaz = \"10.115.1.20:514\"\nlog_upload_enabled = false\n",
-            KA_MS as f64 / 1000.0
-        ),
-    )
-    .unwrap();
-    p
-}
-
-fn spawn_ems(dir: &Path, api_port: u16, tel_port: u16) -> Proc {
-    let cfg = write_ems_config(dir);
-    let ca = dir.join("ca");
-    Proc::spawn(
-        "sim-ems",
-        &dir.join("ems"),
-        &[
-            "--listen",
-            &format!("127.0.0.1:{api_port}"),
-            "--telemetry-listen",
-            &format!("127.0.0.1:{tel_port}"),
-            "--config",
-            cfg.to_str().unwrap(),
-            "--data-dir",
-            dir.join("ems-data").to_str().unwrap(),
-            "--ca-cert",
-            ca.join("ca.pem").to_str().unwrap(),
-            "--ca-key",
-            ca.join("ca.key").to_str().unwrap(),
-            "--timing",
-            "fast",
-            "--seed",
-            "5",
-        ],
-    )
+fn start_ems(dir: &Path, api_port: u16, tel_port: u16) -> Proc {
+    let cfg = write_ems_config(dir, KA_MS as f64 / 1000.0, Some("10.115.1.20:514"));
+    spawn_ems(dir, api_port, tel_port, &cfg, &["--seed", "5"])
 }
 
 impl Lab {
@@ -145,44 +104,16 @@ impl Lab {
             std::env::temp_dir().join(format!("fortilab-ems-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let ca = LabCa::generate("test").unwrap();
-        ca.save(&dir.join("ca")).unwrap();
+        let (ca, _, _) = lab_ca(&dir, "test");
         let (api_port, tel_port) = (free_port(), free_port());
-        let ems = spawn_ems(&dir, api_port, tel_port);
+        let ems = start_ems(&dir, api_port, tel_port);
         let (proxy, seen) = stand_in_proxy();
         let map = json!({"services": {
             "10.115.1.30:8013": format!("127.0.0.1:{tel_port}"),
             "10.115.2.1:8080": proxy.to_string(),
         }});
         std::fs::write(dir.join("labmap.json"), map.to_string()).unwrap();
-        let ep = (endpoints > 0).then(|| {
-            Proc::spawn(
-                "sim-endpoint",
-                &dir.join("ep"),
-                &[
-                    "--count",
-                    &endpoints.to_string(),
-                    "--ip-start",
-                    "10.115.2.52",
-                    "--ems",
-                    "10.115.1.30:8013",
-                    "--proxy",
-                    "10.115.2.1:8080",
-                    "--lab-map",
-                    dir.join("labmap.json").to_str().unwrap(),
-                    "--ca-cert",
-                    dir.join("ca/ca.pem").to_str().unwrap(),
-                    "--ca-key",
-                    dir.join("ca/ca.key").to_str().unwrap(),
-                    "--data-dir",
-                    dir.join("ep-data").to_str().unwrap(),
-                    "--timing",
-                    "fast",
-                    "--register-spread-ms",
-                    "0",
-                ],
-            )
-        });
+        let ep = (endpoints > 0).then(|| spawn_endpoints(&dir, endpoints));
         let ca_pem = ca.cert_pem().to_string();
         Lab {
             dir,
@@ -691,7 +622,7 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
 
     // A crash right after the API answered loses nothing.
     lab.ems.kill9();
-    lab.ems = spawn_ems(&lab.dir, lab.api_port, lab.tel_port);
+    lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
     let admin = Admin::signin(lab.api(), lab.api_port);
     let after = admin.endpoint("10.115.2.52").unwrap();
     assert_eq!(after["device_id"], ep["device_id"]);
@@ -714,7 +645,7 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
     // A clean stop (SIGTERM) exits 0 and keeps the state as well.
     let st = lab.ems.terminate();
     assert!(st.success(), "{st:?}");
-    lab.ems = spawn_ems(&lab.dir, lab.api_port, lab.tel_port);
+    lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
     let admin = Admin::signin(lab.api(), lab.api_port);
     let after = admin.endpoint("10.115.2.52").unwrap();
     assert_eq!(after["quarantine_access_code"], code.as_str());

@@ -10,7 +10,7 @@
 mod support;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -19,79 +19,10 @@ use fortilab_core::tls::LabCa;
 use fortilab_core::LabClock;
 use fortilab_faz::Shutdown as CancellationToken;
 use serde_json::{json, Value};
+use support::devices::{faz_rpc, lab_ca, spawn_faz};
 use support::{wait_for, Proc};
 
 const FGT: &str = "FGVM01TM19000001";
-
-/// A lab CA saved under `dir/ca` (passed to sim-faz with --ca-cert/--ca-key).
-fn lab_ca(dir: &Path) -> (LabCa, PathBuf, PathBuf) {
-    let ca = LabCa::generate("faz-test").unwrap();
-    ca.save(&dir.join("ca")).unwrap();
-    (ca, dir.join("ca/ca.pem"), dir.join("ca/ca.key"))
-}
-
-fn spawn_faz(dir: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Proc {
-    spawn_faz_env(dir, cert, key, extra, &[])
-}
-
-fn spawn_faz_env(
-    dir: &Path,
-    cert: &Path,
-    key: &Path,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> Proc {
-    let mut args = vec![
-        "--data-dir".to_string(),
-        dir.join("data").display().to_string(),
-        "--ca-cert".into(),
-        cert.display().to_string(),
-        "--ca-key".into(),
-        key.display().to_string(),
-        "--timing".into(),
-        "fast".into(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let refs: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    Proc::spawn_with_env("sim-faz", dir, &refs, env)
-}
-
-/// A JSON-RPC call through curl (verifying the server against the lab CA).
-fn rpc(faz: &Proc, body: &Value) -> Value {
-    let api = faz.ready["api"].as_str().unwrap();
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "30", "--cacert"])
-        .arg(faz.ready["ca_cert"].as_str().unwrap())
-        .arg("-H")
-        .arg(format!(
-            "Authorization: Bearer {}",
-            faz.ready["api_token"].as_str().unwrap()
-        ))
-        .args([
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            "@-",
-        ])
-        .arg(format!("{api}/jsonrpc"))
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut c| {
-            c.stdin
-                .take()
-                .unwrap()
-                .write_all(body.to_string().as_bytes())?;
-            c.wait_with_output()
-        })
-        .expect("curl");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "bad JSON from FAZ ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    })
-}
 
 /// A raw HTTPS request body through curl: (http status, body).
 fn curl_raw(faz: &Proc, path: &str, body: Option<&[u8]>) -> (u16, String) {
@@ -223,8 +154,8 @@ fn ensure_pyfortianalyzer() {
 async fn pyfortianalyzer_reads_status_adoms_and_devices() {
     ensure_pyfortianalyzer();
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = lab_ca(dir.path());
-    let mut faz = spawn_faz(dir.path(), &cert, &key, &["--auto-authorize"]);
+    let (ca, cert, _) = lab_ca(dir.path(), "faz-test");
+    let mut faz = spawn_faz(dir.path(), &["--auto-authorize"], &[]);
     let stop = CancellationToken::new();
     let (s, _notes) = sender(&ca, &faz, FGT, &dir.path().join("q"), &stop);
     s.send(traffic(1, "10.115.2.52"));
@@ -275,8 +206,8 @@ print(json.dumps({"status": faz.system.status(), "adoms": faz.adoms.all(), "devi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = lab_ca(dir.path());
-    let faz = spawn_faz(dir.path(), &cert, &key, &[]);
+    let (ca, _, _) = lab_ca(dir.path(), "faz-test");
+    let faz = spawn_faz(dir.path(), &[], &[]);
     let stop = CancellationToken::new();
     let (s, mut notes) = sender(&ca, &faz, FGT, &dir.path().join("q"), &stop);
     for i in 1..=20 {
@@ -287,7 +218,7 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
         "device waiting for authorization",
         Duration::from_secs(20),
         || {
-            let r = rpc(
+            let r = faz_rpc(
                 &faz,
                 &json!({"id": 1, "method": "get", "params": [{"url": "/dvmdb/device"}]}),
             );
@@ -297,19 +228,19 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
                 .cloned()
         },
     );
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 2, "method": "get", "params": [{"url": "/dvmdb/adom/root/device"}]}),
     );
     assert_eq!(r["result"][0]["data"], json!([]), "{r}");
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 3, "method": "exec", "params": [{"url": "dvm/cmd/add/device",
                 "data": {"adom": "root", "device": {"sn": FGT, "name": "FGT-LAB", "mgmt_mode": "fmgfaz", "device action": "add_model"}}}]}),
     );
     assert_eq!(r["result"][0]["status"]["code"], 0, "{r}");
     let task = r["result"][0]["data"]["taskid"].as_u64().unwrap();
-    let t = rpc(
+    let t = faz_rpc(
         &faz,
         &json!({"id": 4, "method": "get", "params": [{"url": format!("/task/task/{task}")}]}),
     );
@@ -326,31 +257,31 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
     );
 
     // Two-step logsearch finds the EICAR fetch.
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 5, "jsonrpc": "2.0", "method": "add", "params": [{"apiver": 3, "url": "/logview/adom/root/logsearch",
         "logtype": "webfilter", "device": [{"devid": "All_Devices"}], "filter": "srcip==10.115.2.52 and url=\"/download/eicar.com\"",
         "time-range": {"start": "2021-03-04 00:00:00", "end": "2021-03-04 23:59:59"}, "time-order": "desc"}]}),
     );
     let tid = r["result"]["tid"].as_u64().unwrap_or_else(|| panic!("{r}"));
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 6, "jsonrpc": "2.0", "method": "get", "params": [{"apiver": 3, "url": format!("/logview/adom/root/logsearch/{tid}"), "limit": 10, "offset": 0}]}),
     );
     assert_eq!(r["result"]["percentage"], 100, "{r}");
     assert_eq!(r["result"]["total-count"], 1, "{r}");
     assert_eq!(r["result"]["data"][0]["hostname"], "www.eicar.org");
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 7, "jsonrpc": "2.0", "method": "get", "params": [{"apiver": 3, "url": format!("logview/adom/root/logsearch/count/{tid}")}]}),
     );
     assert_eq!(r["result"]["matched-logs"], 1, "{r}");
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 8, "jsonrpc": "2.0", "method": "add", "params": [{"apiver": 3, "url": "/logview/adom/root/logsearch", "logtype": "traffic", "filter": "srcip=10.115.2.0/24"}]}),
     );
     let tid2 = r["result"]["tid"].as_u64().unwrap();
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 9, "jsonrpc": "2.0", "method": "get", "params": [{"apiver": 3, "url": format!("/logview/adom/root/logsearch/{tid2}"), "limit": 5, "offset": 0}]}),
     );
@@ -364,7 +295,7 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
     );
 
     // Compromised host with verdict Infected; the default IOC alerts; the notification.
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 10, "jsonrpc": "2.0", "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts", "filter": "epip=10.115.2.52"}]}),
     );
@@ -385,7 +316,7 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
         "Default-Compromised Host-Detection-IOC-By-Endpoint",
         "Default-Compromised Host-Detection-IOC-By-Threat",
     ] {
-        let r = rpc(
+        let r = faz_rpc(
             &faz,
             &json!({"id": 11, "jsonrpc": "2.0", "method": "get", "params": [{"apiver": 3, "url": "/eventmgmt/adom/root/alerts", "filter": format!("triggername=\"{trig}\""), "limit": 10}]}),
         );
@@ -408,7 +339,7 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
     assert_eq!(n["epid"].as_u64(), Some(epid));
 
     // Acknowledge (seed step 9) → ack=1 and the FortiGate gets ioc-ack.
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 12, "jsonrpc": "2.0", "method": "update", "params": [{"apiver": 3, "url": "/ioc/adom/root/events/ack",
         "events": [{"endpoint-id": epid, "source-ip": "10.115.2.52", "comment": "re-imaged"}]}]}),
@@ -420,14 +351,14 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
         (Some("10.115.2.52"), Some(epid)),
         "{n}"
     );
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 13, "jsonrpc": "2.0", "method": "get", "params": [{"apiver": 3, "url": "/ioc/adom/root/compromised-hosts"}]}),
     );
     assert_eq!(r["result"]["data"][0]["ack"], 1, "{r}");
     assert_eq!(r["result"]["data"][0]["comment"], "re-imaged");
     // Alerts can be acknowledged too.
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 14, "jsonrpc": "2.0", "method": "get", "params": [{"apiver": 3, "url": "/eventmgmt/adom/root/alerts"}]}),
     );
@@ -437,7 +368,7 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
         .iter()
         .map(|a| a["alertid"].clone())
         .collect();
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 15, "jsonrpc": "2.0", "method": "update", "params": [{"apiver": 3, "url": "/eventmgmt/adom/root/alerts/ack", "alertid": ids, "update-by": "admin"}]}),
     );
@@ -455,10 +386,10 @@ async fn eicar_fetch_compromises_host_notifies_fortigate_and_ack_clears_it() {
 async fn kill9_while_streaming_then_restart_stores_every_log_exactly_once() {
     const N: u64 = 100_000;
     let dir = tempfile::tempdir().unwrap();
-    let (ca, cert, key) = lab_ca(dir.path());
+    let (ca, _, _) = lab_ca(dir.path(), "faz-test");
     // Small log segments: the stream opens and seals about fifteen of them, some around the kill.
     let seg_env = [("FORTILAB_FAZ_SEGMENT_ROWS", "7000")];
-    let mut faz = spawn_faz_env(dir.path(), &cert, &key, &["--auto-authorize"], &seg_env);
+    let mut faz = spawn_faz(dir.path(), &["--auto-authorize"], &seg_env);
     let log_port = faz.ready["log_channel"]
         .as_str()
         .unwrap()
@@ -493,10 +424,8 @@ async fn kill9_while_streaming_then_restart_stores_every_log_exactly_once() {
         acked_at_kill < N,
         "everything was acked before the kill; the test proves nothing"
     );
-    let faz2 = spawn_faz_env(
+    let faz2 = spawn_faz(
         dir.path(),
-        &cert,
-        &key,
         &[
             "--auto-authorize",
             "--log-listen",
@@ -526,12 +455,12 @@ async fn kill9_while_streaming_then_restart_stores_every_log_exactly_once() {
     // sealed segments answer from their index, the one being filled by a scan).
     let mut total = 0;
     for lt in ["traffic", "webfilter"] {
-        let r = rpc(
+        let r = faz_rpc(
             &faz2,
             &json!({"id": 1, "jsonrpc": "2.0", "method": "add", "params": [{"apiver": 3, "url": "/logview/adom/root/logsearch", "logtype": lt, "device": [{"devid": FGT}], "filter": "srcip==10.115.2.77"}]}),
         );
         let tid = r["result"]["tid"].as_u64().unwrap();
-        let r = rpc(
+        let r = faz_rpc(
             &faz2,
             &json!({"id": 2, "jsonrpc": "2.0", "method": "get", "params": [{"apiver": 3, "url": format!("/logview/adom/root/logsearch/count/{tid}")}]}),
         );
@@ -545,8 +474,8 @@ async fn kill9_while_streaming_then_restart_stores_every_log_exactly_once() {
 #[test]
 fn bad_input_is_answered_counted_and_never_stops_the_process() {
     let dir = tempfile::tempdir().unwrap();
-    let (_ca, cert, key) = lab_ca(dir.path());
-    let mut faz = spawn_faz(dir.path(), &cert, &key, &["--auto-authorize"]);
+    let (_ca, _, _) = lab_ca(dir.path(), "faz-test");
+    let mut faz = spawn_faz(dir.path(), &["--auto-authorize"], &[]);
     // JSON-RPC: malformed JSON, wrong shapes, unknown method/URL, wrong session, huge body.
     let cases: Vec<(Vec<u8>, i64)> = vec![
         (b"{\"method\": ".to_vec(), -32700),
@@ -575,7 +504,7 @@ fn bad_input_is_answered_counted_and_never_stops_the_process() {
         v["result"][0]["status"]["message"],
         "No permission for the resource"
     );
-    let r = rpc(
+    let r = faz_rpc(
         &faz,
         &json!({"id": 2, "method": "get", "params": [{"url": "/does/not/exist"}]}),
     );
@@ -612,7 +541,7 @@ fn bad_input_is_answered_counted_and_never_stops_the_process() {
     drop(tcp);
     // The traffic log to the IOC test address lists 10.115.2.90 (syslog input feeds IOC too).
     wait_for("syslog logs stored", Duration::from_secs(20), || {
-        let r = rpc(
+        let r = faz_rpc(
             &faz,
             &json!({"id": 3, "jsonrpc": "2.0", "method": "get", "params": [{"url": "/ioc/adom/root/compromised-hosts"}]}),
         );

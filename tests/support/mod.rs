@@ -2,6 +2,8 @@
 //! with SIGTERM and check they exit cleanly.
 #![allow(dead_code)]
 
+pub mod devices;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

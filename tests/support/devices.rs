@@ -1,0 +1,161 @@
+//! Device set-up shared by several end-to-end tests: the lab CA, sim-ems with its config,
+//! sim-endpoint fleets and sim-faz, each spawned with the same arguments everywhere.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use fortilab_core::tls::LabCa;
+use serde_json::Value;
+
+use super::Proc;
+
+/// The EMS administrator password written by [`write_ems_config`].
+pub const ADMIN_PASSWORD: &str = "lab-Passw0rd";
+
+/// A free TCP port on 127.0.0.1 (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A new lab CA named `name`, saved under `dir/ca` (`ca.pem`, `ca.key`); returns it with the
+/// paths of its certificate and key.
+pub fn lab_ca(dir: &Path, name: &str) -> (LabCa, PathBuf, PathBuf) {
+    let ca = LabCa::generate(name).unwrap();
+    ca.save(&dir.join("ca")).unwrap();
+    (ca, dir.join("ca/ca.pem"), dir.join("ca/ca.key"))
+}
+
+/// Writes `dir/ems.toml`: hostname EMS-LAB, keep-alive interval `ka_interval` seconds, the
+/// admin with [`ADMIN_PASSWORD`], log upload off and, with `faz`, the profile's FortiAnalyzer.
+pub fn write_ems_config(dir: &Path, ka_interval: f64, faz: Option<&str>) -> PathBuf {
+    let faz = faz.map(|a| format!("faz = \"{a}\"\n")).unwrap_or_default();
+    let p = dir.join("ems.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "hostname = \"EMS-LAB\"\nka_interval = {ka_interval}\n[admin]\nuser = \"admin\"\npassword = \"{ADMIN_PASSWORD}\"\n[profile]\n{faz}log_upload_enabled = false\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// Spawns sim-ems (process dir `dir/ems`, data `dir/ems-data`, the CA of `dir/ca`, fast
+/// timing) with its API on `api_port`, telemetry on `tel_port`, config `config`, plus `extra`.
+pub fn spawn_ems(dir: &Path, api_port: u16, tel_port: u16, config: &Path, extra: &[&str]) -> Proc {
+    let ca = dir.join("ca");
+    let mut args = vec![
+        "--listen".to_string(),
+        format!("127.0.0.1:{api_port}"),
+        "--telemetry-listen".into(),
+        format!("127.0.0.1:{tel_port}"),
+        "--config".into(),
+        config.display().to_string(),
+        "--data-dir".into(),
+        dir.join("ems-data").display().to_string(),
+        "--ca-cert".into(),
+        ca.join("ca.pem").display().to_string(),
+        "--ca-key".into(),
+        ca.join("ca.key").display().to_string(),
+        "--timing".into(),
+        "fast".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn("sim-ems", &dir.join("ems"), &refs)
+}
+
+/// Spawns `count` sim-endpoints from 10.115.2.52 (process dir `dir/ep`, data `dir/ep-data`,
+/// lab map `dir/labmap.json`, the CA of `dir/ca`, fast timing, no registration spread) that
+/// reach EMS telemetry at 10.115.1.30:8013 and browse through 10.115.2.1:8080.
+pub fn spawn_endpoints(dir: &Path, count: usize) -> Proc {
+    Proc::spawn(
+        "sim-endpoint",
+        &dir.join("ep"),
+        &[
+            "--count",
+            &count.to_string(),
+            "--ip-start",
+            "10.115.2.52",
+            "--ems",
+            "10.115.1.30:8013",
+            "--proxy",
+            "10.115.2.1:8080",
+            "--lab-map",
+            dir.join("labmap.json").to_str().unwrap(),
+            "--ca-cert",
+            dir.join("ca/ca.pem").to_str().unwrap(),
+            "--ca-key",
+            dir.join("ca/ca.key").to_str().unwrap(),
+            "--data-dir",
+            dir.join("ep-data").to_str().unwrap(),
+            "--timing",
+            "fast",
+            "--register-spread-ms",
+            "0",
+        ],
+    )
+}
+
+/// Spawns sim-faz in `dir` (data `dir/data`, the CA of `dir/ca`, fast timing) with `extra`
+/// arguments and `env` for the child.
+pub fn spawn_faz(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
+    let (cert, key) = (dir.join("ca/ca.pem"), dir.join("ca/ca.key"));
+    let mut args = vec![
+        "--data-dir".to_string(),
+        dir.join("data").display().to_string(),
+        "--ca-cert".into(),
+        cert.display().to_string(),
+        "--ca-key".into(),
+        key.display().to_string(),
+        "--timing".into(),
+        "fast".into(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    Proc::spawn_with_env("sim-faz", dir, &refs, env)
+}
+
+/// A FortiAnalyzer JSON-RPC call through curl with the API key of the ready report (verifying
+/// the server against the lab CA).
+pub fn faz_rpc(faz: &Proc, body: &Value) -> Value {
+    let api = faz.ready["api"].as_str().unwrap();
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "--cacert"])
+        .arg(faz.ready["ca_cert"].as_str().unwrap())
+        .arg("-H")
+        .arg(format!(
+            "Authorization: Bearer {}",
+            faz.ready["api_token"].as_str().unwrap()
+        ))
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            "@-",
+        ])
+        .arg(format!("{api}/jsonrpc"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            c.stdin
+                .take()
+                .unwrap()
+                .write_all(body.to_string().as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("curl");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "bad JSON from FAZ ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    })
+}
