@@ -19,6 +19,7 @@ pub mod clock;
 pub mod console;
 pub mod device;
 pub mod events;
+pub mod fortiguard;
 pub mod http;
 pub mod labnet;
 pub mod logchan;

@@ -5,108 +5,23 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 
+use fortilab_core::fortiguard;
 use serde::{Deserialize, Serialize};
 
-/// FortiGuard web filter category names (FortiOS 6.4/7.x ids, `reference/fortios.md` §5.3).
-pub const CATEGORIES: &[(u8, &str)] = &[
-    (0, "Unrated"),
-    (1, "Drug Abuse"),
-    (2, "Alternative Beliefs"),
-    (3, "Hacking"),
-    (4, "Illegal or Unethical"),
-    (5, "Discrimination"),
-    (6, "Explicit Violence"),
-    (7, "Abortion"),
-    (8, "Other Adult Materials"),
-    (9, "Advocacy Organizations"),
-    (11, "Gambling"),
-    (12, "Extremist Groups"),
-    (13, "Nudity and Risque"),
-    (14, "Pornography"),
-    (15, "Dating"),
-    (16, "Weapons (Sales)"),
-    (17, "Advertising"),
-    (18, "Brokerage and Trading"),
-    (19, "Freeware and Software Downloads"),
-    (20, "Games"),
-    (23, "Web-based Email"),
-    (24, "File Sharing and Storage"),
-    (25, "Streaming Media and Download"),
-    (26, "Malicious Websites"),
-    (28, "Entertainment"),
-    (29, "Arts and Culture"),
-    (30, "Education"),
-    (31, "Finance and Banking"),
-    (33, "Health and Wellness"),
-    (34, "Job Search"),
-    (35, "Medicine"),
-    (36, "News and Media"),
-    (37, "Social Networking"),
-    (38, "Political Organizations"),
-    (39, "Reference"),
-    (40, "Global Religion"),
-    (41, "Search Engines and Portals"),
-    (42, "Shopping"),
-    (43, "General Organizations"),
-    (44, "Society and Lifestyles"),
-    (46, "Sports"),
-    (47, "Travel"),
-    (48, "Personal Vehicles"),
-    (49, "Business"),
-    (50, "Information and Computer Security"),
-    (51, "Government and Legal Organizations"),
-    (52, "Information Technology"),
-    (53, "Armed Forces"),
-    (54, "Dynamic Content"),
-    (55, "Meaningless Content"),
-    (56, "Web Hosting"),
-    (57, "Marijuana"),
-    (58, "Folklore"),
-    (59, "Proxy Avoidance"),
-    (61, "Phishing"),
-    (62, "Plagiarism"),
-    (63, "Sex Education"),
-    (64, "Alcohol"),
-    (65, "Tobacco"),
-    (66, "Lingerie and Swimsuit"),
-    (67, "Sports Hunting and War Games"),
-    (68, "Web Chat"),
-    (69, "Instant Messaging"),
-    (70, "Newsgroups and Message Boards"),
-    (71, "Digital Postcards"),
-    (72, "Peer-to-peer File Sharing"),
-    (75, "Internet Radio and TV"),
-    (76, "Internet Telephony"),
-    (77, "Child Education"),
-    (78, "Real Estate"),
-    (79, "Restaurant and Dining"),
-    (80, "Personal Websites and Blogs"),
-    (81, "Secure Websites"),
-    (82, "Content Servers"),
-    (83, "Child Abuse"),
-    (84, "Web-based Applications"),
-    (85, "Domain Parking"),
-    (86, "Spam URLs"),
-    (87, "Personal Privacy"),
-    (88, "Dynamic DNS"),
-    (89, "Auction"),
-    (90, "Newly Observed Domain"),
-    (91, "Newly Registered Domain"),
-    (92, "Charitable Organizations"),
-    (93, "Remote Access"),
-    (94, "Web Analytics"),
-    (95, "Online Meeting"),
-    (96, "Terrorism"),
-    (100, "Artificial Intelligence Technology"),
-    (101, "Cryptocurrency"),
-];
-
-/// The FortiGuard description of a category id (`"Unknown"` for ids FortiGuard does not use).
+/// The FortiGuard description of a category id (`"Unknown"` for ids FortiGuard does not use):
+/// `Unrated` (0), the FortiOS 6.4 names and the named ids 7.0 and 7.2 added
+/// (`reference/fortios.md` §5.3).
 pub fn category_name(id: u8) -> &'static str {
-    CATEGORIES
+    if id == 0 {
+        return "Unrated";
+    }
+    fortiguard::CATEGORIES_6_4
         .iter()
+        .chain(fortiguard::ADDED_7_0)
+        .chain(fortiguard::ADDED_7_2)
         .find(|(c, _)| *c == id)
         .map(|(_, n)| *n)
+        .filter(|n| !fortiguard::is_placeholder(n))
         .unwrap_or("Unknown")
 }
 
@@ -564,6 +479,19 @@ impl Sites {
 mod tests {
     use super::*;
     use sha2::Digest;
+
+    #[test]
+    fn category_names_from_the_fortiguard_table() {
+        assert_eq!(category_name(0), "Unrated");
+        assert_eq!(category_name(1), "Drug Abuse");
+        assert_eq!(category_name(10), "Unknown");
+        assert_eq!(category_name(83), "Child Abuse");
+        assert_eq!(category_name(95), "Online Meeting");
+        assert_eq!(category_name(96), "Terrorism");
+        assert_eq!(category_name(97), "Unknown");
+        assert_eq!(category_name(101), "Cryptocurrency");
+        assert_eq!(category_name(102), "Unknown");
+    }
 
     #[test]
     fn eicar_is_the_68_byte_test_file() {

@@ -5,117 +5,17 @@
 
 use std::fmt::Write as _;
 
+use fortilab_core::fortiguard;
+
 use super::lexer::quote;
 use super::version::FosVersion;
 
 /// FortiGuard web filter categories (id, name), reference §5.3, for `version`.
 pub fn categories(version: FosVersion) -> Vec<(u32, &'static str)> {
-    let mut v: Vec<(u32, &'static str)> = vec![
-        (1, "Drug Abuse"),
-        (2, "Alternative Beliefs"),
-        (3, "Hacking"),
-        (4, "Illegal or Unethical"),
-        (5, "Discrimination"),
-        (6, "Explicit Violence"),
-        (7, "Abortion"),
-        (8, "Other Adult Materials"),
-        (9, "Advocacy Organizations"),
-        (11, "Gambling"),
-        (12, "Extremist Groups"),
-        (13, "Nudity and Risque"),
-        (14, "Pornography"),
-        (15, "Dating"),
-        (16, "Weapons (Sales)"),
-        (17, "Advertising"),
-        (18, "Brokerage and Trading"),
-        (19, "Freeware and Software Downloads"),
-        (20, "Games"),
-        (23, "Web-based Email"),
-        (24, "File Sharing and Storage"),
-        (25, "Streaming Media and Download"),
-        (26, "Malicious Websites"),
-        (28, "Entertainment"),
-        (29, "Arts and Culture"),
-        (30, "Education"),
-        (31, "Finance and Banking"),
-        (33, "Health and Wellness"),
-        (34, "Job Search"),
-        (35, "Medicine"),
-        (36, "News and Media"),
-        (37, "Social Networking"),
-        (38, "Political Organizations"),
-        (39, "Reference"),
-        (40, "Global Religion"),
-        (41, "Search Engines and Portals"),
-        (42, "Shopping"),
-        (43, "General Organizations"),
-        (44, "Society and Lifestyles"),
-        (46, "Sports"),
-        (47, "Travel"),
-        (48, "Personal Vehicles"),
-        (49, "Business"),
-        (50, "Information and Computer Security"),
-        (51, "Government and Legal Organizations"),
-        (52, "Information Technology"),
-        (53, "Armed Forces"),
-        (54, "Dynamic Content"),
-        (55, "Meaningless Content"),
-        (56, "Web Hosting"),
-        (57, "Marijuana"),
-        (58, "Folklore"),
-        (59, "Proxy Avoidance"),
-        (61, "Phishing"),
-        (62, "Plagiarism"),
-        (63, "Sex Education"),
-        (64, "Alcohol"),
-        (65, "Tobacco"),
-        (66, "Lingerie and Swimsuit"),
-        (67, "Sports Hunting and War Games"),
-        (68, "Web Chat"),
-        (69, "Instant Messaging"),
-        (70, "Newsgroups and Message Boards"),
-        (71, "Digital Postcards"),
-        (72, "Peer-to-peer File Sharing"),
-        (75, "Internet Radio and TV"),
-        (76, "Internet Telephony"),
-        (77, "Child Education"),
-        (78, "Real Estate"),
-        (79, "Restaurant and Dining"),
-        (80, "Personal Websites and Blogs"),
-        (81, "Secure Websites"),
-        (82, "Content Servers"),
-        (83, "Child Abuse"),
-        (84, "Web-based Applications"),
-        (85, "Domain Parking"),
-        (86, "Spam URLs"),
-        (87, "Personal Privacy"),
-        (88, "Dynamic DNS"),
-        (89, "Auction"),
-        (90, "Newly Observed Domain"),
-        (91, "Newly Registered Domain"),
-        (92, "Charitable Organizations"),
-        (93, "Remote Access"),
-        (94, "Web Analytics"),
-        (95, "Online Meeting"),
-    ];
-    if version.major >= 7 {
-        if let Some(c) = v.iter_mut().find(|c| c.0 == 83) {
-            c.1 = "Child Sexual Abuse";
-        }
-        v.extend([
-            (96, "Terrorism"),
-            (97, "Category 97"),
-            (98, "Category 98"),
-            (99, "Category 99"),
-        ]);
-        if version.minor >= 2 {
-            v.extend([
-                (100, "Artificial Intelligence Technology"),
-                (101, "Cryptocurrency"),
-            ]);
-        }
-    }
-    v
+    fortiguard::categories(version.major.into(), version.minor.into())
+        .into_iter()
+        .map(|(id, name)| (u32::from(id), name))
+        .collect()
 }
 
 /// Categories the factory `default` web filter profile blocks (reference §5.2, in dump order).
