@@ -7,7 +7,7 @@
 //! JSON-RPC `/cli/global/system/...` objects; `abort` discards them.
 
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::console::schema::{self, Field, Kind, ValueError};
 use crate::faz::{AdminUser, Faz};
@@ -679,38 +679,20 @@ impl Cli {
         let eff = self.effective_obj(obj, pending);
         let mut changes = Vec::new();
         match obj {
-            Obj::Global => {
-                let old = self
-                    .faz
-                    .global
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let mut g = old.clone();
-                for (f, v) in &eff {
-                    if schema::global_get(&old, f.name) != *v {
-                        changes.push(format!("{}[{}]", f.name, v));
-                    }
-                    schema::global_set(&mut g, f.name, v);
-                }
-                self.faz.save_global(g)?;
-            }
-            Obj::Ioc => {
-                let old = self
-                    .faz
-                    .ioc_settings
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clone();
-                let mut s = old.clone();
-                for (f, v) in &eff {
-                    if schema::ioc_get(&old, f.name) != *v {
-                        changes.push(format!("{}[{}]", f.name, v));
-                    }
-                    schema::ioc_set(&mut s, f.name, v);
-                }
-                self.faz.save_ioc_settings(s)?;
-            }
+            Obj::Global => self.faz.save_global(apply_fields(
+                &self.faz.global,
+                &eff,
+                schema::global_get,
+                schema::global_set,
+                &mut changes,
+            ))?,
+            Obj::Ioc => self.faz.save_ioc_settings(apply_fields(
+                &self.faz.ioc_settings,
+                &eff,
+                schema::ioc_get,
+                schema::ioc_set,
+                &mut changes,
+            ))?,
         }
         if !changes.is_empty() {
             self.config_event(obj.path(), &changes.join(" "));
@@ -1405,4 +1387,24 @@ fn fnv1a(s: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// A copy of the settings in `current` with the effective values `eff` set; each value that
+/// differs from the current one is pushed to `changes` as `field[value]`.
+fn apply_fields<T: Clone>(
+    current: &Mutex<T>,
+    eff: &[(&'static Field, String)],
+    get: fn(&T, &str) -> String,
+    set: fn(&mut T, &str, &str),
+    changes: &mut Vec<String>,
+) -> T {
+    let old = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut new = old.clone();
+    for (f, v) in eff {
+        if get(&old, f.name) != *v {
+            changes.push(format!("{}[{}]", f.name, v));
+        }
+        set(&mut new, f.name, v);
+    }
+    new
 }

@@ -18,7 +18,7 @@ use crate::config::engine::{ConfigError, Engine, ExecOptions, Outcome};
 use crate::config::lexer::{self, Command, Token};
 use crate::config::schema::{FieldSchema, FieldType, Schema, TableSchema};
 use crate::config::show;
-use crate::config::tree::{Entry, Table, Value};
+use crate::config::tree::{Config, Entry, Table, Value};
 use crate::config::{ConfigStore, FosVersion, Origin};
 
 use super::help;
@@ -407,13 +407,19 @@ impl CliSession {
         cmds.extend(extra.iter().cloned());
         let mut cmds = renumber(&cmds);
         cmds.extend(self.closing(commit_close));
+        self.with_engine(|_, engine| engine.run(&cmds))
+    }
+
+    /// Runs `f` with a throw-away engine on the current configuration (console options, a
+    /// fixed seed: nothing it stages is kept).
+    fn with_engine<R>(&self, f: impl for<'e> FnOnce(&'e Config, Engine<'e>) -> R) -> R {
         let mut rng = ChaCha8Rng::seed_from_u64(0);
         let opts = ExecOptions {
             file: "<console>".into(),
             strict: false,
         };
         self.store
-            .with(|cfg| Engine::new(cfg, self.version, opts, &mut rng).run(&cmds))
+            .with(|cfg| f(cfg, Engine::new(cfg, self.version, opts, &mut rng)))
     }
 
     /// Validates `c` in the current block; the error text if it fails.
@@ -431,13 +437,8 @@ impl CliSession {
         cmds.extend(extra.iter().cloned());
         let cmds = renumber(&cmds);
         // Nothing changed (`edit x` / `end` only): no commit, no revision, no change log.
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let opts = ExecOptions {
-            file: "<console>".into(),
-            strict: false,
-        };
-        let unchanged = self.store.with(|cfg| {
-            Engine::new(cfg, self.version, opts, &mut rng)
+        let unchanged = self.with_engine(|cfg, engine| {
+            engine
                 .run(&cmds)
                 .map(|out| {
                     out.staged
@@ -669,38 +670,13 @@ impl CliSession {
             self.buffer.truncate(1);
         } else {
             // A nested entry is part of its parent: validate only.
-            if let Err(e) = self.validate_closing_entry(&c) {
+            if let Err(e) = self.validate_closing(&c, 1) {
                 return CliOutput::fail(e);
             }
             self.buffer.push(c);
         }
         self.stack.pop();
         CliOutput::default()
-    }
-
-    /// Validates a `next`/`end` that commits the entry being edited (its errors count, unlike
-    /// the synthetic close of a plain validation).
-    fn validate_closing_entry(&self, c: &Command) -> Result<(), String> {
-        let mut after = self.clone_shallow();
-        after.stack.pop();
-        let mut cmds = self.buffer.clone();
-        cmds.push(c.clone());
-        let n = cmds.len();
-        let mut cmds = renumber(&cmds);
-        cmds.extend(after.closing(false));
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let opts = ExecOptions {
-            file: "<console>".into(),
-            strict: false,
-        };
-        match self
-            .store
-            .with(|cfg| Engine::new(cfg, self.version, opts, &mut rng).run(&cmds))
-        {
-            Ok(_) => Ok(()),
-            Err(e) if e.line > n => Ok(()),
-            Err(e) => Err(error_text(&e, false)),
-        }
     }
 
     fn clone_shallow(&self) -> CliSession {
@@ -730,7 +706,7 @@ impl CliSession {
             self.stack.clear();
             self.buffer.clear();
         } else {
-            if let Err(e) = self.validate_end_nested(&c, closes) {
+            if let Err(e) = self.validate_closing(&c, closes) {
                 return CliOutput::fail(e);
             }
             self.buffer.push(c);
@@ -741,7 +717,9 @@ impl CliSession {
         CliOutput::default()
     }
 
-    fn validate_end_nested(&self, c: &Command, closes: usize) -> Result<(), String> {
+    /// Validates a `next`/`end` that closes `closes` frames of a nested block (its errors count,
+    /// unlike the synthetic close of a plain validation).
+    fn validate_closing(&self, c: &Command, closes: usize) -> Result<(), String> {
         let mut after = self.clone_shallow();
         for _ in 0..closes {
             after.stack.pop();
@@ -751,15 +729,7 @@ impl CliSession {
         let n = cmds.len();
         let mut cmds = renumber(&cmds);
         cmds.extend(after.closing(false));
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let opts = ExecOptions {
-            file: "<console>".into(),
-            strict: false,
-        };
-        match self
-            .store
-            .with(|cfg| Engine::new(cfg, self.version, opts, &mut rng).run(&cmds))
-        {
+        match self.with_engine(|_, engine| engine.run(&cmds)) {
             Ok(_) => Ok(()),
             Err(e) if e.line > n => Ok(()),
             Err(e) => Err(error_text(&e, false)),
@@ -939,13 +909,7 @@ impl CliSession {
     /// The entry being edited, as the engine holds it (the block replayed, not closed).
     fn open_entry(&self) -> Option<Entry> {
         let cmds = renumber(&self.buffer);
-        let mut rng = ChaCha8Rng::seed_from_u64(0);
-        let opts = ExecOptions {
-            file: "<console>".into(),
-            strict: false,
-        };
-        self.store
-            .with(|cfg| Engine::new(cfg, self.version, opts, &mut rng).run_partial(&cmds))
+        self.with_engine(|_, engine| engine.run_partial(&cmds))
             .ok()
             .and_then(|(_, mut open)| open.pop())
     }
