@@ -4,6 +4,7 @@
 //! srcip=10.1.100.11`), `date`/`time` bare, `logid` a quoted 10-digit string. Over syslog the
 //! same line follows a `<PRI>` prefix. These lines are product data, never tracing output.
 
+use std::borrow::Cow;
 use std::fmt::Write;
 use std::net::IpAddr;
 
@@ -211,37 +212,12 @@ impl LogRecord {
             let key = &line[key_start..i];
             i += 1;
             if i < bytes.len() && bytes[i] == b'"' {
-                let start = i;
-                i += 1;
-                let mut val = String::new();
-                let mut closed = false;
-                let mut seg = i;
-                while i < bytes.len() {
-                    match bytes[i] {
-                        b'\\' if i + 1 < bytes.len() => {
-                            val.push_str(&line[seg..i]);
-                            let c = line[i + 1..].chars().next().unwrap_or('\\');
-                            val.push(match c {
-                                'n' => '\n',
-                                'r' => '\r',
-                                other => other,
-                            });
-                            i += 1 + c.len_utf8();
-                            seg = i;
-                        }
-                        b'"' => {
-                            val.push_str(&line[seg..i]);
-                            i += 1;
-                            closed = true;
-                            break;
-                        }
-                        _ => i += 1,
-                    }
-                }
-                if !closed {
-                    return Err(LogParseError::Unterminated(start + 1));
-                }
-                rec.fields.push((key.to_string(), LogValue::Str(val)));
+                let Some((val, next)) = unquote_at(line, i) else {
+                    return Err(LogParseError::Unterminated(i + 1));
+                };
+                i = next;
+                rec.fields
+                    .push((key.to_string(), LogValue::Str(val.into_owned())));
             } else {
                 let start = i;
                 while i < bytes.len() && bytes[i] != b' ' && bytes[i] != b'\n' && bytes[i] != b'\r'
@@ -340,9 +316,60 @@ impl LogHeader<'_> {
     }
 }
 
+/// Reads the quoted value of a log line whose opening `"` is at byte `open` of `line`, undoing
+/// the escapes (`\n`, `\r`, `\` + any character): the value (borrowed from `line` when it has
+/// no escape) and the index just past the closing `"`; `None` when the quote is not closed.
+#[inline]
+pub fn unquote_at(line: &str, open: usize) -> Option<(Cow<'_, str>, usize)> {
+    let bytes = line.as_bytes();
+    let mut i = open + 1;
+    let mut owned: Option<String> = None;
+    let mut from = i;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if i + 1 < bytes.len() => {
+                let o = owned.get_or_insert_with(String::new);
+                o.push_str(&line[from..i]);
+                let c = line[i + 1..].chars().next().unwrap_or('\\');
+                o.push(match c {
+                    'n' => '\n',
+                    'r' => '\r',
+                    other => other,
+                });
+                i += 1 + c.len_utf8();
+                from = i;
+            }
+            b'"' => {
+                let value = match owned {
+                    Some(mut o) => {
+                        o.push_str(&line[from..i]);
+                        Cow::Owned(o)
+                    }
+                    None => Cow::Borrowed(&line[open + 1..i]),
+                };
+                return Some((value, i + 1));
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unquote_at_borrows_without_escapes() {
+        let line = r#"a="x y" b="p\"q\nr" c="open"#;
+        let (v, next) = unquote_at(line, 2).unwrap();
+        assert!(matches!(v, Cow::Borrowed("x y")));
+        assert_eq!(&line[next..next + 2], " b");
+        let (v, next) = unquote_at(line, 10).unwrap();
+        assert!(matches!(&v, Cow::Owned(s) if s == "p\"q\nr"));
+        assert_eq!(&line[next..next + 2], " c");
+        assert_eq!(unquote_at(line, 22), None);
+    }
     use proptest::prelude::*;
 
     const SAMPLE: &str = r#"date=2019-05-13 time=16:29:45 logid="0316013056" type="utm" subtype="webfilter" eventtype="ftgd_blk" level="warning" vd="vdom1" eventtime=1557790184975119738 policyid=1 sessionid=381780 srcip=10.1.100.11 srcport=44258 srcintf="port12" hostname="morrishittu.ddns.net" profile="test-webfilter" action="blocked" url="/" msg="URL belongs to a denied category in policy" cat=26 catdesc="Malicious Websites" crscore=30 craction=4194304 crlevel="high""#;

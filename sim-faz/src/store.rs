@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
+use fortilab_core::logfmt::unquote_at;
 #[cfg(doc)]
 use fortilab_core::logfmt::{LogRecord, LogValue};
 use rusqlite::functions::FunctionFlags;
@@ -217,43 +218,8 @@ pub fn for_each_pair<'a>(line: &'a str, mut f: impl FnMut(Pair<'a>) -> bool) -> 
         let key = &line[key_start..i];
         i += 1;
         let pair = if i < bytes.len() && bytes[i] == b'"' {
-            i += 1;
-            let seg = i;
-            let mut owned: Option<String> = None;
-            let mut from = i;
-            let mut closed = false;
-            while i < bytes.len() {
-                match bytes[i] {
-                    b'\\' if i + 1 < bytes.len() => {
-                        let o = owned.get_or_insert_with(String::new);
-                        o.push_str(&line[from..i]);
-                        let c = line[i + 1..].chars().next().unwrap_or('\\');
-                        o.push(match c {
-                            'n' => '\n',
-                            'r' => '\r',
-                            other => other,
-                        });
-                        i += 1 + c.len_utf8();
-                        from = i;
-                    }
-                    b'"' => {
-                        closed = true;
-                        break;
-                    }
-                    _ => i += 1,
-                }
-            }
-            if !closed {
-                return None;
-            }
-            let value = match owned {
-                Some(mut o) => {
-                    o.push_str(&line[from..i]);
-                    Cow::Owned(o)
-                }
-                None => Cow::Borrowed(&line[seg..i]),
-            };
-            i += 1;
+            let (value, next) = unquote_at(line, i)?;
+            i = next;
             Pair {
                 key,
                 value,
