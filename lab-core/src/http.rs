@@ -11,7 +11,8 @@ use std::time::Duration;
 use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -60,22 +61,9 @@ async fn serve(
     app: Router,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let graceful = GracefulShutdown::new();
     let builder = Arc::new(Builder::new(TokioExecutor::new()));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            res = listener.accept() => match res {
-                Ok(x) => x,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = accept_next(&listener, &shutdown).await {
         let app = app.clone();
         let acceptor = acceptor.clone();
         let builder = builder.clone();
@@ -119,13 +107,42 @@ async fn serve(
         });
     }
     drop(listener);
+    drain(graceful).await;
+    Ok(())
+}
+
+/// The next connection on `listener` (with TCP_NODELAY), or `None` once `shutdown` fires. A
+/// failed accept (EMFILE and friends) is logged and retried after 50 ms instead of spinning.
+pub async fn accept_next(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            res = listener.accept() => match res {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        return Some((tcp, peer));
+    }
+}
+
+/// Gives the connections `graceful` watches [`DRAIN_GRACE`] to finish (a warning if some are
+/// still open after it).
+pub async fn drain(graceful: GracefulShutdown) {
     if tokio::time::timeout(DRAIN_GRACE, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!("connections still open after the drain grace period");
     }
-    Ok(())
 }
 
 fn service(app: Router, info: ConnInfo) -> AppService {

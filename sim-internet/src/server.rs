@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fortilab_core::events::EventBus;
+use fortilab_core::http::{accept_next, drain};
 use fortilab_core::labnet::LabMap;
 use fortilab_core::proxy;
 use fortilab_core::tls::{self, ClientAuth, LabCa};
@@ -90,19 +91,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = Arc::new(Builder::new(TokioExecutor::new()));
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            res = listener.accept() => match res {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = accept_next(&listener, &shutdown).await {
         let (tls, ctx, builder, watcher) = (
             tls.clone(),
             ctx.clone(),
@@ -130,12 +119,7 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(fortilab_core::http::DRAIN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!("connections still open after the drain grace period");
-    }
+    drain(graceful).await;
     Ok(())
 }
 
