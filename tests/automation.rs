@@ -22,7 +22,7 @@ use fortilab_core::tls::{self, ClientAuth, LabCa};
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
-    free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, ADMIN_PASSWORD,
+    endpoint_in_index, free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, EmsSession,
 };
 use support::{wait_for, Proc};
 
@@ -330,69 +330,24 @@ impl Drop for Lab {
 /// A signed-in EMS admin.
 struct EmsAdmin {
     client: HttpsClient,
-    cookie: String,
-    csrf: String,
-    referer: String,
+    session: EmsSession,
 }
 
 impl EmsAdmin {
     fn signin(client: HttpsClient, port: u16) -> EmsAdmin {
-        let r = block(client.json(
-            "POST",
-            "/api/v1/auth/signin",
-            Some(json!({"name": "admin", "password": ADMIN_PASSWORD})),
-        ))
-        .unwrap();
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let cookies: Vec<String> = r
-            .header_all("set-cookie")
-            .into_iter()
-            .map(String::from)
-            .collect();
-        let pair = |name: &str| {
-            cookies
-                .iter()
-                .find_map(|c| {
-                    c.split(';')
-                        .next()
-                        .and_then(|kv| kv.strip_prefix(&format!("{name}=")))
-                        .map(String::from)
-                })
-                .unwrap()
-        };
-        let (csrf, sid) = (pair("csrftoken"), pair("sessionid"));
-        EmsAdmin {
-            client,
-            cookie: format!("csrftoken={csrf}; sessionid={sid}"),
-            csrf,
-            referer: format!("https://127.0.0.1:{port}"),
-        }
+        let session = block(EmsSession::signin(&client, port));
+        EmsAdmin { client, session }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let r = block(self.client.request(
-            method,
-            path,
-            &[
-                ("cookie", &self.cookie),
-                ("x-csrftoken", &self.csrf),
-                ("referer", &self.referer),
-                ("content-type", "application/json"),
-                ("ems-call-type", "2"),
-            ],
-            body.map(|b| b.to_string().into_bytes()),
-        ))
-        .unwrap();
-        r.json()
+        block(self.session.call(&self.client, method, path, body))
+            .unwrap()
+            .json()
     }
 
     fn endpoint(&self, ip: &str) -> Option<Value> {
         let v = self.call("GET", "/api/v1/endpoints/index?offset=0&count=100", None);
-        v["data"]["endpoints"]
-            .as_array()?
-            .iter()
-            .find(|e| e["ip_addr"] == ip)
-            .cloned()
+        endpoint_in_index(&v, ip)
     }
 
     fn quarantined(&self, ip: &str) -> bool {

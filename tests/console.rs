@@ -15,7 +15,7 @@ use std::time::Duration;
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
-    free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, ADMIN_PASSWORD,
+    endpoint_in_index, free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, EmsSession,
 };
 use support::{wait_for, Proc};
 
@@ -502,55 +502,22 @@ fn config_script_upload_runs_cli_through_the_same_engine() {
 // ------------------------------------------------------------------------------------------
 // diagnose automation test → EMS quarantine (real sim-ems and sim-endpoint).
 
-fn ems_signin(ca_pem: &str, port: u16) -> (HttpsClient, String, String) {
+fn ems_signin(ca_pem: &str, port: u16) -> (HttpsClient, EmsSession) {
     let client =
         HttpsClient::new(ca_pem, None, format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
-    let r = block(client.json(
-        "POST",
-        "/api/v1/auth/signin",
-        Some(json!({"name": "admin", "password": ADMIN_PASSWORD})),
-    ))
-    .unwrap();
-    assert_eq!(r.status, 200);
-    let cookies: Vec<String> = r
-        .header_all("set-cookie")
-        .into_iter()
-        .map(String::from)
-        .collect();
-    let pair = |name: &str| {
-        cookies
-            .iter()
-            .find_map(|c| {
-                c.split(';')
-                    .next()
-                    .and_then(|kv| kv.strip_prefix(&format!("{name}=")))
-                    .map(String::from)
-            })
-            .unwrap()
-    };
-    let (csrf, sid) = (pair("csrftoken"), pair("sessionid"));
-    (client, format!("csrftoken={csrf}; sessionid={sid}"), csrf)
+    let session = block(EmsSession::signin(&client, port));
+    (client, session)
 }
 
-fn ems_endpoint(ems: &(HttpsClient, String, String), port: u16, ip: &str) -> Option<Value> {
-    let referer = format!("https://127.0.0.1:{port}");
-    let r = block(ems.0.request(
+fn ems_endpoint(ems: &(HttpsClient, EmsSession), ip: &str) -> Option<Value> {
+    let r = block(ems.1.call(
+        &ems.0,
         "GET",
         "/api/v1/endpoints/index?offset=0&count=100",
-        &[
-            ("cookie", &ems.1),
-            ("x-csrftoken", &ems.2),
-            ("referer", &referer),
-            ("ems-call-type", "2"),
-        ],
         None,
     ))
     .ok()?;
-    r.json()["data"]["endpoints"]
-        .as_array()?
-        .iter()
-        .find(|e| e["ip_addr"] == ip)
-        .cloned()
+    endpoint_in_index(&r.json(), ip)
 }
 
 #[test]
@@ -579,7 +546,7 @@ fn diagnose_automation_test_quarantines_the_endpoint_on_ems() {
     let ca_pem = ca.cert_pem().to_string();
     let ems = ems_signin(&ca_pem, ems_port);
     wait_for("PC-52 registered on EMS", LONG, || {
-        ems_endpoint(&ems, ems_port, "10.115.2.52")
+        ems_endpoint(&ems, "10.115.2.52")
     });
     let cfg = dir.join("fgt.conf");
     std::fs::write(
@@ -632,7 +599,7 @@ fn diagnose_automation_test_quarantines_the_endpoint_on_ems() {
         "automation test is done. stitch:Compromised Host Quarantine\n"
     );
     wait_for("quarantined on EMS", LONG, || {
-        ems_endpoint(&ems, ems_port, "10.115.2.52")
+        ems_endpoint(&ems, "10.115.2.52")
             .filter(|e| e["is_quarantined"] == 1 || e["is_quarantined"] == true)
     });
     let trig = wait_for("0100046600", LONG, || {

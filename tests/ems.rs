@@ -16,7 +16,7 @@ use fortilab_core::LabCa;
 use fortilab_ems::client::{HttpsClient, Reply};
 use serde_json::{json, Value};
 use support::devices::{
-    free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, ADMIN_PASSWORD,
+    free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, EmsSession, ADMIN_PASSWORD,
 };
 use support::{wait_for, Proc};
 
@@ -166,59 +166,18 @@ impl Drop for Lab {
 /// A signed-in admin (cookies + CSRF token).
 struct Admin {
     client: HttpsClient,
-    cookie: String,
-    csrf: String,
-    referer: String,
+    session: EmsSession,
 }
 
 impl Admin {
     fn signin(client: HttpsClient, port: u16) -> Admin {
-        let r = rt()
-            .block_on(client.json(
-                "POST",
-                "/api/v1/auth/signin",
-                Some(json!({"name": "admin", "password": ADMIN_PASSWORD})),
-            ))
-            .unwrap();
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        let cookies = r.header_all("set-cookie");
-        assert_eq!(cookies.len(), 2, "{cookies:?}");
-        let pair = |name: &str| {
-            cookies
-                .iter()
-                .find_map(|c| {
-                    c.split(';')
-                        .next()
-                        .and_then(|kv| kv.strip_prefix(&format!("{name}=")))
-                })
-                .unwrap()
-                .to_string()
-        };
-        let csrf = pair("csrftoken");
-        let sid = pair("sessionid");
-        Admin {
-            client,
-            cookie: format!("csrftoken={csrf}; sessionid={sid}"),
-            csrf,
-            referer: format!("https://127.0.0.1:{port}"),
-        }
+        let session = rt().block_on(EmsSession::signin(&client, port));
+        Admin { client, session }
     }
 
     fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        let body = body.map(|b| b.to_string().into_bytes());
-        rt().block_on(self.client.request(
-            method,
-            path,
-            &[
-                ("cookie", &self.cookie),
-                ("x-csrftoken", &self.csrf),
-                ("referer", &self.referer),
-                ("content-type", "application/json"),
-                ("ems-call-type", "2"),
-            ],
-            body,
-        ))
-        .unwrap()
+        rt().block_on(self.session.call(&self.client, method, path, body))
+            .unwrap()
     }
 
     fn endpoint(&self, ip: &str) -> Option<Value> {
@@ -758,8 +717,8 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
             "POST",
             "/api/v1/clients/quarantine",
             &[
-                ("cookie", &admin.cookie),
-                ("referer", &admin.referer),
+                ("cookie", &admin.session.cookie),
+                ("referer", &admin.session.referer),
                 ("content-type", "application/json"),
             ],
             Some(br#"{"ids":[1]}"#.to_vec()),
@@ -775,8 +734,8 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
             "POST",
             "/api/v1/clients/quarantine",
             &[
-                ("cookie", &admin.cookie),
-                ("x-csrftoken", &admin.csrf),
+                ("cookie", &admin.session.cookie),
+                ("x-csrftoken", &admin.session.csrf),
                 ("referer", "https://evil.example/"),
                 ("content-type", "application/json"),
             ],
@@ -789,9 +748,9 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
             "POST",
             "/api/v1/clients/quarantine",
             &[
-                ("cookie", &admin.cookie),
-                ("x-csrftoken", &admin.csrf),
-                ("referer", &format!("{}/api/v1/", admin.referer)),
+                ("cookie", &admin.session.cookie),
+                ("x-csrftoken", &admin.session.csrf),
+                ("referer", &format!("{}/api/v1/", admin.session.referer)),
                 ("content-type", "application/json"),
             ],
             Some(b"{\"ids\": [1,".to_vec()),

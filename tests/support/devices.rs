@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use fortilab_core::tls::LabCa;
-use serde_json::Value;
+use fortilab_ems::client::{HttpsClient, Reply};
+use serde_json::{json, Value};
 
 use super::Proc;
 
@@ -158,4 +159,81 @@ pub fn faz_rpc(faz: &Proc, body: &Value) -> Value {
             String::from_utf8_lossy(&out.stdout)
         )
     })
+}
+
+/// A signed-in EMS administrator: the session cookie, CSRF token and referer the EMS API wants
+/// on each call.
+pub struct EmsSession {
+    pub cookie: String,
+    pub csrf: String,
+    pub referer: String,
+}
+
+impl EmsSession {
+    /// Signs in as `admin` with [`ADMIN_PASSWORD`] on the EMS API at 127.0.0.1:`port` through
+    /// `client` (panics unless EMS answers 200 with the two session cookies).
+    pub async fn signin(client: &HttpsClient, port: u16) -> EmsSession {
+        let r = client
+            .json(
+                "POST",
+                "/api/v1/auth/signin",
+                Some(json!({"name": "admin", "password": ADMIN_PASSWORD})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let cookies = r.header_all("set-cookie");
+        assert_eq!(cookies.len(), 2, "{cookies:?}");
+        let pair = |name: &str| {
+            cookies
+                .iter()
+                .find_map(|c| {
+                    c.split(';')
+                        .next()
+                        .and_then(|kv| kv.strip_prefix(&format!("{name}=")))
+                })
+                .unwrap()
+                .to_string()
+        };
+        let (csrf, sid) = (pair("csrftoken"), pair("sessionid"));
+        EmsSession {
+            cookie: format!("csrftoken={csrf}; sessionid={sid}"),
+            csrf,
+            referer: format!("https://127.0.0.1:{port}"),
+        }
+    }
+
+    /// An EMS API call in this session (JSON body, `ems-call-type: 2` as the console sends).
+    pub async fn call(
+        &self,
+        client: &HttpsClient,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<Reply> {
+        client
+            .request(
+                method,
+                path,
+                &[
+                    ("cookie", &self.cookie),
+                    ("x-csrftoken", &self.csrf),
+                    ("referer", &self.referer),
+                    ("content-type", "application/json"),
+                    ("ems-call-type", "2"),
+                ],
+                body.map(|b| b.to_string().into_bytes()),
+            )
+            .await
+    }
+}
+
+/// The EMS record of the endpoint with lab address `ip` in the first page of
+/// `endpoints/index` (`data.endpoints` of `index`).
+pub fn endpoint_in_index(index: &Value, ip: &str) -> Option<Value> {
+    index["data"]["endpoints"]
+        .as_array()?
+        .iter()
+        .find(|e| e["ip_addr"] == ip)
+        .cloned()
 }
