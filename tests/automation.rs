@@ -22,7 +22,8 @@ use fortilab_core::tls::{self, ClientAuth, LabCa};
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
-    endpoint_in_index, free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, EmsSession,
+    endpoint_in_index, fgt_event_logs, fgt_rest, free_port, lab_ca, spawn_ems, spawn_endpoints,
+    write_ems_config, EmsSession,
 };
 use support::{wait_for, Proc};
 
@@ -215,32 +216,11 @@ impl Lab {
 
     /// A FortiOS REST call with the lab API token.
     fn rest(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let api = self.fgt().ready["api"].as_str().unwrap();
-        let addr: SocketAddr = api.trim_start_matches("https://").parse().unwrap();
-        let client = HttpsClient::new(&self.ca_pem, None, addr).unwrap();
-        let auth = format!("Bearer {}", self.fgt().ready["api_token"].as_str().unwrap());
-        let r = block(client.request(
-            method,
-            path,
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            body.map(|b| b.to_string().into_bytes()),
-        ))
-        .unwrap();
-        r.json()
+        block(fgt_rest(self.fgt(), &self.ca_pem, method, path, body))
     }
 
     fn event_logs(&self, logid: &str) -> Vec<Value> {
-        let v = self.rest("GET", "/api/v2/log/memory/event/system?rows=1000", None);
-        v["results"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no results: {v}"))
-            .iter()
-            .filter(|l| l["logid"] == logid)
-            .cloned()
-            .collect()
+        block(fgt_event_logs(self.fgt(), &self.ca_pem, logid))
     }
 
     fn triggered(&self, stitch: &str) -> u64 {

@@ -15,7 +15,8 @@ use std::time::Duration;
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
-    endpoint_in_index, free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, EmsSession,
+    endpoint_in_index, fgt_event_logs, fgt_rest, free_port, lab_ca, spawn_ems, spawn_endpoints,
+    write_ems_config, EmsSession,
 };
 use support::{wait_for, Proc};
 
@@ -86,32 +87,11 @@ impl Fgt {
     }
 
     fn rest(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let api = self.p.ready["api"].as_str().unwrap();
-        let addr: SocketAddr = api.trim_start_matches("https://").parse().unwrap();
-        let client = HttpsClient::new(&self.ca_pem, None, addr).unwrap();
-        let auth = format!("Bearer {}", self.p.ready["api_token"].as_str().unwrap());
-        let r = block(client.request(
-            method,
-            path,
-            &[
-                ("authorization", &auth),
-                ("content-type", "application/json"),
-            ],
-            body.map(|b| b.to_string().into_bytes()),
-        ))
-        .unwrap();
-        r.json()
+        block(fgt_rest(&self.p, &self.ca_pem, method, path, body))
     }
 
     fn event_logs(&self, logid: &str) -> Vec<Value> {
-        let v = self.rest("GET", "/api/v2/log/memory/event/system?rows=1000", None);
-        v["results"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no results: {v}"))
-            .iter()
-            .filter(|l| l["logid"] == logid)
-            .cloned()
-            .collect()
+        block(fgt_event_logs(&self.p, &self.ca_pem, logid))
     }
 
     /// An `ssh` command for this FortiGate with `password` supplied through SSH_ASKPASS.

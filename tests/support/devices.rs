@@ -2,7 +2,7 @@
 //! sim-endpoint fleets and sim-faz, each spawned with the same arguments everywhere.
 
 use std::io::Write;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -236,4 +236,51 @@ pub fn endpoint_in_index(index: &Value, ip: &str) -> Option<Value> {
         .iter()
         .find(|e| e["ip_addr"] == ip)
         .cloned()
+}
+
+/// A FortiOS REST call to the FortiGate `fgt` with the API token of its ready report (HTTPS,
+/// verified against the lab CA `ca_pem`): the JSON reply.
+pub async fn fgt_rest(
+    fgt: &Proc,
+    ca_pem: &str,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let api = fgt.ready["api"].as_str().unwrap();
+    let addr: SocketAddr = api.trim_start_matches("https://").parse().unwrap();
+    let client = HttpsClient::new(ca_pem, None, addr).unwrap();
+    let auth = format!("Bearer {}", fgt.ready["api_token"].as_str().unwrap());
+    let r = client
+        .request(
+            method,
+            path,
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            body.map(|b| b.to_string().into_bytes()),
+        )
+        .await
+        .unwrap();
+    r.json()
+}
+
+/// The FortiGate's event logs in memory with `logid` (the last 1000, through [`fgt_rest`]).
+pub async fn fgt_event_logs(fgt: &Proc, ca_pem: &str, logid: &str) -> Vec<Value> {
+    let v = fgt_rest(
+        fgt,
+        ca_pem,
+        "GET",
+        "/api/v2/log/memory/event/system?rows=1000",
+        None,
+    )
+    .await;
+    v["results"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no results: {v}"))
+        .iter()
+        .filter(|l| l["logid"] == logid)
+        .cloned()
+        .collect()
 }
