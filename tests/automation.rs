@@ -22,30 +22,13 @@ use fortilab_core::tls::{self, ClientAuth, LabCa};
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
-    endpoint_in_index, fgt_event_logs, fgt_rest, free_port, lab_ca, spawn_ems, spawn_endpoints,
-    write_ems_config, EmsSession,
+    block, endpoint_in_index, fgt_event_logs, fgt_rest, free_port, lab_ca, rt, spawn_ems,
+    spawn_endpoints, write_ems_config, EmsSession,
 };
 use support::{wait_for, Proc};
 
 const STITCH: &str = "Compromised Host Quarantine";
 const FAZ_SERIAL: &str = "FAZ-VM0000000001";
-
-/// The runtime of the in-test FortiAnalyzer and of the HTTPS clients (the tests themselves
-/// are plain blocking code).
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
-
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    rt().block_on(f)
-}
 
 /// A test HTTP server: records each request (head + body), answers 200 with a JSON body.
 fn webhook_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {

@@ -15,28 +15,13 @@ use std::time::Duration;
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
-    endpoint_in_index, fgt_event_logs, fgt_rest, free_port, lab_ca, spawn_ems, spawn_endpoints,
-    write_ems_config, EmsSession,
+    block, endpoint_in_index, fgt_event_logs, fgt_rest, free_port, lab_ca, spawn_ems,
+    spawn_endpoints, write_ems_config, EmsSession,
 };
 use support::{wait_for, Proc};
 
 const LONG: Duration = Duration::from_secs(30);
 const STITCH: &str = "Compromised Host Quarantine";
-
-fn rt() -> &'static tokio::runtime::Runtime {
-    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
-    RT.get_or_init(|| {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    })
-}
-
-fn block<F: std::future::Future>(f: F) -> F::Output {
-    rt().block_on(f)
-}
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("fortilab-console-{name}-{}", std::process::id()));

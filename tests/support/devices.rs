@@ -284,3 +284,21 @@ pub async fn fgt_event_logs(fgt: &Proc, ca_pem: &str, logid: &str) -> Vec<Value>
         .cloned()
         .collect()
 }
+
+/// A shared two-thread runtime for in-test servers and HTTPS clients (the tests themselves
+/// are plain blocking code).
+pub fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// Runs `f` to completion on [`rt`].
+pub fn block<F: std::future::Future>(f: F) -> F::Output {
+    rt().block_on(f)
+}
