@@ -17,18 +17,17 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fortilab_core::logchan::{Hello, LogReceiver, MemorySink};
-use fortilab_core::tls::{self, ClientAuth, LabCa};
+use fortilab_core::logchan::{LogReceiver, MemorySink};
+use fortilab_core::tls::LabCa;
 use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
-    block, endpoint_in_index, fgt_event_logs, fgt_rest, free_port, lab_ca, rt, spawn_ems,
+    block, endpoint_in_index, faz_stand_in, fgt_event_logs, fgt_rest, free_port, lab_ca, spawn_ems,
     spawn_endpoints, write_ems_config, EmsSession,
 };
 use support::{wait_for, Proc};
 
 const STITCH: &str = "Compromised Host Quarantine";
-const FAZ_SERIAL: &str = "FAZ-VM0000000001";
 
 /// A test HTTP server: records each request (head + body), answers 200 with a JSON body.
 fn webhook_server() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
@@ -249,27 +248,9 @@ impl Lab {
 
     /// The FortiAnalyzer stand-in on the lab address 10.115.1.20:514.
     fn start_faz(&self) -> (LogReceiver, Arc<MemorySink>) {
-        let cert = self.ca.issue(FAZ_SERIAL, &["10.115.1.20".into()]).unwrap();
-        let cfg = tls::server_config(&self.ca, &cert, ClientAuth::Required, &[]).unwrap();
         let sink = Arc::new(MemorySink::new(true));
-        let rx = LogReceiver::new(
-            sink.clone(),
-            Hello {
-                serial: FAZ_SERIAL.into(),
-                hostname: "FAZ-LAB".into(),
-                platform: "FortiAnalyzer-VM64".into(),
-                version: "6.4.5".into(),
-                device_type: "fortianalyzer".into(),
-                vdom: "root".into(),
-                ip: None,
-            },
-            fortilab_core::clock::LabClock::real(),
-        );
-        let listener = block(tokio::net::TcpListener::bind(self.faz_addr)).unwrap();
-        let stop = block(async { fortilab_core::shutdown::signal_token() });
-        let r2 = rx.clone();
-        rt().spawn(async move { r2.serve(listener, cfg, stop).await });
-        (rx, sink)
+        let faz = block(faz_stand_in(&self.ca, sink.clone(), self.faz_addr));
+        (faz.rx, sink)
     }
 }
 

@@ -10,11 +10,12 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fortilab_core::logchan::{Hello, LogReceiver, MemorySink};
+use fortilab_core::logchan::MemorySink;
 use fortilab_core::proxy::ProxyHeader;
-use fortilab_core::tls::{self, ClientAuth, LabCa};
+use fortilab_core::tls::LabCa;
 use fortilab_internet::client::{fetch, Fetched, Get};
 use serde_json::{json, Value};
+use support::devices::faz_stand_in;
 use support::{wait_for, Proc};
 
 const SEED: &str = include_str!("../scenarios/labs/seed-fortigate.conf");
@@ -556,40 +557,6 @@ fn futures_lite_block<F: std::future::Future>(f: F) -> F::Output {
     tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }
 
-struct Receiver {
-    rx: LogReceiver,
-    stop: Box<dyn FnOnce() + Send>,
-}
-
-async fn start_receiver(ca: &LabCa, sink: Arc<MemorySink>, addr: SocketAddr) -> Receiver {
-    let cert = ca
-        .issue("FAZ-VM0000000001", &["10.115.1.20".into()])
-        .unwrap();
-    let cfg = tls::server_config(ca, &cert, ClientAuth::Required, &[]).unwrap();
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-    let rx = LogReceiver::new(
-        sink,
-        Hello {
-            serial: "FAZ-VM0000000001".into(),
-            hostname: "FAZ-LAB".into(),
-            platform: "FortiAnalyzer-VM64".into(),
-            version: "6.4.5".into(),
-            device_type: "fortianalyzer".into(),
-            vdom: "root".into(),
-            ip: None,
-        },
-        fortilab_core::clock::LabClock::real(),
-    );
-    // A cancellation token (the test crate has no tokio-util dependency to create one).
-    let stop = fortilab_core::shutdown::signal_token();
-    let (r2, s2) = (rx.clone(), stop.clone());
-    tokio::spawn(async move { r2.serve(listener, cfg, s2).await });
-    Receiver {
-        rx,
-        stop: Box::new(move || stop.cancel()),
-    }
-}
-
 fn contiguous(sink: &MemorySink, serial: &str) -> u64 {
     let seqs: Vec<u64> = sink.lines(serial).iter().map(|l| l.seq).collect();
     for (i, s) in seqs.iter().enumerate() {
@@ -619,7 +586,7 @@ async fn log_channel_survives_receiver_restarts_and_spills_to_disk() {
     let ca = LabCa::load(&lab.ca_cert, &lab.ca_key).unwrap();
     let serial = lab.fgt.ready["serial"].as_str().unwrap().to_string();
     let sink = Arc::new(MemorySink::new(true));
-    let recv = start_receiver(&ca, sink.clone(), addr).await;
+    let recv = faz_stand_in(&ca, sink.clone(), addr).await;
     wait_for("registered", Duration::from_secs(20), || {
         let v = lab.rest("GET", "/api/v2/monitor/log/fortianalyzer", None);
         (v["results"]["registration"] == "registered" && v["results"]["connected"] == true)
@@ -642,7 +609,7 @@ async fn log_channel_survives_receiver_restarts_and_spills_to_disk() {
         let r = via_proxy(lab.proxy, "10.115.2.52", "http://www.google.com/").await;
         assert_eq!(r.status, 200);
     }
-    let recv = start_receiver(&ca, sink.clone(), addr).await;
+    let recv = faz_stand_in(&ca, sink.clone(), addr).await;
     let last = drain(&lab, &sink);
     assert_eq!(contiguous(&sink, &serial), last);
     assert!(last >= 120);
@@ -670,7 +637,7 @@ async fn log_channel_survives_receiver_restarts_and_spills_to_disk() {
             .unwrap(),
     );
     assert!(std::fs::read_dir(&qdir).unwrap().count() > 1);
-    let recv = start_receiver(&ca, sink.clone(), addr).await;
+    let recv = faz_stand_in(&ca, sink.clone(), addr).await;
     let last = drain(&lab, &sink);
     assert_eq!(contiguous(&sink, &serial), last);
     // The connection going down and up was logged.

@@ -5,8 +5,10 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
-use fortilab_core::tls::LabCa;
+use fortilab_core::logchan::{Hello, LogReceiver, MemorySink};
+use fortilab_core::tls::{self, ClientAuth, LabCa};
 use fortilab_ems::client::{HttpsClient, Reply};
 use serde_json::{json, Value};
 
@@ -301,4 +303,43 @@ pub fn rt() -> &'static tokio::runtime::Runtime {
 /// Runs `f` to completion on [`rt`].
 pub fn block<F: std::future::Future>(f: F) -> F::Output {
     rt().block_on(f)
+}
+
+/// The serial of the FortiAnalyzer stand-in of [`faz_stand_in`].
+pub const FAZ_SERIAL: &str = "FAZ-VM0000000001";
+
+/// A FortiAnalyzer stand-in: a log channel receiver into a sink, and how to stop it.
+pub struct FazStandIn {
+    pub rx: LogReceiver,
+    pub stop: Box<dyn FnOnce() + Send>,
+}
+
+/// Starts a FortiAnalyzer stand-in ([`FAZ_SERIAL`], FAZ-LAB, 6.4.5) on `addr`: the log channel
+/// with a lab-CA certificate for 10.115.1.20, client certificates required, lines into `sink`.
+/// Runs on the current runtime until `stop` (or SIGINT/SIGTERM).
+pub async fn faz_stand_in(ca: &LabCa, sink: Arc<MemorySink>, addr: SocketAddr) -> FazStandIn {
+    let cert = ca.issue(FAZ_SERIAL, &["10.115.1.20".into()]).unwrap();
+    let cfg = tls::server_config(ca, &cert, ClientAuth::Required, &[]).unwrap();
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let rx = LogReceiver::new(
+        sink,
+        Hello {
+            serial: FAZ_SERIAL.into(),
+            hostname: "FAZ-LAB".into(),
+            platform: "FortiAnalyzer-VM64".into(),
+            version: "6.4.5".into(),
+            device_type: "fortianalyzer".into(),
+            vdom: "root".into(),
+            ip: None,
+        },
+        fortilab_core::clock::LabClock::real(),
+    );
+    // A cancellation token (the test crate has no tokio-util dependency to create one).
+    let stop = fortilab_core::shutdown::signal_token();
+    let (r2, s2) = (rx.clone(), stop.clone());
+    tokio::spawn(async move { r2.serve(listener, cfg, s2).await });
+    FazStandIn {
+        rx,
+        stop: Box::new(move || stop.cancel()),
+    }
 }
