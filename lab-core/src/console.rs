@@ -223,19 +223,7 @@ async fn accept_loop(
     backend: Arc<dyn ConsoleBackend>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            res = listener.accept() => match res {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "ssh accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) = crate::http::accept_next(&listener, &shutdown, "ssh").await {
         let handler = ConnHandler {
             backend: backend.clone(),
             peer,

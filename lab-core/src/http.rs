@@ -63,7 +63,7 @@ async fn serve(
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(Builder::new(TokioExecutor::new()));
-    while let Some((tcp, peer)) = accept_next(&listener, &shutdown).await {
+    while let Some((tcp, peer)) = accept_next(&listener, &shutdown, "https").await {
         let app = app.clone();
         let acceptor = acceptor.clone();
         let builder = builder.clone();
@@ -112,10 +112,12 @@ async fn serve(
 }
 
 /// The next connection on `listener` (with TCP_NODELAY), or `None` once `shutdown` fires. A
-/// failed accept (EMFILE and friends) is logged and retried after 50 ms instead of spinning.
+/// failed accept (EMFILE and friends) is logged as "`what` accept failed" and retried after
+/// 50 ms instead of spinning. Every listener of the lab accepts through this.
 pub async fn accept_next(
     listener: &TcpListener,
     shutdown: &CancellationToken,
+    what: &str,
 ) -> Option<(TcpStream, SocketAddr)> {
     loop {
         let (tcp, peer) = tokio::select! {
@@ -123,7 +125,7 @@ pub async fn accept_next(
             res = listener.accept() => match res {
                 Ok(x) => x,
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, "{what} accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }

@@ -64,19 +64,9 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let tracker = tokio_util::task::TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "telemetry accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            }
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) =
+        fortilab_core::http::accept_next(&listener, &shutdown, "telemetry").await
+    {
         let acceptor = acceptor.clone();
         let shared = shared.clone();
         let sd = shutdown.clone();

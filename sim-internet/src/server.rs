@@ -91,7 +91,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let builder = Arc::new(Builder::new(TokioExecutor::new()));
-    while let Some((tcp, peer)) = accept_next(&listener, &shutdown).await {
+    while let Some((tcp, peer)) = accept_next(&listener, &shutdown, "lab Internet").await {
         let (tls, ctx, builder, watcher) = (
             tls.clone(),
             ctx.clone(),

@@ -153,18 +153,9 @@ impl LogReceiver {
         };
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let tracker = TaskTracker::new();
-        loop {
-            let (tcp, peer) = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                res = listener.accept() => match res {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "log channel accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-            };
+        while let Some((tcp, peer)) =
+            crate::http::accept_next(&listener, &shutdown, "log channel").await
+        {
             inc(&self.inner.counters.connections);
             let inner = self.inner.clone();
             let acceptor = acceptor.clone();

@@ -26,19 +26,9 @@ const PROXY_WAIT: Duration = Duration::from_secs(2);
 /// Serves the proxy listener until `shutdown`, then waits (5 s at most) for open sessions.
 pub async fn serve(dp: Arc<DataPlane>, listener: TcpListener, shutdown: CancellationToken) {
     let tracker = TaskTracker::new();
-    loop {
-        let (tcp, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "proxy accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = tcp.set_nodelay(true);
+    while let Some((tcp, peer)) =
+        fortilab_core::http::accept_next(&listener, &shutdown, "proxy").await
+    {
         dp.stats.connections.fetch_add(1, Ordering::Relaxed);
         let dp = dp.clone();
         let stop = shutdown.clone();
