@@ -11,6 +11,8 @@
 //! - [`rng`]: seeded random streams per label (serials, FCTUIDs, MACs, tokens).
 //! - [`labnet`] and [`proxy`]: the lab network map and PROXY v1/v2 headers.
 //! - [`logfmt`]: FortiOS `key=value` log records.
+//! - [`fortiguard`]: the FortiGuard web filter categories by FortiOS version.
+//! - [`console`] and [`telemetry`]: the SSH console server and the FortiClient ↔ EMS wire format.
 //! - [`events`]: the per-device event stream served at `/_lab/events`.
 //! - [`logchan`]: the log channel (FortiGate/FortiClient → FortiAnalyzer; notifications back).
 //! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
