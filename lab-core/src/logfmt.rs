@@ -44,10 +44,14 @@ impl LogValue {
     }
 }
 
+/// A field name. Producers name fields with literals, which are borrowed (no allocation per
+/// field); names read from a parsed line are owned.
+pub type Key = Cow<'static, str>;
+
 /// A log record: fields in emission order.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LogRecord {
-    fields: Vec<(String, LogValue)>,
+    fields: Vec<(Key, LogValue)>,
 }
 
 /// Errors parsing a log line.
@@ -70,32 +74,33 @@ impl LogRecord {
         }
     }
 
-    pub fn push(&mut self, key: &str, value: LogValue) -> &mut Self {
-        self.fields.push((key.to_string(), value));
+    pub fn push(&mut self, key: impl Into<Key>, value: LogValue) -> &mut Self {
+        self.fields.push((key.into(), value));
         self
     }
 
-    pub fn str(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+    pub fn str(&mut self, key: impl Into<Key>, value: impl Into<String>) -> &mut Self {
         self.push(key, LogValue::Str(value.into()))
     }
 
-    pub fn int(&mut self, key: &str, value: i64) -> &mut Self {
+    pub fn int(&mut self, key: impl Into<Key>, value: i64) -> &mut Self {
         self.push(key, LogValue::Int(value))
     }
 
-    pub fn ip(&mut self, key: &str, value: IpAddr) -> &mut Self {
+    pub fn ip(&mut self, key: impl Into<Key>, value: IpAddr) -> &mut Self {
         self.push(key, LogValue::Ip(value))
     }
 
-    pub fn bare(&mut self, key: &str, value: impl Into<String>) -> &mut Self {
+    pub fn bare(&mut self, key: impl Into<Key>, value: impl Into<String>) -> &mut Self {
         self.push(key, LogValue::Bare(value.into()))
     }
 
     /// Replaces the value of `key`, or appends it.
-    pub fn set(&mut self, key: &str, value: LogValue) {
-        match self.fields.iter_mut().find(|(k, _)| k == key) {
+    pub fn set(&mut self, key: impl Into<Key>, value: LogValue) {
+        let key = key.into();
+        match self.fields.iter_mut().find(|(k, _)| *k == key) {
             Some((_, v)) => *v = value,
-            None => self.fields.push((key.to_string(), value)),
+            None => self.fields.push((key, value)),
         }
     }
 
@@ -108,12 +113,12 @@ impl LogRecord {
         self.get(key).map(|v| v.as_text())
     }
 
-    pub fn fields(&self) -> &[(String, LogValue)] {
+    pub fn fields(&self) -> &[(Key, LogValue)] {
         &self.fields
     }
 
     pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|(k, _)| k.as_str())
+        self.fields.iter().map(|(k, _)| k.as_ref())
     }
 
     /// Renders the record as one FortiOS log line.
@@ -174,7 +179,7 @@ impl LogRecord {
                 },
                 other => serde_json::Value::from(other.as_text().into_owned()),
             };
-            m.insert(k.clone(), jv);
+            m.insert(k.to_string(), jv);
         }
         m
     }
@@ -217,7 +222,7 @@ impl LogRecord {
                 };
                 i = next;
                 rec.fields
-                    .push((key.to_string(), LogValue::Str(val.into_owned())));
+                    .push((Key::Owned(key.to_string()), LogValue::Str(val.into_owned())));
             } else {
                 let start = i;
                 while i < bytes.len() && bytes[i] != b' ' && bytes[i] != b'\n' && bytes[i] != b'\r'
@@ -236,7 +241,7 @@ impl LogRecord {
                 } else {
                     LogValue::Bare(raw.to_string())
                 };
-                rec.fields.push((key.to_string(), value));
+                rec.fields.push((Key::Owned(key.to_string()), value));
             }
         }
         if rec.fields.is_empty() {
@@ -457,7 +462,7 @@ mod tests {
         #[test]
         fn render_parse_round_trip(vals in proptest::collection::vec(("[a-z_]{1,10}", "\\PC{0,20}"), 1..10)) {
             let mut r = LogRecord::new();
-            for (k, v) in &vals { r.str(k, v.clone()); }
+            for (k, v) in &vals { r.str(k.clone(), v.clone()); }
             let back = LogRecord::parse(&r.render()).unwrap();
             prop_assert_eq!(back, r);
         }

@@ -2097,7 +2097,7 @@ mod tests {
                     let want: Vec<(String, String)> = rec
                         .fields()
                         .iter()
-                        .map(|(k, v)| (k.clone(), v.as_text().into_owned()))
+                        .map(|(k, v)| (k.to_string(), v.as_text().into_owned()))
                         .collect();
                     assert_eq!(pairs, want, "{l}");
                 }

@@ -160,7 +160,7 @@ async fn lab_runs(State(e): State<Arc<Engine>>) -> axum::response::Response {
 fn record_fields(rec: &LogRecord) -> BTreeMap<String, String> {
     rec.fields()
         .iter()
-        .map(|(k, v)| (k.clone(), v.as_text().into_owned()))
+        .map(|(k, v)| (k.to_string(), v.as_text().into_owned()))
         .collect()
 }
 

@@ -300,7 +300,7 @@ pub fn check_format(line: &str, v64plus: bool) -> Result<(), String> {
         ));
     }
     for (k, v) in rec.fields() {
-        let ok = match k.as_str() {
+        let ok = match k.as_ref() {
             "date" | "time" => matches!(v, LogValue::Bare(_)),
             "logid" => {
                 matches!(v, LogValue::Str(s) if s.len() == 10 && s.bytes().all(|b| b.is_ascii_digit()))

@@ -87,7 +87,7 @@ pub fn format(s: &SyslogSettings, rec: &LogRecord, line: &str) -> String {
                 }
                 first = false;
                 let mut one = LogRecord::new();
-                one.push(k, v.clone());
+                one.push(k.clone(), v.clone());
                 out.push_str(&one.render());
             }
             out
