@@ -39,9 +39,13 @@ pub struct LogKind<'a> {
     pub level: &'a str,
 }
 
+/// A consumer that must see every line: called in sequence order, under the writer's lock.
+type Sink = Box<dyn Fn(&Arc<LogLine>) + Send + Sync>;
+
 struct Ring {
     seq: u64,
     lines: VecDeque<Arc<LogLine>>,
+    sinks: Vec<Sink>,
 }
 
 /// The device's log writer and memory log.
@@ -85,6 +89,7 @@ impl LogWriter {
             ring: Mutex::new(Ring {
                 seq: 0,
                 lines: VecDeque::new(),
+                sinks: Vec::new(),
             }),
             tx,
         }
@@ -136,8 +141,23 @@ impl LogWriter {
             ring.lines.pop_front();
         }
         ring.lines.push_back(l.clone());
+        for sink in &ring.sinks {
+            sink(&l);
+        }
         let _ = self.tx.send(l.clone());
         l
+    }
+
+    /// Registers a consumer that sees every line from now on, in order, without the loss a
+    /// lagging [`subscribe`](Self::subscribe) receiver can suffer; it is first given the lines
+    /// the memory ring holds. It runs under the writer's lock: it must be quick and must not
+    /// write logs (the log forwarder's queue push).
+    pub fn add_sink(&self, sink: impl Fn(&Arc<LogLine>) + Send + Sync + 'static) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        for l in &ring.lines {
+            sink(l);
+        }
+        ring.sinks.push(Box::new(sink));
     }
 
     /// An `event`/`system` log with `logdesc` (the fields after `vd=`).
@@ -236,6 +256,34 @@ impl LogWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sink_sees_every_line_in_order_even_past_the_ring() {
+        // Ring of 2: the sink gets the ring's lines first, then every new line, although the
+        // ring (and a lagging broadcast receiver) would long have dropped them.
+        let w = LogWriter::new("FGT-LAB", "FGVM01TM00000001", "6.4.4", LabClock::real(), 2);
+        let write = |i: u32| {
+            w.event_system("0100032001", "information", "Admin login successful", |r| {
+                r.str("user", format!("u{i}"));
+            });
+        };
+        for i in 0..5 {
+            write(i);
+        }
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        w.add_sink(move |l| s2.lock().unwrap().push(l.seq));
+        for i in 5..10_000 {
+            write(i);
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.first(), Some(&4), "the ring's two lines first");
+        assert_eq!(seen.len(), 2 + 9_995);
+        assert!(
+            seen.windows(2).all(|p| p[1] == p[0] + 1),
+            "in order, none missing"
+        );
+    }
 
     #[test]
     fn writes_event_logs_with_the_64_header_and_keeps_a_ring() {

@@ -200,6 +200,15 @@ impl Forwarder {
         let stop = shutdown.clone();
         tokio::spawn(async move {
             f2.reconfigure().await;
+            // The FortiAnalyzer queue gets every line from the writer itself (no lag loss
+            // however fast logs are written); the ring's lines first.
+            let weak = Arc::downgrade(&f2);
+            f2.dev.logs.add_sink(move |l| {
+                if let Some(f) = weak.upgrade() {
+                    f.dispatch_faz(l);
+                }
+            });
+            // Syslog (best effort, as on the product) follows the broadcast.
             let mut last = 0u64;
             for l in f2.dev.logs.since(0) {
                 last = l.seq;
@@ -217,7 +226,7 @@ impl Forwarder {
                         Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                             let missed = f2.dev.logs.since(last);
                             if missed.first().is_some_and(|m| m.seq > last + 1) {
-                                tracing::warn!(lagged = n, "log forwarder fell behind the memory ring; lines lost");
+                                tracing::warn!(lagged = n, "syslog forwarder fell behind the memory ring; lines not sent to syslog");
                             }
                             for l in missed {
                                 last = l.seq;
@@ -240,11 +249,17 @@ impl Forwarder {
         fwd
     }
 
-    fn dispatch(&self, l: &Arc<LogLine>) {
+    /// Queues a line for the FortiAnalyzer (called by the log writer for every line).
+    fn dispatch_faz(&self, l: &Arc<LogLine>) {
         let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = &out.faz {
             f.sender.send(l.line.clone());
         }
+    }
+
+    /// Hands a line to the syslog output.
+    fn dispatch(&self, l: &Arc<LogLine>) {
+        let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(s) = &out.syslog {
             if s.tx.try_send(l.clone()).is_err() {
                 self.syslog_stats
