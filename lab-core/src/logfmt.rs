@@ -187,15 +187,7 @@ impl LogRecord {
     /// Parses one FortiOS log line (an optional `<PRI>` prefix is skipped).
     pub fn parse(line: &str) -> Result<Self, LogParseError> {
         let bytes = line.as_bytes();
-        let mut i = 0;
-        // Skip a syslog priority prefix.
-        if bytes.first() == Some(&b'<') {
-            if let Some(end) = bytes.iter().take(6).position(|&b| b == b'>') {
-                if bytes[1..end].iter().all(|b| b.is_ascii_digit()) {
-                    i = end + 1;
-                }
-            }
-        }
+        let mut i = body_start(line);
         let mut rec = LogRecord::new();
         while i < bytes.len() {
             while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
@@ -321,6 +313,21 @@ impl LogHeader<'_> {
     }
 }
 
+/// Where the `key=value` body of a log line starts: after a syslog priority prefix (`<189>`)
+/// when there is one, else 0.
+#[inline]
+pub fn body_start(line: &str) -> usize {
+    let bytes = line.as_bytes();
+    if bytes.first() == Some(&b'<') {
+        if let Some(end) = bytes.iter().take(6).position(|&b| b == b'>') {
+            if bytes[1..end].iter().all(|b| b.is_ascii_digit()) {
+                return end + 1;
+            }
+        }
+    }
+    0
+}
+
 /// Reads the quoted value of a log line whose opening `"` is at byte `open` of `line`, undoing
 /// the escapes (`\n`, `\r`, `\` + any character): the value (borrowed from `line` when it has
 /// no escape) and the index just past the closing `"`; `None` when the quote is not closed.
@@ -363,6 +370,14 @@ pub fn unquote_at(line: &str, open: usize) -> Option<(Cow<'_, str>, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_starts_after_a_syslog_priority() {
+        assert_eq!(body_start("<189>date=2024-01-01"), 5);
+        assert_eq!(body_start("date=2024-01-01"), 0);
+        assert_eq!(body_start("<x>date=1"), 0);
+        assert_eq!(body_start("<1234567>a=1"), 0, "not a priority: too long");
+    }
 
     #[test]
     fn unquote_at_borrows_without_escapes() {

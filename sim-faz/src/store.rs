@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, RwLock};
 
-use fortilab_core::logfmt::unquote_at;
+use fortilab_core::logfmt::{body_start, unquote_at};
 #[cfg(doc)]
 use fortilab_core::logfmt::{LogRecord, LogValue};
 use rusqlite::functions::FunctionFlags;
@@ -192,14 +192,7 @@ impl Pair<'_> {
 /// `f` returns false to stop early.
 pub fn for_each_pair<'a>(line: &'a str, mut f: impl FnMut(Pair<'a>) -> bool) -> Option<()> {
     let bytes = line.as_bytes();
-    let mut i = 0;
-    if bytes.first() == Some(&b'<') {
-        if let Some(end) = bytes.iter().take(6).position(|&b| b == b'>') {
-            if bytes[1..end].iter().all(|b| b.is_ascii_digit()) {
-                i = end + 1;
-            }
-        }
-    }
+    let mut i = body_start(line);
     let mut any = false;
     while i < bytes.len() {
         while i < bytes.len() && (bytes[i] == b' ' || bytes[i] == b'\t') {
