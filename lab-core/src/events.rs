@@ -28,6 +28,10 @@ pub struct LabEvent {
     pub device: String,
     /// What happened, dotted (`log.webfilter`, `ioc.compromised`, `stitch.run`, `ems.quarantine`).
     pub kind: String,
+    /// The product log line the event is about, shared with the device's memory log rather
+    /// than copied (a FortiGate writes tens of thousands a second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<Arc<str>>,
     /// Event-specific fields.
     #[serde(flatten)]
     pub data: serde_json::Map<String, serde_json::Value>,
@@ -83,8 +87,23 @@ impl EventBus {
         self.emit_as(&self.device(), kind, data)
     }
 
+    /// Publishes an event about a product log line (served as the event's `line`).
+    pub fn emit_line(&self, kind: &str, line: Arc<str>, data: serde_json::Value) -> Arc<LabEvent> {
+        self.publish(&self.device(), kind, Some(line), data)
+    }
+
     /// Publishes an event on behalf of a named sub-device (one endpoint of many).
     pub fn emit_as(&self, device: &str, kind: &str, data: serde_json::Value) -> Arc<LabEvent> {
+        self.publish(device, kind, None, data)
+    }
+
+    fn publish(
+        &self,
+        device: &str,
+        kind: &str,
+        line: Option<Arc<str>>,
+        data: serde_json::Value,
+    ) -> Arc<LabEvent> {
         let data = match data {
             serde_json::Value::Object(m) => m,
             serde_json::Value::Null => serde_json::Map::new(),
@@ -101,6 +120,7 @@ impl EventBus {
             ts: self.clock.now_ns(),
             device: device.to_string(),
             kind: kind.to_string(),
+            line,
             data,
         });
         if inner.history.len() >= HISTORY {

@@ -250,9 +250,9 @@ fn main() {
         let phases = std::iter::once(None).chain(std::iter::repeat_n(Some(rate), rounds));
         for (round, pace) in phases.enumerate() {
             let (d_rps, d_lat) = run(oaddr, &direct_req, pace).await;
-            let logs_before = dev.logs.since(0).last().map(|l| l.seq).unwrap_or(0);
+            let logs_before = dev.logs.last_seq();
             let (p_rps, p_lat) = run(paddr, &proxy_req, pace).await;
-            let logs_after = dev.logs.since(0).last().map(|l| l.seq).unwrap_or(0);
+            let logs_after = dev.logs.last_seq();
             match pace {
                 None => println!("saturation: every client back to back"),
                 Some(r) => println!("paced round {round}: {r:.0} req/s offered on a fixed schedule"),

@@ -273,7 +273,7 @@ impl Engine {
                         },
                     );
                     fields = record_fields(&l.record);
-                    log_line = Some(l.line.clone());
+                    log_line = Some(l.line.to_string());
                 }
                 self.dev.events.emit(
                     "ioc.detected",
@@ -592,7 +592,7 @@ impl Engine {
             let base = RunCtx {
                 from: "log".into(),
                 fields: record_fields(rec),
-                log_line: Some(line.line.clone()),
+                log_line: Some(line.line.to_string()),
                 ..RunCtx::default()
             };
             for (s, t) in matching {

@@ -150,11 +150,11 @@ pub fn traffic(dev: &Device, s: &SessionLog, action: &str, t: &SessionTotals) {
             }
         },
     );
-    dev.events.emit(
+    dev.events.emit_line(
         "log.traffic",
+        line.line.clone(),
         serde_json::json!({
             "summary": format!("{} {}:{} → {}:{} policy {} {}", action, s.src.ip(), s.src.port(), s.dst.ip(), s.dst.port(), s.policyid, s.service),
-            "line": line.line,
             "srcip": s.src.ip().to_string(),
             "dstip": s.dst.ip().to_string(),
             "policyid": s.policyid,
@@ -229,11 +229,11 @@ pub fn webfilter(dev: &Device, s: &SessionLog, w: &WfLog, c: &WfContext<'_>) {
             }
         },
     );
-    dev.events.emit(
+    dev.events.emit_line(
         "log.webfilter",
+        line.line.clone(),
         serde_json::json!({
             "summary": format!("{} {} {} ({})", w.action, s.src.ip(), c.full_url, c.catdesc),
-            "line": line.line,
             "srcip": s.src.ip().to_string(),
             "url": c.full_url,
             "hostname": c.hostname,
@@ -501,5 +501,68 @@ mod tests {
         check_format(old, false).unwrap();
         assert!(check_format(r#"date=2019-05-13 time=16:29:45 devname="F" devid="S" eventtime=1 tz="+0000" logid="316013056" type="utm" subtype="x" level="w" vd="r""#, true).is_err());
         assert!(check_format(r#"date=2019-05-13 time=16:29:45 devname="F" devid="S" eventtime=1 tz="+0000" logid="0316013056" type="utm" subtype="x" level="w" vd="r" srcport="5""#, true).is_err());
+    }
+
+    /// The memory log keeps only the text and parses it again when read: what the REST log
+    /// API serves must be exactly the record the writer built, on both header layouts.
+    #[test]
+    fn the_memory_log_reads_back_the_record_as_written() {
+        for version in ["6.4.4", "7.2.5"] {
+            let d = dev(version);
+            let mut rx = d.logs.subscribe();
+            let s = session();
+            let blk = crate::dataplane::webfilter::decide(
+                &crate::dataplane::webfilter::Profile::from_config(&d.config.snapshot(), "default")
+                    .unwrap(),
+                "morrishittu.ddns.net",
+                "/",
+                26,
+            );
+            webfilter(&d, &s, &blk.logs[0], &ctx());
+            let t = SessionTotals {
+                sentbyte: 736,
+                rcvdbyte: 3138,
+                sentpkt: 14,
+                rcvdpkt: 5,
+                countweb: 1,
+                utmaction: Some("block"),
+                threat: true,
+            };
+            traffic(&d, &s, "close", &t);
+            traffic(&d, &s, "deny", &SessionTotals::default());
+            d.logs
+                .event_system("0100032001", "information", "Admin login successful", |r| {
+                    r.str("user", "admin").str("ui", "https(10.115.2.52)");
+                });
+            let mut written = Vec::new();
+            while let Ok(l) = rx.try_recv() {
+                written.push(l);
+            }
+            assert_eq!(written.len(), 4);
+            for w in &written {
+                let (rows, _) = d.logs.query(w.log_type, w.subtype, 0, 10);
+                let read = rows.iter().find(|r| r.seq == w.seq).expect("in the ring");
+                assert_eq!(read.line, w.line);
+                assert_eq!(
+                    read.record.to_json(),
+                    w.record.to_json(),
+                    "{version} {}",
+                    w.line
+                );
+                for (k, v) in w.record.fields() {
+                    assert_eq!(read.record.text(k).as_deref(), Some(&*v.as_text()), "{k}");
+                    assert_eq!(
+                        read.record.get(k).map(|r| r.is_quoted()),
+                        Some(v.is_quoted()),
+                        "{k}"
+                    );
+                }
+                // The filtered path parses the same way.
+                let (f, _) = d
+                    .logs
+                    .query_where(w.log_type, w.subtype, 0, 10, |l| l.seq == w.seq);
+                assert_eq!(f[0].record.to_json(), w.record.to_json());
+            }
+        }
     }
 }

@@ -250,10 +250,10 @@ impl Forwarder {
     }
 
     /// Queues a line for the FortiAnalyzer (called by the log writer for every line).
-    fn dispatch_faz(&self, l: &Arc<LogLine>) {
+    fn dispatch_faz(&self, line: &str) {
         let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(f) = &out.faz {
-            f.sender.send(l.line.clone());
+            f.sender.send(line.to_string());
         }
     }
 
