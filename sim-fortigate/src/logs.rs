@@ -1,7 +1,8 @@
 //! FortiOS logs written by the device: a [`LogWriter`] that renders records with the
 //! version's header order (`fortilab_core::logfmt`), keeps them in a memory ring (what
-//! `GET /api/v2/log/memory/...` reads) and broadcasts them to subscribers (the log forwarder
-//! to FortiAnalyzer and syslog, added by the data-plane module).
+//! `GET /api/v2/log/memory/...` reads) and hands every line to its consumers (the log
+//! forwarder to FortiAnalyzer and syslog, the automation's event-log trigger), in order, from
+//! the writer itself: no consumer task is woken for a line it does not want.
 //!
 //! The memory ring keeps only each line's text (one shared allocation); a reader gets the
 //! record parsed again from it. At tens of thousands of logs a second, keeping the parsed
@@ -16,7 +17,6 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use fortilab_core::clock::LabClock;
 use fortilab_core::logfmt::{HeaderStyle, LogHeader, LogRecord};
-use tokio::sync::broadcast;
 
 /// One written log.
 #[derive(Debug, Clone)]
@@ -71,9 +71,8 @@ pub struct LogKind<'a> {
     pub level: &'a str,
 }
 
-/// A consumer that must see every line's text: called in sequence order, under the writer's
-/// lock.
-type Sink = Box<dyn Fn(&Arc<str>) + Send + Sync>;
+/// A consumer of every line: called in sequence order, under the writer's lock.
+type Sink = Box<dyn Fn(&Arc<LogLine>) + Send + Sync>;
 
 struct Ring {
     seq: u64,
@@ -90,7 +89,6 @@ pub struct LogWriter {
     clock: LabClock,
     capacity: usize,
     ring: Mutex<Ring>,
-    tx: broadcast::Sender<Arc<LogLine>>,
 }
 
 impl std::fmt::Debug for LogWriter {
@@ -111,7 +109,6 @@ impl LogWriter {
         clock: LabClock,
         capacity: usize,
     ) -> Self {
-        let (tx, _) = broadcast::channel(4096);
         Self {
             devname: RwLock::new(devname.to_string()),
             devid: devid.to_string(),
@@ -124,7 +121,6 @@ impl LogWriter {
                 lines: VecDeque::new(),
                 sinks: Vec::new(),
             }),
-            tx,
         }
     }
 
@@ -173,9 +169,6 @@ impl LogWriter {
             subtype: kind.subtype,
             line: line.clone(),
         });
-        for sink in &ring.sinks {
-            sink(&line);
-        }
         let l = Arc::new(LogLine {
             seq,
             log_type: kind.log_type,
@@ -183,7 +176,9 @@ impl LogWriter {
             record: rec,
             line,
         });
-        let _ = self.tx.send(l.clone());
+        for sink in &ring.sinks {
+            sink(&l);
+        }
         l
     }
 
@@ -192,16 +187,23 @@ impl LogWriter {
         self.ring.lock().unwrap_or_else(|p| p.into_inner()).seq
     }
 
-    /// Registers a consumer that sees every line from now on, in order, without the loss a
-    /// lagging [`subscribe`](Self::subscribe) receiver can suffer; it is first given the lines
-    /// the memory ring holds. It runs under the writer's lock: it must be quick and must not
-    /// write logs (the log forwarder's queue push).
-    pub fn add_sink(&self, sink: impl Fn(&Arc<str>) + Send + Sync + 'static) {
+    /// Registers a consumer that sees every line, in order, none missed: first the lines the
+    /// memory ring holds, then every line written from now on (the log forwarder). It runs
+    /// under the writer's lock: it must be quick (hand the line to a queue) and must not write
+    /// logs.
+    pub fn add_sink(&self, sink: impl Fn(&Arc<LogLine>) + Send + Sync + 'static) {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
         for l in &ring.lines {
-            sink(&l.line);
+            sink(&l.load());
         }
         ring.sinks.push(Box::new(sink));
+    }
+
+    /// Like [`add_sink`](Self::add_sink) for lines written from now on only (a trigger must not
+    /// fire for logs written before it started).
+    pub fn add_tap(&self, tap: impl Fn(&Arc<LogLine>) + Send + Sync + 'static) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        ring.sinks.push(Box::new(tap));
     }
 
     /// An `event`/`system` log with `logdesc` (the fields after `vd=`).
@@ -299,11 +301,6 @@ impl LogWriter {
         }
         (out, total)
     }
-
-    /// Every log written from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogLine>> {
-        self.tx.subscribe()
-    }
 }
 
 #[cfg(test)]
@@ -326,15 +323,24 @@ mod tests {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let s2 = seen.clone();
         w.add_sink(move |l| {
-            let rec = LogRecord::parse(l).unwrap();
-            let user = rec.text("user").unwrap();
-            s2.lock().unwrap().push(user[1..].parse::<u32>().unwrap());
+            // Replayed lines come back parsed from the ring: the same record.
+            assert_eq!(
+                l.record.to_json(),
+                LogRecord::parse(&l.line).unwrap().to_json()
+            );
+            s2.lock().unwrap().push(l.seq);
         });
+        let tapped = Arc::new(Mutex::new(Vec::new()));
+        let t2 = tapped.clone();
+        w.add_tap(move |l| t2.lock().unwrap().push(l.seq));
         for i in 5..10_000 {
             write(i);
         }
         let seen = seen.lock().unwrap();
-        assert_eq!(seen.first(), Some(&3), "the ring's two lines first");
+        assert_eq!(seen.first(), Some(&4), "the ring's two lines first");
+        let tapped = tapped.lock().unwrap();
+        assert_eq!(tapped.first(), Some(&6), "a tap: from now on only");
+        assert_eq!(tapped.len(), 9_995);
         assert_eq!(seen.len(), 2 + 9_995);
         assert!(
             seen.windows(2).all(|p| p[1] == p[0] + 1),

@@ -88,7 +88,23 @@ pub struct Engine {
     runs: Mutex<VecDeque<RunRecord>>,
     run_seq: AtomicU64,
     config_changed: Notify,
+    /// What the log tap may skip: the log ids wanted as of a configuration generation.
+    log_gate: Mutex<LogGate>,
+    log_tx: tokio::sync::mpsc::Sender<Arc<crate::logs::LogLine>>,
+    logs_dropped: AtomicU64,
 }
+
+/// The event-log trigger's filter in the log writer: while the configuration is still at
+/// `generation`, only logs with one of `logids` can fire a stitch. Unknown (`None`) or an
+/// older generation: every log is handed over and the log task decides (and refreshes this).
+#[derive(Debug, Default)]
+struct LogGate {
+    generation: Option<u64>,
+    logids: Vec<u32>,
+}
+
+/// Logs queued for the event-log trigger before the writer drops them (with a warning).
+const LOG_QUEUE: usize = 65_536;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -101,6 +117,7 @@ impl std::fmt::Debug for Engine {
 pub fn start(dev: Arc<Device>, opts: StartOptions, shutdown: CancellationToken) -> Arc<Engine> {
     let ems = EmsConnector::new(dev.clone());
     ems.ensure_installed();
+    let (log_tx, log_rx) = tokio::sync::mpsc::channel(LOG_QUEUE);
     let engine = Arc::new(Engine {
         hosts: Mutex::new(CompromisedHosts::default()),
         gate: IntervalGate::default(),
@@ -113,10 +130,18 @@ pub fn start(dev: Arc<Device>, opts: StartOptions, shutdown: CancellationToken) 
         runs: Mutex::new(VecDeque::new()),
         run_seq: AtomicU64::new(0),
         config_changed: Notify::new(),
+        log_gate: Mutex::new(LogGate::default()),
+        log_tx,
+        logs_dropped: AtomicU64::new(0),
         dev: dev.clone(),
     });
     let faz_rx = dev.faz_notifications.subscribe();
-    let log_rx = dev.logs.subscribe();
+    let weak = Arc::downgrade(&engine);
+    dev.logs.add_tap(move |l| {
+        if let Some(e) = weak.upgrade() {
+            e.tap_log(l);
+        }
+    });
     let cfg_rx = dev.config.subscribe();
     let req_rx = dev.automation.take_receiver();
 
@@ -555,24 +580,54 @@ impl Engine {
         }
     }
 
+    /// Called by the log writer for every line, under its lock: hands over the logs a stitch
+    /// may fire on.
+    fn tap_log(&self, l: &Arc<crate::logs::LogLine>) {
+        {
+            let gate = self.log_gate.lock().unwrap_or_else(|p| p.into_inner());
+            if gate.generation == Some(self.dev.config.generation()) {
+                let wanted = l
+                    .record
+                    .text("logid")
+                    .and_then(|id| model::short_logid(&id))
+                    .is_some_and(|id| gate.logids.binary_search(&id).is_ok());
+                if !wanted {
+                    return;
+                }
+            }
+        }
+        if self.log_tx.try_send(l.clone()).is_err() {
+            let n = self.logs_dropped.fetch_add(1, Ordering::Relaxed);
+            if n % 10_000 == 0 {
+                tracing::warn!(
+                    dropped = n + 1,
+                    "event-log trigger fell behind the logs; logs not checked against stitches"
+                );
+            }
+        }
+    }
+
     async fn log_task(
         self: Arc<Self>,
-        mut rx: broadcast::Receiver<Arc<crate::logs::LogLine>>,
+        mut rx: tokio::sync::mpsc::Receiver<Arc<crate::logs::LogLine>>,
         shutdown: CancellationToken,
     ) {
         loop {
             let line = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = rx.recv() => match r {
-                    Ok(l) => l,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "event-log trigger lagged behind the logs");
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Some(l) => l,
+                    None => return,
                 },
             };
+            // The generation is read before the model, so the gate never claims a newer
+            // configuration than the model it was computed from.
+            let generation = self.dev.config.generation();
             let model = self.model();
+            *self.log_gate.lock().unwrap_or_else(|p| p.into_inner()) = LogGate {
+                generation: Some(generation),
+                logids: model.wanted_logids(),
+            };
             if !model.wants_logs() {
                 continue;
             }

@@ -340,6 +340,22 @@ impl Model {
     }
 
     /// Whether any enabled stitch has an `event-log` trigger (logs can be skipped cheaply).
+    /// The short log ids some enabled event-log stitch fires on: the log tap hands other logs
+    /// over to nobody.
+    pub fn wanted_logids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .stitches
+            .iter()
+            .filter(|s| s.enabled)
+            .filter_map(|s| self.trigger_of(s))
+            .filter(|t| !t.scheduled && t.event_type == "event-log")
+            .flat_map(|t| t.logids.iter().copied())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     pub fn wants_logs(&self) -> bool {
         self.stitches.iter().any(|s| {
             s.enabled

@@ -635,3 +635,65 @@ end
     assert_eq!(runs[2].results[0].status, super::runner::Status::Skipped);
     assert_eq!(runs[2].status, "success");
 }
+
+/// The writer hands logs to the event-log trigger only while a stitch may want them; a stitch
+/// added later fires on the very next log, without waiting for the engine to notice the change.
+#[tokio::test]
+async fn an_event_log_stitch_added_later_fires_on_the_next_log() {
+    let l = lab("6.4.4", "", LabMap::default());
+    let fail = || {
+        l.dev
+            .logs
+            .event_system("0100032002", "alert", "Admin login failed", |r| {
+                r.str("user", "eve")
+                    .ip("srcip", "10.115.2.66".parse().unwrap());
+            });
+    };
+    fail();
+    let gate = wait_for("the log task to look at the configuration", || {
+        let g = l.engine.log_gate.lock().unwrap();
+        g.generation.map(|_| g.logids.clone())
+    })
+    .await;
+    // The factory stitches "Network Down" and "FortiAnalyzer Connection Down" (6.4).
+    assert_eq!(gate, [20099, 22902], "32002 is not handed over any more");
+    let admin = Origin {
+        user: "admin".into(),
+        ui: "GUI(10.0.0.1)".into(),
+    };
+    l.dev
+        .config
+        .apply_cli(
+            "config system automation-trigger
+    edit \"admin-fail\"
+        set event-type event-log
+        set logid 32002
+    next
+end
+config system automation-action
+    edit \"note\"
+        set action-type cli-script
+        set script \"config firewall address
+edit \\\"bad-%%log.srcip%%\\\"
+next
+end\"
+        set accprofile \"super_admin\"
+    next
+end
+config system automation-stitch
+    edit \"Bad Login\"
+        set trigger \"admin-fail\"
+        set action \"note\"
+    next
+end
+",
+            "t",
+            false,
+            &admin,
+        )
+        .unwrap();
+    fail();
+    let runs = l.finished_runs(1).await;
+    assert_eq!(runs[0].stitch, "Bad Login");
+    assert!(l.dev.config.exists("firewall address", "bad-10.115.2.66"));
+}

@@ -127,6 +127,8 @@ pub struct ConfigStore {
     version: FosVersion,
     salt: String,
     inner: RwLock<Inner>,
+    /// `Inner::counter`, readable without the lock.
+    generation: std::sync::atomic::AtomicU64,
     tx: broadcast::Sender<ChangeEvent>,
 }
 
@@ -195,6 +197,7 @@ impl ConfigStore {
                 counter: 0,
                 rng: ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_c0f1),
             }),
+            generation: std::sync::atomic::AtomicU64::new(0),
             tx,
         };
         let r = s.make_revision(0);
@@ -204,6 +207,12 @@ impl ConfigStore {
 
     pub fn version(&self) -> FosVersion {
         self.version
+    }
+
+    /// A number that changes with every committed change, read without locking (hot paths
+    /// that only need to know whether the configuration changed since they last looked).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The current revision (32 hex digits, changes on every change).
@@ -273,6 +282,8 @@ impl ConfigStore {
         if !out.changes.is_empty() {
             inner.counter += 1;
             inner.revision = self.make_revision(inner.counter);
+            self.generation
+                .store(inner.counter, std::sync::atomic::Ordering::Release);
             for c in &out.changes {
                 let _ = self.tx.send(ChangeEvent {
                     change: c.clone(),

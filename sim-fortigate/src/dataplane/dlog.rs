@@ -509,7 +509,9 @@ mod tests {
     fn the_memory_log_reads_back_the_record_as_written() {
         for version in ["6.4.4", "7.2.5"] {
             let d = dev(version);
-            let mut rx = d.logs.subscribe();
+            let tapped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let t2 = tapped.clone();
+            d.logs.add_tap(move |l| t2.lock().unwrap().push(l.clone()));
             let s = session();
             let blk = crate::dataplane::webfilter::decide(
                 &crate::dataplane::webfilter::Profile::from_config(&d.config.snapshot(), "default")
@@ -534,10 +536,7 @@ mod tests {
                 .event_system("0100032001", "information", "Admin login successful", |r| {
                     r.str("user", "admin").str("ui", "https(10.115.2.52)");
                 });
-            let mut written = Vec::new();
-            while let Ok(l) = rx.try_recv() {
-                written.push(l);
-            }
+            let written = tapped.lock().unwrap().clone();
             assert_eq!(written.len(), 4);
             for w in &written {
                 let (rows, _) = d.logs.query(w.log_type, w.subtype, 0, 10);

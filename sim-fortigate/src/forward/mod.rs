@@ -164,8 +164,8 @@ impl FabricStatus for FazStatus {
 }
 
 impl Forwarder {
-    /// Starts forwarding. Subscribes to the log writer at once and replays the memory ring, so
-    /// no line written before or during start is missed. `tls`: lab CA roots + the FortiGate's
+    /// Starts forwarding. Registers with the log writer, which first hands over the memory
+    /// ring's lines, so no line written before or during start is missed. `tls`: lab CA roots + the FortiGate's
     /// certificate (CN = serial).
     pub fn start(
         dev: Arc<Device>,
@@ -193,50 +193,25 @@ impl Forwarder {
             prev: dev.fabric(),
             fwd: Arc::downgrade(&fwd),
         }));
-        // Subscribe before anything else runs, then replay what the ring already holds.
-        let mut rx = dev.logs.subscribe();
         let mut cfg_rx = dev.config.subscribe();
         let f2 = fwd.clone();
         let stop = shutdown.clone();
         tokio::spawn(async move {
             f2.reconfigure().await;
-            // The FortiAnalyzer queue gets every line from the writer itself (no lag loss
-            // however fast logs are written); the ring's lines first.
+            // Every line is handed over by the writer itself, the ring's lines first: the
+            // FortiAnalyzer queue loses none however fast logs are written; syslog is best
+            // effort (a full queue drops, as on the product).
             let weak = Arc::downgrade(&f2);
             f2.dev.logs.add_sink(move |l| {
                 if let Some(f) = weak.upgrade() {
-                    f.dispatch_faz(l);
+                    f.dispatch(l);
                 }
             });
-            // Syslog (best effort, as on the product) follows the broadcast.
-            let mut last = 0u64;
-            for l in f2.dev.logs.since(0) {
-                last = l.seq;
-                f2.dispatch(&l);
-            }
             loop {
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    r = rx.recv() => match r {
-                        Ok(l) => {
-                            if l.seq <= last { continue; }
-                            last = l.seq;
-                            f2.dispatch(&l);
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                            let missed = f2.dev.logs.since(last);
-                            if missed.first().is_some_and(|m| m.seq > last + 1) {
-                                tracing::warn!(lagged = n, "syslog forwarder fell behind the memory ring; lines not sent to syslog");
-                            }
-                            for l in missed {
-                                last = l.seq;
-                                f2.dispatch(&l);
-                            }
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                    },
                     c = cfg_rx.recv() => {
-                        if matches!(c, Err(tokio::sync::broadcast::error::RecvError::Closed)) { continue; }
+                        if matches!(c, Err(tokio::sync::broadcast::error::RecvError::Closed)) { break; }
                         if cfg_rx.is_empty() {
                             let f3 = f2.clone();
                             tokio::spawn(async move { f3.reconfigure().await });
@@ -249,17 +224,13 @@ impl Forwarder {
         fwd
     }
 
-    /// Queues a line for the FortiAnalyzer (called by the log writer for every line).
-    fn dispatch_faz(&self, line: &str) {
-        let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = &out.faz {
-            f.sender.send(line.to_string());
-        }
-    }
-
-    /// Hands a line to the syslog output.
+    /// Hands a line to the outputs (called by the log writer for every line): the
+    /// FortiAnalyzer queue, and the syslog sender's queue while it has room.
     fn dispatch(&self, l: &Arc<LogLine>) {
         let out = self.out.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = &out.faz {
+            f.sender.send(l.line.to_string());
+        }
         if let Some(s) = &out.syslog {
             if s.tx.try_send(l.clone()).is_err() {
                 self.syslog_stats
