@@ -51,10 +51,19 @@ impl Stored {
             seq: self.seq,
             log_type: self.log_type,
             subtype: self.subtype,
-            record: LogRecord::parse(&self.line).unwrap_or_default(),
+            record: reparse(self.seq, &self.line),
             line: self.line.clone(),
         })
     }
+}
+
+/// The record of a line this writer rendered. Rendering and parsing are inverse (a property
+/// test in `logfmt`), so the error branch means a bug: it is reported, not hidden.
+fn reparse(seq: u64, line: &str) -> LogRecord {
+    LogRecord::parse(line).unwrap_or_else(|e| {
+        tracing::error!(seq, error = %e, "a memory log line does not parse back");
+        LogRecord::default()
+    })
 }
 
 /// Header fields that vary per log.
@@ -289,7 +298,7 @@ impl LogWriter {
         let mut out = Vec::new();
         for mut l in candidates {
             if let Some(m) = Arc::get_mut(&mut l) {
-                m.record = LogRecord::parse(&m.line).unwrap_or_default();
+                m.record = reparse(m.seq, &m.line);
             }
             if !pred(&l) {
                 continue;
