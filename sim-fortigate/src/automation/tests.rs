@@ -68,6 +68,14 @@ fn lab(version: &str, cli: &str, lab_map: LabMap) -> Lab {
     }
 }
 
+/// A GUI administrator as the origin of a configuration change.
+fn gui_admin() -> Origin {
+    Origin {
+        user: "admin".into(),
+        ui: "GUI(10.0.0.1)".into(),
+    }
+}
+
 async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -606,10 +614,7 @@ end
     tokio::time::sleep(Duration::from_millis(30)).await;
     assert_eq!(l.engine.runs().len(), 1);
     // An admin change does, once per change set; minimum-interval suppresses the repeat.
-    let admin = Origin {
-        user: "admin".into(),
-        ui: "GUI(10.0.0.1)".into(),
-    };
+    let admin = gui_admin();
     l.dev
         .config
         .apply_cli(
@@ -657,10 +662,7 @@ async fn an_event_log_stitch_added_later_fires_on_the_next_log() {
     .await;
     // The factory stitches "Network Down" and "FortiAnalyzer Connection Down" (6.4).
     assert_eq!(gate, [20099, 22902], "32002 is not handed over any more");
-    let admin = Origin {
-        user: "admin".into(),
-        ui: "GUI(10.0.0.1)".into(),
-    };
+    let admin = gui_admin();
     l.dev
         .config
         .apply_cli(

@@ -379,9 +379,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn webfilter_and_traffic_logs_follow_the_64_rules() {
-        let d = dev("6.4.4");
+    /// A category-26 block by profile `default`: its web filter log, the session's close log
+    /// and a deny.
+    fn write_blocked_session(d: &Device) {
         let s = session();
         let blk = crate::dataplane::webfilter::decide(
             &crate::dataplane::webfilter::Profile::from_config(&d.config.snapshot(), "default")
@@ -390,7 +390,7 @@ mod tests {
             "/",
             26,
         );
-        webfilter(&d, &s, &blk.logs[0], &ctx());
+        webfilter(d, &s, &blk.logs[0], &ctx());
         let t = SessionTotals {
             sentbyte: 736,
             rcvdbyte: 3138,
@@ -400,8 +400,14 @@ mod tests {
             utmaction: Some("block"),
             threat: true,
         };
-        traffic(&d, &s, "close", &t);
-        traffic(&d, &s, "deny", &SessionTotals::default());
+        traffic(d, &s, "close", &t);
+        traffic(d, &s, "deny", &SessionTotals::default());
+    }
+
+    #[test]
+    fn webfilter_and_traffic_logs_follow_the_64_rules() {
+        let d = dev("6.4.4");
+        write_blocked_session(&d);
         let (w, _) = d.logs.query("utm", "webfilter", 0, 10);
         let line = &w[0].line;
         check_format(line, true).unwrap();
@@ -512,26 +518,7 @@ mod tests {
             let tapped = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let t2 = tapped.clone();
             d.logs.add_tap(move |l| t2.lock().unwrap().push(l.clone()));
-            let s = session();
-            let blk = crate::dataplane::webfilter::decide(
-                &crate::dataplane::webfilter::Profile::from_config(&d.config.snapshot(), "default")
-                    .unwrap(),
-                "morrishittu.ddns.net",
-                "/",
-                26,
-            );
-            webfilter(&d, &s, &blk.logs[0], &ctx());
-            let t = SessionTotals {
-                sentbyte: 736,
-                rcvdbyte: 3138,
-                sentpkt: 14,
-                rcvdpkt: 5,
-                countweb: 1,
-                utmaction: Some("block"),
-                threat: true,
-            };
-            traffic(&d, &s, "close", &t);
-            traffic(&d, &s, "deny", &SessionTotals::default());
+            write_blocked_session(&d);
             d.logs
                 .event_system("0100032001", "information", "Admin login successful", |r| {
                     r.str("user", "admin").str("ui", "https(10.115.2.52)");
