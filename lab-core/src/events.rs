@@ -275,4 +275,28 @@ mod tests {
         assert_eq!(json["device"], "FGT-LAB");
         assert_eq!(json["kind"], "stitch.run");
     }
+
+    #[test]
+    fn a_log_event_shares_the_line_and_serializes_it_flat() {
+        let bus = EventBus::new("FGT-LAB", LabClock::real());
+        let line: Arc<str> = Arc::from(r#"date=2026-11-28 logid="0316013056" msg="x""#);
+        let e = bus.emit_line(
+            "log.webfilter",
+            line.clone(),
+            serde_json::json!({"summary": "blocked"}),
+        );
+        assert!(
+            Arc::ptr_eq(e.line.as_ref().unwrap(), &line),
+            "shared, not copied"
+        );
+        let json = serde_json::to_value(&*e).unwrap();
+        assert_eq!(json["line"], &*line);
+        assert_eq!(json["summary"], "blocked");
+        // A reader (the orchestrator's timeline) gets the same event back.
+        let back: LabEvent = serde_json::from_value(json).unwrap();
+        assert_eq!(back, *e);
+        // Events without a line have no `line` key.
+        let plain = bus.emit("stitch.run", serde_json::json!({}));
+        assert!(serde_json::to_value(&*plain).unwrap().get("line").is_none());
+    }
 }
