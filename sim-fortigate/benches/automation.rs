@@ -109,6 +109,10 @@ fn main() {
     };
     let n = 2000;
     let mut lat = Vec::with_capacity(n);
+    // Wait for each run's `stitch.done` lab event (emitted when its last action has finished)
+    // rather than polling `engine.runs()`: a polling thread would compete with the two
+    // workers for the two cores and set the tail itself.
+    let (_, _, mut done_rx) = dev.events.subscribe_since(dev.events.last_seq());
     let wall = Instant::now();
     for i in 0..n {
         let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
@@ -117,17 +121,21 @@ fn main() {
             .send(json!({"type": "ioc", "verdict": "Infected", "srcip": ip,
                          "threat": "www.eicar.org", "epid": i}))
             .unwrap();
-        loop {
-            let done = engine
-                .runs()
-                .last()
-                .is_some_and(|r| r.srcip.as_deref() == Some(ip.as_str()) && r.finished.is_some());
-            if done {
-                break;
+        let run = rt.block_on(async {
+            loop {
+                let e = done_rx.recv().await.expect("event bus open");
+                if e.kind == "stitch.done" {
+                    break e.data["run"].as_u64().expect("run number");
+                }
             }
-            std::thread::yield_now();
-        }
+        });
         lat.push(t.elapsed());
+        let rec = engine.runs().into_iter().find(|r| r.run == run).unwrap();
+        assert_eq!(
+            rec.srcip.as_deref(),
+            Some(ip.as_str()),
+            "the run of this notification"
+        );
     }
     let total = wall.elapsed();
     println!(
