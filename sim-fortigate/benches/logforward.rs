@@ -6,14 +6,13 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+#[path = "support/faz_receiver.rs"]
+mod faz_receiver;
+
 use std::time::{Duration, Instant};
 
 use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
-use fortilab_core::logchan::{Hello, LogReceiver, MemorySink};
-use fortilab_core::tls::{self, ClientAuth, LabCa};
 use fortilab_fortigate::config::FosVersion;
 use fortilab_fortigate::{ConfigSource, Listeners, Options};
 use tokio::net::TcpListener;
@@ -29,37 +28,15 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let ca_dir = dir.path().join("ca");
-        let ca = LabCa::load_or_create(&ca_dir, "bench").unwrap();
-        let ca2 = LabCa::load_or_create(&ca_dir, "bench").unwrap();
-        let sink = Arc::new(MemorySink::counting());
-        let rl = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let raddr: SocketAddr = rl.local_addr().unwrap();
-        let cert = ca.issue("FAZ-BENCH", &["10.115.1.20".into()]).unwrap();
-        let scfg = tls::server_config(&ca, &cert, ClientAuth::Required, &[]).unwrap();
-        let rx = LogReceiver::new(
-            sink.clone(),
-            Hello {
-                serial: "FAZ-BENCH".into(),
-                hostname: "FAZ".into(),
-                platform: "FortiAnalyzer-VM64".into(),
-                version: "6.4.5".into(),
-                device_type: "fortianalyzer".into(),
-                vdom: "root".into(),
-                ip: None,
-            },
-            LabClock::real(),
-        );
         let stop = CancellationToken::new();
-        let (r2, s2) = (rx.clone(), stop.clone());
-        tokio::spawn(async move { r2.serve(rl, scfg, s2).await });
+        let (sink, raddr, ca) = faz_receiver::start(&dir.path().join("ca"), stop.clone()).await;
         let mut map = LabMap::new();
-        map.add_service("10.115.1.20:514".parse().unwrap(), raddr);
+        map.add_service(faz_receiver::FAZ_LAB.parse().unwrap(), raddr);
         let opts = Options {
             version: FosVersion::parse("6.4.4").unwrap(),
             config: Some(ConfigSource {
                 name: "bench.conf".into(),
-                text: "config log fortianalyzer setting\nset status enable\nset server 10.115.1.20\nset upload-option realtime\nset reliable enable\nend\n".into(),
+                text: faz_receiver::FAZ_CLI.into(),
             }),
             strict: false,
             name: Some("FGT-BENCH".into()),
@@ -67,7 +44,7 @@ fn main() {
             seed: 1,
             clock: LabClock::real(),
             data_dir: Some(dir.path().join("fgt")),
-            ca: ca2,
+            ca,
             lab_map: map,
         };
         std::fs::create_dir_all(dir.path().join("fgt")).unwrap();
@@ -87,8 +64,7 @@ fn main() {
         let start = Instant::now();
         let mut written = 0u64;
         while written < LINES {
-            // Bursts well inside the broadcast channel; the forwarder replays from the ring if
-            // it falls behind.
+            // Bursts of 1000, then a yield so the forwarder's tasks run on this runtime too.
             for _ in 0..1000 {
                 dev.logs.event_system("0100032001", "information", "Admin login successful", |r| {
                     r.str("user", "admin").str("ui", "https(10.115.1.100)").str("method", "https")

@@ -12,7 +12,13 @@
 //!   (coordinated omission corrected). Added latency = paced through the FortiGate − paced direct,
 //!   per round and over all rounds' requests pooled.
 //!
+//! `PROXY_BENCH_FAZ=1` also forwards every log to a FortiAnalyzer stand-in over the TLS log
+//! channel (the lab's set-up) and checks at the end that all arrived.
+//!
 //! `cargo bench -p fortilab-fortigate --bench proxy`
+
+#[path = "support/faz_receiver.rs"]
+mod faz_receiver;
 
 /// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
 #[global_allocator]
@@ -210,25 +216,45 @@ fn main() {
         let mut map = LabMap::new();
         map.add_service("89.207.200.14:80".parse().unwrap(), oaddr);
         let shutdown = CancellationToken::new();
+        // PROXY_BENCH_FAZ=1: also forward every log to a local FortiAnalyzer stand-in over the
+        // TLS log channel, as the lab does.
+        let with_faz = std::env::var("PROXY_BENCH_FAZ").is_ok_and(|v| v == "1");
+        let dir = tempfile::tempdir().unwrap();
+        let (faz, ca, config) = if with_faz {
+            let (sink, raddr, ca) =
+                faz_receiver::start(&dir.path().join("ca"), shutdown.clone()).await;
+            map.add_service(faz_receiver::FAZ_LAB.parse().unwrap(), raddr);
+            (Some(sink), ca, format!("{CONFIG}{}", faz_receiver::FAZ_CLI))
+        } else {
+            let ca = fortilab_core::tls::LabCa::generate("bench").unwrap();
+            (None, ca, CONFIG.to_string())
+        };
         let opts = Options {
             version: FosVersion::parse("6.4.4").unwrap(),
             config: Some(ConfigSource {
                 name: "bench.conf".into(),
-                text: CONFIG.into(),
+                text: config,
             }),
             strict: false,
             name: Some("FGT-BENCH".into()),
             lab_ip: None,
             seed: 1,
             clock: LabClock::real(),
-            data_dir: None,
-            ca: fortilab_core::tls::LabCa::generate("bench").unwrap(),
+            data_dir: with_faz.then(|| dir.path().to_path_buf()),
+            ca,
             lab_map: map,
         };
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut running = fortilab_fortigate::start(opts, Listeners { api }, shutdown.clone())
             .await
             .unwrap();
+        if with_faz {
+            let t = Instant::now();
+            while !running.forwarder.faz_stats().is_some_and(|s| s.connected) {
+                assert!(t.elapsed() < Duration::from_secs(20), "no FortiAnalyzer connection");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
         let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let paddr = running.start_proxy(pl, None).await.unwrap();
         let dev = running.device.clone();
@@ -314,6 +340,23 @@ fn main() {
                 pct(&pooled_direct, 0.99),
                 pct(&pooled_proxy, 0.99),
                 pct(&pooled_proxy, 0.99) - pct(&pooled_direct, 0.99)
+            );
+        }
+        if let Some(sink) = &faz {
+            // Every log written must reach the FortiAnalyzer stand-in.
+            let written = dev.logs.last_seq();
+            let t = Instant::now();
+            while sink.count(&dev.serial) < written {
+                assert!(
+                    t.elapsed() < Duration::from_secs(60),
+                    "forwarding stalled at {} of {written}",
+                    sink.count(&dev.serial)
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            println!(
+                "forwarded to the FortiAnalyzer stand-in: all {written} logs ({:.1} s after the last round)",
+                t.elapsed().as_secs_f64()
             );
         }
         shutdown.cancel();

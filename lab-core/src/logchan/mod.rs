@@ -42,6 +42,12 @@ pub const MAX_BATCH_BYTES: usize = 1024 * 1024;
 pub const MAX_LINE: usize = 64 * 1024;
 /// Batches sent ahead of the acknowledgements.
 pub const WINDOW: usize = 8;
+/// Under load, a sender lets at least this long pass between two batches, so lines written
+/// one by one travel together (one TLS record and one durable commit for many lines) instead
+/// of a batch each. A line written while the channel has been idle for longer goes at once.
+pub const COALESCE: Duration = Duration::from_millis(1);
+/// With this many lines waiting a sender does not wait for more.
+pub const COALESCE_LINES: u64 = 256;
 /// Either side sends a `Ping` after this long without sending anything.
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Either side closes the connection after this long without receiving anything.

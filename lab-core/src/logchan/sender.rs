@@ -461,8 +461,18 @@ async fn session(
     let mut inflight: VecDeque<u64> = VecDeque::new();
     let mut last_rx = Instant::now();
     let mut last_tx = Instant::now();
+    let mut last_batch: Option<Instant> = None;
     loop {
-        if registered {
+        // A few lines written right behind the last batch wait for more (see COALESCE); a
+        // backlog goes at once.
+        let hold = last_batch
+            .map(|t| t + super::COALESCE)
+            .filter(|at| Instant::now() < *at)
+            .filter(|_| {
+                let waiting = shared.queue.lock().unwrap().next_idx.saturating_sub(cursor);
+                (1..super::COALESCE_LINES).contains(&waiting)
+            });
+        if registered && hold.is_none() {
             let mut wrote = false;
             while inflight.len() < WINDOW {
                 let limit = shared.limit.load(Ordering::SeqCst);
@@ -500,11 +510,12 @@ async fn session(
                     return End::Lost(format!("sending a batch: {e}"), true);
                 }
                 last_tx = Instant::now();
+                last_batch = Some(last_tx);
             }
         }
         let ping_at = last_tx + PING_INTERVAL;
         let dead_at = last_rx + DEAD_AFTER;
-        let can_send = registered && inflight.len() < WINDOW;
+        let can_send = registered && inflight.len() < WINDOW && hold.is_none();
         tokio::select! {
             biased;
             _ = shutdown.cancelled() => {
@@ -567,6 +578,7 @@ async fn session(
                 }
             }
             _ = shared.data.notified(), if can_send => {}
+            _ = tokio::time::sleep_until(hold.unwrap_or(dead_at)), if hold.is_some() => {}
             _ = tokio::time::sleep_until(ping_at.min(dead_at)) => {
                 let now = Instant::now();
                 if now >= dead_at {

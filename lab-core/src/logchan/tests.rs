@@ -680,3 +680,41 @@ async fn interval_upload_waits_for_the_lab_clock() {
     stop.cancel();
     recv.kill().await;
 }
+
+/// Lines written one at a time under load travel together: batches at least `COALESCE` apart
+/// unless `COALESCE_LINES` are waiting, not a batch per line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lines_written_one_by_one_travel_in_shared_batches() {
+    let lab = lab();
+    let sink = Arc::new(MemorySink::new(true));
+    let (recv, addr) = start_receiver(&lab, sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let (tx, _n) = LogSender::start(
+        sender_cfg(&lab, addr, FGT, FGT, dir.path(), 100_000),
+        stop.clone(),
+    )
+    .unwrap();
+    tx.send(line(1));
+    assert!(tx.flush(Duration::from_secs(60)).await, "{:?}", tx.stats());
+    let before = recv.rx.stats().batches;
+    let n = 3000u64;
+    let t = std::time::Instant::now();
+    for i in 2..=n + 1 {
+        tx.send(line(i));
+        // Let the sender run between lines, as a device writing logs one by one does.
+        tokio::task::yield_now().await;
+    }
+    assert!(tx.flush(Duration::from_secs(60)).await, "{:?}", tx.stats());
+    let elapsed_ms = t.elapsed().as_millis() as u64;
+    let batches = recv.rx.stats().batches - before;
+    let bound = elapsed_ms / COALESCE.as_millis() as u64 + 2 + n / COALESCE_LINES;
+    assert!(
+        batches <= bound,
+        "{batches} batches for {n} lines in {elapsed_ms} ms (at most {bound})"
+    );
+    assert_exactly_once(&sink, n + 1);
+    stop.cancel();
+    tx.stopped().await;
+    recv.kill().await;
+}
