@@ -233,9 +233,16 @@ impl Forwarder {
         }
         if let Some(s) = &out.syslog {
             if s.tx.try_send(l.clone()).is_err() {
-                self.syslog_stats
+                let n = self
+                    .syslog_stats
                     .dropped
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if n % 10_000 == 0 {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        "syslog sender's queue is full: lines not sent to syslog (best effort)"
+                    );
+                }
             }
         }
     }
