@@ -142,15 +142,7 @@ mod tests {
         )
         .unwrap();
         let sink = Arc::new(MemorySink::new(true));
-        let faz_hello = Hello {
-            serial: "FAZ-VM0000000001".into(),
-            hostname: "FAZ".into(),
-            platform: "FortiAnalyzer-VM64".into(),
-            version: "6.4.5".into(),
-            device_type: "fortianalyzer".into(),
-            vdom: "root".into(),
-            ip: None,
-        };
+        let faz_hello = Hello::fortianalyzer("FAZ-VM0000000001", "FAZ", "6.4.5");
         let dyn_sink: Arc<dyn LogSink> = sink.clone();
         let rx = LogReceiver::new(dyn_sink, faz_hello, LabClock::real());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

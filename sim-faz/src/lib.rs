@@ -224,15 +224,7 @@ pub async fn start(
 
     let receiver = LogReceiver::new(
         Arc::new(logsink::FazSink { faz: faz.clone() }),
-        Hello {
-            serial: serial.clone(),
-            hostname: cfg.file.hostname.clone(),
-            platform: "FortiAnalyzer-VM64".into(),
-            version: cfg.file.version.clone(),
-            device_type: "fortianalyzer".into(),
-            vdom: "root".into(),
-            ip: None,
-        },
+        Hello::fortianalyzer(&serial, &cfg.file.hostname, &cfg.file.version),
         cfg.clock,
     );
     let _ = faz

@@ -323,15 +323,7 @@ pub async fn faz_stand_in(ca: &LabCa, sink: Arc<MemorySink>, addr: SocketAddr) -
     let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
     let rx = LogReceiver::new(
         sink,
-        Hello {
-            serial: FAZ_SERIAL.into(),
-            hostname: "FAZ-LAB".into(),
-            platform: "FortiAnalyzer-VM64".into(),
-            version: "6.4.5".into(),
-            device_type: "fortianalyzer".into(),
-            vdom: "root".into(),
-            ip: None,
-        },
+        Hello::fortianalyzer(FAZ_SERIAL, "FAZ-LAB", "6.4.5"),
         fortilab_core::clock::LabClock::real(),
     );
     // A cancellation token (the test crate has no tokio-util dependency to create one).

@@ -71,6 +71,21 @@ pub struct Hello {
     pub ip: Option<String>,
 }
 
+impl Hello {
+    /// A FortiAnalyzer's own introduction (the receiver's side of the hello exchange).
+    pub fn fortianalyzer(serial: &str, hostname: &str, version: &str) -> Self {
+        Hello {
+            serial: serial.into(),
+            hostname: hostname.into(),
+            platform: "FortiAnalyzer-VM64".into(),
+            version: version.into(),
+            device_type: "fortianalyzer".into(),
+            vdom: "root".into(),
+            ip: None,
+        }
+    }
+}
+
 /// Registration state of a device on the FortiAnalyzer.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]

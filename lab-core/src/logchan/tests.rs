@@ -45,11 +45,7 @@ fn hello(serial: &str) -> Hello {
 }
 
 fn faz() -> Hello {
-    Hello {
-        device_type: "fortianalyzer".into(),
-        hostname: "FAZ-LAB".into(),
-        ..hello("FAZ-VM0000000001")
-    }
+    Hello::fortianalyzer("FAZ-VM0000000001", "FAZ-LAB", "6.4.4")
 }
 
 struct Running {
@@ -147,18 +143,33 @@ fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_lines_arrive_once_in_order() {
-    let lab = lab();
+/// A receiver with an auto-authorizing memory sink, a real-time sender to it (memory queue of
+/// 100,000 lines), its shutdown token and its queue directory.
+async fn pair(
+    lab: &Lab,
+) -> (
+    Arc<MemorySink>,
+    Running,
+    LogSender,
+    CancellationToken,
+    tempfile::TempDir,
+) {
     let sink = Arc::new(MemorySink::new(true));
-    let (recv, addr) = start_receiver(&lab, sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let (recv, addr) = start_receiver(lab, sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
     let dir = tempfile::tempdir().unwrap();
     let stop = CancellationToken::new();
-    let (tx, _n) = LogSender::start(
-        sender_cfg(&lab, addr, FGT, FGT, dir.path(), 100_000),
+    let (tx, _notifications) = LogSender::start(
+        sender_cfg(lab, addr, FGT, FGT, dir.path(), 100_000),
         stop.clone(),
     )
     .unwrap();
+    (sink, recv, tx, stop, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_lines_arrive_once_in_order() {
+    let lab = lab();
+    let (sink, recv, tx, stop, _dir) = pair(&lab).await;
     for i in 1..=10_000u64 {
         assert_eq!(tx.send(line(i)), i);
     }
@@ -686,15 +697,7 @@ async fn interval_upload_waits_for_the_lab_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_written_one_by_one_travel_in_shared_batches() {
     let lab = lab();
-    let sink = Arc::new(MemorySink::new(true));
-    let (recv, addr) = start_receiver(&lab, sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let stop = CancellationToken::new();
-    let (tx, _n) = LogSender::start(
-        sender_cfg(&lab, addr, FGT, FGT, dir.path(), 100_000),
-        stop.clone(),
-    )
-    .unwrap();
+    let (sink, recv, tx, stop, _dir) = pair(&lab).await;
     tx.send(line(1));
     assert!(tx.flush(Duration::from_secs(60)).await, "{:?}", tx.stats());
     let before = recv.rx.stats().batches;

@@ -28,15 +28,7 @@ pub async fn start(ca_dir: &Path, stop: CancellationToken) -> (Arc<MemorySink>, 
     let scfg = tls::server_config(&ca, &cert, ClientAuth::Required, &[]).unwrap();
     let rx = LogReceiver::new(
         sink.clone(),
-        Hello {
-            serial: "FAZ-BENCH".into(),
-            hostname: "FAZ".into(),
-            platform: "FortiAnalyzer-VM64".into(),
-            version: "6.4.5".into(),
-            device_type: "fortianalyzer".into(),
-            vdom: "root".into(),
-            ip: None,
-        },
+        Hello::fortianalyzer("FAZ-BENCH", "FAZ", "6.4.5"),
         LabClock::real(),
     );
     tokio::spawn(async move { rx.serve(rl, scfg, stop).await });
