@@ -31,7 +31,7 @@ pub struct LogLine {
 }
 
 /// What the memory ring keeps of a log.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Stored {
     seq: u64,
     log_type: &'static str,
@@ -259,14 +259,6 @@ impl LogWriter {
         (out, total)
     }
 
-    /// The logs in the memory ring with a sequence number above `seq`, oldest first (the log
-    /// forwarder replays these after subscribing or when it falls behind).
-    pub fn since(&self, seq: u64) -> Vec<Arc<LogLine>> {
-        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        let skip = ring.lines.partition_point(|l| l.seq <= seq);
-        ring.lines.iter().skip(skip).map(Stored::load).collect()
-    }
-
     /// Like [`LogWriter::query`], counting and returning only the logs `pred` accepts.
     pub fn query_where(
         &self,
@@ -276,30 +268,19 @@ impl LogWriter {
         rows: usize,
         pred: impl Fn(&LogLine) -> bool,
     ) -> (Vec<Arc<LogLine>>, usize) {
-        // Parse outside the writer's lock: copy the candidates' handles first.
-        let candidates: Vec<Arc<LogLine>> = {
+        // Parse outside the writer's lock: take the candidates' handles first.
+        let candidates: Vec<Stored> = {
             let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
             ring.lines
                 .iter()
                 .rev()
                 .filter(|l| l.is(log_type, subtype))
-                .map(|l| {
-                    Arc::new(LogLine {
-                        seq: l.seq,
-                        log_type: l.log_type,
-                        subtype: l.subtype,
-                        record: LogRecord::default(),
-                        line: l.line.clone(),
-                    })
-                })
+                .cloned()
                 .collect()
         };
         let mut total = 0;
         let mut out = Vec::new();
-        for mut l in candidates {
-            if let Some(m) = Arc::get_mut(&mut l) {
-                m.record = reparse(m.seq, &m.line);
-            }
+        for l in candidates.iter().map(Stored::load) {
             if !pred(&l) {
                 continue;
             }

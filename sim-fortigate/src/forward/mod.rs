@@ -165,8 +165,8 @@ impl FabricStatus for FazStatus {
 
 impl Forwarder {
     /// Starts forwarding. Registers with the log writer, which first hands over the memory
-    /// ring's lines, so no line written before or during start is missed. `tls`: lab CA roots + the FortiGate's
-    /// certificate (CN = serial).
+    /// ring's lines, so no line written before or during start is missed. `tls`: lab CA roots
+    /// + the FortiGate's certificate (CN = serial).
     pub fn start(
         dev: Arc<Device>,
         tls: Arc<rustls::ClientConfig>,
