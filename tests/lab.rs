@@ -171,6 +171,31 @@ fn up_writes_the_ready_file_and_ctrl_c_leaves_no_process() {
         .as_str()
         .unwrap()
         .contains("/endpoints/PC-52"));
+    // The ready file is written once the Security Fabric is linked: the FortiGate's log
+    // channel and EMS connector are up, and PC-52 is registered with EMS and uploads to
+    // FortiAnalyzer.
+    let health = |url: String| -> serde_json::Value {
+        let out = Command::new("curl")
+            .args(["-sS", "--cacert", r["ca_cert"].as_str().unwrap(), &url])
+            .output()
+            .expect("curl");
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{url}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let fgt = health(format!(
+        "{}/_lab/health",
+        r["fortigate"]["api"].as_str().unwrap()
+    ));
+    assert_eq!(fgt["links"]["fortianalyzer"]["connected"], true, "{fgt}");
+    assert_eq!(fgt["links"]["ems"][0]["connected"], true, "{fgt}");
+    let control = r["endpoints"][0]["control"].as_str().unwrap();
+    let root = &control[..control.find("/endpoints/").unwrap()];
+    let eps = health(format!("{root}/_lab/health"));
+    assert_eq!(
+        (eps["endpoints"].clone(), eps["linked"].clone()),
+        (1.into(), 1.into()),
+        "{eps}"
+    );
     let needle = dir.path().display().to_string();
     assert!(pids_mentioning(&needle).len() >= 5, "devices running");
     support::unsafe_free_kill(child.id(), "INT");
@@ -435,6 +460,15 @@ fn the_same_seed_gives_the_same_event_sequence() {
             ev, &sb[dev],
             "{dev}: events differ between two runs of seed 5"
         );
+    }
+    // The lab starts with its fabric linked (PC-52 registered with EMS and uploading to
+    // FortiAnalyzer), so FortiAnalyzer knows PC-52's host name when it notifies the FortiGate.
+    for run in [&a, &b] {
+        let n = run
+            .iter()
+            .find(|e| e["device"] == "FGT-LAB" && e["kind"] == "ioc.detected")
+            .unwrap();
+        assert_eq!(n["hostname"], "PC-52", "{n}");
     }
     // Identities come from the seed: the FortiGate serial and the endpoint's FCTUID appear.
     let fctuid = a

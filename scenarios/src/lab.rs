@@ -2,7 +2,8 @@
 //!
 //! Start order follows the dependencies: the lab Internet, FortiAnalyzer and EMS first (in
 //! parallel; nobody calls out to them at start), then the FortiGate (its lab map names them),
-//! then the endpoints (their map names the FortiGate's proxy). A device restarted by a scenario
+//! then the endpoints (their map names the FortiGate's proxy); then the lab waits for the
+//! Security Fabric links to come up ([`Lab::settle`]). A device restarted by a scenario
 //! gets the same real ports again, so the others' maps stay true.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -19,6 +20,9 @@ use crate::procs::DeviceProc;
 
 /// How long a device may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a started lab waits for its Security Fabric links (see [`Lab::settle`]).
+pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Options of a lab start.
 #[derive(Debug, Clone)]
@@ -363,7 +367,67 @@ impl Lab {
             let label = self.endpoints[i].label.clone();
             self.pin(&label, Role::Endpoints);
         }
+        let down = self.settle(SETTLE_TIMEOUT).await;
+        if !down.is_empty() {
+            tracing::warn!(
+                "the lab started, but these Security Fabric links were not up within {SETTLE_TIMEOUT:?}: {}",
+                down.join("; ")
+            );
+        }
         Ok(())
+    }
+
+    /// Waits until the Security Fabric links the lab's configuration asks for are up, so that
+    /// the first step of every run finds the same fabric: the FortiGate's log channel to
+    /// FortiAnalyzer, its EMS connectors (when EMS authorizes FortiGates itself), and every
+    /// endpoint registered with EMS and, when its profile uploads logs, connected to
+    /// FortiAnalyzer (which is how FortiAnalyzer learns the endpoint's host name). Returns the
+    /// links still down after `timeout`; empty when all are up.
+    pub async fn settle(&self, timeout: Duration) -> Vec<String> {
+        let client = match crate::clients::http_client(&self.ca, false) {
+            Ok(c) => c,
+            Err(e) => return vec![format!("no lab HTTP client: {e:#}")],
+        };
+        let sources = self.event_sources();
+        let started = std::time::Instant::now();
+        let deadline = started + timeout;
+        loop {
+            let mut down = Vec::new();
+            for (label, base) in &sources {
+                let fgt = label == "fortigate";
+                if !fgt && !label.starts_with("endpoints") {
+                    continue;
+                }
+                let url = format!("{base}/_lab/health");
+                let h: Value = match client.get(&url).send().await {
+                    Ok(r) => r.json().await.unwrap_or(Value::Null),
+                    Err(e) => {
+                        down.push(format!("{label}: GET {url}: {e}"));
+                        continue;
+                    }
+                };
+                if fgt {
+                    down.extend(fortigate_links_down(&h, self.def.ems.auto_authorize));
+                } else {
+                    let all = h["endpoints"].as_u64().unwrap_or(0);
+                    let linked = h["linked"].as_u64().unwrap_or(0);
+                    if linked < all {
+                        down.push(format!(
+                            "{label}: {linked} of {all} endpoints registered with EMS and uploading to FortiAnalyzer"
+                        ));
+                    }
+                }
+            }
+            if down.is_empty() || std::time::Instant::now() >= deadline {
+                tracing::debug!(
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    down = down.len(),
+                    "fabric links checked"
+                );
+                return down;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     fn pin(&mut self, label: &str, role: Role) {
@@ -611,6 +675,35 @@ impl Lab {
     }
 }
 
+/// The FortiGate's fabric links that are down, from its `/_lab/health` answer. EMS
+/// connectors count only when EMS authorizes FortiGates itself (`ems.auto_authorize`): a lab
+/// that leaves the authorization to the user starts with the connector waiting for it.
+fn fortigate_links_down(health: &Value, ems_authorizes: bool) -> Vec<String> {
+    let mut down = Vec::new();
+    let links = &health["links"];
+    if links.is_null() {
+        down.push("fortigate: no links in /_lab/health".to_string());
+        return down;
+    }
+    if let Some(faz) = links["fortianalyzer"].as_object() {
+        if faz.get("connected") != Some(&Value::Bool(true)) {
+            down.push("fortigate: log channel to FortiAnalyzer".to_string());
+        }
+    }
+    if ems_authorizes {
+        for e in links["ems"].as_array().into_iter().flatten() {
+            if e["connected"] != Value::Bool(true) {
+                down.push(format!(
+                    "fortigate: EMS connector {} ({})",
+                    e["name"].as_str().unwrap_or("?"),
+                    e["status"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    down
+}
+
 fn write_map(path: &Path, map: &LabMap) -> anyhow::Result<()> {
     fortilab_core::ready::write_ready(path, &serde_json::to_value(map)?)?;
     Ok(())
@@ -704,6 +797,26 @@ fn ems_config(def: &LabDef) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fortigate_links_down_names_each_link_that_is_not_up() {
+        let h = json!({"links": {"fortianalyzer": {"connected": false},
+                                 "ems": [{"name": "EMS-LAB", "connected": false, "status": "waiting for authorization"},
+                                         {"name": "ok", "connected": true}]}});
+        assert_eq!(
+            fortigate_links_down(&h, true),
+            vec![
+                "fortigate: log channel to FortiAnalyzer".to_string(),
+                "fortigate: EMS connector EMS-LAB (waiting for authorization)".to_string()
+            ]
+        );
+        // EMS left to authorize the FortiGate by hand: its connector is not waited for.
+        assert_eq!(fortigate_links_down(&h, false).len(), 1);
+        let up =
+            json!({"links": {"fortianalyzer": null, "ems": [{"name": "ok", "connected": true}]}});
+        assert!(fortigate_links_down(&up, true).is_empty());
+        assert_eq!(fortigate_links_down(&json!({"ok": true}), true).len(), 1);
+    }
 
     #[test]
     fn loopback_mapping_and_url_parsing() {

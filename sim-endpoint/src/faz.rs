@@ -105,6 +105,15 @@ impl Uplink {
         }
     }
 
+    /// Whether the uplink runs and has a live connection to its FortiAnalyzer.
+    pub fn connected(&self) -> bool {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|(_, s)| s.stats().connected)
+    }
+
     /// Figures for `/_lab/status`.
     pub fn status(&self) -> Value {
         match self

@@ -535,15 +535,28 @@ fn parse_body(body: &[u8]) -> Result<Value, Response> {
     serde_json::from_slice(body).map_err(|e| bad(format!("invalid JSON body: {e}")))
 }
 
+/// `GET /_lab/health`: how many endpoints have ever registered, are quarantined, and are
+/// `linked`: registered with EMS now and, when their profile enables log upload, connected to
+/// the FortiAnalyzer (an orchestrator waits for every endpoint to be linked).
 async fn health(State(sh): Sh) -> Response {
-    let (mut registered, mut quarantined) = (0usize, 0usize);
+    let (mut registered, mut quarantined, mut linked) = (0usize, 0usize, 0usize);
     for e in &sh.endpoints {
-        let st = e.lock();
-        registered += usize::from(st.ever_registered);
-        quarantined += usize::from(st.is_quarantined());
+        let (reg, upload) = {
+            let st = e.lock();
+            registered += usize::from(st.ever_registered);
+            quarantined += usize::from(st.is_quarantined());
+            (
+                st.registered,
+                st.profile.log_upload_enabled && st.profile.log_upload_server.is_some(),
+            )
+        };
+        linked += usize::from(reg && (!upload || e.uplink.connected()));
     }
-    Json(json!({"ok": true, "endpoints": sh.endpoints.len(), "registered": registered, "quarantined": quarantined}))
-        .into_response()
+    Json(
+        json!({"ok": true, "endpoints": sh.endpoints.len(), "registered": registered,
+                "quarantined": quarantined, "linked": linked}),
+    )
+    .into_response()
 }
 
 async fn status(State(sh): Sh, Path(name): Path<String>) -> Response {

@@ -546,11 +546,33 @@ async fn logout(State(api): State<Api>, headers: HeaderMap) -> Response {
 // ------------------------------------------------------------------------------------------
 // Lab surface.
 
+/// `GET /_lab/health`: identity, configuration revision and the Security Fabric links the
+/// configuration asks for (`links.fortianalyzer` null when log upload is off; one `links.ems`
+/// row per EMS connector), so an orchestrator can wait until the fabric is up.
 async fn lab_health(State(api): State<Api>) -> Response {
+    let (faz_on, ems) = api.dev.config.with(|c| {
+        (
+            crate::forward::FazSettings::from_config(c).is_some(),
+            crate::automation::ems::configured(c, api.dev.version),
+        )
+    });
+    let fabric = api.dev.fabric();
+    let faz = faz_on.then(|| {
+        let st = fabric.faz();
+        json!({"connected": st.connected, "registration": st.registration})
+    });
+    let ems: Vec<J> = ems
+        .iter()
+        .map(|e| {
+            let st = fabric.ems(&e.name);
+            json!({"name": e.name, "connected": st.connected, "status": st.status})
+        })
+        .collect();
     json_response(
         StatusCode::OK,
         json!({"ok": true, "device": api.dev.hostname(), "serial": api.dev.serial,
-               "version": api.dev.version.to_string(), "revision": api.dev.config.revision()}),
+               "version": api.dev.version.to_string(), "revision": api.dev.config.revision(),
+               "links": {"fortianalyzer": faz, "ems": ems}}),
     )
 }
 
