@@ -447,7 +447,8 @@ fn seed_stitch_quarantines_on_ems_once_per_host_until_faz_ack() {
     wait_for("the repeat is seen", LONG, || {
         (lab.hosts().first().map(|h| h["count"].clone()) == Some(json!(2))).then_some(())
     });
-    std::thread::sleep(Duration::from_millis(300));
+    // The host's count and the decision not to run again are made together, under one lock:
+    // once the count shows 2, no run can still start.
     assert_eq!(lab.triggered(STITCH), 2);
     assert_eq!(lab.event_logs("0100022953").len(), 1);
     assert!(!admin.quarantined("10.115.2.52"));
