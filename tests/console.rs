@@ -88,7 +88,7 @@ impl Fgt {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&askpass, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
-        let mut c = Command::new("ssh");
+        let mut c = Command::new(support::require_program("ssh", "openssh-client"));
         c.args(["-F", "/dev/null", "-p", &self.ssh_port().to_string()])
             .arg("-o")
             .arg(format!(
@@ -393,12 +393,12 @@ fn paramiko_interactive_shell_and_exec_command() {
     let dir = tmpdir("paramiko");
     let fgt = Fgt::start(&dir, &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/console_paramiko.py");
-    let out = Command::new("python3")
+    let out = support::python_command(&["paramiko"])
         .arg(script)
         .env("FGT_SSH_PORT", fgt.ssh_port().to_string())
         .env("FGT_PASSWORD", fgt.password())
         .output()
-        .expect("python3");
+        .expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

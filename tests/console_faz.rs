@@ -61,7 +61,7 @@ fn openssh(
         .arg(&askpass)
         .status()
         .unwrap();
-    let mut cmd = Command::new("ssh");
+    let mut cmd = Command::new(support::require_program("ssh", "openssh-client"));
     if command.is_none() {
         cmd.arg("-tt");
     }

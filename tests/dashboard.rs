@@ -288,25 +288,23 @@ fn dashboard_in_headless_chromium() {
         eprintln!("FORTILAB_SKIP_BROWSER set: skipped");
         return;
     }
-    for p in ["/usr/bin/chromium", "/usr/bin/chromedriver"] {
-        assert!(
-            std::path::Path::new(p).exists(),
-            "{p} missing: install the Debian packages chromium and chromium-driver (.ci/run does)"
-        );
-    }
+    support::require_program("chromium", "chromium");
+    support::require_program("chromedriver", "chromium-driver");
+    let python = support::python_command(&["selenium", "requests"]);
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let mut lab = start_lab(dir.path());
     let ready = dir.path().join("fortilab.ready.json");
     let ca = lab.ready["ca_cert"].as_str().unwrap().to_string();
     let art = artifacts();
-    let out = std::process::Command::new("python3")
+    let mut python = python;
+    let out = python
         .arg(repo().join("tests/py/dashboard_e2e.py"))
         .env("READY", &ready)
         .env("ARTIFACTS", &art)
         .env("REQUESTS_CA_BUNDLE", &ca)
         .output()
-        .expect("python3");
+        .expect("python");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

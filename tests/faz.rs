@@ -27,7 +27,7 @@ const FGT: &str = "FGVM01TM19000001";
 /// A raw HTTPS request body through curl: (http status, body).
 fn curl_raw(faz: &Proc, path: &str, body: Option<&[u8]>) -> (u16, String) {
     let api = faz.ready["api"].as_str().unwrap();
-    let mut cmd = Command::new("curl");
+    let mut cmd = Command::new(support::require_program("curl", "curl"));
     cmd.args([
         "-sS",
         "--max-time",
@@ -132,27 +132,9 @@ async fn next_note(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, kind: &
     }
 }
 
-fn ensure_pyfortianalyzer() {
-    let (ok, _, _) = support::python("import pyfortianalyzer", &[]);
-    if !ok {
-        let st = Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                "pyfortianalyzer",
-            ])
-            .status()
-            .expect("pip");
-        assert!(st.success(), "pip install pyfortianalyzer failed");
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pyfortianalyzer_reads_status_adoms_and_devices() {
-    ensure_pyfortianalyzer();
+    support::python_command(&["pyfortianalyzer"]);
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, _) = lab_ca(dir.path(), "faz-test");
     let mut faz = spawn_faz(dir.path(), &["--auto-authorize"], &[]);

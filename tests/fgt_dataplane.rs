@@ -107,7 +107,7 @@ impl Lab {
     /// A REST call with curl (TLS verified against the lab CA).
     fn rest(&self, method: &str, path: &str, body: Option<Value>) -> Value {
         let token = self.fgt.ready["api_token"].as_str().unwrap();
-        let mut cmd = Command::new("curl");
+        let mut cmd = Command::new(support::require_program("curl", "curl"));
         cmd.args(["-sS", "--max-time", "10", "--cacert"])
             .arg(&self.ca_cert)
             .args(["-X", method, "-H"])
@@ -154,7 +154,7 @@ impl Lab {
 
 /// Reads an SSE stream's history (1 s) and returns its JSON events.
 fn sse(url: &str, ca: &Path) -> Vec<Value> {
-    let out = Command::new("curl")
+    let out = Command::new(support::require_program("curl", "curl"))
         .args(["-sN", "--max-time", "1", "--cacert"])
         .arg(ca)
         .arg(url)
@@ -310,7 +310,7 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
     );
 
     // (c) Debian curl bound to 127.115.2.52 is lab host 10.115.2.52 through the lab map.
-    let out = Command::new("curl")
+    let out = Command::new(support::require_program("curl", "curl"))
         .args([
             "-sS",
             "--max-time",
@@ -335,7 +335,7 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new("curl")
+    let out = Command::new(support::require_program("curl", "curl"))
         .args([
             "-sS",
             "--max-time",
@@ -370,7 +370,7 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
     assert!(ev.iter().any(|e| e["kind"] == "log.traffic"));
 
     // Keep-alive: several requests on one client connection, and a CONNECT tunnel to HTTPS.
-    let out = Command::new("curl")
+    let out = Command::new(support::require_program("curl", "curl"))
         .args([
             "-sS",
             "--max-time",
@@ -425,7 +425,7 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
 
 /// The lab Internet's rating of a host (through its control surface).
 fn sse_free_rating(lab: &Lab, host: &str) -> Value {
-    let out = Command::new("curl")
+    let out = Command::new(support::require_program("curl", "curl"))
         .args(["-sS", "--cacert"])
         .arg(&lab.ca_cert)
         .arg(format!(
@@ -479,7 +479,7 @@ async fn rsyslog_receives_lines_over_udp_and_reliable_tcp() {
         ),
     )
     .unwrap();
-    let child = Command::new("rsyslogd")
+    let child = Command::new(support::require_program("rsyslogd", "rsyslog"))
         .args(["-n", "-f"])
         .arg(&conf)
         .arg("-i")

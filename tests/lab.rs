@@ -175,7 +175,7 @@ fn up_writes_the_ready_file_and_ctrl_c_leaves_no_process() {
     // channel and EMS connector are up, and PC-52 is registered with EMS and uploads to
     // FortiAnalyzer.
     let health = |url: String| -> serde_json::Value {
-        let out = Command::new("curl")
+        let out = Command::new(support::require_program("curl", "curl"))
             .args(["-sS", "--cacert", r["ca_cert"].as_str().unwrap(), &url])
             .output()
             .expect("curl");

@@ -82,6 +82,9 @@ fn promise(cmd: &str) -> &'static str {
 }
 
 fn bash(prelude: &str, cmd: &str) -> (bool, String) {
+    // The walkthrough runs curl and jq as written.
+    support::require_program("curl", "curl");
+    support::require_program("jq", "jq");
     let out = Command::new("bash")
         .arg("-c")
         .arg(format!("set -eu\n{prelude}\n{cmd}"))

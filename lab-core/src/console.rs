@@ -1294,14 +1294,11 @@ mod tests {
 
     #[tokio::test]
     async fn openssh_client_exec_and_keyboard_interactive() {
-        if std::process::Command::new("ssh")
-            .arg("-V")
-            .output()
-            .is_err()
-        {
-            eprintln!("ssh not installed; skipped");
-            return;
-        }
+        assert!(
+            std::process::Command::new("ssh").arg("-V").output().is_ok(),
+            "this test needs OpenSSH's `ssh`, which is not installed: `apt-get install \
+             openssh-client` (or run the tests with `cargo xtask test`, which installs it)"
+        );
         let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let (c, sd, dir) = start(Arc::new(ClosingBackend(closed))).await;
         let askpass = dir.path().join("askpass.sh");

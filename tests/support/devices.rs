@@ -129,7 +129,7 @@ pub fn spawn_faz(dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> Proc {
 /// the server against the lab CA).
 pub fn faz_rpc(faz: &Proc, body: &Value) -> Value {
     let api = faz.ready["api"].as_str().unwrap();
-    let out = Command::new("curl")
+    let out = Command::new(super::require_program("curl", "curl"))
         .args(["-sS", "--max-time", "30", "--cacert"])
         .arg(faz.ready["ca_cert"].as_str().unwrap())
         .arg("-H")

@@ -157,17 +157,92 @@ pub fn unsafe_free_kill(pid: u32, sig: &str) {
         .status();
 }
 
+/// The Python interpreter of the tests: `FORTILAB_PYTHON` (set by `cargo xtask test`, which
+/// builds `<target>/venv` from `tests/python-requirements.txt`), else that venv if an earlier
+/// `cargo xtask` run left it. Never a bare `python3`: the system interpreter lacks the clients.
+pub fn python_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("FORTILAB_PYTHON").filter(|p| !p.is_empty()) {
+        return PathBuf::from(p);
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let venv = target.join("venv/bin/python");
+    if venv.is_file() {
+        return venv;
+    }
+    panic!(
+        "no Python environment for the tests: FORTILAB_PYTHON is not set and {} does not \
+         exist.\nRun the tests with `cargo xtask test` (it creates the environment from \
+         tests/python-requirements.txt), or `cargo xtask setup` once before `cargo test`.",
+        venv.display()
+    );
+}
+
+/// A `Command` running the tests' Python interpreter, after checking it has `modules`.
+pub fn python_command(modules: &[&str]) -> Command {
+    let py = python_path();
+    let check = modules
+        .iter()
+        .map(|m| format!("import {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    if !modules.is_empty() {
+        let ok = Command::new(&py)
+            .args(["-c", &check])
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "the Python environment {} lacks {modules:?}: run `cargo xtask setup` (it installs \
+             tests/python-requirements.txt), or set FORTILAB_PYTHON to an interpreter that has them",
+            py.display()
+        );
+    }
+    Command::new(py)
+}
+
+/// Panics with the Debian package to install when `program` is not on PATH (or in an sbin
+/// directory), so a missing tool reads as such rather than as a failure deep in a test.
+pub fn require_program(program: &str, package: &str) -> PathBuf {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/local/sbin", "/usr/sbin", "/sbin"].map(PathBuf::from));
+    dirs.into_iter()
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs `{program}`, which is not installed: `apt-get install {package}` \
+                 (or run the tests with `cargo xtask test`, which installs it)"
+            )
+        })
+}
+
 /// Runs a Python snippet with the given environment; returns (status ok, stdout, stderr).
 pub fn python(script: &str, env: &[(&str, String)]) -> (bool, String, String) {
-    let mut cmd = Command::new("python3");
+    let mut cmd = python_command(&[]);
     cmd.arg("-c").arg(script);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let out = cmd.output().expect("python3");
+    let out = cmd.output().expect("python");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if let Some(line) = stderr
+        .lines()
+        .find(|l| l.starts_with("ModuleNotFoundError"))
+    {
+        panic!(
+            "the tests' Python environment {} lacks a package ({line}): run `cargo xtask setup` \
+             (it installs tests/python-requirements.txt)",
+            python_path().display()
+        );
+    }
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        stderr,
     )
 }

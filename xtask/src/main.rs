@@ -1,0 +1,318 @@
+//! `cargo xtask`: fortilab's task runner (the Rust "xtask" convention; the alias is in
+//! `.cargo/config.toml`).
+//!
+//! - `cargo xtask test [ARGS]`: sets up what the tests need, then runs
+//!   `cargo test --workspace [ARGS]`. This is the README's test command and what `.ci/run` runs.
+//! - `cargo xtask bench [ARGS]`: the same set-up, then `cargo bench [ARGS]`.
+//! - `cargo xtask setup`: only the set-up; prints the environment the tests read.
+//!
+//! Set-up: the Debian packages whose programs the tests drive are installed when missing
+//! (`apt-get`, as root or through `sudo -n`; otherwise the exact command is printed and the task
+//! stops), and a project-local Python virtual environment is created under
+//! `<target>/venv` from the pinned `tests/python-requirements.txt` (re-created when that file
+//! changes). The tests find that interpreter through `FORTILAB_PYTHON`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+/// A program the tests run, and the Debian package that provides it.
+struct Tool {
+    program: &'static str,
+    package: &'static str,
+    used_by: &'static str,
+}
+
+const TOOLS: &[Tool] = &[
+    Tool {
+        program: "curl",
+        package: "curl",
+        used_by: "README walkthrough, data-plane tests",
+    },
+    Tool {
+        program: "jq",
+        package: "jq",
+        used_by: "README walkthrough",
+    },
+    Tool {
+        program: "rsyslogd",
+        package: "rsyslog",
+        used_by: "syslog to a real rsyslog",
+    },
+    Tool {
+        program: "ssh",
+        package: "openssh-client",
+        used_by: "device consoles with OpenSSH",
+    },
+    Tool {
+        program: "chromium",
+        package: "chromium",
+        used_by: "dashboard in a real browser",
+    },
+    Tool {
+        program: "chromedriver",
+        package: "chromium-driver",
+        used_by: "dashboard in a real browser (selenium)",
+    },
+];
+
+/// Where the tests' Python environment lives, relative to the target directory.
+const VENV: &str = "venv";
+const REQUIREMENTS: &str = "tests/python-requirements.txt";
+/// Stamp in the venv: the hash of the requirements it was built from.
+const STAMP: &str = ".fortilab-requirements.sha256";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run() -> Result<ExitCode> {
+    let mut args = std::env::args_os().skip(1);
+    let task = args.next().map(|a| a.to_string_lossy().into_owned());
+    let rest: Vec<OsString> = args.collect();
+    match task.as_deref() {
+        Some("test") => {
+            let env = setup()?;
+            cargo(&env, "test", &["--workspace"], &rest)
+        }
+        Some("bench") => {
+            let env = setup()?;
+            cargo(&env, "bench", &[], &rest)
+        }
+        Some("setup") => {
+            let env = setup()?;
+            println!("export FORTILAB_PYTHON={}", env.python.display());
+            println!("export PATH={}", env.path.to_string_lossy());
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!(
+                "usage: cargo xtask test [CARGO TEST ARGS]   set up, then cargo test --workspace\n\
+                 \x20      cargo xtask bench [CARGO BENCH ARGS] set up, then cargo bench\n\
+                 \x20      cargo xtask setup                    only set up (Debian packages, {REQUIREMENTS} in <target>/{VENV})"
+            );
+            Ok(ExitCode::from(2))
+        }
+    }
+}
+
+/// What the set-up gives the cargo command it runs.
+struct TestEnv {
+    python: PathBuf,
+    path: OsString,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir(root: &Path) -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) if !d.is_empty() => {
+            let d = PathBuf::from(d);
+            if d.is_absolute() {
+                d
+            } else {
+                root.join(d)
+            }
+        }
+        _ => root.join("target"),
+    }
+}
+
+/// The directories searched for programs: PATH plus the sbin directories (rsyslogd lives in
+/// /usr/sbin, which is not on an ordinary user's PATH).
+fn search_path() -> OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    for extra in ["/usr/local/sbin", "/usr/sbin", "/sbin"] {
+        let p = PathBuf::from(extra);
+        if !dirs.contains(&p) {
+            dirs.push(p);
+        }
+    }
+    std::env::join_paths(dirs).expect("PATH entries hold no separator")
+}
+
+fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+fn setup() -> Result<TestEnv> {
+    let root = workspace_root();
+    let path = search_path();
+
+    // 1. Debian packages.
+    let mut missing: Vec<&Tool> = TOOLS
+        .iter()
+        .filter(|t| find_program(t.program, &path).is_none())
+        .collect();
+    let python_ok = python_can_make_venvs(&path);
+    let mut packages: Vec<&str> = missing.iter().map(|t| t.package).collect();
+    if !python_ok {
+        packages.extend(["python3", "python3-venv"]);
+    }
+    if !packages.is_empty() {
+        for t in &missing {
+            eprintln!(
+                "xtask: {} is missing (Debian package {}; used by: {})",
+                t.program, t.package, t.used_by
+            );
+        }
+        if !python_ok {
+            eprintln!("xtask: python3 with the venv module is missing (Debian packages python3 python3-venv)");
+        }
+        apt_install(&packages)?;
+        missing.retain(|t| find_program(t.program, &path).is_none());
+        if let Some(t) = missing.first() {
+            bail!(
+                "{} is still missing after installing {}",
+                t.program,
+                t.package
+            );
+        }
+    }
+
+    // 2. The Python environment.
+    let venv = target_dir(&root).join(VENV);
+    let python = venv.join("bin").join("python");
+    let req_path = root.join(REQUIREMENTS);
+    let requirements =
+        std::fs::read(&req_path).with_context(|| format!("reading {}", req_path.display()))?;
+    let want = hex::encode(Sha256::digest(&requirements));
+    let stamp = venv.join(STAMP);
+    let have = std::fs::read_to_string(&stamp).unwrap_or_default();
+    if !python.is_file() || have.trim() != want {
+        eprintln!(
+            "xtask: creating the tests' Python environment {} from {REQUIREMENTS}",
+            venv.display()
+        );
+        let py3 = find_program("python3", &path).context("python3 not found")?;
+        run_checked(
+            Command::new(py3).args(["-m", "venv", "--clear"]).arg(&venv),
+            "python3 -m venv",
+        )?;
+        run_checked(
+            Command::new(&python)
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--no-input",
+                    "-r",
+                ])
+                .arg(&req_path),
+            "pip install -r tests/python-requirements.txt",
+        )?;
+        std::fs::write(&stamp, format!("{want}\n"))
+            .with_context(|| format!("writing {}", stamp.display()))?;
+    }
+
+    let mut dirs = vec![venv.join("bin")];
+    dirs.extend(std::env::split_paths(&path));
+    let path = std::env::join_paths(dirs).context("PATH")?;
+    Ok(TestEnv { python, path })
+}
+
+fn python_can_make_venvs(path: &OsString) -> bool {
+    let Some(py3) = find_program("python3", path) else {
+        return false;
+    };
+    Command::new(py3)
+        .args(["-c", "import venv, ensurepip"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let line = format!(
+        "apt-get update && apt-get install -y --no-install-recommends {}",
+        packages.join(" ")
+    );
+    let prefix: Vec<&str> = if is_root() {
+        vec![]
+    } else if Command::new("sudo")
+        .args(["-n", "true"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+    {
+        vec!["sudo", "-n"]
+    } else {
+        bail!(
+            "the tests need Debian packages that are not installed, and this user cannot \
+             install them (not root, no password-less sudo). Install them with:\n\n    \
+             sudo sh -c '{line}'\n\nthen run `cargo xtask test` again."
+        );
+    };
+    eprintln!("xtask: installing {}", packages.join(" "));
+    let apt = |args: &[&str]| -> Result<()> {
+        let mut cmd = if prefix.is_empty() {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new(prefix[0]);
+            c.args(&prefix[1..]).arg("apt-get");
+            c
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        run_checked(&mut cmd, &format!("apt-get {}", args.join(" ")))
+    };
+    apt(&["update", "-qq"]).with_context(|| format!("install by hand: {line}"))?;
+    let mut install = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    install.extend_from_slice(packages);
+    apt(&install).with_context(|| format!("install by hand: {line}"))
+}
+
+fn run_checked(cmd: &mut Command, what: &str) -> Result<()> {
+    let st = cmd
+        .status()
+        .with_context(|| format!("could not run {what}"))?;
+    if !st.success() {
+        bail!("{what} failed ({st})");
+    }
+    Ok(())
+}
+
+fn cargo(env: &TestEnv, sub: &str, fixed: &[&str], rest: &[OsString]) -> Result<ExitCode> {
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let st = Command::new(cargo)
+        .current_dir(workspace_root())
+        .arg(sub)
+        .args(fixed)
+        .args(rest)
+        .env("FORTILAB_PYTHON", &env.python)
+        .env("PATH", &env.path)
+        .status()
+        .with_context(|| format!("could not run cargo {sub}"))?;
+    Ok(match st.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+        None => ExitCode::FAILURE,
+    })
+}
