@@ -155,29 +155,10 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, ConsoleError> 
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    write_private(&tmp, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+    crate::secrets::write_private(path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
     Ok(key)
 }
 
-#[cfg(unix)]
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, data)
-}
 
 /// Serves the console on `listener` until `shutdown`; open connections are disconnected then.
 pub async fn serve_ssh(
