@@ -17,6 +17,7 @@
 //! - [`console`] and [`telemetry`]: the SSH console server and the FortiClient ↔ EMS wire format.
 //! - [`events`]: the per-device event stream served at `/_lab/events`.
 //! - [`logchan`]: the log channel (FortiGate/FortiClient → FortiAnalyzer; notifications back).
+//! - [`text`]: control characters made visible before text reaches a terminal.
 //! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
 
 pub mod clock;
@@ -34,6 +35,7 @@ pub mod rng;
 pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 
 pub use clock::LabClock;

@@ -37,6 +37,17 @@ pub const LAB_TOKEN_KEY: &str = "lab_token";
 /// The file name of a device's own secrets under its data directory.
 pub const SECRETS_FILE: &str = "secrets.json";
 
+/// Every credential label a lab's devices ask for, with its length: the orchestrator creates
+/// them all in the lab's secrets file before it starts a device, so a lab reset (which wipes the
+/// devices' data directories) keeps every password and key.
+pub const CREDENTIALS: &[(&str, usize)] = &[
+    ("fortigate/api-token", 30),
+    ("fortigate/admin-password", 16),
+    ("faz/admin-password", 16),
+    ("faz/api-key", 30),
+    ("ems/admin-password", 12),
+];
+
 /// Where a lab's credentials come from.
 #[derive(
     Debug,
