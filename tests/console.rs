@@ -469,7 +469,7 @@ fn config_script_upload_runs_cli_through_the_same_engine() {
 
 fn ems_signin(ca_pem: &str, port: u16) -> (HttpsClient, EmsSession) {
     let client =
-        HttpsClient::new(ca_pem, None, format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+        HttpsClient::new(ca_pem, None, format!("127.0.0.1:{port}").parse().unwrap()).unwrap().with_lab_token(support::lab_token());
     let session = block(EmsSession::signin(&client, port));
     (client, session)
 }

@@ -100,12 +100,19 @@ fn sim_internet_serves_eicar_http_https_and_the_ioc_address_behind_a_proxy_heade
         assert_eq!((f.status, f.header("x-lab-site")), (200, Some("ioc-test")));
 
         // The lab surface.
+        let json = |f: &Fetched| serde_json::from_slice::<serde_json::Value>(&f.body).unwrap();
         let ctl = |path: &str| {
-            let mut g = Get::new(control, "localhost", path);
+            let mut g = Get::new(control, "localhost", path)
+                .header("X-Fortilab-Token", support::lab_token());
             g.tls = Some((tls.clone(), "localhost".into()));
             g
         };
-        let json = |f: &Fetched| serde_json::from_slice::<serde_json::Value>(&f.body).unwrap();
+        // Without the lab token the control surface answers 401 with a JSON error.
+        let mut anon = Get::new(control, "localhost", "/_lab/sites");
+        anon.tls = Some((tls.clone(), "localhost".into()));
+        let f = fetch(&anon).await.unwrap();
+        assert_eq!(f.status, 401);
+        assert_eq!(json(&f)["error"], "lab token required");
         let f = fetch(&ctl("/_lab/health")).await.unwrap();
         assert_eq!(
             (f.status, json(&f)["ok"].clone()),

@@ -133,7 +133,7 @@ impl Lab {
             None,
             format!("127.0.0.1:{}", self.api_port).parse().unwrap(),
         )
-        .unwrap()
+        .unwrap().with_lab_token(support::lab_token())
     }
 
     fn control(&self) -> HttpsClient {
@@ -142,7 +142,7 @@ impl Lab {
             .unwrap()
             .to_string();
         let addr = url.trim_start_matches("https://").parse().unwrap();
-        HttpsClient::new(&self.ca_pem, None, addr).unwrap()
+        HttpsClient::new(&self.ca_pem, None, addr).unwrap().with_lab_token(support::lab_token())
     }
 
     fn ca_path(&self) -> String {
@@ -255,7 +255,8 @@ ep = [e for e in data["endpoints"] if e["ip_addr"] == "10.115.2.52"][0]
 assert ep["is_quarantined"] == 0 and ep["is_ems_online"] == 1 and ep["name"] == "PC-52", ep
 
 def fetch():
-    return requests.post(ctl + "/endpoints/PC-52/_lab/fetch", json={"url": "http://www.eicar.org/download/eicar.com"}, verify=ca).json()
+    return requests.post(ctl + "/endpoints/PC-52/_lab/fetch", json={"url": "http://www.eicar.org/download/eicar.com"}, verify=ca,
+                         headers={"X-Fortilab-Token": os.environ["LABTOKEN"]}).json()
 
 f = fetch()
 assert f["ok"] and f["status"] == 200 and f["blocked_by"] is None, f
@@ -309,6 +310,7 @@ fn python_ems_client_quarantines_by_ip_and_unquarantines_by_id() {
             ("CA", lab.ca_path()),
             ("CONTROL", ctl),
             ("PASSWORD", ADMIN_PASSWORD.to_string()),
+            ("LABTOKEN", support::lab_token().to_string()),
             // requests prefers these over Session.verify when they are set in the environment.
             ("REQUESTS_CA_BUNDLE", lab.ca_path()),
             ("CURL_CA_BUNDLE", lab.ca_path()),
@@ -462,7 +464,7 @@ fn unauthorized_fortigate_is_refused_until_authorized() {
         Some(&cert),
         format!("127.0.0.1:{}", lab.api_port).parse().unwrap(),
     )
-    .unwrap();
+    .unwrap().with_lab_token(support::lab_token());
     let rt = rt();
 
     // Without a certificate or session: 401.

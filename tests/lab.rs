@@ -120,10 +120,24 @@ fn an_invalid_scenario_fails_validate_and_run_with_exit_2_and_file_line() {
 }
 
 fn start_up(dir: &Path, seed: &str) -> (std::process::Child, serde_json::Value) {
+    start_up_lab(dir, seed, None)
+}
+
+/// `fortilab up [LAB_FILE] --seed SEED` with its ready file and data directory under `dir`.
+fn start_up_lab(
+    dir: &Path,
+    seed: &str,
+    lab: Option<&Path>,
+) -> (std::process::Child, serde_json::Value) {
     let ready = dir.join("ready.json");
     let data = dir.join("data");
-    let child = Command::new(bin("fortilab"))
-        .args(["up", "--seed", seed, "--json", "--ready-file"])
+    let mut cmd = Command::new(bin("fortilab"));
+    cmd.arg("up");
+    if let Some(l) = lab {
+        cmd.arg(l);
+    }
+    let child = cmd
+        .args(["--seed", seed, "--json", "--ready-file"])
         .arg(&ready)
         .arg("--data-dir")
         .arg(&data)
@@ -174,9 +188,13 @@ fn up_writes_the_ready_file_and_ctrl_c_leaves_no_process() {
     // The ready file is written once the Security Fabric is linked: the FortiGate's log
     // channel and EMS connector are up, and PC-52 is registered with EMS and uploads to
     // FortiAnalyzer.
+    let token = r["lab_token"].as_str().expect("lab_token in the ready file");
+    assert!(token.len() >= 32, "{token}");
     let health = |url: String| -> serde_json::Value {
         let out = Command::new("curl")
-            .args(["-sS", "--cacert", r["ca_cert"].as_str().unwrap(), &url])
+            .args(["-sS", "--cacert", r["ca_cert"].as_str().unwrap(), "-H"])
+            .arg(format!("X-Fortilab-Token: {token}"))
+            .arg(&url)
             .output()
             .expect("curl");
         serde_json::from_slice(&out.stdout)
@@ -196,8 +214,49 @@ fn up_writes_the_ready_file_and_ctrl_c_leaves_no_process() {
         (1.into(), 1.into()),
         "{eps}"
     );
+    // Without the token the lab surface answers 401 with a JSON error.
+    let out = Command::new("curl")
+        .args(["-sS", "-w", "\n%{http_code}", "--cacert", r["ca_cert"].as_str().unwrap()])
+        .arg(format!("{}/_lab/health", r["fortigate"]["api"].as_str().unwrap()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n401"), "{text}");
+    assert!(text.contains("lab token required"), "{text}");
+    // The ready file and every file holding secrets: only the owner reads them.
+    let data = dir.path().join("data");
+    for f in [
+        dir.path().join("ready.json"),
+        data.join("secrets.json"),
+        data.join("ca/ca.key"),
+        data.join("fortigate/ssh_host_ed25519_key"),
+        data.join("fortianalyzer/ssh_host_ed25519_key"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{} is mode {:o}", f.display(), mode & 0o777);
+    }
     let needle = dir.path().display().to_string();
-    assert!(pids_mentioning(&needle).len() >= 5, "devices running");
+    let pids = pids_mentioning(&needle);
+    assert!(pids.len() >= 5, "devices running");
+    // No secret on any command line (`ps` shows them to every local user).
+    let secrets = [
+        token,
+        r["fortigate"]["api_token"].as_str().unwrap(),
+        r["fortigate"]["admin"]["password"].as_str().unwrap(),
+        r["fortianalyzer"]["api_token"].as_str().unwrap(),
+        r["ems"]["admin"]["password"].as_str().unwrap(),
+    ];
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        for s in secrets {
+            assert!(!cmdline.contains(s), "pid {pid} shows a secret on its command line");
+        }
+    }
     support::unsafe_free_kill(child.id(), "INT");
     let status = wait_for("fortilab up to exit", Duration::from_secs(30), || {
         child.try_wait().unwrap()
@@ -226,37 +285,59 @@ fn killing_the_orchestrator_takes_every_device_down() {
 }
 
 #[test]
-fn the_same_seed_gives_the_same_identities() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
+fn the_same_seed_gives_the_same_identities_and_random_secrets_unless_seeded() {
     let ids = |r: &serde_json::Value| {
         serde_json::json!([
             r["fortigate"]["serial"],
-            r["fortigate"]["api_token"],
             r["fortianalyzer"]["serial"],
-            r["fortianalyzer"]["api_token"],
             r["ems"]["serial"],
             r["endpoints"][0]["fctuid"],
             r["endpoints"][0]["mac"]
         ])
     };
-    let (mut c1, r1) = start_up(a.path(), "42");
-    let first = ids(&r1);
-    support::unsafe_free_kill(c1.id(), "TERM");
-    let _ = c1.wait();
-    let (mut c2, r2) = start_up(b.path(), "42");
-    let second = ids(&r2);
-    support::unsafe_free_kill(c2.id(), "TERM");
-    let _ = c2.wait();
-    assert_eq!(first, second);
-    assert!(
-        first
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|v| v.as_str().is_some_and(|s| !s.is_empty())),
-        "{first}"
-    );
+    let secrets = |r: &serde_json::Value| {
+        serde_json::json!([
+            r["fortigate"]["api_token"],
+            r["fortigate"]["admin"]["password"],
+            r["fortianalyzer"]["api_token"],
+            r["fortianalyzer"]["admin"]["password"],
+            r["ems"]["admin"]["password"]
+        ])
+    };
+    let run = |lab: Option<&Path>| {
+        let d = tempfile::tempdir().unwrap();
+        let (mut c, r) = start_up_lab(d.path(), "42", lab);
+        support::unsafe_free_kill(c.id(), "TERM");
+        let _ = c.wait();
+        r
+    };
+    let (r1, r2) = (run(None), run(None));
+    assert_eq!(ids(&r1), ids(&r2));
+    for v in [ids(&r1), secrets(&r1), secrets(&r2)] {
+        assert!(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v.as_str().is_some_and(|s| !s.is_empty())),
+            "{v}"
+        );
+    }
+    // Credentials and the lab token come from the OS CSPRNG, per lab.
+    let (s1, s2) = (secrets(&r1), secrets(&r2));
+    for (a, b) in s1.as_array().unwrap().iter().zip(s2.as_array().unwrap()) {
+        assert_ne!(a, b, "the same secret in two labs of the same seed");
+    }
+    assert_ne!(r1["lab_token"], r2["lab_token"]);
+    assert_eq!(r1["secrets"], "random");
+    // `[lab] secrets = "seeded"`: fixed credentials from the seed; the lab token stays random.
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("seeded.toml");
+    std::fs::write(&lab, "[lab]\nsecrets = \"seeded\"\n").unwrap();
+    let (r3, r4) = (run(Some(&lab)), run(Some(&lab)));
+    assert_eq!(secrets(&r3), secrets(&r4));
+    assert_eq!(ids(&r3), ids(&r1));
+    assert_eq!(r3["secrets"], "seeded");
+    assert_ne!(r3["lab_token"], r4["lab_token"]);
 }
 
 /// `fortilab up` with its JSON timeline (stdout) collected line by line in the background.
