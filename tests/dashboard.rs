@@ -304,7 +304,13 @@ fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
 
 /// The FortiAnalyzer's process id as the dashboard shows it (`lab.procs`).
 fn faz_pid(dash: &str) -> Option<u64> {
-    let st = json_body(&http(dash, "GET", "/api/state", None, Duration::from_secs(5)));
+    let st = json_body(&http(
+        dash,
+        "GET",
+        "/api/state",
+        None,
+        Duration::from_secs(5),
+    ));
     st["lab"]["procs"]
         .as_array()?
         .iter()
@@ -321,7 +327,10 @@ fn dashboard_lets_nobody_else_in(dash: &str, lab: &Proc) {
     assert!(r.starts_with("HTTP/1.1 401"), "{r}");
     assert!(r.contains("lab token required"), "{r}");
     let r = http_as(dash, "GET", "/", None, wait, "Accept: text/html\r\n");
-    assert!(r.starts_with("HTTP/1.1 401") && r.contains("text/html"), "{r}");
+    assert!(
+        r.starts_with("HTTP/1.1 401") && r.contains("text/html"),
+        "{r}"
+    );
     // The printed URL signs in once: a strict HttpOnly cookie and the clean URL.
     let r = http_as(dash, "GET", &format!("/?token={token}"), None, wait, "");
     assert!(r.starts_with("HTTP/1.1 303"), "{r}");
@@ -346,7 +355,10 @@ fn dashboard_lets_nobody_else_in(dash: &str, lab: &Proc) {
     let with_cookie = format!("Cookie: {cookie}\r\n");
     let r = http_as(dash, "GET", "/api/lab", None, wait, &with_cookie);
     assert!(r.starts_with("HTTP/1.1 200"), "{r}");
-    assert!(r.contains(token), "the signed-in browser reads the lab report");
+    assert!(
+        r.contains(token),
+        "the signed-in browser reads the lab report"
+    );
     // DNS rebinding: a foreign Host, even with the token, is refused.
     let r = http_as(
         dash,
@@ -354,7 +366,10 @@ fn dashboard_lets_nobody_else_in(dash: &str, lab: &Proc) {
         "/api/lab",
         None,
         wait,
-        &format!("Host: fortilab.evil.example\r\n{}\r\n", support::lab_header()),
+        &format!(
+            "Host: fortilab.evil.example\r\n{}\r\n",
+            support::lab_header()
+        ),
     );
     assert!(r.starts_with("HTTP/1.1 403"), "{r}");
     // A cross-origin text/plain POST (no CORS preflight needed) must not restart a device:
@@ -379,17 +394,27 @@ fn dashboard_lets_nobody_else_in(dash: &str, lab: &Proc) {
             "{extra:?}: {r}"
         );
     }
-    assert_eq!(faz_pid(dash), Some(before), "the FortiAnalyzer was restarted");
+    assert_eq!(
+        faz_pid(dash),
+        Some(before),
+        "the FortiAnalyzer was restarted"
+    );
     // The dashboard's own page may change state (same origin).
     let origin = format!("Origin: {}\r\n", dash.trim_end_matches('/'));
     // `start` right after an outside `kill -9` starts the device again (the orchestrator has
     // not noticed the death yet: the process is a zombie it has not reaped).
     support::unsafe_free_kill(before as u32, "KILL");
-    support::wait_for("the killed FortiAnalyzer to die", Duration::from_secs(10), || {
-        let stat = std::fs::read_to_string(format!("/proc/{before}/stat")).unwrap_or_default();
-        let state = stat.rsplit_once(')').map(|x| x.1.trim_start().chars().next());
-        (stat.is_empty() || state == Some(Some('Z'))).then_some(())
-    });
+    support::wait_for(
+        "the killed FortiAnalyzer to die",
+        Duration::from_secs(10),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{before}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .map(|x| x.1.trim_start().chars().next());
+            (stat.is_empty() || state == Some(Some('Z'))).then_some(())
+        },
+    );
     let r = http_as(
         dash,
         "POST",
@@ -399,9 +424,11 @@ fn dashboard_lets_nobody_else_in(dash: &str, lab: &Proc) {
         &format!("{with_cookie}{origin}"),
     );
     assert!(r.contains("\"ok\":true"), "{r}");
-    let after = support::wait_for("the FortiAnalyzer to run again", Duration::from_secs(30), || {
-        faz_pid(dash).filter(|p| *p != before)
-    });
+    let after = support::wait_for(
+        "the FortiAnalyzer to run again",
+        Duration::from_secs(30),
+        || faz_pid(dash).filter(|p| *p != before),
+    );
     assert!(
         std::path::Path::new(&format!("/proc/{after}")).exists(),
         "pid {after} is not running"

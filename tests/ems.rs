@@ -133,7 +133,8 @@ impl Lab {
             None,
             format!("127.0.0.1:{}", self.api_port).parse().unwrap(),
         )
-        .unwrap().with_lab_token(support::lab_token())
+        .unwrap()
+        .with_lab_token(support::lab_token())
     }
 
     fn control(&self) -> HttpsClient {
@@ -142,7 +143,9 @@ impl Lab {
             .unwrap()
             .to_string();
         let addr = url.trim_start_matches("https://").parse().unwrap();
-        HttpsClient::new(&self.ca_pem, None, addr).unwrap().with_lab_token(support::lab_token())
+        HttpsClient::new(&self.ca_pem, None, addr)
+            .unwrap()
+            .with_lab_token(support::lab_token())
     }
 
     fn ca_path(&self) -> String {
@@ -464,7 +467,8 @@ fn unauthorized_fortigate_is_refused_until_authorized() {
         Some(&cert),
         format!("127.0.0.1:{}", lab.api_port).parse().unwrap(),
     )
-    .unwrap().with_lab_token(support::lab_token());
+    .unwrap()
+    .with_lab_token(support::lab_token());
     let rt = rt();
 
     // Without a certificate or session: 401.

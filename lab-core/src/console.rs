@@ -195,7 +195,6 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, ConsoleError> 
     Ok(key)
 }
 
-
 /// Serves the console on `listener` until `shutdown`; open connections are disconnected then.
 pub async fn serve_ssh(
     listener: TcpListener,
@@ -1173,7 +1172,11 @@ mod tests {
         assert_eq!(bells, 1);
         let st = e.key(Key::Enter, &Fake);
         assert_eq!(st.submit, None, "nothing runs");
-        assert!(st.output.contains(&line_too_long_message()), "{:?}", st.output);
+        assert!(
+            st.output.contains(&line_too_long_message()),
+            "{:?}",
+            st.output
+        );
         assert!(st.output.ends_with("FGT # "));
         // The next line is a normal one.
         let (mut e2, _) = (e, ());

@@ -145,27 +145,10 @@ impl CommonArgs {
     /// The HTTP options of the device's servers (`--http-header-timeout`, else the
     /// environment, else the default).
     pub fn http_options(&self, lab_token: LabToken) -> anyhow::Result<HttpOptions> {
-        let mut o = HttpOptions::new(lab_token);
-        let secs = match self.http_header_timeout {
-            Some(s) => Some(s),
-            None => match std::env::var(crate::http::HEADER_TIMEOUT_ENV) {
-                Ok(v) => Some(v.trim().parse::<f64>().map_err(|_| {
-                    UsageError::new(format!(
-                        "{}={v}: not a number of seconds",
-                        crate::http::HEADER_TIMEOUT_ENV
-                    ))
-                })?),
-                Err(_) => None,
-            },
-        };
-        if let Some(s) = secs {
-            if !(s.is_finite() && s > 0.0) {
-                return Err(UsageError::new(format!(
-                    "--http-header-timeout {s}: must be a positive number of seconds"
-                ))
-                .into());
-            }
-            o.header_read_timeout = Duration::from_secs_f64(s);
+        let mut o = HttpOptions::from_env(lab_token).map_err(UsageError::new)?;
+        if let Some(s) = self.http_header_timeout {
+            o.header_read_timeout = crate::http::parse_timeout(&s.to_string())
+                .map_err(|e| UsageError::new(format!("--http-header-timeout {s}: {e}")))?;
         }
         Ok(o)
     }

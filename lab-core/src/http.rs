@@ -63,6 +63,33 @@ impl HttpOptions {
     pub fn for_tests() -> Self {
         Self::new(LabToken::generate())
     }
+
+    /// The defaults with `lab_token`, the head timeout from [`HEADER_TIMEOUT_ENV`] when set.
+    pub fn from_env(lab_token: LabToken) -> Result<Self, String> {
+        let mut o = Self::new(lab_token);
+        if let Some(t) = header_timeout_from_env()? {
+            o.header_read_timeout = t;
+        }
+        Ok(o)
+    }
+}
+
+/// The request head timeout [`HEADER_TIMEOUT_ENV`] asks for (`None` when unset).
+pub fn header_timeout_from_env() -> Result<Option<Duration>, String> {
+    match std::env::var(HEADER_TIMEOUT_ENV) {
+        Ok(v) => parse_timeout(&v)
+            .map(Some)
+            .map_err(|e| format!("{HEADER_TIMEOUT_ENV}={v}: {e}")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A positive number of seconds (fractions allowed).
+pub fn parse_timeout(v: &str) -> Result<Duration, String> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        _ => Err("not a positive number of seconds".into()),
+    }
 }
 
 /// Whether `path` addresses a lab surface: one of its segments (percent-decoded) is `_lab`.
@@ -347,7 +374,14 @@ mod tests {
         ] {
             assert!(is_lab_path(p), "{p}");
         }
-        for p in ["/api/v2/cmdb/firewall/policy", "/jsonrpc", "/_labx/y", "/lab/x", "/", "%"] {
+        for p in [
+            "/api/v2/cmdb/firewall/policy",
+            "/jsonrpc",
+            "/_labx/y",
+            "/lab/x",
+            "/",
+            "%",
+        ] {
             assert!(!is_lab_path(p), "{p}");
         }
     }

@@ -138,8 +138,7 @@ impl LogRecord {
             match v {
                 LogValue::Str(s) => {
                     out.push('"');
-                    if s
-                        .bytes()
+                    if s.bytes()
                         .any(|b| matches!(b, b'"' | b'\\') || b < 0x20 || b == 0x7f)
                     {
                         for c in s.chars() {
@@ -454,7 +453,10 @@ mod tests {
             !line.bytes().any(|b| b < 0x20 || b == 0x7f),
             "no raw control character: {line:?}"
         );
-        assert!(line.contains(r#"\x1b[31m"#) && line.contains(r#"\x09"#), "{line}");
+        assert!(
+            line.contains(r#"\x1b[31m"#) && line.contains(r#"\x09"#),
+            "{line}"
+        );
         assert!(line.ends_with(" n=1"), "the value stays one field: {line}");
         let back = LogRecord::parse(&line).unwrap();
         assert_eq!(back.text("hostname").unwrap(), hostile);

@@ -217,11 +217,10 @@ fn read_map(path: &Path) -> Result<Option<BTreeMap<String, String>>, SecretsErro
             })
         }
     };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| SecretsError::Format {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| SecretsError::Format {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let obj = v.as_object().ok_or_else(|| SecretsError::Format {
         path: path.to_path_buf(),
         message: "not an object".into(),
@@ -283,7 +282,10 @@ impl Secrets {
     /// fresh one from the CSPRNG (then kept).
     pub fn credential(&self, label: &str, n: usize) -> Result<String, SecretsError> {
         if self.mode == SecretsMode::Seeded {
-            return Ok(crate::rng::token(&mut crate::rng::stream(self.seed, label), n));
+            return Ok(crate::rng::token(
+                &mut crate::rng::stream(self.seed, label),
+                n,
+            ));
         }
         self.kept_or_new(label, || random_token(n))
     }
@@ -341,8 +343,13 @@ mod tests {
         let b = tempfile::tempdir().unwrap();
         let pa = a.path().join(SECRETS_FILE);
         let sa = Secrets::open(Some(&pa), None, SecretsMode::Random, 1).unwrap();
-        let sb = Secrets::open(Some(&b.path().join(SECRETS_FILE)), None, SecretsMode::Random, 1)
-            .unwrap();
+        let sb = Secrets::open(
+            Some(&b.path().join(SECRETS_FILE)),
+            None,
+            SecretsMode::Random,
+            1,
+        )
+        .unwrap();
         let x = sa.credential("fortigate/admin-password", 16).unwrap();
         assert_eq!(x.len(), 16);
         assert_ne!(x, sb.credential("fortigate/admin-password", 16).unwrap());
@@ -388,8 +395,13 @@ mod tests {
         if std::env::var(LAB_TOKEN_ENV).is_err() {
             assert_eq!(s.lab_token().unwrap().as_str(), "from-the-lab");
         }
-        assert!(Secrets::open(None, Some(&d.path().join("missing")), SecretsMode::Random, 1)
-            .is_err());
+        assert!(Secrets::open(
+            None,
+            Some(&d.path().join("missing")),
+            SecretsMode::Random,
+            1
+        )
+        .is_err());
     }
 
     #[test]

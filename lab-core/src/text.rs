@@ -42,7 +42,10 @@ mod tests {
     #[test]
     fn escapes_are_shown_not_obeyed() {
         assert_eq!(printable("PC-52", false), "PC-52");
-        assert!(matches!(printable("PC-52", false), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            printable("PC-52", false),
+            std::borrow::Cow::Borrowed(_)
+        ));
         assert_eq!(
             printable("a\x1b[2Jb\x07\u{9b}c", false),
             "a\\x1b[2Jb\\x07\\u{9b}c"

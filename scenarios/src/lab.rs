@@ -917,8 +917,10 @@ mod tests {
                        "endpoints": [{"control": "https://192.168.1.5:9/endpoints/PC-52"}],
                        "internet": {"control": "https://localhost:7/"},
                        "fortianalyzer": {"api": "https://[::1]:443"}});
+        let mut found = non_loopback_listeners(&r);
+        found.sort();
         assert_eq!(
-            non_loopback_listeners(&r),
+            found,
             vec![
                 "endpoints[0].control https://192.168.1.5:9/endpoints/PC-52".to_string(),
                 "fortigate.api https://0.0.0.0:443".to_string()

@@ -70,11 +70,9 @@ pub fn resolve(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<EmsCon
             .credential("ems/admin-password", 12)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     };
-    let http = args.common.http_options(
-        secrets
-            .lab_token()
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-    )?;
+    let http = args
+        .common
+        .http_options(secrets.lab_token().map_err(|e| anyhow::anyhow!("{e}"))?)?;
     let ka = match file.ka_interval {
         Some(s) => Duration::from_secs_f64(s),
         None => args

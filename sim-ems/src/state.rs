@@ -722,8 +722,7 @@ mod tests {
         };
         assert_eq!(code_accepted, Some(true));
         // A restart: the state goes through its persisted form.
-        let mut st: EmsState =
-            serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        let mut st: EmsState = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
         st.reindex();
         st.quarantine(
             id,

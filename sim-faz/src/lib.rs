@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use fortilab_core::device::Timing;
 use fortilab_core::http::HttpOptions;
-use fortilab_core::secrets::{Secrets, SecretsMode};
 use fortilab_core::logchan::{Hello, LogReceiver};
+use fortilab_core::secrets::{Secrets, SecretsMode};
 use fortilab_core::tls::{ClientAuth, LabCa};
 use fortilab_core::LabClock;
 use serde_json::{json, Value};
@@ -278,8 +278,7 @@ pub async fn start(
         let l = listeners.api;
         let http = cfg.http.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, router, http, stop).await
-            {
+            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, router, http, stop).await {
                 tracing::error!(error = %e, "API server failed");
             }
         }));

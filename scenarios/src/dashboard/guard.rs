@@ -113,9 +113,7 @@ impl Guard {
                 ));
             }
         }
-        let fetch_site = headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok());
+        let fetch_site = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok());
         let changes_state = !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         if changes_state && matches!(fetch_site, Some(s) if s != "same-origin" && s != "none") {
             return Decision::Respond(refuse(
@@ -175,7 +173,10 @@ impl Guard {
             h.insert(header::SET_COOKIE, v);
         }
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+        h.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
         r
     }
 
@@ -295,13 +296,25 @@ mod tests {
         };
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         assert_eq!(r.headers()[header::LOCATION], "/?x=1");
-        let cookie = r.headers()[header::SET_COOKIE].to_str().unwrap().to_string();
-        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
-        assert!(!cookie.contains("tok3n"), "the cookie is not the token: {cookie}");
+        let cookie = r.headers()[header::SET_COOKIE]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+            "{cookie}"
+        );
+        assert!(
+            !cookie.contains("tok3n"),
+            "the cookie is not the token: {cookie}"
+        );
         let pair = cookie.split(';').next().unwrap().to_string();
         // The cookie signs the browser in, for reads and same-origin state changes.
         let h = headers(&[("host", "127.0.0.1:4242"), ("cookie", &pair)]);
-        assert_eq!(status(g.check(&Method::GET, &"/api/lab".parse().unwrap(), &h)), 200);
+        assert_eq!(
+            status(g.check(&Method::GET, &"/api/lab".parse().unwrap(), &h)),
+            200
+        );
         let h = headers(&[
             ("host", "127.0.0.1:4242"),
             ("cookie", &pair),
@@ -387,6 +400,9 @@ mod tests {
             .unwrap()
             .starts_with("text/html"));
         let h = headers(&[("host", "127.0.0.1:4242"), ("x-fortilab-token", "wrong")]);
-        assert_eq!(status(g.check(&Method::GET, &"/api/lab".parse().unwrap(), &h)), 401);
+        assert_eq!(
+            status(g.check(&Method::GET, &"/api/lab".parse().unwrap(), &h)),
+            401
+        );
     }
 }

@@ -81,13 +81,11 @@ pub async fn serve(
         guard,
         guard::middleware,
     ));
-    fortilab_core::http::serve_http(
-        listener,
-        router,
-        fortilab_core::http::HttpOptions::new(token),
-        shutdown,
-    )
-    .await
+    let opts = fortilab_core::http::HttpOptions::from_env(token.clone()).unwrap_or_else(|e| {
+        tracing::warn!("{e}; the dashboard keeps the default request head timeout");
+        fortilab_core::http::HttpOptions::new(token)
+    });
+    fortilab_core::http::serve_http(listener, router, opts, shutdown).await
 }
 
 /// The URL that signs a browser in once (`fortilab up` prints it): the dashboard URL with

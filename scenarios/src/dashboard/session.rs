@@ -334,7 +334,8 @@ impl LabSession {
         };
         self.timeline.clear();
         self.timeline.set_clock(lab.clock);
-        *self.stream_client.lock().unwrap() = clients::stream_client(&lab.ca, Some(&lab.lab_token))?;
+        *self.stream_client.lock().unwrap() =
+            clients::stream_client(&lab.ca, Some(&lab.lab_token))?;
         let clients = Clients::new(&lab)?;
         {
             let mut r = lab.ready_report(self.dashboard.lock().unwrap().as_deref());

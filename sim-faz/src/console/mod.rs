@@ -194,18 +194,13 @@ impl ConsoleSession for Session {
     /// config file's `[api] session_timeout`: 300 lab seconds by default) [P].
     fn idle_timeout(&self) -> Option<std::time::Duration> {
         let secs = self.faz.id.session_timeout.max(1) as u64;
-        Some(
-            self.faz
-                .clock
-                .to_real(std::time::Duration::from_secs(secs)),
-        )
+        Some(self.faz.clock.to_real(std::time::Duration::from_secs(secs)))
     }
 
     fn on_idle_timeout(&mut self) {
-        self.faz.bus.emit(
-            "console.timeout",
-            json!({"user": self.user, "ui": self.ui}),
-        );
+        self.faz
+            .bus
+            .emit("console.timeout", json!({"user": self.user, "ui": self.ui}));
     }
 
     fn on_close(&mut self) {
