@@ -340,7 +340,17 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AppServi
         if is_lab_path(req.uri().path()) {
             if let Some(refused) = check_lab_token(&self.token, req.headers()) {
                 tracing::debug!(peer = %self.info.peer, path = %req.uri().path(), "lab request without a valid lab token");
-                return Box::pin(async move { Ok(refused) });
+                return Box::pin(async move {
+                    // Read (a bounded part of) the body first: an HTTP/2 client still sending
+                    // it would otherwise see its stream reset instead of the 401.
+                    let body = http_body_util::Limited::new(req.into_body(), 64 * 1024);
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        http_body_util::BodyExt::collect(body),
+                    )
+                    .await;
+                    Ok(refused)
+                });
             }
         }
         req.extensions_mut().insert(self.info.clone());
