@@ -776,6 +776,47 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     let r = admin.call("GET", "/api/v1/no/such/thing", None);
     assert_eq!(r.status, 404);
 
+    // A host name with control characters and markup is accepted as FortiClient sent it,
+    // kept as data (JSON-escaped in the API and the events) and shown escaped on a terminal.
+    let hostile = "PC-<b onmouseover=alert(1)>\u{1b}[2J\u{7}\"evil\"";
+    let mut reg = fortilab_ems::proto::Frame::new(
+        "FCTUID",
+        "FEDCBA9876543210FEDCBA9876543210",
+        "REGISTER",
+        "SYSINFO",
+    )
+    .head("IP", "10.115.2.98")
+    .head("MAC", "02-00-00-00-00-98")
+    .head("EC_QUARANTINED", 0);
+    reg.put("HOSTNAME", hostile).put("USER", "mallory");
+    let r = rt
+        .block_on(fortilab_ems::client::tls_exchange(
+            tel,
+            &lab.ca_pem,
+            &reg.encode(),
+            Duration::from_millis(500),
+        ))
+        .unwrap();
+    let (reply, _) = fortilab_ems::proto::parse_frame(&r).unwrap().unwrap();
+    assert_eq!(reply.value("STATUS"), Some("OK"), "{reply:?}");
+    let ep = admin.endpoint("10.115.2.98").unwrap();
+    assert_eq!(ep["name"], hostile);
+    let ev = wait_for("the registration event", Duration::from_secs(10), || {
+        events(&api)
+            .into_iter()
+            .find(|e| e.to_string().contains("FEDCBA9876543210FEDCBA9876543210"))
+    });
+    let line = fortilab_scenarios::timeline::format_event(
+        &ev,
+        &fortilab_core::LabClock::real(),
+        true,
+    );
+    assert!(
+        !line.contains('\u{7}') && !line.contains("\u{1b}[2J"),
+        "terminal escapes reach the terminal: {line:?}"
+    );
+    assert!(line.contains(r"\x1b[2J"), "shown escaped: {line:?}");
+
     // Still serving: the registered endpoint is listed, deleting it works.
     let ep = admin.endpoint("10.115.2.99").unwrap();
     assert_eq!(ep["name"], "PC-99");
