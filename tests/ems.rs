@@ -806,11 +806,8 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
             .into_iter()
             .find(|e| e.to_string().contains("FEDCBA9876543210FEDCBA9876543210"))
     });
-    let line = fortilab_scenarios::timeline::format_event(
-        &ev,
-        &fortilab_core::LabClock::real(),
-        true,
-    );
+    let line =
+        fortilab_scenarios::timeline::format_event(&ev, &fortilab_core::LabClock::real(), true);
     assert!(
         !line.contains('\u{7}') && !line.contains("\u{1b}[2J"),
         "terminal escapes reach the terminal: {line:?}"

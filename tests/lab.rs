@@ -877,6 +877,15 @@ fn every_http_listener_closes_a_partial_request_head_within_the_timeout() {
             "dashboard",
             (sock(r["dashboard"].as_str().unwrap()), None, false),
         ),
+        // Syslog over TCP: a started message has as long as a request head to complete.
+        (
+            "fortianalyzer syslog tcp",
+            (
+                sock(r["fortianalyzer"]["syslog"].as_str().unwrap()),
+                None,
+                false,
+            ),
+        ),
     ];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

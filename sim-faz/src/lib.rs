@@ -294,7 +294,9 @@ pub async fn start(
         }));
     }
     if let (Some(u), Some(t)) = (listeners.syslog_udp, listeners.syslog_tcp) {
-        let _ = syslog::start(faz.clone(), u, t, shutdown.clone());
+        // A started syslog message has as long to complete as an HTTP request head.
+        let partial = cfg.http.header_read_timeout;
+        let _ = syslog::start(faz.clone(), u, t, partial, shutdown.clone());
     }
     let (console, ssh_addr) = match listeners.ssh {
         Some(l) => match console::serve(faz.clone(), l, &cfg.data_dir, shutdown.clone()).await {
