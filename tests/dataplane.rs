@@ -185,3 +185,55 @@ fn sim_internet_rejects_a_bad_site_definition_with_exit_2_and_position() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sites.toml:3:"), "{err}");
 }
+
+#[test]
+fn a_standalone_device_makes_its_own_lab_token_and_keeps_it_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // No FORTILAB_LAB_TOKEN and no secrets file: the device makes its own token.
+    let start = || {
+        Proc::spawn_with_env(
+            "sim-internet",
+            dir.path(),
+            &["--data-dir", data.to_str().unwrap()],
+            &[("FORTILAB_LAB_TOKEN", "")],
+        )
+    };
+    let mut p = start();
+    let token = p.ready["internet"]["lab_token"]
+        .as_str()
+        .expect("lab_token in the ready file")
+        .to_string();
+    assert!(
+        token.len() >= 32 && token != support::lab_token(),
+        "{token}"
+    );
+    // Kept in the data directory's secrets.json, readable by the owner only.
+    let secrets = data.join("secrets.json");
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&secrets).unwrap()).unwrap();
+    assert_eq!(kept["lab_token"], token.as_str());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let ready = dir.path().join("sim-internet.ready.json");
+        let mode = std::fs::metadata(&ready).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the ready file holds the token");
+    }
+    // It opens the lab surface; the test process's shared token does not.
+    let control = addr(&p.ready["internet"]["control"]);
+    let ca_pem = std::fs::read_to_string(p.ready["internet"]["ca_cert"].as_str().unwrap()).unwrap();
+    let tls = fortilab_core::tls::client_config_from_pem(&ca_pem, None).unwrap();
+    let get = |t: &str| {
+        let mut g = Get::new(control, "localhost", "/_lab/health").header("X-Fortilab-Token", t);
+        g.tls = Some((tls.clone(), "localhost".into()));
+        rt().block_on(fetch(&g)).unwrap().status
+    };
+    assert_eq!(get(&token), 200);
+    assert_eq!(get(support::lab_token()), 401);
+    assert!(p.terminate().success());
+    // Restarted on the same data directory: the same token.
+    let p2 = start();
+    assert_eq!(p2.ready["internet"]["lab_token"], token.as_str());
+}
