@@ -611,7 +611,12 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
     let st = lab.ems.terminate();
     assert!(st.success(), "{st:?}");
     lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
+    let before_restart = admin;
     let admin = Admin::signin(lab.api(), lab.api_port);
+    // A session from before the restart opens nothing, and the new one has another id.
+    let r = before_restart.call("GET", "/api/v1/endpoints/index", None);
+    assert_eq!(r.status, 401, "an old EMS session cookie still works");
+    assert_ne!(before_restart.session.cookie, admin.session.cookie);
     let after = admin.endpoint("10.115.2.52").unwrap();
     assert_eq!(after["quarantine_access_code"], code.as_str());
     // The code still works after the restarts.
@@ -619,6 +624,36 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
     wait_for("EMS shows the release", Duration::from_secs(20), || {
         (admin.endpoint("10.115.2.52")?["is_quarantined"] == 0).then_some(())
     });
+
+    // Once more after a restart: a new quarantine has a new code and the used one is refused.
+    assert!(lab.ems.terminate().success());
+    lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
+    let admin = Admin::signin(lab.api(), lab.api_port);
+    wait_for("PC-52 back in touch", Duration::from_secs(20), || {
+        admin.endpoint("10.115.2.52")
+    });
+    let r = admin.call(
+        "POST",
+        "/api/v1/clients/quarantine",
+        Some(json!({"addresses": [{"ip": "10.115.2.52"}]})),
+    );
+    assert_eq!(r.status, 200);
+    let second = admin.endpoint("10.115.2.52").unwrap()["quarantine_access_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(second, code, "a used access code was issued again");
+    wait_for("quarantined again", Duration::from_secs(20), || {
+        ep_status(&ctl, "PC-52")["quarantined"]
+            .as_bool()
+            .filter(|q| *q)
+    });
+    let used = access_code(&ctl, "PC-52", &code);
+    assert_eq!(
+        used.status, 403,
+        "the used code released the endpoint again"
+    );
+    assert_eq!(access_code(&ctl, "PC-52", &second).status, 200);
 }
 
 #[test]
