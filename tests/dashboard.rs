@@ -402,7 +402,8 @@ fn dashboard_lets_nobody_else_in(dash: &str, lab: &Proc) {
     // The dashboard's own page may change state (same origin).
     let origin = format!("Origin: {}\r\n", dash.trim_end_matches('/'));
     // `start` right after an outside `kill -9` starts the device again (the orchestrator has
-    // not noticed the death yet: the process is a zombie it has not reaped).
+    // not noticed the death yet: the process is a zombie it has not reaped, its other threads
+    // may still be exiting).
     support::unsafe_free_kill(before as u32, "KILL");
     support::wait_for(
         "the killed FortiAnalyzer to die",

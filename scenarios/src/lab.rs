@@ -670,8 +670,9 @@ impl Lab {
             let pinned = self.pinned.get(&label).cloned().unwrap_or_default();
             let p = self.proc_by_label(&label);
             // A process that died behind the orchestrator's back (`kill -9` from outside) still
-            // has its child handle: only a running one is left alone.
-            if p.state() == crate::procs::ProcState::Running {
+            // has its child handle, and for a few milliseconds after the kill it cannot be
+            // reaped yet: wait for that, then only a running one is left alone.
+            if p.settled_state(Duration::from_secs(5)).await == crate::procs::ProcState::Running {
                 continue;
             }
             // The pinned flags come last so they override the first start's defaults.
