@@ -58,7 +58,9 @@ fn main() {
         let eps: Vec<serde_json::Value> =
             report["endpoints"].as_array().cloned().unwrap_or_default();
         let flow = rt.block_on(async {
-            let client = http_client(&ca, false).unwrap();
+            let token =
+                fortilab_core::secrets::LabToken::new(report["lab_token"].as_str().unwrap());
+            let client = http_client(&ca, false, Some(&token)).unwrap();
             let endpoints = Endpoints::new(&eps, client);
             let t = Instant::now();
             let ans = endpoints

@@ -241,7 +241,8 @@ impl Lab {
                 None,
                 format!("127.0.0.1:{}", self.ems_port).parse().unwrap(),
             )
-            .unwrap(),
+            .unwrap()
+            .with_lab_token(support::lab_token()),
             self.ems_port,
         )
     }

@@ -363,6 +363,60 @@ fn openssh_runs_the_seed_snippets_interactively_with_fortios_prompts_help_and_er
 }
 
 #[test]
+fn an_over_long_line_is_refused_and_an_idle_console_closes_after_admintimeout() {
+    let dir = tmpdir("idle");
+    let cfg = dir.join("idle.conf");
+    std::fs::write(&cfg, "config system global\n    set admintimeout 1\nend\n").unwrap();
+    // At ×60 the lab clock makes admintimeout's one minute one real second.
+    let fgt = Fgt::start(
+        &dir,
+        &["--config", cfg.to_str().unwrap(), "--clock-speed", "60"],
+    );
+    let mut c = fgt.ssh(&fgt.password(), "idle");
+    c.args(["-tt", "admin@127.0.0.1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().expect("ssh");
+    let mut stdin = child.stdin.take().unwrap();
+    // A 5,000-character line (FortiOS refuses over-long input), then a normal command.
+    let long = "x".repeat(5000);
+    stdin
+        .write_all(format!("{long}\nget system status\n").as_bytes())
+        .unwrap();
+    let started = std::time::Instant::now();
+    // stdin stays open: only the idle timeout can end the session.
+    let out = wait_output(child, LONG);
+    let elapsed = started.elapsed();
+    drop(stdin);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("Command line too long (more than 4096 characters)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Version: FortiGate-VM64"),
+        "the session goes on after the refused line: {text}"
+    );
+    assert!(
+        !text.contains(&"x".repeat(4097)),
+        "keys past the limit are not echoed"
+    );
+    assert!(
+        elapsed < Duration::from_secs(20),
+        "closed after {elapsed:?}"
+    );
+    // The logout log says why.
+    let logs = wait_for("the timeout logout log", LONG, || {
+        let l = fgt.event_logs("0100032003");
+        l.iter().any(|l| l["reason"] == "timeout").then_some(l)
+    });
+    let l = logs.iter().find(|l| l["reason"] == "timeout").unwrap();
+    assert_eq!(l["action"], "logout", "{l}");
+    assert!(l["msg"].as_str().unwrap().contains("timed out"), "{l}");
+}
+
+#[test]
 fn wrong_password_is_refused_and_logged() {
     let dir = tmpdir("badpw");
     let fgt = Fgt::start(&dir, &[]);
@@ -468,8 +522,9 @@ fn config_script_upload_runs_cli_through_the_same_engine() {
 // diagnose automation test → EMS quarantine (real sim-ems and sim-endpoint).
 
 fn ems_signin(ca_pem: &str, port: u16) -> (HttpsClient, EmsSession) {
-    let client =
-        HttpsClient::new(ca_pem, None, format!("127.0.0.1:{port}").parse().unwrap()).unwrap();
+    let client = HttpsClient::new(ca_pem, None, format!("127.0.0.1:{port}").parse().unwrap())
+        .unwrap()
+        .with_lab_token(support::lab_token());
     let session = block(EmsSession::signin(&client, port));
     (client, session)
 }

@@ -41,9 +41,23 @@ fn start_lab(dir: &std::path::Path) -> Proc {
     )
 }
 
-/// A plain HTTP/1.1 request to the dashboard (no client library needed); returns the status
-/// line, the headers and the body read so far (up to `limit` bytes or `wait`).
+/// A plain HTTP/1.1 request to the dashboard (no client library needed) with the lab token;
+/// returns the status line, the headers and the body read so far (up to `wait`).
 fn http(base: &str, method: &str, path: &str, body: Option<&str>, wait: Duration) -> String {
+    let token = format!("{}\r\n", support::lab_header());
+    http_as(base, method, path, body, wait, &token)
+}
+
+/// [`http`] with `extra` header lines (each ending in CRLF) instead of the lab token; a
+/// `Host:` line among them replaces the right one.
+fn http_as(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    wait: Duration,
+    extra: &str,
+) -> String {
     let hostport = base
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -52,8 +66,18 @@ fn http(base: &str, method: &str, path: &str, body: Option<&str>, wait: Duration
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let body = body.unwrap_or("");
+    let host = if extra.to_ascii_lowercase().contains("host:") {
+        String::new()
+    } else {
+        format!("Host: {hostport}\r\n")
+    };
+    let ctype = if extra.to_ascii_lowercase().contains("content-type:") {
+        ""
+    } else {
+        "Content-Type: application/json\r\n"
+    };
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\n{host}{ctype}{extra}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     s.write_all(req.as_bytes()).unwrap();
@@ -93,6 +117,8 @@ fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
         Duration::from_secs(2),
     );
     assert!(js.contains("text/javascript") && js.contains("EventSource"));
+
+    dashboard_lets_nobody_else_in(&dash, &lab);
 
     // The timeline: a hello, then batches with generation:index ids; resuming from an id
     // gives only what came after it.
@@ -273,6 +299,140 @@ fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
         st.success(),
         "fortilab up exited with {st}:\n{}",
         lab.stderr()
+    );
+}
+
+/// The FortiAnalyzer's process id as the dashboard shows it (`lab.procs`).
+fn faz_pid(dash: &str) -> Option<u64> {
+    let st = json_body(&http(
+        dash,
+        "GET",
+        "/api/state",
+        None,
+        Duration::from_secs(5),
+    ));
+    st["lab"]["procs"]
+        .as_array()?
+        .iter()
+        .find(|p| p["label"] == "fortianalyzer" && p["running"] == true)
+        .and_then(|p| p["pid"].as_u64())
+}
+
+/// Sign-in, the Host and Origin checks, and a start right after an outside `kill -9`.
+fn dashboard_lets_nobody_else_in(dash: &str, lab: &Proc) {
+    let token = lab.ready["lab_token"].as_str().expect("lab_token");
+    let wait = Duration::from_secs(2);
+    // No token: 401 for the API (JSON) and the page; every device's lab surface too.
+    let r = http_as(dash, "GET", "/api/lab", None, wait, "");
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    assert!(r.contains("lab token required"), "{r}");
+    let r = http_as(dash, "GET", "/", None, wait, "Accept: text/html\r\n");
+    assert!(
+        r.starts_with("HTTP/1.1 401") && r.contains("text/html"),
+        "{r}"
+    );
+    // The printed URL signs in once: a strict HttpOnly cookie and the clean URL.
+    let r = http_as(dash, "GET", &format!("/?token={token}"), None, wait, "");
+    assert!(r.starts_with("HTTP/1.1 303"), "{r}");
+    assert!(r.to_ascii_lowercase().contains("location: /\r\n"), "{r}");
+    let cookie_line = r
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("set-cookie:"))
+        .expect("set-cookie");
+    assert!(
+        cookie_line.contains("HttpOnly") && cookie_line.contains("SameSite=Strict"),
+        "{cookie_line}"
+    );
+    let cookie = cookie_line
+        .split_once(':')
+        .unwrap()
+        .1
+        .split(';')
+        .next()
+        .unwrap()
+        .trim()
+        .to_string();
+    let with_cookie = format!("Cookie: {cookie}\r\n");
+    let r = http_as(dash, "GET", "/api/lab", None, wait, &with_cookie);
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        r.contains(token),
+        "the signed-in browser reads the lab report"
+    );
+    // DNS rebinding: a foreign Host, even with the token, is refused.
+    let r = http_as(
+        dash,
+        "GET",
+        "/api/lab",
+        None,
+        wait,
+        &format!(
+            "Host: fortilab.evil.example\r\n{}\r\n",
+            support::lab_header()
+        ),
+    );
+    assert!(r.starts_with("HTTP/1.1 403"), "{r}");
+    // A cross-origin text/plain POST (no CORS preflight needed) must not restart a device:
+    // neither with the cookie (a browser with SameSite=Strict would not even send it) nor
+    // without.
+    let before = faz_pid(dash).expect("FortiAnalyzer running");
+    for extra in [
+        format!("{with_cookie}Origin: http://evil.example\r\nContent-Type: text/plain\r\n"),
+        "Origin: http://evil.example\r\nContent-Type: text/plain\r\n".to_string(),
+        format!("{with_cookie}Content-Type: text/plain\r\nSec-Fetch-Site: cross-site\r\n"),
+    ] {
+        let r = http_as(
+            dash,
+            "POST",
+            "/api/device/fortianalyzer/restart",
+            Some("{}"),
+            wait,
+            &extra,
+        );
+        assert!(
+            r.starts_with("HTTP/1.1 403") || r.starts_with("HTTP/1.1 401"),
+            "{extra:?}: {r}"
+        );
+    }
+    assert_eq!(
+        faz_pid(dash),
+        Some(before),
+        "the FortiAnalyzer was restarted"
+    );
+    // The dashboard's own page may change state (same origin).
+    let origin = format!("Origin: {}\r\n", dash.trim_end_matches('/'));
+    // `start` right after an outside `kill -9` starts the device again (the orchestrator has
+    // not noticed the death yet: the process is a zombie it has not reaped, its other threads
+    // may still be exiting).
+    support::unsafe_free_kill(before as u32, "KILL");
+    support::wait_for(
+        "the killed FortiAnalyzer to die",
+        Duration::from_secs(10),
+        || {
+            let stat = std::fs::read_to_string(format!("/proc/{before}/stat")).unwrap_or_default();
+            let state = stat
+                .rsplit_once(')')
+                .map(|x| x.1.trim_start().chars().next());
+            (stat.is_empty() || state == Some(Some('Z'))).then_some(())
+        },
+    );
+    let r = http_as(
+        dash,
+        "POST",
+        "/api/device/fortianalyzer/start",
+        Some("{}"),
+        Duration::from_secs(30),
+        &format!("{with_cookie}{origin}"),
+    );
+    assert!(r.contains("\"ok\":true"), "{r}");
+    let after = support::wait_for(
+        "the FortiAnalyzer to run again",
+        Duration::from_secs(30),
+        || faz_pid(dash).filter(|p| *p != before),
+    );
+    assert!(
+        std::path::Path::new(&format!("/proc/{after}")).exists(),
+        "pid {after} is not running"
     );
 }
 

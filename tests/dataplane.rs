@@ -100,12 +100,19 @@ fn sim_internet_serves_eicar_http_https_and_the_ioc_address_behind_a_proxy_heade
         assert_eq!((f.status, f.header("x-lab-site")), (200, Some("ioc-test")));
 
         // The lab surface.
+        let json = |f: &Fetched| serde_json::from_slice::<serde_json::Value>(&f.body).unwrap();
         let ctl = |path: &str| {
-            let mut g = Get::new(control, "localhost", path);
+            let mut g = Get::new(control, "localhost", path)
+                .header("X-Fortilab-Token", support::lab_token());
             g.tls = Some((tls.clone(), "localhost".into()));
             g
         };
-        let json = |f: &Fetched| serde_json::from_slice::<serde_json::Value>(&f.body).unwrap();
+        // Without the lab token the control surface answers 401 with a JSON error.
+        let mut anon = Get::new(control, "localhost", "/_lab/sites");
+        anon.tls = Some((tls.clone(), "localhost".into()));
+        let f = fetch(&anon).await.unwrap();
+        assert_eq!(f.status, 401);
+        assert_eq!(json(&f)["error"], "lab token required");
         let f = fetch(&ctl("/_lab/health")).await.unwrap();
         assert_eq!(
             (f.status, json(&f)["ok"].clone()),
@@ -177,4 +184,56 @@ fn sim_internet_rejects_a_bad_site_definition_with_exit_2_and_position() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sites.toml:3:"), "{err}");
+}
+
+#[test]
+fn a_standalone_device_makes_its_own_lab_token_and_keeps_it_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // No FORTILAB_LAB_TOKEN and no secrets file: the device makes its own token.
+    let start = || {
+        Proc::spawn_with_env(
+            "sim-internet",
+            dir.path(),
+            &["--data-dir", data.to_str().unwrap()],
+            &[("FORTILAB_LAB_TOKEN", "")],
+        )
+    };
+    let mut p = start();
+    let token = p.ready["internet"]["lab_token"]
+        .as_str()
+        .expect("lab_token in the ready file")
+        .to_string();
+    assert!(
+        token.len() >= 32 && token != support::lab_token(),
+        "{token}"
+    );
+    // Kept in the data directory's secrets.json, readable by the owner only.
+    let secrets = data.join("secrets.json");
+    let kept: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&secrets).unwrap()).unwrap();
+    assert_eq!(kept["lab_token"], token.as_str());
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&secrets).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let ready = dir.path().join("sim-internet.ready.json");
+        let mode = std::fs::metadata(&ready).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the ready file holds the token");
+    }
+    // It opens the lab surface; the test process's shared token does not.
+    let control = addr(&p.ready["internet"]["control"]);
+    let ca_pem = std::fs::read_to_string(p.ready["internet"]["ca_cert"].as_str().unwrap()).unwrap();
+    let tls = fortilab_core::tls::client_config_from_pem(&ca_pem, None).unwrap();
+    let get = |t: &str| {
+        let mut g = Get::new(control, "localhost", "/_lab/health").header("X-Fortilab-Token", t);
+        g.tls = Some((tls.clone(), "localhost".into()));
+        rt().block_on(fetch(&g)).unwrap().status
+    };
+    assert_eq!(get(&token), 200);
+    assert_eq!(get(support::lab_token()), 401);
+    assert!(p.terminate().success());
+    // Restarted on the same data directory: the same token.
+    let p2 = start();
+    assert_eq!(p2.ready["internet"]["lab_token"], token.as_str());
 }

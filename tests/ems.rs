@@ -134,6 +134,7 @@ impl Lab {
             format!("127.0.0.1:{}", self.api_port).parse().unwrap(),
         )
         .unwrap()
+        .with_lab_token(support::lab_token())
     }
 
     fn control(&self) -> HttpsClient {
@@ -142,7 +143,9 @@ impl Lab {
             .unwrap()
             .to_string();
         let addr = url.trim_start_matches("https://").parse().unwrap();
-        HttpsClient::new(&self.ca_pem, None, addr).unwrap()
+        HttpsClient::new(&self.ca_pem, None, addr)
+            .unwrap()
+            .with_lab_token(support::lab_token())
     }
 
     fn ca_path(&self) -> String {
@@ -255,7 +258,8 @@ ep = [e for e in data["endpoints"] if e["ip_addr"] == "10.115.2.52"][0]
 assert ep["is_quarantined"] == 0 and ep["is_ems_online"] == 1 and ep["name"] == "PC-52", ep
 
 def fetch():
-    return requests.post(ctl + "/endpoints/PC-52/_lab/fetch", json={"url": "http://www.eicar.org/download/eicar.com"}, verify=ca).json()
+    return requests.post(ctl + "/endpoints/PC-52/_lab/fetch", json={"url": "http://www.eicar.org/download/eicar.com"}, verify=ca,
+                         headers={"X-Fortilab-Token": os.environ["LABTOKEN"]}).json()
 
 f = fetch()
 assert f["ok"] and f["status"] == 200 and f["blocked_by"] is None, f
@@ -309,6 +313,7 @@ fn python_ems_client_quarantines_by_ip_and_unquarantines_by_id() {
             ("CA", lab.ca_path()),
             ("CONTROL", ctl),
             ("PASSWORD", ADMIN_PASSWORD.to_string()),
+            ("LABTOKEN", support::lab_token().to_string()),
             // requests prefers these over Session.verify when they are set in the environment.
             ("REQUESTS_CA_BUNDLE", lab.ca_path()),
             ("CURL_CA_BUNDLE", lab.ca_path()),
@@ -462,7 +467,8 @@ fn unauthorized_fortigate_is_refused_until_authorized() {
         Some(&cert),
         format!("127.0.0.1:{}", lab.api_port).parse().unwrap(),
     )
-    .unwrap();
+    .unwrap()
+    .with_lab_token(support::lab_token());
     let rt = rt();
 
     // Without a certificate or session: 401.
@@ -605,7 +611,12 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
     let st = lab.ems.terminate();
     assert!(st.success(), "{st:?}");
     lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
+    let before_restart = admin;
     let admin = Admin::signin(lab.api(), lab.api_port);
+    // A session from before the restart opens nothing, and the new one has another id.
+    let r = before_restart.call("GET", "/api/v1/endpoints/index", None);
+    assert_eq!(r.status, 401, "an old EMS session cookie still works");
+    assert_ne!(before_restart.session.cookie, admin.session.cookie);
     let after = admin.endpoint("10.115.2.52").unwrap();
     assert_eq!(after["quarantine_access_code"], code.as_str());
     // The code still works after the restarts.
@@ -613,6 +624,36 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
     wait_for("EMS shows the release", Duration::from_secs(20), || {
         (admin.endpoint("10.115.2.52")?["is_quarantined"] == 0).then_some(())
     });
+
+    // Once more after a restart: a new quarantine has a new code and the used one is refused.
+    assert!(lab.ems.terminate().success());
+    lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
+    let admin = Admin::signin(lab.api(), lab.api_port);
+    wait_for("PC-52 back in touch", Duration::from_secs(20), || {
+        admin.endpoint("10.115.2.52")
+    });
+    let r = admin.call(
+        "POST",
+        "/api/v1/clients/quarantine",
+        Some(json!({"addresses": [{"ip": "10.115.2.52"}]})),
+    );
+    assert_eq!(r.status, 200);
+    let second = admin.endpoint("10.115.2.52").unwrap()["quarantine_access_code"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(second, code, "a used access code was issued again");
+    wait_for("quarantined again", Duration::from_secs(20), || {
+        ep_status(&ctl, "PC-52")["quarantined"]
+            .as_bool()
+            .filter(|q| *q)
+    });
+    let used = access_code(&ctl, "PC-52", &code);
+    assert_eq!(
+        used.status, 403,
+        "the used code released the endpoint again"
+    );
+    assert_eq!(access_code(&ctl, "PC-52", &second).status, 200);
 }
 
 #[test]
@@ -769,6 +810,44 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     assert_eq!(r.status, 404);
     let r = admin.call("GET", "/api/v1/no/such/thing", None);
     assert_eq!(r.status, 404);
+
+    // A host name with control characters and markup is accepted as FortiClient sent it,
+    // kept as data (JSON-escaped in the API and the events) and shown escaped on a terminal.
+    let hostile = "PC-<b onmouseover=alert(1)>\u{1b}[2J\u{7}\"evil\"";
+    let mut reg = fortilab_ems::proto::Frame::new(
+        "FCTUID",
+        "FEDCBA9876543210FEDCBA9876543210",
+        "REGISTER",
+        "SYSINFO",
+    )
+    .head("IP", "10.115.2.98")
+    .head("MAC", "02-00-00-00-00-98")
+    .head("EC_QUARANTINED", 0);
+    reg.put("HOSTNAME", hostile).put("USER", "mallory");
+    let r = rt
+        .block_on(fortilab_ems::client::tls_exchange(
+            tel,
+            &lab.ca_pem,
+            &reg.encode(),
+            Duration::from_millis(500),
+        ))
+        .unwrap();
+    let (reply, _) = fortilab_ems::proto::parse_frame(&r).unwrap().unwrap();
+    assert_eq!(reply.value("STATUS"), Some("OK"), "{reply:?}");
+    let ep = admin.endpoint("10.115.2.98").unwrap();
+    assert_eq!(ep["name"], hostile);
+    let ev = wait_for("the registration event", Duration::from_secs(10), || {
+        events(&api)
+            .into_iter()
+            .find(|e| e.to_string().contains("FEDCBA9876543210FEDCBA9876543210"))
+    });
+    let line =
+        fortilab_scenarios::timeline::format_event(&ev, &fortilab_core::LabClock::real(), true);
+    assert!(
+        !line.contains('\u{7}') && !line.contains("\u{1b}[2J"),
+        "terminal escapes reach the terminal: {line:?}"
+    );
+    assert!(line.contains(r"\x1b[2J"), "shown escaped: {line:?}");
 
     // Still serving: the registered endpoint is listed, deleting it works.
     let ep = admin.endpoint("10.115.2.99").unwrap();

@@ -38,7 +38,9 @@ fn curl_raw(faz: &Proc, path: &str, body: Option<&[u8]>) -> (u16, String) {
         "\n%{http_code}",
         "--cacert",
     ])
-    .arg(faz.ready["ca_cert"].as_str().unwrap());
+    .arg(faz.ready["ca_cert"].as_str().unwrap())
+    .arg("-H")
+    .arg(support::lab_header());
     if body.is_some() {
         cmd.args([
             "-H",
@@ -491,9 +493,9 @@ fn bad_input_is_answered_counted_and_never_stops_the_process() {
         &json!({"id": 2, "method": "get", "params": [{"url": "/does/not/exist"}]}),
     );
     assert_eq!(r["result"][0]["status"]["code"], -6, "{r}");
-    let huge = vec![b' '; 5 * 1024 * 1024]; // over the 4 MiB request limit
+    let huge = vec![b' '; 5 * 1024 * 1024]; // over the 4 MiB request limit: HTTP 413
     let (status, text) = curl_raw(&faz, "/jsonrpc", Some(&huge));
-    assert_eq!(status, 200);
+    assert_eq!(status, 413, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], -32600, "{text}");
     // Log channel: plain TCP garbage and a TLS client without a certificate.

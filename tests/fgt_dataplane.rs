@@ -112,6 +112,8 @@ impl Lab {
             .arg(&self.ca_cert)
             .args(["-X", method, "-H"])
             .arg(format!("Authorization: Bearer {token}"))
+            .arg("-H")
+            .arg(support::lab_header())
             .arg(format!("{}{}", self.api(), path));
         if let Some(b) = body {
             cmd.args(["-H", "Content-Type: application/json", "--data"])
@@ -157,6 +159,8 @@ fn sse(url: &str, ca: &Path) -> Vec<Value> {
     let out = Command::new(support::require_program("curl", "curl"))
         .args(["-sN", "--max-time", "1", "--cacert"])
         .arg(ca)
+        .arg("-H")
+        .arg(support::lab_header())
         .arg(url)
         .output()
         .expect("curl");
@@ -180,6 +184,7 @@ async fn via_proxy(proxy: SocketAddr, src: &str, url: &str) -> Fetched {
         host: Some(host),
         path: url.to_string(),
         method: "GET".into(),
+        headers: Vec::new(),
     };
     fetch(&req).await.expect("proxy fetch")
 }
@@ -428,6 +433,8 @@ fn sse_free_rating(lab: &Lab, host: &str) -> Value {
     let out = Command::new(support::require_program("curl", "curl"))
         .args(["-sS", "--cacert"])
         .arg(&lab.ca_cert)
+        .arg("-H")
+        .arg(support::lab_header())
         .arg(format!(
             "{}/_lab/rating?host={host}",
             lab.internet.ready["internet"]["control"].as_str().unwrap()

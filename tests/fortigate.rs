@@ -115,6 +115,49 @@ fn spawn_seed(dir: &Path) -> Proc {
     )
 }
 
+/// Logs in as the admin (GUI session) and prints the session cookies as JSON; with `OLD`
+/// set, first checks that those cookies no longer open a session.
+const PY_SESSION: &str = r#"
+import json, os, sys, requests
+API = os.environ["FGT_API"]
+old = os.environ.get("OLD")
+if old:
+    r = requests.get(API + "/api/v2/monitor/system/status", cookies=json.loads(old), timeout=10)
+    if r.status_code != 401:
+        print("FAILED: a cookie from before the restart gave %s" % r.status_code, file=sys.stderr)
+        sys.exit(1)
+s = requests.Session()
+r = s.post(API + "/logincheck", data={"username": os.environ["FGT_USER"], "secretkey": os.environ["FGT_PASSWORD"]}, timeout=10)
+assert r.status_code == 200, r.text
+r = s.get(API + "/api/v2/monitor/system/status", timeout=10)
+assert r.status_code == 200, (r.status_code, r.text)
+print(json.dumps({c.name: c.value for c in s.cookies if c.name.startswith("APSCOOKIE")}))
+"#;
+
+#[test]
+fn a_session_cookie_from_before_a_restart_does_not_work_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut p = spawn_seed(tmp.path());
+    let (ok, first, err) = python(PY_SESSION, &env_for(&p));
+    assert!(ok, "{err}");
+    let first = first.trim().to_string();
+    assert!(first.contains("APSCOOKIE"), "{first}");
+    assert!(p.terminate().success());
+    // The same device (same data directory, same seed) after a restart.
+    let data = tmp.path().join("data");
+    let mut p2 = Proc::spawn(
+        "sim-fortigate",
+        tmp.path(),
+        &["--data-dir", data.to_str().unwrap(), "--seed", "11"],
+    );
+    let mut env = env_for(&p2);
+    env.push(("OLD", first.clone()));
+    let (ok, second, err) = python(PY_SESSION, &env);
+    assert!(ok, "{err}");
+    assert_ne!(second.trim(), first, "the same session id after a restart");
+    assert!(p2.terminate().success());
+}
+
 #[test]
 fn seed_snippets_load_and_the_policy_and_stitch_are_readable() {
     let tmp = tempfile::tempdir().unwrap();

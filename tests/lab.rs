@@ -120,10 +120,24 @@ fn an_invalid_scenario_fails_validate_and_run_with_exit_2_and_file_line() {
 }
 
 fn start_up(dir: &Path, seed: &str) -> (std::process::Child, serde_json::Value) {
+    start_up_lab(dir, seed, None)
+}
+
+/// `fortilab up [LAB_FILE] --seed SEED` with its ready file and data directory under `dir`.
+fn start_up_lab(
+    dir: &Path,
+    seed: &str,
+    lab: Option<&Path>,
+) -> (std::process::Child, serde_json::Value) {
     let ready = dir.join("ready.json");
     let data = dir.join("data");
-    let child = Command::new(bin("fortilab"))
-        .args(["up", "--seed", seed, "--json", "--ready-file"])
+    let mut cmd = Command::new(bin("fortilab"));
+    cmd.arg("up");
+    if let Some(l) = lab {
+        cmd.arg(l);
+    }
+    let child = cmd
+        .args(["--seed", seed, "--json", "--ready-file"])
         .arg(&ready)
         .arg("--data-dir")
         .arg(&data)
@@ -174,9 +188,15 @@ fn up_writes_the_ready_file_and_ctrl_c_leaves_no_process() {
     // The ready file is written once the Security Fabric is linked: the FortiGate's log
     // channel and EMS connector are up, and PC-52 is registered with EMS and uploads to
     // FortiAnalyzer.
+    let token = r["lab_token"]
+        .as_str()
+        .expect("lab_token in the ready file");
+    assert!(token.len() >= 32, "{token}");
     let health = |url: String| -> serde_json::Value {
         let out = Command::new(support::require_program("curl", "curl"))
-            .args(["-sS", "--cacert", r["ca_cert"].as_str().unwrap(), &url])
+            .args(["-sS", "--cacert", r["ca_cert"].as_str().unwrap(), "-H"])
+            .arg(format!("X-Fortilab-Token: {token}"))
+            .arg(&url)
             .output()
             .expect("curl");
         serde_json::from_slice(&out.stdout)
@@ -196,8 +216,67 @@ fn up_writes_the_ready_file_and_ctrl_c_leaves_no_process() {
         (1.into(), 1.into()),
         "{eps}"
     );
+    // Without the token the lab surface answers 401 with a JSON error.
+    let out = Command::new(support::require_program("curl", "curl"))
+        .args([
+            "-sS",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            r["ca_cert"].as_str().unwrap(),
+        ])
+        .arg(format!(
+            "{}/_lab/health",
+            r["fortigate"]["api"].as_str().unwrap()
+        ))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n401"), "{text}");
+    assert!(text.contains("lab token required"), "{text}");
+    // The ready file and every file holding secrets: only the owner reads them.
+    let data = dir.path().join("data");
+    for f in [
+        dir.path().join("ready.json"),
+        data.join("secrets.json"),
+        data.join("ca/ca.key"),
+        data.join("fortigate/ssh_host_ed25519_key"),
+        data.join("fortianalyzer/ssh_host_ed25519_key"),
+    ] {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&f)
+            .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+            .permissions()
+            .mode();
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "{} is mode {:o}",
+            f.display(),
+            mode & 0o777
+        );
+    }
     let needle = dir.path().display().to_string();
-    assert!(pids_mentioning(&needle).len() >= 5, "devices running");
+    let pids = pids_mentioning(&needle);
+    assert!(pids.len() >= 5, "devices running");
+    // No secret on any command line (`ps` shows them to every local user).
+    let secrets = [
+        token,
+        r["fortigate"]["api_token"].as_str().unwrap(),
+        r["fortigate"]["admin"]["password"].as_str().unwrap(),
+        r["fortianalyzer"]["api_token"].as_str().unwrap(),
+        r["ems"]["admin"]["password"].as_str().unwrap(),
+    ];
+    for pid in pids {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        for s in secrets {
+            assert!(
+                !cmdline.contains(s),
+                "pid {pid} shows a secret on its command line"
+            );
+        }
+    }
     support::unsafe_free_kill(child.id(), "INT");
     let status = wait_for("fortilab up to exit", Duration::from_secs(30), || {
         child.try_wait().unwrap()
@@ -226,37 +305,59 @@ fn killing_the_orchestrator_takes_every_device_down() {
 }
 
 #[test]
-fn the_same_seed_gives_the_same_identities() {
-    let a = tempfile::tempdir().unwrap();
-    let b = tempfile::tempdir().unwrap();
+fn the_same_seed_gives_the_same_identities_and_random_secrets_unless_seeded() {
     let ids = |r: &serde_json::Value| {
         serde_json::json!([
             r["fortigate"]["serial"],
-            r["fortigate"]["api_token"],
             r["fortianalyzer"]["serial"],
-            r["fortianalyzer"]["api_token"],
             r["ems"]["serial"],
             r["endpoints"][0]["fctuid"],
             r["endpoints"][0]["mac"]
         ])
     };
-    let (mut c1, r1) = start_up(a.path(), "42");
-    let first = ids(&r1);
-    support::unsafe_free_kill(c1.id(), "TERM");
-    let _ = c1.wait();
-    let (mut c2, r2) = start_up(b.path(), "42");
-    let second = ids(&r2);
-    support::unsafe_free_kill(c2.id(), "TERM");
-    let _ = c2.wait();
-    assert_eq!(first, second);
-    assert!(
-        first
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|v| v.as_str().is_some_and(|s| !s.is_empty())),
-        "{first}"
-    );
+    let secrets = |r: &serde_json::Value| {
+        serde_json::json!([
+            r["fortigate"]["api_token"],
+            r["fortigate"]["admin"]["password"],
+            r["fortianalyzer"]["api_token"],
+            r["fortianalyzer"]["admin"]["password"],
+            r["ems"]["admin"]["password"]
+        ])
+    };
+    let run = |lab: Option<&Path>| {
+        let d = tempfile::tempdir().unwrap();
+        let (mut c, r) = start_up_lab(d.path(), "42", lab);
+        support::unsafe_free_kill(c.id(), "TERM");
+        let _ = c.wait();
+        r
+    };
+    let (r1, r2) = (run(None), run(None));
+    assert_eq!(ids(&r1), ids(&r2));
+    for v in [ids(&r1), secrets(&r1), secrets(&r2)] {
+        assert!(
+            v.as_array()
+                .unwrap()
+                .iter()
+                .all(|v| v.as_str().is_some_and(|s| !s.is_empty())),
+            "{v}"
+        );
+    }
+    // Credentials and the lab token come from the OS CSPRNG, per lab.
+    let (s1, s2) = (secrets(&r1), secrets(&r2));
+    for (a, b) in s1.as_array().unwrap().iter().zip(s2.as_array().unwrap()) {
+        assert_ne!(a, b, "the same secret in two labs of the same seed");
+    }
+    assert_ne!(r1["lab_token"], r2["lab_token"]);
+    assert_eq!(r1["secrets"], "random");
+    // `[lab] secrets = "seeded"`: fixed credentials from the seed; the lab token stays random.
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("seeded.toml");
+    std::fs::write(&lab, "[lab]\nsecrets = \"seeded\"\n").unwrap();
+    let (r3, r4) = (run(Some(&lab)), run(Some(&lab)));
+    assert_eq!(secrets(&r3), secrets(&r4));
+    assert_eq!(ids(&r3), ids(&r1));
+    assert_eq!(r3["secrets"], "seeded");
+    assert_ne!(r3["lab_token"], r4["lab_token"]);
 }
 
 /// `fortilab up` with its JSON timeline (stdout) collected line by line in the background.
@@ -478,4 +579,334 @@ fn the_same_seed_gives_the_same_event_sequence() {
     assert!(fctuid.as_str().is_some_and(|s| s.len() == 32), "{fctuid}");
     let c = seed_flow_timeline("6");
     assert_ne!(signature(&c), sa, "another seed gives other identities");
+}
+
+/// Every `/_lab/` route in the source (`.route("…_lab…"`) of the crate that serves it, and the
+/// dashboard's `/api/` routes: read from the routers' source, so a route added later is in
+/// this list without anyone remembering it.
+fn lab_routes() -> Vec<(&'static str, String)> {
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files(&p, out);
+            } else if p.extension().and_then(|x| x.to_str()) == Some("rs") {
+                out.push(p);
+            }
+        }
+    }
+    let mut routes = Vec::new();
+    for (device, dir) in [
+        ("fortigate", "sim-fortigate/src"),
+        ("fortianalyzer", "sim-faz/src"),
+        ("ems", "sim-ems/src"),
+        ("endpoints", "sim-endpoint/src"),
+        ("internet", "sim-internet/src"),
+        ("dashboard", "scenarios/src/dashboard"),
+    ] {
+        let mut fs = Vec::new();
+        files(&repo().join(dir), &mut fs);
+        for f in fs {
+            let text = std::fs::read_to_string(&f).unwrap();
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find(".route(") {
+                rest = &rest[i + 7..];
+                let arg = rest.trim_start();
+                let Some(lit) = arg.strip_prefix('"') else {
+                    continue;
+                };
+                let path = &lit[..lit.find('"').unwrap()];
+                let wanted =
+                    path.contains("/_lab") || (device == "dashboard" && path.starts_with("/api/"));
+                if wanted && !routes.iter().any(|(d, p)| *d == device && p == path) {
+                    routes.push((device, path.to_string()));
+                }
+            }
+        }
+    }
+    routes
+}
+
+/// `curl` a URL without the lab token: (status, body).
+fn curl_status(method: &str, url: &str, ca: &str, extra: &[&str]) -> (u16, String) {
+    let out = Command::new(support::require_program("curl", "curl"))
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-X",
+            method,
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+            ca,
+        ])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn every_lab_route_of_every_device_refuses_a_request_without_the_lab_token() {
+    let routes = lab_routes();
+    // The enumeration found the routers (a sanity floor, not the list).
+    for want in [
+        "/_lab/config",
+        "/_lab/auto-authorize",
+        "/endpoints/{name}/_lab/fetch",
+        "/_lab/rating",
+        "/_lab/inject",
+        "/api/device/{device}/{action}",
+    ] {
+        assert!(
+            routes.iter().any(|(_, p)| p == want),
+            "{want} not found in {routes:?}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, r) = start_up(dir.path(), "11");
+    let ca = r["ca_cert"].as_str().unwrap();
+    let token = r["lab_token"].as_str().unwrap();
+    let control = r["endpoints"][0]["control"].as_str().unwrap();
+    let base = |device: &str| -> String {
+        match device {
+            "fortigate" => r["fortigate"]["api"].as_str().unwrap().to_string(),
+            "fortianalyzer" => r["fortianalyzer"]["api"].as_str().unwrap().to_string(),
+            "ems" => r["ems"]["api"].as_str().unwrap().to_string(),
+            "endpoints" => control[..control.find("/endpoints/").unwrap()].to_string(),
+            "internet" => r["internet"]["control"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string(),
+            "dashboard" => r["dashboard"]
+                .as_str()
+                .unwrap()
+                .trim_end_matches('/')
+                .to_string(),
+            other => panic!("{other}"),
+        }
+    };
+    let mut checked = 0;
+    for (device, path) in &routes {
+        let concrete = path
+            .replace("{name}", "PC-52")
+            .replace("{serial}", "FGVM01TM00000000")
+            .replace("{device}", "fortianalyzer")
+            .replace("{action}", "restart")
+            .replace("{cmd}", "stop");
+        let url = format!("{}{concrete}", base(device));
+        for method in ["GET", "POST"] {
+            let (status, body) = curl_status(
+                method,
+                &url,
+                ca,
+                &["-H", "Content-Type: application/json", "-d", "{}"],
+            );
+            assert_eq!(status, 401, "{method} {url} without the lab token: {body}");
+            let v: serde_json::Value = serde_json::from_str(&body)
+                .unwrap_or_else(|e| panic!("{method} {url}: not JSON ({e}): {body}"));
+            assert!(
+                v["error"].as_str().is_some_and(|e| e.contains("lab token")),
+                "{url}: {v}"
+            );
+            checked += 1;
+        }
+        // A wrong token is no better.
+        let (status, _) = curl_status("GET", &url, ca, &["-H", "X-Fortilab-Token: not-the-token"]);
+        assert_eq!(status, 401, "GET {url} with a wrong token");
+    }
+    assert!(checked >= 2 * 25, "only {checked} requests: {routes:?}");
+    // With the token the same surfaces answer (health of every device).
+    for device in [
+        "fortigate",
+        "fortianalyzer",
+        "ems",
+        "endpoints",
+        "internet",
+        "dashboard",
+    ] {
+        let url = format!("{}/_lab/health", base(device));
+        let (status, body) = curl_status(
+            "GET",
+            &url,
+            ca,
+            &["-H", &format!("X-Fortilab-Token: {token}")],
+        );
+        assert_eq!(status, 200, "{url}: {body}");
+    }
+    support::unsafe_free_kill(child.id(), "TERM");
+    let _ = child.wait();
+}
+
+/// Opens `addr` (TLS with `sni` when given), sends the start of a request head and returns how
+/// long the server took to close the connection (`None`: still open after `limit`).
+async fn partial_head_closed_after(
+    addr: std::net::SocketAddr,
+    tls: Option<(std::sync::Arc<rustls::ClientConfig>, String)>,
+    proxy_header: bool,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    if proxy_header {
+        tcp.write_all(b"PROXY TCP4 10.115.2.52 10.115.2.1 40000 8080\r\n")
+            .await
+            .unwrap();
+    }
+    let head = b"GET /_lab/health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Partial: ";
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    match tls {
+        None => {
+            tcp.write_all(head).await.unwrap();
+            loop {
+                match tokio::time::timeout(limit, tcp.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    Ok(Ok(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        }
+        Some((cfg, name)) => {
+            let sn = rustls::pki_types::ServerName::try_from(name).unwrap();
+            let mut s = tokio_rustls::TlsConnector::from(cfg)
+                .connect(sn, tcp)
+                .await
+                .unwrap();
+            let started = std::time::Instant::now();
+            s.write_all(head).await.unwrap();
+            s.flush().await.unwrap();
+            loop {
+                match tokio::time::timeout(limit, s.read(&mut buf)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) => return Some(started.elapsed()),
+                    Ok(Ok(_)) => continue,
+                    Err(_) => return None,
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_http_listener_closes_a_partial_request_head_within_the_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    // A one-second head timeout for this lab (every device and the dashboard read it).
+    let mut child = Command::new(bin("fortilab"))
+        .args(["up", "--seed", "12", "--json", "--ready-file"])
+        .arg(&ready)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env("FORTILAB_HTTP_HEADER_TIMEOUT", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let r = wait_for("fortilab up ready file", Duration::from_secs(60), || {
+        std::fs::read_to_string(&ready)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+    });
+    let ca_pem = std::fs::read_to_string(r["ca_cert"].as_str().unwrap()).unwrap();
+    let tls = fortilab_core::tls::client_config_from_pem(&ca_pem, None).unwrap();
+    let sock = |u: &str| -> std::net::SocketAddr {
+        let rest = u.split("://").nth(1).unwrap_or(u);
+        rest.split('/').next().unwrap().parse().unwrap()
+    };
+    // The lab Internet's site listeners, from the lab map (www.eicar.org's lab address).
+    let map: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("data/labmap.json")).unwrap(),
+    )
+    .unwrap();
+    let eicar_ip = r["internet"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["host"] == "www.eicar.org")
+        .unwrap()["ip"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let site = |port: u16| {
+        sock(
+            map["services"][format!("{eicar_ip}:{port}")]
+                .as_str()
+                .unwrap(),
+        )
+    };
+    let control = r["endpoints"][0]["control"].as_str().unwrap();
+    let https = |u: &str, name: &str| (sock(u), Some((tls.clone(), name.to_string())), false);
+    let listeners = vec![
+        (
+            "fortigate api",
+            https(r["fortigate"]["api"].as_str().unwrap(), "127.0.0.1"),
+        ),
+        (
+            "fortianalyzer api",
+            https(r["fortianalyzer"]["api"].as_str().unwrap(), "127.0.0.1"),
+        ),
+        (
+            "ems api",
+            https(r["ems"]["api"].as_str().unwrap(), "127.0.0.1"),
+        ),
+        ("endpoint control", https(control, "127.0.0.1")),
+        (
+            "internet control",
+            https(r["internet"]["control"].as_str().unwrap(), "localhost"),
+        ),
+        (
+            "internet https",
+            (
+                site(443),
+                Some((tls.clone(), "www.eicar.org".to_string())),
+                false,
+            ),
+        ),
+        ("internet http", (site(80), None, false)),
+        (
+            "fortigate proxy",
+            (sock(r["fortigate"]["proxy"].as_str().unwrap()), None, true),
+        ),
+        (
+            "dashboard",
+            (sock(r["dashboard"].as_str().unwrap()), None, false),
+        ),
+        // Syslog over TCP: a started message has as long as a request head to complete.
+        (
+            "fortianalyzer syslog tcp",
+            (
+                sock(r["fortianalyzer"]["syslog"].as_str().unwrap()),
+                None,
+                false,
+            ),
+        ),
+    ];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    for (name, (addr, tls, proxy)) in listeners {
+        let closed = rt.block_on(partial_head_closed_after(
+            addr,
+            tls,
+            proxy,
+            Duration::from_secs(15),
+        ));
+        let t = closed
+            .unwrap_or_else(|| panic!("{name} ({addr}) kept a partial request head open for 15 s"));
+        eprintln!("{name}: partial head closed after {t:?}");
+        assert!(
+            t >= Duration::from_millis(900),
+            "{name} closed after {t:?}: not the head timeout"
+        );
+        assert!(t < Duration::from_secs(8), "{name} closed only after {t:?}");
+    }
+    support::unsafe_free_kill(child.id(), "TERM");
+    let _ = child.wait();
 }

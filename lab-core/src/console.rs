@@ -18,7 +18,17 @@
 //!   [`ConsoleSession::last_failed`] reported a failed command.
 //!
 //! Output from the session uses `\n`; on a pty (and in the interactive shell) the server sends
-//! `\r\n`.
+//! `\r\n`. Control characters in it (other than line breaks and TAB) are shown as `\xHH`
+//! ([`crate::text::printable`]): names that came from outside cannot drive the terminal.
+//!
+//! Limits, as the products have them:
+//! - a connection that has not logged in within [`ConsoleBackend::login_grace_time`] (FortiOS
+//!   `admin-ssh-grace-time`, 120 s by default) is closed, also one that never sends its SSH
+//!   version line;
+//! - an interactive session idle for [`ConsoleSession::idle_timeout`] (FortiOS `admintimeout`)
+//!   is closed ([`ConsoleSession::on_idle_timeout`] first, for the logout log);
+//! - a command line longer than [`MAX_LINE`] characters is refused with an error and the
+//!   session goes on (keys beyond the limit are not echoed; the terminal bell rings once).
 //!
 //! The host key is an ed25519 key generated on first start and kept (OpenSSH PEM) at the path the
 //! device passes, normally `<data-dir>/ssh_host_ed25519_key`.
@@ -93,6 +103,13 @@ pub trait ConsoleSession: Send + 'static {
     }
     /// The connection closed (write the logout log here).
     fn on_close(&mut self) {}
+    /// How long an interactive session may stay idle (no key typed) before it is closed
+    /// (real time; `None`: never). Asked again after every key, so a changed setting counts.
+    fn idle_timeout(&self) -> Option<Duration> {
+        None
+    }
+    /// The session is being closed because it was idle (before [`ConsoleSession::on_close`]).
+    fn on_idle_timeout(&mut self) {}
 }
 
 /// A device's console: checks passwords and starts sessions.
@@ -104,6 +121,25 @@ pub trait ConsoleBackend: Send + Sync + 'static {
         password: &'a str,
         peer: SocketAddr,
     ) -> BoxFuture<'a, Option<Box<dyn ConsoleSession>>>;
+
+    /// How long a connection may take from TCP accept to a successful login (real time).
+    fn login_grace_time(&self) -> Duration {
+        DEFAULT_LOGIN_GRACE
+    }
+}
+
+/// FortiOS `admin-ssh-grace-time` default: 120 s to log in.
+pub const DEFAULT_LOGIN_GRACE: Duration = Duration::from_secs(120);
+
+/// The longest command line the console accepts, in characters [P]: public material gives no
+/// figure for FortiOS; 4096 is well above the longest single-line value the configuration takes
+/// (1023-character comments, 511-character URLs) and keeps a pasted megabyte from stalling the
+/// session.
+pub const MAX_LINE: usize = 4096;
+
+/// What the console prints for a line over [`MAX_LINE`] [P].
+pub fn line_too_long_message() -> String {
+    format!("Command line too long (more than {MAX_LINE} characters): nothing was run.")
 }
 
 /// Errors starting the console.
@@ -155,28 +191,8 @@ pub fn load_or_create_host_key(path: &Path) -> Result<PrivateKey, ConsoleError> 
             std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         }
     }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    write_private(&tmp, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
-    std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))?;
+    crate::secrets::write_private(path, pem.as_bytes()).map_err(|e| err(e.to_string()))?;
     Ok(key)
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(data)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, data)
 }
 
 /// Serves the console on `listener` until `shutdown`; open connections are disconnected then.
@@ -224,6 +240,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     while let Some((tcp, peer)) = crate::http::accept_next(&listener, &shutdown, "ssh").await {
+        let authenticated = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let handler = ConnHandler {
             backend: backend.clone(),
             peer,
@@ -232,32 +249,65 @@ async fn accept_loop(
             pty: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             channels: Vec::new(),
             kbd_user: None,
+            authenticated: authenticated.clone(),
         };
         let config = config.clone();
         let shutdown = shutdown.clone();
+        let grace = tokio::time::Instant::now() + backend.login_grace_time();
         tokio::spawn(async move {
-            let running = match russh::server::run_stream(config, tcp, handler).await {
-                Ok(r) => r,
-                Err(e) => {
+            // The version exchange counts against the grace time too: a client that connects
+            // and says nothing is closed.
+            let running = match tokio::time::timeout_at(
+                grace,
+                russh::server::run_stream(config, tcp, handler),
+            )
+            .await
+            {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "ssh handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "ssh: no version line within the login grace time");
                     return;
                 }
             };
             let handle = running.handle();
-            tokio::select! {
-                res = running => {
-                    if let Err(e) = res {
-                        tracing::debug!(%peer, error = %e, "ssh session ended with an error");
+            tokio::pin!(running);
+            let mut grace_checked = false;
+            loop {
+                tokio::select! {
+                    res = &mut running => {
+                        if let Err(e) = res {
+                            tracing::debug!(%peer, error = %e, "ssh session ended with an error");
+                        }
+                        return;
                     }
-                }
-                _ = shutdown.cancelled() => {
-                    let _ = handle
-                        .disconnect(
-                            russh::Disconnect::ByApplication,
-                            "system is shutting down".into(),
-                            String::new(),
-                        )
-                        .await;
+                    _ = shutdown.cancelled() => {
+                        let _ = handle
+                            .disconnect(
+                                russh::Disconnect::ByApplication,
+                                "system is shutting down".into(),
+                                String::new(),
+                            )
+                            .await;
+                        return;
+                    }
+                    _ = tokio::time::sleep_until(grace), if !grace_checked => {
+                        grace_checked = true;
+                        if !authenticated.load(std::sync::atomic::Ordering::SeqCst) {
+                            tracing::info!(%peer, "ssh: not logged in within the login grace time");
+                            let _ = handle
+                                .disconnect(
+                                    russh::Disconnect::ByApplication,
+                                    "login grace time exceeded".into(),
+                                    String::new(),
+                                )
+                                .await;
+                            return;
+                        }
+                    }
                 }
             }
         });
@@ -285,6 +335,8 @@ struct ConnHandler {
     /// Channels opened but not started yet (waiting for shell/exec).
     channels: Vec<Channel<Msg>>,
     kbd_user: Option<String>,
+    /// Set once a password was accepted (the login grace timer checks it).
+    authenticated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ConnHandler {
@@ -292,6 +344,8 @@ impl ConnHandler {
         match self.backend.login(user, password, self.peer).await {
             Some(s) => {
                 self.session = Some(Arc::new(Mutex::new(SessionCell(s))));
+                self.authenticated
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
                 Ok(Auth::Accept)
             }
             None => {
@@ -466,13 +520,15 @@ async fn run_exec(ch: Channel<Msg>, session: SharedSession, command: String, pty
         if line.trim() == "exit" {
             break;
         }
-        let (reply, f) = {
+        let (reply, f) = if line.chars().count() > MAX_LINE {
+            (ConsoleReply::text(line_too_long_message()), true)
+        } else {
             let mut s = session.lock().await;
             let reply = s.0.execute(line).await;
             (reply, s.0.last_failed())
         };
         failed |= f;
-        let mut out = reply.output;
+        let mut out = crate::text::printable(&reply.output, true).into_owned();
         if !out.is_empty() && !out.ends_with('\n') {
             out.push('\n');
         }
@@ -491,9 +547,9 @@ async fn run_exec(ch: Channel<Msg>, session: SharedSession, command: String, pty
 async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
     let mut decoder = KeyDecoder::default();
     let mut editor = LineEditor::default();
-    {
+    let mut idle = {
         let s = session.lock().await;
-        let banner = s.0.banner();
+        let banner = crate::text::printable(&s.0.banner(), true).into_owned();
         let mut first = String::new();
         if !banner.is_empty() {
             first.push_str(&crlf(&banner));
@@ -501,36 +557,53 @@ async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
                 first.push_str("\r\n");
             }
         }
-        first.push_str(&s.0.prompt());
+        first.push_str(&crate::text::printable(&s.0.prompt(), false));
         if !send(&ch, &first).await {
             return;
         }
-    }
+        s.0.idle_timeout()
+    };
     loop {
-        let msg = match ch.wait().await {
-            Some(m) => m,
-            None => return,
+        let msg = match idle {
+            Some(d) => match tokio::time::timeout(d, ch.wait()).await {
+                Ok(m) => m,
+                Err(_) => {
+                    // admintimeout: the session ends as if the administrator logged out.
+                    session.lock().await.0.on_idle_timeout();
+                    let _ = send(&ch, "\r\n").await;
+                    finish(&ch, 0).await;
+                    return;
+                }
+            },
+            None => ch.wait().await,
         };
+        let Some(msg) = msg else { return };
         match msg {
             ChannelMsg::Data { data } => {
+                // The echo of a whole chunk goes out as one message (a pasted megabyte is not a
+                // million channel writes); output is flushed before each command runs.
+                let mut out = String::new();
+                let mut s = session.lock().await;
                 for key in decoder.feed(&data) {
-                    let mut s = session.lock().await;
                     let step = editor.key(key, &*s.0);
-                    if !send(&ch, &step.output).await {
-                        return;
-                    }
+                    out.push_str(&step.output);
                     let Some(line) = step.submit else { continue };
                     if line.trim() == "exit" {
                         drop(s);
+                        let _ = send(&ch, &out).await;
                         finish(&ch, 0).await;
                         return;
                     }
+                    if !send(&ch, &out).await {
+                        return;
+                    }
+                    out.clear();
                     let reply = if line.trim().is_empty() {
                         ConsoleReply::default()
                     } else {
                         s.0.execute(&line).await
                     };
-                    let mut out = crlf(&reply.output);
+                    out = crlf(&crate::text::printable(&reply.output, true));
                     if !out.is_empty() && !out.ends_with('\n') {
                         out.push_str("\r\n");
                     }
@@ -540,10 +613,12 @@ async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
                         finish(&ch, 0).await;
                         return;
                     }
-                    out.push_str(&s.0.prompt());
-                    if !send(&ch, &out).await {
-                        return;
-                    }
+                    out.push_str(&crate::text::printable(&s.0.prompt(), false));
+                }
+                idle = s.0.idle_timeout();
+                drop(s);
+                if !send(&ch, &out).await {
+                    return;
                 }
             }
             ChannelMsg::Eof => {
@@ -728,6 +803,8 @@ pub struct LineEditor {
     hist_pos: Option<usize>,
     saved: Vec<char>,
     literal_next: bool,
+    /// Keys were dropped because the line reached [`MAX_LINE`]: Enter refuses the line.
+    overflow: bool,
 }
 
 /// History entries kept per session.
@@ -749,6 +826,13 @@ impl LineEditor {
     }
 
     fn insert(&mut self, c: char, out: &mut String) {
+        if self.buf.len() >= MAX_LINE {
+            if !self.overflow {
+                self.overflow = true;
+                out.push('\x07');
+            }
+            return;
+        }
         self.buf.insert(self.cursor, c);
         self.cursor += 1;
         let tail: String = self.buf[self.cursor - 1..].iter().collect();
@@ -797,6 +881,16 @@ impl LineEditor {
             }
             Key::Char(c) => self.insert(c, &mut out),
             Key::Literal => self.literal_next = true,
+            Key::Enter if self.overflow => {
+                out.push_str("\r\n");
+                out.push_str(&line_too_long_message());
+                out.push_str("\r\n");
+                out.push_str(&session.prompt());
+                self.buf.clear();
+                self.cursor = 0;
+                self.hist_pos = None;
+                self.overflow = false;
+            }
             Key::Enter => {
                 out.push_str("\r\n");
                 let line = self.line();
@@ -831,13 +925,17 @@ impl LineEditor {
                     back(&mut out, self.buf.len() - self.cursor + 1);
                 }
             }
-            Key::KillLine => self.replace_line(Vec::new(), &mut out),
+            Key::KillLine => {
+                self.overflow = false;
+                self.replace_line(Vec::new(), &mut out)
+            }
             Key::Cancel => {
                 out.push_str("^C\r\n");
                 out.push_str(&session.prompt());
                 self.buf.clear();
                 self.cursor = 0;
                 self.hist_pos = None;
+                self.overflow = false;
             }
             Key::Tab => {
                 let line: String = self.buf[..self.cursor].iter().collect();
@@ -1061,6 +1159,38 @@ mod tests {
     }
 
     #[test]
+    fn an_over_long_line_is_refused_and_the_editor_goes_on() {
+        let mut e = LineEditor::default();
+        let mut echoed = 0;
+        let mut bells = 0;
+        for _ in 0..MAX_LINE + 1000 {
+            let st = e.key(Key::Char('x'), &Fake);
+            echoed += st.output.chars().filter(|c| *c == 'x').count();
+            bells += st.output.matches('\x07').count();
+        }
+        assert_eq!(echoed, MAX_LINE, "keys beyond the limit are not echoed");
+        assert_eq!(bells, 1);
+        let st = e.key(Key::Enter, &Fake);
+        assert_eq!(st.submit, None, "nothing runs");
+        assert!(
+            st.output.contains(&line_too_long_message()),
+            "{:?}",
+            st.output
+        );
+        assert!(st.output.ends_with("FGT # "));
+        // The next line is a normal one.
+        let (mut e2, _) = (e, ());
+        for k in typed("show\r") {
+            let st = e2.key(k, &Fake);
+            if let Some(l) = st.submit {
+                assert_eq!(l, "show");
+                return;
+            }
+        }
+        panic!("the line after the refused one was not submitted");
+    }
+
+    #[test]
     fn host_key_is_created_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("ssh_host_ed25519_key");
@@ -1236,6 +1366,158 @@ mod tests {
             assert!(std::time::Instant::now() < deadline, "on_close not called");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        sd.cancel();
+    }
+
+    /// A backend whose sessions time out after `idle` and whose logins must come within
+    /// `grace`.
+    struct TimedBackend {
+        idle: Duration,
+        grace: Duration,
+        timed_out: Arc<std::sync::atomic::AtomicUsize>,
+    }
+    struct TimedSess(Arc<std::sync::atomic::AtomicUsize>, Duration);
+    impl ConsoleSession for TimedSess {
+        fn prompt(&self) -> String {
+            "T # ".into()
+        }
+        fn execute<'a>(&'a mut self, line: &'a str) -> BoxFuture<'a, ConsoleReply> {
+            Box::pin(async move { ConsoleReply::text(format!("ran {} chars", line.len())) })
+        }
+        fn help(&self, _line: &str) -> String {
+            String::new()
+        }
+        fn complete(&self, line: &str) -> Completion {
+            Completion {
+                line: line.into(),
+                candidates: vec![],
+            }
+        }
+        fn idle_timeout(&self) -> Option<Duration> {
+            Some(self.1)
+        }
+        fn on_idle_timeout(&mut self) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+    impl ConsoleBackend for TimedBackend {
+        fn login<'a>(
+            &'a self,
+            _user: &'a str,
+            password: &'a str,
+            _peer: SocketAddr,
+        ) -> BoxFuture<'a, Option<Box<dyn ConsoleSession>>> {
+            Box::pin(async move {
+                (password == "pw").then(|| {
+                    Box::new(TimedSess(self.timed_out.clone(), self.idle))
+                        as Box<dyn ConsoleSession>
+                })
+            })
+        }
+        fn login_grace_time(&self) -> Duration {
+            self.grace
+        }
+    }
+
+    async fn shell(h: &mut russh::client::Handle<Client>) -> Channel<russh::client::Msg> {
+        assert!(h
+            .authenticate_password("admin", "pw")
+            .await
+            .unwrap()
+            .success());
+        let ch = h.channel_open_session().await.unwrap();
+        ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
+            .await
+            .unwrap();
+        ch.request_shell(true).await.unwrap();
+        ch
+    }
+
+    async fn wait_closed(ch: &mut Channel<russh::client::Msg>, within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            match tokio::time::timeout_at(deadline, ch.wait()).await {
+                Ok(None) | Ok(Some(ChannelMsg::Close)) => return,
+                Ok(Some(_)) => {}
+                Err(_) => panic!("the session was not closed within {within:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn an_idle_session_is_closed_after_its_idle_timeout_and_activity_keeps_it() {
+        let timed_out = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (c, sd, _d) = start(Arc::new(TimedBackend {
+            idle: Duration::from_secs(2),
+            grace: Duration::from_secs(30),
+            timed_out: timed_out.clone(),
+        }))
+        .await;
+        let mut h = connect(&c).await;
+        let mut ch = shell(&mut h).await;
+        let mut buf = String::new();
+        read_until(&mut ch, &mut buf, "T # ").await;
+        // Typing resets the timer: keys 500 ms apart keep the session for 2.5 s (longer than
+        // the 2 s idle timeout; each gap is a quarter of it, so a loaded machine does not flake).
+        for k in ["a", "b", "c", "d", "\r"] {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            ch.data_bytes(k.as_bytes().to_vec()).await.unwrap();
+        }
+        read_until(&mut ch, &mut buf, "ran 4 chars").await;
+        assert_eq!(timed_out.load(std::sync::atomic::Ordering::SeqCst), 0);
+        // Then nothing: closed after the idle timeout.
+        let idle_from = std::time::Instant::now();
+        wait_closed(&mut ch, Duration::from_secs(10)).await;
+        assert!(idle_from.elapsed() >= Duration::from_millis(1900));
+        assert_eq!(timed_out.load(std::sync::atomic::Ordering::SeqCst), 1);
+        sd.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_does_not_log_in_is_closed_after_the_grace_time() {
+        let (c, sd, _d) = start(Arc::new(TimedBackend {
+            idle: Duration::from_secs(60),
+            grace: Duration::from_millis(500),
+            timed_out: Arc::default(),
+        }))
+        .await;
+        // Silent after TCP connect (not even the SSH version line).
+        let mut tcp = tokio::net::TcpStream::connect(c.local_addr).await.unwrap();
+        let mut sink = Vec::new();
+        let read = tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio::io::AsyncReadExt::read_to_end(&mut tcp, &mut sink),
+        )
+        .await;
+        assert!(read.is_ok(), "the silent connection was not closed");
+        // Version exchange done, never authenticating.
+        let h = connect(&c).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !h.is_closed() {
+            assert!(tokio::time::Instant::now() < deadline, "not disconnected");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sd.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_pasted_megabyte_line_gets_an_error_quickly_and_the_session_goes_on() {
+        let (c, sd, _d) = start(Arc::new(TimedBackend {
+            idle: Duration::from_secs(60),
+            grace: Duration::from_secs(30),
+            timed_out: Arc::default(),
+        }))
+        .await;
+        let mut h = connect(&c).await;
+        let mut ch = shell(&mut h).await;
+        let mut buf = String::new();
+        read_until(&mut ch, &mut buf, "T # ").await;
+        let mut line = vec![b'x'; 1024 * 1024];
+        line.push(b'\r');
+        ch.data_bytes(line).await.unwrap();
+        read_until(&mut ch, &mut buf, &line_too_long_message()).await;
+        ch.data_bytes(&b"ok\r"[..]).await.unwrap();
+        read_until(&mut ch, &mut buf, "ran 2 chars").await;
         sd.cancel();
     }
 

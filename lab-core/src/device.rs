@@ -10,7 +10,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::clock::LabClock;
+use crate::http::HttpOptions;
 use crate::labnet::LabMap;
+use crate::secrets::{LabToken, Secrets, SecretsMode};
 use crate::tls::LabCa;
 
 /// Flags every device binary accepts.
@@ -54,6 +56,19 @@ pub struct CommonArgs {
     /// Format of the process's own diagnostics on stderr.
     #[arg(long, value_enum, default_value_t = LogFormat::Plain)]
     pub log_format: LogFormat,
+    /// Where credentials come from: `random` (the OS CSPRNG, kept in the data directory's
+    /// `secrets.json`) or `seeded` (derived from `--seed`: fixed credentials).
+    #[arg(long, value_enum, default_value_t = SecretsMode::Random)]
+    pub secrets: SecretsMode,
+    /// A JSON file of secrets to use (the orchestrator's, mode 0600): the lab token
+    /// (`lab_token`) and credentials by label. Secrets never travel on the command line; the
+    /// lab token may also come from the environment variable FORTILAB_LAB_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    pub secrets_file: Option<PathBuf>,
+    /// Close HTTP connections that have not sent a complete request head within this many
+    /// seconds (default 20; also FORTILAB_HTTP_HEADER_TIMEOUT).
+    #[arg(long, value_name = "SECS")]
+    pub http_header_timeout: Option<f64>,
 }
 
 /// Product timing mode (ARCHITECTURE.md section 6).
@@ -110,9 +125,32 @@ impl CommonArgs {
             Some(d) => d.clone(),
             None => std::env::temp_dir().join(format!("fortilab-{device}-{}", std::process::id())),
         };
-        std::fs::create_dir_all(&dir)
+        crate::secrets::create_private_dir(&dir)
             .map_err(|e| UsageError::new(format!("--data-dir {}: {e}", dir.display())))?;
         Ok(dir)
+    }
+
+    /// The device's secrets: `--secrets-file` (given), `data_dir/secrets.json` (kept), the
+    /// `--secrets` mode and the seed.
+    pub fn secrets(&self, data_dir: &Path) -> anyhow::Result<Secrets> {
+        Secrets::open(
+            Some(&data_dir.join(crate::secrets::SECRETS_FILE)),
+            self.secrets_file.as_deref(),
+            self.secrets,
+            self.seed,
+        )
+        .map_err(|e| UsageError::new(format!("secrets: {e}")).into())
+    }
+
+    /// The HTTP options of the device's servers (`--http-header-timeout`, else the
+    /// environment, else the default).
+    pub fn http_options(&self, lab_token: LabToken) -> anyhow::Result<HttpOptions> {
+        let mut o = HttpOptions::from_env(lab_token).map_err(UsageError::new)?;
+        if let Some(s) = self.http_header_timeout {
+            o.header_read_timeout = crate::http::parse_timeout(&s.to_string())
+                .map_err(|e| UsageError::new(format!("--http-header-timeout {s}: {e}")))?;
+        }
+        Ok(o)
     }
 
     /// The lab CA: the one given with `--ca-cert/--ca-key`, else one kept under `data_dir/ca`.

@@ -3,18 +3,154 @@
 //! The device library binds its own listeners (port 0 in tests) and hands them here. Each
 //! connection's peer address and, when the client presented one, its certificate CN reach the
 //! handlers as the [`ConnInfo`] extension.
+//!
+//! Two guards apply to every server of the lab, whatever its router holds ([`HttpOptions`]):
+//! - **the lab token**: a request whose path has a `_lab` segment (`/_lab/health`,
+//!   `/endpoints/PC-52/_lab/fetch`, also percent-encoded) is answered `401` with a JSON error
+//!   unless it carries `X-Fortilab-Token: <lab token>`. The check runs before routing, so a
+//!   lab route added later cannot forget it. Vendor routes keep the vendors' own authentication.
+//! - **the request head timeout**: a connection that has not sent a complete HTTP/1 request head
+//!   within [`HttpOptions::header_read_timeout`] (default [`DEFAULT_HEADER_READ_TIMEOUT`]) is
+//!   closed, as the products' Apache-derived web servers do (`mod_reqtimeout`); TLS handshakes
+//!   get [`TLS_HANDSHAKE_TIMEOUT`]. HTTP/2 (by ALPN only) pings an idle peer and closes the
+//!   connection when the ping goes unanswered.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+use crate::secrets::{LabToken, LAB_TOKEN_HEADER};
+
+/// How long a client may take to send a complete request head (Apache's `mod_reqtimeout`
+/// default for the header phase is 20 s, extended to 40 s while data trickles in; the products'
+/// web servers derive from it) [P].
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a TLS handshake may take.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The environment variable that overrides the request head timeout (seconds, fractions
+/// allowed), for tests and for labs on slow links; the `--http-header-timeout` flag wins.
+pub const HEADER_TIMEOUT_ENV: &str = "FORTILAB_HTTP_HEADER_TIMEOUT";
+
+/// What every HTTP server of the lab enforces (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// The token every `/_lab/` request must carry.
+    pub lab_token: LabToken,
+    /// Connections that do not complete a request head within this are closed.
+    pub header_read_timeout: Duration,
+}
+
+impl HttpOptions {
+    /// The defaults with `lab_token`.
+    pub fn new(lab_token: LabToken) -> Self {
+        Self {
+            lab_token,
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+        }
+    }
+
+    /// Options for tests and in-process use: a fresh random lab token.
+    pub fn for_tests() -> Self {
+        Self::new(LabToken::generate())
+    }
+
+    /// The defaults with `lab_token`, the head timeout from [`HEADER_TIMEOUT_ENV`] when set.
+    pub fn from_env(lab_token: LabToken) -> Result<Self, String> {
+        let mut o = Self::new(lab_token);
+        if let Some(t) = header_timeout_from_env()? {
+            o.header_read_timeout = t;
+        }
+        Ok(o)
+    }
+}
+
+/// The request head timeout [`HEADER_TIMEOUT_ENV`] asks for (`None` when unset).
+pub fn header_timeout_from_env() -> Result<Option<Duration>, String> {
+    match std::env::var(HEADER_TIMEOUT_ENV) {
+        Ok(v) => parse_timeout(&v)
+            .map(Some)
+            .map_err(|e| format!("{HEADER_TIMEOUT_ENV}={v}: {e}")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A positive number of seconds (fractions allowed).
+pub fn parse_timeout(v: &str) -> Result<Duration, String> {
+    match v.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s > 0.0 && s < 1e9 => Ok(Duration::from_secs_f64(s)),
+        _ => Err("not a positive number of seconds".into()),
+    }
+}
+
+/// Whether `path` addresses a lab surface: one of its segments (percent-decoded) is `_lab`.
+pub fn is_lab_path(path: &str) -> bool {
+    path.split('/')
+        .any(|seg| percent_decode(seg).eq_ignore_ascii_case("_lab"))
+}
+
+fn percent_decode(s: &str) -> String {
+    if !s.contains('%') {
+        return s.to_string();
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The answer to a lab-surface request without the right token (`None`: let it through).
+pub fn check_lab_token(
+    token: &LabToken,
+    headers: &axum::http::HeaderMap,
+) -> Option<axum::response::Response> {
+    let presented = headers.get(LAB_TOKEN_HEADER).map(|v| v.as_bytes());
+    let (error, detail) = match presented {
+        Some(p) if token.matches(p) => return None,
+        Some(_) => (
+            "invalid lab token",
+            "the X-Fortilab-Token header does not match this lab's token (lab_token in the ready file)",
+        ),
+        None => (
+            "lab token required",
+            "every /_lab/ route needs the header X-Fortilab-Token: <lab_token> (lab_token in the ready file)",
+        ),
+    };
+    Some(unauthorized(error, detail))
+}
+
+/// A `401` with a JSON body `{"status": 401, "error", "detail"}`.
+pub fn unauthorized(error: &str, detail: &str) -> axum::response::Response {
+    let body = serde_json::json!({"status": 401, "error": error, "detail": detail});
+    let mut resp = axum::response::Response::new(axum::body::Body::from(body.to_string()));
+    *resp.status_mut() = axum::http::StatusCode::UNAUTHORIZED;
+    resp.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    resp
+}
 
 /// What a handler knows about the connection its request came on.
 #[derive(Debug, Clone)]
@@ -35,12 +171,14 @@ pub async fn serve_https(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     app: Router,
+    opts: HttpOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     serve(
         listener,
         Some(tokio_rustls::TlsAcceptor::from(tls)),
         app,
+        opts,
         shutdown,
     )
     .await
@@ -50,29 +188,54 @@ pub async fn serve_https(
 pub async fn serve_http(
     listener: TcpListener,
     app: Router,
+    opts: HttpOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    serve(listener, None, app, shutdown).await
+    serve(listener, None, app, opts, shutdown).await
+}
+
+/// The HTTP/1 and HTTP/2 connection builders of one server.
+struct Builders {
+    h1: Builder<TokioExecutor>,
+    h2: Builder<TokioExecutor>,
+}
+
+impl Builders {
+    fn new(opts: &HttpOptions) -> Self {
+        let mut h1 = Builder::new(TokioExecutor::new()).http1_only();
+        h1.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout);
+        let mut h2 = Builder::new(TokioExecutor::new()).http2_only();
+        h2.http2()
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20));
+        Self { h1, h2 }
+    }
 }
 
 async fn serve(
     listener: TcpListener,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
     app: Router,
+    opts: HttpOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
-    let builder = Arc::new(Builder::new(TokioExecutor::new()));
+    let builders = Arc::new(Builders::new(&opts));
+    let token = opts.lab_token.clone();
     while let Some((tcp, peer)) = accept_next(&listener, &shutdown, "https").await {
         let app = app.clone();
         let acceptor = acceptor.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let watcher = graceful.watcher();
+        let token = token.clone();
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
                     let tls =
-                        match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(tcp))
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                             .await
                         {
                             Ok(Ok(tls)) => tls,
@@ -84,12 +247,16 @@ async fn serve(
                         };
                     let client_cn =
                         crate::tls::peer_common_name(tls.get_ref().1.peer_certificates());
+                    // The protocol is what ALPN chose (HTTP/1.1 without ALPN); no sniffing, so
+                    // a client that sends a few bytes and stalls meets the head timeout.
+                    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                     let info = ConnInfo {
                         peer,
                         client_cn,
                         tls: true,
                     };
-                    let svc = service(app, info);
+                    let svc = service(app, info, token);
+                    let builder = if h2 { &builders.h2 } else { &builders.h1 };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
@@ -99,8 +266,10 @@ async fn serve(
                         client_cn: None,
                         tls: false,
                     };
-                    let svc = service(app, info);
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), svc);
+                    let svc = service(app, info, token);
+                    let conn = builders
+                        .h1
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
                 }
             }
@@ -147,15 +316,17 @@ pub async fn drain(graceful: GracefulShutdown) {
     }
 }
 
-fn service(app: Router, info: ConnInfo) -> AppService {
-    AppService { app, info }
+fn service(app: Router, info: ConnInfo, token: LabToken) -> AppService {
+    AppService { app, info, token }
 }
 
-/// Adapts the axum router to a hyper service, stamping each request with its [`ConnInfo`].
+/// Adapts the axum router to a hyper service, stamping each request with its [`ConnInfo`] and
+/// refusing lab-surface requests without the lab token.
 #[derive(Clone)]
 struct AppService {
     app: Router,
     info: ConnInfo,
+    token: LabToken,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AppService {
@@ -166,6 +337,22 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AppServi
     >;
 
     fn call(&self, mut req: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        if is_lab_path(req.uri().path()) {
+            if let Some(refused) = check_lab_token(&self.token, req.headers()) {
+                tracing::debug!(peer = %self.info.peer, path = %req.uri().path(), "lab request without a valid lab token");
+                return Box::pin(async move {
+                    // Read (a bounded part of) the body first: an HTTP/2 client still sending
+                    // it would otherwise see its stream reset instead of the 401.
+                    let body = http_body_util::Limited::new(req.into_body(), 64 * 1024);
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        http_body_util::BodyExt::collect(body),
+                    )
+                    .await;
+                    Ok(refused)
+                });
+            }
+        }
         req.extensions_mut().insert(self.info.clone());
         let app = self.app.clone();
         Box::pin(async move { app.oneshot(req.map(axum::body::Body::new)).await })
@@ -177,4 +364,48 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<(TcpListener, SocketAddr)
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     Ok((listener, local))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lab_paths_are_recognised_in_any_spelling() {
+        for p in [
+            "/_lab/health",
+            "/_lab",
+            "/endpoints/PC-52/_lab/fetch",
+            "/%5Flab/config",
+            "/%5flab/config",
+            "//_lab/config",
+            "/_LAB/config",
+            "/x/_lab/",
+        ] {
+            assert!(is_lab_path(p), "{p}");
+        }
+        for p in [
+            "/api/v2/cmdb/firewall/policy",
+            "/jsonrpc",
+            "/_labx/y",
+            "/lab/x",
+            "/",
+            "%",
+        ] {
+            assert!(!is_lab_path(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn the_token_check_answers_401_json_without_or_with_a_wrong_token() {
+        let t = LabToken::new("s3cret");
+        let mut h = axum::http::HeaderMap::new();
+        let r = check_lab_token(&t, &h).expect("refused");
+        assert_eq!(r.status(), axum::http::StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()["content-type"], "application/json");
+        h.insert(LAB_TOKEN_HEADER, "nope".parse().unwrap());
+        assert!(check_lab_token(&t, &h).is_some());
+        h.insert(LAB_TOKEN_HEADER, "s3cret".parse().unwrap());
+        assert!(check_lab_token(&t, &h).is_none());
+    }
 }

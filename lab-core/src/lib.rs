@@ -8,13 +8,16 @@
 //! - [`shutdown`]: SIGINT/SIGTERM → a cancellation token.
 //! - [`ready`]: the `--ready-file` report, written atomically.
 //! - [`clock`]: the lab clock (epoch, origin, speed) and FortiOS date/time formatting.
-//! - [`rng`]: seeded random streams per label (serials, FCTUIDs, MACs, tokens).
+//! - [`rng`]: seeded random streams per label (serials, FCTUIDs, MACs, seeded credentials).
+//! - [`secrets`]: lab credentials (CSPRNG by default, seeded on request), the lab token, files
+//!   created 0600.
 //! - [`labnet`] and [`proxy`]: the lab network map and PROXY v1/v2 headers.
 //! - [`logfmt`]: FortiOS `key=value` log records.
 //! - [`fortiguard`]: the FortiGuard web filter categories by FortiOS version.
 //! - [`console`] and [`telemetry`]: the SSH console server and the FortiClient ↔ EMS wire format.
 //! - [`events`]: the per-device event stream served at `/_lab/events`.
 //! - [`logchan`]: the log channel (FortiGate/FortiClient → FortiAnalyzer; notifications back).
+//! - [`text`]: control characters made visible before text reaches a terminal.
 //! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
 
 pub mod clock;
@@ -29,8 +32,10 @@ pub mod logfmt;
 pub mod proxy;
 pub mod ready;
 pub mod rng;
+pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 
 pub use clock::LabClock;

@@ -138,13 +138,20 @@ impl LogRecord {
             match v {
                 LogValue::Str(s) => {
                     out.push('"');
-                    if s.bytes().any(|b| matches!(b, b'"' | b'\\' | b'\n' | b'\r')) {
+                    if s.bytes()
+                        .any(|b| matches!(b, b'"' | b'\\') || b < 0x20 || b == 0x7f)
+                    {
                         for c in s.chars() {
                             match c {
                                 '"' => out.push_str("\\\""),
                                 '\\' => out.push_str("\\\\"),
                                 '\n' => out.push_str("\\n"),
                                 '\r' => out.push_str("\\r"),
+                                // Other control characters (ESC, TAB, NUL, DEL) as `\xHH`, so
+                                // no value can carry terminal escapes or break the line.
+                                c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                                    let _ = write!(out, "\\x{:02x}", c as u32);
+                                }
                                 c => out.push(c),
                             }
                         }
@@ -329,8 +336,9 @@ pub fn body_start(line: &str) -> usize {
 }
 
 /// Reads the quoted value of a log line whose opening `"` is at byte `open` of `line`, undoing
-/// the escapes (`\n`, `\r`, `\` + any character): the value (borrowed from `line` when it has
-/// no escape) and the index just past the closing `"`; `None` when the quote is not closed.
+/// the escapes (`\n`, `\r`, `\xHH` for other control characters, `\` + any other character):
+/// the value (borrowed from `line` when it has no escape) and the index just past the closing
+/// `"`; `None` when the quote is not closed.
 #[inline]
 pub fn unquote_at(line: &str, open: usize) -> Option<(Cow<'_, str>, usize)> {
     let bytes = line.as_bytes();
@@ -343,12 +351,22 @@ pub fn unquote_at(line: &str, open: usize) -> Option<(Cow<'_, str>, usize)> {
                 let o = owned.get_or_insert_with(String::new);
                 o.push_str(&line[from..i]);
                 let c = line[i + 1..].chars().next().unwrap_or('\\');
-                o.push(match c {
-                    'n' => '\n',
-                    'r' => '\r',
-                    other => other,
-                });
-                i += 1 + c.len_utf8();
+                let hex = |b: u8| (b as char).to_digit(16);
+                match (c, bytes.get(i + 2).copied(), bytes.get(i + 3).copied()) {
+                    ('x', Some(h), Some(l)) if hex(h).is_some() && hex(l).is_some() => {
+                        let v = hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0);
+                        o.push(char::from_u32(v).unwrap_or('\u{fffd}'));
+                        i += 4;
+                    }
+                    _ => {
+                        o.push(match c {
+                            'n' => '\n',
+                            'r' => '\r',
+                            other => other,
+                        });
+                        i += 1 + c.len_utf8();
+                    }
+                }
                 from = i;
             }
             b'"' => {
@@ -426,6 +444,25 @@ mod tests {
     }
 
     #[test]
+    fn control_characters_and_markup_are_escaped_and_read_back() {
+        let hostile = "PC-52\x1b[31m<script>alert(1)</script>\t\u{0}\u{7f}\"x\" \\ end";
+        let mut r = LogRecord::new();
+        r.str("hostname", hostile).int("n", 1);
+        let line = r.render();
+        assert!(
+            !line.bytes().any(|b| b < 0x20 || b == 0x7f),
+            "no raw control character: {line:?}"
+        );
+        assert!(
+            line.contains(r#"\x1b[31m"#) && line.contains(r#"\x09"#),
+            "{line}"
+        );
+        assert!(line.ends_with(" n=1"), "the value stays one field: {line}");
+        let back = LogRecord::parse(&line).unwrap();
+        assert_eq!(back.text("hostname").unwrap(), hostile);
+    }
+
+    #[test]
     fn header_order_by_version() {
         assert_eq!(HeaderStyle::for_version("6.4.4"), HeaderStyle::V64Plus);
         assert_eq!(HeaderStyle::for_version("v7.2.5"), HeaderStyle::V64Plus);
@@ -475,7 +512,7 @@ mod tests {
         }
 
         #[test]
-        fn render_parse_round_trip(vals in proptest::collection::vec(("[a-z_]{1,10}", "\\PC{0,20}"), 1..10)) {
+        fn render_parse_round_trip(vals in proptest::collection::vec(("[a-z_]{1,10}", "\\PC{0,20}|[\\x00-\\x1f\\x7f\\\\\"x0-9a-f]{0,12}"), 1..10)) {
             let mut r = LogRecord::new();
             for (k, v) in &vals { r.str(k.clone(), v.clone()); }
             let back = LogRecord::parse(&r.render()).unwrap();

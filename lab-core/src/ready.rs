@@ -1,19 +1,13 @@
-//! The ready report: a JSON file written atomically once a device (or the lab) serves.
+//! The ready report: a JSON file written atomically once a device (or the lab) serves. It
+//! holds credentials and the lab token, so it is created with mode 0600.
 
 use std::path::Path;
 
-/// Writes `value` to `path` atomically (temporary file + rename), so a reader polling for the
-/// file never sees half of it.
+/// Writes `value` to `path` atomically (temporary file created 0600 + rename), so a reader
+/// polling for the file never sees half of it and nobody else can read it.
 pub fn write_ready(path: &Path, value: &serde_json::Value) -> std::io::Result<()> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() {
-            std::fs::create_dir_all(dir)?;
-        }
-    }
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
     let text = serde_json::to_string_pretty(value).map_err(std::io::Error::other)?;
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path)
+    crate::secrets::write_private(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -27,5 +21,11 @@ mod tests {
         let v: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
         assert_eq!(v["a"], 2);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
     }
 }

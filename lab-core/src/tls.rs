@@ -123,7 +123,7 @@ impl LabCa {
             return Self::from_pem(&cert, &key);
         }
         let ca = Self::generate(name)?;
-        std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        crate::secrets::create_private_dir(dir).map_err(|e| io_err(dir, e))?;
         write_private(&key_path, &ca.key_pem)?;
         std::fs::write(&cert_path, &ca.cert_pem).map_err(|e| io_err(&cert_path, e))?;
         Ok(ca)
@@ -335,15 +335,7 @@ fn io_err(path: &Path, source: std::io::Error) -> TlsError {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
-    use std::io::Write;
-    #[cfg(unix)]
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    opts.mode(0o600);
-    let mut f = opts.open(path).map_err(|e| io_err(path, e))?;
-    f.write_all(text.as_bytes()).map_err(|e| io_err(path, e))
+    crate::secrets::write_private(path, text.as_bytes()).map_err(|e| io_err(path, e))
 }
 
 #[cfg(test)]

@@ -281,7 +281,14 @@ async fn up(
     ));
     let snapshot = session.report();
     session.write_ready_file()?;
-    print_summary(&snapshot, started, json);
+    let sign_in = crate::dashboard::sign_in_url(&dashboard, session.lab_token());
+    print_summary(&snapshot, &sign_in, started, json);
+    for l in crate::lab::non_loopback_listeners(&snapshot) {
+        eprintln!(
+            "fortilab: warning: listener not on loopback: {l} (anyone who can reach it can try \
+             the lab's credentials; the lab surfaces need the lab token)"
+        );
+    }
     let printer = tokio::spawn(timeline::print_live(
         timeline.clone(),
         json,
@@ -319,17 +326,22 @@ async fn up(
     }
 }
 
-fn print_summary(r: &Value, started: std::time::Duration, json: bool) {
+fn print_summary(r: &Value, sign_in: &str, started: std::time::Duration, json: bool) {
     if json {
         println!(
             "{}",
-            serde_json::json!({"kind": "lab.ready", "report": r, "start_ms": started.as_millis()})
+            serde_json::json!({"kind": "lab.ready", "report": r, "dashboard_sign_in": sign_in,
+                               "start_ms": started.as_millis()})
         );
         return;
     }
     let s = |v: &Value| v.as_str().unwrap_or("-").to_string();
     println!("fortilab: lab ready in {} ms", started.as_millis());
-    println!("  dashboard      {}", s(&r["dashboard"]));
+    println!("  dashboard      {sign_in}");
+    println!(
+        "  lab token      {}  (header X-Fortilab-Token on every /_lab/ route)",
+        s(&r["lab_token"])
+    );
     println!("  lab CA         {}", s(&r["ca_cert"]));
     let f = &r["fortigate"];
     println!(

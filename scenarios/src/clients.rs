@@ -8,13 +8,40 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 
+use fortilab_core::secrets::LabToken;
 use fortilab_core::LabCa;
 
-/// An HTTP client that trusts only the lab CA.
-pub fn http_client(ca: &LabCa, cookies: bool) -> anyhow::Result<reqwest::Client> {
+/// The default headers of a lab client: `X-Fortilab-Token` when the lab has a token. Every
+/// client the orchestrator makes talks only to the lab's own devices, so the lab-surface calls
+/// and the vendor-API calls share it.
+fn lab_headers(token: Option<&LabToken>) -> anyhow::Result<reqwest::header::HeaderMap> {
+    let mut h = reqwest::header::HeaderMap::new();
+    if let Some(t) = token {
+        let mut v = reqwest::header::HeaderValue::from_str(t.as_str())?;
+        v.set_sensitive(true);
+        h.insert(fortilab_core::secrets::LAB_TOKEN_HEADER, v);
+    }
+    Ok(h)
+}
+
+/// A client builder that trusts only the lab CA and sends the lab token (when given).
+pub fn lab_client_builder(
+    ca: &LabCa,
+    token: Option<&LabToken>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
     let tls = fortilab_core::tls::client_config(ca, None)?;
-    let mut b = reqwest::Client::builder()
+    Ok(reqwest::Client::builder()
         .use_preconfigured_tls((*tls).clone())
+        .default_headers(lab_headers(token)?))
+}
+
+/// An HTTP client that trusts only the lab CA (and sends the lab token, when given).
+pub fn http_client(
+    ca: &LabCa,
+    cookies: bool,
+    token: Option<&LabToken>,
+) -> anyhow::Result<reqwest::Client> {
+    let mut b = lab_client_builder(ca, token)?
         .timeout(Duration::from_secs(15))
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(4);
@@ -25,10 +52,8 @@ pub fn http_client(ca: &LabCa, cookies: bool) -> anyhow::Result<reqwest::Client>
 }
 
 /// A client for long-lived streams (no overall timeout).
-pub fn stream_client(ca: &LabCa) -> anyhow::Result<reqwest::Client> {
-    let tls = fortilab_core::tls::client_config(ca, None)?;
-    Ok(reqwest::Client::builder()
-        .use_preconfigured_tls((*tls).clone())
+pub fn stream_client(ca: &LabCa, token: Option<&LabToken>) -> anyhow::Result<reqwest::Client> {
+    Ok(lab_client_builder(ca, token)?
         .connect_timeout(Duration::from_secs(5))
         .build()?)
 }

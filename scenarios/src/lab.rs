@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use serde_json::{json, Value};
 
+use fortilab_core::secrets::{LabToken, Secrets, SecretsMode};
 use fortilab_core::{LabCa, LabClock, LabMap};
 
 use crate::labdef::LabDef;
@@ -84,6 +85,12 @@ pub struct Lab {
     pub ca_cert: PathBuf,
     pub clock: LabClock,
     pub seed: u64,
+    /// The lab token every `/_lab/` route of every device requires (`X-Fortilab-Token`).
+    pub lab_token: LabToken,
+    /// Where the credentials came from (`[lab] secrets`).
+    pub secrets: SecretsMode,
+    /// The lab's secrets file (mode 0600; kept across resets, like the lab CA).
+    pub secrets_path: PathBuf,
     pub map: LabMap,
     map_path: PathBuf,
     pub internet: DeviceProc,
@@ -140,11 +147,21 @@ impl Lab {
         pinned: std::collections::HashMap<String, Vec<String>>,
     ) -> anyhow::Result<Lab> {
         let dir = opts.data_dir.clone();
-        std::fs::create_dir_all(&dir).with_context(|| format!("--data-dir {}", dir.display()))?;
+        fortilab_core::secrets::create_private_dir(&dir)
+            .with_context(|| format!("--data-dir {}", dir.display()))?;
         let ca = LabCa::load_or_create(&dir.join("ca"), &def.lab.name)?;
         let ca_cert = dir.join("ca").join("ca.pem");
         let ca_key = dir.join("ca").join("ca.key");
         let seed = opts.seed.unwrap_or(def.lab.seed);
+        // The lab's secrets: the lab token and (unless seeded) every credential, created once
+        // per lab directory and handed to each device as a file (never on the command line).
+        let secrets_path = dir.join(fortilab_core::secrets::SECRETS_FILE);
+        let secrets = Secrets::open(Some(&secrets_path), None, def.lab.secrets, seed)?;
+        let lab_token = secrets.lab_token()?;
+        let secrets_mode = def.lab.secrets;
+        for (label, n) in fortilab_core::secrets::CREDENTIALS {
+            secrets.credential(label, *n)?;
+        }
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
@@ -177,6 +194,10 @@ impl Lab {
                 ca_key.display().to_string(),
                 "--seed".into(),
                 seed.to_string(),
+                "--secrets".into(),
+                def.lab.secrets.as_str().into(),
+                "--secrets-file".into(),
+                secrets_path.display().to_string(),
                 "--timing".into(),
                 match def.lab.timing {
                     fortilab_core::device::Timing::Fast => "fast".into(),
@@ -275,6 +296,9 @@ impl Lab {
             ca_cert,
             clock,
             seed,
+            lab_token,
+            secrets: secrets_mode,
+            secrets_path,
             map,
             map_path,
             internet,
@@ -384,7 +408,7 @@ impl Lab {
     /// FortiAnalyzer (which is how FortiAnalyzer learns the endpoint's host name). Returns the
     /// links still down after `timeout`; empty when all are up.
     pub async fn settle(&self, timeout: Duration) -> Vec<String> {
-        let client = match crate::clients::http_client(&self.ca, false) {
+        let client = match crate::clients::http_client(&self.ca, false, Some(&self.lab_token)) {
             Ok(c) => c,
             Err(e) => return vec![format!("no lab HTTP client: {e:#}")],
         };
@@ -539,6 +563,8 @@ impl Lab {
         json!({
             "ca_cert": self.ca_cert.display().to_string(),
             "dashboard": dashboard,
+            "lab_token": self.lab_token.as_str(),
+            "secrets": self.secrets.as_str(),
             "seed": self.seed,
             "data_dir": self.dir.display().to_string(),
             "fortigate": pick(fgt, &["name", "serial", "version", "api", "api_token", "admin", "proxy", "ssh"]),
@@ -643,7 +669,10 @@ impl Lab {
         for label in self.labels_of(role) {
             let pinned = self.pinned.get(&label).cloned().unwrap_or_default();
             let p = self.proc_by_label(&label);
-            if p.pid().is_some() {
+            // A process that died behind the orchestrator's back (`kill -9` from outside) still
+            // has its child handle, and for a few milliseconds after the kill it cannot be
+            // reaped yet: wait for that, then only a running one is left alone.
+            if p.settled_state(Duration::from_secs(5)).await == crate::procs::ProcState::Running {
                 continue;
             }
             // The pinned flags come last so they override the first start's defaults.
@@ -673,6 +702,69 @@ impl Lab {
     pub fn map_path(&self) -> &Path {
         &self.map_path
     }
+}
+
+/// Ready-report keys that name a listener (a URL or `ip:port`).
+const LISTENER_KEYS: &[&str] = &[
+    "api",
+    "proxy",
+    "ssh",
+    "log_channel",
+    "syslog",
+    "telemetry",
+    "control",
+    "dashboard",
+    "http",
+    "https",
+];
+
+/// The listeners of a ready report that are not on loopback (`"fortigate.api 0.0.0.0:443"`):
+/// every lab listener is on loopback by default, and anything else exposes a lab surface to the
+/// network, so `fortilab up` warns about each.
+pub fn non_loopback_listeners(report: &Value) -> Vec<String> {
+    fn walk(v: &Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    if let (true, Some(s)) = (LISTENER_KEYS.contains(&k.as_str()), x.as_str()) {
+                        let addr = url_socket(&json!(s)).map(|a| a.ip()).or_else(|| {
+                            let rest = s.split("://").nth(1).unwrap_or(s);
+                            let host = rest.split('/').next()?.rsplit_once(':')?.0;
+                            host.trim_matches(['[', ']']).parse::<IpAddr>().ok()
+                        });
+                        match addr {
+                            Some(ip) if ip.is_loopback() => {}
+                            Some(_) => out.push(format!("{p} {s}")),
+                            None => {
+                                // A host name: only `localhost` is known to be loopback.
+                                let rest = s.split("://").nth(1).unwrap_or(s);
+                                let host = rest.split(['/', ':']).next().unwrap_or("");
+                                if !host.eq_ignore_ascii_case("localhost") {
+                                    out.push(format!("{p} {s}"));
+                                }
+                            }
+                        }
+                    } else {
+                        walk(x, &p, out);
+                    }
+                }
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    walk(x, &format!("{path}[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(report, "", &mut out);
+    out
 }
 
 /// The FortiGate's fabric links that are down, from its `/_lab/health` answer. EMS
@@ -816,6 +908,25 @@ mod tests {
             json!({"links": {"fortianalyzer": null, "ems": [{"name": "ok", "connected": true}]}});
         assert!(fortigate_links_down(&up, true).is_empty());
         assert_eq!(fortigate_links_down(&json!({"ok": true}), true).len(), 1);
+    }
+
+    #[test]
+    fn listeners_off_loopback_are_named() {
+        let r = json!({"dashboard": "http://127.0.0.1:80/",
+                       "fortigate": {"api": "https://0.0.0.0:443", "proxy": "127.0.0.1:8080",
+                                     "ssh": null, "name": "FGT"},
+                       "endpoints": [{"control": "https://192.168.1.5:9/endpoints/PC-52"}],
+                       "internet": {"control": "https://localhost:7/"},
+                       "fortianalyzer": {"api": "https://[::1]:443"}});
+        let mut found = non_loopback_listeners(&r);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                "endpoints[0].control https://192.168.1.5:9/endpoints/PC-52".to_string(),
+                "fortigate.api https://0.0.0.0:443".to_string()
+            ]
+        );
     }
 
     #[test]

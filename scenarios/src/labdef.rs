@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use fortilab_core::device::Timing;
+use fortilab_core::secrets::SecretsMode;
 
 /// The seed FortiGate configuration (FortiOS CLI), used when a lab names none.
 pub const SEED_FORTIGATE_CONF: &str = include_str!("../labs/seed-fortigate.conf");
@@ -66,6 +67,11 @@ pub struct LabSection {
     /// Lab time zone offset, FortiOS style (`-0800`).
     #[serde(default = "default_tz")]
     pub tz: String,
+    /// Where the credentials come from: `random` (default: the OS CSPRNG, per lab) or
+    /// `seeded` (derived from the seed: the same seed gives the same passwords and keys).
+    /// Session ids, CSRF tokens, access codes and the lab token are random either way.
+    #[serde(default)]
+    pub secrets: SecretsMode,
 }
 
 impl Default for LabSection {
@@ -77,6 +83,7 @@ impl Default for LabSection {
             speed: default_speed(),
             epoch: None,
             tz: default_tz(),
+            secrets: SecretsMode::Random,
         }
     }
 }
@@ -543,6 +550,16 @@ mod tests {
         let e = LabDef::parse("x.toml", "[lab]\nname = \"a\"\nsped = 2\n").unwrap_err();
         assert_eq!((e.line, e.file.as_str()), (3, "x.toml"));
         assert!(e.message.contains("sped"), "{}", e.message);
+    }
+
+    #[test]
+    fn secrets_are_random_unless_the_lab_asks_for_seeded() {
+        assert_eq!(LabDef::seed().lab.secrets, SecretsMode::Random);
+        let d = LabDef::parse("x.toml", "[lab]\nsecrets = \"seeded\"\n").unwrap();
+        assert_eq!(d.lab.secrets, SecretsMode::Seeded);
+        let e = LabDef::parse("x.toml", "[lab]\nsecrets = \"fixed\"\n").unwrap_err();
+        assert_eq!(e.line, 2);
+        assert!(e.message.contains("random"), "{}", e.message);
     }
 
     #[test]

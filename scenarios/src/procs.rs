@@ -140,6 +140,33 @@ impl DeviceProc {
         }
     }
 
+    /// Whether the process is on its way out: its main thread has exited (a zombie in
+    /// `/proc/<pid>/stat`) while other threads are still being torn down, so it cannot be
+    /// reaped yet and [`DeviceProc::state`] still says `Running` (what a `kill -9` from outside
+    /// looks like for a few milliseconds).
+    pub fn dying(&self) -> bool {
+        let Some(pid) = self.pid() else { return false };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        matches!(
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.trim_start().chars().next()),
+            Some('Z' | 'X')
+        )
+    }
+
+    /// The process's state once a dying process (see [`DeviceProc::dying`]) has been reaped,
+    /// waiting up to `within` for it.
+    pub async fn settled_state(&mut self, within: Duration) -> ProcState {
+        let deadline = Instant::now() + within;
+        loop {
+            let st = self.state();
+            if st != ProcState::Running || !self.dying() || Instant::now() > deadline {
+                return st;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// SIGTERM, then wait up to `grace` for a clean exit, then SIGKILL. Returns the exit code.
     pub async fn stop(&mut self, grace: Duration) -> Option<i32> {
         let mut child = self.child.take()?;

@@ -65,7 +65,7 @@ pub struct Ctx {
 impl Ctx {
     /// Clients for a started lab.
     pub fn new(lab: Lab, timeline: Timeline) -> anyhow::Result<Ctx> {
-        let http = clients::http_client(&lab.ca, false)?;
+        let http = clients::http_client(&lab.ca, false, Some(&lab.lab_token))?;
         let fgt_r = unwrap_ready(&lab.fortigate.ready, "fortigate");
         let fgt = FortiOs::new(
             fgt_r.get("api").and_then(Value::as_str).unwrap_or_default(),
@@ -95,7 +95,7 @@ impl Ctx {
                 .pointer("/admin/password")
                 .and_then(Value::as_str)
                 .unwrap_or_default(),
-            clients::http_client(&lab.ca, true)?,
+            clients::http_client(&lab.ca, true, Some(&lab.lab_token))?,
         );
         let report = lab.ready_report(None);
         let eps = report["endpoints"].as_array().cloned().unwrap_or_default();
@@ -696,7 +696,7 @@ pub async fn run_scenario(
     };
     let timeline = Timeline::new(lab.clock);
     let shutdown = CancellationToken::new();
-    let stream = match clients::stream_client(&lab.ca) {
+    let stream = match clients::stream_client(&lab.ca, Some(&lab.lab_token)) {
         Ok(c) => c,
         Err(e) => {
             outcome.error = Some(format!("{e:#}"));

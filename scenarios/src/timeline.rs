@@ -274,9 +274,20 @@ pub fn format_event(ev: &Value, clock: &LabClock, colour: bool) -> String {
     let ts = ev.get("ts").and_then(Value::as_i64).unwrap_or(0);
     let (_, time) = clock.date_time(ts);
     let ms = (ts.rem_euclid(1_000_000_000)) / 1_000_000;
-    let device = ev.get("device").and_then(Value::as_str).unwrap_or("?");
-    let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("?");
+    // Device names, kinds and values can come from outside the lab (an endpoint's host name
+    // from EMS telemetry): control characters are shown, not sent to the terminal.
+    let device = fortilab_core::text::printable(
+        ev.get("device").and_then(Value::as_str).unwrap_or("?"),
+        false,
+    );
+    let device = device.as_ref();
+    let kind = fortilab_core::text::printable(
+        ev.get("kind").and_then(Value::as_str).unwrap_or("?"),
+        false,
+    );
+    let kind = kind.as_ref();
     let summary = summarize(ev);
+    let summary = fortilab_core::text::printable(&summary, false);
     if colour {
         let c = match device {
             d if d.starts_with("FGT") || d.contains("fortigate") => "\x1b[31m",
@@ -398,6 +409,11 @@ mod tests {
         );
         let ev = json!({"ts": 0, "device": "FAZ-LAB", "kind": "x", "summary": "hello"});
         assert!(format_event(&ev, &clock, false).ends_with("hello"));
+        // A host name from EMS telemetry with terminal escapes is shown, not obeyed.
+        let ev = json!({"ts": 0, "device": "EMS-LAB", "kind": "ems.endpoint.registered",
+                        "name": "PC\u{1b}]0;owned\u{7}\u{1b}[2J<b>"});
+        let line = format_event(&ev, &clock, true);
+        assert!(line.contains("PC\\x1b]0;owned\\x07\\x1b[2J<b>"), "{line}");
     }
 
     #[test]

@@ -63,12 +63,16 @@ pub fn resolve(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<EmsCon
         &mut fortilab_core::rng::stream(seed, "ems/serial"),
         "FCTEMS",
     );
-    let password = file.admin.password.clone().unwrap_or_else(|| {
-        fortilab_core::rng::token(
-            &mut fortilab_core::rng::stream(seed, "ems/admin-password"),
-            12,
-        )
-    });
+    let secrets = args.common.secrets(data_dir)?;
+    let password = match file.admin.password.clone() {
+        Some(p) => p,
+        None => secrets
+            .credential("ems/admin-password", 12)
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    };
+    let http = args
+        .common
+        .http_options(secrets.lab_token().map_err(|e| anyhow::anyhow!("{e}"))?)?;
     let ka = match file.ka_interval {
         Some(s) => Duration::from_secs_f64(s),
         None => args
@@ -96,6 +100,7 @@ pub fn resolve(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<EmsCon
             .unwrap_or_else(|| crate::DEFAULT_QUARANTINE_MESSAGE.into()),
         seed,
         data_dir: data_dir.to_path_buf(),
+        http,
     })
 }
 
@@ -133,6 +138,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "lab_ip": cfg.lab_ip,
         "ca_cert": ca_cert_path.display().to_string(),
         "ka_interval_ms": cfg.ka_interval.as_millis() as u64,
+        "lab_token": cfg.http.lab_token.as_str(),
     }))?;
     running.wait().await?;
     tracing::info!("EMS stopped");

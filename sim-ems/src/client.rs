@@ -43,6 +43,8 @@ pub struct HttpsClient {
     connector: tokio_rustls::TlsConnector,
     addr: SocketAddr,
     server_name: ServerName<'static>,
+    /// Sent as `X-Fortilab-Token` on every request (lab surfaces need it).
+    lab_token: Option<String>,
 }
 
 impl std::fmt::Debug for HttpsClient {
@@ -66,7 +68,14 @@ impl HttpsClient {
             connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)),
             addr,
             server_name: fortilab_core::tls::server_name(&addr.ip().to_string())?,
+            lab_token: None,
         })
+    }
+
+    /// This client with the lab token, sent on every request (`X-Fortilab-Token`).
+    pub fn with_lab_token(mut self, token: &str) -> Self {
+        self.lab_token = Some(token.to_string());
+        self
     }
 
     /// Sends one request.
@@ -93,6 +102,9 @@ impl HttpsClient {
             .header("host", self.addr.to_string());
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some(t) = &self.lab_token {
+            req = req.header(fortilab_core::secrets::LAB_TOKEN_HEADER, t.as_str());
         }
         let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
         let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req))

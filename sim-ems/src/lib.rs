@@ -30,7 +30,6 @@ use std::time::Duration;
 
 use fortilab_core::tls::{ClientAuth, LabCa};
 use fortilab_core::{EventBus, LabClock};
-use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -58,6 +57,8 @@ pub struct EmsConfig {
     pub quarantine_message: String,
     pub seed: u64,
     pub data_dir: std::path::PathBuf,
+    /// The lab token and the HTTP limits of the API listener.
+    pub http: fortilab_core::http::HttpOptions,
 }
 
 impl EmsConfig {
@@ -79,6 +80,7 @@ impl EmsConfig {
             quarantine_message: DEFAULT_QUARANTINE_MESSAGE.into(),
             seed: 1,
             data_dir: data_dir.to_path_buf(),
+            http: fortilab_core::http::HttpOptions::for_tests(),
         }
     }
 }
@@ -103,7 +105,6 @@ pub struct Shared {
     pub store: store::Store,
     pub auto_authorize: AtomicBool,
     pub sessions: Mutex<HashMap<String, Session>>,
-    rng: Mutex<ChaCha8Rng>,
     ka_count: AtomicU64,
     /// Keep-alives handled since start.
     pub keepalives: AtomicU64,
@@ -127,9 +128,10 @@ impl Shared {
         self.clock.now_ns() / 1_000_000
     }
 
-    /// Runs `f` with the seeded random stream.
-    pub fn with_rng<T>(&self, f: impl FnOnce(&mut ChaCha8Rng) -> T) -> T {
-        f(&mut self.rng.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Runs `f` with the OS CSPRNG: session ids, CSRF tokens and access codes never come
+    /// from the seed (they must not repeat after a restart).
+    pub fn with_rng<T>(&self, f: impl FnOnce(&mut rand::rngs::OsRng) -> T) -> T {
+        f(&mut fortilab_core::secrets::csprng())
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, EmsState> {
@@ -258,7 +260,6 @@ pub async fn start(
         ClientAuth::None,
         &[],
     )?)?;
-    let rng = fortilab_core::rng::stream(cfg.seed, "ems/runtime");
     let shared = Arc::new(Shared {
         auto_authorize: AtomicBool::new(cfg.auto_authorize),
         cfg,
@@ -267,7 +268,6 @@ pub async fn start(
         state: Mutex::new(st),
         store,
         sessions: Mutex::new(HashMap::new()),
-        rng: Mutex::new(rng),
         ka_count: AtomicU64::new(0),
         keepalives: AtomicU64::new(0),
         flush_lock: tokio::sync::Mutex::new(()),
@@ -280,8 +280,9 @@ pub async fn start(
         let app = api::router(shared.clone());
         let sd = shutdown.clone();
         let l = listeners.api;
+        let http = shared.cfg.http.clone();
         tasks.spawn(async move {
-            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, app, sd).await {
+            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, app, http, sd).await {
                 tracing::error!(error = %e, "API server failed");
             }
         });

@@ -60,6 +60,11 @@ pub struct Endpoint {
     /// Hashes of access codes already used or voided (never accepted again).
     #[serde(default)]
     pub voided_codes: Vec<String>,
+    /// [`code_digest`]s of this endpoint's access codes that were used or voided: no code in
+    /// any endpoint's list is accepted again or issued again, across restarts (the list is
+    /// part of the persisted endpoint record).
+    #[serde(default)]
+    pub used_codes: Vec<String>,
     /// The last quarantine message (kept after release, as the record field).
     #[serde(default)]
     pub quarantine_message: String,
@@ -217,6 +222,14 @@ pub fn code_hash(salt: &str, code: &str) -> String {
     hex::encode(h.finalize())
 }
 
+/// Unsalted SHA-256 of a normalised access code (hex): how EMS remembers used codes.
+pub fn code_digest(code: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"fortilab-ems-access-code:");
+    h.update(code.trim().to_ascii_uppercase().as_bytes());
+    hex::encode(h.finalize())
+}
+
 /// Is `ip` a plausible IPv4/IPv6 text?
 fn norm_ip(ip: &str) -> String {
     ip.trim().to_string()
@@ -361,6 +374,10 @@ impl EmsState {
                 .as_ref()
                 .map(|p| p.voided_codes.clone())
                 .unwrap_or_default(),
+            used_codes: prev
+                .as_ref()
+                .map(|p| p.used_codes.clone())
+                .unwrap_or_default(),
             quarantine_message: prev.map(|p| p.quarantine_message).unwrap_or_default(),
         };
         self.endpoints.insert(id, ep);
@@ -412,6 +429,10 @@ impl EmsState {
         let mut code_accepted = None;
         let mut released_by_code = None;
         let mut durable = false;
+        let used = ka
+            .release_code
+            .as_deref()
+            .is_some_and(|c| self.code_used(&code_digest(c)));
         {
             let ep = self.endpoints.get_mut(&id).expect("index is consistent");
             ep.last_seen_ms = now_ms;
@@ -422,14 +443,16 @@ impl EmsState {
                 }
             }
             if let Some(code) = &ka.release_code {
-                let ok = match &ep.quarantine {
-                    Some(q) => code_hash(&q.salt, code) == q.hash,
-                    None => false,
-                };
+                let ok = !used
+                    && match &ep.quarantine {
+                        Some(q) => code_hash(&q.salt, code) == q.hash,
+                        None => false,
+                    };
                 code_accepted = Some(ok);
                 if ok {
                     let q = ep.quarantine.take().expect("checked above");
                     ep.voided_codes.push(q.hash.clone());
+                    ep.used_codes.push(code_digest(&q.code));
                     released_by_code = Some(q.id);
                     durable = true;
                 }
@@ -450,6 +473,13 @@ impl EmsState {
             released_by_code,
             reported_changed,
         }
+    }
+
+    /// Whether a code with this [`code_digest`] was ever used or voided on any endpoint.
+    pub fn code_used(&self, digest: &str) -> bool {
+        self.endpoints
+            .values()
+            .any(|e| e.used_codes.iter().any(|d| d == digest))
     }
 
     /// The endpoints a selector picks.
@@ -505,9 +535,22 @@ impl EmsState {
                 quarantine_id: Some(q.id),
             });
         }
-        let code: String = (0..8)
-            .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
+        // A code that was ever used or voided is never issued again (32^8 codes: a repeat
+        // from the CSPRNG is all but impossible, this makes it impossible).
+        let used: BTreeSet<&str> = self
+            .endpoints
+            .values()
+            .flat_map(|e| e.used_codes.iter().map(String::as_str))
             .collect();
+        let code = loop {
+            let c: String = (0..8)
+                .map(|_| CODE_ALPHABET[rng.gen_range(0..CODE_ALPHABET.len())] as char)
+                .collect();
+            if !used.contains(code_digest(&c).as_str()) {
+                break c;
+            }
+        };
+        let ep = self.endpoints.get_mut(&id)?;
         let salt: [u8; 8] = rng.gen();
         let salt = hex::encode(salt);
         let hash = code_hash(&salt, &code);
@@ -543,6 +586,7 @@ impl EmsState {
         let changed = q.is_some();
         if let Some(q) = &q {
             ep.voided_codes.push(q.hash.clone());
+            ep.used_codes.push(code_digest(&q.code));
         }
         let res = QuarantineResult {
             device_id: id,
@@ -649,6 +693,56 @@ mod tests {
             fct_version: "6.4.3.1608".into(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_used_access_code_is_never_accepted_or_issued_again_even_after_a_restart() {
+        let mut st = EmsState::new();
+        let (id, _) = st.register(&info("AAA", "10.115.2.52"), 1000);
+        // The same random stream twice: without the used-code list the second quarantine
+        // would mint the first one's code again (what a seeded EMS did after each restart).
+        st.quarantine(
+            id,
+            "admin:admin",
+            None,
+            "q",
+            &mut fortilab_core::rng::stream(9, "codes"),
+            2000,
+        )
+        .unwrap();
+        let first = st.endpoints[&id].quarantine.as_ref().unwrap().code.clone();
+        let ka = |code: &str| KeepAlive {
+            fctuid: "AAA".into(),
+            ec_quarantined: true,
+            release_code: Some(code.to_string()),
+            ..Default::default()
+        };
+        let KaOutcome::Ok { code_accepted, .. } = st.keepalive(&ka(&first), 3000) else {
+            panic!()
+        };
+        assert_eq!(code_accepted, Some(true));
+        // A restart: the state goes through its persisted form.
+        let mut st: EmsState = serde_json::from_str(&serde_json::to_string(&st).unwrap()).unwrap();
+        st.reindex();
+        st.quarantine(
+            id,
+            "admin:admin",
+            None,
+            "q",
+            &mut fortilab_core::rng::stream(9, "codes"),
+            4000,
+        )
+        .unwrap();
+        let second = st.endpoints[&id].quarantine.as_ref().unwrap().code.clone();
+        assert_ne!(second, first, "a used code is not issued again");
+        let KaOutcome::Ok { code_accepted, .. } = st.keepalive(&ka(&first), 5000) else {
+            panic!()
+        };
+        assert_eq!(code_accepted, Some(false), "the used code is refused");
+        assert!(st.endpoints[&id].quarantine.is_some());
+        // Unquarantine voids the current code too.
+        st.unquarantine(id).unwrap();
+        assert!(st.code_used(&code_digest(&second)));
     }
 
     #[test]

@@ -98,6 +98,13 @@ fn wait_ready(path: &std::path::Path, child: &mut Child) -> Value {
     }
 }
 
+/// The lab token of the processes this bench starts (`FORTILAB_LAB_TOKEN`), sent on every
+/// request.
+fn lab_token() -> &'static str {
+    static T: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    T.get_or_init(|| fortilab_core::secrets::random_token(32))
+}
+
 /// A minimal HTTPS client (lab CA), one connection per request.
 struct Https {
     connector: tokio_rustls::TlsConnector,
@@ -144,7 +151,8 @@ impl Https {
         let mut req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header("host", self.addr.to_string());
+            .header("host", self.addr.to_string())
+            .header("x-fortilab-token", lab_token());
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
@@ -227,6 +235,7 @@ fn main() {
             ca_key.to_str().unwrap(),
         ])
         .env("RUST_LOG", "warn")
+        .env("FORTILAB_LAB_TOKEN", lab_token())
         // Lets an optimised `ems_index` bench binary stand in for sim-ems (SIM_EMS_BIN).
         .env("FORTILAB_BENCH_ROLE", "ems")
         .stdin(Stdio::null())
@@ -257,6 +266,7 @@ fn main() {
     let mut ep = Command::new(ep_bin)
         .env(ROLE_ENV, "endpoint")
         .env("RUST_LOG", "warn")
+        .env("FORTILAB_LAB_TOKEN", lab_token())
         .args([
             "--count",
             &count.to_string(),

@@ -68,6 +68,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     .map_err(UsageError::new)?;
     let data_dir = args.common.data_dir("endpoint")?;
     let ca = args.common.lab_ca(&data_dir)?;
+    let secrets = args.common.secrets(&data_dir)?;
+    let http = args.common.http_options(secrets.lab_token()?)?;
     let lab_map = args.common.lab_map()?;
     let clock = args.common.clock();
     let spread = args
@@ -90,6 +92,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .delay(Duration::from_secs(90 * 60), Duration::from_secs(5)),
         data_dir,
         seed: args.common.seed,
+        http,
     };
     let shutdown = fortilab_core::shutdown::signal_token();
     let (control, _) = fortilab_core::http::bind(args.listen)
@@ -108,6 +111,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     args.common.write_ready(&json!({
         "endpoints": endpoints,
         "control": format!("https://{}", running.control_addr),
+        "lab_token": running.shared.cfg.http.lab_token.as_str(),
     }))?;
     running.wait().await;
     tracing::info!("endpoints stopped");

@@ -74,6 +74,8 @@ pub struct EndpointConfig {
     pub log_upload_every: Duration,
     pub data_dir: std::path::PathBuf,
     pub seed: u64,
+    /// The lab token and the HTTP limits of the control listener (the endpoints' lab surface).
+    pub http: fortilab_core::http::HttpOptions,
 }
 
 /// One endpoint.
@@ -228,8 +230,9 @@ pub async fn start(
     {
         let app = router(shared.clone());
         let sd = shutdown.clone();
+        let http = shared.cfg.http.clone();
         tasks.spawn(async move {
-            if let Err(e) = fortilab_core::http::serve_https(control, tls, app, sd).await {
+            if let Err(e) = fortilab_core::http::serve_https(control, tls, app, http, sd).await {
                 tracing::error!(error = %e, "control server failed");
             }
         });
@@ -735,6 +738,7 @@ mod tests {
             log_upload_every: Duration::from_secs(1),
             data_dir: dir.path().to_path_buf(),
             seed: 1,
+            http: fortilab_core::http::HttpOptions::for_tests(),
         };
         let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sd = CancellationToken::new();

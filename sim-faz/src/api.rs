@@ -62,6 +62,16 @@ async fn jsonrpc_handler(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(|s| s.trim().to_string());
+    if body.len() > jsonrpc::MAX_BODY {
+        // The documented answer to an oversized request (fidelity-faz.md): HTTP 413.
+        app.faz.counters.oversized.fetch_add(1, Ordering::Relaxed);
+        return json_response(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &json!({"jsonrpc": "2.0", "error": {"code": -32600,
+                    "message": format!("Request body too large (over {} bytes)", jsonrpc::MAX_BODY)},
+                    "id": null}),
+        );
+    }
     let caller = Caller {
         token: bearer.or(q.access_token),
         peer: conn.peer.to_string(),

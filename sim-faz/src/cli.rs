@@ -67,6 +67,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => p.clone(),
         None => data_dir.join("ca").join("ca.pem"),
     };
+    let secrets = args.common.secrets(&data_dir)?;
+    let http = args.common.http_options(secrets.lab_token()?)?;
     let shutdown = fortilab_core::shutdown::signal_token();
     let (udp, tcp) = crate::bind_syslog(args.syslog_listen)
         .await
@@ -95,6 +97,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         auto_authorize: args.auto_authorize,
         lab_ip: args.lab_ip.clone(),
         ca_cert_path: Some(ca_cert_path),
+        secrets: std::sync::Arc::new(secrets),
+        http,
     };
     let running = crate::start(cfg, listeners, &ca, shutdown.clone()).await?;
     args.common.write_ready(&running.ready_json())?;

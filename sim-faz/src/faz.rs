@@ -248,8 +248,6 @@ pub struct Faz {
     pub counters: Counters,
     /// Rescan runs to execute: (tid, start, end), taken by the rescan worker thread.
     pub rescan_tx: OnceLock<Mutex<std::sync::mpsc::Sender<(u64, i64, i64)>>>,
-    /// Seeded stream for session ids (ARCHITECTURE.md section 6).
-    rng: Mutex<Box<dyn rand::RngCore + Send>>,
 }
 
 impl std::fmt::Debug for Faz {
@@ -269,6 +267,7 @@ fn kv_json<T: Serialize>(v: &T) -> Option<String> {
 
 impl Faz {
     /// Builds the state over an opened store, restoring devices, hosts, alerts and settings.
+    /// (`_seed` is kept for callers: session ids no longer come from it.)
     pub fn new(
         id: Identity,
         clock: LabClock,
@@ -277,7 +276,7 @@ impl Faz {
         tidb: Tidb,
         settings: IocSettings,
         auto_authorize: bool,
-        seed: u64,
+        _seed: u64,
     ) -> anyhow::Result<Arc<Self>> {
         let bus = EventBus::new(&id.hostname, clock);
         let mut engine = IocEngine::new(tidb);
@@ -351,7 +350,6 @@ impl Faz {
             .kv_get("counter:notify")?
             .and_then(|s| s.parse().ok())
             .unwrap_or(1);
-        let rng = fortilab_core::rng::stream(seed, &format!("faz-sessions-{}", clock.now_ns()));
         Ok(Arc::new(Faz {
             id,
             clock,
@@ -375,7 +373,6 @@ impl Faz {
             ip_names: Mutex::new(HashMap::new()),
             counters: Counters::default(),
             rescan_tx: OnceLock::new(),
-            rng: Mutex::new(Box::new(rng)),
         }))
     }
 
@@ -392,10 +389,10 @@ impl Faz {
         self.clock.display(t * 1_000_000_000)
     }
 
-    /// A fresh random token (session ids).
+    /// A fresh random token (session ids): from the OS CSPRNG, never from the seed, so a
+    /// session id seen before a restart is never issued again.
     pub fn token(&self, n: usize) -> String {
-        let mut g = self.rng.lock().unwrap_or_else(|e| e.into_inner());
-        fortilab_core::rng::token(&mut *g, n)
+        fortilab_core::secrets::random_token(n)
     }
 
     // ---------------------------------------------------------------- devices

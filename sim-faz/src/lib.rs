@@ -27,7 +27,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fortilab_core::device::Timing;
+use fortilab_core::http::HttpOptions;
 use fortilab_core::logchan::{Hello, LogReceiver};
+use fortilab_core::secrets::{Secrets, SecretsMode};
 use fortilab_core::tls::{ClientAuth, LabCa};
 use fortilab_core::LabClock;
 use serde_json::{json, Value};
@@ -54,6 +56,11 @@ pub struct FazConfig {
     pub lab_ip: String,
     /// Path of the lab CA certificate, for the ready report.
     pub ca_cert_path: Option<PathBuf>,
+    /// Admin password and API key (labels `faz/admin-password`, `faz/api-key`) unless the
+    /// config file sets them: random per lab unless seeded.
+    pub secrets: Arc<Secrets>,
+    /// The lab token and the HTTP limits of the API listener.
+    pub http: HttpOptions,
 }
 
 impl FazConfig {
@@ -67,6 +74,8 @@ impl FazConfig {
             auto_authorize: false,
             lab_ip: "10.115.1.20".into(),
             ca_cert_path: None,
+            secrets: Arc::new(Secrets::ephemeral(SecretsMode::Seeded, 1)),
+            http: HttpOptions::for_tests(),
         }
     }
 }
@@ -122,6 +131,8 @@ pub struct Running {
     /// The SSH console's address.
     pub ssh_addr: Option<SocketAddr>,
     pub ca_cert_path: Option<PathBuf>,
+    /// The lab token of the `/_lab/` routes.
+    pub lab_token: fortilab_core::secrets::LabToken,
     /// Keeps the SSH console server alive.
     _console: Option<console::SshConsoleHandle>,
     tasks: Vec<JoinHandle<()>>,
@@ -146,6 +157,7 @@ impl Running {
             "lab_ip": self.faz.id.lab_ip,
             "ca_cert": self.ca_cert_path.as_ref().map(|p| p.display().to_string()),
             "events": format!("{api}/_lab/events"),
+            "lab_token": self.lab_token.as_str(),
         })
     }
 
@@ -172,12 +184,14 @@ pub async fn start(
         &mut fortilab_core::rng::stream(cfg.seed, "faz-serial"),
         "FAZ-VMTM",
     );
-    let admin_password = cfg.file.admin.password.clone().unwrap_or_else(|| {
-        fortilab_core::rng::token(&mut fortilab_core::rng::stream(cfg.seed, "faz-admin"), 16)
-    });
-    let api_key = cfg.file.api_key.clone().unwrap_or_else(|| {
-        fortilab_core::rng::token(&mut fortilab_core::rng::stream(cfg.seed, "faz-api-key"), 30)
-    });
+    let admin_password = match cfg.file.admin.password.clone() {
+        Some(p) => p,
+        None => cfg.secrets.credential("faz/admin-password", 16)?,
+    };
+    let api_key = match cfg.file.api_key.clone() {
+        Some(k) => k,
+        None => cfg.secrets.credential("faz/api-key", 30)?,
+    };
     let id = Identity {
         hostname: cfg.file.hostname.clone(),
         serial: serial.clone(),
@@ -262,8 +276,9 @@ pub async fn start(
         let router = api::router(app);
         let stop = shutdown.clone();
         let l = listeners.api;
+        let http = cfg.http.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, router, stop).await {
+            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, router, http, stop).await {
                 tracing::error!(error = %e, "API server failed");
             }
         }));
@@ -279,7 +294,9 @@ pub async fn start(
         }));
     }
     if let (Some(u), Some(t)) = (listeners.syslog_udp, listeners.syslog_tcp) {
-        let _ = syslog::start(faz.clone(), u, t, shutdown.clone());
+        // A started syslog message has as long to complete as an HTTP request head.
+        let partial = cfg.http.header_read_timeout;
+        let _ = syslog::start(faz.clone(), u, t, partial, shutdown.clone());
     }
     let (console, ssh_addr) = match listeners.ssh {
         Some(l) => match console::serve(faz.clone(), l, &cfg.data_dir, shutdown.clone()).await {
@@ -313,6 +330,7 @@ pub async fn start(
         syslog_addr,
         ssh_addr,
         ca_cert_path: cfg.ca_cert_path,
+        lab_token: cfg.http.lab_token.clone(),
         _console: console,
         tasks,
         shutdown,

@@ -100,11 +100,14 @@ struct Msg {
     peer: SocketAddr,
 }
 
-/// Starts UDP and TCP listeners; bodies go to a blocking ingest thread.
+/// Starts UDP and TCP listeners; bodies go to a blocking ingest thread. A TCP sender that
+/// starts a message and does not finish it within `partial_timeout` is disconnected (an idle
+/// connection between messages stays open, as reliable senders keep theirs).
 pub fn start(
     faz: Arc<Faz>,
     udp: UdpSocket,
     tcp: TcpListener,
+    partial_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
     let (tx, rx) = mpsc::channel::<Msg>(65_536);
@@ -117,7 +120,7 @@ pub fn start(
     {
         let faz = faz.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { tcp_loop(faz, tcp, tx, stop).await });
+        tokio::spawn(async move { tcp_loop(faz, tcp, tx, partial_timeout, stop).await });
     }
     std::thread::Builder::new()
         .name("faz-syslog-ingest".into())
@@ -172,6 +175,7 @@ async fn tcp_loop(
     faz: Arc<Faz>,
     listener: TcpListener,
     tx: mpsc::Sender<Msg>,
+    partial_timeout: std::time::Duration,
     stop: CancellationToken,
 ) {
     loop {
@@ -192,7 +196,7 @@ async fn tcp_loop(
         tokio::spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                r = tcp_conn(&faz, sock, peer, &tx) => {
+                r = tcp_conn(&faz, sock, peer, &tx, partial_timeout) => {
                     if let Err(e) = r {
                         faz.counters.syslog_bad.fetch_add(1, Ordering::Relaxed);
                         tracing::debug!(%peer, error = %e, "syslog tcp connection closed");
@@ -203,11 +207,25 @@ async fn tcp_loop(
     }
 }
 
+/// `fut` (the rest of a message whose first byte arrived), or `TimedOut` after `limit`.
+async fn partial<T>(
+    limit: std::time::Duration,
+    fut: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
+    tokio::time::timeout(limit, fut).await.map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "syslog message not completed in time",
+        )
+    })?
+}
+
 async fn tcp_conn(
     faz: &Faz,
     sock: tokio::net::TcpStream,
     peer: SocketAddr,
     tx: &mpsc::Sender<Msg>,
+    partial_timeout: std::time::Duration,
 ) -> std::io::Result<()> {
     let mut r = BufReader::new(sock);
     loop {
@@ -223,7 +241,7 @@ async fn tcp_conn(
             let mut len_text = Vec::new();
             loop {
                 let mut b = [0u8; 1];
-                r.read_exact(&mut b).await?;
+                partial(partial_timeout, r.read_exact(&mut b)).await?;
                 if b[0] == b' ' {
                     break;
                 }
@@ -241,14 +259,17 @@ async fn tcp_conn(
                 return Err(std::io::Error::other("syslog frame too large"));
             }
             let mut msg = vec![0u8; len];
-            r.read_exact(&mut msg).await?;
+            partial(partial_timeout, r.read_exact(&mut msg)).await?;
             accept_body(faz, &msg, peer, tx);
         } else {
             let mut line = Vec::new();
-            let n = (&mut r)
-                .take(MAX_MSG as u64 + 1)
-                .read_until(b'\n', &mut line)
-                .await?;
+            let n = partial(
+                partial_timeout,
+                (&mut r)
+                    .take(MAX_MSG as u64 + 1)
+                    .read_until(b'\n', &mut line),
+            )
+            .await?;
             if n == 0 {
                 return Ok(());
             }

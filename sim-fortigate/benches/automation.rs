@@ -37,6 +37,11 @@ fn device(cli: &str) -> Arc<Device> {
         data_dir: None,
         ca: fortilab_core::tls::LabCa::generate("bench").unwrap(),
         lab_map: LabMap::default(),
+        secrets: fortilab_core::secrets::Secrets::ephemeral(
+            fortilab_core::secrets::SecretsMode::Seeded,
+            1,
+        ),
+        http: fortilab_core::http::HttpOptions::for_tests(),
     };
     let serial = serial_for(1);
     let (store, _) = load_config(&opts, &serial, "tok3nTOKEN0123456789abcdefghij", "pw").unwrap();

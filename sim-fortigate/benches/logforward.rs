@@ -46,6 +46,11 @@ fn main() {
             data_dir: Some(dir.path().join("fgt")),
             ca,
             lab_map: map,
+            secrets: fortilab_core::secrets::Secrets::ephemeral(
+                fortilab_core::secrets::SecretsMode::Seeded,
+                1,
+            ),
+            http: fortilab_core::http::HttpOptions::for_tests(),
         };
         std::fs::create_dir_all(dir.path().join("fgt")).unwrap();
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -243,6 +243,11 @@ fn main() {
             data_dir: with_faz.then(|| dir.path().to_path_buf()),
             ca,
             lab_map: map,
+            secrets: fortilab_core::secrets::Secrets::ephemeral(
+                fortilab_core::secrets::SecretsMode::Seeded,
+                1,
+            ),
+            http: fortilab_core::http::HttpOptions::for_tests(),
         };
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut running = fortilab_fortigate::start(opts, Listeners { api }, shutdown.clone())

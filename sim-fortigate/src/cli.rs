@@ -88,6 +88,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| data_dir.join("ca").join("ca.pem"));
     let lab_map = args.common.lab_map()?;
+    let secrets = args.common.secrets(&data_dir)?;
+    let http = args.common.http_options(secrets.lab_token()?)?;
     let shutdown = fortilab_core::shutdown::signal_token();
     let (listener, _) = fortilab_core::http::bind(args.listen)
         .await
@@ -103,6 +105,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         data_dir: Some(data_dir),
         ca,
         lab_map,
+        secrets,
+        http,
     };
     let (proxy_listener, _) = fortilab_core::http::bind(args.proxy_listen)
         .await

@@ -268,6 +268,10 @@ pub struct Device {
     /// The automation engine, once started (the console's `diagnose test application autod`
     /// and config scripts reach it through here; weak: the engine holds the device).
     pub automation_engine: OnceLock<std::sync::Weak<crate::automation::Engine>>,
+    /// The lab token and HTTP limits (set once by `start()`): the token is required on this
+    /// device's `/_lab/` routes and sent on its own calls to other devices' lab surfaces (the
+    /// lab Internet's ratings); the request head timeout also applies to the explicit proxy.
+    pub http: OnceLock<fortilab_core::http::HttpOptions>,
     fabric: RwLock<Arc<dyn FabricStatus>>,
     persist_lock: Mutex<()>,
 }
@@ -318,9 +322,23 @@ impl Device {
             tls: OnceLock::new(),
             scripts: Default::default(),
             automation_engine: OnceLock::new(),
+            http: OnceLock::new(),
             fabric: RwLock::new(Arc::new(NotConnected)),
             persist_lock: Mutex::new(()),
         }
+    }
+
+    /// The lab token, once `start()` set it.
+    pub fn lab_token(&self) -> Option<fortilab_core::secrets::LabToken> {
+        self.http.get().map(|h| h.lab_token.clone())
+    }
+
+    /// How long a client may take to send a request head (API and proxy).
+    pub fn header_read_timeout(&self) -> std::time::Duration {
+        self.http
+            .get()
+            .map(|h| h.header_read_timeout)
+            .unwrap_or(fortilab_core::http::DEFAULT_HEADER_READ_TIMEOUT)
     }
 
     /// The hostname (`config system global` / `set hostname`).

@@ -28,7 +28,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use fortilab_core::clock::LabClock;
+use fortilab_core::http::HttpOptions;
 use fortilab_core::labnet::LabMap;
+use fortilab_core::secrets::Secrets;
 use fortilab_core::tls::{self, ClientAuth, LabCa};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -69,6 +71,11 @@ pub struct Options {
     pub data_dir: Option<PathBuf>,
     pub ca: LabCa,
     pub lab_map: LabMap,
+    /// The API token and admin password at first boot (labels `fortigate/api-token`,
+    /// `fortigate/admin-password`): random per lab unless seeded.
+    pub secrets: Secrets,
+    /// The lab token and the HTTP limits of the API listener.
+    pub http: HttpOptions,
 }
 
 /// The listeners the device serves on (bound by the caller; port 0 in tests).
@@ -133,6 +140,7 @@ impl Running {
             "proxy": self.proxy_addr.map(|a| a.to_string()),
             "ssh": self.ssh.as_ref().map(|s| s.local_addr.to_string()),
             "ca_cert": ca_cert.map(|p| p.display().to_string()),
+            "lab_token": self.device.lab_token().map(|t| t.as_str().to_string()),
         })
     }
 
@@ -151,36 +159,21 @@ impl Running {
     }
 }
 
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Secrets {
+struct Credentials {
     api_token: String,
     admin_password: String,
 }
 
-fn load_secrets(dir: Option<&Path>, seed: u64) -> Result<Secrets, StartError> {
-    let path = dir.map(|d| d.join("secrets.json"));
-    if let Some(p) = &path {
-        if let Ok(text) = std::fs::read_to_string(p) {
-            if let Ok(s) = serde_json::from_str::<Secrets>(&text) {
-                return Ok(s);
-            }
-        }
-    }
-    let s = Secrets {
-        api_token: fortilab_core::rng::token(
-            &mut fortilab_core::rng::stream(seed, "fortigate/api-token"),
-            30,
-        ),
-        admin_password: fortilab_core::rng::token(
-            &mut fortilab_core::rng::stream(seed, "fortigate/admin-password"),
-            16,
-        ),
+fn credentials(secrets: &Secrets) -> Result<Credentials, StartError> {
+    let get = |label: &str, n: usize| {
+        secrets
+            .credential(label, n)
+            .map_err(|e| StartError::Io(e.to_string()))
     };
-    if let Some(p) = &path {
-        let text = serde_json::to_string_pretty(&s).map_err(|e| StartError::Io(e.to_string()))?;
-        std::fs::write(p, text).map_err(|e| StartError::Io(format!("{}: {e}", p.display())))?;
-    }
-    Ok(s)
+    Ok(Credentials {
+        api_token: get("fortigate/api-token", 30)?,
+        admin_password: get("fortigate/admin-password", 16)?,
+    })
 }
 
 /// The device serial of a seed (`FGVM01TM` + 8).
@@ -282,7 +275,7 @@ pub async fn start(
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
     let serial = serial_for(opts.seed);
-    let secrets = load_secrets(opts.data_dir.as_deref(), opts.seed)?;
+    let secrets = credentials(&opts.secrets)?;
     let (store, warnings) =
         load_config(&opts, &serial, &secrets.api_token, &secrets.admin_password)?;
     // A saved configuration means this start is a reboot (automation `reboot` triggers).
@@ -303,6 +296,7 @@ pub async fn start(
     device
         .persist()
         .map_err(|e| StartError::Io(format!("saving the configuration: {e}")))?;
+    let _ = device.http.set(opts.http.clone());
 
     // React to every committed change (event log 0100044547, lab event, saved config).
     let mut rx = device.config.subscribe();
@@ -365,6 +359,7 @@ pub async fn start(
         listeners.api,
         tls_cfg,
         app,
+        opts.http.clone(),
         shutdown,
     ));
     device.events.emit(

@@ -44,6 +44,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let data_dir = args.common.data_dir("internet")?;
     let ca = args.common.lab_ca(&data_dir)?;
     let lab_map = args.common.lab_map()?;
+    let secrets = args.common.secrets(&data_dir)?;
+    let http = args.common.http_options(secrets.lab_token()?)?;
     let clock = args.common.clock();
     let bind = |a: SocketAddr| async move {
         tokio::net::TcpListener::bind(a)
@@ -61,6 +63,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             sites,
             lab_map,
             clock,
+            http,
         },
         &ca,
         listeners,

@@ -23,6 +23,8 @@ pub struct Get {
     pub host: Option<String>,
     pub path: String,
     pub method: String,
+    /// Extra request headers (`X-Fortilab-Token` for the control surface).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Get {
@@ -34,7 +36,14 @@ impl Get {
             host: Some(host.to_string()),
             path: path.to_string(),
             method: "GET".into(),
+            headers: Vec::new(),
         }
+    }
+
+    /// This request with one more header.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
     }
 }
 
@@ -90,6 +99,9 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     let mut head = format!("{} {} HTTP/1.1\r\n", req.method, req.path);
     if let Some(h) = &req.host {
         head.push_str(&format!("Host: {h}\r\n"));
+    }
+    for (k, v) in &req.headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("User-Agent: fortilab\r\nAccept: */*\r\nConnection: close\r\n\r\n");
     s.write_all(head.as_bytes()).await?;

@@ -34,6 +34,8 @@ pub struct Config {
     pub sites: Sites,
     pub lab_map: LabMap,
     pub clock: LabClock,
+    /// The lab token of the control surface and the HTTP limits of every listener.
+    pub http: fortilab_core::http::HttpOptions,
 }
 
 /// The three listeners (bind `127.0.0.1:0` in tests).
@@ -50,6 +52,8 @@ pub struct Running {
     pub control: SocketAddr,
     pub sites: Arc<Sites>,
     pub bus: EventBus,
+    /// The lab token of the control surface.
+    pub lab_token: fortilab_core::secrets::LabToken,
     tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -91,6 +95,7 @@ impl Running {
             "https": self.https.to_string(),
             "control": format!("https://{}", self.control),
             "lab_map": self.lab_map_json(),
+            "lab_token": self.lab_token.as_str(),
         }})
     }
 
@@ -122,6 +127,7 @@ pub async fn start(
     let https = listeners.https.local_addr()?;
     let control = listeners.control.local_addr()?;
     let sites = Arc::new(cfg.sites);
+    let head_timeout = cfg.http.header_read_timeout;
     let bus = EventBus::new("internet", cfg.clock);
     let tls_set = Arc::new(server::TlsSet::new(ca, &sites)?);
     let ctx = Arc::new(server::Ctx {
@@ -142,18 +148,21 @@ pub async fn start(
             listeners.http,
             None,
             ctx.clone(),
+            head_timeout,
             shutdown.clone(),
         )),
         tokio::spawn(server::serve(
             listeners.https,
             Some(tls_set),
             ctx,
+            head_timeout,
             shutdown.clone(),
         )),
         tokio::spawn(fortilab_core::http::serve_https(
             listeners.control,
             control_tls,
             app,
+            cfg.http.clone(),
             shutdown,
         )),
     ];
@@ -164,6 +173,7 @@ pub async fn start(
         control,
         sites,
         bus,
+        lab_token: cfg.http.lab_token.clone(),
         tasks,
     })
 }
@@ -187,6 +197,7 @@ mod tests {
             sites: Sites::defaults(),
             lab_map: LabMap::new(),
             clock: LabClock::real(),
+            http: fortilab_core::http::HttpOptions::for_tests(),
         };
         let stop = CancellationToken::new();
         let r = start(cfg, &ca, listeners, stop.clone()).await.unwrap();

@@ -83,14 +83,22 @@ struct Conn {
 }
 
 /// Serves the sites on `listener` (TLS when `tls` is given) until shutdown, then drains.
+/// HTTP/1.1 only (the sites' ALPN offers nothing else); a connection that does not complete a
+/// request head within `header_read_timeout` is closed.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<TlsSet>>,
     ctx: Arc<Ctx>,
+    header_read_timeout: Duration,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let builder = Arc::new(Builder::new(TokioExecutor::new()));
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let builder = Arc::new(builder);
     while let Some((tcp, peer)) = accept_next(&listener, &shutdown, "lab Internet").await {
         let (tls, ctx, builder, watcher) = (
             tls.clone(),

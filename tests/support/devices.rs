@@ -251,7 +251,9 @@ pub async fn fgt_rest(
 ) -> Value {
     let api = fgt.ready["api"].as_str().unwrap();
     let addr: SocketAddr = api.trim_start_matches("https://").parse().unwrap();
-    let client = HttpsClient::new(ca_pem, None, addr).unwrap();
+    let client = HttpsClient::new(ca_pem, None, addr)
+        .unwrap()
+        .with_lab_token(super::lab_token());
     let auth = format!("Bearer {}", fgt.ready["api_token"].as_str().unwrap());
     let r = client
         .request(

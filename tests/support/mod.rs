@@ -21,6 +21,19 @@ pub fn bin(name: &str) -> PathBuf {
     }
 }
 
+/// The lab token of every device a test process spawns (`FORTILAB_LAB_TOKEN` in their
+/// environment), so devices started one by one share it as a lab's do; `/_lab/` calls send it
+/// as `X-Fortilab-Token`.
+pub fn lab_token() -> &'static str {
+    static TOKEN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    TOKEN.get_or_init(|| fortilab_core::secrets::random_token(32))
+}
+
+/// The header line curl and raw clients send on `/_lab/` calls.
+pub fn lab_header() -> String {
+    format!("X-Fortilab-Token: {}", lab_token())
+}
+
 /// Polls `cond` every 20 ms until it returns `Some` or `timeout` passes.
 pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
     let deadline = Instant::now() + timeout;
@@ -59,7 +72,8 @@ impl Proc {
         let stderr_path = dir.join(format!("{name}.stderr.log"));
         let stderr = std::fs::File::create(&stderr_path).unwrap();
         let mut cmd = Command::new(bin(name));
-        cmd.envs(env.iter().copied())
+        cmd.env(fortilab_core::secrets::LAB_TOKEN_ENV, lab_token())
+            .envs(env.iter().copied())
             .args(args)
             .arg("--ready-file")
             .arg(&ready_path)

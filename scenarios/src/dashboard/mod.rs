@@ -2,7 +2,9 @@
 //!
 //! Plain HTTP on loopback; the browser talks only to this server, which calls the devices'
 //! vendor APIs on behalf of the panels and buttons (with the lab CA). Assets are embedded in
-//! the binary: no build step, works offline.
+//! the binary: no build step, works offline. Every request passes [`guard`]: the `Host` and
+//! `Origin` checks and the sign-in (lab token once in the URL, then an `HttpOnly`
+//! `SameSite=Strict` cookie; scripts send `X-Fortilab-Token`).
 //!
 //! | path | what |
 //! |---|---|
@@ -16,6 +18,7 @@
 //! | `POST /api/faz/ack`, `/api/faz/logsearch`, `/api/ems/{quarantine,unquarantine}`, `/api/endpoint/{name}/{fetch,access-code}` | buttons (vendor APIs; endpoints' lab surface) |
 //! | `POST /_lab/inject` | lab surface of the dashboard itself: synthetic timeline events (load test) |
 
+pub mod guard;
 pub mod library;
 pub mod player;
 pub mod session;
@@ -65,13 +68,30 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let poller = Arc::new(StatePoller::new());
     tokio::spawn(poller.clone().run(session.clone(), shutdown.clone()));
+    let port = listener.local_addr()?.port();
+    let token = session.lab_token().clone();
     let app = App {
         session,
         poller,
         player: Arc::new(Player::new()),
         shutdown: shutdown.clone(),
     };
-    fortilab_core::http::serve_http(listener, router(app), shutdown).await
+    let guard = Arc::new(guard::Guard::new(token.clone(), port));
+    let router = router(app).layer(axum::middleware::from_fn_with_state(
+        guard,
+        guard::middleware,
+    ));
+    let opts = fortilab_core::http::HttpOptions::from_env(token.clone()).unwrap_or_else(|e| {
+        tracing::warn!("{e}; the dashboard keeps the default request head timeout");
+        fortilab_core::http::HttpOptions::new(token)
+    });
+    fortilab_core::http::serve_http(listener, router, opts, shutdown).await
+}
+
+/// The URL that signs a browser in once (`fortilab up` prints it): the dashboard URL with
+/// `?token=<lab_token>`.
+pub fn sign_in_url(dashboard: &str, token: &fortilab_core::secrets::LabToken) -> String {
+    format!("{dashboard}?token={}", token.as_str())
 }
 
 fn router(app: App) -> Router {

@@ -38,12 +38,10 @@ pub struct Clients {
 
 impl Clients {
     fn new(lab: &Lab) -> anyhow::Result<Clients> {
-        let http = clients::http_client(&lab.ca, false)?;
+        let http = clients::http_client(&lab.ca, false, Some(&lab.lab_token))?;
         // Panels poll often: answers must come quickly or count as "down".
         let fast = {
-            let tls = fortilab_core::tls::client_config(&lab.ca, None)?;
-            reqwest::Client::builder()
-                .use_preconfigured_tls((*tls).clone())
+            clients::lab_client_builder(&lab.ca, Some(&lab.lab_token))?
                 .timeout(std::time::Duration::from_secs(3))
                 .connect_timeout(std::time::Duration::from_millis(700))
                 .pool_max_idle_per_host(8)
@@ -69,9 +67,7 @@ impl Clients {
                     .and_then(Value::as_str)
                     .unwrap_or_default(),
                 {
-                    let tls = fortilab_core::tls::client_config(&lab.ca, None)?;
-                    reqwest::Client::builder()
-                        .use_preconfigured_tls((*tls).clone())
+                    clients::lab_client_builder(&lab.ca, Some(&lab.lab_token))?
                         .timeout(std::time::Duration::from_secs(3))
                         .connect_timeout(std::time::Duration::from_millis(700))
                         .cookie_store(true)
@@ -119,6 +115,8 @@ pub struct LabSession {
     /// Woken on every change the panels should show at once (a button, a reset).
     pub changed: tokio::sync::Notify,
     shutdown: CancellationToken,
+    /// The lab token (the same across resets: the lab's secrets file is kept).
+    lab_token: fortilab_core::secrets::LabToken,
 }
 
 impl LabSession {
@@ -130,9 +128,10 @@ impl LabSession {
         opts: SessionOptions,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<LabSession>> {
-        let stream = clients::stream_client(&lab.ca)?;
+        let stream = clients::stream_client(&lab.ca, Some(&lab.lab_token))?;
         let clients = Clients::new(&lab)?;
         let report = lab.ready_report(None);
+        let lab_token = lab.lab_token.clone();
         let procs = proc_views(&mut lab);
         let sources = lab.event_sources();
         let ctx = Ctx::new(lab, timeline.clone())?;
@@ -150,6 +149,7 @@ impl LabSession {
             procs: Mutex::new(procs),
             changed: tokio::sync::Notify::new(),
             shutdown,
+            lab_token,
         });
         s.follow(sources);
         Ok(s)
@@ -168,6 +168,11 @@ impl LabSession {
                 token.clone(),
             ));
         }
+    }
+
+    /// The lab token (dashboard sign-in, every device's `/_lab/` routes).
+    pub fn lab_token(&self) -> &fortilab_core::secrets::LabToken {
+        &self.lab_token
     }
 
     /// Records the dashboard URL (it is part of the ready report).
@@ -329,7 +334,8 @@ impl LabSession {
         };
         self.timeline.clear();
         self.timeline.set_clock(lab.clock);
-        *self.stream_client.lock().unwrap() = clients::stream_client(&lab.ca)?;
+        *self.stream_client.lock().unwrap() =
+            clients::stream_client(&lab.ca, Some(&lab.lab_token))?;
         let clients = Clients::new(&lab)?;
         {
             let mut r = lab.ready_report(self.dashboard.lock().unwrap().as_deref());
@@ -396,7 +402,9 @@ fn wipe_except_ca(dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     };
     for e in rd.flatten() {
-        if e.file_name() == "ca" {
+        // The lab CA and the lab's secrets (lab token, credentials) outlive a reset, so the
+        // URLs, tokens and passwords users already have stay valid.
+        if e.file_name() == "ca" || e.file_name() == fortilab_core::secrets::SECRETS_FILE {
             continue;
         }
         let p = e.path();
@@ -415,18 +423,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn wipe_keeps_the_lab_ca() {
+    fn wipe_keeps_the_lab_ca_and_secrets() {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("ca")).unwrap();
         std::fs::write(d.path().join("ca/ca.pem"), "x").unwrap();
         std::fs::create_dir_all(d.path().join("fortigate/queue")).unwrap();
         std::fs::write(d.path().join("labmap.json"), "{}").unwrap();
+        std::fs::write(d.path().join("secrets.json"), "{}").unwrap();
         wipe_except_ca(d.path()).unwrap();
-        let left: Vec<String> = std::fs::read_dir(d.path())
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(left, ["ca"]);
+        left.sort();
+        assert_eq!(left, ["ca", "secrets.json"]);
         assert!(d.path().join("ca/ca.pem").exists());
     }
 }

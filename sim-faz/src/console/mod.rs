@@ -190,6 +190,19 @@ impl ConsoleSession for Session {
         }
     }
 
+    /// The administrator idle timeout (`admintimeout` of `system global` over JSON-RPC, the
+    /// config file's `[api] session_timeout`: 300 lab seconds by default) [P].
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        let secs = self.faz.id.session_timeout.max(1) as u64;
+        Some(self.faz.clock.to_real(std::time::Duration::from_secs(secs)))
+    }
+
+    fn on_idle_timeout(&mut self) {
+        self.faz
+            .bus
+            .emit("console.timeout", json!({"user": self.user, "ui": self.ui}));
+    }
+
     fn on_close(&mut self) {
         let faz = self.faz.clone();
         let (user, ui) = (self.user.clone(), self.ui.clone());

@@ -65,7 +65,6 @@ impl Principal {
 pub struct Api {
     pub dev: Arc<Device>,
     sessions: Arc<Mutex<HashMap<String, Session>>>,
-    rng: Arc<Mutex<rand_chacha::ChaCha8Rng>>,
     /// The API port (7.x CSRF cookie name).
     port: u16,
     /// Rendered CMDB GET bodies by (revision, URL): repeated reads of an unchanged
@@ -75,19 +74,18 @@ pub struct Api {
 
 impl Api {
     pub fn new(dev: Arc<Device>, port: u16) -> Self {
-        let rng = fortilab_core::rng::stream(dev.seed, "fortigate/sessions");
         Self {
             dev,
             sessions: Arc::default(),
-            rng: Arc::new(Mutex::new(rng)),
             port,
             get_cache: Arc::default(),
         }
     }
 
+    /// Session ids and CSRF tokens: from the OS CSPRNG, never from the seed, so no cookie
+    /// recorded before a restart is ever issued again.
     fn token(&self, n: usize) -> String {
-        let mut r = self.rng.lock().unwrap_or_else(|p| p.into_inner());
-        fortilab_core::rng::token(&mut *r, n)
+        fortilab_core::secrets::random_token(n)
     }
 
     /// `APSCOOKIE_<n>`: a per-device number (FortiOS derives it from the device).
@@ -708,7 +706,6 @@ fn not_found_plain() -> Response {
 }
 
 /// A fresh random-looking id (used for the log API session ids).
-pub fn session_id(api: &Api) -> u32 {
-    let mut r = api.rng.lock().unwrap_or_else(|p| p.into_inner());
-    r.gen_range(1..u32::MAX)
+pub fn session_id(_api: &Api) -> u32 {
+    fortilab_core::secrets::csprng().gen_range(1..u32::MAX)
 }

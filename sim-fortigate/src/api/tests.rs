@@ -33,6 +33,11 @@ fn device(version: FosVersion, config: Option<&str>) -> Arc<Device> {
         data_dir: None,
         ca: fortilab_core::tls::LabCa::generate("test").unwrap(),
         lab_map: LabMap::default(),
+        secrets: fortilab_core::secrets::Secrets::ephemeral(
+            fortilab_core::secrets::SecretsMode::Seeded,
+            7,
+        ),
+        http: fortilab_core::http::HttpOptions::for_tests(),
     };
     let serial = serial_for(7);
     let (store, _) = load_config(&opts, &serial, TOKEN, PASSWORD).unwrap();

@@ -40,6 +40,11 @@ fn lab(version: &str, cli: &str, lab_map: LabMap) -> Lab {
         data_dir: None,
         ca,
         lab_map: lab_map.clone(),
+        secrets: fortilab_core::secrets::Secrets::ephemeral(
+            fortilab_core::secrets::SecretsMode::Seeded,
+            7,
+        ),
+        http: fortilab_core::http::HttpOptions::for_tests(),
     };
     let serial = serial_for(7);
     let (store, _) = load_config(&opts, &serial, "tok3nTOKEN0123456789abcdefghij", "pw")

@@ -550,6 +550,7 @@ fn build() -> Schema {
                 int("admin-port", 1, 65535, "80"),
                 int("admin-sport", 1, 65535, "443"),
                 ena("admin-https-redirect"),
+                int("admin-ssh-grace-time", 10, 3600, "120"),
                 int("admintimeout", 1, 480, "5"),
                 sd("timezone", 63, "04"),
                 en(

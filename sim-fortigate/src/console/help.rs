@@ -90,6 +90,7 @@ pub fn field_desc(table: &TableSchema, f: &FieldSchema) -> String {
         ("minimum-interval", "Limit execution to no more than once in this interval (in seconds)."),
         ("hostname", "FortiGate unit's hostname. Most models will truncate names longer than 24 characters."),
         ("timezone", "Number corresponding to your time zone from 00 to 86."),
+        ("admin-ssh-grace-time", "Maximum time in seconds permitted between making an SSH connection to the FortiGate unit and authenticating (10 - 3600 sec (1 hour), default = 120)."),
         ("admintimeout", "Number of minutes before an idle administrator session times out (1 - 480 minutes (8 hours), default = 5)."),
         ("server", "The remote FortiAnalyzer."),
         ("upload-option", "Enable/disable logging to hard disk and then uploading to FortiAnalyzer."),

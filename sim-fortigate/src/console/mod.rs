@@ -86,6 +86,11 @@ impl FgtConsole {
 }
 
 impl ConsoleBackend for FgtConsole {
+    /// `admin-ssh-grace-time` (seconds, real time: a network timeout, not a product interval).
+    fn login_grace_time(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(global_int(&self.dev, "admin-ssh-grace-time", 120))
+    }
+
     fn login<'a>(
         &'a self,
         user: &'a str,
@@ -175,6 +180,18 @@ pub struct FgtSession {
     log_filter: ops::LogFilter,
     failed: bool,
     logged_in: bool,
+    /// Why the session ended, for the logout log (`exit`, `timeout`).
+    logout_reason: &'static str,
+}
+
+/// An integer of `config system global`, or `default` when unset.
+fn global_int(dev: &Device, name: &str, default: u64) -> u64 {
+    dev.config.with(|c| {
+        c.single("system global")
+            .and_then(|e| e.scalar(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    })
 }
 
 impl FgtSession {
@@ -198,6 +215,7 @@ impl FgtSession {
             log_filter: ops::LogFilter::default(),
             failed: false,
             logged_in: true,
+            logout_reason: "exit",
         }
     }
 
@@ -407,12 +425,33 @@ impl ConsoleSession for FgtSession {
         self.failed
     }
 
+    /// `admintimeout` (minutes of lab time: a lab running at ×60 times out a 1-minute
+    /// setting after one real second).
+    fn idle_timeout(&self) -> Option<std::time::Duration> {
+        let minutes = global_int(&self.dev, "admintimeout", 5).max(1);
+        Some(
+            self.dev
+                .clock
+                .to_real(std::time::Duration::from_secs(minutes * 60)),
+        )
+    }
+
+    fn on_idle_timeout(&mut self) {
+        self.logout_reason = "timeout";
+    }
+
     fn on_close(&mut self) {
         self.cli.reset();
         if !self.logged_in {
             return;
         }
         let (user, ui) = (self.user.clone(), self.ui.clone());
+        let reason = self.logout_reason;
+        let msg = if reason == "timeout" {
+            format!("Administrator {user} timed out on {ui}")
+        } else {
+            format!("Administrator {user} logged out from {ui}")
+        };
         self.dev.logs.event_system(
             "0100032003",
             "information",
@@ -424,12 +463,13 @@ impl ConsoleSession for FgtSession {
                     .str("method", "ssh")
                     .str("action", "logout")
                     .str("status", "success")
-                    .str("reason", "exit")
-                    .str("msg", format!("Administrator {user} logged out from {ui}"));
+                    .str("reason", reason)
+                    .str("msg", msg.clone());
             },
         );
-        self.dev
-            .events
-            .emit("admin.logout", json!({"user": self.user, "ui": self.ui}));
+        self.dev.events.emit(
+            "admin.logout",
+            json!({"user": self.user, "ui": self.ui, "reason": reason}),
+        );
     }
 }

@@ -30,6 +30,8 @@ impl Rating {
 pub struct Internet {
     base: Mutex<Option<(String, u16)>>,
     tls: Arc<rustls::ClientConfig>,
+    /// Sent as `X-Fortilab-Token` (the control surface is a lab surface).
+    lab_token: Option<fortilab_core::secrets::LabToken>,
     dns: Mutex<HashMap<String, Option<Ipv4Addr>>>,
     ratings: Mutex<HashMap<String, Rating>>,
 }
@@ -53,10 +55,14 @@ fn lower(h: &str) -> String {
 }
 
 impl Internet {
-    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        lab_token: Option<fortilab_core::secrets::LabToken>,
+    ) -> Self {
         Self {
             base: Mutex::new(None),
             tls,
+            lab_token,
             dns: Mutex::new(HashMap::new()),
             ratings: Mutex::new(HashMap::new()),
         }
@@ -93,8 +99,13 @@ impl Internet {
             let mut s = tokio_rustls::TlsConnector::from(self.tls.clone())
                 .connect(name, tcp)
                 .await?;
+            let token = self
+                .lab_token
+                .as_ref()
+                .map(|t| format!("X-Fortilab-Token: {}\r\n", t.as_str()))
+                .unwrap_or_default();
             s.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept: application/json\r\n\r\n")
+                format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept: application/json\r\n{token}\r\n")
                     .as_bytes(),
             )
             .await?;

@@ -160,7 +160,7 @@ impl DataPlane {
         tls: Arc<rustls::ClientConfig>,
         shutdown: CancellationToken,
     ) -> Arc<DataPlane> {
-        let internet = Internet::new(tls);
+        let internet = Internet::new(tls, dev.lab_token());
         let state = dev
             .config
             .with(|c| State::build(c, &|n| internet.cached(n).into_iter().collect()));

@@ -212,6 +212,7 @@ async fn handle(dp: Arc<DataPlane>, mut tcp: TcpStream, peer: SocketAddr) {
     let (r, mut w) = tcp.into_split();
     let mut client = Reader::new(r);
     let mut sess: Option<Session> = None;
+    let head_timeout = dp.dev.header_read_timeout();
     loop {
         if dp.dev.banned.is_banned(lab_src.ip()) {
             dp.stats.banned_drops.fetch_add(1, Ordering::Relaxed);
@@ -221,10 +222,22 @@ async fn handle(dp: Arc<DataPlane>, mut tcp: TcpStream, peer: SocketAddr) {
             );
             break;
         }
-        let head = match client.head().await {
-            Ok(Some(h)) => h,
-            Ok(None) => break,
+        let head = match tokio::time::timeout(head_timeout, client.head()).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Ok(None)) => break,
             Err(_) => {
+                // No complete request head in time: 408 to a client that sent part of one, a
+                // silent close of an idle keep-alive connection.
+                if !client.buf.is_empty() {
+                    let _ = send(
+                        &mut w,
+                        &http1::response(408, "Request Timeout", &[], b"", false),
+                    )
+                    .await;
+                }
+                break;
+            }
+            Ok(Err(_)) => {
                 let _ = send(
                     &mut w,
                     &http1::response(400, "Bad Request", &[], b"bad request\n", false),
