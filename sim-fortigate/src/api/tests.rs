@@ -452,10 +452,10 @@ async fn authentication_tokens_sessions_and_csrf() {
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
     assert!(cookies[0].starts_with("APSCOOKIE_"), "{cookies:?}");
-    assert!(cookies[1].starts_with("ccsrftoken=\""), "{cookies:?}");
+    assert!(cookies[2].starts_with("ccsrftoken=\""), "{cookies:?}");
     let pair = |c: &str| c.split(';').next().unwrap().to_string();
-    let cookie_header = format!("{}; {}", pair(&cookies[0]), pair(&cookies[1]));
-    let csrf = pair(&cookies[1])
+    let cookie_header = format!("{}; {}", pair(&cookies[0]), pair(&cookies[2]));
+    let csrf = pair(&cookies[2])
         .split_once('=')
         .unwrap()
         .1

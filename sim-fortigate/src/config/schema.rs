@@ -551,6 +551,8 @@ fn build() -> Schema {
                 int("admin-sport", 1, 65535, "443"),
                 ena("admin-https-redirect"),
                 int("admintimeout", 1, 480, "5"),
+                int("admin-lockout-threshold", 1, 10, "3"),
+                int("admin-lockout-duration", 1, 2_147_483_647, "60"),
                 sd("timezone", 63, "04"),
                 en(
                     "language",

@@ -132,6 +132,20 @@ pub struct DataPlane {
     next_port: AtomicU64,
     /// Counters for the lab surface.
     pub stats: Stats,
+    /// Per-interface traffic counters (`monitor/system/interface`).
+    intf: std::sync::Mutex<HashMap<String, IntfCounters>>,
+}
+
+/// Traffic through one interface, counted at session end (the proxy sees sessions, not
+/// packets: packets are derived from bytes as in the traffic logs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IntfCounters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Sessions that entered (`src`) or left (`dst`) through the interface.
+    pub sessions: u64,
 }
 
 /// Data plane counters.
@@ -172,6 +186,7 @@ impl DataPlane {
             internet,
             state: RwLock::new(Arc::new(state)),
             stats: Stats::default(),
+            intf: Default::default(),
         });
         let mut rx = dev.config.subscribe();
         let weak = Arc::downgrade(&dp);
@@ -215,6 +230,32 @@ impl DataPlane {
             .with(|c| State::build(c, &|n| internet.cached(n).into_iter().collect()));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
         self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a session's bytes on its ingress (`src`) and egress (`dst`) interfaces:
+    /// `sent` bytes flow client → server (received on `src`, transmitted on `dst`).
+    pub fn count_interfaces(&self, src: &str, dst: &str, sent: u64, rcvd: u64, opened: bool) {
+        let mut m = self.intf.lock().unwrap_or_else(|p| p.into_inner());
+        let pk = |b: u64| if opened { dlog::packets(b) } else { 1 };
+        let a = m.entry(src.to_string()).or_default();
+        a.rx_bytes += sent;
+        a.tx_bytes += rcvd;
+        a.rx_packets += pk(sent);
+        a.tx_packets += if opened { pk(rcvd) } else { 0 };
+        a.sessions += 1;
+        if opened && !dst.is_empty() {
+            let b = m.entry(dst.to_string()).or_default();
+            b.tx_bytes += sent;
+            b.rx_bytes += rcvd;
+            b.tx_packets += pk(sent);
+            b.rx_packets += pk(rcvd);
+            b.sessions += 1;
+        }
+    }
+
+    /// The per-interface counters so far.
+    pub fn interface_counters(&self) -> HashMap<String, IntfCounters> {
+        self.intf.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn state(&self) -> Arc<State> {
