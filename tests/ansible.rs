@@ -317,11 +317,13 @@ fn ansible_configures_the_ioc_flow_idempotently_and_the_seed_flow_quarantines_pc
         ready["ems"]["api"].as_str().unwrap(),
         ready["ems"]["admin"]["user"].as_str().unwrap(),
         ready["ems"]["admin"]["password"].as_str().unwrap(),
-        client.clone(),
+        rt.block_on(async { http_client(&ca, true) }).unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ep = rt.block_on(ems.endpoint_by_ip("10.115.2.52")).unwrap();
+        let ep = rt
+            .block_on(ems.endpoint_by_ip("10.115.2.52"))
+            .unwrap_or_else(|e| panic!("EMS endpoints/index: {e:#}"));
         if ep.as_ref().is_some_and(|e| {
             matches!(e["is_quarantined"], Value::Bool(true)) || e["is_quarantined"] == 1
         }) {
