@@ -16,6 +16,8 @@ pub mod monitor;
 pub mod query;
 pub mod session;
 #[cfg(test)]
+mod session_tests;
+#[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;

@@ -16,9 +16,9 @@ use crate::device::{AutomationRequest, Device};
 use crate::{load_config, serial_for, ConfigSource, Options};
 
 const TOKEN: &str = "tok3nTOKEN0123456789abcdefghij";
-const PASSWORD: &str = "adminpw";
+pub(super) const PASSWORD: &str = "adminpw";
 
-fn device(version: FosVersion, config: Option<&str>) -> Arc<Device> {
+pub(super) fn device(version: FosVersion, config: Option<&str>) -> Arc<Device> {
     let opts = Options {
         version,
         config: config.map(|t| ConfigSource {
@@ -48,12 +48,15 @@ fn device(version: FosVersion, config: Option<&str>) -> Arc<Device> {
     ))
 }
 
-fn app(version: FosVersion) -> (Router, Arc<Device>) {
+pub(super) fn app(version: FosVersion) -> (Router, Arc<Device>) {
     let d = device(version, Some(crate::config::tests::SEED_SNIPPETS));
     (router(Api::new(d.clone(), 443)), d)
 }
 
-async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+pub(super) async fn call(
+    app: &Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -63,7 +66,7 @@ async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::Head
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn req(method: &str, uri: &str, body: Option<&str>) -> Request<Body> {
+pub(super) fn req(method: &str, uri: &str, body: Option<&str>) -> Request<Body> {
     Request::builder()
         .method(method)
         .uri(uri)
@@ -75,7 +78,12 @@ fn req(method: &str, uri: &str, body: Option<&str>) -> Request<Body> {
         .unwrap()
 }
 
-async fn json_call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, J) {
+pub(super) async fn json_call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, J) {
     let (s, _, b) = call(app, req(method, uri, body)).await;
     (
         s,
