@@ -225,3 +225,173 @@ fn ansible_configures_the_ioc_flow_idempotently_and_the_seed_flow_quarantines_pc
     );
     drop(lab);
 }
+
+/// `curl` to the FortiGate API: (HTTP version, status, body).
+fn curl(args: &[&str]) -> (String, u16, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_version} %{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap_or(("", ""));
+    let mut it = tail.split_whitespace();
+    let ver = it.next().unwrap_or("").to_string();
+    let code = it.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+    assert!(
+        out.status.success(),
+        "curl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (ver, code, body.to_string())
+}
+
+/// Refused requests over HTTP/2 get the HTTP/1.1 answer (no stream reset), including ones with
+/// a body; a session from `/logincheck` works over HTTP/2 with the captured cookies; the third
+/// bad password locks the source out.
+#[test]
+fn http2_refusals_sessions_and_lockout_over_real_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let p = Proc::spawn(
+        "sim-fortigate",
+        dir.path(),
+        &["--data-dir", data.to_str().unwrap(), "--name", "FGT-LAB"],
+    );
+    let api = p.ready["api"].as_str().unwrap().to_string();
+    let ca = p.ready["ca_cert"]
+        .as_str()
+        .map(String::from)
+        .unwrap_or_else(|| data.join("ca/ca.pem").display().to_string());
+    let url = |path: &str| format!("{api}{path}");
+    let small = dir.path().join("small.json");
+    std::fs::write(&small, "{}").unwrap();
+    let big = dir.path().join("big.json");
+    std::fs::write(&big, "x".repeat(200_000)).unwrap();
+    let bodies = [
+        format!("@{}", small.display()),
+        format!("@{}", big.display()),
+    ];
+    for (ver, flag) in [("2", "--http2"), ("1.1", "--http1.1")] {
+        let (v, code, body) = curl(&[flag, "--cacert", &ca, &url("/api/v2/monitor/system/status")]);
+        assert_eq!((v.as_str(), code), (ver, 401), "{body}");
+        for payload in &bodies {
+            let (v, code, body) = curl(&[
+                flag,
+                "--cacert",
+                &ca,
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data-binary",
+                payload,
+                &url("/api/v2/cmdb/firewall/address"),
+            ]);
+            assert_eq!((v.as_str(), code), (ver, 401), "{body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(v["http_status"], 401);
+        }
+        let (_, code, body) = curl(&[
+            flag,
+            "--cacert",
+            &ca,
+            &url("/api/v2/cmdb/system/status?global=1"),
+        ]);
+        assert_eq!(code, 401);
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap()[0]["http_status"],
+            401
+        );
+    }
+    // A session over HTTP/2: cookies from /logincheck, CSRF on writes.
+    let jar = dir.path().join("jar.txt");
+    let pw = p.ready["admin"]["password"].as_str().unwrap();
+    let (_, code, body) = curl(&[
+        "--http2",
+        "--cacert",
+        &ca,
+        "-c",
+        jar.to_str().unwrap(),
+        "--data-urlencode",
+        "username=admin",
+        "--data-urlencode",
+        &format!("secretkey={pw}"),
+        "--data",
+        "ajax=1",
+        &url("/logincheck"),
+    ]);
+    assert_eq!(
+        (code, body.as_str()),
+        (200, "1document.location=\"/ng/\";\n")
+    );
+    let jar_text = std::fs::read_to_string(&jar).unwrap();
+    let csrf = jar_text
+        .lines()
+        .find(|l| l.split('\t').nth(5) == Some("ccsrftoken"))
+        .and_then(|l| l.split('\t').nth(6))
+        .unwrap_or_else(|| panic!("no ccsrftoken in {jar_text}"))
+        .trim_matches('"')
+        .to_string();
+    let (_, code, body) = curl(&[
+        "--http2",
+        "--cacert",
+        &ca,
+        "-b",
+        jar.to_str().unwrap(),
+        "-H",
+        &format!("X-CSRFTOKEN: {csrf}"),
+        "-X",
+        "POST",
+        "--data-binary",
+        r#"{"name":"h2-addr","subnet":"10.9.9.9 255.255.255.255"}"#,
+        &url("/api/v2/cmdb/firewall/address"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let (_, code, _) = curl(&[
+        "--http2",
+        "--cacert",
+        &ca,
+        "-b",
+        jar.to_str().unwrap(),
+        "-X",
+        "POST",
+        "--data-binary",
+        r#"{"name":"h2-other"}"#,
+        &url("/api/v2/cmdb/firewall/address"),
+    ]);
+    assert_eq!(code, 403, "a write without the CSRF token");
+    // Three bad passwords: locked out, even with the right one.
+    for _ in 0..3 {
+        let (_, _, body) = curl(&[
+            "--cacert",
+            &ca,
+            "--data",
+            "username=admin&secretkey=wrong&ajax=1",
+            &url("/logincheck"),
+        ]);
+        assert!(body.starts_with('0'), "{body}");
+    }
+    let (_, _, body) = curl(&[
+        "--cacert",
+        &ca,
+        "--data-urlencode",
+        "username=admin",
+        "--data-urlencode",
+        &format!("secretkey={pw}"),
+        "--data",
+        "ajax=1",
+        &url("/logincheck"),
+    ]);
+    assert!(body.starts_with('0'), "locked out: {body}");
+    let token = p.ready["api_token"].as_str().unwrap();
+    let (_, code, body) = curl(&[
+        "--cacert",
+        &ca,
+        "-H",
+        &format!("Authorization: Bearer {token}"),
+        &url("/api/v2/log/memory/event/system?rows=100"),
+    ]);
+    assert_eq!(code, 200);
+    assert!(body.contains("0100032021"), "no lockout log: {body}");
+}
