@@ -523,6 +523,93 @@ pub async fn rating_lookup(api: &Api, r: &Req) -> axum::response::Response {
     e.monitor_ok(Some(results), Some("select"))
 }
 
+/// `GET monitor/router/ipv4` (`ip_mask`, `interface`, `type`): the connected subnets of
+/// `config system interface` and the default route out of the wan side (the lab's routing)
+/// [P: field subset].
+pub fn router_ipv4(api: &Api, r: &Req) -> axum::response::Response {
+    let want_intf = r.query.get("interface").map(String::from);
+    let want_type = r.query.get("type").map(String::from);
+    let mut list = api.dev.config.with(|c| {
+        let net = crate::dataplane::net::Network::from_config(c);
+        let mut v = Vec::new();
+        for i in &net.interfaces {
+            let (Some(ip), Some((lo, hi))) = (i.ip, i.subnet) else {
+                continue;
+            };
+            let len = 32 - (hi - lo + 1).trailing_zeros().min(32);
+            let _ = ip;
+            v.push(json!({"ip_version": 4, "type": "connect", "ip_mask": format!("{}/{len}", std::net::Ipv4Addr::from(lo)),
+                          "distance": 0, "metric": 0, "priority": 0, "vrf": 0,
+                          "gateway": "0.0.0.0", "non_rc_gateway": "0.0.0.0", "interface": i.name,
+                          "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}));
+        }
+        if let Some(w) = net.wan() {
+            v.push(json!({"ip_version": 4, "type": "static", "ip_mask": "0.0.0.0/0",
+                          "distance": 10, "metric": 0, "priority": 1, "vrf": 0,
+                          "gateway": "0.0.0.0", "non_rc_gateway": "0.0.0.0", "interface": w.name,
+                          "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}));
+        }
+        v
+    });
+    list.retain(|x| {
+        want_intf
+            .as_ref()
+            .is_none_or(|w| x["interface"] == w.as_str())
+            && want_type.as_ref().is_none_or(|t| x["type"] == t.as_str())
+    });
+    env(api, r, "router", "ipv4").monitor_ok(Some(J::Array(list)), None)
+}
+
+/// `GET monitor/system/sensor-info` and `system/interface/transceivers`: a VM has neither
+/// hardware sensors nor transceivers: an empty list, as a FortiGate-VM answers.
+pub fn empty_list(
+    api: &Api,
+    r: &Req,
+    path: &str,
+    name: &str,
+    action: Option<&str>,
+) -> axum::response::Response {
+    env(api, r, path, name).monitor_ok(Some(json!([])), action)
+}
+
+/// `GET monitor/system/vm-information`: the VM licence of the lab unit [P: field subset].
+pub fn vm_information(api: &Api, r: &Req) -> axum::response::Response {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let (_, _, total_kb) = proc_usage();
+    env(api, r, "system", "vm-information").monitor_ok(
+        Some(
+            json!({"type": "v-64", "license_model": "perpetual", "cpu_used": cpus,
+                    "cpu_max": 2, "mem_used": total_kb / 1024, "mem_max": 2048,
+                    "valid": true, "status": "valid"}),
+        ),
+        None,
+    )
+}
+
+/// `GET monitor/user/device/query` and `user/detected-device`: the source hosts the data
+/// plane has seen (address, ingress interface, first/last seen on the lab clock); the proxy
+/// sees no MAC addresses, so none is reported [P: field subset].
+pub fn devices(api: &Api, r: &Req, name: &str, action: Option<&str>) -> axum::response::Response {
+    let hosts = api
+        .parts()
+        .map(|p| p.dataplane.hosts_seen())
+        .unwrap_or_default();
+    let now = api.dev.clock.now_secs();
+    let list: Vec<J> = hosts
+        .iter()
+        .map(|h| {
+            json!({"ipv4_address": h.ip.to_string(), "master_mac": "", "mac": "",
+                   "detected_interface": h.interface, "is_online": now - h.last_seen < 300,
+                   "first_seen": h.first_seen, "last_seen": h.last_seen,
+                   "sessions": h.sessions, "tx_bytes": h.sent_bytes, "rx_bytes": h.rcvd_bytes,
+                   "hardware_vendor": "", "os_name": "", "hostname": ""})
+        })
+        .collect();
+    env(api, r, "user", name).monitor_ok(Some(J::Array(list)), action)
+}
+
 pub(crate) fn env<'a>(api: &'a Api, r: &'a Req, path: &str, name: &str) -> Env<'a> {
     Env {
         api,

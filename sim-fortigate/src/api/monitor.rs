@@ -30,6 +30,20 @@ pub async fn handle(api: &Api, r: Req) -> Response {
         (&Method::GET, ["system", "interface"])
         | (&Method::GET, ["system", "interface", "select"]) => sys::interfaces(api, &r),
         (&Method::GET, ["system", "available-interfaces"]) => sys::available_interfaces(api, &r),
+        (&Method::GET, ["system", "interface", "transceivers"]) => {
+            sys::empty_list(api, &r, "system", "interface", Some("transceivers"))
+        }
+        (&Method::GET, ["router", "ipv4"]) => sys::router_ipv4(api, &r),
+        (&Method::GET, ["system", "sensor-info"]) => {
+            sys::empty_list(api, &r, "system", "sensor-info", None)
+        }
+        (&Method::GET, ["system", "vm-information"]) => sys::vm_information(api, &r),
+        (&Method::GET, ["user", "device", "query"]) => {
+            sys::devices(api, &r, "device", Some("query"))
+        }
+        (&Method::GET, ["user", "detected-device"]) => {
+            sys::devices(api, &r, "detected-device", None)
+        }
         (&Method::GET, ["system", "interface-connected-admins-info"]) => {
             sys::interface_admins(api, &r)
         }

@@ -218,6 +218,15 @@ async fn monitor_selectors_of_issue_14() {
     assert!(v["results"].get("ssl.root").is_none(), "{v}");
     let v = get("/api/v2/monitor/system/interface?interface_name=port1").await;
     assert_eq!(v["results"].as_object().unwrap().len(), 1);
+    let v = get("/api/v2/monitor/router/ipv4").await;
+    let routes = v["results"].as_array().unwrap();
+    assert!(
+        routes.iter().any(|r| r["ip_mask"] == "10.115.2.0/24"
+            && r["interface"] == "port3"
+            && r["type"] == "connect"),
+        "{v}"
+    );
+    assert!(routes.iter().any(|r| r["ip_mask"] == "0.0.0.0/0"), "{v}");
     let v = get("/api/v2/monitor/log/device/state").await;
     assert_eq!(
         (v["name"].clone(), v["action"].clone()),
@@ -256,6 +265,11 @@ async fn monitor_selectors_of_issue_14() {
         "/api/v2/monitor/endpoint-control/record-list",
         "/api/v2/monitor/system/automation-action/stats",
         "/api/v2/monitor/user/firewall",
+        "/api/v2/monitor/user/device/query",
+        "/api/v2/monitor/user/detected-device",
+        "/api/v2/monitor/system/sensor-info",
+        "/api/v2/monitor/system/interface/transceivers",
+        "/api/v2/monitor/system/vm-information",
     ] {
         get(u).await;
     }

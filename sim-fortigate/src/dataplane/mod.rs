@@ -134,6 +134,22 @@ pub struct DataPlane {
     pub stats: Stats,
     /// Per-interface traffic counters (`monitor/system/interface`).
     intf: std::sync::Mutex<HashMap<String, IntfCounters>>,
+    /// Source hosts seen by the data plane (`monitor/user/device/query`).
+    hosts: std::sync::Mutex<HashMap<Ipv4Addr, HostSeen>>,
+}
+
+/// A source host the data plane has seen (the FortiGate's device detection, from traffic).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostSeen {
+    pub ip: Ipv4Addr,
+    /// The interface its sessions entered by.
+    pub interface: String,
+    /// Lab time, Unix seconds.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub sessions: u64,
+    pub sent_bytes: u64,
+    pub rcvd_bytes: u64,
 }
 
 /// Traffic through one interface, counted at session end (the proxy sees sessions, not
@@ -187,6 +203,7 @@ impl DataPlane {
             state: RwLock::new(Arc::new(state)),
             stats: Stats::default(),
             intf: Default::default(),
+            hosts: Default::default(),
         });
         let mut rx = dev.config.subscribe();
         let weak = Arc::downgrade(&dp);
@@ -251,6 +268,39 @@ impl DataPlane {
             b.rx_packets += pk(rcvd);
             b.sessions += 1;
         }
+    }
+
+    /// Records a session of source host `ip` entering by `intf`.
+    pub fn saw_host(&self, ip: Ipv4Addr, intf: &str, sent: u64, rcvd: u64) {
+        let now = self.dev.clock.now_secs();
+        let mut m = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let h = m.entry(ip).or_insert_with(|| HostSeen {
+            ip,
+            interface: intf.to_string(),
+            first_seen: now,
+            last_seen: now,
+            sessions: 0,
+            sent_bytes: 0,
+            rcvd_bytes: 0,
+        });
+        h.interface = intf.to_string();
+        h.last_seen = now;
+        h.sessions += 1;
+        h.sent_bytes += sent;
+        h.rcvd_bytes += rcvd;
+    }
+
+    /// The hosts seen so far, by address.
+    pub fn hosts_seen(&self) -> Vec<HostSeen> {
+        let mut v: Vec<HostSeen> = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|h| h.ip);
+        v
     }
 
     /// The per-interface counters so far.

@@ -109,6 +109,7 @@ impl Session {
         if !accept {
             dp.stats.denied.fetch_add(1, Ordering::Relaxed);
             dp.count_interfaces(&s.log.srcside.intf, &s.log.dstside.intf, 0, 0, false);
+            dp.saw_host(*s.log.src.ip(), &s.log.srcside.intf, 0, 0);
             // Implicit denies are logged [P] (`config log setting` is not modelled); explicit
             // deny policies follow their logtraffic.
             if s.logtraffic != "disable" {
@@ -132,6 +133,12 @@ impl Session {
             t.sentbyte,
             t.rcvdbyte,
             true,
+        );
+        dp.saw_host(
+            *self.log.src.ip(),
+            &self.log.srcside.intf,
+            t.sentbyte,
+            t.rcvdbyte,
         );
         let log = match self.logtraffic.as_str() {
             "all" => true,
