@@ -138,6 +138,7 @@ fn ansible_configures_the_ioc_flow_idempotently_and_the_seed_flow_quarantines_pc
     assert_eq!(fgt_dev["os_ver"], "6.0", "{fgt_dev}");
     assert_eq!(fgt_dev["mr"], 4, "{fgt_dev}");
     assert_eq!(fgt_dev["platform_str"], "FortiGate-VM64", "{fgt_dev}");
+    assert_eq!(fgt_dev["ip"], "10.115.1.1", "{fgt_dev}");
     let zone = facts["global"]["meta"]["response_data"]["timezone"]
         .as_str()
         .unwrap_or_else(|| panic!("no timezone: {facts}"));

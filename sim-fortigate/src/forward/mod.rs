@@ -431,7 +431,7 @@ impl Forwarder {
                 version: self.dev.version.to_string(),
                 device_type: "fortigate".into(),
                 vdom: "root".into(),
-                ip: None,
+                ip: self.dev.lab_ip.map(|i| i.to_string()),
             },
             queue_dir: self.queue_dir.clone(),
             // Lab knob: FORTILAB_LOG_QUEUE_MEM (lines kept in memory before spilling to disk).
