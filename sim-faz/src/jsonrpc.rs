@@ -1271,7 +1271,7 @@ fn logsearch_get(
     let n = data_rows.len();
     Ok(Reply {
         data: Some(Value::Array(data_rows)),
-        extra: json!({"percentage": 100, "return-lines": n, "total-count": total, "tid": tid, "logtype": t.logtype})
+        extra: json!({"offset": offset, "percentage": 100, "return-lines": n, "total-count": total, "tid": tid, "logtype": t.logtype})
             .as_object()
             .cloned()
             .unwrap_or_default(),

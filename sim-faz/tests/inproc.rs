@@ -725,6 +725,40 @@ fn device_add_round_trips_and_time_zone_views_agree() {
     );
     assert_ne!(r["result"][0]["status"]["code"], 0, "{r}");
     assert_eq!(zone(&app).1, "28");
+    // Log search as the fortimanager plugin sends it (classic envelope, `verbose`): the tid
+    // comes back as a number beside a status the plugin reads, and the fetch by tid answers
+    // the 6.4 page fields.
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"add","params":[{"url":"/logview/adom/root/logsearch","apiver":3,
+               "logtype":"event","time-order":"desc","filter":""}],"verbose":1,"id":5}),
+    );
+    assert_eq!(r["result"]["status"]["code"], 0, "{r}");
+    let tid = r["result"]["tid"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"get","params":[{"url":format!("/logview/adom/root/logsearch/{tid}"),
+               "apiver":3,"offset":0,"limit":10}],"verbose":1,"id":6}),
+    );
+    let res = &r["result"];
+    assert_eq!(res["status"]["code"], 0, "{r}");
+    assert_eq!(res["offset"], 0, "{r}");
+    assert_eq!(res["percentage"], 100, "{r}");
+    assert!(res["data"].is_array() && res["total-count"].is_u64(), "{r}");
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc":"2.0","method":"delete","params":[{"url":format!("/logview/adom/root/logsearch/{tid}")}],"id":7}),
+    );
+    assert_eq!(r["result"]["tid"], tid, "{r}");
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc":"2.0","method":"get","params":[{"url":format!("/logview/adom/root/logsearch/{tid}")}],"id":8}),
+    );
+    assert!(r.get("error").is_some(), "a deleted search is gone: {r}");
     stop.cancel();
     rt.block_on(running.wait());
 }
