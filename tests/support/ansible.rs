@@ -57,11 +57,24 @@ pub struct Run {
     pub ok: bool,
     pub tasks: Vec<(String, String, String, bool, bool)>,
     pub stats: Value,
+    /// The whole JSON document of the run (plays, tasks, per-host results).
+    pub json: Value,
     pub raw: String,
     pub elapsed: Duration,
 }
 
 impl Run {
+    /// The result of task `task` on `host` (the first play that has it).
+    pub fn result(&self, task: &str, host: &str) -> Option<Value> {
+        self.json["plays"].as_array()?.iter().find_map(|p| {
+            p["tasks"].as_array()?.iter().find_map(|t| {
+                (t["task"]["name"] == task)
+                    .then(|| t["hosts"][host].clone())
+                    .filter(|v| !v.is_null())
+            })
+        })
+    }
+
     pub fn changed(&self) -> Vec<String> {
         self.tasks
             .iter()
@@ -126,6 +139,7 @@ pub fn run_playbook(dir: &Path, inventory: &Path, extra: &[&str]) -> Run {
         ok: out.status.success(),
         tasks,
         stats: v["stats"].clone(),
+        json: v.clone(),
         raw: format!("{raw}\n{err}"),
         elapsed,
     }
@@ -150,14 +164,14 @@ pub fn write_inventory(dir: &Path, ready: &Value) -> PathBuf {
          [fortianalyzers]\nfaz ansible_host={zh} ansible_httpapi_port={zp} ansible_user={} ansible_password={}\n\n\
          [fortianalyzers:vars]\nansible_network_os=fortinet.fortimanager.fortimanager\n\n\
          [all:vars]\nansible_connection=httpapi\nansible_httpapi_use_ssl=true\n\
-         ansible_httpapi_validate_certs=true\nansible_httpapi_ca_path={}\nout_dir={}\n",
+         ansible_httpapi_validate_certs=true\nansible_httpapi_ca_path={}\n\
+         ansible_python_interpreter={{{{ ansible_playbook_python }}}}\n",
         s(&f["admin"]["user"]),
         s(&f["admin"]["password"]),
         s(&f["api_token"]),
         s(&z["admin"]["user"]),
         s(&z["admin"]["password"]),
         s(&ready["ca_cert"]),
-        dir.display(),
     );
     let p = dir.join("inventory.ini");
     std::fs::write(&p, text).unwrap();
