@@ -39,7 +39,7 @@ pub struct Identity {
 }
 
 /// A registered (or waiting) device.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Device {
     pub sn: String,
     pub name: String,
@@ -58,6 +58,16 @@ pub struct Device {
     pub last_seen: i64,
     pub connected_since: Option<i64>,
     pub desc: String,
+}
+
+/// What a JSON-RPC device add names about a device.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceModel {
+    /// `major.minor.patch` from `os_ver`, `mr`, `patch`.
+    pub version: Option<String>,
+    pub platform: Option<String>,
+    pub ip: Option<String>,
+    pub forticlient: Option<bool>,
 }
 
 /// An event-handler alert.
@@ -318,7 +328,9 @@ impl Faz {
         }
         .unwrap_or(GlobalSettings {
             hostname: id.hostname.clone(),
-            timezone: "UTC".into(),
+            timezone: crate::tz::code_for_offset(clock.tz_minutes())
+                .unwrap_or("80")
+                .into(),
             jsonapi_log: "disable".into(),
             adom_status: "enable".into(),
             workspace_mode: "disabled".into(),
@@ -386,7 +398,33 @@ impl Faz {
     }
 
     pub fn display_time(&self, t: i64) -> String {
-        self.clock.display(t * 1_000_000_000)
+        let (d, tm) =
+            fortilab_core::clock::format_date_time(t + self.tz_offset_minutes() as i64 * 60);
+        format!("{d} {tm}")
+    }
+
+    /// The `config system global` time zone code in force (a code the table does not know,
+    /// such as an old `UTC`, falls back to the lab clock's offset).
+    pub fn tz_code(&self) -> String {
+        let g = self
+            .global
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .timezone
+            .clone();
+        if crate::tz::by_code(&g).is_some() {
+            return g;
+        }
+        crate::tz::code_for_offset(self.clock.tz_minutes())
+            .unwrap_or("80")
+            .to_string()
+    }
+
+    /// The offset from UTC, in minutes, of the configured time zone.
+    pub fn tz_offset_minutes(&self) -> i32 {
+        crate::tz::by_code(&self.tz_code())
+            .map(|z| z.1)
+            .unwrap_or_else(|| self.clock.tz_minutes())
     }
 
     /// A fresh random token (session ids): from the OS CSPRNG, never from the seed, so a
@@ -495,6 +533,32 @@ impl Faz {
 
     /// Authorizes (adds) a device: `exec /dvm/cmd/add/device`. Creates a model device when the
     /// serial has not connected yet.
+    /// Records what a JSON-RPC device add said about a device (fields it left out keep
+    /// their value); returns the device.
+    pub fn set_device_model(&self, sn: &str, m: &DeviceModel) -> Device {
+        let d = {
+            let mut devs = self.devices.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(d) = devs.get_mut(sn) else {
+                return Device::default();
+            };
+            if let Some(v) = &m.version {
+                d.version = v.clone();
+            }
+            if let Some(p) = &m.platform {
+                d.platform = p.clone();
+            }
+            if let Some(ip) = &m.ip {
+                d.ip = ip.clone();
+            }
+            if let Some(fct) = m.forticlient {
+                d.device_type = if fct { "forticlient" } else { "fortigate" }.into();
+            }
+            d.clone()
+        };
+        self.persist_device(&d);
+        d
+    }
+
     pub fn authorize_device(
         &self,
         sn: &str,

@@ -852,7 +852,7 @@ fn system_status(faz: &Faz) -> Value {
         "Platform Type": "FAZVM64",
         "Release Version Information": " (GA)",
         "Serial Number": faz.id.serial,
-        "Time Zone": format!("(GMT{}) lab", faz.clock.tz_string()),
+        "Time Zone": crate::tz::display(&faz.tz_code()).unwrap_or_default(),
         "Version": format!("v{v}-build2405 210419 (GA)"),
         "x86-64 Applications": "Yes",
     })
@@ -861,7 +861,7 @@ fn system_status(faz: &Faz) -> Value {
 fn global_json(faz: &Faz) -> Value {
     let g = faz.global.lock().unwrap_or_else(|e| e.into_inner()).clone();
     json!({
-        "hostname": g.hostname, "timezone": g.timezone, "jsonapi-log": g.jsonapi_log,
+        "hostname": g.hostname, "timezone": faz.tz_code(), "jsonapi-log": g.jsonapi_log,
         "adom-status": g.adom_status, "adom-mode": "normal", "workspace-mode": g.workspace_mode,
         "admintimeout": faz.id.session_timeout / 60, "language": "english", "log-mode": "analyzer",
     })
@@ -886,8 +886,20 @@ fn set_global(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
         g.hostname = h.to_string();
         faz.bus.set_device(h);
     }
-    if let Some(t) = arg_str(p, "timezone") {
-        g.timezone = t.to_string();
+    if let Some(v) = arg(p, "timezone") {
+        // A two-digit zone code (`04`), as a string or a number.
+        let t = match v {
+            Value::Number(n) => format!("{:02}", n.as_u64().unwrap_or(999)),
+            Value::String(s) => s.trim().to_string(),
+            _ => String::new(),
+        };
+        if crate::tz::by_code(&t).is_none() {
+            return Err(e(
+                INVALID_DATA,
+                "The data is invalid for selected url: timezone must be a zone code such as 04",
+            ));
+        }
+        g.timezone = t;
     }
     let _ = faz
         .store
@@ -1061,7 +1073,45 @@ fn add_device(faz: &Faz, api: &ApiState, p: &Map<String, Value>) -> Result<Reply
             "The data is invalid for selected url: device.sn",
         ));
     }
-    let d = faz.authorize_device(&sn, name.as_deref(), desc.as_deref(), &adom);
+    // What the add names about the device (`os_ver` "6.0" + `mr` 4 + `patch` = 6.4.x,
+    // `platform_str`, `ip`, `os_type`) is what the device list shows, until the device
+    // itself reports otherwise over the log channel.
+    let major = dev.get("os_ver").and_then(|v| {
+        v.as_str()
+            .and_then(|s| {
+                s.split('.')
+                    .next()
+                    .and_then(|m| m.trim().parse::<u64>().ok())
+            })
+            .or_else(|| v.as_u64())
+    });
+    let num = |k: &str| {
+        dev.get(k).and_then(|v| {
+            v.as_u64()
+                .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+        })
+    };
+    let version = major.map(|ma| {
+        format!(
+            "{ma}.{}.{}",
+            num("mr").unwrap_or(0),
+            num("patch").unwrap_or(0)
+        )
+    });
+    let model = crate::faz::DeviceModel {
+        version,
+        platform: dev
+            .get("platform_str")
+            .and_then(|v| v.as_str())
+            .map(String::from),
+        ip: dev.get("ip").and_then(|v| v.as_str()).map(String::from),
+        forticlient: dev
+            .get("os_type")
+            .and_then(|v| v.as_str())
+            .map(|t| t == "fct"),
+    };
+    faz.authorize_device(&sn, name.as_deref(), desc.as_deref(), &adom);
+    let d = faz.set_device_model(&sn, &model);
     let tid = new_task(api, "add_device", &d.name);
     data(json!({"device": device_json(&d), "taskid": tid}))
 }
@@ -1221,7 +1271,7 @@ fn logsearch_get(
     let n = data_rows.len();
     Ok(Reply {
         data: Some(Value::Array(data_rows)),
-        extra: json!({"percentage": 100, "return-lines": n, "total-count": total, "tid": tid, "logtype": t.logtype})
+        extra: json!({"offset": offset, "percentage": 100, "return-lines": n, "total-count": total, "tid": tid, "logtype": t.logtype})
             .as_object()
             .cloned()
             .unwrap_or_default(),

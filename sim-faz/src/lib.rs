@@ -20,6 +20,7 @@ pub mod jsonrpc;
 pub mod logsink;
 pub mod store;
 pub mod syslog;
+pub mod tz;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -629,3 +629,136 @@ fn rescan_with_a_new_package_finds_old_logs() {
     stop.cancel();
     rt.block_on(running.wait());
 }
+
+/// What the `fortinet.fortimanager` httpapi plugin needs: a device add's `os_ver`/`mr`/
+/// `patch`/`platform_str`/`ip` come back in the device list; `/sys/status` and
+/// `/cli/global/system/global` name the same time zone, before and after a change; a bad zone
+/// is refused without changing anything.
+#[test]
+fn device_add_round_trips_and_time_zone_views_agree() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = LabCa::generate("t").unwrap();
+    let stop = CancellationToken::new();
+    let mut cfg = FazConfig::new(dir.path().to_path_buf());
+    cfg.clock = LabClock::starting_now(1_614_852_000_000, 1.0, -480);
+    let running = rt
+        .block_on(async {
+            fortilab_faz::start(
+                cfg,
+                Listeners::ephemeral().await.unwrap(),
+                &ca,
+                stop.clone(),
+            )
+            .await
+        })
+        .unwrap();
+    let faz = running.faz.clone();
+    let app = (faz.clone(), ApiState::default());
+    let key = faz.id.api_key.clone();
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"exec","params":[{"url":"/dvm/cmd/add/device","data":{"adom":"root",
+               "device":{"name":"FGT-BRANCH","sn":"FGVM01TM99999999","os_type":"fos","os_ver":"6.0",
+                         "mr":4,"patch":4,"platform_str":"FortiGate-VM64","ip":"10.115.1.1",
+                         "mgmt_mode":"faz","adm_usr":"admin"},
+               "flags":["create_task","nonblocking"]}}],"verbose":1}),
+    );
+    assert_eq!(r["result"][0]["status"]["code"], 0, "{r}");
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"get","params":[{"url":"/dvmdb/adom/root/device/FGT-BRANCH"}],"verbose":1}),
+    );
+    let d = &r["result"][0]["data"];
+    assert_eq!(d["os_ver"], "6.0", "{r}");
+    assert_eq!(d["mr"], 4, "{r}");
+    assert_eq!(d["patch"], 4, "{r}");
+    assert_eq!(d["platform_str"], "FortiGate-VM64", "{r}");
+    assert_eq!(d["ip"], "10.115.1.1", "{r}");
+    assert_eq!(d["sn"], "FGVM01TM99999999", "{r}");
+    let zone = |app: &(Arc<fortilab_faz::faz::Faz>, ApiState)| {
+        let s = call(
+            app,
+            &key,
+            json!({"method":"get","params":[{"url":"/sys/status"}]}),
+        );
+        let g = call(
+            app,
+            &key,
+            json!({"method":"get","params":[{"url":"/cli/global/system/global"}],"verbose":1}),
+        );
+        (
+            s["result"][0]["data"]["Time Zone"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+            g["result"][0]["data"]["timezone"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    // The lab clock runs at -08:00: zone 04.
+    assert_eq!(
+        zone(&app),
+        ("(GMT-8:00) Pacific Time (US & Canada).".into(), "04".into())
+    );
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"set","params":[{"url":"/cli/global/system/global","data":{"timezone":"28"}}]}),
+    );
+    assert_eq!(r["result"][0]["status"]["code"], 0, "{r}");
+    assert_eq!(
+        zone(&app),
+        (
+            "(GMT+1:00) Brussels, Copenhagen, Madrid, Paris.".into(),
+            "28".into()
+        )
+    );
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"set","params":[{"url":"/cli/global/system/global","data":{"timezone":"Mars/Olympus"}}]}),
+    );
+    assert_ne!(r["result"][0]["status"]["code"], 0, "{r}");
+    assert_eq!(zone(&app).1, "28");
+    // Log search as the fortimanager plugin sends it (classic envelope, `verbose`): the tid
+    // comes back as a number beside a status the plugin reads, and the fetch by tid answers
+    // the 6.4 page fields.
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"add","params":[{"url":"/logview/adom/root/logsearch","apiver":3,
+               "logtype":"event","time-order":"desc","filter":""}],"verbose":1,"id":5}),
+    );
+    assert_eq!(r["result"]["status"]["code"], 0, "{r}");
+    let tid = r["result"]["tid"].as_u64().unwrap_or_else(|| panic!("{r}"));
+    let r = call(
+        &app,
+        &key,
+        json!({"method":"get","params":[{"url":format!("/logview/adom/root/logsearch/{tid}"),
+               "apiver":3,"offset":0,"limit":10}],"verbose":1,"id":6}),
+    );
+    let res = &r["result"];
+    assert_eq!(res["status"]["code"], 0, "{r}");
+    assert_eq!(res["offset"], 0, "{r}");
+    assert_eq!(res["percentage"], 100, "{r}");
+    assert!(res["data"].is_array() && res["total-count"].is_u64(), "{r}");
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc":"2.0","method":"delete","params":[{"url":format!("/logview/adom/root/logsearch/{tid}")}],"id":7}),
+    );
+    assert_eq!(r["result"]["tid"], tid, "{r}");
+    let r = call(
+        &app,
+        &key,
+        json!({"jsonrpc":"2.0","method":"get","params":[{"url":format!("/logview/adom/root/logsearch/{tid}")}],"id":8}),
+    );
+    assert!(r.get("error").is_some(), "a deleted search is gone: {r}");
+    stop.cancel();
+    rt.block_on(running.wait());
+}

@@ -351,7 +351,12 @@ pub async fn start(
         .api
         .local_addr()
         .map_err(|e| StartError::Io(e.to_string()))?;
-    let app = api::router(api::Api::new(device.clone(), api_addr.port()))
+    let api = api::Api::new(device.clone(), api_addr.port());
+    api.attach(api::Parts {
+        dataplane: dataplane.clone(),
+        forwarder: forwarder.clone(),
+    });
+    let app = api::router(api)
         .merge(dataplane.lab_router())
         .merge(forwarder.lab_router())
         .merge(automation::lab_router(automation.clone()));

@@ -2,6 +2,7 @@
 //! with SIGTERM and check they exit cleanly.
 #![allow(dead_code)]
 
+pub mod ansible;
 pub mod devices;
 
 use std::path::{Path, PathBuf};

@@ -10,8 +10,13 @@
 
 pub mod cmdb;
 pub mod config_script;
+pub mod mon_fabric;
+pub mod mon_system;
 pub mod monitor;
 pub mod query;
+pub mod session;
+#[cfg(test)]
+mod session_tests;
 #[cfg(test)]
 mod tests;
 
@@ -36,13 +41,7 @@ use query::Query;
 /// Request bodies above this are refused with 413.
 pub const MAX_BODY: usize = 1024 * 1024;
 
-/// A logged-in GUI/REST session.
-#[derive(Debug, Clone)]
-pub struct Session {
-    pub user: String,
-    pub csrf: String,
-    pub peer: IpAddr,
-}
+pub use session::Session;
 
 /// Who a request is authenticated as.
 #[derive(Debug, Clone)]
@@ -64,51 +63,53 @@ impl Principal {
 #[derive(Clone)]
 pub struct Api {
     pub dev: Arc<Device>,
-    sessions: Arc<Mutex<HashMap<String, Session>>>,
-    /// The API port (7.x CSRF cookie name).
-    port: u16,
+    sessions: Arc<session::Sessions>,
+    /// Cookie names (per device; the 7.x CSRF cookie carries the API port).
+    cookies: Arc<session::CookieNames>,
     /// Rendered CMDB GET bodies by (revision, URL): repeated reads of an unchanged
     /// configuration skip the JSON rendering.
     get_cache: Arc<Mutex<HashMap<String, (String, bytes::Bytes)>>>,
+    /// The running modules the monitor API reads (set by `start`; unset in unit tests).
+    parts: Arc<std::sync::OnceLock<Parts>>,
+}
+
+/// The running modules behind the monitor API: the data plane (interface counters,
+/// sessions, FortiGuard ratings) and the log forwarder (FortiAnalyzer connection).
+#[derive(Clone)]
+pub struct Parts {
+    pub dataplane: Arc<crate::dataplane::DataPlane>,
+    pub forwarder: Arc<crate::forward::Forwarder>,
 }
 
 impl Api {
     pub fn new(dev: Arc<Device>, port: u16) -> Self {
+        let cookies = session::CookieNames::new(&dev.serial, dev.version.major as u32, port);
         Self {
             dev,
             sessions: Arc::default(),
-            port,
+            cookies: Arc::new(cookies),
             get_cache: Arc::default(),
+            parts: Arc::default(),
         }
     }
 
-    /// Session ids and CSRF tokens: from the OS CSPRNG, never from the seed, so no cookie
-    /// recorded before a restart is ever issued again.
-    fn token(&self, n: usize) -> String {
-        fortilab_core::secrets::random_token(n)
+    /// Gives the monitor API the running data plane and log forwarder.
+    pub fn attach(&self, parts: Parts) {
+        let _ = self.parts.set(parts);
     }
 
-    /// `APSCOOKIE_<n>`: a per-device number (FortiOS derives it from the device).
-    fn session_cookie_name(&self) -> String {
-        let n = self
-            .dev
-            .serial
-            .bytes()
-            .fold(5381u32, |h, b| h.wrapping_mul(33) ^ b as u32);
-        format!("APSCOOKIE_{}", n % 4_000_000_000)
+    pub fn parts(&self) -> Option<&Parts> {
+        self.parts.get()
     }
 
-    fn csrf_cookie_name(&self) -> String {
-        if self.dev.version.major >= 7 {
-            let n = self
-                .dev
-                .serial
-                .bytes()
-                .fold(7u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-            format!("ccsrftoken_{}_{}", self.port, n % 10_000_000)
-        } else {
-            "ccsrftoken".into()
-        }
+    /// The session settings of the running configuration.
+    fn policy(&self) -> session::Policy {
+        self.dev.config.with(session::Policy::from_config)
+    }
+
+    /// The GUI/REST sessions (`monitor/system/current-admins`).
+    pub fn sessions(&self) -> Vec<Session> {
+        self.sessions.list()
     }
 }
 
@@ -356,18 +357,67 @@ impl Api {
                 .check_token(&tok, peer)
                 .map(|user| Principal::Token { user });
         }
-        let name = self.session_cookie_name();
+        let name = &self.cookies.session;
         let sid = cookies(headers)
             .into_iter()
-            .find(|(k, _)| *k == name)
+            .find(|(k, _)| k == name)
             .map(|(_, v)| v)?;
-        let s = self
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&sid)
-            .cloned()?;
-        Some(Principal::Session { sid, session: s })
+        let now = self.dev.clock.now_ns();
+        match self.sessions.touch(&sid, now, &self.policy()) {
+            session::Lookup::Valid(s) => Some(Principal::Session { sid, session: s }),
+            session::Lookup::Expired(s) => {
+                self.log_logout(&s, "timeout");
+                None
+            }
+            session::Lookup::Unknown => None,
+        }
+    }
+
+    /// Event log 0100032003 for a session that ended (`reason`: `exit` for `/logout`,
+    /// `timeout` for an idle session).
+    fn log_logout(&self, s: &Session, reason: &str) {
+        let ui = format!("https({})", s.lab_peer);
+        let now = self.dev.clock.now_ns();
+        let dur = (now - s.since_ns).max(0) / 1_000_000_000;
+        let msg = if reason == "timeout" {
+            format!("Administrator {} timed out on {ui}", s.user)
+        } else {
+            format!("Administrator {} logged out from {ui}", s.user)
+        };
+        self.dev.logs.event_system(
+            "0100032003",
+            "information",
+            "Admin logout successful",
+            |r| {
+                r.str("sn", s.sn.to_string())
+                    .str("user", s.user.clone())
+                    .str("ui", ui.clone())
+                    .str("method", "https")
+                    .ip("srcip", s.lab_peer)
+                    .ip("dstip", self.mgmt_ip())
+                    .int("duration", dur)
+                    .str("action", "logout")
+                    .str("status", "success")
+                    .str(
+                        "state",
+                        if reason == "timeout" {
+                            "Timeout"
+                        } else {
+                            "Exit"
+                        },
+                    )
+                    .str("reason", reason)
+                    .str("msg", msg);
+            },
+        );
+        self.dev.events.emit(
+            "admin.logout",
+            json!({"user": s.user, "ui": ui, "reason": reason}),
+        );
+    }
+
+    fn mgmt_ip(&self) -> IpAddr {
+        self.dev.lab_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
     }
 
     fn origin(&self, p: &Principal, peer: IpAddr) -> Origin {
@@ -403,35 +453,70 @@ async fn logincheck_get() -> Response {
 
 async fn logincheck(State(api): State<Api>, req: Request) -> Response {
     let peer = peer_of(req.extensions().get::<ConnInfo>());
+    let query = req.uri().query().map(String::from);
     let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
         Ok(b) => b,
         Err(_) => return (StatusCode::PAYLOAD_TOO_LARGE, "").into_response(),
     };
-    let form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    // The form fields, from the body (any content type) or the query string.
+    let mut form: HashMap<String, String> = form_urlencoded::parse(&body).into_owned().collect();
+    if let Some(q) = query {
+        for (k, v) in form_urlencoded::parse(q.as_bytes()).into_owned() {
+            form.entry(k).or_insert(v);
+        }
+    }
     let user = form.get("username").cloned().unwrap_or_default();
     let pass = form.get("secretkey").cloned().unwrap_or_default();
+    let ajax = form.get("ajax").is_some_and(|v| v == "1");
     let lab_peer = api.dev.lab_map.lab_of_real(peer).unwrap_or(peer);
-    let dst = api.dev.lab_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let dst = api.mgmt_ip();
     let ui = format!("https({lab_peer})");
+    let now = api.dev.clock.now_ns();
+    let policy = api.policy();
+    let page = |ok: bool, cookies: Vec<String>| {
+        let mut r = (StatusCode::OK, session::login_body(ok, ajax)).into_response();
+        let h = r.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        for c in cookies {
+            if let Ok(v) = HeaderValue::from_str(&c) {
+                h.append(header::SET_COOKIE, v);
+            }
+        }
+        r
+    };
+    if let Some(left) = api.sessions.locked(lab_peer, now) {
+        // A locked-out source is refused without checking the password [P: body].
+        api.dev.events.emit(
+            "admin.login",
+            json!({"user": user, "ui": ui, "status": "locked", "seconds_left": left}),
+        );
+        return page(false, Vec::new());
+    }
     match api.check_admin(&user, &pass) {
         Some(profile) => {
-            let sid = api.token(40);
-            let csrf = api.token(30);
-            api.sessions
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(
-                    sid.clone(),
-                    Session {
-                        user: user.clone(),
-                        csrf: csrf.clone(),
-                        peer,
-                    },
-                );
+            api.sessions.succeeded(lab_peer);
+            let (sid, csrf) = session::new_secrets();
+            let sn = api.dev.clock.now_secs();
+            api.sessions.insert(
+                sid.clone(),
+                Session {
+                    user: user.clone(),
+                    csrf: csrf.clone(),
+                    peer,
+                    lab_peer,
+                    profile: profile.clone(),
+                    sn,
+                    since_ns: now,
+                    last_ns: now,
+                },
+            );
             api.dev
                 .logs
                 .event_system("0100032001", "information", "Admin login successful", |r| {
-                    r.str("sn", api.dev.clock.now_secs().to_string())
+                    r.str("sn", sn.to_string())
                         .str("user", user.clone())
                         .str("ui", ui.clone())
                         .str("method", "https")
@@ -450,74 +535,76 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
                 "admin.login",
                 json!({"user": user, "ui": ui, "status": "success"}),
             );
-            let mut r = (StatusCode::OK, "1document.location=\"/ng/\";\n").into_response();
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-            let c1 = format!(
-                "{}={sid}; path=/; secure; httponly; SameSite=Strict",
-                api.session_cookie_name()
-            );
-            let c2 = format!("{}=\"{csrf}\"; path=/; secure", api.csrf_cookie_name());
-            for c in [c1, c2] {
-                if let Ok(v) = HeaderValue::from_str(&c) {
-                    h.append(header::SET_COOKIE, v);
-                }
-            }
-            r
+            page(true, api.cookies.login(&sid, &csrf))
         }
         None => {
-            api.dev.logs.event_system("0100032002", "alert", "Admin login failed", |r| {
-                r.str("sn", "0")
-                    .str("user", user.clone())
-                    .str("ui", ui.clone())
-                    .str("method", "https")
-                    .ip("srcip", lab_peer)
-                    .ip("dstip", dst)
-                    .str("action", "login")
-                    .str("status", "failed")
-                    .str("reason", if api.dev.config.exists("system admin", &user) { "passwd_invalid" } else { "name_invalid" })
-                    .str("msg", format!("Administrator {user} login failed from {ui} because of invalid password"));
-            });
+            let known = api.dev.config.exists("system admin", &user);
+            let reason = if known {
+                "passwd_invalid"
+            } else {
+                "name_invalid"
+            };
+            let why = if known {
+                "invalid password"
+            } else {
+                "invalid user name"
+            };
+            api.dev
+                .logs
+                .event_system("0100032002", "alert", "Admin login failed", |r| {
+                    r.str("sn", "0")
+                        .str("user", user.clone())
+                        .str("ui", ui.clone())
+                        .str("method", "https")
+                        .ip("srcip", lab_peer)
+                        .ip("dstip", dst)
+                        .str("action", "login")
+                        .str("status", "failed")
+                        .str("reason", reason)
+                        .str(
+                            "msg",
+                            format!("Administrator {user} login failed from {ui} because of {why}"),
+                        );
+                });
             api.dev.events.emit(
                 "admin.login",
                 json!({"user": user, "ui": ui, "status": "failed"}),
             );
-            let mut r = (
-                StatusCode::OK,
-                "0document.location=\"/login?redir=%2Fng\";\n",
-            )
-                .into_response();
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-            r
+            if let session::Failure::LockedOut { failures, secs } =
+                api.sessions.fail(lab_peer, now, &policy)
+            {
+                // FortiOS 0100032021 "Admin login disabled" [P: msg wording].
+                api.dev.logs.event_system("0100032021", "alert", "Admin login disabled", |r| {
+                    r.str("user", user.clone())
+                        .str("ui", ui.clone())
+                        .str("method", "https")
+                        .ip("srcip", lab_peer)
+                        .ip("dstip", dst)
+                        .str("action", "login")
+                        .str("status", "failed")
+                        .str("reason", "exceed_limit")
+                        .str(
+                            "msg",
+                            format!(
+                                "Login disabled from IP {lab_peer} for {secs} seconds because of {failures} bad attempts"
+                            ),
+                        );
+                });
+                api.dev.events.emit(
+                    "admin.lockout",
+                    json!({"srcip": lab_peer.to_string(), "seconds": secs, "failures": failures}),
+                );
+            }
+            page(false, Vec::new())
         }
     }
 }
 
 async fn logout(State(api): State<Api>, headers: HeaderMap) -> Response {
-    let name = api.session_cookie_name();
-    if let Some((_, sid)) = cookies(&headers).into_iter().find(|(k, _)| *k == name) {
-        let removed = api
-            .sessions
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&sid);
-        if let Some(s) = removed {
-            api.dev.logs.event_system(
-                "0100032003",
-                "information",
-                "Admin logout successful",
-                |r| {
-                    r.str("user", s.user.clone())
-                        .str("ui", format!("https({})", s.peer))
-                        .str("action", "logout")
-                        .str("status", "success")
-                        .str(
-                            "msg",
-                            format!("Administrator {} logged out from https({})", s.user, s.peer),
-                        );
-                },
-            );
+    let name = &api.cookies.session;
+    if let Some((_, sid)) = cookies(&headers).into_iter().find(|(k, _)| k == name) {
+        if let Some(s) = api.sessions.remove(&sid) {
+            api.log_logout(&s, "exit");
         }
     }
     let mut r = (
@@ -526,14 +613,11 @@ async fn logout(State(api): State<Api>, headers: HeaderMap) -> Response {
     )
         .into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html"));
-    for c in [
-        format!("{name}=; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT"),
-        format!(
-            "{}=\"0%260\"; path=/; expires=Thu, 01 Jan 1970 00:00:00 GMT",
-            api.csrf_cookie_name()
-        ),
-    ] {
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    for c in api.cookies.logout() {
         if let Ok(v) = HeaderValue::from_str(&c) {
             h.append(header::SET_COOKIE, v);
         }
@@ -616,6 +700,49 @@ impl Req {
 }
 
 async fn dispatch(State(api): State<Api>, req: Request) -> Response {
+    let query = Query::parse(req.uri().query());
+    // `global=1`, `vdom=*` and `vdom=a,b` answer a JSON array of per-VDOM envelopes, whatever
+    // the path and whatever the outcome (clients read `[0]` of it at login).
+    let array = query.flag("global")
+        || query
+            .get("vdom")
+            .is_some_and(|v| v.contains('*') || v.contains(','));
+    let resp = dispatch_inner(&api, req, query).await;
+    if array {
+        as_vdom_array(resp).await
+    } else {
+        resp
+    }
+}
+
+/// Wraps a JSON object answer in a one-element array (answers already in array form, and
+/// non-JSON answers such as raw logs or a configuration backup, are left alone).
+async fn as_vdom_array(resp: Response) -> Response {
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    if bytes.first() != Some(&b'{') {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    }
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.push(b'[');
+    out.extend_from_slice(&bytes);
+    out.push(b']');
+    let mut parts = parts;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(out))
+}
+
+async fn dispatch_inner(api: &Api, req: Request, query: Query) -> Response {
     let method = req.method().clone();
     let peer = peer_of(req.extensions().get::<ConnInfo>());
     let uri = req.uri().clone();
@@ -623,7 +750,7 @@ async fn dispatch(State(api): State<Api>, req: Request) -> Response {
     let Some(rest) = raw_path.strip_prefix("/api/v2/") else {
         return not_found_plain();
     };
-    let segments: Vec<String> = rest
+    let mut segments: Vec<String> = rest
         .split('/')
         .map(|s| {
             percent_encoding::percent_decode_str(s)
@@ -631,45 +758,44 @@ async fn dispatch(State(api): State<Api>, req: Request) -> Response {
                 .into_owned()
         })
         .collect();
-    let mut segments = segments;
     while segments.last().is_some_and(|s| s.is_empty()) && segments.len() > 1 {
         segments.pop();
     }
-    let query = Query::parse(uri.query());
     let headers = req.headers().clone();
+    // The body is read before anything is answered, so a refused request (401, 403, 413)
+    // completes normally on HTTP/2 too instead of ending in a stream reset.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let body = if declared.is_some_and(|n| n > MAX_BODY) {
+        // Read (and drop) what the client sends so it sees the answer rather than a reset.
+        let _ = axum::body::to_bytes(req.into_body(), 16 * MAX_BODY).await;
+        None
+    } else {
+        axum::body::to_bytes(req.into_body(), MAX_BODY).await.ok()
+    };
     let Some(principal) = api.authenticate(&headers, &query, peer) else {
         if segments.first().map(String::as_str) == Some("authentication") {
             // 6.4–7.2 have no /api/v2/authentication (7.4+); clients fall back to /logincheck.
-            return bare_error(&api, &method, 404);
+            return bare_error(api, &method, 404);
         }
-        return bare_error(&api, &method, 401);
+        return bare_error(api, &method, 401);
     };
-    if let Some(len) = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-    {
-        if len > MAX_BODY {
-            // Read (and drop) what the client sends so it sees the 413 rather than a reset.
-            let _ = axum::body::to_bytes(req.into_body(), 16 * MAX_BODY).await;
-            return bare_error(&api, &method, 413);
-        }
-    }
+    let Some(body) = body else {
+        return bare_error(api, &method, 413);
+    };
     if method != Method::GET && method != Method::HEAD {
         if let Principal::Session { session, .. } = &principal {
             let sent = headers
                 .get("x-csrftoken")
                 .and_then(|v| v.to_str().ok())
-                .map(|s| s.trim_matches('"'));
+                .map(|s| s.trim().trim_matches('"'));
             if sent != Some(session.csrf.as_str()) {
-                return bare_error(&api, &method, 403);
+                return bare_error(api, &method, 403);
             }
         }
     }
-    let body = match axum::body::to_bytes(req.into_body(), MAX_BODY).await {
-        Ok(b) => b,
-        Err(_) => return bare_error(&api, &method, 413),
-    };
     let r = Req {
         raw: uri.to_string(),
         method,
@@ -683,14 +809,14 @@ async fn dispatch(State(api): State<Api>, req: Request) -> Response {
     if r.segments.first().map(String::as_str) == Some("monitor")
         && config_script::matches(&r.segments)
     {
-        return config_script::handle(&api, r).await;
+        return config_script::handle(api, r).await;
     }
     match r.segments.first().map(String::as_str) {
-        Some("cmdb") => cmdb::handle(&api, r),
-        Some("monitor") => monitor::handle(&api, r),
-        Some("log") => monitor::handle_log(&api, r),
-        Some("authentication") => bare_error(&api, &r.method, 404),
-        _ => bare_error(&api, &r.method, 404),
+        Some("cmdb") => cmdb::handle(api, r),
+        Some("monitor") => monitor::handle(api, r).await,
+        Some("log") => monitor::handle_log(api, r),
+        Some("authentication") => bare_error(api, &r.method, 404),
+        _ => bare_error(api, &r.method, 404),
     }
 }
 

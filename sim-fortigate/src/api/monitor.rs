@@ -19,22 +19,61 @@ fn env<'a>(api: &'a Api, r: &'a Req, path: &str, name: &str) -> Env<'a> {
     }
 }
 
-pub fn handle(api: &Api, r: Req) -> Response {
+pub async fn handle(api: &Api, r: Req) -> Response {
+    use super::{mon_fabric as fab, mon_system as sys};
     let segs: Vec<String> = r.segments[1..].to_vec();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = &r.method;
     match (m, s.as_slice()) {
         (&Method::GET, ["system", "status"]) => status(api, &r),
-        (&Method::GET, ["system", "automation-stitch", "stats"]) => stitch_stats(api, &r),
-        (&Method::GET, ["system", "automation-action", "stats"]) => {
-            env(api, &r, "system", "automation-action")
-                .monitor_ok(Some(J::Array(vec![])), Some("stats"))
+        // Interfaces.
+        (&Method::GET, ["system", "interface"])
+        | (&Method::GET, ["system", "interface", "select"]) => sys::interfaces(api, &r),
+        (&Method::GET, ["system", "available-interfaces"]) => sys::available_interfaces(api, &r),
+        (&Method::GET, ["system", "interface", "transceivers"]) => {
+            sys::empty_list(api, &r, "system", "interface", Some("transceivers"))
         }
+        (&Method::GET, ["router", "ipv4"]) => sys::router_ipv4(api, &r),
+        (&Method::GET, ["system", "sensor-info"]) => {
+            sys::empty_list(api, &r, "system", "sensor-info", None)
+        }
+        (&Method::GET, ["system", "vm-information"]) => sys::vm_information(api, &r),
+        (&Method::GET, ["user", "device", "query"]) => {
+            sys::devices(api, &r, "device", Some("query"))
+        }
+        (&Method::GET, ["user", "detected-device"]) => {
+            sys::devices(api, &r, "detected-device", None)
+        }
+        (&Method::GET, ["system", "interface-connected-admins-info"]) => {
+            sys::interface_admins(api, &r)
+        }
+        // System resources, time, administrators.
+        (&Method::GET, ["system", "resource", "usage"]) => sys::resource_usage(api, &r),
+        (&Method::GET, ["system", "global-resources"]) => sys::global_resources(api, &r),
+        (&Method::GET, ["system", "vdom-resource"]) => sys::vdom_resource(api, &r),
+        (&Method::GET, ["system", "time"]) => sys::time(api, &r),
+        (&Method::GET, ["system", "current-admins"]) => sys::current_admins(api, &r),
+        // Security Fabric, FortiGuard.
+        (&Method::GET, ["system", "csf"]) => sys::csf(api, &r),
+        (&Method::GET, ["system", "csf", "pending-authorizations"]) => sys::csf_pending(api, &r),
+        (&Method::GET, ["webfilter", "fortiguard-categories"]) => {
+            sys::fortiguard_categories(api, &r)
+        }
+        (&Method::GET, ["system", "fortiguard", "server-info"]) => {
+            sys::fortiguard_server_info(api, &r)
+        }
+        (&Method::GET, ["license", "status"]) => sys::license_status(api, &r),
+        (&Method::GET, ["utm", "rating-lookup"])
+        | (&Method::GET, ["utm", "rating-lookup", "select"]) => sys::rating_lookup(api, &r).await,
+        // Automation.
+        (&Method::GET, ["system", "automation-stitch", "stats"]) => stitch_stats(api, &r),
+        (&Method::GET, ["system", "automation-action", "stats"]) => fab::action_stats(api, &r),
         (&Method::POST, ["system", "automation-stitch", "test"]) => stitch_test(api, &r),
         (&Method::POST, ["system", "automation-stitch", "webhook"]) => webhook(api, &r, None),
         (&Method::POST, ["system", "automation-stitch", "webhook", name]) => {
             webhook(api, &r, Some(name.to_string()))
         }
+        // Users, banned IPs.
         (&Method::GET, ["user", "banned"]) | (&Method::GET, ["user", "banned", "select"]) => {
             banned_list(api, &r)
         }
@@ -46,15 +85,44 @@ pub fn handle(api: &Api, r: Req) -> Response {
             api.dev.events.emit("banned.clear_all", json!({}));
             env(api, &r, "user", "banned").monitor_ok(None, Some("clear_all"))
         }
-        (&Method::GET, ["log", "fortianalyzer"]) => faz(api, &r),
-        (&Method::GET, ["log", "fortianalyzer-queue"]) => faz_queue(api, &r),
-        (&Method::GET, ["endpoint-control", "ems", "status"]) => ems_status(api, &r),
+        (&Method::GET, ["user", "firewall"]) | (&Method::GET, ["user", "firewall", "select"]) => {
+            // No firewall authentication is configured in the lab: nobody is logged in.
+            env(api, &r, "user", "firewall").monitor_ok(Some(J::Array(vec![])), Some("select"))
+        }
+        // Logging.
+        (&Method::GET, ["log", "device", "state"]) => fab::device_state(api, &r),
+        (&Method::GET, ["log", "current-disk-usage"]) => fab::current_disk_usage(api, &r),
+        (&Method::GET, ["log", "fortianalyzer"]) => fab::faz(api, &r),
+        (&Method::GET, ["log", "fortianalyzer-queue"]) => fab::faz_queue(api, &r),
+        (&Method::POST, ["log", "fortianalyzer", "restart"]) => fab::faz_restart(api, &r),
+        (&Method::GET, ["log", "stats"]) => fab::log_stats(api, &r),
+        // Endpoint control and EMS.
+        (&Method::GET, ["endpoint-control", "ems", "status"]) => fab::ems_status(api, &r),
+        (&Method::GET, ["endpoint-control", "ems", "status-summary"]) => {
+            fab::ems_status_summary(api, &r)
+        }
+        (&Method::GET, ["endpoint-control", "ems", "cert-status"]) => fab::ems_cert_status(api, &r),
+        (&Method::POST, ["endpoint-control", "ems", "verify-cert"]) => {
+            fab::ems_verify_cert(api, &r).await
+        }
+        (&Method::GET, ["endpoint-control", "summary"]) => fab::endpoint_summary(api, &r),
+        (&Method::GET, ["endpoint-control", "record-list"]) => fab::record_list(api, &r),
+        (&Method::POST, ["endpoint-control", "registration", "quarantine"]) => {
+            fab::registration(api, &r, true).await
+        }
+        (&Method::POST, ["endpoint-control", "registration", "unquarantine"]) => {
+            fab::registration(api, &r, false).await
+        }
         (&Method::GET, ["system", "config", "backup"]) => backup(api, &r),
         (_, ["system", "status"])
+        | (_, ["system", "interface", ..])
+        | (_, ["system", "resource", ..])
         | (_, ["system", "automation-stitch", _])
+        | (_, ["system", "automation-action", _])
         | (_, ["user", "banned", ..])
-        | (_, ["log", _])
-        | (_, ["endpoint-control", "ems", "status"])
+        | (_, ["log", ..])
+        | (_, ["endpoint-control", "ems", _])
+        | (_, ["endpoint-control", "registration", _])
         | (_, ["system", "config", "backup"]) => {
             let name = s.get(1).copied().unwrap_or("");
             env(api, &r, s[0], name).error(405, None, None, None)
@@ -258,71 +326,6 @@ fn banned_clear(api: &Api, r: &Req) -> Response {
         .events
         .emit("banned.clear", json!({"ip_addresses": ips}));
     e.monitor_ok(None, Some("clear_users"))
-}
-
-fn faz(api: &Api, r: &Req) -> Response {
-    let f = api.dev.fabric().faz();
-    let (server, status) = api.dev.config.with(|c| {
-        let e = c.single("log fortianalyzer setting");
-        (
-            e.and_then(|e| e.scalar("server")).unwrap_or("").to_string(),
-            e.and_then(|e| e.scalar("status"))
-                .unwrap_or("disable")
-                .to_string(),
-        )
-    });
-    let results = json!({
-        "status": status,
-        "server": server,
-        "registration": f.registration,
-        "connection": f.connection,
-        "connected": f.connected,
-        "serial": f.faz_serial,
-    });
-    env(api, r, "log", "fortianalyzer").monitor_ok(Some(results), None)
-}
-
-fn faz_queue(api: &Api, r: &Req) -> Response {
-    let f = api.dev.fabric().faz();
-    let results = json!({
-        "connected": if f.connected { 1 } else { 0 },
-        "cached_logs": f.cached_logs,
-        "failed_logs": f.failed_logs,
-        "sent_logs": f.sent_logs,
-    });
-    env(api, r, "log", "fortianalyzer-queue").monitor_ok(Some(results), None)
-}
-
-fn ems_status(api: &Api, r: &Req) -> Response {
-    let fabric = api.dev.fabric();
-    let want = r.query.get("ems_id").map(String::from);
-    let list: Vec<J> = api.dev.config.with(|c| {
-        c.table("endpoint-control fctems")
-            .map(|t| {
-                t.entries()
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, e)| {
-                        let name = e.scalar("name").unwrap_or(&e.key).to_string();
-                        let id = e.key.parse::<u64>().unwrap_or(i as u64 + 1);
-                        if want.as_ref().is_some_and(|w| *w != id.to_string()) {
-                            return None;
-                        }
-                        let st = fabric.ems(&name);
-                        Some(json!({
-                            "ems_id": id, "ems_name": name,
-                            "server": e.scalar("server").unwrap_or(""),
-                            "ems_serial": st.ems_serial,
-                            "connected": st.connected,
-                            "status": st.status,
-                            "websocket_status": st.websocket,
-                        }))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    });
-    env(api, r, "endpoint-control", "ems").monitor_ok(Some(J::Array(list)), Some("status"))
 }
 
 fn backup(api: &Api, r: &Req) -> Response {

@@ -16,9 +16,9 @@ use crate::device::{AutomationRequest, Device};
 use crate::{load_config, serial_for, ConfigSource, Options};
 
 const TOKEN: &str = "tok3nTOKEN0123456789abcdefghij";
-const PASSWORD: &str = "adminpw";
+pub(super) const PASSWORD: &str = "adminpw";
 
-fn device(version: FosVersion, config: Option<&str>) -> Arc<Device> {
+pub(super) fn device(version: FosVersion, config: Option<&str>) -> Arc<Device> {
     let opts = Options {
         version,
         config: config.map(|t| ConfigSource {
@@ -53,12 +53,15 @@ fn device(version: FosVersion, config: Option<&str>) -> Arc<Device> {
     ))
 }
 
-fn app(version: FosVersion) -> (Router, Arc<Device>) {
+pub(super) fn app(version: FosVersion) -> (Router, Arc<Device>) {
     let d = device(version, Some(crate::config::tests::SEED_SNIPPETS));
     (router(Api::new(d.clone(), 443)), d)
 }
 
-async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+pub(super) async fn call(
+    app: &Router,
+    req: Request<Body>,
+) -> (StatusCode, axum::http::HeaderMap, String) {
     let resp = app.clone().oneshot(req).await.unwrap();
     let status = resp.status();
     let headers = resp.headers().clone();
@@ -68,7 +71,7 @@ async fn call(app: &Router, req: Request<Body>) -> (StatusCode, axum::http::Head
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
-fn req(method: &str, uri: &str, body: Option<&str>) -> Request<Body> {
+pub(super) fn req(method: &str, uri: &str, body: Option<&str>) -> Request<Body> {
     Request::builder()
         .method(method)
         .uri(uri)
@@ -80,7 +83,12 @@ fn req(method: &str, uri: &str, body: Option<&str>) -> Request<Body> {
         .unwrap()
 }
 
-async fn json_call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, J) {
+pub(super) async fn json_call(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    body: Option<&str>,
+) -> (StatusCode, J) {
     let (s, _, b) = call(app, req(method, uri, body)).await;
     (
         s,
@@ -457,10 +465,10 @@ async fn authentication_tokens_sessions_and_csrf() {
         .map(|v| v.to_str().unwrap().to_string())
         .collect();
     assert!(cookies[0].starts_with("APSCOOKIE_"), "{cookies:?}");
-    assert!(cookies[1].starts_with("ccsrftoken=\""), "{cookies:?}");
+    assert!(cookies[2].starts_with("ccsrftoken=\""), "{cookies:?}");
     let pair = |c: &str| c.split(';').next().unwrap().to_string();
-    let cookie_header = format!("{}; {}", pair(&cookies[0]), pair(&cookies[1]));
-    let csrf = pair(&cookies[1])
+    let cookie_header = format!("{}; {}", pair(&cookies[0]), pair(&cookies[2]));
+    let csrf = pair(&cookies[2])
         .split_once('=')
         .unwrap()
         .1

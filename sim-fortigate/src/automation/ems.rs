@@ -296,6 +296,35 @@ impl EmsConnector {
         reason: &str,
         stitch: &str,
     ) -> Result<QuarantineDone, String> {
+        self.fabric_q(true, ip, mac, fctuid, reason, stitch).await
+    }
+
+    /// `POST /api/v1/fabric/unquarantine` (monitor `endpoint-control/registration/
+    /// unquarantine`), to each configured EMS in turn until one accepts.
+    pub async fn unquarantine(
+        self: &Arc<Self>,
+        ip: Option<&str>,
+        mac: Option<&str>,
+        fctuid: Option<&str>,
+        reason: &str,
+    ) -> Result<QuarantineDone, String> {
+        self.fabric_q(false, ip, mac, fctuid, reason, "").await
+    }
+
+    async fn fabric_q(
+        self: &Arc<Self>,
+        quarantine: bool,
+        ip: Option<&str>,
+        mac: Option<&str>,
+        fctuid: Option<&str>,
+        reason: &str,
+        stitch: &str,
+    ) -> Result<QuarantineDone, String> {
+        let (path, kind) = if quarantine {
+            ("/api/v1/fabric/quarantine", "ems.quarantine.request")
+        } else {
+            ("/api/v1/fabric/unquarantine", "ems.unquarantine.request")
+        };
         self.ensure_installed();
         let conns = self.dev.config.with(|c| configured(c, self.dev.version));
         if conns.is_empty() {
@@ -309,7 +338,7 @@ impl EmsConnector {
         let mut errors = Vec::new();
         for c in &conns {
             self.dev.events.emit(
-                "ems.quarantine.request",
+                kind,
                 json!({"ems": c.name, "server": format!("{}:{}", c.server, c.port), "ip": ip,
                        "mac": mac, "fctuid": fctuid, "reason": reason, "stitch": stitch}),
             );
@@ -323,7 +352,7 @@ impl EmsConnector {
             let reply = http::request(
                 &t,
                 "POST",
-                "/api/v1/fabric/quarantine",
+                path,
                 &[],
                 Some(body.to_string().into_bytes()),
                 c.call_timeout,

@@ -552,6 +552,8 @@ fn build() -> Schema {
                 ena("admin-https-redirect"),
                 int("admin-ssh-grace-time", 10, 3600, "120"),
                 int("admintimeout", 1, 480, "5"),
+                int("admin-lockout-threshold", 1, 10, "3"),
+                int("admin-lockout-duration", 1, 2_147_483_647, "60"),
                 sd("timezone", 63, "04"),
                 en(
                     "language",

@@ -132,6 +132,36 @@ pub struct DataPlane {
     next_port: AtomicU64,
     /// Counters for the lab surface.
     pub stats: Stats,
+    /// Per-interface traffic counters (`monitor/system/interface`).
+    intf: std::sync::Mutex<HashMap<String, IntfCounters>>,
+    /// Source hosts seen by the data plane (`monitor/user/device/query`).
+    hosts: std::sync::Mutex<HashMap<Ipv4Addr, HostSeen>>,
+}
+
+/// A source host the data plane has seen (the FortiGate's device detection, from traffic).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HostSeen {
+    pub ip: Ipv4Addr,
+    /// The interface its sessions entered by.
+    pub interface: String,
+    /// Lab time, Unix seconds.
+    pub first_seen: i64,
+    pub last_seen: i64,
+    pub sessions: u64,
+    pub sent_bytes: u64,
+    pub rcvd_bytes: u64,
+}
+
+/// Traffic through one interface, counted at session end (the proxy sees sessions, not
+/// packets: packets are derived from bytes as in the traffic logs).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct IntfCounters {
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    /// Sessions that entered (`src`) or left (`dst`) through the interface.
+    pub sessions: u64,
 }
 
 /// Data plane counters.
@@ -172,6 +202,8 @@ impl DataPlane {
             internet,
             state: RwLock::new(Arc::new(state)),
             stats: Stats::default(),
+            intf: Default::default(),
+            hosts: Default::default(),
         });
         let mut rx = dev.config.subscribe();
         let weak = Arc::downgrade(&dp);
@@ -215,6 +247,65 @@ impl DataPlane {
             .with(|c| State::build(c, &|n| internet.cached(n).into_iter().collect()));
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(state);
         self.stats.rebuilds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a session's bytes on its ingress (`src`) and egress (`dst`) interfaces:
+    /// `sent` bytes flow client → server (received on `src`, transmitted on `dst`).
+    pub fn count_interfaces(&self, src: &str, dst: &str, sent: u64, rcvd: u64, opened: bool) {
+        let mut m = self.intf.lock().unwrap_or_else(|p| p.into_inner());
+        let pk = |b: u64| if opened { dlog::packets(b) } else { 1 };
+        let a = m.entry(src.to_string()).or_default();
+        a.rx_bytes += sent;
+        a.tx_bytes += rcvd;
+        a.rx_packets += pk(sent);
+        a.tx_packets += if opened { pk(rcvd) } else { 0 };
+        a.sessions += 1;
+        if opened && !dst.is_empty() {
+            let b = m.entry(dst.to_string()).or_default();
+            b.tx_bytes += sent;
+            b.rx_bytes += rcvd;
+            b.tx_packets += pk(sent);
+            b.rx_packets += pk(rcvd);
+            b.sessions += 1;
+        }
+    }
+
+    /// Records a session of source host `ip` entering by `intf`.
+    pub fn saw_host(&self, ip: Ipv4Addr, intf: &str, sent: u64, rcvd: u64) {
+        let now = self.dev.clock.now_secs();
+        let mut m = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        let h = m.entry(ip).or_insert_with(|| HostSeen {
+            ip,
+            interface: intf.to_string(),
+            first_seen: now,
+            last_seen: now,
+            sessions: 0,
+            sent_bytes: 0,
+            rcvd_bytes: 0,
+        });
+        h.interface = intf.to_string();
+        h.last_seen = now;
+        h.sessions += 1;
+        h.sent_bytes += sent;
+        h.rcvd_bytes += rcvd;
+    }
+
+    /// The hosts seen so far, by address.
+    pub fn hosts_seen(&self) -> Vec<HostSeen> {
+        let mut v: Vec<HostSeen> = self
+            .hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by_key(|h| h.ip);
+        v
+    }
+
+    /// The per-interface counters so far.
+    pub fn interface_counters(&self) -> HashMap<String, IntfCounters> {
+        self.intf.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn state(&self) -> Arc<State> {

@@ -108,6 +108,8 @@ impl Session {
         };
         if !accept {
             dp.stats.denied.fetch_add(1, Ordering::Relaxed);
+            dp.count_interfaces(&s.log.srcside.intf, &s.log.dstside.intf, 0, 0, false);
+            dp.saw_host(*s.log.src.ip(), &s.log.srcside.intf, 0, 0);
             // Implicit denies are logged [P] (`config log setting` is not modelled); explicit
             // deny policies follow their logtraffic.
             if s.logtraffic != "disable" {
@@ -125,6 +127,19 @@ impl Session {
         let t = &mut self.totals;
         t.sentpkt = dlog::packets(t.sentbyte);
         t.rcvdpkt = dlog::packets(t.rcvdbyte);
+        dp.count_interfaces(
+            &self.log.srcside.intf,
+            &self.log.dstside.intf,
+            t.sentbyte,
+            t.rcvdbyte,
+            true,
+        );
+        dp.saw_host(
+            *self.log.src.ip(),
+            &self.log.srcside.intf,
+            t.sentbyte,
+            t.rcvdbyte,
+        );
         let log = match self.logtraffic.as_str() {
             "all" => true,
             "utm" => t.utmaction.is_some(),

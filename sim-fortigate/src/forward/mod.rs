@@ -257,6 +257,28 @@ impl Forwarder {
             .map(|f| f.sender.stats())
     }
 
+    /// Drops the FortiAnalyzer connection and connects again at once (monitor
+    /// `log/fortianalyzer/restart` [P]); false when forwarding to FortiAnalyzer is off.
+    pub fn restart_faz(&self) -> bool {
+        let cur = self
+            .out
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .faz
+            .as_ref()
+            .map(|f| (f.sender.clone(), f.settings.server.clone()));
+        match cur {
+            Some((sender, server)) => match self.lab_target(&server, 514) {
+                Some(t) => {
+                    sender.set_server(t, server);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        }
+    }
+
     /// The FortiAnalyzer sender (tests and benchmarks: flush, stats).
     pub fn faz_sender(&self) -> Option<LogSender> {
         self.out
@@ -409,7 +431,7 @@ impl Forwarder {
                 version: self.dev.version.to_string(),
                 device_type: "fortigate".into(),
                 vdom: "root".into(),
-                ip: None,
+                ip: self.dev.lab_ip.map(|i| i.to_string()),
             },
             queue_dir: self.queue_dir.clone(),
             // Lab knob: FORTILAB_LOG_QUEUE_MEM (lines kept in memory before spilling to disk).
