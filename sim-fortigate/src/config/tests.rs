@@ -660,7 +660,8 @@ fn store_operations_validate_like_the_cli() {
             &body(r#"{"name":"h1","subnet":"10.0.0.1 255.255.255.255"}"#),
             &o,
         )
-        .unwrap();
+        .unwrap()
+        .key;
     assert_eq!(k, "h1");
     assert_ne!(store.revision(), r0);
     assert_eq!(rx.try_recv().unwrap().change.action, ChangeAction::Add);
@@ -671,7 +672,7 @@ fn store_operations_validate_like_the_cli() {
         OpError::Duplicate
     );
     let pol = r#"{"srcintf":[{"name":"port3"}],"dstintf":[{"name":"port1"}],"srcaddr":[{"name":"h1"}],"dstaddr":[{"name":"all"}],"schedule":"always","service":[{"name":"ALL"}],"action":"accept"}"#;
-    let id = store.create("firewall policy", &body(pol), &o).unwrap();
+    let id = store.create("firewall policy", &body(pol), &o).unwrap().key;
     assert_eq!(id, "1");
     let bad = r#"{"srcintf":[{"name":"port3"}],"dstintf":[{"name":"port1"}],"srcaddr":[{"name":"homeNetwork"}],"dstaddr":[{"name":"all"}],"schedule":"always","service":[{"name":"ALL"}]}"#;
     let e = store.create("firewall policy", &body(bad), &o).unwrap_err();
