@@ -651,3 +651,7 @@ fn schema_list(api: &Api, r: &Req) -> Response {
         J::Object(env.cmdb_ok(J::Array(results), &[])),
     )
 }
+
+#[cfg(test)]
+#[path = "cmdb_tests.rs"]
+mod tests;

@@ -299,7 +299,7 @@ mod tests {
         );
         let s = Sorter::parse(["name,vlanid"].into_iter());
         assert_eq!(s.len(), 2);
-        let mut v = vec![
+        let mut v = [
             json!({"id": 10, "name": "b"}),
             json!({"id": 9, "name": "B"}),
             json!({"id": 100, "name": "a"}),
