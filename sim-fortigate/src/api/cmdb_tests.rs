@@ -936,3 +936,26 @@ async fn config_script_upload_of_current_values_changes_nothing() {
         "{last}"
     );
 }
+
+/// The 2.4.x fctems module keys connectors by `ems-id` (7.0.8+); a 6.4 table is keyed by
+/// name, so its GET of `fctems/1` is 404, every run POSTs and the second is a duplicate
+/// (documented in docs/fidelity-fortigate.md).
+#[tokio::test]
+async fn fctems_module_of_2_4_against_64_posts_every_run() {
+    let mut lab = Lab::new(V64, None);
+    let body = json!({"call-timeout": 30, "ems-id": 1, "name": "EMS-LAB", "server": "10.115.0.30", "status": "enable"});
+    let url = "/api/v2/cmdb/endpoint-control/fctems/1?vdom=root";
+    let table = "/api/v2/cmdb/endpoint-control/fctems?vdom=root";
+    let v = ansible_set(&mut lab, url, table, &body).await;
+    assert_eq!(
+        (v["http_method"].clone(), v["mkey"].clone()),
+        (json!("POST"), json!("EMS-LAB"))
+    );
+    let (s, _) = lab.call("GET", url, None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, v) = lab.call("POST", table, Some(&body)).await;
+    assert_eq!(
+        (s, v["error"].clone()),
+        (StatusCode::INTERNAL_SERVER_ERROR, json!(-5))
+    );
+}
