@@ -761,20 +761,6 @@ impl<'a> Engine<'a> {
             Store::Top(p) => Some(p.clone()),
             Store::Nested { .. } => None,
         };
-        // The entry as stored before this edit (none for `edit 0` and new keys).
-        let prior: Option<Entry> = if auto_id {
-            None
-        } else {
-            match store {
-                Store::Top(p) => self.top_table(p).and_then(|t| t.get(&entry.key)).cloned(),
-                Store::Nested { table, .. } => table.get(&entry.key).cloned(),
-            }
-        };
-        // A single table without an entry holds its defaults: editing it is an edit.
-        let prior = match prior {
-            None if schema.is_single() => Some(Entry::new("")),
-            p => p,
-        };
         if schema.field("uuid", self.version).is_some() && !entry.fields.contains_key("uuid") {
             let mut b = [0u8; 16];
             self.rng.fill_bytes(&mut b);
@@ -782,7 +768,26 @@ impl<'a> Engine<'a> {
                 .fields
                 .insert("uuid".into(), Value::Scalar(uuid_from(b)));
         }
-        let (entry, action, attrs) = match &prior {
+        // The entry as stored before this edit (none for `edit 0` and new keys); a single
+        // table without an entry holds its defaults, so editing it is an edit.
+        let empty = Entry::new("");
+        let prior: Option<&Entry> = if auto_id {
+            None
+        } else {
+            match self.stack.last() {
+                Some(Frame::Table {
+                    store: Store::Top(p),
+                    ..
+                }) => self.top_table(p).and_then(|t| t.get(&entry.key)),
+                Some(Frame::Table {
+                    store: Store::Nested { table, .. },
+                    ..
+                }) => table.get(&entry.key),
+                _ => None,
+            }
+        };
+        let prior = prior.or(schema.is_single().then_some(&empty));
+        let (entry, action, attrs) = match prior {
             Some(old) => match diff::merge_edit(schema, old, entry, self.version) {
                 None => return Ok(()),
                 Some((merged, changes)) => (merged, ChangeAction::Edit, changes),

@@ -297,16 +297,30 @@ impl ConfigStore {
         strict: bool,
         origin: &Origin,
     ) -> Result<Applied, ConfigError> {
+        let opts = ExecOptions {
+            file: file.to_string(),
+            strict,
+        };
+        // Re-runs of automation mostly change nothing: find that out under the read lock, so
+        // such writes run in parallel with each other and with reads. The throw-away RNG only
+        // matters for new entries (UUIDs), and a new entry is a change, run again below.
+        {
+            let g = self.read();
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let out = Engine::new(&g.cfg, self.version, opts.clone(), &mut rng).run(cmds)?;
+            if out.changes.is_empty() {
+                return Ok(Applied {
+                    warnings: out.warnings,
+                    changes: Vec::new(),
+                    old_revision: g.revision.clone(),
+                    revision: g.revision.clone(),
+                });
+            }
+        }
         let mut g = self.write();
         let inner = &mut *g;
         let old_revision = inner.revision.clone();
-        let out = {
-            let opts = ExecOptions {
-                file: file.to_string(),
-                strict,
-            };
-            Engine::new(&inner.cfg, self.version, opts, &mut inner.rng).run(cmds)?
-        };
+        let out = Engine::new(&inner.cfg, self.version, opts, &mut inner.rng).run(cmds)?;
         if !out.changes.is_empty() {
             for (k, t) in out.staged {
                 inner.cfg.tables.insert(k, t);
