@@ -3,7 +3,8 @@
 //! The request bodies of the `fortinet.fortios` collection below are what its modules send
 //! (2.4.2, from `pip install ansible`): captured by running the modules' own code
 //! (`filter_*_data`, `flatten_multilists_attributes`, `underscore_to_hyphen`,
-//! `FortiOSHandler.set`) with a recording connection. `set` first GETs the mkey URL, then
+//! `FortiOSHandler.set`) with a recording connection (`tests/py/capture_ansible_bodies.py`).
+//! `set` first GETs the mkey URL, then
 //! PUTs the full object there (POST to the table URL when the GET is not 200); the
 //! collection takes `changed` straight from `revision_changed`.
 
