@@ -378,32 +378,49 @@ impl Device {
         std::fs::rename(&tmp, path)
     }
 
-    /// Reacts to a committed configuration change: event log 0100044547, the lab event
-    /// `config.change`, hostname follow-up.
+    /// Reacts to a committed configuration change: the config-change event log, the lab
+    /// event `config.change`, hostname follow-up.
+    ///
+    /// FortiOS writes 0100044547 "Object attribute configured" for entries of a table (with
+    /// `cfgobj`, and `uuid` for objects that have one) and 0100044546 "Attribute configured"
+    /// for single tables such as `system global`; `cfgattr` names only what changed
+    /// (`dstintf[port1->port2]`; an added object lists what it sets: `name[x]srcintf[port5]`;
+    /// a delete has none).
     pub fn on_change(&self, ev: &ChangeEvent) {
         let c = &ev.change;
         let cfgpath = c.path.replace(' ', ".");
         let action = c.action.log_word();
-        self.logs.event_system(
-            "0100044547",
-            "information",
-            "Object attribute configured",
-            |r| {
-                r.str("user", ev.origin.user.clone())
-                    .str("ui", ev.origin.ui.clone())
-                    .str("action", action)
-                    .int("cfgtid", (self.clock.now_ns() / 1000) & 0x7fff_ffff)
-                    .str("cfgpath", cfgpath.clone())
-                    .str("cfgobj", c.key.clone())
-                    .str("cfgattr", c.attrs.join(" "))
-                    .str(
-                        "msg",
-                        format!("{action} {cfgpath} {}", c.key)
-                            .trim_end()
-                            .to_string(),
-                    );
-            },
-        );
+        let single = self
+            .config
+            .table_schema(&c.path)
+            .is_some_and(|t| t.is_single());
+        let (logid, logdesc) = if single {
+            ("0100044546", "Attribute configured")
+        } else {
+            ("0100044547", "Object attribute configured")
+        };
+        self.logs.event_system(logid, "information", logdesc, |r| {
+            r.str("user", ev.origin.user.clone())
+                .str("ui", ev.origin.ui.clone())
+                .str("action", action)
+                .int("cfgtid", (self.clock.now_ns() / 1000) & 0x7fff_ffff);
+            if let Some(u) = &c.uuid {
+                r.str("uuid", u.clone());
+            }
+            r.str("cfgpath", cfgpath.clone());
+            if !single {
+                r.str("cfgobj", c.key.clone());
+            }
+            if !c.cfgattr.is_empty() {
+                r.str("cfgattr", c.cfgattr.clone());
+            }
+            r.str(
+                "msg",
+                format!("{action} {cfgpath} {}", c.key)
+                    .trim_end()
+                    .to_string(),
+            );
+        });
         self.events.emit(
             "config.change",
             serde_json::json!({

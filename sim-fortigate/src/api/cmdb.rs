@@ -4,11 +4,12 @@ use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Map, Value as J};
 
-use super::query::Filter;
+use super::query::{Filter, Sorter};
 use super::{bare_error, json_response, Api, Env, Req};
 use crate::config::json::{default_json, JsonOpts};
-use crate::config::schema::{FieldType, Schema, TableSchema};
-use crate::config::{FosVersion, OpError};
+use crate::config::schema::{FieldSchema, FieldType, Schema, TableSchema};
+use crate::config::{FosVersion, OpError, Written};
+use crate::console::help;
 
 pub fn handle(api: &Api, r: Req) -> Response {
     let segs: Vec<&str> = r.segments[1..]
@@ -69,12 +70,11 @@ pub fn handle(api: &Api, r: Req) -> Response {
     let mkey = segs.get(2).map(|s| s.to_string());
     let resp = match r.method {
         Method::GET => get(api, &r, &env, ts, &table_path, mkey.as_deref()),
-        Method::POST => {
-            if mkey.is_some() {
-                return env.error(405, None, None, None);
-            }
-            create(api, &r, &env, ts, &table_path)
-        }
+        Method::POST => match (mkey.as_deref(), r.query.get("action")) {
+            (Some(k), Some("clone")) => clone_entry(api, &r, &env, ts, &table_path, k),
+            (Some(_), _) => return env.error(405, None, None, None),
+            (None, _) => create(api, &r, &env, ts, &table_path),
+        },
         Method::PUT => {
             if r.query.get("action") == Some("move") {
                 move_entry(api, &r, &env, &table_path, mkey.as_deref())
@@ -125,7 +125,44 @@ fn op_error(env: &Env<'_>, e: &OpError, ts: &TableSchema, mkey: Option<&str>) ->
         OpError::NotFound => None,
         other => other.code(),
     };
-    env.error(e.http_status(), code, e.cli_error(), mk)
+    if *env.method == Method::GET {
+        return env.error(e.http_status(), code, e.cli_error(), mk);
+    }
+    write_error(env, e.http_status(), code, e.cli_error(), mk)
+}
+
+/// A failed write: the error envelope with `revision_changed: false` after `revision`
+/// (reference §1.3, POST failure). Nothing was applied.
+fn write_error(
+    env: &Env<'_>,
+    status: u16,
+    code: Option<i32>,
+    cli_error: Option<&str>,
+    mkey: Option<J>,
+) -> Response {
+    let mut m = Map::new();
+    m.insert("http_method".into(), J::from(env.method.as_str()));
+    m.insert("revision".into(), J::from(env.api.dev.config.revision()));
+    m.insert("revision_changed".into(), J::from(false));
+    if let Some(c) = cli_error {
+        m.insert("cli_error".into(), J::from(c));
+    }
+    if let Some(c) = code {
+        m.insert("error".into(), J::from(c));
+    }
+    m.insert("status".into(), J::from("error"));
+    m.insert("http_status".into(), J::from(status));
+    m.insert("vdom".into(), J::from(env.vdom.clone()));
+    m.insert("path".into(), J::from(env.path.clone()));
+    m.insert("name".into(), J::from(env.name.clone()));
+    if let Some(k) = mkey {
+        m.insert("mkey".into(), k);
+    }
+    env.tail(&mut m);
+    json_response(
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        J::Object(m),
+    )
 }
 
 fn get(
@@ -141,7 +178,7 @@ fn get(
         Some("schema") => {
             return json_response(
                 StatusCode::OK,
-                J::Object(env.cmdb_ok(schema_json(ts, version), &[])),
+                J::Object(env.cmdb_ok(schema_json(ts, version), &[("action", J::from("schema"))])),
             );
         }
         Some("default") => {
@@ -172,6 +209,8 @@ fn get(
         Ok(f) => f,
         Err(_) => return env.error(400, None, None, None),
     };
+    let sorters = Sorter::parse(r.query.all("sort"));
+    let skip = r.query.flag("skip");
     let opts = JsonOpts {
         with_meta: r.query.flag("with_meta"),
         datasource: r.query.flag("datasource"),
@@ -197,16 +236,30 @@ fn get(
                 .get("count")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(usize::MAX);
-            let items: Vec<J> = items
+            let mut items: Vec<J> = items
                 .into_iter()
                 .filter(|i| filter.is_empty() || filter.matches(i))
+                .collect();
+            if !sorters.is_empty() {
+                items.sort_by(|a, b| Sorter::compare(&sorters, a, b));
+            }
+            let items: Vec<J> = items
+                .into_iter()
                 .skip(start)
                 .take(count)
+                .map(|i| if skip { skip_fields(i, ts, version) } else { i })
                 .map(|i| project(i, format.as_deref(), ts))
                 .collect();
             J::Array(items)
         }
-        obj => project(obj, format.as_deref(), ts),
+        obj => {
+            let obj = if skip {
+                skip_fields(obj, ts, version)
+            } else {
+                obj
+            };
+            project(obj, format.as_deref(), ts)
+        }
     };
     let body = bytes::Bytes::from(J::Object(env.cmdb_ok(results, &[])).to_string());
     // Cached only if the configuration did not change while rendering.
@@ -243,7 +296,12 @@ fn project(v: J, format: Option<&[String]>, ts: &TableSchema) -> J {
     )
 }
 
-fn after_write(api: &Api) {
+/// Saves the configuration after a write that changed it (a write of what the table
+/// already holds leaves the saved file alone).
+fn after_write(api: &Api, w: &Written) {
+    if !w.changed {
+        return;
+    }
     if let Err(e) = api.dev.persist() {
         tracing::warn!(error = %e, "could not save the configuration");
     }
@@ -252,14 +310,13 @@ fn after_write(api: &Api) {
 fn create(api: &Api, r: &Req, env: &Env<'_>, ts: &TableSchema, path: &str) -> Response {
     let body = match r.json_object() {
         Ok(b) => b,
-        Err(_) => return env.error(400, None, None, None),
+        Err(_) => return write_error(env, 400, None, None, None),
     };
-    let old = api.dev.config.revision();
     let origin = api.origin(&r.principal, r.peer);
     match api.dev.config.create(path, &body, &origin) {
-        Ok(k) => {
-            after_write(api);
-            env.write_ok(&old, Some(key_json(ts, &k)))
+        Ok(w) => {
+            after_write(api, &w);
+            env.write_ok(&w, Some(key_json(ts, &w.key)))
         }
         Err(e) => op_error(env, &e, ts, None),
     }
@@ -275,26 +332,24 @@ fn update(
 ) -> Response {
     let body = match r.json_object() {
         Ok(b) => b,
-        Err(_) => return env.error(400, None, None, None),
+        Err(_) => return write_error(env, 400, None, None, None),
     };
-    let old = api.dev.config.revision();
     let origin = api.origin(&r.principal, r.peer);
     match api.dev.config.update(path, mkey, &body, &origin) {
-        Ok(k) => {
-            after_write(api);
-            env.write_ok(&old, (!ts.is_single()).then(|| key_json(ts, &k)))
+        Ok(w) => {
+            after_write(api, &w);
+            env.write_ok(&w, (!ts.is_single()).then(|| key_json(ts, &w.key)))
         }
         Err(e) => op_error(env, &e, ts, mkey),
     }
 }
 
 fn delete(api: &Api, r: &Req, env: &Env<'_>, ts: &TableSchema, path: &str, mkey: &str) -> Response {
-    let old = api.dev.config.revision();
     let origin = api.origin(&r.principal, r.peer);
     match api.dev.config.delete(path, mkey, &origin) {
-        Ok(()) => {
-            after_write(api);
-            env.write_ok(&old, Some(key_json(ts, mkey)))
+        Ok(w) => {
+            after_write(api, &w);
+            env.write_ok(&w, Some(key_json(ts, mkey)))
         }
         Err(e) => op_error(env, &e, ts, Some(mkey)),
     }
@@ -305,100 +360,225 @@ fn move_entry(api: &Api, r: &Req, env: &Env<'_>, path: &str, mkey: Option<&str>)
         return env.error(404, None, None, None);
     };
     let Some(k) = mkey else {
-        return env.error(405, None, None, None);
+        return write_error(env, 405, None, None, None);
     };
     let (before, target) = match (r.query.get("before"), r.query.get("after")) {
         (Some(t), _) => (true, t.to_string()),
         (None, Some(t)) => (false, t.to_string()),
-        _ => return env.error(424, None, None, None),
+        _ => return write_error(env, 424, None, None, None),
     };
-    let old = api.dev.config.revision();
     let origin = api.origin(&r.principal, r.peer);
     match api.dev.config.move_entry(path, k, before, &target, &origin) {
-        Ok(()) => {
-            after_write(api);
-            env.write_ok(&old, Some(key_json(ts, k)))
+        Ok(w) => {
+            after_write(api, &w);
+            env.write_ok(&w, Some(key_json(ts, k)))
         }
         Err(e) => op_error(env, &e, ts, Some(k)),
     }
 }
 
-/// `action=schema` for one table.
-pub fn schema_json(ts: &TableSchema, version: FosVersion) -> J {
+/// `POST .../<mkey>?action=clone&nkey=<new>`: a copy of the entry under the new key.
+fn clone_entry(
+    api: &Api,
+    r: &Req,
+    env: &Env<'_>,
+    ts: &TableSchema,
+    path: &str,
+    mkey: &str,
+) -> Response {
+    let Some(nkey) = r.query.get("nkey").filter(|n| !n.is_empty()) else {
+        return write_error(env, 424, None, None, None);
+    };
+    let origin = api.origin(&r.principal, r.peer);
+    match api.dev.config.clone_entry(path, mkey, nkey, &origin) {
+        Ok(w) => {
+            after_write(api, &w);
+            env.write_ok(&w, Some(key_json(ts, &w.key)))
+        }
+        Err(e) => op_error(env, &e, ts, Some(mkey)),
+    }
+}
+
+/// `skip=1`: the CLI skip operator hides the attributes that do not apply to this entry
+/// (`subnet` of an `fqdn` address, UTM profiles of a policy without `utm-status`, ...).
+fn skip_fields(v: J, ts: &TableSchema, version: FosVersion) -> J {
+    let J::Object(mut m) = v else {
+        return v;
+    };
+    let text = |j: Option<&J>| match j {
+        Some(J::String(s)) => s.clone(),
+        Some(J::Number(n)) => n.to_string(),
+        _ => String::new(),
+    };
+    let hidden: Vec<&str> = ts
+        .fields_at(version)
+        .filter(|f| f.skipped_by(|other| text(m.get(other))))
+        .map(|f| f.name)
+        .collect();
+    for h in hidden {
+        m.remove(h);
+    }
+    J::Object(m)
+}
+
+/// The `datasource` names of a reference (`firewall.address.name`).
+fn ds_names(ds: &[&str], version: FosVersion) -> J {
+    J::from(
+        ds.iter()
+            .map(|d| {
+                let (t, sub) = Schema::split_ds(d);
+                let key = Schema::get()
+                    .table(t, version)
+                    .and_then(|ts| match sub {
+                        Some(f) => ts.field(f, version)?.sub_table()?.mkey(),
+                        None => ts.mkey(),
+                    })
+                    .unwrap_or("name");
+                format!("{}.{key}", d.replace(' ', "."))
+            })
+            .collect::<Vec<_>>(),
+    )
+}
+
+fn type_name(f: &FieldSchema) -> &'static str {
+    match f.ty {
+        FieldType::Str(_) if matches!(f.name, "comment" | "comments" | "description") => {
+            "var-string"
+        }
+        _ => f.type_name(),
+    }
+}
+
+/// The table attributes FortiOS adds to every table node.
+fn table_sizes(m: &mut Map<String, J>) {
+    m.insert("max_table_size_global".into(), J::from(0));
+    m.insert("max_table_size_item".into(), J::from(0));
+    m.insert("max_table_size_vdom".into(), J::from(0));
+}
+
+/// One attribute node of `action=schema` (keys in FortiOS's order, alphabetical).
+fn field_schema_json(ts: &TableSchema, f: &FieldSchema, version: FosVersion) -> J {
+    let mut c = Map::new();
+    match &f.ty {
+        FieldType::Table(sub) => return table_schema_json(sub, version, Some(f), false),
+        FieldType::Multi { key, .. } | FieldType::MultiInt { key, .. } => {
+            let int = matches!(f.ty, FieldType::MultiInt { .. });
+            let ds = f.datasources();
+            let mut k = Map::new();
+            k.insert("category".into(), J::from("unitary"));
+            if !ds.is_empty() {
+                k.insert("datasource".into(), ds_names(ds, version));
+            }
+            k.insert("default".into(), if int { J::from(0) } else { J::from("") });
+            k.insert("help".into(), J::from(help::field_desc(ts, f)));
+            if let FieldType::MultiInt { min, max, .. } = f.ty {
+                k.insert("max-value".into(), J::from(max));
+                k.insert("min-value".into(), J::from(min));
+            }
+            k.insert("multiple_values".into(), J::from(false));
+            k.insert("name".into(), J::from(*key));
+            if !int {
+                k.insert("size".into(), J::from(79));
+            }
+            k.insert(
+                "type".into(),
+                J::from(if int { "integer" } else { "string" }),
+            );
+            let mut children = Map::new();
+            children.insert((*key).to_string(), J::Object(k));
+            c.insert("category".into(), J::from("table"));
+            c.insert("children".into(), J::Object(children));
+            c.insert("help".into(), J::from(help::field_desc(ts, f)));
+            table_sizes(&mut c);
+            c.insert("member_table".into(), J::from(true));
+            c.insert("mkey".into(), J::from(*key));
+            c.insert(
+                "mkey_type".into(),
+                J::from(if int { "integer" } else { "string" }),
+            );
+            c.insert("name".into(), J::from(f.name));
+            if f.required {
+                c.insert("required".into(), J::from(true));
+            }
+            return J::Object(c);
+        }
+        _ => {}
+    }
+    c.insert("category".into(), J::from("unitary"));
+    if let FieldType::Ref { ds, .. } = &f.ty {
+        c.insert("datasource".into(), ds_names(ds, version));
+    }
+    let default = match f.ty {
+        FieldType::Int(..) => f
+            .default
+            .parse::<i64>()
+            .map(J::from)
+            .unwrap_or_else(|_| J::from(f.default)),
+        _ => J::from(f.default),
+    };
+    if !(f.default.is_empty() && matches!(f.ty, FieldType::Str(_) | FieldType::Password)) {
+        c.insert("default".into(), default);
+    }
+    c.insert("help".into(), J::from(help::field_desc(ts, f)));
+    if let FieldType::Int(lo, hi) = f.ty {
+        c.insert("max-value".into(), J::from(hi));
+        c.insert("min-value".into(), J::from(lo));
+    }
+    c.insert(
+        "multiple_values".into(),
+        J::from(matches!(f.ty, FieldType::Words(_))),
+    );
+    c.insert("name".into(), J::from(f.name));
+    if let FieldType::Enum(o) | FieldType::Words(o) = &f.ty {
+        if !o.is_empty() {
+            c.insert(
+                "options".into(),
+                J::from(
+                    o.iter()
+                        .map(|n| json!({"help": help::option_desc(f.name, n), "name": n}))
+                        .collect::<Vec<_>>(),
+                ),
+            );
+        }
+    }
+    if f.required || ts.mkey() == Some(f.name) {
+        c.insert("required".into(), J::from(true));
+    }
+    if let FieldType::Str(n) = f.ty {
+        c.insert("size".into(), J::from(n));
+    }
+    c.insert("type".into(), J::from(type_name(f)));
+    J::Object(c)
+}
+
+/// A table node: the top-level `results` of `action=schema`, or a sub-table attribute.
+fn table_schema_json(
+    ts: &TableSchema,
+    version: FosVersion,
+    field: Option<&FieldSchema>,
+    top: bool,
+) -> J {
     let mut children = Map::new();
     for f in ts.fields_at(version) {
-        let mut c = Map::new();
-        c.insert("name".into(), J::from(f.name));
-        match &f.ty {
-            FieldType::Table(sub) => {
-                c.insert("category".into(), J::from("table"));
-                if let J::Object(s) = schema_json(sub, version) {
-                    for (k, v) in s {
-                        if k != "name" && k != "category" {
-                            c.insert(k, v);
-                        }
-                    }
-                }
-            }
-            FieldType::Multi { ds, key, .. } => {
-                c.insert("category".into(), J::from("table"));
-                c.insert("mkey".into(), J::from(*key));
-                c.insert("mkey_type".into(), J::from("string"));
-                if !ds.is_empty() {
-                    c.insert(
-                        "datasource".into(),
-                        J::from(ds.iter().map(|d| d.replace(' ', ".")).collect::<Vec<_>>()),
-                    );
-                }
-            }
-            FieldType::MultiInt { key, .. } => {
-                c.insert("category".into(), J::from("table"));
-                c.insert("mkey".into(), J::from(*key));
-                c.insert("mkey_type".into(), J::from("integer"));
-            }
-            other => {
-                c.insert("category".into(), J::from("unitary"));
-                c.insert("type".into(), J::from(f.type_name()));
-                match other {
-                    FieldType::Str(n) => {
-                        c.insert("size".into(), J::from(*n));
-                    }
-                    FieldType::Int(lo, hi) => {
-                        c.insert("min-value".into(), J::from(*lo));
-                        c.insert("max-value".into(), J::from(*hi));
-                    }
-                    FieldType::Enum(o) | FieldType::Words(o) => {
-                        c.insert(
-                            "options".into(),
-                            J::from(
-                                o.iter()
-                                    .map(|n| json!({"name": n, "help": n}))
-                                    .collect::<Vec<_>>(),
-                            ),
-                        );
-                    }
-                    FieldType::Ref { ds, .. } => {
-                        c.insert(
-                            "datasource".into(),
-                            J::from(ds.iter().map(|d| d.replace(' ', ".")).collect::<Vec<_>>()),
-                        );
-                    }
-                    _ => {}
-                }
-                if !f.default.is_empty() {
-                    c.insert("default".into(), J::from(f.default));
-                }
-            }
-        }
-        children.insert(f.name.to_string(), J::Object(c));
+        children.insert(f.name.to_string(), field_schema_json(ts, f, version));
     }
-    let name = ts.path.rsplit(' ').next().unwrap_or(&ts.path);
     let mut m = Map::new();
-    m.insert("name".into(), J::from(name));
+    if top {
+        m.insert("access_group".into(), J::from(access_group(&ts.path)));
+    }
     m.insert(
         "category".into(),
         J::from(if ts.is_single() { "complex" } else { "table" }),
     );
+    m.insert("children".into(), J::Object(children));
+    let help_text = match field {
+        Some(f) => format!("Configure {}.", f.name),
+        None => help::path_desc(&ts.path),
+    };
+    m.insert("help".into(), J::from(help_text));
+    if !ts.is_single() {
+        table_sizes(&mut m);
+    }
     if let Some(k) = ts.mkey() {
         m.insert("mkey".into(), J::from(k));
         m.insert(
@@ -406,8 +586,47 @@ pub fn schema_json(ts: &TableSchema, version: FosVersion) -> J {
             J::from(if ts.int_key() { "integer" } else { "string" }),
         );
     }
-    m.insert("children".into(), J::Object(children));
+    let name = ts.path.rsplit(' ').next().unwrap_or(&ts.path);
+    m.insert("name".into(), J::from(name));
+    if top {
+        m.insert("object_range".into(), J::from(object_range(&ts.path)));
+        let (p, _) = ts.rest_path_name();
+        m.insert("path".into(), J::from(p));
+    }
     J::Object(m)
+}
+
+/// The access-profile group guarding a table (`fwgrp`, `sysgrp`, ...) [P: per path prefix].
+fn access_group(path: &str) -> &'static str {
+    match path.split(' ').next().unwrap_or("") {
+        "firewall" => "fwgrp",
+        "log" => "loggrp",
+        "webfilter" => "utmgrp",
+        "user" | "endpoint-control" => "authgrp",
+        _ if path == "system interface" || path == "system zone" => "netgrp",
+        _ => "sysgrp",
+    }
+}
+
+/// Whether a table is per-VDOM or global.
+fn object_range(path: &str) -> &'static str {
+    match path {
+        "system global"
+        | "system vdom"
+        | "system interface"
+        | "system admin"
+        | "system api-user"
+        | "system accprofile"
+        | "system email-server" => "global",
+        _ => "vdom",
+    }
+}
+
+/// `action=schema` for one table, in FortiOS's shape (attributes under `children` keyed by
+/// name; member lists as `member_table` sub-tables whose key attribute carries the
+/// `datasource`; `options` with `help`).
+pub fn schema_json(ts: &TableSchema, version: FosVersion) -> J {
+    table_schema_json(ts, version, None, true)
 }
 
 fn schema_list(api: &Api, r: &Req) -> Response {
@@ -432,3 +651,7 @@ fn schema_list(api: &Api, r: &Req) -> Response {
         J::Object(env.cmdb_ok(J::Array(results), &[])),
     )
 }
+
+#[cfg(test)]
+#[path = "cmdb_tests.rs"]
+mod tests;

@@ -144,7 +144,7 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
-    fn tail(&self, m: &mut Map<String, J>) {
+    pub(crate) fn tail(&self, m: &mut Map<String, J>) {
         m.insert("serial".into(), J::from(self.api.dev.serial.clone()));
         m.insert(
             "version".into(),
@@ -171,14 +171,14 @@ impl Env<'_> {
         m
     }
 
-    /// A CMDB write success (`POST`/`PUT`/`DELETE`).
-    pub fn write_ok(&self, old_revision: &str, mkey: Option<J>) -> Response {
+    /// A CMDB write success (`POST`/`PUT`/`DELETE`): `revision_changed` says whether the
+    /// write changed anything (a write of what the table already holds does not).
+    pub fn write_ok(&self, w: &crate::config::Written, mkey: Option<J>) -> Response {
         let mut m = Map::new();
-        let rev = self.api.dev.config.revision();
         m.insert("http_method".into(), J::from(self.method.as_str()));
-        m.insert("revision".into(), J::from(rev.clone()));
-        m.insert("revision_changed".into(), J::from(rev != old_revision));
-        m.insert("old_revision".into(), J::from(old_revision));
+        m.insert("revision".into(), J::from(w.revision.clone()));
+        m.insert("revision_changed".into(), J::from(w.changed));
+        m.insert("old_revision".into(), J::from(w.old_revision.clone()));
         if let Some(k) = mkey {
             m.insert("mkey".into(), k);
         }

@@ -1,5 +1,6 @@
 //! REST query parameters: `filter` (`==`, `!=`, `=@`, `!@`, `<`, `<=`, `>`, `>=`; repeated
-//! parameters AND, commas inside one OR), `format`, `start`/`count`.
+//! parameters AND, commas inside one OR), `sort` (`sort=name`, `sort=policyid,dsc`; repeated
+//! parameters are further keys), `format`, `start`/`count`.
 
 use serde_json::Value as J;
 
@@ -180,6 +181,64 @@ fn cond_matches(c: &Cond, obj: &J) -> bool {
     }
 }
 
+/// One sort key of `sort=<key>[,asc|dsc]` (the Ansible `sorters` option sends one `sort`
+/// parameter per item). A comma-separated word that is not an order is a further key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sorter {
+    pub field: String,
+    pub descending: bool,
+}
+
+impl Sorter {
+    pub fn parse<'a>(params: impl Iterator<Item = &'a str>) -> Vec<Sorter> {
+        let mut out: Vec<Sorter> = Vec::new();
+        for p in params {
+            for w in p.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+                match w.to_ascii_lowercase().as_str() {
+                    "asc" => {}
+                    "dsc" | "desc" => {
+                        if let Some(last) = out.last_mut() {
+                            last.descending = true;
+                        }
+                    }
+                    _ => out.push(Sorter {
+                        field: w.to_string(),
+                        descending: false,
+                    }),
+                }
+            }
+        }
+        out
+    }
+
+    /// Orders two result objects by the keys (numbers numerically, text case-insensitively,
+    /// lists by their first member; missing values first).
+    pub fn compare(keys: &[Sorter], a: &J, b: &J) -> std::cmp::Ordering {
+        use std::cmp::Ordering;
+        for k in keys {
+            let (x, y) = (field_values(a.get(&k.field)), field_values(b.get(&k.field)));
+            let (x, y) = (x.first(), y.first());
+            let o = match (x, y) {
+                (None, None) => Ordering::Equal,
+                (None, Some(_)) => Ordering::Less,
+                (Some(_), None) => Ordering::Greater,
+                (Some(x), Some(y)) => match (x.parse::<f64>(), y.parse::<f64>()) {
+                    (Ok(p), Ok(q)) => p.partial_cmp(&q).unwrap_or(Ordering::Equal),
+                    _ => x
+                        .to_lowercase()
+                        .cmp(&y.to_lowercase())
+                        .then_with(|| x.cmp(y)),
+                },
+            };
+            let o = if k.descending { o.reverse() } else { o };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        Ordering::Equal
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,5 +279,37 @@ mod tests {
         assert!(!f(&["policyid>=4"]));
         assert!(f(&["action!=deny"]));
         assert!(Filter::parse(["bad"].into_iter()).is_err());
+    }
+
+    #[test]
+    fn sort_keys_and_orders() {
+        let s = Sorter::parse(["name,dsc", "vlanid"].into_iter());
+        assert_eq!(
+            s,
+            [
+                Sorter {
+                    field: "name".into(),
+                    descending: true
+                },
+                Sorter {
+                    field: "vlanid".into(),
+                    descending: false
+                }
+            ]
+        );
+        let s = Sorter::parse(["name,vlanid"].into_iter());
+        assert_eq!(s.len(), 2);
+        let mut v = [
+            json!({"id": 10, "name": "b"}),
+            json!({"id": 9, "name": "B"}),
+            json!({"id": 100, "name": "a"}),
+        ];
+        let by_id = Sorter::parse(["id"].into_iter());
+        v.sort_by(|a, b| Sorter::compare(&by_id, a, b));
+        assert_eq!(v[0]["id"], 9, "numbers numerically");
+        let by_name_desc = Sorter::parse(["name,dsc", "id"].into_iter());
+        v.sort_by(|a, b| Sorter::compare(&by_name_desc, a, b));
+        let ids: Vec<i64> = v.iter().map(|x| x["id"].as_i64().unwrap()).collect();
+        assert_eq!(ids, [10, 9, 100]);
     }
 }

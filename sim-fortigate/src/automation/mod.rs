@@ -688,7 +688,7 @@ impl Engine {
             let mut fields = BTreeMap::new();
             fields.insert("cfgpath".into(), ev.change.path.replace(' ', "."));
             fields.insert("cfgobj".into(), ev.change.key.clone());
-            fields.insert("cfgattr".into(), ev.change.attrs.join(" "));
+            fields.insert("cfgattr".into(), ev.change.cfgattr.clone());
             fields.insert("user".into(), ev.origin.user.clone());
             fields.insert("ui".into(), ev.origin.ui.clone());
             let ctx = RunCtx {

@@ -11,6 +11,7 @@ use std::fmt;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::diff::{self, AttrChange};
 use super::lexer::{Command, Token};
 use super::schema::{FieldSchema, FieldType, Schema, TableSchema};
 use super::tree::{Config, Entry, Table, Value};
@@ -109,7 +110,8 @@ impl ChangeAction {
     }
 }
 
-/// One change to a top-level entry.
+/// One change to a top-level entry. Only real changes are reported: a write that leaves
+/// an entry the same (see [`super::diff`]) produces none.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Change {
     /// Table path (`firewall policy`).
@@ -117,8 +119,37 @@ pub struct Change {
     /// Entry key (after `edit 0` resolution; `""` for single tables).
     pub key: String,
     pub action: ChangeAction,
-    /// Attributes set/unset (`subnet`, `srcaddr`, ...).
+    /// The attributes that changed (`subnet`, `srcaddr`, `ftgd-wf.filters.1.action`, ...);
+    /// for an added entry the attributes it sets.
     pub attrs: Vec<String>,
+    /// The FortiOS `cfgattr` text (`dstintf[port1->port2]`, `name[x]srcintf[port5]`).
+    pub cfgattr: String,
+    /// The entry's UUID, if its table has one (the `uuid` field of the change log).
+    pub uuid: Option<String>,
+}
+
+impl Change {
+    fn new(path: String, key: String, action: ChangeAction) -> Self {
+        Self {
+            path,
+            key,
+            action,
+            attrs: Vec::new(),
+            cfgattr: String::new(),
+            uuid: None,
+        }
+    }
+
+    fn with_attrs(mut self, changes: &[AttrChange]) -> Self {
+        self.attrs = changes.iter().map(|c| c.path.clone()).collect();
+        self.cfgattr = diff::cfgattr(changes);
+        self
+    }
+
+    fn with_uuid(mut self, e: Option<&Entry>) -> Self {
+        self.uuid = e.and_then(|e| e.scalar("uuid")).map(String::from);
+        self
+    }
 }
 
 /// Options of one execution.
@@ -154,9 +185,7 @@ enum Frame {
     Entry {
         schema: &'static TableSchema,
         entry: Entry,
-        existed: bool,
         auto_id: bool,
-        attrs: Vec<String>,
         line: usize,
     },
     Skip {
@@ -434,13 +463,10 @@ impl<'a> Engine<'a> {
                 });
                 if t.is_single() {
                     let entry = self.top_table(&t.path).and_then(|tb| tb.get("")).cloned();
-                    let existed = entry.is_some();
                     self.stack.push(Frame::Entry {
                         schema: t,
                         entry: entry.unwrap_or_else(|| Entry::new("")),
-                        existed,
                         auto_id: false,
-                        attrs: Vec::new(),
                         line: c.line,
                     });
                 }
@@ -476,13 +502,10 @@ impl<'a> Engine<'a> {
             store: Store::Nested { field, table },
         });
         if single {
-            let existed = existing.is_some();
             self.stack.push(Frame::Entry {
                 schema: sub,
                 entry: existing.unwrap_or_else(|| Entry::new("")),
-                existed,
                 auto_id: false,
-                attrs: Vec::new(),
                 line,
             });
         }
@@ -586,13 +609,10 @@ impl<'a> Engine<'a> {
                 Store::Nested { table, .. } => table.get(&key).cloned(),
             }
         };
-        let existed = existing.is_some();
         self.stack.push(Frame::Entry {
             schema,
             entry: existing.unwrap_or_else(|| Entry::new(key)),
-            existed,
             auto_id,
-            attrs: Vec::new(),
             line: c.line,
         });
         Ok(())
@@ -639,7 +659,7 @@ impl<'a> Engine<'a> {
         }
         let vals = &c.tokens[2..];
         let new = self.parse_value(field, vals, ftok, mode)?;
-        let Some(Frame::Entry { entry, attrs, .. }) = self.stack.last_mut() else {
+        let Some(Frame::Entry { entry, .. }) = self.stack.last_mut() else {
             unreachable!()
         };
         match new {
@@ -649,9 +669,6 @@ impl<'a> Engine<'a> {
             _ => {
                 entry.fields.remove(field.name);
             }
-        }
-        if !attrs.iter().any(|a| a == field.name) {
-            attrs.push(field.name.to_string());
         }
         Ok(())
     }
@@ -672,13 +689,10 @@ impl<'a> Engine<'a> {
         let Some(field) = self.field_for(schema, ftok)? else {
             return Ok(());
         };
-        let Some(Frame::Entry { entry, attrs, .. }) = self.stack.last_mut() else {
+        let Some(Frame::Entry { entry, .. }) = self.stack.last_mut() else {
             unreachable!()
         };
         entry.fields.remove(field.name);
-        if !attrs.iter().any(|a| a == field.name) {
-            attrs.push(field.name.to_string());
-        }
         Ok(())
     }
 
@@ -716,14 +730,13 @@ impl<'a> Engine<'a> {
         }
     }
 
-    /// Validates and stores the entry on top of the stack.
+    /// Validates and stores the entry on top of the stack. An entry that holds the same
+    /// configuration as before is left as it was and reports no change.
     fn commit_entry(&mut self, line: usize) -> Res {
         let Some(Frame::Entry {
             schema,
             mut entry,
-            existed,
             auto_id,
-            attrs,
             line: eline,
         }) = self.stack.pop()
         else {
@@ -741,6 +754,13 @@ impl<'a> Engine<'a> {
                 });
             }
         }
+        let Some(Frame::Table { store, .. }) = self.stack.last() else {
+            unreachable!("an entry frame sits on a table frame")
+        };
+        let top_path = match store {
+            Store::Top(p) => Some(p.clone()),
+            Store::Nested { .. } => None,
+        };
         if schema.field("uuid", self.version).is_some() && !entry.fields.contains_key("uuid") {
             let mut b = [0u8; 16];
             self.rng.fill_bytes(&mut b);
@@ -748,20 +768,51 @@ impl<'a> Engine<'a> {
                 .fields
                 .insert("uuid".into(), Value::Scalar(uuid_from(b)));
         }
-        let Some(Frame::Table { store, .. }) = self.stack.last_mut() else {
-            unreachable!("an entry frame sits on a table frame")
+        // The entry as stored before this edit (none for `edit 0` and new keys); a single
+        // table without an entry holds its defaults, so editing it is an edit.
+        let empty = Entry::new("");
+        let prior: Option<&Entry> = if auto_id {
+            None
+        } else {
+            match self.stack.last() {
+                Some(Frame::Table {
+                    store: Store::Top(p),
+                    ..
+                }) => self.top_table(p).and_then(|t| t.get(&entry.key)),
+                Some(Frame::Table {
+                    store: Store::Nested { table, .. },
+                    ..
+                }) => table.get(&entry.key),
+                _ => None,
+            }
         };
-        let top_path = match store {
-            Store::Top(p) => Some(p.clone()),
-            Store::Nested { .. } => None,
+        let prior = prior.or(schema.is_single().then_some(&empty));
+        let (entry, action, attrs) = match prior {
+            Some(old) => match diff::merge_edit(schema, old, entry, self.version) {
+                None => return Ok(()),
+                Some((merged, changes)) => (merged, ChangeAction::Edit, changes),
+            },
+            None => {
+                let mut changes = Vec::new();
+                diff::describe_added(schema, &entry, self.version, "", &mut changes);
+                (entry, ChangeAction::Add, changes)
+            }
         };
+        let mut entry = entry;
         if auto_id {
-            let max = match store {
-                Store::Top(p) => {
+            let max = match self.stack.last() {
+                Some(Frame::Table {
+                    store: Store::Top(p),
+                    ..
+                }) => {
                     let p = p.clone();
                     self.top_table(&p).map(|t| t.max_int_key()).unwrap_or(0)
                 }
-                Store::Nested { table, .. } => table.max_int_key(),
+                Some(Frame::Table {
+                    store: Store::Nested { table, .. },
+                    ..
+                }) => table.max_int_key(),
+                _ => 0,
             };
             entry.key = (max + 1).to_string();
         }
@@ -769,22 +820,16 @@ impl<'a> Engine<'a> {
         let _ = eline;
         match top_path {
             Some(p) => {
+                let change = Change::new(p.clone(), key, action)
+                    .with_attrs(&attrs)
+                    .with_uuid(Some(&entry));
                 if schema.is_single() && entry.fields.is_empty() {
                     // A single table with every field at its default holds no entry.
                     self.top_table_mut(&p).remove("");
                 } else {
                     self.top_table_mut(&p).upsert(entry);
                 }
-                self.out.changes.push(Change {
-                    path: p,
-                    key,
-                    action: if existed {
-                        ChangeAction::Edit
-                    } else {
-                        ChangeAction::Add
-                    },
-                    attrs,
-                });
+                self.out.changes.push(change);
             }
             None => {
                 let Some(Frame::Table {
@@ -794,31 +839,12 @@ impl<'a> Engine<'a> {
                 else {
                     unreachable!()
                 };
+                // A nested change is an edit of the enclosing entry, found when that one
+                // is compared with its stored form.
                 table.upsert(entry);
-                // A nested change is an edit of the enclosing entry.
-                self.note_parent_attr();
             }
         }
         Ok(())
-    }
-
-    fn note_parent_attr(&mut self) {
-        let n = self.stack.len();
-        if n < 2 {
-            return;
-        }
-        let field = match &self.stack[n - 1] {
-            Frame::Table {
-                store: Store::Nested { field, .. },
-                ..
-            } => *field,
-            _ => return,
-        };
-        if let Frame::Entry { attrs, .. } = &mut self.stack[n - 2] {
-            if !attrs.iter().any(|a| a == field) {
-                attrs.push(field.to_string());
-            }
-        }
     }
 
     /// Pops a table frame; a nested table is written back into its parent entry.
@@ -827,7 +853,7 @@ impl<'a> Engine<'a> {
             return;
         };
         if let Store::Nested { field, table } = store {
-            if let Some(Frame::Entry { entry, attrs, .. }) = self.stack.last_mut() {
+            if let Some(Frame::Entry { entry, .. }) = self.stack.last_mut() {
                 let all_default = table
                     .entries()
                     .iter()
@@ -836,9 +862,6 @@ impl<'a> Engine<'a> {
                     entry.fields.remove(field);
                 } else {
                     entry.fields.insert(field.to_string(), Value::Table(table));
-                }
-                if !attrs.iter().any(|a| a == field) {
-                    attrs.push(field.to_string());
                 }
             }
         }
@@ -913,16 +936,11 @@ impl<'a> Engine<'a> {
                 ));
             }
         }
-        self.with_table(&top, |t| t.remove(&key));
+        let removed = self.with_table(&top, |t| t.remove(&key));
         if let Some(p) = top {
-            self.out.changes.push(Change {
-                path: p,
-                key,
-                action: ChangeAction::Delete,
-                attrs: vec![],
-            });
-        } else {
-            self.note_parent_attr();
+            self.out
+                .changes
+                .push(Change::new(p, key, ChangeAction::Delete).with_uuid(removed.as_ref()));
         }
         Ok(())
     }
@@ -944,18 +962,17 @@ impl<'a> Engine<'a> {
                     ));
                 }
             }
-            self.top_table_mut(p).clear();
+            if keys.is_empty() {
+                return Ok(());
+            }
+            let old = std::mem::take(self.top_table_mut(p));
             for k in keys {
-                self.out.changes.push(Change {
-                    path: p.clone(),
-                    key: k,
-                    action: ChangeAction::Delete,
-                    attrs: vec![],
-                });
+                self.out.changes.push(
+                    Change::new(p.clone(), k.clone(), ChangeAction::Delete).with_uuid(old.get(&k)),
+                );
             }
         } else {
             self.with_table(&top, |t| t.clear());
-            self.note_parent_attr();
         }
         Ok(())
     }
@@ -984,16 +1001,34 @@ impl<'a> Engine<'a> {
         if !self.table_has(&top, &target) {
             return Err(self.err_tok(t, -3, "entry not found"));
         }
+        // Already in place (or moved relative to itself): the order does not change.
+        let in_place = {
+            let pos = |k: &str| match &top {
+                Some(p) => self.top_table(p).and_then(|t| t.position(k)),
+                None => match self.stack.last() {
+                    Some(Frame::Table {
+                        store: Store::Nested { table, .. },
+                        ..
+                    }) => table.position(k),
+                    _ => None,
+                },
+            };
+            let (pk, pt) = (pos(&key), pos(&target));
+            key == target
+                || match (pk, pt) {
+                    (Some(a), Some(b)) if before => a + 1 == b,
+                    (Some(a), Some(b)) => a == b + 1,
+                    _ => false,
+                }
+        };
+        if in_place {
+            return Ok(());
+        }
         self.with_table(&top, |tb| tb.move_entry(&key, before, &target));
         if let Some(p) = top {
-            self.out.changes.push(Change {
-                path: p,
-                key,
-                action: ChangeAction::Move,
-                attrs: vec![],
-            });
-        } else {
-            self.note_parent_attr();
+            let mut ch = Change::new(p, key, ChangeAction::Move);
+            ch.cfgattr = format!("{}[{}]", if before { "before" } else { "after" }, target);
+            self.out.changes.push(ch);
         }
         Ok(())
     }
@@ -1023,14 +1058,20 @@ impl<'a> Engine<'a> {
         self.with_table(&top, |tb| tb.rename(&key, &new));
         if let Some(p) = top {
             self.rename_references(&p, &key, &new);
-            self.out.changes.push(Change {
-                path: p,
-                key: new,
-                action: ChangeAction::Rename,
-                attrs: vec![key],
-            });
-        } else {
-            self.note_parent_attr();
+            let uuid = self
+                .top_table(&p)
+                .and_then(|t| t.get(&new))
+                .and_then(|e| e.scalar("uuid"))
+                .map(String::from);
+            let mkey = schema.mkey().unwrap_or("name").to_string();
+            let mut ch =
+                Change::new(p, new.clone(), ChangeAction::Rename).with_attrs(&[AttrChange {
+                    path: mkey,
+                    old: Some(key),
+                    new,
+                }]);
+            ch.uuid = uuid;
+            self.out.changes.push(ch);
         }
         Ok(())
     }
@@ -1073,16 +1114,16 @@ impl<'a> Engine<'a> {
             self.rng.fill_bytes(&mut b);
             e.fields.insert("uuid".into(), Value::Scalar(uuid_from(b)));
         }
+        let mut added = Vec::new();
+        diff::describe_added(schema, &e, self.version, "", &mut added);
+        let change = top.as_ref().map(|p| {
+            Change::new(p.clone(), new.clone(), ChangeAction::Add)
+                .with_attrs(&added)
+                .with_uuid(Some(&e))
+        });
         self.with_table(&top, |tb| tb.upsert(e));
-        if let Some(p) = top {
-            self.out.changes.push(Change {
-                path: p,
-                key: new,
-                action: ChangeAction::Add,
-                attrs: vec![],
-            });
-        } else {
-            self.note_parent_attr();
+        if let Some(ch) = change {
+            self.out.changes.push(ch);
         }
         Ok(())
     }
@@ -1206,6 +1247,10 @@ impl<'a> Engine<'a> {
                 match text.as_slice() {
                     [] => return Err(self.err(Some(ftok), ftok.line, -61, "value missing")),
                     ["ENC", h] => Value::Scalar(format!("ENC {h}")),
+                    // The stored form as GET shows it, sent back as one value.
+                    [p] if p.starts_with("ENC ") && !p[4..].contains(' ') => {
+                        Value::Scalar(p.to_string())
+                    }
                     [p] => Value::Scalar(hash_secret(p)),
                     [_, _, ..] => return Err(self.parse_error(&vals[1])),
                 }

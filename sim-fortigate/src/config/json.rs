@@ -260,10 +260,10 @@ pub fn json_to_commands(
             continue;
         }
         let Some(f) = ts.field(k, version) else {
-            if ts.field_other_version(k) {
-                return Err(jerr(-61, k, "command parse error"));
-            }
-            tracing::debug!(table = %ts.path, field = %k, "REST: field not modelled, ignored");
+            // FortiOS ignores attributes it does not know, including those of other
+            // versions (the Ansible collection only warns on a version mismatch and sends
+            // them anyway) [P].
+            tracing::debug!(table = %ts.path, field = %k, "REST: attribute not known here, ignored");
             continue;
         };
         match (&f.ty, v) {
@@ -320,7 +320,9 @@ pub fn json_to_commands(
                 }
             }
             (_, J::String(s)) => {
-                if s.is_empty() && f.is_list() {
+                // An empty value is the attribute's default (what GET shows for an unset
+                // integer, option or list); a string attribute takes it literally.
+                if s.is_empty() && !matches!(f.ty, FieldType::Str(_)) {
                     out.push(Command::from_words(&["unset", k]));
                 } else {
                     out.push(Command::from_words(&["set", k, s]));

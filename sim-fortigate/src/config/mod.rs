@@ -3,6 +3,7 @@
 //! - [`lexer`]: CLI text → commands of tokens (quoting, escapes, positions).
 //! - [`schema`]: the data-driven table/field schema per FortiOS version.
 //! - [`tree`]: the configuration tree (tables → entries → fields).
+//! - [`diff`]: what a write changes (equivalent notations, `cfgattr` of the change logs).
 //! - [`engine`]: executes `config/edit/set/unset/append/unselect/next/end/delete/move/rename/
 //!   clone/purge`, validating values and references; the single validation path.
 //! - [`defaults`]: the factory configuration of a FortiGate-VM per version.
@@ -12,6 +13,7 @@
 //!   and the generic operations (apply CLI, get/create/update/delete/move by path).
 
 pub mod defaults;
+pub mod diff;
 pub mod engine;
 pub mod json;
 pub mod lexer;
@@ -25,7 +27,7 @@ pub use engine::{Change, ChangeAction, ConfigError, Warning};
 pub use json::JsonOpts;
 pub use schema::Schema;
 pub use store::{
-    factory, parse_config, Applied, ChangeEvent, ConfigStore, OpError, Origin, Policy,
+    factory, parse_config, Applied, ChangeEvent, ConfigStore, OpError, Origin, Policy, Written,
 };
 pub use tree::{Config, Entry, Table, Value};
 pub use version::FosVersion;

@@ -62,6 +62,9 @@ pub struct FieldSchema {
     pub versions: Vr,
     /// Must be set before `next` (`Attribute 'x' MUST be set.`).
     pub required: bool,
+    /// The CLI's skip rule: the field applies only when another field of the entry has one
+    /// of these values (`subnet` of an `ipmask` address). REST `skip=1` hides it otherwise.
+    pub when: Option<(&'static str, &'static [&'static str])>,
 }
 
 impl FieldSchema {
@@ -72,6 +75,24 @@ impl FieldSchema {
             default,
             versions: Vr::ALL,
             required: false,
+            when: None,
+        }
+    }
+
+    /// Applies only when `field` has one of `values` (see [`FieldSchema::when`]).
+    pub fn when(mut self, field: &'static str, values: &'static [&'static str]) -> Self {
+        self.when = Some((field, values));
+        self
+    }
+
+    /// Whether the field is skipped in an entry whose `field` value is `value`.
+    pub fn skipped_by(&self, value_of: impl Fn(&str) -> String) -> bool {
+        match self.when {
+            Some((other, values)) => {
+                let v = value_of(other);
+                !values.iter().any(|x| x.eq_ignore_ascii_case(&v))
+            }
+            None => false,
         }
     }
 
@@ -269,6 +290,8 @@ fn en(name: &'static str, opts: &'static [&'static str], def: &'static str) -> F
     FieldSchema::new(name, FieldType::Enum(opts), def)
 }
 const ED: &[&str] = &["enable", "disable"];
+const ON: &[&str] = &["enable"];
+const WEBHOOK: &[&str] = &["webhook"];
 fn ena(name: &'static str) -> FieldSchema {
     en(name, ED, "enable")
 }
@@ -725,16 +748,16 @@ fn build() -> Schema {
                     ],
                     "ipmask",
                 ),
-                ipm("subnet"),
-                ip("start-ip"),
-                ip("end-ip"),
-                s("fqdn", 255),
-                s("country", 2),
-                ipm("wildcard"),
-                s("start-mac", 17).v(V64),
-                s("end-mac", 17).v(V64),
-                mk("macaddr", "macaddr").v(V70P),
-                s("interface", 35),
+                ipm("subnet").when("type", &["ipmask", "interface-subnet"]),
+                ip("start-ip").when("type", &["iprange"]),
+                ip("end-ip").when("type", &["iprange"]),
+                s("fqdn", 255).when("type", &["fqdn"]),
+                s("country", 2).when("type", &["geography"]),
+                ipm("wildcard").when("type", &["wildcard"]),
+                s("start-mac", 17).v(V64).when("type", &["mac"]),
+                s("end-mac", 17).v(V64).when("type", &["mac"]),
+                mk("macaddr", "macaddr").v(V70P).when("type", &["mac"]),
+                s("interface", 35).when("type", &["interface-subnet"]),
                 r("associated-interface", &["system interface", "system zone"]),
                 s("comment", 255),
                 ena("visibility").v(V64),
@@ -850,25 +873,26 @@ fn build() -> Schema {
                 m("service", SVC_DS).req(),
                 dis("utm-status"),
                 en("inspection-mode", &["flow", "proxy"], "flow"),
-                en("profile-type", &["single", "group"], "single"),
-                sd("profile-protocol-options", 35, "default"),
+                en("profile-type", &["single", "group"], "single").when("utm-status", ON),
+                sd("profile-protocol-options", 35, "default").when("utm-status", ON),
                 rd(
                     "ssl-ssh-profile",
                     &["firewall ssl-ssh-profile"],
                     "no-inspection",
-                ),
-                s("av-profile", 35),
-                r("webfilter-profile", &["webfilter profile"]),
-                s("dnsfilter-profile", 35),
-                s("ips-sensor", 35),
-                s("application-list", 35),
+                )
+                .when("utm-status", ON),
+                s("av-profile", 35).when("utm-status", ON),
+                r("webfilter-profile", &["webfilter profile"]).when("utm-status", ON),
+                s("dnsfilter-profile", 35).when("utm-status", ON),
+                s("ips-sensor", 35).when("utm-status", ON),
+                s("application-list", 35).when("utm-status", ON),
                 en("logtraffic", &["all", "utm", "disable"], "utm"),
                 dis("logtraffic-start"),
                 dis("capture-packet"),
                 ena("auto-asic-offload"),
                 dis("nat"),
-                dis("ippool"),
-                mk("poolname", "name"),
+                dis("ippool").when("nat", ON),
+                mk("poolname", "name").when("ippool", ON),
                 dis("srcaddr-negate"),
                 dis("dstaddr-negate"),
                 dis("service-negate"),
@@ -1069,8 +1093,11 @@ fn build() -> Schema {
                         "any",
                     ],
                     "forticare-support",
-                ),
-                en("ioc-level", &["medium", "high"], "high").v(Vr::until(7, 2, 2)),
+                )
+                .when("event-type", &["license-near-expiry"]),
+                en("ioc-level", &["medium", "high"], "high")
+                    .v(Vr::until(7, 2, 2))
+                    .when("event-type", &["ioc"]),
                 en(
                     "report-type",
                     &[
@@ -1081,14 +1108,18 @@ fn build() -> Schema {
                     ],
                     "PostureReport",
                 )
-                .v(V64),
+                .v(V64)
+                .when("event-type", &["security-rating-summary"]),
                 en(
                     "report-type",
                     &["posture", "coverage", "optimization", "any"],
                     "posture",
                 )
-                .v(V70P),
-                int("logid", 0, 65535, "0").v(V64),
+                .v(V70P)
+                .when("event-type", &["security-rating-summary"]),
+                int("logid", 0, 65535, "0")
+                    .v(V64)
+                    .when("event-type", &["event-log"]),
                 FieldSchema::new(
                     "logid",
                     FieldType::MultiInt {
@@ -1098,12 +1129,14 @@ fn build() -> Schema {
                     },
                     "",
                 )
-                .v(V70P),
+                .v(V70P)
+                .when("event-type", &["event-log"]),
                 en(
                     "trigger-frequency",
                     &["hourly", "daily", "weekly", "monthly"],
                     "daily",
-                ),
+                )
+                .when("trigger-type", &["scheduled"]),
                 en(
                     "trigger-weekday",
                     &[
@@ -1116,13 +1149,14 @@ fn build() -> Schema {
                         "saturday",
                     ],
                     "",
-                ),
-                int("trigger-day", 1, 31, "1"),
-                int("trigger-hour", 0, 23, "0"),
-                int("trigger-minute", 0, 59, "0"),
-                s("faz-event-name", 255),
-                s("faz-event-severity", 255),
-                s("faz-event-tags", 255),
+                )
+                .when("trigger-type", &["scheduled"]),
+                int("trigger-day", 1, 31, "1").when("trigger-type", &["scheduled"]),
+                int("trigger-hour", 0, 23, "0").when("trigger-type", &["scheduled"]),
+                int("trigger-minute", 0, 59, "0").when("trigger-type", &["scheduled"]),
+                s("faz-event-name", 255).when("event-type", &["faz-event"]),
+                s("faz-event-severity", 255).when("event-type", &["faz-event"]),
+                s("faz-event-tags", 255).when("event-type", &["faz-event"]),
                 s("serial", 255),
                 s("fabric-event-name", 255).v(V70P),
                 s("fabric-event-severity", 255).v(V70P),
@@ -1152,20 +1186,23 @@ fn build() -> Schema {
                     "",
                 )
                 .v(V72P),
-                mk("email-to", "name"),
-                s("email-from", 127),
-                s("email-subject", 511),
+                mk("email-to", "name").when("action-type", &["email"]),
+                s("email-from", 127).when("action-type", &["email"]),
+                s("email-subject", 511).when("action-type", &["email"]),
                 int("minimum-interval", 0, 2_592_000, "0"),
                 int("delay", 0, 3600, "0").v(Vr::until(7, 0, 0)),
                 dis("required").v(Vr::until(7, 0, 0)),
                 s("message", 4095),
                 en("message-type", &["text", "json"], "text").v(V70P),
-                en("protocol", &["http", "https"], "http"),
-                en("method", &["post", "put", "get", "patch", "delete"], "post"),
-                s("uri", 1023),
-                s("http-body", 4095),
-                int("port", 0, 65535, "0"),
-                mk("headers", "header").v(Vr::until(7, 0, 5)),
+                en("protocol", &["http", "https"], "http").when("action-type", WEBHOOK),
+                en("method", &["post", "put", "get", "patch", "delete"], "post")
+                    .when("action-type", WEBHOOK),
+                s("uri", 1023).when("action-type", WEBHOOK),
+                s("http-body", 4095).when("action-type", WEBHOOK),
+                int("port", 0, 65535, "0").when("action-type", WEBHOOK),
+                mk("headers", "header")
+                    .v(Vr::until(7, 0, 5))
+                    .when("action-type", WEBHOOK),
                 sub(
                     "http-headers",
                     ikeyed(
@@ -1174,10 +1211,11 @@ fn build() -> Schema {
                         vec![id("id"), s("key", 1023), s("value", 4095)],
                     ),
                 )
-                .v(Vr::since(7, 0, 6)),
-                ena("verify-host-cert").v(V70P),
-                s("script", 1023),
-                r("accprofile", &["system accprofile"]),
+                .v(Vr::since(7, 0, 6))
+                .when("action-type", WEBHOOK),
+                ena("verify-host-cert").v(V70P).when("action-type", WEBHOOK),
+                s("script", 1023).when("action-type", &["cli-script"]),
+                r("accprofile", &["system accprofile"]).when("action-type", &["cli-script"]),
                 s("security-tag", 255),
                 mk("sdn-connector", "name"),
                 int("output-size", 1, 1024, "10").v(V72P),

@@ -112,7 +112,34 @@ impl OpError {
 #[derive(Debug, Default)]
 pub struct Applied {
     pub warnings: Vec<Warning>,
+    /// The real changes; empty when the commands left the configuration as it was (then the
+    /// revision did not move and nothing was published).
     pub changes: Vec<Change>,
+    /// The revision before and after (equal when nothing changed).
+    pub old_revision: String,
+    pub revision: String,
+}
+
+/// What a REST write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The entry's key (`edit 0` resolved, after a rename the new one; `""` for single tables).
+    pub key: String,
+    /// Whether the configuration changed (`revision_changed`).
+    pub changed: bool,
+    pub old_revision: String,
+    pub revision: String,
+}
+
+impl Written {
+    fn from_applied(key: String, a: &Applied) -> Self {
+        Self {
+            key,
+            changed: !a.changes.is_empty(),
+            old_revision: a.old_revision.clone(),
+            revision: a.revision.clone(),
+        }
+    }
 }
 
 struct Inner {
@@ -171,6 +198,7 @@ pub fn parse_config(
         Applied {
             warnings: out.warnings,
             changes: out.changes,
+            ..Applied::default()
         },
     ))
 }
@@ -259,7 +287,9 @@ impl ConfigStore {
         show::show(&self.read().cfg, self.version, full, Some(&header))
     }
 
-    /// Runs commands; on success commits the staged tables and publishes the changes.
+    /// Runs commands; on success commits the staged tables and publishes the changes. When
+    /// the commands change nothing (every entry the same as before), nothing is committed:
+    /// the revision stays and no change event is published.
     pub fn execute(
         &self,
         cmds: &[Command],
@@ -267,19 +297,34 @@ impl ConfigStore {
         strict: bool,
         origin: &Origin,
     ) -> Result<Applied, ConfigError> {
+        let opts = ExecOptions {
+            file: file.to_string(),
+            strict,
+        };
+        // Re-runs of automation mostly change nothing: find that out under the read lock, so
+        // such writes run in parallel with each other and with reads. The throw-away RNG only
+        // matters for new entries (UUIDs), and a new entry is a change, run again below.
+        {
+            let g = self.read();
+            let mut rng = ChaCha8Rng::seed_from_u64(0);
+            let out = Engine::new(&g.cfg, self.version, opts.clone(), &mut rng).run(cmds)?;
+            if out.changes.is_empty() {
+                return Ok(Applied {
+                    warnings: out.warnings,
+                    changes: Vec::new(),
+                    old_revision: g.revision.clone(),
+                    revision: g.revision.clone(),
+                });
+            }
+        }
         let mut g = self.write();
         let inner = &mut *g;
-        let out = {
-            let opts = ExecOptions {
-                file: file.to_string(),
-                strict,
-            };
-            Engine::new(&inner.cfg, self.version, opts, &mut inner.rng).run(cmds)?
-        };
-        for (k, t) in out.staged {
-            inner.cfg.tables.insert(k, t);
-        }
+        let old_revision = inner.revision.clone();
+        let out = Engine::new(&inner.cfg, self.version, opts, &mut inner.rng).run(cmds)?;
         if !out.changes.is_empty() {
+            for (k, t) in out.staged {
+                inner.cfg.tables.insert(k, t);
+            }
             inner.counter += 1;
             inner.revision = self.make_revision(inner.counter);
             self.generation
@@ -295,6 +340,8 @@ impl ConfigStore {
         Ok(Applied {
             warnings: out.warnings,
             changes: out.changes,
+            old_revision,
+            revision: inner.revision.clone(),
         })
     }
 
@@ -384,13 +431,13 @@ impl ConfigStore {
             .is_some()
     }
 
-    /// POST: creates an entry from a JSON body; returns its key (`edit 0` resolved).
+    /// POST: creates an entry from a JSON body; the key is `edit 0` resolved.
     pub fn create(
         &self,
         path: &str,
         body: &Map<String, J>,
         origin: &Origin,
-    ) -> Result<String, OpError> {
+    ) -> Result<Written, OpError> {
         let ts = self.schema_of(path)?;
         if ts.is_single() {
             return Err(OpError::NotAllowed);
@@ -413,13 +460,14 @@ impl ConfigStore {
         let applied = self
             .execute(&split_path(cmds), "<rest>", false, origin)
             .map_err(OpError::from_config)?;
-        Ok(applied
+        let key = applied
             .changes
             .iter()
             .rev()
             .find(|c| c.path == path)
             .map(|c| c.key.clone())
-            .unwrap_or(key))
+            .unwrap_or(key);
+        Ok(Written::from_applied(key, &applied))
     }
 
     /// PUT: updates an entry (or a single table when `mkey` is `None`); a different key in the
@@ -430,7 +478,7 @@ impl ConfigStore {
         mkey: Option<&str>,
         body: &Map<String, J>,
         origin: &Origin,
-    ) -> Result<String, OpError> {
+    ) -> Result<Written, OpError> {
         let ts = self.schema_of(path)?;
         let mut cmds = vec![Command::from_words(&[
             "config".to_string(),
@@ -463,13 +511,14 @@ impl ConfigStore {
             cmds.push(Command::from_words(&["next"]));
         }
         cmds.push(Command::from_words(&["end"]));
-        self.execute(&split_path(cmds), "<rest>", false, origin)
+        let applied = self
+            .execute(&split_path(cmds), "<rest>", false, origin)
             .map_err(OpError::from_config)?;
-        Ok(key)
+        Ok(Written::from_applied(key, &applied))
     }
 
     /// DELETE one entry.
-    pub fn delete(&self, path: &str, mkey: &str, origin: &Origin) -> Result<(), OpError> {
+    pub fn delete(&self, path: &str, mkey: &str, origin: &Origin) -> Result<Written, OpError> {
         let ts = self.schema_of(path)?;
         if ts.is_single() {
             return Err(OpError::NotAllowed);
@@ -483,12 +532,14 @@ impl ConfigStore {
             Command::from_words(&["delete", &key]),
             Command::from_words(&["end"]),
         ];
-        self.execute(&split_path(cmds), "<rest>", false, origin)
+        let applied = self
+            .execute(&split_path(cmds), "<rest>", false, origin)
             .map_err(OpError::from_config)?;
-        Ok(())
+        Ok(Written::from_applied(key, &applied))
     }
 
-    /// Moves an entry before/after another (`action=move`).
+    /// Moves an entry before/after another (`action=move`); an entry already in place is no
+    /// change.
     pub fn move_entry(
         &self,
         path: &str,
@@ -496,7 +547,7 @@ impl ConfigStore {
         before: bool,
         target: &str,
         origin: &Origin,
-    ) -> Result<(), OpError> {
+    ) -> Result<Written, OpError> {
         let ts = self.schema_of(path)?;
         if ts.is_single() {
             return Err(OpError::NotAllowed);
@@ -516,9 +567,41 @@ impl ConfigStore {
             ]),
             Command::from_words(&["end"]),
         ];
-        self.execute(&split_path(cmds), "<rest>", false, origin)
+        let applied = self
+            .execute(&split_path(cmds), "<rest>", false, origin)
             .map_err(OpError::from_config)?;
-        Ok(())
+        Ok(Written::from_applied(key, &applied))
+    }
+
+    /// Clones an entry under a new key (`action=clone&nkey=`; CLI `clone <a> to <b>`).
+    pub fn clone_entry(
+        &self,
+        path: &str,
+        mkey: &str,
+        nkey: &str,
+        origin: &Origin,
+    ) -> Result<Written, OpError> {
+        let ts = self.schema_of(path)?;
+        if ts.is_single() {
+            return Err(OpError::NotAllowed);
+        }
+        let key = normalize_key(ts, mkey);
+        let nkey = normalize_key(ts, nkey);
+        if !self.exists(path, &key) {
+            return Err(OpError::NotFound);
+        }
+        if self.exists(path, &nkey) {
+            return Err(OpError::Duplicate);
+        }
+        let cmds = vec![
+            Command::from_words(&["config".to_string(), path.to_string()]),
+            Command::from_words(&["clone", &key, "to", &nkey]),
+            Command::from_words(&["end"]),
+        ];
+        let applied = self
+            .execute(&split_path(cmds), "<rest>", false, origin)
+            .map_err(OpError::from_config)?;
+        Ok(Written::from_applied(nkey, &applied))
     }
 
     // ---------------------------------------------------------------- typed accessors

@@ -660,7 +660,8 @@ fn store_operations_validate_like_the_cli() {
             &body(r#"{"name":"h1","subnet":"10.0.0.1 255.255.255.255"}"#),
             &o,
         )
-        .unwrap();
+        .unwrap()
+        .key;
     assert_eq!(k, "h1");
     assert_ne!(store.revision(), r0);
     assert_eq!(rx.try_recv().unwrap().change.action, ChangeAction::Add);
@@ -671,7 +672,7 @@ fn store_operations_validate_like_the_cli() {
         OpError::Duplicate
     );
     let pol = r#"{"srcintf":[{"name":"port3"}],"dstintf":[{"name":"port1"}],"srcaddr":[{"name":"h1"}],"dstaddr":[{"name":"all"}],"schedule":"always","service":[{"name":"ALL"}],"action":"accept"}"#;
-    let id = store.create("firewall policy", &body(pol), &o).unwrap();
+    let id = store.create("firewall policy", &body(pol), &o).unwrap().key;
     assert_eq!(id, "1");
     let bad = r#"{"srcintf":[{"name":"port3"}],"dstintf":[{"name":"port1"}],"srcaddr":[{"name":"homeNetwork"}],"dstaddr":[{"name":"all"}],"schedule":"always","service":[{"name":"ALL"}]}"#;
     let e = store.create("firewall policy", &body(bad), &o).unwrap_err();
@@ -737,4 +738,65 @@ proptest! {
     ], 0..80)) {
         let _ = parse(&words.join(" "));
     }
+}
+
+#[test]
+fn writes_that_change_nothing_keep_the_revision() {
+    let store = ConfigStore::new(base(V64), V64, 1, "FGVM01TM00000001");
+    let o = Origin::system();
+    let a = store
+        .apply_cli(
+            "config firewall address\nedit h1\nset subnet 10.0.0.1/32\nnext\nend\nconfig firewall policy\nedit 1\nset srcintf port3\nset dstintf port1\nset srcaddr h1 all\nset dstaddr all\nset schedule always\nset service ALL\nnext\nedit 2\nset srcintf port3\nset dstintf port1\nset srcaddr all\nset dstaddr all\nset schedule always\nset service ALL\nnext\nend\n",
+            "t",
+            false,
+            &o,
+        )
+        .unwrap();
+    assert_eq!(a.changes.len(), 3);
+    assert_ne!(a.old_revision, a.revision);
+    let mut rx = store.subscribe();
+    let r0 = store.revision();
+    for text in [
+        // Same values in other notations; defaults set explicitly; `edit` + `next` only.
+        "config firewall address\nedit h1\nset subnet 10.0.0.1 255.255.255.255\nset color 0\nnext\nend",
+        "config firewall policy\nedit 1\nset srcaddr all h1\nset action deny\nset status ENABLE\nnext\nedit 2\nnext\nend",
+        // A move to where the entry already is; a purge of an empty table.
+        "config firewall policy\nmove 1 before 2\nend",
+        "config firewall policy\nmove 2 after 1\nend",
+        "config user quarantine\nconfig targets\npurge\nend\nend",
+        "config system global\nset hostname FGVM01TM00000001\nend",
+    ] {
+        let a = store.apply_cli(text, "t", false, &o).unwrap();
+        assert!(a.changes.is_empty(), "{text}: {:?}", a.changes);
+        assert_eq!(a.revision, r0);
+    }
+    assert!(rx.try_recv().is_err(), "nothing published");
+    assert_eq!(store.revision(), r0);
+    // A real change names only what changed.
+    let a = store
+        .apply_cli(
+            "config firewall policy\nedit 1\nset srcaddr all h1\nset action accept\nnext\nend",
+            "t",
+            false,
+            &o,
+        )
+        .unwrap();
+    assert_eq!(a.changes.len(), 1);
+    assert_eq!(a.changes[0].cfgattr, "action[deny->accept]");
+    assert_eq!(a.changes[0].attrs, ["action"]);
+    assert_eq!(
+        store.policies()[0].srcaddr,
+        ["h1", "all"],
+        "the equivalent list kept its order"
+    );
+    let a = store
+        .apply_cli(
+            "config firewall policy\nmove 2 before 1\nend",
+            "t",
+            false,
+            &o,
+        )
+        .unwrap();
+    assert_eq!(a.changes[0].action, ChangeAction::Move);
+    assert_eq!(a.changes[0].cfgattr, "before[1]");
 }

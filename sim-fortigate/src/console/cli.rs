@@ -436,20 +436,8 @@ impl CliSession {
         let mut cmds = self.buffer.clone();
         cmds.extend(extra.iter().cloned());
         let cmds = renumber(&cmds);
-        // Nothing changed (`edit x` / `end` only): no commit, no revision, no change log.
-        let unchanged = self.with_engine(|cfg, engine| {
-            engine
-                .run(&cmds)
-                .map(|out| {
-                    out.staged
-                        .iter()
-                        .all(|(path, t)| cfg.table(path).is_some_and(|cur| cur == t))
-                })
-                .unwrap_or(false)
-        });
-        if unchanged {
-            return Ok(());
-        }
+        // A block that changes nothing (`edit x` / `end`, `set` to the current value) commits
+        // nothing: `execute` keeps the revision and publishes no change (no change log).
         self.store
             .execute(&cmds, "<console>", false, &self.origin)
             .map(|_| ())
