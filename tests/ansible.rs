@@ -60,7 +60,9 @@ fn ansible_configures_the_ioc_flow_idempotently_and_the_seed_flow_quarantines_pc
     let data = dir.path().join("data");
     let ca = LabCa::load(&data.join("ca/ca.pem"), &data.join("ca/ca.key")).unwrap();
     let rt = rt();
-    let client = rt.block_on(async { http_client(&ca, false) }).unwrap();
+    let client = rt
+        .block_on(async { http_client(&ca, false, None) })
+        .unwrap();
     let fgt = FortiOs::new(
         ready["fortigate"]["api"].as_str().unwrap(),
         ready["fortigate"]["api_token"].as_str().unwrap(),
@@ -166,7 +168,7 @@ fn ansible_configures_the_ioc_flow_idempotently_and_the_seed_flow_quarantines_pc
         ready["ems"]["api"].as_str().unwrap(),
         ready["ems"]["admin"]["user"].as_str().unwrap(),
         ready["ems"]["admin"]["password"].as_str().unwrap(),
-        rt.block_on(async { http_client(&ca, true) }).unwrap(),
+        rt.block_on(async { http_client(&ca, true, None) }).unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

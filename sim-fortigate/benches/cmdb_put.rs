@@ -116,6 +116,11 @@ async fn run(clients: usize, text: &str) {
         data_dir: None,
         ca,
         lab_map: LabMap::default(),
+        secrets: fortilab_core::secrets::Secrets::ephemeral(
+            fortilab_core::secrets::SecretsMode::Seeded,
+            1,
+        ),
+        http: fortilab_core::http::HttpOptions::for_tests(),
     };
     let running = fortilab_fortigate::start(opts, Listeners { api: listener }, shutdown.clone())
         .await

@@ -54,6 +54,11 @@ impl Lab {
             data_dir: Some(dir.path().to_path_buf()),
             ca: fortilab_core::tls::LabCa::generate("test").unwrap(),
             lab_map: LabMap::default(),
+            secrets: fortilab_core::secrets::Secrets::ephemeral(
+                fortilab_core::secrets::SecretsMode::Seeded,
+                7,
+            ),
+            http: fortilab_core::http::HttpOptions::for_tests(),
         };
         let serial = serial_for(7);
         let (store, _) = load_config(&opts, &serial, TOKEN, "adminpw").unwrap();
