@@ -60,8 +60,14 @@ fn ansible_configures_the_ioc_flow_idempotently_and_the_seed_flow_quarantines_pc
     let data = dir.path().join("data");
     let ca = LabCa::load(&data.join("ca/ca.pem"), &data.join("ca/ca.key")).unwrap();
     let rt = rt();
+    // Vendor APIs need no lab token; the endpoints' control surface (the fetch below) does.
+    let token = fortilab_core::secrets::LabToken::new(
+        ready["lab_token"]
+            .as_str()
+            .expect("lab_token in the ready file"),
+    );
     let client = rt
-        .block_on(async { http_client(&ca, false, None) })
+        .block_on(async { http_client(&ca, false, Some(&token)) })
         .unwrap();
     let fgt = FortiOs::new(
         ready["fortigate"]["api"].as_str().unwrap(),
