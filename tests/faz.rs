@@ -77,7 +77,10 @@ fn sender(
     serial: &str,
     queue: &Path,
     stop: &CancellationToken,
-) -> (LogSender, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+) -> (
+    LogSender,
+    tokio::sync::mpsc::Receiver<fortilab_core::logchan::Notification>,
+) {
     let cert = ca.issue(serial, &[]).unwrap();
     let tls = fortilab_core::tls::client_config(ca, Some(&cert)).unwrap();
     let addr = faz.ready["log_channel"].as_str().unwrap().parse().unwrap();
@@ -122,12 +125,16 @@ fn traffic(i: u64, src: &str) -> String {
     )
 }
 
-async fn next_note(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, kind: &str) -> Value {
+async fn next_note(
+    rx: &mut tokio::sync::mpsc::Receiver<fortilab_core::logchan::Notification>,
+    kind: &str,
+) -> Value {
     loop {
         let n = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
             .unwrap_or_else(|_| panic!("no {kind} notification within 20 s"))
-            .expect("sender stopped");
+            .expect("sender stopped")
+            .to_json();
         if n["type"] == kind {
             return n;
         }

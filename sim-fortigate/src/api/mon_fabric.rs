@@ -223,7 +223,7 @@ pub async fn ems_verify_cert(api: &Api, r: &Req) -> Response {
     else {
         return e.error(424, None, None, None);
     };
-    let Some(engine) = api.dev.automation_engine() else {
+    let Some(engine) = api.automation_engine() else {
         return e.error(500, None, None, None);
     };
     let conns = api
@@ -248,9 +248,7 @@ pub async fn ems_verify_cert(api: &Api, r: &Req) -> Response {
 /// `GET monitor/endpoint-control/summary`: endpoint counts the FortiGate knows of (its
 /// compromised-host list) [P: field subset].
 pub fn endpoint_summary(api: &Api, r: &Req) -> Response {
-    let hosts = api
-        .dev
-        .automation_engine()
+    let hosts = api.automation_engine()
         .map(|e| e.compromised_hosts())
         .unwrap_or_default();
     let ems = ems_rows(api, None);
@@ -264,9 +262,7 @@ pub fn endpoint_summary(api: &Api, r: &Req) -> Response {
 /// `GET monitor/endpoint-control/record-list` [P]: the endpoints the FortiGate has heard of
 /// (the compromised-host list: the lab FortiGate does not pull EMS's endpoint inventory).
 pub fn record_list(api: &Api, r: &Req) -> Response {
-    let hosts = api
-        .dev
-        .automation_engine()
+    let hosts = api.automation_engine()
         .map(|e| e.compromised_hosts())
         .unwrap_or_default();
     let list: Vec<J> = hosts
@@ -310,7 +306,7 @@ pub async fn registration(api: &Api, r: &Req, quarantine: bool) -> Response {
     if uid.is_none() && mac.is_none() {
         return e.error(424, None, None, None);
     }
-    let Some(engine) = api.dev.automation_engine() else {
+    let Some(engine) = api.automation_engine() else {
         return e.error(500, None, None, None);
     };
     let reason = format!(
@@ -354,9 +350,7 @@ pub async fn registration(api: &Api, r: &Req, quarantine: bool) -> Response {
 /// how it ended, from the automation engine's runs [P: field names].
 pub fn action_stats(api: &Api, r: &Req) -> Response {
     let want = r.query.get("mkey");
-    let runs = api
-        .dev
-        .automation_engine()
+    let runs = api.automation_engine()
         .map(|e| e.runs())
         .unwrap_or_default();
     let names: Vec<(String, String)> = api.dev.config.with(|c| {
