@@ -250,11 +250,24 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Batch>, stop: 
     let mut checked = std::time::Instant::now();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Drops (ours and the kernel's) are counters in `/_lab/stats` and, when they grow, a
+    // `syslog.dropped` lab event on the timeline.
+    let reported = std::sync::atomic::AtomicU64::new(0);
     let update_drops = |faz: &Faz| {
         if let Some(d) = inode.and_then(kernel_udp_drops) {
             faz.counters
                 .syslog_udp_kernel_drops
                 .store(d.saturating_sub(base), Ordering::Relaxed);
+        }
+        let kernel = faz.counters.syslog_udp_kernel_drops.load(Ordering::Relaxed);
+        let ours = faz.counters.syslog_dropped.load(Ordering::Relaxed);
+        let before = reported.swap(kernel + ours, Ordering::Relaxed);
+        if kernel + ours > before {
+            faz.bus.emit(
+                "syslog.dropped",
+                serde_json::json!({"proto": "udp", "new": kernel + ours - before,
+                                   "kernel_drops": kernel, "queue_drops": ours}),
+            );
         }
     };
     loop {
@@ -354,7 +367,7 @@ enum TcpFrame {
 enum TcpFrameError {
     #[error("bad octet count")]
     BadCount,
-    #[error("syslog message of {0} bytes exceeds {MAX_MSG}")]
+    #[error("syslog message of {0} bytes exceeds {max}", max = MAX_MSG)]
     TooLarge(usize),
 }
 
@@ -458,12 +471,13 @@ async fn tcp_conn(
         if buf.capacity() - buf.len() < 64 * 1024 {
             buf.reserve(64 * 1024);
         }
+        let started = !buf.is_empty();
         let read = sock.read_buf(&mut buf);
-        let n = if buf.is_empty() {
-            read.await?
-        } else {
+        let n = if started {
             // A message has started: it must complete in time.
             partial(partial_timeout, read).await?
+        } else {
+            read.await?
         };
         if n == 0 {
             return Ok(());
