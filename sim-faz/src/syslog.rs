@@ -246,7 +246,6 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Batch>, stop: 
     if inode.is_none() {
         tracing::warn!("syslog UDP socket not found in /proc/self/fd: kernel drops are not counted");
     }
-    let base = inode.and_then(kernel_udp_drops).unwrap_or(0);
     let mut checked = std::time::Instant::now();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -257,7 +256,7 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Batch>, stop: 
         if let Some(d) = inode.and_then(kernel_udp_drops) {
             faz.counters
                 .syslog_udp_kernel_drops
-                .store(d.saturating_sub(base), Ordering::Relaxed);
+                .store(d, Ordering::Relaxed); // per socket, from its creation
         }
         let kernel = faz.counters.syslog_udp_kernel_drops.load(Ordering::Relaxed);
         let ours = faz.counters.syslog_dropped.load(Ordering::Relaxed);

@@ -156,7 +156,7 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
     let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
         .await
         .unwrap()
-        .unwrap()
+        .unwrap();
     let n = n.to_json();
     assert_eq!(n["type"], "ioc");
     assert_eq!(n["srcip"], "10.115.2.52");
@@ -173,7 +173,7 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
     let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
         .await
         .unwrap()
-        .unwrap()
+        .unwrap();
     let n = n.to_json();
     assert_eq!(n["type"], "ioc-ack");
     assert_eq!(n["srcip"], "10.115.2.52");
@@ -199,7 +199,7 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
     let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
         .await
         .unwrap()
-        .unwrap()
+        .unwrap();
     let n = n.to_json();
     assert_eq!(n["type"], "ioc");
     stop.cancel();
