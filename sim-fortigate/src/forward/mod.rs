@@ -473,15 +473,20 @@ impl Forwarder {
                 }
                 if st.queue_error != queue_error {
                     match &st.queue_error {
-                        Some(e) => dev.events.emit(
-                            "log.queue.error",
-                            serde_json::json!({"error": e, "dropped": st.dropped,
-                                               "in_memory": st.in_memory}),
-                        ),
-                        None => dev.events.emit(
-                            "log.queue.recovered",
-                            serde_json::json!({"dropped": st.dropped, "spilled": st.spilled}),
-                        ),
+                        Some(e) => {
+                            tracing::error!(error = %e, "the FortiAnalyzer log queue cannot spill to disk");
+                            dev.events.emit(
+                                "log.queue.error",
+                                serde_json::json!({"error": e, "dropped": st.dropped,
+                                                   "in_memory": st.in_memory}),
+                            );
+                        }
+                        None => {
+                            dev.events.emit(
+                                "log.queue.recovered",
+                                serde_json::json!({"dropped": st.dropped, "spilled": st.spilled}),
+                            );
+                        }
                     }
                     queue_error = st.queue_error;
                 }
