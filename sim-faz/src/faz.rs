@@ -24,6 +24,62 @@ pub trait Notifier: Send + Sync + 'static {
     fn authorize(&self, serial: &str);
 }
 
+/// Lines parsed by [`Faz::parse_lines`], ready for [`Faz::submit`].
+#[derive(Debug)]
+pub struct Parsed {
+    rows: Vec<Row>,
+    n: usize,
+    unparsed: u64,
+    sample: Option<String>,
+    now: i64,
+}
+
+impl Parsed {
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// A batch queued for the durable commit by [`Faz::submit`].
+#[derive(Debug)]
+pub struct Submitted {
+    pending: crate::store::Pending,
+    changes: Vec<Change>,
+    sender: String,
+    n: usize,
+    unparsed: u64,
+    sample: Option<String>,
+}
+
+impl Submitted {
+    /// Waits for the commit, then raises the lab event, alerts and notifications. Returns the
+    /// sender's last stored sequence.
+    pub fn finish(self, faz: &Faz) -> Result<u64, String> {
+        let last = match self.pending.wait() {
+            Ok(l) => l,
+            Err(e) => return Err(faz.store_failed(e.to_string())),
+        };
+        if faz.store_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("the log store accepts logs again");
+            faz.bus
+                .emit("store.recovered", json!({"sender": self.sender}));
+        }
+        if self.n > 0 {
+            faz.bus.emit(
+                "log.received",
+                json!({"from": self.sender, "count": self.n, "unparsed": self.unparsed,
+                       "last_seq": last, "sample": self.sample}),
+            );
+        }
+        faz.handle_changes(self.changes, false);
+        Ok(last)
+    }
+}
+
 /// The serial of a syslog-only device: `SYSLOG-` and its address in hex (`SYSLOG-0A731214`).
 pub fn syslog_serial(ip: std::net::IpAddr) -> String {
     match ip {
@@ -743,6 +799,13 @@ impl Faz {
         first_seq: u64,
         lines: Vec<String>,
     ) -> Result<u64, String> {
+        let parsed = self.parse_lines(from_client, lines);
+        self.submit(sender, from_client, first_seq, parsed)?.finish(self)
+    }
+
+    /// Parses lines into rows (large batches on two threads). No side effects: callers may
+    /// parse several batches at once and [`Faz::submit`] them in order.
+    pub fn parse_lines(&self, from_client: bool, lines: Vec<String>) -> Parsed {
         let now = self.now();
         let tz = self.clock.tz_minutes();
         let n = lines.len();
@@ -775,7 +838,31 @@ impl Faz {
         } else {
             parse(&lines)
         };
-        drop(lines);
+        Parsed {
+            rows,
+            n,
+            unparsed,
+            sample,
+            now,
+        }
+    }
+
+    /// Runs the IOC engine on parsed rows and queues them for the durable commit (in call
+    /// order); [`Submitted::finish`] waits for the commit and raises alerts and notifications.
+    pub fn submit(
+        &self,
+        sender: &str,
+        from_client: bool,
+        first_seq: u64,
+        parsed: Parsed,
+    ) -> Result<Submitted, String> {
+        let Parsed {
+            rows,
+            n,
+            unparsed,
+            sample,
+            now,
+        } = parsed;
         self.counters.log_batches.fetch_add(1, Ordering::Relaxed);
         self.counters
             .log_lines
@@ -795,35 +882,33 @@ impl Faz {
             .status;
         let mut changes: Vec<Change> = Vec::new();
         let day = self.day_of(now);
-        let last = self
+        let pending = self
             .store
-            .commit(sender, first_seq, rows, now, |rows| {
+            .submit(sender, first_seq, rows, now, |rows| {
                 if !ioc_on {
                     return Vec::new();
                 }
                 self.ioc_hook(sender, rows, client_name.as_deref(), now, day, &mut changes)
             })
-            .map_err(|e| {
-                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-                let msg = e.to_string();
-                if !self.store_failing.swap(true, Ordering::Relaxed) {
-                    tracing::error!(error = %msg, "the log store refuses logs");
-                    self.bus.emit("store.error", json!({"error": msg}));
-                }
-                msg
-            })?;
-        if self.store_failing.swap(false, Ordering::Relaxed) {
-            tracing::info!("the log store accepts logs again");
-            self.bus.emit("store.recovered", json!({"sender": sender}));
+            .map_err(|e| self.store_failed(e.to_string()))?;
+        Ok(Submitted {
+            pending,
+            changes,
+            sender: sender.to_string(),
+            n,
+            unparsed,
+            sample,
+        })
+    }
+
+    /// Counts a failed commit; the first of a run raises a `store.error` lab event.
+    fn store_failed(&self, msg: String) -> String {
+        self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.store_failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = %msg, "the log store refuses logs");
+            self.bus.emit("store.error", json!({"error": msg}));
         }
-        if n > 0 {
-            self.bus.emit(
-                "log.received",
-                json!({"from": sender, "count": n, "unparsed": unparsed, "last_seq": last, "sample": sample}),
-            );
-        }
-        self.handle_changes(changes, false);
-        Ok(last)
+        msg
     }
 
     fn ioc_hook(

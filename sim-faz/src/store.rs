@@ -722,6 +722,24 @@ struct Writer {
     next_id: i64,
 }
 
+/// A batch queued by [`Store::submit`].
+#[derive(Debug)]
+pub struct Pending {
+    rx: mpsc::Receiver<Result<(), String>>,
+    answer: u64,
+}
+
+impl Pending {
+    /// Waits for the commit; returns the sender's last stored sequence.
+    pub fn wait(self) -> Result<u64, StoreError> {
+        match self.rx.recv() {
+            Ok(Ok(())) => Ok(self.answer),
+            Ok(Err(e)) => Err(StoreError::Writer(e)),
+            Err(_) => Err(StoreError::Writer("log store writer stopped".into())),
+        }
+    }
+}
+
 /// The durable log store.
 ///
 /// One writer thread owns the write connection. [`Store::commit`] drops duplicates and runs
@@ -1383,10 +1401,24 @@ impl Store {
         &self,
         dev: &str,
         first_seq: u64,
-        mut rows: Vec<Row>,
+        rows: Vec<Row>,
         rtime: i64,
         hook: impl FnOnce(&[Row]) -> KvUpdates,
     ) -> Result<u64, StoreError> {
+        self.submit(dev, first_seq, rows, rtime, hook)?.wait()
+    }
+
+    /// [`Store::commit`] in two steps: queues the batch for the writer (in the order of the
+    /// calls) and returns at once; [`Pending::wait`] waits for the durable commit. Lets a
+    /// caller prepare its next batch while this one commits.
+    pub fn submit(
+        &self,
+        dev: &str,
+        first_seq: u64,
+        mut rows: Vec<Row>,
+        rtime: i64,
+        hook: impl FnOnce(&[Row]) -> KvUpdates,
+    ) -> Result<Pending, StoreError> {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let answer = {
             let mut accepted = self
@@ -1413,7 +1445,11 @@ impl Store {
                 }
             }
             if rows.is_empty() && self.last_seq(dev) >= last {
-                return Ok(last);
+                let _ = done_tx.send(Ok(()));
+                return Ok(Pending {
+                    rx: done_rx,
+                    answer: last,
+                });
             }
             let new_last = if first_seq > 0 {
                 rows.last().map(|r| r.seq).unwrap_or(last)
@@ -1444,11 +1480,10 @@ impl Store {
                 last
             }
         };
-        match done_rx.recv() {
-            Ok(Ok(())) => Ok(answer),
-            Ok(Err(e)) => Err(StoreError::Writer(e)),
-            Err(_) => Err(StoreError::Writer("log store writer stopped".into())),
-        }
+        Ok(Pending {
+            rx: done_rx,
+            answer,
+        })
     }
 
     /// Writes key/value entries durably (grouped with the next log commit).

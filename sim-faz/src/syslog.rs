@@ -479,6 +479,17 @@ async fn tcp_conn(
             read.await?
         };
         if n == 0 {
+            // A last line without its LF still counts (an octet-counted frame cut short
+            // does not).
+            if !buf.is_empty() && !buf[0].is_ascii_digit() && buf.len() <= MAX_MSG {
+                let mut batch = Vec::new();
+                if !buf.iter().all(|b| b.is_ascii_whitespace()) {
+                    accept_body(faz, &buf, peer, &mut batch);
+                }
+                if !batch.is_empty() {
+                    let _ = tx.send(batch).await;
+                }
+            }
             return Ok(());
         }
     }
@@ -497,37 +508,96 @@ async fn partial<T>(
     })?
 }
 
-fn ingest_loop(faz: Arc<Faz>, mut rx: mpsc::Receiver<Batch>) {
-    while let Some(mut batch) = rx.blocking_recv() {
-        while batch.len() < 5000 {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        // Attributed by the sender's address (as FortiAnalyzer does), keeping order.
-        let mut groups: Vec<(std::net::IpAddr, Vec<String>)> = Vec::new();
-        for m in batch {
-            let ip = m.peer.ip();
-            match groups.iter_mut().find(|g| g.0 == ip) {
-                Some(g) => g.1.push(m.body),
-                None => groups.push((ip, vec![m.body])),
-            }
-        }
-        for (ip, lines) in groups {
-            let n = lines.len() as u64;
-            let Some(dev) = faz.syslog_sender(ip) else {
-                faz.counters
-                    .syslog_unauthorized
-                    .fetch_add(n, Ordering::Relaxed);
-                continue;
-            };
-            if let Err(e) = faz.ingest(&dev.sn, dev.device_type == "forticlient", 0, lines) {
-                faz.counters.syslog_store_errors.fetch_add(n, Ordering::Relaxed);
-                tracing::warn!(error = %e, "syslog ingest failed");
-            }
+/// Ingest threads. Each takes the next batch (with a ticket), parses it, and submits it to the
+/// store in ticket order, so the lines are stored in arrival order while one batch is parsed
+/// and another commits.
+const INGEST_WORKERS: usize = 2;
+
+fn ingest_loop(faz: Arc<Faz>, rx: mpsc::Receiver<Batch>) {
+    use std::sync::{Condvar, Mutex};
+    let rx = Arc::new(Mutex::new((rx, 0u64)));
+    let turn = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let workers: Vec<_> = (0..INGEST_WORKERS)
+        .filter_map(|i| {
+            let (faz, rx, turn) = (faz.clone(), rx.clone(), turn.clone());
+            std::thread::Builder::new()
+                .name(format!("faz-syslog-{i}"))
+                .spawn(move || loop {
+                    let (mut batch, ticket) = {
+                        let mut g = rx.lock().unwrap_or_else(|e| e.into_inner());
+                        let Some(b) = g.0.blocking_recv() else {
+                            return;
+                        };
+                        let mut b = b;
+                        while b.len() < 5000 {
+                            match g.0.try_recv() {
+                                Ok(more) => b.extend(more),
+                                Err(_) => break,
+                            }
+                        }
+                        g.1 += 1;
+                        (b, g.1 - 1)
+                    };
+                    let groups = parse_batch(&faz, std::mem::take(&mut batch));
+                    // Submit in ticket order.
+                    let (m, cv) = &*turn;
+                    let mut next = m.lock().unwrap_or_else(|e| e.into_inner());
+                    while *next != ticket {
+                        next = cv.wait(next).unwrap_or_else(|e| e.into_inner());
+                    }
+                    let submitted: Vec<_> = groups
+                        .into_iter()
+                        .map(|(sn, client, parsed)| {
+                            let n = parsed.len() as u64;
+                            (n, faz.submit(&sn, client, 0, parsed))
+                        })
+                        .collect();
+                    *next += 1;
+                    drop(next);
+                    cv.notify_all();
+                    for (n, r) in submitted {
+                        if let Err(e) = r.and_then(|s| s.finish(&faz)) {
+                            faz.counters
+                                .syslog_store_errors
+                                .fetch_add(n, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "syslog ingest failed");
+                        }
+                    }
+                })
+                .ok()
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
+    }
+}
+
+/// Attributes a batch by the sender's address (as FortiAnalyzer does, keeping order) and
+/// parses each sender's lines: (device serial, FortiClient?, rows).
+fn parse_batch(faz: &Faz, batch: Batch) -> Vec<(String, bool, crate::faz::Parsed)> {
+    let mut groups: Vec<(std::net::IpAddr, Vec<String>)> = Vec::new();
+    for m in batch {
+        let ip = m.peer.ip();
+        match groups.iter_mut().find(|g| g.0 == ip) {
+            Some(g) => g.1.push(m.body),
+            None => groups.push((ip, vec![m.body])),
         }
     }
+    groups
+        .into_iter()
+        .filter_map(|(ip, lines)| match faz.syslog_sender(ip) {
+            Some(dev) => {
+                let client = dev.device_type == "forticlient";
+                Some((dev.sn, client, faz.parse_lines(client, lines)))
+            }
+            None => {
+                faz.counters
+                    .syslog_unauthorized
+                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
+                None
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
