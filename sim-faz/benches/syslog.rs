@@ -98,11 +98,16 @@ fn run_rsyslog(dir: &Path, pool: &[Vec<u8>], n: u64) -> (f64, u64) {
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let t = Instant::now();
     while std::net::TcpStream::connect(addr).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "rsyslog not listening");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "rsyslog not listening"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     // Every line is written as it was sent (the pool's lines end with LF).
-    let want: u64 = (0..n).map(|i| pool[(i as usize) % pool.len()].len() as u64).sum();
+    let want: u64 = (0..n)
+        .map(|i| pool[(i as usize) % pool.len()].len() as u64)
+        .sum();
     let start = Instant::now();
     std::thread::scope(|s| {
         s.spawn(|| send_all(addr, pool, n));
@@ -141,13 +146,7 @@ fn run_faz(dir: &Path, pool: &[Vec<u8>], n: u64) -> (f64, u64, u64) {
             .await
             .unwrap();
         let addr = tcp.local_addr().unwrap();
-        fortilab_faz::syslog::start(
-            faz.clone(),
-            udp,
-            tcp,
-            Duration::from_secs(20),
-            stop.clone(),
-        );
+        fortilab_faz::syslog::start(faz.clone(), udp, tcp, Duration::from_secs(20), stop.clone());
         addr
     });
     let start = Instant::now();

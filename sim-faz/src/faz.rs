@@ -6,9 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use fortilab_core::device::Timing;
-use fortilab_core::logchan::{
-    IocAckNotification, IocLevel, IocNotification, Notice, Notification,
-};
+use fortilab_core::logchan::{IocAckNotification, IocLevel, IocNotification, Notice, Notification};
 use fortilab_core::{EventBus, LabClock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -800,7 +798,8 @@ impl Faz {
         lines: Vec<String>,
     ) -> Result<u64, String> {
         let parsed = self.parse_lines(from_client, lines);
-        self.submit(sender, from_client, first_seq, parsed)?.finish(self)
+        self.submit(sender, from_client, first_seq, parsed)?
+            .finish(self)
     }
 
     /// Parses lines into rows (large batches on two threads). No side effects: callers may

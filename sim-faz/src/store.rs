@@ -1826,12 +1826,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let s = Store::open(dir.path()).unwrap();
         let lines: Vec<String> = (1..=3000).map(|i| line(i, "10.115.2.52")).collect();
-        assert_eq!(s.commit("FGT1", 1, rows(&lines[..10]), 0, |_| vec![]).unwrap(), 10);
+        assert_eq!(
+            s.commit("FGT1", 1, rows(&lines[..10]), 0, |_| vec![])
+                .unwrap(),
+            10
+        );
         let pages: i64 = s
             .on_writer(|w| {
                 let n: i64 = w.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
                 w.conn
-                    .query_row(&format!("PRAGMA max_page_count={n}"), [], |r| r.get::<_, i64>(0))?;
+                    .query_row(&format!("PRAGMA max_page_count={n}"), [], |r| {
+                        r.get::<_, i64>(0)
+                    })?;
                 Ok::<_, rusqlite::Error>(n)
             })
             .unwrap()
@@ -1848,12 +1854,15 @@ mod tests {
         // Space returns.
         s.on_writer(|w| {
             w.conn
-                .query_row("PRAGMA max_page_count=1073741823", [], |r| r.get::<_, i64>(0))
+                .query_row("PRAGMA max_page_count=1073741823", [], |r| {
+                    r.get::<_, i64>(0)
+                })
         })
         .unwrap()
         .unwrap();
         assert_eq!(
-            s.commit("FGT1", 11, rows(&lines[10..]), 0, |_| vec![]).unwrap(),
+            s.commit("FGT1", 11, rows(&lines[10..]), 0, |_| vec![])
+                .unwrap(),
             3000
         );
         assert_eq!(s.seq_stats("FGT1").unwrap(), (3000, 3000, 1, 3000));

@@ -244,7 +244,9 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Batch>, stop: 
     let mut buf = vec![0u8; 65_536];
     let inode = socket_inode(&udp);
     if inode.is_none() {
-        tracing::warn!("syslog UDP socket not found in /proc/self/fd: kernel drops are not counted");
+        tracing::warn!(
+            "syslog UDP socket not found in /proc/self/fd: kernel drops are not counted"
+        );
     }
     let mut checked = std::time::Instant::now();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
@@ -303,7 +305,9 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Batch>, stop: 
         }
         let count = batch.len() as u64;
         if tx.try_send(batch).is_err() {
-            faz.counters.syslog_dropped.fetch_add(count, Ordering::Relaxed);
+            faz.counters
+                .syslog_dropped
+                .fetch_add(count, Ordering::Relaxed);
         }
         if datagrams > 1 && checked.elapsed() > std::time::Duration::from_millis(200) {
             update_drops(&faz);
@@ -405,7 +409,11 @@ fn next_tcp_frame(buf: &[u8]) -> Result<TcpFrame, TcpFrameError> {
             consumed: start + len,
         });
     }
-    match buf.iter().take(MAX_MSG + 1).position(|b| *b == b'\n' || *b == 0) {
+    match buf
+        .iter()
+        .take(MAX_MSG + 1)
+        .position(|b| *b == b'\n' || *b == 0)
+    {
         Some(i) => Ok(TcpFrame::Msg {
             start: 0,
             end: i,

@@ -452,7 +452,10 @@ struct Recorder(std::sync::Mutex<Vec<(String, Value)>>);
 
 impl fortilab_faz::faz::Notifier for Recorder {
     fn notify(&self, serial: &str, n: fortilab_core::logchan::Notification) -> bool {
-        self.0.lock().unwrap().push((serial.to_string(), n.to_json()));
+        self.0
+            .lock()
+            .unwrap()
+            .push((serial.to_string(), n.to_json()));
         true
     }
     fn authorize(&self, _serial: &str) {}

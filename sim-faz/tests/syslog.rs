@@ -167,7 +167,11 @@ async fn syslog_is_attributed_by_the_sender_address() {
     let fake = "SYSLOG-7F000009";
     let d = l.faz.device(fake).expect("a syslog device for the address");
     assert_eq!((d.ip.as_str(), d.via.as_str()), ("127.0.0.9", "syslog"));
-    assert_eq!(l.faz.store.seq_stats(fgt).unwrap().0, 1, "only its own line");
+    assert_eq!(
+        l.faz.store.seq_stats(fgt).unwrap().0,
+        1,
+        "only its own line"
+    );
     assert_eq!(l.faz.store.seq_stats(fake).unwrap().0, 3);
     l.stop.cancel();
 }

@@ -169,7 +169,11 @@ fn burst(rt: &tokio::runtime::Runtime, n: usize) {
         pct(&mut lat, 1.0),
         lat.len()
     );
-    assert_eq!(engine.ioc_evaluated(), n as u64, "every notification evaluated");
+    assert_eq!(
+        engine.ioc_evaluated(),
+        n as u64,
+        "every notification evaluated"
+    );
     stop.cancel();
 }
 

@@ -338,8 +338,7 @@ pub async fn start(
     // FortiAnalyzer notifications travel from the log forwarder to the engine through a
     // bounded queue: the forwarder acknowledges one only once it is queued, and waits while
     // the queue is full (back-pressure to the FortiAnalyzer), so none is lost.
-    let (notify_tx, notify_rx) =
-        tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
+    let (notify_tx, notify_rx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
     let automation = automation::start(
         device.clone(),
         automation::StartOptions { rebooted },

@@ -296,7 +296,11 @@ fn parse_batch(mut p: &[u8]) -> Result<Frame, FrameError> {
     if first_seq == 0 {
         return Err(malformed("Batch", "sequence numbers start at 1"));
     }
-    if count > 0 && first_seq.checked_add(count as u64 - 1).is_none_or(|last| last > super::MAX_SEQ) {
+    if count > 0
+        && first_seq
+            .checked_add(count as u64 - 1)
+            .is_none_or(|last| last > super::MAX_SEQ)
+    {
         return Err(FrameError::SequenceOverflow {
             first_seq,
             count: count as u64,

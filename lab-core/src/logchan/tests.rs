@@ -776,11 +776,17 @@ async fn a_refusing_receiver_makes_the_queue_spill_within_its_cap_and_loses_noth
     }
     let total = tx.stats().next_seq - 1;
     let st = tx.stats();
-    assert!(max_mem <= mem_limit as u64, "in memory {max_mem} > {mem_limit}");
+    assert!(
+        max_mem <= mem_limit as u64,
+        "in memory {max_mem} > {mem_limit}"
+    );
     assert!(st.in_memory <= mem_limit as u64, "{st:?}");
     assert!(st.spilled >= total - mem_limit as u64, "{st:?}");
     assert_eq!((st.dropped, st.queue_error.clone()), (0, None));
-    assert!(recv.rx.stats().store_errors >= 2, "the sender kept retrying");
+    assert!(
+        recv.rx.stats().store_errors >= 2,
+        "the sender kept retrying"
+    );
     assert_eq!(sink.count(FGT), 0);
     // The receiver recovers: every line arrives, once, in order.
     sink.set_refusing(false);
@@ -810,11 +816,19 @@ async fn a_burst_of_ten_thousand_notifications_reaches_a_slow_consumer_without_l
         stop.clone(),
     )
     .unwrap();
-    wait_until("connected", Duration::from_secs(10), || tx.stats().connected).await;
+    wait_until("connected", Duration::from_secs(10), || {
+        tx.stats().connected
+    })
+    .await;
     let n = 10_000u64;
     for id in 1..=n {
-        recv.rx
-            .notify(FGT, ioc(id, &format!("10.{}.{}.{}", id >> 16, (id >> 8) & 255, id & 255)));
+        recv.rx.notify(
+            FGT,
+            ioc(
+                id,
+                &format!("10.{}.{}.{}", id >> 16, (id >> 8) & 255, id & 255),
+            ),
+        );
     }
     let mut got = Vec::with_capacity(n as usize);
     while (got.len() as u64) < n {

@@ -248,7 +248,8 @@ pub async fn ems_verify_cert(api: &Api, r: &Req) -> Response {
 /// `GET monitor/endpoint-control/summary`: endpoint counts the FortiGate knows of (its
 /// compromised-host list) [P: field subset].
 pub fn endpoint_summary(api: &Api, r: &Req) -> Response {
-    let hosts = api.automation_engine()
+    let hosts = api
+        .automation_engine()
         .map(|e| e.compromised_hosts())
         .unwrap_or_default();
     let ems = ems_rows(api, None);
@@ -262,7 +263,8 @@ pub fn endpoint_summary(api: &Api, r: &Req) -> Response {
 /// `GET monitor/endpoint-control/record-list` [P]: the endpoints the FortiGate has heard of
 /// (the compromised-host list: the lab FortiGate does not pull EMS's endpoint inventory).
 pub fn record_list(api: &Api, r: &Req) -> Response {
-    let hosts = api.automation_engine()
+    let hosts = api
+        .automation_engine()
         .map(|e| e.compromised_hosts())
         .unwrap_or_default();
     let list: Vec<J> = hosts
@@ -350,7 +352,8 @@ pub async fn registration(api: &Api, r: &Req, quarantine: bool) -> Response {
 /// how it ended, from the automation engine's runs [P: field names].
 pub fn action_stats(api: &Api, r: &Req) -> Response {
     let want = r.query.get("mkey");
-    let runs = api.automation_engine()
+    let runs = api
+        .automation_engine()
         .map(|e| e.runs())
         .unwrap_or_default();
     let names: Vec<(String, String)> = api.dev.config.with(|c| {

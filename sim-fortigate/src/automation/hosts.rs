@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-
 use super::model::IocLevel;
 
 /// A FortiAnalyzer compromised-host notification (`{"type":"ioc",...}`, docs/architecture.md).

@@ -37,9 +37,9 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use fortilab_core::logchan::{IocAckNotification, Notice, Notification};
 use fortilab_core::logfmt::LogRecord;
 use serde_json::{json, Value as J};
-use fortilab_core::logchan::{IocAckNotification, Notice, Notification};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -194,8 +194,10 @@ async fn lab_hosts(State(e): State<Arc<Engine>>) -> axum::response::Response {
 }
 
 async fn lab_runs(State(e): State<Arc<Engine>>) -> axum::response::Response {
-    axum::Json(json!({"runs": e.runs(), "notifications": e.notifications_taken(),
-                      "ioc_evaluated": e.ioc_evaluated()}))
+    axum::Json(
+        json!({"runs": e.runs(), "notifications": e.notifications_taken(),
+                      "ioc_evaluated": e.ioc_evaluated()}),
+    )
     .into_response()
 }
 

@@ -246,8 +246,10 @@ async fn ioc_notification_runs_the_stitch_once_per_host_until_acknowledged() {
     l.finished_runs(2).await;
 
     // FortiAnalyzer acknowledges: the host leaves the list and acts again next time.
-    l.notify(json!({"id": 8, "type": "ioc-ack", "srcip": "10.115.2.52", "epid": 1041,
-                     "devid": l.dev.serial, "comment": "done"}));
+    l.notify(
+        json!({"id": 8, "type": "ioc-ack", "srcip": "10.115.2.52", "epid": 1041,
+                     "devid": l.dev.serial, "comment": "done"}),
+    );
     wait_for("ioc.ack", || {
         (!l.events("ioc.ack").is_empty()).then_some(())
     })
@@ -307,8 +309,10 @@ end
 ";
     let l = lab("7.0.12", cli, LabMap::default());
     // A suspicious (medium) host: only the medium stitch runs.
-    l.notify(json!({"id": 9, "type": "ioc", "verdict": "Suspicious", "ioc_level": "medium",
-                     "srcip": "10.115.2.60"}));
+    l.notify(
+        json!({"id": 9, "type": "ioc", "verdict": "Suspicious", "ioc_level": "medium",
+                     "srcip": "10.115.2.60"}),
+    );
     let runs = l.finished_runs(1).await;
     assert_eq!(runs[0].stitch, "Medium");
     // No EMS configured: the required quarantine fails and stops the chain.
@@ -737,5 +741,9 @@ async fn a_burst_of_ten_thousand_compromised_hosts_gives_ten_thousand_evaluation
     assert_eq!(l.engine.ioc_evaluated(), n);
     assert_eq!(l.engine.notifications_taken(), n);
     assert_eq!(l.engine.compromised_hosts().len(), n as usize);
-    assert_eq!(l.dev.banned.list().len(), n as usize, "every host banned once");
+    assert_eq!(
+        l.dev.banned.list().len(),
+        n as usize,
+        "every host banned once"
+    );
 }
