@@ -126,6 +126,12 @@ pub trait ConsoleBackend: Send + Sync + 'static {
     fn login_grace_time(&self) -> Duration {
         DEFAULT_LOGIN_GRACE
     }
+
+    /// Where a session that panics is reported (task `console`). The channel is closed with
+    /// an error and the listener goes on; the default reports to counters nobody reads.
+    fn supervisor(&self) -> crate::supervise::Supervisor {
+        crate::supervise::Supervisor::default()
+    }
 }
 
 /// FortiOS `admin-ssh-grace-time` default: 120 s to log in.
@@ -223,7 +229,11 @@ pub async fn serve_ssh(
         nodelay: true,
         ..Default::default()
     });
-    let task = tokio::spawn(accept_loop(listener, config, backend, shutdown));
+    let sup = backend.supervisor();
+    let stop = shutdown.clone();
+    let task = sup.spawn_tcp("ssh console", listener, shutdown, move |l| {
+        accept_loop(l, config.clone(), backend.clone(), stop.clone())
+    })?;
     tracing::info!(addr = %local_addr, fingerprint = %host_key_fingerprint, "ssh console listening");
     Ok(SshConsole {
         local_addr,
@@ -254,7 +264,7 @@ async fn accept_loop(
         let config = config.clone();
         let shutdown = shutdown.clone();
         let grace = tokio::time::Instant::now() + backend.login_grace_time();
-        tokio::spawn(async move {
+        backend.supervisor().spawn_once("ssh connection", async move {
             // The version exchange counts against the grace time too: a client that connects
             // and says nothing is closed.
             let running = match tokio::time::timeout_at(
@@ -447,7 +457,9 @@ impl russh::server::Handler for ConnHandler {
         match (self.take_channel(channel), self.session.clone()) {
             (Some(ch), Some(s)) => {
                 session.channel_success(channel)?;
-                tokio::spawn(run_shell(ch, s));
+                tokio::spawn(guarded(ch, self.backend.supervisor(), |ch| {
+                    Box::pin(run_shell(ch, s))
+                }));
             }
             _ => session.channel_failure(channel)?,
         }
@@ -465,7 +477,9 @@ impl russh::server::Handler for ConnHandler {
                 session.channel_success(channel)?;
                 let command = String::from_utf8_lossy(data).into_owned();
                 let pty = self.pty.load(std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(run_exec(ch, s, command, pty));
+                tokio::spawn(guarded(ch, self.backend.supervisor(), move |ch| {
+                    Box::pin(run_exec(ch, s, command, pty))
+                }));
             }
             _ => session.channel_failure(channel)?,
         }
@@ -510,7 +524,25 @@ async fn finish(ch: &Channel<Msg>, status: u32) {
     let _ = ch.close().await;
 }
 
-async fn run_exec(ch: Channel<Msg>, session: SharedSession, command: String, pty: bool) {
+/// Runs a channel's shell or exec; if it panics, the panic is reported, the client is told
+/// and the channel is closed (exit status 1) instead of left hanging.
+async fn guarded<F>(mut ch: Channel<Msg>, supervisor: crate::supervise::Supervisor, run: F)
+where
+    F: for<'c> FnOnce(&'c mut Channel<Msg>) -> BoxFuture<'c, ()>,
+{
+    use futures::FutureExt;
+    let res = std::panic::AssertUnwindSafe(run(&mut ch))
+        .catch_unwind()
+        .await;
+    if let Err(payload) = res {
+        let msg = crate::supervise::panic_message(&*payload);
+        supervisor.report_panic("console", &msg);
+        let _ = send(&ch, "\r\nInternal error: the session is closed.\r\n").await;
+        finish(&ch, 1).await;
+    }
+}
+
+async fn run_exec(ch: &mut Channel<Msg>, session: SharedSession, command: String, pty: bool) {
     let mut failed = false;
     for line in command.split('\n') {
         let line = line.trim_end_matches('\r');
@@ -544,7 +576,7 @@ async fn run_exec(ch: Channel<Msg>, session: SharedSession, command: String, pty
     drop(session);
 }
 
-async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
+async fn run_shell(ch: &mut Channel<Msg>, session: SharedSession) {
     let mut decoder = KeyDecoder::default();
     let mut editor = LineEditor::default();
     let mut idle = {

@@ -35,6 +35,22 @@ pub fn printable(s: &str, keep_layout: bool) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// Pieces hostile input is made of, for the property tests of every parser and the
+/// hostile-input end-to-end test: multi-byte characters (2, 3 and 4 bytes, a combining mark,
+/// a wide blank, a byte-order mark), quotes, escapes, blanks and line ends, control characters,
+/// terminal escapes, markup, percent-encoding, numbers at and past their limits, and the
+/// delimiters the lab's formats use. A property test joins random pieces with random
+/// structure words of the format under test, so a multi-byte character lands next to every
+/// delimiter sooner or later.
+pub const HOSTILE_PIECES: &[&str] = &[
+    "€", "é", "𝄞", "\u{301}", "\u{3000}", "\u{feff}", "\u{85}", "\u{2028}", "ÿ", "€\"x\"",
+    "\"", "'", "\\", "\\\"", " ", "  ", "\t", "\n", "\r", "\r\n", "\0", "\x07", "\x1b[2J",
+    "\x7f", "\u{9b}", "<", ">", "<script>", "&", "%", "%00", "%e2%82", "%zz", "=", "==", "!=",
+    "=@", ",", ";", ":", "|", "#", "?", "[", "]", "{", "}", "(", ")", "-", "+", "/", ".", "..",
+    "0", "-1", "4294967296", "18446744073709551616", "99999999999999999999", "1e400", "NaN",
+    "\u{10ffff}", "\u{fffd}",
+];
+
 #[cfg(test)]
 mod tests {
     use super::printable;

@@ -70,8 +70,15 @@ pub fn body_of(msg: &str) -> Option<&str> {
         return (!r.is_empty()).then_some(r);
     }
     // RFC 3164: Mmm dd hh:mm:ss HOST TAG: MSG
-    if rest.len() > 16 && MONTHS.iter().any(|m| rest.starts_with(m)) && rest.as_bytes()[3] == b' ' {
-        let mut r = rest[16..].trim_start();
+    // The timestamp is 15 ASCII characters and a space; `get` keeps a multi-byte character
+    // around byte 16 from splitting (such a line is not RFC 3164 and is kept whole).
+    let stamp = rest.get(16..).filter(|_| {
+        MONTHS.iter().any(|m| rest.starts_with(m))
+            && rest.as_bytes()[3] == b' '
+            && rest.as_bytes()[..16].is_ascii()
+    });
+    if let Some(after) = stamp.filter(|a| !a.is_empty()) {
+        let mut r = after.trim_start();
         // HOST
         if let Some(i) = r.find(' ') {
             let host = &r[..i];
@@ -111,20 +118,41 @@ pub fn start(
     shutdown: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
     let (tx, rx) = mpsc::channel::<Msg>(65_536);
+    // Supervised: a reader that panics is reported and restarted on the same socket.
+    let sup = faz.supervisor.clone();
     {
         let faz = faz.clone();
         let tx = tx.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { udp_loop(faz, udp, tx, stop).await });
+        let r = sup.spawn_udp("syslog udp", udp, shutdown.clone(), move |udp| {
+            udp_loop(faz.clone(), udp, tx.clone(), stop.clone())
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, "syslog UDP not started");
+        }
     }
     {
         let faz = faz.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { tcp_loop(faz, tcp, tx, partial_timeout, stop).await });
+        let r = sup.spawn_tcp("syslog tcp", tcp, shutdown.clone(), move |tcp| {
+            tcp_loop(faz.clone(), tcp, tx.clone(), partial_timeout, stop.clone())
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, "syslog TCP not started");
+        }
     }
     std::thread::Builder::new()
         .name("faz-syslog-ingest".into())
-        .spawn(move || ingest_loop(faz, rx))
+        .spawn(move || {
+            // A panic while storing a batch is reported and the thread goes on with the next.
+            let mut rx = rx;
+            while let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                ingest_loop(faz.clone(), &mut rx)
+            })) {
+                let msg = fortilab_core::supervise::panic_message(&*p);
+                faz.supervisor.report_panic("syslog ingest", &msg);
+            }
+        })
         .expect("spawn syslog thread")
 }
 
@@ -286,7 +314,7 @@ async fn tcp_conn(
     }
 }
 
-fn ingest_loop(faz: Arc<Faz>, mut rx: mpsc::Receiver<Msg>) {
+fn ingest_loop(faz: Arc<Faz>, rx: &mut mpsc::Receiver<Msg>) {
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < 5000 {
