@@ -1354,6 +1354,68 @@ mod tests {
         }
     }
 
+    /// A backend whose sessions panic on TAB (as the FortiGate's did on `€"x"` TAB).
+    struct PanickyBackend(crate::supervise::Supervisor);
+    struct Panicky;
+    impl ConsoleSession for Panicky {
+        fn prompt(&self) -> String {
+            "P # ".into()
+        }
+        fn execute<'a>(&'a mut self, line: &'a str) -> BoxFuture<'a, ConsoleReply> {
+            Box::pin(async move { ConsoleReply::text(format!("ran {line}")) })
+        }
+        fn help(&self, _line: &str) -> String {
+            String::new()
+        }
+        fn complete(&self, line: &str) -> Completion {
+            let _ = &line[..line.len() - 1];
+            panic!("byte index is not a char boundary");
+        }
+    }
+    impl ConsoleBackend for PanickyBackend {
+        fn login<'a>(
+            &'a self,
+            _user: &'a str,
+            _password: &'a str,
+            _peer: SocketAddr,
+        ) -> BoxFuture<'a, Option<Box<dyn ConsoleSession>>> {
+            Box::pin(async move { Some(Box::new(Panicky) as Box<dyn ConsoleSession>) })
+        }
+        fn supervisor(&self) -> crate::supervise::Supervisor {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_that_panics_is_closed_with_an_error_and_the_console_goes_on() {
+        let sup = crate::supervise::Supervisor::new(None);
+        let (c, sd, _d) = start(Arc::new(PanickyBackend(sup.clone()))).await;
+        for round in 0..2 {
+            let mut h = connect(&c).await;
+            assert!(h.authenticate_password("admin", "pw").await.unwrap().success());
+            let mut ch = h.channel_open_session().await.unwrap();
+            ch.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await.unwrap();
+            ch.request_shell(true).await.unwrap();
+            let mut buf = String::new();
+            read_until(&mut ch, &mut buf, "P # ").await;
+            ch.data_bytes("€\"x\"\t".as_bytes()).await.unwrap();
+            read_until(&mut ch, &mut buf, "Internal error: the session is closed.").await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut status = None;
+            loop {
+                match tokio::time::timeout_at(deadline, ch.wait()).await {
+                    Ok(None) | Ok(Some(ChannelMsg::Close)) => break,
+                    Ok(Some(ChannelMsg::ExitStatus { exit_status })) => status = Some(exit_status),
+                    Ok(Some(_)) => {}
+                    Err(_) => panic!("the channel of a panicked session hangs"),
+                }
+            }
+            assert_eq!(status, Some(1));
+            assert_eq!(sup.stats().tasks["console"].panicked, round + 1);
+        }
+        sd.cancel();
+    }
+
     #[tokio::test]
     async fn shell_session_with_help_completion_and_close() {
         let closed = Arc::new(std::sync::atomic::AtomicUsize::new(0));

@@ -445,6 +445,50 @@ mod tests {
         }
     }
 
+    async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let t = token
+            .map(|t| format!("{LAB_TOKEN_HEADER}: {t}\r\n"))
+            .unwrap_or_default();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{t}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_500_and_is_counted_and_the_server_goes_on() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    let s = "€";
+                    s[..1].to_string()
+                }),
+            )
+            .route("/ok", axum::routing::get(|| async { "fine" }));
+        let sup = Supervisor::new(None);
+        let opts = HttpOptions::new(LabToken::new("tok")).with_supervisor(sup.clone());
+        let (l, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_http(l, app, opts, stop.clone()));
+        let r = get(addr, "/boom", None).await;
+        assert!(r.starts_with("HTTP/1.1 500"), "{r}");
+        assert!(r.contains("internal error"), "{r}");
+        assert!(get(addr, "/ok", None).await.ends_with("fine"));
+        assert_eq!(sup.stats().panicked, 1);
+        assert!(sup.stats().tasks["http"].last_panic.as_deref().unwrap().starts_with("GET /boom: "));
+        assert!(get(addr, "/_lab/tasks", None).await.starts_with("HTTP/1.1 401"));
+        let t = get(addr, "/_lab/tasks", Some("tok")).await;
+        let body: serde_json::Value = serde_json::from_str(t.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["panicked"], 1, "{t}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
+
     #[test]
     fn the_token_check_answers_401_json_without_or_with_a_wrong_token() {
         let t = LabToken::new("s3cret");

@@ -323,7 +323,7 @@ mod tests {
     use crate::clock::LabClock;
     use std::sync::atomic::AtomicUsize;
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_panicking_task_is_reported_and_restarted_until_shutdown() {
         let bus = EventBus::new("DEV", LabClock::real());
         let sup = Supervisor::new(Some(bus.clone()));
@@ -362,7 +362,7 @@ mod tests {
         assert_eq!(runs.load(Ordering::SeqCst), 3);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_task_that_returns_early_is_restarted_and_one_that_stops_on_shutdown_is_not() {
         let sup = Supervisor::new(None);
         let stop = CancellationToken::new();
@@ -396,7 +396,7 @@ mod tests {
         assert_eq!(st.tasks["conn"].last_panic.as_deref(), Some("bad input"));
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_panicking_accept_loop_keeps_its_port() {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();

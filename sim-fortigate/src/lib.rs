@@ -297,9 +297,12 @@ pub async fn start(
     let _ = device.http.set(http.clone());
 
     // React to every committed change (event log 0100044547, lab event, saved config).
+    // The first subscription is taken now, so no change committed before the task first runs
+    // is missed; a restarted listener subscribes again.
     let dev = device.clone();
+    let mut first_rx = Some(device.config.subscribe());
     let listener_task = sup.spawn("config changes", shutdown.clone(), move || {
-        let mut rx = dev.config.subscribe();
+        let mut rx = first_rx.take().unwrap_or_else(|| dev.config.subscribe());
         let dev2 = dev.clone();
         async move {
             loop {
