@@ -1392,9 +1392,15 @@ mod tests {
         let (c, sd, _d) = start(Arc::new(PanickyBackend(sup.clone()))).await;
         for round in 0..2 {
             let mut h = connect(&c).await;
-            assert!(h.authenticate_password("admin", "pw").await.unwrap().success());
+            assert!(h
+                .authenticate_password("admin", "pw")
+                .await
+                .unwrap()
+                .success());
             let mut ch = h.channel_open_session().await.unwrap();
-            ch.request_pty(true, "xterm", 80, 24, 0, 0, &[]).await.unwrap();
+            ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
+                .await
+                .unwrap();
             ch.request_shell(true).await.unwrap();
             let mut buf = String::new();
             read_until(&mut ch, &mut buf, "P # ").await;

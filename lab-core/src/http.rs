@@ -451,9 +451,11 @@ mod tests {
         let t = token
             .map(|t| format!("{LAB_TOKEN_HEADER}: {t}\r\n"))
             .unwrap_or_default();
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{t}\r\n").as_bytes())
-            .await
-            .unwrap();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{t}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out
@@ -480,10 +482,17 @@ mod tests {
         assert!(r.contains("internal error"), "{r}");
         assert!(get(addr, "/ok", None).await.ends_with("fine"));
         assert_eq!(sup.stats().panicked, 1);
-        assert!(sup.stats().tasks["http"].last_panic.as_deref().unwrap().starts_with("GET /boom: "));
-        assert!(get(addr, "/_lab/tasks", None).await.starts_with("HTTP/1.1 401"));
+        assert!(sup.stats().tasks["http"]
+            .last_panic
+            .as_deref()
+            .unwrap()
+            .starts_with("GET /boom: "));
+        assert!(get(addr, "/_lab/tasks", None)
+            .await
+            .starts_with("HTTP/1.1 401"));
         let t = get(addr, "/_lab/tasks", Some("tok")).await;
-        let body: serde_json::Value = serde_json::from_str(t.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(t.split("\r\n\r\n").nth(1).unwrap()).unwrap();
         assert_eq!(body["panicked"], 1, "{t}");
         stop.cancel();
         server.await.unwrap().unwrap();

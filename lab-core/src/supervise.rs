@@ -173,7 +173,12 @@ impl Supervisor {
     /// Runs the task `make()` builds, named `name`, until `shutdown` fires: a panic or a return
     /// before shutdown is reported and the task is built again after a back-off. The returned
     /// handle finishes once the task has stopped after shutdown.
-    pub fn spawn<F, Fut>(&self, name: &str, shutdown: CancellationToken, mut make: F) -> JoinHandle<()>
+    pub fn spawn<F, Fut>(
+        &self,
+        name: &str,
+        shutdown: CancellationToken,
+        mut make: F,
+    ) -> JoinHandle<()>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
@@ -229,7 +234,10 @@ impl Supervisor {
                 sup.inner.restarted.fetch_add(1, Ordering::Relaxed);
                 sup.with_task(&name, |t| t.restarted += 1);
                 tracing::warn!(task = %name, restarts, "task restarted");
-                sup.emit("task.restarted", json!({"task": name, "restarts": restarts}));
+                sup.emit(
+                    "task.restarted",
+                    json!({"task": name, "restarts": restarts}),
+                );
             }
         })
     }
@@ -354,7 +362,12 @@ mod tests {
         let kinds: Vec<&str> = hist.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(
             kinds,
-            ["task.panicked", "task.restarted", "task.panicked", "task.restarted"]
+            [
+                "task.panicked",
+                "task.restarted",
+                "task.panicked",
+                "task.restarted"
+            ]
         );
         stop.cancel();
         h.await.unwrap();
@@ -410,12 +423,16 @@ mod tests {
                 if b[0] == b'!' {
                     panic!("hostile byte");
                 }
-                tokio::io::AsyncWriteExt::write_all(&mut s, b"ok").await.unwrap();
+                tokio::io::AsyncWriteExt::write_all(&mut s, b"ok")
+                    .await
+                    .unwrap();
             })
             .unwrap();
         for (byte, want) in [(b'!', &b""[..]), (b'x', &b"ok"[..])] {
             let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
-            tokio::io::AsyncWriteExt::write_all(&mut c, &[byte]).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut c, &[byte])
+                .await
+                .unwrap();
             let mut got = Vec::new();
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got).await;
             assert_eq!(got, want);

@@ -6,7 +6,9 @@
 //! second in a debug build.
 
 use bytes::BytesMut;
-use fortilab_core::console::{BoxFuture, Completion, ConsoleReply, ConsoleSession, KeyDecoder, LineEditor};
+use fortilab_core::console::{
+    BoxFuture, Completion, ConsoleReply, ConsoleSession, KeyDecoder, LineEditor,
+};
 use fortilab_core::logchan::frame;
 use fortilab_core::logfmt::{self, LogRecord};
 use fortilab_core::text::{printable, HOSTILE_PIECES};

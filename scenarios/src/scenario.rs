@@ -505,10 +505,8 @@ fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
                 Value::String(s) => {
                     parse_duration(s).ok_or_else(|| format!("bad duration {s:?}"))?
                 }
-                Value::Number(n) => {
-                    Duration::try_from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0))
-                        .map_err(|_| format!("bad duration {n}"))?
-                }
+                Value::Number(n) => Duration::try_from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0))
+                    .map_err(|_| format!("bad duration {n}"))?,
                 _ => return Err("expects a duration like \"30s\"".into()),
             };
             StepKind::Wait { duration: d }

@@ -14,8 +14,25 @@ const LIBRARY: &[&str] = &[
 ];
 
 const TOML_PIECES: &[&str] = &[
-    "\"", "=", "[", "]", "{", "}", "\n", "[[step]]\n", "within = \"", "1e300", "99999999999999999999h",
-    "-1s", "NaN", "inf", "speed = ", "tz = \"", "wait = ", "within = 1e300\n", "wait = 1e300\n",
+    "\"",
+    "=",
+    "[",
+    "]",
+    "{",
+    "}",
+    "\n",
+    "[[step]]\n",
+    "within = \"",
+    "1e300",
+    "99999999999999999999h",
+    "-1s",
+    "NaN",
+    "inf",
+    "speed = ",
+    "tz = \"",
+    "wait = ",
+    "within = 1e300\n",
+    "wait = 1e300\n",
 ];
 
 fn mutated() -> impl Strategy<Value = String> {
@@ -35,11 +52,8 @@ fn mutated() -> impl Strategy<Value = String> {
         .prop_map(|(base, edits)| {
             let mut s = base.to_string();
             for (at, piece) in edits {
-                let bounds: Vec<usize> = s
-                    .char_indices()
-                    .map(|(i, _)| i)
-                    .chain([s.len()])
-                    .collect();
+                let bounds: Vec<usize> =
+                    s.char_indices().map(|(i, _)| i).chain([s.len()]).collect();
                 let i = bounds[at.index(bounds.len())];
                 s.insert_str(i, piece);
             }

@@ -301,9 +301,12 @@ pub async fn start(
     {
         let sh = shared.clone();
         let sd = shutdown.clone();
-        let h = sup.spawn_tcp("telemetry", listeners.telemetry, shutdown.clone(), move |l| {
-            telemetry::serve(sh.clone(), l, tel_tls.clone(), sd.clone())
-        })?;
+        let h = sup.spawn_tcp(
+            "telemetry",
+            listeners.telemetry,
+            shutdown.clone(),
+            move |l| telemetry::serve(sh.clone(), l, tel_tls.clone(), sd.clone()),
+        )?;
         tasks.spawn(async move {
             let _ = h.await;
         });

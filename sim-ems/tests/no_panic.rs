@@ -134,8 +134,24 @@ fn telemetry_reply(frame: &Frame) -> Frame {
 }
 
 const FRAME_WORDS: &[&str] = &[
-    "MSG_HEADER: ", "FCTUID=", "IP=", "MAC=", "EC_QUARANTINED=", "SIZE=", "\r\n", "\r\n\r\n",
-    "|", "=", "REGISTER", "KEEPALIVE", "SYSINFO", "HOSTNAME", "0", "1", "A1B2C3", "10.115.2.52",
+    "MSG_HEADER: ",
+    "FCTUID=",
+    "IP=",
+    "MAC=",
+    "EC_QUARANTINED=",
+    "SIZE=",
+    "\r\n",
+    "\r\n\r\n",
+    "|",
+    "=",
+    "REGISTER",
+    "KEEPALIVE",
+    "SYSINFO",
+    "HOSTNAME",
+    "0",
+    "1",
+    "A1B2C3",
+    "10.115.2.52",
 ];
 
 proptest! {

@@ -263,7 +263,12 @@ pub async fn start(
             .name("faz-rescan".into())
             .spawn(move || {
                 while let Ok((tid, s, e)) = rrx.recv() {
-                    faz.run_rescan(tid, s, e);
+                    // A rescan that panics is reported; the worker goes on with the next.
+                    let run = std::panic::AssertUnwindSafe(|| faz.run_rescan(tid, s, e));
+                    if let Err(p) = std::panic::catch_unwind(run) {
+                        let msg = fortilab_core::supervise::panic_message(&*p);
+                        faz.supervisor.report_panic("rescan", &msg);
+                    }
                 }
             })?;
     }
@@ -285,7 +290,8 @@ pub async fn start(
                 let (tls, router, http, stop) =
                     (api_tls.clone(), router.clone(), http.clone(), stop.clone());
                 async move {
-                    if let Err(e) = fortilab_core::http::serve_https(l, tls, router, http, stop).await
+                    if let Err(e) =
+                        fortilab_core::http::serve_https(l, tls, router, http, stop).await
                     {
                         tracing::error!(error = %e, "API server failed");
                     }
@@ -296,16 +302,19 @@ pub async fn start(
     {
         let r = receiver.clone();
         let stop = shutdown.clone();
-        tasks.push(
-            sup.spawn_tcp("log channel", listeners.logchan, shutdown.clone(), move |l| {
+        tasks.push(sup.spawn_tcp(
+            "log channel",
+            listeners.logchan,
+            shutdown.clone(),
+            move |l| {
                 let (r, tls, stop) = (r.clone(), log_tls.clone(), stop.clone());
                 async move {
                     if let Err(e) = r.serve(l, tls, stop).await {
                         tracing::error!(error = %e, "log channel failed");
                     }
                 }
-            })?,
-        );
+            },
+        )?);
     }
     if let (Some(u), Some(t)) = (listeners.syslog_udp, listeners.syslog_tcp) {
         // A started syslog message has as long to complete as an HTTP request head.

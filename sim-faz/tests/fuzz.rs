@@ -138,15 +138,55 @@ fn mixed(words: &'static [&'static str], max: usize) -> impl Strategy<Value = St
 }
 
 const SYSLOG_WORDS: &[&str] = &[
-    "<189>", "<13>", "<", ">", "1 ", "Mar  4 10:11:22 ", "Mar", " 4", "10:11:22", " ", "-", "[",
-    "]", "ex@1 a=\"x]y\"", "fgt-lab ", "fortigate: ", "devid=\"FGVM01\" ", "devname=FGT ",
-    "type=\"traffic\" ", "tz=\"", "tz=", "+0100", "date=2021-03-04 ", "time=10:00:00 ", "\"",
+    "<189>",
+    "<13>",
+    "<",
+    ">",
+    "1 ",
+    "Mar  4 10:11:22 ",
+    "Mar",
+    " 4",
+    "10:11:22",
+    " ",
+    "-",
+    "[",
+    "]",
+    "ex@1 a=\"x]y\"",
+    "fgt-lab ",
+    "fortigate: ",
+    "devid=\"FGVM01\" ",
+    "devname=FGT ",
+    "type=\"traffic\" ",
+    "tz=\"",
+    "tz=",
+    "+0100",
+    "date=2021-03-04 ",
+    "time=10:00:00 ",
+    "\"",
 ];
 
 const CONSOLE_WORDS: &[&str] = &[
-    "config ", "system ", "global ", "set ", "get ", "show ", "end", "next", "edit ",
-    "diagnose ", "execute ", "\"", "'", "\\", " ", "\t", "timezone ", "hostname ", "admin ",
-    "user ", "?",
+    "config ",
+    "system ",
+    "global ",
+    "set ",
+    "get ",
+    "show ",
+    "end",
+    "next",
+    "edit ",
+    "diagnose ",
+    "execute ",
+    "\"",
+    "'",
+    "\\",
+    " ",
+    "\t",
+    "timezone ",
+    "hostname ",
+    "admin ",
+    "user ",
+    "?",
 ];
 
 fn console_cli() -> &'static std::sync::Mutex<fortilab_faz::console::engine::Cli> {
@@ -215,10 +255,22 @@ fn issue_15_regressions() {
     assert!(ok);
     assert!(row.etime != 0);
     for tz in ["€", "+€", "-x€", "+00€", "€€"] {
-        let _ = parse_row(&format!("date=2021-03-04 time=10:00:00 tz=\"{tz}\""), false, 7, 0);
+        let _ = parse_row(
+            &format!("date=2021-03-04 time=10:00:00 tz=\"{tz}\""),
+            false,
+            7,
+            0,
+        );
     }
     let cli = console_cli().lock().unwrap();
-    for line in ["€\"x\"", "get\u{3000}sys", "config\u{3000}", "€\"x\"\t", "\"", "'a"] {
+    for line in [
+        "€\"x\"",
+        "get\u{3000}sys",
+        "config\u{3000}",
+        "€\"x\"\t",
+        "\"",
+        "'a",
+    ] {
         let _ = cli.help(line);
         let _ = cli.complete(line);
     }

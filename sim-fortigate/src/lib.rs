@@ -306,21 +306,21 @@ pub async fn start(
         let dev2 = dev.clone();
         async move {
             loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    dev2.on_change(&ev);
-                    if rx.is_empty() {
-                        if let Err(e) = dev2.persist() {
-                            tracing::warn!(error = %e, "could not save the configuration");
+                match rx.recv().await {
+                    Ok(ev) => {
+                        dev2.on_change(&ev);
+                        if rx.is_empty() {
+                            if let Err(e) = dev2.persist() {
+                                tracing::warn!(error = %e, "could not save the configuration");
+                            }
                         }
                     }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "configuration change listener lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "configuration change listener lagged");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             }
-        }
         }
     });
 

@@ -95,15 +95,56 @@ fn mixed(words: &'static [&'static str], max: usize) -> impl Strategy<Value = St
 }
 
 const CLI_WORDS: &[&str] = &[
-    "config ", "edit ", "set ", "unset ", "next", "end", "show ", "get ", "diagnose ",
-    "execute ", "firewall ", "policy ", "address ", "system ", "global ", "log ", "\"", "'",
-    " ", "\t", "\\", "1", "name ", "|", "grep ", "?", "abort", "purge", "append ", "select ",
+    "config ",
+    "edit ",
+    "set ",
+    "unset ",
+    "next",
+    "end",
+    "show ",
+    "get ",
+    "diagnose ",
+    "execute ",
+    "firewall ",
+    "policy ",
+    "address ",
+    "system ",
+    "global ",
+    "log ",
+    "\"",
+    "'",
+    " ",
+    "\t",
+    "\\",
+    "1",
+    "name ",
+    "|",
+    "grep ",
+    "?",
+    "abort",
+    "purge",
+    "append ",
+    "select ",
     "comments ",
 ];
 
 const QUERY_KEYS: &[&str] = &[
-    "filter", "sort", "format", "start", "count", "skip", "with_meta", "datasource", "vdom",
-    "global", "action", "key", "pattern", "exclude-default-values", "primary_keys", "scope",
+    "filter",
+    "sort",
+    "format",
+    "start",
+    "count",
+    "skip",
+    "with_meta",
+    "datasource",
+    "vdom",
+    "global",
+    "action",
+    "key",
+    "pattern",
+    "exclude-default-values",
+    "primary_keys",
+    "scope",
 ];
 
 fn percent(s: &str) -> String {
@@ -115,8 +156,8 @@ fn percent(s: &str) -> String {
 /// would fail the test before any answer).
 fn assert_fortios_answer(status: u16, body: &str) -> Result<(), TestCaseError> {
     if body.starts_with('{') {
-        let v: serde_json::Value = serde_json::from_str(body)
-            .map_err(|e| TestCaseError::fail(format!("{e}: {body}")))?;
+        let v: serde_json::Value =
+            serde_json::from_str(body).map_err(|e| TestCaseError::fail(format!("{e}: {body}")))?;
         if let Some(h) = v.get("http_status") {
             prop_assert_eq!(h.as_u64(), Some(u64::from(status)), "{}", body);
         }
@@ -219,13 +260,30 @@ fn issue_15_regressions() {
     let s = e
         .console
         .session("admin", "ssh", IpAddr::V4(Ipv4Addr::LOCALHOST));
-    for line in ["€\"x\"", "€\"x\" ", "set €\"x\"", "config firewall address\nedit €\"x\"", "é'y'"] {
+    for line in [
+        "€\"x\"",
+        "€\"x\" ",
+        "set €\"x\"",
+        "config firewall address\nedit €\"x\"",
+        "é'y'",
+    ] {
         let _ = s.complete_line(line);
         let _ = s.help_text(line);
     }
-    for q in ["filter=€", "filter=%E2%82%AC", "filter=name%3D%3D€", "filter=x€=", "sort=€", "filter=€%3D%3D", "format=€|name"] {
+    for q in [
+        "filter=€",
+        "filter=%E2%82%AC",
+        "filter=name%3D%3D€",
+        "filter=x€=",
+        "sort=€",
+        "filter=€%3D%3D",
+        "format=€|name",
+    ] {
         let (status, body) = call("GET", &format!("/api/v2/cmdb/firewall/address?{q}"), None);
-        assert!(status == 200 || status == 400 || status == 424, "{q}: {status} {body}");
+        assert!(
+            status == 200 || status == 400 || status == 424,
+            "{q}: {status} {body}"
+        );
     }
     assert_eq!(parse_cond("€"), None);
     assert_eq!(parse_cond("n€==€").map(|c| c.value), Some("€".to_string()));

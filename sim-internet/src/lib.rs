@@ -166,8 +166,12 @@ pub async fn start(
         let stop = shutdown.clone();
         tasks.push(
             sup.spawn_tcp("control", listeners.control, shutdown.clone(), move |l| {
-                let (tls, app, http, stop) =
-                    (control_tls.clone(), app.clone(), http_opts.clone(), stop.clone());
+                let (tls, app, http, stop) = (
+                    control_tls.clone(),
+                    app.clone(),
+                    http_opts.clone(),
+                    stop.clone(),
+                );
                 async move {
                     if let Err(e) = fortilab_core::http::serve_https(l, tls, app, http, stop).await
                     {

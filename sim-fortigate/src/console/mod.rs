@@ -294,12 +294,20 @@ impl FgtSession {
         let trailing = line.is_empty() || line.ends_with(char::is_whitespace);
         match lexer::lex(line) {
             Ok(l) => {
-                let toks = l.commands.last().map(|c| c.tokens.as_slice()).unwrap_or(&[]);
+                let toks = l
+                    .commands
+                    .last()
+                    .map(|c| c.tokens.as_slice())
+                    .unwrap_or(&[]);
                 let start = toks
                     .last()
                     .and_then(|t| byte_offset(line, t.line, t.col))
                     .unwrap_or(line.len());
-                (toks.iter().map(|t| t.text.clone()).collect(), trailing, start)
+                (
+                    toks.iter().map(|t| t.text.clone()).collect(),
+                    trailing,
+                    start,
+                )
             }
             Err(_) => {
                 // An open quote: plain blank-separated words; the last is a suffix of the line.
@@ -412,10 +420,9 @@ fn byte_offset(text: &str, line: usize, col: usize) -> Option<usize> {
         start += text[start..].find('\n')? + 1;
     }
     let rest = &text[start..];
-    match rest.char_indices().nth(col.checked_sub(1)?) {
-        Some((i, _)) => Some(start + i),
-        None => None,
-    }
+    rest.char_indices()
+        .nth(col.checked_sub(1)?)
+        .map(|(i, _)| start + i)
 }
 
 fn quote_if_needed(w: &str) -> String {
