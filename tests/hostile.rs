@@ -842,7 +842,13 @@ fn hostile_input_leaves_every_process_and_listener_alive() {
     // A benign site (not an IOC: fetching one would quarantine PC-52).
     let site = ["www.google.com", "www.mit.edu", "www.fortinet.com"]
         .into_iter()
-        .find(|h| r["internet"]["sites"].as_array().unwrap().iter().any(|s| s["host"] == *h))
+        .find(|h| {
+            r["internet"]["sites"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|s| s["host"] == *h)
+        })
         .expect("a benign site in the lab Internet")
         .to_string();
     let req = format!("PROXY TCP4 10.115.2.52 10.115.2.1 40000 8080\r\nGET http://{site}/ HTTP/1.1\r\nHost: {site}\r\nConnection: close\r\n\r\n");
