@@ -565,14 +565,14 @@ async fn run_exec(ch: &mut Channel<Msg>, session: SharedSession, command: String
             out.push('\n');
         }
         let out = if pty { crlf(&out) } else { out };
-        if !send(&ch, &out).await {
+        if !send(ch, &out).await {
             return;
         }
         if reply.close {
             break;
         }
     }
-    finish(&ch, u32::from(failed)).await;
+    finish(ch, u32::from(failed)).await;
     drop(session);
 }
 
@@ -590,7 +590,7 @@ async fn run_shell(ch: &mut Channel<Msg>, session: SharedSession) {
             }
         }
         first.push_str(&crate::text::printable(&s.0.prompt(), false));
-        if !send(&ch, &first).await {
+        if !send(ch, &first).await {
             return;
         }
         s.0.idle_timeout()
@@ -602,8 +602,8 @@ async fn run_shell(ch: &mut Channel<Msg>, session: SharedSession) {
                 Err(_) => {
                     // admintimeout: the session ends as if the administrator logged out.
                     session.lock().await.0.on_idle_timeout();
-                    let _ = send(&ch, "\r\n").await;
-                    finish(&ch, 0).await;
+                    let _ = send(ch, "\r\n").await;
+                    finish(ch, 0).await;
                     return;
                 }
             },
@@ -622,11 +622,11 @@ async fn run_shell(ch: &mut Channel<Msg>, session: SharedSession) {
                     let Some(line) = step.submit else { continue };
                     if line.trim() == "exit" {
                         drop(s);
-                        let _ = send(&ch, &out).await;
-                        finish(&ch, 0).await;
+                        let _ = send(ch, &out).await;
+                        finish(ch, 0).await;
                         return;
                     }
-                    if !send(&ch, &out).await {
+                    if !send(ch, &out).await {
                         return;
                     }
                     out.clear();
@@ -641,20 +641,20 @@ async fn run_shell(ch: &mut Channel<Msg>, session: SharedSession) {
                     }
                     if reply.close {
                         drop(s);
-                        let _ = send(&ch, &out).await;
-                        finish(&ch, 0).await;
+                        let _ = send(ch, &out).await;
+                        finish(ch, 0).await;
                         return;
                     }
                     out.push_str(&crate::text::printable(&s.0.prompt(), false));
                 }
                 idle = s.0.idle_timeout();
                 drop(s);
-                if !send(&ch, &out).await {
+                if !send(ch, &out).await {
                     return;
                 }
             }
             ChannelMsg::Eof => {
-                finish(&ch, 0).await;
+                finish(ch, 0).await;
                 return;
             }
             ChannelMsg::Close => return,
