@@ -126,6 +126,12 @@ pub trait ConsoleBackend: Send + Sync + 'static {
     fn login_grace_time(&self) -> Duration {
         DEFAULT_LOGIN_GRACE
     }
+
+    /// Where a session that panics is reported (task `console`). The channel is closed with
+    /// an error and the listener goes on; the default reports to counters nobody reads.
+    fn supervisor(&self) -> crate::supervise::Supervisor {
+        crate::supervise::Supervisor::default()
+    }
 }
 
 /// FortiOS `admin-ssh-grace-time` default: 120 s to log in.
@@ -223,7 +229,11 @@ pub async fn serve_ssh(
         nodelay: true,
         ..Default::default()
     });
-    let task = tokio::spawn(accept_loop(listener, config, backend, shutdown));
+    let sup = backend.supervisor();
+    let stop = shutdown.clone();
+    let task = sup.spawn_tcp("ssh console", listener, shutdown, move |l| {
+        accept_loop(l, config.clone(), backend.clone(), stop.clone())
+    })?;
     tracing::info!(addr = %local_addr, fingerprint = %host_key_fingerprint, "ssh console listening");
     Ok(SshConsole {
         local_addr,
@@ -254,7 +264,7 @@ async fn accept_loop(
         let config = config.clone();
         let shutdown = shutdown.clone();
         let grace = tokio::time::Instant::now() + backend.login_grace_time();
-        tokio::spawn(async move {
+        backend.supervisor().spawn_once("ssh connection", async move {
             // The version exchange counts against the grace time too: a client that connects
             // and says nothing is closed.
             let running = match tokio::time::timeout_at(
@@ -447,7 +457,9 @@ impl russh::server::Handler for ConnHandler {
         match (self.take_channel(channel), self.session.clone()) {
             (Some(ch), Some(s)) => {
                 session.channel_success(channel)?;
-                tokio::spawn(run_shell(ch, s));
+                tokio::spawn(guarded(ch, self.backend.supervisor(), |ch| {
+                    Box::pin(run_shell(ch, s))
+                }));
             }
             _ => session.channel_failure(channel)?,
         }
@@ -465,7 +477,9 @@ impl russh::server::Handler for ConnHandler {
                 session.channel_success(channel)?;
                 let command = String::from_utf8_lossy(data).into_owned();
                 let pty = self.pty.load(std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(run_exec(ch, s, command, pty));
+                tokio::spawn(guarded(ch, self.backend.supervisor(), move |ch| {
+                    Box::pin(run_exec(ch, s, command, pty))
+                }));
             }
             _ => session.channel_failure(channel)?,
         }
@@ -510,7 +524,25 @@ async fn finish(ch: &Channel<Msg>, status: u32) {
     let _ = ch.close().await;
 }
 
-async fn run_exec(ch: Channel<Msg>, session: SharedSession, command: String, pty: bool) {
+/// Runs a channel's shell or exec; if it panics, the panic is reported, the client is told
+/// and the channel is closed (exit status 1) instead of left hanging.
+async fn guarded<F>(mut ch: Channel<Msg>, supervisor: crate::supervise::Supervisor, run: F)
+where
+    F: for<'c> FnOnce(&'c mut Channel<Msg>) -> BoxFuture<'c, ()>,
+{
+    use futures::FutureExt;
+    let res = std::panic::AssertUnwindSafe(run(&mut ch))
+        .catch_unwind()
+        .await;
+    if let Err(payload) = res {
+        let msg = crate::supervise::panic_message(&*payload);
+        supervisor.report_panic("console", &msg);
+        let _ = send(&ch, "\r\nInternal error: the session is closed.\r\n").await;
+        finish(&ch, 1).await;
+    }
+}
+
+async fn run_exec(ch: &mut Channel<Msg>, session: SharedSession, command: String, pty: bool) {
     let mut failed = false;
     for line in command.split('\n') {
         let line = line.trim_end_matches('\r');
@@ -533,18 +565,18 @@ async fn run_exec(ch: Channel<Msg>, session: SharedSession, command: String, pty
             out.push('\n');
         }
         let out = if pty { crlf(&out) } else { out };
-        if !send(&ch, &out).await {
+        if !send(ch, &out).await {
             return;
         }
         if reply.close {
             break;
         }
     }
-    finish(&ch, u32::from(failed)).await;
+    finish(ch, u32::from(failed)).await;
     drop(session);
 }
 
-async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
+async fn run_shell(ch: &mut Channel<Msg>, session: SharedSession) {
     let mut decoder = KeyDecoder::default();
     let mut editor = LineEditor::default();
     let mut idle = {
@@ -558,7 +590,7 @@ async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
             }
         }
         first.push_str(&crate::text::printable(&s.0.prompt(), false));
-        if !send(&ch, &first).await {
+        if !send(ch, &first).await {
             return;
         }
         s.0.idle_timeout()
@@ -570,8 +602,8 @@ async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
                 Err(_) => {
                     // admintimeout: the session ends as if the administrator logged out.
                     session.lock().await.0.on_idle_timeout();
-                    let _ = send(&ch, "\r\n").await;
-                    finish(&ch, 0).await;
+                    let _ = send(ch, "\r\n").await;
+                    finish(ch, 0).await;
                     return;
                 }
             },
@@ -590,11 +622,11 @@ async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
                     let Some(line) = step.submit else { continue };
                     if line.trim() == "exit" {
                         drop(s);
-                        let _ = send(&ch, &out).await;
-                        finish(&ch, 0).await;
+                        let _ = send(ch, &out).await;
+                        finish(ch, 0).await;
                         return;
                     }
-                    if !send(&ch, &out).await {
+                    if !send(ch, &out).await {
                         return;
                     }
                     out.clear();
@@ -609,20 +641,20 @@ async fn run_shell(mut ch: Channel<Msg>, session: SharedSession) {
                     }
                     if reply.close {
                         drop(s);
-                        let _ = send(&ch, &out).await;
-                        finish(&ch, 0).await;
+                        let _ = send(ch, &out).await;
+                        finish(ch, 0).await;
                         return;
                     }
                     out.push_str(&crate::text::printable(&s.0.prompt(), false));
                 }
                 idle = s.0.idle_timeout();
                 drop(s);
-                if !send(&ch, &out).await {
+                if !send(ch, &out).await {
                     return;
                 }
             }
             ChannelMsg::Eof => {
-                finish(&ch, 0).await;
+                finish(ch, 0).await;
                 return;
             }
             ChannelMsg::Close => return,
@@ -1320,6 +1352,74 @@ mod tests {
                 Err(_) => panic!("timed out waiting for {want:?}; got {buf:?}"),
             }
         }
+    }
+
+    /// A backend whose sessions panic on TAB (as the FortiGate's did on `€"x"` TAB).
+    struct PanickyBackend(crate::supervise::Supervisor);
+    struct Panicky;
+    impl ConsoleSession for Panicky {
+        fn prompt(&self) -> String {
+            "P # ".into()
+        }
+        fn execute<'a>(&'a mut self, line: &'a str) -> BoxFuture<'a, ConsoleReply> {
+            Box::pin(async move { ConsoleReply::text(format!("ran {line}")) })
+        }
+        fn help(&self, _line: &str) -> String {
+            String::new()
+        }
+        fn complete(&self, line: &str) -> Completion {
+            let _ = &line[..line.len() - 1];
+            panic!("byte index is not a char boundary");
+        }
+    }
+    impl ConsoleBackend for PanickyBackend {
+        fn login<'a>(
+            &'a self,
+            _user: &'a str,
+            _password: &'a str,
+            _peer: SocketAddr,
+        ) -> BoxFuture<'a, Option<Box<dyn ConsoleSession>>> {
+            Box::pin(async move { Some(Box::new(Panicky) as Box<dyn ConsoleSession>) })
+        }
+        fn supervisor(&self) -> crate::supervise::Supervisor {
+            self.0.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_session_that_panics_is_closed_with_an_error_and_the_console_goes_on() {
+        let sup = crate::supervise::Supervisor::new(None);
+        let (c, sd, _d) = start(Arc::new(PanickyBackend(sup.clone()))).await;
+        for round in 0..2 {
+            let mut h = connect(&c).await;
+            assert!(h
+                .authenticate_password("admin", "pw")
+                .await
+                .unwrap()
+                .success());
+            let mut ch = h.channel_open_session().await.unwrap();
+            ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
+                .await
+                .unwrap();
+            ch.request_shell(true).await.unwrap();
+            let mut buf = String::new();
+            read_until(&mut ch, &mut buf, "P # ").await;
+            ch.data_bytes("€\"x\"\t".as_bytes()).await.unwrap();
+            read_until(&mut ch, &mut buf, "Internal error: the session is closed.").await;
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            let mut status = None;
+            loop {
+                match tokio::time::timeout_at(deadline, ch.wait()).await {
+                    Ok(None) | Ok(Some(ChannelMsg::Close)) => break,
+                    Ok(Some(ChannelMsg::ExitStatus { exit_status })) => status = Some(exit_status),
+                    Ok(Some(_)) => {}
+                    Err(_) => panic!("the channel of a panicked session hangs"),
+                }
+            }
+            assert_eq!(status, Some(1));
+            assert_eq!(sup.stats().tasks["console"].panicked, round + 1);
+        }
+        sd.cancel();
     }
 
     #[tokio::test]

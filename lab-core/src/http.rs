@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::secrets::{LabToken, LAB_TOKEN_HEADER};
+use crate::supervise::{panic_message, Supervisor};
 
 /// How long a client may take to send a complete request head (Apache's `mod_reqtimeout`
 /// default for the header phase is 20 s, extended to 40 s while data trickles in; the products'
@@ -48,6 +49,9 @@ pub struct HttpOptions {
     pub lab_token: LabToken,
     /// Connections that do not complete a request head within this are closed.
     pub header_read_timeout: Duration,
+    /// Where a request whose handler panics is reported (it is answered `500`); its counters
+    /// are served at `/_lab/tasks`.
+    pub supervisor: Supervisor,
 }
 
 impl HttpOptions {
@@ -56,7 +60,14 @@ impl HttpOptions {
         Self {
             lab_token,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            supervisor: Supervisor::default(),
         }
+    }
+
+    /// These options reporting handler panics to `supervisor`.
+    pub fn with_supervisor(mut self, supervisor: Supervisor) -> Self {
+        self.supervisor = supervisor;
+        self
     }
 
     /// Options for tests and in-process use: a fresh random lab token.
@@ -225,12 +236,14 @@ async fn serve(
     let graceful = GracefulShutdown::new();
     let builders = Arc::new(Builders::new(&opts));
     let token = opts.lab_token.clone();
+    let supervisor = opts.supervisor.clone();
     while let Some((tcp, peer)) = accept_next(&listener, &shutdown, "https").await {
         let app = app.clone();
         let acceptor = acceptor.clone();
         let builders = builders.clone();
         let watcher = graceful.watcher();
         let token = token.clone();
+        let supervisor = supervisor.clone();
         tokio::spawn(async move {
             match acceptor {
                 Some(acceptor) => {
@@ -255,7 +268,7 @@ async fn serve(
                         client_cn,
                         tls: true,
                     };
-                    let svc = service(app, info, token);
+                    let svc = service(app, info, token, supervisor);
                     let builder = if h2 { &builders.h2 } else { &builders.h1 };
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
                     let _ = watcher.watch(conn.into_owned()).await;
@@ -266,7 +279,7 @@ async fn serve(
                         client_cn: None,
                         tls: false,
                     };
-                    let svc = service(app, info, token);
+                    let svc = service(app, info, token, supervisor);
                     let conn = builders
                         .h1
                         .serve_connection_with_upgrades(TokioIo::new(tcp), svc);
@@ -316,17 +329,25 @@ pub async fn drain(graceful: GracefulShutdown) {
     }
 }
 
-fn service(app: Router, info: ConnInfo, token: LabToken) -> AppService {
-    AppService { app, info, token }
+fn service(app: Router, info: ConnInfo, token: LabToken, supervisor: Supervisor) -> AppService {
+    AppService {
+        app,
+        info,
+        token,
+        supervisor,
+    }
 }
 
 /// Adapts the axum router to a hyper service, stamping each request with its [`ConnInfo`] and
-/// refusing lab-surface requests without the lab token.
+/// refusing lab-surface requests without the lab token. A handler that panics is answered
+/// `500` and reported to the supervisor (`task.panicked`, task `http`); the connection and the
+/// listener go on. `GET /_lab/tasks` answers the supervisor's counters on every device.
 #[derive(Clone)]
 struct AppService {
     app: Router,
     info: ConnInfo,
     token: LabToken,
+    supervisor: Supervisor,
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AppService {
@@ -353,10 +374,38 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AppServi
                 });
             }
         }
+        if req.uri().path() == "/_lab/tasks" {
+            let stats = self.supervisor.stats();
+            return Box::pin(async move {
+                Ok(axum::response::IntoResponse::into_response(axum::Json(
+                    stats,
+                )))
+            });
+        }
         req.extensions_mut().insert(self.info.clone());
         let app = self.app.clone();
-        Box::pin(async move { app.oneshot(req.map(axum::body::Body::new)).await })
+        let supervisor = self.supervisor.clone();
+        let what = format!("{} {}", req.method(), req.uri().path());
+        Box::pin(async move {
+            let fut = app.oneshot(req.map(axum::body::Body::new));
+            match futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut)).await {
+                Ok(r) => r,
+                Err(payload) => {
+                    let msg = panic_message(&*payload);
+                    supervisor.report_panic("http", &format!("{what}: {msg}"));
+                    Ok(internal_error())
+                }
+            }
+        })
     }
+}
+
+/// The answer to a request whose handler panicked.
+fn internal_error() -> axum::response::Response {
+    axum::response::IntoResponse::into_response((
+        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+        axum::Json(serde_json::json!({"error": "internal error", "status": 500})),
+    ))
 }
 
 /// Binds `addr` (port 0 allowed) and reports the address it got.
@@ -394,6 +443,59 @@ mod tests {
         ] {
             assert!(!is_lab_path(p), "{p}");
         }
+    }
+
+    async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let t = token
+            .map(|t| format!("{LAB_TOKEN_HEADER}: {t}\r\n"))
+            .unwrap_or_default();
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{t}\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_gets_500_and_is_counted_and_the_server_goes_on() {
+        let app = Router::new()
+            .route(
+                "/boom",
+                axum::routing::get(|| async {
+                    let s = "€";
+                    s[..1].to_string()
+                }),
+            )
+            .route("/ok", axum::routing::get(|| async { "fine" }));
+        let sup = Supervisor::new(None);
+        let opts = HttpOptions::new(LabToken::new("tok")).with_supervisor(sup.clone());
+        let (l, addr) = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve_http(l, app, opts, stop.clone()));
+        let r = get(addr, "/boom", None).await;
+        assert!(r.starts_with("HTTP/1.1 500"), "{r}");
+        assert!(r.contains("internal error"), "{r}");
+        assert!(get(addr, "/ok", None).await.ends_with("fine"));
+        assert_eq!(sup.stats().panicked, 1);
+        assert!(sup.stats().tasks["http"]
+            .last_panic
+            .as_deref()
+            .unwrap()
+            .starts_with("GET /boom: "));
+        assert!(get(addr, "/_lab/tasks", None)
+            .await
+            .starts_with("HTTP/1.1 401"));
+        let t = get(addr, "/_lab/tasks", Some("tok")).await;
+        let body: serde_json::Value =
+            serde_json::from_str(t.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        assert_eq!(body["panicked"], 1, "{t}");
+        stop.cancel();
+        server.await.unwrap().unwrap();
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub mod ready;
 pub mod rng;
 pub mod secrets;
 pub mod shutdown;
+pub mod supervise;
 pub mod telemetry;
 pub mod text;
 pub mod tls;

@@ -279,7 +279,8 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "h" => n * 3600.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(secs))
+    // `try_`: a duration past u64 seconds (`99999999999999999999h`) is an error, not a panic.
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 /// Parses the steps of a loaded definition. `text` is the file's text (for line numbers).
@@ -337,7 +338,8 @@ pub fn parse_steps(def: &LabDef, text: &str) -> Result<Vec<Step>, DefError> {
             Some(toml::Value::String(s)) => parse_duration(s)
                 .ok_or_else(|| at("within", format!("bad duration {s:?} (use 500ms, 5s, 2m)")))?,
             Some(toml::Value::Integer(n)) if *n >= 0 => Duration::from_secs(*n as u64),
-            Some(toml::Value::Float(f)) if *f >= 0.0 => Duration::from_secs_f64(*f),
+            Some(toml::Value::Float(f)) if *f >= 0.0 => Duration::try_from_secs_f64(*f)
+                .map_err(|_| at("within", format!("bad duration {f}")))?,
             Some(_) => return Err(at("within", "bad duration".into())),
         };
         let negate = match table.get("not") {
@@ -551,7 +553,8 @@ fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
                 Value::String(s) => {
                     parse_duration(s).ok_or_else(|| format!("bad duration {s:?}"))?
                 }
-                Value::Number(n) => Duration::from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0)),
+                Value::Number(n) => Duration::try_from_secs_f64(n.as_f64().unwrap_or(0.0).max(0.0))
+                    .map_err(|_| format!("bad duration {n}"))?,
                 _ => return Err("expects a duration like \"30s\"".into()),
             };
             StepKind::Wait { duration: d }

@@ -101,6 +101,8 @@ pub struct Shared {
     pub cfg: EmsConfig,
     pub clock: LabClock,
     pub bus: EventBus,
+    /// Supervises the listeners and background loops (`task.*` events on `bus`).
+    pub supervisor: fortilab_core::supervise::Supervisor,
     pub state: Mutex<EmsState>,
     pub store: store::Store,
     pub auto_authorize: AtomicBool,
@@ -264,6 +266,7 @@ pub async fn start(
         auto_authorize: AtomicBool::new(cfg.auto_authorize),
         cfg,
         clock,
+        supervisor: fortilab_core::supervise::Supervisor::new(Some(bus.clone())),
         bus,
         state: Mutex::new(st),
         store,
@@ -276,37 +279,58 @@ pub async fn start(
     let api_addr = listeners.api.local_addr()?;
     let telemetry_addr = listeners.telemetry.local_addr()?;
     let mut tasks = tokio::task::JoinSet::new();
+    // Supervised: a task that panics is reported (`task.panicked`) and restarted on the same
+    // listener.
+    let sup = shared.supervisor.clone();
     {
         let app = api::router(shared.clone());
         let sd = shutdown.clone();
-        let l = listeners.api;
-        let http = shared.cfg.http.clone();
-        tasks.spawn(async move {
-            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, app, http, sd).await {
-                tracing::error!(error = %e, "API server failed");
+        let http = shared.cfg.http.clone().with_supervisor(sup.clone());
+        let h = sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
+            let (tls, app, http, sd) = (api_tls.clone(), app.clone(), http.clone(), sd.clone());
+            async move {
+                if let Err(e) = fortilab_core::http::serve_https(l, tls, app, http, sd).await {
+                    tracing::error!(error = %e, "API server failed");
+                }
             }
+        })?;
+        tasks.spawn(async move {
+            let _ = h.await;
         });
     }
     {
         let sh = shared.clone();
         let sd = shutdown.clone();
-        let l = listeners.telemetry;
-        tasks.spawn(async move { telemetry::serve(sh, l, tel_tls, sd).await });
+        let h = sup.spawn_tcp(
+            "telemetry",
+            listeners.telemetry,
+            shutdown.clone(),
+            move |l| telemetry::serve(sh.clone(), l, tel_tls.clone(), sd.clone()),
+        )?;
+        tasks.spawn(async move {
+            let _ = h.await;
+        });
     }
     {
         // Background writer for changes nobody waits for.
         let sh = shared.clone();
         let sd = shutdown.clone();
-        tasks.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = sd.cancelled() => break,
-                    _ = tokio::time::sleep(store::FLUSH_EVERY) => {}
-                }
-                if let Err(e) = sh.persist().await {
-                    tracing::error!(error = %e, "writing the EMS state failed");
+        let h = sup.spawn("state writer", shutdown.clone(), move || {
+            let (sh, sd) = (sh.clone(), sd.clone());
+            async move {
+                loop {
+                    tokio::select! {
+                        _ = sd.cancelled() => break,
+                        _ = tokio::time::sleep(store::FLUSH_EVERY) => {}
+                    }
+                    if let Err(e) = sh.persist().await {
+                        tracing::error!(error = %e, "writing the EMS state failed");
+                    }
                 }
             }
+        });
+        tasks.spawn(async move {
+            let _ = h.await;
         });
     }
     tracing::info!(%api_addr, %telemetry_addr, serial = %shared.cfg.serial, "EMS ready");

@@ -80,9 +80,14 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
+            let sup = shared.supervisor.clone();
+            let conn = fortilab_core::supervise::catch_panic(connection(shared, tls, peer));
             tokio::select! {
                 _ = sd.cancelled() => {}
-                _ = connection(shared, tls, peer) => {}
+                r = conn => if let Err(msg) = r {
+                    // One connection's panic: reported; the listener goes on.
+                    sup.report_panic("telemetry connection", &msg);
+                }
             }
         });
     }

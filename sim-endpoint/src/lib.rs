@@ -103,6 +103,8 @@ pub struct Shared {
     pub by_name: HashMap<String, usize>,
     pub clock: LabClock,
     pub bus: EventBus,
+    /// Supervises the control listener and each endpoint's loop (`task.*` events on `bus`).
+    pub supervisor: fortilab_core::supervise::Supervisor,
     pub lab_map: Arc<LabMap>,
     ems_real: SocketAddr,
     ems_name: rustls::pki_types::ServerName<'static>,
@@ -214,6 +216,7 @@ pub async fn start(
         endpoints,
         by_name,
         clock,
+        supervisor: fortilab_core::supervise::Supervisor::new(Some(bus.clone())),
         bus,
         lab_map,
         ems_real,
@@ -227,14 +230,21 @@ pub async fn start(
     let cert = ca.issue("FCT-ENDPOINTS", &[])?;
     let tls = fortilab_core::tls::server_config(&ca, &cert, ClientAuth::None, &[b"http/1.1"])?;
     let mut tasks = tokio::task::JoinSet::new();
+    let sup = shared.supervisor.clone();
     {
         let app = router(shared.clone());
         let sd = shutdown.clone();
-        let http = shared.cfg.http.clone();
-        tasks.spawn(async move {
-            if let Err(e) = fortilab_core::http::serve_https(control, tls, app, http, sd).await {
-                tracing::error!(error = %e, "control server failed");
+        let http = shared.cfg.http.clone().with_supervisor(sup.clone());
+        let h = sup.spawn_tcp("control", control, shutdown.clone(), move |l| {
+            let (tls, app, http, sd) = (tls.clone(), app.clone(), http.clone(), sd.clone());
+            async move {
+                if let Err(e) = fortilab_core::http::serve_https(l, tls, app, http, sd).await {
+                    tracing::error!(error = %e, "control server failed");
+                }
             }
+        })?;
+        tasks.spawn(async move {
+            let _ = h.await;
         });
     }
     let mut jitter = fortilab_core::rng::stream(shared.cfg.seed, "endpoint/jitter");
@@ -253,7 +263,20 @@ pub async fn start(
         };
         let sh = shared.clone();
         let sd = shutdown.clone();
-        tasks.spawn(async move { run_endpoint(sh, idx, delay, phase, sd).await });
+        let name = format!("endpoint {}", shared.endpoints[idx].id.name);
+        let mut first = true;
+        let h = sup.spawn(&name, shutdown.clone(), move || {
+            // A restarted loop does not wait for the registration spread again.
+            let d = if std::mem::take(&mut first) {
+                delay
+            } else {
+                Duration::ZERO
+            };
+            run_endpoint(sh.clone(), idx, d, phase, sd.clone())
+        });
+        tasks.spawn(async move {
+            let _ = h.await;
+        });
     }
     tracing::info!(%control_addr, endpoints = shared.endpoints.len(), ems = %shared.cfg.ems, "endpoints started");
     Ok(Running {

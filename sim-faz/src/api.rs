@@ -140,6 +140,7 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
         let pending: usize = faz.pending.lock().unwrap_or_else(|e| e.into_inner()).values().map(|m| m.len()).sum();
         json!({
             "counters": faz.counters.snapshot(),
+            "tasks": faz.supervisor.stats(),
             "store": {
                 "inserted": sc.inserted.load(Ordering::Relaxed), "duplicates": sc.duplicates.load(Ordering::Relaxed),
                 "commits": sc.commits.load(Ordering::Relaxed), "seq_gaps": sc.seq_gaps.load(Ordering::Relaxed), "size_bytes": faz.store.size_bytes().ok(),

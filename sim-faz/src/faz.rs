@@ -335,6 +335,8 @@ pub struct Faz {
     pub store_failing: AtomicBool,
     /// Rescan runs to execute: (tid, start, end), taken by the rescan worker thread.
     pub rescan_tx: OnceLock<Mutex<std::sync::mpsc::Sender<(u64, i64, i64)>>>,
+    /// The device's task supervisor (reports `task.*` events on `bus`).
+    pub supervisor: fortilab_core::supervise::Supervisor,
 }
 
 impl std::fmt::Debug for Faz {
@@ -366,6 +368,7 @@ impl Faz {
         _seed: u64,
     ) -> anyhow::Result<Arc<Self>> {
         let bus = EventBus::new(&id.hostname, clock);
+        let supervisor = fortilab_core::supervise::Supervisor::new(Some(bus.clone()));
         let mut engine = IocEngine::new(tidb);
         engine.tidb.loaded_at = clock.now_secs();
         let hosts: Vec<Host> = store
@@ -463,6 +466,7 @@ impl Faz {
             counters: Counters::default(),
             store_failing: AtomicBool::new(false),
             rescan_tx: OnceLock::new(),
+            supervisor,
         }))
     }
 

@@ -263,7 +263,12 @@ pub async fn start(
             .name("faz-rescan".into())
             .spawn(move || {
                 while let Ok((tid, s, e)) = rrx.recv() {
-                    faz.run_rescan(tid, s, e);
+                    // A rescan that panics is reported; the worker goes on with the next.
+                    let run = std::panic::AssertUnwindSafe(|| faz.run_rescan(tid, s, e));
+                    if let Err(p) = std::panic::catch_unwind(run) {
+                        let msg = fortilab_core::supervise::panic_message(&*p);
+                        faz.supervisor.report_panic("rescan", &msg);
+                    }
                 }
             })?;
     }
@@ -273,26 +278,43 @@ pub async fn start(
         api: jsonrpc::ApiState::default(),
         receiver: Some(receiver.clone()),
     });
+    // Every long-running task is supervised: a panic is reported (`task.panicked`) and the
+    // task restarted on the same listener.
+    let sup = faz.supervisor.clone();
     {
         let router = api::router(app);
         let stop = shutdown.clone();
-        let l = listeners.api;
-        let http = cfg.http.clone();
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = fortilab_core::http::serve_https(l, api_tls, router, http, stop).await {
-                tracing::error!(error = %e, "API server failed");
-            }
-        }));
+        let http = cfg.http.clone().with_supervisor(sup.clone());
+        tasks.push(
+            sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
+                let (tls, router, http, stop) =
+                    (api_tls.clone(), router.clone(), http.clone(), stop.clone());
+                async move {
+                    if let Err(e) =
+                        fortilab_core::http::serve_https(l, tls, router, http, stop).await
+                    {
+                        tracing::error!(error = %e, "API server failed");
+                    }
+                }
+            })?,
+        );
     }
     {
         let r = receiver.clone();
         let stop = shutdown.clone();
-        let l = listeners.logchan;
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = r.serve(l, log_tls, stop).await {
-                tracing::error!(error = %e, "log channel failed");
-            }
-        }));
+        tasks.push(sup.spawn_tcp(
+            "log channel",
+            listeners.logchan,
+            shutdown.clone(),
+            move |l| {
+                let (r, tls, stop) = (r.clone(), log_tls.clone(), stop.clone());
+                async move {
+                    if let Err(e) = r.serve(l, tls, stop).await {
+                        tracing::error!(error = %e, "log channel failed");
+                    }
+                }
+            },
+        )?);
     }
     if let (Some(u), Some(t)) = (listeners.syslog_udp, listeners.syslog_tcp) {
         // A started syslog message has as long to complete as an HTTP request head.
@@ -312,12 +334,16 @@ pub async fn start(
         },
         None => (None, None),
     };
-    tasks.push(tokio::spawn(housekeeping(faz.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(reauthorize(
-        faz.clone(),
-        receiver.clone(),
-        shutdown.clone(),
-    )));
+    {
+        let (f, stop) = (faz.clone(), shutdown.clone());
+        tasks.push(sup.spawn("housekeeping", shutdown.clone(), move || {
+            housekeeping(f.clone(), stop.clone())
+        }));
+        let (f, r, stop) = (faz.clone(), receiver.clone(), shutdown.clone());
+        tasks.push(sup.spawn("reauthorize", shutdown.clone(), move || {
+            reauthorize(f.clone(), r.clone(), stop.clone())
+        }));
+    }
     faz.bus.emit(
         "device.ready",
         json!({"serial": serial, "api": api_addr.to_string(), "log_channel": log_addr.to_string()}),

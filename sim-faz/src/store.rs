@@ -324,7 +324,7 @@ fn parse_tz(s: &str) -> Option<i32> {
         b'+' => (1, &s[1..]),
         _ => (1, s),
     };
-    if rest.len() != 4 {
+    if rest.len() != 4 || !rest.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let h: i32 = rest[..2].parse().ok()?;

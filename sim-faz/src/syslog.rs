@@ -75,8 +75,15 @@ pub fn body_of(msg: &str) -> Option<&str> {
         return (!r.is_empty()).then_some(r);
     }
     // RFC 3164: Mmm dd hh:mm:ss HOST TAG: MSG
-    if rest.len() > 16 && MONTHS.iter().any(|m| rest.starts_with(m)) && rest.as_bytes()[3] == b' ' {
-        let mut r = rest[16..].trim_start();
+    // The timestamp is 15 ASCII characters and a space; `get` keeps a multi-byte character
+    // around byte 16 from splitting (such a line is not RFC 3164 and is kept whole).
+    let stamp = rest.get(16..).filter(|_| {
+        MONTHS.iter().any(|m| rest.starts_with(m))
+            && rest.as_bytes()[3] == b' '
+            && rest.as_bytes()[..16].is_ascii()
+    });
+    if let Some(after) = stamp.filter(|a| !a.is_empty()) {
+        let mut r = after.trim_start();
         // HOST
         if let Some(i) = r.find(' ') {
             let host = &r[..i];
@@ -158,20 +165,35 @@ pub fn start_with(
 ) -> std::thread::JoinHandle<()> {
     let partial_timeout = opts.partial_timeout;
     let (tx, rx) = mpsc::channel::<Batch>(opts.queue_batches.max(1));
+    // Supervised: a reader that panics is reported and restarted on the same socket.
+    let sup = faz.supervisor.clone();
     {
         let faz = faz.clone();
         let tx = tx.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { udp_loop(faz, udp, tx, stop).await });
+        let r = sup.spawn_udp("syslog udp", udp, shutdown.clone(), move |udp| {
+            udp_loop(faz.clone(), udp, tx.clone(), stop.clone())
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, "syslog UDP not started");
+        }
     }
     {
         let faz = faz.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move { tcp_loop(faz, tcp, tx, partial_timeout, stop).await });
+        let r = sup.spawn_tcp("syslog tcp", tcp, shutdown.clone(), move |tcp| {
+            tcp_loop(faz.clone(), tcp, tx.clone(), partial_timeout, stop.clone())
+        });
+        if let Err(e) = r {
+            tracing::error!(error = %e, "syslog TCP not started");
+        }
     }
     std::thread::Builder::new()
         .name("faz-syslog-ingest".into())
-        .spawn(move || ingest_loop(faz, rx))
+        .spawn(move || {
+            // Each worker catches a panic while parsing a batch, reports it and goes on.
+            ingest_loop(faz, rx)
+        })
         .expect("spawn syslog thread")
 }
 
@@ -546,7 +568,16 @@ fn ingest_loop(faz: Arc<Faz>, rx: mpsc::Receiver<Batch>) {
                         g.1 += 1;
                         (b, g.1 - 1)
                     };
-                    let groups = parse_batch(&faz, std::mem::take(&mut batch));
+                    // A panic while parsing a batch is reported and the worker goes on with
+                    // the next (its ticket still advances, so the others keep their order).
+                    let groups = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        parse_batch(&faz, std::mem::take(&mut batch))
+                    }))
+                    .unwrap_or_else(|p| {
+                        let msg = fortilab_core::supervise::panic_message(&*p);
+                        faz.supervisor.report_panic("syslog ingest", &msg);
+                        Vec::new()
+                    });
                     // Submit in ticket order.
                     let (m, cv) = &*turn;
                     let mut next = m.lock().unwrap_or_else(|e| e.into_inner());

@@ -120,3 +120,158 @@ proptest! {
         prop_assert!(v.get("result").is_some() || v.get("error").is_some(), "{}", v);
     }
 }
+
+// ---- Hostile input (issue 15): multi-byte characters next to every delimiter. ----
+
+use fortilab_core::text::HOSTILE_PIECES;
+
+fn mixed(words: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+    proptest::collection::vec(
+        prop_oneof![
+            3 => proptest::sample::select(words).prop_map(str::to_string),
+            3 => proptest::sample::select(HOSTILE_PIECES).prop_map(str::to_string),
+            1 => "\\PC{0,4}",
+        ],
+        0..max,
+    )
+    .prop_map(|v| v.concat())
+}
+
+const SYSLOG_WORDS: &[&str] = &[
+    "<189>",
+    "<13>",
+    "<",
+    ">",
+    "1 ",
+    "Mar  4 10:11:22 ",
+    "Mar",
+    " 4",
+    "10:11:22",
+    " ",
+    "-",
+    "[",
+    "]",
+    "ex@1 a=\"x]y\"",
+    "fgt-lab ",
+    "fortigate: ",
+    "devid=\"FGVM01\" ",
+    "devname=FGT ",
+    "type=\"traffic\" ",
+    "tz=\"",
+    "tz=",
+    "+0100",
+    "date=2021-03-04 ",
+    "time=10:00:00 ",
+    "\"",
+];
+
+const CONSOLE_WORDS: &[&str] = &[
+    "config ",
+    "system ",
+    "global ",
+    "set ",
+    "get ",
+    "show ",
+    "end",
+    "next",
+    "edit ",
+    "diagnose ",
+    "execute ",
+    "\"",
+    "'",
+    "\\",
+    " ",
+    "\t",
+    "timezone ",
+    "hostname ",
+    "admin ",
+    "user ",
+    "?",
+];
+
+fn console_cli() -> &'static std::sync::Mutex<fortilab_faz::console::engine::Cli> {
+    static C: OnceLock<std::sync::Mutex<fortilab_faz::console::engine::Cli>> = OnceLock::new();
+    C.get_or_init(|| {
+        let (f, _) = faz();
+        std::sync::Mutex::new(fortilab_faz::console::engine::Cli::new(
+            f.clone(),
+            "admin",
+            "ssh(127.0.0.1)",
+        ))
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, .. ProptestConfig::default() })]
+
+    #[test]
+    fn syslog_headers_and_rows_never_panic(msg in mixed(SYSLOG_WORDS, 16)) {
+        if let Some(body) = fortilab_faz::syslog::body_of(&msg) {
+            let (row, _) = parse_row(body, false, 0, 0);
+            let _ = Tidb::default_lab().check(&row.ioc_view());
+        }
+        let _ = parse_row(&msg, false, 0, 0);
+    }
+
+    #[test]
+    fn console_tokens_help_and_completion_never_panic(line in mixed(CONSOLE_WORDS, 10)) {
+        let _ = fortilab_faz::console::engine::tokenize(&line);
+        let cli = console_cli().lock().unwrap();
+        let _ = cli.help(&line);
+        let _ = cli.complete(&line);
+    }
+
+    #[test]
+    fn config_files_and_time_zones_never_panic(
+        text in mixed(&["[api]\n", "[store]\n", "[tidb]\n", "hostname = ", "\"", "=", "\n", "[", "]", "session_timeout = ", "1", "-1", "99999999999999999999", "{", "}"], 16),
+        code in mixed(&["0", "4", "80", " "], 4),
+    ) {
+        let _ = fortilab_faz::config::parse(&text);
+        let _ = fortilab_faz::tz::by_code(&code);
+        let _ = fortilab_faz::tz::display(&code);
+        let _ = fortilab_faz::filter::parse(&text);
+    }
+}
+
+/// The inputs of issue 15, exactly: an RFC 3164 header with a multi-byte character around byte
+/// 16 (it took the UDP listener down) and a `tz` value with one (it panicked the row parser).
+#[test]
+fn issue_15_regressions() {
+    for msg in [
+        "<13>Mar  4 10:11:2€ host tag: devid=FGT1 type=traffic",
+        "<13>Mar  4 10:11:22€host tag: devid=FGT1",
+        "<13>Mar  4 10:11:€",
+        "Mar  4 10:11:2€",
+        "<13>Mar €",
+    ] {
+        let _ = fortilab_faz::syslog::body_of(msg);
+    }
+    let (row, ok) = parse_row(
+        "date=2021-03-04 time=10:00:00 tz=\"x€\" devid=\"FGT1\" type=\"traffic\"",
+        false,
+        7,
+        0,
+    );
+    assert!(ok);
+    assert!(row.etime != 0);
+    for tz in ["€", "+€", "-x€", "+00€", "€€"] {
+        let _ = parse_row(
+            &format!("date=2021-03-04 time=10:00:00 tz=\"{tz}\""),
+            false,
+            7,
+            0,
+        );
+    }
+    let cli = console_cli().lock().unwrap();
+    for line in [
+        "€\"x\"",
+        "get\u{3000}sys",
+        "config\u{3000}",
+        "€\"x\"\t",
+        "\"",
+        "'a",
+    ] {
+        let _ = cli.help(line);
+        let _ = cli.complete(line);
+    }
+}

@@ -251,6 +251,8 @@ pub struct Device {
     pub clock: LabClock,
     pub config: Arc<ConfigStore>,
     pub events: EventBus,
+    /// Supervises the device's long-running tasks (`task.*` events on `events`).
+    pub supervisor: fortilab_core::supervise::Supervisor,
     pub logs: Arc<LogWriter>,
     pub banned: BannedList,
     pub automation: Automation,
@@ -292,6 +294,7 @@ impl Device {
     ) -> Self {
         let hostname = config.hostname();
         let events = EventBus::new(&hostname, clock);
+        let supervisor = fortilab_core::supervise::Supervisor::new(Some(events.clone()));
         let logs = Arc::new(LogWriter::new(
             &hostname,
             &serial,
@@ -306,6 +309,7 @@ impl Device {
             clock,
             config: Arc::new(config),
             events,
+            supervisor,
             logs,
             banned: BannedList::new(clock),
             automation: Automation::default(),

@@ -115,7 +115,7 @@ pub struct Running {
     /// The SSH console once [`Running::start_ssh`] ran.
     pub ssh: Option<fortilab_core::console::SshConsole>,
     shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
+    task: JoinHandle<()>,
     listener_task: JoinHandle<()>,
 }
 
@@ -151,11 +151,7 @@ impl Running {
         if let Err(e) = self.device.persist() {
             tracing::warn!(error = %e, "could not save the configuration at shutdown");
         }
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(anyhow::anyhow!("API server: {e}")),
-            Err(e) => Err(anyhow::anyhow!("API server task: {e}")),
-        }
+        r.map_err(|e| anyhow::anyhow!("API server task: {e}"))
     }
 }
 
@@ -296,26 +292,34 @@ pub async fn start(
     device
         .persist()
         .map_err(|e| StartError::Io(format!("saving the configuration: {e}")))?;
-    let _ = device.http.set(opts.http.clone());
+    let sup = device.supervisor.clone();
+    let http = opts.http.clone().with_supervisor(sup.clone());
+    let _ = device.http.set(http.clone());
 
     // React to every committed change (event log 0100044547, lab event, saved config).
-    let mut rx = device.config.subscribe();
-    let dev2 = device.clone();
-    let listener_task = tokio::spawn(async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    dev2.on_change(&ev);
-                    if rx.is_empty() {
-                        if let Err(e) = dev2.persist() {
-                            tracing::warn!(error = %e, "could not save the configuration");
+    // The first subscription is taken now, so no change committed before the task first runs
+    // is missed; a restarted listener subscribes again.
+    let dev = device.clone();
+    let mut first_rx = Some(device.config.subscribe());
+    let listener_task = sup.spawn("config changes", shutdown.clone(), move || {
+        let mut rx = first_rx.take().unwrap_or_else(|| dev.config.subscribe());
+        let dev2 = dev.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(ev) => {
+                        dev2.on_change(&ev);
+                        if rx.is_empty() {
+                            if let Err(e) = dev2.persist() {
+                                tracing::warn!(error = %e, "could not save the configuration");
+                            }
                         }
                     }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "configuration change listener lagged");
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "configuration change listener lagged");
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             }
         }
     });
@@ -370,13 +374,18 @@ pub async fn start(
         .merge(dataplane.lab_router())
         .merge(forwarder.lab_router())
         .merge(automation::lab_router(automation.clone()));
-    let task = tokio::spawn(fortilab_core::http::serve_https(
-        listeners.api,
-        tls_cfg,
-        app,
-        opts.http.clone(),
-        shutdown,
-    ));
+    let task = sup
+        .spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
+            let (tls_cfg, app, http, stop) =
+                (tls_cfg.clone(), app.clone(), http.clone(), shutdown.clone());
+            async move {
+                if let Err(e) = fortilab_core::http::serve_https(l, tls_cfg, app, http, stop).await
+                {
+                    tracing::error!(error = %e, "API server failed");
+                }
+            }
+        })
+        .map_err(|e| StartError::Io(e.to_string()))?;
     device.events.emit(
         "device.ready",
         serde_json::json!({"serial": serial, "version": opts.version.to_string(), "api": format!("https://{api_addr}")}),

@@ -54,7 +54,7 @@ pub struct Running {
     pub bus: EventBus,
     /// The lab token of the control surface.
     pub lab_token: fortilab_core::secrets::LabToken,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 /// Lab socket → real socket for every site: its lab IP on ports 80 and 443 map to the real HTTP
@@ -102,7 +102,7 @@ impl Running {
     /// Waits until every listener has stopped (after shutdown) and drained.
     pub async fn wait(self) -> std::io::Result<()> {
         for t in self.tasks {
-            t.await.map_err(std::io::Error::other)??;
+            t.await.map_err(std::io::Error::other)?;
         }
         Ok(())
     }
@@ -143,29 +143,44 @@ pub async fn start(
         tls::server_config(ca, &control_cert, ClientAuth::None, &[b"h2", b"http/1.1"])?;
     let entries = lab_map_entries(&sites, http, https);
     let app = control::router(sites.clone(), bus.clone(), lab_map_json(&entries));
-    let tasks = vec![
-        tokio::spawn(server::serve(
-            listeners.http,
-            None,
-            ctx.clone(),
-            head_timeout,
-            shutdown.clone(),
-        )),
-        tokio::spawn(server::serve(
-            listeners.https,
-            Some(tls_set),
-            ctx,
-            head_timeout,
-            shutdown.clone(),
-        )),
-        tokio::spawn(fortilab_core::http::serve_https(
-            listeners.control,
-            control_tls,
-            app,
-            cfg.http.clone(),
-            shutdown,
-        )),
+    // Supervised: a listener task that panics is reported (`task.panicked` on the lab
+    // Internet's events) and restarted on the same socket.
+    let sup = fortilab_core::supervise::Supervisor::new(Some(bus.clone()));
+    let serve_sites = |name: &str, l: TcpListener, tls: Option<Arc<server::TlsSet>>| {
+        let (ctx, stop) = (ctx.clone(), shutdown.clone());
+        sup.spawn_tcp(name, l, shutdown.clone(), move |l| {
+            let (tls, ctx, stop) = (tls.clone(), ctx.clone(), stop.clone());
+            async move {
+                if let Err(e) = server::serve(l, tls, ctx, head_timeout, stop).await {
+                    tracing::error!(error = %e, "lab Internet listener failed");
+                }
+            }
+        })
+    };
+    let mut tasks = vec![
+        serve_sites("http", listeners.http, None)?,
+        serve_sites("https", listeners.https, Some(tls_set))?,
     ];
+    {
+        let http_opts = cfg.http.clone().with_supervisor(sup.clone());
+        let stop = shutdown.clone();
+        tasks.push(
+            sup.spawn_tcp("control", listeners.control, shutdown.clone(), move |l| {
+                let (tls, app, http, stop) = (
+                    control_tls.clone(),
+                    app.clone(),
+                    http_opts.clone(),
+                    stop.clone(),
+                );
+                async move {
+                    if let Err(e) = fortilab_core::http::serve_https(l, tls, app, http, stop).await
+                    {
+                        tracing::error!(error = %e, "control listener failed");
+                    }
+                }
+            })?,
+        );
+    }
     tracing::info!(%http, %https, %control, sites = sites.all().len(), "lab Internet serving");
     Ok(Running {
         http,

@@ -1278,8 +1278,8 @@ impl Cli {
             .collect();
         let base = if open {
             // Remove the partial word (as typed) from the end.
-            match line.rfind(char::is_whitespace) {
-                Some(i) => line[..=i].to_string(),
+            match line.char_indices().rev().find(|(_, c)| c.is_whitespace()) {
+                Some((i, c)) => line[..i + c.len_utf8()].to_string(),
                 None => String::new(),
             }
         } else {
@@ -1321,11 +1321,9 @@ impl Cli {
 }
 
 fn split_partial(toks: &[String], open: bool) -> (&[String], &str) {
-    if open {
-        let (last, done) = toks.split_last().expect("open line has a word");
-        (done, last.as_str())
-    } else {
-        (toks, "")
+    match toks.split_last() {
+        Some((last, done)) if open => (done, last.as_str()),
+        _ => (toks, ""),
     }
 }
 

@@ -60,6 +60,10 @@ impl ConsoleBackend for FazConsole {
                 .flatten()
         })
     }
+
+    fn supervisor(&self) -> fortilab_core::supervise::Supervisor {
+        self.faz.supervisor.clone()
+    }
 }
 
 /// Checks the password and opens a session (blocking: writes the event log).

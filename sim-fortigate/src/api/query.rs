@@ -74,14 +74,15 @@ pub struct Filter {
 pub fn parse_cond(s: &str) -> Option<Cond> {
     let b = s.as_bytes();
     for i in 0..b.len() {
-        let two = if i + 1 < b.len() { &s[i..i + 2] } else { "" };
+        // Operators are ASCII: compare bytes, so a multi-byte character never splits.
+        let two = b.get(i..i + 2).unwrap_or(&[]);
         let (op, len) = match two {
-            "==" => (Op::Eq, 2),
-            "!=" => (Op::Ne, 2),
-            "=@" => (Op::Contains, 2),
-            "!@" => (Op::NotContains, 2),
-            "<=" => (Op::Le, 2),
-            ">=" => (Op::Ge, 2),
+            b"==" => (Op::Eq, 2),
+            b"!=" => (Op::Ne, 2),
+            b"=@" => (Op::Contains, 2),
+            b"!@" => (Op::NotContains, 2),
+            b"<=" => (Op::Le, 2),
+            b">=" => (Op::Ge, 2),
             _ => match b[i] {
                 b'<' => (Op::Lt, 1),
                 b'>' => (Op::Gt, 1),

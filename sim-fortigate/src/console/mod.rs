@@ -87,6 +87,10 @@ impl FgtConsole {
 
 impl ConsoleBackend for FgtConsole {
     /// `admin-ssh-grace-time` (seconds, real time: a network timeout, not a product interval).
+    fn supervisor(&self) -> fortilab_core::supervise::Supervisor {
+        self.dev.supervisor.clone()
+    }
+
     fn login_grace_time(&self) -> std::time::Duration {
         std::time::Duration::from_secs(global_int(&self.dev, "admin-ssh-grace-time", 120))
     }
@@ -280,16 +284,46 @@ impl FgtSession {
     }
 
     fn words_of(line: &str) -> (Vec<String>, bool) {
-        let trailing = line.is_empty() || line.ends_with(char::is_whitespace);
-        let words = match lexer::lex(line) {
-            Ok(l) => l
-                .commands
-                .last()
-                .map(|c| c.tokens.iter().map(|t| t.text.clone()).collect())
-                .unwrap_or_default(),
-            Err(_) => line.split_whitespace().map(String::from).collect(),
-        };
+        let (words, trailing, _) = Self::words_at(line);
         (words, trailing)
+    }
+
+    /// The words of the last command of `line`, whether it ends in a blank, and the byte
+    /// offset where its last word starts as typed (quotes and escapes included).
+    fn words_at(line: &str) -> (Vec<String>, bool, usize) {
+        let trailing = line.is_empty() || line.ends_with(char::is_whitespace);
+        match lexer::lex(line) {
+            Ok(l) => {
+                let toks = l
+                    .commands
+                    .last()
+                    .map(|c| c.tokens.as_slice())
+                    .unwrap_or(&[]);
+                let start = toks
+                    .last()
+                    .and_then(|t| byte_offset(line, t.line, t.col))
+                    .unwrap_or(line.len());
+                (
+                    toks.iter().map(|t| t.text.clone()).collect(),
+                    trailing,
+                    start,
+                )
+            }
+            Err(_) => {
+                // An open quote: plain blank-separated words; the last is a suffix of the line.
+                let start = line
+                    .char_indices()
+                    .rev()
+                    .find(|(_, c)| c.is_whitespace())
+                    .map(|(i, c)| i + c.len_utf8())
+                    .unwrap_or(0);
+                (
+                    line.split_whitespace().map(String::from).collect(),
+                    trailing,
+                    start,
+                )
+            }
+        }
     }
 
     /// Candidates for the word after `words` (ops tree for `diagnose`/`execute`/`get system`).
@@ -335,7 +369,7 @@ impl FgtSession {
 
     /// TAB completion.
     pub fn complete_line(&self, line: &str) -> Completion {
-        let (mut words, trailing) = Self::words_of(line);
+        let (mut words, trailing, start) = Self::words_at(line);
         let partial = if trailing {
             String::new()
         } else {
@@ -349,7 +383,9 @@ impl FgtSession {
             .filter(|w| !w.starts_with('<') && !w.starts_with('*'))
             .filter(|w| w.to_ascii_lowercase().starts_with(&lp))
             .collect();
-        let base = &line[..line.len() - partial.len()];
+        // The line up to the partial word as typed: the lexed word can be shorter than its
+        // text (quotes, escapes), so its length says nothing about where it starts.
+        let base = if trailing { line } else { &line[..start] };
         match cands.as_slice() {
             [] => Completion {
                 line: line.to_string(),
@@ -375,6 +411,18 @@ impl FgtSession {
             }
         }
     }
+}
+
+/// The byte offset of 1-based `line` and character column `col` in `text`.
+fn byte_offset(text: &str, line: usize, col: usize) -> Option<usize> {
+    let mut start = 0;
+    for _ in 1..line {
+        start += text[start..].find('\n')? + 1;
+    }
+    let rest = &text[start..];
+    rest.char_indices()
+        .nth(col.checked_sub(1)?)
+        .map(|(i, _)| start + i)
 }
 
 fn quote_if_needed(w: &str) -> String {

@@ -206,11 +206,15 @@ fn dechunk(body: &str) -> String {
     while let Some((size, after)) = rest.split_once("\r\n") {
         let n =
             usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
-        if n == 0 || after.len() < n {
+        // `get`: a chunk size that ends inside a multi-byte character is not a valid body.
+        let (Some(chunk), Some(next)) = (after.get(..n), after.get(n..)) else {
+            break;
+        };
+        if n == 0 {
             break;
         }
-        out.push_str(&after[..n]);
-        rest = after[n..].trim_start_matches("\r\n");
+        out.push_str(chunk);
+        rest = next.trim_start_matches("\r\n");
     }
     out
 }

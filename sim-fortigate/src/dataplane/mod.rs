@@ -518,11 +518,13 @@ impl crate::Running {
             self.dataplane.set_internet(url).await?;
         }
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        tokio::spawn(proxy::serve(
-            self.dataplane.clone(),
-            listener,
-            self.shutdown.clone(),
-        ));
+        let (dp, stop) = (self.dataplane.clone(), self.shutdown.clone());
+        self.device
+            .supervisor
+            .spawn_tcp("proxy", listener, self.shutdown.clone(), move |l| {
+                proxy::serve(dp.clone(), l, stop.clone())
+            })
+            .map_err(|e| e.to_string())?;
         self.proxy_addr = Some(addr);
         tracing::info!(%addr, "explicit proxy (port3 side) ready");
         Ok(addr)

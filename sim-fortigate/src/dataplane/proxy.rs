@@ -33,8 +33,13 @@ pub async fn serve(dp: Arc<DataPlane>, listener: TcpListener, shutdown: Cancella
         let dp = dp.clone();
         let stop = shutdown.clone();
         tracker.spawn(async move {
+            let sup = dp.dev.supervisor.clone();
+            let conn = fortilab_core::supervise::catch_panic(handle(dp, tcp, peer));
             tokio::select! {
-                _ = handle(dp, tcp, peer) => {}
+                r = conn => if let Err(msg) = r {
+                    // One connection's panic: reported; the proxy goes on.
+                    sup.report_panic("proxy connection", &msg);
+                },
                 _ = stop.cancelled() => {}
             }
         });

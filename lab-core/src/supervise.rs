@@ -1,0 +1,458 @@
+//! Supervised tasks: a long-running task (a listener's accept loop, a UDP reader, a device's
+//! background loop) that panics or returns while the device is still running is reported and
+//! started again, never silently gone.
+//!
+//! [`Supervisor::spawn`] runs a named task built by a factory; when the task panics the
+//! supervisor emits `task.panicked` on the device's event bus (`{task, message, restarts}`),
+//! counts it, waits a back-off (100 ms doubling to 5 s; back to 100 ms after a run of 30 s) and
+//! builds the task again (`task.restarted`). A task that returns while the shutdown token is not
+//! cancelled is reported as `task.exited` and restarted the same way. Once the shutdown token
+//! fires the supervisor lets the running task finish (it watches the same token) and stops.
+//!
+//! Work that is not restartable (one connection, one request) is guarded with
+//! [`Supervisor::spawn_once`] or [`Supervisor::report_panic`]: the panic is reported and
+//! counted, the connection or request ends, everything else goes on.
+//!
+//! Counters: [`Supervisor::stats`] (served by every device at `/_lab/tasks`, and inside
+//! FortiAnalyzer's `/_lab/stats`).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::events::EventBus;
+
+/// First back-off before a restart.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// Longest back-off before a restart.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// A run at least this long resets the back-off.
+pub const BACKOFF_RESET: Duration = Duration::from_secs(30);
+
+/// Per-task counters.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct TaskStats {
+    /// Whether an instance of the task is running now (restartable tasks only).
+    pub running: bool,
+    /// Panics of this task (or of work guarded under this name).
+    pub panicked: u64,
+    /// Returns while the device was running (restartable tasks only).
+    pub exited: u64,
+    /// Restarts after a panic or an unexpected return.
+    pub restarted: u64,
+    /// The last panic message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_panic: Option<String>,
+}
+
+/// Totals and per-task counters, as served on `/_lab/tasks`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct SupervisorStats {
+    pub panicked: u64,
+    pub restarted: u64,
+    pub exited: u64,
+    pub tasks: BTreeMap<String, TaskStats>,
+}
+
+#[derive(Default)]
+struct Inner {
+    events: Mutex<Option<EventBus>>,
+    tasks: Mutex<BTreeMap<String, TaskStats>>,
+    panicked: AtomicU64,
+    restarted: AtomicU64,
+    exited: AtomicU64,
+}
+
+/// A device's task supervisor. Cheap to clone; every clone shares the counters.
+#[derive(Clone, Default)]
+pub struct Supervisor {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("panicked", &self.inner.panicked.load(Ordering::Relaxed))
+            .field("restarted", &self.inner.restarted.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "panic with a non-string payload".to_string()
+    }
+}
+
+/// Runs `fut`, turning a panic into `Err(message)` (for work that is not a task of its own:
+/// one request, one connection inside a tracker).
+pub async fn catch_panic<F: Future>(fut: F) -> Result<F::Output, String> {
+    futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(fut))
+        .await
+        .map_err(|p| panic_message(&*p))
+}
+
+impl Supervisor {
+    /// A supervisor that reports on `events` (none: counters and the log only).
+    pub fn new(events: Option<EventBus>) -> Self {
+        let s = Self::default();
+        *s.inner.events.lock().unwrap() = events;
+        s
+    }
+
+    /// Sets (or replaces) the event bus reports go to.
+    pub fn set_events(&self, events: EventBus) {
+        *self.inner.events.lock().unwrap() = Some(events);
+    }
+
+    fn emit(&self, kind: &str, data: serde_json::Value) {
+        let bus = self.inner.events.lock().unwrap().clone();
+        if let Some(bus) = bus {
+            bus.emit(kind, data);
+        }
+    }
+
+    fn with_task<R>(&self, name: &str, f: impl FnOnce(&mut TaskStats) -> R) -> R {
+        let mut tasks = self.inner.tasks.lock().unwrap();
+        f(tasks.entry(name.to_string()).or_default())
+    }
+
+    /// Reports a panic caught around work named `name` (a request, a session): counted, logged
+    /// and emitted as `task.panicked`; nothing is restarted.
+    pub fn report_panic(&self, name: &str, message: &str) {
+        self.inner.panicked.fetch_add(1, Ordering::Relaxed);
+        self.with_task(name, |t| {
+            t.panicked += 1;
+            t.last_panic = Some(message.to_string());
+        });
+        tracing::error!(task = name, panic = message, "task panicked");
+        self.emit(
+            "task.panicked",
+            json!({"task": name, "message": message, "restart": false}),
+        );
+    }
+
+    /// Runs `fut` once as a task named `name`; a panic is reported (no restart).
+    pub fn spawn_once<Fut>(&self, name: &str, fut: Fut) -> JoinHandle<()>
+    where
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let sup = self.clone();
+        let name = name.to_string();
+        let inner = tokio::spawn(fut);
+        tokio::spawn(async move {
+            if let Err(e) = inner.await {
+                if e.is_panic() {
+                    let msg = panic_message(&*e.into_panic());
+                    sup.report_panic(&name, &msg);
+                }
+            }
+        })
+    }
+
+    /// Runs the task `make()` builds, named `name`, until `shutdown` fires: a panic or a return
+    /// before shutdown is reported and the task is built again after a back-off. The returned
+    /// handle finishes once the task has stopped after shutdown.
+    pub fn spawn<F, Fut>(
+        &self,
+        name: &str,
+        shutdown: CancellationToken,
+        mut make: F,
+    ) -> JoinHandle<()>
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let sup = self.clone();
+        let name = name.to_string();
+        tokio::spawn(async move {
+            let mut backoff = BACKOFF_MIN;
+            let mut restarts = 0u64;
+            loop {
+                sup.with_task(&name, |t| t.running = true);
+                let started = Instant::now();
+                let inner = tokio::spawn(make());
+                // Aborting the supervisor (a handle's `abort()`) aborts the running instance.
+                let _guard = AbortOnDrop(inner.abort_handle());
+                let res = inner.await;
+                sup.with_task(&name, |t| t.running = false);
+                if shutdown.is_cancelled() {
+                    return;
+                }
+                if started.elapsed() >= BACKOFF_RESET {
+                    backoff = BACKOFF_MIN;
+                }
+                match res {
+                    Ok(()) => {
+                        sup.inner.exited.fetch_add(1, Ordering::Relaxed);
+                        sup.with_task(&name, |t| t.exited += 1);
+                        tracing::error!(task = %name, "task returned while the device runs");
+                        sup.emit("task.exited", json!({"task": name, "restarts": restarts}));
+                    }
+                    Err(e) if e.is_panic() => {
+                        let msg = panic_message(&*e.into_panic());
+                        sup.inner.panicked.fetch_add(1, Ordering::Relaxed);
+                        sup.with_task(&name, |t| {
+                            t.panicked += 1;
+                            t.last_panic = Some(msg.clone());
+                        });
+                        tracing::error!(task = %name, panic = %msg, "task panicked; restarting");
+                        sup.emit(
+                            "task.panicked",
+                            json!({"task": name, "message": msg, "restart": true, "restarts": restarts}),
+                        );
+                    }
+                    // Cancelled from outside (runtime shutting down): nothing to restart.
+                    Err(_) => return,
+                }
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                restarts += 1;
+                sup.inner.restarted.fetch_add(1, Ordering::Relaxed);
+                sup.with_task(&name, |t| t.restarted += 1);
+                tracing::warn!(task = %name, restarts, "task restarted");
+                sup.emit(
+                    "task.restarted",
+                    json!({"task": name, "restarts": restarts}),
+                );
+            }
+        })
+    }
+
+    /// [`Supervisor::spawn`] for an accept loop: the supervisor keeps the listening socket,
+    /// and each instance of the task gets its own handle on it (`run(listener)`), so a
+    /// panicked instance does not take the port with it.
+    pub fn spawn_tcp<F, Fut>(
+        &self,
+        name: &str,
+        listener: tokio::net::TcpListener,
+        shutdown: CancellationToken,
+        mut run: F,
+    ) -> std::io::Result<JoinHandle<()>>
+    where
+        F: FnMut(tokio::net::TcpListener) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let keep = listener.into_std()?;
+        let task = name.to_string();
+        Ok(self.spawn(name, shutdown, move || {
+            let fut = tcp_listener_again(&keep).map(&mut run);
+            let task = task.clone();
+            async move {
+                match fut {
+                    Ok(f) => f.await,
+                    Err(e) => tracing::error!(%task, error = %e, "listener cannot be reopened"),
+                }
+            }
+        }))
+    }
+
+    /// [`Supervisor::spawn_tcp`] for a UDP socket.
+    pub fn spawn_udp<F, Fut>(
+        &self,
+        name: &str,
+        socket: tokio::net::UdpSocket,
+        shutdown: CancellationToken,
+        mut run: F,
+    ) -> std::io::Result<JoinHandle<()>>
+    where
+        F: FnMut(tokio::net::UdpSocket) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let keep = socket.into_std()?;
+        let task = name.to_string();
+        Ok(self.spawn(name, shutdown, move || {
+            let fut = udp_socket_again(&keep).map(&mut run);
+            let task = task.clone();
+            async move {
+                match fut {
+                    Ok(f) => f.await,
+                    Err(e) => tracing::error!(%task, error = %e, "socket cannot be reopened"),
+                }
+            }
+        }))
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> SupervisorStats {
+        SupervisorStats {
+            panicked: self.inner.panicked.load(Ordering::Relaxed),
+            restarted: self.inner.restarted.load(Ordering::Relaxed),
+            exited: self.inner.exited.load(Ordering::Relaxed),
+            tasks: self.inner.tasks.lock().unwrap().clone(),
+        }
+    }
+}
+
+/// A new tokio handle on a listening socket the supervisor keeps (a duplicated descriptor),
+/// so the socket outlives a panicked instance of the loop and the next instance accepts on the
+/// same port.
+pub fn tcp_listener_again(
+    keep: &std::net::TcpListener,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let dup = keep.try_clone()?;
+    dup.set_nonblocking(true)?;
+    tokio::net::TcpListener::from_std(dup)
+}
+
+/// The UDP counterpart of [`tcp_listener_again`].
+pub fn udp_socket_again(keep: &std::net::UdpSocket) -> std::io::Result<tokio::net::UdpSocket> {
+    let dup = keep.try_clone()?;
+    dup.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(dup)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::LabClock;
+    use std::sync::atomic::AtomicUsize;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_reported_and_restarted_until_shutdown() {
+        let bus = EventBus::new("DEV", LabClock::real());
+        let sup = Supervisor::new(Some(bus.clone()));
+        let stop = CancellationToken::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let s2 = stop.clone();
+        let h = sup.spawn("loop", stop.clone(), move || {
+            let r = r.clone();
+            let s2 = s2.clone();
+            async move {
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                if n < 2 {
+                    panic!("boom {n}");
+                }
+                s2.cancelled().await;
+            }
+        });
+        while runs.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let st = sup.stats();
+        assert_eq!(st.panicked, 2);
+        assert_eq!(st.restarted, 2);
+        assert!(st.tasks["loop"].running);
+        assert_eq!(st.tasks["loop"].last_panic.as_deref(), Some("boom 1"));
+        let (hist, _) = bus.history_since(0);
+        let kinds: Vec<&str> = hist.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "task.panicked",
+                "task.restarted",
+                "task.panicked",
+                "task.restarted"
+            ]
+        );
+        stop.cancel();
+        h.await.unwrap();
+        assert!(!sup.stats().tasks["loop"].running);
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_task_that_returns_early_is_restarted_and_one_that_stops_on_shutdown_is_not() {
+        let sup = Supervisor::new(None);
+        let stop = CancellationToken::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let h = sup.spawn("early", stop.clone(), move || {
+            let r = r.clone();
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        while runs.load(Ordering::SeqCst) < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        h.await.unwrap();
+        let st = sup.stats();
+        assert!(st.exited >= 2, "{st:?}");
+        assert_eq!(st.panicked, 0);
+    }
+
+    #[tokio::test]
+    async fn spawn_once_reports_a_panic_without_restart() {
+        let sup = Supervisor::new(None);
+        sup.spawn_once("conn", async { panic!("bad input") })
+            .await
+            .unwrap();
+        let st = sup.stats();
+        assert_eq!(st.panicked, 1);
+        assert_eq!(st.restarted, 0);
+        assert_eq!(st.tasks["conn"].last_panic.as_deref(), Some("bad input"));
+    }
+
+    #[tokio::test]
+    async fn a_panicking_accept_loop_keeps_its_port() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let sup = Supervisor::new(None);
+        let stop = CancellationToken::new();
+        let h = sup
+            .spawn_tcp("accept", l, stop.clone(), |l| async move {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut b = [0u8; 1];
+                let _ = tokio::io::AsyncReadExt::read(&mut s, &mut b).await;
+                if b[0] == b'!' {
+                    panic!("hostile byte");
+                }
+                tokio::io::AsyncWriteExt::write_all(&mut s, b"ok")
+                    .await
+                    .unwrap();
+            })
+            .unwrap();
+        for (byte, want) in [(b'!', &b""[..]), (b'x', &b"ok"[..])] {
+            let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+            tokio::io::AsyncWriteExt::write_all(&mut c, &[byte])
+                .await
+                .unwrap();
+            let mut got = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut c, &mut got).await;
+            assert_eq!(got, want);
+        }
+        stop.cancel();
+        let st = sup.stats();
+        assert_eq!(st.panicked, 1, "{st:?}");
+        h.abort();
+    }
+
+    #[tokio::test]
+    async fn a_kept_listener_accepts_again_after_its_task_died() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let keep = l.into_std().unwrap();
+        let first = tcp_listener_again(&keep).unwrap();
+        drop(first);
+        let again = tcp_listener_again(&keep).unwrap();
+        let c = tokio::net::TcpStream::connect(addr);
+        let (a, _) = tokio::join!(again.accept(), c);
+        a.unwrap();
+    }
+}
