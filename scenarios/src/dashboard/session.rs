@@ -34,6 +34,8 @@ pub struct Clients {
     pub http: reqwest::Client,
     /// The ready report these clients were built from.
     pub report: Value,
+    /// The lab's links (fault control).
+    pub links: Arc<crate::links::LabLinks>,
 }
 
 impl Clients {
@@ -77,6 +79,7 @@ impl Clients {
             endpoints: Endpoints::new(&eps, fast),
             http,
             report,
+            links: lab.links.clone(),
         })
     }
 }
