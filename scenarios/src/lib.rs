@@ -16,6 +16,7 @@ pub mod cli;
 pub mod clients;
 pub mod console;
 pub mod dashboard;
+pub mod journal;
 pub mod lab;
 pub mod labdef;
 pub mod links;

@@ -406,8 +406,12 @@ fn wipe_except_ca(dir: &Path) -> anyhow::Result<()> {
     };
     for e in rd.flatten() {
         // The lab CA and the lab's secrets (lab token, credentials) outlive a reset, so the
-        // URLs, tokens and passwords users already have stay valid.
-        if e.file_name() == "ca" || e.file_name() == fortilab_core::secrets::SECRETS_FILE {
+        // URLs, tokens and passwords users already have stay valid. The timeline files go on
+        // across resets (a `lab.reset` event marks each).
+        if e.file_name() == "ca"
+            || e.file_name() == fortilab_core::secrets::SECRETS_FILE
+            || e.file_name() == "timeline"
+        {
             continue;
         }
         let p = e.path();
