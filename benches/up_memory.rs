@@ -83,7 +83,13 @@ fn child_pid(parent: u32, exe: &str) -> Option<u32> {
     None
 }
 
-async fn client(proxy: SocketAddr, done: Arc<AtomicU64>, errors: Arc<AtomicU64>, total: u64, stop: Instant) {
+async fn client(
+    proxy: SocketAddr,
+    done: Arc<AtomicU64>,
+    errors: Arc<AtomicU64>,
+    total: u64,
+    stop: Instant,
+) {
     let req = b"GET http://news.sky.com/ HTTP/1.1\r\nHost: news.sky.com\r\nUser-Agent: up-memory-bench\r\n\r\n";
     'conn: loop {
         let Ok(mut s) = TcpStream::connect(proxy).await else {
@@ -169,9 +175,15 @@ fn main() {
     println!(
         "fortilab up pid {up_pid}, FortiAnalyzer pid {faz_pid}; {total} requests through {proxy} with {clients} keep-alive clients (time limit {secs} s)"
     );
-    let (up0, faz0) = (rss_mib(up_pid).unwrap_or(0.0), rss_mib(faz_pid).unwrap_or(0.0));
+    let (up0, faz0) = (
+        rss_mib(up_pid).unwrap_or(0.0),
+        rss_mib(faz_pid).unwrap_or(0.0),
+    );
     println!("requests        elapsed    req/s   orchestrator RSS   FortiAnalyzer RSS");
-    println!("{:>9} {:>9.1}s {:>8} {:>15.1} MiB {:>15.1} MiB", 0, 0.0, "-", up0, faz0);
+    println!(
+        "{:>9} {:>9.1}s {:>8} {:>15.1} MiB {:>15.1} MiB",
+        0, 0.0, "-", up0, faz0
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -201,7 +213,10 @@ fn main() {
             let n = done.load(Ordering::Relaxed);
             let finished = n >= total || Instant::now() > stop;
             if n >= next || finished {
-                let (u, f) = (rss_mib(up_pid).unwrap_or(0.0), rss_mib(faz_pid).unwrap_or(0.0));
+                let (u, f) = (
+                    rss_mib(up_pid).unwrap_or(0.0),
+                    rss_mib(faz_pid).unwrap_or(0.0),
+                );
                 max_up = max_up.max(u);
                 max_faz = max_faz.max(f);
                 let rate = (n - last.1) as f64 / last.0.elapsed().as_secs_f64();
@@ -225,12 +240,20 @@ fn main() {
     let n = done.load(Ordering::Relaxed);
     // Let the FortiAnalyzer finish storing, then a last sample.
     std::thread::sleep(Duration::from_secs(5));
-    let (u, f) = (rss_mib(up_pid).unwrap_or(0.0), rss_mib(faz_pid).unwrap_or(0.0));
+    let (u, f) = (
+        rss_mib(up_pid).unwrap_or(0.0),
+        rss_mib(faz_pid).unwrap_or(0.0),
+    );
     let up_log = std::fs::metadata(dir.path().join("up.log"))
         .map(|m| m.len())
         .unwrap_or(0);
     let journal: u64 = std::fs::read_dir(dir.path().join("data/timeline"))
-        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0);
     println!(
         "done: {n} requests in {:.1} s ({:.0}/s), {} errors; RSS after 5 s idle: orchestrator {u:.1} MiB (peak {max_up:.1}), FortiAnalyzer {f:.1} MiB (peak {max_faz:.1}); up.log {} KiB ({:.2} bytes a request), timeline files {} MiB",

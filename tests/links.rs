@@ -17,7 +17,13 @@ fn repo() -> PathBuf {
 }
 
 /// One plain HTTP/1.1 request to the dashboard; returns (status, body).
-fn http(base: &str, method: &str, path: &str, body: Option<&Value>, token: Option<&str>) -> (u16, String) {
+fn http(
+    base: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    token: Option<&str>,
+) -> (u16, String) {
     let hostport = base
         .trim_start_matches("http://")
         .trim_end_matches('/')
@@ -156,7 +162,11 @@ fn a_down_log_link_holds_every_log_and_up_delivers_each_exactly_once() {
     // nothing may arrive while the link is down.
     let t = Instant::now();
     while t.elapsed() < Duration::from_secs(2) {
-        assert_eq!(faz_count(&dash, &token, filter), 0, "a log crossed a down link");
+        assert_eq!(
+            faz_count(&dash, &token, filter),
+            0,
+            "a log crossed a down link"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let (_, body) = http(&dash, "GET", "/_lab/links", None, Some(&token));
@@ -173,9 +183,11 @@ fn a_down_log_link_holds_every_log_and_up_delivers_each_exactly_once() {
     let up = json!({"a": "fortianalyzer", "b": "fortigate", "state": "up"});
     let (st, body) = http(&dash, "POST", "/_lab/link", Some(&up), Some(&token));
     assert_eq!(st, 200, "{body}");
-    wait_for("every held log at FortiAnalyzer", Duration::from_secs(30), || {
-        (faz_count(&dash, &token, filter) >= n).then_some(())
-    });
+    wait_for(
+        "every held log at FortiAnalyzer",
+        Duration::from_secs(30),
+        || (faz_count(&dash, &token, filter) >= n).then_some(()),
+    );
     // And no duplicate shows up afterwards.
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(faz_count(&dash, &token, filter), n);

@@ -41,7 +41,10 @@ impl Default for Limits {
 pub enum Rotate {
     Keep,
     /// Close the current file, open file `open`, delete file `delete` if any.
-    To { open: u64, delete: Option<u64> },
+    To {
+        open: u64,
+        delete: Option<u64>,
+    },
 }
 
 /// The rotation state: which file is current and how full it is.
@@ -253,7 +256,13 @@ mod tests {
                 delete: None
             }
         );
-        assert_eq!(r.wrote(100), Rotate::To { open: 3, delete: None });
+        assert_eq!(
+            r.wrote(100),
+            Rotate::To {
+                open: 3,
+                delete: None
+            }
+        );
         assert_eq!(
             r.wrote(100),
             Rotate::To {
@@ -332,7 +341,10 @@ mod tests {
             if text.contains("\"last\"") {
                 break text;
             }
-            assert!(t0.elapsed() < std::time::Duration::from_secs(20), "writer stuck");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(20),
+                "writer stuck"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         };
         let written = text.lines().filter(|l| l.contains("\"n\"")).count() as u64;
@@ -341,7 +353,11 @@ mod tests {
             let gaps: u64 = text
                 .lines()
                 .filter(|l| l.contains("journal.gap"))
-                .map(|l| serde_json::from_str::<Value>(l).unwrap()["dropped"].as_u64().unwrap())
+                .map(|l| {
+                    serde_json::from_str::<Value>(l).unwrap()["dropped"]
+                        .as_u64()
+                        .unwrap()
+                })
                 .sum();
             assert_eq!(gaps, dropped);
         }

@@ -61,11 +61,7 @@ impl LinkSpec {
         let down = match self.state.as_deref() {
             None | Some("up") => false,
             Some("down") => true,
-            Some(other) => {
-                return Err(format!(
-                    "state must be \"up\" or \"down\", got {other:?}"
-                ))
-            }
+            Some(other) => return Err(format!("state must be \"up\" or \"down\", got {other:?}")),
         };
         let latency = match &self.latency {
             None => std::time::Duration::ZERO,
@@ -315,6 +311,12 @@ mod tests {
             .set(&LinkId::new("ems", "internet").unwrap(), down)
             .unwrap_err();
         assert!(e.contains("no traffic"), "{e}");
-        assert_eq!(links.report()["links"][0]["relays"][0]["lab"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            links.report()["links"][0]["relays"][0]["lab"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

@@ -884,4 +884,3 @@ mod tests {
         assert!(x.contains("<testsuites name=\"fortilab\" tests=\"0\" failures=\"0\""));
     }
 }
-

@@ -447,7 +447,11 @@ impl Summariser {
             for (cat, (n, blocked)) in &self.counts {
                 let what = match *cat {
                     "proxy" => format!("{} requests ({} blocked)", group(*n), group(*blocked)),
-                    "webfilter" => format!("{} web filter logs ({} blocked)", group(*n), group(*blocked)),
+                    "webfilter" => format!(
+                        "{} web filter logs ({} blocked)",
+                        group(*n),
+                        group(*blocked)
+                    ),
                     "internet" => format!("{} site requests", group(*n)),
                     "fortianalyzer" => format!("{} logs stored", group(*n)),
                     "endpoints" => format!("{} fetches ({} failed)", group(*n), group(*blocked)),
@@ -551,8 +555,14 @@ mod tests {
         assert_eq!(shown, 3);
         assert!(f.tick(Duration::from_secs(5)).is_empty());
         let lines = f.tick(Duration::from_secs(10));
-        assert_eq!(lines[0], "proxy: 12,345 requests (13 blocked) in the last 10 s");
-        assert!(lines[1].contains("12,342 per-request events folded"), "{lines:?}");
+        assert_eq!(
+            lines[0],
+            "proxy: 12,345 requests (13 blocked) in the last 10 s"
+        );
+        assert!(
+            lines[1].contains("12,342 per-request events folded"),
+            "{lines:?}"
+        );
         // A quiet window prints no summary; a window with only a few shows them one by one.
         assert!(f.offer(&req("accept")));
         assert!(f.tick(Duration::from_secs(20)).is_empty());

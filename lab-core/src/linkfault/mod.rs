@@ -143,9 +143,7 @@ impl LinkCondition {
 /// per second.
 pub fn parse_rate(s: &str) -> Result<u64, LinkError> {
     let t = s.trim().to_ascii_lowercase();
-    let split = t
-        .find(|c: char| c.is_ascii_alphabetic())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: f64 = num
         .trim()
@@ -468,7 +466,7 @@ mod tests {
             }
         }
         assert!(big > 550, "{big}"); // 1 − 0.9^10 ≈ 65 %
-        // No loss: no delay; certain loss: capped.
+                                     // No loss: no delay; certain loss: capped.
         let mut none = Shaper::new(LinkCondition::CLEAN, ms(0), rng());
         assert_eq!(none.loss_delay(100_000), Duration::ZERO);
         let mut all = Shaper::new(
@@ -479,10 +477,7 @@ mod tests {
             ms(0),
             rng(),
         );
-        assert_eq!(
-            all.loss_delay(10),
-            MIN_RTO * ((1 << MAX_RETRANSMITS) - 1)
-        );
+        assert_eq!(all.loss_delay(10), MIN_RTO * ((1 << MAX_RETRANSMITS) - 1));
     }
 
     #[test]

@@ -118,8 +118,7 @@ impl Link {
         shutdown: CancellationToken,
     ) {
         let what = format!("link relay {}", self.id.name());
-        while let Some((client, peer)) =
-            crate::http::accept_next(&listener, &shutdown, &what).await
+        while let Some((client, peer)) = crate::http::accept_next(&listener, &shutdown, &what).await
         {
             let link = self.clone();
             let target = target.clone();

@@ -490,9 +490,8 @@ async fn link_set(State(s): State<App>, body: axum::body::Bytes) -> Response {
     };
     match c.links.apply(&spec) {
         Ok(report) => {
-            let summary = crate::scenario::describe(&crate::scenario::StepKind::Link {
-                spec: spec.clone(),
-            });
+            let summary =
+                crate::scenario::describe(&crate::scenario::StepKind::Link { spec: spec.clone() });
             s.session
                 .timeline
                 .note("link.fault", json!({"summary": summary, "link": report}));

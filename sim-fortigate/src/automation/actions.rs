@@ -170,7 +170,10 @@ impl DeviceActions {
                             .str("srcip", who.clone())
                             .str(
                                 "msg",
-                                format!("quarantine of {who} via EMS failed after {} attempts: {e}", attempt + 1),
+                                format!(
+                                    "quarantine of {who} via EMS failed after {} attempts: {e}",
+                                    attempt + 1
+                                ),
                             );
                     },
                 );
