@@ -498,7 +498,7 @@ pub async fn print_live(timeline: Timeline, json_lines: bool, shutdown: Cancella
     let t0 = std::time::Instant::now();
     let mut fold = Summariser::new(Duration::from_secs(10), 20, t0.elapsed());
     let mut lagged = 0u64;
-    let mut print = |pending: &mut Vec<Value>, fold: &mut Summariser| {
+    let print = |pending: &mut Vec<Value>, fold: &mut Summariser| {
         pending.sort_by_key(|e| e.get("ts").and_then(Value::as_i64).unwrap_or(0));
         let mut out = std::io::stdout().lock();
         use std::io::Write as _;
