@@ -176,7 +176,8 @@ impl LabLinks {
     /// Sets a link's condition (lab time; applied in real time through the lab clock's
     /// speed). Errors when the lab has no traffic on that link.
     pub fn set(&self, id: &LinkId, cond: LinkCondition) -> Result<Value, String> {
-        let link = self.links.lock().unwrap().get(id).cloned().ok_or_else(|| {
+        let found = self.links.lock().unwrap().get(id).cloned();
+        let link = found.ok_or_else(|| {
             format!(
                 "no traffic between {} and {} in this lab (links: {})",
                 id.a,
