@@ -232,7 +232,7 @@ async fn run(files: &[PathBuf], junit: Option<PathBuf>, opts: RunOptions) -> Exi
 
 /// Events `fortilab up` keeps in memory (the dashboard's history for a newly opened page; all
 /// of them are in the timeline files).
-pub const UP_TIMELINE_RING: usize = 20_000;
+pub const UP_TIMELINE_RING: usize = 10_000;
 
 async fn up(
     file: Option<PathBuf>,
