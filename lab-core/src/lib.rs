@@ -12,6 +12,7 @@
 //! - [`secrets`]: lab credentials (CSPRNG by default, seeded on request), the lab token, files
 //!   created 0600.
 //! - [`labnet`] and [`proxy`]: the lab network map and PROXY v1/v2 headers.
+//! - [`linkfault`]: link faults between devices (down, latency, loss, rate) and the relay.
 //! - [`logfmt`]: FortiOS `key=value` log records.
 //! - [`fortiguard`]: the FortiGuard web filter categories by FortiOS version.
 //! - [`console`] and [`telemetry`]: the SSH console server and the FortiClient ↔ EMS wire format.
@@ -27,6 +28,7 @@ pub mod events;
 pub mod fortiguard;
 pub mod http;
 pub mod labnet;
+pub mod linkfault;
 pub mod logchan;
 pub mod logfmt;
 pub mod proxy;

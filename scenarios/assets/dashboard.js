@@ -676,6 +676,19 @@ function renderDevices(st) {
   setPanel('panel-devices', h);
 }
 
+// Link faults (the Links tab): the lab's links with their condition and counters.
+async function renderLinks() {
+  const r = await api('/api/links');
+  const links = arr(r?.links);
+  const sel = $('#link-pair');
+  const cur = sel.value;
+  sel.innerHTML = links.map((l) => `<option value="${esc(l.a + '|' + l.b)}">${esc(l.a)} &harr; ${esc(l.b)}</option>`).join('');
+  if (cur) sel.value = cur;
+  $('#link-table').innerHTML = table(['Link', 'State', 'Latency', 'Loss', 'Rate', 'Connections', 'Bytes'], links.map((l) => [
+    `<b>${esc(l.a)} &harr; ${esc(l.b)}</b>`, pill(l.state === 'up', 'up', 'down'), esc(l.latency_ms ? l.latency_ms + ' ms' : '-'),
+    esc(l.loss ? l.loss : '-'), esc(l.rate || '-'), esc(`${l.open} open, ${l.held} held, ${l.connections} in all`), esc(`${l.bytes_up} / ${l.bytes_down}`)]), (i) => `data-link-row="${esc(links[i].name)}"`);
+}
+
 function renderHeader(st) {
   const lab = st.lab || {};
   const b = $('#lab-status');
@@ -786,9 +799,19 @@ function setupButtons() {
       const rows = arr(r.result?.data);
       out.innerHTML = `<div>${esc(r.result?.['total-count'] ?? rows.length)} log(s)</div>` + table(['Date/Time', 'Device', 'Source', 'Destination', 'Host / URL', 'Action', 'Log ID'],
         rows.map((l) => [esc((l.date || '') + ' ' + (l.time || '')), esc(l.devname || l.devid), esc(l.srcip), esc(l.dstip), esc((l.hostname || '') + (l.url || '')), esc(l.action), esc(l.logid)]));
+    } else if (b.id === 'link-apply') {
+      const [a, bb] = $('#link-pair').value.split('|');
+      const req = { a, b: bb, state: $('#link-state').value };
+      const lat = $('#link-latency').value.trim(), loss = $('#link-loss').value.trim(), rate = $('#link-rate').value.trim();
+      if (lat) req.latency = lat;
+      if (loss) req.loss = Number(loss);
+      if (rate) req.rate = rate;
+      await act(b, '/api/link', req, (r) => `link ${r.link?.name}: ${r.link?.state}`);
+      await renderLinks();
     } else if (b.dataset.tab) {
       for (const t of $$('.tabs button')) t.classList.toggle('active', t === b);
       for (const p of $$('.panel')) p.classList.toggle('active', p.id === 'panel-' + b.dataset.tab);
+      if (b.dataset.tab === 'links') await renderLinks();
     }
   });
 

@@ -230,6 +230,10 @@ async fn run(files: &[PathBuf], junit: Option<PathBuf>, opts: RunOptions) -> Exi
     }
 }
 
+/// Events `fortilab up` keeps in memory (the dashboard's history for a newly opened page; all
+/// of them are in the timeline files).
+pub const UP_TIMELINE_RING: usize = 10_000;
+
 async fn up(
     file: Option<PathBuf>,
     ready_file: Option<PathBuf>,
@@ -257,8 +261,14 @@ async fn up(
         _ = shutdown.cancelled() => return Ok(ExitCode::from(1)),
     };
     let started = t0.elapsed();
-    // A long demo must not grow without bound: the oldest events go after 200,000.
-    let timeline = Timeline::new(lab.clock).with_limit(200_000);
+    // A long demo must not grow without bound: memory keeps a ring of the last
+    // UP_TIMELINE_RING events; the full timeline goes to rotated files under the data
+    // directory (`timeline/`).
+    let mut timeline = Timeline::new(lab.clock).with_limit(UP_TIMELINE_RING);
+    match crate::journal::Journal::open(&dir.join("timeline"), Default::default()) {
+        Ok(j) => timeline = timeline.with_journal(j),
+        Err(e) => eprintln!("fortilab: warning: no timeline files: {e}"),
+    }
     let streams = CancellationToken::new();
     let session = LabSession::new(
         lab,

@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -17,7 +18,9 @@ use fortilab_core::secrets::{LabToken, Secrets, SecretsMode};
 use fortilab_core::{LabCa, LabClock, LabMap};
 
 use crate::labdef::LabDef;
+use crate::links::LabLinks;
 use crate::procs::DeviceProc;
+use fortilab_core::linkfault::LinkId;
 
 /// How long a device may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -45,6 +48,17 @@ pub enum Role {
 }
 
 impl Role {
+    /// The device name of the role in link names.
+    pub fn link_name(self) -> &'static str {
+        match self {
+            Role::Internet => "internet",
+            Role::Faz => "fortianalyzer",
+            Role::Ems => "ems",
+            Role::Fortigate => "fortigate",
+            Role::Endpoints => "endpoints",
+        }
+    }
+
     pub fn from_name(name: &str) -> Option<Role> {
         Some(match name {
             "internet" => Role::Internet,
@@ -91,8 +105,13 @@ pub struct Lab {
     pub secrets: SecretsMode,
     /// The lab's secrets file (mode 0600; kept across resets, like the lab CA).
     pub secrets_path: PathBuf,
+    /// The direct map (every lab service at its real socket): the lab Internet, FortiAnalyzer
+    /// and EMS get this one (they call no peer).
     pub map: LabMap,
     map_path: PathBuf,
+    /// The links between devices and their fault relays; the FortiGate's and the endpoints'
+    /// maps (`labmap-<label>.json`) send their peers' services through them.
+    pub links: Arc<LabLinks>,
     pub internet: DeviceProc,
     pub faz: DeviceProc,
     pub ems: DeviceProc,
@@ -181,13 +200,14 @@ impl Lab {
             map.add_host(IpAddr::V4(ep.ip), IpAddr::V4(loopback_for(ep.ip)));
         }
         write_map(&map_path, &map)?;
+        let links = LabLinks::new(seed, clock);
 
         let common = |label: &str| -> Vec<String> {
             let mut a = vec![
                 "--data-dir".to_string(),
                 dir.join(label).display().to_string(),
                 "--lab-map".into(),
-                map_path.display().to_string(),
+                device_map_path(&dir, label).display().to_string(),
                 "--ca-cert".into(),
                 ca_cert.display().to_string(),
                 "--ca-key".into(),
@@ -301,6 +321,7 @@ impl Lab {
             secrets_path,
             map,
             map_path,
+            links,
             internet,
             faz,
             ems,
@@ -352,6 +373,14 @@ impl Lab {
         self.map_internet()?;
         self.map_faz_ems()?;
         write_map(&self.map_path, &self.map)?;
+        // The FortiGate reaches FortiAnalyzer, EMS and the Internet's sites through the relays
+        // of those links.
+        let fgt_map = self.relayed_map(&[
+            (Role::Faz, Role::Fortigate),
+            (Role::Ems, Role::Fortigate),
+            (Role::Internet, Role::Fortigate),
+        ])?;
+        write_map(&device_map_path(&self.dir, "fortigate"), &fgt_map)?;
 
         // The FortiGate's FortiGuard rating and DNS come from the lab Internet's control surface.
         let inet = unwrap_ready(&self.internet.ready, "internet").clone();
@@ -379,6 +408,16 @@ impl Lab {
             );
         }
         write_map(&self.map_path, &self.map)?;
+        // The endpoints reach the FortiGate, EMS and FortiAnalyzer through those links' relays
+        // (their other lab services stay direct).
+        let ep_map = self.relayed_map(&[
+            (Role::Fortigate, Role::Endpoints),
+            (Role::Ems, Role::Endpoints),
+            (Role::Faz, Role::Endpoints),
+        ])?;
+        for ep in &self.endpoints {
+            write_map(&device_map_path(&self.dir, &ep.label), &ep_map)?;
+        }
 
         for i in 0..self.endpoints.len() {
             let pins = self.pins(&self.endpoints[i].label);
@@ -488,6 +527,52 @@ impl Lab {
                 .find(|p| p.label == other)
                 .expect("known endpoint process label"),
         }
+    }
+
+    /// Which device a lab service (from the direct map) belongs to.
+    fn owner_of(&self, lab: SocketAddr) -> Option<Role> {
+        let ip = match lab.ip() {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(_) => return None,
+        };
+        if ip == self.def.fortianalyzer.ip {
+            Some(Role::Faz)
+        } else if ip == self.def.ems.ip {
+            Some(Role::Ems)
+        } else if ip == self.def.fortigate.mgmt_ip || ip == self.def.fortigate.lan_ip {
+            Some(Role::Fortigate)
+        } else {
+            // Everything else in the map is a lab Internet site (endpoint hosts are `hosts`,
+            // not services).
+            Some(Role::Internet)
+        }
+    }
+
+    /// The direct map with the services of each `(owner, caller)` pair's owner sent through
+    /// the relay of the link between the two.
+    fn relayed_map(&self, pairs: &[(Role, Role)]) -> anyhow::Result<LabMap> {
+        let mut m = self.map.clone();
+        for (lab, real) in &self.map.services {
+            let Some(owner) = self.owner_of(*lab) else {
+                continue;
+            };
+            // Syslog (lab port 5514 stands for 514/udp and tcp): a TCP relay cannot carry the
+            // UDP form, so syslog stays direct.
+            if owner == Role::Faz && lab.port() == 5514 {
+                continue;
+            }
+            let Some((_, caller)) = pairs.iter().find(|(o, _)| *o == owner) else {
+                continue;
+            };
+            let id = LinkId::new(owner.link_name(), caller.link_name())
+                .map_err(|e| anyhow!("link: {e}"))?;
+            let relay = self
+                .links
+                .relay(&id, *lab, *real)
+                .with_context(|| format!("starting the relay of link {id} for {lab}"))?;
+            m.add_service(*lab, relay);
+        }
+        Ok(m)
     }
 
     fn map_internet(&mut self) -> anyhow::Result<()> {
@@ -633,6 +718,7 @@ impl Lab {
                 bad.push(p.label.clone());
             }
         }
+        self.links.stop();
         bad
     }
 
@@ -794,6 +880,17 @@ fn fortigate_links_down(health: &Value, ems_authorizes: bool) -> Vec<String> {
         }
     }
     down
+}
+
+/// The lab map file a device process is started with: the FortiGate and the endpoint
+/// processes get their own (their peers' services through the link relays), the others the
+/// direct `labmap.json`.
+pub fn device_map_path(dir: &Path, label: &str) -> PathBuf {
+    if label == "fortigate" || label.starts_with("endpoints") {
+        dir.join(format!("labmap-{label}.json"))
+    } else {
+        dir.join("labmap.json")
+    }
 }
 
 fn write_map(path: &Path, map: &LabMap) -> anyhow::Result<()> {

@@ -317,6 +317,14 @@ impl Ctx {
                 self.lab.clock.sleep(*duration).await;
                 Ok(String::new())
             }
+            StepKind::Link { spec } => {
+                let report = self.lab.links.apply(spec).map_err(|e| anyhow!(e))?;
+                self.timeline.note(
+                    "link.fault",
+                    json!({"summary": crate::scenario::describe(&StepKind::Link { spec: spec.clone() }), "link": report}),
+                );
+                Ok(format!("link {}", report["name"].as_str().unwrap_or("")))
+            }
             other => bail!("not an action: {other:?}"),
         }
     }

@@ -103,6 +103,10 @@ pub enum StepKind {
     Wait {
         duration: Duration,
     },
+    /// Set the condition of the link between two devices (down/up, latency, loss, rate).
+    Link {
+        spec: crate::links::LinkSpec,
+    },
     /// A FortiGate log (memory log API) with these fields.
     ExpectFgtLog {
         path: String,
@@ -247,6 +251,7 @@ pub const STEP_KEYS: &[&str] = &[
     "start",
     "restart",
     "wait",
+    "link",
     "expect_fgt_log",
     "expect_faz_log",
     "expect_compromised",
@@ -559,6 +564,24 @@ fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
             };
             StepKind::Wait { duration: d }
         }
+        "link" => {
+            let m = obj(v, &["a", "b", "state", "latency", "loss", "rate"])?;
+            let loss = match m.get("loss") {
+                None => None,
+                Some(Value::Number(n)) => n.as_f64(),
+                Some(_) => return Err("`loss` must be a number between 0 and 1".into()),
+            };
+            let spec = crate::links::LinkSpec {
+                a: req_str(m, "a")?,
+                b: req_str(m, "b")?,
+                state: opt_str(m, "state")?,
+                latency: opt_str(m, "latency")?,
+                loss,
+                rate: opt_str(m, "rate")?,
+            };
+            spec.resolve()?;
+            StepKind::Link { spec }
+        }
         "expect_fgt_log" => {
             let m = obj(v, &["path", "fields"])?;
             let path = req_str(m, "path")?;
@@ -658,6 +681,19 @@ pub fn describe(k: &StepKind) -> String {
         StepKind::Start { device } => format!("start {device}"),
         StepKind::Restart { device } => format!("restart {device}"),
         StepKind::Wait { duration } => format!("wait {} (lab time)", human_duration(*duration)),
+        StepKind::Link { spec } => {
+            let mut parts = vec![spec.state.clone().unwrap_or_else(|| "up".into())];
+            if let Some(l) = &spec.latency {
+                parts.push(format!("latency {l}"));
+            }
+            if let Some(l) = spec.loss {
+                parts.push(format!("loss {l}"));
+            }
+            if let Some(r) = &spec.rate {
+                parts.push(format!("rate {r}"));
+            }
+            format!("link {} ↔ {}: {}", spec.a, spec.b, parts.join(", "))
+        }
         StepKind::ExpectFgtLog { path, fields } => {
             format!("FortiGate log {path} {}", Value::Object(fields.clone()))
         }
@@ -826,6 +862,37 @@ within = "500ms"
         let e = parse("[[step]]\nwait = \"5s\"\nnot = true\n").unwrap_err();
         assert!(e.message.contains("expectations only"), "{}", e.message);
         let e = parse("[[step]]\nstop = \"fortigat\"\n").unwrap_err();
+        assert!(e.message.contains("unknown device"), "{}", e.message);
+    }
+
+    #[test]
+    fn link_steps_parse_and_bad_ones_name_the_line() {
+        let steps = parse(
+            r#"
+[[step]]
+link = { a = "fortigate", b = "fortianalyzer", state = "down" }
+
+[[step]]
+link = { a = "fortigate", b = "fortianalyzer", latency = "200ms", loss = 0.1, rate = "64kbit" }
+"#,
+        )
+        .unwrap();
+        let StepKind::Link { spec } = &steps[1].kind else {
+            panic!("{:?}", steps[1].kind)
+        };
+        assert_eq!(spec.rate.as_deref(), Some("64kbit"));
+        assert_eq!(
+            steps[1].name,
+            "link fortigate ↔ fortianalyzer: up, latency 200ms, loss 0.1, rate 64kbit"
+        );
+        let e = parse("[[step]]\n\nlink = { a = \"fortigate\", b = \"faz\", rate = \"fast\" }\n")
+            .unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("bad rate"), "{}", e.message);
+        let e = parse("[[step]]\nlink = { a = \"fortigate\", b = \"faz\", loss = \"10%\" }\n")
+            .unwrap_err();
+        assert!(e.message.contains("loss"), "{}", e.message);
+        let e = parse("[[step]]\nlink = { a = \"fortigate\", b = \"router\" }\n").unwrap_err();
         assert!(e.message.contains("unknown device"), "{}", e.message);
     }
 

@@ -22,6 +22,8 @@ pub struct Timeline {
     inner: Arc<Mutex<Inner>>,
     tx: broadcast::Sender<Value>,
     clock: Arc<Mutex<LabClock>>,
+    /// Every event also goes to the files (`fortilab up`), the memory keeping only a ring.
+    journal: Option<crate::journal::Journal>,
 }
 
 struct Inner {
@@ -56,7 +58,9 @@ pub struct Attach {
 
 impl Timeline {
     pub fn new(clock: LabClock) -> Self {
-        let (tx, _) = broadcast::channel(65_536);
+        // Live readers (the terminal, dashboard streams) that fall this far behind are told how
+        // many events they missed (`Lagged`, a `gap` event in the dashboard).
+        let (tx, _) = broadcast::channel(LIVE_QUEUE);
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 events: Default::default(),
@@ -67,7 +71,19 @@ impl Timeline {
             })),
             tx,
             clock: Arc::new(Mutex::new(clock)),
+            journal: None,
         }
+    }
+
+    /// Writes every event to rotated files as well ([`crate::journal`]).
+    pub fn with_journal(mut self, journal: crate::journal::Journal) -> Self {
+        self.journal = Some(journal);
+        self
+    }
+
+    /// The journal's counters, when there is one.
+    pub fn journal_report(&self) -> Option<Value> {
+        self.journal.as_ref().map(|j| j.report())
     }
 
     /// Keeps at most `limit` events (a long-running `fortilab up`); the oldest are dropped.
@@ -87,6 +103,9 @@ impl Timeline {
 
     /// Adds an event (from a device, or the orchestrator's own).
     pub fn push(&self, ev: Value) {
+        if let Some(j) = &self.journal {
+            j.record(&ev);
+        }
         let mut g = self.inner.lock().unwrap();
         g.events.push_back(ev.clone());
         g.next += 1;
@@ -177,6 +196,9 @@ impl Timeline {
         self.snapshot().into_iter().filter(|e| pred(e)).collect()
     }
 }
+
+/// Events a live reader may fall behind before it misses some.
+pub const LIVE_QUEUE: usize = 8192;
 
 /// Follows one device process's event stream until `shutdown`.
 pub async fn follow(
@@ -349,55 +371,205 @@ pub fn is_routine(ev: &Value) -> bool {
         .is_some_and(|k| k.ends_with(".keepalive") || k == "api.request")
 }
 
+/// Per-request events: one per proxied request or stored log batch. The terminal shows the
+/// first few of each window one by one and folds the rest into one summary line per window.
+pub fn per_request_kind(ev: &Value) -> Option<&'static str> {
+    match ev.get("kind").and_then(Value::as_str)? {
+        "log.traffic" => Some("proxy"),
+        "log.webfilter" => Some("webfilter"),
+        "http.request" => Some("internet"),
+        "log.received" => Some("fortianalyzer"),
+        "endpoint.fetch" => Some("endpoints"),
+        _ => None,
+    }
+}
+
+/// How the terminal timeline folds per-request events (pure; unit-tested): in each `window`,
+/// the first `shown` per-request events are printed, the rest counted; at the end of a window
+/// in which some were folded, one line per category says how many there were.
+#[derive(Debug)]
+pub struct Summariser {
+    window: Duration,
+    shown: usize,
+    started: Duration,
+    printed: usize,
+    folded: u64,
+    /// category → (events, blocked) in the current window.
+    counts: std::collections::BTreeMap<&'static str, (u64, u64)>,
+}
+
+impl Summariser {
+    pub fn new(window: Duration, shown: usize, now: Duration) -> Self {
+        Summariser {
+            window,
+            shown,
+            started: now,
+            printed: 0,
+            folded: 0,
+            counts: Default::default(),
+        }
+    }
+
+    /// Whether to print `ev` on its own line (non-routine events always are).
+    pub fn offer(&mut self, ev: &Value) -> bool {
+        let Some(cat) = per_request_kind(ev) else {
+            return true;
+        };
+        let blocked = matches!(
+            ev.get("action").and_then(Value::as_str),
+            Some("deny" | "blocked" | "block")
+        ) || ev.get("ok") == Some(&Value::Bool(false));
+        let n = if cat == "fortianalyzer" {
+            ev.get("count").and_then(Value::as_u64).unwrap_or(1)
+        } else {
+            1
+        };
+        let c = self.counts.entry(cat).or_default();
+        c.0 += n;
+        c.1 += blocked as u64;
+        if self.printed < self.shown {
+            self.printed += 1;
+            true
+        } else {
+            self.folded += 1;
+            false
+        }
+    }
+
+    /// At `now`: the summary lines of a finished window in which events were folded.
+    pub fn tick(&mut self, now: Duration) -> Vec<String> {
+        if now.saturating_sub(self.started) < self.window {
+            return Vec::new();
+        }
+        let secs = now.saturating_sub(self.started).as_secs_f64().round() as u64;
+        let mut out = Vec::new();
+        if self.folded > 0 {
+            for (cat, (n, blocked)) in &self.counts {
+                let what = match *cat {
+                    "proxy" => format!("{} requests ({} blocked)", group(*n), group(*blocked)),
+                    "webfilter" => format!(
+                        "{} web filter logs ({} blocked)",
+                        group(*n),
+                        group(*blocked)
+                    ),
+                    "internet" => format!("{} site requests", group(*n)),
+                    "fortianalyzer" => format!("{} logs stored", group(*n)),
+                    "endpoints" => format!("{} fetches ({} failed)", group(*n), group(*blocked)),
+                    other => format!("{} {other} events", group(*n)),
+                };
+                out.push(format!("{cat}: {what} in the last {secs} s"));
+            }
+            out.push(format!(
+                "fortilab: {} per-request events folded into the lines above (all are in the dashboard and the timeline files)",
+                group(self.folded)
+            ));
+        }
+        self.started = now;
+        self.printed = 0;
+        self.folded = 0;
+        self.counts.clear();
+        out
+    }
+}
+
+/// `12345` → `12,345`.
+pub fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Prints the timeline as it grows, in lab-time order (a short reorder window lets slower
 /// streams catch up), until `shutdown`. `json` prints one JSON object per line instead.
+/// Per-request events beyond a few per 10 s are folded into one summary line per category
+/// ([`Summariser`]); `--json` prints every event.
 pub async fn print_live(timeline: Timeline, json_lines: bool, shutdown: CancellationToken) {
     let mut rx = timeline.subscribe();
     let colour = !json_lines && std::io::stdout().is_terminal();
     let clock = timeline.clock();
     let mut pending: Vec<Value> = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    let t0 = std::time::Instant::now();
+    let mut fold = Summariser::new(Duration::from_secs(10), 20, t0.elapsed());
+    let mut lagged = 0u64;
+    let print = |pending: &mut Vec<Value>, fold: &mut Summariser| {
+        pending.sort_by_key(|e| e.get("ts").and_then(Value::as_i64).unwrap_or(0));
+        let mut out = std::io::stdout().lock();
+        use std::io::Write as _;
+        for ev in pending.drain(..) {
+            if json_lines {
+                let _ = writeln!(out, "{ev}");
+                continue;
+            }
+            if is_routine(&ev) || !fold.offer(&ev) {
+                continue;
+            }
+            let _ = writeln!(out, "{}", format_event(&ev, &clock, colour));
+        }
+        if !json_lines {
+            for l in fold.tick(t0.elapsed()) {
+                let _ = writeln!(out, "{l}");
+            }
+        }
+    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = rx.recv() => match r {
                 Ok(ev) => pending.push(ev),
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    println!("… {n} events not shown (terminal too slow)");
+                    lagged += n;
+                    println!("… {n} events not shown (terminal too slow; {lagged} in all)");
                 }
                 Err(_) => break,
             },
-            _ = tick.tick() => {
-                pending.sort_by_key(|e| e.get("ts").and_then(Value::as_i64).unwrap_or(0));
-                for ev in pending.drain(..) {
-                    if !json_lines && is_routine(&ev) {
-                        continue;
-                    }
-                    if json_lines {
-                        println!("{ev}");
-                    } else {
-                        println!("{}", format_event(&ev, &clock, colour));
-                    }
-                }
-            }
+            _ = tick.tick() => print(&mut pending, &mut fold),
         }
     }
-    pending.sort_by_key(|e| e.get("ts").and_then(Value::as_i64).unwrap_or(0));
-    for ev in pending {
-        if !json_lines && is_routine(&ev) {
-            continue;
-        }
-        if json_lines {
-            println!("{ev}");
-        } else {
-            println!("{}", format_event(&ev, &clock, colour));
-        }
-    }
+    print(&mut pending, &mut fold);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn per_request_events_beyond_a_few_are_folded_into_one_line_per_window() {
+        let w = Duration::from_secs(10);
+        let mut f = Summariser::new(w, 3, Duration::ZERO);
+        let req = |action: &str| json!({"kind": "log.traffic", "action": action});
+        let mut shown = 0;
+        for i in 0..12_345 {
+            if f.offer(&req(if i % 1000 == 0 { "deny" } else { "accept" })) {
+                shown += 1;
+            }
+        }
+        // Other events are never folded.
+        assert!(f.offer(&json!({"kind": "stitch.run"})));
+        assert_eq!(shown, 3);
+        assert!(f.tick(Duration::from_secs(5)).is_empty());
+        let lines = f.tick(Duration::from_secs(10));
+        assert_eq!(
+            lines[0],
+            "proxy: 12,345 requests (13 blocked) in the last 10 s"
+        );
+        assert!(
+            lines[1].contains("12,342 per-request events folded"),
+            "{lines:?}"
+        );
+        // A quiet window prints no summary; a window with only a few shows them one by one.
+        assert!(f.offer(&req("accept")));
+        assert!(f.tick(Duration::from_secs(20)).is_empty());
+        assert_eq!(group(0), "0");
+        assert_eq!(group(999), "999");
+        assert_eq!(group(1_000_000), "1,000,000");
+    }
 
     #[test]
     fn formats_compact_lines() {

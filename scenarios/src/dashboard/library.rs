@@ -49,6 +49,18 @@ pub const LIBRARY: &[(&str, &str)] = &[
         "realistic-x100.toml",
         include_str!("../../library/realistic-x100.toml"),
     ),
+    (
+        "faz-unreachable-during-eicar.toml",
+        include_str!("../../library/faz-unreachable-during-eicar.toml"),
+    ),
+    (
+        "ems-unreachable-at-stitch.toml",
+        include_str!("../../library/ems-unreachable-at-stitch.toml"),
+    ),
+    (
+        "slow-log-link.toml",
+        include_str!("../../library/slow-log-link.toml"),
+    ),
 ];
 
 /// FortiGate configurations the library names (`config = "../labs/…"`).

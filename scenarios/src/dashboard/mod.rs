@@ -114,6 +114,10 @@ fn router(app: App) -> Router {
         .route("/api/faz/logsearch", post(faz_logsearch))
         .route("/api/ems/{action}", post(ems_action))
         .route("/api/endpoint/{name}/{action}", post(endpoint_action))
+        .route("/api/links", get(links_get))
+        .route("/api/link", post(link_set))
+        .route("/_lab/links", get(links_get))
+        .route("/_lab/link", post(link_set))
         .route("/_lab/inject", post(inject))
         .route("/_lab/health", get(|| async { Json(json!({"ok": true})) }))
         .with_state(app)
@@ -464,6 +468,38 @@ fn note_call(
         json!({"summary": summary, "api": api, "ok": ok, "request": request, "response": resp}),
     );
     s.session.changed.notify_waiters();
+}
+
+/// The lab's links: condition, counters and relays of each.
+async fn links_get(State(s): State<App>) -> Response {
+    match clients(&s) {
+        Some(c) => Json(c.links.report()).into_response(),
+        None => restarting(),
+    }
+}
+
+/// Sets a link's condition: `{"a","b","state","latency","loss","rate"}` (what is left out is
+/// clean). Recorded in the timeline as `link.fault`.
+async fn link_set(State(s): State<App>, body: axum::body::Bytes) -> Response {
+    let spec: crate::links::LinkSpec = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return err(StatusCode::BAD_REQUEST, format!("bad link request: {e}")),
+    };
+    let Some(c) = clients(&s) else {
+        return restarting();
+    };
+    match c.links.apply(&spec) {
+        Ok(report) => {
+            let summary =
+                crate::scenario::describe(&crate::scenario::StepKind::Link { spec: spec.clone() });
+            s.session
+                .timeline
+                .note("link.fault", json!({"summary": summary, "link": report}));
+            s.session.changed.notify_waiters();
+            Json(json!({"ok": true, "link": report})).into_response()
+        }
+        Err(e) => err(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,8 @@ pub struct Clients {
     pub http: reqwest::Client,
     /// The ready report these clients were built from.
     pub report: Value,
+    /// The lab's links (fault control).
+    pub links: Arc<crate::links::LabLinks>,
 }
 
 impl Clients {
@@ -77,6 +79,7 @@ impl Clients {
             endpoints: Endpoints::new(&eps, fast),
             http,
             report,
+            links: lab.links.clone(),
         })
     }
 }
@@ -403,8 +406,12 @@ fn wipe_except_ca(dir: &Path) -> anyhow::Result<()> {
     };
     for e in rd.flatten() {
         // The lab CA and the lab's secrets (lab token, credentials) outlive a reset, so the
-        // URLs, tokens and passwords users already have stay valid.
-        if e.file_name() == "ca" || e.file_name() == fortilab_core::secrets::SECRETS_FILE {
+        // URLs, tokens and passwords users already have stay valid. The timeline files go on
+        // across resets (a `lab.reset` event marks each).
+        if e.file_name() == "ca"
+            || e.file_name() == fortilab_core::secrets::SECRETS_FILE
+            || e.file_name() == "timeline"
+        {
             continue;
         }
         let p = e.path();

@@ -25,6 +25,15 @@ pub const AUTOMATION_UI: &str = "autod";
 /// Webhook/email time limit (real time).
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Lab-time waits between attempts of a `quarantine-forticlient` request no EMS answered [P].
+pub const QUARANTINE_RETRY: [Duration; 5] = [
+    Duration::from_secs(5),
+    Duration::from_secs(10),
+    Duration::from_secs(20),
+    Duration::from_secs(40),
+    Duration::from_secs(60),
+];
+
 /// Runs actions against the device.
 pub struct DeviceActions {
     pub dev: Arc<Device>,
@@ -105,11 +114,72 @@ impl DeviceActions {
             None => format!("Quarantined by automation stitch {}", ctx.stitch),
         };
         tracing::info!(stitch = %ctx.stitch, ip = ?ip, "__action_ioc_quarantine_hdl(): ioc quarantine action is called");
-        match self
-            .ems
-            .quarantine(ip, mac, fctuid, &reason, &ctx.stitch)
-            .await
-        {
+        // [P] No EMS reachable: the request is retried after QUARANTINE_RETRY (lab time), each
+        // failure logged as an event (public material is silent on fcnacd's retry policy).
+        let mut attempt = 0usize;
+        let result = loop {
+            let r = self
+                .ems
+                .quarantine_call(ip, mac, fctuid, &reason, &ctx.stitch)
+                .await;
+            match r {
+                Err(e) if !e.answered && attempt < QUARANTINE_RETRY.len() => {
+                    let wait = QUARANTINE_RETRY[attempt];
+                    attempt += 1;
+                    let who = ip.or(fctuid).or(mac).unwrap_or("").to_string();
+                    self.dev.logs.event_system(
+                        "0100046602",
+                        "warning",
+                        "Automation stitch action failed",
+                        |r| {
+                            r.str("stitch", ctx.stitch.clone())
+                                .str("action", "quarantine-forticlient")
+                                .str("srcip", who.clone())
+                                .str(
+                                    "msg",
+                                    format!(
+                                        "quarantine of {who} via EMS failed: {}; retry {attempt} of {} in {}s",
+                                        e.message,
+                                        QUARANTINE_RETRY.len(),
+                                        wait.as_secs()
+                                    ),
+                                );
+                        },
+                    );
+                    self.dev.events.emit(
+                        "ems.quarantine.retry",
+                        json!({"stitch": ctx.stitch, "ip": ip, "attempt": attempt,
+                               "retry_in_s": wait.as_secs(), "error": e.message}),
+                    );
+                    tracing::warn!(stitch = %ctx.stitch, ip = ?ip, attempt, error = %e.message, "EMS unreachable, quarantine retried");
+                    self.dev.clock.sleep(wait).await;
+                }
+                other => break other.map_err(|e| e.message),
+            }
+        };
+        if let Err(e) = &result {
+            if attempt > 0 {
+                let who = ip.or(fctuid).or(mac).unwrap_or("").to_string();
+                self.dev.logs.event_system(
+                    "0100046602",
+                    "error",
+                    "Automation stitch action failed",
+                    |r| {
+                        r.str("stitch", ctx.stitch.clone())
+                            .str("action", "quarantine-forticlient")
+                            .str("srcip", who.clone())
+                            .str(
+                                "msg",
+                                format!(
+                                    "quarantine of {who} via EMS failed after {} attempts: {e}",
+                                    attempt + 1
+                                ),
+                            );
+                    },
+                );
+            }
+        }
+        match result {
             Ok(done) => {
                 let who = ip.or(fctuid).or(mac).unwrap_or("");
                 ActionOutcome::success(format!(

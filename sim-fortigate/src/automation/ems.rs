@@ -296,6 +296,21 @@ impl EmsConnector {
         reason: &str,
         stitch: &str,
     ) -> Result<QuarantineDone, String> {
+        self.fabric_q(true, ip, mac, fctuid, reason, stitch)
+            .await
+            .map_err(|e| e.message)
+    }
+
+    /// [`EmsConnector::quarantine`] telling apart "no EMS answered" (worth a retry) from a
+    /// refusal.
+    pub async fn quarantine_call(
+        self: &Arc<Self>,
+        ip: Option<&str>,
+        mac: Option<&str>,
+        fctuid: Option<&str>,
+        reason: &str,
+        stitch: &str,
+    ) -> Result<QuarantineDone, FabricError> {
         self.fabric_q(true, ip, mac, fctuid, reason, stitch).await
     }
 
@@ -308,7 +323,9 @@ impl EmsConnector {
         fctuid: Option<&str>,
         reason: &str,
     ) -> Result<QuarantineDone, String> {
-        self.fabric_q(false, ip, mac, fctuid, reason, "").await
+        self.fabric_q(false, ip, mac, fctuid, reason, "")
+            .await
+            .map_err(|e| e.message)
     }
 
     async fn fabric_q(
@@ -319,7 +336,7 @@ impl EmsConnector {
         fctuid: Option<&str>,
         reason: &str,
         stitch: &str,
-    ) -> Result<QuarantineDone, String> {
+    ) -> Result<QuarantineDone, FabricError> {
         let (path, kind) = if quarantine {
             ("/api/v1/fabric/quarantine", "ems.quarantine.request")
         } else {
@@ -328,14 +345,17 @@ impl EmsConnector {
         self.ensure_installed();
         let conns = self.dev.config.with(|c| configured(c, self.dev.version));
         if conns.is_empty() {
-            return Err(
-                "no EMS connector is configured (config endpoint-control fctems / set server)"
-                    .into(),
-            );
+            return Err(FabricError {
+                message:
+                    "no EMS connector is configured (config endpoint-control fctems / set server)"
+                        .into(),
+                answered: true,
+            });
         }
         let body = json!({"ip": ip, "mac": mac, "fctuid": fctuid, "reason": reason,
                           "source": self.dev.serial});
         let mut errors = Vec::new();
+        let mut answered = false;
         for c in &conns {
             self.dev.events.emit(
                 kind,
@@ -370,6 +390,7 @@ impl EmsConnector {
                     errors.push(format!("EMS {}: {e}", c.name));
                 }
                 Ok(r) => {
+                    answered = true;
                     let v = r.json().unwrap_or(J::Null);
                     let retval = v["result"]["retval"].as_i64().unwrap_or(0);
                     let message = v["result"]["message"].as_str().unwrap_or("").to_string();
@@ -403,8 +424,19 @@ impl EmsConnector {
                 }
             }
         }
-        Err(errors.join("; "))
+        Err(FabricError {
+            message: errors.join("; "),
+            answered,
+        })
     }
+}
+
+/// A failed fabric call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FabricError {
+    pub message: String,
+    /// Whether any EMS answered (a refusal); `false`: none could be reached.
+    pub answered: bool,
 }
 
 #[cfg(test)]

@@ -1,0 +1,449 @@
+//! The per-link fault relay: a byte-transparent TCP relay that applies a link's
+//! [`LinkCondition`] (see the parent module for the model).
+//!
+//! One [`Link`] holds the condition (a watch channel every connection follows) and counters;
+//! each service reached over that link gets a relay listener ([`Link::serve`]) whose target is
+//! the service's real socket. The outgoing connection is bound to the client's own loopback
+//! address (`127.115.2.52` stays `127.115.2.52`), so a device that maps real peers back to lab
+//! hosts sees the same peer as without the relay.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use rand_chacha::ChaCha8Rng;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::{LinkCondition, LinkId, Shaper};
+
+/// Bytes one direction of a connection holds in flight (read, not yet written) before it stops
+/// reading: the relay's "window". Back-pressure beyond it is TCP's own.
+pub const WINDOW: usize = 256 * 1024;
+const CHUNK: usize = 16 * 1024;
+
+/// Counters of a link.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// Connections open now (held ones included).
+    pub open: AtomicU64,
+    /// Connections waiting for a down link to come up.
+    pub held: AtomicU64,
+    /// Connections whose peer could not be reached.
+    pub failed: AtomicU64,
+    /// Bytes passed from the `a` side's clients to `b`'s services and back; a relay serves one
+    /// direction of calls, so "up" is client → service.
+    pub bytes_up: AtomicU64,
+    pub bytes_down: AtomicU64,
+}
+
+/// A link: its condition (lab time as set, and real time as applied) and counters.
+pub struct Link {
+    pub id: LinkId,
+    /// The condition in real time (what the relays apply).
+    tx: watch::Sender<LinkCondition>,
+    /// The condition as set (lab time), for reports.
+    lab: std::sync::Mutex<LinkCondition>,
+    pub stats: LinkStats,
+    seed: u64,
+    conn_seq: AtomicU64,
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Link").field("id", &self.id).finish()
+    }
+}
+
+impl Link {
+    pub fn new(id: LinkId, seed: u64) -> Arc<Link> {
+        let (tx, _) = watch::channel(LinkCondition::CLEAN);
+        Arc::new(Link {
+            id,
+            tx,
+            lab: std::sync::Mutex::new(LinkCondition::CLEAN),
+            stats: LinkStats::default(),
+            seed,
+            conn_seq: AtomicU64::new(0),
+        })
+    }
+
+    /// Sets the condition: `lab` as given (lab time), applied as `real` (see
+    /// [`LinkCondition::to_real`]).
+    pub fn set(&self, lab: LinkCondition, real: LinkCondition) {
+        *self.lab.lock().unwrap_or_else(|p| p.into_inner()) = lab;
+        self.tx.send_replace(real);
+    }
+
+    /// The condition as set (lab time).
+    pub fn condition(&self) -> LinkCondition {
+        *self.lab.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A JSON report: the link, its condition and counters.
+    pub fn report(&self) -> serde_json::Value {
+        let c = self.condition();
+        let s = &self.stats;
+        json!({
+            "a": self.id.a, "b": self.id.b, "name": self.id.name(),
+            "state": if c.down { "down" } else { "up" },
+            "latency_ms": c.latency.as_secs_f64() * 1000.0,
+            "loss": c.loss,
+            "rate": c.rate_bps.map(super::format_rate),
+            "rate_bps": c.rate_bps,
+            "clean": c.is_clean(),
+            "connections": s.connections.load(Ordering::Relaxed),
+            "open": s.open.load(Ordering::Relaxed),
+            "held": s.held.load(Ordering::Relaxed),
+            "failed": s.failed.load(Ordering::Relaxed),
+            "bytes_up": s.bytes_up.load(Ordering::Relaxed),
+            "bytes_down": s.bytes_down.load(Ordering::Relaxed),
+        })
+    }
+
+    /// Serves one relay listener until `shutdown`: each connection goes to the current
+    /// `target` (a connection that arrives while the target is unknown is closed).
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        target: watch::Receiver<Option<SocketAddr>>,
+        shutdown: CancellationToken,
+    ) {
+        let what = format!("link relay {}", self.id.name());
+        while let Some((client, peer)) = crate::http::accept_next(&listener, &shutdown, &what).await
+        {
+            let link = self.clone();
+            let target = target.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                link.stats.connections.fetch_add(1, Ordering::Relaxed);
+                link.stats.open.fetch_add(1, Ordering::Relaxed);
+                link.connection(client, peer, target, shutdown).await;
+                link.stats.open.fetch_sub(1, Ordering::Relaxed);
+            });
+        }
+    }
+
+    async fn connection(
+        &self,
+        client: TcpStream,
+        peer: SocketAddr,
+        target: watch::Receiver<Option<SocketAddr>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut cond = self.tx.subscribe();
+        // A down link holds new connections until it is up again (SYN retransmissions); the
+        // client's own timeouts decide how long that may take.
+        if cond.borrow().down {
+            self.stats.held.fetch_add(1, Ordering::Relaxed);
+            let up = tokio::select! {
+                _ = shutdown.cancelled() => false,
+                r = cond.wait_for(|c| !c.down) => r.is_ok(),
+            };
+            self.stats.held.fetch_sub(1, Ordering::Relaxed);
+            if !up {
+                return;
+            }
+        }
+        let Some(dst) = *target.borrow() else {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        let upstream = match connect_from(peer, dst).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(link = %self.id.name(), %dst, error = %e, "link relay: peer unreachable");
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+        };
+        let _ = client.set_nodelay(true);
+        let _ = upstream.set_nodelay(true);
+        let n = self.conn_seq.fetch_add(1, Ordering::Relaxed);
+        let stream = |dir: &str| {
+            crate::rng::stream(self.seed, &format!("link/{}/{n}/{dir}", self.id.name()))
+        };
+        let (cr, cw) = client.into_split();
+        let (ur, uw) = upstream.into_split();
+        let stop = shutdown.child_token();
+        let origin = Instant::now();
+        let up = pipe(
+            cr,
+            uw,
+            cond.clone(),
+            stream("up"),
+            origin,
+            &self.stats.bytes_up,
+            stop.clone(),
+        );
+        let down = pipe(
+            ur,
+            cw,
+            cond,
+            stream("down"),
+            origin,
+            &self.stats.bytes_down,
+            stop,
+        );
+        let _ = tokio::join!(up, down);
+    }
+}
+
+/// Connects to `dst` from the client's own address when it is a loopback address other than
+/// the destination's family default, so the service sees the same peer address.
+async fn connect_from(peer: SocketAddr, dst: SocketAddr) -> std::io::Result<TcpStream> {
+    let fut = async {
+        if peer.ip().is_loopback() && peer.is_ipv4() == dst.is_ipv4() {
+            let sock = if dst.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            if sock.bind(SocketAddr::new(peer.ip(), 0)).is_ok() {
+                return sock.connect(dst).await;
+            }
+        }
+        TcpStream::connect(dst).await
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?
+}
+
+/// One direction: read chunks, give each its release time from the shaper, write them in
+/// order when due. A down link neither reads nor writes (bytes in flight wait). Ends at EOF
+/// (after writing everything queued and shutting the write side) or on an error, which stops
+/// the other direction too.
+async fn pipe(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    mut cond: watch::Receiver<LinkCondition>,
+    rng: ChaCha8Rng,
+    origin: Instant,
+    counter: &AtomicU64,
+    stop: CancellationToken,
+) {
+    let now = || origin.elapsed();
+    let initial = *cond.borrow_and_update();
+    let mut shaper = Shaper::new(initial, now(), rng);
+    let mut queue: VecDeque<(Duration, Bytes)> = VecDeque::new();
+    let mut queued = 0usize;
+    let mut eof = false;
+    let mut buf = BytesMut::with_capacity(CHUNK);
+    let mut watching = true;
+    loop {
+        let c = *shaper.condition();
+        if eof && queue.is_empty() {
+            let _ = w.shutdown().await;
+            return;
+        }
+        let head = queue.front().map(|(t, _)| *t);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            changed = cond.changed(), if watching => {
+                if changed.is_err() {
+                    // The link is gone (lab stopped): pass bytes as a clean link.
+                    watching = false;
+                    shaper.set_condition(LinkCondition::CLEAN, now());
+                } else {
+                    let next = *cond.borrow_and_update();
+                    shaper.set_condition(next, now());
+                }
+            }
+            _ = sleep_until(origin, head), if head.is_some() && !c.down => {
+                if let Some((_, bytes)) = queue.pop_front() {
+                    queued -= bytes.len();
+                    if w.write_all(&bytes).await.is_err() {
+                        stop.cancel();
+                        return;
+                    }
+                    counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                }
+            }
+            res = read_chunk(&mut r, &mut buf), if !eof && !c.down && queued < WINDOW => {
+                match res {
+                    Ok(0) => eof = true,
+                    Ok(_) => {
+                        let bytes = buf.split().freeze();
+                        let t = now();
+                        if c.is_clean() && queue.is_empty() {
+                            if w.write_all(&bytes).await.is_err() {
+                                stop.cancel();
+                                return;
+                            }
+                            counter.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                        } else {
+                            let at = shaper.release_at(bytes.len(), t);
+                            queued += bytes.len();
+                            queue.push_back((at, bytes));
+                        }
+                    }
+                    Err(_) => {
+                        stop.cancel();
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn read_chunk(
+    r: &mut tokio::net::tcp::OwnedReadHalf,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    if buf.capacity() < CHUNK {
+        buf.reserve(CHUNK);
+    }
+    r.read_buf(buf).await
+}
+
+async fn sleep_until(origin: Instant, at: Option<Duration>) {
+    match at {
+        Some(at) => tokio::time::sleep_until((origin + at).into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn echo_server() -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let (mut r, mut w) = s.split();
+                    let _ = tokio::io::copy(&mut r, &mut w).await;
+                });
+            }
+        });
+        a
+    }
+
+    async fn relay(link: &Arc<Link>, dst: SocketAddr) -> (SocketAddr, CancellationToken) {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let a = l.local_addr().unwrap();
+        let (_tx, rx) = watch::channel(Some(dst));
+        let stop = CancellationToken::new();
+        tokio::spawn(link.clone().serve(l, rx, stop.clone()));
+        // Keep the target sender alive for the test's duration.
+        std::mem::forget(_tx);
+        (a, stop)
+    }
+
+    async fn roundtrip(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+        s.write_all(msg).await.unwrap();
+        let mut got = vec![0u8; msg.len()];
+        s.read_exact(&mut got).await.unwrap();
+        got
+    }
+
+    #[tokio::test]
+    async fn a_clean_link_is_byte_transparent() {
+        let link = Link::new(LinkId::new("fortigate", "faz").unwrap(), 1);
+        let (a, _stop) = relay(&link, echo_server().await).await;
+        let mut s = TcpStream::connect(a).await.unwrap();
+        let msg: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        let (mut r, mut w) = s.split();
+        let send = async {
+            w.write_all(&msg).await.unwrap();
+        };
+        let mut got = vec![0u8; msg.len()];
+        let recv = r.read_exact(&mut got);
+        let (_, n) = tokio::join!(send, recv);
+        n.unwrap();
+        assert_eq!(got, msg);
+        assert_eq!(link.stats.bytes_up.load(Ordering::Relaxed), 200_000);
+    }
+
+    #[tokio::test]
+    async fn down_holds_bytes_and_new_connections_until_up_and_loses_nothing() {
+        let link = Link::new(LinkId::new("fortigate", "faz").unwrap(), 1);
+        let (a, _stop) = relay(&link, echo_server().await).await;
+        let mut s = TcpStream::connect(a).await.unwrap();
+        assert_eq!(roundtrip(&mut s, b"hello").await, b"hello");
+        let down = LinkCondition {
+            down: true,
+            ..LinkCondition::CLEAN
+        };
+        link.set(down, down);
+        // An existing connection stalls.
+        s.write_all(b"during").await.unwrap();
+        let mut b = [0u8; 6];
+        let r = tokio::time::timeout(Duration::from_millis(200), s.read_exact(&mut b)).await;
+        assert!(r.is_err(), "bytes passed a down link");
+        // A new one is held.
+        let mut s2 = TcpStream::connect(a).await.unwrap();
+        s2.write_all(b"new").await.unwrap();
+        let mut b2 = [0u8; 3];
+        let r = tokio::time::timeout(Duration::from_millis(100), s2.read_exact(&mut b2)).await;
+        assert!(r.is_err(), "a new connection passed a down link");
+        assert_eq!(link.stats.held.load(Ordering::Relaxed), 1);
+        assert_eq!(link.report()["state"], "down");
+        // Up: everything arrives.
+        link.set(LinkCondition::CLEAN, LinkCondition::CLEAN);
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"during");
+        s2.read_exact(&mut b2).await.unwrap();
+        assert_eq!(&b2, b"new");
+    }
+
+    #[tokio::test]
+    async fn latency_and_rate_slow_the_stream_by_the_models_amount() {
+        let link = Link::new(LinkId::new("endpoints", "fortigate").unwrap(), 1);
+        let (a, _stop) = relay(&link, echo_server().await).await;
+        let c = LinkCondition {
+            latency: Duration::from_millis(50),
+            ..LinkCondition::CLEAN
+        };
+        link.set(c, c);
+        let mut s = TcpStream::connect(a).await.unwrap();
+        let t = Instant::now();
+        roundtrip(&mut s, b"ping").await;
+        let rtt = t.elapsed();
+        // 50 ms each way.
+        assert!(rtt >= Duration::from_millis(100), "{rtt:?}");
+        assert!(rtt < Duration::from_millis(1000), "{rtt:?}");
+        // 800 kbit/s = 100 KB/s each way: 50 KB echoed takes about half a second.
+        let c = LinkCondition {
+            rate_bps: Some(800_000),
+            ..LinkCondition::CLEAN
+        };
+        link.set(c, c);
+        let msg = vec![7u8; 50_000];
+        let t = Instant::now();
+        let (mut r, mut w) = s.split();
+        let mut got = vec![0u8; msg.len()];
+        let (_, res) = tokio::join!(w.write_all(&msg), r.read_exact(&mut got));
+        res.unwrap();
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(400), "{took:?}");
+        assert!(took < Duration::from_secs(3), "{took:?}");
+        assert_eq!(got, msg);
+    }
+
+    #[tokio::test]
+    async fn the_service_sees_the_clients_own_loopback_address() {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dst = l.local_addr().unwrap();
+        let link = Link::new(LinkId::new("endpoints", "ems").unwrap(), 1);
+        let (a, _stop) = relay(&link, dst).await;
+        let sock = TcpSocket::new_v4().unwrap();
+        sock.bind("127.115.2.52:0".parse().unwrap()).unwrap();
+        let _c = sock.connect(a).await.unwrap();
+        let (_s, peer) = l.accept().await.unwrap();
+        assert_eq!(peer.ip().to_string(), "127.115.2.52");
+    }
+}

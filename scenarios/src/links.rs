@@ -1,0 +1,323 @@
+//! The lab's links and their fault relays (loopback mode).
+//!
+//! Every device that calls a peer gets its own lab map (`labmap-<label>.json`) in which the
+//! peer's services resolve to a relay of the link between the two ([`LabLinks::relay`]); the
+//! relay ([`fortilab_core::linkfault::relay`]) is byte-transparent and applies the link's
+//! condition. Links and what they carry:
+//!
+//! | link | carries |
+//! |---|---|
+//! | fortigate ↔ fortianalyzer | the FortiGate's log channel (514) and calls to the FortiAnalyzer API (syslog is not relayed: a TCP relay cannot carry its UDP form) |
+//! | fortigate ↔ ems | the EMS fabric connector (HTTPS 443: status polls, quarantine requests) |
+//! | fortigate ↔ internet | every proxied request's upstream connection to a lab Internet site |
+//! | endpoints ↔ fortigate | the endpoints' connections to the FortiGate's explicit proxy and API |
+//! | endpoints ↔ ems | FortiClient telemetry (8013) and the EMS API |
+//! | endpoints ↔ fortianalyzer | the FortiClients' own log channel (514) |
+//!
+//! Not through a relay: the orchestrator's and dashboard's own API calls (they are the
+//! administrator's console, not a lab link), the FortiGate's FortiGuard rating and DNS answers
+//! (asked of the lab Internet's control surface directly), and the `/_lab/events` streams.
+//!
+//! Namespaces mode would replace the relays with `tc netem` on each pair's veth; the
+//! [`LinkCondition`] of a link is the seam ([`LabLinks::set`] is where it would be applied).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use fortilab_core::linkfault::relay::Link;
+use fortilab_core::linkfault::{parse_rate, LinkCondition, LinkId};
+use fortilab_core::LabClock;
+
+/// A change of a link's condition as a user writes it (scenario step, `/_lab/link`): every
+/// field given; what is left out is clean (`state = "up"` alone clears the link).
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    pub a: String,
+    pub b: String,
+    /// `"down"` or `"up"` (default).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Added one-way delay, lab time (`"200ms"`).
+    #[serde(default)]
+    pub latency: Option<String>,
+    /// Probability (0..1) of losing a TCP segment.
+    #[serde(default)]
+    pub loss: Option<f64>,
+    /// Bandwidth (`"64kbit"`, `"10mbit"`, `"500kbps"`).
+    #[serde(default)]
+    pub rate: Option<String>,
+}
+
+impl LinkSpec {
+    /// The link and its condition (lab time), or what is wrong.
+    pub fn resolve(&self) -> Result<(LinkId, LinkCondition), String> {
+        let id = LinkId::new(&self.a, &self.b)?;
+        let down = match self.state.as_deref() {
+            None | Some("up") => false,
+            Some("down") => true,
+            Some(other) => return Err(format!("state must be \"up\" or \"down\", got {other:?}")),
+        };
+        let latency = match &self.latency {
+            None => std::time::Duration::ZERO,
+            Some(s) => crate::scenario::parse_duration(s)
+                .ok_or_else(|| format!("bad latency {s:?} (use e.g. \"200ms\", \"1s\")"))?,
+        };
+        let rate_bps = match &self.rate {
+            None => None,
+            Some(r) => Some(parse_rate(r).map_err(|e| e.to_string())?),
+        };
+        let c = LinkCondition {
+            down,
+            latency,
+            loss: self.loss.unwrap_or(0.0),
+            rate_bps,
+        };
+        c.validate().map_err(|e| e.to_string())?;
+        Ok((id, c))
+    }
+}
+
+/// One relay: a lab service reached over a link.
+#[derive(Debug, Clone)]
+struct RelayInfo {
+    link: LinkId,
+    /// The real socket of the service.
+    real: SocketAddr,
+    /// Where the relay listens.
+    relay: SocketAddr,
+    /// Lab services routed through it (for the report).
+    lab: Vec<SocketAddr>,
+    _target: Arc<watch::Sender<Option<SocketAddr>>>,
+}
+
+/// The links of one lab and their relays.
+pub struct LabLinks {
+    links: Mutex<BTreeMap<LinkId, Arc<Link>>>,
+    relays: Mutex<Vec<RelayInfo>>,
+    clock: Mutex<LabClock>,
+    seed: u64,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for LabLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LabLinks").finish_non_exhaustive()
+    }
+}
+
+impl LabLinks {
+    pub fn new(seed: u64, clock: LabClock) -> Arc<LabLinks> {
+        Arc::new(LabLinks {
+            links: Mutex::new(BTreeMap::new()),
+            relays: Mutex::new(Vec::new()),
+            clock: Mutex::new(clock),
+            seed,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    fn link(&self, id: &LinkId) -> Arc<Link> {
+        self.links
+            .lock()
+            .unwrap()
+            .entry(id.clone())
+            .or_insert_with(|| Link::new(id.clone(), self.seed))
+            .clone()
+    }
+
+    /// The relay of `link` for the service `lab` whose real socket is `real` (one relay per
+    /// link and real socket); returns the relay's address. Needs a Tokio runtime.
+    pub fn relay(
+        &self,
+        link: &LinkId,
+        lab: SocketAddr,
+        real: SocketAddr,
+    ) -> std::io::Result<SocketAddr> {
+        let mut relays = self.relays.lock().unwrap();
+        if let Some(r) = relays
+            .iter_mut()
+            .find(|r| &r.link == link && r.real == real)
+        {
+            if !r.lab.contains(&lab) {
+                r.lab.push(lab);
+            }
+            return Ok(r.relay);
+        }
+        let bind: SocketAddr = if real.is_ipv4() {
+            "127.0.0.1:0".parse().unwrap()
+        } else {
+            "[::1]:0".parse().unwrap()
+        };
+        let std_l = std::net::TcpListener::bind(bind)?;
+        std_l.set_nonblocking(true)?;
+        let addr = std_l.local_addr()?;
+        let listener = tokio::net::TcpListener::from_std(std_l)?;
+        let (tx, rx) = watch::channel(Some(real));
+        tokio::spawn(
+            self.link(link)
+                .serve(listener, rx, self.shutdown.child_token()),
+        );
+        relays.push(RelayInfo {
+            link: link.clone(),
+            real,
+            relay: addr,
+            lab: vec![lab],
+            _target: Arc::new(tx),
+        });
+        Ok(addr)
+    }
+
+    /// Sets a link's condition (lab time; applied in real time through the lab clock's
+    /// speed). Errors when the lab has no traffic on that link.
+    pub fn set(&self, id: &LinkId, cond: LinkCondition) -> Result<Value, String> {
+        let found = self.links.lock().unwrap().get(id).cloned();
+        let link = found.ok_or_else(|| {
+            format!(
+                "no traffic between {} and {} in this lab (links: {})",
+                id.a,
+                id.b,
+                self.names().join(", ")
+            )
+        })?;
+        cond.validate().map_err(|e| e.to_string())?;
+        let speed = self.clock.lock().unwrap().speed();
+        link.set(cond, cond.to_real(speed));
+        Ok(link.report())
+    }
+
+    /// Applies a user's link change; the report of the link afterwards.
+    pub fn apply(&self, spec: &LinkSpec) -> Result<Value, String> {
+        let (id, cond) = spec.resolve()?;
+        self.set(&id, cond)
+    }
+
+    /// A link's condition (lab time).
+    pub fn condition(&self, id: &LinkId) -> Option<LinkCondition> {
+        self.links.lock().unwrap().get(id).map(|l| l.condition())
+    }
+
+    /// The names of the lab's links (`fortigate-fortianalyzer`, …).
+    pub fn names(&self) -> Vec<String> {
+        self.links
+            .lock()
+            .unwrap()
+            .keys()
+            .map(LinkId::name)
+            .collect()
+    }
+
+    /// Every link with its condition, counters and relays.
+    pub fn report(&self) -> Value {
+        let relays = self.relays.lock().unwrap().clone();
+        let links = self.links.lock().unwrap().clone();
+        let out: Vec<Value> = links
+            .iter()
+            .map(|(id, l)| {
+                let mut r = l.report();
+                r["relays"] = relays
+                    .iter()
+                    .filter(|x| &x.link == id)
+                    .map(|x| {
+                        json!({"relay": x.relay.to_string(), "real": x.real.to_string(),
+                               "lab": x.lab.iter().map(|a| a.to_string()).collect::<Vec<_>>()})
+                    })
+                    .collect();
+                r
+            })
+            .collect();
+        json!({ "links": out })
+    }
+
+    /// Stops every relay (the lab is stopping).
+    pub fn stop(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+impl Drop for LabLinks {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_resolve_to_conditions_with_clear_errors() {
+        let s = LinkSpec {
+            a: "fortigate".into(),
+            b: "fortianalyzer".into(),
+            state: Some("down".into()),
+            ..Default::default()
+        };
+        let (id, c) = s.resolve().unwrap();
+        assert_eq!(id.name(), "fortigate-fortianalyzer");
+        assert!(c.down);
+        let s = LinkSpec {
+            a: "faz".into(),
+            b: "fgt".into(),
+            latency: Some("200ms".into()),
+            loss: Some(0.1),
+            rate: Some("64kbit".into()),
+            ..Default::default()
+        };
+        let (_, c) = s.resolve().unwrap();
+        assert_eq!(c.latency, std::time::Duration::from_millis(200));
+        assert_eq!(c.rate_bps, Some(64_000));
+        assert!(!c.down);
+        let bad = |f: &dyn Fn(&mut LinkSpec)| {
+            let mut s = LinkSpec {
+                a: "fortigate".into(),
+                b: "ems".into(),
+                ..Default::default()
+            };
+            f(&mut s);
+            s.resolve().unwrap_err()
+        };
+        assert!(bad(&|s| s.state = Some("sideways".into())).contains("state"));
+        assert!(bad(&|s| s.loss = Some(2.0)).contains("loss"));
+        assert!(bad(&|s| s.rate = Some("fast".into())).contains("rate"));
+        assert!(bad(&|s| s.latency = Some("soon".into())).contains("latency"));
+        assert!(bad(&|s| s.b = "router".into()).contains("unknown device"));
+    }
+
+    #[tokio::test]
+    async fn links_without_traffic_cannot_be_set_and_relays_are_shared_per_service() {
+        let clock = LabClock::new(0, 0, 1.0, 0);
+        let links = LabLinks::new(1, clock);
+        let id = LinkId::new("fortigate", "fortianalyzer").unwrap();
+        let real: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let r1 = links
+            .relay(&id, "10.115.1.20:514".parse().unwrap(), real)
+            .unwrap();
+        let r2 = links
+            .relay(&id, "10.115.1.21:514".parse().unwrap(), real)
+            .unwrap();
+        assert_eq!(r1, r2);
+        let down = LinkCondition {
+            down: true,
+            ..LinkCondition::CLEAN
+        };
+        let rep = links.set(&id, down).unwrap();
+        assert_eq!(rep["state"], "down");
+        let e = links
+            .set(&LinkId::new("ems", "internet").unwrap(), down)
+            .unwrap_err();
+        assert!(e.contains("no traffic"), "{e}");
+        assert_eq!(
+            links.report()["links"][0]["relays"][0]["lab"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
+    }
+}
