@@ -36,6 +36,7 @@ pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;
+pub mod tz;
 pub mod tls;
 
 pub use clock::LabClock;

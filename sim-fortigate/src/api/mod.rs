@@ -11,6 +11,7 @@
 pub mod cmdb;
 pub mod config_script;
 pub mod mon_fabric;
+pub mod mon_more;
 pub mod mon_system;
 pub mod monitor;
 pub mod query;
