@@ -366,7 +366,10 @@ fn seed_stitch_quarantines_on_ems_once_per_host_until_faz_ack() {
     assert_eq!(rec["mac"], on_ems["mac_addr"], "{rec}");
     assert_eq!(rec["host"], on_ems["host"], "{rec}");
     assert_eq!(rec["ems_name"], "EMS-LAB", "{rec}");
-    assert!(rec["ems_sn"].as_str().unwrap().starts_with("FCTEMS"), "{rec}");
+    assert!(
+        rec["ems_sn"].as_str().unwrap().starts_with("FCTEMS"),
+        "{rec}"
+    );
     let sum = lab.rest("GET", "/api/v2/monitor/endpoint-control/summary", None);
     assert!(sum["results"]["quarantined"].as_u64() >= Some(1), "{sum}");
     let reg = lab.rest(

@@ -36,8 +36,8 @@ pub mod secrets;
 pub mod shutdown;
 pub mod telemetry;
 pub mod text;
-pub mod tz;
 pub mod tls;
+pub mod tz;
 
 pub use clock::LabClock;
 pub use events::{EventBus, LabEvent};

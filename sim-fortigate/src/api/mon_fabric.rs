@@ -266,12 +266,14 @@ pub async fn endpoint_summary(api: &Api, r: &Req) -> Response {
     let ems = ems_rows(api, None);
     let online = inv.iter().filter(|x| x.online).count();
     env(api, r, "endpoint-control", "summary").monitor_ok(
-        Some(json!({"total": inv.len(), "online": online, "offline": inv.len() - online,
+        Some(
+            json!({"total": inv.len(), "online": online, "offline": inv.len() - online,
                     "quarantined": inv.iter().filter(|x| x.quarantined).count(),
                     "on_net": inv.iter().filter(|x| x.onnet).count(),
                     "compromised": hosts.len(),
                     "ems_connected":
-                    ems.iter().filter(|r| r["connected"] == J::Bool(true)).count()})),
+                    ems.iter().filter(|r| r["connected"] == J::Bool(true)).count()}),
+        ),
         None,
     )
 }

@@ -29,9 +29,10 @@ pub async fn handle(api: &Api, r: &Req, s: &[&str]) -> Option<Response> {
         (&Method::GET, ["router", "lookup-policy"]) => router_lookup(api, r, "lookup-policy"),
         (&Method::GET, ["router", "policy"]) => list(api, r, "router", "policy", None),
         (&Method::GET, ["router", "policy6"]) => list(api, r, "router", "policy6", None),
-        (&Method::GET, ["router", "bgp", what @ ("neighbors" | "neighbors6" | "paths" | "paths6")]) => {
-            list(api, r, "router", "bgp", Some(what))
-        }
+        (
+            &Method::GET,
+            ["router", "bgp", what @ ("neighbors" | "neighbors6" | "paths" | "paths6")],
+        ) => list(api, r, "router", "bgp", Some(what)),
         (&Method::GET, ["router", "bgp", what @ ("paths-statistics" | "neighbors-statistics")]) => {
             env(api, r, "router", "bgp").monitor_ok(
                 Some(json!({"ipv4": {"total_paths": 0, "total_neighbors": 0},
@@ -77,9 +78,7 @@ pub async fn handle(api: &Api, r: &Req, s: &[&str]) -> Option<Response> {
         (&Method::GET, ["log", "local-report-list"]) => {
             list(api, r, "log", "local-report-list", None)
         }
-        (&Method::GET, ["log", "local-report", "download"]) => {
-            no_report(api, r)
-        }
+        (&Method::GET, ["log", "local-report", "download"]) => no_report(api, r),
         (&Method::POST, ["log", "local-report", "delete"]) => no_report(api, r),
         (&Method::GET, ["log", "forticloud"]) => forticloud(api, r, None),
         (&Method::GET, ["log", "forticloud", "connection"]) => {
@@ -113,9 +112,7 @@ pub async fn handle(api: &Api, r: &Req, s: &[&str]) -> Option<Response> {
             fortiguard_test(api, r).await
         }
         (&Method::POST, ["utm", "rating-lookup", "select"]) => rating_post(api, r).await,
-        (&Method::POST, ["system", "fortiguard", "clear-statistics"]) => {
-            fortiguard_clear(api, r)
-        }
+        (&Method::POST, ["system", "fortiguard", "clear-statistics"]) => fortiguard_clear(api, r),
         _ => return None,
     };
     Some(resp)
@@ -137,7 +134,11 @@ pub fn lookup(routes: &[J], dst: Ipv4Addr) -> Option<&J> {
         .filter_map(|r| {
             let (net, len) = ip_mask(r["ip_mask"].as_str()?);
             let net: Ipv4Addr = net.parse().ok()?;
-            let mask = if len == 0 { 0 } else { u32::MAX << (32 - len.min(32)) };
+            let mask = if len == 0 {
+                0
+            } else {
+                u32::MAX << (32 - len.min(32))
+            };
             (u32::from(dst) & mask == u32::from(net) & mask).then_some((len, r))
         })
         .max_by_key(|(len, r)| (*len, std::cmp::Reverse(r["distance"].as_u64().unwrap_or(0))))
@@ -169,9 +170,11 @@ fn router_statistics(api: &Api, r: &Req) -> Response {
     let routes = api.dev.config.with(ipv4_routes);
     let count = |t: &str| routes.iter().filter(|x| x["type"] == t).count();
     env(api, r, "router", "statistics").monitor_ok(
-        Some(json!({"total_lines": routes.len(), "total_lines_ipv4": routes.len(),
+        Some(
+            json!({"total_lines": routes.len(), "total_lines_ipv4": routes.len(),
                     "total_lines_ipv6": 0,
-                    "total_proto": {"connect": count("connect"), "static": count("static")}})),
+                    "total_proto": {"connect": count("connect"), "static": count("static")}}),
+        ),
         None,
     )
 }
@@ -507,10 +510,12 @@ async fn registration_summary(api: &Api, r: &Req) -> Response {
     };
     let online = inv.iter().filter(|x| x.online).count();
     env(api, r, "endpoint-control", "registration").monitor_ok(
-        Some(json!({"total": inv.len(), "registered": inv.len(), "online": online,
+        Some(
+            json!({"total": inv.len(), "registered": inv.len(), "online": online,
                     "offline": inv.len() - online,
                     "quarantined": inv.iter().filter(|x| x.quarantined).count(),
-                    "on_net": inv.iter().filter(|x| x.onnet).count()})),
+                    "on_net": inv.iter().filter(|x| x.onnet).count()}),
+        ),
         Some("summary"),
     )
 }

@@ -571,10 +571,12 @@ pub fn ipv4_routes(c: &Config) -> Vec<J> {
                       "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}));
     }
     if let Some(w) = net.wan() {
-        v.push(json!({"ip_version": 4, "type": "static", "ip_mask": "0.0.0.0/0",
+        v.push(
+            json!({"ip_version": 4, "type": "static", "ip_mask": "0.0.0.0/0",
                       "distance": 10, "metric": 0, "priority": 1, "vrf": 0,
                       "gateway": "0.0.0.0", "non_rc_gateway": "0.0.0.0", "interface": w.name,
-                      "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}));
+                      "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}),
+        );
     }
     v
 }

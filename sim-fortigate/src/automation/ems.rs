@@ -374,7 +374,10 @@ impl EmsConnector {
                 return Err(format!("endpoints/index answered HTTP {}", r.status));
             }
             let serial = self.state(&c.name).ems_serial;
-            let rows = v["data"]["endpoints"].as_array().cloned().unwrap_or_default();
+            let rows = v["data"]["endpoints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
             let n = rows.len();
             out.extend(
                 rows.iter()

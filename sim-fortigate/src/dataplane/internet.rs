@@ -93,7 +93,10 @@ impl Internet {
         }
         let t0 = Instant::now();
         self.stats.queries.fetch_add(1, Ordering::Relaxed);
-        match self.get_json("/_lab/rating?host=service.fortiguard.net").await {
+        match self
+            .get_json("/_lab/rating?host=service.fortiguard.net")
+            .await
+        {
             Ok((200, _)) => {
                 let rtt = t0.elapsed();
                 self.stats
