@@ -310,11 +310,18 @@ impl EmsAdmin {
     }
 }
 
-fn ioc_notice(serial: &str, id: u64) -> Value {
-    json!({"id": id, "type": "ioc", "verdict": "Infected", "ioc_level": "high",
+fn ioc_notice(serial: &str, id: u64) -> fortilab_core::logchan::Notification {
+    notice(
+        json!({"id": id, "type": "ioc", "verdict": "Infected", "ioc_level": "high",
            "srcip": "10.115.2.52", "mac": null, "user": null, "hostname": "PC-52",
            "devid": serial, "vdom": "root", "threat": "www.eicar.org",
-           "detect_method": "Infected-domain", "epid": 1041, "timestamp": 1614881482})
+           "detect_method": "Infected-domain", "epid": 1041, "timestamp": 1614881482}),
+    )
+}
+
+/// A notification from its JSON wire form.
+fn notice(v: Value) -> fortilab_core::logchan::Notification {
+    serde_json::from_value(v).expect("a valid notification")
 }
 
 const LONG: Duration = Duration::from_secs(20);
@@ -487,8 +494,10 @@ fn seed_stitch_quarantines_on_ems_once_per_host_until_faz_ack() {
     // 4. FortiAnalyzer acknowledges the host: it is cleared, and the next IOC acts again.
     faz.notify(
         &serial,
-        json!({"id": 9, "type": "ioc-ack", "srcip": "10.115.2.52", "epid": 1041,
+        notice(
+            json!({"id": 9, "type": "ioc-ack", "srcip": "10.115.2.52", "epid": 1041,
                "devid": serial, "comment": "handled"}),
+        ),
     );
     wait_for("the host cleared", LONG, || {
         lab.hosts().is_empty().then_some(())

@@ -77,7 +77,10 @@ fn sender(
     serial: &str,
     queue: &Path,
     stop: &CancellationToken,
-) -> (LogSender, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+) -> (
+    LogSender,
+    tokio::sync::mpsc::Receiver<fortilab_core::logchan::Notification>,
+) {
     let cert = ca.issue(serial, &[]).unwrap();
     let tls = fortilab_core::tls::client_config(ca, Some(&cert)).unwrap();
     let addr = faz.ready["log_channel"].as_str().unwrap().parse().unwrap();
@@ -122,12 +125,16 @@ fn traffic(i: u64, src: &str) -> String {
     )
 }
 
-async fn next_note(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, kind: &str) -> Value {
+async fn next_note(
+    rx: &mut tokio::sync::mpsc::Receiver<fortilab_core::logchan::Notification>,
+    kind: &str,
+) -> Value {
     loop {
         let n = tokio::time::timeout(Duration::from_secs(20), rx.recv())
             .await
             .unwrap_or_else(|_| panic!("no {kind} notification within 20 s"))
-            .expect("sender stopped");
+            .expect("sender stopped")
+            .to_json();
         if n["type"] == kind {
             return n;
         }
@@ -498,6 +505,9 @@ fn bad_input_is_answered_counted_and_never_stops_the_process() {
     assert_eq!(status, 413, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], -32600, "{text}");
+    // Over 16 MiB the body is not even buffered: HTTP 413 all the same.
+    let (status, text) = curl_raw(&faz, "/jsonrpc", Some(&vec![b' '; 17 * 1024 * 1024]));
+    assert_eq!(status, 413, "{text}");
     // Log channel: plain TCP garbage and a TLS client without a certificate.
     let log: std::net::SocketAddr = faz.ready["log_channel"].as_str().unwrap().parse().unwrap();
     for payload in [

@@ -657,7 +657,9 @@ async fn log_channel_survives_receiver_restarts_and_spills_to_disk() {
     // A notification travels back and reaches the lab event stream.
     recv.rx.notify(
         &serial,
-        json!({"id": 7, "type": "ioc", "verdict": "Infected", "srcip": "10.115.2.52"}),
+        serde_json::from_value(json!({"id": 7, "type": "ioc", "verdict": "Infected",
+                                      "ioc_level": "high", "srcip": "10.115.2.52"}))
+        .unwrap(),
     );
     wait_for("notification acknowledged", Duration::from_secs(10), || {
         sink.acked_notifications()

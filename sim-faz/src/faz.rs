@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use fortilab_core::device::Timing;
+use fortilab_core::logchan::{IocAckNotification, IocLevel, IocNotification, Notice, Notification};
 use fortilab_core::{EventBus, LabClock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -16,9 +17,73 @@ use crate::store::{parse_row, Row, Store};
 /// Where notifications go: the log channel's receiver (or a test double).
 pub trait Notifier: Send + Sync + 'static {
     /// Pushes a notification to a connected device; false when it is not connected.
-    fn notify(&self, serial: &str, payload: Value) -> bool;
+    fn notify(&self, serial: &str, n: Notification) -> bool;
     /// Tells the channel a device was authorized (it re-sends a registered hello reply).
     fn authorize(&self, serial: &str);
+}
+
+/// Lines parsed by [`Faz::parse_lines`], ready for [`Faz::submit`].
+#[derive(Debug)]
+pub struct Parsed {
+    rows: Vec<Row>,
+    n: usize,
+    unparsed: u64,
+    sample: Option<String>,
+    now: i64,
+}
+
+impl Parsed {
+    pub fn len(&self) -> usize {
+        self.n
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+}
+
+/// A batch queued for the durable commit by [`Faz::submit`].
+#[derive(Debug)]
+pub struct Submitted {
+    pending: crate::store::Pending,
+    changes: Vec<Change>,
+    sender: String,
+    n: usize,
+    unparsed: u64,
+    sample: Option<String>,
+}
+
+impl Submitted {
+    /// Waits for the commit, then raises the lab event, alerts and notifications. Returns the
+    /// sender's last stored sequence.
+    pub fn finish(self, faz: &Faz) -> Result<u64, String> {
+        let last = match self.pending.wait() {
+            Ok(l) => l,
+            Err(e) => return Err(faz.store_failed(e.to_string())),
+        };
+        if faz.store_failing.swap(false, Ordering::Relaxed) {
+            tracing::info!("the log store accepts logs again");
+            faz.bus
+                .emit("store.recovered", json!({"sender": self.sender}));
+        }
+        if self.n > 0 {
+            faz.bus.emit(
+                "log.received",
+                json!({"from": self.sender, "count": self.n, "unparsed": self.unparsed,
+                       "last_seq": last, "sample": self.sample}),
+            );
+        }
+        faz.handle_changes(self.changes, false);
+        Ok(last)
+    }
+}
+
+/// The serial of a syslog-only device: `SYSLOG-` and its address in hex (`SYSLOG-0A731214`).
+pub fn syslog_serial(ip: std::net::IpAddr) -> String {
+    match ip {
+        std::net::IpAddr::V4(v4) => format!("SYSLOG-{:08X}", u32::from(v4)),
+        std::net::IpAddr::V6(v6) => format!("SYSLOG-{:032X}", u128::from(v6)),
+    }
 }
 
 /// Static identity and credentials.
@@ -180,6 +245,12 @@ pub struct Counters {
     pub syslog_messages: AtomicU64,
     pub syslog_dropped: AtomicU64,
     pub syslog_bad: AtomicU64,
+    /// Datagrams the kernel dropped on the syslog UDP socket (its receive buffer was full).
+    pub syslog_udp_kernel_drops: AtomicU64,
+    /// Syslog messages from a sender whose device is not authorized (not stored).
+    pub syslog_unauthorized: AtomicU64,
+    /// Syslog messages lost to a store error (the disk is full, ...).
+    pub syslog_store_errors: AtomicU64,
     pub notifications: AtomicU64,
     pub notifications_acked: AtomicU64,
     pub store_errors: AtomicU64,
@@ -196,7 +267,10 @@ impl Counters {
             "log_batches": g(&self.log_batches), "log_lines": g(&self.log_lines),
             "unparsed_lines": g(&self.unparsed_lines), "unauthorized_batches": g(&self.unauthorized_batches),
             "syslog_messages": g(&self.syslog_messages), "syslog_dropped": g(&self.syslog_dropped),
-            "syslog_bad": g(&self.syslog_bad), "notifications": g(&self.notifications),
+            "syslog_bad": g(&self.syslog_bad),
+            "syslog_udp_kernel_drops": g(&self.syslog_udp_kernel_drops),
+            "syslog_unauthorized": g(&self.syslog_unauthorized),
+            "syslog_store_errors": g(&self.syslog_store_errors), "notifications": g(&self.notifications),
             "notifications_acked": g(&self.notifications_acked), "store_errors": g(&self.store_errors),
         })
     }
@@ -243,7 +317,7 @@ pub struct Faz {
     pub auto_authorize: AtomicBool,
     pub notifier: OnceLock<Arc<dyn Notifier>>,
     /// Notifications not yet acknowledged by the device: serial → id → payload.
-    pub pending: Mutex<HashMap<String, BTreeMap<u64, Value>>>,
+    pub pending: Mutex<HashMap<String, BTreeMap<u64, Notification>>>,
     next_notify_id: AtomicU64,
     pub alerts: Mutex<Vec<Alert>>,
     next_alert_id: AtomicU64,
@@ -256,6 +330,9 @@ pub struct Faz {
     /// Endpoint IP → host name learned from FortiClient devices.
     pub ip_names: Mutex<HashMap<String, String>>,
     pub counters: Counters,
+    /// The last commit failed (a `store.error` event was emitted; `store.recovered` follows
+    /// the next successful one).
+    pub store_failing: AtomicBool,
     /// Rescan runs to execute: (tid, start, end), taken by the rescan worker thread.
     pub rescan_tx: OnceLock<Mutex<std::sync::mpsc::Sender<(u64, i64, i64)>>>,
 }
@@ -384,6 +461,7 @@ impl Faz {
             next_tid: AtomicU64::new(next_tid.max(1)),
             ip_names: Mutex::new(HashMap::new()),
             counters: Counters::default(),
+            store_failing: AtomicBool::new(false),
             rescan_tx: OnceLock::new(),
         }))
     }
@@ -640,29 +718,40 @@ impl Faz {
         self.device(sn).map(|d| d.authorized).unwrap_or(false)
     }
 
-    /// Registers a syslog-only device seen in a message body. Returns whether it is authorized.
-    pub fn syslog_device(&self, devid: &str, devname: &str, ip: &str) -> bool {
+    /// The device syslog from `ip` is stored as, attributed by the sender's address as
+    /// FortiAnalyzer does (never by the `devid` a line claims): the registered device with that
+    /// address (a lab host `10.a.b.c` also sends from loopback `127.a.b.c`), else a syslog
+    /// device `SYSLOG-<address in hex>` registered on first sight (unauthorized unless the lab
+    /// auto-authorizes). `None` while that device is not authorized (its logs are not stored).
+    pub fn syslog_sender(&self, ip: std::net::IpAddr) -> Option<Device> {
         let auto = self.auto_authorize.load(Ordering::Relaxed);
         let now = self.now();
+        let text = ip.to_string();
+        let lab = match ip {
+            std::net::IpAddr::V4(v4) if v4.octets()[0] == 127 => {
+                let o = v4.octets();
+                Some(format!("10.{}.{}.{}", o[1], o[2], o[3]))
+            }
+            _ => None,
+        };
         let (d, new, changed) = {
             let mut devs = self.devices.lock().unwrap_or_else(|e| e.into_inner());
-            let new = !devs.contains_key(devid);
-            let d = devs.entry(devid.to_string()).or_insert_with(|| Device {
-                sn: devid.to_string(),
-                name: if devname.is_empty() {
-                    devid.to_string()
-                } else {
-                    devname.to_string()
-                },
-                hostname: devname.to_string(),
-                platform: platform_of(devid).into(),
+            let known = devs
+                .values()
+                .filter(|d| d.ip == text || lab.as_deref() == Some(d.ip.as_str()))
+                // A device of the log channel before a syslog-only one.
+                .min_by_key(|d| (d.via == "syslog", d.sn.clone()))
+                .map(|d| d.sn.clone());
+            let new = known.is_none();
+            let sn = known.unwrap_or_else(|| syslog_serial(ip));
+            let d = devs.entry(sn.clone()).or_insert_with(|| Device {
+                sn: sn.clone(),
+                name: sn.clone(),
+                hostname: sn.clone(),
+                platform: "Syslog".into(),
                 version: String::new(),
-                ip: ip.to_string(),
-                device_type: if devid.starts_with("FCT") {
-                    "forticlient".into()
-                } else {
-                    "fortigate".into()
-                },
+                ip: text.clone(),
+                device_type: "syslog".into(),
                 vdom: "root".into(),
                 adom: "root".into(),
                 authorized: false,
@@ -690,10 +779,10 @@ impl Faz {
         if new {
             self.bus.emit(
                 "device.registered",
-                json!({"sn": devid, "name": d.name, "via": "syslog", "authorized": d.authorized, "ip": ip}),
+                json!({"sn": d.sn, "name": d.name, "via": "syslog", "authorized": d.authorized, "ip": text}),
             );
         }
-        d.authorized
+        d.authorized.then_some(d)
     }
 
     // ---------------------------------------------------------------- ingest
@@ -708,6 +797,14 @@ impl Faz {
         first_seq: u64,
         lines: Vec<String>,
     ) -> Result<u64, String> {
+        let parsed = self.parse_lines(from_client, lines);
+        self.submit(sender, from_client, first_seq, parsed)?
+            .finish(self)
+    }
+
+    /// Parses lines into rows (large batches on two threads). No side effects: callers may
+    /// parse several batches at once and [`Faz::submit`] them in order.
+    pub fn parse_lines(&self, from_client: bool, lines: Vec<String>) -> Parsed {
         let now = self.now();
         let tz = self.clock.tz_minutes();
         let n = lines.len();
@@ -740,7 +837,31 @@ impl Faz {
         } else {
             parse(&lines)
         };
-        drop(lines);
+        Parsed {
+            rows,
+            n,
+            unparsed,
+            sample,
+            now,
+        }
+    }
+
+    /// Runs the IOC engine on parsed rows and queues them for the durable commit (in call
+    /// order); [`Submitted::finish`] waits for the commit and raises alerts and notifications.
+    pub fn submit(
+        &self,
+        sender: &str,
+        from_client: bool,
+        first_seq: u64,
+        parsed: Parsed,
+    ) -> Result<Submitted, String> {
+        let Parsed {
+            rows,
+            n,
+            unparsed,
+            sample,
+            now,
+        } = parsed;
         self.counters.log_batches.fetch_add(1, Ordering::Relaxed);
         self.counters
             .log_lines
@@ -760,26 +881,33 @@ impl Faz {
             .status;
         let mut changes: Vec<Change> = Vec::new();
         let day = self.day_of(now);
-        let last = self
+        let pending = self
             .store
-            .commit(sender, first_seq, rows, now, |rows| {
+            .submit(sender, first_seq, rows, now, |rows| {
                 if !ioc_on {
                     return Vec::new();
                 }
                 self.ioc_hook(sender, rows, client_name.as_deref(), now, day, &mut changes)
             })
-            .map_err(|e| {
-                self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
-                e.to_string()
-            })?;
-        if n > 0 {
-            self.bus.emit(
-                "log.received",
-                json!({"from": sender, "count": n, "unparsed": unparsed, "last_seq": last, "sample": sample}),
-            );
+            .map_err(|e| self.store_failed(e.to_string()))?;
+        Ok(Submitted {
+            pending,
+            changes,
+            sender: sender.to_string(),
+            n,
+            unparsed,
+            sample,
+        })
+    }
+
+    /// Counts a failed commit; the first of a run raises a `store.error` lab event.
+    fn store_failed(&self, msg: String) -> String {
+        self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
+        if !self.store_failing.swap(true, Ordering::Relaxed) {
+            tracing::error!(error = %msg, "the log store refuses logs");
+            self.bus.emit("store.error", json!({"error": msg}));
         }
-        self.handle_changes(changes, false);
-        Ok(last)
+        msg
     }
 
     fn ioc_hook(
@@ -905,11 +1033,22 @@ impl Faz {
                     eng.take_notification(&epip, self.now(), throttle)
                 };
                 if due {
-                    let payload = json!({
-                        "type": "ioc", "verdict": host.verdict, "ioc_level": host.level.as_str(),
-                        "srcip": host.epip, "mac": host.mac, "user": host.user, "hostname": host.epname,
-                        "devid": host.devid, "vdom": host.vdom, "threat": threat, "detect_method": method,
-                        "epid": host.epid, "timestamp": self.now(),
+                    let payload = Notice::Ioc(IocNotification {
+                        verdict: host.verdict.clone(),
+                        ioc_level: match host.level {
+                            crate::ioc::Level::High => IocLevel::High,
+                            _ => IocLevel::Medium,
+                        },
+                        srcip: host.epip.clone(),
+                        mac: host.mac.clone(),
+                        user: host.user.clone(),
+                        hostname: host.epname.clone(),
+                        devid: host.devid.clone(),
+                        vdom: host.vdom.clone(),
+                        threat: threat.clone(),
+                        detect_method: method.clone(),
+                        epid: Some(host.epid),
+                        timestamp: self.now(),
                     });
                     for target in self.targets_for(&host) {
                         self.send_notification(&target, payload.clone());
@@ -951,39 +1090,33 @@ impl Faz {
             .collect()
     }
 
-    /// Sends (or queues until the device reconnects) a notification.
-    pub fn send_notification(&self, serial: &str, mut payload: Value) -> u64 {
+    /// Sends (or queues until the device reconnects) a notification; returns its id.
+    pub fn send_notification(&self, serial: &str, notice: Notice) -> u64 {
         let id = self.next_notify_id.fetch_add(1, Ordering::Relaxed);
         let _ = self
             .store
             .kv_put(&[("counter:notify".into(), Some((id + 1).to_string()))]);
-        payload["id"] = json!(id);
-        // Keep the id first, as in the documented shape.
-        let mut ordered = serde_json::Map::new();
-        ordered.insert("id".into(), json!(id));
-        if let Value::Object(m) = &payload {
-            for (k, v) in m {
-                if k != "id" {
-                    ordered.insert(k.clone(), v.clone());
-                }
-            }
-        }
-        let payload = Value::Object(ordered);
+        let n = Notification::new(id, notice);
         self.pending
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(serial.to_string())
             .or_default()
-            .insert(id, payload.clone());
+            .insert(id, n.clone());
+        let (kind, srcip) = match &n.notice {
+            Notice::Ioc(i) => ("ioc", Some(i.srcip.clone())),
+            Notice::IocAck(a) => ("ioc-ack", Some(a.srcip.clone())),
+            Notice::FazEvent(_) => ("faz-event", None),
+        };
         let delivered = self
             .notifier
             .get()
-            .map(|n| n.notify(serial, payload.clone()))
+            .map(|x| x.notify(serial, n))
             .unwrap_or(false);
         self.counters.notifications.fetch_add(1, Ordering::Relaxed);
         self.bus.emit(
             "ioc.notify",
-            json!({"target": serial, "id": id, "type": payload["type"], "srcip": payload["srcip"], "delivered": delivered}),
+            json!({"target": serial, "id": id, "type": kind, "srcip": srcip, "delivered": delivered}),
         );
         id
     }
@@ -1109,7 +1242,12 @@ impl Faz {
                 "ioc.ack",
                 json!({"epip": h.epip, "epid": h.epid, "by": by, "comment": h.comment}),
             );
-            let payload = json!({"type": "ioc-ack", "srcip": h.epip, "epid": h.epid, "devid": h.devid, "comment": h.comment});
+            let payload = Notice::IocAck(IocAckNotification {
+                srcip: h.epip.clone(),
+                epid: Some(h.epid),
+                devid: h.devid.clone(),
+                comment: h.comment.clone(),
+            });
             for t in self.targets_for(h) {
                 self.send_notification(&t, payload.clone());
             }

@@ -67,8 +67,8 @@ impl LogSink for FazSink {
 pub struct ChannelNotifier(pub LogReceiver);
 
 impl Notifier for ChannelNotifier {
-    fn notify(&self, serial: &str, payload: serde_json::Value) -> bool {
-        self.0.notify(serial, payload)
+    fn notify(&self, serial: &str, n: fortilab_core::logchan::Notification) -> bool {
+        self.0.notify(serial, n)
     }
 
     fn authorize(&self, serial: &str) {

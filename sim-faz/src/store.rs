@@ -722,6 +722,24 @@ struct Writer {
     next_id: i64,
 }
 
+/// A batch queued by [`Store::submit`].
+#[derive(Debug)]
+pub struct Pending {
+    rx: mpsc::Receiver<Result<(), String>>,
+    answer: u64,
+}
+
+impl Pending {
+    /// Waits for the commit; returns the sender's last stored sequence.
+    pub fn wait(self) -> Result<u64, StoreError> {
+        match self.rx.recv() {
+            Ok(Ok(())) => Ok(self.answer),
+            Ok(Err(e)) => Err(StoreError::Writer(e)),
+            Err(_) => Err(StoreError::Writer("log store writer stopped".into())),
+        }
+    }
+}
+
 /// The durable log store.
 ///
 /// One writer thread owns the write connection. [`Store::commit`] drops duplicates and runs
@@ -968,7 +986,12 @@ impl Writer {
                     }
                 }
                 Err(e) => {
-                    let msg = format!("log store commit failed: {e}");
+                    // The error names the database file (a full disk is "database or disk is
+                    // full" from SQLite, with no path of its own).
+                    let msg = format!(
+                        "log store {}: commit failed: {e}",
+                        self.conn.path().unwrap_or("(memory)")
+                    );
                     tracing::error!(error = %e, rows = n, "log store group commit failed");
                     // Nothing queued behind the failed group may be committed (a later ack
                     // would cover the lost lines): fail it all and rewind the accepted
@@ -1378,10 +1401,24 @@ impl Store {
         &self,
         dev: &str,
         first_seq: u64,
-        mut rows: Vec<Row>,
+        rows: Vec<Row>,
         rtime: i64,
         hook: impl FnOnce(&[Row]) -> KvUpdates,
     ) -> Result<u64, StoreError> {
+        self.submit(dev, first_seq, rows, rtime, hook)?.wait()
+    }
+
+    /// [`Store::commit`] in two steps: queues the batch for the writer (in the order of the
+    /// calls) and returns at once; [`Pending::wait`] waits for the durable commit. Lets a
+    /// caller prepare its next batch while this one commits.
+    pub fn submit(
+        &self,
+        dev: &str,
+        first_seq: u64,
+        mut rows: Vec<Row>,
+        rtime: i64,
+        hook: impl FnOnce(&[Row]) -> KvUpdates,
+    ) -> Result<Pending, StoreError> {
         let (done_tx, done_rx) = mpsc::sync_channel(1);
         let answer = {
             let mut accepted = self
@@ -1408,7 +1445,11 @@ impl Store {
                 }
             }
             if rows.is_empty() && self.last_seq(dev) >= last {
-                return Ok(last);
+                let _ = done_tx.send(Ok(()));
+                return Ok(Pending {
+                    rx: done_rx,
+                    answer: last,
+                });
             }
             let new_last = if first_seq > 0 {
                 rows.last().map(|r| r.seq).unwrap_or(last)
@@ -1439,11 +1480,10 @@ impl Store {
                 last
             }
         };
-        match done_rx.recv() {
-            Ok(Ok(())) => Ok(answer),
-            Ok(Err(e)) => Err(StoreError::Writer(e)),
-            Err(_) => Err(StoreError::Writer("log store writer stopped".into())),
-        }
+        Ok(Pending {
+            rx: done_rx,
+            answer,
+        })
     }
 
     /// Writes key/value entries durably (grouped with the next log commit).
@@ -1776,6 +1816,56 @@ mod tests {
         assert_eq!(field_of("a=1 xa=2 b=\"q r\"", "b").as_deref(), Some("q r"));
         assert_eq!(field_of("a=1 xa=2", "a").as_deref(), Some("1"));
         assert_eq!(field_of("xa=2", "a"), None);
+    }
+
+    /// A full disk (simulated with SQLite's `max_page_count`, which fails a commit with
+    /// SQLITE_FULL exactly as a full file system does) is an error naming the database file;
+    /// nothing of the failed batch is acknowledged, and the store takes it once space returns.
+    #[test]
+    fn a_full_disk_names_the_file_and_the_store_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        let lines: Vec<String> = (1..=3000).map(|i| line(i, "10.115.2.52")).collect();
+        assert_eq!(
+            s.commit("FGT1", 1, rows(&lines[..10]), 0, |_| vec![])
+                .unwrap(),
+            10
+        );
+        let pages: i64 = s
+            .on_writer(|w| {
+                let n: i64 = w.conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                w.conn
+                    .query_row(&format!("PRAGMA max_page_count={n}"), [], |r| {
+                        r.get::<_, i64>(0)
+                    })?;
+                Ok::<_, rusqlite::Error>(n)
+            })
+            .unwrap()
+            .unwrap();
+        assert!(pages > 0);
+        let e = s
+            .commit("FGT1", 11, rows(&lines[10..]), 0, |_| vec![])
+            .unwrap_err()
+            .to_string();
+        let file = dir.path().display().to_string();
+        assert!(e.contains(&file), "the error names the store file: {e}");
+        assert!(e.contains("full"), "{e}");
+        assert_eq!(s.last_seq("FGT1"), 10, "nothing of the failed batch counts");
+        // Space returns.
+        s.on_writer(|w| {
+            w.conn
+                .query_row("PRAGMA max_page_count=1073741823", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            s.commit("FGT1", 11, rows(&lines[10..]), 0, |_| vec![])
+                .unwrap(),
+            3000
+        );
+        assert_eq!(s.seq_stats("FGT1").unwrap(), (3000, 3000, 1, 3000));
     }
 
     #[test]

@@ -5,19 +5,24 @@
 //! per message by its first byte. Headers: FortiOS `format default` (`<PRI>` then the key=value
 //! body), RFC 3164 (`<PRI>Mmm dd hh:mm:ss host tag: body`) and RFC 5424
 //! (`<PRI>1 TS HOST APP PROCID MSGID SD body`). Messages are attributed to a device by the
-//! `devid` (else `devname`) in the body.
+//! sender's address, as FortiAnalyzer does ([`Faz::syslog_sender`]), never by the `devid` a
+//! line claims.
+//!
+//! Flow control: TCP readers hand batches to a bounded queue and wait while it is full, so a
+//! fast sender is slowed by TCP flow control and nothing is lost; UDP has none, so a datagram
+//! that finds the queue full is dropped and counted, and so are the kernel's own drops (the
+//! socket's `drops` in /proc/net/udp).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::faz::Faz;
-use crate::store::field_of;
 
 /// Longest accepted message.
 pub const MAX_MSG: usize = 64 * 1024;
@@ -100,6 +105,36 @@ struct Msg {
     peer: SocketAddr,
 }
 
+/// Messages handed from a listener to the ingest thread in one go.
+type Batch = Vec<Msg>;
+
+/// Batches queued for the ingest thread. TCP readers wait while it is full (the sender is
+/// slowed down by TCP flow control, nothing is dropped); a UDP datagram that finds it full is
+/// dropped and counted (`syslog_dropped`), as are the datagrams the kernel drops when the
+/// socket's buffer overflows (`syslog_udp_kernel_drops`).
+pub const QUEUE_BATCHES: usize = 256;
+/// Messages per batch at most (a TCP reader sends what its buffer holds, up to this).
+pub const BATCH_MSGS: usize = 2048;
+
+/// Settings of the syslog input.
+#[derive(Debug, Clone, Copy)]
+pub struct SyslogOptions {
+    /// A TCP sender that starts a message and does not finish it within this is
+    /// disconnected (an idle connection between messages stays open).
+    pub partial_timeout: std::time::Duration,
+    /// Batches queued for the ingest thread ([`QUEUE_BATCHES`]).
+    pub queue_batches: usize,
+}
+
+impl SyslogOptions {
+    pub fn new(partial_timeout: std::time::Duration) -> Self {
+        Self {
+            partial_timeout,
+            queue_batches: QUEUE_BATCHES,
+        }
+    }
+}
+
 /// Starts UDP and TCP listeners; bodies go to a blocking ingest thread. A TCP sender that
 /// starts a message and does not finish it within `partial_timeout` is disconnected (an idle
 /// connection between messages stays open, as reliable senders keep theirs).
@@ -110,7 +145,19 @@ pub fn start(
     partial_timeout: std::time::Duration,
     shutdown: CancellationToken,
 ) -> std::thread::JoinHandle<()> {
-    let (tx, rx) = mpsc::channel::<Msg>(65_536);
+    start_with(faz, udp, tcp, SyslogOptions::new(partial_timeout), shutdown)
+}
+
+/// [`start`] with all the settings.
+pub fn start_with(
+    faz: Arc<Faz>,
+    udp: UdpSocket,
+    tcp: TcpListener,
+    opts: SyslogOptions,
+    shutdown: CancellationToken,
+) -> std::thread::JoinHandle<()> {
+    let partial_timeout = opts.partial_timeout;
+    let (tx, rx) = mpsc::channel::<Batch>(opts.queue_batches.max(1));
     {
         let faz = faz.clone();
         let tx = tx.clone();
@@ -128,7 +175,8 @@ pub fn start(
         .expect("spawn syslog thread")
 }
 
-fn accept_body(faz: &Faz, raw: &[u8], peer: SocketAddr, tx: &mpsc::Sender<Msg>) {
+/// Splits one syslog message (a datagram, or one TCP frame) into bodies.
+fn accept_body(faz: &Faz, raw: &[u8], peer: SocketAddr, out: &mut Batch) {
     faz.counters.syslog_messages.fetch_add(1, Ordering::Relaxed);
     let text = String::from_utf8_lossy(raw);
     for m in text.split('\n') {
@@ -136,17 +184,10 @@ fn accept_body(faz: &Faz, raw: &[u8], peer: SocketAddr, tx: &mpsc::Sender<Msg>) 
             continue;
         }
         match body_of(m) {
-            Some(b) => {
-                if tx
-                    .try_send(Msg {
-                        body: b.to_string(),
-                        peer,
-                    })
-                    .is_err()
-                {
-                    faz.counters.syslog_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+            Some(b) => out.push(Msg {
+                body: b.to_string(),
+                peer,
+            }),
             None => {
                 faz.counters.syslog_bad.fetch_add(1, Ordering::Relaxed);
             }
@@ -154,11 +195,90 @@ fn accept_body(faz: &Faz, raw: &[u8], peer: SocketAddr, tx: &mpsc::Sender<Msg>) 
     }
 }
 
-async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Msg>, stop: CancellationToken) {
+/// The socket's inode (`/proc/self/fd/N` → `socket:[inode]`), to find it in /proc/net/udp.
+fn socket_inode(udp: &UdpSocket) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", udp.as_raw_fd())).ok()?;
+    let s = link.to_str()?;
+    s.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Datagrams the kernel dropped for the UDP socket with this inode (the `drops` column of
+/// /proc/net/udp and /proc/net/udp6): receive buffer overflows before we could read them.
+pub fn kernel_udp_drops(inode: u64) -> Option<u64> {
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        if let Some(d) = drops_in_table(&text, inode) {
+            return Some(d);
+        }
+    }
+    None
+}
+
+/// The `drops` column of the row whose inode is `inode` in a /proc/net/udp{,6} table.
+fn drops_in_table(text: &str, inode: u64) -> Option<u64> {
+    let header: Vec<&str> = text.lines().next()?.split_whitespace().collect();
+    // The header names "tx_queue rx_queue" and "tr tm->when" as pairs of one column each.
+    let col = |name: &str| -> Option<usize> {
+        let mut i = 0usize;
+        for h in &header {
+            if *h == name {
+                return Some(i);
+            }
+            if !matches!(*h, "rx_queue" | "tm->when") {
+                i += 1;
+            }
+        }
+        None
+    };
+    let (ci, cd) = (col("inode")?, col("drops")?);
+    text.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        (f.get(ci)?.parse::<u64>().ok()? == inode).then(|| f.get(cd)?.parse().ok())?
+    })
+}
+
+async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Batch>, stop: CancellationToken) {
     let mut buf = vec![0u8; 65_536];
+    let inode = socket_inode(&udp);
+    if inode.is_none() {
+        tracing::warn!(
+            "syslog UDP socket not found in /proc/self/fd: kernel drops are not counted"
+        );
+    }
+    let mut checked = std::time::Instant::now();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Drops (ours and the kernel's) are counters in `/_lab/stats` and, when they grow, a
+    // `syslog.dropped` lab event on the timeline.
+    let reported = std::sync::atomic::AtomicU64::new(0);
+    let update_drops = |faz: &Faz| {
+        if let Some(d) = inode.and_then(kernel_udp_drops) {
+            faz.counters
+                .syslog_udp_kernel_drops
+                .store(d, Ordering::Relaxed); // per socket, from its creation
+        }
+        let kernel = faz.counters.syslog_udp_kernel_drops.load(Ordering::Relaxed);
+        let ours = faz.counters.syslog_dropped.load(Ordering::Relaxed);
+        let before = reported.swap(kernel + ours, Ordering::Relaxed);
+        if kernel + ours > before {
+            faz.bus.emit(
+                "syslog.dropped",
+                serde_json::json!({"proto": "udp", "new": kernel + ours - before,
+                                   "kernel_drops": kernel, "queue_drops": ours}),
+            );
+        }
+    };
     loop {
         let (n, peer) = tokio::select! {
             _ = stop.cancelled() => return,
+            _ = tick.tick() => {
+                update_drops(&faz);
+                checked = std::time::Instant::now();
+                continue;
+            }
             r = udp.recv_from(&mut buf) => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -167,14 +287,39 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Msg>, stop: Ca
                 }
             },
         };
-        accept_body(&faz, &buf[..n], peer, &tx);
+        let mut batch = Vec::new();
+        accept_body(&faz, &buf[..n], peer, &mut batch);
+        // Whatever else is already waiting travels in the same batch.
+        let mut datagrams = 1;
+        while batch.len() < BATCH_MSGS {
+            match udp.try_recv_from(&mut buf) {
+                Ok((n, peer)) => {
+                    datagrams += 1;
+                    accept_body(&faz, &buf[..n], peer, &mut batch);
+                }
+                Err(_) => break,
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let count = batch.len() as u64;
+        if tx.try_send(batch).is_err() {
+            faz.counters
+                .syslog_dropped
+                .fetch_add(count, Ordering::Relaxed);
+        }
+        if datagrams > 1 && checked.elapsed() > std::time::Duration::from_millis(200) {
+            update_drops(&faz);
+            checked = std::time::Instant::now();
+        }
     }
 }
 
 async fn tcp_loop(
     faz: Arc<Faz>,
     listener: TcpListener,
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Batch>,
     partial_timeout: std::time::Duration,
     stop: CancellationToken,
 ) {
@@ -207,6 +352,157 @@ async fn tcp_loop(
     }
 }
 
+/// What the start of a TCP buffer holds.
+#[derive(Debug, PartialEq, Eq)]
+enum TcpFrame {
+    /// Not a complete message yet.
+    Partial,
+    /// A message: bytes `start..end` of the buffer; `consumed` bytes are used up.
+    Msg {
+        start: usize,
+        end: usize,
+        consumed: usize,
+    },
+}
+
+/// Why a TCP stream cannot go on.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum TcpFrameError {
+    #[error("bad octet count")]
+    BadCount,
+    #[error("syslog message of {0} bytes exceeds {max}", max = MAX_MSG)]
+    TooLarge(usize),
+}
+
+/// Frames the next message at the start of `buf`: octet counting (`LEN SP MSG`, RFC 6587)
+/// when it starts with a digit, else a line ended by LF (a NUL also ends a message).
+fn next_tcp_frame(buf: &[u8]) -> Result<TcpFrame, TcpFrameError> {
+    let Some(&first) = buf.first() else {
+        return Ok(TcpFrame::Partial);
+    };
+    if first.is_ascii_digit() {
+        let Some(sp) = buf.iter().take(9).position(|b| *b == b' ') else {
+            return if buf.len() >= 9 || !buf.iter().all(|b| b.is_ascii_digit()) {
+                Err(TcpFrameError::BadCount)
+            } else {
+                Ok(TcpFrame::Partial)
+            };
+        };
+        let digits = &buf[..sp];
+        if !digits.iter().all(|b| b.is_ascii_digit()) {
+            return Err(TcpFrameError::BadCount);
+        }
+        let len: usize = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or(TcpFrameError::BadCount)?;
+        if len == 0 || len > MAX_MSG {
+            return Err(TcpFrameError::TooLarge(len));
+        }
+        let start = sp + 1;
+        if buf.len() < start + len {
+            return Ok(TcpFrame::Partial);
+        }
+        return Ok(TcpFrame::Msg {
+            start,
+            end: start + len,
+            consumed: start + len,
+        });
+    }
+    match buf
+        .iter()
+        .take(MAX_MSG + 1)
+        .position(|b| *b == b'\n' || *b == 0)
+    {
+        Some(i) => Ok(TcpFrame::Msg {
+            start: 0,
+            end: i,
+            consumed: i + 1,
+        }),
+        None if buf.len() > MAX_MSG => Err(TcpFrameError::TooLarge(buf.len())),
+        None => Ok(TcpFrame::Partial),
+    }
+}
+
+async fn tcp_conn(
+    faz: &Faz,
+    mut sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    tx: &mpsc::Sender<Batch>,
+    partial_timeout: std::time::Duration,
+) -> std::io::Result<()> {
+    let mut buf: Vec<u8> = Vec::with_capacity(256 * 1024);
+    let mut pos = 0usize;
+    loop {
+        // Every complete message in the buffer, as batches.
+        let mut batch = Vec::new();
+        loop {
+            match next_tcp_frame(&buf[pos..]) {
+                Ok(TcpFrame::Msg {
+                    start,
+                    end,
+                    consumed,
+                }) => {
+                    let m = &buf[pos + start..pos + end];
+                    if !m.iter().all(|b| b.is_ascii_whitespace()) {
+                        accept_body(faz, m, peer, &mut batch);
+                    }
+                    pos += consumed;
+                    if batch.len() >= BATCH_MSGS {
+                        // Waits while the ingest queue is full: TCP back-pressure.
+                        if tx.send(std::mem::take(&mut batch)).await.is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(TcpFrame::Partial) => break,
+                Err(e) => {
+                    if !batch.is_empty() {
+                        let _ = tx.send(batch).await;
+                    }
+                    if matches!(e, TcpFrameError::TooLarge(_)) {
+                        faz.counters.oversized.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Err(std::io::Error::other(e.to_string()));
+                }
+            }
+        }
+        if !batch.is_empty() && tx.send(batch).await.is_err() {
+            return Ok(());
+        }
+        // Keep the unread tail at the front of the buffer.
+        if pos > 0 {
+            buf.drain(..pos);
+            pos = 0;
+        }
+        if buf.capacity() - buf.len() < 64 * 1024 {
+            buf.reserve(64 * 1024);
+        }
+        let started = !buf.is_empty();
+        let read = sock.read_buf(&mut buf);
+        let n = if started {
+            // A message has started: it must complete in time.
+            partial(partial_timeout, read).await?
+        } else {
+            read.await?
+        };
+        if n == 0 {
+            // A last line without its LF still counts (an octet-counted frame cut short
+            // does not).
+            if !buf.is_empty() && !buf[0].is_ascii_digit() && buf.len() <= MAX_MSG {
+                let mut batch = Vec::new();
+                if !buf.iter().all(|b| b.is_ascii_whitespace()) {
+                    accept_body(faz, &buf, peer, &mut batch);
+                }
+                if !batch.is_empty() {
+                    let _ = tx.send(batch).await;
+                }
+            }
+            return Ok(());
+        }
+    }
+}
+
 /// `fut` (the rest of a message whose first byte arrived), or `TimedOut` after `limit`.
 async fn partial<T>(
     limit: std::time::Duration,
@@ -220,113 +516,162 @@ async fn partial<T>(
     })?
 }
 
-async fn tcp_conn(
-    faz: &Faz,
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    tx: &mpsc::Sender<Msg>,
-    partial_timeout: std::time::Duration,
-) -> std::io::Result<()> {
-    let mut r = BufReader::new(sock);
-    loop {
-        let first = {
-            let buf = r.fill_buf().await?;
-            match buf.first() {
-                None => return Ok(()),
-                Some(b) => *b,
-            }
-        };
-        if first.is_ascii_digit() {
-            // Octet counting: LEN SP MSG.
-            let mut len_text = Vec::new();
-            loop {
-                let mut b = [0u8; 1];
-                partial(partial_timeout, r.read_exact(&mut b)).await?;
-                if b[0] == b' ' {
-                    break;
-                }
-                if !b[0].is_ascii_digit() || len_text.len() > 7 {
-                    return Err(std::io::Error::other("bad octet count"));
-                }
-                len_text.push(b[0]);
-            }
-            let len: usize = std::str::from_utf8(&len_text)
+/// Ingest threads. Each takes the next batch (with a ticket), parses it, and submits it to the
+/// store in ticket order, so the lines are stored in arrival order while one batch is parsed
+/// and another commits.
+const INGEST_WORKERS: usize = 2;
+
+fn ingest_loop(faz: Arc<Faz>, rx: mpsc::Receiver<Batch>) {
+    use std::sync::{Condvar, Mutex};
+    let rx = Arc::new(Mutex::new((rx, 0u64)));
+    let turn = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let workers: Vec<_> = (0..INGEST_WORKERS)
+        .filter_map(|i| {
+            let (faz, rx, turn) = (faz.clone(), rx.clone(), turn.clone());
+            std::thread::Builder::new()
+                .name(format!("faz-syslog-{i}"))
+                .spawn(move || loop {
+                    let (mut batch, ticket) = {
+                        let mut g = rx.lock().unwrap_or_else(|e| e.into_inner());
+                        let Some(b) = g.0.blocking_recv() else {
+                            return;
+                        };
+                        let mut b = b;
+                        while b.len() < 5000 {
+                            match g.0.try_recv() {
+                                Ok(more) => b.extend(more),
+                                Err(_) => break,
+                            }
+                        }
+                        g.1 += 1;
+                        (b, g.1 - 1)
+                    };
+                    let groups = parse_batch(&faz, std::mem::take(&mut batch));
+                    // Submit in ticket order.
+                    let (m, cv) = &*turn;
+                    let mut next = m.lock().unwrap_or_else(|e| e.into_inner());
+                    while *next != ticket {
+                        next = cv.wait(next).unwrap_or_else(|e| e.into_inner());
+                    }
+                    let submitted: Vec<_> = groups
+                        .into_iter()
+                        .map(|(sn, client, parsed)| {
+                            let n = parsed.len() as u64;
+                            (n, faz.submit(&sn, client, 0, parsed))
+                        })
+                        .collect();
+                    *next += 1;
+                    drop(next);
+                    cv.notify_all();
+                    for (n, r) in submitted {
+                        if let Err(e) = r.and_then(|s| s.finish(&faz)) {
+                            faz.counters
+                                .syslog_store_errors
+                                .fetch_add(n, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "syslog ingest failed");
+                        }
+                    }
+                })
                 .ok()
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            if len == 0 || len > MAX_MSG {
-                faz.counters.oversized.fetch_add(1, Ordering::Relaxed);
-                return Err(std::io::Error::other("syslog frame too large"));
-            }
-            let mut msg = vec![0u8; len];
-            partial(partial_timeout, r.read_exact(&mut msg)).await?;
-            accept_body(faz, &msg, peer, tx);
-        } else {
-            let mut line = Vec::new();
-            let n = partial(
-                partial_timeout,
-                (&mut r)
-                    .take(MAX_MSG as u64 + 1)
-                    .read_until(b'\n', &mut line),
-            )
-            .await?;
-            if n == 0 {
-                return Ok(());
-            }
-            if line.len() > MAX_MSG {
-                faz.counters.oversized.fetch_add(1, Ordering::Relaxed);
-                return Err(std::io::Error::other("syslog line too long"));
-            }
-            for part in line.split(|b| *b == 0) {
-                if !part.iter().all(|b| b.is_ascii_whitespace()) {
-                    accept_body(faz, part, peer, tx);
-                }
-            }
-        }
+        })
+        .collect();
+    for w in workers {
+        let _ = w.join();
     }
 }
 
-fn ingest_loop(faz: Arc<Faz>, mut rx: mpsc::Receiver<Msg>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < 5000 {
-            match rx.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        // Group by device, keeping order.
-        let mut groups: Vec<(String, bool, Vec<String>)> = Vec::new();
-        for m in batch {
-            let devid = field_of(&m.body, "devid");
-            let devname = field_of(&m.body, "devname").unwrap_or_default();
-            let Some(dev) = devid.or_else(|| (!devname.is_empty()).then(|| devname.clone())) else {
-                faz.counters.syslog_bad.fetch_add(1, Ordering::Relaxed);
-                continue;
-            };
-            if !faz.syslog_device(&dev, &devname, &m.peer.ip().to_string()) {
-                faz.counters.syslog_dropped.fetch_add(1, Ordering::Relaxed);
-                continue;
-            }
-            match groups.iter_mut().find(|g| g.0 == dev) {
-                Some(g) => g.2.push(m.body),
-                None => {
-                    let client = dev.starts_with("FCT");
-                    groups.push((dev, client, vec![m.body]));
-                }
-            }
-        }
-        for (dev, client, lines) in groups {
-            if let Err(e) = faz.ingest(&dev, client, 0, lines) {
-                tracing::warn!(error = %e, "syslog ingest failed");
-            }
+/// Attributes a batch by the sender's address (as FortiAnalyzer does, keeping order) and
+/// parses each sender's lines: (device serial, FortiClient?, rows).
+fn parse_batch(faz: &Faz, batch: Batch) -> Vec<(String, bool, crate::faz::Parsed)> {
+    let mut groups: Vec<(std::net::IpAddr, Vec<String>)> = Vec::new();
+    for m in batch {
+        let ip = m.peer.ip();
+        match groups.iter_mut().find(|g| g.0 == ip) {
+            Some(g) => g.1.push(m.body),
+            None => groups.push((ip, vec![m.body])),
         }
     }
+    groups
+        .into_iter()
+        .filter_map(|(ip, lines)| match faz.syslog_sender(ip) {
+            Some(dev) => {
+                let client = dev.device_type == "forticlient";
+                Some((dev.sn, client, faz.parse_lines(client, lines)))
+            }
+            None => {
+                faz.counters
+                    .syslog_unauthorized
+                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
+                None
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tcp_framing_octet_counting_and_lines() {
+        let msg = |start, end, consumed| TcpFrame::Msg {
+            start,
+            end,
+            consumed,
+        };
+        assert_eq!(next_tcp_frame(b""), Ok(TcpFrame::Partial));
+        assert_eq!(next_tcp_frame(b"12"), Ok(TcpFrame::Partial));
+        assert_eq!(next_tcp_frame(b"5 ab"), Ok(TcpFrame::Partial));
+        assert_eq!(next_tcp_frame(b"5 abcde7 x"), Ok(msg(2, 7, 7)));
+        assert_eq!(next_tcp_frame(b"<13>a b\n<14>"), Ok(msg(0, 7, 8)));
+        assert_eq!(next_tcp_frame(b"<13>a\0b"), Ok(msg(0, 5, 6)));
+        assert_eq!(next_tcp_frame(b"<13>no end yet"), Ok(TcpFrame::Partial));
+        assert_eq!(next_tcp_frame(b"12x4 abc"), Err(TcpFrameError::BadCount));
+        assert_eq!(next_tcp_frame(b"123456789"), Err(TcpFrameError::BadCount));
+        assert_eq!(
+            next_tcp_frame(b"99999999 x"),
+            Err(TcpFrameError::TooLarge(99_999_999))
+        );
+        assert_eq!(next_tcp_frame(b"0 "), Err(TcpFrameError::TooLarge(0)));
+        let long = vec![b'a'; MAX_MSG + 1];
+        assert_eq!(
+            next_tcp_frame(&long),
+            Err(TcpFrameError::TooLarge(MAX_MSG + 1))
+        );
+    }
+
+    #[test]
+    fn kernel_drops_are_read_from_the_socket_row() {
+        let table = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n\
+  123: 0100007F:0202 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4242 2 0000000000000000 17\n\
+  124: 0100007F:0203 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 4243 2 0000000000000000 0\n";
+        assert_eq!(drops_in_table(table, 4242), Some(17));
+        assert_eq!(drops_in_table(table, 4243), Some(0));
+        assert_eq!(drops_in_table(table, 1), None);
+    }
+
+    /// A real socket nobody reads overflows: the kernel's drop counter for it goes up.
+    #[test]
+    fn kernel_drops_of_a_real_socket_are_seen() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let udp = {
+            rx.set_nonblocking(true).unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let _g = rt.enter();
+            UdpSocket::from_std(rx).unwrap()
+        };
+        let inode = socket_inode(&udp).expect("socket inode");
+        assert_eq!(kernel_udp_drops(inode), Some(0));
+        let payload = vec![b'x'; 1200];
+        for _ in 0..3000 {
+            tx.send_to(&payload, udp.local_addr().unwrap()).unwrap();
+        }
+        assert!(kernel_udp_drops(inode).unwrap() > 0);
+    }
 
     #[test]
     fn strips_the_three_header_styles() {

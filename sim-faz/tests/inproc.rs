@@ -157,6 +157,7 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
         .await
         .unwrap()
         .unwrap();
+    let n = n.to_json();
     assert_eq!(n["type"], "ioc");
     assert_eq!(n["srcip"], "10.115.2.52");
     assert_eq!(n["verdict"], "Infected");
@@ -173,6 +174,7 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
         .await
         .unwrap()
         .unwrap();
+    let n = n.to_json();
     assert_eq!(n["type"], "ioc-ack");
     assert_eq!(n["srcip"], "10.115.2.52");
     let r = call(
@@ -198,6 +200,7 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
         .await
         .unwrap()
         .unwrap();
+    let n = n.to_json();
     assert_eq!(n["type"], "ioc");
     stop.cancel();
     running.wait().await;
@@ -448,8 +451,11 @@ async fn streaming_100k_with_a_restart_stores_each_line_once() {
 struct Recorder(std::sync::Mutex<Vec<(String, Value)>>);
 
 impl fortilab_faz::faz::Notifier for Recorder {
-    fn notify(&self, serial: &str, payload: Value) -> bool {
-        self.0.lock().unwrap().push((serial.to_string(), payload));
+    fn notify(&self, serial: &str, n: fortilab_core::logchan::Notification) -> bool {
+        self.0
+            .lock()
+            .unwrap()
+            .push((serial.to_string(), n.to_json()));
         true
     }
     fn authorize(&self, _serial: &str) {}

@@ -1,7 +1,9 @@
 //! Automation engine benchmarks (in process, plain timing):
 //! - IOC notification → stitch run finished (ban-ip + alert), per notification, new host each;
 //! - event-log trigger matching per log (20 event-log triggers with wildcard fields);
-//! - the whole log path: logs written while event-log stitches are configured.
+//! - the whole log path: logs written while event-log stitches are configured;
+//! - a burst of 10,000 compromised hosts through the bounded notification queue (the
+//!   forwarder's path): all evaluated, p50/p99 from queued to stitch run finished.
 //!
 //! `cargo bench -p fortilab-fortigate --bench automation`
 
@@ -98,7 +100,93 @@ fn event_log_cli(n: usize) -> String {
     s
 }
 
+/// An IOC notification for host `ip` (FortiAnalyzer's wire form).
+fn notice(id: u64, ip: &str) -> fortilab_core::logchan::Notification {
+    serde_json::from_value(json!({"id": id, "type": "ioc", "verdict": "Infected",
+        "ioc_level": "high", "srcip": ip, "threat": "www.eicar.org", "epid": id}))
+    .unwrap()
+}
+
+/// 4. A burst of `n` compromised hosts handed to the engine's bounded queue as fast as it
+///    takes them (what the forwarder does with a FortiAnalyzer burst): every one evaluated,
+///    latency from queued to its stitch run finished.
+fn burst(rt: &tokio::runtime::Runtime, n: usize) {
+    let dev = device(IOC_CLI);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (ntx, nrx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
+    let engine = {
+        let _g = rt.enter();
+        automation::start(dev.clone(), StartOptions::default(), nrx, stop.clone())
+    };
+    let (_, _, mut done_rx) = dev.events.subscribe_since(dev.events.last_seq());
+    // Completions are collected on their own thread, as they happen.
+    let collector = std::thread::spawn(move || {
+        let mut done: Vec<(u64, Instant)> = Vec::with_capacity(n);
+        let mut lagged = 0u64;
+        while done.len() + (lagged as usize) < n {
+            match done_rx.blocking_recv() {
+                Ok(e) if e.kind == "stitch.done" => {
+                    done.push((e.data["run"].as_u64().unwrap(), Instant::now()));
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(k)) => lagged += k,
+                Err(_) => break,
+            }
+        }
+        (done, lagged)
+    });
+    let wall = Instant::now();
+    let mut queued = Vec::with_capacity(n);
+    for i in 0..n {
+        let ip = format!("10.{}.{}.{}", 150 + i / 65536, (i / 256) % 256, i % 256);
+        // Waits while the queue is full (back-pressure), never drops.
+        ntx.blocking_send(notice(i as u64, &ip)).unwrap();
+        queued.push(Instant::now());
+    }
+    while engine.ioc_evaluated() < n as u64 || dev.banned.list().len() < n {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let total = wall.elapsed();
+    let (done, lagged) = collector.join().unwrap();
+    // One run per notification, numbered in queue order.
+    let first = done.iter().map(|d| d.0).min().unwrap_or(1);
+    let mut lat: Vec<Duration> = done
+        .iter()
+        .filter_map(|(run, at)| {
+            queued
+                .get((run - first) as usize)
+                .map(|q| at.saturating_duration_since(*q))
+        })
+        .collect();
+    println!(
+        "burst of {n} compromised hosts -> {} evaluated, {} banned in {:?} ({:.0}/s); queued -> stitch run finished: p50={:?} p99={:?} max={:?} ({} runs timed, {lagged} events lagged)",
+        engine.ioc_evaluated(),
+        dev.banned.list().len(),
+        total,
+        n as f64 / total.as_secs_f64(),
+        pct(&mut lat, 0.5),
+        pct(&mut lat, 0.99),
+        pct(&mut lat, 1.0),
+        lat.len()
+    );
+    assert_eq!(
+        engine.ioc_evaluated(),
+        n as u64,
+        "every notification evaluated"
+    );
+    stop.cancel();
+}
+
 fn main() {
+    if std::env::var("FGT_BENCH_ONLY").as_deref() == Ok("burst") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        burst(&rt, 10_000);
+        return;
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -108,9 +196,10 @@ fn main() {
     // 1. IOC notification → run finished.
     let dev = device(IOC_CLI);
     let stop = tokio_util::sync::CancellationToken::new();
+    let (ntx, nrx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
     let engine = {
         let _g = rt.enter();
-        automation::start(dev.clone(), StartOptions::default(), stop.clone())
+        automation::start(dev.clone(), StartOptions::default(), nrx, stop.clone())
     };
     let n = 2000;
     let mut lat = Vec::with_capacity(n);
@@ -122,10 +211,7 @@ fn main() {
     for i in 0..n {
         let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
         let t = Instant::now();
-        dev.faz_notifications
-            .send(json!({"type": "ioc", "verdict": "Infected", "srcip": ip,
-                         "threat": "www.eicar.org", "epid": i}))
-            .unwrap();
+        ntx.blocking_send(notice(i as u64, &ip)).unwrap();
         let run = rt.block_on(async {
             loop {
                 let e = done_rx.recv().await.expect("event bus open");
@@ -195,9 +281,10 @@ fn main() {
     // 3. The log path with the engine running: 100k traffic logs while 20 event-log stitches
     //    are configured (none match), then one that matches.
     let stop = tokio_util::sync::CancellationToken::new();
+    let (_ntx2, nrx2) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
     let engine2 = {
         let _g = rt.enter();
-        automation::start(dev2.clone(), StartOptions::default(), stop.clone())
+        automation::start(dev2.clone(), StartOptions::default(), nrx2, stop.clone())
     };
     let logs = 100_000;
     let t = Instant::now();
@@ -234,4 +321,7 @@ fn main() {
         logs as f64 / t.elapsed().as_secs_f64()
     );
     stop.cancel();
+
+    // 4. The notification burst.
+    burst(&rt, 10_000);
 }

@@ -258,16 +258,10 @@ pub struct Device {
     /// The management (lab) address, for log `dstip` and certificates.
     pub lab_ip: Option<IpAddr>,
     pub data_dir: Option<PathBuf>,
-    /// Notifications the FortiAnalyzer pushed over the log channel (`{"id","type":"ioc"|
-    /// "ioc-ack",...}`): the log forwarder sends, the automation engine subscribes.
-    pub faz_notifications: tokio::sync::broadcast::Sender<serde_json::Value>,
     /// The certificate `start()` issued (set once, before any traffic flows).
     pub tls: OnceLock<TlsIdentity>,
     /// Config scripts run through the console engine (`monitor/system/config-script`).
     pub scripts: crate::console::script::ScriptHistory,
-    /// The automation engine, once started (the console's `diagnose test application autod`
-    /// and config scripts reach it through here; weak: the engine holds the device).
-    pub automation_engine: OnceLock<std::sync::Weak<crate::automation::Engine>>,
     /// The lab token and HTTP limits (set once by `start()`): the token is required on this
     /// device's `/_lab/` routes and sent on its own calls to other devices' lab surfaces (the
     /// lab Internet's ratings); the request head timeout also applies to the explicit proxy.
@@ -318,10 +312,8 @@ impl Device {
             lab_map,
             lab_ip,
             data_dir,
-            faz_notifications: tokio::sync::broadcast::channel(1024).0,
             tls: OnceLock::new(),
             scripts: Default::default(),
-            automation_engine: OnceLock::new(),
             http: OnceLock::new(),
             fabric: RwLock::new(Arc::new(NotConnected)),
             persist_lock: Mutex::new(()),
@@ -344,13 +336,6 @@ impl Device {
     /// The hostname (`config system global` / `set hostname`).
     pub fn hostname(&self) -> String {
         self.config.hostname()
-    }
-
-    /// The automation engine, if it runs.
-    pub fn automation_engine(&self) -> Option<Arc<crate::automation::Engine>> {
-        self.automation_engine
-            .get()
-            .and_then(std::sync::Weak::upgrade)
     }
 
     pub fn fabric(&self) -> Arc<dyn FabricStatus> {

@@ -335,16 +335,25 @@ pub async fn start(
     let tls_cfg = tls::server_config(&opts.ca, &cert, ClientAuth::None, &[b"h2", b"http/1.1"])
         .map_err(|e| StartError::Io(e.to_string()))?;
     // The automation engine subscribes to notifications, logs and changes before any flow.
+    // FortiAnalyzer notifications travel from the log forwarder to the engine through a
+    // bounded queue: the forwarder acknowledges one only once it is queued, and waits while
+    // the queue is full (back-pressure to the FortiAnalyzer), so none is lost.
+    let (notify_tx, notify_rx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
     let automation = automation::start(
         device.clone(),
         automation::StartOptions { rebooted },
+        notify_rx,
         shutdown.clone(),
     );
-    let _ = device.automation_engine.set(Arc::downgrade(&automation));
     // Data plane and log forwarding (client TLS: lab CA + this certificate, CN = serial).
     let client_tls =
         tls::client_config(&opts.ca, Some(&cert)).map_err(|e| StartError::Io(e.to_string()))?;
-    let forwarder = forward::Forwarder::start(device.clone(), client_tls.clone(), shutdown.clone());
+    let forwarder = forward::Forwarder::start(
+        device.clone(),
+        client_tls.clone(),
+        notify_tx,
+        shutdown.clone(),
+    );
     let dataplane = dataplane::DataPlane::new(device.clone(), client_tls, shutdown.clone());
     let dp_shutdown = shutdown.clone();
     let api_addr = listeners
@@ -355,6 +364,7 @@ pub async fn start(
     api.attach(api::Parts {
         dataplane: dataplane.clone(),
         forwarder: forwarder.clone(),
+        automation: automation.clone(),
     });
     let app = api::router(api)
         .merge(dataplane.lab_router())

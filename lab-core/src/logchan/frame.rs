@@ -86,13 +86,24 @@ pub enum FrameError {
     UnknownType(u8),
     #[error("malformed {kind} payload: {reason}")]
     Malformed { kind: &'static str, reason: String },
+    /// A batch whose sequence numbers would pass [`super::MAX_SEQ`] (or wrap around 2^64).
+    #[error("batch of {count} lines from sequence {first_seq} passes the highest sequence number {max}", max = super::MAX_SEQ)]
+    SequenceOverflow { first_seq: u64, count: u64 },
+    /// A log line longer than [`super::MAX_LINE`].
+    #[error("log line {index} of the batch is {len} bytes, over the {max} byte limit", max = super::MAX_LINE)]
+    LineTooLong { index: usize, len: usize },
+    /// A `Hello` field longer than [`super::MAX_HELLO_FIELD`].
+    #[error("Hello {0}")]
+    FieldTooLong(String),
 }
 
 impl FrameError {
     /// The `code` of the `Error` frame answering this error.
     pub fn code(&self) -> &'static str {
         match self {
-            FrameError::Oversized(_) => "oversized",
+            FrameError::Oversized(_)
+            | FrameError::LineTooLong { .. }
+            | FrameError::FieldTooLong(_) => "oversized",
             _ => "malformed",
         }
     }
@@ -234,7 +245,11 @@ pub fn decode(buf: &mut BytesMut) -> Result<Option<Frame>, FrameError> {
 pub fn parse_body(body: &[u8]) -> Result<Frame, FrameError> {
     let (&ty, payload) = body.split_first().ok_or(FrameError::Empty)?;
     match ty {
-        kind::HELLO => Ok(Frame::Hello(json(payload, "Hello")?)),
+        kind::HELLO => {
+            let h: Hello = json(payload, "Hello")?;
+            h.check().map_err(FrameError::FieldTooLong)?;
+            Ok(Frame::Hello(h))
+        }
         kind::HELLO_REPLY => Ok(Frame::HelloReply(json(payload, "HelloReply")?)),
         kind::BATCH => parse_batch(payload),
         kind::ACK => {
@@ -243,13 +258,7 @@ pub fn parse_body(body: &[u8]) -> Result<Frame, FrameError> {
                 .map_err(|_| malformed("Ack", "want 8 bytes"))?;
             Ok(Frame::Ack(u64::from_be_bytes(b)))
         }
-        kind::NOTIFY => {
-            let v: serde_json::Value = json(payload, "Notify")?;
-            if !v.is_object() {
-                return Err(malformed("Notify", "not a JSON object"));
-            }
-            Ok(Frame::Notify(v))
-        }
+        kind::NOTIFY => Ok(Frame::Notify(json(payload, "Notify")?)),
         kind::NOTIFY_ACK => Ok(Frame::NotifyAck(
             json::<NotifyAckBody>(payload, "NotifyAck")?.id,
         )),
@@ -287,16 +296,29 @@ fn parse_batch(mut p: &[u8]) -> Result<Frame, FrameError> {
     if first_seq == 0 {
         return Err(malformed("Batch", "sequence numbers start at 1"));
     }
+    if count > 0
+        && first_seq
+            .checked_add(count as u64 - 1)
+            .is_none_or(|last| last > super::MAX_SEQ)
+    {
+        return Err(FrameError::SequenceOverflow {
+            first_seq,
+            count: count as u64,
+        });
+    }
     // Every line needs at least its 4-byte length: bound the allocation by the payload.
     if count > p.len() / 4 {
         return Err(malformed("Batch", "count exceeds payload"));
     }
     let mut lines = Vec::with_capacity(count);
-    for _ in 0..count {
+    for index in 0..count {
         if p.len() < 4 {
             return Err(malformed("Batch", "truncated line length"));
         }
         let n = p.get_u32() as usize;
+        if n > super::MAX_LINE {
+            return Err(FrameError::LineTooLong { index, len: n });
+        }
         if p.len() < n {
             return Err(malformed("Batch", "truncated line"));
         }
@@ -370,7 +392,15 @@ mod tests {
                 lines: vec![],
             },
             Frame::Ack(u64::MAX),
-            Frame::Notify(serde_json::json!({"id": 7, "type": "ioc", "srcip": "10.115.2.52"})),
+            Frame::Notify(crate::logchan::Notification::new(
+                7,
+                crate::logchan::Notice::IocAck(crate::logchan::IocAckNotification {
+                    srcip: "10.115.2.52".into(),
+                    epid: Some(1041),
+                    devid: "FGVM01TM00000001".into(),
+                    comment: String::new(),
+                }),
+            )),
             Frame::NotifyAck(7),
             Frame::Ping,
             Frame::Pong,
@@ -461,6 +491,75 @@ mod tests {
             Err(FrameError::Malformed { kind: "Batch", .. })
         ));
         assert_eq!(FrameError::Oversized(1).code(), "oversized");
+    }
+
+    fn batch_bytes(first_seq: u64, lines: &[&[u8]]) -> BytesMut {
+        let mut out = BytesMut::new();
+        let mut b = BatchEncoder::new(&mut out, first_seq);
+        for l in lines {
+            b.push(l);
+        }
+        b.finish();
+        out
+    }
+
+    #[test]
+    fn a_batch_whose_sequence_would_wrap_is_refused() {
+        // Starting 2 below 2^64 with 5 lines: the last number would wrap to 2.
+        let mut raw = batch_bytes(u64::MAX - 1, &[b"a", b"b", b"c", b"d", b"e"]);
+        assert_eq!(
+            decode(&mut raw),
+            Err(FrameError::SequenceOverflow {
+                first_seq: u64::MAX - 1,
+                count: 5
+            })
+        );
+        // Above what the store can number (i64::MAX) is refused too, even without wrapping.
+        let mut raw = batch_bytes(crate::logchan::MAX_SEQ, &[b"a", b"b"]);
+        assert!(matches!(
+            decode(&mut raw),
+            Err(FrameError::SequenceOverflow { .. })
+        ));
+        assert_eq!(
+            FrameError::SequenceOverflow {
+                first_seq: 1,
+                count: 1
+            }
+            .code(),
+            "malformed"
+        );
+        // The last number allowed is fine.
+        let mut raw = batch_bytes(crate::logchan::MAX_SEQ - 1, &[b"a", b"b"]);
+        assert!(matches!(decode(&mut raw), Ok(Some(Frame::Batch { .. }))));
+    }
+
+    #[test]
+    fn oversized_lines_and_hello_fields_are_refused_with_a_typed_error() {
+        let big = vec![b'x'; crate::logchan::MAX_LINE + 1];
+        let mut raw = batch_bytes(1, &[b"ok", &big]);
+        let e = decode(&mut raw).unwrap_err();
+        assert_eq!(
+            e,
+            FrameError::LineTooLong {
+                index: 1,
+                len: crate::logchan::MAX_LINE + 1
+            }
+        );
+        assert_eq!(e.code(), "oversized");
+        let fits = vec![b'x'; crate::logchan::MAX_LINE];
+        let mut raw = batch_bytes(1, &[&fits]);
+        assert!(matches!(decode(&mut raw), Ok(Some(_))));
+
+        let mut h = hello();
+        h.hostname = "h".repeat(15 * 1024 * 1024);
+        let mut raw = BytesMut::new();
+        encode(&Frame::Hello(h), &mut raw);
+        let e = decode(&mut raw).unwrap_err();
+        assert!(
+            matches!(&e, FrameError::FieldTooLong(m) if m.starts_with("hostname of 15728640 bytes")),
+            "{e}"
+        );
+        assert_eq!(e.code(), "oversized");
     }
 
     #[test]

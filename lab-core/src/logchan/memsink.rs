@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use super::{Hello, LogSink, RegStatus};
@@ -37,6 +38,8 @@ struct Inner {
 pub struct MemorySink {
     auto_authorize: bool,
     keep_lines: bool,
+    /// `store` refuses every batch (a FortiAnalyzer whose disk is full).
+    refusing: AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -47,8 +50,15 @@ impl MemorySink {
         Self {
             auto_authorize,
             keep_lines: true,
+            refusing: AtomicBool::new(false),
             inner: Mutex::default(),
         }
+    }
+
+    /// While `on`, every batch is refused with a store error (the receiver closes the
+    /// connection with `Error {"code":"store"}`), as a FortiAnalyzer with a full disk does.
+    pub fn set_refusing(&self, on: bool) {
+        self.refusing.store(on, Ordering::SeqCst);
     }
 
     /// A sink that only counts (benchmarks).
@@ -56,6 +66,7 @@ impl MemorySink {
         Self {
             auto_authorize: true,
             keep_lines: false,
+            refusing: AtomicBool::new(false),
             inner: Mutex::default(),
         }
     }
@@ -151,6 +162,9 @@ impl LogSink for MemorySink {
     }
 
     fn store(&self, serial: &str, first_seq: u64, lines: Vec<String>) -> Result<u64, String> {
+        if self.refusing.load(Ordering::SeqCst) {
+            return Err("memory sink: refusing (test)".into());
+        }
         let mut inner = self.inner.lock().unwrap();
         let d = inner.devices.entry(serial.to_string()).or_default();
         for (i, line) in lines.into_iter().enumerate() {

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod frame;
 mod memsink;
+pub mod notify;
 mod receiver;
 mod sender;
 mod spill;
@@ -48,6 +49,17 @@ pub const WINDOW: usize = 8;
 pub const COALESCE: Duration = Duration::from_millis(1);
 /// With this many lines waiting a sender does not wait for more.
 pub const COALESCE_LINES: u64 = 256;
+/// Notifications received but not yet taken by the device (its automation engine): while this
+/// many wait, the sender stops reading the connection (TCP back-pressure on the FortiAnalyzer)
+/// and acknowledges nothing more; nothing is dropped.
+pub const NOTIFY_QUEUE: usize = 1024;
+/// Highest sequence number a batch may carry (the FortiAnalyzer's store keeps sequences as
+/// SQLite `INTEGER`, a signed 64-bit value). A batch whose last number would pass it, or wrap
+/// around 2^64, is refused as `malformed`.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+/// Longest accepted `Hello` field (serial, hostname, platform, ...), in bytes: a DNS name's
+/// 253 characters fit; FortiOS hostnames are at most 35.
+pub const MAX_HELLO_FIELD: usize = 255;
 /// Either side sends a `Ping` after this long without sending anything.
 pub const PING_INTERVAL: Duration = Duration::from_secs(5);
 /// Either side closes the connection after this long without receiving anything.
@@ -72,6 +84,30 @@ pub struct Hello {
 }
 
 impl Hello {
+    /// Checks the field sizes ([`MAX_HELLO_FIELD`]); the error names the first field too long.
+    pub fn check(&self) -> Result<(), String> {
+        let mut fields = vec![
+            ("serial", &self.serial),
+            ("hostname", &self.hostname),
+            ("platform", &self.platform),
+            ("version", &self.version),
+            ("device_type", &self.device_type),
+            ("vdom", &self.vdom),
+        ];
+        if let Some(ip) = &self.ip {
+            fields.push(("ip", ip));
+        }
+        for (name, v) in fields {
+            if v.len() > MAX_HELLO_FIELD {
+                return Err(format!(
+                    "{name} of {} bytes exceeds {MAX_HELLO_FIELD} bytes",
+                    v.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A FortiAnalyzer's own introduction (the receiver's side of the hello exchange).
     pub fn fortianalyzer(serial: &str, hostname: &str, version: &str) -> Self {
         Hello {
@@ -105,8 +141,9 @@ pub struct HelloReply {
     pub last_acked_seq: u64,
 }
 
-/// A notification (FAZ → device): a JSON object with at least "id" (u64) and "type" (string).
-pub type Notification = serde_json::Value;
+pub use notify::{
+    FazEventNotification, IocAckNotification, IocLevel, IocNotification, Notice, Notification,
+};
 
 /// When the sender uploads (`config log fortianalyzer setting` / `set upload-option`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,6 +211,10 @@ pub struct SenderStats {
     pub reconnects: u64,
     pub last_error: Option<String>,
     pub server_serial: Option<String>,
+    /// Lines dropped because memory was full and the queue could not spill to disk.
+    pub dropped: u64,
+    /// Set while the queue cannot spill to disk: the error, naming the file.
+    pub queue_error: Option<String>,
 }
 
 /// The FortiAnalyzer side's storage and registry, implemented by the log store.

@@ -97,7 +97,6 @@ struct Inner {
     sessions: Mutex<HashMap<String, Entry>>,
     pending: Mutex<HashMap<String, BTreeMap<u64, Notification>>>,
     next_conn: AtomicU64,
-    next_auto_id: AtomicU64,
     counters: Counters,
 }
 
@@ -129,7 +128,6 @@ impl LogReceiver {
                 sessions: Mutex::new(HashMap::new()),
                 pending: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
-                next_auto_id: AtomicU64::new(1 << 40),
                 counters: Counters::default(),
             }),
         }
@@ -172,33 +170,16 @@ impl LogReceiver {
 
     /// Queues a notification for `serial`; delivered now if connected, else on its next
     /// connection; retransmitted on reconnect until NotifyAck. Returns whether it is connected
-    /// now. A notification without a numeric `id` gets one.
+    /// now. Ids are the caller's (unique per FortiAnalyzer); a second notification with the same
+    /// id replaces the first while it is pending.
     pub fn notify(&self, serial: &str, n: Notification) -> bool {
-        let mut n = match n {
-            serde_json::Value::Object(m) => m,
-            other => {
-                let mut m = serde_json::Map::new();
-                m.insert("type".into(), "lab".into());
-                m.insert("value".into(), other);
-                m
-            }
-        };
-        let id = match n.get("id").and_then(|v| v.as_u64()) {
-            Some(id) => id,
-            None => {
-                let id = self.inner.next_auto_id.fetch_add(1, Ordering::Relaxed);
-                n.insert("id".into(), id.into());
-                id
-            }
-        };
-        let n = serde_json::Value::Object(n);
         self.inner
             .pending
             .lock()
             .unwrap()
             .entry(serial.to_string())
             .or_default()
-            .insert(id, n.clone());
+            .insert(n.id, n.clone());
         let sessions = self.inner.sessions.lock().unwrap();
         match sessions.get(serial) {
             Some(e) => e.tx.send(Ctl::Notify(n)).is_ok(),

@@ -80,13 +80,27 @@ impl std::fmt::Debug for LogSender {
 }
 
 impl LogSender {
-    /// Starts the background connection task. Returns the handle and a stream of notifications
-    /// received from the server (already acknowledged with NotifyAck; duplicates by id dropped).
-    /// Must be called inside a tokio runtime.
+    /// Starts the background connection task. Returns the handle and the stream of
+    /// notifications received from the server ([`LogSender::start_with`], with a queue of
+    /// [`super::NOTIFY_QUEUE`]). Must be called inside a tokio runtime.
     pub fn start(
         cfg: SenderConfig,
         shutdown: CancellationToken,
-    ) -> std::io::Result<(LogSender, mpsc::UnboundedReceiver<Notification>)> {
+    ) -> std::io::Result<(LogSender, mpsc::Receiver<Notification>)> {
+        let (ntx, nrx) = mpsc::channel(super::NOTIFY_QUEUE);
+        Ok((Self::start_with(cfg, ntx, shutdown)?, nrx))
+    }
+
+    /// Starts the background connection task; notifications from the server go to `ntx`, each
+    /// id once. A notification is acknowledged (`NotifyAck`) only once it is in `ntx`; while
+    /// `ntx` is full the sender waits (and reads nothing more from the server), so a burst is
+    /// slowed down, never dropped. A duplicate (an id already handed over) is acknowledged
+    /// again and not passed on. Must be called inside a tokio runtime.
+    pub fn start_with(
+        cfg: SenderConfig,
+        ntx: mpsc::Sender<Notification>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<LogSender> {
         ServerName::try_from(cfg.server_name.clone())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let queue = Queue::open(&cfg.queue_dir, cfg.mem_limit)?;
@@ -108,7 +122,6 @@ impl LogSender {
         let mut tls = (*cfg.tls).clone();
         tls.alpn_protocols = vec![ALPN.to_vec()];
         let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
-        let (ntx, nrx) = mpsc::unbounded_channel();
         if let UploadOption::Interval(every) = cfg.upload {
             let s = shared.clone();
             let stop = shutdown.clone();
@@ -127,23 +140,27 @@ impl LogSender {
             });
         }
         tokio::spawn(run(shared.clone(), cfg, connector, ntx, shutdown));
-        Ok((LogSender { shared }, nrx))
+        Ok(LogSender { shared })
     }
 
-    /// Enqueues one log line (never blocks on the network; assigns the next sequence number).
-    /// Lines longer than [`super::MAX_LINE`] bytes are truncated.
+    /// Enqueues one log line (never blocks on the network; assigns the next sequence number,
+    /// which it returns). Lines longer than [`super::MAX_LINE`] bytes are truncated. Returns 0
+    /// when the line is dropped: the memory queue is full and cannot spill to disk (disk full);
+    /// `stats()` then reports `dropped` and `queue_error` (naming the file).
     pub fn send(&self, line: String) -> u64 {
         let seq = {
             let mut q = self.shared.queue.lock().unwrap();
-            let idx = q.push(clamp_line(line));
-            idx + q.offset
+            match q.push(clamp_line(line)) {
+                Some(idx) => idx + q.offset,
+                None => return 0,
+            }
         };
         self.shared.data.notify_one();
         seq
     }
 
     pub fn stats(&self) -> SenderStats {
-        let (next_seq, acked_seq, queued, in_memory, spilled, qerr) = {
+        let (next_seq, acked_seq, queued, in_memory, spilled, qerr, dropped, failing) = {
             let q = self.shared.queue.lock().unwrap();
             (
                 q.next_idx + q.offset,
@@ -152,6 +169,8 @@ impl LogSender {
                 q.in_memory(),
                 q.spilled(),
                 q.last_error.clone(),
+                q.dropped,
+                q.spill_failing(),
             )
         };
         let c = self.shared.conn.lock().unwrap();
@@ -165,8 +184,10 @@ impl LogSender {
             spilled,
             sent_lines: c.sent_lines,
             reconnects: c.reconnects,
+            queue_error: if failing { qerr.clone() } else { None },
             last_error: c.last_error.clone().or(qerr),
             server_serial: c.server_serial.clone(),
+            dropped,
         }
     }
 
@@ -215,6 +236,10 @@ struct Seen {
 }
 
 impl Seen {
+    fn contains(&self, id: u64) -> bool {
+        self.set.contains(&id)
+    }
+
     fn insert(&mut self, id: u64) -> bool {
         if !self.set.insert(id) {
             return false;
@@ -233,7 +258,7 @@ async fn run(
     shared: Arc<Shared>,
     cfg: SenderConfig,
     connector: tokio_rustls::TlsConnector,
-    ntx: mpsc::UnboundedSender<Notification>,
+    ntx: mpsc::Sender<Notification>,
     shutdown: CancellationToken,
 ) {
     let base = cfg.reconnect_delay.max(Duration::from_millis(1));
@@ -427,7 +452,7 @@ async fn session(
     shutdown: &CancellationToken,
     reader: &mut Option<DiskReader>,
     seen: &mut Seen,
-    ntx: &mpsc::UnboundedSender<Notification>,
+    ntx: &mpsc::Sender<Notification>,
 ) -> End {
     let (rd, mut wr): (ReadHalf<Tls>, WriteHalf<Tls>) = tokio::io::split(tls);
     let (ftx, mut frx) = mpsc::channel(16);
@@ -546,15 +571,19 @@ async fn session(
                         Ok(())
                     }
                     Frame::Notify(n) => {
-                        let id = n.get("id").and_then(|v| v.as_u64());
-                        let res = match id {
-                            Some(id) => write_frame(&mut wr, &Frame::NotifyAck(id)).await,
-                            None => Ok(()),
-                        };
-                        if id.is_none_or(|id| seen.insert(id)) {
-                            let _ = ntx.send(n);
+                        let id = n.id;
+                        if !seen.contains(id) {
+                            // Queued before acknowledged: a full queue holds the session here
+                            // (back-pressure), it never drops.
+                            tokio::select! {
+                                _ = shutdown.cancelled() => return End::Shutdown,
+                                r = ntx.send(n) => if r.is_err() {
+                                    return End::Lost("the notification consumer is gone".into(), true);
+                                },
+                            }
+                            seen.insert(id);
                         }
-                        res
+                        write_frame(&mut wr, &Frame::NotifyAck(id)).await
                     }
                     Frame::HelloReply(r) => {
                         (registered, cursor) = apply_reply(shared, &r);

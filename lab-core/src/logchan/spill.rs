@@ -26,6 +26,9 @@ use super::frame::BatchEncoder;
 
 /// How many sequence numbers one state write reserves.
 pub const RESERVE: u64 = 65_536;
+/// After a failed spill, the next attempt waits this long (lines that do not fit in memory
+/// meanwhile are dropped and counted).
+pub const SPILL_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 /// A segment file holds at most this many lines ...
 pub const SEG_MAX_LINES: u64 = 8192;
 /// ... or this many bytes.
@@ -91,6 +94,10 @@ pub(crate) struct Queue {
     segs: VecDeque<Segment>,
     writer: Option<SegWriter>,
     pub last_error: Option<String>,
+    /// Lines refused because memory was full and spilling failed.
+    pub dropped: u64,
+    spill_failing: bool,
+    spill_retry_at: Option<std::time::Instant>,
 }
 
 fn seg_path(dir: &Path, first: u64) -> PathBuf {
@@ -152,6 +159,9 @@ impl Queue {
             segs: segs.into(),
             writer: None,
             last_error: None,
+            dropped: 0,
+            spill_failing: false,
+            spill_retry_at: None,
         };
         q.reserved = next_idx + RESERVE;
         q.write_state(false)?;
@@ -178,39 +188,94 @@ impl Queue {
     /// fresh server for the first time).
     pub fn save(&mut self) {
         if let Err(e) = self.write_state(false) {
-            self.last_error = Some(format!("queue state: {e}"));
+            self.last_error = Some(format!(
+                "queue state {}: {e}",
+                self.dir.join("state.json").display()
+            ));
         }
     }
 
-    /// Queues a line; returns its idx.
-    pub fn push(&mut self, line: String) -> u64 {
+    /// Queues a line; returns its idx, or `None` when the line is dropped: memory holds
+    /// `mem_limit` lines and spilling failed (disk full, unwritable queue directory). Then
+    /// [`Queue::last_error`] names the file and the error, [`Queue::dropped`] counts the line,
+    /// and spilling is tried again at most every [`SPILL_RETRY`] (so the queue recovers once
+    /// space returns).
+    pub fn push(&mut self, line: String) -> Option<u64> {
+        if self.mem.len() >= self.mem_limit.max(1) {
+            let now = std::time::Instant::now();
+            if self.spill_retry_at.is_none_or(|at| now >= at) {
+                let n = self.mem.len() - self.mem_limit / 2;
+                match self.spill(n) {
+                    Ok(()) => {
+                        self.spill_retry_at = None;
+                        if self.spill_failing {
+                            self.spill_failing = false;
+                            tracing::info!(dir = %self.dir.display(), "log queue spills to disk again");
+                        }
+                    }
+                    Err(e) => {
+                        if !self.spill_failing {
+                            tracing::error!(error = %e, "log queue cannot spill to disk; new lines are dropped while memory is full");
+                        }
+                        self.spill_failing = true;
+                        self.last_error = Some(e);
+                        self.spill_retry_at = Some(now + SPILL_RETRY);
+                    }
+                }
+            }
+            if self.mem.len() >= self.mem_limit.max(1) {
+                self.dropped += 1;
+                return None;
+            }
+        }
         let idx = self.next_idx;
         self.next_idx += 1;
         self.mem.push_back(line);
         if self.next_idx >= self.reserved {
             self.reserved = self.next_idx + RESERVE;
             if let Err(e) = self.write_state(false) {
-                self.last_error = Some(format!("queue state: {e}"));
+                self.last_error = Some(format!(
+                    "queue state {}: {e}",
+                    self.dir.join("state.json").display()
+                ));
             }
         }
-        if self.mem.len() > self.mem_limit {
-            let keep = self.mem_limit / 2;
-            let n = self.mem.len() - keep;
-            if let Err(e) = self.spill(n) {
-                self.last_error = Some(format!("spill: {e}"));
-            }
-        }
-        idx
+        Some(idx)
     }
 
-    /// Moves the `n` oldest in-memory lines to segment files.
-    fn spill(&mut self, n: usize) -> std::io::Result<()> {
-        let n = n.min(self.mem.len());
-        if n == 0 {
-            return Ok(());
+    /// Moves the `n` oldest in-memory lines to segment files. On error the segment being
+    /// written is cut back to its last complete record (the lines stay in memory) and the
+    /// error names the file.
+    fn spill(&mut self, n: usize) -> Result<(), String> {
+        let mut path = self.dir.clone();
+        match self.spill_inner(n, &mut path) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.abandon_writer();
+                Err(format!("spill to {}: {e}", path.display()))
+            }
         }
-        let mut written = 0usize;
-        while written < n {
+    }
+
+    /// Drops the segment writer after a failed write, cutting the file back to the records
+    /// counted in its segment (an empty segment is removed).
+    fn abandon_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            let (file, _unwritten) = w.file.into_parts();
+            if let Some(seg) = self.segs.back() {
+                let _ = file.set_len(seg.bytes);
+            }
+        }
+        if self.segs.back().is_some_and(|s| s.count == 0) {
+            if let Some(s) = self.segs.pop_back() {
+                let _ = std::fs::remove_file(&s.path);
+            }
+        }
+    }
+
+    fn spill_inner(&mut self, n: usize, path_out: &mut PathBuf) -> std::io::Result<()> {
+        let mut left = n.min(self.mem.len());
+        while left > 0 {
             let idx = self.mem_first;
             let need_new = match (&self.writer, self.segs.back()) {
                 (Some(w), Some(last)) => {
@@ -220,9 +285,13 @@ impl Queue {
             };
             if need_new {
                 if let Some(mut w) = self.writer.take() {
+                    if let Some(last) = self.segs.back() {
+                        *path_out = last.path.clone();
+                    }
                     w.file.flush()?;
                 }
                 let path = seg_path(&self.dir, idx);
+                *path_out = path.clone();
                 let file = OpenOptions::new()
                     .create(true)
                     .truncate(true)
@@ -241,27 +310,28 @@ impl Queue {
             }
             let w = self.writer.as_mut().expect("writer just ensured");
             let seg = self.segs.back_mut().expect("segment just ensured");
-            let mut added = 0u64;
+            *path_out = seg.path.clone();
+            let mut added = 0usize;
             let mut bytes = 0u64;
-            while written < n
-                && seg.count + added < SEG_MAX_LINES
+            while added < left
+                && seg.count + (added as u64) < SEG_MAX_LINES
                 && seg.bytes + bytes < SEG_MAX_BYTES
             {
-                let line = &self.mem[written];
+                let line = &self.mem[added];
                 w.file.write_all(&(line.len() as u32).to_be_bytes())?;
                 w.file.write_all(line.as_bytes())?;
                 bytes += 4 + line.len() as u64;
                 added += 1;
-                written += 1;
             }
             // Records become visible to readers only once they reach the file.
             w.file.flush()?;
-            w.next += added;
-            seg.count += added;
+            w.next += added as u64;
+            seg.count += added as u64;
             seg.bytes += bytes;
-            self.mem_first += added;
+            self.mem_first += added as u64;
+            self.mem.drain(..added);
+            left -= added;
         }
-        self.mem.drain(..written);
         Ok(())
     }
 
@@ -304,6 +374,11 @@ impl Queue {
             self.offset += last_server + 1 - first_seq;
             self.save();
         }
+    }
+
+    /// Spilling fails now (the last attempt did): `last_error` says why.
+    pub fn spill_failing(&self) -> bool {
+        self.spill_failing
     }
 
     pub fn in_memory(&self) -> u64 {
@@ -387,7 +462,7 @@ impl Queue {
     /// Clean close: everything in memory goes to disk, state written exactly.
     pub fn close(&mut self) -> std::io::Result<()> {
         let n = self.mem.len();
-        self.spill(n)?;
+        self.spill(n).map_err(std::io::Error::other)?;
         if let Some(w) = self.writer.as_mut() {
             w.file.flush()?;
             w.file.get_ref().sync_all()?;
@@ -521,7 +596,7 @@ mod tests {
         let mut q = Queue::open(dir.path(), 100).unwrap();
         assert!(q.fresh);
         for i in 1..=20_000u64 {
-            assert_eq!(q.push(format!("line {i}")), i);
+            assert_eq!(q.push(format!("line {i}")), Some(i));
             assert!(q.in_memory() <= 100);
         }
         assert_eq!(q.queued(), 20_000);
@@ -559,7 +634,7 @@ mod tests {
         assert!(q.fresh, "no server has answered yet");
         assert_eq!(q.next_idx, 51);
         assert_eq!(q.queued(), 30);
-        assert_eq!(q.push("l51".into()), 51);
+        assert_eq!(q.push("l51".into()), Some(51));
         let got = lines_of(&q, &mut DiskReader::default(), u64::MAX);
         assert_eq!(got.first().unwrap(), &(21, "l21".to_string()));
         assert_eq!(got.last().unwrap(), &(51, "l51".to_string()));
@@ -594,11 +669,46 @@ mod tests {
             q.next_idx > 100,
             "numbers issued before the crash are never reused"
         );
-        let n = q.push("after".into());
+        let n = q.push("after".into()).unwrap();
         let got = lines_of(&q, &mut DiskReader::default(), u64::MAX);
         assert_eq!(got.len() as u64, spilled_last + 1);
         assert_eq!(got.last().unwrap(), &(n, "after".to_string()));
         assert_eq!(got[0], (1, "l1".to_string()));
+    }
+
+    #[test]
+    fn a_failing_spill_keeps_memory_at_the_cap_names_the_file_and_recovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let qdir = dir.path().join("logqueue");
+        let mut q = Queue::open(&qdir, 10).unwrap();
+        for i in 1..=10u64 {
+            assert_eq!(q.push(format!("l{i}")), Some(i));
+        }
+        // The directory becomes unusable (as a full disk would): a regular file in its place.
+        std::fs::remove_dir_all(&qdir).unwrap();
+        std::fs::write(&qdir, b"not a directory").unwrap();
+        for i in 11..=1000u64 {
+            assert_eq!(q.push(format!("l{i}")), None, "line {i} dropped, not held");
+            assert!(q.in_memory() <= 10);
+        }
+        assert_eq!(q.dropped, 990);
+        let err = q.last_error.clone().unwrap();
+        assert!(
+            err.contains(&qdir.display().to_string()) && err.contains("seg-"),
+            "the error names the file: {err}"
+        );
+        // Space returns: after the retry delay spilling works again and nothing is lost.
+        std::fs::remove_file(&qdir).unwrap();
+        std::fs::create_dir_all(&qdir).unwrap();
+        q.spill_retry_at = Some(std::time::Instant::now());
+        assert_eq!(q.push("again".into()), Some(11));
+        assert!(q.spilled() >= 5);
+        let got = lines_of(&q, &mut DiskReader::default(), u64::MAX);
+        let want: Vec<(u64, String)> = (1..=10u64)
+            .map(|i| (i, format!("l{i}")))
+            .chain(std::iter::once((11, "again".to_string())))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

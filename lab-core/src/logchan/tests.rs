@@ -44,6 +44,38 @@ fn hello(serial: &str) -> Hello {
     }
 }
 
+fn ioc(id: u64, srcip: &str) -> Notification {
+    Notification::new(
+        id,
+        Notice::Ioc(IocNotification {
+            verdict: "Infected".into(),
+            ioc_level: IocLevel::High,
+            srcip: srcip.into(),
+            mac: None,
+            user: None,
+            hostname: None,
+            devid: FGT.into(),
+            vdom: "root".into(),
+            threat: "www.eicar.org".into(),
+            detect_method: "Infected-domain".into(),
+            epid: Some(1041),
+            timestamp: 0,
+        }),
+    )
+}
+
+fn ioc_ack(id: u64, srcip: &str) -> Notification {
+    Notification::new(
+        id,
+        Notice::IocAck(IocAckNotification {
+            srcip: srcip.into(),
+            epid: Some(1041),
+            devid: FGT.into(),
+            comment: String::new(),
+        }),
+    )
+}
+
 fn faz() -> Hello {
     Hello::fortianalyzer("FAZ-VM0000000001", "FAZ-LAB", "6.4.4")
 }
@@ -417,16 +449,13 @@ async fn notifications_are_delivered_acked_retransmitted_and_deduplicated() {
     let sink = Arc::new(MemorySink::new(true));
     let (recv, addr) = start_receiver(&lab, sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
     // Queued before the device connects: delivered on connection.
-    assert!(!recv.rx.notify(
-        FGT,
-        serde_json::json!({"id": 1, "type": "ioc", "srcip": "10.115.2.52"})
-    ));
+    assert!(!recv.rx.notify(FGT, ioc(1, "10.115.2.52")));
     // A raw client that does not acknowledge: the notification comes again on reconnect.
     let mut raw = RawClient::connect(&lab, addr, FGT).await;
     raw.send(&Frame::Hello(hello(FGT))).await;
     assert!(matches!(raw.next().await, Some(Frame::HelloReply(_))));
     match raw.next().await {
-        Some(Frame::Notify(n)) => assert_eq!(n["id"], 1),
+        Some(Frame::Notify(n)) => assert_eq!(n.id, 1),
         other => panic!("{other:?}"),
     }
     drop(raw);
@@ -447,29 +476,24 @@ async fn notifications_are_delivered_acked_retransmitted_and_deduplicated() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(n["type"], "ioc");
+    assert_eq!(n.notice.kind(), "ioc");
     wait_until("ack reaches the receiver", Duration::from_secs(10), || {
         recv.rx.pending_notifications(FGT).is_empty() && !sink.acked_notifications().is_empty()
     })
     .await;
     assert_eq!(sink.acked_notifications(), vec![(FGT.to_string(), 1)]);
     // Live delivery, and a duplicate id is acknowledged but not passed on again.
-    assert!(recv.rx.notify(
-        FGT,
-        serde_json::json!({"id": 2, "type": "ioc-ack", "srcip": "10.115.2.52"})
-    ));
+    assert!(recv.rx.notify(FGT, ioc_ack(2, "10.115.2.52")));
     let n = tokio::time::timeout(Duration::from_secs(10), notes.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(n["id"], 2);
+    assert_eq!(n.id, 2);
     wait_until("ack of 2", Duration::from_secs(10), || {
         sink.acked_notifications().len() == 2
     })
     .await;
-    assert!(recv
-        .rx
-        .notify(FGT, serde_json::json!({"id": 2, "type": "ioc-ack"})));
+    assert!(recv.rx.notify(FGT, ioc_ack(2, "10.115.2.52")));
     wait_until("duplicate acked", Duration::from_secs(10), || {
         sink.acked_notifications().len() == 3
     })
@@ -478,13 +502,12 @@ async fn notifications_are_delivered_acked_retransmitted_and_deduplicated() {
     // Survives a receiver restart: the unacked notification is delivered after reconnect.
     recv.kill().await;
     let (recv, _) = start_receiver(&lab, sink.clone(), addr).await;
-    recv.rx
-        .notify(FGT, serde_json::json!({"id": 3, "type": "ioc"}));
+    recv.rx.notify(FGT, ioc(3, "10.115.2.52"));
     let n = tokio::time::timeout(Duration::from_secs(30), notes.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(n["id"], 3);
+    assert_eq!(n.id, 3);
     drop(tx);
     stop.cancel();
     recv.kill().await;
@@ -717,6 +740,121 @@ async fn lines_written_one_by_one_travel_in_shared_batches() {
         "{batches} batches for {n} lines in {elapsed_ms} ms (at most {bound})"
     );
     assert_exactly_once(&sink, n + 1);
+    stop.cancel();
+    tx.stopped().await;
+    recv.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_receiver_makes_the_queue_spill_within_its_cap_and_loses_nothing() {
+    let lab = lab();
+    let sink = Arc::new(MemorySink::new(true));
+    sink.set_refusing(true);
+    let (recv, addr) = start_receiver(&lab, sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    let mem_limit = 1_000;
+    let (tx, _n) = LogSender::start(
+        sender_cfg(&lab, addr, FGT, FGT, dir.path(), mem_limit),
+        stop.clone(),
+    )
+    .unwrap();
+    // The receiver is there and answers hellos, but refuses every batch (store error).
+    wait_until("a refused batch", Duration::from_secs(10), || {
+        tx.send(line(tx.stats().next_seq));
+        recv.rx.stats().store_errors >= 1
+    })
+    .await;
+    let mut max_mem = 0;
+    while tx.stats().next_seq <= 20_000 {
+        let i = tx.stats().next_seq;
+        assert_eq!(tx.send(line(i)), i);
+        if i % 50 == 0 {
+            max_mem = max_mem.max(tx.stats().in_memory);
+            tokio::task::yield_now().await;
+        }
+    }
+    let total = tx.stats().next_seq - 1;
+    let st = tx.stats();
+    assert!(
+        max_mem <= mem_limit as u64,
+        "in memory {max_mem} > {mem_limit}"
+    );
+    assert!(st.in_memory <= mem_limit as u64, "{st:?}");
+    assert!(st.spilled >= total - mem_limit as u64, "{st:?}");
+    assert_eq!((st.dropped, st.queue_error.clone()), (0, None));
+    // The sender keeps retrying (and the lines stay stored nowhere).
+    wait_until("a retried batch", Duration::from_secs(10), || {
+        recv.rx.stats().store_errors >= 2
+    })
+    .await;
+    assert_eq!(sink.count(FGT), 0);
+    // The receiver recovers: every line arrives, once, in order.
+    sink.set_refusing(false);
+    assert!(
+        tx.flush(Duration::from_secs(60)).await,
+        "flush: {:?}",
+        tx.stats()
+    );
+    assert_exactly_once(&sink, total);
+    stop.cancel();
+    tx.stopped().await;
+    recv.kill().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_ten_thousand_notifications_reaches_a_slow_consumer_without_loss() {
+    let lab = lab();
+    let sink = Arc::new(MemorySink::new(true));
+    let (recv, addr) = start_receiver(&lab, sink.clone(), "127.0.0.1:0".parse().unwrap()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stop = CancellationToken::new();
+    // A small queue and a consumer that stalls now and then: the burst must wait, not drop.
+    let (ntx, mut nrx) = tokio::sync::mpsc::channel(8);
+    let tx = LogSender::start_with(
+        sender_cfg(&lab, addr, FGT, FGT, dir.path(), 1000),
+        ntx,
+        stop.clone(),
+    )
+    .unwrap();
+    wait_until("connected", Duration::from_secs(10), || {
+        tx.stats().connected
+    })
+    .await;
+    let n = 10_000u64;
+    for id in 1..=n {
+        recv.rx.notify(
+            FGT,
+            ioc(
+                id,
+                &format!("10.{}.{}.{}", id >> 16, (id >> 8) & 255, id & 255),
+            ),
+        );
+    }
+    let mut got = Vec::with_capacity(n as usize);
+    while (got.len() as u64) < n {
+        let note = tokio::time::timeout(Duration::from_secs(30), nrx.recv())
+            .await
+            .expect("next notification within 30 s")
+            .unwrap();
+        got.push(note.id);
+        if got.len() % 1000 == 0 {
+            // While the consumer stalls, nothing beyond the queue is acknowledged.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let acked = sink.acked_notifications().len();
+            assert!(
+                acked <= got.len() + 8 + 1,
+                "{acked} acknowledged but only {} taken",
+                got.len()
+            );
+        }
+    }
+    assert_eq!(got, (1..=n).collect::<Vec<_>>(), "each once, in order");
+    wait_until("all acknowledged", Duration::from_secs(30), || {
+        recv.rx.pending_notifications(FGT).is_empty()
+    })
+    .await;
+    assert_eq!(sink.acked_notifications().len() as u64, n);
     stop.cancel();
     tx.stopped().await;
     recv.kill().await;

@@ -65,7 +65,7 @@ async fn upload(api: &Api, r: &Req) -> Response {
     let lab = api.dev.lab_map.lab_of_real(r.peer).unwrap_or(r.peer);
     let mut session = FgtSession::new(
         api.dev.clone(),
-        api.dev.automation_engine(),
+        api.automation_engine(),
         &user,
         &format!("jsconsole({lab})"),
         lab,

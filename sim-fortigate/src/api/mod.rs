@@ -110,6 +110,8 @@ async fn timed(
 pub struct Parts {
     pub dataplane: Arc<crate::dataplane::DataPlane>,
     pub forwarder: Arc<crate::forward::Forwarder>,
+    /// The automation engine (compromised hosts, stitch runs, config scripts' `diagnose`).
+    pub automation: Arc<crate::automation::Engine>,
 }
 
 impl Api {
@@ -132,6 +134,11 @@ impl Api {
 
     pub fn parts(&self) -> Option<&Parts> {
         self.parts.get()
+    }
+
+    /// The automation engine, once attached.
+    pub fn automation_engine(&self) -> Option<Arc<crate::automation::Engine>> {
+        self.parts.get().map(|p| p.automation.clone())
     }
 
     /// The session settings of the running configuration.

@@ -223,7 +223,7 @@ pub async fn ems_verify_cert(api: &Api, r: &Req) -> Response {
     else {
         return e.error(424, None, None, None);
     };
-    let Some(engine) = api.dev.automation_engine() else {
+    let Some(engine) = api.automation_engine() else {
         return e.error(500, None, None, None);
     };
     let conns = api
@@ -248,7 +248,7 @@ pub async fn ems_verify_cert(api: &Api, r: &Req) -> Response {
 /// The endpoints EMS reports (every configured connector's inventory, fetched now; the
 /// last one of an EMS that cannot be reached).
 async fn inventory(api: &Api) -> Vec<crate::automation::ems::EmsEndpoint> {
-    match api.dev.automation_engine() {
+    match api.automation_engine() {
         Some(e) => e.ems.inventory().await,
         None => Vec::new(),
     }
@@ -258,7 +258,6 @@ async fn inventory(api: &Api) -> Vec<crate::automation::ems::EmsEndpoint> {
 /// FortiGate's own compromised-host list and the connected EMS [P: field subset].
 pub async fn endpoint_summary(api: &Api, r: &Req) -> Response {
     let hosts = api
-        .dev
         .automation_engine()
         .map(|e| e.compromised_hosts())
         .unwrap_or_default();
@@ -304,7 +303,6 @@ fn interface_of(api: &Api, ip: &str) -> String {
 pub async fn record_list(api: &Api, r: &Req) -> Response {
     let inv = inventory(api).await;
     let compromised: Vec<String> = api
-        .dev
         .automation_engine()
         .map(|e| e.compromised_hosts())
         .unwrap_or_default()
@@ -360,7 +358,7 @@ pub async fn registration(api: &Api, r: &Req, quarantine: bool) -> Response {
     if uid.is_none() && mac.is_none() {
         return e.error(424, None, None, None);
     }
-    let Some(engine) = api.dev.automation_engine() else {
+    let Some(engine) = api.automation_engine() else {
         return e.error(500, None, None, None);
     };
     let reason = format!(
@@ -405,7 +403,6 @@ pub async fn registration(api: &Api, r: &Req, quarantine: bool) -> Response {
 pub fn action_stats(api: &Api, r: &Req) -> Response {
     let want = r.query.get("mkey");
     let runs = api
-        .dev
         .automation_engine()
         .map(|e| e.runs())
         .unwrap_or_default();

@@ -190,7 +190,7 @@ async fn arp(api: &Api, r: &Req) -> Response {
         .parts()
         .map(|p| p.dataplane.hosts_seen())
         .unwrap_or_default();
-    let macs: Vec<(String, String)> = match api.dev.automation_engine() {
+    let macs: Vec<(String, String)> = match api.automation_engine() {
         Some(e) => e
             .ems
             .cached_inventory()
@@ -504,7 +504,7 @@ fn deauth(api: &Api, r: &Req) -> Response {
 /// `GET monitor/endpoint-control/registration/summary`: the endpoints EMS reports, counted
 /// (from the connectors' inventories, fetched now) [P: shape].
 async fn registration_summary(api: &Api, r: &Req) -> Response {
-    let inv = match api.dev.automation_engine() {
+    let inv = match api.automation_engine() {
         Some(e) => e.ems.inventory().await,
         None => Vec::new(),
     };

@@ -4,8 +4,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde_json::Value as J;
-
 use super::model::IocLevel;
 
 /// A FortiAnalyzer compromised-host notification (`{"type":"ioc",...}`, docs/architecture.md).
@@ -26,50 +24,27 @@ pub struct IocNotice {
     pub timestamp: Option<i64>,
 }
 
-fn text(v: &J, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|k| match v.get(*k) {
-        Some(J::String(s)) if !s.is_empty() => Some(s.clone()),
-        Some(J::Number(n)) => Some(n.to_string()),
-        _ => None,
-    })
-}
-
-fn int(v: &J, keys: &[&str]) -> Option<i64> {
-    keys.iter().find_map(|k| match v.get(*k) {
-        Some(J::Number(n)) => n.as_i64(),
-        Some(J::String(s)) => s.parse().ok(),
-        _ => None,
-    })
-}
-
 impl IocNotice {
-    /// Reads a notification; `None` without a source address. `ioc_level` defaults to high
-    /// for an `Infected` verdict, medium otherwise (faz-ems.md §4 [P]).
-    pub fn from_json(v: &J) -> Option<Self> {
-        let srcip = text(v, &["srcip", "ip", "endpoint"])?;
-        let verdict = text(v, &["verdict"]).unwrap_or_else(|| "Infected".into());
-        let ioc_level = text(v, &["ioc_level", "ioc-level", "level"])
-            .and_then(|l| IocLevel::parse(&l))
-            .unwrap_or(if verdict.eq_ignore_ascii_case("infected") {
-                IocLevel::High
-            } else {
-                IocLevel::Medium
-            });
-        Some(IocNotice {
-            id: v.get("id").and_then(J::as_u64),
-            srcip,
-            verdict,
-            ioc_level,
-            mac: text(v, &["mac", "srcmac"]),
-            user: text(v, &["user"]),
-            hostname: text(v, &["hostname", "host"]),
-            devid: text(v, &["devid"]),
-            vdom: text(v, &["vdom"]).unwrap_or_else(|| "root".into()),
-            threat: text(v, &["threat"]).unwrap_or_default(),
-            detect_method: text(v, &["detect_method", "detect-method"]).unwrap_or_default(),
-            epid: int(v, &["epid"]),
-            timestamp: int(v, &["timestamp"]),
-        })
+    /// The engine's view of a FortiAnalyzer IOC notification.
+    pub fn from_notification(id: u64, n: &fortilab_core::logchan::IocNotification) -> Self {
+        IocNotice {
+            id: Some(id),
+            srcip: n.srcip.clone(),
+            verdict: n.verdict.clone(),
+            ioc_level: match n.ioc_level {
+                fortilab_core::logchan::IocLevel::High => IocLevel::High,
+                fortilab_core::logchan::IocLevel::Medium => IocLevel::Medium,
+            },
+            mac: n.mac.clone(),
+            user: n.user.clone(),
+            hostname: n.hostname.clone(),
+            devid: (!n.devid.is_empty()).then(|| n.devid.clone()),
+            vdom: n.vdom.clone(),
+            threat: n.threat.clone(),
+            detect_method: n.detect_method.clone(),
+            epid: n.epid.map(|e| e as i64),
+            timestamp: (n.timestamp != 0).then_some(n.timestamp),
+        }
     }
 
     /// The notification's fields as `%%log.<field>%%` variables.
@@ -227,33 +202,31 @@ mod tests {
     use serde_json::json;
 
     fn notice(ip: &str, verdict: &str) -> IocNotice {
-        IocNotice::from_json(
-            &json!({"id": 7, "type": "ioc", "verdict": verdict, "srcip": ip,
+        let n: fortilab_core::logchan::Notification = serde_json::from_value(json!({
+            "id": 7, "type": "ioc", "verdict": verdict, "srcip": ip,
+            "ioc_level": if verdict == "Infected" { "high" } else { "medium" },
             "mac": null, "user": null, "hostname": "PC-52", "devid": "FGVM01TM00000001",
             "vdom": "root", "threat": "www.eicar.org", "detect_method": "Infected-domain",
-            "epid": 1041, "timestamp": 1614881482}),
-        )
-        .unwrap()
+            "epid": 1041, "timestamp": 1614881482}))
+        .unwrap();
+        match &n.notice {
+            fortilab_core::logchan::Notice::Ioc(i) => IocNotice::from_notification(n.id, i),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]
-    fn parses_the_documented_notification() {
+    fn reads_the_documented_notification() {
         let n = notice("10.115.2.52", "Infected");
+        assert_eq!(n.id, Some(7));
         assert_eq!(n.srcip, "10.115.2.52");
         assert_eq!(n.ioc_level, IocLevel::High);
         assert_eq!(n.mac, None);
         assert_eq!(n.hostname.as_deref(), Some("PC-52"));
+        assert_eq!(n.devid.as_deref(), Some("FGVM01TM00000001"));
         assert_eq!(n.epid, Some(1041));
         assert_eq!(n.fields()["threat"], "www.eicar.org");
-        let s =
-            IocNotice::from_json(&json!({"srcip": "10.0.0.1", "verdict": "Suspicious"})).unwrap();
-        assert_eq!(s.ioc_level, IocLevel::Medium);
-        let explicit = IocNotice::from_json(
-            &json!({"srcip": "10.0.0.1", "verdict": "Suspicious", "ioc_level": "high"}),
-        )
-        .unwrap();
-        assert_eq!(explicit.ioc_level, IocLevel::High);
-        assert!(IocNotice::from_json(&json!({"verdict": "Infected"})).is_none());
+        assert_eq!(notice("10.0.0.1", "Suspicious").ioc_level, IocLevel::Medium);
     }
 
     #[test]

@@ -37,9 +37,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use fortilab_core::logchan::{IocAckNotification, Notice, Notification};
 use fortilab_core::logfmt::LogRecord;
 use serde_json::{json, Value as J};
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::device::{AutomationRequest, Device};
@@ -92,6 +93,10 @@ pub struct Engine {
     log_gate: Mutex<LogGate>,
     log_tx: tokio::sync::mpsc::Sender<Arc<crate::logs::LogLine>>,
     logs_dropped: AtomicU64,
+    /// FortiAnalyzer notifications taken from the queue, and IOC notifications evaluated
+    /// against the stitches.
+    notifications: AtomicU64,
+    ioc_evaluated: AtomicU64,
 }
 
 /// The event-log trigger's filter in the log writer: while the configuration is still at
@@ -113,8 +118,16 @@ impl std::fmt::Debug for Engine {
 }
 
 /// Starts the engine. Subscriptions are taken before this returns, so nothing that happens
-/// afterwards is missed; the tasks stop when `shutdown` is cancelled.
-pub fn start(dev: Arc<Device>, opts: StartOptions, shutdown: CancellationToken) -> Arc<Engine> {
+/// afterwards is missed; the tasks stop when `shutdown` is cancelled. `notifications`: the
+/// FortiAnalyzer's notifications, from the log forwarder (a bounded queue wired by
+/// [`crate::start`]: the forwarder acknowledges a notification only once it is in it, and
+/// waits while it is full).
+pub fn start(
+    dev: Arc<Device>,
+    opts: StartOptions,
+    notifications: mpsc::Receiver<Notification>,
+    shutdown: CancellationToken,
+) -> Arc<Engine> {
     let ems = EmsConnector::new(dev.clone());
     ems.ensure_installed();
     let (log_tx, log_rx) = tokio::sync::mpsc::channel(LOG_QUEUE);
@@ -133,9 +146,11 @@ pub fn start(dev: Arc<Device>, opts: StartOptions, shutdown: CancellationToken) 
         log_gate: Mutex::new(LogGate::default()),
         log_tx,
         logs_dropped: AtomicU64::new(0),
+        notifications: AtomicU64::new(0),
+        ioc_evaluated: AtomicU64::new(0),
         dev: dev.clone(),
     });
-    let faz_rx = dev.faz_notifications.subscribe();
+    let faz_rx = notifications;
     let weak = Arc::downgrade(&engine);
     dev.logs.add_tap(move |l| {
         if let Some(e) = weak.upgrade() {
@@ -179,7 +194,11 @@ async fn lab_hosts(State(e): State<Arc<Engine>>) -> axum::response::Response {
 }
 
 async fn lab_runs(State(e): State<Arc<Engine>>) -> axum::response::Response {
-    axum::Json(json!({"runs": e.runs()})).into_response()
+    axum::Json(
+        json!({"runs": e.runs(), "notifications": e.notifications_taken(),
+                      "ioc_evaluated": e.ioc_evaluated()}),
+    )
+    .into_response()
 }
 
 fn record_fields(rec: &LogRecord) -> BTreeMap<String, String> {
@@ -222,6 +241,16 @@ fn parse_test_log(text: &str) -> Option<(BTreeMap<String, String>, String)> {
 }
 
 impl Engine {
+    /// FortiAnalyzer notifications taken from the queue so far.
+    pub fn notifications_taken(&self) -> u64 {
+        self.notifications.load(Ordering::Relaxed)
+    }
+
+    /// IOC notifications evaluated against the stitches so far.
+    pub fn ioc_evaluated(&self) -> u64 {
+        self.ioc_evaluated.load(Ordering::Relaxed)
+    }
+
     /// The compromised-host list.
     pub fn compromised_hosts(&self) -> Vec<hosts::HostEntry> {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner()).list()
@@ -331,9 +360,9 @@ impl Engine {
     }
 
     /// FortiAnalyzer acknowledged a compromised host: it leaves the list.
-    pub fn on_ack(&self, v: &J) {
-        let srcip = v.get("srcip").and_then(J::as_str);
-        let epid = v.get("epid").and_then(J::as_i64);
+    pub fn on_ack(&self, v: &IocAckNotification) {
+        let srcip = Some(v.srcip.as_str());
+        let epid = v.epid.map(|e| e as i64);
         let removed = self
             .hosts
             .lock()
@@ -344,7 +373,7 @@ impl Engine {
                 tracing::info!(host = %e.srcip, "compromised host acknowledged on FortiAnalyzer");
                 self.dev.events.emit(
                     "ioc.ack",
-                    json!({"host": e.srcip, "epid": e.epid, "comment": v.get("comment")}),
+                    json!({"host": e.srcip, "epid": e.epid, "comment": v.comment}),
                 );
             }
             None => tracing::debug!(?srcip, ?epid, "IOC ack for a host not in the list"),
@@ -519,63 +548,45 @@ impl Engine {
 
     async fn faz_task(
         self: Arc<Self>,
-        mut rx: broadcast::Receiver<J>,
+        mut rx: mpsc::Receiver<Notification>,
         shutdown: CancellationToken,
     ) {
         loop {
-            let v = tokio::select! {
+            let n = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 r = rx.recv() => match r {
-                    Ok(v) => v,
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(missed = n, "FortiAnalyzer notifications lagged");
-                        continue;
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Some(n) => n,
+                    None => return,
                 },
             };
-            match v.get("type").and_then(J::as_str).unwrap_or("") {
-                "ioc" => match IocNotice::from_json(&v) {
-                    Some(n) => {
-                        self.on_ioc(&n);
-                    }
-                    None => tracing::warn!("IOC notification without srcip ignored"),
-                },
-                "ioc-ack" | "ioc_ack" => self.on_ack(&v),
-                "faz-event" | "event" => {
-                    let s = |k: &str| v.get(k).and_then(J::as_str).unwrap_or("").to_string();
-                    let name = {
-                        let n = s("name");
-                        if n.is_empty() {
-                            s("event_name")
-                        } else {
-                            n
-                        }
-                    };
-                    let tags = match v.get("tags") {
-                        Some(J::Array(a)) => {
-                            a.iter().filter_map(J::as_str).collect::<Vec<_>>().join(",")
-                        }
-                        Some(J::String(t)) => t.clone(),
-                        _ => String::new(),
-                    };
-                    let severity = s("severity");
+            self.notifications.fetch_add(1, Ordering::Relaxed);
+            self.dev.events.emit("faz.notification", n.to_json());
+            match &n.notice {
+                Notice::Ioc(i) => {
+                    self.ioc_evaluated.fetch_add(1, Ordering::Relaxed);
+                    self.on_ioc(&IocNotice::from_notification(n.id, i));
+                }
+                Notice::IocAck(a) => self.on_ack(a),
+                Notice::FazEvent(e) => {
+                    let mut fields = e.fields.clone();
+                    fields.insert("name".into(), e.name.clone());
+                    fields.insert("severity".into(), e.severity.clone());
+                    let tags = e.tags.join(",");
                     let ctx = RunCtx {
                         from: "log".into(),
-                        fields: json_fields(&v),
-                        log_line: Some(v.to_string()),
+                        fields,
+                        log_line: Some(n.to_json().to_string()),
                         ..RunCtx::default()
                     };
                     self.fire(
                         &Event::FazEvent {
-                            name: &name,
-                            severity: &severity,
+                            name: &e.name,
+                            severity: &e.severity,
                             tags: &tags,
                         },
                         ctx,
                     );
                 }
-                other => tracing::debug!(kind = other, "FortiAnalyzer notification not for autod"),
             }
         }
     }

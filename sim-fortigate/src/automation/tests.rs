@@ -20,6 +20,7 @@ use crate::{load_config, serial_for, ConfigSource, Options};
 struct Lab {
     dev: Arc<Device>,
     engine: Arc<Engine>,
+    notes: tokio::sync::mpsc::Sender<fortilab_core::logchan::Notification>,
     _stop: tokio_util::sync::DropGuard,
 }
 
@@ -65,10 +66,12 @@ fn lab(version: &str, cli: &str, lab_map: LabMap) -> Lab {
         ca_pem: opts.ca.cert_pem().to_string(),
     });
     let stop = CancellationToken::new();
-    let engine = start(dev.clone(), StartOptions::default(), stop.clone());
+    let (notes, rx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
+    let engine = start(dev.clone(), StartOptions::default(), rx, stop.clone());
     Lab {
         dev,
         engine,
+        notes,
         _stop: stop.drop_guard(),
     }
 }
@@ -121,16 +124,19 @@ impl Lab {
         .await
     }
 
+    /// Hands the engine a FortiAnalyzer notification (its JSON wire form).
+    fn notify(&self, v: J) {
+        let n: fortilab_core::logchan::Notification = serde_json::from_value(v).unwrap();
+        self.notes.try_send(n).unwrap();
+    }
+
     fn ioc(&self, ip: &str) {
-        self.dev
-            .faz_notifications
-            .send(
-                json!({"id": 7, "type": "ioc", "verdict": "Infected", "ioc_level": "high",
-                "srcip": ip, "mac": null, "user": null, "hostname": "PC-52",
-                "devid": self.dev.serial, "vdom": "root", "threat": "www.eicar.org",
-                "detect_method": "Infected-domain", "epid": 1041, "timestamp": 1614881482}),
-            )
-            .unwrap();
+        self.notify(
+            json!({"id": 7, "type": "ioc", "verdict": "Infected", "ioc_level": "high",
+            "srcip": ip, "mac": null, "user": null, "hostname": "PC-52",
+            "devid": self.dev.serial, "vdom": "root", "threat": "www.eicar.org",
+            "detect_method": "Infected-domain", "epid": 1041, "timestamp": 1614881482}),
+        );
     }
 }
 
@@ -240,13 +246,10 @@ async fn ioc_notification_runs_the_stitch_once_per_host_until_acknowledged() {
     l.finished_runs(2).await;
 
     // FortiAnalyzer acknowledges: the host leaves the list and acts again next time.
-    l.dev
-        .faz_notifications
-        .send(
-            json!({"id": 8, "type": "ioc-ack", "srcip": "10.115.2.52", "epid": 1041,
+    l.notify(
+        json!({"id": 8, "type": "ioc-ack", "srcip": "10.115.2.52", "epid": 1041,
                      "devid": l.dev.serial, "comment": "done"}),
-        )
-        .unwrap();
+    );
     wait_for("ioc.ack", || {
         (!l.events("ioc.ack").is_empty()).then_some(())
     })
@@ -306,10 +309,10 @@ end
 ";
     let l = lab("7.0.12", cli, LabMap::default());
     // A suspicious (medium) host: only the medium stitch runs.
-    l.dev
-        .faz_notifications
-        .send(json!({"type": "ioc", "verdict": "Suspicious", "srcip": "10.115.2.60"}))
-        .unwrap();
+    l.notify(
+        json!({"id": 9, "type": "ioc", "verdict": "Suspicious", "ioc_level": "medium",
+                     "srcip": "10.115.2.60"}),
+    );
     let runs = l.finished_runs(1).await;
     assert_eq!(runs[0].stitch, "Medium");
     // No EMS configured: the required quarantine fails and stops the chain.
@@ -703,4 +706,44 @@ end
     let runs = l.finished_runs(1).await;
     assert_eq!(runs[0].stitch, "Bad Login");
     assert!(l.dev.config.exists("firewall address", "bad-10.115.2.66"));
+}
+
+/// Issue 15: a burst of 10,000 compromised hosts is evaluated 10,000 times — the queue from
+/// the forwarder is bounded, so the burst waits (back-pressure) instead of being dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_ten_thousand_compromised_hosts_gives_ten_thousand_evaluations() {
+    let l = lab("6.4.4", IOC_BAN, LabMap::default());
+    let n = 10_000u64;
+    let notes = l.notes.clone();
+    let feeder = tokio::spawn(async move {
+        for i in 0..n {
+            let ip = format!("10.{}.{}.{}", 100 + i / 65536, (i / 256) % 256, i % 256);
+            let v = json!({"id": 1000 + i, "type": "ioc", "verdict": "Infected",
+                           "ioc_level": "high", "srcip": ip, "threat": "www.eicar.org"});
+            // Waits while the engine's queue is full.
+            notes
+                .send(serde_json::from_value(v).unwrap())
+                .await
+                .expect("engine running");
+        }
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while l.engine.ioc_evaluated() < n || l.dev.banned.list().len() < n as usize {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "evaluated {} of {n}, banned {}",
+            l.engine.ioc_evaluated(),
+            l.dev.banned.list().len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    feeder.await.unwrap();
+    assert_eq!(l.engine.ioc_evaluated(), n);
+    assert_eq!(l.engine.notifications_taken(), n);
+    assert_eq!(l.engine.compromised_hosts().len(), n as usize);
+    assert_eq!(
+        l.dev.banned.list().len(),
+        n as usize,
+        "every host banned once"
+    );
 }

@@ -1,7 +1,7 @@
 //! Log forwarding: every line the [`crate::logs::LogWriter`] writes goes to FortiAnalyzer over
 //! the log channel (`config log fortianalyzer setting`, [`fortilab_core::logchan::LogSender`])
 //! and to syslog (`config log syslogd setting`, [`syslog`]). FortiAnalyzer notifications are
-//! handed to the automation engine (`Device::faz_notifications`) and the lab event stream; the
+//! handed to the automation engine through a bounded queue (acknowledged only once queued); the
 //! connection state feeds `/api/v2/monitor/log/fortianalyzer[-queue]`; connection down/up
 //! writes FortiOS event logs.
 
@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fortilab_core::logchan::{
-    Hello, LogSender, RegStatus, SenderConfig, SenderStats, UploadOption,
+    Hello, LogSender, Notification, RegStatus, SenderConfig, SenderStats, UploadOption,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -117,6 +117,8 @@ pub struct Forwarder {
     shutdown: CancellationToken,
     /// Serializes reconfiguration.
     reconf: tokio::sync::Mutex<()>,
+    /// The automation engine's notification queue (bounded: see [`Forwarder::start`]).
+    notify_tx: mpsc::Sender<Notification>,
 }
 
 impl std::fmt::Debug for Forwarder {
@@ -166,10 +168,13 @@ impl FabricStatus for FazStatus {
 impl Forwarder {
     /// Starts forwarding. Registers with the log writer, which first hands over the memory
     /// ring's lines, so no line written before or during start is missed. `tls`: lab CA roots
-    /// + the FortiGate's certificate (CN = serial).
+    /// + the FortiGate's certificate (CN = serial). `notify_tx`: where FortiAnalyzer
+    /// notifications go (the automation engine's queue); a notification is acknowledged to
+    /// FortiAnalyzer only once it is in that queue, and the channel waits while it is full.
     pub fn start(
         dev: Arc<Device>,
         tls: Arc<rustls::ClientConfig>,
+        notify_tx: mpsc::Sender<Notification>,
         shutdown: CancellationToken,
     ) -> Arc<Forwarder> {
         let queue_dir = match &dev.data_dir {
@@ -188,6 +193,7 @@ impl Forwarder {
             syslog_stats: Arc::new(syslog::SyslogStats::default()),
             shutdown: shutdown.clone(),
             reconf: tokio::sync::Mutex::new(()),
+            notify_tx,
         });
         dev.set_fabric(Arc::new(FazStatus {
             prev: dev.fabric(),
@@ -443,22 +449,17 @@ impl Forwarder {
             clock: self.dev.clock,
             reconnect_delay: Duration::from_millis(200),
         };
-        let (sender, mut nrx) = LogSender::start(cfg, stop.clone()).map_err(|e| e.to_string())?;
-        // Notifications → automation engine and lab events.
-        let dev = self.dev.clone();
-        tokio::spawn(async move {
-            while let Some(n) = nrx.recv().await {
-                let _ = dev.faz_notifications.send(n.clone());
-                dev.events.emit("faz.notification", n);
-            }
-        });
-        // Connection state → event logs.
+        // Notifications go straight to the automation engine's queue (it emits the lab event).
+        let sender = LogSender::start_with(cfg, self.notify_tx.clone(), stop.clone())
+            .map_err(|e| e.to_string())?;
+        // Connection state → event logs; queue trouble (disk full) → lab events.
         let dev = self.dev.clone();
         let watch = sender.clone();
         let stop2 = stop.clone();
         let server = s.server.clone();
         tokio::spawn(async move {
             let mut was = false;
+            let mut queue_error: Option<String> = None;
             loop {
                 tokio::select! {
                     _ = stop2.cancelled() => break,
@@ -469,6 +470,25 @@ impl Forwarder {
                 if now != was {
                     was = now;
                     faz_event(&dev, &server, now);
+                }
+                if st.queue_error != queue_error {
+                    match &st.queue_error {
+                        Some(e) => {
+                            tracing::error!(error = %e, "the FortiAnalyzer log queue cannot spill to disk");
+                            dev.events.emit(
+                                "log.queue.error",
+                                serde_json::json!({"error": e, "dropped": st.dropped,
+                                                   "in_memory": st.in_memory}),
+                            );
+                        }
+                        None => {
+                            dev.events.emit(
+                                "log.queue.recovered",
+                                serde_json::json!({"dropped": st.dropped, "spilled": st.spilled}),
+                            );
+                        }
+                    }
+                    queue_error = st.queue_error;
                 }
             }
         });
