@@ -359,6 +359,36 @@ fn seed_stitch_quarantines_on_ems_once_per_host_until_faz_ack() {
     wait_for("quarantined by the stitch test", LONG, || {
         admin.quarantined("10.115.2.52").then_some(())
     });
+    // The FortiGate's endpoint records are what EMS reports through the connector.
+    let on_ems = admin.endpoint("10.115.2.52").unwrap();
+    let rec = wait_for("record-list shows PC-52 quarantined", LONG, || {
+        let v = lab.rest("GET", "/api/v2/monitor/endpoint-control/record-list", None);
+        v["results"]
+            .as_array()?
+            .iter()
+            .find(|r| r["ip"] == "10.115.2.52" && r["quarantined"] == true)
+            .cloned()
+    });
+    assert_eq!(rec["uid"], on_ems["uid"], "{rec}");
+    assert_eq!(rec["mac"], on_ems["mac_addr"], "{rec}");
+    assert_eq!(rec["host"], on_ems["host"], "{rec}");
+    assert_eq!(rec["ems_name"], "EMS-LAB", "{rec}");
+    assert!(
+        rec["ems_sn"].as_str().unwrap().starts_with("FCTEMS"),
+        "{rec}"
+    );
+    let sum = lab.rest("GET", "/api/v2/monitor/endpoint-control/summary", None);
+    assert!(sum["results"]["quarantined"].as_u64() >= Some(1), "{sum}");
+    let reg = lab.rest(
+        "GET",
+        "/api/v2/monitor/endpoint-control/registration/summary",
+        None,
+    );
+    assert_eq!(
+        reg["results"]["total"],
+        admin.call("GET", "/api/v1/endpoints/index?count=1", None)["data"]["total"],
+        "{reg}"
+    );
     let runs = wait_for("the test run finished", LONG, || {
         let r = lab.runs();
         (r.len() == 1 && r[0]["status"] != "running").then_some(r)
@@ -505,6 +535,9 @@ fn unauthorized_fortigate_quarantine_fails_and_is_logged() {
         .and_then(|a| a.iter().find(|c| c["cn"] == serial.as_str()).cloned())
         .unwrap_or_else(|| panic!("FortiGate not listed: {certs}"));
     assert_ne!(row["authorized"], true, "{row}");
+    // EMS shares no endpoint inventory with an unauthorized FortiGate.
+    let v = lab.rest("GET", "/api/v2/monitor/endpoint-control/record-list", None);
+    assert_eq!(v["results"], json!([]), "{v}");
 
     lab.rest(
         "POST",
@@ -550,5 +583,15 @@ fn unauthorized_fortigate_quarantine_fails_and_is_logged() {
     wait_for("quarantined once authorized", LONG, || {
         admin.quarantined("10.115.2.52").then_some(())
     });
+    // Authorized, the FortiGate reads EMS's inventory: PC-52 is in its records, quarantined.
+    let v = lab.rest("GET", "/api/v2/monitor/endpoint-control/record-list", None);
+    assert!(
+        v["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["ip"] == "10.115.2.52" && r["quarantined"] == true),
+        "{v}"
+    );
     let _ = Path::new(&lab.dir);
 }

@@ -40,6 +40,7 @@ pub mod supervise;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
+pub mod tz;
 
 pub use clock::LabClock;
 pub use events::{EventBus, LabEvent};

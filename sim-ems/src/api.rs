@@ -11,7 +11,9 @@
 //! `POST fabric/unquarantine` with `{"ip"|"mac"|"fctuid": .., "reason"?, "source"?}`. An
 //! unknown FortiGate is added to `client_certificates` unauthorized on first contact (or
 //! authorized with `--auto-authorize`); only authorized ones may quarantine. Authorized
-//! FortiGates may also call `clients/quarantine` / `clients/unquarantine` directly.
+//! FortiGates may also call `clients/quarantine` / `clients/unquarantine` directly, and read
+//! the endpoint inventory (`endpoints/index`, `endpoints/{id}/get`: the FortiGate's
+//! `endpoint-control/record-list` answers from it); unauthorized ones get 403.
 
 // Handlers return an axum `Response` as their error: it is what they answer with.
 #![allow(clippy::result_large_err)]
@@ -668,7 +670,9 @@ fn field_matches(ep: &Endpoint, key: &str, want: &str) -> bool {
 
 async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
     let c = tri!(ctx(req).await);
-    let _p = tri!(authenticate(&sh, &c));
+    let p = tri!(authenticate(&sh, &c));
+    // A FortiGate's connector reads the inventory only once authorized.
+    tri!(authorized(&p));
     let offset: usize = c.q("offset").and_then(|v| v.parse().ok()).unwrap_or(0);
     let count: usize = c
         .q("count")
@@ -767,7 +771,8 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
 
 async fn endpoint_details(State(sh): Sh, Path(id): Path<String>, req: Request) -> Response {
     let c = tri!(ctx(req).await);
-    let _p = tri!(authenticate(&sh, &c));
+    let p = tri!(authenticate(&sh, &c));
+    tri!(authorized(&p));
     let Ok(id) = id.parse::<u64>() else {
         return err(
             StatusCode::BAD_REQUEST,

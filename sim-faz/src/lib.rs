@@ -20,7 +20,8 @@ pub mod jsonrpc;
 pub mod logsink;
 pub mod store;
 pub mod syslog;
-pub mod tz;
+/// The time-zone table (shared with the FortiGate: `monitor/system/timezone`).
+pub use fortilab_core::tz;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

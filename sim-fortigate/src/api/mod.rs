@@ -11,6 +11,7 @@
 pub mod cmdb;
 pub mod config_script;
 pub mod mon_fabric;
+pub mod mon_more;
 pub mod mon_system;
 pub mod monitor;
 pub mod query;
@@ -71,6 +72,36 @@ pub struct Api {
     get_cache: Arc<Mutex<HashMap<String, (String, bytes::Bytes)>>>,
     /// The running modules the monitor API reads (set by `start`; unset in unit tests).
     parts: Arc<std::sync::OnceLock<Parts>>,
+    /// Service time of the vendor API (`/_lab/health` `api`).
+    pub timing: Arc<ApiTiming>,
+}
+
+/// How much time the vendor API spent answering: requests served and the time from a
+/// request's arrival at the router to its response (head and body produced). A client's
+/// run (an Ansible playbook) reads it before and after to know the FortiGate's share of its
+/// wall time. `/_lab/` requests are not counted.
+#[derive(Debug, Default)]
+pub struct ApiTiming {
+    pub requests: std::sync::atomic::AtomicU64,
+    pub busy_ns: std::sync::atomic::AtomicU64,
+}
+
+async fn timed(
+    State(t): State<Arc<ApiTiming>>,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if fortilab_core::http::is_lab_path(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let ns = t0.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+    t.requests
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    t.busy_ns
+        .fetch_add(ns, std::sync::atomic::Ordering::Relaxed);
+    resp
 }
 
 /// The running modules behind the monitor API: the data plane (interface counters,
@@ -92,6 +123,7 @@ impl Api {
             cookies: Arc::new(cookies),
             get_cache: Arc::default(),
             parts: Arc::default(),
+            timing: Arc::default(),
         }
     }
 
@@ -125,6 +157,7 @@ pub fn router(api: Api) -> Router {
     let lab_events = Router::new()
         .route("/_lab/events", get(fortilab_core::events::sse_handler))
         .with_state(api.dev.events.clone());
+    let timing = api.timing.clone();
     Router::new()
         .route("/_lab/health", get(lab_health))
         .route("/_lab/config", get(lab_config))
@@ -136,6 +169,7 @@ pub fn router(api: Api) -> Router {
         .fallback(dispatch)
         .with_state(api)
         .merge(lab_events)
+        .layer(axum::middleware::from_fn_with_state(timing, timed))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -661,7 +695,9 @@ async fn lab_health(State(api): State<Api>) -> Response {
         StatusCode::OK,
         json!({"ok": true, "device": api.dev.hostname(), "serial": api.dev.serial,
                "version": api.dev.version.to_string(), "revision": api.dev.config.revision(),
-               "links": {"fortianalyzer": faz, "ems": ems}}),
+               "links": {"fortianalyzer": faz, "ems": ems},
+               "api": {"requests": api.timing.requests.load(std::sync::atomic::Ordering::Relaxed),
+                       "busy_ns": api.timing.busy_ns.load(std::sync::atomic::Ordering::Relaxed)}}),
     )
 }
 

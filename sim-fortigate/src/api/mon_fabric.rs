@@ -245,37 +245,87 @@ pub async fn ems_verify_cert(api: &Api, r: &Req) -> Response {
     )
 }
 
-/// `GET monitor/endpoint-control/summary`: endpoint counts the FortiGate knows of (its
-/// compromised-host list) [P: field subset].
-pub fn endpoint_summary(api: &Api, r: &Req) -> Response {
+/// The endpoints EMS reports (every configured connector's inventory, fetched now; the
+/// last one of an EMS that cannot be reached).
+async fn inventory(api: &Api) -> Vec<crate::automation::ems::EmsEndpoint> {
+    match api.automation_engine() {
+        Some(e) => e.ems.inventory().await,
+        None => Vec::new(),
+    }
+}
+
+/// `GET monitor/endpoint-control/summary`: the endpoints EMS reports, counted, plus the
+/// FortiGate's own compromised-host list and the connected EMS [P: field subset].
+pub async fn endpoint_summary(api: &Api, r: &Req) -> Response {
     let hosts = api
         .automation_engine()
         .map(|e| e.compromised_hosts())
         .unwrap_or_default();
+    let inv = inventory(api).await;
     let ems = ems_rows(api, None);
+    let online = inv.iter().filter(|x| x.online).count();
     env(api, r, "endpoint-control", "summary").monitor_ok(
-        Some(json!({"compromised": hosts.len(), "ems_connected":
-                    ems.iter().filter(|r| r["connected"] == J::Bool(true)).count()})),
+        Some(
+            json!({"total": inv.len(), "online": online, "offline": inv.len() - online,
+                    "quarantined": inv.iter().filter(|x| x.quarantined).count(),
+                    "on_net": inv.iter().filter(|x| x.onnet).count(),
+                    "compromised": hosts.len(),
+                    "ems_connected":
+                    ems.iter().filter(|r| r["connected"] == J::Bool(true)).count()}),
+        ),
         None,
     )
 }
 
-/// `GET monitor/endpoint-control/record-list` [P]: the endpoints the FortiGate has heard of
-/// (the compromised-host list: the lab FortiGate does not pull EMS's endpoint inventory).
-pub fn record_list(api: &Api, r: &Req) -> Response {
-    let hosts = api
+/// The interface whose connected subnet holds `ip` (the endpoint's side of the FortiGate).
+fn interface_of(api: &Api, ip: &str) -> String {
+    let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
+        return String::new();
+    };
+    api.dev.config.with(|c| {
+        c.table("system interface")
+            .and_then(|t| {
+                t.entries().iter().find(|e| {
+                    e.scalar("ip")
+                        .is_some_and(|net| super::mon_system::in_subnet(addr, net))
+                })
+            })
+            .map(|e| e.key.clone())
+            .unwrap_or_default()
+    })
+}
+
+/// `GET monitor/endpoint-control/record-list` (`intf_name`): the endpoint records, from
+/// what EMS reports through the connector (`endpoints/index`): FortiClient UID, host, address,
+/// MAC, user, OS, FortiClient version, online/on-net, quarantine; `interface` is the
+/// FortiGate interface whose subnet holds the address, `compromised` whether the FortiGate's
+/// compromised-host list has it [P: field names].
+pub async fn record_list(api: &Api, r: &Req) -> Response {
+    let inv = inventory(api).await;
+    let compromised: Vec<String> = api
         .automation_engine()
         .map(|e| e.compromised_hosts())
-        .unwrap_or_default();
-    let list: Vec<J> = hosts
+        .unwrap_or_default()
+        .into_iter()
+        .map(|h| h.srcip)
+        .collect();
+    let want = r.query.get("intf_name").filter(|s| !s.is_empty());
+    let list: Vec<J> = inv
         .iter()
-        .map(|h| {
-            json!({"uid": "", "mac": h.mac.clone().unwrap_or_default(),
-                   "mac_list": h.mac.clone().unwrap_or_default(), "online": 1, "on_net": 1,
-                   "addr": h.srcip, "host": h.hostname.clone().unwrap_or_default(),
-                   "interface": "", "avatar_username": h.user.clone().unwrap_or_default(),
-                   "avatar_email": "", "avatar_phone": "", "avatar_source": "",
-                   "quarantined": false})
+        .filter_map(|x| {
+            let intf = interface_of(api, &x.ip);
+            if want.is_some_and(|w| w != intf) {
+                return None;
+            }
+            Some(json!({
+                "uid": x.uid, "fctuid": x.uid, "host": x.host, "addr": x.ip, "ip": x.ip,
+                "mac": x.mac, "mac_list": [x.mac], "os": x.os, "fct_ver": x.fct_version,
+                "fct_sn": x.fct_sn, "avatar_username": x.user, "domain": x.domain,
+                "group": x.group, "online": u8::from(x.online), "on_net": u8::from(x.onnet),
+                "quarantined": x.quarantined, "last_seen": x.last_seen,
+                "ems_name": x.ems, "ems_sn": x.ems_serial, "interface": intf, "vdom": "root",
+                "compromised": compromised.contains(&x.ip),
+            }))
         })
         .collect();
     env(api, r, "endpoint-control", "record-list").monitor_ok(Some(J::Array(list)), None)

@@ -24,7 +24,7 @@ pub fn port_mac(serial: &str, name: &str) -> String {
 }
 
 /// `a.b.c.d m.m.m.m` or `a.b.c.d/n` → (address, prefix length).
-fn ip_mask(v: &str) -> (String, u32) {
+pub(crate) fn ip_mask(v: &str) -> (String, u32) {
     let mut it = v.split_whitespace();
     let first = it.next().unwrap_or("0.0.0.0");
     if let Some((a, n)) = first.split_once('/') {
@@ -180,7 +180,7 @@ fn interface_used(c: &Config, name: &str) -> bool {
 
 /// This process's CPU time (user + system, clock ticks) and resident memory (kB), from
 /// `/proc/self` (zeros where it cannot be read).
-fn proc_usage() -> (u64, u64, u64) {
+pub(crate) fn proc_usage() -> (u64, u64, u64) {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
@@ -204,8 +204,24 @@ fn proc_usage() -> (u64, u64, u64) {
     (ticks, rss, total)
 }
 
+/// Seconds since this process started (`/proc/self/stat` start time vs `/proc/uptime`).
+pub(crate) fn process_uptime_secs() -> u64 {
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0);
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, a)| a).unwrap_or("");
+    let start: f64 = after
+        .split_whitespace()
+        .nth(19)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (uptime - start / 100.0).max(0.0) as u64
+}
+
 /// CPU percent of this process since it started (ticks / elapsed).
-fn cpu_percent(ticks: u64) -> u64 {
+pub(crate) fn cpu_percent(ticks: u64) -> u64 {
     let uptime: f64 = std::fs::read_to_string("/proc/uptime")
         .ok()
         .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
@@ -529,28 +545,7 @@ pub async fn rating_lookup(api: &Api, r: &Req) -> axum::response::Response {
 pub fn router_ipv4(api: &Api, r: &Req) -> axum::response::Response {
     let want_intf = r.query.get("interface").map(String::from);
     let want_type = r.query.get("type").map(String::from);
-    let mut list = api.dev.config.with(|c| {
-        let net = crate::dataplane::net::Network::from_config(c);
-        let mut v = Vec::new();
-        for i in &net.interfaces {
-            let (Some(ip), Some((lo, hi))) = (i.ip, i.subnet) else {
-                continue;
-            };
-            let len = 32 - (hi - lo + 1).trailing_zeros().min(32);
-            let _ = ip;
-            v.push(json!({"ip_version": 4, "type": "connect", "ip_mask": format!("{}/{len}", std::net::Ipv4Addr::from(lo)),
-                          "distance": 0, "metric": 0, "priority": 0, "vrf": 0,
-                          "gateway": "0.0.0.0", "non_rc_gateway": "0.0.0.0", "interface": i.name,
-                          "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}));
-        }
-        if let Some(w) = net.wan() {
-            v.push(json!({"ip_version": 4, "type": "static", "ip_mask": "0.0.0.0/0",
-                          "distance": 10, "metric": 0, "priority": 1, "vrf": 0,
-                          "gateway": "0.0.0.0", "non_rc_gateway": "0.0.0.0", "interface": w.name,
-                          "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}));
-        }
-        v
-    });
+    let mut list = api.dev.config.with(ipv4_routes);
     list.retain(|x| {
         want_intf
             .as_ref()
@@ -558,6 +553,32 @@ pub fn router_ipv4(api: &Api, r: &Req) -> axum::response::Response {
             && want_type.as_ref().is_none_or(|t| x["type"] == t.as_str())
     });
     env(api, r, "router", "ipv4").monitor_ok(Some(J::Array(list)), None)
+}
+
+/// The IPv4 routing table of a configuration: the connected subnets of `config system
+/// interface` and the default route out of the wan side (the lab's routing).
+pub fn ipv4_routes(c: &Config) -> Vec<J> {
+    let net = crate::dataplane::net::Network::from_config(c);
+    let mut v = Vec::new();
+    for i in &net.interfaces {
+        let (Some(_), Some((lo, hi))) = (i.ip, i.subnet) else {
+            continue;
+        };
+        let len = 32 - (hi - lo + 1).trailing_zeros().min(32);
+        v.push(json!({"ip_version": 4, "type": "connect", "ip_mask": format!("{}/{len}", std::net::Ipv4Addr::from(lo)),
+                      "distance": 0, "metric": 0, "priority": 0, "vrf": 0,
+                      "gateway": "0.0.0.0", "non_rc_gateway": "0.0.0.0", "interface": i.name,
+                      "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}));
+    }
+    if let Some(w) = net.wan() {
+        v.push(
+            json!({"ip_version": 4, "type": "static", "ip_mask": "0.0.0.0/0",
+                      "distance": 10, "metric": 0, "priority": 1, "vrf": 0,
+                      "gateway": "0.0.0.0", "non_rc_gateway": "0.0.0.0", "interface": w.name,
+                      "is_tunnel_route": false, "tunnel_parent": "", "install_date": 0}),
+        );
+    }
+    v
 }
 
 /// `GET monitor/system/sensor-info` and `system/interface/transceivers`: a VM has neither

@@ -24,6 +24,9 @@ pub async fn handle(api: &Api, r: Req) -> Response {
     let segs: Vec<String> = r.segments[1..].to_vec();
     let s: Vec<&str> = segs.iter().map(String::as_str).collect();
     let m = &r.method;
+    if let Some(resp) = super::mon_more::handle(api, &r, s.as_slice()).await {
+        return resp;
+    }
     match (m, s.as_slice()) {
         (&Method::GET, ["system", "status"]) => status(api, &r),
         // Interfaces.
@@ -105,8 +108,8 @@ pub async fn handle(api: &Api, r: Req) -> Response {
         (&Method::POST, ["endpoint-control", "ems", "verify-cert"]) => {
             fab::ems_verify_cert(api, &r).await
         }
-        (&Method::GET, ["endpoint-control", "summary"]) => fab::endpoint_summary(api, &r),
-        (&Method::GET, ["endpoint-control", "record-list"]) => fab::record_list(api, &r),
+        (&Method::GET, ["endpoint-control", "summary"]) => fab::endpoint_summary(api, &r).await,
+        (&Method::GET, ["endpoint-control", "record-list"]) => fab::record_list(api, &r).await,
         (&Method::POST, ["endpoint-control", "registration", "quarantine"]) => {
             fab::registration(api, &r, true).await
         }

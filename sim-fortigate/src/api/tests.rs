@@ -742,3 +742,117 @@ async fn monitor_endpoints() {
     .await;
     assert!(raw.contains("logid=\"0100032001\""));
 }
+
+#[tokio::test]
+async fn monitor_routing_system_and_ha_selectors_answer_from_the_configuration() {
+    let (app, d) = app(FosVersion::V6_4_4);
+    let get = |uri: &'static str| json_call(&app, "GET", uri, None);
+    // Route lookup: the connected subnet of the interface that holds the address.
+    let (s, v) = json_call(
+        &app,
+        "PUT",
+        "/api/v2/cmdb/system/interface/port3",
+        Some(r#"{"ip":"10.115.2.1 255.255.255.0","mode":"static"}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let routes = get("/api/v2/monitor/router/ipv4").await.1;
+    let lan = routes["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["type"] == "connect")
+        .cloned()
+        .expect("a connected route");
+    let net = lan["ip_mask"].as_str().unwrap().split('/').next().unwrap();
+    let host: std::net::Ipv4Addr = net.parse().unwrap();
+    let host = std::net::Ipv4Addr::from(u32::from(host) + 7);
+    let (s, v) = json_call(
+        &app,
+        "GET",
+        &format!("/api/v2/monitor/router/lookup?destination={host}"),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"]["success"], true, "{v}");
+    assert_eq!(v["results"]["network"], lan["ip_mask"], "{v}");
+    assert_eq!(v["results"]["interface"], lan["interface"], "{v}");
+    let (s, _) = get("/api/v2/monitor/router/lookup").await;
+    assert_eq!(s.as_u16(), 424, "destination is required");
+    let st = get("/api/v2/monitor/router/statistics").await.1;
+    assert_eq!(
+        st["results"]["total_lines_ipv4"].as_u64(),
+        Some(routes["results"].as_array().unwrap().len() as u64)
+    );
+    // Firmware: the running version; the time zone `system global` has is the current one.
+    let fw = get("/api/v2/monitor/system/firmware").await.1;
+    assert_eq!(fw["results"]["current"]["version"], "v6.4.4");
+    let tz = get("/api/v2/monitor/system/timezone").await.1;
+    let current: Vec<&J> = tz["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|z| z["current"] == true)
+        .collect();
+    assert_eq!(current.len(), 1, "{tz}");
+    // HA checksums: a standalone unit, whose checksum follows its configuration.
+    let sum = |v: &J| v["results"][0]["checksum"]["all"].clone();
+    let before = get("/api/v2/monitor/system/ha-checksums").await.1;
+    assert_eq!(before["results"][0]["serial_no"], d.serial.as_str());
+    assert_eq!(sum(&before).as_str().unwrap().len(), 32);
+    let (s, v) = json_call(
+        &app,
+        "POST",
+        "/api/v2/cmdb/firewall/address",
+        Some(r#"{"name":"ha-sum-probe","subnet":"192.0.2.1 255.255.255.255"}"#),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let after = get("/api/v2/monitor/system/ha-checksums").await.1;
+    assert_ne!(sum(&before), sum(&after));
+    let (s, t) = json_call(
+        &app,
+        "GET",
+        &format!(
+            "/api/v2/monitor/system/ha-table-checksums?serial_no={}",
+            d.serial
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert!(t["results"]["firewall address"].is_string(), "{t}");
+    let (s, _) = get("/api/v2/monitor/system/ha-table-checksums?serial_no=FGVMXX").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for empty in [
+        "/api/v2/monitor/system/ha-peer",
+        "/api/v2/monitor/router/bgp/neighbors",
+        "/api/v2/monitor/router/ospf/neighbors",
+        "/api/v2/monitor/router/policy",
+        "/api/v2/monitor/log/local-report-list",
+    ] {
+        let (s, v) = json_call(&app, "GET", empty, None).await;
+        assert_eq!(
+            (s, v["results"].clone()),
+            (StatusCode::OK, json!([])),
+            "{empty}"
+        );
+    }
+    // DHCP client state follows the interface's mode; unknown interfaces are -3.
+    let (s, v) = get("/api/v2/monitor/system/interface/dhcp-status?mkey=port3").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["results"]["status"], "stopped", "{v}");
+    // A DHCP client never gets a lease: the lab network has no DHCP server.
+    let (_, v) = get("/api/v2/monitor/system/interface/dhcp-status?mkey=port1").await;
+    assert_eq!(
+        (v["results"]["mode"].clone(), v["results"]["status"].clone()),
+        (json!("dhcp"), json!("failed")),
+        "{v}"
+    );
+    let (s, v) = get("/api/v2/monitor/system/interface/dhcp-status?mkey=nope").await;
+    assert_eq!((s, v["error"].clone()), (StatusCode::NOT_FOUND, json!(-3)));
+    // No log disk: no local report to download.
+    let (s, _) = get("/api/v2/monitor/log/local-report/download?mkey=r1").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

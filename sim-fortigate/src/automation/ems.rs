@@ -80,10 +80,75 @@ pub struct QuarantineDone {
     pub message: String,
 }
 
+/// One endpoint of an EMS's inventory: what EMS reports to the connector
+/// (`GET /api/v1/endpoints/index`), the source of `monitor/endpoint-control/record-list`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EmsEndpoint {
+    /// The connector (`fctems` name) that reported it, and that EMS's serial.
+    pub ems: String,
+    pub ems_serial: String,
+    /// FortiClient UID.
+    pub uid: String,
+    pub host: String,
+    pub ip: String,
+    pub mac: String,
+    pub user: String,
+    pub domain: String,
+    pub os: String,
+    pub fct_version: String,
+    pub fct_sn: String,
+    pub group: String,
+    pub online: bool,
+    pub onnet: bool,
+    pub quarantined: bool,
+    /// Unix seconds (EMS's `last_seen`).
+    pub last_seen: i64,
+}
+
+impl EmsEndpoint {
+    /// One row of `endpoints/index` (`is_*` flags as 0/1 or booleans).
+    pub fn from_row(ems: &str, ems_serial: &str, v: &J) -> Self {
+        let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
+        let b = |k: &str| match &v[k] {
+            J::Bool(x) => *x,
+            J::Number(n) => n.as_i64().unwrap_or(0) != 0,
+            _ => false,
+        };
+        Self {
+            ems: ems.to_string(),
+            ems_serial: ems_serial.to_string(),
+            uid: s("uid"),
+            host: if v["host"].as_str().unwrap_or("").is_empty() {
+                s("name")
+            } else {
+                s("host")
+            },
+            ip: s("ip_addr"),
+            mac: s("mac_addr"),
+            user: s("username"),
+            domain: s("user_domain"),
+            os: s("os_version"),
+            fct_version: s("fct_version"),
+            fct_sn: s("fct_sn"),
+            group: s("group_path"),
+            online: b("is_ems_online"),
+            onnet: b("is_ems_onnet"),
+            quarantined: b("is_quarantined"),
+            last_seen: v["last_seen"].as_i64().unwrap_or(0),
+        }
+    }
+}
+
+/// Largest page the connector asks EMS for.
+const INVENTORY_PAGE: usize = 1000;
+
 /// The connector: state per EMS and the calls.
 pub struct EmsConnector {
     dev: Arc<Device>,
     states: RwLock<BTreeMap<String, EmsState>>,
+    /// The last inventory each EMS reported (kept while an EMS is unreachable, as FortiOS
+    /// keeps its endpoint records).
+    inventories: RwLock<BTreeMap<String, Vec<EmsEndpoint>>>,
     /// The provider installed on the device (to notice when another module replaces it).
     installed: Mutex<Option<Arc<dyn FabricStatus>>>,
     wake: Notify,
@@ -116,6 +181,7 @@ impl EmsConnector {
         Arc::new(Self {
             dev,
             states: RwLock::new(BTreeMap::new()),
+            inventories: RwLock::new(BTreeMap::new()),
             installed: Mutex::new(None),
             wake: Notify::new(),
         })
@@ -242,6 +308,86 @@ impl EmsConnector {
         };
         self.set_state(&c.name, st.clone());
         st
+    }
+
+    /// The endpoint inventory of every configured EMS, fetched now (`GET
+    /// /api/v1/endpoints/index`, paged). An EMS that cannot be reached contributes the
+    /// inventory it reported last; one that has not authorized this FortiGate contributes
+    /// nothing (EMS shares its endpoints with authorized FortiGates only).
+    pub async fn inventory(&self) -> Vec<EmsEndpoint> {
+        let conns = self.dev.config.with(|c| configured(c, self.dev.version));
+        {
+            let mut m = self.inventories.write().unwrap_or_else(|p| p.into_inner());
+            m.retain(|k, _| conns.iter().any(|c| &c.name == k));
+        }
+        for c in &conns {
+            match self.fetch_inventory(c).await {
+                Ok(list) => {
+                    self.inventories
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(c.name.clone(), list);
+                }
+                Err(e) => tracing::debug!(ems = %c.name, error = %e, "EMS inventory"),
+            }
+        }
+        let m = self.inventories.read().unwrap_or_else(|p| p.into_inner());
+        conns
+            .iter()
+            .filter_map(|c| m.get(&c.name))
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// The inventories as last fetched (no EMS call).
+    pub fn cached_inventory(&self) -> Vec<EmsEndpoint> {
+        self.inventories
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .flatten()
+            .cloned()
+            .collect()
+    }
+
+    /// One EMS's whole inventory (`Err` when it could not be read: keep the last one).
+    async fn fetch_inventory(&self, c: &EmsConn) -> Result<Vec<EmsEndpoint>, String> {
+        let t = self.target(c)?;
+        let mut out = Vec::new();
+        loop {
+            let path = format!(
+                "/api/v1/endpoints/index?offset={}&count={INVENTORY_PAGE}",
+                out.len()
+            );
+            let r = http::request(&t, "GET", &path, &[], None, c.call_timeout).await?;
+            if r.status == 403 {
+                // Not (or no longer) authorized on that EMS: it shares nothing.
+                let mut st = self.state(&c.name);
+                st.connected = true;
+                st.status = "waiting for authorization".into();
+                self.set_state(&c.name, st);
+                return Ok(Vec::new());
+            }
+            let v = r.json().unwrap_or(J::Null);
+            if r.status != 200 || v["result"]["retval"].as_i64() != Some(1) {
+                return Err(format!("endpoints/index answered HTTP {}", r.status));
+            }
+            let serial = self.state(&c.name).ems_serial;
+            let rows = v["data"]["endpoints"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let n = rows.len();
+            out.extend(
+                rows.iter()
+                    .map(|row| EmsEndpoint::from_row(&c.name, &serial, row)),
+            );
+            let total = v["data"]["total"].as_u64().unwrap_or(0) as usize;
+            if n == 0 || out.len() >= total {
+                return Ok(out);
+            }
+        }
     }
 
     /// Polls every configured EMS every `status-check-interval` lab seconds (unreachable or

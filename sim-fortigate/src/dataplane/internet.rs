@@ -4,8 +4,9 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,6 +35,21 @@ pub struct Internet {
     lab_token: Option<fortilab_core::secrets::LabToken>,
     dns: Mutex<HashMap<String, Option<Ipv4Addr>>>,
     ratings: Mutex<HashMap<String, Rating>>,
+    /// FortiGuard rating traffic (`monitor/fortiguard/service-communication-stats`).
+    pub stats: RatingStats,
+}
+
+/// Rating queries to the FortiGuard service (the lab Internet) and how they went.
+#[derive(Debug, Default)]
+pub struct RatingStats {
+    /// Queries sent to the service (cache misses and probes).
+    pub queries: AtomicU64,
+    /// Ratings answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Queries that failed (unreachable, timeout, bad answer).
+    pub failures: AtomicU64,
+    /// Round trip of the last successful query, microseconds (0: none yet).
+    pub last_rtt_us: AtomicU64,
 }
 
 impl std::fmt::Debug for Internet {
@@ -65,6 +81,37 @@ impl Internet {
             lab_token,
             dns: Mutex::new(HashMap::new()),
             ratings: Mutex::new(HashMap::new()),
+            stats: RatingStats::default(),
+        }
+    }
+
+    /// Sends one uncached rating query to the service now and times it (`POST
+    /// monitor/system/fortiguard/test-availability`, `network/fortiguard/live-services-latency`).
+    pub async fn probe(&self) -> Result<Duration, String> {
+        if !self.configured() {
+            return Err("no FortiGuard service (the lab Internet) is configured".into());
+        }
+        let t0 = Instant::now();
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        match self
+            .get_json("/_lab/rating?host=service.fortiguard.net")
+            .await
+        {
+            Ok((200, _)) => {
+                let rtt = t0.elapsed();
+                self.stats
+                    .last_rtt_us
+                    .store(rtt.as_micros().max(1) as u64, Ordering::Relaxed);
+                Ok(rtt)
+            }
+            Ok((st, _)) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                Err(format!("the rating service answered HTTP {st}"))
+            }
+            Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                Err(e.to_string())
+            }
         }
     }
 
@@ -175,19 +222,31 @@ impl Internet {
             .unwrap_or_else(|p| p.into_inner())
             .get(&h)
         {
+            self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
             return r.clone();
         }
         if !self.configured() {
             return Rating::unrated();
         }
         let q: String = form_urlencoded::byte_serialize(h.as_bytes()).collect();
+        self.stats.queries.fetch_add(1, Ordering::Relaxed);
+        let t0 = Instant::now();
         let r = match self.get_json(&format!("/_lab/rating?host={q}")).await {
-            Ok((200, v)) => Rating {
-                cat: v["category"].as_u64().unwrap_or(0).min(255) as u8,
-                catdesc: v["catdesc"].as_str().unwrap_or("Unrated").to_string(),
-            },
-            Ok(_) => Rating::unrated(),
+            Ok((200, v)) => {
+                self.stats
+                    .last_rtt_us
+                    .store(t0.elapsed().as_micros().max(1) as u64, Ordering::Relaxed);
+                Rating {
+                    cat: v["category"].as_u64().unwrap_or(0).min(255) as u8,
+                    catdesc: v["catdesc"].as_str().unwrap_or("Unrated").to_string(),
+                }
+            }
+            Ok(_) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                Rating::unrated()
+            }
             Err(e) => {
+                self.stats.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, host = %h, "FortiGuard rating lookup failed");
                 return Rating::unrated();
             }
