@@ -135,32 +135,30 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
     let internet_ip = host(wan, 2);
     let clock_args = opts.clock.to_args();
     let common = |label: &str, map: &str| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--data-dir",
-            &format!("/lab/{label}"),
-            "--ready-file",
-            &format!("/lab/ready/{label}.json"),
-            "--lab-map",
-            &format!("/config/{map}"),
-            "--ca-cert",
-            "/lab/ca/ca.pem",
-            "--ca-key",
-            "/lab/ca/ca.key",
-            "--seed",
-            &def.lab.seed.to_string(),
-            "--secrets",
-            def.lab.secrets.as_str(),
-            "--secrets-file",
-            "/lab/secrets.json",
-            "--timing",
-            match def.lab.timing {
-                fortilab_core::device::Timing::Fast => "fast",
-                fortilab_core::device::Timing::Realistic => "realistic",
-            },
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let timing = match def.lab.timing {
+            fortilab_core::device::Timing::Fast => "fast",
+            fortilab_core::device::Timing::Realistic => "realistic",
+        };
+        let mut a: Vec<String> = vec![
+            "--data-dir".into(),
+            format!("/lab/{label}"),
+            "--ready-file".into(),
+            format!("/lab/ready/{label}.json"),
+            "--lab-map".into(),
+            format!("/config/{map}"),
+            "--ca-cert".into(),
+            "/lab/ca/ca.pem".into(),
+            "--ca-key".into(),
+            "/lab/ca/ca.key".into(),
+            "--seed".into(),
+            def.lab.seed.to_string(),
+            "--secrets".into(),
+            def.lab.secrets.as_str().into(),
+            "--secrets-file".into(),
+            "/lab/secrets.json".into(),
+            "--timing".into(),
+            timing.into(),
+        ];
         a.extend(clock_args.iter().cloned());
         a
     };
