@@ -165,37 +165,33 @@ impl Attached {
         event_sources(&self.report)
     }
 
-    /// Waits until every device's `/_lab/health` answers (a Compose lab reports ready before
-    /// its last listener is reachable from outside its network only in theory, but an attach
-    /// right after `docker compose up` should not fail on a refused first connection).
-    pub async fn wait_healthy(&self, timeout: std::time::Duration) -> anyhow::Result<()> {
+    /// Waits (up to `timeout`) until every device's `/_lab/health` answers, so an attach right
+    /// after `docker compose up` does not fail on a first refused connection. Returns the
+    /// devices that still do not answer (a scenario may run while one is cut off on purpose);
+    /// a `401` is an error at once: the lab token is wrong.
+    pub async fn wait_healthy(&self, timeout: std::time::Duration) -> anyhow::Result<Vec<String>> {
         let client = self.http_client(false)?;
         let deadline = std::time::Instant::now() + timeout;
+        let mut down = Vec::new();
         for (label, base) in self.event_sources() {
             let url = format!("{base}/_lab/health");
             loop {
-                let r = client.get(&url).send().await;
-                match r {
+                let last = match client.get(&url).send().await {
                     Ok(resp) if resp.status().is_success() => break,
                     Ok(resp) if resp.status() == reqwest::StatusCode::UNAUTHORIZED => {
                         bail!("{label}: GET {url}: 401: the lab token is wrong or missing")
                     }
-                    other => {
-                        if std::time::Instant::now() >= deadline {
-                            bail!(
-                                "{label}: GET {url}: {}",
-                                match other {
-                                    Ok(resp) => format!("HTTP {}", resp.status()),
-                                    Err(e) => format!("{e:#}"),
-                                }
-                            );
-                        }
-                    }
+                    Ok(resp) => format!("HTTP {}", resp.status()),
+                    Err(e) => format!("{e:#}"),
+                };
+                if std::time::Instant::now() >= deadline {
+                    down.push(format!("{label}: GET {url}: {last}"));
+                    break;
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
             }
         }
-        Ok(())
+        Ok(down)
     }
 }
 

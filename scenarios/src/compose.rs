@@ -23,8 +23,9 @@
 //! Services: `init` (no network) creates the lab CA and the lab's secrets once in the lab
 //! directory (bind mount `/lab`); every device starts after it, with its data directory,
 //! ready file and the shared CA/secrets under `/lab`; a device is healthy once its ready file
-//! exists (`fortilab ready-check`); `report` waits for all of them, for the Security Fabric
-//! links (as `fortilab up` does), and writes `/lab/ready.json`, the ready report that
+//! exists (`fortilab ready-check`); `report` (started with the devices) waits for every ready
+//! file, for the Security Fabric links (as `fortilab up` does), and writes `/lab/ready.json`,
+//! the ready report that
 //! `fortilab run --attach lab/ready.json` reads.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -363,7 +364,6 @@ pub fn compose_document(plan: &Plan, opts: &ComposeOptions) -> Value {
             "volumes": volumes,
         }),
     );
-    let mut report_deps = Map::new();
     for d in &plan.devices {
         let mut nets = Map::new();
         for (n, ip) in &d.networks {
@@ -389,7 +389,6 @@ pub fn compose_document(plan: &Plan, opts: &ComposeOptions) -> Value {
                 "stop_grace_period": "15s",
             }),
         );
-        report_deps.insert(d.name.clone(), json!({"condition": "service_healthy"}));
     }
     let mut report_nets = Map::new();
     for (n, net) in [("mgmt", plan.mgmt), ("lan", plan.lan), ("wan", plan.wan)] {
@@ -406,7 +405,9 @@ pub fn compose_document(plan: &Plan, opts: &ComposeOptions) -> Value {
             "user": user,
             "volumes": volumes,
             "networks": report_nets,
-            "depends_on": report_deps,
+            // It waits for the devices' ready files itself: gating it on their health checks
+            // would add Compose's health polling to every start.
+            "depends_on": {"init": {"condition": "service_completed_successfully"}},
         }),
     );
     let mut networks = Map::new();
@@ -708,8 +709,8 @@ mod tests {
             "/lab/ready/fortigate.json"
         );
         assert_eq!(
-            s["report"]["depends_on"]["endpoints-1"]["condition"],
-            "service_healthy"
+            s["report"]["depends_on"]["init"]["condition"],
+            "service_completed_successfully"
         );
         let y = to_yaml(&d);
         assert!(y.contains("services:\n  init:\n"), "{y}");

@@ -902,10 +902,17 @@ pub async fn run_attached(
             return outcome;
         }
     };
-    if let Err(e) = lab.wait_healthy(Duration::from_secs(20)).await {
-        outcome.error = Some(format!("the attached lab is not healthy: {e:#}"));
-        outcome.real = t0.elapsed();
-        return outcome;
+    match lab.wait_healthy(Duration::from_secs(5)).await {
+        Ok(down) => {
+            for d in down {
+                eprintln!("fortilab: warning: the attached lab's {d}");
+            }
+        }
+        Err(e) => {
+            outcome.error = Some(format!("the attached lab refused: {e:#}"));
+            outcome.real = t0.elapsed();
+            return outcome;
+        }
     }
     let timeline = Timeline::new(lab.clock());
     let shutdown = CancellationToken::new();
