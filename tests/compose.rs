@@ -108,7 +108,12 @@ fn attach_drives_a_running_loopback_lab_from_its_ready_file_and_its_url() {
 
     // The ready file form: the seed flow passes against the lab as it is.
     let (code, out, err) = fortilab(
-        &["run", "--attach", ready.to_str().unwrap(), seed_flow().to_str().unwrap()],
+        &[
+            "run",
+            "--attach",
+            ready.to_str().unwrap(),
+            seed_flow().to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, 0, "{out}\n{err}");
@@ -297,7 +302,11 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
     // 1. The host first: every lab range unreachable, before any container network exists.
     for r in lab_ranges() {
         let o = run(Command::new("ip").args(["route", "replace", "unreachable", &r]));
-        assert!(o.status.success(), "ip route replace unreachable {r}: {}", text(&o));
+        assert!(
+            o.status.success(),
+            "ip route replace unreachable {r}: {}",
+            text(&o)
+        );
         lab.routes.push(r);
     }
 
@@ -340,7 +349,10 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
         t0.elapsed().as_secs_f64()
     );
     // The devices are at their lab addresses.
-    assert_eq!(report["fortigate"]["api"], "https://10.115.1.1:443", "{report}");
+    assert_eq!(
+        report["fortigate"]["api"], "https://10.115.1.1:443",
+        "{report}"
+    );
     assert_eq!(report["fortianalyzer"]["api"], "https://10.115.1.20:443");
     assert_eq!(report["ems"]["api"], "https://10.115.1.30:443");
     assert_eq!(report["endpoints"][0]["ip"], "10.115.2.52");
@@ -359,7 +371,10 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
         assert!(!t.contains(" via "), "ip route get {ip}: {t}");
     }
     let (ok, t) = route_get("10.115.3.7");
-    assert!(!ok || t.contains("unreachable"), "ip route get 10.115.3.7: {t}");
+    assert!(
+        !ok || t.contains("unreachable"),
+        "ip route get 10.115.3.7: {t}"
+    );
     assert!(connect_fails("10.115.3.7:443"));
     assert!(connect_fails("10.115.1.99:443"));
 
@@ -370,7 +385,12 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
     assert!(o.status.success(), "network disconnect: {}", text(&o));
     let during = write(&dir, "during.toml", DURING_PARTITION);
     let (code, out, err) = fortilab(
-        &["run", "--attach", ready.to_str().unwrap(), during.to_str().unwrap()],
+        &[
+            "run",
+            "--attach",
+            ready.to_str().unwrap(),
+            during.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, 0, "{out}\n{err}");
@@ -388,12 +408,22 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
     // scenario passes against the Compose lab.
     let after = write(&dir, "after.toml", AFTER_PARTITION);
     let (code, out, err) = fortilab(
-        &["run", "--attach", ready.to_str().unwrap(), after.to_str().unwrap()],
+        &[
+            "run",
+            "--attach",
+            ready.to_str().unwrap(),
+            after.to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, 0, "{out}\n{err}");
     let (code, out, err) = fortilab(
-        &["run", "--attach", ready.to_str().unwrap(), seed_flow().to_str().unwrap()],
+        &[
+            "run",
+            "--attach",
+            ready.to_str().unwrap(),
+            seed_flow().to_str().unwrap(),
+        ],
         &[],
     );
     assert_eq!(code, 0, "{out}\n{err}");

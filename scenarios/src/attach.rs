@@ -113,7 +113,9 @@ impl Attached {
             Some(p) => p.to_string(),
             None => {
                 let path = report["ca_cert"].as_str().ok_or_else(|| {
-                    anyhow!("--attach {source}: the ready report names no lab CA (ca_cert or ca_pem)")
+                    anyhow!(
+                        "--attach {source}: the ready report names no lab CA (ca_cert or ca_pem)"
+                    )
                 })?;
                 let mut p = PathBuf::from(path);
                 if p.is_relative() {
@@ -233,8 +235,8 @@ async fn fetch_report(url: &str, token: Option<&LabToken>) -> anyhow::Result<Val
         let path = std::env::var("FORTILAB_CA_CERT").map_err(|_| {
             anyhow!("--attach {url}: an https URL needs the lab CA certificate in FORTILAB_CA_CERT")
         })?;
-        let pem = std::fs::read_to_string(&path)
-            .with_context(|| format!("FORTILAB_CA_CERT={path}"))?;
+        let pem =
+            std::fs::read_to_string(&path).with_context(|| format!("FORTILAB_CA_CERT={path}"))?;
         let tls = fortilab_core::tls::client_config_from_pem(&pem, None)?;
         b = b.use_preconfigured_tls((*tls).clone());
     }
@@ -334,7 +336,13 @@ mod tests {
         let labels: Vec<String> = a.event_sources().into_iter().map(|s| s.0).collect();
         assert_eq!(
             labels,
-            ["fortigate", "fortianalyzer", "ems", "internet", "endpoints-1"]
+            [
+                "fortigate",
+                "fortianalyzer",
+                "ems",
+                "internet",
+                "endpoints-1"
+            ]
         );
         assert_eq!(a.event_sources()[1].1, "https://10.115.1.20:443");
     }

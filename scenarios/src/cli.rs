@@ -165,12 +165,14 @@ pub fn main() -> ExitCode {
                 config,
                 lab,
                 timeout,
-            } => match crate::compose::report(&config, &lab, std::time::Duration::from_secs(timeout))
-                .await
-            {
-                Ok(_) => ExitCode::SUCCESS,
-                Err(e) => fortilab_core::device::exit_for("fortilab compose-report", &e),
-            },
+            } => {
+                match crate::compose::report(&config, &lab, std::time::Duration::from_secs(timeout))
+                    .await
+                {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(e) => fortilab_core::device::exit_for("fortilab compose-report", &e),
+                }
+            }
             Command::ReadyCheck { file } => {
                 if crate::compose::ready_check(&file) {
                     ExitCode::SUCCESS
@@ -213,7 +215,12 @@ pub fn main() -> ExitCode {
     })
 }
 
-fn compose(file: Option<PathBuf>, out: &std::path::Path, image: String, lab_dir: String) -> ExitCode {
+fn compose(
+    file: Option<PathBuf>,
+    out: &std::path::Path,
+    image: String,
+    lab_dir: String,
+) -> ExitCode {
     let def = match &file {
         Some(f) => match LabDef::load(f) {
             Ok(d) => d,

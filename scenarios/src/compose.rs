@@ -645,7 +645,10 @@ mod tests {
                 ("wan", Ipv4Addr::new(10, 115, 0, 1))
             ]
         );
-        assert!(fgt.args.windows(2).any(|w| w == ["--listen", "10.115.1.1:443"]));
+        assert!(fgt
+            .args
+            .windows(2)
+            .any(|w| w == ["--listen", "10.115.1.1:443"]));
         assert!(fgt
             .args
             .windows(2)
@@ -662,7 +665,10 @@ mod tests {
         );
         let ep = find("endpoints-1");
         assert_eq!(ep.networks[0], ("lan", Ipv4Addr::new(10, 115, 2, 52)));
-        assert!(ep.args.windows(2).any(|w| w == ["--listen", "10.115.2.52:443"]));
+        assert!(ep
+            .args
+            .windows(2)
+            .any(|w| w == ["--listen", "10.115.2.52:443"]));
         // The FortiGate reaches the lab Internet's public addresses through its WAN side.
         let map = p
             .files

@@ -14,8 +14,8 @@
 
 pub mod attach;
 pub mod cli;
-pub mod compose;
 pub mod clients;
+pub mod compose;
 pub mod console;
 pub mod dashboard;
 pub mod lab;
