@@ -146,43 +146,53 @@ impl LabClock {
     }
 }
 
+/// The calendar day of a day count since 1970-01-01 (the `time` crate's proleptic Gregorian
+/// calendar), clamped to the years it represents (±9999).
+fn date_of_days(days: i64) -> time::Date {
+    const UNIX_JULIAN_DAY: i64 = 2_440_588;
+    let jd = (days + UNIX_JULIAN_DAY).clamp(
+        time::Date::MIN.to_julian_day() as i64,
+        time::Date::MAX.to_julian_day() as i64,
+    );
+    time::Date::from_julian_day(jd as i32).unwrap_or(time::Date::MIN)
+}
+
 /// `(YYYY-MM-DD, HH:MM:SS)` of a Unix second count (already shifted to local time).
 pub fn format_date_time(secs: i64) -> (String, String) {
-    let days = secs.div_euclid(86_400);
+    let date = date_of_days(secs.div_euclid(86_400));
     let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
     (
-        format!("{y:04}-{m:02}-{d:02}"),
+        format!(
+            "{:04}-{:02}-{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        ),
         format!("{:02}:{:02}:{:02}", rem / 3600, (rem % 3600) / 60, rem % 60),
     )
 }
 
-/// Days since 1970-01-01 → proleptic Gregorian (year, month, day). Howard Hinnant's algorithm.
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+/// Days since 1970-01-01 → (year, month, day).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let date = date_of_days(days);
+    (
+        date.year() as i64,
+        u8::from(date.month()) as u32,
+        date.day() as u32,
+    )
 }
 
-/// (year, month, day) → days since 1970-01-01.
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = m as i64;
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + d as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// (year, month, day) → days since 1970-01-01; `None` for a date that does not exist
+/// (2021-02-30) or lies outside years ±9999.
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
+    let month = time::Month::try_from(u8::try_from(m).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(i32::try_from(y).ok()?, month, u8::try_from(d).ok()?)
+        .ok()?;
+    Some(date.to_julian_day() as i64 - 2_440_588)
 }
 
-/// Parses `YYYY-MM-DD HH:MM:SS` (lab-local) into Unix seconds given the tz offset in minutes.
+/// Parses `YYYY-MM-DD HH:MM:SS` (lab-local; minutes and seconds optional) into Unix seconds
+/// given the tz offset in minutes. `None` for a date or time that does not exist.
 pub fn parse_date_time(s: &str, tz_minutes: i32) -> Option<i64> {
     let s = s.trim();
     let (date, time) = s.split_once([' ', 'T']).unwrap_or((s, "00:00:00"));
@@ -190,14 +200,22 @@ pub fn parse_date_time(s: &str, tz_minutes: i32) -> Option<i64> {
     let y: i64 = dp.next()?.parse().ok()?;
     let m: u32 = dp.next()?.parse().ok()?;
     let d: u32 = dp.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    if dp.next().is_some() {
         return None;
     }
+    let days = days_from_civil(y, m, d)?;
     let mut tp = time.split(':');
-    let hh: i64 = tp.next()?.parse().ok()?;
-    let mm: i64 = tp.next().unwrap_or("0").parse().ok()?;
-    let ss: i64 = tp.next().unwrap_or("0").parse().ok()?;
-    Some(days_from_civil(y, m, d) * 86_400 + hh * 3600 + mm * 60 + ss - tz_minutes as i64 * 60)
+    let hh: u8 = tp.next()?.parse().ok()?;
+    let mm: u8 = tp.next().unwrap_or("0").parse().ok()?;
+    let ss: u8 = tp.next().unwrap_or("0").parse().ok()?;
+    if tp.next().is_some() {
+        return None;
+    }
+    let t = time::Time::from_hms(hh, mm, ss).ok()?;
+    Some(
+        days * 86_400 + t.hour() as i64 * 3600 + t.minute() as i64 * 60 + t.second() as i64
+            - tz_minutes as i64 * 60,
+    )
 }
 
 #[cfg(test)]
@@ -208,8 +226,16 @@ mod tests {
     fn civil_round_trip() {
         for days in [-1000i64, 0, 1, 18_700, 20_000, 60_000] {
             let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+            assert_eq!(days_from_civil(y, m, d), Some(days));
         }
+        assert_eq!(days_from_civil(2021, 2, 29), None);
+        assert_eq!(days_from_civil(2024, 2, 29), Some(19_782));
+        assert_eq!(parse_date_time("2021-02-30 00:00:00", 0), None);
+        assert_eq!(parse_date_time("2021-03-01 24:00:00", 0), None);
+        assert_eq!(parse_date_time("2021-03-01 10:00", 0), Some(1_614_592_800));
+        // Far outside the calendar: clamped, never a panic.
+        assert_eq!(format_date_time(i64::MAX).0, "9999-12-31");
+        assert_eq!(format_date_time(i64::MIN).0, "-9999-01-01");
         assert_eq!(
             format_date_time(1_557_790_185),
             ("2019-05-13".into(), "23:29:45".into())

@@ -57,20 +57,11 @@ pub fn token(rng: &mut impl Rng, n: usize) -> String {
         .collect()
 }
 
-/// A random UUID (v4 layout) from the stream, for policy and object uuids.
+/// A random UUID (version 4, RFC 4122 variant) from the stream, for policy and object uuids.
 pub fn uuid(rng: &mut impl Rng) -> String {
-    let mut b: [u8; 16] = rng.gen();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Builder::from_random_bytes(rng.gen())
+        .into_uuid()
+        .to_string()
 }
 
 #[cfg(test)]
@@ -89,6 +80,9 @@ mod tests {
         let m = mac(&mut stream(1, "m"));
         assert_eq!(m.len(), 17);
         assert_eq!(hex_upper(&mut stream(1, "u"), 32).len(), 32);
-        assert_eq!(uuid(&mut stream(1, "u")).len(), 36);
+        let u = uuid(&mut stream(1, "u"));
+        assert_eq!(u.len(), 36);
+        assert_eq!(&u[14..15], "4", "{u}");
+        assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"), "{u}");
     }
 }

@@ -307,21 +307,41 @@ impl Ems {
         Err(anyhow!("EMS {method} {path}: session refused"))
     }
 
-    /// Every endpoint record.
+    /// Every endpoint record, page by page (EMS answers at most `PAGE` a request).
     pub async fn endpoints(&self) -> anyhow::Result<Vec<Value>> {
-        let v = self
-            .call("GET", "endpoints/index?offset=0&count=1000", None)
-            .await?;
-        Ok(v.pointer("/data/endpoints")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default())
+        self.endpoints_where("").await
     }
 
-    /// The endpoint record with this lab IP.
+    /// Every endpoint record matching `query` (extra `endpoints/index` parameters such as
+    /// `&ip_addr=10.115.2.52`), following `offset` until `total` records have been read.
+    async fn endpoints_where(&self, query: &str) -> anyhow::Result<Vec<Value>> {
+        const PAGE: usize = 1000;
+        let mut all = Vec::new();
+        loop {
+            let path = format!("endpoints/index?offset={}&count={PAGE}{query}", all.len());
+            let v = self.call("GET", &path, None).await?;
+            let page = v
+                .pointer("/data/endpoints")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default();
+            let total = v
+                .pointer("/data/total")
+                .and_then(Value::as_u64)
+                .map_or(0, |t| t as usize);
+            let got = page.len();
+            all.extend(page);
+            if got == 0 || all.len() >= total {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// The endpoint record with this lab IP (asked for by the EMS's `ip_addr` filter, so it
+    /// is found however many endpoints the EMS holds).
     pub async fn endpoint_by_ip(&self, ip: &str) -> anyhow::Result<Option<Value>> {
         Ok(self
-            .endpoints()
+            .endpoints_where(&format!("&ip_addr={ip}"))
             .await?
             .into_iter()
             .find(|e| e.get("ip_addr").and_then(Value::as_str) == Some(ip)))

@@ -580,7 +580,10 @@ impl<L: LabControl> Ctx<L> {
                 let runs = stitch_runs(&v, stitch);
                 check(
                     runs >= *min_runs,
-                    format!("stitch {stitch:?} ran {runs} time(s)"),
+                    format!(
+                        "stitch \"{stitch}\" ran {runs} time{}",
+                        if runs == 1 { "" } else { "s" }
+                    ),
                 )
             }
             StepKind::ExpectEms { ip, quarantined } => match self.ems.endpoint_by_ip(ip).await? {
@@ -671,8 +674,8 @@ impl<L: LabControl> Ctx<L> {
                         }
                         if c.ok && step.negate {
                             outcome = Some(Err(anyhow!(
-                                "expected nothing within {:?} (lab time), but saw: {last_seen}",
-                                step.within
+                                "expected nothing within {} (lab time), but saw: {last_seen}",
+                                crate::scenario::human_duration(step.within)
                             )));
                             break;
                         }
@@ -687,12 +690,12 @@ impl<L: LabControl> Ctx<L> {
             match outcome {
                 Some(r) => r,
                 None if step.negate => Ok(format!(
-                    "nothing within {:?}; last seen: {last_seen}",
-                    step.within
+                    "nothing within {}; last seen: {last_seen}",
+                    crate::scenario::human_duration(step.within)
                 )),
                 None => Err(anyhow!(
-                    "expected within {:?} (lab time): {}\n    seen instead: {last_seen}",
-                    step.within,
+                    "expected within {} (lab time): {}\n    seen instead: {last_seen}",
+                    crate::scenario::human_duration(step.within),
                     crate::scenario::describe(&step.kind)
                 )),
             }

@@ -168,6 +168,54 @@ pub struct FetchExpect {
     pub blocked_by: Option<String>,
 }
 
+impl FetchExpect {
+    /// What the fetch must give, in words ("is blocked by the quarantine", "succeeds with
+    /// HTTP 200", "fails").
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        match self.blocked_by.as_deref() {
+            Some("none") => parts.push("is not blocked".to_string()),
+            Some("fortigate") => parts.push("is blocked by the FortiGate".to_string()),
+            Some("quarantine") => parts.push("is blocked by the quarantine".to_string()),
+            Some(other) => parts.push(format!("is blocked by {other}")),
+            None => {}
+        }
+        match (self.ok, self.status) {
+            (Some(true), Some(st)) => parts.push(format!("succeeds with HTTP {st}")),
+            (Some(true), None) => parts.push("succeeds".into()),
+            (Some(false), Some(st)) => parts.push(format!("fails with HTTP {st}")),
+            (Some(false), None) => parts.push("fails".into()),
+            (None, Some(st)) => parts.push(format!("answers HTTP {st}")),
+            (None, None) => {}
+        }
+        if parts.is_empty() {
+            "any outcome".into()
+        } else {
+            parts.join(" and ")
+        }
+    }
+}
+
+/// A duration as a person writes it: `90s` → "1m30s", `500ms` → "500ms".
+pub fn human_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut secs = ms / 1000;
+    let mut out = String::new();
+    for (unit, n) in [("h", 3600), ("m", 60), ("s", 1)] {
+        if secs >= n {
+            out.push_str(&format!("{}{unit}", secs / n));
+            secs %= n;
+        }
+    }
+    out
+}
+
 impl StepKind {
     pub fn is_expectation(&self) -> bool {
         matches!(
@@ -606,13 +654,19 @@ pub fn describe(k: &StepKind) -> String {
         StepKind::Kill { device } => format!("kill -9 {device}"),
         StepKind::Start { device } => format!("start {device}"),
         StepKind::Restart { device } => format!("restart {device}"),
-        StepKind::Wait { duration } => format!("wait {duration:?} (lab time)"),
+        StepKind::Wait { duration } => format!("wait {} (lab time)", human_duration(*duration)),
         StepKind::ExpectFgtLog { path, fields } => {
             format!("FortiGate log {path} {}", Value::Object(fields.clone()))
         }
         StepKind::ExpectFazLog {
             logtype, filter, ..
-        } => format!("FortiAnalyzer {logtype} log matching {filter:?}"),
+        } => {
+            if filter.trim().is_empty() {
+                format!("FortiAnalyzer has a {logtype} log")
+            } else {
+                format!("FortiAnalyzer has a {logtype} log matching `{filter}`")
+            }
+        }
         StepKind::ExpectCompromised { ip, verdict, .. } => {
             format!(
                 "{ip} compromised on FortiAnalyzer{}",
@@ -628,7 +682,11 @@ pub fn describe(k: &StepKind) -> String {
             ip.clone().unwrap_or_default()
         ),
         StepKind::ExpectStitch { stitch, min_runs } => {
-            format!("stitch {stitch:?} ran at least {min_runs} time(s)")
+            if *min_runs == 1 {
+                format!("stitch \"{stitch}\" ran at least once")
+            } else {
+                format!("stitch \"{stitch}\" ran at least {min_runs} times")
+            }
         }
         StepKind::ExpectEms { ip, quarantined } => format!(
             "EMS shows {ip} {}",
@@ -642,7 +700,7 @@ pub fn describe(k: &StepKind) -> String {
             endpoint,
             url,
             expect,
-        } => format!("{endpoint} fetch of {url} gives {expect:?}"),
+        } => format!("{endpoint} fetches {url}: {}", expect.describe()),
         StepKind::ExpectBanned { ip, banned } => format!(
             "{ip} {}on the FortiGate banned list",
             if *banned { "" } else { "not " }
@@ -689,6 +747,37 @@ pub fn load(path: &std::path::Path) -> Result<(LabDef, Vec<Step>), DefError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn step_descriptions_are_sentences() {
+        let fetch = StepKind::ExpectFetch {
+            endpoint: "PC-52".into(),
+            url: "http://www.example.com/".into(),
+            expect: FetchExpect {
+                ok: Some(false),
+                status: None,
+                blocked_by: Some("quarantine".into()),
+            },
+        };
+        assert_eq!(
+            describe(&fetch),
+            "PC-52 fetches http://www.example.com/: is blocked by the quarantine and fails"
+        );
+        let stitch = StepKind::ExpectStitch {
+            stitch: "Compromised Host Quarantine".into(),
+            min_runs: 1,
+        };
+        assert_eq!(
+            describe(&stitch),
+            "stitch \"Compromised Host Quarantine\" ran at least once"
+        );
+        assert_eq!(human_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(human_duration(Duration::from_secs(7200)), "2h");
+        for k in [fetch, stitch] {
+            assert!(!describe(&k).contains("Some("), "{}", describe(&k));
+        }
+    }
 
     fn parse(text: &str) -> Result<Vec<Step>, DefError> {
         let def = LabDef::parse("s.toml", text)?;

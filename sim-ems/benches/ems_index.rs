@@ -4,6 +4,10 @@
 //! Run: `cargo bench -p fortilab-ems --bench ems_index`. With `FORTILAB_BENCH_ROLE=ems` the
 //! binary runs as `sim-ems` instead (used by sim-endpoint's scale benchmark).
 
+/// The allocator every fortilab binary ships with (src/bin/fortilab.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::{Duration, Instant};
 
 use fortilab_ems::client::HttpsClient;

@@ -8,6 +8,10 @@
 //!
 //! Run: `cargo bench -p fortilab-ems --bench telemetry`.
 
+/// The allocator every fortilab binary ships with (src/bin/fortilab.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

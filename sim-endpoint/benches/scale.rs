@@ -11,6 +11,10 @@
 //! Run: `cargo bench -p fortilab-endpoint --bench scale` (`SCALE_COUNT=2000` for a quick run;
 //! `SIM_EMS_BIN` / `SIM_ENDPOINT_BIN` to use already built binaries).
 
+/// The allocator every fortilab binary ships with (src/bin/fortilab.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -4,6 +4,13 @@
 
 use std::process::ExitCode;
 
+/// mimalloc for every process `fortilab up` starts (they all re-execute this binary): the
+/// FortiGate proxy and the FortiAnalyzer's ingest were measured with it (glibc's per-thread
+/// arenas cost the proxy a third of its throughput), and the EMS with 10,000 endpoints stays
+/// under its 500 MB budget with it (487 MB peak; BENCHMARKS.md, "Allocator").
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let argv0 = std::env::args_os().next().unwrap_or_default();
     let name = std::path::Path::new(&argv0)

@@ -47,9 +47,10 @@ fn next_day(after: i64, hour: u32, minute: u32, ok: impl Fn(i64) -> bool) -> i64
     i64::MAX
 }
 
-/// Lab-local seconds of a date, for tests and callers.
+/// Lab-local seconds of a date, for tests and callers (a date that does not exist counts
+/// as 1970-01-01).
 pub fn local_secs(y: i64, m: u32, d: u32, hh: u32, mm: u32) -> i64 {
-    days_from_civil(y, m, d) * DAY + hh as i64 * 3600 + mm as i64 * 60
+    days_from_civil(y, m, d).unwrap_or(0) * DAY + hh as i64 * 3600 + mm as i64 * 60
 }
 
 #[cfg(test)]
