@@ -24,6 +24,28 @@ pub struct LabMap {
     /// Unmapped addresses map to themselves (multi-host labs). Default: they are unreachable.
     #[serde(default)]
     pub identity: bool,
+    /// The lab Internet's real address, used like a default route: an unmapped public lab
+    /// address (a site's 89.x or 195.x address: anything outside the private, loopback and
+    /// link-local ranges) goes there, port kept. A container lab sets it on the FortiGate,
+    /// whose WAN side reaches the lab Internet as one host whatever public address a site has
+    /// (the Internet picks the site from the PROXY header's destination, SNI or Host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub internet: Option<IpAddr>,
+}
+
+/// Whether `ip` is a public address (what [`LabMap::internet`] routes).
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            !(v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast())
+        }
+        IpAddr::V6(v6) => !(v6.is_loopback() || v6.is_unspecified() || v6.is_multicast()),
+    }
 }
 
 /// Where an unmapped lab address resolves when the map is not an identity map: loopback port 0,
@@ -83,6 +105,11 @@ impl LabMap {
         }
         if let Some(ip) = self.hosts.get(&lab.ip()) {
             return SocketAddr::new(*ip, lab.port());
+        }
+        if let Some(inet) = self.internet {
+            if is_public(lab.ip()) {
+                return SocketAddr::new(inet, lab.port());
+            }
         }
         if self.identity || lab.ip().is_loopback() {
             lab
@@ -170,6 +197,29 @@ mod tests {
         );
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<LabMap>(&json).unwrap(), m);
+    }
+
+    #[test]
+    fn the_internet_address_is_the_default_route_of_public_addresses() {
+        let m: LabMap =
+            serde_json::from_str(r#"{"identity": true, "internet": "10.115.0.2"}"#).unwrap();
+        assert_eq!(
+            m.resolve("89.238.73.97:80".parse().unwrap()),
+            "10.115.0.2:80".parse().unwrap()
+        );
+        assert_eq!(
+            m.resolve("195.22.28.198:443".parse().unwrap()),
+            "10.115.0.2:443".parse().unwrap()
+        );
+        // The lab's own (private) addresses stay themselves.
+        assert_eq!(
+            m.resolve("10.115.1.20:514".parse().unwrap()),
+            "10.115.1.20:514".parse().unwrap()
+        );
+        // Without the key the map is as before.
+        let old: LabMap = serde_json::from_str(r#"{"identity": true}"#).unwrap();
+        assert_eq!(old.internet, None);
+        assert!(!serde_json::to_string(&old).unwrap().contains("internet"));
     }
 
     #[test]

@@ -63,6 +63,12 @@ enum Command {
         /// Print the merged timeline while running.
         #[arg(long, short)]
         verbose: bool,
+        /// Run against a lab that is already running (a `fortilab up`, a Compose lab) instead
+        /// of starting one per scenario: its ready report, as a file or an http(s) URL (the
+        /// lab token then comes from FORTILAB_LAB_TOKEN). The scenarios' lab definitions are
+        /// not applied; device control steps fail ("not supported on an attached lab").
+        #[arg(long, value_name = "READY_FILE_OR_URL")]
+        attach: Option<String>,
     },
     /// Open a device's SSH console (the FortiOS or FortiAnalyzer CLI) in a running `fortilab up`
     /// lab, with the system `ssh` client.
@@ -78,6 +84,44 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Write a Compose project for a lab (the seed lab by default): `DIR/compose.yaml` and
+    /// `DIR/config/`, each device in its own container at its lab addresses.
+    Compose {
+        /// A lab definition or scenario file (TOML).
+        file: Option<PathBuf>,
+        /// Where to write the project.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// The image every service runs (`oci/build-image.sh` builds one).
+        #[arg(long, default_value = "fortilab:dev")]
+        image: String,
+        /// The lab directory on the host (CA, secrets, device state, ready report), relative
+        /// to the compose file or absolute.
+        #[arg(long, default_value = "./lab")]
+        lab_dir: String,
+    },
+    /// (Compose `init` service) Create the lab CA and secrets in the lab directory.
+    #[command(hide = true)]
+    ComposeInit {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        lab: PathBuf,
+    },
+    /// (Compose `report` service) Wait for every device, write LAB/ready.json.
+    #[command(hide = true)]
+    ComposeReport {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        lab: PathBuf,
+        /// Seconds to wait for the devices.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// (Compose health check) Exit 0 when FILE holds a device's ready report.
+    #[command(hide = true)]
+    ReadyCheck { file: PathBuf },
 }
 
 /// Entry point of the `fortilab` binary.
@@ -107,6 +151,35 @@ pub fn main() -> ExitCode {
     rt.block_on(async move {
         match cli.command {
             Command::Validate { files } => validate(&files),
+            Command::Compose {
+                file,
+                out,
+                image,
+                lab_dir,
+            } => compose(file, &out, image, lab_dir),
+            Command::ComposeInit { config, lab } => match crate::compose::init(&config, &lab) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fortilab_core::device::exit_for("fortilab compose-init", &e),
+            },
+            Command::ComposeReport {
+                config,
+                lab,
+                timeout,
+            } => {
+                match crate::compose::report(&config, &lab, std::time::Duration::from_secs(timeout))
+                    .await
+                {
+                    Ok(_) => ExitCode::SUCCESS,
+                    Err(e) => fortilab_core::device::exit_for("fortilab compose-report", &e),
+                }
+            }
+            Command::ReadyCheck { file } => {
+                if crate::compose::ready_check(&file) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
             Command::Console { device, ready_file } => crate::console::main(&device, ready_file),
             Command::Run {
                 scenarios,
@@ -114,6 +187,7 @@ pub fn main() -> ExitCode {
                 seed,
                 keep_logs,
                 verbose,
+                attach,
             } => {
                 run(
                     &scenarios,
@@ -123,6 +197,7 @@ pub fn main() -> ExitCode {
                         keep_logs,
                         verbose,
                     },
+                    attach.as_deref(),
                 )
                 .await
             }
@@ -138,6 +213,51 @@ pub fn main() -> ExitCode {
             },
         }
     })
+}
+
+fn compose(
+    file: Option<PathBuf>,
+    out: &std::path::Path,
+    image: String,
+    lab_dir: String,
+) -> ExitCode {
+    let def = match &file {
+        Some(f) => match LabDef::load(f) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => LabDef::seed(),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let tz = def.tz_minutes();
+    let epoch_ms = def
+        .lab
+        .epoch
+        .as_deref()
+        .and_then(|e| fortilab_core::clock::parse_date_time(e, tz))
+        .map(|s| s * 1000)
+        .unwrap_or(now_ms);
+    let opts = crate::compose::ComposeOptions {
+        image,
+        lab_dir,
+        clock: fortilab_core::LabClock::new(epoch_ms, now_ms, def.lab.speed, tz),
+    };
+    match crate::compose::write(&def, &opts, out) {
+        Ok(p) => {
+            println!("{}", p.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("fortilab compose: {e:#}");
+            ExitCode::from(2)
+        }
+    }
 }
 
 fn validate(files: &[PathBuf]) -> ExitCode {
@@ -158,7 +278,12 @@ fn validate(files: &[PathBuf]) -> ExitCode {
     }
 }
 
-async fn run(files: &[PathBuf], junit: Option<PathBuf>, opts: RunOptions) -> ExitCode {
+async fn run(
+    files: &[PathBuf],
+    junit: Option<PathBuf>,
+    opts: RunOptions,
+    attach: Option<&str>,
+) -> ExitCode {
     // Everything is checked before anything runs: invalid input is exit 2, not a failure.
     let mut loaded = Vec::new();
     let mut bad = false;
@@ -174,10 +299,28 @@ async fn run(files: &[PathBuf], junit: Option<PathBuf>, opts: RunOptions) -> Exi
     if bad {
         return ExitCode::from(2);
     }
+    let attached = match attach {
+        Some(src) => match crate::attach::Attached::open(src).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                eprintln!("fortilab: {e:#}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let mut outcomes = Vec::new();
     for (path, (def, steps)) in loaded {
         println!("▶ {} ({} step(s))", path.display(), steps.len());
-        let o = runner::run_scenario(&path, def, steps, &opts).await;
+        let o = match &attached {
+            Some(lab) => {
+                if opts.seed.is_some() {
+                    eprintln!("fortilab: --seed does not apply to an attached lab");
+                }
+                runner::run_attached(&path, &def, steps, lab, &opts).await
+            }
+            None => runner::run_scenario(&path, def, steps, &opts).await,
+        };
         for s in &o.steps {
             let mark = if s.passed { "✔" } else { "✘" };
             println!(
@@ -200,6 +343,17 @@ async fn run(files: &[PathBuf], junit: Option<PathBuf>, opts: RunOptions) -> Exi
         }
         if o.passed() {
             println!("  PASS {} in {:.2} s", o.name, o.real.as_secs_f64());
+        } else if attached.is_some() {
+            println!(
+                "  FAIL {} in {:.2} s (attached lab {})",
+                o.name,
+                o.real.as_secs_f64(),
+                o.data_dir.display()
+            );
+            println!("  timeline tail:");
+            for l in &o.timeline_tail {
+                println!("    {l}");
+            }
         } else {
             println!(
                 "  FAIL {} (seed {}) in {:.2} s; logs kept in {}",

@@ -30,9 +30,44 @@ pub fn lab_client_builder(
     token: Option<&LabToken>,
 ) -> anyhow::Result<reqwest::ClientBuilder> {
     let tls = fortilab_core::tls::client_config(ca, None)?;
+    client_builder_tls(&tls, token)
+}
+
+/// A client builder with a given TLS configuration (e.g. trusting a CA known only by its
+/// certificate: an attached lab) that sends the lab token (when given).
+pub fn client_builder_tls(
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    token: Option<&LabToken>,
+) -> anyhow::Result<reqwest::ClientBuilder> {
     Ok(reqwest::Client::builder()
-        .use_preconfigured_tls((*tls).clone())
+        .use_preconfigured_tls((**tls).clone())
         .default_headers(lab_headers(token)?))
+}
+
+/// [`http_client`] for a TLS configuration of its own (see [`client_builder_tls`]).
+pub fn http_client_tls(
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    cookies: bool,
+    token: Option<&LabToken>,
+) -> anyhow::Result<reqwest::Client> {
+    let mut b = client_builder_tls(tls, token)?
+        .timeout(Duration::from_secs(15))
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(4);
+    if cookies {
+        b = b.cookie_store(true);
+    }
+    Ok(b.build()?)
+}
+
+/// [`stream_client`] for a TLS configuration of its own.
+pub fn stream_client_tls(
+    tls: &std::sync::Arc<rustls::ClientConfig>,
+    token: Option<&LabToken>,
+) -> anyhow::Result<reqwest::Client> {
+    Ok(client_builder_tls(tls, token)?
+        .connect_timeout(Duration::from_secs(5))
+        .build()?)
 }
 
 /// An HTTP client that trusts only the lab CA (and sends the lab token, when given).

@@ -451,46 +451,13 @@ impl Lab {
             Ok(c) => c,
             Err(e) => return vec![format!("no lab HTTP client: {e:#}")],
         };
-        let sources = self.event_sources();
-        let started = std::time::Instant::now();
-        let deadline = started + timeout;
-        loop {
-            let mut down = Vec::new();
-            for (label, base) in &sources {
-                let fgt = label == "fortigate";
-                if !fgt && !label.starts_with("endpoints") {
-                    continue;
-                }
-                let url = format!("{base}/_lab/health");
-                let h: Value = match client.get(&url).send().await {
-                    Ok(r) => r.json().await.unwrap_or(Value::Null),
-                    Err(e) => {
-                        down.push(format!("{label}: GET {url}: {e}"));
-                        continue;
-                    }
-                };
-                if fgt {
-                    down.extend(fortigate_links_down(&h, self.def.ems.auto_authorize));
-                } else {
-                    let all = h["endpoints"].as_u64().unwrap_or(0);
-                    let linked = h["linked"].as_u64().unwrap_or(0);
-                    if linked < all {
-                        down.push(format!(
-                            "{label}: {linked} of {all} endpoints registered with EMS and uploading to FortiAnalyzer"
-                        ));
-                    }
-                }
-            }
-            if down.is_empty() || std::time::Instant::now() >= deadline {
-                tracing::debug!(
-                    waited_ms = started.elapsed().as_millis() as u64,
-                    down = down.len(),
-                    "fabric links checked"
-                );
-                return down;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        settle_sources(
+            &client,
+            &self.event_sources(),
+            self.def.ems.auto_authorize,
+            timeout,
+        )
+        .await
     }
 
     fn pin(&mut self, label: &str, role: Role) {
@@ -626,38 +593,27 @@ impl Lab {
 
     /// The ready report of ARCHITECTURE.md section 7.
     pub fn ready_report(&self, dashboard: Option<&str>) -> Value {
-        let fgt = unwrap_ready(&self.fortigate.ready, "fortigate");
-        let faz = unwrap_ready(&self.faz.ready, "fortianalyzer");
-        let ems = unwrap_ready(&self.ems.ready, "ems");
-        let internet = unwrap_ready(&self.internet.ready, "internet");
-        let mut endpoints = Vec::new();
-        for p in &self.endpoints {
-            if let Some(a) = unwrap_ready(&p.ready, "endpoints").as_array() {
-                endpoints.extend(a.iter().cloned());
-            }
-        }
-        let pick = |v: &Value, keys: &[&str]| -> Value {
-            let mut m = serde_json::Map::new();
-            for k in keys {
-                if let Some(x) = v.get(*k) {
-                    m.insert(k.to_string(), x.clone());
-                }
-            }
-            Value::Object(m)
-        };
-        json!({
+        let endpoints: Vec<&Value> = self.endpoints.iter().map(|p| &p.ready).collect();
+        let mut r = assemble_report(
+            &self.fortigate.ready,
+            &self.faz.ready,
+            &self.ems.ready,
+            &self.internet.ready,
+            &endpoints,
+        );
+        let extra = json!({
             "ca_cert": self.ca_cert.display().to_string(),
             "dashboard": dashboard,
             "lab_token": self.lab_token.as_str(),
             "secrets": self.secrets.as_str(),
             "seed": self.seed,
+            "clock": crate::attach::clock_json(&self.clock),
             "data_dir": self.dir.display().to_string(),
-            "fortigate": pick(fgt, &["name", "serial", "version", "api", "api_token", "admin", "proxy", "ssh"]),
-            "fortianalyzer": pick(faz, &["name", "serial", "version", "api", "api_token", "admin", "ssh", "log_channel", "syslog"]),
-            "ems": pick(ems, &["name", "serial", "version", "api", "admin", "telemetry"]),
-            "endpoints": endpoints,
-            "internet": {"sites": internet.get("sites").cloned().unwrap_or(json!([])), "control": internet.get("control").cloned().unwrap_or(Value::Null)},
-        })
+        });
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            r[k] = v.clone();
+        }
+        r
     }
 
     /// Base URLs of every process's lab surface (for `/_lab/events`), with a label.
@@ -790,6 +746,93 @@ impl Lab {
     }
 }
 
+/// [`Lab::settle`] for any lab known by its lab surfaces (`sources` as from
+/// [`Lab::event_sources`]): polls the FortiGate's and every endpoint process's `/_lab/health`
+/// until the Security Fabric links are up or `timeout` passes; returns those still down.
+pub async fn settle_sources(
+    client: &reqwest::Client,
+    sources: &[(String, String)],
+    ems_authorizes: bool,
+    timeout: Duration,
+) -> Vec<String> {
+    let started = std::time::Instant::now();
+    let deadline = started + timeout;
+    loop {
+        let mut down = Vec::new();
+        for (label, base) in sources {
+            let fgt = label == "fortigate";
+            if !fgt && !label.starts_with("endpoints") {
+                continue;
+            }
+            let url = format!("{base}/_lab/health");
+            let h: Value = match client.get(&url).send().await {
+                Ok(r) => r.json().await.unwrap_or(Value::Null),
+                Err(e) => {
+                    down.push(format!("{label}: GET {url}: {e}"));
+                    continue;
+                }
+            };
+            if fgt {
+                down.extend(fortigate_links_down(&h, ems_authorizes));
+            } else {
+                let all = h["endpoints"].as_u64().unwrap_or(0);
+                let linked = h["linked"].as_u64().unwrap_or(0);
+                if linked < all {
+                    down.push(format!(
+                        "{label}: {linked} of {all} endpoints registered with EMS and uploading to FortiAnalyzer"
+                    ));
+                }
+            }
+        }
+        if down.is_empty() || std::time::Instant::now() >= deadline {
+            tracing::debug!(
+                waited_ms = started.elapsed().as_millis() as u64,
+                down = down.len(),
+                "fabric links checked"
+            );
+            return down;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The device part of the ready report of ARCHITECTURE.md section 7, from each device's own
+/// ready report (the orchestrator adds the lab's keys: CA, token, clock, ...).
+pub fn assemble_report(
+    fortigate: &Value,
+    faz: &Value,
+    ems: &Value,
+    internet: &Value,
+    endpoint_procs: &[&Value],
+) -> Value {
+    let fgt = unwrap_ready(fortigate, "fortigate");
+    let faz = unwrap_ready(faz, "fortianalyzer");
+    let ems = unwrap_ready(ems, "ems");
+    let internet = unwrap_ready(internet, "internet");
+    let mut endpoints = Vec::new();
+    for p in endpoint_procs {
+        if let Some(a) = unwrap_ready(p, "endpoints").as_array() {
+            endpoints.extend(a.iter().cloned());
+        }
+    }
+    let pick = |v: &Value, keys: &[&str]| -> Value {
+        let mut m = serde_json::Map::new();
+        for k in keys {
+            if let Some(x) = v.get(*k) {
+                m.insert(k.to_string(), x.clone());
+            }
+        }
+        Value::Object(m)
+    };
+    json!({
+        "fortigate": pick(fgt, &["name", "serial", "version", "api", "api_token", "admin", "proxy", "ssh"]),
+        "fortianalyzer": pick(faz, &["name", "serial", "version", "api", "api_token", "admin", "ssh", "log_channel", "syslog"]),
+        "ems": pick(ems, &["name", "serial", "version", "api", "admin", "telemetry"]),
+        "endpoints": endpoints,
+        "internet": {"sites": internet.get("sites").cloned().unwrap_or(json!([])), "control": internet.get("control").cloned().unwrap_or(Value::Null)},
+    })
+}
+
 /// Ready-report keys that name a listener (a URL or `ip:port`).
 const LISTENER_KEYS: &[&str] = &[
     "api",
@@ -856,7 +899,7 @@ pub fn non_loopback_listeners(report: &Value) -> Vec<String> {
 /// The FortiGate's fabric links that are down, from its `/_lab/health` answer. EMS
 /// connectors count only when EMS authorizes FortiGates itself (`ems.auto_authorize`): a lab
 /// that leaves the authorization to the user starts with the connector waiting for it.
-fn fortigate_links_down(health: &Value, ems_authorizes: bool) -> Vec<String> {
+pub(crate) fn fortigate_links_down(health: &Value, ems_authorizes: bool) -> Vec<String> {
     let mut down = Vec::new();
     let links = &health["links"];
     if links.is_null() {
@@ -900,7 +943,7 @@ fn write_map(path: &Path, map: &LabMap) -> anyhow::Result<()> {
 
 /// sim-internet configuration (`[[site]]` tables added to its built-in set) for the lab's site
 /// additions; `None` when the lab adds none.
-fn internet_config(def: &LabDef) -> Option<String> {
+pub(crate) fn internet_config(def: &LabDef) -> Option<String> {
     if def.internet.sites.is_empty() {
         return None;
     }
@@ -933,7 +976,7 @@ fn internet_config(def: &LabDef) -> Option<String> {
     toml::to_string(&root).ok()
 }
 
-fn faz_config(def: &LabDef) -> String {
+pub(crate) fn faz_config(def: &LabDef) -> String {
     let t = &def.fortianalyzer.tidb;
     let strings =
         |v: &[String]| toml::Value::Array(v.iter().cloned().map(toml::Value::String).collect());
@@ -959,7 +1002,7 @@ fn faz_config(def: &LabDef) -> String {
     toml::to_string(&root).unwrap_or_default()
 }
 
-fn ems_config(def: &LabDef) -> String {
+pub(crate) fn ems_config(def: &LabDef) -> String {
     #[derive(serde::Serialize)]
     struct Profile {
         faz: String,

@@ -9,11 +9,14 @@
 //! - [`timeline`]: every device's event stream, merged in lab-time order;
 //! - [`clients`]: the vendor-API clients scenarios act and check through;
 //! - [`runner`]: step execution, expectations with lab-time deadlines, JUnit;
+//! - [`attach`]: scenarios against a running lab it did not start (`run --attach`);
 //! - [`dashboard`]: the web dashboard of `fortilab up`;
 //! - [`cli`]: `fortilab up | run | validate`.
 
+pub mod attach;
 pub mod cli;
 pub mod clients;
+pub mod compose;
 pub mod console;
 pub mod dashboard;
 pub mod journal;

@@ -9,7 +9,10 @@ use anyhow::{anyhow, bail, Context};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::attach::Attached;
 use crate::clients::{self, Ems, Endpoints, Faz, FortiOs};
+use fortilab_core::LabClock;
+
 use crate::lab::{unwrap_ready, Lab, LabOptions, Role};
 use crate::labdef::LabDef;
 use crate::scenario::{FetchExpect, Step, StepKind};
@@ -52,9 +55,70 @@ impl ScenarioOutcome {
     }
 }
 
-/// What a running scenario can reach.
-pub struct Ctx {
-    pub lab: Lab,
+/// A device control step (`stop`, `kill`, `start`, `restart`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceOp {
+    Stop,
+    Kill,
+    Start,
+    Restart,
+}
+
+impl DeviceOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceOp::Stop => "stop",
+            DeviceOp::Kill => "kill",
+            DeviceOp::Start => "start",
+            DeviceOp::Restart => "restart",
+        }
+    }
+}
+
+/// What a scenario needs of its lab besides the vendor APIs and lab surfaces: the lab clock,
+/// the endpoints' addresses, and device control. A lab this process started ([`Lab`]) does
+/// all of it; an attached lab ([`crate::attach::Attached`]) refuses device control it cannot
+/// do through a lab surface.
+pub trait LabControl {
+    /// The lab clock (expectation deadlines and `wait` steps are lab time).
+    fn clock(&self) -> LabClock;
+    /// The lab address of the endpoint named `name`.
+    fn endpoint_ip(&self, name: &str) -> Option<String>;
+    /// Stops, kills, starts or restarts a device.
+    fn device(
+        &mut self,
+        op: DeviceOp,
+        role: Role,
+    ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+}
+
+impl LabControl for Lab {
+    fn clock(&self) -> LabClock {
+        self.clock
+    }
+
+    fn endpoint_ip(&self, name: &str) -> Option<String> {
+        self.def
+            .endpoint_specs()
+            .into_iter()
+            .find(|e| e.name == name)
+            .map(|e| e.ip.to_string())
+    }
+
+    async fn device(&mut self, op: DeviceOp, role: Role) -> anyhow::Result<()> {
+        match op {
+            DeviceOp::Stop => self.stop_device(role).await,
+            DeviceOp::Kill => self.kill_device(role).await,
+            DeviceOp::Start => self.start_device(role).await,
+            DeviceOp::Restart => self.restart_device(role).await,
+        }
+    }
+}
+
+/// What a running scenario can reach: the lab (one this process started, by default) and the
+/// clients of its vendor APIs and lab surfaces.
+pub struct Ctx<L: LabControl = Lab> {
+    pub lab: L,
     pub timeline: Timeline,
     pub fgt: FortiOs,
     pub faz: Faz,
@@ -62,7 +126,7 @@ pub struct Ctx {
     pub endpoints: Endpoints,
 }
 
-impl Ctx {
+impl Ctx<Lab> {
     /// Clients for a started lab.
     pub fn new(lab: Lab, timeline: Timeline) -> anyhow::Result<Ctx> {
         let http = clients::http_client(&lab.ca, false, Some(&lab.lab_token))?;
@@ -108,6 +172,45 @@ impl Ctx {
             ems,
             endpoints,
         })
+    }
+}
+
+impl<L: LabControl> Ctx<L> {
+    /// Clients for a lab known by its ready report (ARCHITECTURE.md section 7), with HTTP
+    /// clients that trust the lab CA and send the lab token.
+    pub fn from_report(
+        lab: L,
+        report: &Value,
+        http: reqwest::Client,
+        cookie_http: reqwest::Client,
+        timeline: Timeline,
+    ) -> Ctx<L> {
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+        let f = &report["fortigate"];
+        let fgt = FortiOs::new(&s(f.get("api")), &s(f.get("api_token")), http.clone());
+        let z = &report["fortianalyzer"];
+        let faz = Faz::new(&s(z.get("api")), &s(z.get("api_token")), http.clone());
+        let e = &report["ems"];
+        let user = e
+            .pointer("/admin/user")
+            .and_then(Value::as_str)
+            .unwrap_or("admin");
+        let ems = Ems::new(
+            &s(e.get("api")),
+            user,
+            &s(e.pointer("/admin/password")),
+            cookie_http,
+        );
+        let eps = report["endpoints"].as_array().cloned().unwrap_or_default();
+        let endpoints = Endpoints::new(&eps, http);
+        Ctx {
+            lab,
+            timeline,
+            fgt,
+            faz,
+            ems,
+            endpoints,
+        }
     }
 }
 
@@ -174,7 +277,7 @@ fn compact(v: &Value) -> String {
     }
 }
 
-impl Ctx {
+impl<L: LabControl> Ctx<L> {
     /// Runs an action step. Returns a message for the report.
     async fn act(&mut self, kind: &StepKind) -> anyhow::Result<String> {
         match kind {
@@ -298,23 +401,23 @@ impl Ctx {
                 Ok(format!("HTTP {st}"))
             }
             StepKind::Stop { device } => {
-                self.lab.stop_device(role(device)?).await?;
+                self.lab.device(DeviceOp::Stop, role(device)?).await?;
                 Ok(format!("{device} stopped"))
             }
             StepKind::Kill { device } => {
-                self.lab.kill_device(role(device)?).await?;
+                self.lab.device(DeviceOp::Kill, role(device)?).await?;
                 Ok(format!("{device} killed"))
             }
             StepKind::Start { device } => {
-                self.lab.start_device(role(device)?).await?;
+                self.lab.device(DeviceOp::Start, role(device)?).await?;
                 Ok(format!("{device} started"))
             }
             StepKind::Restart { device } => {
-                self.lab.restart_device(role(device)?).await?;
+                self.lab.device(DeviceOp::Restart, role(device)?).await?;
                 Ok(format!("{device} restarted"))
             }
             StepKind::Wait { duration } => {
-                self.lab.clock.sleep(*duration).await;
+                self.lab.clock().sleep(*duration).await;
                 Ok(String::new())
             }
             StepKind::Link { spec } => {
@@ -331,11 +434,7 @@ impl Ctx {
 
     fn endpoint_ip(&self, name: &str) -> anyhow::Result<String> {
         self.lab
-            .def
-            .endpoint_specs()
-            .into_iter()
-            .find(|e| e.name == name)
-            .map(|e| e.ip.to_string())
+            .endpoint_ip(name)
             .ok_or_else(|| anyhow!("no endpoint named {name}"))
     }
 
@@ -569,7 +668,7 @@ impl Ctx {
         }
         self.timeline.note("step.start", start);
         let result: anyhow::Result<String> = if step.kind.is_expectation() {
-            let real = self.lab.clock.to_real(step.within);
+            let real = self.lab.clock().to_real(step.within);
             let deadline = Instant::now() + real;
             let mut last_seen: String;
             let mut outcome: Option<anyhow::Result<String>> = None;
@@ -663,15 +762,7 @@ pub async fn run_scenario(
     opts: &RunOptions,
 ) -> ScenarioOutcome {
     let t0 = Instant::now();
-    let name = def
-        .scenario
-        .as_ref()
-        .and_then(|s| s.name.clone())
-        .unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        });
+    let name = scenario_name(path, &def);
     let seed = opts.seed.unwrap_or(def.lab.seed);
     let tmp = std::env::temp_dir().join(format!(
         "fortilab-run-{}-{}-{}",
@@ -737,31 +828,7 @@ pub async fn run_scenario(
             return outcome;
         }
     };
-    for step in &steps {
-        let r = ctx.run_step(step).await;
-        let failed = !r.passed;
-        outcome.steps.push(r);
-        if failed {
-            break;
-        }
-    }
-    // Give the streams a moment to deliver the last events before the tail is taken.
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let clock = ctx.lab.clock;
-    let all = timeline.snapshot();
-    // The whole merged timeline is kept with the device logs (`--keep-logs`, or a failure).
-    let jsonl: String = all.iter().map(|e| format!("{e}\n")).collect();
-    if let Err(e) = std::fs::write(tmp.join("timeline.jsonl"), jsonl) {
-        tracing::warn!("could not write timeline.jsonl: {e}");
-    }
-    let snap: Vec<Value> = all
-        .into_iter()
-        .filter(|e| !timeline::is_routine(e))
-        .collect();
-    outcome.timeline_tail = snap[snap.len().saturating_sub(25)..]
-        .iter()
-        .map(|e| timeline::format_event(e, &clock, false))
-        .collect();
+    drive(&mut ctx, &steps, &mut outcome, Some(&tmp)).await;
     shutdown.cancel();
     let bad = ctx.lab.stop_all().await;
     if !bad.is_empty() && outcome.error.is_none() && outcome.passed() {
@@ -775,6 +842,123 @@ pub async fn run_scenario(
         let _ = std::fs::remove_dir_all(&tmp);
     }
     outcome
+}
+
+/// Runs the steps in order (stopping at the first failure) and takes the timeline's tail; the
+/// whole merged timeline goes to `keep_dir/timeline.jsonl` when given.
+async fn drive<L: LabControl>(
+    ctx: &mut Ctx<L>,
+    steps: &[Step],
+    outcome: &mut ScenarioOutcome,
+    keep_dir: Option<&Path>,
+) {
+    for step in steps {
+        let r = ctx.run_step(step).await;
+        let failed = !r.passed;
+        outcome.steps.push(r);
+        if failed {
+            break;
+        }
+    }
+    // Give the streams a moment to deliver the last events before the tail is taken.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let clock = ctx.lab.clock();
+    let all = ctx.timeline.snapshot();
+    if let Some(dir) = keep_dir {
+        // The whole merged timeline is kept with the device logs (`--keep-logs`, or a failure).
+        let jsonl: String = all.iter().map(|e| format!("{e}\n")).collect();
+        if let Err(e) = std::fs::write(dir.join("timeline.jsonl"), jsonl) {
+            tracing::warn!("could not write timeline.jsonl: {e}");
+        }
+    }
+    let snap: Vec<Value> = all
+        .into_iter()
+        .filter(|e| !timeline::is_routine(e))
+        .collect();
+    outcome.timeline_tail = snap[snap.len().saturating_sub(25)..]
+        .iter()
+        .map(|e| timeline::format_event(e, &clock, false))
+        .collect();
+}
+
+/// Runs one scenario file against a running lab this process did not start (`fortilab run
+/// --attach`). The scenario's own lab definition is not applied: the steps run against the lab
+/// as it is. Nothing is stopped afterwards.
+pub async fn run_attached(
+    path: &Path,
+    def: &LabDef,
+    steps: Vec<Step>,
+    lab: &Attached,
+    opts: &RunOptions,
+) -> ScenarioOutcome {
+    let t0 = Instant::now();
+    let name = scenario_name(path, def);
+    let mut outcome = ScenarioOutcome {
+        name,
+        file: path.display().to_string(),
+        seed: lab.report["seed"].as_u64().unwrap_or(def.lab.seed),
+        steps: Vec::new(),
+        error: None,
+        real: Duration::ZERO,
+        timeline_tail: Vec::new(),
+        data_dir: PathBuf::from(&lab.source),
+    };
+    let clients = lab
+        .http_client(false)
+        .and_then(|h| Ok((h, lab.http_client(true)?, lab.stream_client()?)));
+    let (http, cookie_http, stream) = match clients {
+        Ok(c) => c,
+        Err(e) => {
+            outcome.error = Some(format!("{e:#}"));
+            return outcome;
+        }
+    };
+    match lab.wait_healthy(Duration::from_secs(5)).await {
+        Ok(down) => {
+            for d in down {
+                eprintln!("fortilab: warning: the attached lab's {d}");
+            }
+        }
+        Err(e) => {
+            outcome.error = Some(format!("the attached lab refused: {e:#}"));
+            outcome.real = t0.elapsed();
+            return outcome;
+        }
+    }
+    let timeline = Timeline::new(lab.clock());
+    let shutdown = CancellationToken::new();
+    for (label, base) in lab.event_sources() {
+        tokio::spawn(timeline::follow(
+            label,
+            base,
+            stream.clone(),
+            timeline.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if opts.verbose {
+        tokio::spawn(timeline::print_live(
+            timeline.clone(),
+            false,
+            shutdown.clone(),
+        ));
+    }
+    let mut ctx = Ctx::from_report(lab.clone(), &lab.report, http, cookie_http, timeline);
+    drive(&mut ctx, &steps, &mut outcome, None).await;
+    shutdown.cancel();
+    outcome.real = t0.elapsed();
+    outcome
+}
+
+fn scenario_name(path: &Path, def: &LabDef) -> String {
+    def.scenario
+        .as_ref()
+        .and_then(|s| s.name.clone())
+        .unwrap_or_else(|| {
+            path.file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
 }
 
 /// Writes a JUnit XML report.

@@ -227,7 +227,14 @@ pub async fn start(
     });
 
     let control_addr = control.local_addr()?;
-    let cert = ca.issue("FCT-ENDPOINTS", &[])?;
+    // The control listener's own address is a SAN when it is a specific one (a container or
+    // namespace lab binds the endpoint's lab address), so clients verify it like any device.
+    let sans: Vec<String> = if control_addr.ip().is_unspecified() {
+        Vec::new()
+    } else {
+        vec![control_addr.ip().to_string()]
+    };
+    let cert = ca.issue("FCT-ENDPOINTS", &sans)?;
     let tls = fortilab_core::tls::server_config(&ca, &cert, ClientAuth::None, &[b"http/1.1"])?;
     let mut tasks = tokio::task::JoinSet::new();
     let sup = shared.supervisor.clone();

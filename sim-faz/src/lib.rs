@@ -145,7 +145,16 @@ impl Running {
     /// The ready report: the `fortianalyzer` object of ARCHITECTURE.md §7 plus the log channel,
     /// syslog and lab addresses.
     pub fn ready_json(&self) -> Value {
-        let api = format!("https://127.0.0.1:{}", self.api_addr.port());
+        // The bound address as clients reach it: loopback for a wildcard bind, else itself (a
+        // container lab binds the lab address).
+        let shown = |a: SocketAddr| -> SocketAddr {
+            if a.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], a.port()))
+            } else {
+                a
+            }
+        };
+        let api = format!("https://{}", shown(self.api_addr));
         json!({
             "name": self.faz.bus.device(),
             "serial": self.faz.id.serial,
@@ -155,7 +164,7 @@ impl Running {
             "admin": {"user": self.faz.id.admin_user, "password": self.faz.id.admin_password},
             "log_channel": self.log_addr.to_string(),
             "syslog": self.syslog_addr.map(|a| a.to_string()),
-            "ssh": self.ssh_addr.map(|a| format!("127.0.0.1:{}", a.port())),
+            "ssh": self.ssh_addr.map(|a| shown(a).to_string()),
             "lab_ip": self.faz.id.lab_ip,
             "ca_cert": self.ca_cert_path.as_ref().map(|p| p.display().to_string()),
             "events": format!("{api}/_lab/events"),

@@ -88,6 +88,7 @@ fn run() -> Result<ExitCode> {
             let env = setup()?;
             cargo(&env, "bench", &[], &rest)
         }
+        Some("image") => image(&rest),
         Some("setup") => {
             let env = setup()?;
             println!("export FORTILAB_PYTHON={}", env.python.display());
@@ -98,11 +99,49 @@ fn run() -> Result<ExitCode> {
             eprintln!(
                 "usage: cargo xtask test [CARGO TEST ARGS]   set up, then cargo test --workspace\n\
                  \x20      cargo xtask bench [CARGO BENCH ARGS] set up, then cargo bench\n\
+                 \x20      cargo xtask image [--release] [TAG]  build fortilab, then the OCI image (oci/build-image.sh; no registry)\n\
                  \x20      cargo xtask setup                    only set up (Debian packages, {REQUIREMENTS} in <target>/{VENV})"
             );
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `cargo xtask image [--release] [TAG]`: builds the `fortilab` binary (debug unless
+/// `--release`) and the `FROM scratch` image around it with `oci/build-image.sh`.
+fn image(args: &[OsString]) -> Result<ExitCode> {
+    let root = workspace_root();
+    let release = args.iter().any(|a| a == "--release");
+    let tag = args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .find(|a| !a.starts_with("--"))
+        .unwrap_or_else(|| "fortilab:dev".to_string());
+    let cargo_bin = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo_bin);
+    build
+        .current_dir(&root)
+        .args(["build", "-p", "fortilab", "--bin", "fortilab"]);
+    if release {
+        build.arg("--release");
+    }
+    let st = build.status().context("cargo build")?;
+    if !st.success() {
+        return Ok(ExitCode::from(1));
+    }
+    let bin = target_dir(&root)
+        .join(if release { "release" } else { "debug" })
+        .join("fortilab");
+    let st = Command::new(root.join("oci/build-image.sh"))
+        .arg(&bin)
+        .arg(&tag)
+        .status()
+        .context("oci/build-image.sh")?;
+    Ok(if st.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// What the set-up gives the cargo command it runs.

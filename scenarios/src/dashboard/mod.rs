@@ -119,6 +119,7 @@ fn router(app: App) -> Router {
         .route("/_lab/links", get(links_get))
         .route("/_lab/link", post(link_set))
         .route("/_lab/inject", post(inject))
+        .route("/_lab/ready", get(ready_report))
         .route("/_lab/health", get(|| async { Json(json!({"ok": true})) }))
         .with_state(app)
 }
@@ -733,6 +734,20 @@ fn default_count() -> u64 {
 
 /// Synthetic timeline events (`device: "synthetic"`, `kind: "synthetic.tick"`, `n` from 1) at
 /// `rate` per second, for the dashboard's load test. Answers at once; the events follow.
+/// The lab's ready report with the lab CA certificate inline (`ca_pem`), for `fortilab run
+/// --attach http://127.0.0.1:P/_lab/ready` (the lab token is required, as on every `/_lab/`
+/// route).
+async fn ready_report(State(s): State<App>) -> Response {
+    let mut r = s.session.report();
+    if let Some(pem) = r["ca_cert"]
+        .as_str()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+    {
+        r["ca_pem"] = json!(pem);
+    }
+    Json(r).into_response()
+}
+
 async fn inject(State(s): State<App>, Json(r): Json<InjectReq>) -> Response {
     if r.rate == 0 || r.rate > 100_000 || r.count > 10_000_000 {
         return err(
