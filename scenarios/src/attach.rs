@@ -302,6 +302,35 @@ impl LabControl for Attached {
             }
         )
     }
+
+    async fn link(&mut self, spec: &crate::links::LinkSpec) -> anyhow::Result<Value> {
+        // A `fortilab up` lab publishes its dashboard, whose lab surface sets link faults
+        // (`POST /_lab/link`, lab token). Other labs have no such surface here.
+        let Some(dashboard) = self.report["dashboard"].as_str() else {
+            bail!(
+                "link faults are not supported on an attached lab without a fortilab dashboard \
+                 ({}): for a Compose lab use `docker network disconnect`/`connect`, or `tc \
+                 netem` on the containers' interfaces",
+                self.source
+            );
+        };
+        let url = format!("{}/_lab/link", dashboard.trim_end_matches('/'));
+        let mut req = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?
+            .post(&url)
+            .json(spec);
+        if let Some(t) = &self.token {
+            req = req.header(fortilab_core::secrets::LAB_TOKEN_HEADER, t.as_str());
+        }
+        let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("POST {url}: HTTP {status}: {v}");
+        }
+        Ok(v["link"].clone())
+    }
 }
 
 #[cfg(test)]

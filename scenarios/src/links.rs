@@ -35,22 +35,22 @@ use fortilab_core::LabClock;
 
 /// A change of a link's condition as a user writes it (scenario step, `/_lab/link`): every
 /// field given; what is left out is clean (`state = "up"` alone clears the link).
-#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LinkSpec {
     pub a: String,
     pub b: String,
     /// `"down"` or `"up"` (default).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
     /// Added one-way delay, lab time (`"200ms"`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<String>,
     /// Probability (0..1) of losing a TCP segment.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub loss: Option<f64>,
     /// Bandwidth (`"64kbit"`, `"10mbit"`, `"500kbps"`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<String>,
 }
 

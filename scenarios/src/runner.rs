@@ -90,6 +90,11 @@ pub trait LabControl {
         op: DeviceOp,
         role: Role,
     ) -> impl std::future::Future<Output = anyhow::Result<()>> + Send;
+    /// Sets the condition of a link between two devices; answers the link's report.
+    fn link(
+        &mut self,
+        spec: &crate::links::LinkSpec,
+    ) -> impl std::future::Future<Output = anyhow::Result<Value>> + Send;
 }
 
 impl LabControl for Lab {
@@ -112,6 +117,10 @@ impl LabControl for Lab {
             DeviceOp::Start => self.start_device(role).await,
             DeviceOp::Restart => self.restart_device(role).await,
         }
+    }
+
+    async fn link(&mut self, spec: &crate::links::LinkSpec) -> anyhow::Result<Value> {
+        self.links.apply(spec).map_err(|e| anyhow!(e))
     }
 }
 
@@ -421,7 +430,7 @@ impl<L: LabControl> Ctx<L> {
                 Ok(String::new())
             }
             StepKind::Link { spec } => {
-                let report = self.lab.links.apply(spec).map_err(|e| anyhow!(e))?;
+                let report = self.lab.link(spec).await?;
                 self.timeline.note(
                     "link.fault",
                     json!({"summary": crate::scenario::describe(&StepKind::Link { spec: spec.clone() }), "link": report}),
