@@ -168,7 +168,7 @@ impl FabricStatus for FazStatus {
 impl Forwarder {
     /// Starts forwarding. Registers with the log writer, which first hands over the memory
     /// ring's lines, so no line written before or during start is missed. `tls`: lab CA roots
-    /// + the FortiGate's certificate (CN = serial). `notify_tx`: where FortiAnalyzer
+    /// and the FortiGate's certificate (CN = serial). `notify_tx`: where FortiAnalyzer
     /// notifications go (the automation engine's queue); a notification is acknowledged to
     /// FortiAnalyzer only once it is in that queue, and the channel waits while it is full.
     pub fn start(
