@@ -505,9 +505,11 @@ fn bad_input_is_answered_counted_and_never_stops_the_process() {
     assert_eq!(status, 413, "{text}");
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["error"]["code"], -32600, "{text}");
-    // Over 16 MiB the body is not even buffered: HTTP 413 all the same.
+    // Over 16 MiB the body is not even buffered: HTTP 413 from the Content-Length alone. The
+    // server then closes with the rest of the body unread, so the kernel's reset can reach curl
+    // before the answer does (curl reports 000); never anything but 413 or that.
     let (status, text) = curl_raw(&faz, "/jsonrpc", Some(&vec![b' '; 17 * 1024 * 1024]));
-    assert_eq!(status, 413, "{text}");
+    assert!(status == 413 || status == 0, "{status}: {text}");
     // Log channel: plain TCP garbage and a TLS client without a certificate.
     let log: std::net::SocketAddr = faz.ready["log_channel"].as_str().unwrap().parse().unwrap();
     for payload in [
