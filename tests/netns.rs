@@ -1,8 +1,8 @@
 //! Namespaces mode end to end (needs root; skipped with a printed reason otherwise): every
 //! device in its own network namespace at its real lab addresses.
 //!
-//! - the seed scenario passes with `fortilab run --network namespaces`, and the lab's network
-//!   is gone afterwards;
+//! - the seed scenario and a link-down scenario pass with `fortilab run --network namespaces`,
+//!   and the lab's network is gone afterwards;
 //! - `fortilab up --network namespaces`: the host has unreachable routes for the lab range and
 //!   the sites' public addresses while the lab runs; `curl` run as PC-52 (`fortilab exec`) with
 //!   no proxy setting goes through the FortiGate's transparent proxy (web-filter log with srcip
@@ -85,6 +85,9 @@ fn the_seed_scenario_passes_in_namespaces_mode_and_leaves_nothing() {
     let out = Command::new(bin("fortilab"))
         .args(["run", "--network", "namespaces"])
         .arg(lib.join("seed-flow.toml"))
+        // Link faults in this mode: tc netem on the veths, or iptables where the kernel has
+        // no sch_netem (down and loss).
+        .arg(lib.join("faz-unreachable-during-eicar.toml"))
         .stdin(Stdio::null())
         .output()
         .unwrap();
@@ -94,7 +97,7 @@ fn the_seed_scenario_passes_in_namespaces_mode_and_leaves_nothing() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("1 passed, 0 failed"), "{stdout}");
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
     let after: Vec<String> = sh("ip", &["netns", "list"])
         .lines()
         .filter(|l| l.starts_with("fl"))

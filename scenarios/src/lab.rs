@@ -461,6 +461,7 @@ impl Lab {
             p.netns = net.ns_of(&d.name);
             procs.insert(d.name.clone(), p);
         }
+        links.use_netem(net.netem_set());
         let mut take = |n: &str| {
             procs
                 .remove(n)

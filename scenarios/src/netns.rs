@@ -57,9 +57,101 @@ pub struct State {
     pub etc_dirs: Vec<String>,
     /// Lab host name or device role → namespace (for `fortilab exec`).
     pub hosts: Vec<(String, String)>,
-    /// Links (`fortigate-endpoints`, …) → (namespace, interface) whose egress carries it
-    /// (link faults: `tc netem`).
-    pub links: Vec<(String, String, String)>,
+}
+
+/// One interface's traffic classes for link faults: packets to each destination go to the
+/// `tc` band of the link they belong to (first match wins; `None`: no link, band 1:1 of the
+/// default priority map).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetemIface {
+    pub ns: String,
+    pub iface: String,
+    pub classes: Vec<(String, Option<String>)>,
+}
+
+impl NetemIface {
+    /// The links on this interface, in band order (band 1:4 is the first link's).
+    pub fn links(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for l in self.classes.iter().filter_map(|(_, l)| l.clone()) {
+            if !v.contains(&l) {
+                v.push(l);
+            }
+        }
+        v
+    }
+
+    /// The `tc` band (1..=16) of a link on this interface.
+    pub fn band(&self, link: &str) -> Option<u16> {
+        self.links()
+            .iter()
+            .position(|l| l == link)
+            .map(|i| 4 + i as u16)
+    }
+
+    /// `tc -batch` lines that set the interface up: a prio root with one extra band per
+    /// link (the default priority map uses bands 1-3 only), a pass-through netem in each, and
+    /// the destination filters.
+    pub fn setup(&self) -> Vec<String> {
+        let links = self.links();
+        let mut out = vec![format!(
+            "qdisc replace dev {} root handle 1: prio bands {} priomap 1 2 2 2 1 2 0 0 1 1 1 1 1 1 1 1",
+            self.iface,
+            3 + links.len()
+        )];
+        for l in &links {
+            let b = self.band(l).expect("own link");
+            out.push(format!(
+                "qdisc add dev {} parent 1:{b} handle {}: netem delay 0ms",
+                self.iface,
+                b * 10
+            ));
+        }
+        for (i, (dst, link)) in self.classes.iter().enumerate() {
+            let band = link.as_deref().and_then(|l| self.band(l)).unwrap_or(2);
+            out.push(format!(
+                "filter add dev {} parent 1: protocol ip prio {} u32 match ip dst {dst} flowid 1:{band}",
+                self.iface,
+                i + 1
+            ));
+        }
+        out
+    }
+
+    /// `tc -batch` lines that give a link's band the condition `cond` (real time).
+    pub fn apply(&self, link: &str, cond: &fortilab_core::linkfault::LinkCondition) -> Vec<String> {
+        let Some(b) = self.band(link) else {
+            return Vec::new();
+        };
+        vec![
+            format!("qdisc del dev {} parent 1:{b}", self.iface),
+            format!(
+                "qdisc add dev {} parent 1:{b} handle {}: {}",
+                self.iface,
+                b * 10,
+                netem_args(cond)
+            ),
+        ]
+    }
+}
+
+/// The netem arguments of a link condition: `down` drops everything, latency is one-way
+/// delay on each side, loss is per packet, rate per direction.
+pub fn netem_args(cond: &fortilab_core::linkfault::LinkCondition) -> String {
+    let mut a = format!("netem delay {}us", cond.latency.as_micros());
+    let loss = if cond.down { 1.0 } else { cond.loss };
+    if loss > 0.0 {
+        a.push_str(&format!(" loss {:.4}%", loss * 100.0));
+    }
+    if let Some(r) = cond.rate_bps {
+        a.push_str(&format!(" rate {r}bit"));
+    }
+    if cond.latency.is_zero() && cond.rate_bps.is_none() {
+        return a;
+    }
+    // Enough queue for the delay-bandwidth product of a fast link.
+    a.push_str(" limit 100000");
+    a
 }
 
 /// The namespaces and commands of a lab (no I/O).
@@ -77,6 +169,8 @@ pub struct Plan {
     pub ns_exec: Vec<(String, Vec<String>)>,
     /// `/etc/netns/<ns>/resolv.conf` contents.
     pub resolv: Vec<(String, String)>,
+    /// Link-fault classes per interface (`tc netem`).
+    pub netem: Vec<NetemIface>,
     pub dns: Ipv4Addr,
     pub internet_ip: Ipv4Addr,
 }
@@ -185,16 +279,10 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
     ));
     device_ns.push(("fortigate".to_string(), fgt.clone()));
     st.hosts.push(("fortigate".into(), fgt.clone()));
-    st.links.push(("fortigate-internet".into(), fgt.clone(), "wan1".into()));
     // FortiAnalyzer, EMS.
-    for (role, short, ip, link) in [
-        (
-            "fortianalyzer",
-            "faz",
-            def.fortianalyzer.ip,
-            "fortianalyzer-fortigate",
-        ),
-        ("ems", "ems", def.ems.ip, "ems-fortigate"),
+    for (role, short, ip) in [
+        ("fortianalyzer", "faz", def.fortianalyzer.ip),
+        ("ems", "ems", def.ems.ip),
     ] {
         let n = ns(short);
         wire(&n, "eth0", short, "br-m", &mut swb);
@@ -209,7 +297,6 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
         ));
         device_ns.push((role.to_string(), n.clone()));
         st.hosts.push((role.into(), n.clone()));
-        st.links.push((link.into(), n.clone(), "eth0".into()));
     }
     // The lab Internet (its sites' addresses are added once it has reported them).
     let inet = ns("inet");
@@ -253,8 +340,6 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
             st.hosts.push((s.name.clone(), n.clone()));
             st.hosts.push((s.ip.to_string(), n.clone()));
         }
-        st.links
-            .push((format!("fortigate-endpoints#{}", i + 1), n.clone(), "eth0".into()));
     }
     // The host's legs.
     for (suffix, br, net) in [("m", "br-m", mgmt), ("l", "br-l", lan), ("w", "br-w", wan)] {
@@ -270,6 +355,81 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
     for (_, n) in &device_ns {
         st.namespaces.push(n.clone());
     }
+    // Link faults: each link's traffic by destination on both of its ends.
+    let link = |a: &str, b: &str| {
+        fortilab_core::linkfault::LinkId::new(a, b)
+            .map(|l| l.name())
+            .unwrap_or_default()
+    };
+    let (l_faz, l_ems, l_inet, l_ep) = (
+        link("fortigate", "fortianalyzer"),
+        link("fortigate", "ems"),
+        link("fortigate", "internet"),
+        link("fortigate", "endpoints"),
+    );
+    let (l_ep_ems, l_ep_faz) = (link("endpoints", "ems"), link("endpoints", "fortianalyzer"));
+    let c = |dst: String, l: Option<&String>| (dst, l.cloned());
+    let lan24 = format!("{lan}/24");
+    let mut netem = vec![
+        NetemIface {
+            ns: fgt.clone(),
+            iface: "port1".into(),
+            classes: vec![
+                c(format!("{}/32", def.fortianalyzer.ip), Some(&l_faz)),
+                c(format!("{}/32", def.ems.ip), Some(&l_ems)),
+            ],
+        },
+        NetemIface {
+            ns: fgt.clone(),
+            iface: "wan1".into(),
+            classes: vec![c("0.0.0.0/0".into(), Some(&l_inet))],
+        },
+        NetemIface {
+            ns: fgt.clone(),
+            iface: "port3".into(),
+            classes: vec![
+                c(format!("{}/32", host(lan, HOST_PART)), None),
+                c(lan24.clone(), Some(&l_ep)),
+            ],
+        },
+        NetemIface {
+            ns: ns("faz"),
+            iface: "eth0".into(),
+            classes: vec![
+                c(format!("{}/32", f.mgmt_ip), Some(&l_faz)),
+                c(lan24.clone(), Some(&l_ep_faz)),
+            ],
+        },
+        NetemIface {
+            ns: ns("ems"),
+            iface: "eth0".into(),
+            classes: vec![
+                c(format!("{}/32", f.mgmt_ip), Some(&l_ems)),
+                c(lan24.clone(), Some(&l_ep_ems)),
+            ],
+        },
+        NetemIface {
+            ns: inet.clone(),
+            iface: "eth0".into(),
+            classes: vec![
+                c(format!("{fgt_wan}/32"), Some(&l_inet)),
+                c(lan24.clone(), Some(&l_inet)),
+            ],
+        },
+    ];
+    for i in 0..def.endpoints.len() {
+        netem.push(NetemIface {
+            ns: ns(&format!("ep{}", i + 1)),
+            iface: "eth0".into(),
+            classes: vec![
+                c(format!("{}/32", def.ems.ip), Some(&l_ep_ems)),
+                c(format!("{}/32", def.fortianalyzer.ip), Some(&l_ep_faz)),
+                c(format!("{}/32", f.lan_ip), Some(&l_ep)),
+                c("10.115.0.0/16".into(), None),
+                c("0.0.0.0/0".into(), Some(&l_ep)),
+            ],
+        });
+    }
     ns_batch.insert(0, (sw, swb));
     Ok(Plan {
         state: st,
@@ -278,6 +438,7 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
         ns_batch,
         ns_exec,
         resolv,
+        netem,
         dns: internet_ip,
         internet_ip,
     })
@@ -331,6 +492,30 @@ fn batch(ns: Option<&str>, lines: &[String]) -> anyhow::Result<()> {
         bail!(
             "ip{} -batch failed: {}",
             ns.map(|n| format!(" -n {n}")).unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn tc_batch(ns: &str, lines: &[String]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut child = Command::new("tc")
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("tc -batch (iproute2)")?;
+    {
+        let mut stdin = child.stdin.take().expect("piped");
+        stdin.write_all(lines.join("\n").as_bytes())?;
+        stdin.write_all(b"\n")?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "tc -n {ns} -batch failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         );
     }
@@ -446,6 +631,8 @@ pub fn clean_stale() -> Vec<String> {
 pub struct NetLab {
     pub plan: Plan,
     torn_down: bool,
+    /// Whether `tc netem` works here (else link faults use iptables: down and loss only).
+    netem_ok: bool,
 }
 
 impl NetLab {
@@ -472,6 +659,7 @@ impl NetLab {
         let mut lab = NetLab {
             plan,
             torn_down: false,
+            netem_ok: true,
         };
         lab.build()?;
         Ok(lab)
@@ -490,6 +678,38 @@ impl NetLab {
         for (n, argv) in &p.ns_exec {
             run(Command::new("ip").args(["netns", "exec", n]).args(argv))?;
         }
+        let mut netem_ok = true;
+        for n in &p.state.namespaces {
+            let lines: Vec<String> = p
+                .netem
+                .iter()
+                .filter(|i| &i.ns == n)
+                .flat_map(NetemIface::setup)
+                .collect();
+            if lines.is_empty() {
+                continue;
+            }
+            if netem_ok {
+                if let Err(e) = tc_batch(n, &lines) {
+                    // A kernel without sch_prio/sch_netem: link faults fall back to
+                    // iptables (down and loss only).
+                    tracing::warn!(error = %format!("{e:#}"), "tc netem unavailable; link faults use iptables (down, loss)");
+                    netem_ok = false;
+                }
+            }
+            if !netem_ok {
+                for a in [
+                    "-w -N FLLINK",
+                    "-w -I OUTPUT -j FLLINK",
+                    "-w -I FORWARD -j FLLINK",
+                ] {
+                    run(Command::new("ip")
+                        .args(["netns", "exec", n, "iptables"])
+                        .args(a.split_whitespace()))?;
+                }
+            }
+        }
+        self.netem_ok = netem_ok;
         for (n, text) in &p.resolv {
             let d = Path::new("/etc/netns").join(n);
             std::fs::create_dir_all(&d)?;
@@ -518,6 +738,16 @@ impl NetLab {
         Ok(())
     }
 
+    /// What link faults need (`LabLinks` keeps a copy).
+    pub fn netem_set(&self) -> NetemSet {
+        NetemSet {
+            namespaces: self.plan.state.namespaces.clone(),
+            netem: self.plan.netem.clone(),
+            netem_ok: self.netem_ok,
+            state: Default::default(),
+        }
+    }
+
     /// The namespace of a device process label.
     pub fn ns_of(&self, label: &str) -> Option<String> {
         self.plan
@@ -533,6 +763,104 @@ impl NetLab {
             self.torn_down = true;
             teardown(&self.plan.state);
         }
+    }
+}
+
+/// The `tc netem` side of a namespaces lab's links.
+#[derive(Debug, Clone)]
+pub struct NetemSet {
+    namespaces: Vec<String>,
+    netem: Vec<NetemIface>,
+    netem_ok: bool,
+    /// Real-time conditions set so far (the iptables fallback rebuilds every rule from them).
+    state: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, fortilab_core::linkfault::LinkCondition>>>,
+}
+
+/// The iptables fallback's rules of one interface (no netem): for each destination class in
+/// order, DROP (down), a random DROP (loss) or RETURN.
+pub fn iptables_rules(
+    i: &NetemIface,
+    state: &std::collections::BTreeMap<String, fortilab_core::linkfault::LinkCondition>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (dst, link) in &i.classes {
+        let c = link.as_ref().and_then(|l| state.get(l));
+        let base = format!("-w -A FLLINK -o {} -d {dst}", i.iface);
+        match c {
+            Some(c) if c.down => out.push(format!("{base} -j DROP")),
+            Some(c) if c.loss > 0.0 => {
+                out.push(format!(
+                    "{base} -m statistic --mode random --probability {:.4} -j DROP",
+                    c.loss
+                ));
+                out.push(format!("{base} -j RETURN"));
+            }
+            _ => out.push(format!("{base} -j RETURN")),
+        }
+    }
+    out
+}
+
+impl NetemSet {
+    /// The links `tc netem` can shape in this lab.
+    pub fn link_names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.netem.iter().flat_map(|i| i.links()).collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
+    /// Gives a link the condition `real` (real time) on both of its ends.
+    pub fn set_link(
+        &self,
+        link: &str,
+        real: &fortilab_core::linkfault::LinkCondition,
+    ) -> anyhow::Result<()> {
+        if !self.link_names().iter().any(|l| l == link) {
+            bail!("no link {link} in this lab");
+        }
+        if !self.netem_ok {
+            if !real.latency.is_zero() || real.rate_bps.is_some() {
+                bail!(
+                    "latency and rate need tc netem (sch_netem), which this kernel lacks; \
+                     namespaces mode can set down and loss here (iptables)"
+                );
+            }
+            let mut st = self.state.lock().unwrap();
+            st.insert(link.to_string(), *real);
+            for n in &self.namespaces {
+                let ifs: Vec<&NetemIface> = self.netem.iter().filter(|i| &i.ns == n).collect();
+                if ifs.is_empty() {
+                    continue;
+                }
+                run(Command::new("ip").args(["netns", "exec", n, "iptables", "-w", "-F", "FLLINK"]))?;
+                for i in ifs {
+                    for r in iptables_rules(i, &st) {
+                        run(Command::new("ip")
+                            .args(["netns", "exec", n, "iptables"])
+                            .args(r.split_whitespace()))?;
+                    }
+                }
+            }
+            return Ok(());
+        }
+        let mut any = false;
+        for n in &self.namespaces {
+            let lines: Vec<String> = self
+                .netem
+                .iter()
+                .filter(|i| &i.ns == n)
+                .flat_map(|i| i.apply(link, real))
+                .collect();
+            if !lines.is_empty() {
+                any = true;
+                tc_batch(n, &lines)?;
+            }
+        }
+        if !any {
+            bail!("no link {link} in this lab");
+        }
+        Ok(())
     }
 }
 
@@ -626,6 +954,38 @@ mod tests {
             .hosts
             .contains(&("PC-52".to_string(), "fl123a-ep1".to_string())));
         assert_eq!(p.resolv[0].1, "nameserver 10.115.0.2\n");
+    }
+
+    #[test]
+    fn link_faults_classify_by_destination() {
+        let p = plan(&LabDef::seed(), "fl1a").unwrap();
+        let ep = p.netem.iter().find(|i| i.ns == "fl1a-ep1").unwrap();
+        assert_eq!(ep.band("ems-endpoints"), Some(4));
+        let setup = ep.setup();
+        assert!(setup[0].contains("prio bands 6"), "{setup:?}");
+        // The lab's own other addresses stay on the normal band; the Internet (through the
+        // FortiGate) is the FortiGate link's.
+        assert!(setup.iter().any(|l| l.contains("dst 10.115.0.0/16 flowid 1:2")));
+        let fgt_link = ep.band("fortigate-endpoints").unwrap();
+        assert!(setup
+            .last()
+            .unwrap()
+            .ends_with(&format!("dst 0.0.0.0/0 flowid 1:{fgt_link}")));
+        let down = fortilab_core::linkfault::LinkCondition {
+            down: true,
+            ..Default::default()
+        };
+        let a = ep.apply("ems-endpoints", &down);
+        assert_eq!(a[1], "qdisc add dev eth0 parent 1:4 handle 40: netem delay 0us loss 100.0000%");
+        let slow = fortilab_core::linkfault::LinkCondition {
+            latency: std::time::Duration::from_millis(50),
+            rate_bps: Some(1_000_000),
+            ..Default::default()
+        };
+        assert_eq!(
+            netem_args(&slow),
+            "netem delay 50000us rate 1000000bit limit 100000"
+        );
     }
 
     #[test]
