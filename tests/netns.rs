@@ -59,7 +59,11 @@ fn leftovers(prefix: &str) -> Vec<String> {
     if std::path::Path::new(&format!("/run/fortilab/{prefix}.json")).exists() {
         out.push("state file".into());
     }
-    for l in std::fs::read_dir("/etc/netns").into_iter().flatten().flatten() {
+    for l in std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         if l.file_name().to_string_lossy().starts_with(prefix) {
             out.push(format!("/etc/netns/{}", l.file_name().to_string_lossy()));
         }
@@ -105,7 +109,11 @@ fn the_seed_scenario_passes_in_namespaces_mode_and_leaves_nothing() {
         .filter(|l| !before.contains(l))
         .collect();
     assert!(after.is_empty(), "namespaces left: {after:?}");
-    assert!(no_lab_routes(), "{}", sh("ip", &["route", "show", "type", "unreachable"]));
+    assert!(
+        no_lab_routes(),
+        "{}",
+        sh("ip", &["route", "show", "type", "unreachable"])
+    );
 }
 
 #[test]
@@ -130,11 +138,15 @@ fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up(
         ))
         .spawn()
         .unwrap();
-    let r = wait_for("the namespaces lab's ready file", Duration::from_secs(60), || {
-        std::fs::read_to_string(&ready)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-    });
+    let r = wait_for(
+        "the namespaces lab's ready file",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&ready)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        },
+    );
     eprintln!("namespaces lab ready after {:?}", t0.elapsed());
     let prefix = r["netns"].as_str().expect("netns prefix").to_string();
     assert_eq!(r["network"], "namespaces");
@@ -147,7 +159,9 @@ fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up(
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["hosts"].to_string().contains("\"www.eicar.org\"") || s["host"] == "www.eicar.org")
+        .find(|s| {
+            s["hosts"].to_string().contains("\"www.eicar.org\"") || s["host"] == "www.eicar.org"
+        })
         .and_then(|s| s["ip"].as_str())
         .expect("eicar site")
         .to_string();
@@ -194,15 +208,17 @@ fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up(
             .unwrap();
         serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
     };
-    let wf = wait_for("the web-filter log of PC-52", Duration::from_secs(10), || {
-        let v = get(
-            "https://10.115.1.1:443/api/v2/log/memory/webfilter?filter=srcip==10.115.2.52",
-            &format!("Authorization: Bearer {token}"),
-        );
-        v["results"]
-            .as_array()
-            .and_then(|a| a.first().cloned())
-    });
+    let wf = wait_for(
+        "the web-filter log of PC-52",
+        Duration::from_secs(10),
+        || {
+            let v = get(
+                "https://10.115.1.1:443/api/v2/log/memory/webfilter?filter=srcip==10.115.2.52",
+                &format!("Authorization: Bearer {token}"),
+            );
+            v["results"].as_array().and_then(|a| a.first().cloned())
+        },
+    );
     assert_eq!(wf["hostname"], "www.eicar.org", "{wf}");
     let control = r["endpoints"][0]["control"].as_str().unwrap().to_string();
     let lab_token = r["lab_token"].as_str().unwrap().to_string();

@@ -442,10 +442,7 @@ impl Lab {
                             args[i + 1] = format!("0.0.0.0:{port}");
                         }
                     }
-                    args.extend([
-                        "--dns-listen".into(),
-                        format!("{}:53", net.plan.dns),
-                    ]);
+                    args.extend(["--dns-listen".into(), format!("{}:53", net.plan.dns)]);
                 }
                 "fortigate" => args.extend([
                     "--transparent-listen".into(),

@@ -270,7 +270,10 @@ impl LabLinks {
                 .filter_map(|n| {
                     let (a, b) = n.split_once('-')?;
                     let id = LinkId::new(a, b).ok()?;
-                    Some(netem_report(&id, &state.get(n).copied().unwrap_or_default()))
+                    Some(netem_report(
+                        &id,
+                        &state.get(n).copied().unwrap_or_default(),
+                    ))
                 })
                 .collect();
             return json!({ "links": out });

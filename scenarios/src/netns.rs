@@ -721,7 +721,9 @@ impl NetLab {
     /// Adds the lab Internet's sites: first an unreachable route on the host for each public
     /// address, then the address on the Internet namespace's loopback.
     pub fn add_sites(&mut self, ips: &[Ipv4Addr]) -> anyhow::Result<()> {
-        let inet = self.ns_of("internet").ok_or_else(|| anyhow!("no internet"))?;
+        let inet = self
+            .ns_of("internet")
+            .ok_or_else(|| anyhow!("no internet"))?;
         let mut lines = Vec::new();
         for ip in ips {
             let r = format!("{ip}/32");
@@ -773,7 +775,11 @@ pub struct NetemSet {
     netem: Vec<NetemIface>,
     netem_ok: bool,
     /// Real-time conditions set so far (the iptables fallback rebuilds every rule from them).
-    state: std::sync::Arc<std::sync::Mutex<std::collections::BTreeMap<String, fortilab_core::linkfault::LinkCondition>>>,
+    state: std::sync::Arc<
+        std::sync::Mutex<
+            std::collections::BTreeMap<String, fortilab_core::linkfault::LinkCondition>,
+        >,
+    >,
 }
 
 /// The iptables fallback's rules of one interface (no netem): for each destination class in
@@ -833,7 +839,9 @@ impl NetemSet {
                 if ifs.is_empty() {
                     continue;
                 }
-                run(Command::new("ip").args(["netns", "exec", n, "iptables", "-w", "-F", "FLLINK"]))?;
+                run(
+                    Command::new("ip").args(["netns", "exec", n, "iptables", "-w", "-F", "FLLINK"])
+                )?;
                 for i in ifs {
                     for r in iptables_rules(i, &st) {
                         run(Command::new("ip")
@@ -932,10 +940,20 @@ mod tests {
         }
         assert_eq!(st.host_links, vec!["fl123am", "fl123al", "fl123aw"]);
         assert!(st.host_links.iter().all(|l| l.len() <= 15));
-        let fgt = &p.ns_batch.iter().find(|(n, _)| n == "fl123a-fgt").unwrap().1;
+        let fgt = &p
+            .ns_batch
+            .iter()
+            .find(|(n, _)| n == "fl123a-fgt")
+            .unwrap()
+            .1;
         assert!(fgt.contains(&"addr add 10.115.1.1/24 dev port1".to_string()));
         assert!(fgt.contains(&"addr add 10.115.2.1/24 dev port3".to_string()));
-        let ep = &p.ns_batch.iter().find(|(n, _)| n == "fl123a-ep1").unwrap().1;
+        let ep = &p
+            .ns_batch
+            .iter()
+            .find(|(n, _)| n == "fl123a-ep1")
+            .unwrap()
+            .1;
         assert!(ep.contains(&"addr add 10.115.2.52/24 dev eth0".to_string()));
         assert!(ep.contains(&"route add default via 10.115.2.1".to_string()));
         assert!(p
@@ -965,7 +983,9 @@ mod tests {
         assert!(setup[0].contains("prio bands 6"), "{setup:?}");
         // The lab's own other addresses stay on the normal band; the Internet (through the
         // FortiGate) is the FortiGate link's.
-        assert!(setup.iter().any(|l| l.contains("dst 10.115.0.0/16 flowid 1:2")));
+        assert!(setup
+            .iter()
+            .any(|l| l.contains("dst 10.115.0.0/16 flowid 1:2")));
         let fgt_link = ep.band("fortigate-endpoints").unwrap();
         assert!(setup
             .last()
@@ -976,7 +996,10 @@ mod tests {
             ..Default::default()
         };
         let a = ep.apply("ems-endpoints", &down);
-        assert_eq!(a[1], "qdisc add dev eth0 parent 1:4 handle 40: netem delay 0us loss 100.0000%");
+        assert_eq!(
+            a[1],
+            "qdisc add dev eth0 parent 1:4 handle 40: netem delay 0us loss 100.0000%"
+        );
         let slow = fortilab_core::linkfault::LinkCondition {
             latency: std::time::Duration::from_millis(50),
             rate_bps: Some(1_000_000),

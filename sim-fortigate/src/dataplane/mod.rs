@@ -540,9 +540,12 @@ impl crate::Running {
         let (dp, stop) = (self.dataplane.clone(), self.shutdown.clone());
         self.device
             .supervisor
-            .spawn_tcp("transparent proxy", listener, self.shutdown.clone(), move |l| {
-                proxy::serve_transparent(dp.clone(), l, stop.clone())
-            })
+            .spawn_tcp(
+                "transparent proxy",
+                listener,
+                self.shutdown.clone(),
+                move |l| proxy::serve_transparent(dp.clone(), l, stop.clone()),
+            )
             .map_err(|e| e.to_string())?;
         self.transparent_addr = Some(addr);
         tracing::info!(%addr, "transparent proxy (port3 side) ready");
