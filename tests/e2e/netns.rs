@@ -10,16 +10,12 @@
 //!   `fortilab netns-clean` (what every start does first) leaves no namespace, interface,
 //!   route or state file behind.
 
-mod support;
+use crate::support;
 
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
-use support::{bin, wait_for};
-
-/// Namespaces labs hold the lab addresses on the host: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+use support::{bin, wait_for, HOST_NETWORK as SERIAL};
 
 fn root() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
