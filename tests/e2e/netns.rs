@@ -171,6 +171,25 @@ fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up(
     let g = sh("ip", &["route", "get", "10.115.1.1"]);
     assert!(g.contains(&format!("{prefix}m")), "{g}");
 
+    // A real rsyslog in its own namespace on the management network (10.115.1.40), plugged
+    // into the lab's switch; the FortiGate sends it syslog over UDP 514.
+    let rsys_ns = format!("flt{}-rsys", std::process::id());
+    let _rsys = Rsyslog::start(dir.path(), &rsys_ns, &format!("{prefix}-sw"));
+    let ca = r["ca_cert"].as_str().unwrap().to_string();
+    let token = r["fortigate"]["api_token"].as_str().unwrap().to_string();
+    let put = Command::new(&curl)
+        .args(["-sS", "--cacert", &ca, "-X", "PUT", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .args([
+            "-d",
+            r#"{"status":"enable","server":"10.115.1.40","mode":"udp"}"#,
+            "https://10.115.1.1:443/api/v2/cmdb/log.syslogd/setting",
+        ])
+        .output()
+        .unwrap();
+    let put = String::from_utf8_lossy(&put.stdout).into_owned();
+    assert!(put.contains("success"), "{put}");
+
     // curl as PC-52, no proxy setting: DNS from the lab Internet, routed via the FortiGate,
     // intercepted there.
     let out = Command::new(bin("fortilab"))
@@ -195,8 +214,6 @@ fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up(
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(said.ends_with(&eicar_ip), "{said}");
-    let ca = r["ca_cert"].as_str().unwrap().to_string();
-    let token = r["fortigate"]["api_token"].as_str().unwrap().to_string();
     let get = |url: &str, header: &str| -> serde_json::Value {
         let out = Command::new(&curl)
             .args(["-sS", "--cacert", &ca, "-H", header, url])
@@ -226,6 +243,19 @@ fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up(
         (v["quarantined"] == true).then_some(())
     });
 
+    // rsyslog received the FortiGate's web-filter log of PC-52 on its lab address.
+    let out = dir.path().join("syslog.out");
+    wait_for(
+        "rsyslog gets the web-filter log",
+        Duration::from_secs(15),
+        || {
+            let t = std::fs::read_to_string(&out).unwrap_or_default();
+            t.lines()
+                .any(|l| l.contains("logid=\"0317013312\"") && l.contains("srcip=10.115.2.52"))
+                .then_some(())
+        },
+    );
+
     // kill -9: the devices exit with their stdin pipe; the network stays until cleaned.
     let _ = child.kill();
     let _ = child.wait();
@@ -238,4 +268,78 @@ fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up(
     let left = leftovers(&prefix);
     assert!(left.is_empty(), "left behind: {left:?}");
     assert!(no_lab_routes());
+}
+
+/// rsyslogd in a namespace of its own at 10.115.1.40, wired to the lab switch's management
+/// bridge; killed and its namespace removed on drop.
+struct Rsyslog {
+    child: std::process::Child,
+    ns: String,
+}
+
+impl Rsyslog {
+    fn start(dir: &std::path::Path, ns: &str, switch: &str) -> Rsyslog {
+        let rsyslogd = support::require_program("rsyslogd", "rsyslog");
+        let ok = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        ok(&["netns", "add", ns]);
+        ok(&[
+            "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", "rsys", "netns",
+            switch,
+        ]);
+        ok(&["-n", switch, "link", "set", "rsys", "master", "br-m", "up"]);
+        ok(&["-n", ns, "addr", "add", "10.115.1.40/24", "dev", "eth0"]);
+        ok(&["-n", ns, "link", "set", "eth0", "up"]);
+        ok(&["-n", ns, "link", "set", "lo", "up"]);
+        let work = dir.join("rsyslog");
+        std::fs::create_dir_all(&work).unwrap();
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{}\")\nmodule(load=\"imudp\")\ninput(type=\"imudp\" address=\"10.115.1.40\" port=\"514\")\ntemplate(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n*.* action(type=\"omfile\" file=\"{}\" template=\"raw\")\n",
+                work.display(),
+                dir.join("syslog.out").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(rsyslogd)
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(
+            "rsyslog listening on 10.115.1.40:514",
+            Duration::from_secs(10),
+            || {
+                sh("ip", &["netns", "exec", ns, "ss", "-uln"])
+                    .contains("10.115.1.40:514")
+                    .then_some(())
+            },
+        );
+        Rsyslog {
+            child,
+            ns: ns.to_string(),
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
 }
