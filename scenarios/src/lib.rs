@@ -11,6 +11,7 @@
 //! - [`runner`]: step execution, expectations with lab-time deadlines, JUnit;
 //! - [`attach`]: scenarios against a running lab it did not start (`run --attach`);
 //! - [`dashboard`]: the web dashboard of `fortilab up`;
+//! - [`exercise`]: guided exercises (tasks, hints, checks re-evaluated on every change);
 //! - [`cli`]: `fortilab up | run | validate`.
 
 pub mod attach;
@@ -19,6 +20,7 @@ pub mod clients;
 pub mod compose;
 pub mod console;
 pub mod dashboard;
+pub mod exercise;
 pub mod journal;
 pub mod lab;
 pub mod labdef;
