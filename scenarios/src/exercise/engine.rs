@@ -29,15 +29,40 @@ pub fn snapshot_name(id: &str) -> String {
     format!("exercise-task-{id}")
 }
 
-/// Whether a timeline event may change a check (everything but the checks' own reads and the
-/// devices' routine chatter).
-pub fn is_relevant(ev: &Value) -> bool {
+/// Whether a timeline event may change a check (everything but the checks' own reads, what
+/// they cause, and the devices' routine chatter). `faz_serial` is FortiAnalyzer's own serial:
+/// with `jsonapi-log` on, FortiAnalyzer logs every JSON-RPC call (the checks' own too) into
+/// its own store, and those logs must not wake the checks again.
+pub fn is_relevant(ev: &Value, faz_serial: &str) -> bool {
     let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
+    if kind == "api.request" {
+        return is_api_change(ev);
+    }
+    if kind == "log.received"
+        && !faz_serial.is_empty()
+        && ev.get("from").and_then(Value::as_str) == Some(faz_serial)
+    {
+        return false;
+    }
     !(kind.is_empty()
-        || kind == "api.request"
         || kind == "ems.signin"
         || kind.ends_with(".keepalive")
         || kind.starts_with("exercise."))
+}
+
+/// Whether a FortiAnalyzer `api.request` event is a change (a JSON-RPC `set`, `update`,
+/// `exec`, `add` or `delete`; not a read, not a log search: the checks' own requests are
+/// reads and log searches).
+fn is_api_change(ev: &Value) -> bool {
+    let method = ev.get("method").and_then(Value::as_str).unwrap_or("");
+    if !matches!(method, "set" | "update" | "exec" | "add" | "delete" | "move" | "clone") {
+        return false;
+    }
+    let urls = ev.get("urls").and_then(Value::as_array);
+    !urls.is_some_and(|u| {
+        u.iter()
+            .any(|x| x.as_str().is_some_and(|s| s.starts_with("/logview/")))
+    })
 }
 
 /// Whether a timeline event is something the trainee did (the `last_activity` of progress).
@@ -53,6 +78,7 @@ pub fn is_activity(ev: &Value) -> bool {
         "dashboard.",
         "endpoint.fetch",
         "ioc.ack",
+        "api.request",
         "ems.unquarantine",
         "ems.quarantine",
     ]
@@ -218,6 +244,11 @@ impl ExerciseRun {
     /// [`FALLBACK_INTERVAL`].
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let mut rx = self.session.timeline.subscribe();
+        let faz_serial = self.session.report()["fortianalyzer"]["serial"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let relevant = |ev: &Value| is_relevant(ev, &faz_serial);
         self.evaluate().await;
         let mut tick = tokio::time::interval_at(
             tokio::time::Instant::now() + FALLBACK_INTERVAL,
@@ -229,7 +260,7 @@ impl ExerciseRun {
                 _ = shutdown.cancelled() => return,
                 r = rx.recv() => match r {
                     Ok(ev) => {
-                        if !is_relevant(&ev) {
+                        if !relevant(&ev) {
                             continue;
                         }
                         if is_activity(&ev) {
@@ -239,7 +270,7 @@ impl ExerciseRun {
                         let until = Instant::now() + COALESCE;
                         while Instant::now() < until {
                             match tokio::time::timeout(until - Instant::now(), rx.recv()).await {
-                                Ok(Ok(ev)) if is_activity(&ev) => {
+                                Ok(Ok(ev)) if relevant(&ev) && is_activity(&ev) => {
                                     self.progress.lock().unwrap().touch(SystemTime::now());
                                 }
                                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
@@ -279,11 +310,42 @@ mod tests {
 
     #[test]
     fn the_checks_own_reads_do_not_wake_the_engine() {
-        assert!(!is_relevant(&json!({"kind": "api.request"})));
-        assert!(!is_relevant(&json!({"kind": "endpoint.keepalive"})));
-        assert!(!is_relevant(&json!({"kind": "exercise.task_done"})));
-        assert!(is_relevant(&json!({"kind": "config.change"})));
-        assert!(is_relevant(&json!({"kind": "log.received"})));
+        assert!(!is_relevant(
+            &json!({"kind": "api.request"}),
+            "FAZ1"
+        ));
+        assert!(!is_relevant(
+            &json!({"kind": "api.request", "method": "get", "urls": ["/cli/global/system/global"]}),
+            "FAZ1"
+        ));
+        assert!(!is_relevant(
+            &json!({"kind": "api.request", "method": "add", "urls": ["/logview/adom/root/logsearch"]}),
+            "FAZ1"
+        ));
+        assert!(is_relevant(
+            &json!({"kind": "api.request", "method": "set", "urls": ["/cli/global/system/global"]}),
+            "FAZ1"
+        ));
+        assert!(!is_relevant(
+            &json!({"kind": "endpoint.keepalive"}),
+            "FAZ1"
+        ));
+        assert!(!is_relevant(
+            &json!({"kind": "exercise.task_done"}),
+            "FAZ1"
+        ));
+        assert!(is_relevant(
+            &json!({"kind": "config.change"}),
+            "FAZ1"
+        ));
+        assert!(is_relevant(
+            &json!({"kind": "log.received"}),
+            "FAZ1"
+        ));
+        assert!(!is_relevant(
+            &json!({"kind": "log.received", "from": "FAZ1"}),
+            "FAZ1"
+        ));
         assert!(is_activity(&json!({"kind": "console.command"})));
         assert!(!is_activity(&json!({"kind": "log.received"})));
     }

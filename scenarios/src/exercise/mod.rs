@@ -390,7 +390,7 @@ not = true
         assert_eq!(ex.tasks[0].line, 10);
         assert_eq!(ex.tasks[1].checks.len(), 2);
         assert!(ex.tasks[1].checks[1].negate);
-        assert_eq!(ex.tasks[1].checks[1].line, 28);
+        assert_eq!(ex.tasks[1].checks[1].line, 26);
         assert!(!ex.lab.fortianalyzer.auto_authorize);
         assert!(matches!(
             ex.tasks[1].checks[0].kind,
@@ -405,22 +405,22 @@ not = true
     fn errors_name_the_line() {
         let bad = GOOD.replace("faz_device = {", "faz_devise = {");
         let e = parse("e.toml", &bad).unwrap_err();
-        assert_eq!((e.file.as_str(), e.line), ("e.toml", 25));
+        assert_eq!((e.file.as_str(), e.line), ("e.toml", 23));
         assert!(e.message.contains("unknown key `faz_devise`"), "{}", e.message);
 
         let bad = GOOD.replace("fields = { status = \"enable\" }", "fields = 3");
         let e = parse("e.toml", &bad).unwrap_err();
-        assert_eq!(e.line, 17);
+        assert_eq!(e.line, 16);
         assert!(e.message.contains("`fields` must be a table"), "{}", e.message);
 
         let bad = GOOD.replace("id = \"authorize\"", "id = \"logging\"");
         let e = parse("e.toml", &bad).unwrap_err();
-        assert_eq!(e.line, 20);
+        assert_eq!(e.line, 19);
         assert!(e.message.contains("already used"), "{}", e.message);
 
         let bad = GOOD.replace("title = \"Authorize\"\n", "title = \"Authorize\"\nwhen = 1\n");
         let e = parse("e.toml", &bad).unwrap_err();
-        assert_eq!(e.line, 22);
+        assert_eq!(e.line, 21);
 
         let e = parse("e.toml", "[exercise]\nname = \"x\"\n").unwrap_err();
         assert!(e.message.contains("at least one [[task]]"), "{}", e.message);
@@ -430,7 +430,7 @@ not = true
             "fgt_cli = \"show\"",
         );
         let e = parse("e.toml", &bad).unwrap_err();
-        assert_eq!(e.line, 28);
+        assert_eq!(e.line, 26);
     }
 
     /// Every exercise shipped in `scenarios/exercises` is valid.
