@@ -84,6 +84,23 @@ enum Command {
     /// dashboard shows the exercise panel), or `fortilab exercise status` to print the
     /// progress of a running one.
     Exercise(ExerciseArgs),
+    /// Save, restore or list snapshots of a running `fortilab up` lab: its whole state (every
+    /// device's configuration, logs, IOC results, quarantines, endpoint state) and lab clock,
+    /// under `<data-dir>/snapshots/NAME/`. Exit 0 done, 1 failed, 2 bad usage.
+    Snapshot {
+        /// `save`, `restore` or `list`.
+        op: String,
+        /// The snapshot's name (letters, digits, `.`, `_`, `-`).
+        name: Option<String>,
+        /// The running lab: its ready file or its dashboard's ready URL
+        /// (`http://127.0.0.1:PORT/_lab/ready`; the lab token then comes from
+        /// FORTILAB_LAB_TOKEN). Default: $FORTILAB_READY_FILE, else the ready file `up` writes.
+        #[arg(long, value_name = "READY_FILE_OR_URL")]
+        attach: Option<String>,
+        /// Print the snapshot's description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check lab, scenario and exercise files without running them. Exit 0 valid, 2 invalid.
     Validate {
         #[arg(required = true)]
@@ -226,6 +243,12 @@ pub fn main() -> ExitCode {
                 }
             }
             Command::Console { device, ready_file } => crate::console::main(&device, ready_file),
+            Command::Snapshot {
+                op,
+                name,
+                attach,
+                json,
+            } => snapshot_cmd(&op, name.as_deref(), attach, json).await,
             Command::Run {
                 scenarios,
                 junit,
@@ -259,6 +282,79 @@ pub fn main() -> ExitCode {
             Command::Exercise(args) => exercise(args).await,
         }
     })
+}
+
+/// `fortilab snapshot save|restore|list [NAME] [--attach READY]`: asks the lab's dashboard
+/// (`POST /_lab/snapshot`, `GET /_lab/snapshots`, lab token), which holds the lab.
+async fn snapshot_cmd(
+    op: &str,
+    name: Option<&str>,
+    attach: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let usage = |m: String| {
+        eprintln!("fortilab snapshot: {m}");
+        ExitCode::from(2)
+    };
+    let parsed = crate::snapshot::SnapshotOp::parse(op);
+    if parsed.is_none() && op != "list" {
+        return usage(format!("unknown operation {op:?} (save, restore or list)"));
+    }
+    let name = match (parsed, name) {
+        (Some(_), None) => return usage(format!("`{op}` needs a snapshot name")),
+        (_, Some(n)) => match crate::snapshot::validate_name(n) {
+            Ok(()) => Some(n),
+            Err(e) => return usage(e.to_string()),
+        },
+        (None, None) => None,
+    };
+    let src = attach
+        .or_else(|| std::env::var(crate::console::READY_ENV).ok())
+        .unwrap_or_else(|| crate::console::default_ready_file().display().to_string());
+    let result = async {
+        let lab = crate::attach::Attached::open(&src).await?;
+        match parsed {
+            Some(op) => {
+                let info = lab
+                    .snapshot_via_dashboard(op, name.unwrap_or_default())
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&info)?);
+                } else {
+                    println!(
+                        "snapshot {} {}: lab time {}, {} devices, {} bytes, {} ms",
+                        info.name,
+                        op.past(),
+                        info.lab_time,
+                        info.devices.len(),
+                        info.bytes,
+                        info.elapsed_ms
+                    );
+                }
+            }
+            None => {
+                let list = lab.snapshot_list().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else if list.is_empty() {
+                    println!("no snapshots");
+                } else {
+                    for i in list {
+                        println!("{:<24} lab time {}  {} bytes", i.name, i.lab_time, i.bytes);
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fortilab snapshot: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn compose(

@@ -10,6 +10,7 @@
 //! - [`clients`]: the vendor-API clients scenarios act and check through;
 //! - [`runner`]: step execution, expectations with lab-time deadlines, JUnit;
 //! - [`attach`]: scenarios against a running lab it did not start (`run --attach`);
+//! - [`snapshot`]: lab snapshots (`snapshot save/restore`, the `snapshot`/`restore` steps);
 //! - [`dashboard`]: the web dashboard of `fortilab up`;
 //! - [`exercise`]: guided exercises (tasks, hints, checks re-evaluated on every change);
 //! - [`cli`]: `fortilab up | run | validate`.
@@ -28,4 +29,5 @@ pub mod links;
 pub mod procs;
 pub mod runner;
 pub mod scenario;
+pub mod snapshot;
 pub mod timeline;

@@ -95,6 +95,12 @@ pub trait LabControl {
         &mut self,
         spec: &crate::links::LinkSpec,
     ) -> impl std::future::Future<Output = anyhow::Result<Value>> + Send;
+    /// Saves or restores a lab snapshot (the lab clock changes with a restore).
+    fn snapshot(
+        &mut self,
+        op: crate::snapshot::SnapshotOp,
+        name: &str,
+    ) -> impl std::future::Future<Output = anyhow::Result<crate::snapshot::SnapshotInfo>> + Send;
 }
 
 impl LabControl for Lab {
@@ -121,6 +127,17 @@ impl LabControl for Lab {
 
     async fn link(&mut self, spec: &crate::links::LinkSpec) -> anyhow::Result<Value> {
         self.links.apply(spec).map_err(|e| anyhow!(e))
+    }
+
+    async fn snapshot(
+        &mut self,
+        op: crate::snapshot::SnapshotOp,
+        name: &str,
+    ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
+        match op {
+            crate::snapshot::SnapshotOp::Save => self.snapshot_save(name).await,
+            crate::snapshot::SnapshotOp::Restore => self.snapshot_restore(name).await,
+        }
     }
 }
 
@@ -436,6 +453,23 @@ impl<L: LabControl> Ctx<L> {
                     json!({"summary": crate::scenario::describe(&StepKind::Link { spec: spec.clone() }), "link": report}),
                 );
                 Ok(format!("link {}", report["name"].as_str().unwrap_or("")))
+            }
+            StepKind::Snapshot { name } | StepKind::Restore { name } => {
+                let op = if matches!(kind, StepKind::Snapshot { .. }) {
+                    crate::snapshot::SnapshotOp::Save
+                } else {
+                    crate::snapshot::SnapshotOp::Restore
+                };
+                let info = self.lab.snapshot(op, name).await?;
+                self.timeline.set_clock(self.lab.clock());
+                self.timeline
+                    .note("lab.snapshot", json!({"op": op.as_str(), "snapshot": info}));
+                Ok(format!(
+                    "snapshot {name} {} (lab time {}, {} ms)",
+                    op.past(),
+                    info.lab_time,
+                    info.elapsed_ms
+                ))
             }
             other => bail!("not an action: {other:?}"),
         }

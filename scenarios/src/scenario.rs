@@ -107,6 +107,14 @@ pub enum StepKind {
     Link {
         spec: crate::links::LinkSpec,
     },
+    /// Save the whole lab as a snapshot (`snapshot = "NAME"`).
+    Snapshot {
+        name: String,
+    },
+    /// Restore a snapshot into the running lab (`restore = "NAME"`).
+    Restore {
+        name: String,
+    },
     /// A FortiGate log (memory log API) with these fields.
     ExpectFgtLog {
         path: String,
@@ -252,6 +260,8 @@ pub const STEP_KEYS: &[&str] = &[
     "restart",
     "wait",
     "link",
+    "snapshot",
+    "restore",
     "expect_fgt_log",
     "expect_faz_log",
     "expect_compromised",
@@ -582,6 +592,18 @@ pub(crate) fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
             spec.resolve()?;
             StepKind::Link { spec }
         }
+        "snapshot" | "restore" => {
+            let name = v
+                .as_str()
+                .ok_or("expects a snapshot name (a string)")?
+                .to_string();
+            crate::snapshot::validate_name(&name).map_err(|e| e.to_string())?;
+            if action == "snapshot" {
+                StepKind::Snapshot { name }
+            } else {
+                StepKind::Restore { name }
+            }
+        }
         "expect_fgt_log" => {
             let m = obj(v, &["path", "fields"])?;
             let path = req_str(m, "path")?;
@@ -694,6 +716,8 @@ pub fn describe(k: &StepKind) -> String {
             }
             format!("link {} ↔ {}: {}", spec.a, spec.b, parts.join(", "))
         }
+        StepKind::Snapshot { name } => format!("save lab snapshot {name}"),
+        StepKind::Restore { name } => format!("restore lab snapshot {name}"),
         StepKind::ExpectFgtLog { path, fields } => {
             format!("FortiGate log {path} {}", Value::Object(fields.clone()))
         }

@@ -126,6 +126,10 @@ fn router(app: App) -> Router {
         .route("/_lab/exercise/hint", post(exercise_hint))
         .route("/_lab/exercise/restart", post(exercise_restart))
         .route("/_lab/inject", post(inject))
+        .route("/_lab/snapshot", post(snapshot_op))
+        .route("/_lab/snapshots", get(snapshot_list))
+        .route("/api/snapshot", post(snapshot_op))
+        .route("/api/snapshots", get(snapshot_list))
         .route("/_lab/ready", get(ready_report))
         .route("/_lab/health", get(|| async { Json(json!({"ok": true})) }))
         .with_state(app)
@@ -447,6 +451,54 @@ async fn device_action(
         Ok(m) => Json(json!({"ok": true, "message": m})).into_response(),
         Err(e) => err(StatusCode::BAD_REQUEST, format!("{e:#}")),
     }
+}
+
+#[derive(Deserialize)]
+struct SnapshotReq {
+    op: String,
+    name: String,
+}
+
+/// Saves or restores a lab snapshot: `{"op": "save"|"restore", "name"}`; answers the
+/// snapshot's description and the lab clock after the operation.
+async fn snapshot_op(State(s): State<App>, body: axum::body::Bytes) -> Response {
+    let r: SnapshotReq = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("bad snapshot request: {e}"),
+            )
+        }
+    };
+    let Some(op) = crate::snapshot::SnapshotOp::parse(&r.op) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("unknown snapshot operation {:?} (save or restore)", r.op),
+        );
+    };
+    if let Err(e) = crate::snapshot::validate_name(&r.name) {
+        return err(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    match s.session.snapshot(op, &r.name).await {
+        Ok(info) => {
+            let clock = s.session.report()["clock"].clone();
+            Json(json!({"ok": true, "snapshot": info, "clock": clock})).into_response()
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let status = if msg.contains("no snapshot named") || msg.contains("not of this lab") {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            err(status, msg)
+        }
+    }
+}
+
+async fn snapshot_list(State(s): State<App>) -> Response {
+    Json(json!({"snapshots": s.session.snapshots()})).into_response()
 }
 
 // ------------------------------------------------------------------------------ buttons

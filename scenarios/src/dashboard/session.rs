@@ -300,6 +300,62 @@ impl LabSession {
         r
     }
 
+    /// Saves or restores a lab snapshot (the dashboard's buttons, `POST /_lab/snapshot`,
+    /// `fortilab snapshot`): the devices restart on their ports; the timeline follows the lab
+    /// clock (a restore moves it back to the snapshot's lab time) and the ready file is
+    /// rewritten with it.
+    pub async fn snapshot(
+        &self,
+        op: crate::snapshot::SnapshotOp,
+        name: &str,
+    ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
+        let r = {
+            let mut g = self.ctx.lock().await;
+            match g.as_mut() {
+                None => Err(anyhow!("the lab is restarting")),
+                Some(ctx) => {
+                    let r = match op {
+                        crate::snapshot::SnapshotOp::Save => ctx.lab.snapshot_save(name).await,
+                        crate::snapshot::SnapshotOp::Restore => {
+                            ctx.lab.snapshot_restore(name).await
+                        }
+                    };
+                    self.timeline.set_clock(ctx.lab.clock);
+                    {
+                        let mut rep = self.report.lock().unwrap();
+                        rep["clock"] = crate::attach::clock_json(&ctx.lab.clock);
+                    }
+                    self.refresh_procs(ctx);
+                    r
+                }
+            }
+        };
+        let summary = match &r {
+            Ok(i) => format!(
+                "lab snapshot {} {} (lab time {}, {} ms)",
+                i.name,
+                op.past(),
+                i.lab_time,
+                i.elapsed_ms
+            ),
+            Err(e) => format!("lab snapshot {name}: {} failed: {e:#}", op.as_str()),
+        };
+        self.timeline.note(
+            "lab.snapshot",
+            json!({"summary": summary, "op": op.as_str(), "name": name,
+                   "snapshot": r.as_ref().ok()}),
+        );
+        self.write_ready_file()
+            .context("rewriting the ready file after a snapshot")?;
+        self.changed.notify_waiters();
+        r
+    }
+
+    /// The lab's snapshots.
+    pub fn snapshots(&self) -> Vec<crate::snapshot::SnapshotInfo> {
+        crate::snapshot::list(&self.opts.data_dir)
+    }
+
     /// Stops every device, wipes their data (the lab CA is kept), and starts the lab again
     /// with the same seed: `def` replaces the lab definition (a scenario's own lab), `speed`
     /// the lab clock's speed factor. Devices come back on the same real ports.

@@ -21,9 +21,6 @@ pub const FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
 /// How long events are gathered after the first one before one evaluation covers them all.
 pub const COALESCE: Duration = Duration::from_millis(15);
 
-/// What a restart answers while the lab cannot take snapshots.
-pub const SNAPSHOTS_UNAVAILABLE: &str = "snapshots are not available";
-
 /// The snapshot taken when task `id` began.
 pub fn snapshot_name(id: &str) -> String {
     format!("exercise-task-{id}")
@@ -292,16 +289,20 @@ impl ExerciseRun {
     }
 }
 
-/// Saves a lab snapshot (the snapshot API of the lab).
-async fn snapshot_save(_session: &LabSession, _name: &str) -> anyhow::Result<()> {
-    Err(anyhow!(SNAPSHOTS_UNAVAILABLE))
+/// Saves a lab snapshot (the lab's snapshot API: every device's state and the lab clock).
+async fn snapshot_save(session: &LabSession, name: &str) -> anyhow::Result<()> {
+    session
+        .snapshot(crate::snapshot::SnapshotOp::Save, name)
+        .await
+        .map(|_| ())
 }
 
 /// Restores a lab snapshot.
-async fn snapshot_restore(_session: &LabSession, _name: &str) -> anyhow::Result<()> {
-    Err(anyhow!(
-        "{SNAPSHOTS_UNAVAILABLE}: this build cannot start a task over yet"
-    ))
+async fn snapshot_restore(session: &LabSession, name: &str) -> anyhow::Result<()> {
+    session
+        .snapshot(crate::snapshot::SnapshotOp::Restore, name)
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

@@ -1,0 +1,86 @@
+//! Lab snapshots (issue 17): the FortiGate state that lives only in memory — the memory log,
+//! the compromised-host list, the automation run history and the banned-IP list — saved at
+//! shutdown when the orchestrator asks for it and loaded at the next start.
+//!
+//! The orchestrator takes a snapshot by quiescing the lab: `POST /_lab/state/keep` (lab
+//! token), then SIGTERM; after the drain the device writes [`STATE_FILE`] next to its saved
+//! configuration (`fgt.conf`) and its log queue, so the data directory is the device's whole
+//! state. A start that finds the file loads it and removes it: an ordinary restart (no file)
+//! starts with an empty memory log, as before.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::automation::hosts::HostEntry;
+use crate::automation::{Engine, RunRecord};
+use crate::device::{Ban, Device, StitchStats};
+use crate::logs::SavedLogs;
+
+/// The file under `--data-dir` holding the saved in-memory state.
+pub const STATE_FILE: &str = "lab-state.json";
+
+/// What a snapshot keeps of the FortiGate's memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabState {
+    pub logs: SavedLogs,
+    #[serde(default)]
+    pub compromised_hosts: Vec<HostEntry>,
+    #[serde(default)]
+    pub runs: Vec<RunRecord>,
+    #[serde(default)]
+    pub banned: Vec<Ban>,
+    /// Per-stitch statistics (`monitor/system/automation-stitch/stats`).
+    #[serde(default)]
+    pub stitch_stats: std::collections::BTreeMap<String, StitchStats>,
+}
+
+impl LabState {
+    /// The device's current state.
+    pub fn export(dev: &Device, engine: &Engine) -> LabState {
+        LabState {
+            logs: dev.logs.export(),
+            compromised_hosts: engine.compromised_hosts(),
+            runs: engine.runs(),
+            banned: dev.banned.list(),
+            stitch_stats: dev.automation.all_stats(),
+        }
+    }
+
+    /// Writes the state file (0600, atomically).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        fortilab_core::secrets::write_private(&dir.join(STATE_FILE), &text)
+    }
+
+    /// Reads and removes the state file, if there is one.
+    pub fn take(dir: &Path) -> Result<Option<LabState>, String> {
+        let path = dir.join(STATE_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let state =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Some(state))
+    }
+}
+
+/// `POST /_lab/state/keep`: save the in-memory state at the coming shutdown.
+pub fn lab_router(dev: Arc<Device>) -> Router {
+    Router::new()
+        .route("/_lab/state/keep", post(keep))
+        .with_state(dev)
+}
+
+async fn keep(State(dev): State<Arc<Device>>) -> Json<serde_json::Value> {
+    dev.keep_state.store(true, Ordering::SeqCst);
+    Json(serde_json::json!({"ok": true, "file": STATE_FILE}))
+}
