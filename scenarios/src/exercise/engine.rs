@@ -150,8 +150,12 @@ impl ExerciseRun {
     /// every later one are not done any more.
     pub async fn restart(&self, id: &str) -> anyhow::Result<()> {
         let i = self.index(id)?;
-        if self.progress.lock().unwrap().tasks[i].started_at.is_none() {
-            anyhow::bail!("task {id:?} has not begun yet: nothing to start over");
+        match &self.progress.lock().unwrap().tasks[i].snapshot {
+            Some(Ok(_)) => {}
+            Some(Err(e)) => anyhow::bail!("no snapshot of the start of task {id:?}: {e}"),
+            None => anyhow::bail!(
+                "task {id:?} has not begun yet (or its starting snapshot is still being taken)"
+            ),
         }
         {
             let _g = self.eval.lock().await;
@@ -186,10 +190,16 @@ impl ExerciseRun {
             };
             let task = &self.exercise.tasks[i];
             if begun {
-                match snapshot_save(&self.session, &snapshot_name(&task.id)).await {
-                    Ok(()) => tracing::debug!(task = %task.id, "task snapshot saved"),
-                    Err(e) => tracing::debug!(task = %task.id, "no task snapshot: {e:#}"),
-                }
+                self.changed.notify_waiters();
+                let name = snapshot_name(&task.id);
+                let r = match snapshot_save(&self.session, &name).await {
+                    Ok(()) => Ok(name),
+                    Err(e) => {
+                        tracing::warn!(task = %task.id, "no snapshot of the task's start: {e:#}");
+                        Err(format!("{e:#}"))
+                    }
+                };
+                self.progress.lock().unwrap().tasks[i].snapshot = Some(r);
                 self.changed.notify_waiters();
             }
             let Some(clients) = self.session.clients() else {

@@ -18,6 +18,9 @@ pub struct TaskProgress {
     pub started_at: Option<SystemTime>,
     /// What the last evaluation of the task's checks saw (one line per check).
     pub last_seen: Vec<String>,
+    /// The lab snapshot taken when the task began: `Some(Ok(name))` once saved, `Some(Err)`
+    /// when it could not be; `None` while it is being taken (or the task has not begun).
+    pub snapshot: Option<Result<String, String>>,
 }
 
 /// A running exercise's progress.
@@ -111,6 +114,10 @@ impl Progress {
             t.started_at = None;
             t.last_seen.clear();
         }
+        // The task's own snapshot stays (it was just restored); later tasks take new ones.
+        for t in self.tasks.iter_mut().skip(i + 1) {
+            t.snapshot = None;
+        }
         if let Some(t) = self.tasks.get_mut(i) {
             t.started_at = Some(now);
         }
@@ -162,6 +169,12 @@ impl Progress {
                 tv["hints"] = json!(t.hints[..p.hints_shown.min(t.hints.len())]);
                 tv["checks"] = json!(t.checks.iter().map(|c| c.name.clone()).collect::<Vec<_>>());
                 tv["last_seen"] = json!(p.last_seen);
+                tv["started"] = json!(p.started_at.is_some());
+                tv["snapshot"] = match &p.snapshot {
+                    None => Value::Null,
+                    Some(Ok(name)) => json!({"saved": true, "name": name}),
+                    Some(Err(e)) => json!({"saved": false, "error": e}),
+                };
             }
         }
         v
