@@ -108,7 +108,9 @@ impl Lab {
         let (_, rest) = text.split_once("\r\n\r\n").unwrap_or(("", ""));
         // The body may be chunked: take the JSON between the first '{' and the last '}'.
         let json = match (rest.find('{'), rest.rfind('}')) {
-            (Some(a), Some(b)) if b >= a => serde_json::from_str(&rest[a..=b]).unwrap_or(Value::Null),
+            (Some(a), Some(b)) if b >= a => {
+                serde_json::from_str(&rest[a..=b]).unwrap_or(Value::Null)
+            }
             _ => Value::Null,
         };
         (status, json)
@@ -305,16 +307,29 @@ fn seed_exercise_played_through_console_and_rest_ticks_every_task() {
         );
     }));
     let p = lab.progress();
-    assert!(p["tasks"][0]["done_at"].as_str().unwrap().ends_with('Z'), "{p}");
+    assert!(
+        p["tasks"][0]["done_at"].as_str().unwrap().ends_with('Z'),
+        "{p}"
+    );
     assert!(p["last_activity"].is_string(), "{p}");
 
     // A hint, revealed on request.
-    let (st, h) = lab.dash("POST", "/_lab/exercise/hint", Some(&json!({"task": "faz-authorize"})));
+    let (st, h) = lab.dash(
+        "POST",
+        "/_lab/exercise/hint",
+        Some(&json!({"task": "faz-authorize"})),
+    );
     assert_eq!(st, 200, "{h}");
     assert_eq!(h["hint"], 1);
-    assert!(h["text"].as_str().unwrap().contains("diagnose dvm device list"));
+    assert!(h["text"]
+        .as_str()
+        .unwrap()
+        .contains("diagnose dvm device list"));
     assert_eq!(lab.progress()["tasks"][1]["hints_shown"], 1);
-    assert_eq!(lab.task("faz-authorize")["hints"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        lab.task("faz-authorize")["hints"].as_array().unwrap().len(),
+        1
+    );
 
     // 2. FortiAnalyzer JSON-RPC: authorize the FortiGate.
     latencies.push(lab.expect_done_after("faz-authorize", |l| {
@@ -375,11 +390,23 @@ end
     lab.fortigate_console(
         "config firewall address\nedit \"scratch\"\nset subnet 10.9.9.9 255.255.255.255\nnext\nend",
     );
-    let (st, r) = lab.dash("POST", "/_lab/exercise/restart", Some(&json!({"task": "stitch"})));
+    let (st, r) = lab.dash(
+        "POST",
+        "/_lab/exercise/restart",
+        Some(&json!({"task": "stitch"})),
+    );
     assert_eq!(st, 200, "{r}");
     assert_eq!(r["progress"]["current"], "stitch");
-    let (st, _) = block(lab.ctx.fgt.call("GET", "/api/v2/cmdb/firewall/address/scratch", None)).unwrap();
-    assert_eq!(st, 404, "the restore brings back the state of the task's start");
+    let (st, _) = block(
+        lab.ctx
+            .fgt
+            .call("GET", "/api/v2/cmdb/firewall/address/scratch", None),
+    )
+    .unwrap();
+    assert_eq!(
+        st, 404,
+        "the restore brings back the state of the task's start"
+    );
     assert!(lab.done("policy"), "earlier tasks stay done");
     latencies.push(lab.expect_done_after("stitch", |l| {
         l.fortigate_console(
@@ -389,7 +416,11 @@ end
 
     // 7. JSON-RPC: FortiAnalyzer's JSON API log.
     latencies.push(lab.expect_done_after("jsonapi-log", |l| {
-        l.faz("set", "/cli/global/system/global", json!({"data": {"jsonapi-log": "all"}}));
+        l.faz(
+            "set",
+            "/cli/global/system/global",
+            json!({"data": {"jsonapi-log": "all"}}),
+        );
     }));
 
     // 8, 9. The EICAR download; FortiAnalyzer, the stitch and EMS do the rest.
@@ -401,7 +432,9 @@ end
 
     // 10. EMS REST: release.
     latencies.push(lab.expect_done_after("release", |l| {
-        let ep = block(l.ctx.ems.endpoint_by_ip("10.115.2.52")).unwrap().unwrap();
+        let ep = block(l.ctx.ems.endpoint_by_ip("10.115.2.52"))
+            .unwrap()
+            .unwrap();
         l.ems(
             "POST",
             "clients/unquarantine",
@@ -444,9 +477,16 @@ faz_ack = { ip = "10.115.2.52", comment = "trainee" }
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("11/11 task(s) done"), "{text}");
-    assert!(text.contains("✔  6. The Compromised Host Quarantine automation stitch (stitch)"), "{text}");
+    assert!(
+        text.contains("✔  6. The Compromised Host Quarantine automation stitch (stitch)"),
+        "{text}"
+    );
     lab.proc_.terminate();
 }
 
@@ -519,7 +559,9 @@ within = "10s"
 "#,
         );
         lab.stays_incomplete("authorize", Duration::from_secs(3));
-        assert!(!block(lab.ctx.ems.endpoint_by_ip("10.115.2.52")).unwrap().unwrap()["is_quarantined"]
+        assert!(!block(lab.ctx.ems.endpoint_by_ip("10.115.2.52"))
+            .unwrap()
+            .unwrap()["is_quarantined"]
             .as_bool()
             .unwrap_or(false));
         lab.proc_.terminate();

@@ -1071,10 +1071,16 @@ mod tests {
     #[test]
     fn secrets_typed_at_a_console_are_redacted_in_the_event() {
         use super::redact_command;
-        assert_eq!(redact_command("  diagnose test application fgfmd 1 "), "diagnose test application fgfmd 1");
+        assert_eq!(
+            redact_command("  diagnose test application fgfmd 1 "),
+            "diagnose test application fgfmd 1"
+        );
         assert_eq!(redact_command("set password Hunter2"), "set password *");
         assert_eq!(redact_command("SET psksecret abc"), "set psksecret *");
-        assert_eq!(redact_command("set server \"10.115.1.20\""), "set server \"10.115.1.20\"");
+        assert_eq!(
+            redact_command("set server \"10.115.1.20\""),
+            "set server \"10.115.1.20\""
+        );
     }
 
     use super::*;

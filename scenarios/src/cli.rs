@@ -560,7 +560,12 @@ pub fn format_progress(v: &Value) -> String {
         } else {
             "·"
         };
-        let mut line = format!("  {mark} {:>2}. {} ({})", i + 1, s(&t["title"]), s(&t["id"]));
+        let mut line = format!(
+            "  {mark} {:>2}. {} ({})",
+            i + 1,
+            s(&t["title"]),
+            s(&t["id"])
+        );
         if let Some(at) = t["done_at"].as_str() {
             line.push_str(&format!("  done {at}"));
         }

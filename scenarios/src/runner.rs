@@ -495,7 +495,6 @@ impl<L: LabControl> Ctx<L> {
         .map(|(ok, seen)| check(ok, seen))
     }
 
-
     /// Runs one step to completion.
     pub async fn run_step(&mut self, step: &Step) -> StepOutcome {
         let t0 = Instant::now();
@@ -675,8 +674,8 @@ impl Probe<'_> {
                                 ok &= h.get("verdict").and_then(Value::as_str) == Some(v.as_str());
                             }
                             if let Some(l) = level {
-                                ok &=
-                                    h.get("verdict-level").and_then(Value::as_str) == Some(l.as_str());
+                                ok &= h.get("verdict-level").and_then(Value::as_str)
+                                    == Some(l.as_str());
                             }
                             if let Some(a) = ack {
                                 let acked = match h.get("ack") {
@@ -708,9 +707,9 @@ impl Probe<'_> {
                     let hit = rows.iter().any(|a| {
                         trigger.as_ref().is_none_or(|t| {
                             a.get("triggername").and_then(Value::as_str) == Some(t.as_str())
-                        }) && ip
-                            .as_ref()
-                            .is_none_or(|i| a.get("epip").and_then(Value::as_str) == Some(i.as_str()))
+                        }) && ip.as_ref().is_none_or(|i| {
+                            a.get("epip").and_then(Value::as_str) == Some(i.as_str())
+                        })
                     });
                     check(
                         hit,
@@ -735,7 +734,8 @@ impl Probe<'_> {
                         ),
                     )
                 }
-                StepKind::ExpectEms { ip, quarantined } => match self.ems.endpoint_by_ip(ip).await? {
+                StepKind::ExpectEms { ip, quarantined } => match self.ems.endpoint_by_ip(ip).await?
+                {
                     None => check(false, format!("EMS does not list {ip}")),
                     Some(e) => {
                         let q = match e.get("is_quarantined") {

@@ -894,8 +894,9 @@ async fn exercise_hint(State(s): State<App>, Json(r): Json<TaskReq>) -> Response
         return no_exercise();
     };
     match x.hint(&r.task) {
-        Ok((n, text)) => Json(json!({"ok": true, "task": r.task, "hint": n, "text": text}))
-            .into_response(),
+        Ok((n, text)) => {
+            Json(json!({"ok": true, "task": r.task, "hint": n, "text": text})).into_response()
+        }
         Err(e) => err(StatusCode::CONFLICT, format!("{e:#}")),
     }
 }
@@ -905,11 +906,15 @@ async fn exercise_restart(State(s): State<App>, Json(r): Json<TaskReq>) -> Respo
         return no_exercise();
     };
     if x.exercise.task_index(&r.task).is_none() {
-        return err(StatusCode::NOT_FOUND, format!("no task {:?} in this exercise", r.task));
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no task {:?} in this exercise", r.task),
+        );
     }
     match x.restart(&r.task).await {
-        Ok(()) => Json(json!({"ok": true, "task": r.task, "progress": x.status_json()}))
-            .into_response(),
+        Ok(()) => {
+            Json(json!({"ok": true, "task": r.task, "progress": x.status_json()})).into_response()
+        }
         Err(e) => err(StatusCode::CONFLICT, format!("{e:#}")),
     }
 }

@@ -155,7 +155,9 @@ pub fn parse_check(key: &str, v: &Value) -> Result<CheckKind, String> {
             let m = obj(v, &["url", "fields"])?;
             let url = opt_str(m, "url")?.unwrap_or_else(|| "/cli/global/system/global".into());
             if !url.starts_with('/') {
-                return Err(format!("`url` is a JSON-RPC url such as /cli/global/system/global, got {url:?}"));
+                return Err(format!(
+                    "`url` is a JSON-RPC url such as /cli/global/system/global, got {url:?}"
+                ));
             }
             CheckKind::FazSetting {
                 url,
@@ -406,10 +408,20 @@ async fn eval_kind(k: &CheckKind, p: &Probe<'_>) -> anyhow::Result<(bool, String
             }
             let rows = cmdb_rows(&v);
             let hit = rows.iter().any(|r| fields_match(r, fields));
-            (hit, format!("{} entr{} in {path}", rows.len(), if rows.len() == 1 { "y" } else { "ies" }))
+            (
+                hit,
+                format!(
+                    "{} entr{} in {path}",
+                    rows.len(),
+                    if rows.len() == 1 { "y" } else { "ies" }
+                ),
+            )
         }
         CheckKind::FazDevice { name, authorized } => {
-            let r = p.faz.rpc("get", "/dvmdb/device", serde_json::json!({}), true).await?;
+            let r = p
+                .faz
+                .rpc("get", "/dvmdb/device", serde_json::json!({}), true)
+                .await?;
             let rows = r
                 .get("data")
                 .and_then(Value::as_array)
@@ -445,11 +457,17 @@ async fn eval_kind(k: &CheckKind, p: &Probe<'_>) -> anyhow::Result<(bool, String
         CheckKind::FazSetting { url, fields } => {
             let r = p.faz.rpc("get", url, serde_json::json!({}), true).await?;
             let data = r.get("data").cloned().unwrap_or(Value::Null);
-            (fields_match(&data, fields), format!("{url}: {}", crate::exercise::check::short(&data)))
+            (
+                fields_match(&data, fields),
+                format!("{url}: {}", crate::exercise::check::short(&data)),
+            )
         }
         CheckKind::Console { device, command } => {
             let hits = p.timeline.find(|e| console_matches(e, device, command));
-            (!hits.is_empty(), format!("{} matching command(s)", hits.len()))
+            (
+                !hits.is_empty(),
+                format!("{} matching command(s)", hits.len()),
+            )
         }
     })
 }
@@ -478,9 +496,14 @@ mod tests {
                             "webfilter-profile": "monitor-all", "utm-status": "enable"});
         assert!(fields_match(
             &policy,
-            &f(json!({"srcintf": "port3", "srcaddr": "10.115.2.52/32", "webfilter-profile": "monitor-all", "utm-status": "ENABLE", "policyid": 1}))
+            &f(
+                json!({"srcintf": "port3", "srcaddr": "10.115.2.52/32", "webfilter-profile": "monitor-all", "utm-status": "ENABLE", "policyid": 1})
+            )
         ));
-        assert!(!fields_match(&policy, &f(json!({"webfilter-profile": "default"}))));
+        assert!(!fields_match(
+            &policy,
+            &f(json!({"webfilter-profile": "default"}))
+        ));
         assert!(!fields_match(&policy, &f(json!({"av-profile": "default"}))));
         let two = json!({"srcaddr": [{"name": "a"}, {"name": "b"}]});
         assert!(fields_match(&two, &f(json!({"srcaddr": "b a"}))));
@@ -488,9 +511,13 @@ mod tests {
         assert!(fields_match(&two, &f(json!({"srcaddr": "a"}))));
         assert!(!fields_match(&two, &f(json!({"srcaddr": "c"}))));
         assert!(!fields_match(&two, &f(json!({"srcaddr": ["a"]}))));
-        let setting = json!({"http_method": "GET", "results": {"status": "enable", "server": "10.115.1.20"}});
+        let setting =
+            json!({"http_method": "GET", "results": {"status": "enable", "server": "10.115.1.20"}});
         assert_eq!(cmdb_rows(&setting).len(), 1);
-        assert!(fields_match(&cmdb_rows(&setting)[0], &f(json!({"status": "enable", "server": "10.115.1.20"}))));
+        assert!(fields_match(
+            &cmdb_rows(&setting)[0],
+            &f(json!({"status": "enable", "server": "10.115.1.20"}))
+        ));
     }
 
     #[test]
@@ -502,7 +529,8 @@ mod tests {
         assert!(!device_matches(&faz, Some("other"), false));
         let fct = json!({"name": "PC-52", "os_type": "fct", "authorized": 1});
         assert!(!device_matches(&fct, None, true));
-        let ems = json!({"cn": "FGVM01", "name": "FGVM01", "type": "FortiGate", "authorized": true});
+        let ems =
+            json!({"cn": "FGVM01", "name": "FGVM01", "type": "FortiGate", "authorized": true});
         assert!(device_matches(&ems, None, true));
         assert!(!device_matches(&ems, None, false));
     }
@@ -510,9 +538,21 @@ mod tests {
     #[test]
     fn console_commands_match_abbreviated_words() {
         let ev = json!({"kind": "console.command", "source": "fortigate", "command": "diag   debug app fgfmd -1"});
-        assert!(console_matches(&ev, "fortigate", &normalize("diagnose debug application")));
-        assert!(!console_matches(&ev, "fortianalyzer", "diagnose debug application"));
-        assert!(!console_matches(&ev, "fortigate", "diagnose test application"));
+        assert!(console_matches(
+            &ev,
+            "fortigate",
+            &normalize("diagnose debug application")
+        ));
+        assert!(!console_matches(
+            &ev,
+            "fortianalyzer",
+            "diagnose debug application"
+        ));
+        assert!(!console_matches(
+            &ev,
+            "fortigate",
+            "diagnose test application"
+        ));
         assert!(command_prefix("get sys status", "get system status"));
         assert!(!command_prefix("d debug", "diagnose debug"));
         assert!(!command_prefix("diagnose", "diagnose debug"));
@@ -525,8 +565,14 @@ mod tests {
             CheckKind::Cmdb { ref path, .. } if path == "firewall/policy"
         ));
         assert!(parse_check("cmdb", &json!({"path": "policy"})).is_err());
-        assert!(parse_check("cmdb", &json!({"path": "firewall/policy", "feilds": {}})).unwrap_err().contains("unknown field"));
-        assert!(parse_check("faz_setting", &json!({})).unwrap_err().contains("missing `fields`"));
+        assert!(
+            parse_check("cmdb", &json!({"path": "firewall/policy", "feilds": {}}))
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        assert!(parse_check("faz_setting", &json!({}))
+            .unwrap_err()
+            .contains("missing `fields`"));
         assert!(parse_check("console", &json!({"device": "ems", "command": "x"})).is_err());
         assert!(parse_check("expect_stitch", &json!({"stitch": "S"})).is_ok());
         assert!(parse_check("fgt_cli", &json!("show")).is_err());

@@ -52,7 +52,10 @@ pub fn is_relevant(ev: &Value, faz_serial: &str) -> bool {
 /// reads and log searches).
 fn is_api_change(ev: &Value) -> bool {
     let method = ev.get("method").and_then(Value::as_str).unwrap_or("");
-    if !matches!(method, "set" | "update" | "exec" | "add" | "delete" | "move" | "clone") {
+    if !matches!(
+        method,
+        "set" | "update" | "exec" | "add" | "delete" | "move" | "clone"
+    ) {
         return false;
     }
     let urls = ev.get("urls").and_then(Value::as_array);
@@ -160,10 +163,7 @@ impl ExerciseRun {
         {
             let _g = self.eval.lock().await;
             snapshot_restore(&self.session, &snapshot_name(id)).await?;
-            self.progress
-                .lock()
-                .unwrap()
-                .restart(i, SystemTime::now());
+            self.progress.lock().unwrap().restart(i, SystemTime::now());
         }
         self.session.timeline.note(
             "exercise.restart",
@@ -321,10 +321,7 @@ mod tests {
 
     #[test]
     fn the_checks_own_reads_do_not_wake_the_engine() {
-        assert!(!is_relevant(
-            &json!({"kind": "api.request"}),
-            "FAZ1"
-        ));
+        assert!(!is_relevant(&json!({"kind": "api.request"}), "FAZ1"));
         assert!(!is_relevant(
             &json!({"kind": "api.request", "method": "get", "urls": ["/cli/global/system/global"]}),
             "FAZ1"
@@ -337,22 +334,10 @@ mod tests {
             &json!({"kind": "api.request", "method": "set", "urls": ["/cli/global/system/global"]}),
             "FAZ1"
         ));
-        assert!(!is_relevant(
-            &json!({"kind": "endpoint.keepalive"}),
-            "FAZ1"
-        ));
-        assert!(!is_relevant(
-            &json!({"kind": "exercise.task_done"}),
-            "FAZ1"
-        ));
-        assert!(is_relevant(
-            &json!({"kind": "config.change"}),
-            "FAZ1"
-        ));
-        assert!(is_relevant(
-            &json!({"kind": "log.received"}),
-            "FAZ1"
-        ));
+        assert!(!is_relevant(&json!({"kind": "endpoint.keepalive"}), "FAZ1"));
+        assert!(!is_relevant(&json!({"kind": "exercise.task_done"}), "FAZ1"));
+        assert!(is_relevant(&json!({"kind": "config.change"}), "FAZ1"));
+        assert!(is_relevant(&json!({"kind": "log.received"}), "FAZ1"));
         assert!(!is_relevant(
             &json!({"kind": "log.received", "from": "FAZ1"}),
             "FAZ1"

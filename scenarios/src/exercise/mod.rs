@@ -122,7 +122,10 @@ fn from_def(mut def: LabDef, text: &str, stem: &str) -> Result<Exercise, DefErro
         ));
     }
     if def.task.is_empty() {
-        return Err(top("[exercise]", "an exercise needs at least one [[task]]".into()));
+        return Err(top(
+            "[exercise]",
+            "an exercise needs at least one [[task]]".into(),
+        ));
     }
     let meta = def.exercise.clone().unwrap_or_default();
     let mut tasks: Vec<Task> = Vec::new();
@@ -305,7 +308,8 @@ fn parse_task(
         };
         let json = crate::scenario::toml_to_json(&toml::Value::Table(t.clone()));
         let body = json.get(key).cloned().unwrap_or(Value::Null);
-        let kind = check::parse_check(key, &body).map_err(|m| c_at(key, format!("`{key}`: {m}")))?;
+        let kind =
+            check::parse_check(key, &body).map_err(|m| c_at(key, format!("`{key}`: {m}")))?;
         let negate = match t.get("not") {
             None => false,
             Some(toml::Value::Boolean(b)) => *b,
@@ -406,19 +410,30 @@ not = true
         let bad = GOOD.replace("faz_device = {", "faz_devise = {");
         let e = parse("e.toml", &bad).unwrap_err();
         assert_eq!((e.file.as_str(), e.line), ("e.toml", 23));
-        assert!(e.message.contains("unknown key `faz_devise`"), "{}", e.message);
+        assert!(
+            e.message.contains("unknown key `faz_devise`"),
+            "{}",
+            e.message
+        );
 
         let bad = GOOD.replace("fields = { status = \"enable\" }", "fields = 3");
         let e = parse("e.toml", &bad).unwrap_err();
         assert_eq!(e.line, 16);
-        assert!(e.message.contains("`fields` must be a table"), "{}", e.message);
+        assert!(
+            e.message.contains("`fields` must be a table"),
+            "{}",
+            e.message
+        );
 
         let bad = GOOD.replace("id = \"authorize\"", "id = \"logging\"");
         let e = parse("e.toml", &bad).unwrap_err();
         assert_eq!(e.line, 19);
         assert!(e.message.contains("already used"), "{}", e.message);
 
-        let bad = GOOD.replace("title = \"Authorize\"\n", "title = \"Authorize\"\nwhen = 1\n");
+        let bad = GOOD.replace(
+            "title = \"Authorize\"\n",
+            "title = \"Authorize\"\nwhen = 1\n",
+        );
         let e = parse("e.toml", &bad).unwrap_err();
         assert_eq!(e.line, 21);
 
