@@ -1102,6 +1102,9 @@ fn a_snapshot_brings_the_whole_lab_back_and_the_flow_continues() {
     let (code, out, _) = run_fortilab(&["snapshot", "list", "--attach", &ready_s]);
     assert_eq!(code, 0);
     assert!(out.contains("quarantined"), "{out}");
+    let (st, v) = curl_json("GET", &format!("{dash}/api/snapshots"), &ca, None, &[]);
+    assert_eq!(st, 200);
+    assert_eq!(v["snapshots"][0]["name"], "quarantined", "{v}");
 
     // Release, acknowledge, change the configuration, write more logs.
     let (st, v) = dash_post("/api/ems/unquarantine", serde_json::json!({"ip": ip}));
