@@ -827,6 +827,27 @@ function setupButtons() {
     });
   }
   $('#btn-reset').addEventListener('click', () => act($('#btn-reset'), '/api/lab/reset', {}, () => 'restarting the lab (same seed)'));
+  // Lab snapshots: the whole lab saved under a name, restored into the running lab.
+  const snapList = async () => {
+    const r = await api('/api/snapshots');
+    const dl = $('#snap-list');
+    dl.textContent = '';
+    for (const s of (r && r.snapshots) || []) {
+      const o = document.createElement('option');
+      o.value = s.name;
+      o.label = `lab time ${s.lab_time}`;
+      dl.appendChild(o);
+    }
+  };
+  const snap = (op) => async () => {
+    const name = $('#snap-name').value.trim();
+    const btn = $(op === 'save' ? '#btn-snap-save' : '#btn-snap-restore');
+    await act(btn, '/api/snapshot', { op, name }, (v) => `snapshot ${name} ${op === 'save' ? 'saved' : 'restored'} (lab time ${v.snapshot.lab_time}, ${v.snapshot.elapsed_ms} ms)`);
+    snapList();
+  };
+  $('#btn-snap-save').addEventListener('click', snap('save'));
+  $('#btn-snap-restore').addEventListener('click', snap('restore'));
+  snapList();
   $('#btn-speed').addEventListener('click', () => {
     const speed = Number($('#speed').value);
     act($('#btn-speed'), '/api/lab/speed', { speed }, () => `restarting the lab at ×${speed}`);

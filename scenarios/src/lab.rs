@@ -758,6 +758,7 @@ impl Lab {
         let started = std::time::Instant::now();
         crate::snapshot::validate_name(name)?;
         let (cut_ms, quiesce) = self.quiesce(true).await;
+        let t_quiesce = started.elapsed();
         let labels = self.device_labels();
         let mut info = crate::snapshot::SnapshotInfo {
             name: name.to_string(),
@@ -769,6 +770,7 @@ impl Lab {
             devices: Vec::new(),
             bytes: 0,
             elapsed_ms: 0,
+            phases_ms: Default::default(),
         };
         let written = match &quiesce {
             Ok(()) => crate::snapshot::write_snapshot(&self.dir, &labels, &mut info)
@@ -776,11 +778,13 @@ impl Lab {
                 .map_err(anyhow::Error::from),
             Err(e) => Err(anyhow!("{e:#}")),
         };
+        let t_copy = started.elapsed();
         let resumed = self.resume(cut_ms).await;
         written.context("saving the snapshot")?;
         resumed.context("restarting the lab after the snapshot")?;
         info.elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(name, lab_time = %info.lab_time, bytes = info.bytes, ms = info.elapsed_ms, "lab snapshot saved");
+        info.phases_ms = phases(t_quiesce, t_copy, started.elapsed());
+        tracing::info!(name, lab_time = %info.lab_time, bytes = info.bytes, ms = info.elapsed_ms, phases = ?info.phases_ms, "lab snapshot saved");
         Ok(info)
     }
 
@@ -801,6 +805,7 @@ impl Lab {
             &labels,
         )?;
         let (_, quiesce) = self.quiesce(false).await;
+        let t_quiesce = started.elapsed();
         let replaced = match &quiesce {
             Ok(()) => crate::snapshot::restore_dirs(&self.dir, name, &labels)
                 .map(|_| ())
@@ -813,11 +818,13 @@ impl Lab {
         } else {
             (self.clock.now_ns() / 1_000_000) as i64
         };
+        let t_copy = started.elapsed();
         let resumed = self.resume(resume_at).await;
         replaced.context("restoring the snapshot")?;
         resumed.context("restarting the lab after the restore")?;
         info.elapsed_ms = started.elapsed().as_millis() as u64;
-        tracing::info!(name, lab_time = %info.lab_time, ms = info.elapsed_ms, "lab snapshot restored");
+        info.phases_ms = phases(t_quiesce, t_copy, started.elapsed());
+        tracing::info!(name, lab_time = %info.lab_time, ms = info.elapsed_ms, phases = ?info.phases_ms, "lab snapshot restored");
         Ok(info)
     }
 
@@ -920,13 +927,15 @@ impl Lab {
         a?;
         b?;
         c?;
+        // Every address is pinned and every map already written: the endpoints need not wait
+        // for the FortiGate (they reach it only to browse), so both start together.
         let pins = self.pins("fortigate");
         self.fortigate.spawn(&pins)?;
-        self.fortigate.wait_ready(READY_TIMEOUT).await?;
         for i in 0..self.endpoints.len() {
             let pins = self.pins(&self.endpoints[i].label);
             self.endpoints[i].spawn(&pins)?;
         }
+        self.fortigate.wait_ready(READY_TIMEOUT).await?;
         for ep in &mut self.endpoints {
             ep.wait_ready(READY_TIMEOUT).await?;
         }
@@ -953,6 +962,23 @@ impl Lab {
     pub fn map_path(&self) -> &Path {
         &self.map_path
     }
+}
+
+/// A snapshot operation's phases from the elapsed times at their ends.
+fn phases(
+    quiesce: Duration,
+    copy: Duration,
+    total: Duration,
+) -> std::collections::BTreeMap<String, u64> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    [
+        ("quiesce", ms(quiesce)),
+        ("copy", ms(copy.saturating_sub(quiesce))),
+        ("restart", ms(total.saturating_sub(copy))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 /// Real time now, Unix milliseconds.

@@ -76,6 +76,10 @@ pub struct SnapshotInfo {
     /// Real time the operation took (save or restore, the devices' restart included), ms.
     #[serde(default)]
     pub elapsed_ms: u64,
+    /// Where that time went: `quiesce` (devices stopped), `copy` (files), `restart` (devices
+    /// ready and the fabric settled), ms.
+    #[serde(default)]
+    pub phases_ms: std::collections::BTreeMap<String, u64>,
 }
 
 /// Errors of the snapshot store.
@@ -279,6 +283,7 @@ mod tests {
             devices: vec![],
             bytes: 0,
             elapsed_ms: 0,
+            phases_ms: Default::default(),
         }
     }
 

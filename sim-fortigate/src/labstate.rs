@@ -84,3 +84,72 @@ async fn keep(State(dev): State<Arc<Device>>) -> Json<serde_json::Value> {
     dev.keep_state.store(true, Ordering::SeqCst);
     Json(serde_json::json!({"ok": true, "file": STATE_FILE}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::automation::model::IocLevel;
+    use crate::device::BannedList;
+    use crate::logs::LogWriter;
+    use fortilab_core::LabClock;
+
+    #[test]
+    fn the_in_memory_state_is_saved_and_taken_back_once() {
+        let clock = LabClock::real();
+        let logs = LogWriter::new("FGT-LAB", "FGVM01TM00000001", "6.4.4", clock, 100);
+        logs.event_system("0100046600", "notice", "Automation stitch triggered", |r| {
+            r.str("stitch", "Compromised Host Quarantine");
+        });
+        let banned = BannedList::new(clock);
+        banned.add("10.115.2.52".parse().unwrap(), 0, "admin");
+        let host = HostEntry {
+            srcip: "10.115.2.52".into(),
+            mac: None,
+            hostname: Some("PC-52".into()),
+            user: None,
+            verdict: "Infected".into(),
+            ioc_level: IocLevel::High,
+            threat: "www.eicar.org".into(),
+            detect_method: "Infected-domain".into(),
+            epid: Some(1025),
+            first_seen: 1,
+            last_seen: 2,
+            count: 1,
+            stitches_run: ["Compromised Host Quarantine".to_string()].into(),
+        };
+        let mut stats = std::collections::BTreeMap::new();
+        stats.insert(
+            "Compromised Host Quarantine".to_string(),
+            StitchStats {
+                triggered: 1,
+                last_triggered: 2,
+                ..Default::default()
+            },
+        );
+        let st = LabState {
+            logs: logs.export(),
+            compromised_hosts: vec![host.clone()],
+            runs: Vec::new(),
+            banned: banned.list(),
+            stitch_stats: stats.clone(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        st.save(dir.path()).unwrap();
+        let back = LabState::take(dir.path()).unwrap().expect("saved");
+        assert!(LabState::take(dir.path()).unwrap().is_none(), "taken once");
+        assert_eq!(back.logs, st.logs);
+        assert_eq!(back.compromised_hosts, vec![host.clone()]);
+        assert_eq!(back.banned, banned.list());
+        assert_eq!(back.stitch_stats, stats);
+
+        // Applied to a fresh device's parts.
+        let banned2 = BannedList::new(clock);
+        banned2.restore(back.banned.clone());
+        assert!(banned2.is_banned("10.115.2.52".parse().unwrap()));
+        let mut hosts = crate::automation::hosts::CompromisedHosts::default();
+        hosts.restore(back.compromised_hosts);
+        assert_eq!(hosts.get("10.115.2.52"), Some(&host));
+        // Acted on once per host: the restored list still says the stitch ran.
+        assert!(!hosts.claim("10.115.2.52", "Compromised Host Quarantine"));
+    }
+}

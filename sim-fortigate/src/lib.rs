@@ -370,7 +370,10 @@ pub async fn start(
     let (notify_tx, notify_rx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
     let automation = automation::start(
         device.clone(),
-        automation::StartOptions { rebooted },
+        // A lab snapshot's restart resumes the saved moment: no reboot happened there.
+        automation::StartOptions {
+            rebooted: rebooted && saved_state.is_none(),
+        },
         notify_rx,
         shutdown.clone(),
     );
