@@ -3,8 +3,7 @@
 //! FortiAnalyzer JSON-RPC, EMS REST, the endpoint) and the progress of `GET /_lab/exercise`
 //! ticks; each troubleshooting exercise completes with the right fix and stays incomplete with
 //! a wrong one; `fortilab validate` names the file and line of a bad exercise.
-
-mod support;
+//! (`cargo test --test e2e exercise::`)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -18,6 +17,7 @@ use fortilab_scenarios::attach::Attached;
 use fortilab_scenarios::labdef::LabDef;
 use fortilab_scenarios::runner::{Ctx, LabControl};
 use fortilab_scenarios::timeline::Timeline;
+use crate::support;
 use support::devices::block;
 use support::Proc;
 
