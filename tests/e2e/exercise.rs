@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::support;
 use fortilab_scenarios::attach::Attached;
 use fortilab_scenarios::labdef::LabDef;
 use fortilab_scenarios::runner::{Ctx, LabControl};
 use fortilab_scenarios::timeline::Timeline;
-use crate::support;
 use support::devices::block;
 use support::Proc;
 
