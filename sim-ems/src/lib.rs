@@ -342,3 +342,6 @@ pub async fn start(
         tasks,
     })
 }
+
+#[cfg(test)]
+mod no_panic_tests;
