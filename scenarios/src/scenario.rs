@@ -933,6 +933,21 @@ link = { a = "fortigate", b = "fortianalyzer", latency = "200ms", loss = 0.1, ra
     }
 
     #[test]
+    fn snapshot_steps_parse_and_bad_names_name_the_line() {
+        let steps =
+            parse("[[step]]\nsnapshot = \"task-1\"\n\n[[step]]\nrestore = \"task-1\"\n").unwrap();
+        assert!(matches!(&steps[0].kind, StepKind::Snapshot { name } if name == "task-1"));
+        assert!(matches!(&steps[1].kind, StepKind::Restore { name } if name == "task-1"));
+        assert_eq!(steps[0].name, "save lab snapshot task-1");
+        assert_eq!(steps[1].name, "restore lab snapshot task-1");
+        let e = parse("[[step]]\n\nrestore = \"../up\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("bad snapshot name"), "{}", e.message);
+        let e = parse("[[step]]\nsnapshot = 3\n").unwrap_err();
+        assert!(e.message.contains("snapshot name"), "{}", e.message);
+    }
+
+    #[test]
     fn durations() {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
