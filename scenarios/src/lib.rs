@@ -11,7 +11,9 @@
 //! - [`clients`]: the vendor-API clients scenarios act and check through;
 //! - [`runner`]: step execution, expectations with lab-time deadlines, JUnit;
 //! - [`attach`]: scenarios against a running lab it did not start (`run --attach`);
+//! - [`snapshot`]: lab snapshots (`snapshot save/restore`, the `snapshot`/`restore` steps);
 //! - [`dashboard`]: the web dashboard of `fortilab up`;
+//! - [`exercise`]: guided exercises (tasks, hints, checks re-evaluated on every change);
 //! - [`cli`]: `fortilab up | run | validate`.
 
 pub mod attach;
@@ -20,6 +22,7 @@ pub mod clients;
 pub mod compose;
 pub mod console;
 pub mod dashboard;
+pub mod exercise;
 pub mod journal;
 pub mod lab;
 pub mod labdef;
@@ -28,6 +31,7 @@ pub mod netns;
 pub mod procs;
 pub mod runner;
 pub mod scenario;
+pub mod snapshot;
 pub mod timeline;
 
 #[cfg(test)]
