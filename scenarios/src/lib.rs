@@ -11,9 +11,11 @@
 //! - [`runner`]: step execution, expectations with lab-time deadlines, JUnit;
 //! - [`attach`]: scenarios against a running lab it did not start (`run --attach`);
 //! - [`dashboard`]: the web dashboard of `fortilab up`;
+//! - [`class`]: a classroom of labs (`fortilab class up | status`);
 //! - [`cli`]: `fortilab up | run | validate`.
 
 pub mod attach;
+pub mod class;
 pub mod cli;
 pub mod clients;
 pub mod compose;

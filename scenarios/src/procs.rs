@@ -33,6 +33,9 @@ pub struct DeviceProc {
     stdin: Option<tokio::process::ChildStdin>,
     /// The last ready report.
     pub ready: Value,
+    /// Environment variables the process must not inherit (a class's labs drop
+    /// `FORTILAB_LAB_TOKEN`, so each lab makes its own token).
+    pub env_remove: Vec<String>,
 }
 
 impl std::fmt::Debug for DeviceProc {
@@ -59,6 +62,7 @@ impl DeviceProc {
             child: None,
             stdin: None,
             ready: Value::Null,
+            env_remove: Vec::new(),
         }
     }
 
@@ -83,6 +87,9 @@ impl DeviceProc {
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true);
+        for k in &self.env_remove {
+            cmd.env_remove(k);
+        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("spawn {}", self.program))?;
