@@ -61,27 +61,26 @@ pub fn class_size(labs: usize, attached: usize, names: usize) -> Result<usize, S
     Ok(n)
 }
 
-/// Whether a device event is a trainee's doing (last activity): an event that names the
-/// administrator who acted (`user`: configuration changes, logins, console commands), or one
-/// of the actions a trainee takes that carry no user.
+/// Whether a device event is a trainee's doing (last activity): a configuration change (REST,
+/// console, script), an administrator's login or logout on any device, or one of the actions a
+/// trainee takes on FortiAnalyzer, EMS or the FortiGate's monitor API. Device chatter
+/// (registrations, keep-alives, logs, per-request records such as the lab dashboard's own
+/// polls) is not; an authorization counts only when it names who did it (the seed lab
+/// authorizes by itself at start).
 pub fn is_activity(ev: &Value) -> bool {
     let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
-    if matches!(
-        kind,
-        "ioc.notify.acked"
-            | "stitch.test"
-            | "banned.add"
-            | "banned.clear"
-            | "banned.clear_all"
-            | "faz.restart"
-            | "ems.signin"
-            | "endpoint.fetch"
-    ) {
-        return true;
-    }
-    ev.get("user")
+    let has_user = ev
+        .get("user")
         .and_then(Value::as_str)
-        .is_some_and(|u| !u.is_empty())
+        .is_some_and(|u| !u.is_empty());
+    match kind {
+        "config.change" | "config.script" | "console.config" | "console.login"
+        | "console.logout" | "admin.login" | "admin.logout" | "api.login" | "ems.signin"
+        | "ioc.ack" | "ioc.notify.acked" | "stitch.test" | "banned.add" | "banned.clear"
+        | "banned.clear_all" | "faz.restart" | "ems.unquarantine" | "endpoint.fetch" => true,
+        "device.authorized" | "device.deleted" | "ems.devices.deleted" => has_user,
+        _ => false,
+    }
 }
 
 /// One row of `fortilab class status` per lab, from the instructor's `GET /api/class`.
@@ -226,6 +225,16 @@ mod tests {
         assert!(is_activity(&json!({"kind": "ioc.notify.acked"})));
         assert!(!is_activity(&json!({"kind": "endpoint.keepalive"})));
         assert!(!is_activity(&json!({"kind": "log.traffic", "user": ""})));
+        assert!(!is_activity(
+            &json!({"kind": "endpoint.registered", "user": "alice"})
+        ));
+        assert!(!is_activity(
+            &json!({"kind": "api.request", "user": "fortilab"})
+        ));
+        assert!(!is_activity(&json!({"kind": "device.authorized"})));
+        assert!(is_activity(
+            &json!({"kind": "device.authorized", "user": "admin"})
+        ));
         assert!(!is_activity(&json!({"kind": "lab.auto_authorize"})));
     }
 

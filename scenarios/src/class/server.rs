@@ -131,18 +131,17 @@ async fn class_get(State(c): State<Arc<Class>>) -> Json<Value> {
     Json(c.json())
 }
 
-fn lab_of(c: &Class, index: usize) -> Result<Arc<ClassLab>, Response> {
-    c.labs
-        .iter()
-        .find(|l| l.index == index)
-        .cloned()
-        .ok_or_else(|| err(StatusCode::NOT_FOUND, format!("no lab {index}")))
+fn lab_of(c: &Class, index: usize) -> Option<Arc<ClassLab>> {
+    c.labs.iter().find(|l| l.index == index).cloned()
+}
+
+fn no_lab(index: usize) -> Response {
+    err(StatusCode::NOT_FOUND, format!("no lab {index}"))
 }
 
 async fn lab_reset(State(c): State<Arc<Class>>, Path(index): Path<usize>) -> Response {
-    let lab = match lab_of(&c, index) {
-        Ok(l) => l,
-        Err(r) => return r,
+    let Some(lab) = lab_of(&c, index) else {
+        return no_lab(index);
     };
     tracing::info!(lab = index, "instructor: reset");
     match lab.reset(&c.spec).await {
@@ -161,9 +160,8 @@ async fn lab_restore(
     Path(index): Path<usize>,
     Json(b): Json<RestoreBody>,
 ) -> Response {
-    let lab = match lab_of(&c, index) {
-        Ok(l) => l,
-        Err(r) => return r,
+    let Some(lab) = lab_of(&c, index) else {
+        return no_lab(index);
     };
     tracing::info!(lab = index, snapshot = %b.name, "instructor: restore");
     match lab.restore(&b.name).await {
