@@ -49,6 +49,20 @@ fn procs() -> HashMap<u32, (u32, u64, u64)> {
     out
 }
 
+/// Proportional set size of a process in kB (shared pages split between their users, so the
+/// sum over processes is the memory they really take; RSS counts the shared binary's pages once
+/// per process).
+fn pss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The process tree under `root` (root included).
 fn tree(root: u32, all: &HashMap<u32, (u32, u64, u64)>) -> Vec<u32> {
     let mut out = vec![root];
@@ -145,6 +159,45 @@ fn main() {
         .map(|v| v.2)
         .sum();
     let class_rss_kb = after.get(&root).map(|v| v.2).unwrap_or(0);
+    let pss_total_kb: u64 = members_now.iter().map(|p| pss_kb(*p)).sum();
+    // CPU and RSS by program (argv[0]).
+    let mut by_prog: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
+    for p in &members_now {
+        let name = std::fs::read(format!("/proc/{p}/cmdline"))
+            .ok()
+            .and_then(|c| {
+                c.split(|b| *b == 0).next().map(|a| {
+                    String::from_utf8_lossy(a)
+                        .rsplit('/')
+                        .next()
+                        .unwrap_or("")
+                        .to_string()
+                })
+            })
+            .unwrap_or_default();
+        let name = if *p == root {
+            "class".to_string()
+        } else {
+            name
+        };
+        let e = by_prog.entry(name).or_default();
+        e.0 += 1;
+        if let (Some(a), Some(b)) = (before.get(p), after.get(p)) {
+            e.1 += b.1.saturating_sub(a.1);
+            e.2 += b.2;
+        }
+    }
+    let by_prog: serde_json::Map<String, serde_json::Value> = by_prog
+        .into_iter()
+        .map(|(k, (n, t, r))| {
+            (
+                k,
+                serde_json::json!({"processes": n,
+                    "cpu_percent": ((t as f64 / ticks / wall * 100.0) * 10.0).round() / 10.0,
+                    "rss_mib": (r as f64 / 1024.0).round()}),
+            )
+        })
+        .collect();
 
     // Stop: SIGTERM, then every process of the tree must be gone.
     let t_stop = Instant::now();
@@ -181,7 +234,9 @@ fn main() {
         "idle_cpu_percent_of_one_core": (idle_cpu_pct * 10.0).round() / 10.0,
         "idle_window_s": idle,
         "total_rss_mib": (rss_kb as f64 / 1024.0 * 10.0).round() / 10.0,
+        "total_pss_mib": (pss_total_kb as f64 / 1024.0 * 10.0).round() / 10.0,
         "class_process_rss_mib": (class_rss_kb as f64 / 1024.0 * 10.0).round() / 10.0,
+        "by_program": by_prog,
         "stop_ms": stop_ms,
         "exit": st.code(),
         "processes_left": left,

@@ -1,11 +1,12 @@
-//! End-to-end tests of `fortilab class`: a class of three real labs (`fortilab up` children),
+//! End-to-end tests of `fortilab class`: a class of three real labs (two `fortilab up`
+//! children, one attached `fortilab up` started elsewhere),
 //! the instructor and trainee pages with their own tokens, last activity from a trainee's
 //! FortiGate change, reset, `class status`, the instructor page in headless Chromium, and a
 //! clean stop with no process left.
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -108,8 +109,19 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
     let data = dir.path().join("class");
     let names = dir.path().join("names.txt");
     std::fs::write(&names, "Alice\nBob # second row\n\nCarol\n").unwrap();
-    // The class's environment carries a lab token (support::Proc sets one): each lab must make
-    // its own all the same.
+    // Lab 3 runs elsewhere: a `fortilab up` of its own, attached by its ready file.
+    let elsewhere = Proc::spawn(
+        "fortilab",
+        &dir.path().join("elsewhere"),
+        &[
+            "up",
+            "--data-dir",
+            dir.path().join("elsewhere/data").to_str().unwrap(),
+        ],
+    );
+    let elsewhere_ready = dir.path().join("elsewhere/fortilab.ready.json");
+    // The class's environment carries a lab token (support::Proc sets one): each lab it starts
+    // must make its own all the same.
     let mut class = Proc::spawn(
         "fortilab",
         dir.path(),
@@ -117,7 +129,9 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
             "class",
             "up",
             "--labs",
-            "3",
+            "2",
+            "--attach",
+            elsewhere_ready.to_str().unwrap(),
             "--names",
             names.to_str().unwrap(),
             "--data-dir",
@@ -212,7 +226,14 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
         .map(|m| m["lab_token"].as_str().unwrap())
         .collect();
     assert_eq!(lab_tokens.len(), 3);
-    assert!(!lab_tokens.contains(support::lab_token()));
+    // The two started labs made their own; the attached one is the lab started elsewhere.
+    assert_ne!(mes[0]["lab_token"], support::lab_token());
+    assert_ne!(mes[1]["lab_token"], support::lab_token());
+    assert_eq!(mes[2]["lab_token"], elsewhere.ready["lab_token"]);
+    assert!(lab(&c, 3)["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("attached "));
     let api_tokens: std::collections::HashSet<&str> = mes
         .iter()
         .map(|m| m["fortigate"]["api_token"].as_str().unwrap())
@@ -281,12 +302,7 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
     assert_eq!(code, 404, "{body}");
     assert!(body.contains("not available"), "{body}");
 
-    // Reset lab 3: a new `fortilab up` with a fresh data directory (new lab token, new
-    // dashboard), the old process gone, the trainee page and its token unchanged.
-    let old = lab(&get_json(&api, &itok), 3).clone();
-    let old_me = &mes[2];
-    let old_pids = pids_mentioning(&format!("{}/labs/lab-3", data.display()));
-    assert!(!old_pids.is_empty());
+    // An attached lab's processes are not the class's: no reset.
     let (code, body) = curl(
         "POST",
         &format!("{instructor}api/lab/3/reset"),
@@ -294,31 +310,43 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
         Some("{}"),
         None,
     );
+    assert_eq!(code, 409, "{body}");
+
+    // Reset lab 2: a new `fortilab up` with a fresh data directory (new lab token, new
+    // dashboard), the old process gone, the trainee page and its token unchanged.
+    let old = lab(&get_json(&api, &itok), 2).clone();
+    let old_me = &mes[1];
+    let old_pids = pids_mentioning(&format!("{}/labs/lab-2", data.display()));
+    assert!(!old_pids.is_empty());
+    let (code, body) = curl(
+        "POST",
+        &format!("{instructor}api/lab/2/reset"),
+        &token(&itok),
+        Some("{}"),
+        None,
+    );
     assert_eq!(code, 200, "{body}");
-    let new = lab(&get_json(&api, &itok), 3).clone();
+    let new = lab(&get_json(&api, &itok), 2).clone();
     assert_eq!(new["status"], "ready", "{new:#}");
     assert_eq!(new["resets"], 1);
-    let carol = get_json(&format!("{}api/me", trainees[2].1), &trainees[2].2);
-    assert_ne!(carol["lab_token"], old_me["lab_token"]);
+    let bob = get_json(&format!("{}api/me", trainees[1].1), &trainees[1].2);
+    assert_ne!(bob["lab_token"], old_me["lab_token"]);
     assert_ne!(
-        carol["fortigate"]["api_token"],
+        bob["fortigate"]["api_token"],
         old_me["fortigate"]["api_token"]
     );
-    for p in &old_pids {
-        assert!(
-            !Path::new(&format!("/proc/{p}/cmdline")).exists()
-                || std::fs::read_to_string(format!("/proc/{p}/status"))
-                    .unwrap_or_default()
-                    .contains("State:\tZ")
-                || !pids_mentioning(&format!("{}/labs/lab-3", data.display())).contains(p),
-            "the old lab 3 process {p} still runs"
-        );
-    }
+    // The old lab's processes (its `fortilab up` and devices) are gone.
+    let now = pids_mentioning(&format!("{}/labs/lab-2", data.display()));
+    let stale: Vec<&u32> = old_pids.iter().filter(|p| now.contains(p)).collect();
+    assert!(
+        stale.is_empty(),
+        "the old lab 2 processes {stale:?} still run"
+    );
     let dash = new["dashboard"].as_str().unwrap();
     let health = curl(
         "GET",
         &format!("{dash}_lab/health"),
-        &token(carol["lab_token"].as_str().unwrap()),
+        &token(bob["lab_token"].as_str().unwrap()),
         None,
         None,
     );

@@ -541,3 +541,28 @@ impl ClassLab {
             .map(|p| p.ready_file.clone())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labs_run_fortilab_up_unless_the_exercise_command_exists() {
+        let mut spec = StartSpec {
+            dir: PathBuf::from("/c"),
+            exercise: None,
+            exercise_command: false,
+        };
+        assert_eq!(spec.args(2), ["up", "--data-dir", "/c/labs/lab-2"]);
+        assert!(spec.mode_note().is_none());
+        spec.exercise = Some(PathBuf::from("/x/seed.toml"));
+        assert_eq!(spec.args(1), ["up", "--data-dir", "/c/labs/lab-1"]);
+        assert!(spec.mode_note().unwrap().contains("fortilab up"));
+        spec.exercise_command = true;
+        assert_eq!(
+            spec.args(1),
+            ["exercise", "/x/seed.toml", "--data-dir", "/c/labs/lab-1"]
+        );
+        assert!(spec.mode_note().is_none());
+    }
+}
