@@ -5,7 +5,8 @@
 //!
 //! Run: `cargo bench --bench class`. `CLASS_BENCH_LABS` (default 30), `CLASS_BENCH_IDLE_SECS`
 //! (the CPU window, default 20), `CLASS_BENCH_SETTLE_SECS` (wait after ready before measuring,
-//! default 10), `CLASS_BENCH_EXE` (a `fortilab` to run instead of this build's).
+//! default 10), `CLASS_BENCH_EXE` (a `fortilab` to run instead of this build's),
+//! `CLASS_BENCH_LAB` (a lab definition for every lab instead of the seed lab).
 //! Prints one JSON object.
 
 use std::collections::HashMap;
@@ -85,9 +86,13 @@ fn main() {
     let data = dir.path().join("class");
     let ready = dir.path().join("class.ready.json");
     let t0 = Instant::now();
-    let mut child = Command::new(&exe)
-        .args(["class", "up", "--labs", &labs.to_string(), "--data-dir"])
-        .arg(&data)
+    let mut cmd = Command::new(&exe);
+    cmd.args(["class", "up", "--labs", &labs.to_string(), "--data-dir"])
+        .arg(&data);
+    if let Ok(l) = std::env::var("CLASS_BENCH_LAB") {
+        cmd.args(["--lab", &l]);
+    }
+    let mut child = cmd
         .arg("--ready-file")
         .arg(&ready)
         .env_remove("FORTILAB_LAB_TOKEN")

@@ -139,6 +139,9 @@ enum ClassCommand {
         /// random credentials).
         #[arg(long, default_value_t = 0)]
         labs: usize,
+        /// The lab definition every started lab runs (default: the seed lab).
+        #[arg(long)]
+        lab: Option<PathBuf>,
         /// An exercise file: each lab runs `fortilab exercise FILE` (when this fortilab has
         /// that command) and the trainee pages show it.
         #[arg(long)]
@@ -224,6 +227,7 @@ pub fn main() -> ExitCode {
                 let r = match command {
                     ClassCommand::Up {
                         labs,
+                        lab,
                         exercise,
                         names,
                         attach,
@@ -233,6 +237,7 @@ pub fn main() -> ExitCode {
                     } => {
                         crate::class::run::up(crate::class::run::UpOptions {
                             labs,
+                            lab,
                             exercise,
                             names,
                             attach,

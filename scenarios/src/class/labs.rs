@@ -30,6 +30,8 @@ pub struct StartSpec {
     /// The class data directory; lab `i` lives in `labs/lab-i/` (ready report
     /// `labs/lab-i.ready.json`, log `labs/lab-i.log`).
     pub dir: PathBuf,
+    /// `--lab FILE`: the lab definition every started lab runs (default: the seed lab).
+    pub lab: Option<PathBuf>,
     /// `--exercise FILE`.
     pub exercise: Option<PathBuf>,
     /// Whether this `fortilab` has the `exercise` command (else labs run `fortilab up` and the
@@ -48,7 +50,14 @@ impl StartSpec {
                 "--data-dir".into(),
                 data,
             ],
-            _ => vec!["up".into(), "--data-dir".into(), data],
+            _ => {
+                let mut a = vec!["up".to_string()];
+                if let Some(l) = &self.lab {
+                    a.push(l.display().to_string());
+                }
+                a.extend(["--data-dir".into(), data]);
+                a
+            }
         }
     }
 
@@ -65,7 +74,7 @@ impl StartSpec {
         match (&self.exercise, self.exercise_command) {
             (Some(f), false) => Some(format!(
                 "This fortilab has no `fortilab exercise` command yet: every lab runs `fortilab up` \
-                 (the seed lab) and the exercise {} is shown as text; progress appears once the \
+                 (the seed lab, or --lab) and the exercise {} is shown as text; progress appears once the \
                  labs serve /_lab/exercise.",
                 f.display()
             )),
@@ -550,11 +559,18 @@ mod tests {
     fn labs_run_fortilab_up_unless_the_exercise_command_exists() {
         let mut spec = StartSpec {
             dir: PathBuf::from("/c"),
+            lab: None,
             exercise: None,
             exercise_command: false,
         };
         assert_eq!(spec.args(2), ["up", "--data-dir", "/c/labs/lab-2"]);
         assert!(spec.mode_note().is_none());
+        spec.lab = Some(PathBuf::from("/x/lab.toml"));
+        assert_eq!(
+            spec.args(2),
+            ["up", "/x/lab.toml", "--data-dir", "/c/labs/lab-2"]
+        );
+        spec.lab = None;
         spec.exercise = Some(PathBuf::from("/x/seed.toml"));
         assert_eq!(spec.args(1), ["up", "--data-dir", "/c/labs/lab-1"]);
         assert!(spec.mode_note().unwrap().contains("fortilab up"));

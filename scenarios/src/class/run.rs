@@ -20,6 +20,7 @@ use super::server::{self, Class};
 #[derive(Debug, Clone)]
 pub struct UpOptions {
     pub labs: usize,
+    pub lab: Option<PathBuf>,
     pub exercise: Option<PathBuf>,
     pub names: Option<PathBuf>,
     pub attach: Vec<String>,
@@ -49,6 +50,18 @@ pub async fn up(o: UpOptions) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    if o.lab.is_some() && o.exercise.is_some() {
+        return Err(usage(
+            "--lab and --exercise: an exercise names its own starting lab",
+        ));
+    }
+    let lab = match &o.lab {
+        Some(p) => {
+            crate::labdef::LabDef::load(p).map_err(|e| usage(e.to_string()))?;
+            Some(std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+        }
+        None => None,
+    };
     let dir = o.data_dir.clone().unwrap_or_else(super::default_dir);
     if let Ok(old) = super::read_class_file(&dir) {
         if let Some(pid) = old["pid"].as_u64() {
@@ -69,6 +82,7 @@ pub async fn up(o: UpOptions) -> anyhow::Result<ExitCode> {
         .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()));
     let spec = StartSpec {
         dir: dir.clone(),
+        lab,
         exercise_command: exercise.is_some() && super::labs::has_exercise_command(&exe),
         exercise,
     };
