@@ -4,7 +4,7 @@
 //! FortiGate change, reset, `class status`, the instructor page in headless Chromium, and a
 //! clean stop with no process left.
 
-mod support;
+use crate::support;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
