@@ -816,7 +816,7 @@ impl Lab {
         let resume_at = if replaced.is_ok() {
             info.lab_time_ms
         } else {
-            (self.clock.now_ns() / 1_000_000) as i64
+            self.clock.now_ns() / 1_000_000
         };
         let t_copy = started.elapsed();
         let resumed = self.resume(resume_at).await;
@@ -893,7 +893,7 @@ impl Lab {
         if !bad.is_empty() {
             problems.push(format!("did not stop cleanly: {}", bad.join(", ")));
         }
-        let cut = (self.clock.now_ns() / 1_000_000) as i64;
+        let cut = self.clock.now_ns() / 1_000_000;
         let r = if problems.is_empty() {
             Ok(())
         } else {
