@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dashboard::session::{LabSession, SessionOptions};
 use crate::lab::{Lab, LabOptions};
-use crate::labdef::LabDef;
+use crate::labdef::{LabDef, NetworkMode};
 use crate::runner::{self, RunOptions};
 use crate::timeline::{self, Timeline};
 
@@ -45,6 +45,10 @@ enum Command {
         /// Print the timeline as JSON lines instead of text.
         #[arg(long)]
         json: bool,
+        /// `loopback` (default) or `namespaces` (root: each device in its own network
+        /// namespace at its real lab addresses); overrides `[lab] network`.
+        #[arg(long, value_enum)]
+        network: Option<NetworkMode>,
     },
     /// Run scenarios end to end with real processes. Exit 0: all passed; 1: a scenario failed;
     /// 2: invalid input.
@@ -69,7 +73,24 @@ enum Command {
         /// not applied; device control steps fail ("not supported on an attached lab").
         #[arg(long, value_name = "READY_FILE_OR_URL")]
         attach: Option<String>,
+        /// Run every scenario's lab in this network mode (`namespaces`: root).
+        #[arg(long, value_enum)]
+        network: Option<NetworkMode>,
     },
+    /// Run a command as a lab host of the running namespaces lab (`fortilab exec PC-52 --
+    /// curl http://www.eicar.org/`): in that host's network namespace, with the lab's DNS.
+    /// Hosts: endpoint names or addresses, `fortigate`, `fortianalyzer`, `ems`, `internet`.
+    Exec {
+        host: String,
+        /// Which namespaces lab (its prefix, `fl<pid><letter>`) when several run.
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Remove the network namespaces, interfaces and routes of namespaces labs whose
+    /// orchestrator is gone (`fortilab up` does this at every start).
+    NetnsClean,
     /// Open a device's SSH console (the FortiOS or FortiAnalyzer CLI) in a running `fortilab up`
     /// lab, with the system `ssh` client.
     Console {
@@ -211,6 +232,7 @@ pub fn main() -> ExitCode {
                 keep_logs,
                 verbose,
                 attach,
+                network,
             } => {
                 run(
                     &scenarios,
@@ -221,8 +243,16 @@ pub fn main() -> ExitCode {
                         verbose,
                     },
                     attach.as_deref(),
+                    network,
                 )
                 .await
+            }
+            Command::Exec { host, lab, command } => exec(&host, lab.as_deref(), &command),
+            Command::NetnsClean => {
+                for p in crate::netns::clean_stale() {
+                    println!("fortilab: removed the network of dead lab {p}");
+                }
+                ExitCode::SUCCESS
             }
             Command::Up {
                 file,
@@ -230,7 +260,8 @@ pub fn main() -> ExitCode {
                 data_dir,
                 seed,
                 json,
-            } => match up(file, ready_file, data_dir, seed, json).await {
+                network,
+            } => match up(file, ready_file, data_dir, seed, json, network).await {
                 Ok(code) => code,
                 Err(e) => fortilab_core::device::exit_for("fortilab", &e),
             },
@@ -379,6 +410,7 @@ async fn run(
     junit: Option<PathBuf>,
     opts: RunOptions,
     attach: Option<&str>,
+    network: Option<NetworkMode>,
 ) -> ExitCode {
     // Everything is checked before anything runs: invalid input is exit 2, not a failure.
     let mut loaded = Vec::new();
@@ -406,7 +438,10 @@ async fn run(
         None => None,
     };
     let mut outcomes = Vec::new();
-    for (path, (def, steps)) in loaded {
+    for (path, (mut def, steps)) in loaded {
+        if let Some(n) = network {
+            def.lab.network = n;
+        }
         println!("▶ {} ({} step(s))", path.display(), steps.len());
         let o = match &attached {
             Some(lab) => {
@@ -490,6 +525,7 @@ async fn up(
     data_dir: Option<PathBuf>,
     seed: Option<u64>,
     json: bool,
+    network: Option<NetworkMode>,
 ) -> anyhow::Result<ExitCode> {
     // Without --ready-file the report still goes to a well-known place, for `fortilab console`.
     let default_ready = ready_file.is_none();
@@ -500,6 +536,14 @@ async fn up(
         }
         None => LabDef::seed(),
     };
+    let mut def = def;
+    if let Some(n) = network {
+        def.lab.network = n;
+    }
+    if def.lab.network == NetworkMode::Namespaces {
+        crate::netns::check_privileges()
+            .map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?;
+    }
     let temp = data_dir.is_none();
     let dir = data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("fortilab-up-{}", std::process::id()))
@@ -543,7 +587,11 @@ async fn up(
     session.write_ready_file()?;
     let sign_in = crate::dashboard::sign_in_url(&dashboard, session.lab_token());
     print_summary(&snapshot, &sign_in, started, json);
-    for l in crate::lab::non_loopback_listeners(&snapshot) {
+    let on_loopback = def_network_loopback(&snapshot);
+    for l in crate::lab::non_loopback_listeners(&snapshot)
+        .into_iter()
+        .filter(|_| on_loopback)
+    {
         eprintln!(
             "fortilab: warning: listener not on loopback: {l} (anyone who can reach it can try \
              the lab's credentials; the lab surfaces need the lab token)"
@@ -648,4 +696,34 @@ fn print_summary(r: &Value, sign_in: &str, started: std::time::Duration, json: b
         }
     }
     println!("  Ctrl-C stops the lab.\n");
+}
+
+/// Whether a ready report is a loopback lab's (namespaces labs listen on their lab addresses).
+fn def_network_loopback(report: &Value) -> bool {
+    report.get("network").and_then(Value::as_str) != Some("namespaces")
+}
+
+/// `fortilab exec HOST -- CMD…`.
+fn exec(host: &str, lab: Option<&str>, command: &[String]) -> ExitCode {
+    let ns = match crate::netns::find_host(host, lab) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("fortilab exec: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .args(command)
+        .status()
+    {
+        Ok(st) => match st.code() {
+            Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+            None => ExitCode::from(1),
+        },
+        Err(e) => {
+            eprintln!("fortilab exec: ip netns exec {ns}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

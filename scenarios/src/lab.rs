@@ -124,6 +124,9 @@ pub struct Lab {
     pub endpoints: Vec<DeviceProc>,
     /// Listen flags learned at first start, per device label, reused on restart.
     pinned: std::collections::HashMap<String, Vec<String>>,
+    /// Namespaces mode: the lab's network namespaces (removed by [`Lab::stop_all`] or on
+    /// drop).
+    pub netns: Option<crate::netns::NetLab>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -132,6 +135,22 @@ impl std::fmt::Debug for Lab {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Lab::start_netns`] takes over from [`Lab::start_pinned`].
+struct NetnsStart {
+    def: LabDef,
+    dir: PathBuf,
+    ca: LabCa,
+    ca_cert: PathBuf,
+    clock: LabClock,
+    seed: u64,
+    lab_token: LabToken,
+    secrets_mode: SecretsMode,
+    secrets_path: PathBuf,
+    map_path: PathBuf,
+    links: Arc<LabLinks>,
+    logs: PathBuf,
 }
 
 /// `10.a.b.c` → `127.a.b.c`: the loopback address that stands for a lab host, so that
@@ -234,6 +253,23 @@ impl Lab {
         };
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)?;
+        if def.lab.network == crate::labdef::NetworkMode::Namespaces {
+            return Self::start_netns(NetnsStart {
+                def,
+                dir,
+                ca,
+                ca_cert,
+                clock,
+                seed,
+                lab_token,
+                secrets_mode,
+                secrets_path,
+                map_path,
+                links,
+                logs,
+            })
+            .await;
+        }
 
         // The lab Internet.
         let mut internet_args = common("internet");
@@ -333,6 +369,7 @@ impl Lab {
             fortigate,
             endpoints,
             pinned,
+            netns: None,
         };
         match lab.boot().await {
             Ok(()) => Ok(lab),
@@ -341,6 +378,176 @@ impl Lab {
                 Err(e)
             }
         }
+    }
+
+    /// Namespaces mode: the network first (unreachable routes on the host, namespaces,
+    /// veths, the FortiGate's redirect), then the devices in their namespaces with the
+    /// Compose plan's commands (real lab addresses and the products' ports).
+    async fn start_netns(s: NetnsStart) -> anyhow::Result<Lab> {
+        let NetnsStart {
+            def,
+            dir,
+            ca,
+            ca_cert,
+            clock,
+            seed,
+            lab_token,
+            secrets_mode,
+            secrets_path,
+            map_path,
+            links,
+            logs,
+        } = s;
+        let prefix = crate::netns::new_prefix();
+        let net_plan = crate::netns::plan(&def, &prefix)?;
+        let net = tokio::task::spawn_blocking(move || crate::netns::NetLab::create(net_plan))
+            .await
+            .map_err(|e| anyhow!("network set-up: {e}"))??;
+        let cfg_dir = dir.join("config");
+        std::fs::create_dir_all(&cfg_dir)?;
+        let copts = crate::compose::ComposeOptions {
+            image: String::new(),
+            lab_dir: String::new(),
+            clock,
+        };
+        let cplan = crate::compose::plan_at(
+            &def,
+            &copts,
+            &dir.display().to_string(),
+            &cfg_dir.display().to_string(),
+        )?;
+        // Real networks: every map is the identity (no mapping, no PROXY header between
+        // devices); the FortiGate reaches the sites' public addresses by its default route.
+        let mut map = LabMap::new();
+        map.identity = true;
+        for (name, text) in &cplan.files {
+            let text = if name.starts_with("labmap") {
+                serde_json::to_string_pretty(&map)?
+            } else {
+                text.clone()
+            };
+            std::fs::write(cfg_dir.join(name), text)?;
+        }
+        write_map(&map_path, &map)?;
+        let mut procs = std::collections::HashMap::new();
+        for d in &cplan.devices {
+            let mut args = Vec::new();
+            let mut it = d.args.iter();
+            while let Some(a) = it.next() {
+                if a == "--ready-file" {
+                    it.next();
+                    continue;
+                }
+                args.push(a.clone());
+            }
+            match d.name.as_str() {
+                "internet" => {
+                    for (flag, port) in [("--listen-http", 80), ("--listen-https", 443)] {
+                        if let Some(i) = args.iter().position(|a| a == flag) {
+                            args[i + 1] = format!("0.0.0.0:{port}");
+                        }
+                    }
+                    args.extend(["--dns-listen".into(), format!("{}:53", net.plan.dns)]);
+                }
+                "fortigate" => args.extend([
+                    "--transparent-listen".into(),
+                    format!(
+                        "{}:{}",
+                        def.fortigate.lan_ip,
+                        crate::netns::TRANSPARENT_PORT
+                    ),
+                ]),
+                _ => {}
+            }
+            let mut p = DeviceProc::new(d.program, &d.name, &logs, args);
+            p.netns = net.ns_of(&d.name);
+            procs.insert(d.name.clone(), p);
+        }
+        links.use_netem(net.netem_set());
+        let mut take = |n: &str| {
+            procs
+                .remove(n)
+                .ok_or_else(|| anyhow!("no {n} in the namespaces plan"))
+        };
+        let internet = take("internet")?;
+        let faz = take("fortianalyzer")?;
+        let ems = take("ems")?;
+        let fortigate = take("fortigate")?;
+        let mut endpoints = Vec::new();
+        for i in 0..def.endpoints.len() {
+            endpoints.push(take(&format!("endpoints-{}", i + 1))?);
+        }
+        let mut lab = Lab {
+            def,
+            dir,
+            ca,
+            ca_cert,
+            clock,
+            seed,
+            lab_token,
+            secrets: secrets_mode,
+            secrets_path,
+            map,
+            map_path,
+            links,
+            internet,
+            faz,
+            ems,
+            fortigate,
+            endpoints,
+            pinned: Default::default(),
+            netns: Some(net),
+        };
+        match lab.boot_netns().await {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                lab.stop_all().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot_netns(&mut self) -> anyhow::Result<()> {
+        self.internet.spawn(&[])?;
+        self.faz.spawn(&[])?;
+        self.ems.spawn(&[])?;
+        let (a, b, c) = tokio::join!(
+            self.internet.wait_ready(READY_TIMEOUT),
+            self.faz.wait_ready(READY_TIMEOUT),
+            self.ems.wait_ready(READY_TIMEOUT)
+        );
+        a?;
+        b?;
+        c?;
+        // The sites' public addresses: unreachable on the host first, then on the Internet's
+        // loopback.
+        let inet = unwrap_ready(&self.internet.ready, "internet").clone();
+        let ips: Vec<Ipv4Addr> = inet
+            .get("sites")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("ip").and_then(Value::as_str)?.parse().ok())
+            .collect();
+        if let Some(n) = self.netns.as_mut() {
+            n.add_sites(&ips)?;
+        }
+        self.fortigate.spawn(&[])?;
+        self.fortigate.wait_ready(READY_TIMEOUT).await?;
+        for ep in &mut self.endpoints {
+            ep.spawn(&[])?;
+        }
+        for ep in &mut self.endpoints {
+            ep.wait_ready(READY_TIMEOUT).await?;
+        }
+        let down = self.settle(SETTLE_TIMEOUT).await;
+        if !down.is_empty() {
+            tracing::warn!(
+                "the lab started, but these Security Fabric links were not up within {SETTLE_TIMEOUT:?}: {}",
+                down.join("; ")
+            );
+        }
+        Ok(())
     }
 
     /// The listen flags each device was started with, by process label (see
@@ -614,6 +821,8 @@ impl Lab {
             "seed": self.seed,
             "clock": crate::attach::clock_json(&self.clock),
             "data_dir": self.dir.display().to_string(),
+            "network": self.def.lab.network.as_str(),
+            "netns": self.netns.as_ref().map(|n| n.plan.state.prefix.clone()),
         });
         for (k, v) in extra.as_object().into_iter().flatten() {
             r[k] = v.clone();
@@ -680,6 +889,9 @@ impl Lab {
             }
         }
         self.links.stop();
+        if let Some(mut n) = self.netns.take() {
+            tokio::task::spawn_blocking(move || n.teardown()).await.ok();
+        }
         bad
     }
 

@@ -5,6 +5,7 @@
 //! - [`scenario`]: the scenario format (a lab plus steps) and its validation;
 //! - [`procs`] and [`lab`]: device processes started in dependency order with the lab CA, the
 //!   lab clock and the lab network map; stopped cleanly, never orphaned;
+//! - [`netns`]: namespaces mode (each device in its own network namespace);
 //! - [`links`]: the links between devices and their fault relays (down, latency, loss, rate);
 //! - [`timeline`]: every device's event stream, merged in lab-time order;
 //! - [`clients`]: the vendor-API clients scenarios act and check through;
@@ -24,6 +25,7 @@ pub mod journal;
 pub mod lab;
 pub mod labdef;
 pub mod links;
+pub mod netns;
 pub mod procs;
 pub mod runner;
 pub mod scenario;

@@ -113,6 +113,8 @@ pub struct Running {
     pub automation: Arc<automation::Engine>,
     /// The explicit proxy listener once [`Running::start_proxy`] ran.
     pub proxy_addr: Option<SocketAddr>,
+    /// The transparent proxy listener once [`Running::start_transparent`] ran.
+    pub transparent_addr: Option<SocketAddr>,
     /// The SSH console once [`Running::start_ssh`] ran.
     pub ssh: Option<fortilab_core::console::SshConsole>,
     shutdown: CancellationToken,
@@ -139,6 +141,7 @@ impl Running {
             "api_token": self.api_token,
             "admin": {"user": self.admin_user, "password": self.admin_password},
             "proxy": self.proxy_addr.map(|a| a.to_string()),
+            "transparent": self.transparent_addr.map(|a| a.to_string()),
             "ssh": self.ssh.as_ref().map(|s| s.local_addr.to_string()),
             "ca_cert": ca_cert.map(|p| p.display().to_string()),
             "lab_token": self.device.lab_token().map(|t| t.as_str().to_string()),
@@ -436,6 +439,7 @@ pub async fn start(
         forwarder,
         automation,
         proxy_addr: None,
+        transparent_addr: None,
         ssh: None,
         shutdown: dp_shutdown,
         task,

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod dns;
 pub mod server;
 pub mod sites;
 

@@ -21,4 +21,5 @@ mod fortigate;
 mod hostile;
 mod lab;
 mod links;
+mod netns;
 mod readme;
