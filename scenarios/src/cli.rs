@@ -1,4 +1,5 @@
-//! The `fortilab` command line (ARCHITECTURE.md section 7): `up`, `run`, `validate`.
+//! The `fortilab` command line (ARCHITECTURE.md section 7): `up`, `run`, `validate`,
+//! `exercise`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +101,10 @@ enum Command {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
+    /// Start a guided exercise (its lab, then the tasks, checked as the trainee works; the
+    /// dashboard shows the exercise panel), or `fortilab exercise status` to print the
+    /// progress of a running one.
+    Exercise(ExerciseArgs),
     /// Save, restore or list snapshots of a running `fortilab up` lab: its whole state (every
     /// device's configuration, logs, IOC results, quarantines, endpoint state) and lab clock,
     /// under `<data-dir>/snapshots/NAME/`. Exit 0 done, 1 failed, 2 bad usage.
@@ -117,7 +122,7 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Check lab and scenario files without running them. Exit 0 valid, 2 invalid.
+    /// Check lab, scenario and exercise files without running them. Exit 0 valid, 2 invalid.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -160,6 +165,46 @@ enum Command {
     /// (Compose health check) Exit 0 when FILE holds a device's ready report.
     #[command(hide = true)]
     ReadyCheck { file: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ExerciseArgs {
+    #[command(subcommand)]
+    command: Option<ExerciseCommand>,
+    /// The exercise file (TOML).
+    file: Option<PathBuf>,
+    /// Write the lab's ready report (JSON) here once every device is ready (default:
+    /// `$TMPDIR/fortilab-ready.json`).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Directory for device state, logs and the lab CA (default: a new temporary one).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override the lab's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the timeline as JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExerciseCommand {
+    /// Print the progress of a running exercise. Exit 0 when every task is done, 3 while
+    /// some are not, 1 when the lab cannot be asked.
+    Status {
+        /// The running lab's ready file (default: $FORTILAB_READY_FILE, else
+        /// `$TMPDIR/fortilab-ready.json`).
+        #[arg(long, conflicts_with = "url")]
+        ready_file: Option<PathBuf>,
+        /// The lab's dashboard URL instead (the lab token then comes from FORTILAB_LAB_TOKEN
+        /// or the URL's `?token=`).
+        url: Option<String>,
+        /// Print the progress JSON (`GET /_lab/exercise`) as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Entry point of the `fortilab` binary.
@@ -261,10 +306,11 @@ pub fn main() -> ExitCode {
                 seed,
                 json,
                 network,
-            } => match up(file, ready_file, data_dir, seed, json, network).await {
+            } => match up(file, ready_file, data_dir, seed, json, network, None).await {
                 Ok(code) => code,
                 Err(e) => fortilab_core::device::exit_for("fortilab", &e),
             },
+            Command::Exercise(args) => exercise(args).await,
         }
     })
 }
@@ -387,9 +433,206 @@ fn compose(
     }
 }
 
+async fn exercise(args: ExerciseArgs) -> ExitCode {
+    match args.command {
+        Some(ExerciseCommand::Status {
+            ready_file,
+            url,
+            json,
+        }) => exercise_status(ready_file, url, json).await,
+        None => {
+            let Some(file) = args.file else {
+                eprintln!("fortilab exercise: give an exercise FILE, or `status`");
+                return ExitCode::from(2);
+            };
+            let ex = match crate::exercise::load(&file) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match up(
+                Some(file),
+                args.ready_file,
+                args.data_dir,
+                args.seed,
+                args.json,
+                None,
+                Some(ex),
+            )
+            .await
+            {
+                Ok(code) => code,
+                Err(e) => fortilab_core::device::exit_for("fortilab", &e),
+            }
+        }
+    }
+}
+
+/// `fortilab exercise status`.
+async fn exercise_status(ready_file: Option<PathBuf>, url: Option<String>, json: bool) -> ExitCode {
+    let (base, token) = match url {
+        Some(u) => {
+            let mut token = std::env::var(crate::attach::TOKEN_ENV).ok();
+            let (u, query) = match u.split_once('?') {
+                Some((a, q)) => (a.to_string(), q.to_string()),
+                None => (u.clone(), String::new()),
+            };
+            for (k, v) in form_pairs(&query) {
+                if k == "token" {
+                    token = Some(v);
+                }
+            }
+            (u, token)
+        }
+        None => {
+            let path = ready_file
+                .or_else(|| std::env::var_os(crate::console::READY_ENV).map(PathBuf::from))
+                .unwrap_or_else(crate::console::default_ready_file);
+            let report: Value = match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!(
+                        "fortilab exercise status: no running lab: {}: {e} (pass the lab's --ready-file or its dashboard URL)",
+                        path.display()
+                    );
+                    return ExitCode::from(1);
+                }
+            };
+            let Some(dash) = report["dashboard"].as_str() else {
+                eprintln!(
+                    "fortilab exercise status: {} has no dashboard URL",
+                    path.display()
+                );
+                return ExitCode::from(1);
+            };
+            (
+                dash.to_string(),
+                report["lab_token"].as_str().map(str::to_string),
+            )
+        }
+    };
+    let url = if base.contains("/_lab/exercise") {
+        base
+    } else {
+        format!("{}/_lab/exercise", base.trim_end_matches('/'))
+    };
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fortilab exercise status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut req = client.get(&url);
+    if let Some(t) = &token {
+        req = req.header(fortilab_core::secrets::LAB_TOKEN_HEADER, t);
+    }
+    let v: Value = match req.send().await {
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
+        Ok(r) => {
+            let st = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            eprintln!(
+                "fortilab exercise status: GET {url}: HTTP {st}{}",
+                body["error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("fortilab exercise status: GET {url}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{v}");
+    } else {
+        print!("{}", format_progress(&v));
+    }
+    if v["done"].as_u64().is_some() && v["done"] == v["total"] {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+fn form_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The progress of `GET /_lab/exercise` as lines for a terminal.
+pub fn format_progress(v: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let mut out = format!(
+        "{} ({}): {}/{} task(s) done\n",
+        s(&v["exercise"]["title"]),
+        s(&v["exercise"]["name"]),
+        v["done"].as_u64().unwrap_or(0),
+        v["total"].as_u64().unwrap_or(0)
+    );
+    let current = v["current"].as_str();
+    for (i, t) in v["tasks"].as_array().into_iter().flatten().enumerate() {
+        let mark = if t["done"] == Value::Bool(true) {
+            "✔"
+        } else if t["id"].as_str() == current {
+            "▶"
+        } else {
+            "·"
+        };
+        let mut line = format!(
+            "  {mark} {:>2}. {} ({})",
+            i + 1,
+            s(&t["title"]),
+            s(&t["id"])
+        );
+        if let Some(at) = t["done_at"].as_str() {
+            line.push_str(&format!("  done {at}"));
+        }
+        let shown = t["hints_shown"].as_u64().unwrap_or(0);
+        if shown > 0 {
+            line.push_str(&format!(
+                "  hints {shown}/{}",
+                t["hints_total"].as_u64().unwrap_or(0)
+            ));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if let Some(a) = v["last_activity"].as_str() {
+        out.push_str(&format!("  last activity {a}\n"));
+    }
+    out
+}
+
 fn validate(files: &[PathBuf]) -> ExitCode {
     let mut bad = false;
     for f in files {
+        let exercise = LabDef::load(f)
+            .map(|d| crate::exercise::is_exercise(&d))
+            .unwrap_or(false);
+        if exercise {
+            match crate::exercise::load(f) {
+                Ok(x) => println!("{}: ok (exercise, {} task(s))", f.display(), x.tasks.len()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    bad = true;
+                }
+            }
+            continue;
+        }
         match crate::scenario::load(f) {
             Ok((_, steps)) => println!("{}: ok ({} step(s))", f.display(), steps.len()),
             Err(e) => {
@@ -526,15 +769,17 @@ async fn up(
     seed: Option<u64>,
     json: bool,
     network: Option<NetworkMode>,
+    exercise: Option<crate::exercise::Exercise>,
 ) -> anyhow::Result<ExitCode> {
     // Without --ready-file the report still goes to a well-known place, for `fortilab console`.
     let default_ready = ready_file.is_none();
     let ready_file = Some(ready_file.unwrap_or_else(crate::console::default_ready_file));
-    let def = match &file {
-        Some(f) => {
+    let def = match (&exercise, &file) {
+        (Some(x), _) => x.lab.clone(),
+        (None, Some(f)) => {
             LabDef::load(f).map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?
         }
-        None => LabDef::seed(),
+        (None, None) => LabDef::seed(),
     };
     let mut def = def;
     if let Some(n) = network {
@@ -575,6 +820,11 @@ async fn up(
         },
         streams.clone(),
     )?;
+    if let Some(x) = exercise {
+        let run = crate::exercise::engine::ExerciseRun::new(x, session.clone());
+        session.set_exercise(run.clone());
+        tokio::spawn(run.run(streams.clone()));
+    }
     let (listener, dash_addr) = crate::dashboard::bind().await?;
     let dashboard = format!("http://{dash_addr}/");
     session.set_dashboard(&dashboard);
@@ -587,6 +837,15 @@ async fn up(
     session.write_ready_file()?;
     let sign_in = crate::dashboard::sign_in_url(&dashboard, session.lab_token());
     print_summary(&snapshot, &sign_in, started, json);
+    if let Some(x) = session.exercise() {
+        if !json {
+            println!("exercise: {} ({} task(s)); progress in the dashboard's Exercise panel and `fortilab exercise status`", x.exercise.title, x.exercise.tasks.len());
+            for (i, t) in x.exercise.tasks.iter().enumerate() {
+                println!("  {:>2}. {} ({})", i + 1, t.title, t.id);
+            }
+            println!();
+        }
+    }
     let on_loopback = def_network_loopback(&snapshot);
     for l in crate::lab::non_loopback_listeners(&snapshot)
         .into_iter()

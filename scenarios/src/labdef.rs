@@ -38,6 +38,12 @@ pub struct LabDef {
     /// Scenario steps (only in scenario files); parsed by [`crate::scenario`].
     #[serde(default)]
     pub step: Vec<toml::Spanned<toml::Table>>,
+    /// Exercise metadata (only in exercise files, see [`crate::exercise`]).
+    #[serde(default)]
+    pub exercise: Option<crate::exercise::ExerciseMeta>,
+    /// Exercise tasks (only in exercise files); parsed by [`crate::exercise`].
+    #[serde(default)]
+    pub task: Vec<toml::Spanned<toml::Table>>,
     /// The directory relative paths are taken from.
     #[serde(skip)]
     pub base_dir: PathBuf,

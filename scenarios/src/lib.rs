@@ -13,6 +13,7 @@
 //! - [`attach`]: scenarios against a running lab it did not start (`run --attach`);
 //! - [`snapshot`]: lab snapshots (`snapshot save/restore`, the `snapshot`/`restore` steps);
 //! - [`dashboard`]: the web dashboard of `fortilab up`;
+//! - [`exercise`]: guided exercises (tasks, hints, checks re-evaluated on every change);
 //! - [`cli`]: `fortilab up | run | validate`.
 
 pub mod attach;
@@ -21,6 +22,7 @@ pub mod clients;
 pub mod compose;
 pub mod console;
 pub mod dashboard;
+pub mod exercise;
 pub mod journal;
 pub mod lab;
 pub mod labdef;

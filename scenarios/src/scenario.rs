@@ -387,7 +387,7 @@ pub fn parse_steps(def: &LabDef, text: &str) -> Result<Vec<Step>, DefError> {
     Ok(steps)
 }
 
-fn toml_to_json(v: &toml::Value) -> Value {
+pub(crate) fn toml_to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
@@ -487,7 +487,7 @@ fn device_name(v: &Value) -> Result<String, String> {
     }
 }
 
-fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
+pub(crate) fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
     Ok(match action {
         "fetch" => {
             let m = obj(v, &["endpoint", "url", "ok", "status", "blocked_by"])?;
@@ -779,6 +779,18 @@ pub fn describe(k: &StepKind) -> String {
 pub fn load(path: &std::path::Path) -> Result<(LabDef, Vec<Step>), DefError> {
     let def = LabDef::load(path)?;
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    if crate::exercise::is_exercise(&def) {
+        let offset = text
+            .find("[exercise]")
+            .or_else(|| text.find("[[task]]"))
+            .unwrap_or(0);
+        return Err(DefError::at(
+            &def.source,
+            &text,
+            offset,
+            "this is an exercise (it has [exercise] or [[task]]): start it with `fortilab exercise FILE`",
+        ));
+    }
     let steps = parse_steps(&def, &text)?;
     // Endpoints named by steps must exist.
     let names: Vec<String> = def.endpoint_specs().into_iter().map(|e| e.name).collect();

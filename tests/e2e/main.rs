@@ -15,6 +15,7 @@ mod console_faz;
 mod dashboard;
 mod dataplane;
 mod ems;
+mod exercise;
 mod faz;
 mod fgt_dataplane;
 mod fortigate;

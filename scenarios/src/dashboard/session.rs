@@ -120,6 +120,8 @@ pub struct LabSession {
     shutdown: CancellationToken,
     /// The lab token (the same across resets: the lab's secrets file is kept).
     lab_token: fortilab_core::secrets::LabToken,
+    /// The exercise running in this lab (`fortilab exercise`).
+    exercise: std::sync::OnceLock<Arc<crate::exercise::engine::ExerciseRun>>,
 }
 
 impl LabSession {
@@ -153,6 +155,7 @@ impl LabSession {
             changed: tokio::sync::Notify::new(),
             shutdown,
             lab_token,
+            exercise: std::sync::OnceLock::new(),
         });
         s.follow(sources);
         Ok(s)
@@ -171,6 +174,16 @@ impl LabSession {
                 token.clone(),
             ));
         }
+    }
+
+    /// Attaches the exercise this lab runs (once).
+    pub fn set_exercise(&self, run: Arc<crate::exercise::engine::ExerciseRun>) {
+        let _ = self.exercise.set(run);
+    }
+
+    /// The exercise this lab runs, if any.
+    pub fn exercise(&self) -> Option<Arc<crate::exercise::engine::ExerciseRun>> {
+        self.exercise.get().cloned()
     }
 
     /// The lab token (dashboard sign-in, every device's `/_lab/` routes).
