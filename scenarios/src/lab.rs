@@ -968,6 +968,10 @@ impl Lab {
         name: &str,
     ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
         let started = std::time::Instant::now();
+        anyhow::ensure!(
+            self.netns.is_none(),
+            "snapshots of a namespaces-mode lab are not supported yet (loopback mode only)"
+        );
         crate::snapshot::validate_name(name)?;
         let (cut_ms, quiesce) = self.quiesce(true).await;
         let t_quiesce = started.elapsed();
@@ -1008,6 +1012,10 @@ impl Lab {
         name: &str,
     ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
         let started = std::time::Instant::now();
+        anyhow::ensure!(
+            self.netns.is_none(),
+            "snapshots of a namespaces-mode lab are not supported yet (loopback mode only)"
+        );
         let labels = self.device_labels();
         let mut info = crate::snapshot::read_snapshot(
             &self.dir,

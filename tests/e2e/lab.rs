@@ -925,6 +925,9 @@ fn every_http_listener_closes_a_partial_request_head_within_the_timeout() {
 
 // ------------------------------------------------------------------------------ snapshots
 
+/// The lab token [`curl_json`] sends (the snapshot test's lab).
+static SNAPSHOT_TOKEN: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
 /// `curl` with the lab token and a JSON body (or none): (status, parsed body).
 fn curl_json(
     method: &str,
@@ -933,10 +936,7 @@ fn curl_json(
     body: Option<&serde_json::Value>,
     extra: &[&str],
 ) -> (u16, serde_json::Value) {
-    let token = format!(
-        "X-Fortilab-Token: {}",
-        std::env::var("FORTILAB_TEST_SNAPSHOT_TOKEN").unwrap_or_default()
-    );
+    let token = format!("X-Fortilab-Token: {}", SNAPSHOT_TOKEN.lock().unwrap());
     let mut args: Vec<String> = vec!["-H".into(), token];
     if let Some(b) = body {
         args.extend([
@@ -991,10 +991,7 @@ fn a_snapshot_brings_the_whole_lab_back_and_the_flow_continues() {
     let ready = dir.path().join("ready.json");
     let ready_s = ready.display().to_string();
     let ca = r["ca_cert"].as_str().unwrap().to_string();
-    std::env::set_var(
-        "FORTILAB_TEST_SNAPSHOT_TOKEN",
-        r["lab_token"].as_str().unwrap(),
-    );
+    *SNAPSHOT_TOKEN.lock().unwrap() = r["lab_token"].as_str().unwrap().to_string();
     let fgt = r["fortigate"]["api"].as_str().unwrap().to_string();
     let fgt_auth = format!(
         "Authorization: Bearer {}",
