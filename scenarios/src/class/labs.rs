@@ -149,6 +149,9 @@ pub struct ClassLab {
 pub enum RestoreError {
     #[error("not available: this lab has no snapshots")]
     NotAvailable,
+    /// The lab has snapshots, but none of this name (the lab's own message).
+    #[error("{0}")]
+    NoSuchSnapshot(String),
     #[error("{0}")]
     Failed(String),
 }
@@ -392,7 +395,8 @@ impl ClassLab {
         self.start(spec).await
     }
 
-    /// Restore: `POST <dashboard>/_lab/snapshot/restore {"name": ..}`.
+    /// Restore: `POST <dashboard>/_lab/snapshot {"op": "restore", "name": ..}` (the lab's own
+    /// snapshot surface, with its lab token).
     pub async fn restore(&self, name: &str) -> Result<Value, RestoreError> {
         let (client, dash) = {
             let v = self.view();
@@ -410,15 +414,19 @@ impl ClassLab {
             }
         };
         let r = client
-            .post(format!("{dash}/_lab/snapshot/restore"))
-            .json(&json!({"name": name}))
+            .post(format!("{dash}/_lab/snapshot"))
+            .json(&json!({"op": "restore", "name": name}))
             .send()
             .await
             .map_err(|e| RestoreError::Failed(format!("{e:#}")))?;
         let status = r.status();
         let body: Value = r.json().await.unwrap_or(Value::Null);
         let outcome = if status == reqwest::StatusCode::NOT_FOUND {
-            Err(RestoreError::NotAvailable)
+            // The lab's "no snapshot named …" comes as JSON; a lab without the route has none.
+            match body["error"].as_str() {
+                Some(e) => Err(RestoreError::NoSuchSnapshot(e.to_string())),
+                None => Err(RestoreError::NotAvailable),
+            }
         } else if status.is_success() {
             Ok(body)
         } else {

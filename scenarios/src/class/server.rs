@@ -10,7 +10,7 @@
 //! | instructor | `GET /` | the page |
 //! | instructor | `GET /api/class` | every lab (JSON; what `fortilab class status` prints) |
 //! | instructor | `POST /api/lab/{i}/reset` | restart lab `i` with a fresh data directory |
-//! | instructor | `POST /api/lab/{i}/restore` `{"name"}` | the lab dashboard's `/_lab/snapshot/restore` |
+//! | instructor | `POST /api/lab/{i}/restore` `{"name"}` | the lab dashboard's `/_lab/snapshot` (`op` restore) |
 //! | trainee | `GET /` | the page |
 //! | trainee | `GET /api/me` | the lab's credentials, consoles, exercise progress |
 //! | trainee | `GET /ca.pem` | the lab CA certificate |
@@ -169,6 +169,11 @@ async fn lab_restore(
         Err(e @ RestoreError::NotAvailable) => (
             StatusCode::NOT_FOUND,
             Json(json!({"ok": false, "error": e.to_string(), "available": false})),
+        )
+            .into_response(),
+        Err(e @ RestoreError::NoSuchSnapshot(_)) => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"ok": false, "error": e.to_string(), "available": true})),
         )
             .into_response(),
         Err(e) => err(StatusCode::BAD_GATEWAY, e),
