@@ -39,7 +39,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use fortilab_core::logchan::{IocAckNotification, Notice, Notification};
 use fortilab_core::logfmt::LogRecord;
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -209,14 +209,14 @@ fn record_fields(rec: &LogRecord) -> BTreeMap<String, String> {
 }
 
 /// Fields of a JSON object as `%%log.<field>%%` variables (top-level scalars).
-fn json_fields(v: &J) -> BTreeMap<String, String> {
+fn json_fields(v: &Value) -> BTreeMap<String, String> {
     v.as_object()
         .map(|m| {
             m.iter()
                 .filter_map(|(k, v)| match v {
-                    J::String(s) => Some((k.clone(), s.clone())),
-                    J::Number(n) => Some((k.clone(), n.to_string())),
-                    J::Bool(b) => Some((k.clone(), b.to_string())),
+                    Value::String(s) => Some((k.clone(), s.clone())),
+                    Value::Number(n) => Some((k.clone(), n.to_string())),
+                    Value::Bool(b) => Some((k.clone(), b.to_string())),
                     _ => None,
                 })
                 .collect()
@@ -231,7 +231,7 @@ fn parse_test_log(text: &str) -> Option<(BTreeMap<String, String>, String)> {
         return None;
     }
     if t.starts_with('{') {
-        if let Ok(v) = serde_json::from_str::<J>(t) {
+        if let Ok(v) = serde_json::from_str::<Value>(t) {
             return Some((json_fields(&v), t.to_string()));
         }
     }
@@ -423,7 +423,7 @@ impl Engine {
     }
 
     /// An incoming webhook for `stitch`.
-    pub fn webhook(self: &Arc<Self>, stitch: &str, body: &J) -> Option<u64> {
+    pub fn webhook(self: &Arc<Self>, stitch: &str, body: &Value) -> Option<u64> {
         let model = self.model();
         let s = model.stitch(stitch)?;
         let t = model.trigger_of(s)?;

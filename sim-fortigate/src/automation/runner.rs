@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use fortilab_core::clock::LabClock;
-use serde_json::Value as J;
+use serde_json::Value;
 
 use super::model::{ActionDef, Step};
 
@@ -29,7 +29,7 @@ pub struct RunCtx {
     /// The triggering log line, if there is one.
     pub log_line: Option<String>,
     /// The outputs of the actions run so far, merged (`%%results.<f>%%`).
-    pub results: serde_json::Map<String, J>,
+    pub results: serde_json::Map<String, Value>,
 }
 
 impl RunCtx {
@@ -82,7 +82,7 @@ pub struct ActionOutcome {
     pub ok: bool,
     pub detail: String,
     /// Merged into the run's `results` for later actions.
-    pub output: J,
+    pub output: Value,
 }
 
 impl ActionOutcome {
@@ -90,7 +90,7 @@ impl ActionOutcome {
         Self {
             ok: true,
             detail: detail.into(),
-            output: J::Null,
+            output: Value::Null,
         }
     }
 
@@ -98,11 +98,11 @@ impl ActionOutcome {
         Self {
             ok: false,
             detail: detail.into(),
-            output: J::Null,
+            output: Value::Null,
         }
     }
 
-    pub fn with_output(mut self, output: J) -> Self {
+    pub fn with_output(mut self, output: Value) -> Self {
         self.output = output;
         self
     }
@@ -187,7 +187,7 @@ pub async fn run_steps<E: ActionExecutor>(
                     )
                 } else {
                     let o = exec.execute(def, ctx).await;
-                    if let J::Object(m) = &o.output {
+                    if let Value::Object(m) = &o.output {
                         for (k, v) in m {
                             ctx.results.insert(k.clone(), v.clone());
                         }
