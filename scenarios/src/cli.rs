@@ -231,22 +231,11 @@ fn compose(
         },
         None => LabDef::seed(),
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let tz = def.tz_minutes();
-    let epoch_ms = def
-        .lab
-        .epoch
-        .as_deref()
-        .and_then(|e| fortilab_core::clock::parse_date_time(e, tz))
-        .map(|s| s * 1000)
-        .unwrap_or(now_ms);
     let opts = crate::compose::ComposeOptions {
         image,
         lab_dir,
-        clock: fortilab_core::LabClock::new(epoch_ms, now_ms, def.lab.speed, tz),
+        clock: crate::compose::lab_clock_now(&def),
+        addressing: crate::compose::Addressing::LabNetworks,
     };
     match crate::compose::write(&def, &opts, out) {
         Ok(p) => {
