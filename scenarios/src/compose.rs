@@ -491,11 +491,13 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
         });
     }
     let lab_json = json!({
+        "routes": unreachable_routes(def),
         "name": def.lab.name,
         "seed": def.lab.seed,
         "secrets": def.lab.secrets.as_str(),
         "clock": crate::attach::clock_json(&opts.clock),
         "ems_auto_authorize": def.ems.auto_authorize,
+        "lab_dir": opts.lab_dir,
         "devices": devices.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
     });
     files.push(("lab.json".into(), serde_json::to_string_pretty(&lab_json)?));
@@ -510,6 +512,151 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
         lab_json,
         links,
     })
+}
+
+/// The ranges a container lab's host must make unreachable before any lab network exists:
+/// the lab's private /16 and every lab Internet site's public address (built-in and the lab's
+/// own), so that no packet to a lab address can take the host's default route.
+pub fn unreachable_routes(def: &LabDef) -> Vec<String> {
+    let o = def.fortigate.mgmt_ip.octets();
+    let mut v = vec![format!("{}.{}.0.0/16", o[0], o[1])];
+    let sites = fortilab_internet::sites::default_sites()
+        .into_iter()
+        .map(|s| s.ip)
+        .chain(def.internet.sites.iter().map(|s| IpAddr::V4(s.ip)));
+    for ip in sites {
+        if let IpAddr::V4(ip) = ip {
+            let r = format!("{ip}/32");
+            if !v.contains(&r) {
+                v.push(r);
+            }
+        }
+    }
+    v
+}
+
+/// The Compose command of this machine: `docker-compose` (v1) or `docker compose` (v2).
+pub fn compose_command() -> Option<Vec<String>> {
+    let ok = |c: &mut std::process::Command| {
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if ok(std::process::Command::new("docker-compose").arg("version")) {
+        return Some(vec!["docker-compose".into()]);
+    }
+    if ok(std::process::Command::new("docker").args(["compose", "version"])) {
+        return Some(vec!["docker".into(), "compose".into()]);
+    }
+    None
+}
+
+fn ip_route(verb: &str, range: &str) -> anyhow::Result<()> {
+    let o = std::process::Command::new("ip")
+        .args(["route", verb, "unreachable", range])
+        .output()
+        .with_context(|| format!("ip route {verb} unreachable {range}"))?;
+    if !o.status.success() {
+        bail!(
+            "ip route {verb} unreachable {range}: {} (root or CAP_NET_ADMIN is needed)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn compose_run(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let cmd = compose_command()
+        .ok_or_else(|| anyhow!("neither docker-compose nor docker compose is installed"))?;
+    let file = dir.join("compose.yaml");
+    let mut c = std::process::Command::new(&cmd[0]);
+    c.args(&cmd[1..]).arg("-f").arg(&file).args(args);
+    // The lab's processes run as the owner of the project directory unless told otherwise.
+    if let Ok(m) = std::fs::metadata(dir) {
+        use std::os::unix::fs::MetadataExt;
+        if std::env::var_os("FORTILAB_UID").is_none() {
+            c.env("FORTILAB_UID", m.uid().to_string());
+        }
+        if std::env::var_os("FORTILAB_GID").is_none() {
+            c.env("FORTILAB_GID", m.gid().to_string());
+        }
+    }
+    let st = c
+        .status()
+        .with_context(|| format!("{} {}", cmd.join(" "), args.join(" ")))?;
+    if !st.success() {
+        bail!(
+            "{} -f {} {}: {st}",
+            cmd.join(" "),
+            file.display(),
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn project_routes(dir: &Path) -> anyhow::Result<(Vec<String>, Value)> {
+    let plan = read_lab_json(&dir.join("config"))?;
+    let routes: Vec<String> = plan["routes"]
+        .as_array()
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no \"routes\" (written by an older `fortilab compose`: write the project again)",
+                dir.join("config/lab.json").display()
+            )
+        })?
+        .iter()
+        .filter_map(|r| r.as_str().map(String::from))
+        .collect();
+    Ok((routes, plan))
+}
+
+/// `fortilab compose up [--out DIR]`: the host's unreachable routes for every lab range first,
+/// then the lab directory and `compose up -d`. On failure everything is undone.
+pub fn up(dir: &Path) -> anyhow::Result<()> {
+    let (routes, plan) = project_routes(dir)?;
+    let mut installed = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for r in &routes {
+            ip_route("replace", r)?;
+            installed.push(r.clone());
+        }
+        let lab = plan["lab_dir"].as_str().unwrap_or("./lab");
+        let lab = if Path::new(lab).is_absolute() {
+            PathBuf::from(lab)
+        } else {
+            dir.join(lab)
+        };
+        std::fs::create_dir_all(&lab).with_context(|| lab.display().to_string())?;
+        compose_run(dir, &["up", "-d"])
+    })();
+    if let Err(e) = result {
+        let _ = compose_run(dir, &["down", "-v", "-t", "15"]);
+        for r in &installed {
+            let _ = ip_route("del", r);
+        }
+        return Err(e);
+    }
+    println!(
+        "fortilab: lab up; {} lab range(s) unreachable from the host until `fortilab compose down`",
+        routes.len()
+    );
+    Ok(())
+}
+
+/// `fortilab compose down [--out DIR]`: `compose down -v`, then the routes `up` installed
+/// (last: no lab packet may leave while anything of the lab exists).
+pub fn down(dir: &Path) -> anyhow::Result<()> {
+    let (routes, _) = project_routes(dir)?;
+    let r = compose_run(dir, &["down", "-v", "--remove-orphans", "-t", "15"]);
+    if r.is_ok() {
+        for route in &routes {
+            let _ = ip_route("del", route);
+        }
+    }
+    r
 }
 
 /// The Compose document of a plan (as JSON; [`to_yaml`] writes it).
@@ -639,8 +786,9 @@ pub fn write(def: &LabDef, opts: &ComposeOptions, dir: &Path) -> anyhow::Result<
          #     FORTILAB_UID=$(id -u) FORTILAB_GID=$(id -g) docker compose up -d\n\
          # The ready report appears in {lab}/ready.json once the lab is up:\n\
          #     fortilab run --attach {lab}/ready.json scenarios/library/seed-flow.toml\n\
-         # Networks are internal (no route out): install the host's unreachable routes first\n\
-         # (README, \"Compose\").\n",
+         # Networks are internal (no route out); the host's unreachable routes for the lab's\n\
+         # ranges come first: `fortilab compose up --out DIR` installs them, then runs\n\
+         # `compose up -d`; `fortilab compose down --out DIR` removes them last.\n",
         def.lab.name,
         def.source,
         opts.image,
@@ -917,6 +1065,26 @@ mod tests {
             y.contains("net.ipv4.ip_unprivileged_port_start: \"0\""),
             "{y}"
         );
+    }
+
+    #[test]
+    fn the_lab_ranges_to_make_unreachable_are_the_lab_16_and_every_site() {
+        let mut def = LabDef::seed();
+        def.internet.sites.push(crate::labdef::SiteDef {
+            host: "extra.example".into(),
+            ip: Ipv4Addr::new(198, 51, 100, 7),
+            category: 0,
+            aliases: vec![],
+            pages: Default::default(),
+        });
+        let r = unreachable_routes(&def);
+        assert_eq!(r[0], "10.115.0.0/16");
+        for want in ["89.238.73.97/32", "195.22.28.198/32", "198.51.100.7/32"] {
+            assert!(r.iter().any(|x| x == want), "{want} in {r:?}");
+        }
+        let p = plan(&def, &opts()).unwrap();
+        assert_eq!(p.lab_json["routes"], json!(r));
+        assert_eq!(p.lab_json["lab_dir"], "./lab");
     }
 
     #[test]

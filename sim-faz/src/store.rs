@@ -2002,6 +2002,26 @@ mod tests {
         .unwrap();
         assert_eq!(seen, 1);
     }
+    #[test]
+    fn sqlite_memory_is_bounded() {
+        // Issue 15: 256 MiB page caches and 2 GiB maps let the FortiAnalyzer's RSS grow with
+        // the store. Every connection now has a bounded cache and the writer no map.
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for r in &s.readers {
+            let c = r.lock().unwrap();
+            let cache: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+            assert_eq!(cache, -i64::from(DEFAULT_READER_CACHE_KIB));
+            let mmap: i64 = c.query_row("PRAGMA mmap_size", [], |r| r.get(0)).unwrap();
+            assert_eq!(mmap as u64, DEFAULT_READER_MMAP_BYTES);
+        }
+        let w = open_conn(&dir.path().join("x.db"), 0, 0).unwrap();
+        let cache: i64 = w.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(cache, -1024, "a floor of 1 MiB");
+        let mmap: i64 = w.query_row("PRAGMA mmap_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(mmap, 0);
+    }
+
     fn small(dir: &Path, segment_rows: u64) -> Store {
         Store::open_with(
             dir,
