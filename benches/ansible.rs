@@ -11,7 +11,7 @@
 //! (`ANSIBLE_BENCH_RUNS`, default 3 runs after the first, configuring one).
 
 #[allow(dead_code)]
-#[path = "../tests/support/ansible.rs"]
+#[path = "../tests/e2e/support/ansible.rs"]
 mod ansible_support;
 
 use std::path::Path;

@@ -46,3 +46,6 @@ pub use clock::LabClock;
 pub use events::{EventBus, LabEvent};
 pub use labnet::LabMap;
 pub use tls::{DeviceCert, LabCa};
+
+#[cfg(test)]
+mod no_panic_tests;

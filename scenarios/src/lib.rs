@@ -27,3 +27,6 @@ pub mod procs;
 pub mod runner;
 pub mod scenario;
 pub mod timeline;
+
+#[cfg(test)]
+mod no_panic_tests;

@@ -341,3 +341,6 @@ pub async fn start(
         tasks,
     })
 }
+
+#[cfg(test)]
+mod no_panic_tests;

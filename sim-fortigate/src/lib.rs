@@ -409,3 +409,6 @@ pub async fn start(
         listener_task,
     })
 }
+
+#[cfg(test)]
+mod no_panic_tests;

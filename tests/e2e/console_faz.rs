@@ -7,7 +7,7 @@
 //! - paramiko `invoke_shell`: the same lines, `?` help, wrong field and value wording, the TIDB
 //!   lookup of the EICAR domain, and a wrong password refused and written to the event log.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! selenium (tests/py/dashboard_e2e.py) against a running lab, plus HTTP-level checks of the
 //! dashboard server (first byte, timeline resume, lab surface).
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

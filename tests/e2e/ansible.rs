@@ -13,7 +13,7 @@
 //! `ansible-playbook` is the script next to the interpreter named by `FORTILAB_PYTHON`
 //! (default `python3`), else the one on PATH.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! seed stitch quarantining the endpoint on the real `sim-ems`; the REST config-script upload
 //! running CLI through the same engine.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::SocketAddr;

@@ -1,7 +1,7 @@
 //! The README's walkthrough is true: every command it shows, run as written (with the ready
 //! file's path substituted), against a real `fortilab up`, gives what the README says it gives.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -6,12 +6,12 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
+use crate::proto::{self, Frame};
+use crate::{telemetry, Shared};
 use axum::body::Body;
 use axum::http::{header, Request};
 use fortilab_core::http::ConnInfo;
 use fortilab_core::text::HOSTILE_PIECES;
-use fortilab_ems::proto::{self, Frame};
-use fortilab_ems::{telemetry, Shared};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
@@ -35,21 +35,21 @@ fn env() -> &'static Env {
         let dir = tempfile::tempdir().unwrap();
         let (shared, app) = rt.block_on(async {
             let ca = fortilab_core::LabCa::generate("t").unwrap();
-            let cfg = fortilab_ems::EmsConfig::for_tests(dir.path());
+            let cfg = crate::EmsConfig::for_tests(dir.path());
             let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let telemetry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let running = fortilab_ems::start(
+            let running = crate::start(
                 cfg,
                 &ca,
                 fortilab_core::LabClock::real(),
-                fortilab_ems::Listeners { api, telemetry },
+                crate::Listeners { api, telemetry },
                 tokio_util::sync::CancellationToken::new(),
             )
             .await
             .unwrap();
             let shared = running.shared.clone();
             std::mem::forget(running);
-            let app = fortilab_ems::api::router(shared.clone());
+            let app = crate::api::router(shared.clone());
             (shared, app)
         });
         let body = serde_json::json!({"name": shared.cfg.admin_user, "password": shared.cfg.admin_password}).to_string();

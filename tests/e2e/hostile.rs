@@ -8,7 +8,7 @@
 //! around header byte 16, `€"x"` then TAB on the console, `?filter=€`, `tz="x€"`) and their
 //! relatives built from `fortilab_core::text::HOSTILE_PIECES`.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream, UdpSocket};

@@ -2,7 +2,7 @@
 //! clients (Python `requests` and the unmodified `fortigate-api` package), verifying TLS
 //! against the lab CA.
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::process::Command;

@@ -5,14 +5,12 @@
 //! back as a typed error (or `None`), never a panic. Bounded: each test runs in well under a
 //! second in a debug build.
 
+use crate::console::{BoxFuture, Completion, ConsoleReply, ConsoleSession, KeyDecoder, LineEditor};
+use crate::logchan::frame;
+use crate::logfmt::{self, LogRecord};
+use crate::text::{printable, HOSTILE_PIECES};
+use crate::{proxy, telemetry};
 use bytes::BytesMut;
-use fortilab_core::console::{
-    BoxFuture, Completion, ConsoleReply, ConsoleSession, KeyDecoder, LineEditor,
-};
-use fortilab_core::logchan::frame;
-use fortilab_core::logfmt::{self, LogRecord};
-use fortilab_core::text::{printable, HOSTILE_PIECES};
-use fortilab_core::{proxy, telemetry};
 use proptest::prelude::*;
 
 /// Text made of `words` and hostile pieces.
@@ -127,7 +125,7 @@ proptest! {
 
     #[test]
     fn dates_and_printable_text(s in mixed(&["2021-03-04", " ", "10:11:22", "-", ":", "9999", "0"], 10), tz in any::<i32>()) {
-        let _ = fortilab_core::clock::parse_date_time(&s, tz % 100_000);
+        let _ = crate::clock::parse_date_time(&s, tz % 100_000);
         let p = printable(&s, false);
         prop_assert!(!p.chars().any(|c| (c as u32) < 0x20 && c != '\n'));
     }

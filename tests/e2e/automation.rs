@@ -9,7 +9,7 @@
 //! the EMS connector state in `monitor/endpoint-control/ems/status`, and an unauthorized
 //! FortiGate's quarantine failing.
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener};

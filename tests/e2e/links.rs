@@ -2,7 +2,7 @@
 //! (lab token required), logs held while FortiGate ↔ FortiAnalyzer is down and every one of them
 //! delivered when it is up again, and the three library scenarios of link faults.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,7 +4,7 @@
 //! tiny stand-in started by the test: a TCP server that reads the PROXY v2 header and the
 //! request, records the lab source address, and answers `200 OK`.
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

@@ -7,7 +7,7 @@
 //!   stored exactly once;
 //! - bad input (JSON-RPC, log channel, syslog) is answered/counted and never stops the process.
 
-mod support;
+use crate::support;
 
 use std::io::Write;
 use std::path::Path;

@@ -7,18 +7,18 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Arc, OnceLock};
 
+use crate::api::query::{parse_cond, Filter};
+use crate::api::{router, Api};
+use crate::config::FosVersion;
+use crate::console::FgtConsole;
+use crate::device::Device;
+use crate::{load_config, serial_for, ConfigSource, Options};
 use axum::body::Body;
 use axum::http::{header, Request};
 use axum::Router;
 use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
 use fortilab_core::text::HOSTILE_PIECES;
-use fortilab_fortigate::api::query::{parse_cond, Filter};
-use fortilab_fortigate::api::{router, Api};
-use fortilab_fortigate::config::FosVersion;
-use fortilab_fortigate::console::FgtConsole;
-use fortilab_fortigate::device::Device;
-use fortilab_fortigate::{load_config, serial_for, ConfigSource, Options};
 use proptest::prelude::*;
 use tower::ServiceExt;
 
@@ -204,7 +204,7 @@ proptest! {
 
     #[test]
     fn config_lexer(text in mixed(CLI_WORDS, 30)) {
-        let _ = fortilab_fortigate::config::lexer::lex(&text);
+        let _ = crate::config::lexer::lex(&text);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! the seed configuration; the FortiGate's explicit proxy, policy, web filter, logs (REST log
 //! API), syslog to a real rsyslog, and log forwarding over the log channel to a test receiver.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use support::devices::faz_stand_in;
 use support::{wait_for, Proc};
 
-const SEED: &str = include_str!("../scenarios/labs/seed-fortigate.conf");
+const SEED: &str = include_str!("../../scenarios/labs/seed-fortigate.conf");
 const EICAR_SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
 
 struct Lab {

@@ -1,7 +1,7 @@
 //! End-to-end tests of `fortilab`: the scenario library with real processes, JUnit, failure
 //! and invalid-input exit codes, clean shutdown (no orphans), determinism.
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -100,6 +100,18 @@ fn a_wrong_expectation_fails_with_exit_1_and_says_what_was_expected_and_seen() {
     assert!(out.contains("seen instead"), "{out}");
     assert!(out.contains("timeline tail"), "{out}");
     assert!(out.contains("seed 1"), "{out}");
+}
+
+/// EMS answers `endpoints/index` at most 1,000 records a page: with 1,201 endpoints the
+/// runner's EMS checks still find one registered past the first page, and the flow still
+/// quarantines the one that downloads the test file.
+#[test]
+fn expectations_hold_with_more_endpoints_than_one_ems_page() {
+    let f = repo().join("tests/fixtures/many-endpoints.toml");
+    let (code, out, err) = run_fortilab(&["run", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(out.contains("past EMS's first page"), "{out}");
+    assert!(!out.contains("FAIL"), "{out}");
 }
 
 #[test]

@@ -10,7 +10,7 @@
 //! message, only when no Docker engine answers; everything it creates (containers, networks,
 //! the lab directory, the image, the host's unreachable routes) is removed, also on failure.
 
-mod support;
+use crate::support;
 
 use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr, TcpStream};

@@ -4,7 +4,7 @@
 //! address through a PROXY header, the lab surface (DNS view, ratings, events), clean SIGTERM,
 //! and exit code 2 with file:line for a bad site definition.
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 

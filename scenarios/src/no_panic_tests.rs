@@ -2,8 +2,8 @@
 //! hostile pieces inserted at random places (multi-byte characters inside keys, values and
 //! durations, numbers past their limits) give a `DefError` naming file:line, or load.
 
+use crate::scenario;
 use fortilab_core::text::HOSTILE_PIECES;
-use fortilab_scenarios::scenario;
 use proptest::prelude::*;
 
 const LIBRARY: &[&str] = &[
@@ -78,7 +78,7 @@ proptest! {
     fn durations_and_time_zones(s in "\\PC{0,12}", n in any::<f64>()) {
         let _ = scenario::parse_duration(&s);
         let _ = scenario::parse_duration(&format!("{n}h"));
-        let _ = fortilab_scenarios::labdef::parse_tz(&s);
+        let _ = crate::labdef::parse_tz(&s);
     }
 }
 
