@@ -567,7 +567,7 @@ mod runtime {
         ]
         .into_iter()
         .collect();
-        let m = lab_map(&[h.clone()], Some("internet"), &resolved).unwrap();
+        let m = lab_map(std::slice::from_ref(&h), Some("internet"), &resolved).unwrap();
         assert_eq!(
             m.resolve("10.115.1.20:514".parse().unwrap()),
             "10.96.0.20:514".parse().unwrap()
