@@ -1,5 +1,8 @@
 //! Lab-level benchmarks (issue 6): `fortilab up` to ready, and the seed flow from the
-//! endpoint's EICAR fetch to the endpoint being blocked, with `timing = "fast"`.
+//! endpoint's EICAR fetch to the endpoint being blocked, with `timing = "fast"`; then (issue
+//! 17) a snapshot save and a restore of that quarantined seed lab through the dashboard's
+//! `POST /_lab/snapshot`, as `fortilab snapshot` does (the call returns once the lab is
+//! running and settled again).
 //!
 //! Run: `cargo bench --bench lab` (uses the release build of `fortilab`).
 
@@ -8,7 +11,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fortilab_core::LabCa;
+use fortilab_scenarios::attach::post_snapshot;
 use fortilab_scenarios::clients::{http_client, Endpoints};
+use fortilab_scenarios::snapshot::SnapshotOp;
 
 fn wait_ready(path: &Path, timeout: Duration) -> serde_json::Value {
     let deadline = Instant::now() + timeout;
@@ -37,6 +42,9 @@ fn main() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut ready_ms = Vec::new();
     let mut flow_ms = Vec::new();
+    let mut save_ms = Vec::new();
+    let mut restore_ms = Vec::new();
+    let mut snap_bytes = 0u64;
     for i in 0..runs {
         let dir = tempfile::tempdir().unwrap();
         let ready = dir.path().join("ready.json");
@@ -84,6 +92,21 @@ fn main() {
             }
         });
         flow_ms.push(flow.as_secs_f64() * 1000.0);
+
+        // Snapshot save, then restore, of the quarantined lab (wall clock at the client).
+        let dashboard = report["dashboard"].as_str().unwrap().trim_end_matches('/');
+        let token = fortilab_core::secrets::LabToken::new(report["lab_token"].as_str().unwrap());
+        for (op, out) in [
+            (SnapshotOp::Save, &mut save_ms),
+            (SnapshotOp::Restore, &mut restore_ms),
+        ] {
+            let t = Instant::now();
+            let (info, _clock) = rt
+                .block_on(post_snapshot(dashboard, Some(&token), op, "bench"))
+                .unwrap_or_else(|e| panic!("snapshot {}: {e:#}", op.as_str()));
+            out.push(t.elapsed().as_secs_f64() * 1000.0);
+            snap_bytes = info.bytes;
+        }
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
@@ -101,5 +124,17 @@ fn main() {
         "  median {:.0} ms, max {:.0} ms",
         percentile(&mut flow_ms.clone(), 0.5),
         percentile(&mut flow_ms, 1.0)
+    );
+    println!("snapshot save of the quarantined seed lab ({snap_bytes} bytes), {runs} runs:");
+    println!(
+        "  median {:.0} ms, max {:.0} ms",
+        percentile(&mut save_ms.clone(), 0.5),
+        percentile(&mut save_ms, 1.0)
+    );
+    println!("snapshot restore of it, {runs} runs:");
+    println!(
+        "  median {:.0} ms, max {:.0} ms",
+        percentile(&mut restore_ms.clone(), 0.5),
+        percentile(&mut restore_ms, 1.0)
     );
 }

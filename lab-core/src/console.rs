@@ -143,6 +143,24 @@ pub const DEFAULT_LOGIN_GRACE: Duration = Duration::from_secs(120);
 /// session.
 pub const MAX_LINE: usize = 4096;
 
+/// A console command line as the lab timeline's `console.command` event carries it: the
+/// value of a `set` of a secret (passwords, keys, tokens, PSKs) is replaced with `*`, so
+/// that the timeline never holds a secret typed at a console [P].
+pub fn redact_command(line: &str) -> String {
+    let line = line.trim();
+    let mut words = line.split_whitespace();
+    let first = words.next().unwrap_or("");
+    let attr = words.next().unwrap_or("").to_ascii_lowercase();
+    let secret = ["pass", "secret", "key", "token", "psk"]
+        .iter()
+        .any(|w| attr.contains(w));
+    if first.eq_ignore_ascii_case("set") && secret {
+        format!("set {attr} *")
+    } else {
+        line.chars().take(MAX_LINE).collect()
+    }
+}
+
 /// What the console prints for a line over [`MAX_LINE`] [P].
 pub fn line_too_long_message() -> String {
     format!("Command line too long (more than {MAX_LINE} characters): nothing was run.")
@@ -1050,6 +1068,21 @@ fn back(out: &mut String, n: usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn secrets_typed_at_a_console_are_redacted_in_the_event() {
+        use super::redact_command;
+        assert_eq!(
+            redact_command("  diagnose test application fgfmd 1 "),
+            "diagnose test application fgfmd 1"
+        );
+        assert_eq!(redact_command("set password Hunter2"), "set password *");
+        assert_eq!(redact_command("SET psksecret abc"), "set psksecret *");
+        assert_eq!(
+            redact_command("set server \"10.115.1.20\""),
+            "set server \"10.115.1.20\""
+        );
+    }
+
     use super::*;
 
     struct Fake;

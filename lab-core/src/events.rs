@@ -51,6 +51,9 @@ pub struct EventBus {
     clock: LabClock,
     inner: Arc<Mutex<Inner>>,
     tx: broadcast::Sender<Arc<LabEvent>>,
+    /// Cancelled when the device shuts down: open `/_lab/events` streams end, so they do not
+    /// hold the HTTP drain for its whole grace period.
+    closed: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for EventBus {
@@ -70,7 +73,23 @@ impl EventBus {
                 history: VecDeque::new(),
             })),
             tx,
+            closed: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Ends every open event stream (and every later one at once): the device is shutting
+    /// down. Readers reconnect with `?since=` to the next instance.
+    pub fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Closes the streams when `shutdown` is cancelled (see [`EventBus::close`]).
+    pub fn close_on(&self, shutdown: &tokio_util::sync::CancellationToken) {
+        let (bus, sd) = (self.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            sd.cancelled().await;
+            bus.close();
+        });
     }
 
     /// Renames the device (a hostname change).
@@ -246,7 +265,11 @@ pub async fn sse_handler(
     let body: std::pin::Pin<Box<dyn Stream<Item = Result<Event, Infallible>> + Send>> = if once {
         Box::pin(stream::iter(head))
     } else {
-        Box::pin(stream::iter(head).chain(live))
+        Box::pin(
+            stream::iter(head)
+                .chain(live)
+                .take_until(bus.closed.clone().cancelled_owned()),
+        )
     };
     Sse::new(body).keep_alive(KeepAlive::default())
 }

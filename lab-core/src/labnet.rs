@@ -99,6 +99,15 @@ impl LabMap {
     }
 
     /// Where to connect to reach the lab socket `lab`.
+    /// Whether the map changes nothing: every lab address is real (a lab on real networks,
+    /// namespaces mode), so no PROXY header is needed to carry a lab address.
+    pub fn is_plain_identity(&self) -> bool {
+        self.identity
+            && self.internet.is_none()
+            && self.hosts.is_empty()
+            && self.services.is_empty()
+    }
+
     pub fn resolve(&self, lab: SocketAddr) -> SocketAddr {
         if let Some(real) = self.services.get(&lab) {
             return *real;

@@ -827,6 +827,27 @@ function setupButtons() {
     });
   }
   $('#btn-reset').addEventListener('click', () => act($('#btn-reset'), '/api/lab/reset', {}, () => 'restarting the lab (same seed)'));
+  // Lab snapshots: the whole lab saved under a name, restored into the running lab.
+  const snapList = async () => {
+    const r = await api('/api/snapshots');
+    const dl = $('#snap-list');
+    dl.textContent = '';
+    for (const s of (r && r.snapshots) || []) {
+      const o = document.createElement('option');
+      o.value = s.name;
+      o.label = `lab time ${s.lab_time}`;
+      dl.appendChild(o);
+    }
+  };
+  const snap = (op) => async () => {
+    const name = $('#snap-name').value.trim();
+    const btn = $(op === 'save' ? '#btn-snap-save' : '#btn-snap-restore');
+    await act(btn, '/api/snapshot', { op, name }, (v) => `snapshot ${name} ${op === 'save' ? 'saved' : 'restored'} (lab time ${v.snapshot.lab_time}, ${v.snapshot.elapsed_ms} ms)`);
+    snapList();
+  };
+  $('#btn-snap-save').addEventListener('click', snap('save'));
+  $('#btn-snap-restore').addEventListener('click', snap('restore'));
+  snapList();
   $('#btn-speed').addEventListener('click', () => {
     const speed = Number($('#speed').value);
     act($('#btn-speed'), '/api/lab/speed', { speed }, () => `restarting the lab at ×${speed}`);
@@ -903,6 +924,96 @@ function stallProbe() {
   });
 }
 
+// ------------------------------------------------------------------------------------------
+// Exercise panel (`fortilab exercise`): tasks, ticks, hints on request, start a task over.
+
+// A little Markdown: ``` blocks, `code`, **bold**, *em*, "- " lists, paragraphs. Escaped first.
+function md(text) {
+  const out = [];
+  const blocks = String(text || '').split(/```/);
+  blocks.forEach((b, i) => {
+    if (i % 2 === 1) { out.push('<pre>' + esc(b.replace(/^\w*\n/, '')) + '</pre>'); return; }
+    const inline = (t) => esc(t).replace(/`([^`]+)`/g, '<code>$1</code>')
+      .replace(/\*\*([^*]+)\*\*/g, '<b>$1</b>').replace(/\*([^*]+)\*/g, '<i>$1</i>');
+    for (const para of b.split(/\n\s*\n/)) {
+      const lines = para.split('\n').filter((l) => l.trim());
+      if (!lines.length) continue;
+      if (lines.every((l) => /^\s*- /.test(l))) {
+        out.push('<ul>' + lines.map((l) => '<li>' + inline(l.replace(/^\s*- /, '')) + '</li>').join('') + '</ul>');
+      } else {
+        out.push('<p>' + lines.map(inline).join(' ') + '</p>');
+      }
+    }
+  });
+  return out.join('');
+}
+
+const EX = { open: null, sig: '' };
+
+function renderExercise(v) {
+  const card = $('#exercise-card');
+  if (!v || !v.exercise) { card.hidden = true; return; }
+  card.hidden = false;
+  const sig = JSON.stringify(v);
+  if (sig === EX.sig) return;
+  EX.sig = sig;
+  $('#ex-title').textContent = v.exercise.title || v.exercise.name;
+  const badge = $('#ex-count');
+  badge.textContent = v.done + '/' + v.total;
+  badge.dataset.status = v.done === v.total ? 'passed' : 'running';
+  $('#ex-desc').innerHTML = md(v.exercise.description);
+  const ol = $('#ex-tasks');
+  ol.innerHTML = '';
+  for (const t of v.tasks) {
+    const li = document.createElement('li');
+    const state = t.done ? 'done' : (t.id === v.current ? 'current' : 'todo');
+    li.dataset.state = state;
+    li.dataset.task = t.id;
+    const mark = t.done ? '&#10004;' : (state === 'current' ? '&#9654;' : '&middot;');
+    let html = '<span class="mark">' + mark + '</span>' + esc(t.title);
+    const open = state === 'current' || EX.open === t.id;
+    if (open) {
+      html += '<div class="body">' + md(t.text);
+      for (const h of t.hints || []) html += '<div class="hint">' + md(h) + '</div>';
+      html += '<ul class="checks">' + (t.last_seen && t.last_seen.length ? t.last_seen : t.checks).map((c) => '<li>' + esc(c) + '</li>').join('') + '</ul>';
+      html += '<div class="actions">';
+      if (t.hints_shown < t.hints_total) html += '<button data-hint="' + esc(t.id) + '">Show a hint (' + (t.hints_shown + 1) + '/' + t.hints_total + ')</button>';
+      if (t.snapshot && t.snapshot.saved) html += '<button data-restart="' + esc(t.id) + '" title="Restore the lab as it was when this task began">Start this task over</button>';
+      else if (t.started && !t.snapshot) html += '<span class="muted small">saving the lab as this task begins&hellip;</span>';
+      else if (t.snapshot && !t.snapshot.saved) html += '<span class="muted small">no snapshot of this task\'s start: ' + esc(t.snapshot.error) + '</span>';
+      html += '</div></div>';
+    }
+    li.innerHTML = html;
+    li.addEventListener('click', (e) => {
+      if (e.target.closest('button') || e.target.closest('.body')) return;
+      EX.open = EX.open === t.id ? null : t.id;
+      EX.sig = '';
+      renderExercise(v);
+    });
+    ol.appendChild(li);
+  }
+  for (const b of $$('button[data-hint]', ol)) {
+    b.addEventListener('click', async () => {
+      const r = await api('/api/exercise/hint', { task: b.dataset.hint });
+      if (!r.ok) toast(r.error, true);
+      pollExercise();
+    });
+  }
+  for (const b of $$('button[data-restart]', ol)) {
+    b.addEventListener('click', async () => {
+      if (!confirm('Start this task over? The lab goes back to how it was when the task began.')) return;
+      b.disabled = true;
+      const r = await api('/api/exercise/restart', { task: b.dataset.restart });
+      if (r.ok) toast('task ' + b.dataset.restart + ' started over'); else toast(r.error, true);
+      pollExercise();
+    });
+  }
+}
+
+async function pollExercise() {
+  try { renderExercise(await api('/api/exercise')); } catch (_) { /* the next poll retries */ }
+}
+
 document.addEventListener('DOMContentLoaded', () => {
   setupTimeline();
   setupButtons();
@@ -912,6 +1023,8 @@ document.addEventListener('DOMContentLoaded', () => {
     connectEvents();
     connectState();
     loadScenarios();
+    pollExercise();
+    setInterval(() => { if (!$('#exercise-card').hidden) pollExercise(); }, 700);
     setInterval(tickClock, 250);
     stallProbe();
   }, 0));

@@ -150,6 +150,50 @@ impl Attached {
         })
     }
 
+    /// The dashboard of a `fortilab up` lab (its lab surface saves and restores snapshots).
+    fn dashboard(&self) -> anyhow::Result<String> {
+        self.report["dashboard"]
+            .as_str()
+            .map(|d| d.trim_end_matches('/').to_string())
+            .ok_or_else(|| {
+                anyhow!(
+                    "snapshots are not supported on an attached lab without a fortilab dashboard \
+                     ({}): the ready report names no dashboard",
+                    self.source
+                )
+            })
+    }
+
+    /// Saves or restores a snapshot through the lab's dashboard (the lab clock is not
+    /// followed; see [`LabControl::snapshot`] for that).
+    pub async fn snapshot_via_dashboard(
+        &self,
+        op: crate::snapshot::SnapshotOp,
+        name: &str,
+    ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
+        let d = self.dashboard()?;
+        Ok(post_snapshot(&d, self.token.as_ref(), op, name).await?.0)
+    }
+
+    /// The lab's snapshots (`GET <dashboard>/_lab/snapshots`).
+    pub async fn snapshot_list(&self) -> anyhow::Result<Vec<crate::snapshot::SnapshotInfo>> {
+        let url = format!("{}/_lab/snapshots", self.dashboard()?);
+        let mut req = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?
+            .get(&url);
+        if let Some(t) = &self.token {
+            req = req.header(fortilab_core::secrets::LAB_TOKEN_HEADER, t.as_str());
+        }
+        let resp = req.send().await.with_context(|| format!("GET {url}"))?;
+        let status = resp.status();
+        let v: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("GET {url}: HTTP {status}: {v}");
+        }
+        Ok(serde_json::from_value(v["snapshots"].clone())?)
+    }
+
     /// An HTTP client trusting the lab CA and sending the lab token.
     pub fn http_client(&self, cookies: bool) -> anyhow::Result<reqwest::Client> {
         crate::clients::http_client_tls(&self.tls, cookies, self.token.as_ref())
@@ -331,6 +375,62 @@ impl LabControl for Attached {
         }
         Ok(v["link"].clone())
     }
+
+    async fn snapshot(
+        &mut self,
+        op: crate::snapshot::SnapshotOp,
+        name: &str,
+    ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
+        // A `fortilab up` lab's dashboard saves and restores snapshots of the lab it runs
+        // (`POST /_lab/snapshot`, lab token); the answer carries the lab clock after the
+        // operation (a restore moves it).
+        let dashboard = self.dashboard()?;
+        let (info, clock) = post_snapshot(&dashboard, self.token.as_ref(), op, name).await?;
+        if let Some(c) = clock {
+            self.clock = c;
+            self.report["clock"] = clock_json(&c);
+        }
+        Ok(info)
+    }
+}
+
+/// `POST <dashboard>/_lab/snapshot {"op", "name"}` with the lab token: the snapshot's
+/// description and the lab clock after the operation. `fortilab snapshot` and attached
+/// scenarios use it. The dashboard is plain HTTP on loopback.
+pub async fn post_snapshot(
+    dashboard: &str,
+    token: Option<&LabToken>,
+    op: crate::snapshot::SnapshotOp,
+    name: &str,
+) -> anyhow::Result<(crate::snapshot::SnapshotInfo, Option<LabClock>)> {
+    let url = format!("{}/_lab/snapshot", dashboard.trim_end_matches('/'));
+    let mut req = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(120))
+        .build()?
+        .post(&url)
+        .json(&json!({"op": op.as_str(), "name": name}));
+    if let Some(t) = token {
+        req = req.header(fortilab_core::secrets::LAB_TOKEN_HEADER, t.as_str());
+    }
+    let resp = req.send().await.with_context(|| format!("POST {url}"))?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "POST {url}: HTTP {status}: {}",
+            v["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| v.to_string())
+        );
+    }
+    let info: crate::snapshot::SnapshotInfo = serde_json::from_value(v["snapshot"].clone())
+        .with_context(|| format!("POST {url}: unexpected answer {v}"))?;
+    let clock = v
+        .get("clock")
+        .filter(|c| c.is_object())
+        .map(|c| report_clock(&json!({"clock": c})));
+    Ok((info, clock))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! The `fortilab` command line (ARCHITECTURE.md section 7): `up`, `run`, `validate`.
+//! The `fortilab` command line (ARCHITECTURE.md section 7): `up`, `run`, `validate`,
+//! `exercise`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::dashboard::session::{LabSession, SessionOptions};
 use crate::lab::{Lab, LabOptions};
-use crate::labdef::LabDef;
+use crate::labdef::{LabDef, NetworkMode};
 use crate::runner::{self, RunOptions};
 use crate::timeline::{self, Timeline};
 
@@ -45,6 +46,10 @@ enum Command {
         /// Print the timeline as JSON lines instead of text.
         #[arg(long)]
         json: bool,
+        /// `loopback` (default) or `namespaces` (root: each device in its own network
+        /// namespace at its real lab addresses); overrides `[lab] network`.
+        #[arg(long, value_enum)]
+        network: Option<NetworkMode>,
     },
     /// Run scenarios end to end with real processes. Exit 0: all passed; 1: a scenario failed;
     /// 2: invalid input.
@@ -69,7 +74,24 @@ enum Command {
         /// not applied; device control steps fail ("not supported on an attached lab").
         #[arg(long, value_name = "READY_FILE_OR_URL")]
         attach: Option<String>,
+        /// Run every scenario's lab in this network mode (`namespaces`: root).
+        #[arg(long, value_enum)]
+        network: Option<NetworkMode>,
     },
+    /// Run a command as a lab host of the running namespaces lab (`fortilab exec PC-52 --
+    /// curl http://www.eicar.org/`): in that host's network namespace, with the lab's DNS.
+    /// Hosts: endpoint names or addresses, `fortigate`, `fortianalyzer`, `ems`, `internet`.
+    Exec {
+        host: String,
+        /// Which namespaces lab (its prefix, `fl<pid><letter>`) when several run.
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Remove the network namespaces, interfaces and routes of namespaces labs whose
+    /// orchestrator is gone (`fortilab up` does this at every start).
+    NetnsClean,
     /// Open a device's SSH console (the FortiOS or FortiAnalyzer CLI) in a running `fortilab up`
     /// lab, with the system `ssh` client.
     Console {
@@ -79,7 +101,28 @@ enum Command {
         #[arg(long)]
         ready_file: Option<PathBuf>,
     },
-    /// Check lab and scenario files without running them. Exit 0 valid, 2 invalid.
+    /// Start a guided exercise (its lab, then the tasks, checked as the trainee works; the
+    /// dashboard shows the exercise panel), or `fortilab exercise status` to print the
+    /// progress of a running one.
+    Exercise(ExerciseArgs),
+    /// Save, restore or list snapshots of a running `fortilab up` lab: its whole state (every
+    /// device's configuration, logs, IOC results, quarantines, endpoint state) and lab clock,
+    /// under `<data-dir>/snapshots/NAME/`. Exit 0 done, 1 failed, 2 bad usage.
+    Snapshot {
+        /// `save`, `restore` or `list`.
+        op: String,
+        /// The snapshot's name (letters, digits, `.`, `_`, `-`).
+        name: Option<String>,
+        /// The running lab: its ready file or its dashboard's ready URL
+        /// (`http://127.0.0.1:PORT/_lab/ready`; the lab token then comes from
+        /// FORTILAB_LAB_TOKEN). Default: $FORTILAB_READY_FILE, else the ready file `up` writes.
+        #[arg(long, value_name = "READY_FILE_OR_URL")]
+        attach: Option<String>,
+        /// Print the snapshot's description as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check lab, scenario and exercise files without running them. Exit 0 valid, 2 invalid.
     Validate {
         #[arg(required = true)]
         files: Vec<PathBuf>,
@@ -124,6 +167,46 @@ enum Command {
     /// (Compose health check) Exit 0 when FILE holds a device's ready report.
     #[command(hide = true)]
     ReadyCheck { file: PathBuf },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct ExerciseArgs {
+    #[command(subcommand)]
+    command: Option<ExerciseCommand>,
+    /// The exercise file (TOML).
+    file: Option<PathBuf>,
+    /// Write the lab's ready report (JSON) here once every device is ready (default:
+    /// `$TMPDIR/fortilab-ready.json`).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Directory for device state, logs and the lab CA (default: a new temporary one).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Override the lab's seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Print the timeline as JSON lines instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ExerciseCommand {
+    /// Print the progress of a running exercise. Exit 0 when every task is done, 3 while
+    /// some are not, 1 when the lab cannot be asked.
+    Status {
+        /// The running lab's ready file (default: $FORTILAB_READY_FILE, else
+        /// `$TMPDIR/fortilab-ready.json`).
+        #[arg(long, conflicts_with = "url")]
+        ready_file: Option<PathBuf>,
+        /// The lab's dashboard URL instead (the lab token then comes from FORTILAB_LAB_TOKEN
+        /// or the URL's `?token=`).
+        url: Option<String>,
+        /// Print the progress JSON (`GET /_lab/exercise`) as it is.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Entry point of the `fortilab` binary.
@@ -193,6 +276,12 @@ pub fn main() -> ExitCode {
                 }
             }
             Command::Console { device, ready_file } => crate::console::main(&device, ready_file),
+            Command::Snapshot {
+                op,
+                name,
+                attach,
+                json,
+            } => snapshot_cmd(&op, name.as_deref(), attach, json).await,
             Command::Run {
                 scenarios,
                 junit,
@@ -200,6 +289,7 @@ pub fn main() -> ExitCode {
                 keep_logs,
                 verbose,
                 attach,
+                network,
             } => {
                 run(
                     &scenarios,
@@ -210,8 +300,16 @@ pub fn main() -> ExitCode {
                         verbose,
                     },
                     attach.as_deref(),
+                    network,
                 )
                 .await
+            }
+            Command::Exec { host, lab, command } => exec(&host, lab.as_deref(), &command),
+            Command::NetnsClean => {
+                for p in crate::netns::clean_stale() {
+                    println!("fortilab: removed the network of dead lab {p}");
+                }
+                ExitCode::SUCCESS
             }
             Command::Up {
                 file,
@@ -219,12 +317,87 @@ pub fn main() -> ExitCode {
                 data_dir,
                 seed,
                 json,
-            } => match up(file, ready_file, data_dir, seed, json).await {
+                network,
+            } => match up(file, ready_file, data_dir, seed, json, network, None).await {
                 Ok(code) => code,
                 Err(e) => fortilab_core::device::exit_for("fortilab", &e),
             },
+            Command::Exercise(args) => exercise(args).await,
         }
     })
+}
+
+/// `fortilab snapshot save|restore|list [NAME] [--attach READY]`: asks the lab's dashboard
+/// (`POST /_lab/snapshot`, `GET /_lab/snapshots`, lab token), which holds the lab.
+async fn snapshot_cmd(
+    op: &str,
+    name: Option<&str>,
+    attach: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let usage = |m: String| {
+        eprintln!("fortilab snapshot: {m}");
+        ExitCode::from(2)
+    };
+    let parsed = crate::snapshot::SnapshotOp::parse(op);
+    if parsed.is_none() && op != "list" {
+        return usage(format!("unknown operation {op:?} (save, restore or list)"));
+    }
+    let name = match (parsed, name) {
+        (Some(_), None) => return usage(format!("`{op}` needs a snapshot name")),
+        (_, Some(n)) => match crate::snapshot::validate_name(n) {
+            Ok(()) => Some(n),
+            Err(e) => return usage(e.to_string()),
+        },
+        (None, None) => None,
+    };
+    let src = attach
+        .or_else(|| std::env::var(crate::console::READY_ENV).ok())
+        .unwrap_or_else(|| crate::console::default_ready_file().display().to_string());
+    let result = async {
+        let lab = crate::attach::Attached::open(&src).await?;
+        match parsed {
+            Some(op) => {
+                let info = lab
+                    .snapshot_via_dashboard(op, name.unwrap_or_default())
+                    .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&info)?);
+                } else {
+                    println!(
+                        "snapshot {} {}: lab time {}, {} devices, {} bytes, {} ms",
+                        info.name,
+                        op.past(),
+                        info.lab_time,
+                        info.devices.len(),
+                        info.bytes,
+                        info.elapsed_ms
+                    );
+                }
+            }
+            None => {
+                let list = lab.snapshot_list().await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else if list.is_empty() {
+                    println!("no snapshots");
+                } else {
+                    for i in list {
+                        println!("{:<24} lab time {}  {} bytes", i.name, i.lab_time, i.bytes);
+                    }
+                }
+            }
+        }
+        anyhow::Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("fortilab snapshot: {e:#}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn compose(
@@ -261,9 +434,206 @@ fn compose(
     }
 }
 
+async fn exercise(args: ExerciseArgs) -> ExitCode {
+    match args.command {
+        Some(ExerciseCommand::Status {
+            ready_file,
+            url,
+            json,
+        }) => exercise_status(ready_file, url, json).await,
+        None => {
+            let Some(file) = args.file else {
+                eprintln!("fortilab exercise: give an exercise FILE, or `status`");
+                return ExitCode::from(2);
+            };
+            let ex = match crate::exercise::load(&file) {
+                Ok(x) => x,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            match up(
+                Some(file),
+                args.ready_file,
+                args.data_dir,
+                args.seed,
+                args.json,
+                None,
+                Some(ex),
+            )
+            .await
+            {
+                Ok(code) => code,
+                Err(e) => fortilab_core::device::exit_for("fortilab", &e),
+            }
+        }
+    }
+}
+
+/// `fortilab exercise status`.
+async fn exercise_status(ready_file: Option<PathBuf>, url: Option<String>, json: bool) -> ExitCode {
+    let (base, token) = match url {
+        Some(u) => {
+            let mut token = std::env::var(crate::attach::TOKEN_ENV).ok();
+            let (u, query) = match u.split_once('?') {
+                Some((a, q)) => (a.to_string(), q.to_string()),
+                None => (u.clone(), String::new()),
+            };
+            for (k, v) in form_pairs(&query) {
+                if k == "token" {
+                    token = Some(v);
+                }
+            }
+            (u, token)
+        }
+        None => {
+            let path = ready_file
+                .or_else(|| std::env::var_os(crate::console::READY_ENV).map(PathBuf::from))
+                .unwrap_or_else(crate::console::default_ready_file);
+            let report: Value = match std::fs::read_to_string(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    eprintln!(
+                        "fortilab exercise status: no running lab: {}: {e} (pass the lab's --ready-file or its dashboard URL)",
+                        path.display()
+                    );
+                    return ExitCode::from(1);
+                }
+            };
+            let Some(dash) = report["dashboard"].as_str() else {
+                eprintln!(
+                    "fortilab exercise status: {} has no dashboard URL",
+                    path.display()
+                );
+                return ExitCode::from(1);
+            };
+            (
+                dash.to_string(),
+                report["lab_token"].as_str().map(str::to_string),
+            )
+        }
+    };
+    let url = if base.contains("/_lab/exercise") {
+        base
+    } else {
+        format!("{}/_lab/exercise", base.trim_end_matches('/'))
+    };
+    let client = match reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fortilab exercise status: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let mut req = client.get(&url);
+    if let Some(t) = &token {
+        req = req.header(fortilab_core::secrets::LAB_TOKEN_HEADER, t);
+    }
+    let v: Value = match req.send().await {
+        Ok(r) if r.status().is_success() => r.json().await.unwrap_or(Value::Null),
+        Ok(r) => {
+            let st = r.status();
+            let body: Value = r.json().await.unwrap_or(Value::Null);
+            eprintln!(
+                "fortilab exercise status: GET {url}: HTTP {st}{}",
+                body["error"]
+                    .as_str()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            );
+            return ExitCode::from(1);
+        }
+        Err(e) => {
+            eprintln!("fortilab exercise status: GET {url}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if json {
+        println!("{v}");
+    } else {
+        print!("{}", format_progress(&v));
+    }
+    if v["done"].as_u64().is_some() && v["done"] == v["total"] {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(3)
+    }
+}
+
+fn form_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The progress of `GET /_lab/exercise` as lines for a terminal.
+pub fn format_progress(v: &Value) -> String {
+    let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let mut out = format!(
+        "{} ({}): {}/{} task(s) done\n",
+        s(&v["exercise"]["title"]),
+        s(&v["exercise"]["name"]),
+        v["done"].as_u64().unwrap_or(0),
+        v["total"].as_u64().unwrap_or(0)
+    );
+    let current = v["current"].as_str();
+    for (i, t) in v["tasks"].as_array().into_iter().flatten().enumerate() {
+        let mark = if t["done"] == Value::Bool(true) {
+            "✔"
+        } else if t["id"].as_str() == current {
+            "▶"
+        } else {
+            "·"
+        };
+        let mut line = format!(
+            "  {mark} {:>2}. {} ({})",
+            i + 1,
+            s(&t["title"]),
+            s(&t["id"])
+        );
+        if let Some(at) = t["done_at"].as_str() {
+            line.push_str(&format!("  done {at}"));
+        }
+        let shown = t["hints_shown"].as_u64().unwrap_or(0);
+        if shown > 0 {
+            line.push_str(&format!(
+                "  hints {shown}/{}",
+                t["hints_total"].as_u64().unwrap_or(0)
+            ));
+        }
+        out.push_str(&line);
+        out.push('\n');
+    }
+    if let Some(a) = v["last_activity"].as_str() {
+        out.push_str(&format!("  last activity {a}\n"));
+    }
+    out
+}
+
 fn validate(files: &[PathBuf]) -> ExitCode {
     let mut bad = false;
     for f in files {
+        let exercise = LabDef::load(f)
+            .map(|d| crate::exercise::is_exercise(&d))
+            .unwrap_or(false);
+        if exercise {
+            match crate::exercise::load(f) {
+                Ok(x) => println!("{}: ok (exercise, {} task(s))", f.display(), x.tasks.len()),
+                Err(e) => {
+                    eprintln!("{e}");
+                    bad = true;
+                }
+            }
+            continue;
+        }
         match crate::scenario::load(f) {
             Ok((_, steps)) => println!("{}: ok ({} step(s))", f.display(), steps.len()),
             Err(e) => {
@@ -284,6 +654,7 @@ async fn run(
     junit: Option<PathBuf>,
     opts: RunOptions,
     attach: Option<&str>,
+    network: Option<NetworkMode>,
 ) -> ExitCode {
     // Everything is checked before anything runs: invalid input is exit 2, not a failure.
     let mut loaded = Vec::new();
@@ -311,7 +682,10 @@ async fn run(
         None => None,
     };
     let mut outcomes = Vec::new();
-    for (path, (def, steps)) in loaded {
+    for (path, (mut def, steps)) in loaded {
+        if let Some(n) = network {
+            def.lab.network = n;
+        }
         println!("▶ {} ({} step(s))", path.display(), steps.len());
         let o = match &attached {
             Some(lab) => {
@@ -395,16 +769,27 @@ async fn up(
     data_dir: Option<PathBuf>,
     seed: Option<u64>,
     json: bool,
+    network: Option<NetworkMode>,
+    exercise: Option<crate::exercise::Exercise>,
 ) -> anyhow::Result<ExitCode> {
     // Without --ready-file the report still goes to a well-known place, for `fortilab console`.
     let default_ready = ready_file.is_none();
     let ready_file = Some(ready_file.unwrap_or_else(crate::console::default_ready_file));
-    let def = match &file {
-        Some(f) => {
+    let def = match (&exercise, &file) {
+        (Some(x), _) => x.lab.clone(),
+        (None, Some(f)) => {
             LabDef::load(f).map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?
         }
-        None => LabDef::seed(),
+        (None, None) => LabDef::seed(),
     };
+    let mut def = def;
+    if let Some(n) = network {
+        def.lab.network = n;
+    }
+    if def.lab.network == NetworkMode::Namespaces {
+        crate::netns::check_privileges()
+            .map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?;
+    }
     let temp = data_dir.is_none();
     let dir = data_dir.unwrap_or_else(|| {
         std::env::temp_dir().join(format!("fortilab-up-{}", std::process::id()))
@@ -436,6 +821,11 @@ async fn up(
         },
         streams.clone(),
     )?;
+    if let Some(x) = exercise {
+        let run = crate::exercise::engine::ExerciseRun::new(x, session.clone());
+        session.set_exercise(run.clone());
+        tokio::spawn(run.run(streams.clone()));
+    }
     let (listener, dash_addr) = crate::dashboard::bind().await?;
     let dashboard = format!("http://{dash_addr}/");
     session.set_dashboard(&dashboard);
@@ -448,7 +838,20 @@ async fn up(
     session.write_ready_file()?;
     let sign_in = crate::dashboard::sign_in_url(&dashboard, session.lab_token());
     print_summary(&snapshot, &sign_in, started, json);
-    for l in crate::lab::non_loopback_listeners(&snapshot) {
+    if let Some(x) = session.exercise() {
+        if !json {
+            println!("exercise: {} ({} task(s)); progress in the dashboard's Exercise panel and `fortilab exercise status`", x.exercise.title, x.exercise.tasks.len());
+            for (i, t) in x.exercise.tasks.iter().enumerate() {
+                println!("  {:>2}. {} ({})", i + 1, t.title, t.id);
+            }
+            println!();
+        }
+    }
+    let on_loopback = def_network_loopback(&snapshot);
+    for l in crate::lab::non_loopback_listeners(&snapshot)
+        .into_iter()
+        .filter(|_| on_loopback)
+    {
         eprintln!(
             "fortilab: warning: listener not on loopback: {l} (anyone who can reach it can try \
              the lab's credentials; the lab surfaces need the lab token)"
@@ -553,4 +956,34 @@ fn print_summary(r: &Value, sign_in: &str, started: std::time::Duration, json: b
         }
     }
     println!("  Ctrl-C stops the lab.\n");
+}
+
+/// Whether a ready report is a loopback lab's (namespaces labs listen on their lab addresses).
+fn def_network_loopback(report: &Value) -> bool {
+    report.get("network").and_then(Value::as_str) != Some("namespaces")
+}
+
+/// `fortilab exec HOST -- CMD…`.
+fn exec(host: &str, lab: Option<&str>, command: &[String]) -> ExitCode {
+    let ns = match crate::netns::find_host(host, lab) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("fortilab exec: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match std::process::Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .args(command)
+        .status()
+    {
+        Ok(st) => match st.code() {
+            Some(c) => ExitCode::from(u8::try_from(c).unwrap_or(1)),
+            None => ExitCode::from(1),
+        },
+        Err(e) => {
+            eprintln!("fortilab exec: ip netns exec {ns}: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

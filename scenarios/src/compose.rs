@@ -205,6 +205,17 @@ fn sock(ip: Ipv4Addr, port: u16) -> String {
 
 /// The Compose plan of a lab definition. Errors name what does not fit the address plan.
 pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
+    plan_at(def, opts, "/lab", "/config")
+}
+
+/// [`plan`] with the lab directory at `lab_root` and the `config/` files at `config_root`
+/// (namespaces mode runs the same device commands on the host's file system).
+pub fn plan_at(
+    def: &LabDef,
+    opts: &ComposeOptions,
+    lab_root: &str,
+    config_root: &str,
+) -> anyhow::Result<Plan> {
     let f = &def.fortigate;
     let mgmt = subnet24(f.mgmt_ip);
     let lan = subnet24(f.lan_ip);
@@ -243,7 +254,7 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
         let map = if services {
             K8S_LABMAP.to_string()
         } else {
-            format!("/config/{map}")
+            format!("{config_root}/{map}")
         };
         let timing = match def.lab.timing {
             fortilab_core::device::Timing::Fast => "fast",
@@ -251,21 +262,21 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
         };
         let mut a: Vec<String> = vec![
             "--data-dir".into(),
-            format!("/lab/{label}"),
+            format!("{lab_root}/{label}"),
             "--ready-file".into(),
-            format!("/lab/ready/{label}.json"),
+            format!("{lab_root}/ready/{label}.json"),
             "--lab-map".into(),
             map,
             "--ca-cert".into(),
-            "/lab/ca/ca.pem".into(),
+            format!("{lab_root}/ca/ca.pem"),
             "--ca-key".into(),
-            "/lab/ca/ca.key".into(),
+            format!("{lab_root}/ca/ca.key"),
             "--seed".into(),
             def.lab.seed.to_string(),
             "--secrets".into(),
             def.lab.secrets.as_str().into(),
             "--secrets-file".into(),
-            "/lab/secrets.json".into(),
+            format!("{lab_root}/secrets.json"),
             "--timing".into(),
             timing.into(),
         ];
@@ -296,7 +307,7 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
     ]);
     if let Some(cfg) = crate::lab::internet_config(def) {
         files.push(("internet.toml".into(), cfg));
-        args.extend(["--config".into(), "/config/internet.toml".into()]);
+        args.extend(["--config".into(), format!("{config_root}/internet.toml")]);
     }
     devices.push(DeviceService {
         name: "internet".into(),
@@ -316,7 +327,7 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
     let mut args = common("fortianalyzer", "labmap.json");
     args.extend([
         "--config".into(),
-        "/config/faz.toml".into(),
+        format!("{config_root}/faz.toml"),
         "--lab-ip".into(),
         z.to_string(),
         "--listen".into(),
@@ -354,7 +365,7 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
     let mut args = common("ems", "labmap.json");
     args.extend([
         "--config".into(),
-        "/config/ems.toml".into(),
+        format!("{config_root}/ems.toml"),
         "--lab-ip".into(),
         e.to_string(),
         "--listen".into(),
@@ -378,7 +389,7 @@ pub fn plan(def: &LabDef, opts: &ComposeOptions) -> anyhow::Result<Plan> {
     let mut args = common("fortigate", "labmap-fortigate.json");
     args.extend([
         "--config".into(),
-        "/config/fortigate.conf".into(),
+        format!("{config_root}/fortigate.conf"),
         "--version".into(),
         f.version.clone(),
         "--lab-ip".into(),

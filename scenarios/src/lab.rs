@@ -73,7 +73,12 @@ impl Role {
     /// Ready-report keys holding real addresses, and the flag that binds each on restart.
     fn listen_flags(self) -> &'static [(&'static str, &'static str)] {
         match self {
-            Role::Internet => &[("http", "--listen-http"), ("https", "--listen-https")],
+            Role::Internet => &[
+                ("http", "--listen-http"),
+                ("https", "--listen-https"),
+                // The FortiGate's FortiGuard rating and DNS source (`--internet`).
+                ("control", "--listen-control"),
+            ],
             Role::Faz => &[
                 ("api", "--listen"),
                 ("log_channel", "--log-listen"),
@@ -119,6 +124,9 @@ pub struct Lab {
     pub endpoints: Vec<DeviceProc>,
     /// Listen flags learned at first start, per device label, reused on restart.
     pinned: std::collections::HashMap<String, Vec<String>>,
+    /// Namespaces mode: the lab's network namespaces (removed by [`Lab::stop_all`] or on
+    /// drop).
+    pub netns: Option<crate::netns::NetLab>,
 }
 
 impl std::fmt::Debug for Lab {
@@ -127,6 +135,22 @@ impl std::fmt::Debug for Lab {
             .field("dir", &self.dir)
             .finish_non_exhaustive()
     }
+}
+
+/// What [`Lab::start_netns`] takes over from [`Lab::start_pinned`].
+struct NetnsStart {
+    def: LabDef,
+    dir: PathBuf,
+    ca: LabCa,
+    ca_cert: PathBuf,
+    clock: LabClock,
+    seed: u64,
+    lab_token: LabToken,
+    secrets_mode: SecretsMode,
+    secrets_path: PathBuf,
+    map_path: PathBuf,
+    links: Arc<LabLinks>,
+    logs: PathBuf,
 }
 
 /// `10.a.b.c` → `127.a.b.c`: the loopback address that stands for a lab host, so that
@@ -229,6 +253,23 @@ impl Lab {
         };
         let logs = dir.join("logs");
         std::fs::create_dir_all(&logs)?;
+        if def.lab.network == crate::labdef::NetworkMode::Namespaces {
+            return Self::start_netns(NetnsStart {
+                def,
+                dir,
+                ca,
+                ca_cert,
+                clock,
+                seed,
+                lab_token,
+                secrets_mode,
+                secrets_path,
+                map_path,
+                links,
+                logs,
+            })
+            .await;
+        }
 
         // The lab Internet.
         let mut internet_args = common("internet");
@@ -328,6 +369,7 @@ impl Lab {
             fortigate,
             endpoints,
             pinned,
+            netns: None,
         };
         match lab.boot().await {
             Ok(()) => Ok(lab),
@@ -336,6 +378,177 @@ impl Lab {
                 Err(e)
             }
         }
+    }
+
+    /// Namespaces mode: the network first (unreachable routes on the host, namespaces,
+    /// veths, the FortiGate's redirect), then the devices in their namespaces with the
+    /// Compose plan's commands (real lab addresses and the products' ports).
+    async fn start_netns(s: NetnsStart) -> anyhow::Result<Lab> {
+        let NetnsStart {
+            def,
+            dir,
+            ca,
+            ca_cert,
+            clock,
+            seed,
+            lab_token,
+            secrets_mode,
+            secrets_path,
+            map_path,
+            links,
+            logs,
+        } = s;
+        let prefix = crate::netns::new_prefix();
+        let net_plan = crate::netns::plan(&def, &prefix)?;
+        let net = tokio::task::spawn_blocking(move || crate::netns::NetLab::create(net_plan))
+            .await
+            .map_err(|e| anyhow!("network set-up: {e}"))??;
+        let cfg_dir = dir.join("config");
+        std::fs::create_dir_all(&cfg_dir)?;
+        let copts = crate::compose::ComposeOptions {
+            image: String::new(),
+            lab_dir: String::new(),
+            clock,
+            addressing: crate::compose::Addressing::LabNetworks,
+        };
+        let cplan = crate::compose::plan_at(
+            &def,
+            &copts,
+            &dir.display().to_string(),
+            &cfg_dir.display().to_string(),
+        )?;
+        // Real networks: every map is the identity (no mapping, no PROXY header between
+        // devices); the FortiGate reaches the sites' public addresses by its default route.
+        let mut map = LabMap::new();
+        map.identity = true;
+        for (name, text) in &cplan.files {
+            let text = if name.starts_with("labmap") {
+                serde_json::to_string_pretty(&map)?
+            } else {
+                text.clone()
+            };
+            std::fs::write(cfg_dir.join(name), text)?;
+        }
+        write_map(&map_path, &map)?;
+        let mut procs = std::collections::HashMap::new();
+        for d in &cplan.devices {
+            let mut args = Vec::new();
+            let mut it = d.args.iter();
+            while let Some(a) = it.next() {
+                if a == "--ready-file" {
+                    it.next();
+                    continue;
+                }
+                args.push(a.clone());
+            }
+            match d.name.as_str() {
+                "internet" => {
+                    for (flag, port) in [("--listen-http", 80), ("--listen-https", 443)] {
+                        if let Some(i) = args.iter().position(|a| a == flag) {
+                            args[i + 1] = format!("0.0.0.0:{port}");
+                        }
+                    }
+                    args.extend(["--dns-listen".into(), format!("{}:53", net.plan.dns)]);
+                }
+                "fortigate" => args.extend([
+                    "--transparent-listen".into(),
+                    format!(
+                        "{}:{}",
+                        def.fortigate.lan_ip,
+                        crate::netns::TRANSPARENT_PORT
+                    ),
+                ]),
+                _ => {}
+            }
+            let mut p = DeviceProc::new(d.program, &d.name, &logs, args);
+            p.netns = net.ns_of(&d.name);
+            procs.insert(d.name.clone(), p);
+        }
+        links.use_netem(net.netem_set());
+        let mut take = |n: &str| {
+            procs
+                .remove(n)
+                .ok_or_else(|| anyhow!("no {n} in the namespaces plan"))
+        };
+        let internet = take("internet")?;
+        let faz = take("fortianalyzer")?;
+        let ems = take("ems")?;
+        let fortigate = take("fortigate")?;
+        let mut endpoints = Vec::new();
+        for i in 0..def.endpoints.len() {
+            endpoints.push(take(&format!("endpoints-{}", i + 1))?);
+        }
+        let mut lab = Lab {
+            def,
+            dir,
+            ca,
+            ca_cert,
+            clock,
+            seed,
+            lab_token,
+            secrets: secrets_mode,
+            secrets_path,
+            map,
+            map_path,
+            links,
+            internet,
+            faz,
+            ems,
+            fortigate,
+            endpoints,
+            pinned: Default::default(),
+            netns: Some(net),
+        };
+        match lab.boot_netns().await {
+            Ok(()) => Ok(lab),
+            Err(e) => {
+                lab.stop_all().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot_netns(&mut self) -> anyhow::Result<()> {
+        self.internet.spawn(&[])?;
+        self.faz.spawn(&[])?;
+        self.ems.spawn(&[])?;
+        let (a, b, c) = tokio::join!(
+            self.internet.wait_ready(READY_TIMEOUT),
+            self.faz.wait_ready(READY_TIMEOUT),
+            self.ems.wait_ready(READY_TIMEOUT)
+        );
+        a?;
+        b?;
+        c?;
+        // The sites' public addresses: unreachable on the host first, then on the Internet's
+        // loopback.
+        let inet = unwrap_ready(&self.internet.ready, "internet").clone();
+        let ips: Vec<Ipv4Addr> = inet
+            .get("sites")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("ip").and_then(Value::as_str)?.parse().ok())
+            .collect();
+        if let Some(n) = self.netns.as_mut() {
+            n.add_sites(&ips)?;
+        }
+        self.fortigate.spawn(&[])?;
+        self.fortigate.wait_ready(READY_TIMEOUT).await?;
+        for ep in &mut self.endpoints {
+            ep.spawn(&[])?;
+        }
+        for ep in &mut self.endpoints {
+            ep.wait_ready(READY_TIMEOUT).await?;
+        }
+        let down = self.settle(SETTLE_TIMEOUT).await;
+        if !down.is_empty() {
+            tracing::warn!(
+                "the lab started, but these Security Fabric links were not up within {SETTLE_TIMEOUT:?}: {}",
+                down.join("; ")
+            );
+        }
+        Ok(())
     }
 
     /// The listen flags each device was started with, by process label (see
@@ -609,6 +822,8 @@ impl Lab {
             "seed": self.seed,
             "clock": crate::attach::clock_json(&self.clock),
             "data_dir": self.dir.display().to_string(),
+            "network": self.def.lab.network.as_str(),
+            "netns": self.netns.as_ref().map(|n| n.plan.state.prefix.clone()),
         });
         for (k, v) in extra.as_object().into_iter().flatten() {
             r[k] = v.clone();
@@ -675,6 +890,9 @@ impl Lab {
             }
         }
         self.links.stop();
+        if let Some(mut n) = self.netns.take() {
+            tokio::task::spawn_blocking(move || n.teardown()).await.ok();
+        }
         bad
     }
 
@@ -731,6 +949,219 @@ impl Lab {
         self.start_device(role).await
     }
 
+    /// Every device process label, in start order (the lab Internet, FortiAnalyzer, EMS, the
+    /// FortiGate, the endpoint processes): the data directories a snapshot holds.
+    pub fn device_labels(&self) -> Vec<String> {
+        let mut v: Vec<String> = ["internet", "fortianalyzer", "ems", "fortigate"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.extend(self.endpoints.iter().map(|p| p.label.clone()));
+        v
+    }
+
+    /// Saves the whole lab as snapshot `name` (`<data-dir>/snapshots/NAME/`, replacing one of
+    /// the same name): every device's data directory and the lab time, taken as a consistent
+    /// cut (the devices are quiesced, see [`crate::snapshot`]). The lab runs on afterwards
+    /// with its state and ports; the lab clock continues from the cut.
+    pub async fn snapshot_save(
+        &mut self,
+        name: &str,
+    ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
+        let started = std::time::Instant::now();
+        crate::snapshot::validate_name(name)?;
+        let (cut_ms, quiesce) = self.quiesce(true).await;
+        let t_quiesce = started.elapsed();
+        let labels = self.device_labels();
+        let mut info = crate::snapshot::SnapshotInfo {
+            name: name.to_string(),
+            lab: self.def.lab.name.clone(),
+            seed: self.seed,
+            lab_time_ms: cut_ms,
+            lab_time: self.clock.display(cut_ms.saturating_mul(1_000_000)),
+            saved_at_ms: real_now_ms(),
+            devices: Vec::new(),
+            bytes: 0,
+            elapsed_ms: 0,
+            phases_ms: Default::default(),
+        };
+        let written = match &quiesce {
+            Ok(()) => crate::snapshot::write_snapshot(&self.dir, &labels, &mut info)
+                .map(|_| ())
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow!("{e:#}")),
+        };
+        let t_copy = started.elapsed();
+        let resumed = self.resume(cut_ms).await;
+        written.context("saving the snapshot")?;
+        resumed.context("restarting the lab after the snapshot")?;
+        info.elapsed_ms = started.elapsed().as_millis() as u64;
+        info.phases_ms = phases(t_quiesce, t_copy, started.elapsed());
+        tracing::info!(name, lab_time = %info.lab_time, bytes = info.bytes, ms = info.elapsed_ms, phases = ?info.phases_ms, "lab snapshot saved");
+        Ok(info)
+    }
+
+    /// Restores snapshot `name` into the running lab: every device's state is replaced by the
+    /// snapshot's and the lab clock continues from the snapshot's lab time. The lab keeps its
+    /// ports, CA, credentials, lab maps and link conditions.
+    pub async fn snapshot_restore(
+        &mut self,
+        name: &str,
+    ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
+        let started = std::time::Instant::now();
+        let labels = self.device_labels();
+        let mut info = crate::snapshot::read_snapshot(
+            &self.dir,
+            name,
+            &self.def.lab.name,
+            self.seed,
+            &labels,
+        )?;
+        let (_, quiesce) = self.quiesce(false).await;
+        let t_quiesce = started.elapsed();
+        let replaced = match &quiesce {
+            Ok(()) => crate::snapshot::restore_dirs(&self.dir, name, &labels)
+                .map(|_| ())
+                .map_err(anyhow::Error::from),
+            Err(e) => Err(anyhow!("{e:#}")),
+        };
+        // Without the snapshot's files the lab restarts with its own state, as it was.
+        let resume_at = if replaced.is_ok() {
+            info.lab_time_ms
+        } else {
+            self.clock.now_ns() / 1_000_000
+        };
+        let t_copy = started.elapsed();
+        let resumed = self.resume(resume_at).await;
+        replaced.context("restoring the snapshot")?;
+        resumed.context("restarting the lab after the restore")?;
+        info.elapsed_ms = started.elapsed().as_millis() as u64;
+        info.phases_ms = phases(t_quiesce, t_copy, started.elapsed());
+        tracing::info!(name, lab_time = %info.lab_time, ms = info.elapsed_ms, phases = ?info.phases_ms, "lab snapshot restored");
+        Ok(info)
+    }
+
+    /// Quiesces the lab for a snapshot: with `keep`, the FortiGate and the endpoint processes
+    /// are told to save their in-memory state at shutdown; then every device is stopped
+    /// (SIGTERM, drain) in dependency order — endpoints, the FortiGate, then FortiAnalyzer,
+    /// EMS and the lab Internet — so nothing is in flight between two stopped devices. Returns
+    /// the lab time once all have stopped (the cut) and whether every device stopped cleanly.
+    async fn quiesce(&mut self, keep: bool) -> (i64, anyhow::Result<()>) {
+        let mut problems = Vec::new();
+        if keep {
+            match crate::clients::http_client(&self.ca, false, Some(&self.lab_token)) {
+                Ok(client) => {
+                    let targets: Vec<(String, String)> = self
+                        .event_sources()
+                        .into_iter()
+                        .filter(|(l, _)| l == "fortigate" || l.starts_with("endpoints"))
+                        .collect();
+                    let calls = targets.iter().map(|(label, base)| {
+                        let client = client.clone();
+                        async move {
+                            let url = format!("{base}/_lab/state/keep");
+                            match client.post(&url).send().await {
+                                Ok(r) if r.status().is_success() => Ok(()),
+                                Ok(r) => Err(format!("{label}: POST {url}: HTTP {}", r.status())),
+                                Err(e) => Err(format!("{label}: POST {url}: {e}")),
+                            }
+                        }
+                    });
+                    for r in futures::future::join_all(calls).await {
+                        if let Err(e) = r {
+                            problems.push(e);
+                        }
+                    }
+                }
+                Err(e) => problems.push(format!("no lab HTTP client: {e:#}")),
+            }
+        }
+        let grace = Duration::from_secs(10);
+        let mut bad = Vec::new();
+        let stops = self.endpoints.iter_mut().map(|p| async move {
+            let ran = p.pid().is_some();
+            (p.label.clone(), ran, p.stop(grace).await)
+        });
+        let mut results = futures::future::join_all(stops).await;
+        let ran = self.fortigate.pid().is_some();
+        results.push(("fortigate".into(), ran, self.fortigate.stop(grace).await));
+        let (faz_ran, ems_ran, inet_ran) = (
+            self.faz.pid().is_some(),
+            self.ems.pid().is_some(),
+            self.internet.pid().is_some(),
+        );
+        let (f, e, i) = tokio::join!(
+            self.faz.stop(grace),
+            self.ems.stop(grace),
+            self.internet.stop(grace)
+        );
+        results.push(("fortianalyzer".into(), faz_ran, f));
+        results.push(("ems".into(), ems_ran, e));
+        results.push(("internet".into(), inet_ran, i));
+        for (label, ran, code) in results {
+            if ran && code != Some(0) {
+                bad.push(label);
+            }
+        }
+        if !bad.is_empty() {
+            problems.push(format!("did not stop cleanly: {}", bad.join(", ")));
+        }
+        let cut = self.clock.now_ns() / 1_000_000;
+        let r = if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow!("quiescing the lab: {}", problems.join("; ")))
+        };
+        (cut, r)
+    }
+
+    /// Starts every device again on its former ports with the lab clock at `lab_ms` now (in
+    /// the start order of [`Lab::start`]), then waits for the fabric to settle.
+    async fn resume(&mut self, lab_ms: i64) -> anyhow::Result<()> {
+        let clock = LabClock::new(
+            lab_ms,
+            real_now_ms(),
+            self.clock.speed(),
+            self.clock.tz_minutes(),
+        );
+        self.clock = clock;
+        for label in self.device_labels() {
+            crate::snapshot::set_clock_args(&mut self.proc_by_label(&label).args, &clock);
+        }
+        for label in ["internet", "fortianalyzer", "ems"] {
+            let pins = self.pins(label);
+            self.proc_by_label(label).spawn(&pins)?;
+        }
+        let (a, b, c) = tokio::join!(
+            self.internet.wait_ready(READY_TIMEOUT),
+            self.faz.wait_ready(READY_TIMEOUT),
+            self.ems.wait_ready(READY_TIMEOUT)
+        );
+        a?;
+        b?;
+        c?;
+        // Every address is pinned and every map already written: the endpoints need not wait
+        // for the FortiGate (they reach it only to browse), so both start together.
+        let pins = self.pins("fortigate");
+        self.fortigate.spawn(&pins)?;
+        for i in 0..self.endpoints.len() {
+            let pins = self.pins(&self.endpoints[i].label);
+            self.endpoints[i].spawn(&pins)?;
+        }
+        self.fortigate.wait_ready(READY_TIMEOUT).await?;
+        for ep in &mut self.endpoints {
+            ep.wait_ready(READY_TIMEOUT).await?;
+        }
+        let down = self.settle(SETTLE_TIMEOUT).await;
+        if !down.is_empty() {
+            tracing::warn!(
+                "the lab restarted, but these Security Fabric links were not up within {SETTLE_TIMEOUT:?}: {}",
+                down.join("; ")
+            );
+        }
+        Ok(())
+    }
+
     /// Process ids of every running device.
     pub fn pids(&self) -> Vec<u32> {
         let mut v: Vec<u32> = [&self.internet, &self.faz, &self.ems, &self.fortigate]
@@ -744,6 +1175,31 @@ impl Lab {
     pub fn map_path(&self) -> &Path {
         &self.map_path
     }
+}
+
+/// A snapshot operation's phases from the elapsed times at their ends.
+fn phases(
+    quiesce: Duration,
+    copy: Duration,
+    total: Duration,
+) -> std::collections::BTreeMap<String, u64> {
+    let ms = |d: Duration| d.as_millis() as u64;
+    [
+        ("quiesce", ms(quiesce)),
+        ("copy", ms(copy.saturating_sub(quiesce))),
+        ("restart", ms(total.saturating_sub(copy))),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
+/// Real time now, Unix milliseconds.
+fn real_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// [`Lab::settle`] for any lab known by its lab surfaces (`sources` as from

@@ -38,6 +38,12 @@ pub struct LabDef {
     /// Scenario steps (only in scenario files); parsed by [`crate::scenario`].
     #[serde(default)]
     pub step: Vec<toml::Spanned<toml::Table>>,
+    /// Exercise metadata (only in exercise files, see [`crate::exercise`]).
+    #[serde(default)]
+    pub exercise: Option<crate::exercise::ExerciseMeta>,
+    /// Exercise tasks (only in exercise files); parsed by [`crate::exercise`].
+    #[serde(default)]
+    pub task: Vec<toml::Spanned<toml::Table>>,
     /// The directory relative paths are taken from.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -72,6 +78,29 @@ pub struct LabSection {
     /// Session ids, CSRF tokens, access codes and the lab token are random either way.
     #[serde(default)]
     pub secrets: SecretsMode,
+    /// `loopback` (default: every device on 127.0.0.1 ports, lab addresses mapped) or
+    /// `namespaces` (root: each device in its own network namespace at its real lab
+    /// addresses; `fortilab up --network namespaces`).
+    #[serde(default)]
+    pub network: NetworkMode,
+}
+
+/// How a lab's devices are networked (`[lab] network`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    #[default]
+    Loopback,
+    Namespaces,
+}
+
+impl NetworkMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Loopback => "loopback",
+            NetworkMode::Namespaces => "namespaces",
+        }
+    }
 }
 
 impl Default for LabSection {
@@ -84,6 +113,7 @@ impl Default for LabSection {
             epoch: None,
             tz: default_tz(),
             secrets: SecretsMode::Random,
+            network: NetworkMode::Loopback,
         }
     }
 }

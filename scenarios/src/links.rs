@@ -33,6 +33,20 @@ use fortilab_core::linkfault::relay::Link;
 use fortilab_core::linkfault::{parse_rate, LinkCondition, LinkId};
 use fortilab_core::LabClock;
 
+/// A link's report in namespaces mode (the relay report's condition keys).
+fn netem_report(id: &LinkId, c: &LinkCondition) -> Value {
+    json!({
+        "a": id.a, "b": id.b, "name": id.name(),
+        "state": if c.down { "down" } else { "up" },
+        "latency_ms": c.latency.as_secs_f64() * 1000.0,
+        "loss": c.loss,
+        "rate": c.rate_bps.map(fortilab_core::linkfault::format_rate),
+        "rate_bps": c.rate_bps,
+        "clean": c.is_clean(),
+        "via": "tc netem",
+    })
+}
+
 /// A change of a link's condition as a user writes it (scenario step, `/_lab/link`): every
 /// field given; what is left out is clean (`state = "up"` alone clears the link).
 #[derive(Debug, Clone, PartialEq, Default, serde::Deserialize, serde::Serialize)]
@@ -103,6 +117,8 @@ pub struct LabLinks {
     clock: Mutex<LabClock>,
     seed: u64,
     shutdown: CancellationToken,
+    /// Namespaces mode: links are shaped by `tc netem` on the veths, not by relays.
+    netem: Mutex<Option<(crate::netns::NetemSet, BTreeMap<String, LinkCondition>)>>,
 }
 
 impl std::fmt::Debug for LabLinks {
@@ -119,6 +135,7 @@ impl LabLinks {
             clock: Mutex::new(clock),
             seed,
             shutdown: CancellationToken::new(),
+            netem: Mutex::new(None),
         })
     }
 
@@ -176,6 +193,23 @@ impl LabLinks {
     /// Sets a link's condition (lab time; applied in real time through the lab clock's
     /// speed). Errors when the lab has no traffic on that link.
     pub fn set(&self, id: &LinkId, cond: LinkCondition) -> Result<Value, String> {
+        if let Some((set, state)) = self.netem.lock().unwrap().as_mut() {
+            let name = id.name();
+            if !set.link_names().contains(&name) {
+                return Err(format!(
+                    "no traffic between {} and {} in this lab (links: {})",
+                    id.a,
+                    id.b,
+                    set.link_names().join(", ")
+                ));
+            }
+            cond.validate().map_err(|e| e.to_string())?;
+            let speed = self.clock.lock().unwrap().speed();
+            set.set_link(&name, &cond.to_real(speed))
+                .map_err(|e| format!("{e:#}"))?;
+            state.insert(name, cond);
+            return Ok(netem_report(id, &cond));
+        }
         let found = self.links.lock().unwrap().get(id).cloned();
         let link = found.ok_or_else(|| {
             format!(
@@ -197,13 +231,28 @@ impl LabLinks {
         self.set(&id, cond)
     }
 
+    /// Namespaces mode: link faults go to `tc netem` on the lab's veths.
+    pub fn use_netem(&self, set: crate::netns::NetemSet) {
+        *self.netem.lock().unwrap() = Some((set, BTreeMap::new()));
+    }
+
     /// A link's condition (lab time).
     pub fn condition(&self, id: &LinkId) -> Option<LinkCondition> {
+        if let Some((set, state)) = self.netem.lock().unwrap().as_ref() {
+            let name = id.name();
+            return set
+                .link_names()
+                .contains(&name)
+                .then(|| state.get(&name).copied().unwrap_or_default());
+        }
         self.links.lock().unwrap().get(id).map(|l| l.condition())
     }
 
     /// The names of the lab's links (`fortigate-fortianalyzer`, …).
     pub fn names(&self) -> Vec<String> {
+        if let Some((set, _)) = self.netem.lock().unwrap().as_ref() {
+            return set.link_names();
+        }
         self.links
             .lock()
             .unwrap()
@@ -214,6 +263,21 @@ impl LabLinks {
 
     /// Every link with its condition, counters and relays.
     pub fn report(&self) -> Value {
+        if let Some((set, state)) = self.netem.lock().unwrap().as_ref() {
+            let out: Vec<Value> = set
+                .link_names()
+                .iter()
+                .filter_map(|n| {
+                    let (a, b) = n.split_once('-')?;
+                    let id = LinkId::new(a, b).ok()?;
+                    Some(netem_report(
+                        &id,
+                        &state.get(n).copied().unwrap_or_default(),
+                    ))
+                })
+                .collect();
+            return json!({ "links": out });
+        }
         let relays = self.relays.lock().unwrap().clone();
         let links = self.links.lock().unwrap().clone();
         let out: Vec<Value> = links

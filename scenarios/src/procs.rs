@@ -33,6 +33,9 @@ pub struct DeviceProc {
     stdin: Option<tokio::process::ChildStdin>,
     /// The last ready report.
     pub ready: Value,
+    /// The network namespace it runs in (namespaces mode: `ip netns exec NS` of a link named
+    /// after the device, so argv[0] still selects it).
+    pub netns: Option<String>,
 }
 
 impl std::fmt::Debug for DeviceProc {
@@ -59,6 +62,7 @@ impl DeviceProc {
             child: None,
             stdin: None,
             ready: Value::Null,
+            netns: None,
         }
     }
 
@@ -71,8 +75,31 @@ impl DeviceProc {
             .open(&self.stderr_file)
             .with_context(|| format!("{}", self.stderr_file.display()))?;
         let exe = device_executable()?;
-        let mut std_cmd = std::process::Command::new(&exe);
-        std_cmd.arg0(&self.program);
+        let std_cmd = match &self.netns {
+            None => {
+                let mut c = std::process::Command::new(&exe);
+                c.arg0(&self.program);
+                c
+            }
+            Some(ns) => {
+                // `ip netns exec` executes a path: a symlink named after the device.
+                let bin = self
+                    .ready_file
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("bin");
+                std::fs::create_dir_all(&bin)?;
+                let link = bin.join(&self.program);
+                if std::fs::read_link(&link).ok().as_deref() != Some(exe.as_path()) {
+                    let _ = std::fs::remove_file(&link);
+                    std::os::unix::fs::symlink(&exe, &link)
+                        .with_context(|| format!("{}", link.display()))?;
+                }
+                let mut c = std::process::Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&link);
+                c
+            }
+        };
         let mut cmd = tokio::process::Command::from(std_cmd);
         cmd.args(&self.args)
             .args(extra)

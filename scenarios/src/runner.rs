@@ -95,6 +95,12 @@ pub trait LabControl {
         &mut self,
         spec: &crate::links::LinkSpec,
     ) -> impl std::future::Future<Output = anyhow::Result<Value>> + Send;
+    /// Saves or restores a lab snapshot (the lab clock changes with a restore).
+    fn snapshot(
+        &mut self,
+        op: crate::snapshot::SnapshotOp,
+        name: &str,
+    ) -> impl std::future::Future<Output = anyhow::Result<crate::snapshot::SnapshotInfo>> + Send;
 }
 
 impl LabControl for Lab {
@@ -121,6 +127,17 @@ impl LabControl for Lab {
 
     async fn link(&mut self, spec: &crate::links::LinkSpec) -> anyhow::Result<Value> {
         self.links.apply(spec).map_err(|e| anyhow!(e))
+    }
+
+    async fn snapshot(
+        &mut self,
+        op: crate::snapshot::SnapshotOp,
+        name: &str,
+    ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
+        match op {
+            crate::snapshot::SnapshotOp::Save => self.snapshot_save(name).await,
+            crate::snapshot::SnapshotOp::Restore => self.snapshot_restore(name).await,
+        }
     }
 }
 
@@ -437,6 +454,23 @@ impl<L: LabControl> Ctx<L> {
                 );
                 Ok(format!("link {}", report["name"].as_str().unwrap_or("")))
             }
+            StepKind::Snapshot { name } | StepKind::Restore { name } => {
+                let op = if matches!(kind, StepKind::Snapshot { .. }) {
+                    crate::snapshot::SnapshotOp::Save
+                } else {
+                    crate::snapshot::SnapshotOp::Restore
+                };
+                let info = self.lab.snapshot(op, name).await?;
+                self.timeline.set_clock(self.lab.clock());
+                self.timeline
+                    .note("lab.snapshot", json!({"op": op.as_str(), "snapshot": info}));
+                Ok(format!(
+                    "snapshot {name} {} (lab time {}, {} ms)",
+                    op.past(),
+                    info.lab_time,
+                    info.elapsed_ms
+                ))
+            }
             other => bail!("not an action: {other:?}"),
         }
     }
@@ -449,219 +483,16 @@ impl<L: LabControl> Ctx<L> {
 
     /// Checks an expectation once.
     async fn probe(&mut self, kind: &StepKind) -> anyhow::Result<Check> {
-        Ok(match kind {
-            StepKind::ExpectFgtLog { path, fields } => {
-                let v = self
-                    .fgt
-                    .get(&format!("/api/v2/log/memory/{path}?rows=2000"))
-                    .await?;
-                let rows = v
-                    .get("results")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let hit = rows.iter().any(|r| fields_match(r, fields));
-                check(
-                    hit,
-                    format!(
-                        "{} {path} log(s); last: {}",
-                        rows.len(),
-                        rows.last().map(compact).unwrap_or_default()
-                    ),
-                )
-            }
-            StepKind::ExpectFazLog {
-                logtype,
-                filter,
-                min,
-            } => {
-                let add = self
-                    .faz
-                    .rpc("add", "/logview/adom/root/logsearch", json!({"logtype": logtype, "filter": filter, "device": [{"devid": "All_Devices"}], "time-order": "desc"}), true)
-                    .await?;
-                let tid = add
-                    .get("tid")
-                    .cloned()
-                    .ok_or_else(|| anyhow!("logsearch gave no tid: {add}"))?;
-                let tid = tid
-                    .as_u64()
-                    .map(|t| t.to_string())
-                    .unwrap_or_else(|| tid.to_string());
-                let mut got = Value::Null;
-                for _ in 0..50 {
-                    got = self
-                        .faz
-                        .rpc(
-                            "get",
-                            &format!("/logview/adom/root/logsearch/{tid}"),
-                            json!({"limit": 50, "offset": 0}),
-                            true,
-                        )
-                        .await?;
-                    if got.get("percentage").and_then(Value::as_u64).unwrap_or(100) >= 100 {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                let n = got
-                    .get("total-count")
-                    .and_then(Value::as_u64)
-                    .unwrap_or_else(|| {
-                        got.get("data")
-                            .and_then(Value::as_array)
-                            .map(|a| a.len() as u64)
-                            .unwrap_or(0)
-                    });
-                check(n >= *min, format!("{n} {logtype} log(s) match {filter:?}"))
-            }
-            StepKind::ExpectCompromised {
-                ip,
-                verdict,
-                level,
-                ack,
-            } => {
-                let r = self
-                    .faz
-                    .rpc("get", "/ioc/adom/root/compromised-hosts", json!({}), true)
-                    .await?;
-                let rows = r
-                    .get("data")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let host = rows
-                    .iter()
-                    .find(|h| h.get("epip").and_then(Value::as_str) == Some(ip.as_str()));
-                match host {
-                    None => check(
-                        false,
-                        format!("{ip} is not listed ({} compromised host(s))", rows.len()),
-                    ),
-                    Some(h) => {
-                        let mut ok = true;
-                        if let Some(v) = verdict {
-                            ok &= h.get("verdict").and_then(Value::as_str) == Some(v.as_str());
-                        }
-                        if let Some(l) = level {
-                            ok &=
-                                h.get("verdict-level").and_then(Value::as_str) == Some(l.as_str());
-                        }
-                        if let Some(a) = ack {
-                            let acked = match h.get("ack") {
-                                Some(Value::Bool(b)) => *b,
-                                Some(Value::Number(n)) => n.as_i64() != Some(0),
-                                _ => false,
-                            };
-                            ok &= acked == *a;
-                        }
-                        check(ok, compact(h))
-                    }
-                }
-            }
-            StepKind::ExpectAlert { trigger, ip } => {
-                let r = self
-                    .faz
-                    .rpc(
-                        "get",
-                        "/eventmgmt/adom/root/alerts",
-                        json!({"limit": 1000}),
-                        true,
-                    )
-                    .await?;
-                let rows = r
-                    .get("data")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let hit = rows.iter().any(|a| {
-                    trigger.as_ref().is_none_or(|t| {
-                        a.get("triggername").and_then(Value::as_str) == Some(t.as_str())
-                    }) && ip
-                        .as_ref()
-                        .is_none_or(|i| a.get("epip").and_then(Value::as_str) == Some(i.as_str()))
-                });
-                check(
-                    hit,
-                    format!(
-                        "{} alert(s); {}",
-                        rows.len(),
-                        rows.last().map(compact).unwrap_or_default()
-                    ),
-                )
-            }
-            StepKind::ExpectStitch { stitch, min_runs } => {
-                let v = self
-                    .fgt
-                    .get("/api/v2/monitor/system/automation-stitch/stats")
-                    .await?;
-                let runs = stitch_runs(&v, stitch);
-                check(
-                    runs >= *min_runs,
-                    format!(
-                        "stitch \"{stitch}\" ran {runs} time{}",
-                        if runs == 1 { "" } else { "s" }
-                    ),
-                )
-            }
-            StepKind::ExpectEms { ip, quarantined } => match self.ems.endpoint_by_ip(ip).await? {
-                None => check(false, format!("EMS does not list {ip}")),
-                Some(e) => {
-                    let q = match e.get("is_quarantined") {
-                        Some(Value::Bool(b)) => *b,
-                        Some(Value::Number(n)) => n.as_i64() == Some(1),
-                        _ => false,
-                    };
-                    check(
-                        q == *quarantined,
-                        format!(
-                            "is_quarantined={}",
-                            e.get("is_quarantined").cloned().unwrap_or(Value::Null)
-                        ),
-                    )
-                }
-            },
-            StepKind::ExpectFetch {
-                endpoint,
-                url,
-                expect,
-            } => {
-                let ans = self.endpoints.fetch(endpoint, url).await?;
-                check(fetch_matches(&ans, expect), compact(&ans))
-            }
-            StepKind::ExpectBanned { ip, banned } => {
-                let v = self.fgt.get("/api/v2/monitor/user/banned").await?;
-                let rows = v
-                    .get("results")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                let listed = rows
-                    .iter()
-                    .any(|r| r.get("ip_address").and_then(Value::as_str) == Some(ip.as_str()));
-                check(
-                    listed == *banned,
-                    format!("banned list: {}", compact(&Value::Array(rows))),
-                )
-            }
-            StepKind::ExpectEvent {
-                device,
-                kind,
-                fields,
-            } => {
-                let hits = self.timeline.find(|e| {
-                    e.get("kind").and_then(Value::as_str) == Some(kind.as_str())
-                        && device.as_ref().is_none_or(|d| {
-                            e.get("device").and_then(Value::as_str) == Some(d.as_str())
-                        })
-                        && fields_match(e, fields)
-                });
-                check(
-                    !hits.is_empty(),
-                    format!("{} matching event(s)", hits.len()),
-                )
-            }
-            other => bail!("not an expectation: {other:?}"),
-        })
+        Probe {
+            fgt: &self.fgt,
+            faz: &self.faz,
+            ems: &self.ems,
+            endpoints: &self.endpoints,
+            timeline: &self.timeline,
+        }
+        .check(kind)
+        .await
+        .map(|(ok, seen)| check(ok, seen))
     }
 
     /// Runs one step to completion.
@@ -733,6 +564,238 @@ impl<L: LabControl> Ctx<L> {
             real: t0.elapsed(),
             message,
         }
+    }
+}
+
+/// The clients an expectation is checked through (a scenario step, an exercise check).
+pub struct Probe<'a> {
+    pub fgt: &'a FortiOs,
+    pub faz: &'a Faz,
+    pub ems: &'a Ems,
+    pub endpoints: &'a Endpoints,
+    pub timeline: &'a Timeline,
+}
+
+impl Probe<'_> {
+    /// Checks an expectation once: whether it holds, and what was seen.
+    pub async fn check(&self, kind: &StepKind) -> anyhow::Result<(bool, String)> {
+        let c: Check = {
+            match kind {
+                StepKind::ExpectFgtLog { path, fields } => {
+                    let v = self
+                        .fgt
+                        .get(&format!("/api/v2/log/memory/{path}?rows=2000"))
+                        .await?;
+                    let rows = v
+                        .get("results")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let hit = rows.iter().any(|r| fields_match(r, fields));
+                    check(
+                        hit,
+                        format!(
+                            "{} {path} log(s); last: {}",
+                            rows.len(),
+                            rows.last().map(compact).unwrap_or_default()
+                        ),
+                    )
+                }
+                StepKind::ExpectFazLog {
+                    logtype,
+                    filter,
+                    min,
+                } => {
+                    let add = self
+                        .faz
+                        .rpc("add", "/logview/adom/root/logsearch", json!({"logtype": logtype, "filter": filter, "device": [{"devid": "All_Devices"}], "time-order": "desc"}), true)
+                        .await?;
+                    let tid = add
+                        .get("tid")
+                        .cloned()
+                        .ok_or_else(|| anyhow!("logsearch gave no tid: {add}"))?;
+                    let tid = tid
+                        .as_u64()
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| tid.to_string());
+                    let mut got = Value::Null;
+                    for _ in 0..50 {
+                        got = self
+                            .faz
+                            .rpc(
+                                "get",
+                                &format!("/logview/adom/root/logsearch/{tid}"),
+                                json!({"limit": 50, "offset": 0}),
+                                true,
+                            )
+                            .await?;
+                        if got.get("percentage").and_then(Value::as_u64).unwrap_or(100) >= 100 {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let n = got
+                        .get("total-count")
+                        .and_then(Value::as_u64)
+                        .unwrap_or_else(|| {
+                            got.get("data")
+                                .and_then(Value::as_array)
+                                .map(|a| a.len() as u64)
+                                .unwrap_or(0)
+                        });
+                    check(n >= *min, format!("{n} {logtype} log(s) match {filter:?}"))
+                }
+                StepKind::ExpectCompromised {
+                    ip,
+                    verdict,
+                    level,
+                    ack,
+                } => {
+                    let r = self
+                        .faz
+                        .rpc("get", "/ioc/adom/root/compromised-hosts", json!({}), true)
+                        .await?;
+                    let rows = r
+                        .get("data")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let host = rows
+                        .iter()
+                        .find(|h| h.get("epip").and_then(Value::as_str) == Some(ip.as_str()));
+                    match host {
+                        None => check(
+                            false,
+                            format!("{ip} is not listed ({} compromised host(s))", rows.len()),
+                        ),
+                        Some(h) => {
+                            let mut ok = true;
+                            if let Some(v) = verdict {
+                                ok &= h.get("verdict").and_then(Value::as_str) == Some(v.as_str());
+                            }
+                            if let Some(l) = level {
+                                ok &= h.get("verdict-level").and_then(Value::as_str)
+                                    == Some(l.as_str());
+                            }
+                            if let Some(a) = ack {
+                                let acked = match h.get("ack") {
+                                    Some(Value::Bool(b)) => *b,
+                                    Some(Value::Number(n)) => n.as_i64() != Some(0),
+                                    _ => false,
+                                };
+                                ok &= acked == *a;
+                            }
+                            check(ok, compact(h))
+                        }
+                    }
+                }
+                StepKind::ExpectAlert { trigger, ip } => {
+                    let r = self
+                        .faz
+                        .rpc(
+                            "get",
+                            "/eventmgmt/adom/root/alerts",
+                            json!({"limit": 1000}),
+                            true,
+                        )
+                        .await?;
+                    let rows = r
+                        .get("data")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let hit = rows.iter().any(|a| {
+                        trigger.as_ref().is_none_or(|t| {
+                            a.get("triggername").and_then(Value::as_str) == Some(t.as_str())
+                        }) && ip.as_ref().is_none_or(|i| {
+                            a.get("epip").and_then(Value::as_str) == Some(i.as_str())
+                        })
+                    });
+                    check(
+                        hit,
+                        format!(
+                            "{} alert(s); {}",
+                            rows.len(),
+                            rows.last().map(compact).unwrap_or_default()
+                        ),
+                    )
+                }
+                StepKind::ExpectStitch { stitch, min_runs } => {
+                    let v = self
+                        .fgt
+                        .get("/api/v2/monitor/system/automation-stitch/stats")
+                        .await?;
+                    let runs = stitch_runs(&v, stitch);
+                    check(
+                        runs >= *min_runs,
+                        format!(
+                            "stitch \"{stitch}\" ran {runs} time{}",
+                            if runs == 1 { "" } else { "s" }
+                        ),
+                    )
+                }
+                StepKind::ExpectEms { ip, quarantined } => match self.ems.endpoint_by_ip(ip).await?
+                {
+                    None => check(false, format!("EMS does not list {ip}")),
+                    Some(e) => {
+                        let q = match e.get("is_quarantined") {
+                            Some(Value::Bool(b)) => *b,
+                            Some(Value::Number(n)) => n.as_i64() == Some(1),
+                            _ => false,
+                        };
+                        check(
+                            q == *quarantined,
+                            format!(
+                                "is_quarantined={}",
+                                e.get("is_quarantined").cloned().unwrap_or(Value::Null)
+                            ),
+                        )
+                    }
+                },
+                StepKind::ExpectFetch {
+                    endpoint,
+                    url,
+                    expect,
+                } => {
+                    let ans = self.endpoints.fetch(endpoint, url).await?;
+                    check(fetch_matches(&ans, expect), compact(&ans))
+                }
+                StepKind::ExpectBanned { ip, banned } => {
+                    let v = self.fgt.get("/api/v2/monitor/user/banned").await?;
+                    let rows = v
+                        .get("results")
+                        .and_then(Value::as_array)
+                        .cloned()
+                        .unwrap_or_default();
+                    let listed = rows
+                        .iter()
+                        .any(|r| r.get("ip_address").and_then(Value::as_str) == Some(ip.as_str()));
+                    check(
+                        listed == *banned,
+                        format!("banned list: {}", compact(&Value::Array(rows))),
+                    )
+                }
+                StepKind::ExpectEvent {
+                    device,
+                    kind,
+                    fields,
+                } => {
+                    let hits = self.timeline.find(|e| {
+                        e.get("kind").and_then(Value::as_str) == Some(kind.as_str())
+                            && device.as_ref().is_none_or(|d| {
+                                e.get("device").and_then(Value::as_str) == Some(d.as_str())
+                            })
+                            && fields_match(e, fields)
+                    });
+                    check(
+                        !hits.is_empty(),
+                        format!("{} matching event(s)", hits.len()),
+                    )
+                }
+                other => bail!("not an expectation: {other:?}"),
+            }
+        };
+        Ok((c.ok, c.seen))
     }
 }
 

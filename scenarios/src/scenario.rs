@@ -107,6 +107,14 @@ pub enum StepKind {
     Link {
         spec: crate::links::LinkSpec,
     },
+    /// Save the whole lab as a snapshot (`snapshot = "NAME"`).
+    Snapshot {
+        name: String,
+    },
+    /// Restore a snapshot into the running lab (`restore = "NAME"`).
+    Restore {
+        name: String,
+    },
     /// A FortiGate log (memory log API) with these fields.
     ExpectFgtLog {
         path: String,
@@ -252,6 +260,8 @@ pub const STEP_KEYS: &[&str] = &[
     "restart",
     "wait",
     "link",
+    "snapshot",
+    "restore",
     "expect_fgt_log",
     "expect_faz_log",
     "expect_compromised",
@@ -377,7 +387,7 @@ pub fn parse_steps(def: &LabDef, text: &str) -> Result<Vec<Step>, DefError> {
     Ok(steps)
 }
 
-fn toml_to_json(v: &toml::Value) -> Value {
+pub(crate) fn toml_to_json(v: &toml::Value) -> Value {
     match v {
         toml::Value::String(s) => Value::String(s.clone()),
         toml::Value::Integer(i) => Value::from(*i),
@@ -477,7 +487,7 @@ fn device_name(v: &Value) -> Result<String, String> {
     }
 }
 
-fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
+pub(crate) fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
     Ok(match action {
         "fetch" => {
             let m = obj(v, &["endpoint", "url", "ok", "status", "blocked_by"])?;
@@ -581,6 +591,18 @@ fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
             };
             spec.resolve()?;
             StepKind::Link { spec }
+        }
+        "snapshot" | "restore" => {
+            let name = v
+                .as_str()
+                .ok_or("expects a snapshot name (a string)")?
+                .to_string();
+            crate::snapshot::validate_name(&name).map_err(|e| e.to_string())?;
+            if action == "snapshot" {
+                StepKind::Snapshot { name }
+            } else {
+                StepKind::Restore { name }
+            }
         }
         "expect_fgt_log" => {
             let m = obj(v, &["path", "fields"])?;
@@ -694,6 +716,8 @@ pub fn describe(k: &StepKind) -> String {
             }
             format!("link {} ↔ {}: {}", spec.a, spec.b, parts.join(", "))
         }
+        StepKind::Snapshot { name } => format!("save lab snapshot {name}"),
+        StepKind::Restore { name } => format!("restore lab snapshot {name}"),
         StepKind::ExpectFgtLog { path, fields } => {
             format!("FortiGate log {path} {}", Value::Object(fields.clone()))
         }
@@ -755,6 +779,18 @@ pub fn describe(k: &StepKind) -> String {
 pub fn load(path: &std::path::Path) -> Result<(LabDef, Vec<Step>), DefError> {
     let def = LabDef::load(path)?;
     let text = std::fs::read_to_string(path).unwrap_or_default();
+    if crate::exercise::is_exercise(&def) {
+        let offset = text
+            .find("[exercise]")
+            .or_else(|| text.find("[[task]]"))
+            .unwrap_or(0);
+        return Err(DefError::at(
+            &def.source,
+            &text,
+            offset,
+            "this is an exercise (it has [exercise] or [[task]]): start it with `fortilab exercise FILE`",
+        ));
+    }
     let steps = parse_steps(&def, &text)?;
     // Endpoints named by steps must exist.
     let names: Vec<String> = def.endpoint_specs().into_iter().map(|e| e.name).collect();
@@ -894,6 +930,21 @@ link = { a = "fortigate", b = "fortianalyzer", latency = "200ms", loss = 0.1, ra
         assert!(e.message.contains("loss"), "{}", e.message);
         let e = parse("[[step]]\nlink = { a = \"fortigate\", b = \"router\" }\n").unwrap_err();
         assert!(e.message.contains("unknown device"), "{}", e.message);
+    }
+
+    #[test]
+    fn snapshot_steps_parse_and_bad_names_name_the_line() {
+        let steps =
+            parse("[[step]]\nsnapshot = \"task-1\"\n\n[[step]]\nrestore = \"task-1\"\n").unwrap();
+        assert!(matches!(&steps[0].kind, StepKind::Snapshot { name } if name == "task-1"));
+        assert!(matches!(&steps[1].kind, StepKind::Restore { name } if name == "task-1"));
+        assert_eq!(steps[0].name, "save lab snapshot task-1");
+        assert_eq!(steps[1].name, "restore lab snapshot task-1");
+        let e = parse("[[step]]\n\nrestore = \"../up\"\n").unwrap_err();
+        assert_eq!(e.line, 3);
+        assert!(e.message.contains("bad snapshot name"), "{}", e.message);
+        let e = parse("[[step]]\nsnapshot = 3\n").unwrap_err();
+        assert!(e.message.contains("snapshot name"), "{}", e.message);
     }
 
     #[test]

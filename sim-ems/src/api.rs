@@ -33,7 +33,8 @@ use serde_json::{json, Map, Value};
 use crate::state::{Endpoint, Selector};
 use crate::Shared;
 
-type Sh = State<Arc<Shared>>;
+/// The state every EMS API handler extracts: the shared device state.
+type ApiState = State<Arc<Shared>>;
 
 /// Largest request body accepted.
 const BODY_LIMIT: usize = 1024 * 1024;
@@ -374,7 +375,7 @@ fn method_not_allowed(c: &Ctx) -> Response {
 
 // ---------------------------------------------------------------- auth
 
-async fn signin(State(sh): Sh, req: Request) -> Response {
+async fn signin(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     if c.method != Method::POST {
         return method_not_allowed(&c);
@@ -429,7 +430,7 @@ async fn signin(State(sh): Sh, req: Request) -> Response {
     resp
 }
 
-async fn signout(State(sh): Sh, req: Request) -> Response {
+async fn signout(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     if !matches!(c.method, Method::GET | Method::POST) {
         return method_not_allowed(&c);
@@ -453,13 +454,13 @@ async fn signout(State(sh): Sh, req: Request) -> Response {
 
 // ---------------------------------------------------------------- system
 
-async fn serial_number(State(sh): Sh, req: Request) -> Response {
+async fn serial_number(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let _p = tri!(authenticate(&sh, &c));
     ok(None, Value::String(sh.cfg.serial.clone()))
 }
 
-async fn system_info(State(sh): Sh, req: Request) -> Response {
+async fn system_info(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let _p = tri!(authenticate(&sh, &c));
     let cfg = &sh.cfg;
@@ -474,7 +475,7 @@ async fn system_info(State(sh): Sh, req: Request) -> Response {
     )
 }
 
-async fn consts(State(sh): Sh, req: Request) -> Response {
+async fn consts(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let _p = tri!(authenticate(&sh, &c));
     ok(
@@ -484,7 +485,7 @@ async fn consts(State(sh): Sh, req: Request) -> Response {
     )
 }
 
-async fn license(State(sh): Sh, req: Request) -> Response {
+async fn license(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let _p = tri!(authenticate(&sh, &c));
     let used = sh.lock().endpoints.len();
@@ -668,7 +669,7 @@ fn field_matches(ep: &Endpoint, key: &str, want: &str) -> bool {
     }
 }
 
-async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
+async fn endpoints_index(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let p = tri!(authenticate(&sh, &c));
     // A FortiGate's connector reads the inventory only once authorized.
@@ -769,7 +770,7 @@ async fn endpoints_index(State(sh): Sh, req: Request) -> Response {
     )
 }
 
-async fn endpoint_details(State(sh): Sh, Path(id): Path<String>, req: Request) -> Response {
+async fn endpoint_details(State(sh): ApiState, Path(id): Path<String>, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let p = tri!(authenticate(&sh, &c));
     tri!(authorized(&p));
@@ -947,11 +948,11 @@ async fn apply_quarantine(
     )
 }
 
-async fn clients_quarantine(State(sh): Sh, req: Request) -> Response {
+async fn clients_quarantine(State(sh): ApiState, req: Request) -> Response {
     clients_q(sh, req, true).await
 }
 
-async fn clients_unquarantine(State(sh): Sh, req: Request) -> Response {
+async fn clients_unquarantine(State(sh): ApiState, req: Request) -> Response {
     clients_q(sh, req, false).await
 }
 
@@ -966,7 +967,7 @@ async fn clients_q(sh: Arc<Shared>, req: Request, quarantine: bool) -> Response 
     apply_quarantine(&sh, &p, &body, quarantine, "api").await
 }
 
-async fn devices_delete(State(sh): Sh, req: Request) -> Response {
+async fn devices_delete(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     if !matches!(c.method, Method::DELETE | Method::POST) {
         return method_not_allowed(&c);
@@ -1024,7 +1025,7 @@ fn cert_json(d: &crate::state::FabricDevice) -> Value {
            "first_seen": d.first_seen_ms.div_euclid(1000), "last_seen": d.last_seen_ms.div_euclid(1000)})
 }
 
-async fn certs_index(State(sh): Sh, req: Request) -> Response {
+async fn certs_index(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let p = tri!(authenticate(&sh, &c));
     tri!(admin_only(&p));
@@ -1032,7 +1033,7 @@ async fn certs_index(State(sh): Sh, req: Request) -> Response {
     ok(None, Value::Array(rows))
 }
 
-async fn certs_set(State(sh): Sh, Path(id): Path<String>, req: Request) -> Response {
+async fn certs_set(State(sh): ApiState, Path(id): Path<String>, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     if !matches!(c.method, Method::PATCH | Method::POST | Method::PUT) {
         return method_not_allowed(&c);
@@ -1079,7 +1080,7 @@ async fn certs_set(State(sh): Sh, Path(id): Path<String>, req: Request) -> Respo
     ok(Some("Updated."), cert_json(&dev))
 }
 
-async fn certs_delete(State(sh): Sh, Path(id): Path<String>, req: Request) -> Response {
+async fn certs_delete(State(sh): ApiState, Path(id): Path<String>, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     if !matches!(c.method, Method::DELETE | Method::POST) {
         return method_not_allowed(&c);
@@ -1116,7 +1117,7 @@ fn fabric_principal(sh: &Arc<Shared>, c: &Ctx) -> Result<(String, bool), Respons
     }
 }
 
-async fn fabric_status(State(sh): Sh, req: Request) -> Response {
+async fn fabric_status(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     let (cn, authorized) = tri!(fabric_principal(&sh, &c));
     let msg = if authorized {
@@ -1132,11 +1133,11 @@ async fn fabric_status(State(sh): Sh, req: Request) -> Response {
     )
 }
 
-async fn fabric_quarantine(State(sh): Sh, req: Request) -> Response {
+async fn fabric_quarantine(State(sh): ApiState, req: Request) -> Response {
     fabric_q(sh, req, true).await
 }
 
-async fn fabric_unquarantine(State(sh): Sh, req: Request) -> Response {
+async fn fabric_unquarantine(State(sh): ApiState, req: Request) -> Response {
     fabric_q(sh, req, false).await
 }
 
@@ -1178,7 +1179,7 @@ async fn fabric_q(sh: Arc<Shared>, req: Request, quarantine: bool) -> Response {
 
 // ---------------------------------------------------------------- lab surface
 
-async fn lab_health(State(sh): Sh) -> Response {
+async fn lab_health(State(sh): ApiState) -> Response {
     let now = sh.now_ms();
     let (n, f, oldest) = {
         let st = sh.lock();
@@ -1197,7 +1198,7 @@ async fn lab_health(State(sh): Sh) -> Response {
     .into_response()
 }
 
-async fn lab_auto_authorize(State(sh): Sh, req: Request) -> Response {
+async fn lab_auto_authorize(State(sh): ApiState, req: Request) -> Response {
     let c = tri!(ctx(req).await);
     if c.method == Method::POST || c.method == Method::PUT {
         let body = tri!(c.json());

@@ -251,6 +251,7 @@ pub async fn start(
     let store = store::Store::new(&cfg.data_dir);
     let st = store.load()?;
     let bus = EventBus::new(&cfg.hostname, clock);
+    bus.close_on(&shutdown);
     let mut sans = vec![cfg.lab_ip.clone(), cfg.hostname.clone()];
     sans.retain(|s| !s.is_empty());
     let cert = ca.issue(&cfg.serial, &sans)?;

@@ -9,7 +9,7 @@ use crate::identity::Identity;
 use crate::proto::{self, Frame};
 
 /// The quarantine applied on this endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LocalQuarantine {
     pub id: u64,
     pub message: String,

@@ -24,6 +24,7 @@ pub mod cli;
 pub mod faz;
 pub mod fetch;
 pub mod identity;
+pub mod labstate;
 pub mod logs;
 
 /// The telemetry wire format (defined in `fortilab_core::telemetry`, shared with sim-ems).
@@ -98,6 +99,9 @@ impl Endpoint {
 
 /// What all endpoints share.
 pub struct Shared {
+    /// A lab snapshot is being taken: save each endpoint's state at shutdown
+    /// (`POST /_lab/state/keep`, see [`labstate`]).
+    pub keep_state: std::sync::atomic::AtomicBool,
     pub cfg: EndpointConfig,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub by_name: HashMap<String, usize>,
@@ -137,6 +141,16 @@ impl Running {
     /// Waits for every task to end (after shutdown).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
+        if self
+            .shared
+            .keep_state
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            let saved = labstate::export(&self.shared.endpoints);
+            if let Err(e) = labstate::save(&self.shared.cfg.data_dir, &saved) {
+                tracing::warn!(error = %e, "could not save the lab state at shutdown");
+            }
+        }
     }
 }
 
@@ -176,6 +190,7 @@ pub async fn start(
     let ca = Arc::new(ca);
     let lab_map = Arc::new(lab_map);
     let bus = EventBus::new("endpoints", clock);
+    bus.close_on(&shutdown);
     let client_tls = fortilab_core::tls::client_config(&ca, None)?;
     let telemetry_base = telemetry_base_config(&ca)?;
     let ems_real = lab_map.resolve(cfg.ems);
@@ -211,7 +226,16 @@ pub async fn start(
         shutdown: shutdown.clone(),
         upload_every: cfg.log_upload_every,
     };
+    match labstate::take(&cfg.data_dir) {
+        Ok(Some(saved)) => {
+            labstate::apply(&saved, &endpoints);
+            tracing::info!("restored the endpoints' state of a lab snapshot");
+        }
+        Ok(None) => {}
+        Err(e) => anyhow::bail!("lab snapshot state: {e}"),
+    }
     let shared = Arc::new(Shared {
+        keep_state: std::sync::atomic::AtomicBool::new(false),
         cfg,
         endpoints,
         by_name,
@@ -533,6 +557,7 @@ type Sh = State<Arc<Shared>>;
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/_lab/health", get(health))
+        .route("/_lab/state/keep", post(keep_state))
         .route(
             "/_lab/events",
             get(fortilab_core::events::sse_handler).with_state(shared.bus.clone()),
@@ -590,6 +615,12 @@ async fn health(State(sh): Sh) -> Response {
                 "quarantined": quarantined, "linked": linked}),
     )
     .into_response()
+}
+
+async fn keep_state(State(sh): Sh) -> Response {
+    sh.keep_state
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    Json(json!({"ok": true, "file": labstate::STATE_FILE})).into_response()
 }
 
 async fn status(State(sh): Sh, Path(name): Path<String>) -> Response {

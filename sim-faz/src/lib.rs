@@ -233,6 +233,7 @@ pub async fn start(
         cfg.auto_authorize,
         cfg.seed,
     )?;
+    faz.bus.close_on(&shutdown);
 
     let cert = ca.issue(
         &serial,

@@ -37,6 +37,11 @@ pub struct Args {
     /// to it).
     #[arg(long, default_value = "127.0.0.1:0")]
     pub proxy_listen: SocketAddr,
+    /// The transparent proxy listener (namespaces mode: the FortiGate's namespace redirects
+    /// the LAN's TCP 80/443 here; the original destination is read back with
+    /// SO_ORIGINAL_DST). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub transparent_listen: Option<SocketAddr>,
     /// The SSH console (FortiOS CLI); host key kept in <data-dir>/ssh_host_ed25519_key.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub ssh_listen: SocketAddr,
@@ -129,6 +134,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .start_proxy(proxy_listener, args.internet.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("proxy: {e}"))?;
+    if let Some(a) = args.transparent_listen {
+        let (l, _) = fortilab_core::http::bind(a)
+            .await
+            .map_err(|e| anyhow::anyhow!("--transparent-listen {a}: {e}"))?;
+        running
+            .start_transparent(l)
+            .map_err(|e| anyhow::anyhow!("transparent proxy: {e}"))?;
+    }
     running
         .start_ssh(ssh_listener, &ssh_key)
         .await

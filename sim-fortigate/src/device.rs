@@ -19,7 +19,7 @@ use crate::logs::LogWriter;
 pub const CONFIG_FILE: &str = "fgt.conf";
 
 /// A banned (quarantined) source address (`monitor/user/banned`).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ban {
     pub ip_address: String,
     /// Lab time, Unix seconds.
@@ -82,6 +82,18 @@ impl BannedList {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
+    /// Replaces the list (a lab snapshot being restored); entries that do not name an
+    /// address are skipped.
+    pub fn restore(&self, bans: Vec<Ban>) {
+        let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        m.clear();
+        for b in bans {
+            if let Ok(ip) = b.ip_address.parse::<IpAddr>() {
+                m.insert(ip, b);
+            }
+        }
+    }
+
     /// The current (unexpired) bans.
     pub fn list(&self) -> Vec<Ban> {
         let mut m = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -110,7 +122,7 @@ pub enum AutomationRequest {
 }
 
 /// Per-stitch statistics (`monitor/system/automation-stitch/stats`).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StitchStats {
     /// Times the trigger fired locally.
     pub triggered: u64,
@@ -140,6 +152,21 @@ impl Default for Automation {
 }
 
 impl Automation {
+    /// Every stitch's statistics (a lab snapshot).
+    pub fn all_stats(&self) -> std::collections::BTreeMap<String, StitchStats> {
+        self.stats
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Replaces the statistics (a lab snapshot being restored).
+    pub fn restore_stats(&self, stats: std::collections::BTreeMap<String, StitchStats>) {
+        *self.stats.lock().unwrap_or_else(|p| p.into_inner()) = stats.into_iter().collect();
+    }
+
     /// Queues a request; false when the queue is full (nobody consumes it).
     pub fn submit(&self, req: AutomationRequest) -> bool {
         self.tx.try_send(req).is_ok()
@@ -270,6 +297,9 @@ pub struct Device {
     pub http: OnceLock<fortilab_core::http::HttpOptions>,
     fabric: RwLock<Arc<dyn FabricStatus>>,
     persist_lock: Mutex<()>,
+    /// A lab snapshot is being taken: save the in-memory state at shutdown
+    /// (`POST /_lab/state/keep`, see [`crate::labstate`]).
+    pub keep_state: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -321,6 +351,7 @@ impl Device {
             http: OnceLock::new(),
             fabric: RwLock::new(Arc::new(NotConnected)),
             persist_lock: Mutex::new(()),
+            keep_state: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

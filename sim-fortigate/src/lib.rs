@@ -21,6 +21,7 @@ pub mod console;
 pub mod dataplane;
 pub mod device;
 pub mod forward;
+pub mod labstate;
 pub mod logs;
 
 use std::net::{IpAddr, SocketAddr};
@@ -112,6 +113,8 @@ pub struct Running {
     pub automation: Arc<automation::Engine>,
     /// The explicit proxy listener once [`Running::start_proxy`] ran.
     pub proxy_addr: Option<SocketAddr>,
+    /// The transparent proxy listener once [`Running::start_transparent`] ran.
+    pub transparent_addr: Option<SocketAddr>,
     /// The SSH console once [`Running::start_ssh`] ran.
     pub ssh: Option<fortilab_core::console::SshConsole>,
     shutdown: CancellationToken,
@@ -138,6 +141,7 @@ impl Running {
             "api_token": self.api_token,
             "admin": {"user": self.admin_user, "password": self.admin_password},
             "proxy": self.proxy_addr.map(|a| a.to_string()),
+            "transparent": self.transparent_addr.map(|a| a.to_string()),
             "ssh": self.ssh.as_ref().map(|s| s.local_addr.to_string()),
             "ca_cert": ca_cert.map(|p| p.display().to_string()),
             "lab_token": self.device.lab_token().map(|t| t.as_str().to_string()),
@@ -150,6 +154,18 @@ impl Running {
         self.listener_task.abort();
         if let Err(e) = self.device.persist() {
             tracing::warn!(error = %e, "could not save the configuration at shutdown");
+        }
+        if self
+            .device
+            .keep_state
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            if let Some(dir) = &self.device.data_dir {
+                let st = labstate::LabState::export(&self.device, &self.automation);
+                if let Err(e) = st.save(dir) {
+                    tracing::warn!(error = %e, "could not save the lab state at shutdown");
+                }
+            }
         }
         r.map_err(|e| anyhow::anyhow!("API server task: {e}"))
     }
@@ -292,6 +308,18 @@ pub async fn start(
     device
         .persist()
         .map_err(|e| StartError::Io(format!("saving the configuration: {e}")))?;
+    // A lab snapshot's in-memory state (saved at the last shutdown the orchestrator asked for):
+    // the memory log goes in before any consumer registers with the writer.
+    let saved_state = match &opts.data_dir {
+        Some(d) => labstate::LabState::take(d).map_err(StartError::Io)?,
+        None => None,
+    };
+    if let Some(st) = &saved_state {
+        device.logs.import(&st.logs);
+        device.banned.restore(st.banned.clone());
+        device.automation.restore_stats(st.stitch_stats.clone());
+    }
+    device.events.close_on(&shutdown);
     let sup = device.supervisor.clone();
     let http = opts.http.clone().with_supervisor(sup.clone());
     let _ = device.http.set(http.clone());
@@ -345,10 +373,17 @@ pub async fn start(
     let (notify_tx, notify_rx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
     let automation = automation::start(
         device.clone(),
-        automation::StartOptions { rebooted },
+        // A lab snapshot's restart resumes the saved moment: no reboot happened there.
+        automation::StartOptions {
+            rebooted: rebooted && saved_state.is_none(),
+        },
         notify_rx,
         shutdown.clone(),
     );
+    if let Some(st) = saved_state {
+        automation.restore(st.compromised_hosts, st.runs);
+        tracing::info!("restored the in-memory state of a lab snapshot");
+    }
     // Data plane and log forwarding (client TLS: lab CA + this certificate, CN = serial).
     let client_tls =
         tls::client_config(&opts.ca, Some(&cert)).map_err(|e| StartError::Io(e.to_string()))?;
@@ -373,7 +408,8 @@ pub async fn start(
     let app = api::router(api)
         .merge(dataplane.lab_router())
         .merge(forwarder.lab_router())
-        .merge(automation::lab_router(automation.clone()));
+        .merge(automation::lab_router(automation.clone()))
+        .merge(labstate::lab_router(device.clone()));
     let task = sup
         .spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
             let (tls_cfg, app, http, stop) =
@@ -403,6 +439,7 @@ pub async fn start(
         forwarder,
         automation,
         proxy_addr: None,
+        transparent_addr: None,
         ssh: None,
         shutdown: dp_shutdown,
         task,

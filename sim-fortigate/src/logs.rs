@@ -87,6 +87,44 @@ struct Ring {
     seq: u64,
     lines: VecDeque<Stored>,
     sinks: Vec<Sink>,
+    /// Lines up to this sequence number came from a lab snapshot ([`LogWriter::import`]): they
+    /// were forwarded before the snapshot was taken, so a sink registered later does not get
+    /// them again.
+    imported_upto: u64,
+}
+
+/// A memory log line as a lab snapshot keeps it (see [`LogWriter::export`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedLog {
+    pub seq: u64,
+    #[serde(rename = "type")]
+    pub log_type: String,
+    pub subtype: String,
+    pub line: String,
+}
+
+/// The memory log of a lab snapshot: the ring's lines and the last sequence number.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SavedLogs {
+    pub seq: u64,
+    pub lines: Vec<SavedLog>,
+}
+
+/// Type and subtype names are `&'static str` in the ring; names read back from a snapshot are
+/// the writer's own (a handful), interned once each.
+fn intern(s: &str) -> &'static str {
+    static NAMES: std::sync::OnceLock<Mutex<std::collections::HashSet<&'static str>>> =
+        std::sync::OnceLock::new();
+    let mut set = NAMES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = set.get(s) {
+        return n;
+    }
+    let n: &'static str = Box::leak(s.to_string().into_boxed_str());
+    set.insert(n);
+    n
 }
 
 /// The device's log writer and memory log.
@@ -129,6 +167,7 @@ impl LogWriter {
                 seq: 0,
                 lines: VecDeque::new(),
                 sinks: Vec::new(),
+                imported_upto: 0,
             }),
         }
     }
@@ -202,10 +241,53 @@ impl LogWriter {
     /// logs.
     pub fn add_sink(&self, sink: impl Fn(&Arc<LogLine>) + Send + Sync + 'static) {
         let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
-        for l in &ring.lines {
+        let floor = ring.imported_upto;
+        for l in ring.lines.iter().filter(|l| l.seq > floor) {
             sink(&l.load());
         }
         ring.sinks.push(Box::new(sink));
+    }
+
+    /// The memory log for a lab snapshot.
+    pub fn export(&self) -> SavedLogs {
+        let ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        SavedLogs {
+            seq: ring.seq,
+            lines: ring
+                .lines
+                .iter()
+                .map(|l| SavedLog {
+                    seq: l.seq,
+                    log_type: l.log_type.to_string(),
+                    subtype: l.subtype.to_string(),
+                    line: l.line.to_string(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Replaces the memory log with a snapshot's (at start, before any consumer registers):
+    /// the sequence continues from the snapshot's; the imported lines are not handed to sinks
+    /// registered afterwards (they were forwarded before the snapshot was taken).
+    pub fn import(&self, saved: &SavedLogs) {
+        let mut ring = self.ring.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lines: VecDeque<Stored> = saved
+            .lines
+            .iter()
+            .filter(|l| l.seq <= saved.seq)
+            .map(|l| Stored {
+                seq: l.seq,
+                log_type: intern(&l.log_type),
+                subtype: intern(&l.subtype),
+                line: l.line.as_str().into(),
+            })
+            .collect();
+        while lines.len() > self.capacity {
+            lines.pop_front();
+        }
+        ring.lines = lines;
+        ring.seq = saved.seq;
+        ring.imported_upto = saved.seq;
     }
 
     /// Like [`add_sink`](Self::add_sink) for lines written from now on only (a trigger must not
@@ -335,6 +417,42 @@ mod tests {
         assert!(
             seen.windows(2).all(|p| p[1] == p[0] + 1),
             "in order, none missing"
+        );
+    }
+
+    #[test]
+    fn a_snapshot_of_the_memory_log_imports_without_being_forwarded_again() {
+        let w = LogWriter::new("FGT-LAB", "FGVM01TM00000001", "6.4.4", LabClock::real(), 3);
+        for i in 0..4 {
+            w.event_system("0100032001", "information", "Admin login successful", |r| {
+                r.str("user", format!("u{i}"));
+            });
+        }
+        let saved = w.export();
+        assert_eq!(saved.seq, 4);
+        assert_eq!(saved.lines.len(), 3);
+        let json = serde_json::to_string(&saved).unwrap();
+        let back: SavedLogs = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, saved);
+
+        let w2 = LogWriter::new("FGT-LAB", "FGVM01TM00000001", "6.4.4", LabClock::real(), 3);
+        w2.import(&back);
+        assert_eq!(w2.last_seq(), 4);
+        let (rows, total) = w2.query("event", "system", 0, 10);
+        assert_eq!(total, 3);
+        assert_eq!(rows[0].record.text("user").unwrap(), "u3");
+        // A sink registered after the import gets only what is written afterwards.
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s2 = seen.clone();
+        w2.add_sink(move |l| s2.lock().unwrap().push(l.seq));
+        w2.event_system("0100032001", "information", "Admin login successful", |r| {
+            r.str("user", "after");
+        });
+        assert_eq!(*seen.lock().unwrap(), vec![5]);
+        assert_eq!(
+            w2.query("event", "system", 0, 10).1,
+            3,
+            "ring capacity kept"
         );
     }
 

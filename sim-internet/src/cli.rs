@@ -27,6 +27,10 @@ pub struct Args {
     /// The lab surface (HTTPS): /_lab/health, sites, dns, rating, lab-map, events.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen_control: SocketAddr,
+    /// A DNS server (UDP) answering the sites' names with their public lab addresses
+    /// (namespaces mode: the endpoints' resolver). Off by default.
+    #[arg(long, value_name = "ADDR")]
+    pub dns_listen: Option<SocketAddr>,
 }
 
 /// Entry point of the `sim-internet` binary.
@@ -57,6 +61,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         https: bind(args.listen_https).await?,
         control: bind(args.listen_control).await?,
     };
+    let dns = match args.dns_listen {
+        Some(a) => Some(
+            tokio::net::UdpSocket::bind(a)
+                .await
+                .map_err(|e| UsageError::new(format!("--dns-listen {a}: {e}")))?,
+        ),
+        None => None,
+    };
     let shutdown = fortilab_core::shutdown::signal_token();
     let running = crate::start(
         Config {
@@ -67,10 +79,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         &ca,
         listeners,
-        shutdown,
+        shutdown.clone(),
     )
     .await?;
     let mut ready = running.ready_json();
+    if let Some(sock) = dns {
+        ready["internet"]["dns"] = serde_json::Value::String(sock.local_addr()?.to_string());
+        tokio::spawn(crate::dns::serve(sock, running.sites.clone(), shutdown));
+    }
     let ca_cert = match &args.common.ca_cert {
         Some(p) => p.clone(),
         None => data_dir.join("ca").join("ca.pem"),

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub mod cli;
 pub mod client;
 pub mod control;
+pub mod dns;
 pub mod server;
 pub mod sites;
 
@@ -129,6 +130,7 @@ pub async fn start(
     let sites = Arc::new(cfg.sites);
     let head_timeout = cfg.http.header_read_timeout;
     let bus = EventBus::new("internet", cfg.clock);
+    bus.close_on(&shutdown);
     let tls_set = Arc::new(server::TlsSet::new(ca, &sites)?);
     let ctx = Arc::new(server::Ctx {
         sites: sites.clone(),

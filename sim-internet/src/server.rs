@@ -151,7 +151,11 @@ async fn open(
         }
     };
     let lab_src = ctx.lab_map.lab_source(hdr.as_ref(), peer);
-    let dst = hdr.map(|h| h.dst.ip());
+    // Without a PROXY header the connection's own destination is the site's address (a lab
+    // whose sites' addresses are local to the Internet's network namespace).
+    let dst = hdr
+        .map(|h| h.dst.ip())
+        .or_else(|| tcp.local_addr().ok().map(|a| a.ip()));
     let Some(tls) = tls else {
         return Some((
             Io::Plain(tcp),

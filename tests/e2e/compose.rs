@@ -288,6 +288,10 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
         eprintln!("SKIPPED: Docker engine {engine} but neither docker-compose nor docker compose");
         return;
     };
+    // The namespaces tests claim the same host routes and addresses.
+    let _host = support::HOST_NETWORK
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap().keep();
     let tag = format!("fortilab-test:{}", std::process::id());
     let mut lab = ComposeLab {

@@ -9,37 +9,6 @@ use std::process::Command;
 
 use support::{python, Proc};
 
-/// The seed article's two CLI snippets, verbatim (seed/ioc-automation-stitch-kb.txt), after the
-/// address object they refer to.
-const SEED_CONFIG: &str = r#"config firewall address
-    edit "10.115.2.52/32"
-        set subnet 10.115.2.52 255.255.255.255
-    next
-end
-config firewall policy
-    edit 0
-        set srcintf "port3"
-        set dstintf "virtual-wan-link"
-        set srcaddr "10.115.2.52/32"
-        set dstaddr "all"
-        set action accept
-        set schedule "always"
-        set service "ALL"
-        set utm-status enable
-        set ssl-ssh-profile "certificate-inspection"
-        set webfilter-profile "monitor-all"
-        set logtraffic all
-        set nat enable
-    next
-
-config system automation-stitch
-    edit "Compromised Host Quarantine"
-        set trigger "Compromised Host Quarantine"
-        set action "Compromised Host Quarantine_quarantine-forticlient"
-    next
-end
-"#;
-
 /// Python preamble: `get/post/put/delete` helpers with the token, TLS verified against the
 /// lab CA (REQUESTS_CA_BUNDLE).
 const PY_PRELUDE: &str = r#"
@@ -97,7 +66,7 @@ fn run_py(p: &Proc, script: &str) {
 fn spawn_seed(dir: &Path) -> Proc {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = dir.join("seed.conf");
-    std::fs::write(&cfg, SEED_CONFIG).unwrap();
+    std::fs::write(&cfg, fortilab_fortigate::config::ARTICLE_SNIPPETS).unwrap();
     let data = dir.join("data");
     Proc::spawn(
         "sim-fortigate",

@@ -922,3 +922,363 @@ fn every_http_listener_closes_a_partial_request_head_within_the_timeout() {
     support::unsafe_free_kill(child.id(), "TERM");
     let _ = child.wait();
 }
+
+// ------------------------------------------------------------------------------ snapshots
+
+/// `curl` with the lab token and a JSON body (or none): (status, parsed body).
+fn curl_json(
+    method: &str,
+    url: &str,
+    ca: &str,
+    body: Option<&serde_json::Value>,
+    extra: &[&str],
+) -> (u16, serde_json::Value) {
+    let token = format!(
+        "X-Fortilab-Token: {}",
+        std::env::var("FORTILAB_TEST_SNAPSHOT_TOKEN").unwrap_or_default()
+    );
+    let mut args: Vec<String> = vec!["-H".into(), token];
+    if let Some(b) = body {
+        args.extend([
+            "-H".into(),
+            "Content-Type: application/json".into(),
+            "--data".into(),
+            b.to_string(),
+        ]);
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (st, text) = curl_status(method, url, ca, &refs);
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// The first JSON object anywhere in `v` whose `key` is `value`.
+fn find_obj<'a>(v: &'a serde_json::Value, key: &str, value: &str) -> Option<&'a serde_json::Value> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if m.get(key).and_then(|x| x.as_str()) == Some(value) {
+                return Some(v);
+            }
+            m.values().find_map(|x| find_obj(x, key, value))
+        }
+        serde_json::Value::Array(a) => a.iter().find_map(|x| find_obj(x, key, value)),
+        _ => None,
+    }
+}
+
+/// Lab time now (ms) on the clock of a ready report.
+fn report_lab_now_ms(r: &serde_json::Value) -> i64 {
+    let c = &r["clock"];
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as f64;
+    let (epoch, origin, speed) = (
+        c["epoch_ms"].as_f64().unwrap(),
+        c["origin_ms"].as_f64().unwrap(),
+        c["speed"].as_f64().unwrap(),
+    );
+    (epoch + (now - origin) * speed) as i64
+}
+
+#[test]
+fn a_snapshot_brings_the_whole_lab_back_and_the_flow_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, r) = start_up(dir.path(), "17");
+    let ready = dir.path().join("ready.json");
+    let ready_s = ready.display().to_string();
+    let ca = r["ca_cert"].as_str().unwrap().to_string();
+    std::env::set_var(
+        "FORTILAB_TEST_SNAPSHOT_TOKEN",
+        r["lab_token"].as_str().unwrap(),
+    );
+    let fgt = r["fortigate"]["api"].as_str().unwrap().to_string();
+    let fgt_auth = format!(
+        "Authorization: Bearer {}",
+        r["fortigate"]["api_token"].as_str().unwrap()
+    );
+    let faz = r["fortianalyzer"]["api"].as_str().unwrap().to_string();
+    let faz_auth = format!(
+        "Authorization: Bearer {}",
+        r["fortianalyzer"]["api_token"].as_str().unwrap()
+    );
+    let pc52 = r["endpoints"][0]["control"].as_str().unwrap().to_string();
+    let dash = r["dashboard"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let ip = "10.115.2.52";
+
+    let fetch = |url: &str| {
+        curl_json(
+            "POST",
+            &format!("{pc52}/_lab/fetch"),
+            &ca,
+            Some(&serde_json::json!({"url": url})),
+            &[],
+        )
+        .1
+    };
+    let quarantined = || {
+        curl_json("GET", &format!("{pc52}/_lab/status"), &ca, None, &[]).1["quarantined"].as_bool()
+    };
+    let fgt_hosts = || {
+        curl_json(
+            "GET",
+            &format!("{fgt}/_lab/compromised-hosts"),
+            &ca,
+            None,
+            &[],
+        )
+        .1
+    };
+    let stitch_runs = || {
+        curl_json(
+            "GET",
+            &format!("{fgt}/_lab/automation/runs"),
+            &ca,
+            None,
+            &[],
+        )
+        .1["runs"]
+            .as_array()
+            .map(|a| a.len())
+            .unwrap_or(0)
+    };
+    let faz_host = || {
+        let body = serde_json::json!({"id": 1, "jsonrpc": "2.0", "method": "get",
+            "params": [{"url": "/ioc/adom/root/compromised-hosts", "apiver": 3}]});
+        let (_, v) = curl_json(
+            "POST",
+            &format!("{faz}/jsonrpc"),
+            &ca,
+            Some(&body),
+            &["-H", &faz_auth],
+        );
+        find_obj(&v, "epip", ip).cloned()
+    };
+    let acked = |h: &serde_json::Value| match &h["ack"] {
+        serde_json::Value::Bool(b) => *b,
+        serde_json::Value::Number(n) => n.as_i64() != Some(0),
+        _ => false,
+    };
+    let address = || {
+        curl_status(
+            "GET",
+            &format!("{fgt}/api/v2/cmdb/firewall/address/snapshot-e2e"),
+            &ca,
+            &["-H", &fgt_auth],
+        )
+        .0
+    };
+    let dash_post = |path: &str, body: serde_json::Value| {
+        curl_json("POST", &format!("{dash}{path}"), &ca, Some(&body), &[])
+    };
+
+    // The seed flow up to a quarantined host.
+    fetch("http://www.eicar.org/download/eicar.com");
+    wait_for("PC-52 quarantined", Duration::from_secs(15), || {
+        (quarantined() == Some(true)).then_some(())
+    });
+    wait_for("the FortiGate lists PC-52", Duration::from_secs(5), || {
+        find_obj(&fgt_hosts(), "srcip", ip).map(|_| ())
+    });
+    let host = faz_host().expect("FortiAnalyzer lists PC-52");
+    assert!(!acked(&host));
+    assert_eq!(stitch_runs(), 1);
+
+    // Save.
+    let (code, out, err) = run_fortilab(&[
+        "snapshot",
+        "save",
+        "quarantined",
+        "--attach",
+        &ready_s,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "save: {out}\n{err}");
+    let info: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let cut = info["lab_time_ms"].as_i64().unwrap();
+    assert_eq!(info["name"], "quarantined");
+    assert!(info["devices"].as_array().unwrap().len() >= 5, "{info}");
+    assert!(dir
+        .path()
+        .join("data/snapshots/quarantined/snapshot.json")
+        .exists());
+    // The lab runs on with its state.
+    assert_eq!(quarantined(), Some(true));
+    let (code, out, _) = run_fortilab(&["snapshot", "list", "--attach", &ready_s]);
+    assert_eq!(code, 0);
+    assert!(out.contains("quarantined"), "{out}");
+    let (st, v) = curl_json("GET", &format!("{dash}/api/snapshots"), &ca, None, &[]);
+    assert_eq!(st, 200);
+    assert_eq!(v["snapshots"][0]["name"], "quarantined", "{v}");
+
+    // Release, acknowledge, change the configuration, write more logs.
+    let (st, v) = dash_post("/api/ems/unquarantine", serde_json::json!({"ip": ip}));
+    assert_eq!(st, 200, "{v}");
+    wait_for("PC-52 released", Duration::from_secs(10), || {
+        (quarantined() == Some(false)).then_some(())
+    });
+    let (st, v) = dash_post("/api/faz/ack", serde_json::json!({"ip": ip}));
+    assert_eq!(st, 200, "{v}");
+    wait_for("acknowledged", Duration::from_secs(5), || {
+        faz_host().filter(|h| acked(h)).map(|_| ())
+    });
+    wait_for(
+        "the FortiGate forgets PC-52",
+        Duration::from_secs(5),
+        || find_obj(&fgt_hosts(), "srcip", ip).is_none().then_some(()),
+    );
+    let body = serde_json::json!({"name": "snapshot-e2e", "subnet": "192.0.2.7 255.255.255.255"});
+    let (st, v) = curl_json(
+        "POST",
+        &format!("{fgt}/api/v2/cmdb/firewall/address"),
+        &ca,
+        Some(&body),
+        &["-H", &fgt_auth],
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(address(), 200);
+    assert_eq!(fetch("http://news.sky.com/")["ok"], true);
+    // Let at least 1.5 s of lab time pass since the cut, so the restored clock is seen to go
+    // back.
+    let pre = serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&ready).unwrap())
+        .unwrap();
+    wait_for("lab time past the cut", Duration::from_secs(10), || {
+        (report_lab_now_ms(&pre) > cut + 1_500).then_some(())
+    });
+    let before_restore = report_lab_now_ms(&pre);
+
+    // Restore.
+    let (code, out, err) = run_fortilab(&[
+        "snapshot",
+        "restore",
+        "quarantined",
+        "--attach",
+        &ready_s,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "restore: {out}\n{err}");
+    let restored: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(restored["lab_time_ms"].as_i64(), Some(cut));
+    assert!(restored["elapsed_ms"].as_u64().unwrap() < 10_000);
+    // The same ports, CA and credentials: the clients built from the first report still work.
+    let after =
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&ready).unwrap())
+            .unwrap();
+    assert_eq!(after["fortigate"]["api"], r["fortigate"]["api"]);
+    assert_eq!(after["lab_token"], r["lab_token"]);
+    // The lab clock continues from the cut.
+    assert_eq!(after["clock"]["epoch_ms"].as_i64(), Some(cut));
+    let lab_now = report_lab_now_ms(&after);
+    assert!(
+        lab_now >= cut && lab_now < before_restore,
+        "lab time {lab_now}: cut {cut}, before the restore {before_restore}"
+    );
+
+    // Every device is back at the cut.
+    assert_eq!(address(), 404, "the configuration change is gone");
+    assert_eq!(quarantined(), Some(true), "FortiClient quarantined again");
+    let blocked = fetch("http://news.sky.com/");
+    assert_eq!(blocked["blocked_by"], "quarantine", "{blocked}");
+    assert!(
+        find_obj(&fgt_hosts(), "srcip", ip).is_some(),
+        "the FortiGate lists PC-52 again"
+    );
+    let host = faz_host().expect("FortiAnalyzer lists PC-52");
+    assert!(!acked(&host), "unacknowledged again: {host}");
+    assert_eq!(stitch_runs(), 1, "the run history of the cut");
+    let (st, logs) = curl_json(
+        "GET",
+        &format!("{fgt}/api/v2/log/memory/webfilter?rows=100"),
+        &ca,
+        None,
+        &["-H", &fgt_auth],
+    );
+    assert_eq!(st, 200);
+    assert!(
+        logs.to_string().contains("www.eicar.org"),
+        "the memory log came back"
+    );
+    // A log written now is stamped on the restored clock.
+    let (_, ev) = curl_json(
+        "GET",
+        &format!("{fgt}/api/v2/log/memory/event/system?rows=1"),
+        &ca,
+        None,
+        &["-H", &fgt_auth],
+    );
+    let newest = ev.to_string();
+    assert!(!newest.is_empty());
+
+    // The flow continues: acknowledge, release, download again, the stitch runs again.
+    let (st, v) = dash_post("/api/faz/ack", serde_json::json!({"ip": ip}));
+    assert_eq!(st, 200, "{v}");
+    wait_for(
+        "the FortiGate forgets PC-52",
+        Duration::from_secs(10),
+        || find_obj(&fgt_hosts(), "srcip", ip).is_none().then_some(()),
+    );
+    let (st, v) = dash_post("/api/ems/unquarantine", serde_json::json!({"ip": ip}));
+    assert_eq!(st, 200, "{v}");
+    wait_for("PC-52 released", Duration::from_secs(10), || {
+        (quarantined() == Some(false)).then_some(())
+    });
+    fetch("http://www.eicar.org/download/eicar.com");
+    wait_for("the stitch runs again", Duration::from_secs(15), || {
+        (stitch_runs() == 2).then_some(())
+    });
+    wait_for("PC-52 quarantined again", Duration::from_secs(15), || {
+        (quarantined() == Some(true)).then_some(())
+    });
+    let (st, logs) = curl_json(
+        "GET",
+        &format!("{fgt}/api/v2/log/memory/webfilter?rows=100"),
+        &ca,
+        None,
+        &["-H", &fgt_auth],
+    );
+    assert_eq!(st, 200);
+    let stamps: Vec<i64> = logs["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["hostname"] == "www.eicar.org")
+        .filter_map(|l| {
+            l["eventtime"]
+                .as_i64()
+                .or_else(|| l["eventtime"].as_str().and_then(|s| s.parse().ok()))
+        })
+        .collect();
+    assert_eq!(stamps.len(), 2, "{logs}");
+    let newest_ms = stamps.iter().max().unwrap() / 1_000_000;
+    assert!(
+        newest_ms >= cut && newest_ms < before_restore + 30_000,
+        "new log at lab time {newest_ms}, cut {cut}"
+    );
+
+    // Bad input.
+    let (code, _, err) =
+        run_fortilab(&["snapshot", "restore", "never-saved", "--attach", &ready_s]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("no snapshot named"), "{err}");
+    let (code, _, err) = run_fortilab(&["snapshot", "save", "../escape", "--attach", &ready_s]);
+    assert_eq!(code, 2, "{err}");
+
+    support::unsafe_free_kill(child.id(), "INT");
+    let status = wait_for("fortilab up to exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    assert!(status.success(), "fortilab up exit: {status}");
+    let data = dir.path().join("data").display().to_string();
+    wait_for(
+        "every device process to be gone",
+        Duration::from_secs(10),
+        || pids_mentioning(&data).is_empty().then_some(()),
+    );
+}

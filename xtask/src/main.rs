@@ -48,6 +48,16 @@ const TOOLS: &[Tool] = &[
         used_by: "device consoles with OpenSSH",
     },
     Tool {
+        program: "ip",
+        package: "iproute2",
+        used_by: "namespaces mode (network namespaces, veths, routes, tc netem)",
+    },
+    Tool {
+        program: "iptables",
+        package: "iptables",
+        used_by: "namespaces mode (the FortiGate's transparent proxy redirect)",
+    },
+    Tool {
         program: "chromium",
         package: "chromium",
         used_by: "dashboard in a real browser",

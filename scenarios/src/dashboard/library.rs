@@ -61,6 +61,10 @@ pub const LIBRARY: &[(&str, &str)] = &[
         "slow-log-link.toml",
         include_str!("../../library/slow-log-link.toml"),
     ),
+    (
+        "snapshot-restore.toml",
+        include_str!("../../library/snapshot-restore.toml"),
+    ),
 ];
 
 /// FortiGate configurations the library names (`config = "../labs/…"`).

@@ -16,6 +16,7 @@
 //! | `POST /api/lab/reset`, `POST /api/lab/speed` | restart the lab (same seed; new speed) |
 //! | `POST /api/device/{device}/{kill,stop,start,restart}` | device control |
 //! | `POST /api/faz/ack`, `/api/faz/logsearch`, `/api/ems/{quarantine,unquarantine}`, `/api/endpoint/{name}/{fetch,access-code}` | buttons (vendor APIs; endpoints' lab surface) |
+//! | `GET /_lab/exercise`, `POST /_lab/exercise/{hint,restart}` | the running exercise's progress (`fortilab exercise`; the classroom reads it), a hint, start a task over; `GET /api/exercise` is the panel's fuller view |
 //! | `POST /_lab/inject` | lab surface of the dashboard itself: synthetic timeline events (load test) |
 
 pub mod guard;
@@ -118,7 +119,17 @@ fn router(app: App) -> Router {
         .route("/api/link", post(link_set))
         .route("/_lab/links", get(links_get))
         .route("/_lab/link", post(link_set))
+        .route("/api/exercise", get(exercise_panel))
+        .route("/api/exercise/hint", post(exercise_hint))
+        .route("/api/exercise/restart", post(exercise_restart))
+        .route("/_lab/exercise", get(exercise_status))
+        .route("/_lab/exercise/hint", post(exercise_hint))
+        .route("/_lab/exercise/restart", post(exercise_restart))
         .route("/_lab/inject", post(inject))
+        .route("/_lab/snapshot", post(snapshot_op))
+        .route("/_lab/snapshots", get(snapshot_list))
+        .route("/api/snapshot", post(snapshot_op))
+        .route("/api/snapshots", get(snapshot_list))
         .route("/_lab/ready", get(ready_report))
         .route("/_lab/health", get(|| async { Json(json!({"ok": true})) }))
         .with_state(app)
@@ -440,6 +451,54 @@ async fn device_action(
         Ok(m) => Json(json!({"ok": true, "message": m})).into_response(),
         Err(e) => err(StatusCode::BAD_REQUEST, format!("{e:#}")),
     }
+}
+
+#[derive(Deserialize)]
+struct SnapshotReq {
+    op: String,
+    name: String,
+}
+
+/// Saves or restores a lab snapshot: `{"op": "save"|"restore", "name"}`; answers the
+/// snapshot's description and the lab clock after the operation.
+async fn snapshot_op(State(s): State<App>, body: axum::body::Bytes) -> Response {
+    let r: SnapshotReq = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                format!("bad snapshot request: {e}"),
+            )
+        }
+    };
+    let Some(op) = crate::snapshot::SnapshotOp::parse(&r.op) else {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("unknown snapshot operation {:?} (save or restore)", r.op),
+        );
+    };
+    if let Err(e) = crate::snapshot::validate_name(&r.name) {
+        return err(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    match s.session.snapshot(op, &r.name).await {
+        Ok(info) => {
+            let clock = s.session.report()["clock"].clone();
+            Json(json!({"ok": true, "snapshot": info, "clock": clock})).into_response()
+        }
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let status = if msg.contains("no snapshot named") || msg.contains("not of this lab") {
+                StatusCode::NOT_FOUND
+            } else {
+                StatusCode::INTERNAL_SERVER_ERROR
+            };
+            err(status, msg)
+        }
+    }
+}
+
+async fn snapshot_list(State(s): State<App>) -> Response {
+    Json(json!({"snapshots": s.session.snapshots()})).into_response()
 }
 
 // ------------------------------------------------------------------------------ buttons
@@ -797,5 +856,65 @@ mod tests {
         assert_eq!(parse_resume("3:1200"), Some((3, 1200)));
         assert_eq!(parse_resume("x"), None);
         assert_eq!(parse_resume("1:"), None);
+    }
+}
+
+// ------------------------------------------------------------------------------ exercise
+
+#[derive(Deserialize)]
+struct TaskReq {
+    task: String,
+}
+
+fn no_exercise() -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        "no exercise runs in this lab (start one with `fortilab exercise FILE`)",
+    )
+}
+
+/// `GET /_lab/exercise`: the progress (the classroom reads this shape; keep it).
+async fn exercise_status(State(s): State<App>) -> Response {
+    match s.session.exercise() {
+        Some(x) => Json(x.status_json()).into_response(),
+        None => no_exercise(),
+    }
+}
+
+/// `GET /api/exercise`: the panel's view (texts, revealed hints, what the checks saw).
+async fn exercise_panel(State(s): State<App>) -> Response {
+    match s.session.exercise() {
+        Some(x) => Json(x.panel_json()).into_response(),
+        None => Json(json!({"exercise": null})).into_response(),
+    }
+}
+
+async fn exercise_hint(State(s): State<App>, Json(r): Json<TaskReq>) -> Response {
+    let Some(x) = s.session.exercise() else {
+        return no_exercise();
+    };
+    match x.hint(&r.task) {
+        Ok((n, text)) => {
+            Json(json!({"ok": true, "task": r.task, "hint": n, "text": text})).into_response()
+        }
+        Err(e) => err(StatusCode::CONFLICT, format!("{e:#}")),
+    }
+}
+
+async fn exercise_restart(State(s): State<App>, Json(r): Json<TaskReq>) -> Response {
+    let Some(x) = s.session.exercise() else {
+        return no_exercise();
+    };
+    if x.exercise.task_index(&r.task).is_none() {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no task {:?} in this exercise", r.task),
+        );
+    }
+    match x.restart(&r.task).await {
+        Ok(()) => {
+            Json(json!({"ok": true, "task": r.task, "progress": x.status_json()})).into_response()
+        }
+        Err(e) => err(StatusCode::CONFLICT, format!("{e:#}")),
     }
 }

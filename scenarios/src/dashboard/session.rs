@@ -120,6 +120,8 @@ pub struct LabSession {
     shutdown: CancellationToken,
     /// The lab token (the same across resets: the lab's secrets file is kept).
     lab_token: fortilab_core::secrets::LabToken,
+    /// The exercise running in this lab (`fortilab exercise`).
+    exercise: std::sync::OnceLock<Arc<crate::exercise::engine::ExerciseRun>>,
 }
 
 impl LabSession {
@@ -153,6 +155,7 @@ impl LabSession {
             changed: tokio::sync::Notify::new(),
             shutdown,
             lab_token,
+            exercise: std::sync::OnceLock::new(),
         });
         s.follow(sources);
         Ok(s)
@@ -171,6 +174,16 @@ impl LabSession {
                 token.clone(),
             ));
         }
+    }
+
+    /// Attaches the exercise this lab runs (once).
+    pub fn set_exercise(&self, run: Arc<crate::exercise::engine::ExerciseRun>) {
+        let _ = self.exercise.set(run);
+    }
+
+    /// The exercise this lab runs, if any.
+    pub fn exercise(&self) -> Option<Arc<crate::exercise::engine::ExerciseRun>> {
+        self.exercise.get().cloned()
     }
 
     /// The lab token (dashboard sign-in, every device's `/_lab/` routes).
@@ -285,6 +298,62 @@ impl LabSession {
         );
         self.changed.notify_waiters();
         r
+    }
+
+    /// Saves or restores a lab snapshot (the dashboard's buttons, `POST /_lab/snapshot`,
+    /// `fortilab snapshot`): the devices restart on their ports; the timeline follows the lab
+    /// clock (a restore moves it back to the snapshot's lab time) and the ready file is
+    /// rewritten with it.
+    pub async fn snapshot(
+        &self,
+        op: crate::snapshot::SnapshotOp,
+        name: &str,
+    ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
+        let r = {
+            let mut g = self.ctx.lock().await;
+            match g.as_mut() {
+                None => Err(anyhow!("the lab is restarting")),
+                Some(ctx) => {
+                    let r = match op {
+                        crate::snapshot::SnapshotOp::Save => ctx.lab.snapshot_save(name).await,
+                        crate::snapshot::SnapshotOp::Restore => {
+                            ctx.lab.snapshot_restore(name).await
+                        }
+                    };
+                    self.timeline.set_clock(ctx.lab.clock);
+                    {
+                        let mut rep = self.report.lock().unwrap();
+                        rep["clock"] = crate::attach::clock_json(&ctx.lab.clock);
+                    }
+                    self.refresh_procs(ctx);
+                    r
+                }
+            }
+        };
+        let summary = match &r {
+            Ok(i) => format!(
+                "lab snapshot {} {} (lab time {}, {} ms)",
+                i.name,
+                op.past(),
+                i.lab_time,
+                i.elapsed_ms
+            ),
+            Err(e) => format!("lab snapshot {name}: {} failed: {e:#}", op.as_str()),
+        };
+        self.timeline.note(
+            "lab.snapshot",
+            json!({"summary": summary, "op": op.as_str(), "name": name,
+                   "snapshot": r.as_ref().ok()}),
+        );
+        self.write_ready_file()
+            .context("rewriting the ready file after a snapshot")?;
+        self.changed.notify_waiters();
+        r
+    }
+
+    /// The lab's snapshots.
+    pub fn snapshots(&self) -> Vec<crate::snapshot::SnapshotInfo> {
+        crate::snapshot::list(&self.opts.data_dir)
     }
 
     /// Stops every device, wipes their data (the lab CA is kept), and starts the lab again

@@ -150,6 +150,14 @@ impl ConsoleSession for Session {
                     close: true,
                 };
             };
+            if !line.trim().is_empty() {
+                // Exercises check that a trainee used a command (lab event, never a product log).
+                self.faz.bus.emit(
+                    "console.command",
+                    json!({"user": self.user, "ui": self.ui,
+                           "command": fortilab_core::console::redact_command(line)}),
+                );
+            }
             let line = line.to_string();
             let res = tokio::task::spawn_blocking(move || {
                 let out = cli.execute(&line);

@@ -2,7 +2,7 @@
 
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Map, Value as J};
+use serde_json::{json, Map, Value};
 
 use super::query::{Filter, Sorter};
 use super::{bare_error, json_response, Api, Env, Req};
@@ -100,19 +100,21 @@ fn wrap_array(resp: Response) -> Response {
     let fut = axum::body::to_bytes(body, usize::MAX);
     // The body is an in-memory string: resolving it never waits.
     let bytes = futures::executor::block_on(fut).unwrap_or_default();
-    let v: J = serde_json::from_slice(&bytes).unwrap_or(J::Null);
-    let mut r = json_response(parts.status, J::Array(vec![v]));
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let mut r = json_response(parts.status, Value::Array(vec![v]));
     if let Some(e) = parts.headers.get(header::ETAG) {
         r.headers_mut().insert(header::ETAG, e.clone());
     }
     r
 }
 
-fn key_json(ts: &TableSchema, k: &str) -> J {
+fn key_json(ts: &TableSchema, k: &str) -> Value {
     if ts.int_key() {
-        k.parse::<u64>().map(J::from).unwrap_or_else(|_| J::from(k))
+        k.parse::<u64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(k))
     } else {
-        J::from(k)
+        Value::from(k)
     }
 }
 
@@ -138,30 +140,33 @@ fn write_error(
     status: u16,
     code: Option<i32>,
     cli_error: Option<&str>,
-    mkey: Option<J>,
+    mkey: Option<Value>,
 ) -> Response {
     let mut m = Map::new();
-    m.insert("http_method".into(), J::from(env.method.as_str()));
-    m.insert("revision".into(), J::from(env.api.dev.config.revision()));
-    m.insert("revision_changed".into(), J::from(false));
+    m.insert("http_method".into(), Value::from(env.method.as_str()));
+    m.insert(
+        "revision".into(),
+        Value::from(env.api.dev.config.revision()),
+    );
+    m.insert("revision_changed".into(), Value::from(false));
     if let Some(c) = cli_error {
-        m.insert("cli_error".into(), J::from(c));
+        m.insert("cli_error".into(), Value::from(c));
     }
     if let Some(c) = code {
-        m.insert("error".into(), J::from(c));
+        m.insert("error".into(), Value::from(c));
     }
-    m.insert("status".into(), J::from("error"));
-    m.insert("http_status".into(), J::from(status));
-    m.insert("vdom".into(), J::from(env.vdom.clone()));
-    m.insert("path".into(), J::from(env.path.clone()));
-    m.insert("name".into(), J::from(env.name.clone()));
+    m.insert("status".into(), Value::from("error"));
+    m.insert("http_status".into(), Value::from(status));
+    m.insert("vdom".into(), Value::from(env.vdom.clone()));
+    m.insert("path".into(), Value::from(env.path.clone()));
+    m.insert("name".into(), Value::from(env.name.clone()));
     if let Some(k) = mkey {
         m.insert("mkey".into(), k);
     }
     env.tail(&mut m);
     json_response(
         StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        J::Object(m),
+        Value::Object(m),
     )
 }
 
@@ -178,12 +183,18 @@ fn get(
         Some("schema") => {
             return json_response(
                 StatusCode::OK,
-                J::Object(env.cmdb_ok(schema_json(ts, version), &[("action", J::from("schema"))])),
+                Value::Object(env.cmdb_ok(
+                    schema_json(ts, version),
+                    &[("action", Value::from("schema"))],
+                )),
             );
         }
         Some("default") => {
             let d = api.dev.config.with(|c| default_json(c, ts, version));
-            return json_response(StatusCode::OK, J::Object(env.cmdb_ok(J::Object(d), &[])));
+            return json_response(
+                StatusCode::OK,
+                Value::Object(env.cmdb_ok(Value::Object(d), &[])),
+            );
         }
         _ => {}
     }
@@ -225,7 +236,7 @@ fn get(
         .get("format")
         .map(|f| f.split('|').map(String::from).collect());
     let results = match results {
-        J::Array(items) => {
+        Value::Array(items) => {
             let start: usize = r
                 .query
                 .get("start")
@@ -236,21 +247,21 @@ fn get(
                 .get("count")
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(usize::MAX);
-            let mut items: Vec<J> = items
+            let mut items: Vec<Value> = items
                 .into_iter()
                 .filter(|i| filter.is_empty() || filter.matches(i))
                 .collect();
             if !sorters.is_empty() {
                 items.sort_by(|a, b| Sorter::compare(&sorters, a, b));
             }
-            let items: Vec<J> = items
+            let items: Vec<Value> = items
                 .into_iter()
                 .skip(start)
                 .take(count)
                 .map(|i| if skip { skip_fields(i, ts, version) } else { i })
                 .map(|i| project(i, format.as_deref(), ts))
                 .collect();
-            J::Array(items)
+            Value::Array(items)
         }
         obj => {
             let obj = if skip {
@@ -261,7 +272,7 @@ fn get(
             project(obj, format.as_deref(), ts)
         }
     };
-    let body = bytes::Bytes::from(J::Object(env.cmdb_ok(results, &[])).to_string());
+    let body = bytes::Bytes::from(Value::Object(env.cmdb_ok(results, &[])).to_string());
     // Cached only if the configuration did not change while rendering.
     if api.dev.config.revision() == revision {
         api.cache(&r.raw, &revision, body.clone());
@@ -283,12 +294,12 @@ fn body_response(body: bytes::Bytes, etag: &str) -> Response {
 }
 
 /// `format=a|b`: keep only these fields (and the key and `q_origin_key`).
-fn project(v: J, format: Option<&[String]>, ts: &TableSchema) -> J {
-    let (Some(f), J::Object(m)) = (format, &v) else {
+fn project(v: Value, format: Option<&[String]>, ts: &TableSchema) -> Value {
+    let (Some(f), Value::Object(m)) = (format, &v) else {
         return v;
     };
     let keep = |k: &str| k == "q_origin_key" || ts.mkey() == Some(k) || f.iter().any(|x| x == k);
-    J::Object(
+    Value::Object(
         m.iter()
             .filter(|(k, _)| keep(k))
             .map(|(k, v)| (k.clone(), v.clone()))
@@ -401,13 +412,13 @@ fn clone_entry(
 
 /// `skip=1`: the CLI skip operator hides the attributes that do not apply to this entry
 /// (`subnet` of an `fqdn` address, UTM profiles of a policy without `utm-status`, ...).
-fn skip_fields(v: J, ts: &TableSchema, version: FosVersion) -> J {
-    let J::Object(mut m) = v else {
+fn skip_fields(v: Value, ts: &TableSchema, version: FosVersion) -> Value {
+    let Value::Object(mut m) = v else {
         return v;
     };
-    let text = |j: Option<&J>| match j {
-        Some(J::String(s)) => s.clone(),
-        Some(J::Number(n)) => n.to_string(),
+    let text = |j: Option<&Value>| match j {
+        Some(Value::String(s)) => s.clone(),
+        Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),
     };
     let hidden: Vec<&str> = ts
@@ -418,12 +429,12 @@ fn skip_fields(v: J, ts: &TableSchema, version: FosVersion) -> J {
     for h in hidden {
         m.remove(h);
     }
-    J::Object(m)
+    Value::Object(m)
 }
 
 /// The `datasource` names of a reference (`firewall.address.name`).
-fn ds_names(ds: &[&str], version: FosVersion) -> J {
-    J::from(
+fn ds_names(ds: &[&str], version: FosVersion) -> Value {
+    Value::from(
         ds.iter()
             .map(|d| {
                 let (t, sub) = Schema::split_ds(d);
@@ -450,14 +461,14 @@ fn type_name(f: &FieldSchema) -> &'static str {
 }
 
 /// The table attributes FortiOS adds to every table node.
-fn table_sizes(m: &mut Map<String, J>) {
-    m.insert("max_table_size_global".into(), J::from(0));
-    m.insert("max_table_size_item".into(), J::from(0));
-    m.insert("max_table_size_vdom".into(), J::from(0));
+fn table_sizes(m: &mut Map<String, Value>) {
+    m.insert("max_table_size_global".into(), Value::from(0));
+    m.insert("max_table_size_item".into(), Value::from(0));
+    m.insert("max_table_size_vdom".into(), Value::from(0));
 }
 
 /// One attribute node of `action=schema` (keys in FortiOS's order, alphabetical).
-fn field_schema_json(ts: &TableSchema, f: &FieldSchema, version: FosVersion) -> J {
+fn field_schema_json(ts: &TableSchema, f: &FieldSchema, version: FosVersion) -> Value {
     let mut c = Map::new();
     match &f.ty {
         FieldType::Table(sub) => return table_schema_json(sub, version, Some(f), false),
@@ -465,46 +476,49 @@ fn field_schema_json(ts: &TableSchema, f: &FieldSchema, version: FosVersion) -> 
             let int = matches!(f.ty, FieldType::MultiInt { .. });
             let ds = f.datasources();
             let mut k = Map::new();
-            k.insert("category".into(), J::from("unitary"));
+            k.insert("category".into(), Value::from("unitary"));
             if !ds.is_empty() {
                 k.insert("datasource".into(), ds_names(ds, version));
             }
-            k.insert("default".into(), if int { J::from(0) } else { J::from("") });
-            k.insert("help".into(), J::from(help::field_desc(ts, f)));
+            k.insert(
+                "default".into(),
+                if int { Value::from(0) } else { Value::from("") },
+            );
+            k.insert("help".into(), Value::from(help::field_desc(ts, f)));
             if let FieldType::MultiInt { min, max, .. } = f.ty {
-                k.insert("max-value".into(), J::from(max));
-                k.insert("min-value".into(), J::from(min));
+                k.insert("max-value".into(), Value::from(max));
+                k.insert("min-value".into(), Value::from(min));
             }
-            k.insert("multiple_values".into(), J::from(false));
-            k.insert("name".into(), J::from(*key));
+            k.insert("multiple_values".into(), Value::from(false));
+            k.insert("name".into(), Value::from(*key));
             if !int {
-                k.insert("size".into(), J::from(79));
+                k.insert("size".into(), Value::from(79));
             }
             k.insert(
                 "type".into(),
-                J::from(if int { "integer" } else { "string" }),
+                Value::from(if int { "integer" } else { "string" }),
             );
             let mut children = Map::new();
-            children.insert((*key).to_string(), J::Object(k));
-            c.insert("category".into(), J::from("table"));
-            c.insert("children".into(), J::Object(children));
-            c.insert("help".into(), J::from(help::field_desc(ts, f)));
+            children.insert((*key).to_string(), Value::Object(k));
+            c.insert("category".into(), Value::from("table"));
+            c.insert("children".into(), Value::Object(children));
+            c.insert("help".into(), Value::from(help::field_desc(ts, f)));
             table_sizes(&mut c);
-            c.insert("member_table".into(), J::from(true));
-            c.insert("mkey".into(), J::from(*key));
+            c.insert("member_table".into(), Value::from(true));
+            c.insert("mkey".into(), Value::from(*key));
             c.insert(
                 "mkey_type".into(),
-                J::from(if int { "integer" } else { "string" }),
+                Value::from(if int { "integer" } else { "string" }),
             );
-            c.insert("name".into(), J::from(f.name));
+            c.insert("name".into(), Value::from(f.name));
             if f.required {
-                c.insert("required".into(), J::from(true));
+                c.insert("required".into(), Value::from(true));
             }
-            return J::Object(c);
+            return Value::Object(c);
         }
         _ => {}
     }
-    c.insert("category".into(), J::from("unitary"));
+    c.insert("category".into(), Value::from("unitary"));
     if let FieldType::Ref { ds, .. } = &f.ty {
         c.insert("datasource".into(), ds_names(ds, version));
     }
@@ -512,28 +526,28 @@ fn field_schema_json(ts: &TableSchema, f: &FieldSchema, version: FosVersion) -> 
         FieldType::Int(..) => f
             .default
             .parse::<i64>()
-            .map(J::from)
-            .unwrap_or_else(|_| J::from(f.default)),
-        _ => J::from(f.default),
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(f.default)),
+        _ => Value::from(f.default),
     };
     if !(f.default.is_empty() && matches!(f.ty, FieldType::Str(_) | FieldType::Password)) {
         c.insert("default".into(), default);
     }
-    c.insert("help".into(), J::from(help::field_desc(ts, f)));
+    c.insert("help".into(), Value::from(help::field_desc(ts, f)));
     if let FieldType::Int(lo, hi) = f.ty {
-        c.insert("max-value".into(), J::from(hi));
-        c.insert("min-value".into(), J::from(lo));
+        c.insert("max-value".into(), Value::from(hi));
+        c.insert("min-value".into(), Value::from(lo));
     }
     c.insert(
         "multiple_values".into(),
-        J::from(matches!(f.ty, FieldType::Words(_))),
+        Value::from(matches!(f.ty, FieldType::Words(_))),
     );
-    c.insert("name".into(), J::from(f.name));
+    c.insert("name".into(), Value::from(f.name));
     if let FieldType::Enum(o) | FieldType::Words(o) = &f.ty {
         if !o.is_empty() {
             c.insert(
                 "options".into(),
-                J::from(
+                Value::from(
                     o.iter()
                         .map(|n| json!({"help": help::option_desc(f.name, n), "name": n}))
                         .collect::<Vec<_>>(),
@@ -542,13 +556,13 @@ fn field_schema_json(ts: &TableSchema, f: &FieldSchema, version: FosVersion) -> 
         }
     }
     if f.required || ts.mkey() == Some(f.name) {
-        c.insert("required".into(), J::from(true));
+        c.insert("required".into(), Value::from(true));
     }
     if let FieldType::Str(n) = f.ty {
-        c.insert("size".into(), J::from(n));
+        c.insert("size".into(), Value::from(n));
     }
-    c.insert("type".into(), J::from(type_name(f)));
-    J::Object(c)
+    c.insert("type".into(), Value::from(type_name(f)));
+    Value::Object(c)
 }
 
 /// A table node: the top-level `results` of `action=schema`, or a sub-table attribute.
@@ -557,43 +571,43 @@ fn table_schema_json(
     version: FosVersion,
     field: Option<&FieldSchema>,
     top: bool,
-) -> J {
+) -> Value {
     let mut children = Map::new();
     for f in ts.fields_at(version) {
         children.insert(f.name.to_string(), field_schema_json(ts, f, version));
     }
     let mut m = Map::new();
     if top {
-        m.insert("access_group".into(), J::from(access_group(&ts.path)));
+        m.insert("access_group".into(), Value::from(access_group(&ts.path)));
     }
     m.insert(
         "category".into(),
-        J::from(if ts.is_single() { "complex" } else { "table" }),
+        Value::from(if ts.is_single() { "complex" } else { "table" }),
     );
-    m.insert("children".into(), J::Object(children));
+    m.insert("children".into(), Value::Object(children));
     let help_text = match field {
         Some(f) => format!("Configure {}.", f.name),
         None => help::path_desc(&ts.path),
     };
-    m.insert("help".into(), J::from(help_text));
+    m.insert("help".into(), Value::from(help_text));
     if !ts.is_single() {
         table_sizes(&mut m);
     }
     if let Some(k) = ts.mkey() {
-        m.insert("mkey".into(), J::from(k));
+        m.insert("mkey".into(), Value::from(k));
         m.insert(
             "mkey_type".into(),
-            J::from(if ts.int_key() { "integer" } else { "string" }),
+            Value::from(if ts.int_key() { "integer" } else { "string" }),
         );
     }
     let name = ts.path.rsplit(' ').next().unwrap_or(&ts.path);
-    m.insert("name".into(), J::from(name));
+    m.insert("name".into(), Value::from(name));
     if top {
-        m.insert("object_range".into(), J::from(object_range(&ts.path)));
+        m.insert("object_range".into(), Value::from(object_range(&ts.path)));
         let (p, _) = ts.rest_path_name();
-        m.insert("path".into(), J::from(p));
+        m.insert("path".into(), Value::from(p));
     }
-    J::Object(m)
+    Value::Object(m)
 }
 
 /// The access-profile group guarding a table (`fwgrp`, `sysgrp`, ...) [P: per path prefix].
@@ -625,13 +639,13 @@ fn object_range(path: &str) -> &'static str {
 /// `action=schema` for one table, in FortiOS's shape (attributes under `children` keyed by
 /// name; member lists as `member_table` sub-tables whose key attribute carries the
 /// `datasource`; `options` with `help`).
-pub fn schema_json(ts: &TableSchema, version: FosVersion) -> J {
+pub fn schema_json(ts: &TableSchema, version: FosVersion) -> Value {
     table_schema_json(ts, version, None, true)
 }
 
 fn schema_list(api: &Api, r: &Req) -> Response {
     let version = api.dev.version;
-    let results: Vec<J> = Schema::get()
+    let results: Vec<Value> = Schema::get()
         .tables_at(version)
         .map(|ts| {
             let (p, n) = ts.rest_path_name();
@@ -648,7 +662,7 @@ fn schema_list(api: &Api, r: &Req) -> Response {
     };
     json_response(
         StatusCode::OK,
-        J::Object(env.cmdb_ok(J::Array(results), &[])),
+        Value::Object(env.cmdb_ok(Value::Array(results), &[])),
     )
 }
 

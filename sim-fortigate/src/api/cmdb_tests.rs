@@ -15,7 +15,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tower::ServiceExt;
 
@@ -81,7 +81,7 @@ impl Lab {
         }
     }
 
-    async fn call(&mut self, method: &str, uri: &str, body: Option<&J>) -> (StatusCode, J) {
+    async fn call(&mut self, method: &str, uri: &str, body: Option<&Value>) -> (StatusCode, Value) {
         let req = Request::builder()
             .method(method)
             .uri(uri)
@@ -128,7 +128,7 @@ impl Lab {
 
 /// One task of a playbook: the collection's `set` (GET the mkey URL, then PUT there, or
 /// POST to the table when the object does not exist).
-async fn ansible_set(lab: &mut Lab, url: &str, table_url: &str, body: &J) -> J {
+async fn ansible_set(lab: &mut Lab, url: &str, table_url: &str, body: &Value) -> Value {
     let (s, _) = lab.call("GET", url, None).await;
     let (s, v) = if s == StatusCode::OK {
         lab.call("PUT", url, Some(body)).await
@@ -142,7 +142,7 @@ async fn ansible_set(lab: &mut Lab, url: &str, table_url: &str, body: &J) -> J {
 
 /// (mkey URL, table URL, body) of every task of the IOC playbook on 6.4, in playbook order,
 /// exactly as the collection sends them.
-fn playbook_64() -> Vec<(&'static str, &'static str, J)> {
+fn playbook_64() -> Vec<(&'static str, &'static str, Value)> {
     vec![
         (
             "/api/v2/cmdb/system/interface/port3?vdom=root",
@@ -527,7 +527,7 @@ async fn put_back_everything(lab: &mut Lab, version: FosVersion) -> usize {
                 format!("/api/v2/cmdb/{t}")
             } else {
                 let k = match &item["q_origin_key"] {
-                    J::String(s) => s.clone(),
+                    Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
                 format!(
@@ -557,7 +557,7 @@ async fn bad_input_applies_nothing() {
         .await;
     let logs = lab.change_logs().len();
     // Each body changes several attributes, one of them bad: nothing is applied.
-    let cases: [(&str, &str, J, i32, &str); 7] = [
+    let cases: [(&str, &str, Value, i32, &str); 7] = [
         (
             "PUT",
             "/api/v2/cmdb/firewall/policy/1",
@@ -678,7 +678,7 @@ async fn query_parameters_of_the_collection_and_scripts() {
         )
         .await;
     assert_eq!((s, v["mkey"].clone()), (StatusCode::OK, json!(2)), "{v}");
-    let names = |v: &J| -> Vec<String> {
+    let names = |v: &Value| -> Vec<String> {
         v["results"]
             .as_array()
             .unwrap()
@@ -827,7 +827,7 @@ async fn query_parameters_of_the_collection_and_scripts() {
         .call(
             "PUT",
             "/api/v2/cmdb/firewall/policy/2?vdom=root&action=move&before=1",
-            Some(&J::Null),
+            Some(&Value::Null),
         )
         .await;
     assert_eq!(v["revision_changed"], true, "{v}");
@@ -835,7 +835,7 @@ async fn query_parameters_of_the_collection_and_scripts() {
         .call(
             "PUT",
             "/api/v2/cmdb/firewall/policy/2?vdom=root&action=move&before=1",
-            Some(&J::Null),
+            Some(&Value::Null),
         )
         .await;
     assert_eq!(v["revision_changed"], false, "{v}");

@@ -7,7 +7,7 @@
 use axum::http::{header, Method};
 use axum::response::Response;
 use base64::Engine as _;
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 
 use super::{bare_error, Api, Env, Req};
 use crate::console::{script, FgtSession};
@@ -31,22 +31,22 @@ pub async fn handle(api: &Api, r: Req) -> Response {
     let s: Vec<&str> = r.segments[3..].iter().map(String::as_str).collect();
     match (&r.method, s.as_slice()) {
         (&Method::GET, []) => {
-            let runs: Vec<J> = api
+            let runs: Vec<Value> = api
                 .dev
                 .scripts
                 .list()
                 .into_iter()
                 .map(|x| serde_json::to_value(x).unwrap_or_default())
                 .collect();
-            env(api, &r).monitor_ok(Some(J::Array(runs)), None)
+            env(api, &r).monitor_ok(Some(Value::Array(runs)), None)
         }
         (&Method::POST, ["upload"]) => upload(api, &r).await,
         (&Method::POST, ["delete"]) => {
             let body = r.json_object().unwrap_or_default();
             let ids: Vec<u64> = body
                 .get("id_list")
-                .and_then(J::as_array)
-                .map(|a| a.iter().filter_map(J::as_u64).collect())
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(Value::as_u64).collect())
                 .unwrap_or_default();
             let n = api.dev.scripts.delete(&ids);
             env(api, &r).monitor_ok(Some(json!({"deleted": n})), Some("delete"))
@@ -121,13 +121,16 @@ fn script_of(r: &Req) -> Result<(String, String), u16> {
         return Ok((name.unwrap_or_else(|| "script".into()), content));
     }
     let body = r.json_object().map_err(|_| 400u16)?;
-    let content = body.get("file_content").and_then(J::as_str).ok_or(424u16)?;
+    let content = body
+        .get("file_content")
+        .and_then(Value::as_str)
+        .ok_or(424u16)?;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(content.trim())
         .map_err(|_| 400u16)?;
     let name = body
         .get("filename")
-        .and_then(J::as_str)
+        .and_then(Value::as_str)
         .unwrap_or("script")
         .to_string();
     Ok((name, String::from_utf8_lossy(&bytes).into_owned()))

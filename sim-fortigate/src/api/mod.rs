@@ -32,7 +32,7 @@ use axum::routing::get;
 use axum::Router;
 use fortilab_core::http::ConnInfo;
 use rand::Rng;
-use serde_json::{json, Map, Value as J};
+use serde_json::{json, Map, Value};
 
 use crate::config::engine::secret_matches;
 use crate::config::Origin;
@@ -185,51 +185,54 @@ pub struct Env<'a> {
 }
 
 impl Env<'_> {
-    pub(crate) fn tail(&self, m: &mut Map<String, J>) {
-        m.insert("serial".into(), J::from(self.api.dev.serial.clone()));
+    pub(crate) fn tail(&self, m: &mut Map<String, Value>) {
+        m.insert("serial".into(), Value::from(self.api.dev.serial.clone()));
         m.insert(
             "version".into(),
-            J::from(self.api.dev.version.rest_string()),
+            Value::from(self.api.dev.version.rest_string()),
         );
-        m.insert("build".into(), J::from(self.api.dev.version.build()));
+        m.insert("build".into(), Value::from(self.api.dev.version.build()));
     }
 
     /// A CMDB success envelope with `results`.
-    pub fn cmdb_ok(&self, results: J, extra: &[(&str, J)]) -> Map<String, J> {
+    pub fn cmdb_ok(&self, results: Value, extra: &[(&str, Value)]) -> Map<String, Value> {
         let mut m = Map::new();
-        m.insert("http_method".into(), J::from(self.method.as_str()));
-        m.insert("revision".into(), J::from(self.api.dev.config.revision()));
+        m.insert("http_method".into(), Value::from(self.method.as_str()));
+        m.insert(
+            "revision".into(),
+            Value::from(self.api.dev.config.revision()),
+        );
         m.insert("results".into(), results);
         for (k, v) in extra {
             m.insert((*k).into(), v.clone());
         }
-        m.insert("vdom".into(), J::from(self.vdom.clone()));
-        m.insert("path".into(), J::from(self.path.clone()));
-        m.insert("name".into(), J::from(self.name.clone()));
-        m.insert("status".into(), J::from("success"));
-        m.insert("http_status".into(), J::from(200));
+        m.insert("vdom".into(), Value::from(self.vdom.clone()));
+        m.insert("path".into(), Value::from(self.path.clone()));
+        m.insert("name".into(), Value::from(self.name.clone()));
+        m.insert("status".into(), Value::from("success"));
+        m.insert("http_status".into(), Value::from(200));
         self.tail(&mut m);
         m
     }
 
     /// A CMDB write success (`POST`/`PUT`/`DELETE`): `revision_changed` says whether the
     /// write changed anything (a write of what the table already holds does not).
-    pub fn write_ok(&self, w: &crate::config::Written, mkey: Option<J>) -> Response {
+    pub fn write_ok(&self, w: &crate::config::Written, mkey: Option<Value>) -> Response {
         let mut m = Map::new();
-        m.insert("http_method".into(), J::from(self.method.as_str()));
-        m.insert("revision".into(), J::from(w.revision.clone()));
-        m.insert("revision_changed".into(), J::from(w.changed));
-        m.insert("old_revision".into(), J::from(w.old_revision.clone()));
+        m.insert("http_method".into(), Value::from(self.method.as_str()));
+        m.insert("revision".into(), Value::from(w.revision.clone()));
+        m.insert("revision_changed".into(), Value::from(w.changed));
+        m.insert("old_revision".into(), Value::from(w.old_revision.clone()));
         if let Some(k) = mkey {
             m.insert("mkey".into(), k);
         }
-        m.insert("status".into(), J::from("success"));
-        m.insert("http_status".into(), J::from(200));
-        m.insert("vdom".into(), J::from(self.vdom.clone()));
-        m.insert("path".into(), J::from(self.path.clone()));
-        m.insert("name".into(), J::from(self.name.clone()));
+        m.insert("status".into(), Value::from("success"));
+        m.insert("http_status".into(), Value::from(200));
+        m.insert("vdom".into(), Value::from(self.vdom.clone()));
+        m.insert("path".into(), Value::from(self.path.clone()));
+        m.insert("name".into(), Value::from(self.name.clone()));
         self.tail(&mut m);
-        json_response(StatusCode::OK, J::Object(m))
+        json_response(StatusCode::OK, Value::Object(m))
     }
 
     /// An error envelope: HTTP `status`, optional FortiOS `error` code and `cli_error`.
@@ -238,55 +241,58 @@ impl Env<'_> {
         status: u16,
         code: Option<i32>,
         cli_error: Option<&str>,
-        mkey: Option<J>,
+        mkey: Option<Value>,
     ) -> Response {
         let mut m = Map::new();
-        m.insert("http_method".into(), J::from(self.method.as_str()));
-        m.insert("revision".into(), J::from(self.api.dev.config.revision()));
+        m.insert("http_method".into(), Value::from(self.method.as_str()));
+        m.insert(
+            "revision".into(),
+            Value::from(self.api.dev.config.revision()),
+        );
         if let Some(c) = cli_error {
-            m.insert("cli_error".into(), J::from(c));
+            m.insert("cli_error".into(), Value::from(c));
         }
         if let Some(c) = code {
-            m.insert("error".into(), J::from(c));
+            m.insert("error".into(), Value::from(c));
         }
-        m.insert("status".into(), J::from("error"));
-        m.insert("http_status".into(), J::from(status));
-        m.insert("vdom".into(), J::from(self.vdom.clone()));
-        m.insert("path".into(), J::from(self.path.clone()));
-        m.insert("name".into(), J::from(self.name.clone()));
+        m.insert("status".into(), Value::from("error"));
+        m.insert("http_status".into(), Value::from(status));
+        m.insert("vdom".into(), Value::from(self.vdom.clone()));
+        m.insert("path".into(), Value::from(self.path.clone()));
+        m.insert("name".into(), Value::from(self.name.clone()));
         if let Some(k) = mkey {
             m.insert("mkey".into(), k);
         }
         self.tail(&mut m);
         json_response(
             StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            J::Object(m),
+            Value::Object(m),
         )
     }
 
     /// A monitor success envelope (no `revision`; `http_status` only on actions).
-    pub fn monitor_ok(&self, results: Option<J>, action: Option<&str>) -> Response {
+    pub fn monitor_ok(&self, results: Option<Value>, action: Option<&str>) -> Response {
         let mut m = Map::new();
-        m.insert("http_method".into(), J::from(self.method.as_str()));
+        m.insert("http_method".into(), Value::from(self.method.as_str()));
         if let Some(r) = results {
             m.insert("results".into(), r);
         }
-        m.insert("vdom".into(), J::from(self.vdom.clone()));
-        m.insert("path".into(), J::from(self.path.clone()));
-        m.insert("name".into(), J::from(self.name.clone()));
+        m.insert("vdom".into(), Value::from(self.vdom.clone()));
+        m.insert("path".into(), Value::from(self.path.clone()));
+        m.insert("name".into(), Value::from(self.name.clone()));
         if let Some(a) = action {
-            m.insert("action".into(), J::from(a));
+            m.insert("action".into(), Value::from(a));
         }
-        m.insert("status".into(), J::from("success"));
+        m.insert("status".into(), Value::from("success"));
         if *self.method != Method::GET {
-            m.insert("http_status".into(), J::from(200));
+            m.insert("http_status".into(), Value::from(200));
         }
         self.tail(&mut m);
-        json_response(StatusCode::OK, J::Object(m))
+        json_response(StatusCode::OK, Value::Object(m))
     }
 }
 
-pub fn json_response(status: StatusCode, v: J) -> Response {
+pub fn json_response(status: StatusCode, v: Value) -> Response {
     let mut r = (status, v.to_string()).into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -684,7 +690,7 @@ async fn lab_health(State(api): State<Api>) -> Response {
         let st = fabric.faz();
         json!({"connected": st.connected, "registration": st.registration})
     });
-    let ems: Vec<J> = ems
+    let ems: Vec<Value> = ems
         .iter()
         .map(|e| {
             let st = fabric.ems(&e.name);
@@ -730,12 +736,12 @@ pub struct Req {
 
 impl Req {
     /// The body as a JSON object (an empty body is `{}`).
-    pub fn json_object(&self) -> Result<Map<String, J>, String> {
+    pub fn json_object(&self) -> Result<Map<String, Value>, String> {
         if self.body.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(Map::new());
         }
-        match serde_json::from_slice::<J>(&self.body) {
-            Ok(J::Object(m)) => Ok(m),
+        match serde_json::from_slice::<Value>(&self.body) {
+            Ok(Value::Object(m)) => Ok(m),
             Ok(_) => Err("the body must be a JSON object".into()),
             Err(e) => Err(e.to_string()),
         }

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use axum::response::Response;
-use serde_json::{json, Map, Value as J};
+use serde_json::{json, Map, Value};
 
 use super::mon_system::env;
 use super::{Api, Req};
@@ -126,7 +126,7 @@ pub fn log_stats(api: &Api, r: &Req) -> Response {
         ("event", "endpoint"),
     ] {
         let (_, n) = api.dev.logs.query(t, st, 0, 0);
-        m.insert(format!("{t}/{st}"), J::from(n));
+        m.insert(format!("{t}/{st}"), Value::from(n));
     }
     env(api, r, "log", "stats").monitor_ok(Some(json!({"memory": m})), None)
 }
@@ -135,7 +135,7 @@ pub fn log_stats(api: &Api, r: &Req) -> Response {
 // Endpoint control and EMS.
 
 /// EMS rows of `endpoint-control/ems/status` (`ems_id` filter).
-fn ems_rows(api: &Api, want: Option<&str>) -> Vec<J> {
+fn ems_rows(api: &Api, want: Option<&str>) -> Vec<Value> {
     let fabric = api.dev.fabric();
     api.dev.config.with(|c| {
         c.table("endpoint-control fctems")
@@ -176,7 +176,7 @@ fn ems_rows(api: &Api, want: Option<&str>) -> Vec<J> {
 /// `GET monitor/endpoint-control/ems/status` (`ems_id`): one row per configured EMS.
 pub fn ems_status(api: &Api, r: &Req) -> Response {
     let list = ems_rows(api, r.query.get("ems_id"));
-    env(api, r, "endpoint-control", "ems").monitor_ok(Some(J::Array(list)), Some("status"))
+    env(api, r, "endpoint-control", "ems").monitor_ok(Some(Value::Array(list)), Some("status"))
 }
 
 /// `GET monitor/endpoint-control/ems/status-summary`: counts by connection status.
@@ -196,7 +196,7 @@ pub fn ems_status_summary(api: &Api, r: &Req) -> Response {
 /// `GET monitor/endpoint-control/ems/cert-status` (`ems_id`): the EMS certificate is the lab
 /// CA's and verified on every call, so a connected EMS has a valid, verified certificate.
 pub fn ems_cert_status(api: &Api, r: &Req) -> Response {
-    let list: Vec<J> = ems_rows(api, r.query.get("ems_id"))
+    let list: Vec<Value> = ems_rows(api, r.query.get("ems_id"))
         .into_iter()
         .map(|row| {
             let ok = row["connected"].as_bool().unwrap_or(false);
@@ -207,7 +207,7 @@ pub fn ems_cert_status(api: &Api, r: &Req) -> Response {
                             "issuer": {"CN": "fortilab lab CA"}, "is_ca": false}})
         })
         .collect();
-    env(api, r, "endpoint-control", "ems").monitor_ok(Some(J::Array(list)), Some("cert-status"))
+    env(api, r, "endpoint-control", "ems").monitor_ok(Some(Value::Array(list)), Some("cert-status"))
 }
 
 /// `POST monitor/endpoint-control/ems/verify-cert` (`ems_id`): checks the EMS now.
@@ -271,7 +271,7 @@ pub async fn endpoint_summary(api: &Api, r: &Req) -> Response {
                     "on_net": inv.iter().filter(|x| x.onnet).count(),
                     "compromised": hosts.len(),
                     "ems_connected":
-                    ems.iter().filter(|r| r["connected"] == J::Bool(true)).count()}),
+                    ems.iter().filter(|r| r["connected"] == Value::Bool(true)).count()}),
         ),
         None,
     )
@@ -310,7 +310,7 @@ pub async fn record_list(api: &Api, r: &Req) -> Response {
         .map(|h| h.srcip)
         .collect();
     let want = r.query.get("intf_name").filter(|s| !s.is_empty());
-    let list: Vec<J> = inv
+    let list: Vec<Value> = inv
         .iter()
         .filter_map(|x| {
             let intf = interface_of(api, &x.ip);
@@ -328,7 +328,7 @@ pub async fn record_list(api: &Api, r: &Req) -> Response {
             }))
         })
         .collect();
-    env(api, r, "endpoint-control", "record-list").monitor_ok(Some(J::Array(list)), None)
+    env(api, r, "endpoint-control", "record-list").monitor_ok(Some(Value::Array(list)), None)
 }
 
 /// `POST monitor/endpoint-control/registration/quarantine|unquarantine` (`uid` = the
@@ -348,7 +348,7 @@ pub async fn registration(api: &Api, r: &Req, quarantine: bool) -> Response {
     };
     let field = |k: &str| {
         body.get(k)
-            .and_then(J::as_str)
+            .and_then(Value::as_str)
             .map(String::from)
             .or_else(|| r.query.get(k).map(String::from))
             .filter(|s| !s.is_empty())
@@ -421,7 +421,7 @@ pub fn action_stats(api: &Api, r: &Req) -> Response {
             })
             .unwrap_or_default()
     });
-    let list: Vec<J> = names
+    let list: Vec<Value> = names
         .into_iter()
         .filter(|(n, _)| want.is_none_or(|w| w == n))
         .map(|(name, ty)| {
@@ -444,5 +444,5 @@ pub fn action_stats(api: &Api, r: &Req) -> Response {
                    "failure": failed, "last_triggered": last})
         })
         .collect();
-    env(api, r, "system", "automation-action").monitor_ok(Some(J::Array(list)), Some("stats"))
+    env(api, r, "system", "automation-action").monitor_ok(Some(Value::Array(list)), Some("stats"))
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 
 use axum::http::Method;
 use axum::response::Response;
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 use sha2::Digest;
 
 use super::mon_system::{env, ip_mask, ipv4_routes, proc_usage};
@@ -128,7 +128,7 @@ fn list(api: &Api, r: &Req, path: &str, name: &str, action: Option<&str>) -> Res
 
 /// The route of `dst` in `routes` (rows of `ipv4_routes`): longest prefix, then lowest
 /// distance.
-pub fn lookup(routes: &[J], dst: Ipv4Addr) -> Option<&J> {
+pub fn lookup(routes: &[Value], dst: Ipv4Addr) -> Option<&Value> {
     routes
         .iter()
         .filter_map(|r| {
@@ -200,7 +200,7 @@ async fn arp(api: &Api, r: &Req) -> Response {
         None => Vec::new(),
     };
     let now = api.dev.clock.now_secs();
-    let list: Vec<J> = hosts
+    let list: Vec<Value> = hosts
         .iter()
         .map(|h| {
             let ip = h.ip.to_string();
@@ -213,7 +213,7 @@ async fn arp(api: &Api, r: &Req) -> Response {
                    "interface": h.interface})
         })
         .collect();
-    env(api, r, "network", "arp").monitor_ok(Some(J::Array(list)), None)
+    env(api, r, "network", "arp").monitor_ok(Some(Value::Array(list)), None)
 }
 
 /// `GET monitor/system/interface/dhcp-status?interface=`: the DHCP client state of an
@@ -229,7 +229,7 @@ fn dhcp_status(api: &Api, r: &Req) -> Response {
             .map(|x| x.scalar("mode").unwrap_or("static").to_string())
     });
     let Some(mode) = mode else {
-        return e.error(404, Some(-3), None, Some(J::from(name)));
+        return e.error(404, Some(-3), None, Some(Value::from(name)));
     };
     // The lab network has no DHCP server: a DHCP client never gets a lease.
     let status = if mode == "dhcp" { "failed" } else { "stopped" };
@@ -242,7 +242,7 @@ fn dhcp_status(api: &Api, r: &Req) -> Response {
 /// `GET monitor/system/interface/kernel-interfaces`: the kernel's interfaces (every
 /// `config system interface` entry, index in configuration order) [P: shape].
 fn kernel_interfaces(api: &Api, r: &Req) -> Response {
-    let list: Vec<J> = api.dev.config.with(|c| {
+    let list: Vec<Value> = api.dev.config.with(|c| {
         c.table("system interface")
             .map(|t| {
                 t.entries()
@@ -256,7 +256,8 @@ fn kernel_interfaces(api: &Api, r: &Req) -> Response {
             })
             .unwrap_or_default()
     });
-    env(api, r, "system", "interface").monitor_ok(Some(J::Array(list)), Some("kernel-interfaces"))
+    env(api, r, "system", "interface")
+        .monitor_ok(Some(Value::Array(list)), Some("kernel-interfaces"))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -286,14 +287,14 @@ fn timezones(api: &Api, r: &Req) -> Response {
             .unwrap_or("04")
             .to_string()
     });
-    let list: Vec<J> = fortilab_core::tz::ZONES
+    let list: Vec<Value> = fortilab_core::tz::ZONES
         .iter()
         .map(|(code, off, _)| {
             json!({"tzid": code, "name": fortilab_core::tz::display(code).unwrap_or_default(),
                    "offset": off, "current": *code == current.as_str()})
         })
         .collect();
-    env(api, r, "system", "timezone").monitor_ok(Some(J::Array(list)), None)
+    env(api, r, "system", "timezone").monitor_ok(Some(Value::Array(list)), None)
 }
 
 /// One `/proc/self/task/<tid>/stat` line → (name, state, CPU ticks).
@@ -321,7 +322,7 @@ fn running_processes(api: &Api, r: &Req) -> Response {
         }
     }
     list.sort_by_key(|x| x["pid"].as_u64());
-    env(api, r, "system", "running-processes").monitor_ok(Some(J::Array(list)), None)
+    env(api, r, "system", "running-processes").monitor_ok(Some(Value::Array(list)), None)
 }
 
 /// `GET monitor/system/performance/status`: CPU and memory of this FortiGate process and
@@ -370,7 +371,7 @@ fn ha_table_checksums(api: &Api, r: &Req) -> Response {
         return e.error(424, None, None, None);
     };
     if sn != api.dev.serial {
-        return e.error(404, Some(-3), None, Some(J::from(sn)));
+        return e.error(404, Some(-3), None, Some(Value::from(sn)));
     }
     let v = api.dev.version;
     let text = api
@@ -388,7 +389,7 @@ fn ha_table_checksums(api: &Api, r: &Req) -> Response {
         }
         if let Some((path, body)) = table.as_mut() {
             if line == "end" {
-                sums.insert(path.clone(), J::from(checksum(body)));
+                sums.insert(path.clone(), Value::from(checksum(body)));
                 table = None;
             } else {
                 body.push_str(line);
@@ -396,7 +397,7 @@ fn ha_table_checksums(api: &Api, r: &Req) -> Response {
             }
         }
     }
-    e.monitor_ok(Some(J::Object(sums)), None)
+    e.monitor_ok(Some(Value::Object(sums)), None)
 }
 
 // ------------------------------------------------------------------------------------------
@@ -445,11 +446,11 @@ fn no_report(api: &Api, r: &Req) -> Response {
     let mkey = r
         .json_object()
         .ok()
-        .and_then(|b| b.get("mkey").and_then(J::as_str).map(String::from))
+        .and_then(|b| b.get("mkey").and_then(Value::as_str).map(String::from))
         .or_else(|| r.query.get("mkey").map(String::from));
     match mkey {
         None => e.error(424, None, None, None),
-        Some(k) => e.error(404, Some(-3), None, Some(J::from(k))),
+        Some(k) => e.error(404, Some(-3), None, Some(Value::from(k))),
     }
 }
 
@@ -478,8 +479,8 @@ fn device_stats(api: &Api, r: &Req) -> Response {
     let online = hosts.iter().filter(|h| now - h.last_seen < 300).count();
     let mut by = serde_json::Map::new();
     for h in &hosts {
-        let n = by.get(&h.interface).and_then(J::as_u64).unwrap_or(0) + 1;
-        by.insert(h.interface.clone(), J::from(n));
+        let n = by.get(&h.interface).and_then(Value::as_u64).unwrap_or(0) + 1;
+        by.insert(h.interface.clone(), Value::from(n));
     }
     env(api, r, "user", "device").monitor_ok(
         Some(json!({"total": hosts.len(), "online": online,
@@ -582,8 +583,12 @@ async fn rating_post(api: &Api, r: &Req) -> Response {
         return e.error(400, None, None, None);
     };
     let urls: Vec<String> = match body.get("url") {
-        Some(J::String(u)) => vec![u.clone()],
-        Some(J::Array(a)) => a.iter().filter_map(J::as_str).map(String::from).collect(),
+        Some(Value::String(u)) => vec![u.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
         _ => Vec::new(),
     };
     if urls.is_empty() {
@@ -605,7 +610,7 @@ async fn rating_post(api: &Api, r: &Req) -> Response {
         out.push(json!({"url": u, "category_id": rating.cat,
                         "category_description": rating.catdesc}));
     }
-    e.monitor_ok(Some(J::Array(out)), Some("select"))
+    e.monitor_ok(Some(Value::Array(out)), Some("select"))
 }
 
 /// `POST monitor/system/fortiguard/clear-statistics`: zeroes the rating statistics.

@@ -6,7 +6,7 @@
 
 use std::net::IpAddr;
 
-use serde_json::{json, Map, Value as J};
+use serde_json::{json, Map, Value};
 
 use super::{Api, Env, Req};
 use crate::config::Config;
@@ -43,40 +43,40 @@ fn interface_row(
     api: &Api,
     e: &crate::config::tree::Entry,
     counters: Option<&crate::dataplane::IntfCounters>,
-) -> J {
+) -> Value {
     let (ip, mask) = ip_mask(e.scalar("ip").unwrap_or("0.0.0.0 0.0.0.0"));
     let up = e.scalar("status").unwrap_or("up") == "up";
     let c = counters.copied().unwrap_or_default();
     let mut m = Map::new();
-    m.insert("id".into(), J::from(e.key.clone()));
-    m.insert("name".into(), J::from(e.key.clone()));
-    m.insert("alias".into(), J::from(e.scalar("alias").unwrap_or("")));
-    m.insert("mac".into(), J::from(port_mac(&api.dev.serial, &e.key)));
-    m.insert("ip".into(), J::from(ip));
-    m.insert("mask".into(), J::from(mask));
-    m.insert("link".into(), J::from(up));
-    m.insert("speed".into(), J::from(if up { 10000.0 } else { 0.0 }));
-    m.insert("duplex".into(), J::from(if up { 1 } else { 0 }));
-    m.insert("tx_packets".into(), J::from(c.tx_packets));
-    m.insert("rx_packets".into(), J::from(c.rx_packets));
-    m.insert("tx_bytes".into(), J::from(c.tx_bytes));
-    m.insert("rx_bytes".into(), J::from(c.rx_bytes));
-    m.insert("tx_errors".into(), J::from(0));
-    m.insert("rx_errors".into(), J::from(0));
+    m.insert("id".into(), Value::from(e.key.clone()));
+    m.insert("name".into(), Value::from(e.key.clone()));
+    m.insert("alias".into(), Value::from(e.scalar("alias").unwrap_or("")));
+    m.insert("mac".into(), Value::from(port_mac(&api.dev.serial, &e.key)));
+    m.insert("ip".into(), Value::from(ip));
+    m.insert("mask".into(), Value::from(mask));
+    m.insert("link".into(), Value::from(up));
+    m.insert("speed".into(), Value::from(if up { 10000.0 } else { 0.0 }));
+    m.insert("duplex".into(), Value::from(if up { 1 } else { 0 }));
+    m.insert("tx_packets".into(), Value::from(c.tx_packets));
+    m.insert("rx_packets".into(), Value::from(c.rx_packets));
+    m.insert("tx_bytes".into(), Value::from(c.tx_bytes));
+    m.insert("rx_bytes".into(), Value::from(c.rx_bytes));
+    m.insert("tx_errors".into(), Value::from(0));
+    m.insert("rx_errors".into(), Value::from(0));
     if e.scalar("type") == Some("vlan") || e.scalar("type").is_none() {
         if let Some(parent) = e.scalar("interface") {
             m.insert(
                 "vlanid".into(),
-                J::from(
+                Value::from(
                     e.scalar("vlanid")
                         .and_then(|v| v.parse::<u64>().ok())
                         .unwrap_or(0),
                 ),
             );
-            m.insert("interface".into(), J::from(parent));
+            m.insert("interface".into(), Value::from(parent));
         }
     }
-    J::Object(m)
+    Value::Object(m)
 }
 
 /// `GET monitor/system/interface[/select]` (`interface_name`, `include_vlan`,
@@ -109,7 +109,7 @@ pub fn interfaces(api: &Api, r: &Req) -> axum::response::Response {
         }
         m
     });
-    env(api, r, "system", "interface").monitor_ok(Some(J::Object(results)), Some("select"))
+    env(api, r, "system", "interface").monitor_ok(Some(Value::Object(results)), Some("select"))
 }
 
 /// `GET monitor/system/available-interfaces` (`mkey`, `view_type`): every interface and
@@ -126,12 +126,15 @@ pub fn available_interfaces(api: &Api, r: &Req) -> axum::response::Response {
                 let (ip, mask) = ip_mask(e.scalar("ip").unwrap_or("0.0.0.0 0.0.0.0"));
                 let up = e.scalar("status").unwrap_or("up") == "up";
                 let mut m = Map::new();
-                m.insert("name".into(), J::from(e.key.clone()));
-                m.insert("alias".into(), J::from(e.scalar("alias").unwrap_or("")));
-                m.insert("type".into(), J::from(e.scalar("type").unwrap_or("vlan")));
+                m.insert("name".into(), Value::from(e.key.clone()));
+                m.insert("alias".into(), Value::from(e.scalar("alias").unwrap_or("")));
+                m.insert(
+                    "type".into(),
+                    Value::from(e.scalar("type").unwrap_or("vlan")),
+                );
                 m.insert(
                     "role".into(),
-                    J::from(e.scalar("role").unwrap_or("undefined")),
+                    Value::from(e.scalar("role").unwrap_or("undefined")),
                 );
                 m.insert(
                     "ipv4_addresses".into(),
@@ -143,12 +146,12 @@ pub fn available_interfaces(api: &Api, r: &Req) -> axum::response::Response {
                 );
                 m.insert(
                     "mac_address".into(),
-                    J::from(port_mac(&api.dev.serial, &e.key)),
+                    Value::from(port_mac(&api.dev.serial, &e.key)),
                 );
-                m.insert("link".into(), J::from(if up { "up" } else { "down" }));
-                m.insert("status".into(), J::from(if up { "up" } else { "down" }));
-                m.insert("is_used".into(), J::from(interface_used(c, &e.key)));
-                v.push(J::Object(m));
+                m.insert("link".into(), Value::from(if up { "up" } else { "down" }));
+                m.insert("status".into(), Value::from(if up { "up" } else { "down" }));
+                m.insert("is_used".into(), Value::from(interface_used(c, &e.key)));
+                v.push(Value::Object(m));
             }
         }
         for path in ["system zone"] {
@@ -165,7 +168,7 @@ pub fn available_interfaces(api: &Api, r: &Req) -> axum::response::Response {
         }
         v
     });
-    env(api, r, "system", "available-interfaces").monitor_ok(Some(J::Array(list)), None)
+    env(api, r, "system", "available-interfaces").monitor_ok(Some(Value::Array(list)), None)
 }
 
 /// Whether a policy names the interface or zone.
@@ -261,7 +264,7 @@ pub fn resource_usage(api: &Api, r: &Req) -> axum::response::Response {
         })
         .unwrap_or(0);
     let now_ms = api.dev.clock.now_ns() / 1_000_000;
-    let series = |v: u64| -> J {
+    let series = |v: u64| -> Value {
         let mut hist = Map::new();
         for (name, step) in [
             ("1-min", 3_000i64),
@@ -271,7 +274,7 @@ pub fn resource_usage(api: &Api, r: &Req) -> axum::response::Response {
             ("12-hour", 2_160_000),
             ("24-hour", 4_320_000),
         ] {
-            let values: Vec<J> = (0..20).map(|i| json!([now_ms - i * step, v])).collect();
+            let values: Vec<Value> = (0..20).map(|i| json!([now_ms - i * step, v])).collect();
             hist.insert(
                 name.into(),
                 json!({"values": values, "start": now_ms - 19 * step, "end": now_ms}),
@@ -296,7 +299,7 @@ pub fn resource_usage(api: &Api, r: &Req) -> axum::response::Response {
             m.insert(k.into(), series(v));
         }
     }
-    env(api, r, "system", "resource").monitor_ok(Some(J::Object(m)), Some("usage"))
+    env(api, r, "system", "resource").monitor_ok(Some(Value::Object(m)), Some("usage"))
 }
 
 /// The CMDB tables counted by `system/global-resources` / `vdom-resource`, with the VM64
@@ -326,7 +329,7 @@ const RESOURCES: &[(&str, &str, u64)] = &[
     ("endpoint-control.fctems", "endpoint-control fctems", 7),
 ];
 
-fn resource_counts(api: &Api) -> Map<String, J> {
+fn resource_counts(api: &Api) -> Map<String, Value> {
     api.dev.config.with(|c| {
         let mut m = Map::new();
         for (name, path, max) in RESOURCES {
@@ -345,14 +348,14 @@ fn resource_counts(api: &Api) -> Map<String, J> {
 /// `GET monitor/system/global-resources`: object counts of the running configuration.
 pub fn global_resources(api: &Api, r: &Req) -> axum::response::Response {
     env(api, r, "system", "global-resources")
-        .monitor_ok(Some(J::Object(resource_counts(api))), None)
+        .monitor_ok(Some(Value::Object(resource_counts(api))), None)
 }
 
 /// `GET monitor/system/vdom-resource`: the same counts for the one VDOM (`root`).
 pub fn vdom_resource(api: &Api, r: &Req) -> axum::response::Response {
     let mut m = resource_counts(api);
-    m.insert("id".into(), J::from(0));
-    env(api, r, "system", "vdom-resource").monitor_ok(Some(J::Object(m)), None)
+    m.insert("id".into(), Value::from(0));
+    env(api, r, "system", "vdom-resource").monitor_ok(Some(Value::Object(m)), None)
 }
 
 /// `GET monitor/system/time`: the lab clock (`time` Unix seconds, GMT offset).
@@ -369,7 +372,7 @@ pub fn time(api: &Api, r: &Req) -> axum::response::Response {
 /// session, as on the product).
 pub fn current_admins(api: &Api, r: &Req) -> axum::response::Response {
     let now = api.dev.clock.now_ns();
-    let list: Vec<J> = api
+    let list: Vec<Value> = api
         .sessions()
         .iter()
         .enumerate()
@@ -380,7 +383,7 @@ pub fn current_admins(api: &Api, r: &Req) -> axum::response::Response {
                    "profile": s.profile})
         })
         .collect();
-    env(api, r, "system", "current-admins").monitor_ok(Some(J::Array(list)), None)
+    env(api, r, "system", "current-admins").monitor_ok(Some(Value::Array(list)), None)
 }
 
 /// `GET monitor/system/interface-connected-admins-info?interface=` [P]: administrators
@@ -459,14 +462,15 @@ pub fn csf_pending(api: &Api, r: &Req) -> axum::response::Response {
 /// FortiOS version (the list the web filter profiles use).
 pub fn fortiguard_categories(api: &Api, r: &Req) -> axum::response::Response {
     let v = api.dev.version;
-    let mut list: Vec<J> = fortilab_core::fortiguard::categories(v.major as u32, v.minor as u32)
-        .iter()
-        .map(|(id, name)| json!({"id": id, "name": name}))
-        .collect();
+    let mut list: Vec<Value> =
+        fortilab_core::fortiguard::categories(v.major as u32, v.minor as u32)
+            .iter()
+            .map(|(id, name)| json!({"id": id, "name": name}))
+            .collect();
     if r.query.flag("include_unrated") {
         list.push(json!({"id": 0, "name": "Unrated"}));
     }
-    env(api, r, "webfilter", "fortiguard-categories").monitor_ok(Some(J::Array(list)), None)
+    env(api, r, "webfilter", "fortiguard-categories").monitor_ok(Some(Value::Array(list)), None)
 }
 
 /// `GET monitor/system/fortiguard/server-info`: the FortiGuard servers this FortiGate
@@ -534,7 +538,7 @@ pub async fn rating_lookup(api: &Api, r: &Req) -> axum::response::Response {
     let results = if out.len() == 1 {
         out.remove(0)
     } else {
-        J::Array(out)
+        Value::Array(out)
     };
     e.monitor_ok(Some(results), Some("select"))
 }
@@ -552,12 +556,12 @@ pub fn router_ipv4(api: &Api, r: &Req) -> axum::response::Response {
             .is_none_or(|w| x["interface"] == w.as_str())
             && want_type.as_ref().is_none_or(|t| x["type"] == t.as_str())
     });
-    env(api, r, "router", "ipv4").monitor_ok(Some(J::Array(list)), None)
+    env(api, r, "router", "ipv4").monitor_ok(Some(Value::Array(list)), None)
 }
 
 /// The IPv4 routing table of a configuration: the connected subnets of `config system
 /// interface` and the default route out of the wan side (the lab's routing).
-pub fn ipv4_routes(c: &Config) -> Vec<J> {
+pub fn ipv4_routes(c: &Config) -> Vec<Value> {
     let net = crate::dataplane::net::Network::from_config(c);
     let mut v = Vec::new();
     for i in &net.interfaces {
@@ -618,7 +622,7 @@ pub fn devices(api: &Api, r: &Req, name: &str, action: Option<&str>) -> axum::re
         .map(|p| p.dataplane.hosts_seen())
         .unwrap_or_default();
     let now = api.dev.clock.now_secs();
-    let list: Vec<J> = hosts
+    let list: Vec<Value> = hosts
         .iter()
         .map(|h| {
             json!({"ipv4_address": h.ip.to_string(), "master_mac": "", "mac": "",
@@ -628,7 +632,7 @@ pub fn devices(api: &Api, r: &Req, name: &str, action: Option<&str>) -> axum::re
                    "hardware_vendor": "", "os_name": "", "hostname": ""})
         })
         .collect();
-    env(api, r, "user", name).monitor_ok(Some(J::Array(list)), action)
+    env(api, r, "user", name).monitor_ok(Some(Value::Array(list)), action)
 }
 
 pub(crate) fn env<'a>(api: &'a Api, r: &'a Req, path: &str, name: &str) -> Env<'a> {

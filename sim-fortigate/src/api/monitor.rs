@@ -4,7 +4,7 @@ use std::net::IpAddr;
 
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 
 use super::{bare_error, json_response, Api, Env, Req};
 use crate::device::AutomationRequest;
@@ -90,7 +90,7 @@ pub async fn handle(api: &Api, r: Req) -> Response {
         }
         (&Method::GET, ["user", "firewall"]) | (&Method::GET, ["user", "firewall", "select"]) => {
             // No firewall authentication is configured in the lab: nobody is logged in.
-            env(api, &r, "user", "firewall").monitor_ok(Some(J::Array(vec![])), Some("select"))
+            env(api, &r, "user", "firewall").monitor_ok(Some(Value::Array(vec![])), Some("select"))
         }
         // Logging.
         (&Method::GET, ["log", "device", "state"]) => fab::device_state(api, &r),
@@ -167,7 +167,7 @@ fn stitch_names(api: &Api) -> Vec<(String, String, bool)> {
 
 fn stitch_stats(api: &Api, r: &Req) -> Response {
     let want = r.query.get("mkey");
-    let results: Vec<J> = stitch_names(api)
+    let results: Vec<Value> = stitch_names(api)
         .into_iter()
         .filter(|(n, _, _)| want.is_none_or(|w| w == n))
         .map(|(name, trigger, enabled)| {
@@ -177,7 +177,8 @@ fn stitch_stats(api: &Api, r: &Req) -> Response {
                    "last_triggered": s.last_triggered})
         })
         .collect();
-    env(api, r, "system", "automation-stitch").monitor_ok(Some(J::Array(results)), Some("stats"))
+    env(api, r, "system", "automation-stitch")
+        .monitor_ok(Some(Value::Array(results)), Some("stats"))
 }
 
 fn stitch_test(api: &Api, r: &Req) -> Response {
@@ -188,16 +189,16 @@ fn stitch_test(api: &Api, r: &Req) -> Response {
     };
     let Some(mkey) = body
         .get("mkey")
-        .and_then(J::as_str)
+        .and_then(Value::as_str)
         .map(String::from)
         .or_else(|| r.query.get("mkey").map(String::from))
     else {
         return e.error(424, None, None, None);
     };
     if !api.dev.config.exists("system automation-stitch", &mkey) {
-        return e.error(404, Some(-3), None, Some(J::from(mkey)));
+        return e.error(404, Some(-3), None, Some(Value::from(mkey)));
     }
-    let log = body.get("log").and_then(J::as_str).map(String::from);
+    let log = body.get("log").and_then(Value::as_str).map(String::from);
     api.dev
         .events
         .emit("stitch.test", json!({"stitch": mkey, "log": log}));
@@ -213,7 +214,7 @@ fn stitch_test(api: &Api, r: &Req) -> Response {
 
 fn webhook(api: &Api, r: &Req, name: Option<String>) -> Response {
     let e = env(api, r, "system", "automation-stitch");
-    let body: J = if r.body.iter().all(u8::is_ascii_whitespace) {
+    let body: Value = if r.body.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
         match serde_json::from_slice(&r.body) {
@@ -221,11 +222,12 @@ fn webhook(api: &Api, r: &Req, name: Option<String>) -> Response {
             Err(_) => return e.error(400, None, None, None),
         }
     };
-    let Some(mkey) = name.or_else(|| body.get("mkey").and_then(J::as_str).map(String::from)) else {
+    let Some(mkey) = name.or_else(|| body.get("mkey").and_then(Value::as_str).map(String::from))
+    else {
         return e.error(424, None, None, None);
     };
     if !api.dev.config.exists("system automation-stitch", &mkey) {
-        return e.error(404, Some(-3), None, Some(J::from(mkey)));
+        return e.error(404, Some(-3), None, Some(Value::from(mkey)));
     }
     let srcip = api
         .dev
@@ -253,14 +255,14 @@ fn webhook(api: &Api, r: &Req, name: Option<String>) -> Response {
 }
 
 fn banned_list(api: &Api, r: &Req) -> Response {
-    let list: Vec<J> = api
+    let list: Vec<Value> = api
         .dev
         .banned
         .list()
         .into_iter()
-        .map(|b| serde_json::to_value(b).unwrap_or(J::Null))
+        .map(|b| serde_json::to_value(b).unwrap_or(Value::Null))
         .collect();
-    env(api, r, "user", "banned").monitor_ok(Some(J::Array(list)), Some("select"))
+    env(api, r, "user", "banned").monitor_ok(Some(Value::Array(list)), Some("select"))
 }
 
 fn banned_check(api: &Api, r: &Req) -> Response {
@@ -277,13 +279,13 @@ fn banned_check(api: &Api, r: &Req) -> Response {
     )
 }
 
-fn ip_list(v: Option<&J>) -> Result<Vec<IpAddr>, ()> {
+fn ip_list(v: Option<&Value>) -> Result<Vec<IpAddr>, ()> {
     match v {
-        Some(J::Array(a)) => a
+        Some(Value::Array(a)) => a
             .iter()
             .map(|x| x.as_str().and_then(|s| s.parse().ok()).ok_or(()))
             .collect(),
-        Some(J::String(s)) => s.parse().map(|ip| vec![ip]).map_err(|_| ()),
+        Some(Value::String(s)) => s.parse().map(|ip| vec![ip]).map_err(|_| ()),
         _ => Err(()),
     }
 }
@@ -300,7 +302,7 @@ fn banned_add(api: &Api, r: &Req) -> Response {
     let Ok(ips) = ip_list(body.get("ip_addresses")) else {
         return e.error(400, None, None, None);
     };
-    let expiry = body.get("expiry").and_then(J::as_i64).unwrap_or(0);
+    let expiry = body.get("expiry").and_then(Value::as_i64).unwrap_or(0);
     for ip in &ips {
         api.dev.banned.add(*ip, expiry, "admin");
     }
@@ -404,7 +406,7 @@ pub fn handle_log(api: &Api, r: Req) -> Response {
         api.dev
             .logs
             .query_where(log_type, subtype, start, rows, |l| {
-                filter.matches(&J::Object(l.record.to_json()))
+                filter.matches(&Value::Object(l.record.to_json()))
             })
     };
     if raw {
@@ -418,9 +420,9 @@ pub fn handle_log(api: &Api, r: Req) -> Response {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
         return resp;
     }
-    let results: Vec<J> = lines
+    let results: Vec<Value> = lines
         .iter()
-        .map(|l| J::Object(l.record.to_json()))
+        .map(|l| Value::Object(l.record.to_json()))
         .collect();
     let n = results.len();
     json_response(

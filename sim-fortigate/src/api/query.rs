@@ -2,7 +2,7 @@
 //! parameters AND, commas inside one OR), `sort` (`sort=name`, `sort=policyid,dsc`; repeated
 //! parameters are further keys), `format`, `start`/`count`.
 
-use serde_json::Value as J;
+use serde_json::Value;
 
 /// The decoded query string, keeping repeated keys.
 #[derive(Debug, Clone, Default)]
@@ -120,7 +120,7 @@ impl Filter {
     }
 
     /// Whether a result object passes.
-    pub fn matches(&self, obj: &J) -> bool {
+    pub fn matches(&self, obj: &Value) -> bool {
         self.all
             .iter()
             .all(|any| any.iter().any(|c| cond_matches(c, obj)))
@@ -128,24 +128,24 @@ impl Filter {
 }
 
 /// The comparable strings of a JSON field (member names for lists).
-fn field_values(v: Option<&J>) -> Vec<String> {
+fn field_values(v: Option<&Value>) -> Vec<String> {
     match v {
-        Some(J::String(s)) => vec![s.clone()],
-        Some(J::Number(n)) => vec![n.to_string()],
-        Some(J::Bool(b)) => vec![b.to_string()],
-        Some(J::Array(a)) => a
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Number(n)) => vec![n.to_string()],
+        Some(Value::Bool(b)) => vec![b.to_string()],
+        Some(Value::Array(a)) => a
             .iter()
             .filter_map(|m| match m {
-                J::Object(o) => o
+                Value::Object(o) => o
                     .iter()
                     .find(|(k, _)| k.as_str() != "q_origin_key")
                     .and_then(|(_, v)| match v {
-                        J::String(s) => Some(s.clone()),
-                        J::Number(n) => Some(n.to_string()),
+                        Value::String(s) => Some(s.clone()),
+                        Value::Number(n) => Some(n.to_string()),
                         _ => None,
                     }),
-                J::String(s) => Some(s.clone()),
-                J::Number(n) => Some(n.to_string()),
+                Value::String(s) => Some(s.clone()),
+                Value::Number(n) => Some(n.to_string()),
                 _ => None,
             })
             .collect(),
@@ -153,7 +153,7 @@ fn field_values(v: Option<&J>) -> Vec<String> {
     }
 }
 
-fn cond_matches(c: &Cond, obj: &J) -> bool {
+fn cond_matches(c: &Cond, obj: &Value) -> bool {
     let vals = field_values(obj.get(&c.field));
     let want = c.value.to_lowercase();
     let cmp = |v: &String| -> Option<std::cmp::Ordering> {
@@ -214,7 +214,7 @@ impl Sorter {
 
     /// Orders two result objects by the keys (numbers numerically, text case-insensitively,
     /// lists by their first member; missing values first).
-    pub fn compare(keys: &[Sorter], a: &J, b: &J) -> std::cmp::Ordering {
+    pub fn compare(keys: &[Sorter], a: &Value, b: &Value) -> std::cmp::Ordering {
         use std::cmp::Ordering;
         for k in keys {
             let (x, y) = (field_values(a.get(&k.field)), field_values(b.get(&k.field)));

@@ -4,7 +4,7 @@
 
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 
 use super::tests::{app, call, json_call, PASSWORD};
 use crate::config::{FosVersion, Origin};
@@ -187,7 +187,7 @@ async fn global_and_vdom_star_answer_arrays_for_every_path_and_error() {
     )
     .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
-    let v: J = serde_json::from_str(&b).unwrap();
+    let v: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(v[0]["http_status"], 401);
 }
 

@@ -7,7 +7,7 @@ use axum::http::{header, Request, StatusCode};
 use axum::Router;
 use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 use tower::ServiceExt;
 
 use super::{router, Api};
@@ -88,7 +88,7 @@ pub(super) async fn json_call(
     method: &str,
     uri: &str,
     body: Option<&str>,
-) -> (StatusCode, J) {
+) -> (StatusCode, Value) {
     let (s, _, b) = call(app, req(method, uri, body)).await;
     (
         s,
@@ -726,7 +726,7 @@ async fn monitor_endpoints() {
     .await;
     assert_eq!(s, StatusCode::OK);
     // These snippets configure neither log upload nor an EMS connector: no links to wait for.
-    let h: J = serde_json::from_str(&b).unwrap();
+    let h: Value = serde_json::from_str(&b).unwrap();
     assert_eq!(h["ok"], true);
     assert_eq!(h["links"], json!({"fortianalyzer": null, "ems": []}), "{h}");
     d.logs
@@ -789,7 +789,7 @@ async fn monitor_routing_system_and_ha_selectors_answer_from_the_configuration()
     let fw = get("/api/v2/monitor/system/firmware").await.1;
     assert_eq!(fw["results"]["current"]["version"], "v6.4.4");
     let tz = get("/api/v2/monitor/system/timezone").await.1;
-    let current: Vec<&J> = tz["results"]
+    let current: Vec<&Value> = tz["results"]
         .as_array()
         .unwrap()
         .iter()
@@ -797,7 +797,7 @@ async fn monitor_routing_system_and_ha_selectors_answer_from_the_configuration()
         .collect();
     assert_eq!(current.len(), 1, "{tz}");
     // HA checksums: a standalone unit, whose checksum follows its configuration.
-    let sum = |v: &J| v["results"][0]["checksum"]["all"].clone();
+    let sum = |v: &Value| v["results"][0]["checksum"]["all"].clone();
     let before = get("/api/v2/monitor/system/ha-checksums").await.1;
     assert_eq!(before["results"][0]["serial_no"], d.serial.as_str());
     assert_eq!(sum(&before).as_str().unwrap().len(), 32);

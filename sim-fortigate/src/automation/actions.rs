@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 
 use super::ems::EmsConnector;
 use super::http::{self, Target};
@@ -289,8 +289,8 @@ impl DeviceActions {
 
     fn reply_outcome(&self, r: http::Reply, what: &str) -> ActionOutcome {
         let output = match r.json() {
-            Some(J::Object(m)) => J::Object(m),
-            _ => J::Null,
+            Some(Value::Object(m)) => Value::Object(m),
+            _ => Value::Null,
         };
         if (200..300).contains(&r.status) {
             ActionOutcome::success(format!("{what}: HTTP {}", r.status)).with_output(output)

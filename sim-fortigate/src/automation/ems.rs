@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -76,7 +76,7 @@ pub fn configured(cfg: &Config, version: FosVersion) -> Vec<EmsConn> {
 #[derive(Debug, Clone)]
 pub struct QuarantineDone {
     pub ems: String,
-    pub data: J,
+    pub data: Value,
     pub message: String,
 }
 
@@ -107,11 +107,11 @@ pub struct EmsEndpoint {
 
 impl EmsEndpoint {
     /// One row of `endpoints/index` (`is_*` flags as 0/1 or booleans).
-    pub fn from_row(ems: &str, ems_serial: &str, v: &J) -> Self {
+    pub fn from_row(ems: &str, ems_serial: &str, v: &Value) -> Self {
         let s = |k: &str| v[k].as_str().unwrap_or("").to_string();
         let b = |k: &str| match &v[k] {
-            J::Bool(x) => *x,
-            J::Number(n) => n.as_i64().unwrap_or(0) != 0,
+            Value::Bool(x) => *x,
+            Value::Number(n) => n.as_i64().unwrap_or(0) != 0,
             _ => false,
         };
         Self {
@@ -280,7 +280,7 @@ impl EmsConnector {
             .await
             {
                 Ok(r) => {
-                    let v = r.json().unwrap_or(J::Null);
+                    let v = r.json().unwrap_or(Value::Null);
                     let d = &v["data"];
                     let authorized = d["authorized"].as_bool().unwrap_or(false)
                         || d["status"].as_str() == Some("authorized");
@@ -369,7 +369,7 @@ impl EmsConnector {
                 self.set_state(&c.name, st);
                 return Ok(Vec::new());
             }
-            let v = r.json().unwrap_or(J::Null);
+            let v = r.json().unwrap_or(Value::Null);
             if r.status != 200 || v["result"]["retval"].as_i64() != Some(1) {
                 return Err(format!("endpoints/index answered HTTP {}", r.status));
             }
@@ -537,7 +537,7 @@ impl EmsConnector {
                 }
                 Ok(r) => {
                     answered = true;
-                    let v = r.json().unwrap_or(J::Null);
+                    let v = r.json().unwrap_or(Value::Null);
                     let retval = v["result"]["retval"].as_i64().unwrap_or(0);
                     let message = v["result"]["message"].as_str().unwrap_or("").to_string();
                     if r.status == 403 {

@@ -73,7 +73,7 @@ impl IocNotice {
 }
 
 /// One compromised host.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HostEntry {
     pub srcip: String,
     pub mac: Option<String>,
@@ -185,6 +185,11 @@ impl CompromisedHosts {
 
     pub fn list(&self) -> Vec<HostEntry> {
         self.hosts.values().cloned().collect()
+    }
+
+    /// Replaces the list (a lab snapshot being restored).
+    pub fn restore(&mut self, entries: Vec<HostEntry>) {
+        self.hosts = entries.into_iter().map(|e| (e.srcip.clone(), e)).collect();
     }
 
     pub fn len(&self) -> usize {

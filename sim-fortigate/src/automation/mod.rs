@@ -61,7 +61,7 @@ pub struct StartOptions {
 }
 
 /// One stitch run, as the lab surface shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct RunRecord {
     pub run: u64,
     pub stitch: String,
@@ -254,6 +254,18 @@ impl Engine {
     /// The compromised-host list.
     pub fn compromised_hosts(&self) -> Vec<hosts::HostEntry> {
         self.hosts.lock().unwrap_or_else(|p| p.into_inner()).list()
+    }
+
+    /// Replaces the compromised-host list and the run history (a lab snapshot being
+    /// restored, at start).
+    pub fn restore(&self, hosts: Vec<hosts::HostEntry>, runs: Vec<RunRecord>) {
+        self.hosts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .restore(hosts);
+        let next = runs.iter().map(|r| r.run).max().unwrap_or(0);
+        self.run_seq.fetch_max(next, Ordering::Relaxed);
+        *self.runs.lock().unwrap_or_else(|p| p.into_inner()) = runs.into_iter().collect();
     }
 
     /// Recent stitch runs, oldest first.

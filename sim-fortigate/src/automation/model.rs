@@ -14,7 +14,9 @@ use fortilab_core::logfmt::LogRecord;
 use crate::config::{Config, Entry, FosVersion};
 
 /// Severity of a compromised-host verdict (`ioc-level`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum IocLevel {
     Medium,

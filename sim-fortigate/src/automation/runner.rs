@@ -57,7 +57,7 @@ impl RunCtx {
 }
 
 /// How an action ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Success,
@@ -109,7 +109,7 @@ impl ActionOutcome {
 }
 
 /// One action's result in a run.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ActionResult {
     pub action: String,
     pub action_type: String,

@@ -6,13 +6,13 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::Value as J;
+use serde_json::Value;
 
 /// The values a template may name.
 #[derive(Debug, Clone, Default)]
 pub struct Vars<'a> {
     pub log: Option<&'a BTreeMap<String, String>>,
-    pub results: Option<&'a serde_json::Map<String, J>>,
+    pub results: Option<&'a serde_json::Map<String, Value>>,
     pub devname: &'a str,
     /// Lab-local `YYYY-MM-DD`.
     pub date: &'a str,
@@ -20,9 +20,9 @@ pub struct Vars<'a> {
     pub time: &'a str,
 }
 
-fn json_text(v: &J) -> String {
+fn json_text(v: &Value) -> String {
     match v {
-        J::String(s) => s.clone(),
+        Value::String(s) => s.clone(),
         other => other.to_string(),
     }
 }
@@ -34,18 +34,18 @@ impl Vars<'_> {
             "date" => return Some(self.date.to_string()),
             "time" => return Some(self.time.to_string()),
             "log" => {
-                let m: serde_json::Map<String, J> = self
+                let m: serde_json::Map<String, Value> = self
                     .log
                     .map(|l| {
                         l.iter()
-                            .map(|(k, v)| (k.clone(), J::String(v.clone())))
+                            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
                             .collect()
                     })
                     .unwrap_or_default();
-                return Some(J::Object(m).to_string());
+                return Some(Value::Object(m).to_string());
             }
             "results" => {
-                return Some(J::Object(self.results.cloned().unwrap_or_default()).to_string())
+                return Some(Value::Object(self.results.cloned().unwrap_or_default()).to_string())
             }
             _ => {}
         }
@@ -57,16 +57,16 @@ impl Vars<'_> {
             );
         }
         if let Some(path) = name.strip_prefix("results.") {
-            let mut cur = J::Object(self.results.cloned().unwrap_or_default());
+            let mut cur = Value::Object(self.results.cloned().unwrap_or_default());
             for part in path.split('.') {
                 cur = match cur {
-                    J::Object(mut m) => m.remove(part).unwrap_or(J::Null),
-                    J::Array(a) => part
+                    Value::Object(mut m) => m.remove(part).unwrap_or(Value::Null),
+                    Value::Array(a) => part
                         .parse::<usize>()
                         .ok()
                         .and_then(|i| a.get(i).cloned())
-                        .unwrap_or(J::Null),
-                    _ => J::Null,
+                        .unwrap_or(Value::Null),
+                    _ => Value::Null,
                 };
             }
             return Some(if cur.is_null() {
@@ -149,7 +149,7 @@ mod tests {
         assert_eq!(substitute("%%nope%% 100%% %%", &v), "%%nope%% 100%% %%");
         assert_eq!(substitute("50%%%%log.srcip%%", &v), "50%%10.115.2.52");
         // The whole log as JSON.
-        let whole: J = serde_json::from_str(&substitute("%%log%%", &v)).unwrap();
+        let whole: Value = serde_json::from_str(&substitute("%%log%%", &v)).unwrap();
         assert_eq!(whole["hostname"], "PC-52");
         assert_eq!(substitute("no variables", &v), "no variables");
     }

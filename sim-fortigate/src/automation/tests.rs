@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
-use serde_json::{json, Value as J};
+use serde_json::{json, Value};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio_util::sync::CancellationToken;
 
@@ -107,11 +107,11 @@ impl Lab {
             .collect()
     }
 
-    fn events(&self, kind: &str) -> Vec<J> {
+    fn events(&self, kind: &str) -> Vec<Value> {
         let (evs, _) = self.dev.events.history_since(0);
         evs.iter()
             .filter(|e| e.kind == kind)
-            .map(|e| J::Object(e.data.clone()))
+            .map(|e| Value::Object(e.data.clone()))
             .collect()
     }
 
@@ -125,7 +125,7 @@ impl Lab {
     }
 
     /// Hands the engine a FortiAnalyzer notification (its JSON wire form).
-    fn notify(&self, v: J) {
+    fn notify(&self, v: Value) {
         let n: fortilab_core::logchan::Notification = serde_json::from_value(v).unwrap();
         self.notes.try_send(n).unwrap();
     }

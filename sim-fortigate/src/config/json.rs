@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use serde_json::{Map, Value as J};
+use serde_json::{Map, Value as Json};
 
 use super::engine::{scan_refs, value_names};
 use super::lexer::Command;
@@ -63,13 +63,13 @@ pub fn ref_counts(cfg: &Config, version: FosVersion, path: &str) -> HashMap<Stri
     counts
 }
 
-fn key_json(ts: &TableSchema, key: &str) -> J {
+fn key_json(ts: &TableSchema, key: &str) -> Json {
     if ts.int_key() {
         key.parse::<u64>()
-            .map(J::from)
-            .unwrap_or_else(|_| J::from(key))
+            .map(Json::from)
+            .unwrap_or_else(|_| Json::from(key))
     } else {
-        J::from(key)
+        Json::from(key)
     }
 }
 
@@ -81,7 +81,7 @@ pub fn entry_to_json(
     version: FosVersion,
     opts: &JsonOpts,
     refs: Option<&HashMap<String, usize>>,
-) -> Map<String, J> {
+) -> Map<String, Json> {
     let mut m = Map::new();
     let wanted = |name: &str| {
         opts.format
@@ -110,20 +110,20 @@ pub fn entry_to_json(
         } else {
             (String::new(), ts.path.clone())
         };
-        m.insert("q_path".into(), J::from(p));
-        m.insert("q_name".into(), J::from(n));
+        m.insert("q_path".into(), Json::from(p));
+        m.insert("q_name".into(), Json::from(n));
         m.insert(
             "q_mkey_type".into(),
-            J::from(if ts.int_key() { "integer" } else { "string" }),
+            Json::from(if ts.int_key() { "integer" } else { "string" }),
         );
         m.insert(
             "q_ref".into(),
-            J::from(refs.and_then(|r| r.get(&e.key)).copied().unwrap_or(0)),
+            Json::from(refs.and_then(|r| r.get(&e.key)).copied().unwrap_or(0)),
         );
-        m.insert("q_static".into(), J::from(false));
-        m.insert("q_no_rename".into(), J::from(false));
-        m.insert("q_no_edit".into(), J::from(false));
-        m.insert("q_type".into(), J::from(0));
+        m.insert("q_static".into(), Json::from(false));
+        m.insert("q_no_rename".into(), Json::from(false));
+        m.insert("q_no_edit".into(), Json::from(false));
+        m.insert("q_type".into(), Json::from(0));
     }
     m
 }
@@ -134,28 +134,28 @@ fn field_json(
     v: Option<&Value>,
     version: FosVersion,
     opts: &JsonOpts,
-) -> J {
+) -> Json {
     match &f.ty {
         FieldType::Multi { ds, key, .. } => {
             let list = match v {
                 Some(Value::List(l)) => l.as_slice(),
                 _ => &[],
             };
-            J::Array(
+            Json::Array(
                 list.iter()
                     .map(|n| {
                         let mut o = Map::new();
-                        o.insert((*key).to_string(), J::from(n.as_str()));
-                        o.insert("q_origin_key".into(), J::from(n.as_str()));
+                        o.insert((*key).to_string(), Json::from(n.as_str()));
+                        o.insert("q_origin_key".into(), Json::from(n.as_str()));
                         if opts.datasource {
                             if let Some(d) = ds.iter().find(|d| {
                                 let (t, _) = Schema::split_ds(d);
                                 cfg.table(t).is_some_and(|tb| tb.contains(n))
                             }) {
-                                o.insert("datasource".into(), J::from(d.replace(' ', ".")));
+                                o.insert("datasource".into(), Json::from(d.replace(' ', ".")));
                             }
                         }
-                        J::Object(o)
+                        Json::Object(o)
                     })
                     .collect(),
             )
@@ -165,17 +165,17 @@ fn field_json(
                 Some(Value::List(l)) => l.as_slice(),
                 _ => &[],
             };
-            J::Array(
+            Json::Array(
                 list.iter()
                     .map(|n| {
                         let num = n
                             .parse::<i64>()
-                            .map(J::from)
-                            .unwrap_or_else(|_| J::from(n.as_str()));
+                            .map(Json::from)
+                            .unwrap_or_else(|_| Json::from(n.as_str()));
                         let mut o = Map::new();
                         o.insert((*key).to_string(), num.clone());
                         o.insert("q_origin_key".into(), num);
-                        J::Object(o)
+                        Json::Object(o)
                     })
                     .collect(),
             )
@@ -193,13 +193,15 @@ fn field_json(
             if sub.is_single() {
                 let empty = Entry::new("");
                 let e = t.and_then(|t| t.get("")).unwrap_or(&empty);
-                J::Object(entry_to_json(cfg, sub, e, version, &inner, None))
+                Json::Object(entry_to_json(cfg, sub, e, version, &inner, None))
             } else {
-                J::Array(
+                Json::Array(
                     t.map(|t| {
                         t.entries()
                             .iter()
-                            .map(|e| J::Object(entry_to_json(cfg, sub, e, version, &inner, None)))
+                            .map(|e| {
+                                Json::Object(entry_to_json(cfg, sub, e, version, &inner, None))
+                            })
                             .collect()
                     })
                     .unwrap_or_default(),
@@ -211,20 +213,22 @@ fn field_json(
                 Some(Value::Scalar(s)) => s.as_str(),
                 _ => f.default,
             };
-            s.parse::<i64>().map(J::from).unwrap_or_else(|_| J::from(s))
+            s.parse::<i64>()
+                .map(Json::from)
+                .unwrap_or_else(|_| Json::from(s))
         }
         _ => {
             let s = match v {
                 Some(Value::Scalar(s)) => s.as_str(),
                 _ => f.default,
             };
-            J::from(s)
+            Json::from(s)
         }
     }
 }
 
 /// The default entry of a table (REST `action=default`).
-pub fn default_json(cfg: &Config, ts: &TableSchema, version: FosVersion) -> Map<String, J> {
+pub fn default_json(cfg: &Config, ts: &TableSchema, version: FosVersion) -> Map<String, Json> {
     let mut m = entry_to_json(
         cfg,
         ts,
@@ -238,11 +242,11 @@ pub fn default_json(cfg: &Config, ts: &TableSchema, version: FosVersion) -> Map<
 }
 
 /// The mkey given in a REST body, as CLI text.
-pub fn body_key(ts: &TableSchema, body: &Map<String, J>) -> Option<String> {
+pub fn body_key(ts: &TableSchema, body: &Map<String, Json>) -> Option<String> {
     let k = ts.mkey()?;
     match body.get(k)? {
-        J::String(s) => Some(s.clone()),
-        J::Number(n) => Some(n.to_string()),
+        Json::String(s) => Some(s.clone()),
+        Json::Number(n) => Some(n.to_string()),
         _ => None,
     }
 }
@@ -251,7 +255,7 @@ pub fn body_key(ts: &TableSchema, body: &Map<String, J>) -> Option<String> {
 /// Sub-tables present in the body replace the existing ones (`purge` first), as FortiOS does.
 pub fn json_to_commands(
     ts: &TableSchema,
-    body: &Map<String, J>,
+    body: &Map<String, Json>,
     version: FosVersion,
     out: &mut Vec<Command>,
 ) -> Result<(), JsonError> {
@@ -267,12 +271,12 @@ pub fn json_to_commands(
             continue;
         };
         match (&f.ty, v) {
-            (_, J::Null) => out.push(Command::from_words(&["unset", k])),
-            (FieldType::Table(sub), J::Array(items)) if !sub.is_single() => {
+            (_, Json::Null) => out.push(Command::from_words(&["unset", k])),
+            (FieldType::Table(sub), Json::Array(items)) if !sub.is_single() => {
                 out.push(Command::from_words(&["config", k]));
                 out.push(Command::from_words(&["purge"]));
                 for item in items {
-                    let J::Object(o) = item else {
+                    let Json::Object(o) = item else {
                         return Err(jerr(
                             -651,
                             k,
@@ -286,25 +290,28 @@ pub fn json_to_commands(
                 }
                 out.push(Command::from_words(&["end"]));
             }
-            (FieldType::Table(sub), J::Object(o)) if sub.is_single() => {
+            (FieldType::Table(sub), Json::Object(o)) if sub.is_single() => {
                 out.push(Command::from_words(&["config", k]));
                 json_to_commands(sub, o, version, out)?;
                 out.push(Command::from_words(&["end"]));
             }
             (FieldType::Table(_), _) => return Err(jerr(-651, k, "value parse error")),
-            (FieldType::Multi { key, .. } | FieldType::MultiInt { key, .. }, J::Array(items)) => {
+            (
+                FieldType::Multi { key, .. } | FieldType::MultiInt { key, .. },
+                Json::Array(items),
+            ) => {
                 let mut words = vec!["set".to_string(), k.clone()];
                 for it in items {
                     let w = match it {
-                        J::String(s) => s.clone(),
-                        J::Number(n) => n.to_string(),
-                        J::Object(o) => match o
+                        Json::String(s) => s.clone(),
+                        Json::Number(n) => n.to_string(),
+                        Json::Object(o) => match o
                             .get(*key)
                             .or_else(|| o.get("name"))
                             .or_else(|| o.get("q_origin_key"))
                         {
-                            Some(J::String(s)) => s.clone(),
-                            Some(J::Number(n)) => n.to_string(),
+                            Some(Json::String(s)) => s.clone(),
+                            Some(Json::Number(n)) => n.to_string(),
                             _ => {
                                 return Err(jerr(-651, k, "value parse error: member without name"))
                             }
@@ -319,7 +326,7 @@ pub fn json_to_commands(
                     out.push(Command::from_words(&words));
                 }
             }
-            (_, J::String(s)) => {
+            (_, Json::String(s)) => {
                 // An empty value is the attribute's default (what GET shows for an unset
                 // integer, option or list); a string attribute takes it literally.
                 if s.is_empty() && !matches!(f.ty, FieldType::Str(_)) {
@@ -328,10 +335,11 @@ pub fn json_to_commands(
                     out.push(Command::from_words(&["set", k, s]));
                 }
             }
-            (FieldType::Int(..) | FieldType::MultiInt { .. } | FieldType::Str(_), J::Number(n)) => {
-                out.push(Command::from_words(&["set", k.as_str(), &n.to_string()]))
-            }
-            (_, J::Number(n)) => {
+            (
+                FieldType::Int(..) | FieldType::MultiInt { .. } | FieldType::Str(_),
+                Json::Number(n),
+            ) => out.push(Command::from_words(&["set", k.as_str(), &n.to_string()])),
+            (_, Json::Number(n)) => {
                 out.push(Command::from_words(&["set", k.as_str(), &n.to_string()]))
             }
             _ => return Err(jerr(-651, k, "value parse error: unexpected JSON type")),
@@ -369,7 +377,7 @@ mod tests {
     fn json_becomes_commands() {
         let v = FosVersion::V6_4_4;
         let ts = Schema::get().table("firewall policy", v).unwrap();
-        let body: Map<String, J> = serde_json::from_str(
+        let body: Map<String, Json> = serde_json::from_str(
             r#"{"policyid": 3, "srcaddr": [{"name": "all"}], "action": "accept", "tcp-mss-sender": 5, "comments": null, "bogus": 1}"#,
         )
         .unwrap();
@@ -388,7 +396,7 @@ mod tests {
                 vec!["unset", "comments"]
             ]
         );
-        let bad: Map<String, J> = serde_json::from_str(r#"{"action": true}"#).unwrap();
+        let bad: Map<String, Json> = serde_json::from_str(r#"{"action": true}"#).unwrap();
         assert_eq!(
             json_to_commands(ts, &bad, v, &mut Vec::new())
                 .unwrap_err()

@@ -32,5 +32,10 @@ pub use store::{
 pub use tree::{Config, Entry, Table, Value};
 pub use version::FosVersion;
 
+/// The seed article's two CLI snippets verbatim (reference: seed/ioc-automation-stitch-kb.txt,
+/// the policy's `config` block left open as the article prints it), preceded by the address
+/// object they need. One copy for the unit tests, the benchmarks and the end-to-end tests.
+pub const ARTICLE_SNIPPETS: &str = include_str!("article-snippets.conf");
+
 #[cfg(test)]
 pub(crate) mod tests;

@@ -7,7 +7,7 @@ use std::sync::RwLock;
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{Map, Value as J};
+use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use tokio::sync::broadcast;
 
@@ -370,7 +370,12 @@ impl ConfigStore {
 
     /// GET: the results of a table (array) or of one entry (array of one); a single table
     /// gives an object.
-    pub fn get_json(&self, path: &str, mkey: Option<&str>, opts: &JsonOpts) -> Result<J, OpError> {
+    pub fn get_json(
+        &self,
+        path: &str,
+        mkey: Option<&str>,
+        opts: &JsonOpts,
+    ) -> Result<Value, OpError> {
         let ts = self.schema_of(path)?;
         let g = self.read();
         let empty = Table::new();
@@ -378,7 +383,7 @@ impl ConfigStore {
         if ts.is_single() {
             let e0 = Entry::new("");
             let e = t.get("").unwrap_or(&e0);
-            return Ok(J::Object(json::entry_to_json(
+            return Ok(Value::Object(json::entry_to_json(
                 &g.cfg,
                 ts,
                 e,
@@ -393,7 +398,7 @@ impl ConfigStore {
         match mkey {
             Some(k) => {
                 let e = t.get(&normalize_key(ts, k)).ok_or(OpError::NotFound)?;
-                Ok(J::Array(vec![J::Object(json::entry_to_json(
+                Ok(Value::Array(vec![Value::Object(json::entry_to_json(
                     &g.cfg,
                     ts,
                     e,
@@ -402,11 +407,11 @@ impl ConfigStore {
                     refs.as_ref(),
                 ))]))
             }
-            None => Ok(J::Array(
+            None => Ok(Value::Array(
                 t.entries()
                     .iter()
                     .map(|e| {
-                        J::Object(json::entry_to_json(
+                        Value::Object(json::entry_to_json(
                             &g.cfg,
                             ts,
                             e,
@@ -435,7 +440,7 @@ impl ConfigStore {
     pub fn create(
         &self,
         path: &str,
-        body: &Map<String, J>,
+        body: &Map<String, Value>,
         origin: &Origin,
     ) -> Result<Written, OpError> {
         let ts = self.schema_of(path)?;
@@ -476,7 +481,7 @@ impl ConfigStore {
         &self,
         path: &str,
         mkey: Option<&str>,
-        body: &Map<String, J>,
+        body: &Map<String, Value>,
         origin: &Origin,
     ) -> Result<Written, OpError> {
         let ts = self.schema_of(path)?;

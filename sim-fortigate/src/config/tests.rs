@@ -33,36 +33,7 @@ fn entry<'a>(c: &'a Config, path: &str, key: &str) -> &'a Entry {
         .unwrap_or_else(|| panic!("{path} {key} missing"))
 }
 
-/// The seed article's two snippets verbatim (reference: seed/ioc-automation-stitch-kb.txt),
-/// preceded by the address object they need.
-pub const SEED_SNIPPETS: &str = r#"config firewall address
-    edit "10.115.2.52/32"
-        set subnet 10.115.2.52 255.255.255.255
-    next
-end
-config firewall policy
-    edit 0
-        set srcintf "port3"
-        set dstintf "virtual-wan-link"
-        set srcaddr "10.115.2.52/32"
-        set dstaddr "all"
-        set action accept
-        set schedule "always"
-        set service "ALL"
-        set utm-status enable
-        set ssl-ssh-profile "certificate-inspection"
-        set webfilter-profile "monitor-all"
-        set logtraffic all
-        set nat enable
-    next
-
-config system automation-stitch
-    edit "Compromised Host Quarantine"
-        set trigger "Compromised Host Quarantine"
-        set action "Compromised Host Quarantine_quarantine-forticlient"
-    next
-end
-"#;
+pub use super::ARTICLE_SNIPPETS as SEED_SNIPPETS;
 
 #[test]
 fn factory_defaults_are_as_the_reference_says() {

@@ -455,6 +455,14 @@ impl ConsoleSession for FgtSession {
 
     fn execute<'a>(&'a mut self, line: &'a str) -> BoxFuture<'a, ConsoleReply> {
         Box::pin(async move {
+            if !line.trim().is_empty() {
+                // Exercises check that a trainee used a command (lab event, never a product log).
+                self.dev.events.emit(
+                    "console.command",
+                    json!({"user": self.user, "ui": self.ui,
+                           "command": fortilab_core::console::redact_command(line)}),
+                );
+            }
             let (output, failed, close) = self.run_line(line).await;
             self.failed = failed;
             ConsoleReply { output, close }

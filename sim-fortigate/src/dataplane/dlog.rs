@@ -54,21 +54,23 @@ fn country(ip: Ipv4Addr) -> &'static str {
     }
 }
 
-fn v7(dev: &Device) -> bool {
+/// FortiOS 7.x adds fields (source and destination country) to session logs.
+fn is_fos7(dev: &Device) -> bool {
     dev.version.major >= 7
 }
 
-fn ep(r: &mut LogRecord, dev: &Device, s: &SessionLog, with_country: bool) {
+/// The session's end points: addresses, ports, interfaces and their roles (and countries on 7.x).
+fn session_endpoints(r: &mut LogRecord, dev: &Device, s: &SessionLog, with_country: bool) {
     r.ip("srcip", IpAddr::V4(*s.src.ip()))
         .int("srcport", s.src.port() as i64);
-    if with_country && v7(dev) {
+    if with_country && is_fos7(dev) {
         r.str("srccountry", country(*s.src.ip()));
     }
     r.str("srcintf", s.srcside.intf.clone())
         .str("srcintfrole", s.srcside.role.clone())
         .ip("dstip", IpAddr::V4(*s.dst.ip()))
         .int("dstport", s.dst.port() as i64);
-    if with_country && v7(dev) {
+    if with_country && is_fos7(dev) {
         r.str("dstcountry", country(*s.dst.ip()));
     }
     r.str("dstintf", s.dstside.intf.clone())
@@ -88,8 +90,8 @@ pub fn traffic(dev: &Device, s: &SessionLog, action: &str, t: &SessionTotals) {
             level: "notice",
         },
         |r| {
-            ep(r, dev, s, true);
-            if v7(dev) {
+            session_endpoints(r, dev, s, true);
+            if is_fos7(dev) {
                 r.int("sessionid", s.sessionid as i64)
                     .int("proto", s.proto as i64)
                     .str("action", action)
@@ -193,14 +195,14 @@ pub fn webfilter(dev: &Device, s: &SessionLog, w: &WfLog, c: &WfContext<'_>) {
         },
         |r| {
             r.int("policyid", s.policyid as i64);
-            if v7(dev) {
+            if is_fos7(dev) {
                 r.str("poluuid", s.poluuid.clone())
                     .str("policytype", "policy");
             }
             r.int("sessionid", s.sessionid as i64);
-            ep(r, dev, s, true);
+            session_endpoints(r, dev, s, true);
             r.int("proto", s.proto as i64);
-            if v7(dev) {
+            if is_fos7(dev) {
                 r.str("httpmethod", c.method);
             }
             r.str("service", s.service.clone())

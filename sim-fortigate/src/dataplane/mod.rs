@@ -529,4 +529,26 @@ impl crate::Running {
         tracing::info!(%addr, "explicit proxy (port3 side) ready");
         Ok(addr)
     }
+
+    /// Starts the transparent listener (after [`Running::start_proxy`]): connections
+    /// redirected to it keep their original destination (`SO_ORIGINAL_DST`).
+    pub fn start_transparent(
+        &mut self,
+        listener: tokio::net::TcpListener,
+    ) -> Result<std::net::SocketAddr, String> {
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let (dp, stop) = (self.dataplane.clone(), self.shutdown.clone());
+        self.device
+            .supervisor
+            .spawn_tcp(
+                "transparent proxy",
+                listener,
+                self.shutdown.clone(),
+                move |l| proxy::serve_transparent(dp.clone(), l, stop.clone()),
+            )
+            .map_err(|e| e.to_string())?;
+        self.transparent_addr = Some(addr);
+        tracing::info!(%addr, "transparent proxy (port3 side) ready");
+        Ok(addr)
+    }
 }

@@ -48,6 +48,106 @@ pub async fn serve(dp: Arc<DataPlane>, listener: TcpListener, shutdown: Cancella
     let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
 }
 
+/// The original destination of an intercepted connection: `SO_ORIGINAL_DST` after an
+/// iptables `REDIRECT`, else the accepted socket's own address (TPROXY semantics).
+pub fn original_dst(tcp: &TcpStream) -> Option<SocketAddrV4> {
+    use nix::sys::socket::{getsockopt, sockopt::OriginalDst};
+    if let Ok(sa) = getsockopt(tcp, OriginalDst) {
+        let ip = Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr));
+        return Some(SocketAddrV4::new(ip, u16::from_be(sa.sin_port)));
+    }
+    match tcp.local_addr().ok()? {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+/// Serves the transparent listener (namespaces mode: LAN traffic to TCP 80/443 redirected
+/// here in the FortiGate's namespace) until `shutdown`: the same sessions, policy, web filter
+/// and logs as the explicit proxy, with the destination the client itself chose.
+pub async fn serve_transparent(
+    dp: Arc<DataPlane>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
+    let tracker = TaskTracker::new();
+    while let Some((tcp, peer)) =
+        fortilab_core::http::accept_next(&listener, &shutdown, "transparent proxy").await
+    {
+        dp.stats.connections.fetch_add(1, Ordering::Relaxed);
+        let dp = dp.clone();
+        let stop = shutdown.clone();
+        tracker.spawn(async move {
+            let sup = dp.dev.supervisor.clone();
+            let conn = fortilab_core::supervise::catch_panic(handle_transparent(dp, tcp, peer));
+            tokio::select! {
+                r = conn => if let Err(msg) = r {
+                    sup.report_panic("proxy connection", &msg);
+                },
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+    tracker.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tracker.wait()).await;
+}
+
+async fn handle_transparent(dp: Arc<DataPlane>, tcp: TcpStream, peer: SocketAddr) {
+    let Some(dst) = original_dst(&tcp) else {
+        return;
+    };
+    let lab_src = dp.dev.lab_map.lab_source(None, peer);
+    let Some(src_ip) = super::v4(lab_src.ip()) else {
+        return;
+    };
+    let src = SocketAddrV4::new(src_ip, lab_src.port());
+    if dp.dev.banned.is_banned(lab_src.ip()) {
+        dp.stats.banned_drops.fetch_add(1, Ordering::Relaxed);
+        dp.dev.events.emit(
+            "dataplane.drop",
+            serde_json::json!({"srcip": src_ip.to_string(), "reason": "banned"}),
+        );
+        return;
+    }
+    let (r, mut w) = tcp.into_split();
+    let mut client = Reader::new(r);
+    if dst.port() == 443 {
+        // TLS: the web filter rates the destination's address (no SNI parsing) [P].
+        let host = dst.ip().to_string();
+        tunnel(&dp, src, dst, &host, 0, false, client, w).await;
+        return;
+    }
+    let mut sess: Option<Session> = None;
+    let head_timeout = dp.dev.header_read_timeout();
+    loop {
+        if dp.dev.banned.is_banned(lab_src.ip()) {
+            dp.stats.banned_drops.fetch_add(1, Ordering::Relaxed);
+            break;
+        }
+        let head = match tokio::time::timeout(head_timeout, client.head()).await {
+            Ok(Ok(Some(h))) => h,
+            Ok(Ok(None)) | Err(_) => break,
+            Ok(Err(_)) => {
+                let _ = send(
+                    &mut w,
+                    &http1::response(400, "Bad Request", &[], b"bad request\n", false),
+                )
+                .await;
+                break;
+            }
+        };
+        dp.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let keep = head.keep_alive(&head.line[2]);
+        match request(&dp, src, &head, &mut client, &mut w, &mut sess, Some(dst)).await {
+            Ok(true) if keep => continue,
+            _ => break,
+        }
+    }
+    if let Some(s) = sess.take() {
+        s.close(&dp);
+    }
+}
+
 struct Upstream {
     r: Reader<OwnedReadHalf>,
     w: OwnedWriteHalf,
@@ -176,7 +276,11 @@ impl Session {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 })??;
             tcp.set_nodelay(true)?;
-            tcp.write_all(&pp::encode_v2(&self.proxy_header())).await?;
+            // On real networks (a plain identity map) the upstream sees the real source and
+            // destination; a PROXY header carries them only where lab addresses are mapped.
+            if !dp.dev.lab_map.is_plain_identity() {
+                tcp.write_all(&pp::encode_v2(&self.proxy_header())).await?;
+            }
             let (r, w) = tcp.into_split();
             self.upstream = Some(Upstream {
                 r: Reader::new(r),
@@ -275,7 +379,7 @@ async fn handle(dp: Arc<DataPlane>, mut tcp: TcpStream, peer: SocketAddr) {
             return;
         }
         let keep = head.keep_alive(&head.line[2]);
-        match request(&dp, src, &head, &mut client, &mut w, &mut sess).await {
+        match request(&dp, src, &head, &mut client, &mut w, &mut sess, None).await {
             Ok(true) if keep => continue,
             _ => break,
         }
@@ -293,9 +397,18 @@ async fn request(
     client: &mut Reader<OwnedReadHalf>,
     w: &mut OwnedWriteHalf,
     sess: &mut Option<Session>,
+    original_dst: Option<SocketAddrV4>,
 ) -> std::io::Result<bool> {
     let keep = head.keep_alive(&head.line[2]);
-    let Some((host, port, path)) = http1::target(head) else {
+    let target = match original_dst {
+        // Intercepted: the client sent an origin-form request to the address it resolved
+        // itself; the host name (for the web filter and logs) is its Host header.
+        Some(d) => http1::target(head)
+            .map(|(h, _, path)| (h, d.port(), path))
+            .or_else(|| Some((d.ip().to_string(), d.port(), head.line[1].clone()))),
+        None => http1::target(head),
+    };
+    let Some((host, port, path)) = target else {
         w.write_all(&http1::response(
             400,
             "Bad Request",
@@ -311,7 +424,11 @@ async fn request(
     } else {
         format!("http://{host}:{port}{path}")
     };
-    let dst_ip = match dp.internet.resolve(&host).await {
+    let resolved = match original_dst {
+        Some(d) => Ok(Some(*d.ip())),
+        None => dp.internet.resolve(&host).await,
+    };
+    let dst_ip = match resolved {
         Ok(Some(ip)) => ip,
         Ok(None) | Err(_) => {
             let body = format!(
@@ -523,7 +640,7 @@ async fn connect(
     dp: &DataPlane,
     src: SocketAddrV4,
     head: Head,
-    mut client: Reader<OwnedReadHalf>,
+    client: Reader<OwnedReadHalf>,
     mut w: OwnedWriteHalf,
 ) {
     let Some((host, port)) = http1::split_host_port(&head.line[1], 443) else {
@@ -545,9 +662,31 @@ async fn connect(
             return;
         }
     };
-    let mut s = Session::open(dp, src, SocketAddrV4::new(dst_ip, port));
+    let dst = SocketAddrV4::new(dst_ip, port);
+    tunnel(dp, src, dst, &host, head.len as u64, true, client, w).await;
+}
+
+/// A byte tunnel to `dst` after the policy and the certificate-inspection web filter on
+/// `host`: `CONNECT` (`reply`: the client gets `200 Connection established`, refusals are
+/// HTTP pages) or an intercepted TLS connection (refusals close the connection: the client
+/// speaks TLS).
+async fn tunnel(
+    dp: &DataPlane,
+    src: SocketAddrV4,
+    dst: SocketAddrV4,
+    host: &str,
+    head_len: u64,
+    reply: bool,
+    mut client: Reader<OwnedReadHalf>,
+    mut w: OwnedWriteHalf,
+) {
+    let host = host.to_string();
+    let mut s = Session::open(dp, src, dst);
     let full_url = format!("https://{host}/");
     if !s.accept {
+        if !reply {
+            return;
+        }
         let body = deny_page(&full_url, s.log.policyid);
         let _ = send(
             &mut w,
@@ -581,7 +720,7 @@ async fn connect(
                     method: "CONNECT",
                     cat: rating.cat,
                     catdesc: &rating.catdesc,
-                    sentbyte: head.len as u64,
+                    sentbyte: head_len,
                     urlfilter_idx: None,
                 },
             );
@@ -591,26 +730,28 @@ async fn connect(
         if d.verdict != Verdict::Pass {
             dp.stats.blocked.fetch_add(1, Ordering::Relaxed);
             s.totals.utmaction = Some("block");
-            let body = block_page(
-                &full_url,
-                &rating.catdesc,
-                d.verdict == Verdict::Warn,
-                &dp.dev.hostname(),
-            );
-            let _ = send(
-                &mut w,
-                &http1::response(
-                    403,
-                    "Forbidden",
-                    &[
-                        ("Content-Type", "text/html; charset=utf-8"),
-                        ("X-Fortilab-Blocked", "fortigate"),
-                    ],
-                    &body,
-                    false,
-                ),
-            )
-            .await;
+            if reply {
+                let body = block_page(
+                    &full_url,
+                    &rating.catdesc,
+                    d.verdict == Verdict::Warn,
+                    &dp.dev.hostname(),
+                );
+                let _ = send(
+                    &mut w,
+                    &http1::response(
+                        403,
+                        "Forbidden",
+                        &[
+                            ("Content-Type", "text/html; charset=utf-8"),
+                            ("X-Fortilab-Blocked", "fortigate"),
+                        ],
+                        &body,
+                        false,
+                    ),
+                )
+                .await;
+            }
             s.close(dp);
             return;
         }
@@ -620,15 +761,17 @@ async fn connect(
     }
     if s.connect(dp).await.is_err() {
         dp.stats.upstream_errors.fetch_add(1, Ordering::Relaxed);
-        let _ = send(
-            &mut w,
-            &http1::response(502, "Bad Gateway", &[], b"could not connect\n", false),
-        )
-        .await;
+        if reply {
+            let _ = send(
+                &mut w,
+                &http1::response(502, "Bad Gateway", &[], b"could not connect\n", false),
+            )
+            .await;
+        }
         s.close(dp);
         return;
     }
-    if !send(&mut w, b"HTTP/1.1 200 Connection established\r\n\r\n").await {
+    if reply && !send(&mut w, b"HTTP/1.1 200 Connection established\r\n\r\n").await {
         s.close(dp);
         return;
     }
@@ -647,7 +790,7 @@ async fn connect(
         n
     };
     let (sent, rcvd) = tokio::join!(c2u, u2c);
-    s.totals.sentbyte += sent + head.len as u64;
+    s.totals.sentbyte += sent + head_len;
     s.totals.rcvdbyte += rcvd;
     s.close(dp);
 }

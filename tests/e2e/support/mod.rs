@@ -9,6 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Held by the tests that change the host's network (the lab's unreachable routes, Compose
+/// networks, namespaces labs' host legs): they claim the same addresses, so one at a time.
+pub static HOST_NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Path of a binary of the root package.
 pub fn bin(name: &str) -> PathBuf {
     match name {

@@ -1,0 +1,155 @@
+//! Lab snapshots (issue 17): the FortiGate state that lives only in memory — the memory log,
+//! the compromised-host list, the automation run history and the banned-IP list — saved at
+//! shutdown when the orchestrator asks for it and loaded at the next start.
+//!
+//! The orchestrator takes a snapshot by quiescing the lab: `POST /_lab/state/keep` (lab
+//! token), then SIGTERM; after the drain the device writes [`STATE_FILE`] next to its saved
+//! configuration (`fgt.conf`) and its log queue, so the data directory is the device's whole
+//! state. A start that finds the file loads it and removes it: an ordinary restart (no file)
+//! starts with an empty memory log, as before.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::automation::hosts::HostEntry;
+use crate::automation::{Engine, RunRecord};
+use crate::device::{Ban, Device, StitchStats};
+use crate::logs::SavedLogs;
+
+/// The file under `--data-dir` holding the saved in-memory state.
+pub const STATE_FILE: &str = "lab-state.json";
+
+/// What a snapshot keeps of the FortiGate's memory.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LabState {
+    pub logs: SavedLogs,
+    #[serde(default)]
+    pub compromised_hosts: Vec<HostEntry>,
+    #[serde(default)]
+    pub runs: Vec<RunRecord>,
+    #[serde(default)]
+    pub banned: Vec<Ban>,
+    /// Per-stitch statistics (`monitor/system/automation-stitch/stats`).
+    #[serde(default)]
+    pub stitch_stats: std::collections::BTreeMap<String, StitchStats>,
+}
+
+impl LabState {
+    /// The device's current state.
+    pub fn export(dev: &Device, engine: &Engine) -> LabState {
+        LabState {
+            logs: dev.logs.export(),
+            compromised_hosts: engine.compromised_hosts(),
+            runs: engine.runs(),
+            banned: dev.banned.list(),
+            stitch_stats: dev.automation.all_stats(),
+        }
+    }
+
+    /// Writes the state file (0600, atomically).
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        fortilab_core::secrets::write_private(&dir.join(STATE_FILE), &text)
+    }
+
+    /// Reads and removes the state file, if there is one.
+    pub fn take(dir: &Path) -> Result<Option<LabState>, String> {
+        let path = dir.join(STATE_FILE);
+        let text = match std::fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", path.display())),
+        };
+        let state =
+            serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        std::fs::remove_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Some(state))
+    }
+}
+
+/// `POST /_lab/state/keep`: save the in-memory state at the coming shutdown.
+pub fn lab_router(dev: Arc<Device>) -> Router {
+    Router::new()
+        .route("/_lab/state/keep", post(keep))
+        .with_state(dev)
+}
+
+async fn keep(State(dev): State<Arc<Device>>) -> Json<serde_json::Value> {
+    dev.keep_state.store(true, Ordering::SeqCst);
+    Json(serde_json::json!({"ok": true, "file": STATE_FILE}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::automation::model::IocLevel;
+    use crate::device::BannedList;
+    use crate::logs::LogWriter;
+    use fortilab_core::LabClock;
+
+    #[test]
+    fn the_in_memory_state_is_saved_and_taken_back_once() {
+        let clock = LabClock::real();
+        let logs = LogWriter::new("FGT-LAB", "FGVM01TM00000001", "6.4.4", clock, 100);
+        logs.event_system("0100046600", "notice", "Automation stitch triggered", |r| {
+            r.str("stitch", "Compromised Host Quarantine");
+        });
+        let banned = BannedList::new(clock);
+        banned.add("10.115.2.52".parse().unwrap(), 0, "admin");
+        let host = HostEntry {
+            srcip: "10.115.2.52".into(),
+            mac: None,
+            hostname: Some("PC-52".into()),
+            user: None,
+            verdict: "Infected".into(),
+            ioc_level: IocLevel::High,
+            threat: "www.eicar.org".into(),
+            detect_method: "Infected-domain".into(),
+            epid: Some(1025),
+            first_seen: 1,
+            last_seen: 2,
+            count: 1,
+            stitches_run: ["Compromised Host Quarantine".to_string()].into(),
+        };
+        let mut stats = std::collections::BTreeMap::new();
+        stats.insert(
+            "Compromised Host Quarantine".to_string(),
+            StitchStats {
+                triggered: 1,
+                last_triggered: 2,
+                ..Default::default()
+            },
+        );
+        let st = LabState {
+            logs: logs.export(),
+            compromised_hosts: vec![host.clone()],
+            runs: Vec::new(),
+            banned: banned.list(),
+            stitch_stats: stats.clone(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        st.save(dir.path()).unwrap();
+        let back = LabState::take(dir.path()).unwrap().expect("saved");
+        assert!(LabState::take(dir.path()).unwrap().is_none(), "taken once");
+        assert_eq!(back.logs, st.logs);
+        assert_eq!(back.compromised_hosts, vec![host.clone()]);
+        assert_eq!(back.banned, banned.list());
+        assert_eq!(back.stitch_stats, stats);
+
+        // Applied to a fresh device's parts.
+        let banned2 = BannedList::new(clock);
+        banned2.restore(back.banned.clone());
+        assert!(banned2.is_banned("10.115.2.52".parse().unwrap()));
+        let mut hosts = crate::automation::hosts::CompromisedHosts::default();
+        hosts.restore(back.compromised_hosts);
+        assert_eq!(hosts.get("10.115.2.52"), Some(&host));
+        // Acted on once per host: the restored list still says the stitch ran.
+        assert!(!hosts.claim("10.115.2.52", "Compromised Host Quarantine"));
+    }
+}

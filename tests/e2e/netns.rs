@@ -1,0 +1,345 @@
+//! Namespaces mode end to end (needs root; skipped with a printed reason otherwise): every
+//! device in its own network namespace at its real lab addresses.
+//!
+//! - the seed scenario and a link-down scenario pass with `fortilab run --network namespaces`,
+//!   and the lab's network is gone afterwards;
+//! - `fortilab up --network namespaces`: the host has unreachable routes for the lab range and
+//!   the sites' public addresses while the lab runs; `curl` run as PC-52 (`fortilab exec`) with
+//!   no proxy setting goes through the FortiGate's transparent proxy (web-filter log with srcip
+//!   10.115.2.52) and gets PC-52 quarantined; after `kill -9` of the orchestrator,
+//!   `fortilab netns-clean` (what every start does first) leaves no namespace, interface,
+//!   route or state file behind.
+
+use crate::support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use support::{bin, wait_for, HOST_NETWORK as SERIAL};
+
+fn root() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let is_root = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        == Some("0");
+    if !is_root {
+        eprintln!("SKIPPED: namespaces mode needs root (network namespaces, veths, routes)");
+    }
+    is_root
+}
+
+fn sh(prog: &str, args: &[&str]) -> String {
+    let out = Command::new(prog)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("{prog}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// What a lab with this prefix may leave behind on the host.
+fn leftovers(prefix: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for l in sh("ip", &["netns", "list"]).lines() {
+        if l.starts_with(prefix) {
+            out.push(format!("namespace {l}"));
+        }
+    }
+    for l in sh("ip", &["-br", "link"]).lines() {
+        if l.starts_with(prefix) {
+            out.push(format!("link {l}"));
+        }
+    }
+    if std::path::Path::new(&format!("/run/fortilab/{prefix}.json")).exists() {
+        out.push("state file".into());
+    }
+    for l in std::fs::read_dir("/etc/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        if l.file_name().to_string_lossy().starts_with(prefix) {
+            out.push(format!("/etc/netns/{}", l.file_name().to_string_lossy()));
+        }
+    }
+    out
+}
+
+fn no_lab_routes() -> bool {
+    !sh("ip", &["route", "show", "type", "unreachable"]).contains("10.115.0.0/16")
+}
+
+#[test]
+fn the_seed_scenario_passes_in_namespaces_mode_and_leaves_nothing() {
+    if !root() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let before: Vec<String> = sh("ip", &["netns", "list"])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/library");
+    let out = Command::new(bin("fortilab"))
+        .args(["run", "--network", "namespaces"])
+        .arg(lib.join("seed-flow.toml"))
+        // Link faults in this mode: tc netem on the veths, or iptables where the kernel has
+        // no sch_netem (down and loss).
+        .arg(lib.join("faz-unreachable-during-eicar.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("2 passed, 0 failed"), "{stdout}");
+    let after: Vec<String> = sh("ip", &["netns", "list"])
+        .lines()
+        .filter(|l| l.starts_with("fl"))
+        .map(str::to_string)
+        .filter(|l| !before.contains(l))
+        .collect();
+    assert!(after.is_empty(), "namespaces left: {after:?}");
+    assert!(
+        no_lab_routes(),
+        "{}",
+        sh("ip", &["route", "show", "type", "unreachable"])
+    );
+}
+
+#[test]
+fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up() {
+    if !root() {
+        return;
+    }
+    let curl = support::require_program("curl", "curl");
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let t0 = std::time::Instant::now();
+    let mut child = Command::new(bin("fortilab"))
+        .args(["up", "--network", "namespaces", "--json", "--ready-file"])
+        .arg(&ready)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("up.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let r = wait_for(
+        "the namespaces lab's ready file",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&ready)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        },
+    );
+    eprintln!("namespaces lab ready after {:?}", t0.elapsed());
+    let prefix = r["netns"].as_str().expect("netns prefix").to_string();
+    assert_eq!(r["network"], "namespaces");
+    assert_eq!(r["fortigate"]["api"], "https://10.115.1.1:443");
+    assert_eq!(r["fortigate"]["proxy"], "10.115.2.1:8080");
+
+    // While the lab runs, nothing of the lab range or the sites can take the host's default
+    // route: only the lab's own /24s (on its veths) are reachable.
+    let eicar_ip = r["internet"]["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| {
+            s["hosts"].to_string().contains("\"www.eicar.org\"") || s["host"] == "www.eicar.org"
+        })
+        .and_then(|s| s["ip"].as_str())
+        .expect("eicar site")
+        .to_string();
+    for ip in ["10.115.77.7", "10.115.255.1", eicar_ip.as_str()] {
+        let g = sh("ip", &["route", "get", ip]);
+        assert!(
+            g.contains("unreachable") || g.contains("No route to host"),
+            "{ip}: {g}"
+        );
+    }
+    let g = sh("ip", &["route", "get", "10.115.1.1"]);
+    assert!(g.contains(&format!("{prefix}m")), "{g}");
+
+    // A real rsyslog in its own namespace on the management network (10.115.1.40), plugged
+    // into the lab's switch; the FortiGate sends it syslog over UDP 514.
+    let rsys_ns = format!("flt{}-rsys", std::process::id());
+    let _rsys = Rsyslog::start(dir.path(), &rsys_ns, &format!("{prefix}-sw"));
+    let ca = r["ca_cert"].as_str().unwrap().to_string();
+    let token = r["fortigate"]["api_token"].as_str().unwrap().to_string();
+    let put = Command::new(&curl)
+        .args(["-sS", "--cacert", &ca, "-X", "PUT", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .args([
+            "-d",
+            r#"{"status":"enable","server":"10.115.1.40","mode":"udp"}"#,
+            "https://10.115.1.1:443/api/v2/cmdb/log.syslogd/setting",
+        ])
+        .output()
+        .unwrap();
+    let put = String::from_utf8_lossy(&put.stdout).into_owned();
+    assert!(put.contains("success"), "{put}");
+
+    // curl as PC-52, no proxy setting: DNS from the lab Internet, routed via the FortiGate,
+    // intercepted there.
+    let out = Command::new(bin("fortilab"))
+        .args(["exec", "PC-52", "--"])
+        .arg(&curl)
+        .args([
+            "-sS",
+            "--noproxy",
+            "*",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{remote_ip}",
+            "http://www.eicar.org/download/eicar.com",
+        ])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && said.starts_with("200 "),
+        "{said} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.ends_with(&eicar_ip), "{said}");
+    let get = |url: &str, header: &str| -> serde_json::Value {
+        let out = Command::new(&curl)
+            .args(["-sS", "--cacert", &ca, "-H", header, url])
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    };
+    let wf = wait_for(
+        "the web-filter log of PC-52",
+        Duration::from_secs(10),
+        || {
+            let v = get(
+                "https://10.115.1.1:443/api/v2/log/memory/webfilter?filter=srcip==10.115.2.52",
+                &format!("Authorization: Bearer {token}"),
+            );
+            v["results"].as_array().and_then(|a| a.first().cloned())
+        },
+    );
+    assert_eq!(wf["hostname"], "www.eicar.org", "{wf}");
+    let control = r["endpoints"][0]["control"].as_str().unwrap().to_string();
+    let lab_token = r["lab_token"].as_str().unwrap().to_string();
+    wait_for("PC-52 quarantined", Duration::from_secs(30), || {
+        let v = get(
+            &format!("{control}/_lab/status"),
+            &format!("X-Fortilab-Token: {lab_token}"),
+        );
+        (v["quarantined"] == true).then_some(())
+    });
+
+    // rsyslog received the FortiGate's web-filter log of PC-52 on its lab address.
+    let out = dir.path().join("syslog.out");
+    wait_for(
+        "rsyslog gets the web-filter log",
+        Duration::from_secs(15),
+        || {
+            let t = std::fs::read_to_string(&out).unwrap_or_default();
+            t.lines()
+                .any(|l| l.contains("logid=\"0317013312\"") && l.contains("srcip=10.115.2.52"))
+                .then_some(())
+        },
+    );
+
+    // kill -9: the devices exit with their stdin pipe; the network stays until cleaned.
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!leftovers(&prefix).is_empty());
+    let out = Command::new(bin("fortilab"))
+        .arg("netns-clean")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let left = leftovers(&prefix);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(no_lab_routes());
+}
+
+/// rsyslogd in a namespace of its own at 10.115.1.40, wired to the lab switch's management
+/// bridge; killed and its namespace removed on drop.
+struct Rsyslog {
+    child: std::process::Child,
+    ns: String,
+}
+
+impl Rsyslog {
+    fn start(dir: &std::path::Path, ns: &str, switch: &str) -> Rsyslog {
+        let rsyslogd = support::require_program("rsyslogd", "rsyslog");
+        let ok = |args: &[&str]| {
+            let o = Command::new("ip").args(args).output().unwrap();
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        };
+        ok(&["netns", "add", ns]);
+        ok(&[
+            "link", "add", "eth0", "netns", ns, "type", "veth", "peer", "name", "rsys", "netns",
+            switch,
+        ]);
+        ok(&["-n", switch, "link", "set", "rsys", "master", "br-m", "up"]);
+        ok(&["-n", ns, "addr", "add", "10.115.1.40/24", "dev", "eth0"]);
+        ok(&["-n", ns, "link", "set", "eth0", "up"]);
+        ok(&["-n", ns, "link", "set", "lo", "up"]);
+        let work = dir.join("rsyslog");
+        std::fs::create_dir_all(&work).unwrap();
+        let conf = dir.join("rsyslog.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "global(workDirectory=\"{}\")\nmodule(load=\"imudp\")\ninput(type=\"imudp\" address=\"10.115.1.40\" port=\"514\")\ntemplate(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n*.* action(type=\"omfile\" file=\"{}\" template=\"raw\")\n",
+                work.display(),
+                dir.join("syslog.out").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(rsyslogd)
+            .args(["-n", "-f"])
+            .arg(&conf)
+            .arg("-i")
+            .arg(dir.join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(
+            "rsyslog listening on 10.115.1.40:514",
+            Duration::from_secs(10),
+            || {
+                sh("ip", &["netns", "exec", ns, "ss", "-uln"])
+                    .contains("10.115.1.40:514")
+                    .then_some(())
+            },
+        );
+        Rsyslog {
+            child,
+            ns: ns.to_string(),
+        }
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
