@@ -1,5 +1,5 @@
 //! The `fortilab` command line (ARCHITECTURE.md section 7): `up`, `run`, `validate`,
-//! `exercise`.
+//! `exercise`, `class`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,6 +145,12 @@ enum Command {
         #[arg(long, default_value = "./lab")]
         lab_dir: String,
     },
+    /// A classroom: N isolated labs on this machine, an instructor page and a trainee page per
+    /// lab (`class up`); the instructor's table of a running class (`class status`).
+    Class {
+        #[command(subcommand)]
+        command: ClassCommand,
+    },
     /// (Compose `init` service) Create the lab CA and secrets in the lab directory.
     #[command(hide = true)]
     ComposeInit {
@@ -209,6 +215,50 @@ enum ExerciseCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ClassCommand {
+    /// Start the labs (concurrently), the instructor page and the trainee pages; print their
+    /// sign-in links; Ctrl-C or SIGTERM stops every lab.
+    Up {
+        /// Labs to start on this machine (each its own `fortilab up`: own ports, lab CA,
+        /// random credentials).
+        #[arg(long, default_value_t = 0)]
+        labs: usize,
+        /// The lab definition every started lab runs (default: the seed lab).
+        #[arg(long)]
+        lab: Option<PathBuf>,
+        /// An exercise file: each lab runs `fortilab exercise FILE` (when this fortilab has
+        /// that command) and the trainee pages show it.
+        #[arg(long)]
+        exercise: Option<PathBuf>,
+        /// Trainee names, one a line, lab 1 first.
+        #[arg(long)]
+        names: Option<PathBuf>,
+        /// A lab that runs elsewhere (its ready report, a file or an http(s) URL), repeatable;
+        /// attached labs come after the started ones.
+        #[arg(long, value_name = "READY_FILE_OR_URL")]
+        attach: Vec<String>,
+        /// The class directory: the class file (links and tokens, mode 0600) and every lab's
+        /// data (default: $TMPDIR/fortilab-class).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Write the class report (JSON, mode 0600) here once every lab has started.
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+        /// Print JSON lines instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the instructor's table of the class running in --data-dir.
+    Status {
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The instructor's JSON instead of the table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 /// Entry point of the `fortilab` binary.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -266,6 +316,39 @@ pub fn main() -> ExitCode {
                 {
                     Ok(_) => ExitCode::SUCCESS,
                     Err(e) => fortilab_core::device::exit_for("fortilab compose-report", &e),
+                }
+            }
+            Command::Class { command } => {
+                let r = match command {
+                    ClassCommand::Up {
+                        labs,
+                        lab,
+                        exercise,
+                        names,
+                        attach,
+                        data_dir,
+                        ready_file,
+                        json,
+                    } => {
+                        crate::class::run::up(crate::class::run::UpOptions {
+                            labs,
+                            lab,
+                            exercise,
+                            names,
+                            attach,
+                            data_dir,
+                            ready_file,
+                            json,
+                        })
+                        .await
+                    }
+                    ClassCommand::Status { data_dir, json } => {
+                        crate::class::run::status(data_dir, json).await
+                    }
+                };
+                match r {
+                    Ok(code) => code,
+                    Err(e) => fortilab_core::device::exit_for("fortilab class", &e),
                 }
             }
             Command::ReadyCheck { file } => {

@@ -14,9 +14,11 @@
 //! - [`snapshot`]: lab snapshots (`snapshot save/restore`, the `snapshot`/`restore` steps);
 //! - [`dashboard`]: the web dashboard of `fortilab up`;
 //! - [`exercise`]: guided exercises (tasks, hints, checks re-evaluated on every change);
+//! - [`class`]: a classroom of labs (`fortilab class up | status`);
 //! - [`cli`]: `fortilab up | run | validate`.
 
 pub mod attach;
+pub mod class;
 pub mod cli;
 pub mod clients;
 pub mod compose;

@@ -36,6 +36,9 @@ pub struct DeviceProc {
     /// The network namespace it runs in (namespaces mode: `ip netns exec NS` of a link named
     /// after the device, so argv[0] still selects it).
     pub netns: Option<String>,
+    /// Environment variables the process must not inherit (a class's labs drop
+    /// `FORTILAB_LAB_TOKEN`, so each lab makes its own token).
+    pub env_remove: Vec<String>,
 }
 
 impl std::fmt::Debug for DeviceProc {
@@ -63,6 +66,7 @@ impl DeviceProc {
             stdin: None,
             ready: Value::Null,
             netns: None,
+            env_remove: Vec::new(),
         }
     }
 
@@ -110,6 +114,9 @@ impl DeviceProc {
             .stdout(Stdio::null())
             .stderr(Stdio::from(stderr))
             .kill_on_drop(true);
+        for k in &self.env_remove {
+            cmd.env_remove(k);
+        }
         let mut child = cmd
             .spawn()
             .with_context(|| format!("spawn {}", self.program))?;

@@ -9,6 +9,7 @@ mod support;
 
 mod ansible;
 mod automation;
+mod classroom;
 mod compose;
 mod console;
 mod console_faz;

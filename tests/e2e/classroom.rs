@@ -1,0 +1,435 @@
+//! End-to-end tests of `fortilab class`: a class of three real labs (two `fortilab up`
+//! children, one attached `fortilab up` started elsewhere),
+//! the instructor and trainee pages with their own tokens, last activity from a trainee's
+//! FortiGate change, reset, `class status`, the instructor page in headless Chromium, and a
+//! clean stop with no process left.
+
+use crate::support;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{bin, wait_for, Proc};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `<target>/test-artifacts/classroom` (follows CARGO_TARGET_DIR).
+fn artifacts() -> PathBuf {
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let target = tmp.parent().map(PathBuf::from).unwrap_or(tmp);
+    let d = target.join("test-artifacts").join("classroom");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `curl` (status, body); `headers` are `Name: value` lines.
+fn curl(
+    method: &str,
+    url: &str,
+    headers: &[String],
+    body: Option<&str>,
+    ca: Option<&str>,
+) -> (u16, String) {
+    let mut cmd = Command::new(support::require_program("curl", "curl"));
+    cmd.args([
+        "-sS",
+        "--max-time",
+        "60",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ]);
+    if let Some(ca) = ca {
+        cmd.args(["--cacert", ca]);
+    }
+    for h in headers {
+        cmd.arg("-H").arg(h);
+    }
+    if let Some(b) = body {
+        cmd.args(["-H", "Content-Type: application/json", "--data-binary", b]);
+    }
+    let out = cmd.arg(url).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+fn token(t: &str) -> Vec<String> {
+    vec![format!("X-Fortilab-Token: {t}")]
+}
+
+fn get_json(url: &str, tok: &str) -> Value {
+    let (code, body) = curl("GET", url, &token(tok), None, None);
+    assert_eq!(code, 200, "GET {url}: {body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
+}
+
+/// Process ids (not zombies) whose command line mentions `needle`.
+fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(needle) {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if !status.contains("State:\tZ") {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn lab(class: &Value, index: u64) -> &Value {
+    class["labs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["index"] == index)
+        .unwrap()
+}
+
+#[test]
+fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("class");
+    let names = dir.path().join("names.txt");
+    std::fs::write(&names, "Alice\nBob # second row\n\nCarol\n").unwrap();
+    // Lab 3 runs elsewhere: a `fortilab up` of its own, attached by its ready file.
+    let elsewhere = Proc::spawn(
+        "fortilab",
+        &dir.path().join("elsewhere"),
+        &[
+            "up",
+            "--data-dir",
+            dir.path().join("elsewhere/data").to_str().unwrap(),
+        ],
+    );
+    let elsewhere_ready = dir.path().join("elsewhere/fortilab.ready.json");
+    // The class's environment carries a lab token (support::Proc sets one): each lab it starts
+    // must make its own all the same.
+    let mut class = Proc::spawn(
+        "fortilab",
+        dir.path(),
+        &[
+            "class",
+            "up",
+            "--labs",
+            "2",
+            "--attach",
+            elsewhere_ready.to_str().unwrap(),
+            "--names",
+            names.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    let report = class.ready.clone();
+    let status = &report["status"];
+    assert_eq!(status["labs"].as_array().unwrap().len(), 3, "{report:#}");
+    for l in status["labs"].as_array().unwrap() {
+        assert_eq!(l["status"], "ready", "{l:#}\n{}", class.stderr());
+    }
+
+    // The class file: every link and token, owner-only.
+    let file_path = data.join("class.json");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file_path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&file_path).unwrap()).unwrap();
+    let instructor = file["instructor"]["url"].as_str().unwrap().to_string();
+    let itok = file["instructor"]["token"].as_str().unwrap().to_string();
+    let trainees: Vec<(String, String, String)> = file["labs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["trainee"].as_str().unwrap().to_string(),
+                l["url"].as_str().unwrap().to_string(),
+                l["token"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        trainees.iter().map(|t| t.0.as_str()).collect::<Vec<_>>(),
+        ["Alice", "Bob", "Carol"]
+    );
+    // Tokens are never logged.
+    let log = class.stderr();
+    for t in std::iter::once(&itok).chain(trainees.iter().map(|t| &t.2)) {
+        assert!(
+            !log.contains(t.as_str()),
+            "a page token is in the class's stderr"
+        );
+    }
+
+    // Tokens: none → 401, the wrong page's → 401, the right one → 200.
+    let api = format!("{instructor}api/class");
+    assert_eq!(curl("GET", &api, &[], None, None).0, 401);
+    assert_eq!(curl("GET", &api, &token(&trainees[0].2), None, None).0, 401);
+    let (alice_url, alice_tok) = (&trainees[0].1, &trainees[0].2);
+    let me = format!("{alice_url}api/me");
+    assert_eq!(curl("GET", &me, &[], None, None).0, 401);
+    assert_eq!(curl("GET", &me, &token(&itok), None, None).0, 401);
+    assert_eq!(curl("GET", &me, &token(&trainees[1].2), None, None).0, 401);
+    // The trainee's sign-in link sets the page's cookie; the instructor's link does not open it.
+    let (code, _) = curl("GET", &format!("{alice_url}?token={itok}"), &[], None, None);
+    assert_eq!(code, 401);
+    let alice = get_json(&me, alice_tok);
+    assert_eq!(alice["trainee"], "Alice");
+
+    // The instructor's JSON: three labs with their dashboards and trainee pages.
+    let c = get_json(&api, &itok);
+    let labs = c["labs"].as_array().unwrap();
+    assert_eq!(labs.len(), 3);
+    let mut dashboards = std::collections::HashSet::new();
+    for l in labs {
+        let d = l["dashboard"].as_str().unwrap();
+        assert!(d.starts_with("http://127.0.0.1:"), "{l:#}");
+        assert!(dashboards.insert(d.to_string()), "two labs share {d}");
+        assert!(l["dashboard_sign_in"].as_str().unwrap().contains("?token="));
+        assert!(l["trainee_page"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://127.0.0.1:"));
+        assert!(l["progress"].is_null(), "no exercise: {l:#}");
+    }
+    let (code, html) = curl("GET", &instructor, &token(&itok), None, None);
+    assert_eq!(code, 200);
+    assert!(html.contains("fortilab class"), "{html}");
+
+    // Own credentials per lab: lab tokens and FortiGate API tokens all differ (and none is the
+    // token in the class's environment).
+    let mes: Vec<Value> = trainees
+        .iter()
+        .map(|(_, url, tok)| get_json(&format!("{url}api/me"), tok))
+        .collect();
+    let lab_tokens: std::collections::HashSet<&str> = mes
+        .iter()
+        .map(|m| m["lab_token"].as_str().unwrap())
+        .collect();
+    assert_eq!(lab_tokens.len(), 3);
+    // The two started labs made their own; the attached one is the lab started elsewhere.
+    assert_ne!(mes[0]["lab_token"], support::lab_token());
+    assert_ne!(mes[1]["lab_token"], support::lab_token());
+    assert_eq!(mes[2]["lab_token"], elsewhere.ready["lab_token"]);
+    assert!(lab(&c, 3)["source"]
+        .as_str()
+        .unwrap()
+        .starts_with("attached "));
+    let api_tokens: std::collections::HashSet<&str> = mes
+        .iter()
+        .map(|m| m["fortigate"]["api_token"].as_str().unwrap())
+        .collect();
+    assert_eq!(api_tokens.len(), 3);
+    assert!(alice["fortigate"]["ssh"]
+        .as_str()
+        .unwrap()
+        .starts_with("ssh -p "));
+
+    // A trainee changes the FortiGate through REST: the instructor sees last activity move.
+    let before = lab(&get_json(&api, &itok), 1)["last_activity"]["ts"].as_i64();
+    let ca = alice["ca_cert"].as_str().unwrap().to_string();
+    let rest = alice["fortigate"]["rest"].as_str().unwrap();
+    let bearer = format!(
+        "Authorization: Bearer {}",
+        alice["fortigate"]["api_token"].as_str().unwrap()
+    );
+    let (code, body) = curl(
+        "POST",
+        &format!("{rest}/api/v2/cmdb/firewall/address"),
+        &[bearer],
+        Some(r#"{"name":"classroom-test","subnet":"10.115.9.9 255.255.255.255"}"#),
+        Some(&ca),
+    );
+    assert_eq!(code, 200, "{body}");
+    let act = wait_for(
+        "the instructor to see lab 1's configuration change",
+        Duration::from_secs(10),
+        || {
+            let a = lab(&get_json(&api, &itok), 1)["last_activity"].clone();
+            (a["kind"] == "config.change" && a["ts"].as_i64() > before).then_some(a)
+        },
+    );
+    assert!(act["ago_s"].as_f64().unwrap() < 30.0, "{act:#}");
+    // Nothing happened in lab 2: no activity (device chatter does not count).
+    let idle = lab(&get_json(&api, &itok), 2)["last_activity"].clone();
+    assert!(idle.is_null(), "{idle:#}");
+
+    // `fortilab class status`: the same table.
+    let out = Command::new(bin("fortilab"))
+        .args(["class", "status", "--data-dir", data.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{table}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(
+        table.contains("Alice") && table.contains("config.change"),
+        "{table}"
+    );
+
+    // Restore without snapshots in the lab: "not available".
+    let (code, body) = curl(
+        "POST",
+        &format!("{instructor}api/lab/2/restore"),
+        &token(&itok),
+        Some(r#"{"name":"start"}"#),
+        None,
+    );
+    assert_eq!(code, 404, "{body}");
+    assert!(body.contains("not available"), "{body}");
+
+    // An attached lab's processes are not the class's: no reset.
+    let (code, body) = curl(
+        "POST",
+        &format!("{instructor}api/lab/3/reset"),
+        &token(&itok),
+        Some("{}"),
+        None,
+    );
+    assert_eq!(code, 409, "{body}");
+
+    // Reset lab 2: a new `fortilab up` with a fresh data directory (new lab token, new
+    // dashboard), the old process gone, the trainee page and its token unchanged.
+    let old = lab(&get_json(&api, &itok), 2).clone();
+    let old_me = &mes[1];
+    let old_pids = pids_mentioning(&format!("{}/labs/lab-2", data.display()));
+    assert!(!old_pids.is_empty());
+    let (code, body) = curl(
+        "POST",
+        &format!("{instructor}api/lab/2/reset"),
+        &token(&itok),
+        Some("{}"),
+        None,
+    );
+    assert_eq!(code, 200, "{body}");
+    let new = lab(&get_json(&api, &itok), 2).clone();
+    assert_eq!(new["status"], "ready", "{new:#}");
+    assert_eq!(new["resets"], 1);
+    let bob = get_json(&format!("{}api/me", trainees[1].1), &trainees[1].2);
+    assert_ne!(bob["lab_token"], old_me["lab_token"]);
+    assert_ne!(
+        bob["fortigate"]["api_token"],
+        old_me["fortigate"]["api_token"]
+    );
+    // The old lab's processes (its `fortilab up` and devices) are gone.
+    let now = pids_mentioning(&format!("{}/labs/lab-2", data.display()));
+    let stale: Vec<&u32> = old_pids.iter().filter(|p| now.contains(p)).collect();
+    assert!(
+        stale.is_empty(),
+        "the old lab 2 processes {stale:?} still run"
+    );
+    let dash = new["dashboard"].as_str().unwrap();
+    let health = curl(
+        "GET",
+        &format!("{dash}_lab/health"),
+        &token(bob["lab_token"].as_str().unwrap()),
+        None,
+        None,
+    );
+    assert_eq!(health.0, 200, "{health:?}\nold {old:#}\nnew {new:#}");
+
+    // The instructor page in a real browser.
+    if std::env::var_os("FORTILAB_SKIP_BROWSER").is_some() {
+        eprintln!("FORTILAB_SKIP_BROWSER set: browser check skipped");
+    } else {
+        support::require_program("chromium", "chromium");
+        support::require_program("chromedriver", "chromium-driver");
+        let mut python = support::python_command(&["selenium"]);
+        let report_path = dir.path().join("fortilab.ready.json");
+        let art = artifacts();
+        let out = python
+            .arg(repo().join("tests/py/class_e2e.py"))
+            .env("CLASS", &report_path)
+            .env("ARTIFACTS", &art)
+            .output()
+            .expect("python");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "class browser test failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let m: Value = serde_json::from_str(stdout.trim()).unwrap();
+        let rows = m["instructor_rows"].as_array().unwrap();
+        assert_eq!(rows.len(), 3, "{m:#}");
+        assert_eq!(rows[0]["trainee"], "Alice");
+        assert!(
+            m["trainee_heading"].as_str().unwrap().contains("Alice"),
+            "{m:#}"
+        );
+    }
+
+    // SIGTERM stops every lab: nothing of the class is left.
+    let st = class.terminate();
+    assert!(
+        st.success(),
+        "fortilab class exited with {st}:\n{}",
+        class.stderr()
+    );
+    let left = pids_mentioning(&data.display().to_string());
+    assert!(
+        left.is_empty(),
+        "processes left after the class stopped: {left:?}"
+    );
+    assert!(!file_path.exists(), "the class file outlives the class");
+}
+
+#[test]
+fn class_usage_errors_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let names = dir.path().join("names.txt");
+    std::fs::write(&names, "A\nB\nC\n").unwrap();
+    for args in [
+        vec!["class", "up"],
+        vec![
+            "class",
+            "up",
+            "--labs",
+            "2",
+            "--names",
+            names.to_str().unwrap(),
+        ],
+        vec![
+            "class",
+            "status",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    ] {
+        let out = Command::new(bin("fortilab"))
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
