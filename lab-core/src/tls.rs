@@ -37,6 +37,19 @@ pub enum TlsError {
     Verifier(String),
 }
 
+/// Extra subject names (comma-separated DNS names or IPs) every certificate [`LabCa::issue`]s
+/// carries: the Kubernetes manifests of `fortilab k8s` set it to the device's Service names.
+pub const EXTRA_SANS_ENV: &str = "FORTILAB_TLS_SANS";
+
+/// The names of an [`EXTRA_SANS_ENV`] value: trimmed, empty ones dropped.
+pub fn extra_sans(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
 /// The lab certificate authority.
 pub struct LabCa {
     cert_pem: String,
@@ -165,8 +178,19 @@ impl LabCa {
     }
 
     /// Issues a certificate usable as TLS server and client: CN = `cn`, SANs = `sans` (DNS names
-    /// or IP addresses; `localhost` and `127.0.0.1` are always added so loopback works).
+    /// or IP addresses; `localhost` and `127.0.0.1` are always added so loopback works, and the
+    /// comma-separated names of [`EXTRA_SANS_ENV`] when it is set: a Kubernetes lab names each
+    /// device's Service there, so clients verify a device reached by its Service name).
     pub fn issue(&self, cn: &str, sans: &[String]) -> Result<DeviceCert, TlsError> {
+        let mut sans = sans.to_vec();
+        if let Ok(extra) = std::env::var(EXTRA_SANS_ENV) {
+            sans.extend(extra_sans(&extra));
+        }
+        self.issue_exact(cn, &sans)
+    }
+
+    /// [`LabCa::issue`] without the environment's extra names.
+    pub fn issue_exact(&self, cn: &str, sans: &[String]) -> Result<DeviceCert, TlsError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         let mut dn = DistinguishedName::new();

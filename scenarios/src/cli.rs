@@ -128,9 +128,11 @@ enum Command {
         files: Vec<PathBuf>,
     },
     /// Write a Compose project for a lab (the seed lab by default): `DIR/compose.yaml` and
-    /// `DIR/config/`, each device in its own container at its lab addresses.
+    /// `DIR/config/`, each device in its own container at its lab addresses. `compose up`
+    /// (root) installs the host's unreachable routes for the lab's ranges, then runs
+    /// `compose up -d` on the project in DIR; `compose down` stops it and removes them.
     Compose {
-        /// A lab definition or scenario file (TOML).
+        /// A lab definition or scenario file (TOML), or `up` / `down`.
         file: Option<PathBuf>,
         /// Where to write the project.
         #[arg(long, default_value = ".")]
@@ -289,7 +291,17 @@ pub fn main() -> ExitCode {
                 out,
                 image,
                 lab_dir,
-            } => compose(file, &out, image, lab_dir),
+            } => match file.as_ref().and_then(|f| f.to_str()) {
+                Some("up") => match crate::compose::up(&out) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fortilab_core::device::exit_for("fortilab compose up", &e),
+                },
+                Some("down") => match crate::compose::down(&out) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => fortilab_core::device::exit_for("fortilab compose down", &e),
+                },
+                _ => compose(file, &out, image, lab_dir),
+            },
             Command::ComposeInit { config, lab } => match crate::compose::init(&config, &lab) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fortilab_core::device::exit_for("fortilab compose-init", &e),
@@ -487,22 +499,11 @@ fn compose(
         },
         None => LabDef::seed(),
     };
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
-    let tz = def.tz_minutes();
-    let epoch_ms = def
-        .lab
-        .epoch
-        .as_deref()
-        .and_then(|e| fortilab_core::clock::parse_date_time(e, tz))
-        .map(|s| s * 1000)
-        .unwrap_or(now_ms);
     let opts = crate::compose::ComposeOptions {
         image,
         lab_dir,
-        clock: fortilab_core::LabClock::new(epoch_ms, now_ms, def.lab.speed, tz),
+        clock: crate::compose::lab_clock_now(&def),
+        addressing: crate::compose::Addressing::LabNetworks,
     };
     match crate::compose::write(&def, &opts, out) {
         Ok(p) => {

@@ -55,6 +55,50 @@ pub const SYSLOG: u16 = 5514;
 pub const TELEMETRY: u16 = 8013;
 pub const INTERNET_CONTROL: u16 = 8443;
 
+/// How the devices of a plan reach each other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Addressing {
+    /// Compose: every device listens on its lab addresses on container networks; identity
+    /// lab maps.
+    #[default]
+    LabNetworks,
+    /// Kubernetes (`fortilab k8s`): every device listens on all of its pod's addresses; a lab
+    /// address reaches the Service of the device that owns it through a lab map (`hosts`:
+    /// lab IP → the Service's cluster IP) that the pod's init container writes to
+    /// [`K8S_LABMAP`].
+    Services,
+}
+
+/// The lab map a Kubernetes pod's init container writes.
+pub const K8S_LABMAP: &str = "/lab/labmap.json";
+
+/// A port a device listens on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Port {
+    /// A name valid as a Kubernetes port name (≤ 15 characters, lowercase).
+    pub name: &'static str,
+    pub port: u16,
+    /// Also (or, for syslog, as well as TCP) UDP.
+    pub udp: bool,
+}
+
+const fn tcp(name: &'static str, port: u16) -> Port {
+    Port {
+        name,
+        port,
+        udp: false,
+    }
+}
+
+/// A link of the lab (docs/architecture.md, links): `client` opens connections to `server`'s
+/// `ports`. What a NetworkPolicy allows, and nothing else.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanLink {
+    pub client: String,
+    pub server: String,
+    pub ports: Vec<u16>,
+}
+
 /// Options of `fortilab compose`.
 #[derive(Debug, Clone)]
 pub struct ComposeOptions {
@@ -64,6 +108,8 @@ pub struct ComposeOptions {
     pub lab_dir: String,
     /// The lab clock origin (Unix ms): every device gets the same clock flags.
     pub clock: LabClock,
+    /// Lab addresses on container networks (Compose) or Services (Kubernetes).
+    pub addressing: Addressing,
 }
 
 /// One device service of the plan.
@@ -77,6 +123,8 @@ pub struct DeviceService {
     pub args: Vec<String>,
     /// Network name → address.
     pub networks: Vec<(&'static str, Ipv4Addr)>,
+    /// What it listens on.
+    pub ports: Vec<Port>,
 }
 
 /// A lab's Compose plan: networks, device services and the files of `config/`.
@@ -92,6 +140,53 @@ pub struct Plan {
     pub files: Vec<(String, String)>,
     /// What `compose-report` needs (`config/lab.json`).
     pub lab_json: Value,
+    /// The links between the devices.
+    pub links: Vec<PlanLink>,
+}
+
+impl Plan {
+    /// Every lab address of the plan and the device that owns it (an endpoint container owns
+    /// every address of its range).
+    pub fn lab_hosts(&self, def: &LabDef) -> Vec<(Ipv4Addr, String)> {
+        let mut out = Vec::new();
+        for d in &self.devices {
+            for (_, ip) in &d.networks {
+                out.push((*ip, d.name.clone()));
+            }
+        }
+        for (i, ep) in def.endpoints.iter().enumerate() {
+            let name = format!("endpoints-{}", i + 1);
+            for k in 1..ep.count {
+                out.push((
+                    Ipv4Addr::from(u32::from(ep.ip).wrapping_add(k)),
+                    name.clone(),
+                ));
+            }
+        }
+        out
+    }
+
+    /// The device service called `name`.
+    pub fn device(&self, name: &str) -> Option<&DeviceService> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+}
+
+/// The lab clock of a lab written now: its `[lab] epoch` (or now) at the current instant.
+pub fn lab_clock_now(def: &LabDef) -> LabClock {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let tz = def.tz_minutes();
+    let epoch_ms = def
+        .lab
+        .epoch
+        .as_deref()
+        .and_then(|e| fortilab_core::clock::parse_date_time(e, tz))
+        .map(|s| s * 1000)
+        .unwrap_or(now_ms);
+    LabClock::new(epoch_ms, now_ms, def.lab.speed, tz)
 }
 
 fn subnet24(ip: Ipv4Addr) -> Ipv4Addr {
@@ -146,7 +241,21 @@ pub fn plan_at(
     let fortigate_wan_ip = host(wan, 1);
     let internet_ip = host(wan, 2);
     let clock_args = opts.clock.to_args();
+    let services = opts.addressing == Addressing::Services;
+    // Where a device listens for one of its lab addresses.
+    let sock = |ip: Ipv4Addr, port: u16| {
+        if services {
+            sock(Ipv4Addr::UNSPECIFIED, port)
+        } else {
+            sock(ip, port)
+        }
+    };
     let common = |label: &str, map: &str| -> Vec<String> {
+        let map = if services {
+            K8S_LABMAP.to_string()
+        } else {
+            format!("{config_root}/{map}")
+        };
         let timing = match def.lab.timing {
             fortilab_core::device::Timing::Fast => "fast",
             fortilab_core::device::Timing::Realistic => "realistic",
@@ -157,7 +266,7 @@ pub fn plan_at(
             "--ready-file".into(),
             format!("{lab_root}/ready/{label}.json"),
             "--lab-map".into(),
-            format!("{config_root}/{map}"),
+            map,
             "--ca-cert".into(),
             format!("{lab_root}/ca/ca.pem"),
             "--ca-key".into(),
@@ -205,6 +314,11 @@ pub fn plan_at(
         program: "sim-internet",
         args,
         networks: vec![("wan", internet_ip)],
+        ports: vec![
+            tcp("http", 80),
+            tcp("https", HTTPS),
+            tcp("control", INTERNET_CONTROL),
+        ],
     });
 
     // FortiAnalyzer.
@@ -233,6 +347,16 @@ pub fn plan_at(
         program: "sim-faz",
         args,
         networks: vec![("mgmt", z)],
+        ports: vec![
+            tcp("https", HTTPS),
+            tcp("logchan", LOG_CHANNEL),
+            Port {
+                name: "syslog",
+                port: SYSLOG,
+                udp: true,
+            },
+            tcp("ssh", SSH),
+        ],
     });
 
     // EMS.
@@ -257,6 +381,7 @@ pub fn plan_at(
         program: "sim-ems",
         args,
         networks: vec![("mgmt", e)],
+        ports: vec![tcp("https", HTTPS), tcp("telemetry", TELEMETRY)],
     });
 
     // The FortiGate.
@@ -278,7 +403,12 @@ pub fn plan_at(
         "--ssh-listen".into(),
         sock(f.mgmt_ip, SSH),
         "--internet".into(),
-        format!("https://{}", sock(internet_ip, INTERNET_CONTROL)),
+        if services {
+            // The control surface by its Service name (its certificate names it).
+            format!("https://internet:{INTERNET_CONTROL}")
+        } else {
+            format!("https://{}", sock(internet_ip, INTERNET_CONTROL))
+        },
     ]);
     devices.push(DeviceService {
         name: "fortigate".into(),
@@ -289,7 +419,29 @@ pub fn plan_at(
             ("lan", f.lan_ip),
             ("wan", fortigate_wan_ip),
         ],
+        ports: vec![
+            tcp("https", HTTPS),
+            tcp("ssh", SSH),
+            tcp("proxy", f.proxy_port),
+        ],
     });
+    let mut links = vec![
+        PlanLink {
+            client: "fortigate".into(),
+            server: "fortianalyzer".into(),
+            ports: vec![HTTPS, LOG_CHANNEL, SYSLOG],
+        },
+        PlanLink {
+            client: "fortigate".into(),
+            server: "ems".into(),
+            ports: vec![HTTPS],
+        },
+        PlanLink {
+            client: "fortigate".into(),
+            server: "internet".into(),
+            ports: vec![80, HTTPS, INTERNET_CONTROL],
+        },
+    ];
 
     // Endpoints: one container per [[endpoints]] entry, at its first endpoint's address.
     for (i, ep) in def.endpoints.iter().enumerate() {
@@ -330,19 +482,33 @@ pub fn plan_at(
         if let Some(u) = &ep.user {
             args.extend(["--user".into(), u.clone()]);
         }
+        for (server, ports) in [
+            ("fortigate", vec![f.proxy_port, HTTPS]),
+            ("ems", vec![TELEMETRY, HTTPS]),
+            ("fortianalyzer", vec![LOG_CHANNEL]),
+        ] {
+            links.push(PlanLink {
+                client: label.clone(),
+                server: server.into(),
+                ports,
+            });
+        }
         devices.push(DeviceService {
             name: label,
             program: "sim-endpoint",
             args,
             networks: vec![("lan", ep.ip), ("mgmt", mgmt_ip)],
+            ports: vec![tcp("control", HTTPS)],
         });
     }
     let lab_json = json!({
+        "routes": unreachable_routes(def),
         "name": def.lab.name,
         "seed": def.lab.seed,
         "secrets": def.lab.secrets.as_str(),
         "clock": crate::attach::clock_json(&opts.clock),
         "ems_auto_authorize": def.ems.auto_authorize,
+        "lab_dir": opts.lab_dir,
         "devices": devices.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
     });
     files.push(("lab.json".into(), serde_json::to_string_pretty(&lab_json)?));
@@ -355,7 +521,153 @@ pub fn plan_at(
         devices,
         files,
         lab_json,
+        links,
     })
+}
+
+/// The ranges a container lab's host must make unreachable before any lab network exists:
+/// the lab's private /16 and every lab Internet site's public address (built-in and the lab's
+/// own), so that no packet to a lab address can take the host's default route.
+pub fn unreachable_routes(def: &LabDef) -> Vec<String> {
+    let o = def.fortigate.mgmt_ip.octets();
+    let mut v = vec![format!("{}.{}.0.0/16", o[0], o[1])];
+    let sites = fortilab_internet::sites::default_sites()
+        .into_iter()
+        .map(|s| s.ip)
+        .chain(def.internet.sites.iter().map(|s| IpAddr::V4(s.ip)));
+    for ip in sites {
+        if let IpAddr::V4(ip) = ip {
+            let r = format!("{ip}/32");
+            if !v.contains(&r) {
+                v.push(r);
+            }
+        }
+    }
+    v
+}
+
+/// The Compose command of this machine: `docker-compose` (v1) or `docker compose` (v2).
+pub fn compose_command() -> Option<Vec<String>> {
+    let ok = |c: &mut std::process::Command| {
+        c.stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if ok(std::process::Command::new("docker-compose").arg("version")) {
+        return Some(vec!["docker-compose".into()]);
+    }
+    if ok(std::process::Command::new("docker").args(["compose", "version"])) {
+        return Some(vec!["docker".into(), "compose".into()]);
+    }
+    None
+}
+
+fn ip_route(verb: &str, range: &str) -> anyhow::Result<()> {
+    let o = std::process::Command::new("ip")
+        .args(["route", verb, "unreachable", range])
+        .output()
+        .with_context(|| format!("ip route {verb} unreachable {range}"))?;
+    if !o.status.success() {
+        bail!(
+            "ip route {verb} unreachable {range}: {} (root or CAP_NET_ADMIN is needed)",
+            String::from_utf8_lossy(&o.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn compose_run(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let cmd = compose_command()
+        .ok_or_else(|| anyhow!("neither docker-compose nor docker compose is installed"))?;
+    let file = dir.join("compose.yaml");
+    let mut c = std::process::Command::new(&cmd[0]);
+    c.args(&cmd[1..]).arg("-f").arg(&file).args(args);
+    // The lab's processes run as the owner of the project directory unless told otherwise.
+    if let Ok(m) = std::fs::metadata(dir) {
+        use std::os::unix::fs::MetadataExt;
+        if std::env::var_os("FORTILAB_UID").is_none() {
+            c.env("FORTILAB_UID", m.uid().to_string());
+        }
+        if std::env::var_os("FORTILAB_GID").is_none() {
+            c.env("FORTILAB_GID", m.gid().to_string());
+        }
+    }
+    let st = c
+        .status()
+        .with_context(|| format!("{} {}", cmd.join(" "), args.join(" ")))?;
+    if !st.success() {
+        bail!(
+            "{} -f {} {}: {st}",
+            cmd.join(" "),
+            file.display(),
+            args.join(" ")
+        );
+    }
+    Ok(())
+}
+
+fn project_routes(dir: &Path) -> anyhow::Result<(Vec<String>, Value)> {
+    let plan = read_lab_json(&dir.join("config"))?;
+    let routes: Vec<String> = plan["routes"]
+        .as_array()
+        .ok_or_else(|| {
+            anyhow!(
+                "{}: no \"routes\" (written by an older `fortilab compose`: write the project again)",
+                dir.join("config/lab.json").display()
+            )
+        })?
+        .iter()
+        .filter_map(|r| r.as_str().map(String::from))
+        .collect();
+    Ok((routes, plan))
+}
+
+/// `fortilab compose up [--out DIR]`: the host's unreachable routes for every lab range first,
+/// then the lab directory and `compose up -d`. On failure everything is undone.
+pub fn up(dir: &Path) -> anyhow::Result<()> {
+    let (routes, plan) = project_routes(dir)?;
+    let mut installed = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for r in &routes {
+            ip_route("replace", r)?;
+            installed.push(r.clone());
+        }
+        let lab = plan["lab_dir"].as_str().unwrap_or("./lab");
+        let lab = if Path::new(lab).is_absolute() {
+            PathBuf::from(lab)
+        } else {
+            dir.join(lab)
+        };
+        std::fs::create_dir_all(&lab).with_context(|| lab.display().to_string())?;
+        compose_run(dir, &["up", "-d"])
+    })();
+    if let Err(e) = result {
+        let _ = compose_run(dir, &["down", "-v", "-t", "15"]);
+        for r in &installed {
+            let _ = ip_route("del", r);
+        }
+        return Err(e);
+    }
+    println!(
+        "fortilab: lab up; {} lab range(s) unreachable from the host until `fortilab compose down`",
+        routes.len()
+    );
+    Ok(())
+}
+
+/// `fortilab compose down [--out DIR]`: `compose down -v`, then the routes `up` installed
+/// (last: no lab packet may leave while anything of the lab exists).
+pub fn down(dir: &Path) -> anyhow::Result<()> {
+    let (routes, _) = project_routes(dir)?;
+    let r = compose_run(dir, &["down", "-v", "--remove-orphans", "-t", "15"]);
+    if r.is_ok() {
+        for route in &routes {
+            let _ = ip_route("del", route);
+        }
+    }
+    r
 }
 
 /// The Compose document of a plan (as JSON; [`to_yaml`] writes it).
@@ -485,8 +797,9 @@ pub fn write(def: &LabDef, opts: &ComposeOptions, dir: &Path) -> anyhow::Result<
          #     FORTILAB_UID=$(id -u) FORTILAB_GID=$(id -g) docker compose up -d\n\
          # The ready report appears in {lab}/ready.json once the lab is up:\n\
          #     fortilab run --attach {lab}/ready.json scenarios/library/seed-flow.toml\n\
-         # Networks are internal (no route out): install the host's unreachable routes first\n\
-         # (README, \"Compose\").\n",
+         # Networks are internal (no route out); the host's unreachable routes for the lab's\n\
+         # ranges come first: `fortilab compose up --out DIR` installs them, then runs\n\
+         # `compose up -d`; `fortilab compose down --out DIR` removes them last.\n",
         def.lab.name,
         def.source,
         opts.image,
@@ -502,6 +815,23 @@ pub fn write(def: &LabDef, opts: &ComposeOptions, dir: &Path) -> anyhow::Result<
 /// ready files of a former run are removed.
 pub fn init(config: &Path, lab: &Path) -> anyhow::Result<()> {
     let plan = read_lab_json(config)?;
+    create_ca_and_secrets(&plan, lab)?;
+    let ready = lab.join("ready");
+    fortilab_core::secrets::create_private_dir(&ready)?;
+    for e in std::fs::read_dir(&ready)?.flatten() {
+        let _ = std::fs::remove_file(e.path());
+    }
+    let _ = std::fs::remove_file(lab.join("ready.json"));
+    println!("fortilab: lab CA and secrets ready in {}", lab.display());
+    Ok(())
+}
+
+/// The lab CA (`LAB/ca/ca.pem`, `ca.key`) and secrets (`LAB/secrets.json`) of a plan's
+/// `lab.json`, created unless they exist. Returns the lab token.
+pub fn create_ca_and_secrets(
+    plan: &Value,
+    lab: &Path,
+) -> anyhow::Result<fortilab_core::secrets::LabToken> {
     fortilab_core::secrets::create_private_dir(lab)
         .with_context(|| format!("--lab {}", lab.display()))?;
     let name = plan["name"].as_str().unwrap_or("fortilab");
@@ -517,21 +847,14 @@ pub fn init(config: &Path, lab: &Path) -> anyhow::Result<()> {
         mode,
         seed,
     )?;
-    secrets.lab_token()?;
+    let token = secrets.lab_token()?;
     for (label, n) in fortilab_core::secrets::CREDENTIALS {
         secrets.credential(label, *n)?;
     }
-    let ready = lab.join("ready");
-    fortilab_core::secrets::create_private_dir(&ready)?;
-    for e in std::fs::read_dir(&ready)?.flatten() {
-        let _ = std::fs::remove_file(e.path());
-    }
-    let _ = std::fs::remove_file(lab.join("ready.json"));
-    println!("fortilab: lab CA and secrets ready in {}", lab.display());
-    Ok(())
+    Ok(token)
 }
 
-fn read_lab_json(config: &Path) -> anyhow::Result<Value> {
+pub fn read_lab_json(config: &Path) -> anyhow::Result<Value> {
     let p = config.join("lab.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("{}", p.display()))?;
     serde_json::from_str(&text).map_err(|e| anyhow!("{}:{}: {e}", p.display(), e.line()))
@@ -571,6 +894,33 @@ pub async fn report(config: &Path, lab: &Path, timeout: Duration) -> anyhow::Res
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    let ca_pem = std::fs::read_to_string(lab.join("ca").join("ca.pem"))?;
+    let secrets = fortilab_core::secrets::Secrets::open(
+        Some(&lab.join(fortilab_core::secrets::SECRETS_FILE)),
+        None,
+        fortilab_core::secrets::SecretsMode::Random,
+        1,
+    )?;
+    let token = secrets.lab_token()?;
+    let mut r = lab_report(&plan, &ready, &ca_pem, &token, "compose", deadline).await?;
+    r["ca_cert"] = json!("ca/ca.pem");
+    fortilab_core::ready::write_ready(&lab.join("ready.json"), &r)?;
+    println!("fortilab: lab ready: {}", lab.join("ready.json").display());
+    Ok(r)
+}
+
+/// The lab's ready report from its devices' (`ready`: service name → the device's report),
+/// with `ca_pem`, `lab_token`, `secrets`, `seed`, `clock` and `network`, once the Security
+/// Fabric links are up (as `fortilab up` waits for them; a link still down by `deadline` is
+/// a warning). Shared by Compose's `report` service and Kubernetes' `k8s-report`.
+pub async fn lab_report(
+    plan: &Value,
+    ready: &std::collections::HashMap<String, Value>,
+    ca_pem: &str,
+    token: &fortilab_core::secrets::LabToken,
+    network: &str,
+    deadline: std::time::Instant,
+) -> anyhow::Result<Value> {
     let get = |k: &str| ready.get(k).cloned().unwrap_or(Value::Null);
     let mut eps: Vec<(usize, Value)> = ready
         .iter()
@@ -588,29 +938,20 @@ pub async fn report(config: &Path, lab: &Path, timeout: Duration) -> anyhow::Res
         &get("internet"),
         &ep_refs,
     );
-    let ca_pem = std::fs::read_to_string(lab.join("ca").join("ca.pem"))?;
-    let secrets = fortilab_core::secrets::Secrets::open(
-        Some(&lab.join(fortilab_core::secrets::SECRETS_FILE)),
-        None,
-        fortilab_core::secrets::SecretsMode::Random,
-        1,
-    )?;
-    let token = secrets.lab_token()?;
     for (k, v) in [
-        ("ca_cert", json!("ca/ca.pem")),
         ("ca_pem", json!(ca_pem)),
         ("lab_token", json!(token.as_str())),
         ("secrets", plan["secrets"].clone()),
         ("seed", plan["seed"].clone()),
         ("clock", plan["clock"].clone()),
-        ("network", json!("compose")),
+        ("network", json!(network)),
     ] {
         r[k] = v;
     }
     // The fabric settles as in `fortilab up`: the FortiGate's log channel and EMS connector,
     // every endpoint registered and uploading.
-    let tls = fortilab_core::tls::client_config_from_pem(&ca_pem, None)?;
-    let client = crate::clients::http_client_tls(&tls, false, Some(&token))?;
+    let tls = fortilab_core::tls::client_config_from_pem(ca_pem, None)?;
+    let client = crate::clients::http_client_tls(&tls, false, Some(token))?;
     let ems_authorizes = plan["ems_auto_authorize"].as_bool().unwrap_or(true);
     let left = deadline.saturating_duration_since(std::time::Instant::now());
     let down = crate::lab::settle_sources(
@@ -626,8 +967,6 @@ pub async fn report(config: &Path, lab: &Path, timeout: Duration) -> anyhow::Res
             down.join("; ")
         );
     }
-    fortilab_core::ready::write_ready(&lab.join("ready.json"), &r)?;
-    println!("fortilab: lab ready: {}", lab.join("ready.json").display());
     Ok(r)
 }
 
@@ -640,6 +979,7 @@ mod tests {
             image: "fortilab:dev".into(),
             lab_dir: "./lab".into(),
             clock: LabClock::new(1_000, 1_000, 1.0, -480),
+            addressing: Addressing::LabNetworks,
         }
     }
 
@@ -736,6 +1076,26 @@ mod tests {
             y.contains("net.ipv4.ip_unprivileged_port_start: \"0\""),
             "{y}"
         );
+    }
+
+    #[test]
+    fn the_lab_ranges_to_make_unreachable_are_the_lab_16_and_every_site() {
+        let mut def = LabDef::seed();
+        def.internet.sites.push(crate::labdef::SiteDef {
+            host: "extra.example".into(),
+            ip: Ipv4Addr::new(198, 51, 100, 7),
+            category: 0,
+            aliases: vec![],
+            pages: Default::default(),
+        });
+        let r = unreachable_routes(&def);
+        assert_eq!(r[0], "10.115.0.0/16");
+        for want in ["89.238.73.97/32", "195.22.28.198/32", "198.51.100.7/32"] {
+            assert!(r.iter().any(|x| x == want), "{want} in {r:?}");
+        }
+        let p = plan(&def, &opts()).unwrap();
+        assert_eq!(p.lab_json["routes"], json!(r));
+        assert_eq!(p.lab_json["lab_dir"], "./lab");
     }
 
     #[test]

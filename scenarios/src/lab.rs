@@ -409,6 +409,7 @@ impl Lab {
             image: String::new(),
             lab_dir: String::new(),
             clock,
+            addressing: crate::compose::Addressing::LabNetworks,
         };
         let cplan = crate::compose::plan_at(
             &def,

@@ -19,6 +19,7 @@ fn main() {
     let faz = common::faz(dir.path(), common::big_tidb(1_000_000));
     // A pool of distinct lines, cloned per batch (the receiver allocates each line too).
     let pool: Vec<String> = (0..200_000).map(common::line).collect();
+    let rss_before = common::rss();
     let per = n / senders;
     let start = Instant::now();
     std::thread::scope(|s| {
@@ -51,5 +52,9 @@ fn main() {
         "ingest: {total} lines, {senders} sender(s), batch {batch}: {secs:.2} s = {:.0} logs/s (durable, IOC on 1M indicators); {hosts} compromised hosts; db {:.0} MiB",
         total as f64 / secs,
         size as f64 / 1048576.0
+    );
+    println!(
+        "ingest: memory before {rss_before}, after {}",
+        common::rss()
     );
 }

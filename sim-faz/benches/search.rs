@@ -55,4 +55,5 @@ fn main() {
             r["result"]["return-lines"], r["result"]["total-count"]
         );
     }
+    println!("search: memory after the searches: {}", common::rss());
 }

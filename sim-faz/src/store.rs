@@ -523,7 +523,8 @@ ANALYZE {t};
     )
 }
 
-fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+/// Opens a connection with a bounded page cache (`cache_kib`) and map (`mmap_bytes`).
+fn open_conn(path: &Path, cache_kib: u32, mmap_bytes: u64) -> Result<Connection, StoreError> {
     let conn = Connection::open(path).map_err(|e| StoreError::Open {
         path: path.display().to_string(),
         msg: e.to_string(),
@@ -534,11 +535,12 @@ fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "wal_autocheckpoint", 1024)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "cache_size", -262144)?;
+    conn.pragma_update(None, "cache_size", -i64::from(cache_kib.max(1024)))?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "analysis_limit", 1000)?;
-    // Sealed segments are read through the map, not copied 64 KiB page by page.
-    conn.pragma_update(None, "mmap_size", 2_147_418_112i64)?;
+    // Readers may read the start of the file through the map instead of copying 64 KiB pages;
+    // bounded, because every mapped page read stays in the process's RSS.
+    conn.pragma_update(None, "mmap_size", mmap_bytes.min(i64::MAX as u64) as i64)?;
     register_functions(&conn)?;
     Ok(conn)
 }
@@ -658,7 +660,29 @@ pub struct StoreOptions {
     pub segment_rows: u64,
     /// Most rows in one group commit.
     pub group_rows: usize,
+    /// SQLite page cache of the writer connection, KiB. The writer fills the newest segment
+    /// and builds a segment's indexes when it is sealed: its cache needs the pages one commit
+    /// touches, not the whole segment (issue 15: at 256 MiB a connection the cache grew with
+    /// every row stored, ~0.9 KiB a proxied request, until it held 256 MiB).
+    pub writer_cache_kib: u32,
+    /// SQLite page cache of each of the [`READERS`] reader connections, KiB.
+    pub reader_cache_kib: u32,
+    /// SQLite `mmap_size` of the reader connections, bytes (0: no map). Mapped pages count in
+    /// the process's RSS once read.
+    pub reader_mmap_bytes: u64,
+    /// SQLite `mmap_size` of the writer, bytes. Default 0: sealing a segment reads all of it,
+    /// so through a map the resident pages grew with the store.
+    pub writer_mmap_bytes: u64,
 }
+
+/// Reader connections (searches, counts) beside the writer.
+pub const READERS: usize = 3;
+/// Default [`StoreOptions::writer_cache_kib`].
+pub const DEFAULT_WRITER_CACHE_KIB: u32 = 32 * 1024;
+/// Default [`StoreOptions::reader_cache_kib`].
+pub const DEFAULT_READER_CACHE_KIB: u32 = 16 * 1024;
+/// Default [`StoreOptions::reader_mmap_bytes`].
+pub const DEFAULT_READER_MMAP_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for StoreOptions {
     /// [`DEFAULT_SEGMENT_ROWS`], unless the environment sets `FORTILAB_FAZ_SEGMENT_ROWS` (tests
@@ -672,6 +696,10 @@ impl Default for StoreOptions {
         StoreOptions {
             segment_rows,
             group_rows: 50_000,
+            writer_cache_kib: DEFAULT_WRITER_CACHE_KIB,
+            reader_cache_kib: DEFAULT_READER_CACHE_KIB,
+            reader_mmap_bytes: DEFAULT_READER_MMAP_BYTES,
+            writer_mmap_bytes: 0,
         }
     }
 }
@@ -1192,9 +1220,10 @@ impl Store {
         let opts = StoreOptions {
             segment_rows: opts.segment_rows.max(1),
             group_rows: opts.group_rows.max(1),
+            ..opts
         };
         let path = dir.join("logs.db");
-        let conn = open_conn(&path)?;
+        let conn = open_conn(&path, opts.writer_cache_kib, opts.writer_mmap_bytes)?;
         conn.execute_batch(SCHEMA)?;
         // A store from before segments has one `logs` table (raw line inline): it is copied
         // into segment 0, once.
@@ -1264,6 +1293,7 @@ impl Store {
             committed: Mutex::new(committed),
             counters: counters.clone(),
         });
+        let (reader_cache, reader_mmap) = (opts.reader_cache_kib, opts.reader_mmap_bytes);
         let mut w = Writer {
             conn,
             shared: shared.clone(),
@@ -1302,8 +1332,8 @@ impl Store {
             .conn
             .execute_batch("PRAGMA analysis_limit=1000; PRAGMA optimize=0x10002;");
         let mut readers = Vec::new();
-        for _ in 0..3 {
-            readers.push(Mutex::new(open_conn(&path)?));
+        for _ in 0..READERS {
+            readers.push(Mutex::new(open_conn(&path, reader_cache, reader_mmap)?));
         }
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -1972,6 +2002,26 @@ mod tests {
         .unwrap();
         assert_eq!(seen, 1);
     }
+    #[test]
+    fn sqlite_memory_is_bounded() {
+        // Issue 15: 256 MiB page caches and 2 GiB maps let the FortiAnalyzer's RSS grow with
+        // the store. Every connection now has a bounded cache and the writer no map.
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path()).unwrap();
+        for r in &s.readers {
+            let c = r.lock().unwrap();
+            let cache: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+            assert_eq!(cache, -i64::from(DEFAULT_READER_CACHE_KIB));
+            let mmap: i64 = c.query_row("PRAGMA mmap_size", [], |r| r.get(0)).unwrap();
+            assert_eq!(mmap as u64, DEFAULT_READER_MMAP_BYTES);
+        }
+        let w = open_conn(&dir.path().join("x.db"), 0, 0).unwrap();
+        let cache: i64 = w.query_row("PRAGMA cache_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(cache, -1024, "a floor of 1 MiB");
+        let mmap: i64 = w.query_row("PRAGMA mmap_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(mmap, 0);
+    }
+
     fn small(dir: &Path, segment_rows: u64) -> Store {
         Store::open_with(
             dir,

@@ -23,6 +23,9 @@ fn main() -> ExitCode {
         "sim-ems" => fortilab_ems::cli::main(),
         "sim-endpoint" => fortilab_endpoint::cli::main(),
         "sim-internet" => fortilab_internet::cli::main(),
+        _ if fortilab_k8s::cli::handles(std::env::args_os().nth(1).as_deref()) => {
+            fortilab_k8s::cli::main()
+        }
         _ => fortilab_scenarios::cli::main(),
     }
 }

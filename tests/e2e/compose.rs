@@ -303,16 +303,9 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
         dir: dir.clone(),
     };
 
-    // 1. The host first: every lab range unreachable, before any container network exists.
-    for r in lab_ranges() {
-        let o = run(Command::new("ip").args(["route", "replace", "unreachable", &r]));
-        assert!(
-            o.status.success(),
-            "ip route replace unreachable {r}: {}",
-            text(&o)
-        );
-        lab.routes.push(r);
-    }
+    // 1. No lab range has a route of its own yet (`fortilab compose up` installs them).
+    // Whatever happens, the drop removes them last.
+    lab.routes = lab_ranges();
 
     // 2. The image, from the debug binary the tests use: no registry.
     let o = run(Command::new(repo().join("oci/build-image.sh"))
@@ -338,10 +331,23 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
     let o = run(&mut lab.cmd(&["config", "-q"]));
     assert!(o.status.success(), "compose config: {}", text(&o));
 
-    // 4. Up, and the ready report once every device is healthy and the fabric has settled.
+    // 4. Up (`fortilab compose up`: the host's unreachable routes for every lab range first,
+    // then `compose up -d`), and the ready report once every device is healthy and the fabric
+    // has settled.
     let t0 = Instant::now();
-    let o = run(&mut lab.cmd(&["up", "-d"]));
-    assert!(o.status.success(), "compose up: {}", text(&o));
+    let (code, out, err) = fortilab(
+        &["compose", "up", "--out", dir.to_str().unwrap()],
+        &[("COMPOSE_PROJECT_NAME", &lab.project)],
+    );
+    assert_eq!(code, 0, "fortilab compose up: {out}{err}");
+    for r in lab_ranges() {
+        let o = run(Command::new("ip").args(["route", "show", "type", "unreachable", &r]));
+        assert!(
+            text(&o).contains(r.trim_end_matches("/32")),
+            "after `fortilab compose up`, {r} is not unreachable: {}",
+            text(&o)
+        );
+    }
     let ready = dir.join("lab/ready.json");
     let report: serde_json::Value = wait_for("lab/ready.json", Duration::from_secs(90), || {
         std::fs::read_to_string(&ready)
@@ -431,6 +437,27 @@ fn compose_lab_runs_the_seed_scenario_attached_and_loses_no_log_across_a_faz_par
         &[],
     );
     assert_eq!(code, 0, "{out}\n{err}");
+
+    // 8. `fortilab compose down`: the lab gone, then its routes.
+    let (code, out, err) = fortilab(
+        &["compose", "down", "--out", dir.to_str().unwrap()],
+        &[("COMPOSE_PROJECT_NAME", &lab.project)],
+    );
+    assert_eq!(code, 0, "fortilab compose down: {out}{err}");
+    let o = run(&mut lab.cmd(&["ps", "-q"]));
+    assert!(
+        String::from_utf8_lossy(&o.stdout).trim().is_empty(),
+        "{}",
+        text(&o)
+    );
+    for r in lab_ranges() {
+        let o = run(Command::new("ip").args(["route", "show", "type", "unreachable", &r]));
+        assert!(
+            !text(&o).contains(r.trim_end_matches("/32")),
+            "after `fortilab compose down`, {r} is still routed: {}",
+            text(&o)
+        );
+    }
     let _ = std::io::stderr().flush();
     drop(lab);
 }

@@ -41,9 +41,15 @@ pub fn line(i: u64) -> String {
 
 pub fn faz(dir: &std::path::Path, tidb: Tidb) -> Arc<Faz> {
     let d = StoreOptions::default();
+    // FAZ_BENCH_WRITER_CACHE_KIB, _READER_CACHE_KIB, _READER_MMAP, _WRITER_MMAP: A/B the
+    // store's memory bounds (issue 15: before, 262144 KiB caches and a 2 GiB map on all four).
     let opts = StoreOptions {
         segment_rows: env_n("FAZ_BENCH_SEGMENT", d.segment_rows),
         group_rows: env_n("FAZ_BENCH_GROUP", d.group_rows as u64) as usize,
+        writer_cache_kib: env_n("FAZ_BENCH_WRITER_CACHE_KIB", d.writer_cache_kib.into()) as u32,
+        reader_cache_kib: env_n("FAZ_BENCH_READER_CACHE_KIB", d.reader_cache_kib.into()) as u32,
+        reader_mmap_bytes: env_n("FAZ_BENCH_READER_MMAP", d.reader_mmap_bytes),
+        writer_mmap_bytes: env_n("FAZ_BENCH_WRITER_MMAP", d.writer_mmap_bytes),
     };
     let store = Store::open_with(&dir.join("store"), opts).expect("store");
     let id = Identity {
@@ -91,4 +97,24 @@ pub fn env_n(var: &str, default: u64) -> u64 {
         .ok()
         .and_then(|s| s.replace('_', "").parse().ok())
         .unwrap_or(default)
+}
+
+/// This process's resident memory from `/proc/self/status`: `VmRSS`, `RssAnon` (heap: the
+/// SQLite page caches, the TIDB) and `RssFile` (mapped file pages: SQLite's `mmap_size`), MiB.
+pub fn rss() -> String {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    format!(
+        "VmRSS {:.0} MiB (RssAnon {:.0}, RssFile {:.0})",
+        kib("VmRSS:") / 1024.0,
+        kib("RssAnon:") / 1024.0,
+        kib("RssFile:") / 1024.0
+    )
 }
