@@ -120,6 +120,10 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
         ],
     );
     let elsewhere_ready = dir.path().join("elsewhere/fortilab.ready.json");
+    // The started labs run a troubleshooting exercise (FortiGate logs do not reach
+    // FortiAnalyzer); the attached lab has none.
+    let exercise = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios/exercises/troubleshoot-faz-logs.toml");
     // The class's environment carries a lab token (support::Proc sets one): each lab it starts
     // must make its own all the same.
     let mut class = Proc::spawn(
@@ -134,6 +138,8 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
             elsewhere_ready.to_str().unwrap(),
             "--names",
             names.to_str().unwrap(),
+            "--exercise",
+            exercise.to_str().unwrap(),
             "--data-dir",
             data.to_str().unwrap(),
         ],
@@ -209,7 +215,21 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
             .as_str()
             .unwrap()
             .starts_with("http://127.0.0.1:"));
-        assert!(l["progress"].is_null(), "no exercise: {l:#}");
+        if l["index"] == 3 {
+            assert!(l["progress"].is_null(), "attached, no exercise: {l:#}");
+        }
+    }
+    for i in [1, 2] {
+        let p = wait_for(
+            "the exercise's progress on the instructor page",
+            Duration::from_secs(20),
+            || {
+                let p = lab(&get_json(&api, &itok), i)["progress"].clone();
+                (p["total"] == 2).then_some(p)
+            },
+        );
+        assert_eq!(p["done"], 0, "{p:#}");
+        assert_eq!(p["exercise"]["name"], "troubleshoot-faz-logs", "{p:#}");
     }
     let (code, html) = curl("GET", &instructor, &token(&itok), None, None);
     assert_eq!(code, 200);
@@ -252,14 +272,18 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
         "Authorization: Bearer {}",
         alice["fortigate"]["api_token"].as_str().unwrap()
     );
-    let (code, body) = curl(
-        "POST",
-        &format!("{rest}/api/v2/cmdb/firewall/address"),
-        &[bearer],
-        Some(r#"{"name":"classroom-test","subnet":"10.115.9.9 255.255.255.255"}"#),
-        Some(&ca),
-    );
-    assert_eq!(code, 200, "{body}");
+    // (An exercise lab restarts its devices for a moment when a task begins, to save the
+    // task's starting snapshot: the trainee's client retries, as this one does.)
+    wait_for("the trainee's REST change", Duration::from_secs(20), || {
+        let (code, _) = curl(
+            "POST",
+            &format!("{rest}/api/v2/cmdb/firewall/address"),
+            &[bearer.clone()],
+            Some(r#"{"name":"classroom-test","subnet":"10.115.9.9 255.255.255.255"}"#),
+            Some(&ca),
+        );
+        (code == 200).then_some(())
+    });
     let act = wait_for(
         "the instructor to see lab 1's configuration change",
         Duration::from_secs(10),
@@ -272,6 +296,45 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
     // Nothing happened in lab 2: no activity (device chatter does not count).
     let idle = lab(&get_json(&api, &itok), 2)["last_activity"].clone();
     assert!(idle.is_null(), "{idle:#}");
+
+    // Bob fixes his lab through the FortiGate's REST API (FortiAnalyzer logging back on) and
+    // browses from PC-52: the instructor's page ticks his first task, Alice's stays open.
+    let bob_me = get_json(&format!("{}api/me", trainees[1].1), &trainees[1].2);
+    let bob_ca = bob_me["ca_cert"].as_str().unwrap().to_string();
+    wait_for("Bob's fix", Duration::from_secs(20), || {
+        let (code, _) = curl(
+            "PUT",
+            &format!(
+                "{}/api/v2/cmdb/log.fortianalyzer/setting",
+                bob_me["fortigate"]["rest"].as_str().unwrap()
+            ),
+            &[format!(
+                "Authorization: Bearer {}",
+                bob_me["fortigate"]["api_token"].as_str().unwrap()
+            )],
+            Some(r#"{"status":"enable"}"#),
+            Some(&bob_ca),
+        );
+        (code == 200).then_some(())
+    });
+    let pc52 = bob_me["endpoints"][0]["control"].as_str().unwrap();
+    let progress = wait_for(
+        "Bob's first task ticked on the instructor page",
+        Duration::from_secs(30),
+        || {
+            curl(
+                "POST",
+                &format!("{pc52}/_lab/fetch"),
+                &token(bob_me["lab_token"].as_str().unwrap()),
+                Some(r#"{"url":"http://news.sky.com/"}"#),
+                Some(&bob_ca),
+            );
+            let p = lab(&get_json(&api, &itok), 2)["progress"].clone();
+            (p["done"] == 1).then_some(p)
+        },
+    );
+    assert_eq!(progress["tasks"][0]["done"], true, "{progress:#}");
+    assert_eq!(lab(&get_json(&api, &itok), 1)["progress"]["done"], 0);
 
     // `fortilab class status`: the same table.
     let out = Command::new(bin("fortilab"))

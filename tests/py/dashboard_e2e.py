@@ -22,6 +22,7 @@ import requests
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -132,8 +133,18 @@ def q(css):
 
 
 def click(css):
-    els = wait(f"clickable {css}", lambda: [e for e in q(css) if e.is_displayed() and e.is_enabled()])
-    els[0].click()
+    # Panels re-render when their data changes: an element found a moment ago can be replaced
+    # before the click reaches it (stale). Find it again and click the new one.
+    def clicked():
+        try:
+            els = [e for e in q(css) if e.is_displayed() and e.is_enabled()]
+            if els:
+                els[0].click()
+                return True
+        except StaleElementReferenceException:
+            pass
+        return False
+    wait(f"clickable {css}", clicked)
 
 
 def tab(name):
