@@ -278,7 +278,7 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
         let (code, _) = curl(
             "POST",
             &format!("{rest}/api/v2/cmdb/firewall/address"),
-            &[bearer.clone()],
+            std::slice::from_ref(&bearer),
             Some(r#"{"name":"classroom-test","subnet":"10.115.9.9 255.255.255.255"}"#),
             Some(&ca),
         );
