@@ -161,6 +161,17 @@ impl Faz {
         }
     }
 
+    /// The `data` rows of a JSON-RPC 2.0 `get` of `url` (none when it has no list).
+    pub async fn get_rows(&self, url: &str) -> anyhow::Result<Vec<Value>> {
+        let r = self
+            .rpc("get", url, Value::Object(Default::default()), true)
+            .await?;
+        Ok(match r.get("data") {
+            Some(Value::Array(rows)) => rows.clone(),
+            _ => Vec::new(),
+        })
+    }
+
     /// One JSON-RPC call; `params` are merged beside `url`. Returns the first result (classic
     /// list form) or the result object (2.0 form).
     pub async fn rpc(

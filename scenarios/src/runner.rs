@@ -651,15 +651,10 @@ impl Probe<'_> {
                     level,
                     ack,
                 } => {
-                    let r = self
+                    let rows = self
                         .faz
-                        .rpc("get", "/ioc/adom/root/compromised-hosts", json!({}), true)
+                        .get_rows("/ioc/adom/root/compromised-hosts")
                         .await?;
-                    let rows = r
-                        .get("data")
-                        .and_then(Value::as_array)
-                        .cloned()
-                        .unwrap_or_default();
                     let host = rows
                         .iter()
                         .find(|h| h.get("epip").and_then(Value::as_str) == Some(ip.as_str()));

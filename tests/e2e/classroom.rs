@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{bin, wait_for, Proc};
+use support::{bin, pids_mentioning, wait_for, Proc};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -69,29 +69,6 @@ fn get_json(url: &str, tok: &str) -> Value {
     let (code, body) = curl("GET", url, &token(tok), None, None);
     assert_eq!(code, 200, "GET {url}: {body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{url}: {e}: {body}"))
-}
-
-/// Process ids (not zombies) whose command line mentions `needle`.
-fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(needle) {
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if !status.contains("State:\tZ") {
-                    out.push(pid);
-                }
-            }
-        }
-    }
-    out
 }
 
 fn lab(class: &Value, index: u64) -> &Value {

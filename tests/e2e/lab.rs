@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use support::{bin, wait_for};
+use support::{bin, pids_mentioning, wait_for};
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -21,30 +21,6 @@ fn library() -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-/// Process ids whose command line mentions `needle` (the per-test data directory).
-fn pids_mentioning(needle: &str) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if pid == std::process::id() {
-            continue;
-        }
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            if String::from_utf8_lossy(&cmd).contains(needle) {
-                // Zombies (already exited, not yet reaped) do not count as running.
-                let status =
-                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                if !status.contains("State:\tZ") {
-                    out.push(pid);
-                }
-            }
-        }
-    }
-    out
 }
 
 fn run_fortilab(args: &[&str]) -> (i32, String, String) {

@@ -418,15 +418,7 @@ async fn eval_kind(k: &CheckKind, p: &Probe<'_>) -> anyhow::Result<(bool, String
             )
         }
         CheckKind::FazDevice { name, authorized } => {
-            let r = p
-                .faz
-                .rpc("get", "/dvmdb/device", serde_json::json!({}), true)
-                .await?;
-            let rows = r
-                .get("data")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default();
+            let rows = p.faz.get_rows("/dvmdb/device").await?;
             let hit = rows
                 .iter()
                 .any(|d| device_matches(d, name.as_deref(), *authorized));

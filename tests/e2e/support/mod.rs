@@ -265,3 +265,28 @@ pub fn python(script: &str, env: &[(&str, String)]) -> (bool, String, String) {
         stderr,
     )
 }
+
+/// Process ids (zombies excluded: exited, not yet reaped) whose command line mentions `needle`
+/// (a test's own data directory, so other tests' processes never count).
+pub fn pids_mentioning(needle: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if pid == std::process::id() {
+            continue;
+        }
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&cmd).contains(needle) {
+                // Zombies (already exited, not yet reaped) do not count as running.
+                let status =
+                    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+                if !status.contains("State:\tZ") {
+                    out.push(pid);
+                }
+            }
+        }
+    }
+    out
+}
