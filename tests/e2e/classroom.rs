@@ -463,6 +463,31 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
             m["trainee_heading"].as_str().unwrap().contains("Alice"),
             "{m:#}"
         );
+        // Progress per lab on the instructor page: the exercise's labs 0 of 2 at first (Bob's
+        // was reset), the attached lab none; Alice's first task ticked live after her fix, and
+        // her own page lists the tasks with the one she did.
+        let before = &m["progress_before"];
+        for i in ["1", "2"] {
+            let p = before[i].as_str().unwrap();
+            assert!(p.starts_with("0/2"), "lab {i}: {p}");
+            assert!(p.contains("Troubleshooting"), "lab {i}: {p}");
+        }
+        assert!(
+            before["3"].as_str().unwrap().contains("no exercise"),
+            "{m:#}"
+        );
+        assert!(
+            m["progress_after"].as_str().unwrap().starts_with("1/2"),
+            "{m:#}"
+        );
+        assert!(
+            m["trainee_progress"]
+                .as_str()
+                .unwrap()
+                .contains("1/2 tasks done"),
+            "{m:#}"
+        );
+        assert_eq!(m["trainee_tasks_done"], 1, "{m:#}");
     }
 
     // SIGTERM stops every lab: nothing of the class is left.
