@@ -552,7 +552,8 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
 
 // ---------------------------------------------------------------- control surface
 
-type Sh = State<Arc<Shared>>;
+/// The state every control-surface handler extracts: the endpoints' shared state.
+type ApiState = State<Arc<Shared>>;
 
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -596,7 +597,7 @@ fn parse_body(body: &[u8]) -> Result<Value, Response> {
 /// `GET /_lab/health`: how many endpoints have ever registered, are quarantined, and are
 /// `linked`: registered with EMS now and, when their profile enables log upload, connected to
 /// the FortiAnalyzer (an orchestrator waits for every endpoint to be linked).
-async fn health(State(sh): Sh) -> Response {
+async fn health(State(sh): ApiState) -> Response {
     let (mut registered, mut quarantined, mut linked) = (0usize, 0usize, 0usize);
     for e in &sh.endpoints {
         let (reg, upload) = {
@@ -617,13 +618,13 @@ async fn health(State(sh): Sh) -> Response {
     .into_response()
 }
 
-async fn keep_state(State(sh): Sh) -> Response {
+async fn keep_state(State(sh): ApiState) -> Response {
     sh.keep_state
         .store(true, std::sync::atomic::Ordering::SeqCst);
     Json(json!({"ok": true, "file": labstate::STATE_FILE})).into_response()
 }
 
-async fn status(State(sh): Sh, Path(name): Path<String>) -> Response {
+async fn status(State(sh): ApiState, Path(name): Path<String>) -> Response {
     let ep = match find(&sh, &name) {
         Ok(e) => e,
         Err(r) => return r,
@@ -646,7 +647,11 @@ async fn status(State(sh): Sh, Path(name): Path<String>) -> Response {
     .into_response()
 }
 
-async fn fetch_h(State(sh): Sh, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+async fn fetch_h(
+    State(sh): ApiState,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let ep = match find(&sh, &name) {
         Ok(e) => e,
         Err(r) => return r,
@@ -685,7 +690,11 @@ async fn fetch_h(State(sh): Sh, Path(name): Path<String>, body: axum::body::Byte
     Json(serde_json::to_value(&result).unwrap_or(Value::Null)).into_response()
 }
 
-async fn access_code(State(sh): Sh, Path(name): Path<String>, body: axum::body::Bytes) -> Response {
+async fn access_code(
+    State(sh): ApiState,
+    Path(name): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
     let ep = match find(&sh, &name) {
         Ok(e) => e,
         Err(r) => return r,

@@ -462,10 +462,12 @@ struct Seg {
 }
 
 impl Seg {
-    fn t(&self) -> String {
+    /// Its table of typed columns (`logs_NNNNNN`).
+    fn logs_table(&self) -> String {
         seg_name(self.n)
     }
-    fn r(&self) -> String {
+    /// Its table of raw lines (`raws_NNNNNN`).
+    fn raws_table(&self) -> String {
         format!("raws_{:06}", self.n)
     }
 }
@@ -476,7 +478,7 @@ fn seg_name(n: u32) -> String {
 }
 
 fn segment_sql(seg: Seg) -> String {
-    let (t, r) = (seg.t(), seg.r());
+    let (t, r) = (seg.logs_table(), seg.raws_table());
     format!(
         "CREATE TABLE IF NOT EXISTS {t}(
   id INTEGER PRIMARY KEY,
@@ -512,7 +514,7 @@ CREATE TABLE IF NOT EXISTS {r}(id INTEGER PRIMARY KEY, raw TEXT NOT NULL);
 /// The indexes of a sealed segment (with the log type, so a count by filter and type reads
 /// the index only).
 fn index_sql(seg: Seg) -> String {
-    let t = seg.t();
+    let t = seg.logs_table();
     format!(
         "CREATE INDEX IF NOT EXISTS {t}_srcip ON {t}(srcip, ltype);
 CREATE INDEX IF NOT EXISTS {t}_dstip ON {t}(dstip, ltype);
@@ -916,10 +918,13 @@ impl Writer {
         // every page it touches, to undo a half-done statement), which costs more than the
         // VDBE round trips it saves.
         let mut id = self.next_id;
-        let mut st = self.conn.prepare_cached(&insert_sql(&seg.t(), 1))?;
-        let mut sr = self
+        let mut st = self
             .conn
-            .prepare_cached(&format!("INSERT INTO {}(id, raw) VALUES(?1, ?2)", seg.r()))?;
+            .prepare_cached(&insert_sql(&seg.logs_table(), 1))?;
+        let mut sr = self.conn.prepare_cached(&format!(
+            "INSERT INTO {}(id, raw) VALUES(?1, ?2)",
+            seg.raws_table()
+        ))?;
         for r in rows {
             let mut i = 1;
             bind_row(&mut st, &mut i, id, dev, rtime, r)?;
@@ -1067,7 +1072,7 @@ impl Writer {
     }
 
     fn drop_segment(&mut self, seg: Seg) -> rusqlite::Result<u64> {
-        let t = seg.t();
+        let t = seg.logs_table();
         let n: i64 = self
             .conn
             .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))?;
@@ -1078,7 +1083,7 @@ impl Writer {
             .retain(|s| s.n != seg.n);
         self.conn.execute_batch(&format!(
             "BEGIN; DROP TABLE IF EXISTS {t}; DROP TABLE IF EXISTS {}; COMMIT;",
-            seg.r()
+            seg.raws_table()
         ))?;
         self.shared
             .counters
@@ -1090,7 +1095,7 @@ impl Writer {
     /// Deletes rows with id below `cut` from a segment, 5,000 per transaction (at most
     /// `max_chunks` transactions).
     fn delete_below(&mut self, seg: Seg, cut: i64, max_chunks: usize) -> rusqlite::Result<u64> {
-        let (t, r) = (seg.t(), seg.r());
+        let (t, r) = (seg.logs_table(), seg.raws_table());
         let mut deleted = 0u64;
         for _ in 0..max_chunks {
             let hi: Option<i64> = self.conn.query_row(
@@ -1140,7 +1145,7 @@ impl Writer {
             // Rows arrive in id order, so everything below the first young row is old.
             let cut = now_s - age;
             for seg in self.segs() {
-                let t = seg.t();
+                let t = seg.logs_table();
                 let first_young: Option<i64> = self
                     .conn
                     .query_row(
@@ -1241,8 +1246,8 @@ impl Store {
             conn.execute_batch(&format!(
                 "BEGIN IMMEDIATE; {} INSERT INTO {}({cols}) SELECT {cols} FROM logs; INSERT INTO {}(id, raw) SELECT id, raw FROM logs; DROP TABLE logs; {} COMMIT;",
                 segment_sql(seg),
-                seg.t(),
-                seg.r(),
+                seg.logs_table(),
+                seg.raws_table(),
                 index_sql(seg)
             ))?;
         }
@@ -1592,7 +1597,7 @@ impl Store {
             } else {
                 ""
             };
-            let (t, r) = (seg.t(), seg.r());
+            let (t, r) = (seg.logs_table(), seg.raws_table());
             let sql = format!(
                 "SELECT {t}.id, dev, seq, ltype, (SELECT raw FROM {r} WHERE {r}.id = {t}.id) FROM {} WHERE {w} ORDER BY {plus}{t}.id {order} LIMIT {} OFFSET {off}",
                 from(*seg, &w),
@@ -1649,7 +1654,7 @@ impl Store {
         let mut n = 0u64;
         let list: Vec<String> = ltypes.iter().map(|c| c.to_string()).collect();
         for seg in self.segments(false) {
-            let (t, r) = (seg.t(), seg.r());
+            let (t, r) = (seg.logs_table(), seg.raws_table());
             let mut after = 0i64;
             loop {
                 let page: Vec<(Found, i64)> = {
@@ -1699,7 +1704,7 @@ impl Store {
         let segs = self.segments(false);
         let union: Vec<String> = segs
             .iter()
-            .map(|s| format!("SELECT seq FROM {} WHERE dev=?1", s.t()))
+            .map(|s| format!("SELECT seq FROM {} WHERE dev=?1", s.logs_table()))
             .collect();
         let conn = self.reader();
         let r = conn.query_row(
@@ -1717,9 +1722,11 @@ impl Store {
         let _snap = Snapshot::begin(&conn);
         let mut n = 0u64;
         for seg in &segs {
-            match conn.query_row(&format!("SELECT count(*) FROM {}", seg.t()), [], |r| {
-                r.get::<_, i64>(0)
-            }) {
+            match conn.query_row(
+                &format!("SELECT count(*) FROM {}", seg.logs_table()),
+                [],
+                |r| r.get::<_, i64>(0),
+            ) {
                 Ok(c) => n += c as u64,
                 Err(e) if is_no_table(&e) => {}
                 Err(e) => return Err(e.into()),
@@ -1739,7 +1746,7 @@ impl Store {
         for seg in &segs {
             let r = conn
                 .query_row(
-                    &format!("SELECT dev FROM {} WHERE srcip=?1 AND ltype NOT IN (5,6) ORDER BY id DESC LIMIT 1", seg.t()),
+                    &format!("SELECT dev FROM {} WHERE srcip=?1 AND ltype NOT IN (5,6) ORDER BY id DESC LIMIT 1", seg.logs_table()),
                     params![v],
                     |r| r.get(0),
                 )
@@ -1788,7 +1795,7 @@ impl Store {
 /// The FROM clause of a segment query: the raw lines are joined only when the filter reads a
 /// field of the raw line (`lf(raw, ...)`).
 fn from(seg: Seg, w: &str) -> String {
-    let (t, r) = (seg.t(), seg.r());
+    let (t, r) = (seg.logs_table(), seg.raws_table());
     if w.contains("raw") {
         format!("{t} JOIN {r} ON {r}.id = {t}.id")
     } else {

@@ -663,3 +663,64 @@ fn validate_names_file_and_line_of_a_bad_exercise() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fortilab exercise FILE"));
 }
+
+/// The dashboard's Exercise panel in headless Chromium: "Show a hint" reveals the current task's
+/// first hint, and "Start this task over" restores the lab as the task began (a FortiGate object
+/// made after it is gone).
+#[test]
+fn exercise_panel_in_headless_chromium_shows_a_hint_and_starts_a_task_over() {
+    let _s = serial();
+    support::require_program("chromium", "chromium");
+    support::require_program("chromedriver", "chromium-driver");
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(dir.path(), "troubleshoot-faz-logs.toml");
+    lab.wait_current("logs-reach-faz");
+    support::wait_for(
+        "the task's starting snapshot",
+        Duration::from_secs(30),
+        || (lab.task("logs-reach-faz")["snapshot"]["saved"] == true).then_some(()),
+    );
+    let address = "/api/v2/cmdb/firewall/address/panel-scratch";
+    let (st, body) = block(lab.ctx.fgt.call(
+        "POST",
+        "/api/v2/cmdb/firewall/address",
+        Some(&json!({"name": "panel-scratch", "subnet": "10.9.9.10 255.255.255.255"})),
+    ))
+    .unwrap();
+    assert_eq!(st, 200, "{body}");
+
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let art = tmp
+        .parent()
+        .map(PathBuf::from)
+        .unwrap_or(tmp)
+        .join("test-artifacts/exercise");
+    let out = support::python_command(&["selenium"])
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/py/exercise_panel.py"))
+        .env("DASH", format!("{}?token={}", lab.dash, lab.token))
+        .env("TASK", "logs-reach-faz")
+        .env("ARTIFACTS", &art)
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exercise panel browser test failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(m["badge"], "0/2", "{m:#}");
+    assert!(!m["hint"].as_str().unwrap().is_empty(), "{m:#}");
+    assert_eq!(lab.progress()["tasks"][0]["hints_shown"], 1);
+    assert!(
+        m["toast"].as_str().unwrap().contains("logs-reach-faz"),
+        "{m:#}"
+    );
+    let (st, _) = block(lab.ctx.fgt.call("GET", address, None)).unwrap();
+    assert_eq!(
+        st, 404,
+        "the restore brings back the state of the task's start"
+    );
+    assert_eq!(lab.progress()["current"], "logs-reach-faz");
+    lab.proc_.terminate();
+}
