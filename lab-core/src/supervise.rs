@@ -307,6 +307,17 @@ impl Supervisor {
     }
 }
 
+/// A queue's receiving end that outlives a panicked instance of the task consuming it (for
+/// [`Supervisor::spawn`]): each instance holds the lock for its life (`let mut rx =
+/// rx.lock().await`); a panic releases it while unwinding, so the next instance goes on with
+/// the next item and nothing queued is lost.
+pub type SharedReceiver<R> = Arc<tokio::sync::Mutex<R>>;
+
+/// Wraps a receiver for [`SharedReceiver`].
+pub fn share_receiver<R>(rx: R) -> SharedReceiver<R> {
+    Arc::new(tokio::sync::Mutex::new(rx))
+}
+
 /// A new tokio handle on a listening socket the supervisor keeps (a duplicated descriptor),
 /// so the socket outlives a panicked instance of the loop and the next instance accepts on the
 /// same port.
@@ -373,6 +384,39 @@ mod tests {
         h.await.unwrap();
         assert!(!sup.stats().tasks["loop"].running);
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_restarted_consumer_goes_on_with_the_next_item_of_its_shared_queue() {
+        let sup = Supervisor::new(None);
+        let stop = CancellationToken::new();
+        let (tx, rx) = tokio::sync::mpsc::channel::<u32>(8);
+        let rx = share_receiver(rx);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        let h = sup.spawn("consumer", stop.clone(), move || {
+            let (rx, s) = (rx.clone(), s.clone());
+            async move {
+                let mut rx = rx.lock().await;
+                while let Some(n) = rx.recv().await {
+                    if n == 2 {
+                        panic!("item {n}");
+                    }
+                    s.lock().unwrap().push(n);
+                }
+            }
+        });
+        for n in 1..=4 {
+            tx.send(n).await.unwrap();
+        }
+        while seen.lock().unwrap().len() < 3 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*seen.lock().unwrap(), [1, 3, 4]);
+        assert_eq!(sup.stats().panicked, 1);
+        stop.cancel();
+        drop(tx);
+        h.await.unwrap();
     }
 
     #[tokio::test]

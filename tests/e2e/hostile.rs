@@ -905,6 +905,19 @@ fn hostile_input_leaves_every_process_and_listener_alive() {
         let t = lab.lab_json(&base, "/_lab/tasks");
         assert_eq!(t["panicked"], 0, "{name} /_lab/tasks: {t}");
         assert_eq!(t["restarted"], 0, "{name} /_lab/tasks: {t}");
+        if name == "FortiGate" {
+            // The automation engine's tasks are supervised too, and running.
+            for task in [
+                "automation: FortiAnalyzer notifications",
+                "automation: event-log trigger",
+                "automation: configuration",
+                "automation: schedule trigger",
+                "automation: requests",
+                "automation: EMS connector",
+            ] {
+                assert_eq!(t["tasks"][task]["running"], true, "{task}: {t}");
+            }
+        }
     }
     assert!(faz_stats(&lab)["tasks"]["panicked"] == 0);
 }

@@ -39,6 +39,7 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use fortilab_core::logchan::{IocAckNotification, Notice, Notification};
 use fortilab_core::logfmt::LogRecord;
+use fortilab_core::supervise::{share_receiver, SharedReceiver};
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -160,14 +161,51 @@ pub fn start(
     let cfg_rx = dev.config.subscribe();
     let req_rx = dev.automation.take_receiver();
 
-    tokio::spawn(ems.clone().poll_loop(shutdown.clone()));
-    tokio::spawn(engine.clone().faz_task(faz_rx, shutdown.clone()));
-    tokio::spawn(engine.clone().log_task(log_rx, shutdown.clone()));
-    tokio::spawn(engine.clone().config_task(cfg_rx, shutdown.clone()));
-    tokio::spawn(engine.clone().schedule_task(shutdown.clone()));
+    // Supervised (`/_lab/tasks`, `task.*` events): a panicking task is reported and started
+    // again, going on with the next item of its queue (nothing queued is lost).
+    let sup = &dev.supervisor;
+    {
+        let (ems, stop) = (ems.clone(), shutdown.clone());
+        sup.spawn("automation: EMS connector", shutdown.clone(), move || {
+            ems.clone().poll_loop(stop.clone())
+        });
+    }
+    {
+        let (e, stop, rx) = (engine.clone(), shutdown.clone(), share_receiver(faz_rx));
+        sup.spawn(
+            "automation: FortiAnalyzer notifications",
+            shutdown.clone(),
+            move || e.clone().faz_task(rx.clone(), stop.clone()),
+        );
+    }
+    {
+        let (e, stop, rx) = (engine.clone(), shutdown.clone(), share_receiver(log_rx));
+        sup.spawn(
+            "automation: event-log trigger",
+            shutdown.clone(),
+            move || e.clone().log_task(rx.clone(), stop.clone()),
+        );
+    }
+    {
+        let (e, stop, rx) = (engine.clone(), shutdown.clone(), share_receiver(cfg_rx));
+        sup.spawn("automation: configuration", shutdown.clone(), move || {
+            e.clone().config_task(rx.clone(), stop.clone())
+        });
+    }
+    {
+        let (e, stop) = (engine.clone(), shutdown.clone());
+        sup.spawn(
+            "automation: schedule trigger",
+            shutdown.clone(),
+            move || e.clone().schedule_task(stop.clone()),
+        );
+    }
     match req_rx {
         Some(rx) => {
-            tokio::spawn(engine.clone().request_task(rx, shutdown.clone()));
+            let (e, stop, rx) = (engine.clone(), shutdown.clone(), share_receiver(rx));
+            sup.spawn("automation: requests", shutdown.clone(), move || {
+                e.clone().request_task(rx.clone(), stop.clone())
+            });
         }
         None => tracing::warn!("the automation request queue is already taken"),
     }
@@ -560,9 +598,10 @@ impl Engine {
 
     async fn faz_task(
         self: Arc<Self>,
-        mut rx: mpsc::Receiver<Notification>,
+        rx: SharedReceiver<mpsc::Receiver<Notification>>,
         shutdown: CancellationToken,
     ) {
+        let mut rx = rx.lock().await;
         loop {
             let n = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -632,9 +671,10 @@ impl Engine {
 
     async fn log_task(
         self: Arc<Self>,
-        mut rx: tokio::sync::mpsc::Receiver<Arc<crate::logs::LogLine>>,
+        rx: SharedReceiver<mpsc::Receiver<Arc<crate::logs::LogLine>>>,
         shutdown: CancellationToken,
     ) {
+        let mut rx = rx.lock().await;
         loop {
             let line = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -681,9 +721,10 @@ impl Engine {
 
     async fn config_task(
         self: Arc<Self>,
-        mut rx: broadcast::Receiver<crate::config::ChangeEvent>,
+        rx: SharedReceiver<broadcast::Receiver<crate::config::ChangeEvent>>,
         shutdown: CancellationToken,
     ) {
+        let mut rx = rx.lock().await;
         let mut last_rev = String::new();
         loop {
             let ev = tokio::select! {
@@ -767,9 +808,10 @@ impl Engine {
 
     async fn request_task(
         self: Arc<Self>,
-        mut rx: tokio::sync::mpsc::Receiver<AutomationRequest>,
+        rx: SharedReceiver<mpsc::Receiver<AutomationRequest>>,
         shutdown: CancellationToken,
     ) {
+        let mut rx = rx.lock().await;
         loop {
             let req = tokio::select! {
                 _ = shutdown.cancelled() => return,
