@@ -322,6 +322,20 @@ fn deny_page(url: &str, policyid: u64) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The FortiGate's 403 answer around a deny or block page (`X-Fortilab-Blocked: fortigate`).
+fn forbidden(page: &[u8], keep_alive: bool) -> Vec<u8> {
+    http1::response(
+        403,
+        "Forbidden",
+        &[
+            ("Content-Type", "text/html; charset=utf-8"),
+            ("X-Fortilab-Blocked", "fortigate"),
+        ],
+        page,
+        keep_alive,
+    )
+}
+
 async fn send<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> bool {
     w.write_all(bytes).await.is_ok()
 }
@@ -462,17 +476,7 @@ async fn request(
         let mut sink = tokio::io::sink();
         client.copy_body(head.body(), &mut sink).await?;
         let body = deny_page(&full_url, s.log.policyid);
-        w.write_all(&http1::response(
-            403,
-            "Forbidden",
-            &[
-                ("Content-Type", "text/html; charset=utf-8"),
-                ("X-Fortilab-Blocked", "fortigate"),
-            ],
-            &body,
-            keep,
-        ))
-        .await?;
+        w.write_all(&forbidden(&body, keep)).await?;
         return Ok(keep);
     }
     if let Some(profile) = s.profile.clone() {
@@ -688,20 +692,7 @@ async fn tunnel(
             return;
         }
         let body = deny_page(&full_url, s.log.policyid);
-        let _ = send(
-            &mut w,
-            &http1::response(
-                403,
-                "Forbidden",
-                &[
-                    ("Content-Type", "text/html; charset=utf-8"),
-                    ("X-Fortilab-Blocked", "fortigate"),
-                ],
-                &body,
-                false,
-            ),
-        )
-        .await;
+        let _ = send(&mut w, &forbidden(&body, false)).await;
         return;
     }
     if let Some(profile) = s.profile.clone().filter(|_| s.https_inspect) {
@@ -737,20 +728,7 @@ async fn tunnel(
                     d.verdict == Verdict::Warn,
                     &dp.dev.hostname(),
                 );
-                let _ = send(
-                    &mut w,
-                    &http1::response(
-                        403,
-                        "Forbidden",
-                        &[
-                            ("Content-Type", "text/html; charset=utf-8"),
-                            ("X-Fortilab-Blocked", "fortigate"),
-                        ],
-                        &body,
-                        false,
-                    ),
-                )
-                .await;
+                let _ = send(&mut w, &forbidden(&body, false)).await;
             }
             s.close(dp);
             return;
