@@ -99,13 +99,13 @@ fn main() {
         .unwrap();
     let ca = fortilab_core::LabCa::load(&data.join("ca/ca.pem"), &data.join("ca/ca.key")).unwrap();
     let token = fortilab_core::secrets::LabToken::new(ready["lab_token"].as_str().unwrap());
-    let client = rt
-        .block_on(async { fortilab_scenarios::clients::http_client(&ca, false, Some(&token)) })
-        .unwrap();
     let fgt_api = ready["fortigate"]["api"].as_str().unwrap().to_string();
-    // The FortiGate REST API's (requests served, service time in seconds) so far.
+    // The FortiGate REST API's (requests served, service time in seconds) so far. A new client
+    // (connection) each time: a run lasts longer than the server keeps an idle connection.
     let fgt_api_time = || -> (u64, f64) {
         let v: serde_json::Value = rt.block_on(async {
+            let client =
+                fortilab_scenarios::clients::http_client(&ca, false, Some(&token)).unwrap();
             let r = client
                 .get(format!("{fgt_api}/_lab/health"))
                 .send()
