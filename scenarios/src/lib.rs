@@ -33,6 +33,7 @@ pub mod netns;
 pub mod procs;
 pub mod runner;
 pub mod scenario;
+pub mod shaper;
 pub mod snapshot;
 pub mod timeline;
 

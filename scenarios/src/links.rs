@@ -34,7 +34,7 @@ use fortilab_core::linkfault::{parse_rate, LinkCondition, LinkId};
 use fortilab_core::LabClock;
 
 /// A link's report in namespaces mode (the relay report's condition keys).
-fn netem_report(id: &LinkId, c: &LinkCondition) -> Value {
+fn netem_report(id: &LinkId, c: &LinkCondition, via: &str) -> Value {
     json!({
         "a": id.a, "b": id.b, "name": id.name(),
         "state": if c.down { "down" } else { "up" },
@@ -43,7 +43,7 @@ fn netem_report(id: &LinkId, c: &LinkCondition) -> Value {
         "rate": c.rate_bps.map(fortilab_core::linkfault::format_rate),
         "rate_bps": c.rate_bps,
         "clean": c.is_clean(),
-        "via": "tc netem",
+        "via": via,
     })
 }
 
@@ -208,7 +208,7 @@ impl LabLinks {
             set.set_link(&name, &cond.to_real(speed))
                 .map_err(|e| format!("{e:#}"))?;
             state.insert(name, cond);
-            return Ok(netem_report(id, &cond));
+            return Ok(netem_report(id, &cond, set.via()));
         }
         let found = self.links.lock().unwrap().get(id).cloned();
         let link = found.ok_or_else(|| {
@@ -273,6 +273,7 @@ impl LabLinks {
                     Some(netem_report(
                         &id,
                         &state.get(n).copied().unwrap_or_default(),
+                        set.via(),
                     ))
                 })
                 .collect();

@@ -631,7 +631,8 @@ pub fn clean_stale() -> Vec<String> {
 pub struct NetLab {
     pub plan: Plan,
     torn_down: bool,
-    /// Whether `tc netem` works here (else link faults use iptables: down and loss only).
+    /// Whether `tc netem` works here (else link faults use iptables for down and loss and
+    /// netfilter queues for latency and rate: [`crate::shaper`]).
     netem_ok: bool,
 }
 
@@ -692,8 +693,8 @@ impl NetLab {
             if netem_ok {
                 if let Err(e) = tc_batch(n, &lines) {
                     // A kernel without sch_prio/sch_netem: link faults fall back to
-                    // iptables (down and loss only).
-                    tracing::warn!(error = %format!("{e:#}"), "tc netem unavailable; link faults use iptables (down, loss)");
+                    // iptables (down, loss) and netfilter queues (latency, rate).
+                    tracing::warn!(error = %format!("{e:#}"), "tc netem unavailable; link faults use iptables and netfilter queues");
                     netem_ok = false;
                 }
             }
@@ -747,6 +748,7 @@ impl NetLab {
             netem: self.plan.netem.clone(),
             netem_ok: self.netem_ok,
             state: Default::default(),
+            shapers: Default::default(),
         }
     }
 
@@ -780,34 +782,79 @@ pub struct NetemSet {
             std::collections::BTreeMap<String, fortilab_core::linkfault::LinkCondition>,
         >,
     >,
+    /// The iptables fallback's running shapers, by (namespace, link): latency and rate.
+    shapers: Shapers,
 }
 
+/// Running shapers by (namespace, link); each stops when removed or when the last copy of the
+/// lab's [`NetemSet`] goes.
+type Shapers = std::sync::Arc<
+    std::sync::Mutex<std::collections::BTreeMap<(String, String), crate::shaper::Shaper>>,
+>;
+
 /// The iptables fallback's rules of one interface (no netem): for each destination class in
-/// order, DROP (down), a random DROP (loss) or RETURN.
+/// order, DROP (down), a random DROP (loss), the link's netfilter queue (latency, rate: a
+/// [`crate::shaper::Shaper`] holds the packets), then RETURN. `links` numbers the queues:
+/// a link's queue is its position there plus one.
 pub fn iptables_rules(
     i: &NetemIface,
     state: &std::collections::BTreeMap<String, fortilab_core::linkfault::LinkCondition>,
+    links: &[String],
 ) -> Vec<String> {
     let mut out = Vec::new();
     for (dst, link) in &i.classes {
         let c = link.as_ref().and_then(|l| state.get(l));
         let base = format!("-w -A FLLINK -o {} -d {dst}", i.iface);
-        match c {
-            Some(c) if c.down => out.push(format!("{base} -j DROP")),
-            Some(c) if c.loss > 0.0 => {
+        if let Some(c) = c {
+            if c.down {
+                out.push(format!("{base} -j DROP"));
+                continue;
+            }
+            if c.loss > 0.0 {
                 out.push(format!(
                     "{base} -m statistic --mode random --probability {:.4} -j DROP",
                     c.loss
                 ));
-                out.push(format!("{base} -j RETURN"));
             }
-            _ => out.push(format!("{base} -j RETURN")),
+            if let Some(q) = link
+                .as_ref()
+                .filter(|_| shape_of(c).is_active())
+                .and_then(|l| queue_of(links, l))
+            {
+                out.push(format!("{base} -j NFQUEUE --queue-num {q} --queue-bypass"));
+            }
         }
+        out.push(format!("{base} -j RETURN"));
     }
     out
 }
 
+/// The netfilter queue number of a link (its position in `links` plus one).
+fn queue_of(links: &[String], link: &str) -> Option<u16> {
+    links
+        .iter()
+        .position(|l| l == link)
+        .and_then(|i| u16::try_from(i + 1).ok())
+}
+
+/// What a shaper does for a link condition (real time).
+fn shape_of(c: &fortilab_core::linkfault::LinkCondition) -> crate::shaper::Shape {
+    crate::shaper::Shape {
+        latency: c.latency,
+        rate_bps: c.rate_bps,
+    }
+}
+
 impl NetemSet {
+    /// How this lab shapes its links (reported with each link).
+    pub fn via(&self) -> &'static str {
+        if self.netem_ok {
+            "tc netem"
+        } else {
+            "iptables and netfilter queues"
+        }
+    }
+
     /// The links `tc netem` can shape in this lab.
     pub fn link_names(&self) -> Vec<String> {
         let mut v: Vec<String> = self.netem.iter().flat_map(|i| i.links()).collect();
@@ -826,28 +873,47 @@ impl NetemSet {
             bail!("no link {link} in this lab");
         }
         if !self.netem_ok {
-            if !real.latency.is_zero() || real.rate_bps.is_some() {
-                bail!(
-                    "latency and rate need tc netem (sch_netem), which this kernel lacks; \
-                     namespaces mode can set down and loss here (iptables)"
-                );
-            }
+            let links = self.link_names();
             let mut st = self.state.lock().unwrap();
             st.insert(link.to_string(), *real);
+            let shape = shape_of(real);
+            let mut shapers = self.shapers.lock().unwrap();
             for n in &self.namespaces {
                 let ifs: Vec<&NetemIface> = self.netem.iter().filter(|i| &i.ns == n).collect();
                 if ifs.is_empty() {
                     continue;
                 }
+                let key = (n.clone(), link.to_string());
+                let here = ifs.iter().any(|i| i.links().iter().any(|l| l == link));
+                // A shaper is bound before its queue's rule exists and stopped after it is gone
+                // (with --queue-bypass nothing is lost in between).
+                if here && shape.is_active() {
+                    match shapers.get(&key) {
+                        Some(s) => s.set(shape),
+                        None => {
+                            let q = queue_of(&links, link).expect("a link of this lab");
+                            let s = crate::shaper::Shaper::start(n, q, shape).map_err(|e| {
+                                anyhow!(
+                                    "{e:#}: latency and rate need tc netem (sch_netem) or \
+                                     netfilter queues (nfnetlink_queue); this kernel has neither"
+                                )
+                            })?;
+                            shapers.insert(key.clone(), s);
+                        }
+                    }
+                }
                 run(
                     Command::new("ip").args(["netns", "exec", n, "iptables", "-w", "-F", "FLLINK"])
                 )?;
                 for i in ifs {
-                    for r in iptables_rules(i, &st) {
+                    for r in iptables_rules(i, &st, &links) {
                         run(Command::new("ip")
                             .args(["netns", "exec", n, "iptables"])
                             .args(r.split_whitespace()))?;
                     }
+                }
+                if !shape.is_active() {
+                    shapers.remove(&key);
                 }
             }
             return Ok(());

@@ -343,3 +343,181 @@ impl Drop for Rsyslog {
         let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
     }
 }
+
+/// Link latency and rate in namespaces mode: with `tc netem` where the kernel has it, else
+/// with netfilter queues (this CI VM's kernel has no `sch_netem`). The `endpoints`–`fortigate`
+/// link with 150 ms of latency makes PC-52's TCP handshake with the explicit proxy take a
+/// round trip of at least 300 ms; a 2 Mbit/s rate makes 256 KiB sent from PC-52 to a reader on
+/// the FortiGate's LAN address take at least ~1 s; clearing the link gives the fast path back.
+#[test]
+fn link_latency_and_rate_shape_pc52s_traffic_in_namespaces_mode() {
+    if !root() {
+        return;
+    }
+    let curl = support::require_program("curl", "curl");
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let child = Command::new(bin("fortilab"))
+        .args(["up", "--network", "namespaces", "--json", "--ready-file"])
+        .arg(&ready)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("up.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let _lab = StopLab(child);
+    let r = wait_for(
+        "the namespaces lab's ready file",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&ready)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .filter(|v| v["dashboard"].is_string())
+        },
+    );
+    let dash = r["dashboard"].as_str().unwrap().to_string();
+    let lab_token = r["lab_token"].as_str().unwrap().to_string();
+    let set_link = |body: &str| -> serde_json::Value {
+        let out = Command::new(&curl)
+            .args([
+                "-sS",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+            ])
+            .arg(format!("X-Fortilab-Token: {lab_token}"))
+            .args(["-d", body])
+            .arg(format!("{}/_lab/link", dash.trim_end_matches('/')))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert_eq!(
+            v["ok"],
+            true,
+            "/_lab/link {body}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        v["link"].clone()
+    };
+    let python = support::require_program("python3", "python3");
+    let fgt_ns = format!("{}-fgt", r["netns"].as_str().expect("netns prefix"));
+    // PC-52's TCP handshake with the explicit proxy (10.115.2.1:8080), and the time 256 KiB
+    // take from PC-52 to a reader in the FortiGate's namespace on 10.115.2.1:9999 (it answers
+    // once it has them all): (connect seconds, upload seconds).
+    let timed = || -> (f64, f64) {
+        let out = Command::new(bin("fortilab"))
+            .args(["exec", "PC-52", "--"])
+            .arg(&curl)
+            .args(["-sS", "-o", "/dev/null", "-x", "http://10.115.2.1:8080"])
+            .args(["-w", "%{time_connect}", "http://news.sky.com/"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let connect: f64 = said.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "curl as PC-52: {said} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let mut reader = Command::new("ip")
+            .args(["netns", "exec", &fgt_ns])
+            .arg(&python)
+            .args([
+                "-c",
+                "import socket\n\
+                 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('10.115.2.1', 9999)); s.listen(1); print('ready', flush=True)\n\
+                 c,_=s.accept(); n=0\n\
+                 while n < 262144:\n    d=c.recv(65536)\n    if not d: break\n    n+=len(d)\n\
+                 c.sendall(b'ok'); c.close()",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(reader.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "ready");
+        let out = Command::new(bin("fortilab"))
+            .args(["exec", "PC-52", "--"])
+            .arg(&python)
+            .args([
+                "-c",
+                "import socket, time\n\
+                 s=socket.create_connection(('10.115.2.1', 9999)); t=time.monotonic()\n\
+                 s.sendall(b'x'*262144); assert s.recv(2)==b'ok'\n\
+                 print(time.monotonic()-t)",
+            ])
+            .output()
+            .unwrap();
+        let _ = reader.wait();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let upload: f64 = said.trim().parse().unwrap_or_else(|_| {
+            panic!(
+                "upload as PC-52: {said} {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        (connect, upload)
+    };
+    let (c0, t0) = timed();
+    assert!(c0 < 0.1, "unshaped handshake took {c0} s");
+
+    let rep = set_link(r#"{"a":"endpoints","b":"fortigate","latency":"150ms"}"#);
+    assert!(rep["latency_ms"].as_f64().unwrap_or(0.0) >= 149.0, "{rep}");
+    let (c1, _) = timed();
+    assert!(
+        (0.29..2.0).contains(&c1),
+        "handshake with 150 ms each way took {c1} s (unshaped {c0} s, via {})",
+        rep["via"]
+    );
+
+    let rep = set_link(r#"{"a":"endpoints","b":"fortigate","rate":"2Mbit"}"#);
+    assert!(rep["rate_bps"].as_u64().is_some(), "{rep}");
+    let (c2, t2) = timed();
+    assert!(c2 < 0.1, "latency was cleared, the handshake took {c2} s");
+    // 256 KiB at 2 Mbit/s is 1.05 s on the wire (headers and ACKs aside).
+    assert!(
+        t2 >= 0.9 && t2 > t0 * 3.0,
+        "256 KiB at 2 Mbit/s took {t2} s (unshaped {t0} s, via {})",
+        rep["via"]
+    );
+
+    eprintln!(
+        "handshake / 256 KiB upload: unshaped {c0:.3} / {t0:.3} s, 150 ms latency {c1:.3} s, \
+         2 Mbit/s {c2:.3} / {t2:.3} s (via {})",
+        rep["via"]
+    );
+    let rep = set_link(r#"{"a":"endpoints","b":"fortigate","state":"up"}"#);
+    assert_eq!(rep["clean"], true, "{rep}");
+    let (c3, t3) = timed();
+    assert!(c3 < 0.1 && t3 < 0.9, "after clearing: {c3} s / {t3} s");
+
+    drop(_lab);
+    let prefix = r["netns"].as_str().unwrap_or("").to_string();
+    assert!(leftovers(&prefix).is_empty());
+}
+
+/// A namespaces lab's `fortilab up`, killed and its network cleaned up on drop (also when the
+/// test fails half-way, so the next namespaces test can start).
+struct StopLab(std::process::Child);
+
+impl Drop for StopLab {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = Command::new(bin("fortilab")).arg("netns-clean").output();
+    }
+}
