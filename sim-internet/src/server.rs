@@ -110,9 +110,14 @@ pub async fn serve(
             let Some((io, conn)) = open(tcp, peer, tls.as_deref(), &ctx).await else {
                 return;
             };
-            let svc = hyper::service::service_fn(move |req| {
+            let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                 let (ctx, conn) = (ctx.clone(), conn.clone());
-                async move { Ok::<_, std::convert::Infallible>(respond(&ctx, &conn, req)) }
+                async move {
+                    let (parts, body) = req.into_parts();
+                    discard_body(body).await;
+                    let req = Request::from_parts(parts, ());
+                    Ok::<_, std::convert::Infallible>(respond(&ctx, &conn, req))
+                }
             });
             match io {
                 Io::Plain(tcp) => {
@@ -129,6 +134,25 @@ pub async fn serve(
     drop(listener);
     drain(graceful).await;
     Ok(())
+}
+
+/// The most of a request body a site reads (and throws away) before it answers; past it the
+/// answer goes out and the connection closes.
+const MAX_DRAIN: u64 = 64 * 1024 * 1024;
+
+/// Reads a request body to its end (up to [`MAX_DRAIN`]) and throws it away, as a web server
+/// does with a body its page does not use (nginx discards it): the client's upload completes
+/// before the answer and the connection stays usable. Answering first and closing on the
+/// unread rest would cut a proxy's upload short.
+async fn discard_body(mut body: hyper::body::Incoming) {
+    use http_body_util::BodyExt;
+    let mut seen = 0u64;
+    while seen <= MAX_DRAIN {
+        match body.frame().await {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
 }
 
 enum Io {

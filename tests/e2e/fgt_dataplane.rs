@@ -340,6 +340,36 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // A 1 MiB POST through the proxy: the whole body reaches the site, the answer comes back.
+    let upload = tmp.path().join("upload.bin");
+    std::fs::write(&upload, vec![b'x'; 1024 * 1024]).unwrap();
+    let out = Command::new(support::require_program("curl", "curl"))
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--interface",
+            "127.115.2.52",
+            "--proxy",
+        ])
+        .arg(format!("http://{}", lab.proxy))
+        .arg("--data-binary")
+        .arg(format!("@{}", upload.display()))
+        .args([
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_upload}",
+            "http://news.sky.com/world",
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200 1048576",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = Command::new(support::require_program("curl", "curl"))
         .args([
             "-sS",

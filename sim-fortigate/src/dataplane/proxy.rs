@@ -572,7 +572,21 @@ async fn request(
     };
     let result: std::io::Result<(u64, u64, bool)> = async {
         up.w.write_all(&up_req).await?;
-        let body_sent = client.copy_body(head.body(), &mut up.w).await?;
+        // An origin may answer before it has read the whole body (a 413, a page that ignores
+        // it) and close: its answer still goes to the client, on a connection that then
+        // closes (the rest of the client's body was not read).
+        let (body_sent, body_whole) = match client.copy_body(head.body(), &mut up.w).await {
+            Ok(n) => (n, true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                (0, false)
+            }
+            Err(e) => return Err(e),
+        };
         let resp = up.r.head().await?.ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "upstream closed")
         })?;
@@ -615,7 +629,7 @@ async fn request(
         Ok((
             body_sent + up_req.len() as u64,
             resp.len as u64 + body,
-            up_keep,
+            up_keep && body_whole,
         ))
     }
     .await;
