@@ -46,7 +46,7 @@ fn main() {
     let total = per * senders;
     let stored = faz.store.total().expect("count");
     assert_eq!(stored, total, "every line stored once");
-    let hosts = faz.ioc.lock().unwrap().listed().len();
+    let hosts = faz.ioc.engine().listed().len();
     let size = faz.store.size_bytes().unwrap_or(0);
     println!(
         "ingest: {total} lines, {senders} sender(s), batch {batch}: {secs:.2} s = {:.0} logs/s (durable, IOC on 1M indicators); {hosts} compromised hosts; db {:.0} MiB",

@@ -124,20 +124,19 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
         let sc = &faz.store.counters;
         let devices: Vec<Value> = faz
             .devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
+            .list()
+            .iter()
             .map(|d| {
                 json!({"sn": d.sn, "name": d.name, "authorized": d.authorized, "connected": d.connected,
                        "device_type": d.device_type, "via": d.via, "last_seq": faz.store.last_seq(&d.sn)})
             })
             .collect();
-        let (bi, bd, bu, su) = faz.ioc.lock().unwrap_or_else(|e| e.into_inner()).tidb.counts();
-        let eng = faz.ioc.lock().unwrap_or_else(|e| e.into_inner());
+        let (bi, bd, bu, su) = faz.ioc.engine().tidb.counts();
+        let eng = faz.ioc.engine();
         let listed = eng.listed().len();
         let days = eng.days.clone();
         drop(eng);
-        let pending: usize = faz.pending.lock().unwrap_or_else(|e| e.into_inner()).values().map(|m| m.len()).sum();
+        let pending: usize = faz.notifications.pending_count();
         json!({
             "counters": faz.counters.snapshot(),
             "tasks": faz.supervisor.stats(),
@@ -152,7 +151,7 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
             "compromised_hosts": listed,
             "ioc_days": days,
             "pending_notifications": pending,
-            "auto_authorize": faz.auto_authorize.load(Ordering::Relaxed),
+            "auto_authorize": faz.devices.auto_authorize(),
         })
     })
     .await
@@ -161,7 +160,7 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 async fn auto_get(State(app): State<Arc<App>>) -> Json<Value> {
-    Json(json!({"enabled": app.faz.auto_authorize.load(Ordering::Relaxed)}))
+    Json(json!({"enabled": app.faz.devices.auto_authorize()}))
 }
 
 async fn auto_set(State(app): State<Arc<App>>, body: Bytes) -> Response {
@@ -185,7 +184,7 @@ async fn auto_set(State(app): State<Arc<App>>, body: Bytes) -> Response {
             &json!({"error": "expected {\"enabled\": bool}"}),
         );
     };
-    app.faz.auto_authorize.store(on, Ordering::Relaxed);
+    app.faz.devices.set_auto_authorize(on);
     app.faz
         .bus
         .emit("lab.auto_authorize", json!({"enabled": on}));
@@ -194,9 +193,8 @@ async fn auto_set(State(app): State<Arc<App>>, body: Bytes) -> Response {
         let waiting: Vec<String> = app
             .faz
             .devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
+            .list()
+            .into_iter()
             .filter(|d| !d.authorized)
             .map(|d| d.sn.clone())
             .collect();
@@ -240,7 +238,7 @@ async fn ioc_cycle(State(app): State<Arc<App>>) -> Json<Value> {
 }
 
 async fn tidb_info(State(app): State<Arc<App>>) -> Json<Value> {
-    let eng = app.faz.ioc.lock().unwrap_or_else(|e| e.into_inner());
+    let eng = app.faz.ioc.engine();
     let (bi, bd, bu, su) = eng.tidb.counts();
     Json(
         json!({"version": eng.tidb.version, "load_time": app.faz.display_time(eng.tidb.loaded_at),
@@ -263,13 +261,7 @@ async fn tidb_lookup(State(app): State<Arc<App>>, body: Bytes) -> Response {
             &json!({"error": "expected {\"key\": \"...\"}"}),
         );
     };
-    let t = app
-        .faz
-        .ioc
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .tidb
-        .lookup(&key);
+    let t = app.faz.ioc.engine().tidb.lookup(&key);
     let msg = match t {
         Some(t) => format!("{key} is in tidb type {}", tidb_type(t)),
         None => format!("{key} is not in tidb"),

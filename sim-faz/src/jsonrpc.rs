@@ -156,12 +156,7 @@ pub fn handle(faz: &Faz, api: &ApiState, body: &[u8], caller: &Caller) -> Value 
         .get("session")
         .and_then(|s| s.as_str())
         .map(String::from);
-    let log_mode = faz
-        .global
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .jsonapi_log
-        .clone();
+    let log_mode = faz.settings.global().jsonapi_log;
 
     let mut entries = Vec::new();
     let mut new_session = None;
@@ -394,7 +389,7 @@ fn authenticate(
         return Err(e(NO_PERMISSION, "No permission for the resource"));
     };
     let now = faz.now();
-    let mut sessions = faz.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sessions = faz.admins.sessions();
     let timeout = faz.id.session_timeout;
     match sessions.get_mut(sid) {
         Some(s) if now - s.last_used <= timeout => {
@@ -473,10 +468,7 @@ fn dispatch(
         ("exec", ["sys", "login", "user"]) => login(faz, p),
         ("exec", ["sys", "logout"]) => {
             if let Some(s) = session {
-                faz.sessions
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(s);
+                faz.admins.sessions().remove(s);
             }
             ok()
         }
@@ -607,7 +599,7 @@ fn dispatch(
         }
         ("get", ["ioc", "license", "state"]) => data(json!({
             "license": "valid", "status": "licensed", "contract": "PBDS", "expires": "2038-01-01",
-            "tidb-version": faz.ioc.lock().unwrap_or_else(|e| e.into_inner()).tidb.version,
+            "tidb-version": faz.ioc.engine().tidb.version,
         })),
         ("update" | "set" | "exec", ["ioc", "adom", adom, "events", "ack"]) => {
             check_adom(adom)?;
@@ -627,13 +619,7 @@ fn dispatch(
         }
         ("get", ["ioc", "adom", adom, "rescan", "run"]) => {
             check_adom(adom)?;
-            let rs = faz.rescans.lock().unwrap_or_else(|e| e.into_inner());
-            let cur = rs
-                .iter()
-                .rev()
-                .find(|r| r.status == "running")
-                .or(rs.last());
-            match cur {
+            match faz.rescans.current() {
                 Some(r) => extra(
                     json!({"tid": r.tid, "percentage": r.percentage, "status": r.status,
                                         "threats-count": r.threats, "scanned-logs": r.scanned}),
@@ -648,8 +634,7 @@ fn dispatch(
             let tid: u64 = tid
                 .parse()
                 .map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
-            let rs = faz.rescans.lock().unwrap_or_else(|e| e.into_inner());
-            match rs.iter().find(|r| r.tid == tid) {
+            match faz.rescans.get(tid) {
                 Some(r) => extra(
                     json!({"tid": r.tid, "percentage": r.percentage, "status": r.status,
                                         "threats-count": r.threats, "scanned-logs": r.scanned}),
@@ -662,21 +647,16 @@ fn dispatch(
             let tid: u64 = tid
                 .parse()
                 .map_err(|_| e(NOT_EXIST, "Object does not exist"))?;
-            let mut rs = faz.rescans.lock().unwrap_or_else(|e| e.into_inner());
-            match rs.iter_mut().find(|r| r.tid == tid) {
-                Some(r) => {
-                    if r.status == "running" {
-                        r.status = "cancelled".into();
-                    }
-                    extra(json!({"tid": tid, "status": r.status}))
-                }
+            match faz.rescans.cancel(tid) {
+                Some(status) => extra(json!({"tid": tid, "status": status})),
                 None => Err(e(NOT_EXIST, "Object does not exist")),
             }
         }
         ("get", ["ioc", "adom", adom, "rescan", "history"]) => {
             check_adom(adom)?;
-            let rs = faz.rescans.lock().unwrap_or_else(|e| e.into_inner());
-            let v: Vec<Value> = rs
+            let v: Vec<Value> = faz
+                .rescans
+                .list()
                 .iter()
                 .rev()
                 .map(|r| {
@@ -793,7 +773,7 @@ fn login(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
         return Err(e(-22, "Login fail"));
     }
     let now = faz.now();
-    let mut sessions = faz.sessions.lock().unwrap_or_else(|e| e.into_inner());
+    let mut sessions = faz.admins.sessions();
     sessions.retain(|_, s| now - s.last_used <= faz.id.session_timeout);
     if sessions.len() >= faz.id.max_sessions {
         return Err(e(
@@ -826,12 +806,7 @@ fn system_status(faz: &Faz) -> Value {
         it.next().unwrap_or(4),
         it.next().unwrap_or(5),
     );
-    let hostname = faz
-        .global
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .hostname
-        .clone();
+    let hostname = faz.settings.global().hostname;
     json!({
         "Admin Domain Configuration": "Enabled",
         "BIOS version": "04000002",
@@ -859,7 +834,7 @@ fn system_status(faz: &Faz) -> Value {
 }
 
 fn global_json(faz: &Faz) -> Value {
-    let g = faz.global.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let g = faz.settings.global();
     json!({
         "hostname": g.hostname, "timezone": faz.tz_code(), "jsonapi-log": g.jsonapi_log,
         "adom-status": g.adom_status, "adom-mode": "normal", "workspace-mode": g.workspace_mode,
@@ -868,7 +843,7 @@ fn global_json(faz: &Faz) -> Value {
 }
 
 fn set_global(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
-    let mut g = faz.global.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut g = faz.settings.global();
     if let Some(v) = arg(p, "jsonapi-log") {
         let s = v.as_str().unwrap_or("");
         if !matches!(s, "all" | "request" | "response" | "disable") {
@@ -904,16 +879,12 @@ fn set_global(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
     let _ = faz
         .store
         .kv_put(&[("settings:global".into(), serde_json::to_string(&g).ok())]);
-    *faz.global.lock().unwrap_or_else(|e| e.into_inner()) = g;
+    faz.settings.set_global(g);
     ok()
 }
 
 fn ioc_settings_json(faz: &Faz) -> Value {
-    let s = faz
-        .ioc_settings
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let s = faz.ioc.settings();
     json!({
         "status": enable_str(s.status), "notification": enable_str(s.notification),
         "notification-throttle": s.notification_throttle, "rescan-status": enable_str(s.rescan_status),
@@ -923,11 +894,7 @@ fn ioc_settings_json(faz: &Faz) -> Value {
 }
 
 fn set_ioc_settings(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
-    let mut s = faz
-        .ioc_settings
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
+    let mut s = faz.ioc.settings();
     let bad = |k: &str| {
         e(
             INVALID_DATA,
@@ -974,7 +941,7 @@ fn set_ioc_settings(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> 
     let _ = faz
         .store
         .kv_put(&[("settings:ioc".into(), serde_json::to_string(&s).ok())]);
-    *faz.ioc_settings.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    faz.ioc.set_settings(s);
     ok()
 }
 
@@ -984,18 +951,16 @@ fn adom_json() -> Value {
 }
 
 fn device_list(faz: &Faz, authorized_only: bool) -> Vec<Value> {
-    let devs = faz.devices.lock().unwrap_or_else(|e| e.into_inner());
-    devs.values()
+    faz.devices
+        .list()
+        .iter()
         .filter(|d| !authorized_only || d.authorized)
         .map(device_json)
         .collect()
 }
 
 fn find_device(faz: &Faz, key: &str) -> Option<Device> {
-    let devs = faz.devices.lock().unwrap_or_else(|e| e.into_inner());
-    devs.values()
-        .find(|d| d.name == key || d.sn == key)
-        .cloned()
+    faz.devices.find(key)
 }
 
 fn device_json(d: &Device) -> Value {
@@ -1187,7 +1152,7 @@ fn logsearch_add(faz: &Faz, api: &ApiState, p: &Map<String, Value>) -> Result<Re
         end,
         desc,
     };
-    let tid = faz.next_tid.fetch_add(1, Ordering::Relaxed);
+    let tid = faz.rescans.new_tid();
     let mut s = api.searches.lock().unwrap_or_else(|e| e.into_inner());
     if s.len() >= 256 {
         let min = *s.keys().min().unwrap_or(&0);
@@ -1482,7 +1447,7 @@ fn compromised_hosts(
     let show_ack = arg(p, "show-acknowledged")
         .and_then(parse_enable)
         .unwrap_or(true);
-    let eng = faz.ioc.lock().unwrap_or_else(|e| e.into_inner());
+    let eng = faz.ioc.engine();
     if let Some(id) = epid {
         let id: u64 = id
             .parse()
@@ -1553,21 +1518,11 @@ fn events_ack(faz: &Faz, p: &Map<String, Value>, user: &str) -> Result<Reply, Ap
 }
 
 fn rescan_add(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
-    if faz
-        .rescans
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .iter()
-        .any(|r| r.status == "running")
-    {
+    if faz.rescans.any_running() {
         return Err(e(-10, "A rescan is already running"));
     }
     let now = faz.now();
-    let days = faz
-        .ioc_settings
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .rescan_days as i64;
+    let days = faz.ioc.settings().rescan_days as i64;
     let (mut start, mut end) = (now - days * 86_400, now);
     if let Some(tr) = arg(p, "time-range").and_then(|v| v.as_object()) {
         if let Some(s) = tr.get("start") {
@@ -1585,14 +1540,14 @@ fn rescan_add(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
 
 fn alerts_get(faz: &Faz, p: &Map<String, Value>, count: bool) -> Result<Reply, ApiErr> {
     let f = row_filter(p)?;
-    let alerts = faz.alerts.lock().unwrap_or_else(|e| e.into_inner());
-    let rows: Vec<Value> = alerts
+    let rows: Vec<Value> = faz
+        .alerts
+        .list()
         .iter()
         .rev()
         .map(|a| alert_json(faz, a))
         .filter(|r| f.as_ref().map(|f| eval_json(f, r)).unwrap_or(true))
         .collect();
-    drop(alerts);
     if count {
         return extra(json!({"count": rows.len()}));
     }

@@ -253,9 +253,8 @@ pub async fn start(
         Hello::fortianalyzer(&serial, &cfg.file.hostname, &cfg.file.version),
         cfg.clock,
     );
-    let _ = faz
-        .notifier
-        .set(Arc::new(logsink::ChannelNotifier(receiver.clone())));
+    faz.notifications
+        .set_notifier(Arc::new(logsink::ChannelNotifier(receiver.clone())));
 
     let api_addr = listeners.api.local_addr()?;
     let log_addr = listeners.logchan.local_addr()?;
@@ -267,7 +266,7 @@ pub async fn start(
 
     // Rescan worker.
     let (rtx, rrx) = std::sync::mpsc::channel::<(u64, i64, i64)>();
-    let _ = faz.rescan_tx.set(std::sync::Mutex::new(rtx));
+    faz.rescans.set_queue(rtx);
     {
         let faz = faz.clone();
         std::thread::Builder::new()
@@ -411,11 +410,7 @@ async fn housekeeping(faz: Arc<Faz>, stop: CancellationToken) {
         let f = faz.clone();
         let now = faz.now();
         let day = faz.day_of(now);
-        let settings = faz
-            .ioc_settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let settings = faz.ioc.settings();
         let hour = ((now + faz.clock.tz_minutes() as i64 * 60).rem_euclid(86_400) / 3600) as u32;
         let rescan_due =
             settings.rescan_status && day != last_rescan_day && hour >= settings.rescan_run_at;

@@ -7,7 +7,7 @@
 //! JSON-RPC `/cli/global/system/...` objects; `abort` discards them.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::console::schema::{self, Field, Kind, ValueError};
 use crate::faz::{AdminUser, Faz};
@@ -396,12 +396,7 @@ impl Cli {
     }
 
     fn hostname(&self) -> String {
-        self.faz
-            .global
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .hostname
-            .clone()
+        self.faz.settings.global().hostname
     }
 
     fn is_super(&self) -> bool {
@@ -559,18 +554,8 @@ impl Cli {
         obj: Obj,
         pending: &[(&'static str, Option<String>)],
     ) -> Vec<(&'static Field, String)> {
-        let g = self
-            .faz
-            .global
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        let s = self
-            .faz
-            .ioc_settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let g = self.faz.settings.global();
+        let s = self.faz.ioc.settings();
         obj.fields()
             .iter()
             .map(|f| {
@@ -680,14 +665,14 @@ impl Cli {
         let mut changes = Vec::new();
         match obj {
             Obj::Global => self.faz.save_global(apply_fields(
-                &self.faz.global,
+                self.faz.settings.global(),
                 &eff,
                 schema::global_get,
                 schema::global_set,
                 &mut changes,
             ))?,
             Obj::Ioc => self.faz.save_ioc_settings(apply_fields(
-                &self.faz.ioc_settings,
+                self.faz.ioc.settings(),
                 &eff,
                 schema::ioc_get,
                 schema::ioc_set,
@@ -756,13 +741,7 @@ impl Cli {
     // ------------------------------------------------------------- admin table
 
     fn admins(&self) -> Vec<AdminUser> {
-        self.faz
-            .admins
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect()
+        self.faz.admins.list()
     }
 
     fn admin_lines(&self, a: &AdminUser, full: bool, indent: &str) -> String {
@@ -977,12 +956,7 @@ impl Cli {
             ("Max Number of Admin Domains", "5".into()),
             (
                 "Admin Domain Configuration",
-                if f.global
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .adom_status
-                    == "enable"
-                {
+                if f.settings.global().adom_status == "enable" {
                     "Enabled".into()
                 } else {
                     "Disabled".into()
@@ -1015,16 +989,11 @@ impl Cli {
 
     /// `diagnose test application sqllogd 204 stats`.
     fn sqllogd_stats(&self) -> String {
-        let eng = self.faz.ioc.lock().unwrap_or_else(|e| e.into_inner());
+        let eng = self.faz.ioc.engine();
         let (bi, bd, bu, su) = eng.tidb.counts();
         let version = tidb_version(&eng.tidb.version, eng.tidb.loaded_at, &self.faz);
         let loaded = self.faz.display_time(eng.tidb.loaded_at);
-        let status = self
-            .faz
-            .ioc_settings
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .status;
+        let status = self.faz.ioc.settings().status;
         format!(
             "License of post breach detection installed.\nLicense expiration : 2038-Jan-01\n\
              TIDB version : {version}\nTIDB load time : {loaded}\n\
@@ -1057,13 +1026,7 @@ impl Cli {
             3 => "black_ip",
             _ => return usage.into(),
         };
-        let hit = self
-            .faz
-            .ioc
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .tidb
-            .lookup(&key);
+        let hit = self.faz.ioc.engine().tidb.lookup(&key);
         let found = match (ty, hit) {
             (1, Some(TidbType::BlackUrl)) => Some("black_url"),
             (1, Some(TidbType::SuspiciousUrl)) => Some("suspicious_url"),
@@ -1082,14 +1045,7 @@ impl Cli {
 
     /// `diagnose dvm device list`.
     fn dvm_device_list(&self) -> String {
-        let devs: Vec<crate::faz::Device> = self
-            .faz
-            .devices
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let devs: Vec<crate::faz::Device> = self.faz.devices.list();
         let managed = devs.iter().filter(|d| d.authorized).count();
         let mut s = format!(
             "--- There are currently {managed} devices/vdoms managed ---\n\
@@ -1387,16 +1343,15 @@ fn fnv1a(s: &str) -> u64 {
     h
 }
 
-/// A copy of the settings in `current` with the effective values `eff` set; each value that
+/// A copy of the settings `old` with the effective values `eff` set; each value that
 /// differs from the current one is pushed to `changes` as `field[value]`.
 fn apply_fields<T: Clone>(
-    current: &Mutex<T>,
+    old: T,
     eff: &[(&'static Field, String)],
     get: fn(&T, &str) -> String,
     set: fn(&mut T, &str, &str),
     changes: &mut Vec<String>,
 ) -> T {
-    let old = current.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut new = old.clone();
     for (f, v) in eff {
         if get(&old, f.name) != *v {

@@ -259,13 +259,7 @@ pub fn admin_rpc(
     if method == "get" {
         return match name {
             None => {
-                let v: Vec<Value> = faz
-                    .admins
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .values()
-                    .map(admin_json)
-                    .collect();
+                let v: Vec<Value> = faz.admins.list().iter().map(admin_json).collect();
                 Ok(Some(Value::Array(v)))
             }
             Some(n) => faz

@@ -52,15 +52,15 @@ fn seed_commands_change_prompts_commit_on_end_and_survive_a_restart() {
         assert_eq!(cli.prompt(), "FAZ-LAB (global)# ");
         assert_eq!(run(&mut cli, "set jsonapi-log all"), "");
         // Not committed before `end`.
-        assert_eq!(faz.global.lock().unwrap().jsonapi_log, "disable");
+        assert_eq!(faz.settings.global().jsonapi_log, "disable");
         assert!(run(&mut cli, "show").contains("set jsonapi-log all"));
         assert_eq!(run(&mut cli, "end"), "");
         assert_eq!(cli.prompt(), "FAZ-LAB # ");
-        assert_eq!(faz.global.lock().unwrap().jsonapi_log, "all");
+        assert_eq!(faz.settings.global().jsonapi_log, "all");
         assert!(run(&mut cli, "get system global").contains("jsonapi-log    : all"));
     }
     let faz = open(dir.path());
-    assert_eq!(faz.global.lock().unwrap().jsonapi_log, "all");
+    assert_eq!(faz.settings.global().jsonapi_log, "all");
 }
 
 #[test]
@@ -72,7 +72,7 @@ fn abort_discards_and_hostname_changes_the_prompt() {
     run(&mut cli, "set jsonapi-log request");
     assert_eq!(cli.pending(), 1);
     run(&mut cli, "abort");
-    assert_eq!(faz.global.lock().unwrap().jsonapi_log, "disable");
+    assert_eq!(faz.settings.global().jsonapi_log, "disable");
     run(&mut cli, "config system global");
     run(&mut cli, "set hostname \"FAZ-EDGE\"");
     run(&mut cli, "end");

@@ -491,7 +491,7 @@ fn forticlient_hit_names_the_endpoint_and_notifies_its_fortigate() {
     )
     .unwrap();
     let rec = Arc::new(Recorder::default());
-    let _ = faz.notifier.set(rec.clone());
+    faz.notifications.set_notifier(rec.clone());
     assert!(faz.device_hello(
         "FGVM01TM00000001",
         "FGT-LAB",
@@ -525,13 +525,7 @@ fn forticlient_hit_names_the_endpoint_and_notifies_its_fortigate() {
     assert_eq!(got[0].0, "FGVM01TM00000001");
     assert_eq!(got[0].1["hostname"], "PC-52");
     assert_eq!(got[0].1["user"], "jdoe");
-    let h = faz
-        .ioc
-        .lock()
-        .unwrap()
-        .host("10.115.2.52")
-        .cloned()
-        .unwrap();
+    let h = faz.ioc.engine().host("10.115.2.52").cloned().unwrap();
     assert_eq!(
         (h.verdict.as_str(), h.epname.as_deref()),
         ("Infected", Some("PC-52"))
@@ -580,8 +574,8 @@ fn rescan_with_a_new_package_finds_old_logs() {
         vec![webfilter(1, "10.115.2.70", "late.example", "/x")],
     )
     .unwrap();
-    assert!(faz.ioc.lock().unwrap().listed().is_empty());
-    faz.ioc.lock().unwrap().tidb.add_domain("late.example");
+    assert!(faz.ioc.engine().listed().is_empty());
+    faz.ioc.engine().tidb.add_domain("late.example");
     let app = (faz.clone(), ApiState::default());
     let key = faz.id.api_key.clone();
     let r = call(
@@ -605,13 +599,7 @@ fn rescan_with_a_new_package_finds_old_logs() {
         assert!(Instant::now() < deadline, "rescan did not finish: {r}");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let h = faz
-        .ioc
-        .lock()
-        .unwrap()
-        .host("10.115.2.70")
-        .cloned()
-        .unwrap();
+    let h = faz.ioc.engine().host("10.115.2.70").cloned().unwrap();
     assert!(h.rescan && h.verdict == "Infected");
     let r = call(
         &app,
