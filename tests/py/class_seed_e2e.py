@@ -136,15 +136,15 @@ try:
         return res
 
     ems = requests.Session()
-    ems.verify = ca
     ems_base = ems_rest.removesuffix("api/v1/").rstrip("/")
 
     def ems_call(method, path, body=None):
         if "csrftoken" not in ems.cookies:
             r = ems.post(ems_rest + "auth/signin", json={"name": ems_user, "password": ems_password},
-                         timeout=20)
+                         verify=ca, timeout=20)
             assert r.status_code == 200, r.text
-        r = ems.request(method, ems_rest + path, json=body, timeout=20, headers={
+        # (verify per request: a session's verify loses to REQUESTS_CA_BUNDLE/CURL_CA_BUNDLE)
+        r = ems.request(method, ems_rest + path, json=body, verify=ca, timeout=20, headers={
             "Referer": ems_base, "X-CSRFToken": ems.cookies.get("csrftoken", ""), "Ems-Call-Type": "2"})
         if r.status_code == 401:
             ems.cookies.clear()
