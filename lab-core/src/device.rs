@@ -194,16 +194,29 @@ pub fn init_tracing(format: LogFormat) {
     };
 }
 
+/// `FORTILAB_WORKER_THREADS=N`: the runtime's worker threads (default: one per core).
+pub const WORKER_THREADS_ENV: &str = "FORTILAB_WORKER_THREADS";
+
+/// The multi-threaded runtime every process runs on, with [`WORKER_THREADS_ENV`] applied.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = std::env::var(WORKER_THREADS_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    {
+        b.worker_threads(n);
+    }
+    b.enable_all().build()
+}
+
 /// Runs a device main on a multi-threaded runtime and maps its result to the exit code.
 pub fn run<F, Fut>(name: &str, f: F) -> ExitCode
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("{name}: cannot start the runtime: {e}");

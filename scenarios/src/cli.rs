@@ -273,10 +273,7 @@ pub fn main() -> ExitCode {
         }
     };
     fortilab_core::device::init_tracing(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match fortilab_core::device::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fortilab: {e}");

@@ -436,6 +436,11 @@ impl Summariser {
         }
     }
 
+    /// Whether events of the current window were folded (its summary is still to come).
+    pub fn folding(&self) -> bool {
+        self.folded > 0
+    }
+
     /// At `now`: the summary lines of a finished window in which events were folded.
     pub fn tick(&mut self, now: Duration) -> Vec<String> {
         if now.saturating_sub(self.started) < self.window {
@@ -494,7 +499,10 @@ pub async fn print_live(timeline: Timeline, json_lines: bool, shutdown: Cancella
     let colour = !json_lines && std::io::stdout().is_terminal();
     let clock = timeline.clock();
     let mut pending: Vec<Value> = Vec::new();
-    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    // The reorder window: events are printed 50 ms after the first of a batch arrived; an idle
+    // lab arms no timer (while events are folded, it runs until the window's summary is out).
+    const REORDER: Duration = Duration::from_millis(50);
+    let mut flush_at: Option<tokio::time::Instant> = None;
     let t0 = std::time::Instant::now();
     let mut fold = Summariser::new(Duration::from_secs(10), 20, t0.elapsed());
     let mut lagged = 0u64;
@@ -502,6 +510,12 @@ pub async fn print_live(timeline: Timeline, json_lines: bool, shutdown: Cancella
         pending.sort_by_key(|e| e.get("ts").and_then(Value::as_i64).unwrap_or(0));
         let mut out = std::io::stdout().lock();
         use std::io::Write as _;
+        // A window that ended while the lab was idle ends before these events.
+        if !json_lines {
+            for l in fold.tick(t0.elapsed()) {
+                let _ = writeln!(out, "{l}");
+            }
+        }
         for ev in pending.drain(..) {
             if json_lines {
                 let _ = writeln!(out, "{ev}");
@@ -519,17 +533,29 @@ pub async fn print_live(timeline: Timeline, json_lines: bool, shutdown: Cancella
         }
     };
     loop {
+        let flush = async move {
+            match flush_at {
+                Some(t) => tokio::time::sleep_until(t).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             _ = shutdown.cancelled() => break,
             r = rx.recv() => match r {
-                Ok(ev) => pending.push(ev),
+                Ok(ev) => {
+                    pending.push(ev);
+                    flush_at.get_or_insert_with(|| tokio::time::Instant::now() + REORDER);
+                }
                 Err(broadcast::error::RecvError::Lagged(n)) => {
                     lagged += n;
                     println!("… {n} events not shown (terminal too slow; {lagged} in all)");
                 }
                 Err(_) => break,
             },
-            _ = tick.tick() => print(&mut pending, &mut fold),
+            _ = flush => {
+                print(&mut pending, &mut fold);
+                flush_at = fold.folding().then(|| tokio::time::Instant::now() + REORDER);
+            }
         }
     }
     print(&mut pending, &mut fold);

@@ -96,6 +96,9 @@ pub struct Session {
     pub csrf: String,
 }
 
+/// Routine keep-alive events of one endpoint are at least this far apart (lab ms).
+pub const ROUTINE_KA_EVENT_MS: i64 = 1_000;
+
 /// State shared by the API, the telemetry server and the flusher.
 pub struct Shared {
     pub cfg: EmsConfig,
@@ -108,6 +111,8 @@ pub struct Shared {
     pub auto_authorize: AtomicBool,
     pub sessions: Mutex<HashMap<String, Session>>,
     ka_count: AtomicU64,
+    /// Lab ms of each endpoint's last routine `endpoint.keepalive` event.
+    ka_events: Mutex<HashMap<u64, i64>>,
     /// Keep-alives handled since start.
     pub keepalives: AtomicU64,
     /// Held by the one task writing the state (group commit, see [`Shared::persist`]).
@@ -198,11 +203,26 @@ impl Shared {
         self.store.snapshot(st.generation, &bytes)
     }
 
-    /// Whether a keep-alive event should be emitted (sampled above 50 endpoints).
-    pub fn sample_keepalive(&self, endpoints: usize) -> bool {
+    /// Whether a routine keep-alive (one that changed nothing) of `device_id` is an
+    /// `endpoint.keepalive` event: one in `endpoints / 50` above 50 endpoints, and at most one
+    /// per [`ROUTINE_KA_EVENT_MS`] of lab time per endpoint. With `--timing fast` (a keep-alive
+    /// every 200 ms) every one was an event that every reader of the lab's events (the
+    /// orchestrator's timeline files, a class) parsed: most of an idle lab's work. Keep-alives
+    /// that change something (quarantine state, a code) are always events.
+    pub fn sample_keepalive(&self, endpoints: usize, device_id: u64, now_ms: i64) -> bool {
         let n = self.ka_count.fetch_add(1, Ordering::Relaxed);
         let every = (endpoints / 50).max(1) as u64;
-        n % every == 0
+        if n % every != 0 {
+            return false;
+        }
+        let mut last = self.ka_events.lock().unwrap_or_else(|e| e.into_inner());
+        let due = last
+            .get(&device_id)
+            .is_none_or(|&t| now_ms - t >= ROUTINE_KA_EVENT_MS || now_ms < t);
+        if due {
+            last.insert(device_id, now_ms);
+        }
+        due
     }
 
     pub fn ka_interval_ms(&self) -> u64 {
@@ -273,6 +293,7 @@ pub async fn start(
         store,
         sessions: Mutex::new(HashMap::new()),
         ka_count: AtomicU64::new(0),
+        ka_events: Mutex::new(HashMap::new()),
         keepalives: AtomicU64::new(0),
         flush_lock: tokio::sync::Mutex::new(()),
         force_snapshot: AtomicBool::new(false),

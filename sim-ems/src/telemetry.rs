@@ -330,7 +330,7 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
                             tracing::error!(error = %e, "writing the EMS state failed");
                         }
                     }
-                    if reported_changed || shared.sample_keepalive(count) {
+                    if reported_changed || shared.sample_keepalive(count, device_id, now) {
                         shared.bus.emit(
                             "endpoint.keepalive",
                             json!({"device_id": device_id, "fctuid": fctuid,

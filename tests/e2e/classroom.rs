@@ -2,7 +2,8 @@
 //! children, one attached `fortilab up` started elsewhere),
 //! the instructor and trainee pages with their own tokens, last activity from a trainee's
 //! FortiGate change, reset, `class status`, the instructor page in headless Chromium, and a
-//! clean stop with no process left.
+//! clean stop with no process left; a trainee playing the seed exercise inside a class in
+//! headless Chromium (hint and start over on the trainee page, the instructor page live).
 
 use crate::support;
 
@@ -80,8 +81,16 @@ fn lab(class: &Value, index: u64) -> &Value {
         .unwrap()
 }
 
+/// A class starts many processes: its tests run one at a time.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 #[test]
 fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
+    let _s = serial();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("class");
     let names = dir.path().join("names.txt");
@@ -503,6 +512,117 @@ fn a_class_of_three_labs_with_its_pages_tokens_activity_reset_and_clean_stop() {
         "processes left after the class stopped: {left:?}"
     );
     assert!(!file_path.exists(), "the class file outlives the class");
+}
+
+/// The browser test: a class of two seed-exercise labs; in headless Chromium, with the
+/// instructor page and lab 1's trainee page open, the trainee reads the lab's credentials and
+/// consoles from the trainee page and does all eleven tasks through them (FortiGate SSH console,
+/// FortiOS REST, FortiAnalyzer JSON-RPC, EMS REST, PC-52's lab control); a hint is revealed and a
+/// task started over on the trainee page; the instructor page follows every tick live.
+#[test]
+fn a_trainee_plays_the_seed_exercise_in_a_class_in_headless_chromium() {
+    if std::env::var_os("FORTILAB_SKIP_BROWSER").is_some() {
+        eprintln!("FORTILAB_SKIP_BROWSER set: the class browser test is skipped");
+        return;
+    }
+    let _s = serial();
+    support::require_program("chromium", "chromium");
+    support::require_program("chromedriver", "chromium-driver");
+    let mut python = support::python_command(&["selenium", "paramiko", "requests"]);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("class");
+    let exercise = repo().join("scenarios/exercises/seed-ioc-stitch.toml");
+    let mut class = Proc::spawn(
+        "fortilab",
+        dir.path(),
+        &[
+            "class",
+            "up",
+            "--labs",
+            "2",
+            "--exercise",
+            exercise.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
+    );
+    for l in class.ready["status"]["labs"].as_array().unwrap() {
+        assert_eq!(l["status"], "ready", "{l:#}\n{}", class.stderr());
+    }
+    let out = python
+        .arg(repo().join("tests/py/class_seed_e2e.py"))
+        .env("CLASS", dir.path().join("fortilab.ready.json"))
+        .env("ARTIFACTS", artifacts())
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the seed exercise in the class's browser test failed:\n{stdout}\n{}\nclass:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        class.stderr()
+    );
+    let m: Value = serde_json::from_str(stdout.trim()).unwrap();
+    eprintln!("{m:#}");
+    assert!(m["trainee_heading"].as_str().unwrap().contains("trainee-1"));
+    // The hint: its text on the trainee page, its count on the instructor page.
+    assert!(
+        m["hint"]
+            .as_str()
+            .unwrap()
+            .contains("diagnose dvm device list"),
+        "{m:#}"
+    );
+    assert!(
+        m["instructor_hint"].as_str().unwrap().contains("hints 1/2"),
+        "{m:#}"
+    );
+    // The start over: the stray address gone, the earlier tasks still done.
+    assert!(
+        m["restart_message"]
+            .as_str()
+            .unwrap()
+            .contains("stitch started over"),
+        "{m:#}"
+    );
+    assert_eq!(m["scratch_after_restart"], 404, "{m:#}");
+    assert_eq!(m["policy_after_restart"], "done", "{m:#}");
+    // The instructor page followed every task live (no reload), lab 2 untouched.
+    let counts: Vec<&str> = m["instructor_counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        counts,
+        ["1/11", "2/11", "3/11", "4/11", "5/11", "6/11", "7/11", "9/11", "10/11", "11/11"]
+    );
+    assert!(
+        m["trainee_progress"]
+            .as_str()
+            .unwrap()
+            .starts_with("11/11 tasks done"),
+        "{m:#}"
+    );
+    assert_eq!(m["trainee_done"], 11, "{m:#}");
+    let after = m["instructor_after"].as_array().unwrap();
+    assert!(after[0].as_str().unwrap().starts_with("11/11"), "{m:#}");
+    assert!(after[1].as_str().unwrap().starts_with("0/11"), "{m:#}");
+    // The class's own view agrees.
+    let file: Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("class.json")).unwrap()).unwrap();
+    let c = get_json(
+        &format!("{}api/class", file["instructor"]["url"].as_str().unwrap()),
+        file["instructor"]["token"].as_str().unwrap(),
+    );
+    let p = &lab(&c, 1)["progress"];
+    assert_eq!(p["done"], 11, "{p:#}");
+    assert_eq!(p["tasks"][1]["hints_shown"], 1, "{p:#}");
+    let st = class.terminate();
+    assert!(st.success(), "{st}:\n{}", class.stderr());
+    let left = pids_mentioning(&data.display().to_string());
+    assert!(left.is_empty(), "processes left: {left:?}");
 }
 
 #[test]

@@ -49,6 +49,9 @@ struct Shared {
     acked: watch::Sender<u64>,
     conn: Mutex<Conn>,
     stopped: watch::Sender<bool>,
+    /// Bumped whenever what [`LogSender::changed`] waits for changes: connected,
+    /// registration, the queue's spill failing or recovering.
+    state: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -59,6 +62,11 @@ impl Shared {
             q.acked
         };
         self.acked.send_replace(acked);
+    }
+
+    /// Wakes the watchers of [`LogSender::changed`].
+    fn state_changed(&self) {
+        self.state.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     fn error(&self, msg: String) {
@@ -118,6 +126,7 @@ impl LogSender {
             acked: watch::channel(acked).0,
             conn: Mutex::new(Conn::default()),
             stopped: watch::channel(false).0,
+            state: watch::channel(0).0,
         });
         let mut tls = (*cfg.tls).clone();
         tls.alpn_protocols = vec![ALPN.to_vec()];
@@ -148,15 +157,25 @@ impl LogSender {
     /// when the line is dropped: the memory queue is full and cannot spill to disk (disk full);
     /// `stats()` then reports `dropped` and `queue_error` (naming the file).
     pub fn send(&self, line: String) -> u64 {
-        let seq = {
+        let (seq, failing_changed) = {
             let mut q = self.shared.queue.lock().unwrap();
-            match q.push(clamp_line(line)) {
-                Some(idx) => idx + q.offset,
-                None => return 0,
-            }
+            let failing = q.spill_failing();
+            let seq = q.push(clamp_line(line)).map(|idx| idx + q.offset);
+            (seq, failing != q.spill_failing())
         };
+        if failing_changed {
+            self.shared.state_changed();
+        }
+        let Some(seq) = seq else { return 0 };
         self.shared.data.notify_one();
         seq
+    }
+
+    /// A receiver that sees a change whenever the connection goes up or down, the
+    /// registration changes, or the queue starts or stops failing to spill (what a device
+    /// reports from [`LogSender::stats`]): watchers wait on it instead of polling.
+    pub fn changed(&self) -> watch::Receiver<u64> {
+        self.shared.state.subscribe()
     }
 
     pub fn stats(&self) -> SenderStats {
@@ -276,6 +295,7 @@ async fn run(
             let mut c = shared.conn.lock().unwrap();
             c.connected = false;
         }
+        shared.state_changed();
         match end {
             End::Shutdown => break,
             End::Reconfig => {
@@ -422,6 +442,7 @@ fn apply_reply(shared: &Shared, r: &super::HelloReply) -> (bool, u64) {
         c.registration = Some(r.status);
         c.server_serial = Some(r.server_serial.clone());
     }
+    shared.state_changed();
     if r.status != RegStatus::Registered {
         let q = shared.queue.lock().unwrap();
         return (false, q.acked + 1);
@@ -481,6 +502,7 @@ async fn session(
         r.reset();
     }
     shared.conn.lock().unwrap().connected = true;
+    shared.state_changed();
     tracing::info!(server = %reply.server_serial, status = ?reply.status, last_acked = reply.last_acked_seq,
         "log channel connected");
     let mut inflight: VecDeque<u64> = VecDeque::new();

@@ -442,6 +442,40 @@ impl ClassLab {
         outcome
     }
 
+    /// A request to the lab dashboard's exercise surface with the lab's token (the trainee
+    /// page's hint and start-over buttons, its task texts): `GET /api/exercise` (the panel
+    /// view), `POST /_lab/exercise/hint`, `POST /_lab/exercise/restart`. Answers the lab's
+    /// status and JSON body; a start over waits for the snapshot restore (up to 60 s).
+    pub async fn exercise_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(reqwest::StatusCode, Value), String> {
+        let (client, dash) = {
+            let v = self.view();
+            match (v.client.clone(), v.report["dashboard"].as_str()) {
+                (Some(c), Some(d)) if v.status == "ready" => {
+                    (c, d.trim_end_matches('/').to_string())
+                }
+                (_, None) if v.status == "ready" => {
+                    return Err("this lab has no dashboard".to_string())
+                }
+                _ => return Err(format!("lab {} is {}", self.index, v.status)),
+            }
+        };
+        let mut req = client
+            .request(method, format!("{dash}{path}"))
+            .timeout(Duration::from_secs(60));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let r = req.send().await.map_err(|e| format!("{path}: {e}"))?;
+        let status = r.status();
+        let v: Value = r.json().await.unwrap_or(Value::Null);
+        Ok((status, v))
+    }
+
     /// Stops a started lab (SIGTERM, then SIGKILL after the grace).
     pub async fn stop(&self) -> Option<String> {
         if let Some(f) = self.view().followers.take() {

@@ -14,6 +14,9 @@
 //! | trainee | `GET /` | the page |
 //! | trainee | `GET /api/me` | the lab's credentials, consoles, exercise progress |
 //! | trainee | `GET /ca.pem` | the lab CA certificate |
+//! | trainee | `GET /api/exercise` | the lab's exercise: task texts, revealed hints, starting snapshots (the lab dashboard's `GET /api/exercise`) |
+//! | trainee | `POST /api/exercise/hint` `{"task"}` | reveal the task's next hint (the lab's `POST /_lab/exercise/hint`) |
+//! | trainee | `POST /api/exercise/restart` `{"task"}` | start the task over: the lab snapshot taken when it began is restored (the lab's `POST /_lab/exercise/restart`) |
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -200,6 +203,9 @@ pub async fn serve_trainee(
         .route("/", get(|| async { page(TRAINEE) }))
         .route("/api/me", get(me))
         .route("/ca.pem", get(ca_pem))
+        .route("/api/exercise", get(exercise_get))
+        .route("/api/exercise/hint", post(exercise_hint))
+        .route("/api/exercise/restart", post(exercise_restart))
         .route("/_lab/health", get(|| async { Json(json!({"ok": true})) }))
         .with_state(TraineeApp { class, lab });
     serve(listener, router, token, shutdown).await
@@ -225,4 +231,58 @@ async fn ca_pem(State(a): State<TraineeApp>) -> Response {
         Some(pem) => ([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response(),
         None => err(StatusCode::NOT_FOUND, "the lab CA is not available"),
     }
+}
+
+#[derive(Deserialize)]
+struct TaskBody {
+    task: String,
+}
+
+/// The lab's answer passed on (its status and JSON), or `502` when the lab did not answer.
+fn relay(r: Result<(reqwest::StatusCode, Value), String>) -> Response {
+    match r {
+        Ok((status, v)) => (
+            StatusCode::from_u16(status.as_u16()).unwrap_or(StatusCode::BAD_GATEWAY),
+            Json(v),
+        )
+            .into_response(),
+        Err(e) => err(StatusCode::BAD_GATEWAY, e),
+    }
+}
+
+async fn exercise_get(State(a): State<TraineeApp>) -> Response {
+    a.class.viewed();
+    relay(
+        a.lab
+            .exercise_call(reqwest::Method::GET, "/api/exercise", None)
+            .await,
+    )
+}
+
+async fn exercise_hint(State(a): State<TraineeApp>, Json(b): Json<TaskBody>) -> Response {
+    tracing::info!(lab = a.lab.index, task = %b.task, "trainee: hint");
+    let r = a
+        .lab
+        .exercise_call(
+            reqwest::Method::POST,
+            "/_lab/exercise/hint",
+            Some(&json!({"task": b.task})),
+        )
+        .await;
+    a.lab.poll_progress().await;
+    relay(r)
+}
+
+async fn exercise_restart(State(a): State<TraineeApp>, Json(b): Json<TaskBody>) -> Response {
+    tracing::info!(lab = a.lab.index, task = %b.task, "trainee: start the task over");
+    let r = a
+        .lab
+        .exercise_call(
+            reqwest::Method::POST,
+            "/_lab/exercise/restart",
+            Some(&json!({"task": b.task})),
+        )
+        .await;
+    a.lab.poll_progress().await;
+    relay(r)
 }

@@ -457,14 +457,12 @@ impl Forwarder {
         let watch = sender.clone();
         let stop2 = stop.clone();
         let server = s.server.clone();
+        // Woken by the sender's state changes (no polling while nothing happens).
+        let mut changes = sender.changed();
         tokio::spawn(async move {
             let mut was = false;
             let mut queue_error: Option<String> = None;
             loop {
-                tokio::select! {
-                    _ = stop2.cancelled() => break,
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
                 let st = watch.stats();
                 let now = st.connected && st.registration.is_some();
                 if now != was {
@@ -489,6 +487,10 @@ impl Forwarder {
                         }
                     }
                     queue_error = st.queue_error;
+                }
+                tokio::select! {
+                    _ = stop2.cancelled() => break,
+                    r = changes.changed() => if r.is_err() { break },
                 }
             }
         });
