@@ -1,4 +1,5 @@
-//! Serving an axum router over HTTPS (lab CA) or plain HTTP, with graceful drain.
+//! Serving an axum router over HTTPS (lab CA) or plain HTTP, with graceful drain; the lab's one
+//! HTTP client stack is [`client`].
 //!
 //! The device library binds its own listeners (port 0 in tests) and hands them here. Each
 //! connection's peer address and, when the client presented one, its certificate CN reach the
@@ -14,6 +15,8 @@
 //!   closed, as the products' Apache-derived web servers do (`mod_reqtimeout`); TLS handshakes
 //!   get [`TLS_HANDSHAKE_TIMEOUT`]. HTTP/2 (by ALPN only) pings an idle peer and closes the
 //!   connection when the ping goes unanswered.
+
+pub mod client;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -10,7 +10,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
-use fortilab_ems::client::HttpsClient;
+use fortilab_core::http::client::HttpsClient;
 use fortilab_ems::state::SysInfo;
 use fortilab_ems::{EmsConfig, Listeners};
 

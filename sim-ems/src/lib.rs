@@ -7,13 +7,11 @@
 //!   [`proto`].
 //! - [`state`]: endpoints, quarantine and one-time access codes, fabric devices (pure logic);
 //!   [`store`]: its persistence under `--data-dir`.
-//! - [`client`]: a small HTTPS/TLS client trusting the lab CA (tests, benchmarks, tools).
 //!
 //! [`start`] runs everything on listeners the caller binds and reports the real addresses.
 
 pub mod api;
 pub mod cli;
-pub mod client;
 pub mod config;
 pub mod state;
 pub mod store;

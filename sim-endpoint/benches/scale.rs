@@ -109,11 +109,8 @@ fn lab_token() -> &'static str {
     T.get_or_init(|| fortilab_core::secrets::random_token(32))
 }
 
-/// A minimal HTTPS client (lab CA), one connection per request.
-struct Https {
-    connector: tokio_rustls::TlsConnector,
-    addr: std::net::SocketAddr,
-}
+/// An HTTPS client (lab CA, the lab token), one connection per request.
+struct Https(fortilab_core::http::client::HttpsClient);
 
 struct Reply {
     status: u16,
@@ -129,11 +126,8 @@ impl Reply {
 
 impl Https {
     fn new(ca: &fortilab_core::LabCa, addr: std::net::SocketAddr) -> Self {
-        let cfg = fortilab_core::tls::client_config(ca, None).unwrap();
-        Https {
-            connector: tokio_rustls::TlsConnector::from(cfg),
-            addr,
-        }
+        let c = fortilab_core::http::client::HttpsClient::new(ca.cert_pem(), None, addr).unwrap();
+        Https(c.with_lab_token(lab_token()))
     }
 
     async fn request(
@@ -143,49 +137,19 @@ impl Https {
         headers: &[(&str, &str)],
         body: Option<String>,
     ) -> Reply {
-        use http_body_util::BodyExt;
-        let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let name = fortilab_core::tls::server_name("127.0.0.1").unwrap();
-        let tls = self.connector.connect(name, tcp).await.unwrap();
-        let (mut tx, conn) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-                .await
-                .unwrap();
-        let driver = tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", self.addr.to_string())
-            .header("x-fortilab-token", lab_token());
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req
-            .body(http_body_util::Full::new(hyper::body::Bytes::from(
-                body.unwrap_or_default(),
-            )))
-            .unwrap();
-        let resp = tx.send_request(req).await.unwrap();
-        let status = resp.status().as_u16();
-        let cookies = resp
-            .headers()
-            .get_all("set-cookie")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(|c| c.split(';').next().unwrap_or("").to_string())
-            .collect();
-        let body = resp
-            .into_body()
-            .collect()
+        let r = self
+            .0
+            .request(method, path, headers, body.map(String::into_bytes))
             .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        driver.abort();
+            .unwrap();
         Reply {
-            status,
-            cookies,
-            body,
+            status: r.status,
+            cookies: r
+                .header_all("set-cookie")
+                .iter()
+                .map(|c| c.split(';').next().unwrap_or("").to_string())
+                .collect(),
+            body: r.body,
         }
     }
 

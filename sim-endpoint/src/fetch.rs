@@ -10,13 +10,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use fortilab_core::http::client::{self, ClientError, Request, Route};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Header the FortiGate sets on its block (replacement) page.
 pub const BLOCK_HEADER: &str = "x-fortilab-blocked";
@@ -172,162 +168,70 @@ pub async fn fetch(
     url: &Url,
     user_agent: &str,
 ) -> FetchResult {
-    match tokio::time::timeout(FETCH_TIMEOUT, fetch_inner(route, src_ip, url, user_agent)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => FetchResult::failed(e),
-        Err(_) => FetchResult::failed(format!("timed out after {FETCH_TIMEOUT:?}")),
+    match fetch_inner(route, src_ip, url, user_agent).await {
+        Ok(r) => r,
+        Err(e) => FetchResult::failed(e),
     }
 }
 
+/// One connection to the proxy (the lab's one HTTP client, [`fortilab_core::http::client`]):
+/// a PROXY v2 header with the endpoint's lab source, then an absolute-form request for
+/// `http://`, or `CONNECT` and TLS to the site (lab CA) for `https://`.
 async fn fetch_inner(
     route: &ProxyRoute,
     src_ip: std::net::IpAddr,
     url: &Url,
     ua: &str,
 ) -> Result<FetchResult, String> {
-    let mut tcp = TcpStream::connect(route.real)
-        .await
-        .map_err(|e| format!("cannot reach the proxy {} ({}): {e}", route.lab, route.real))?;
-    let _ = tcp.set_nodelay(true);
-    let local_port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
-    let hdr = fortilab_core::proxy::ProxyHeader {
-        src: SocketAddr::new(src_ip, local_port),
+    let mut path = Route::to(route.real).proxy_header(fortilab_core::proxy::ProxyHeader {
+        // Port 0: the connection's own local port.
+        src: SocketAddr::new(src_ip, 0),
         dst: route.lab,
+    });
+    let target = if url.https {
+        let authority = format!(
+            "{}:{}",
+            if url.host.contains(':') {
+                format!("[{}]", url.host)
+            } else {
+                url.host.clone()
+            },
+            url.port
+        );
+        path = path
+            .tunnel(&authority, &[("user-agent", ua)])
+            .tls(route.tls.clone(), &url.host);
+        url.path.clone()
+    } else {
+        url.absolute()
     };
-    tcp.write_all(&fortilab_core::proxy::encode_v2(&hdr))
-        .await
-        .map_err(|e| e.to_string())?;
-    if !url.https {
-        let req = hyper::Request::builder()
-            .method("GET")
-            .uri(url.absolute())
-            .header("host", url.authority())
-            .header("user-agent", ua)
-            .header("accept", "*/*")
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        return send(tcp, req).await;
-    }
-    // CONNECT, then TLS to the site through the tunnel.
-    let target = format!(
-        "{}:{}",
-        if url.host.contains(':') {
-            format!("[{}]", url.host)
-        } else {
-            url.host.clone()
-        },
-        url.port
-    );
-    let connect =
-        format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nUser-Agent: {ua}\r\n\r\n");
-    tcp.write_all(connect.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let (status, headers, rest) = read_head(&mut tcp).await?;
-    if status != 200 {
-        // The proxy refused the tunnel (block page or error): read what it sent.
-        let blocked = headers
-            .iter()
-            .find(|(k, _)| k == BLOCK_HEADER)
-            .map(|(_, v)| v.as_str());
-        let mut body = rest;
-        let _ = tokio::time::timeout(
-            Duration::from_secs(2),
-            read_to_end_limited(&mut tcp, &mut body),
-        )
-        .await;
-        return Ok(FetchResult::from_response(status, blocked, &body));
-    }
-    let connector = tokio_rustls::TlsConnector::from(route.tls.clone());
-    let name = fortilab_core::tls::server_name(&url.host).map_err(|e| e.to_string())?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("TLS to {}: {e}", url.host))?;
-    let req = hyper::Request::builder()
-        .method("GET")
-        .uri(url.path.clone())
-        .header("host", url.authority())
+    let req = Request::get(&target)
+        .header("host", &url.authority())
         .header("user-agent", ua)
         .header("accept", "*/*")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
-    send(tls, req).await
-}
-
-async fn send<S>(io: S, req: hyper::Request<Empty<Bytes>>) -> Result<FetchResult, String>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| e.to_string())?;
-    let driver = tokio::spawn(conn);
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("proxy answer: {e}"))?;
-    let status = resp.status().as_u16();
-    let blocked = resp
-        .headers()
-        .get(BLOCK_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = Limited::new(resp.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| format!("reading the body: {e}"))?
-        .to_bytes();
-    driver.abort();
+        .max_body(MAX_BODY)
+        .timeout(FETCH_TIMEOUT);
+    let resp = match client::send(&path, &req).await {
+        Ok(r) => r,
+        // The proxy refused the tunnel: its block page or error is the answer.
+        Err(ClientError::TunnelRefused(r)) => *r,
+        Err(ClientError::Connect { source, .. }) => {
+            return Err(format!(
+                "cannot reach the proxy {} ({}): {source}",
+                route.lab, route.real
+            ))
+        }
+        Err(ClientError::Tls { source, .. }) => {
+            return Err(format!("TLS to {}: {source}", url.host))
+        }
+        Err(ClientError::Timeout(t)) => return Err(format!("timed out after {t:?}")),
+        Err(e) => return Err(format!("proxy answer: {e}")),
+    };
     Ok(FetchResult::from_response(
-        status,
-        blocked.as_deref(),
-        &body,
+        resp.status,
+        resp.header(BLOCK_HEADER),
+        &resp.body,
     ))
-}
-
-/// Reads an HTTP response head; returns (status, lower-case headers, bytes after the head).
-async fn read_head<R: AsyncRead + Unpin>(
-    r: &mut R,
-) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 2048];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_string();
-            let rest = buf[end + 4..].to_vec();
-            let mut lines = head.split("\r\n");
-            let status_line = lines.next().unwrap_or("");
-            let status = status_line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .ok_or_else(|| format!("bad proxy answer {status_line:?}"))?;
-            let headers = lines
-                .filter_map(|l| l.split_once(':'))
-                .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
-                .collect();
-            return Ok((status, headers, rest));
-        }
-        if buf.len() > 64 * 1024 {
-            return Err("proxy answer head too large".into());
-        }
-        let n = r.read(&mut chunk).await.map_err(|e| e.to_string())?;
-        if n == 0 {
-            return Err("the proxy closed the connection".into());
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-}
-
-async fn read_to_end_limited<R: AsyncRead + Unpin>(r: &mut R, out: &mut Vec<u8>) {
-    let mut chunk = [0u8; 8192];
-    while out.len() < MAX_BODY {
-        match r.read(&mut chunk).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&chunk[..n]),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -369,6 +273,8 @@ mod tests {
         );
         assert_eq!(FetchResult::quarantined().blocked_by, Some("quarantine"));
     }
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[tokio::test]
     async fn sends_proxy_header_and_absolute_form() {

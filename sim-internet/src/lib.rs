@@ -22,7 +22,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub mod cli;
-pub mod client;
 pub mod control;
 pub mod dns;
 pub mod server;
@@ -198,7 +197,7 @@ pub async fn start(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{fetch, Get};
+    use fortilab_core::http::client::{send, Request, Response, Route};
     use fortilab_core::proxy::ProxyHeader;
     use sha2::Digest;
 
@@ -221,13 +220,18 @@ mod tests {
         (r, ca, stop)
     }
 
+    /// `GET path` with `Host: host` along `route`.
+    async fn get(route: &Route, host: &str, path: &str) -> Response {
+        send(route, &Request::get(path).header("host", host))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn serves_sites_by_host_sni_and_proxy_destination() {
         let (r, ca, stop) = running().await;
         let sha = |b: &[u8]| hex::encode(sha2::Sha256::digest(b));
-        let f = fetch(&Get::new(r.http, "www.eicar.org", "/download/eicar.com"))
-            .await
-            .unwrap();
+        let f = get(&Route::to(r.http), "www.eicar.org", "/download/eicar.com").await;
         assert_eq!(f.status, 200);
         assert_eq!(f.header("content-type"), Some("application/octet-stream"));
         assert_eq!(
@@ -235,42 +239,25 @@ mod tests {
             "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f"
         );
         // HTTPS, SNI picks the site's certificate, verified against the lab CA.
-        let mut g = Get::new(r.https, "www.eicar.org", "/download/eicar.com");
-        g.tls = Some((
-            tls::client_config(&ca, None).unwrap(),
-            "www.eicar.org".into(),
-        ));
-        let f = fetch(&g).await.unwrap();
+        let lab_tls = tls::client_config(&ca, None).unwrap();
+        let route = Route::to(r.https).tls(lab_tls.clone(), "www.eicar.org");
+        let f = get(&route, "www.eicar.org", "/download/eicar.com").await;
         assert_eq!((f.status, f.body.len()), (200, 68));
         // Address-only site through a PROXY header, over HTTPS without SNI.
         let hdr = ProxyHeader {
             src: "10.115.2.52:50000".parse().unwrap(),
             dst: "195.22.28.198:443".parse().unwrap(),
         };
-        let mut g = Get::new(r.https, "195.22.28.198", "/whatever");
-        g.proxy = Some(hdr);
-        g.tls = Some((
-            tls::client_config(&ca, None).unwrap(),
-            "195.22.28.198".into(),
-        ));
-        let f = fetch(&g).await.unwrap();
+        let route = Route::to(r.https)
+            .proxy_header(hdr)
+            .tls(lab_tls, "195.22.28.198");
+        let f = get(&route, "195.22.28.198", "/whatever").await;
         assert_eq!(f.status, 200);
         assert_eq!(f.header("x-lab-site"), Some("ioc-test"));
         // Unknown host, no PROXY: 404; unknown path on a known site: 404.
-        assert_eq!(
-            fetch(&Get::new(r.http, "nowhere.example", "/"))
-                .await
-                .unwrap()
-                .status,
-            404
-        );
-        assert_eq!(
-            fetch(&Get::new(r.http, "www.mit.edu", "/nope"))
-                .await
-                .unwrap()
-                .status,
-            404
-        );
+        let plain = Route::to(r.http);
+        assert_eq!(get(&plain, "nowhere.example", "/").await.status, 404);
+        assert_eq!(get(&plain, "www.mit.edu", "/nope").await.status, 404);
         // The request events carry the lab source.
         let (events, _) = r.bus.history_since(0);
         let ioc = events

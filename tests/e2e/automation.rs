@@ -17,9 +17,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use fortilab_core::http::client::HttpsClient;
 use fortilab_core::logchan::{LogReceiver, MemorySink};
 use fortilab_core::tls::LabCa;
-use fortilab_ems::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
     block, endpoint_in_index, faz_stand_in, fgt_event_logs, fgt_rest, free_port, lab_ca, spawn_ems,

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use fortilab_ems::client::HttpsClient;
+use fortilab_core::http::client::HttpsClient;
 use serde_json::{json, Value};
 use support::devices::{
     block, endpoint_in_index, fgt_event_logs, fgt_rest, free_port, lab_ca, spawn_ems,

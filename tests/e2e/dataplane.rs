@@ -8,8 +8,8 @@ use crate::support;
 
 use std::net::SocketAddr;
 
+use fortilab_core::http::client::{send, Request, Response, Route};
 use fortilab_core::proxy::ProxyHeader;
-use fortilab_internet::client::{fetch, Fetched, Get};
 use fortilab_internet::sites::sha256_hex;
 use support::Proc;
 
@@ -21,6 +21,15 @@ fn addr(v: &serde_json::Value) -> SocketAddr {
         .trim_start_matches("https://")
         .parse()
         .unwrap()
+}
+
+/// `GET path` with `Host: host` (none when `None`) along `route`.
+async fn get(route: &Route, host: Option<&str>, path: &str) -> Response {
+    let mut req = Request::get(path);
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    send(route, &req).await.unwrap()
 }
 
 fn rt() -> tokio::runtime::Runtime {
@@ -59,92 +68,92 @@ fn sim_internet_serves_eicar_http_https_and_the_ioc_address_behind_a_proxy_heade
 
     rt().block_on(async {
         // EICAR over HTTP.
-        let f = fetch(&Get::new(http, "www.eicar.org", "/download/eicar.com"))
-            .await
-            .unwrap();
+        let f = get(
+            &Route::to(http),
+            Some("www.eicar.org"),
+            "/download/eicar.com",
+        )
+        .await;
         assert_eq!(f.status, 200);
         assert_eq!(f.header("content-type"), Some("application/octet-stream"));
         assert_eq!(f.body.len(), 68);
         assert_eq!(sha256_hex(&f.body), EICAR_SHA256);
 
         // EICAR over HTTPS: SNI www.eicar.org, certificate verified against the lab CA.
-        let mut g = Get::new(https, "www.eicar.org", "/download/eicar.com");
-        g.tls = Some((tls.clone(), "www.eicar.org".into()));
-        let f = fetch(&g).await.unwrap();
+        let eicar_tls = Route::to(https).tls(tls.clone(), "www.eicar.org");
+        let f = get(&eicar_tls, Some("www.eicar.org"), "/download/eicar.com").await;
         assert_eq!(f.status, 200);
         assert_eq!(sha256_hex(&f.body), EICAR_SHA256);
 
         // A certificate from another CA is refused.
         let other = fortilab_core::tls::LabCa::generate("other").unwrap();
-        let mut g2 = g.clone();
-        g2.tls = Some((
+        let other_tls = Route::to(https).tls(
             fortilab_core::tls::client_config(&other, None).unwrap(),
-            "www.eicar.org".into(),
-        ));
-        assert!(fetch(&g2).await.is_err());
+            "www.eicar.org",
+        );
+        assert!(send(&other_tls, &Request::get("/download/eicar.com"))
+            .await
+            .is_err());
 
         // http://195.22.28.198/ from lab source 10.115.2.52 through a PROXY header.
         let hdr = ProxyHeader {
             src: "10.115.2.52:51000".parse().unwrap(),
             dst: "195.22.28.198:80".parse().unwrap(),
         };
-        let mut g = Get::new(http, "195.22.28.198", "/");
-        g.proxy = Some(hdr);
-        let f = fetch(&g).await.unwrap();
+        let ioc = Route::to(http).proxy_header(hdr);
+        let f = get(&ioc, Some("195.22.28.198"), "/").await;
         assert_eq!(f.status, 200);
         assert_eq!(f.header("x-lab-site"), Some("ioc-test"));
         // Without a usable Host header the PROXY destination picks the site.
-        g.host = None;
-        g.path = "/any/path?x=1".into();
-        let f = fetch(&g).await.unwrap();
+        let f = get(&ioc, None, "/any/path?x=1").await;
         assert_eq!((f.status, f.header("x-lab-site")), (200, Some("ioc-test")));
 
         // The lab surface.
-        let json = |f: &Fetched| serde_json::from_slice::<serde_json::Value>(&f.body).unwrap();
+        let json = |f: &Response| serde_json::from_slice::<serde_json::Value>(&f.body).unwrap();
+        let surface = Route::to(control).tls(tls.clone(), "localhost");
         let ctl = |path: &str| {
-            let mut g = Get::new(control, "localhost", path)
-                .header("X-Fortilab-Token", support::lab_token());
-            g.tls = Some((tls.clone(), "localhost".into()));
-            g
+            Request::get(path)
+                .header("host", "localhost")
+                .header("X-Fortilab-Token", support::lab_token())
+        };
+        let fetch = |req: Request| {
+            let surface = surface.clone();
+            async move { send(&surface, &req).await }
         };
         // Without the lab token the control surface answers 401 with a JSON error.
-        let mut anon = Get::new(control, "localhost", "/_lab/sites");
-        anon.tls = Some((tls.clone(), "localhost".into()));
-        let f = fetch(&anon).await.unwrap();
+        let f = get(&surface, Some("localhost"), "/_lab/sites").await;
         assert_eq!(f.status, 401);
         assert_eq!(json(&f)["error"], "lab token required");
-        let f = fetch(&ctl("/_lab/health")).await.unwrap();
+        let f = fetch(ctl("/_lab/health")).await.unwrap();
         assert_eq!(
             (f.status, json(&f)["ok"].clone()),
             (200, serde_json::json!(true))
         );
-        let f = fetch(&ctl("/_lab/dns?name=www.eicar.org")).await.unwrap();
+        let f = fetch(ctl("/_lab/dns?name=www.eicar.org")).await.unwrap();
         assert_eq!(json(&f)["ip"], "89.238.73.97");
-        let f = fetch(&ctl("/_lab/dns?name=nowhere.example")).await.unwrap();
+        let f = fetch(ctl("/_lab/dns?name=nowhere.example")).await.unwrap();
         assert_eq!(
             (f.status, json(&f)["error"].clone()),
             (404, serde_json::json!("NXDOMAIN"))
         );
-        let f = fetch(&ctl("/_lab/rating?host=www.eicar.org"))
-            .await
-            .unwrap();
+        let f = fetch(ctl("/_lab/rating?host=www.eicar.org")).await.unwrap();
         let v = json(&f);
         assert_eq!(
             (v["category"].clone(), v["catdesc"].clone()),
             (50.into(), "Information and Computer Security".into())
         );
-        let f = fetch(&ctl("/_lab/rating?host=unknown.example"))
+        let f = fetch(ctl("/_lab/rating?host=unknown.example"))
             .await
             .unwrap();
         assert_eq!(
             (json(&f)["category"].clone(), json(&f)["catdesc"].clone()),
             (0.into(), "Unrated".into())
         );
-        let f = fetch(&ctl("/_lab/sites")).await.unwrap();
+        let f = fetch(ctl("/_lab/sites")).await.unwrap();
         let all = json(&f);
         assert!(all.as_array().unwrap().iter().any(|s| s["category"] == 26));
         assert!(all.as_array().unwrap().iter().any(|s| s["category"] == 61));
-        let f = fetch(&ctl("/_lab/events?once=1")).await.unwrap();
+        let f = fetch(ctl("/_lab/events?once=1")).await.unwrap();
         let text = String::from_utf8_lossy(&f.body).to_string();
         let events: Vec<serde_json::Value> = text
             .lines()
@@ -225,10 +234,12 @@ fn a_standalone_device_makes_its_own_lab_token_and_keeps_it_across_restarts() {
     let control = addr(&p.ready["internet"]["control"]);
     let ca_pem = std::fs::read_to_string(p.ready["internet"]["ca_cert"].as_str().unwrap()).unwrap();
     let tls = fortilab_core::tls::client_config_from_pem(&ca_pem, None).unwrap();
+    let surface = Route::to(control).tls(tls, "localhost");
     let get = |t: &str| {
-        let mut g = Get::new(control, "localhost", "/_lab/health").header("X-Fortilab-Token", t);
-        g.tls = Some((tls.clone(), "localhost".into()));
-        rt().block_on(fetch(&g)).unwrap().status
+        let req = Request::get("/_lab/health")
+            .header("host", "localhost")
+            .header("X-Fortilab-Token", t);
+        rt().block_on(send(&surface, &req)).unwrap().status
     };
     assert_eq!(get(&token), 200);
     assert_eq!(get(support::lab_token()), 401);

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use fortilab_core::http::client::{HttpsClient, Response};
 use fortilab_core::LabCa;
-use fortilab_ems::client::{HttpsClient, Reply};
 use serde_json::{json, Value};
 use support::devices::{
     free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, EmsSession, ADMIN_PASSWORD,
@@ -178,7 +178,7 @@ impl Admin {
         Admin { client, session }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Response {
         rt().block_on(self.session.call(&self.client, method, path, body))
             .unwrap()
     }
@@ -212,7 +212,7 @@ fn ep_status(ctl: &HttpsClient, name: &str) -> Value {
         .json()
 }
 
-fn access_code(ctl: &HttpsClient, name: &str, code: &str) -> Reply {
+fn access_code(ctl: &HttpsClient, name: &str, code: &str) -> Response {
     rt().block_on(ctl.json(
         "POST",
         &format!("/endpoints/{name}/_lab/access-code"),
@@ -664,7 +664,7 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     let wait = Duration::from_secs(3);
 
     let garbage = rt
-        .block_on(fortilab_ems::client::tls_exchange(
+        .block_on(fortilab_core::http::client::tls_exchange(
             tel,
             &lab.ca_pem,
             b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -683,7 +683,7 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
 
     let bad_size = b"MSG_HEADER: FCTUID=ABC\r\nSIZE=nope\r\n\r\n";
     let r = rt
-        .block_on(fortilab_ems::client::tls_exchange(
+        .block_on(fortilab_core::http::client::tls_exchange(
             tel,
             &lab.ca_pem,
             bad_size,
@@ -701,7 +701,7 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
             .head("EC_QUARANTINED", 0);
     ka.put("QUARANTINE_ID", 0);
     let r = rt
-        .block_on(fortilab_ems::client::tls_exchange(
+        .block_on(fortilab_core::http::client::tls_exchange(
             tel,
             &lab.ca_pem,
             &ka.encode(),
@@ -726,7 +726,7 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     .head("EC_QUARANTINED", 0);
     reg.put("HOSTNAME", "PC-99").put("USER", "bob");
     let r = rt
-        .block_on(fortilab_ems::client::tls_exchange(
+        .block_on(fortilab_core::http::client::tls_exchange(
             tel,
             &lab.ca_pem,
             &reg.encode(),
@@ -825,7 +825,7 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     .head("EC_QUARANTINED", 0);
     reg.put("HOSTNAME", hostile).put("USER", "mallory");
     let r = rt
-        .block_on(fortilab_ems::client::tls_exchange(
+        .block_on(fortilab_core::http::client::tls_exchange(
             tel,
             &lab.ca_pem,
             &reg.encode(),

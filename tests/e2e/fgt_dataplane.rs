@@ -10,10 +10,10 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use fortilab_core::http::client::{send, Request, Response, Route};
 use fortilab_core::logchan::MemorySink;
 use fortilab_core::proxy::ProxyHeader;
 use fortilab_core::tls::LabCa;
-use fortilab_internet::client::{fetch, Fetched, Get};
 use serde_json::{json, Value};
 use support::devices::faz_stand_in;
 use support::{wait_for, Proc};
@@ -172,21 +172,14 @@ fn sse(url: &str, ca: &Path) -> Vec<Value> {
 }
 
 /// GET `url` through the FortiGate proxy as lab host `src` (PROXY v2 header).
-async fn via_proxy(proxy: SocketAddr, src: &str, url: &str) -> Fetched {
+async fn via_proxy(proxy: SocketAddr, src: &str, url: &str) -> Response {
     let host = url.split('/').nth(2).unwrap().to_string();
-    let req = Get {
-        addr: proxy,
-        tls: None,
-        proxy: Some(ProxyHeader {
-            src: format!("{src}:40000").parse().unwrap(),
-            dst: "10.115.2.1:8080".parse().unwrap(),
-        }),
-        host: Some(host),
-        path: url.to_string(),
-        method: "GET".into(),
-        headers: Vec::new(),
-    };
-    fetch(&req).await.expect("proxy fetch")
+    let route = Route::to(proxy).proxy_header(ProxyHeader {
+        src: format!("{src}:40000").parse().unwrap(),
+        dst: "10.115.2.1:8080".parse().unwrap(),
+    });
+    let req = Request::get(url).header("host", &host);
+    send(&route, &req).await.expect("proxy fetch")
 }
 
 fn sha256(data: &[u8], dir: &Path) -> String {

@@ -1,15 +1,13 @@
-//! A small HTTP/1.1 client for the automation engine (EMS connector, webhook actions): one
-//! connection per request, HTTPS verified against the lab CA only (optionally presenting the
-//! FortiGate's certificate), lab addresses resolved through the lab map by the caller.
+//! The automation engine's HTTP calls (EMS connector, webhook actions) over the lab's one HTTP
+//! client ([`fortilab_core::http::client`]): one connection per request, HTTPS verified against
+//! the lab CA only (optionally presenting the FortiGate's certificate), lab addresses resolved
+//! through the lab map by the caller.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use fortilab_core::http::client::{self, ClientError, Request, Route};
 
 /// How to reach a server.
 #[derive(Clone)]
@@ -61,10 +59,8 @@ pub fn tls_config(
     Ok(Arc::new(cfg))
 }
 
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-/// Sends one request and reads the whole reply within `timeout` (real time).
+/// Sends one request and reads the whole reply within `timeout` (real time), over the lab's
+/// one HTTP client ([`fortilab_core::http::client`]): a new connection per request.
 pub async fn request(
     target: &Target,
     method: &str,
@@ -73,81 +69,51 @@ pub async fn request(
     body: Option<Vec<u8>>,
     timeout: Duration,
 ) -> Result<Reply, String> {
-    tokio::time::timeout(
-        timeout,
-        request_inner(target, method, path_and_query, headers, body),
-    )
-    .await
-    .map_err(|_| format!("no answer from {} within {timeout:?}", target.host))?
-}
-
-async fn request_inner(
-    target: &Target,
-    method: &str,
-    path_and_query: &str,
-    headers: &[(String, String)],
-    body: Option<Vec<u8>>,
-) -> Result<Reply, String> {
-    let tcp = TcpStream::connect(target.addr)
-        .await
-        .map_err(|e| format!("connect to {} ({}): {e}", target.host, target.addr))?;
-    let _ = tcp.set_nodelay(true);
-    let io: Box<dyn Io> = match &target.tls {
-        Some(cfg) => {
-            let host = target
-                .host
-                .rsplit_once(':')
-                .filter(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
-                .map(|(h, _)| h)
-                .unwrap_or(&target.host)
-                .trim_matches(['[', ']']);
-            let name = fortilab_core::tls::server_name(host).map_err(|e| e.to_string())?;
-            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
-                .connect(name, tcp)
-                .await
-                .map_err(|e| format!("TLS with {}: {e}", target.host))?;
-            Box::new(tls)
-        }
-        None => Box::new(tcp),
-    };
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| format!("HTTP handshake with {}: {e}", target.host))?;
-    let driver = tokio::spawn(conn);
-    let mut req = hyper::Request::builder()
-        .method(method.to_ascii_uppercase().as_str())
-        .uri(if path_and_query.is_empty() {
+    // The name to verify: the host without a port (`10.115.1.60:8443`, `[::1]:443`).
+    let name = target
+        .host
+        .rsplit_once(':')
+        .filter(|(h, p)| !h.contains(':') && p.parse::<u16>().is_ok())
+        .map(|(h, _)| h)
+        .unwrap_or(&target.host)
+        .trim_matches(['[', ']']);
+    let route = Route::to(target.addr).maybe_tls(target.tls.clone(), name);
+    let mut req = Request::new(
+        method,
+        if path_and_query.is_empty() {
             "/"
         } else {
             path_and_query
-        })
-        .header("host", target.host.as_str())
-        .header("user-agent", "FortiGate autod");
+        },
+    )
+    .header("host", &target.host)
+    .header("user-agent", "FortiGate autod")
+    .timeout(timeout);
     let mut has_ct = false;
     for (k, v) in headers {
         has_ct |= k.eq_ignore_ascii_case("content-type");
-        req = req.header(k.as_str(), v.as_str());
+        req = req.header(k, v);
     }
-    if body.is_some() && !has_ct {
-        req = req.header("content-type", "application/json");
+    if let Some(b) = body {
+        if !has_ct {
+            req = req.header("content-type", "application/json");
+        }
+        req = req.body(b);
     }
-    let req = req
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))
-        .map_err(|e| format!("bad request: {e}"))?;
-    let resp = sender
-        .send_request(req)
-        .await
-        .map_err(|e| format!("request to {}: {e}", target.host))?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("reading the reply of {}: {e}", target.host))?
-        .to_bytes()
-        .to_vec();
-    driver.abort();
-    Ok(Reply { status, body })
+    let host = &target.host;
+    match client::send(&route, &req).await {
+        Ok(r) => Ok(Reply {
+            status: r.status,
+            body: r.body,
+        }),
+        Err(ClientError::Timeout(t)) => Err(format!("no answer from {host} within {t:?}")),
+        Err(ClientError::Connect { source, .. }) => {
+            Err(format!("connect to {host} ({}): {source}", target.addr))
+        }
+        Err(ClientError::Tls { source, .. }) => Err(format!("TLS with {host}: {source}")),
+        Err(ClientError::Body(e)) => Err(format!("reading the reply of {host}: {e}")),
+        Err(e) => Err(format!("request to {host}: {e}")),
+    }
 }
 
 /// A webhook `uri` (`host[:port]/path`, optionally with a scheme) split into

@@ -1466,27 +1466,14 @@ pub fn parse_ipmask(words: &[Token]) -> Result<String, usize> {
     }
 }
 
+/// A UUID in its hyphenated form (`8-4-4-4-12` hex digits), as FortiOS shows them.
 fn is_uuid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.len() == 5
-        && [8, 4, 4, 4, 12]
-            .iter()
-            .zip(&parts)
-            .all(|(n, p)| p.len() == *n && p.chars().all(|c| c.is_ascii_hexdigit()))
+    s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
 }
 
-fn uuid_from(mut b: [u8; 16]) -> String {
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+/// A version-4 UUID (RFC 4122 variant) from 16 random bytes of the seeded stream.
+fn uuid_from(b: [u8; 16]) -> String {
+    uuid::Builder::from_random_bytes(b).into_uuid().to_string()
 }
 
 /// The referenced names of a value.

@@ -8,8 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use fortilab_core::http::client::{Client, ClientError, Request};
 
 /// A FortiGuard rating.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +29,8 @@ impl Rating {
 /// Client of the lab Internet's control surface.
 pub struct Internet {
     base: Mutex<Option<(String, u16)>>,
-    tls: Arc<rustls::ClientConfig>,
+    /// Keep-alive connections to the control surface (lab CA).
+    client: Client,
     /// Sent as `X-Fortilab-Token` (the control surface is a lab surface).
     lab_token: Option<fortilab_core::secrets::LabToken>,
     dns: Mutex<HashMap<String, Option<Ipv4Addr>>>,
@@ -77,7 +77,7 @@ impl Internet {
     ) -> Self {
         Self {
             base: Mutex::new(None),
-            tls,
+            client: Client::new(Some(tls)),
             lab_token,
             dns: Mutex::new(HashMap::new()),
             ratings: Mutex::new(HashMap::new()),
@@ -134,49 +134,29 @@ impl Internet {
             .is_some()
     }
 
+    /// `GET base+path` over the pooled keep-alive client (lab CA), the JSON answer (`Null`
+    /// when the body is not JSON).
     async fn get_json(&self, path: &str) -> std::io::Result<(u16, serde_json::Value)> {
         let Some((host, port)) = self.base.lock().unwrap_or_else(|p| p.into_inner()).clone() else {
             return Err(std::io::Error::other("no --internet URL"));
         };
-        tokio::time::timeout(Duration::from_secs(5), async {
-            let tcp = TcpStream::connect((host.as_str(), port)).await?;
-            tcp.set_nodelay(true)?;
-            let name = fortilab_core::tls::server_name(&host)
-                .map_err(|e| std::io::Error::other(e.to_string()))?;
-            let mut s = tokio_rustls::TlsConnector::from(self.tls.clone())
-                .connect(name, tcp)
-                .await?;
-            let token = self
-                .lab_token
-                .as_ref()
-                .map(|t| format!("X-Fortilab-Token: {}\r\n", t.as_str()))
-                .unwrap_or_default();
-            s.write_all(
-                format!("GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nConnection: close\r\nAccept: application/json\r\n{token}\r\n")
-                    .as_bytes(),
-            )
-            .await?;
-            let mut buf = Vec::new();
-            // The server closes after the response; a missing close_notify is not an error.
-            let _ = s.read_to_end(&mut buf).await;
-            let text = String::from_utf8_lossy(&buf);
-            let (head, body) = text
-                .split_once("\r\n\r\n")
-                .ok_or_else(|| std::io::Error::other("bad HTTP response"))?;
-            let status: u16 = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-            let chunked = head
-                .to_ascii_lowercase()
-                .contains("transfer-encoding: chunked");
-            let body = if chunked { dechunk(body) } else { body.to_string() };
-            let v = serde_json::from_str(body.trim()).unwrap_or(serde_json::Value::Null);
-            Ok((status, v))
-        })
-        .await
-        .map_err(|_| std::io::Error::other("lab Internet control timed out"))?
+        let authority = if host.contains(':') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let mut req = Request::get(&format!("https://{authority}{path}"))
+            .header("accept", "application/json")
+            .timeout(Duration::from_secs(5));
+        if let Some(t) = &self.lab_token {
+            req = req.header(fortilab_core::secrets::LAB_TOKEN_HEADER, t.as_str());
+        }
+        let resp = self.client.get(&req).await.map_err(|e| match e {
+            ClientError::Timeout(_) => std::io::Error::other("lab Internet control timed out"),
+            e => std::io::Error::other(e.to_string()),
+        })?;
+        let v = serde_json::from_slice(&resp.body).unwrap_or(serde_json::Value::Null);
+        Ok((resp.status, v))
     }
 
     /// The lab address of a host: IP literals as they are, names through the lab DNS (cached).
@@ -259,37 +239,17 @@ impl Internet {
     }
 }
 
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let n =
-            usize::from_str_radix(size.split(';').next().unwrap_or("0").trim(), 16).unwrap_or(0);
-        // `get`: a chunk size that ends inside a multi-byte character is not a valid body.
-        let (Some(chunk), Some(next)) = (after.get(..n), after.get(n..)) else {
-            break;
-        };
-        if n == 0 {
-            break;
-        }
-        out.push_str(chunk);
-        rest = next.trim_start_matches("\r\n");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn base_urls_and_chunks() {
+    fn base_urls() {
         assert_eq!(
             parse_base("https://127.0.0.1:8443"),
             Some(("127.0.0.1".into(), 8443))
         );
         assert_eq!(parse_base("https://[::1]:9/"), Some(("::1".into(), 9)));
         assert_eq!(parse_base("http://x:1"), None);
-        assert_eq!(dechunk("4\r\nabcd\r\n2\r\nef\r\n0\r\n\r\n"), "abcdef");
     }
 }

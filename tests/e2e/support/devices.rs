@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
+use fortilab_core::http::client::{HttpsClient, Response};
 use fortilab_core::logchan::{Hello, LogReceiver, MemorySink};
 use fortilab_core::tls::{self, ClientAuth, LabCa};
-use fortilab_ems::client::{HttpsClient, Reply};
 use serde_json::{json, Value};
 
 use super::Proc;
@@ -212,8 +212,8 @@ impl EmsSession {
         method: &str,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<Reply> {
-        client
+    ) -> anyhow::Result<Response> {
+        Ok(client
             .request(
                 method,
                 path,
@@ -226,7 +226,7 @@ impl EmsSession {
                 ],
                 body.map(|b| b.to_string().into_bytes()),
             )
-            .await
+            .await?)
     }
 }
 
