@@ -9,6 +9,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use fortilab_core::EventKind;
 use fortilab_core::http::ConnInfo;
 use fortilab_core::logchan::LogReceiver;
 use serde::Deserialize;
@@ -188,7 +189,7 @@ async fn auto_set(State(app): State<Arc<App>>, body: Bytes) -> Response {
     app.faz.auto_authorize.store(on, Ordering::Relaxed);
     app.faz
         .bus
-        .emit("lab.auto_authorize", json!({"enabled": on}));
+        .emit(EventKind::LabAutoAuthorize, json!({"enabled": on}));
     if on {
         // Authorize every device waiting now.
         let waiting: Vec<String> = app

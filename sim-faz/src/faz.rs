@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
+use fortilab_core::EventKind;
 use fortilab_core::device::Timing;
 use fortilab_core::logchan::{IocAckNotification, IocLevel, IocNotification, Notice, Notification};
 use fortilab_core::{EventBus, LabClock};
@@ -64,11 +65,11 @@ impl Submitted {
         if faz.store_failing.swap(false, Ordering::Relaxed) {
             tracing::info!("the log store accepts logs again");
             faz.bus
-                .emit("store.recovered", json!({"sender": self.sender}));
+                .emit(EventKind::StoreRecovered, json!({"sender": self.sender}));
         }
         if self.n > 0 {
             faz.bus.emit(
-                "log.received",
+                EventKind::LogReceived,
                 json!({"from": self.sender, "count": self.n, "unparsed": self.unparsed,
                        "last_seq": last, "sample": self.sample}),
             );
@@ -577,13 +578,13 @@ impl Faz {
         self.persist_device(&dev);
         if new {
             self.bus.emit(
-                "device.registered",
+                EventKind::DeviceRegistered,
                 json!({"sn": serial, "name": dev.name, "platform": platform, "device_type": device_type,
                        "authorized": dev.authorized, "ip": ip}),
             );
         }
         self.bus.emit(
-            "device.connected",
+            EventKind::DeviceConnected,
             json!({"sn": serial, "authorized": dev.authorized}),
         );
         if dev.device_type == "forticlient" {
@@ -610,7 +611,7 @@ impl Faz {
             d.clone()
         };
         self.persist_device(&d);
-        self.bus.emit("device.disconnected", json!({"sn": serial}));
+        self.bus.emit(EventKind::DeviceDisconnected, json!({"sn": serial}));
     }
 
     /// Authorizes (adds) a device: `exec /dvm/cmd/add/device`. Creates a model device when the
@@ -684,7 +685,7 @@ impl Faz {
         };
         self.persist_device(&d);
         self.bus
-            .emit("device.authorized", json!({"sn": sn, "name": d.name}));
+            .emit(EventKind::DeviceAuthorized, json!({"sn": sn, "name": d.name}));
         if let Some(n) = self.notifier.get() {
             n.authorize(sn);
         }
@@ -703,7 +704,7 @@ impl Faz {
         match removed {
             Some(d) => {
                 let _ = self.store.kv_put(&[(format!("dev:{}", d.sn), None)]);
-                self.bus.emit("device.deleted", json!({"sn": d.sn}));
+                self.bus.emit(EventKind::DeviceDeleted, json!({"sn": d.sn}));
                 true
             }
             None => false,
@@ -782,7 +783,7 @@ impl Faz {
         }
         if new {
             self.bus.emit(
-                "device.registered",
+                EventKind::DeviceRegistered,
                 json!({"sn": d.sn, "name": d.name, "via": "syslog", "authorized": d.authorized, "ip": text}),
             );
         }
@@ -909,7 +910,7 @@ impl Faz {
         self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
         if !self.store_failing.swap(true, Ordering::Relaxed) {
             tracing::error!(error = %msg, "the log store refuses logs");
-            self.bus.emit("store.error", json!({"error": msg}));
+            self.bus.emit(EventKind::StoreError, json!({"error": msg}));
         }
         msg
     }
@@ -1021,7 +1022,7 @@ impl Faz {
             };
             if listed {
                 self.bus.emit(
-                    "ioc.compromised",
+                    EventKind::IocCompromised,
                     json!({"epip": epip, "epid": host.epid, "epname": host.epname, "verdict": host.verdict,
                            "level": host.level.as_str(), "threat": threat, "detect_method": method,
                            "devid": host.devid, "rescan": rescan}),
@@ -1119,7 +1120,7 @@ impl Faz {
             .unwrap_or(false);
         self.counters.notifications.fetch_add(1, Ordering::Relaxed);
         self.bus.emit(
-            "ioc.notify",
+            EventKind::IocNotify,
             json!({"target": serial, "id": id, "type": kind, "srcip": srcip, "delivered": delivered}),
         );
         id
@@ -1139,7 +1140,7 @@ impl Faz {
                 .notifications_acked
                 .fetch_add(1, Ordering::Relaxed);
             self.bus
-                .emit("ioc.notify.acked", json!({"target": serial, "id": id}));
+                .emit(EventKind::IocNotifyAcked, json!({"target": serial, "id": id}));
         }
     }
 
@@ -1178,7 +1179,7 @@ impl Faz {
             .store
             .kv_put(&[(format!("alert:{id:012}"), kv_json(&a))]);
         self.bus.emit(
-            "alert.raised",
+            EventKind::AlertRaised,
             json!({"alertid": a.alertid, "triggername": trigger, "epip": a.epip, "threat": threat, "severity": a.severity}),
         );
         self.alerts
@@ -1243,7 +1244,7 @@ impl Faz {
         let _ = self.store.kv_put(&updates);
         for h in &hosts {
             self.bus.emit(
-                "ioc.ack",
+                EventKind::IocAck,
                 json!({"epip": h.epip, "epid": h.epid, "by": by, "comment": h.comment}),
             );
             let payload = Notice::IocAck(IocAckNotification {
@@ -1282,7 +1283,7 @@ impl Faz {
             let _ = self
                 .store
                 .kv_put(&[(format!("day:{}", s.day), kv_json(&s))]);
-            self.bus.emit("ioc.day", json!({"summary": s}));
+            self.bus.emit(EventKind::IocDay, json!({"summary": s}));
         }
         if !changes.is_empty() {
             self.handle_changes(changes, false);
@@ -1364,7 +1365,7 @@ impl Faz {
         let _ = self
             .store
             .kv_put(&[(format!("rescan:{tid:012}"), kv_json(&rec))]);
-        self.bus.emit("ioc.rescan", json!({"tid": tid, "scanned": scanned, "threats": threats, "new_threats": new_threats, "status": rec.status}));
+        self.bus.emit(EventKind::IocRescan, json!({"tid": tid, "scanned": scanned, "threats": threats, "new_threats": new_threats, "status": rec.status}));
     }
 
     /// Registers a rescan run and returns its task id.

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
+use fortilab_core::EventKind;
 use fortilab_core::clock::LabClock;
 use fortilab_core::events::EventBus;
 use fortilab_core::labnet::LabMap;
@@ -442,7 +443,7 @@ impl Device {
             );
         });
         self.events.emit(
-            "config.change",
+            EventKind::ConfigChange,
             serde_json::json!({
                 "path": cfgpath, "key": c.key, "action": c.action, "attrs": c.attrs,
                 "user": ev.origin.user, "ui": ev.origin.ui, "revision": ev.revision,

@@ -28,6 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use fortilab_core::EventKind;
 use fortilab_core::clock::LabClock;
 use fortilab_core::http::HttpOptions;
 use fortilab_core::labnet::LabMap;
@@ -423,7 +424,7 @@ pub async fn start(
         })
         .map_err(|e| StartError::Io(e.to_string()))?;
     device.events.emit(
-        "device.ready",
+        EventKind::DeviceReady,
         serde_json::json!({"serial": serial, "version": opts.version.to_string(), "api": format!("https://{api_addr}")}),
     );
     tracing::info!(%api_addr, serial = %serial, version = %opts.version, "FortiGate ready");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use fortilab_core::EventKind;
 use fortilab_core::events::EventBus;
 use fortilab_core::http::{accept_next, drain};
 use fortilab_core::labnet::LabMap;
@@ -228,7 +229,7 @@ fn respond<B>(ctx: &Ctx, conn: &Conn, req: Request<B>) -> Response<Full<Bytes>> 
         Some(site) => page_response(site, &path),
     };
     ctx.bus.emit(
-        "http.request",
+        EventKind::HttpRequest,
         serde_json::json!({
             "site": site.map(|s| s.name.clone()),
             "host": host.clone().or(conn.sni.clone()).or(conn.dst.map(|d| d.to_string())),

@@ -15,6 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
+use fortilab_core::EventKind;
 use fortilab_core::console::{
     BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession, SshConsole,
 };
@@ -109,7 +110,7 @@ pub fn log_login(faz: &Faz, user: &str, via: &str, peer: Option<SocketAddr>, ok:
             &format!("User {user} login successful from {ui}"),
         );
         faz.bus
-            .emit("console.login", json!({"user": user, "ui": ui}));
+            .emit(EventKind::ConsoleLogin, json!({"user": user, "ui": ui}));
     } else {
         faz.admin_event(
             "0031040035",
@@ -122,7 +123,7 @@ pub fn log_login(faz: &Faz, user: &str, via: &str, peer: Option<SocketAddr>, ok:
             &format!("User {user} login failed from {ui}"),
         );
         faz.bus
-            .emit("console.login_failed", json!({"user": user, "ui": ui}));
+            .emit(EventKind::ConsoleLoginFailed, json!({"user": user, "ui": ui}));
     }
 }
 
@@ -153,7 +154,7 @@ impl ConsoleSession for Session {
             if !line.trim().is_empty() {
                 // Exercises check that a trainee used a command (lab event, never a product log).
                 self.faz.bus.emit(
-                    "console.command",
+                    EventKind::ConsoleCommand,
                     json!({"user": self.user, "ui": self.ui,
                            "command": fortilab_core::console::redact_command(line)}),
                 );
@@ -212,14 +213,14 @@ impl ConsoleSession for Session {
     fn on_idle_timeout(&mut self) {
         self.faz
             .bus
-            .emit("console.timeout", json!({"user": self.user, "ui": self.ui}));
+            .emit(EventKind::ConsoleTimeout, json!({"user": self.user, "ui": self.ui}));
     }
 
     fn on_close(&mut self) {
         let faz = self.faz.clone();
         let (user, ui) = (self.user.clone(), self.ui.clone());
         faz.bus
-            .emit("console.logout", json!({"user": user, "ui": ui}));
+            .emit(EventKind::ConsoleLogout, json!({"user": user, "ui": ui}));
     }
 }
 
