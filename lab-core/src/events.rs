@@ -322,7 +322,10 @@ mod tests {
     fn sequence_and_history() {
         let bus = EventBus::new("FGT-LAB", LabClock::real());
         bus.emit(EventKind::ConfigChange, serde_json::json!({"path": "firewall policy", "key": "1", "action": "Edit", "attrs": [], "user": "admin", "ui": "GUI", "revision": 1}));
-        let e = bus.emit(EventKind::StitchTest, serde_json::json!({"stitch": "S", "log": {}}));
+        let e = bus.emit(
+            EventKind::StitchTest,
+            serde_json::json!({"stitch": "S", "log": {}}),
+        );
         assert_eq!(e.seq, 2);
         let (h, gap) = bus.history_since(1);
         assert_eq!(h.len(), 1);

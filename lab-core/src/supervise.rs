@@ -208,7 +208,10 @@ impl Supervisor {
                         sup.inner.exited.fetch_add(1, Ordering::Relaxed);
                         sup.with_task(&name, |t| t.exited += 1);
                         tracing::error!(task = %name, "task returned while the device runs");
-                        sup.emit(EventKind::TaskExited, json!({"task": name, "restarts": restarts}));
+                        sup.emit(
+                            EventKind::TaskExited,
+                            json!({"task": name, "restarts": restarts}),
+                        );
                     }
                     Err(e) if e.is_panic() => {
                         let msg = panic_message(&*e.into_panic());

@@ -463,8 +463,10 @@ impl<L: LabControl> Ctx<L> {
                 };
                 let info = self.lab.snapshot(op, name).await?;
                 self.timeline.set_clock(self.lab.clock());
-                self.timeline
-                    .note(EventKind::LabSnapshot, json!({"op": op.as_str(), "snapshot": info}));
+                self.timeline.note(
+                    EventKind::LabSnapshot,
+                    json!({"op": op.as_str(), "snapshot": info}),
+                );
                 Ok(format!(
                     "snapshot {name} {} (lab time {}, {} ms)",
                     op.past(),

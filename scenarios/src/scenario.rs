@@ -675,9 +675,13 @@ pub(crate) fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
             let kind = req_str(m, "kind")?;
             let fields = fields(m)?;
             // Only kinds and fields of the event catalog can ever match.
-            let known = fortilab_core::events::catalog::parse_kind(&kind).map_err(|e| e.to_string())?;
-            fortilab_core::events::catalog::check_field_names(known, fields.keys().map(String::as_str))
-                .map_err(|e| e.to_string())?;
+            let known =
+                fortilab_core::events::catalog::parse_kind(&kind).map_err(|e| e.to_string())?;
+            fortilab_core::events::catalog::check_field_names(
+                known,
+                fields.keys().map(String::as_str),
+            )
+            .map_err(|e| e.to_string())?;
             StepKind::ExpectEvent {
                 device: opt_str(m, "device")?,
                 kind,
@@ -969,10 +973,12 @@ link = { a = "fortigate", b = "fortianalyzer", latency = "200ms", loss = 0.1, ra
             "{}",
             e.message
         );
-        let e = parse("[[step]]\nexpect_event = { kind = \"ioc.ack\", fields = { hots = \"x\" } }\n")
-            .unwrap_err();
+        let e =
+            parse("[[step]]\nexpect_event = { kind = \"ioc.ack\", fields = { hots = \"x\" } }\n")
+                .unwrap_err();
         assert!(
-            e.message.contains(r#"unknown field `hots` (did you mean "host"?)"#),
+            e.message
+                .contains(r#"unknown field `hots` (did you mean "host"?)"#),
             "{}",
             e.message
         );

@@ -27,8 +27,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
-use fortilab_core::EventKind;
 use fortilab_core::http::ConnInfo;
+use fortilab_core::EventKind;
 use serde_json::{json, Map, Value};
 
 use crate::state::{Endpoint, Selector};
@@ -1014,7 +1014,8 @@ async fn devices_delete(State(sh): ApiState, req: Request) -> Response {
     if removed.is_empty() {
         return err(StatusCode::NOT_FOUND, -1, "No matching endpoint.");
     }
-    sh.bus.emit(EventKind::EmsDevicesDeleted, json!({"ids": removed}));
+    sh.bus
+        .emit(EventKind::EmsDevicesDeleted, json!({"ids": removed}));
     ok(Some("Deleted."), json!({"ids": removed}))
 }
 

@@ -9,9 +9,9 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use fortilab_core::EventKind;
 use fortilab_core::http::ConnInfo;
 use fortilab_core::logchan::LogReceiver;
+use fortilab_core::EventKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 

@@ -5,9 +5,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use fortilab_core::EventKind;
 use fortilab_core::device::Timing;
 use fortilab_core::logchan::{IocAckNotification, IocLevel, IocNotification, Notice, Notification};
+use fortilab_core::EventKind;
 use fortilab_core::{EventBus, LabClock};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -611,7 +611,8 @@ impl Faz {
             d.clone()
         };
         self.persist_device(&d);
-        self.bus.emit(EventKind::DeviceDisconnected, json!({"sn": serial}));
+        self.bus
+            .emit(EventKind::DeviceDisconnected, json!({"sn": serial}));
     }
 
     /// Authorizes (adds) a device: `exec /dvm/cmd/add/device`. Creates a model device when the
@@ -684,8 +685,10 @@ impl Faz {
             d.clone()
         };
         self.persist_device(&d);
-        self.bus
-            .emit(EventKind::DeviceAuthorized, json!({"sn": sn, "name": d.name}));
+        self.bus.emit(
+            EventKind::DeviceAuthorized,
+            json!({"sn": sn, "name": d.name}),
+        );
         if let Some(n) = self.notifier.get() {
             n.authorize(sn);
         }
@@ -1139,8 +1142,10 @@ impl Faz {
             self.counters
                 .notifications_acked
                 .fetch_add(1, Ordering::Relaxed);
-            self.bus
-                .emit(EventKind::IocNotifyAcked, json!({"target": serial, "id": id}));
+            self.bus.emit(
+                EventKind::IocNotifyAcked,
+                json!({"target": serial, "id": id}),
+            );
         }
     }
 

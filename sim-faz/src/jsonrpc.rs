@@ -789,7 +789,8 @@ fn login(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
         .filter(|a| a.rpc_permit != "none");
     if account.is_none() {
         faz.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-        faz.bus.emit(EventKind::ApiLoginFailed, json!({"user": user}));
+        faz.bus
+            .emit(EventKind::ApiLoginFailed, json!({"user": user}));
         crate::console::log_login(faz, user, "jsonrpc", None, false);
         return Err(e(-22, "Login fail"));
     }

@@ -28,12 +28,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fortilab_core::EventKind;
 use fortilab_core::device::Timing;
 use fortilab_core::http::HttpOptions;
 use fortilab_core::logchan::{Hello, LogReceiver};
 use fortilab_core::secrets::{Secrets, SecretsMode};
 use fortilab_core::tls::{ClientAuth, LabCa};
+use fortilab_core::EventKind;
 use fortilab_core::LabClock;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, UdpSocket};

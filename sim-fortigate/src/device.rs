@@ -7,10 +7,10 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 
-use fortilab_core::EventKind;
 use fortilab_core::clock::LabClock;
 use fortilab_core::events::EventBus;
 use fortilab_core::labnet::LabMap;
+use fortilab_core::EventKind;
 use tokio::sync::mpsc;
 
 use crate::config::{ChangeEvent, ConfigStore, FosVersion};

@@ -28,12 +28,12 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use fortilab_core::EventKind;
 use fortilab_core::clock::LabClock;
 use fortilab_core::http::HttpOptions;
 use fortilab_core::labnet::LabMap;
 use fortilab_core::secrets::Secrets;
 use fortilab_core::tls::{self, ClientAuth, LabCa};
+use fortilab_core::EventKind;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;

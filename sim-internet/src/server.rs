@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use fortilab_core::EventKind;
 use fortilab_core::events::EventBus;
 use fortilab_core::http::{accept_next, drain};
 use fortilab_core::labnet::LabMap;
 use fortilab_core::proxy;
 use fortilab_core::tls::{self, ClientAuth, LabCa};
+use fortilab_core::EventKind;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};

@@ -1011,7 +1011,11 @@ mod tests {
             let mut fields = std::collections::BTreeSet::new();
             for f in s.fields {
                 assert!(fields.insert(f.name), "{k}: field {} twice", f.name);
-                assert!(!ENVELOPE.contains(&f.name) || f.name == "source", "{k}: {}", f.name);
+                assert!(
+                    !ENVELOPE.contains(&f.name) || f.name == "source",
+                    "{k}: {}",
+                    f.name
+                );
             }
             for r in s.story {
                 assert!(

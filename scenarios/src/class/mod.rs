@@ -95,7 +95,9 @@ pub fn is_activity(ev: &Value) -> bool {
         | EventKind::FazRestart
         | EventKind::EmsUnquarantine
         | EventKind::EndpointFetch => true,
-        EventKind::DeviceAuthorized | EventKind::DeviceDeleted | EventKind::EmsDevicesDeleted => has_user,
+        EventKind::DeviceAuthorized | EventKind::DeviceDeleted | EventKind::EmsDevicesDeleted => {
+            has_user
+        }
         _ => false,
     }
 }

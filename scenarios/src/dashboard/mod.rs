@@ -577,9 +577,10 @@ async fn link_set(State(s): State<App>, body: axum::body::Bytes) -> Response {
         Ok(report) => {
             let summary =
                 crate::scenario::describe(&crate::scenario::StepKind::Link { spec: spec.clone() });
-            s.session
-                .timeline
-                .note(EventKind::LinkFault, json!({"summary": summary, "link": report}));
+            s.session.timeline.note(
+                EventKind::LinkFault,
+                json!({"summary": summary, "link": report}),
+            );
             s.session.changed.notify_waiters();
             Json(json!({"ok": true, "link": report})).into_response()
         }

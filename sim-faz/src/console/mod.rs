@@ -15,10 +15,10 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use fortilab_core::EventKind;
 use fortilab_core::console::{
     BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession, SshConsole,
 };
+use fortilab_core::EventKind;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -122,8 +122,10 @@ pub fn log_login(faz: &Faz, user: &str, via: &str, peer: Option<SocketAddr>, ok:
             "failed",
             &format!("User {user} login failed from {ui}"),
         );
-        faz.bus
-            .emit(EventKind::ConsoleLoginFailed, json!({"user": user, "ui": ui}));
+        faz.bus.emit(
+            EventKind::ConsoleLoginFailed,
+            json!({"user": user, "ui": ui}),
+        );
     }
 }
 
@@ -211,9 +213,10 @@ impl ConsoleSession for Session {
     }
 
     fn on_idle_timeout(&mut self) {
-        self.faz
-            .bus
-            .emit(EventKind::ConsoleTimeout, json!({"user": self.user, "ui": self.ui}));
+        self.faz.bus.emit(
+            EventKind::ConsoleTimeout,
+            json!({"user": self.user, "ui": self.ui}),
+        );
     }
 
     fn on_close(&mut self) {

@@ -30,8 +30,8 @@ use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use fortilab_core::EventKind;
 use fortilab_core::http::ConnInfo;
+use fortilab_core::EventKind;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 

@@ -307,9 +307,10 @@ fn banned_add(api: &Api, r: &Req) -> Response {
     for ip in &ips {
         api.dev.banned.add(*ip, expiry, "admin");
     }
-    api.dev
-        .events
-        .emit(EventKind::BannedAdd, json!({"ip_addresses": ips, "expiry": expiry}));
+    api.dev.events.emit(
+        EventKind::BannedAdd,
+        json!({"ip_addresses": ips, "expiry": expiry}),
+    );
     e.monitor_ok(None, Some("add_users"))
 }
 

@@ -37,10 +37,10 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::routing::get;
-use fortilab_core::EventKind;
 use fortilab_core::logchan::{IocAckNotification, Notice, Notification};
 use fortilab_core::logfmt::LogRecord;
 use fortilab_core::supervise::{share_receiver, SharedReceiver};
+use fortilab_core::EventKind;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -612,7 +612,9 @@ impl Engine {
                 },
             };
             self.notifications.fetch_add(1, Ordering::Relaxed);
-            self.dev.events.emit(EventKind::FazNotification, n.to_json());
+            self.dev
+                .events
+                .emit(EventKind::FazNotification, n.to_json());
             match &n.notice {
                 Notice::Ioc(i) => {
                     self.ioc_evaluated.fetch_add(1, Ordering::Relaxed);

@@ -20,8 +20,8 @@ mod tests;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use fortilab_core::EventKind;
 use fortilab_core::console::{BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession};
+use fortilab_core::EventKind;
 use serde_json::json;
 
 use crate::automation;

@@ -3,8 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
-use fortilab_core::EventKind;
 use fortilab_core::logfmt::LogRecord;
+use fortilab_core::EventKind;
 
 use super::net::Side;
 use super::webfilter::WfLog;

@@ -12,10 +12,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fortilab_core::EventKind;
 use fortilab_core::logchan::{
     Hello, LogSender, Notification, RegStatus, SenderConfig, SenderStats, UploadOption,
 };
+use fortilab_core::EventKind;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
