@@ -163,11 +163,18 @@ fn page() -> &'static str {
     })
 }
 
-/// The event catalog as JSON safe inside a `<script>` element (no `</`).
+/// The event catalog as JSON safe inside a `<script>` element (no `</`), without the fields'
+/// descriptions the script does not use (a smaller page; `/api/events/catalog` has them).
 fn catalog_for_page() -> String {
-    fortilab_core::events::catalog::catalog_json()
-        .to_string()
-        .replace("</", "<\\/")
+    let mut catalog = fortilab_core::events::catalog::catalog_json();
+    if let Some(kinds) = catalog["kinds"].as_object_mut() {
+        for kind in kinds.values_mut() {
+            if let Some(k) = kind.as_object_mut() {
+                k.remove("fields");
+            }
+        }
+    }
+    catalog.to_string().replace("</", "<\\/")
 }
 
 async fn event_catalog() -> impl IntoResponse {
