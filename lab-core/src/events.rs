@@ -17,6 +17,9 @@ use tokio::sync::broadcast;
 
 use crate::clock::LabClock;
 
+pub mod catalog;
+pub use catalog::EventKind;
+
 /// One lab event.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct LabEvent {
@@ -42,6 +45,11 @@ const HISTORY: usize = 20_000;
 struct Inner {
     seq: u64,
     history: VecDeque<Arc<LabEvent>>,
+    /// Emitting call sites (file, line, column) whose first event was checked against the
+    /// catalog.
+    checked: std::collections::HashSet<(usize, u32, u32)>,
+    /// What those checks found (see [`EventBus::catalog_mismatches`]).
+    mismatches: Vec<String>,
 }
 
 /// A device's event publisher. Cheap to clone.
@@ -71,6 +79,8 @@ impl EventBus {
             inner: Arc::new(Mutex::new(Inner {
                 seq: 0,
                 history: VecDeque::new(),
+                checked: Default::default(),
+                mismatches: Vec::new(),
             })),
             tx,
             closed: tokio_util::sync::CancellationToken::new(),
@@ -101,25 +111,41 @@ impl EventBus {
         self.device.lock().unwrap().clone()
     }
 
-    /// Publishes an event. `data` must be a JSON object (anything else is wrapped as `value`).
-    pub fn emit(&self, kind: &str, data: serde_json::Value) -> Arc<LabEvent> {
-        self.emit_as(&self.device(), kind, data)
+    /// Publishes an event of a catalog kind ([`catalog`]). `data` must be a JSON object with
+    /// the kind's fields (anything else is wrapped as `value`).
+    #[track_caller]
+    pub fn emit(&self, kind: EventKind, data: serde_json::Value) -> Arc<LabEvent> {
+        self.publish(&self.device(), kind, None, data)
     }
 
     /// Publishes an event about a product log line (served as the event's `line`).
-    pub fn emit_line(&self, kind: &str, line: Arc<str>, data: serde_json::Value) -> Arc<LabEvent> {
+    #[track_caller]
+    pub fn emit_line(
+        &self,
+        kind: EventKind,
+        line: Arc<str>,
+        data: serde_json::Value,
+    ) -> Arc<LabEvent> {
         self.publish(&self.device(), kind, Some(line), data)
     }
 
     /// Publishes an event on behalf of a named sub-device (one endpoint of many).
-    pub fn emit_as(&self, device: &str, kind: &str, data: serde_json::Value) -> Arc<LabEvent> {
+    #[track_caller]
+    pub fn emit_as(&self, device: &str, kind: EventKind, data: serde_json::Value) -> Arc<LabEvent> {
         self.publish(device, kind, None, data)
     }
 
+    /// Events whose fields did not match the catalog (the first event of each emitting call
+    /// site is checked; a mismatch is also logged). Empty when every emitter keeps to it.
+    pub fn catalog_mismatches(&self) -> Vec<String> {
+        self.inner.lock().unwrap().mismatches.clone()
+    }
+
+    #[track_caller]
     fn publish(
         &self,
         device: &str,
-        kind: &str,
+        kind: EventKind,
         line: Option<Arc<str>>,
         data: serde_json::Value,
     ) -> Arc<LabEvent> {
@@ -132,13 +158,21 @@ impl EventBus {
                 m
             }
         };
+        let at = std::panic::Location::caller();
+        let site = (at.file().as_ptr() as usize, at.line(), at.column());
         let mut inner = self.inner.lock().unwrap();
+        if inner.checked.len() < 4096 && inner.checked.insert(site) {
+            if let Err(e) = catalog::check_fields(kind, &data) {
+                tracing::error!(error = %e, at = %at, "lab event does not match the event catalog");
+                inner.mismatches.push(format!("{at}: {e}"));
+            }
+        }
         inner.seq += 1;
         let ev = Arc::new(LabEvent {
             seq: inner.seq,
             ts: self.clock.now_ns(),
             device: device.to_string(),
-            kind: kind.to_string(),
+            kind: kind.name().to_string(),
             line,
             data,
         });
@@ -220,7 +254,7 @@ pub async fn sse_handler(
     if gap {
         let first = past.first().map(|e| e.seq).unwrap_or(bus.last_seq() + 1);
         head.push(Ok(Event::default().event("gap").data(
-            serde_json::json!({"kind": "gap", "device": bus.device(), "from": since + 1, "to": first - 1})
+            serde_json::json!({"kind": EventKind::Gap.name(), "device": bus.device(), "from": since + 1, "to": first - 1})
                 .to_string(),
         )));
     }
@@ -249,7 +283,7 @@ pub async fn sse_handler(
                         if gap {
                             let first = missed.first().map(|e| e.seq).unwrap_or(last + 1);
                             pending.push_back(Event::default().event("gap").data(
-                            serde_json::json!({"kind":"gap","device":bus.device(),"from":last+1,"to":first-1}).to_string(),
+                            serde_json::json!({"kind":EventKind::Gap.name(),"device":bus.device(),"from":last+1,"to":first-1}).to_string(),
                         ));
                         }
                         for e in &missed {
@@ -287,8 +321,11 @@ mod tests {
     #[test]
     fn sequence_and_history() {
         let bus = EventBus::new("FGT-LAB", LabClock::real());
-        bus.emit("log.webfilter", serde_json::json!({"url": "/x"}));
-        let e = bus.emit("stitch.run", serde_json::json!({"stitch": "S"}));
+        bus.emit(EventKind::ConfigChange, serde_json::json!({"path": "firewall policy", "key": "1", "action": "Edit", "attrs": [], "user": "admin", "ui": "GUI", "revision": 1}));
+        let e = bus.emit(
+            EventKind::StitchTest,
+            serde_json::json!({"stitch": "S", "log": {}}),
+        );
         assert_eq!(e.seq, 2);
         let (h, gap) = bus.history_since(1);
         assert_eq!(h.len(), 1);
@@ -296,7 +333,8 @@ mod tests {
         assert_eq!(h[0].data["stitch"], "S");
         let json = serde_json::to_value(&*h[0]).unwrap();
         assert_eq!(json["device"], "FGT-LAB");
-        assert_eq!(json["kind"], "stitch.run");
+        assert_eq!(json["kind"], "stitch.test");
+        assert!(bus.catalog_mismatches().is_empty());
     }
 
     #[test]
@@ -304,7 +342,7 @@ mod tests {
         let bus = EventBus::new("FGT-LAB", LabClock::real());
         let line: Arc<str> = Arc::from(r#"date=2026-11-28 logid="0316013056" msg="x""#);
         let e = bus.emit_line(
-            "log.webfilter",
+            EventKind::LogWebfilter,
             line.clone(),
             serde_json::json!({"summary": "blocked"}),
         );
@@ -319,7 +357,21 @@ mod tests {
         let back: LabEvent = serde_json::from_value(json).unwrap();
         assert_eq!(back, *e);
         // Events without a line have no `line` key.
-        let plain = bus.emit("stitch.run", serde_json::json!({}));
+        let plain = bus.emit(EventKind::FazRestart, serde_json::json!({}));
         assert!(serde_json::to_value(&*plain).unwrap().get("line").is_none());
+    }
+
+    #[test]
+    fn an_event_that_does_not_match_the_catalog_is_reported_once_per_call_site() {
+        let bus = EventBus::new("FGT-LAB", LabClock::real());
+        for _ in 0..3 {
+            bus.emit(EventKind::BannedClear, serde_json::json!({"ips": []}));
+        }
+        let m = bus.catalog_mismatches();
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("events.rs"), "{m:?}");
+        assert!(m[0].contains("unknown field `ips`"), "{m:?}");
+        // The event is published all the same.
+        assert_eq!(bus.last_seq(), 3);
     }
 }

@@ -43,7 +43,7 @@ pub mod tls;
 pub mod tz;
 
 pub use clock::LabClock;
-pub use events::{EventBus, LabEvent};
+pub use events::{EventBus, EventKind, LabEvent};
 pub use labnet::LabMap;
 pub use tls::{DeviceCert, LabCa};
 

@@ -27,7 +27,7 @@ use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::events::EventBus;
+use crate::events::{EventBus, EventKind};
 
 /// First back-off before a restart.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -125,7 +125,8 @@ impl Supervisor {
         *self.inner.events.lock().unwrap() = Some(events);
     }
 
-    fn emit(&self, kind: &str, data: serde_json::Value) {
+    #[track_caller]
+    fn emit(&self, kind: EventKind, data: serde_json::Value) {
         let bus = self.inner.events.lock().unwrap().clone();
         if let Some(bus) = bus {
             bus.emit(kind, data);
@@ -147,7 +148,7 @@ impl Supervisor {
         });
         tracing::error!(task = name, panic = message, "task panicked");
         self.emit(
-            "task.panicked",
+            EventKind::TaskPanicked,
             json!({"task": name, "message": message, "restart": false}),
         );
     }
@@ -207,7 +208,10 @@ impl Supervisor {
                         sup.inner.exited.fetch_add(1, Ordering::Relaxed);
                         sup.with_task(&name, |t| t.exited += 1);
                         tracing::error!(task = %name, "task returned while the device runs");
-                        sup.emit("task.exited", json!({"task": name, "restarts": restarts}));
+                        sup.emit(
+                            EventKind::TaskExited,
+                            json!({"task": name, "restarts": restarts}),
+                        );
                     }
                     Err(e) if e.is_panic() => {
                         let msg = panic_message(&*e.into_panic());
@@ -218,7 +222,7 @@ impl Supervisor {
                         });
                         tracing::error!(task = %name, panic = %msg, "task panicked; restarting");
                         sup.emit(
-                            "task.panicked",
+                            EventKind::TaskPanicked,
                             json!({"task": name, "message": msg, "restart": true, "restarts": restarts}),
                         );
                     }
@@ -235,7 +239,7 @@ impl Supervisor {
                 sup.with_task(&name, |t| t.restarted += 1);
                 tracing::warn!(task = %name, restarts, "task restarted");
                 sup.emit(
-                    "task.restarted",
+                    EventKind::TaskRestarted,
                     json!({"task": name, "restarts": restarts}),
                 );
             }

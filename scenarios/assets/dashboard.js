@@ -47,7 +47,29 @@ function devClass(e) {
   return 'endpoint';
 }
 
-const ROUTINE = (e) => /\.keepalive$/.test(e.kind || '') || e.kind === 'api.request';
+// ------------------------------------------------------------------------------------------
+// The event catalog (lab-core's, embedded in the page by the server; also GET
+// /api/events/catalog): each kind's label, fields and the hints below say which panel cares
+// about which kind. No kind name is written in this file.
+
+const CATALOG = (() => {
+  try { return JSON.parse(document.getElementById('event-catalog')?.textContent || '{}'); } catch (_) { return {}; }
+})();
+const KINDS = CATALOG.kinds || {};
+const specOf = (e) => KINDS[e.kind] || null;
+const hasMark = (e, m) => !!specOf(e)?.marks.includes(m);
+const toneOf = (e) => specOf(e)?.tone || null;
+const GAP_KIND = Object.keys(KINDS).find((k) => KINDS[k].tone === 'gap') || 'gap';
+
+// Whether an event's fields meet a hint's conditions (`null`: the field is missing or empty).
+function holds(when, e) {
+  for (const [k, v] of Object.entries(when || {})) {
+    if (v === null ? (e[k] !== undefined && e[k] !== null && e[k] !== '') : e[k] !== v) return false;
+  }
+  return true;
+}
+
+const ROUTINE = (e) => !!specOf(e)?.routine;
 
 // ------------------------------------------------------------------------------------------
 // Causal chain: fetch -> log -> IOC -> stitch -> EMS -> quarantine, linked by endpoint IP.
@@ -62,30 +84,26 @@ function srcipOf(text) {
   return m ? m[1] : null;
 }
 
-// Which stage an event belongs to, and for which endpoint IP.
+// An endpoint IP from an event, as a catalog story rule names it: `field` (an IP),
+// `name:field` (an endpoint name), `fctuid:field`, `text:field` (`srcip=` in a log line).
+function ipFrom(src, e) {
+  const i = src.indexOf(':');
+  if (i < 0) return e[src] || null;
+  const how = src.slice(0, i), f = src.slice(i + 1);
+  if (how === 'name') return e[f] ? ipOfName(e[f]) : null;
+  if (how === 'fctuid') return ipByFctuid(e[f]);
+  if (how === 'text') return srcipOf(e[f]);
+  return null;
+}
+
+// Which stage an event belongs to, and for which endpoint IP (the catalog's story rules).
 function stageOf(e) {
-  const k = e.kind || '';
-  switch (k) {
-    case 'step.start':
-    case 'dashboard.browse':
-      return e.action === 'fetch' && e.endpoint ? ['fetch', ipOfName(e.endpoint)] : null;
-    case 'endpoint.fetch':
-      if (e.blocked_by === 'quarantine') return ['quarantine', e.ip];
-      return e.ok === true ? ['fetch', e.ip] : null;
-    case 'log.webfilter': return ['log', e.srcip || srcipOf(e.line)];
-    case 'log.received': return ['log', srcipOf(e.sample)];
-    case 'ioc.compromised': return ['ioc', e.epip];
-    case 'alert.raised': return ['ioc', e.epip];
-    case 'ioc.notify': return e.type === 'ioc' || !e.type ? ['ioc', e.srcip] : null;
-    case 'faz.notification': return e.type === 'ioc' ? ['ioc', e.srcip] : null;
-    case 'ioc.detected': return ['stitch', e.host];
-    case 'stitch.run': return e.srcip ? ['stitch', e.srcip] : null;
-    case 'ems.quarantine.request': return ['ems', e.ip];
-    case 'ems.quarantine': return ['ems', e.ip];
-    case 'ems.quarantine.delivered': return ['quarantine', ipByFctuid(e.fctuid)];
-    case 'endpoint.quarantined': return ['quarantine', e.ip];
-    default: return null;
+  for (const r of specOf(e)?.story || []) {
+    if (!holds(r.when, e)) continue;
+    for (const src of r.ip) { const ip = ipFrom(src, e); if (ip) return [r.stage, ip]; }
+    return null;
   }
+  return null;
 }
 
 const STORY = { list: [], recent: new Map(), fctuid: new Map(), names: new Map() };
@@ -116,8 +134,8 @@ function storyIngest(e) {
     // after it; they join the story an IOC opens.
     const r = STORY.recent.get(ip) || { extra: [] };
     if (stage === 'fetch') {
-      const isEnd = e.kind === 'endpoint.fetch';
-      if (isEnd && r.fetch && r.fetch.kind !== 'endpoint.fetch' && !r.ended && r.fetch.url === e.url) {
+      const isEnd = hasMark(e, 'fetch-result');
+      if (isEnd && r.fetch && !hasMark(r.fetch, 'fetch-result') && !r.ended && r.fetch.url === e.url) {
         r.ended = true; r.extra.push(['fetch', e]);
       } else { r.fetch = e; r.log = null; r.ended = isEnd; r.extra = []; }
     } else if (!r.log) r.log = e;
@@ -222,10 +240,10 @@ function ingest(arr) {
     e._dev = devClass(e);
     e._sum = summarize(e);
     TL.stats.received++;
-    if (e.kind === 'synthetic.tick') { TL.stats.synthetic++; if (e.n > TL.stats.syntheticMax) TL.stats.syntheticMax = e.n; }
-    if (e.kind === 'gap') TL.stats.gaps++;
+    if (hasMark(e, 'synthetic')) { TL.stats.synthetic++; if (e.n > TL.stats.syntheticMax) TL.stats.syntheticMax = e.n; }
+    if (toneOf(e) === 'gap') TL.stats.gaps++;
     if (e.device && !TL.devices.has(e.device)) { TL.devices.set(e.device, true); addDeviceFilter(e.device, e._dev); }
-    if (e.kind === 'endpoint.registered' && e.endpoint) STORY.names.set(e.ip, e.endpoint);
+    if (hasMark(e, 'names-endpoint') && e.endpoint) STORY.names.set(e.ip, e.endpoint);
     // Keep lab-time order: most events arrive in order; a late one is inserted in place.
     const all = TL.all;
     if (!all.length || (all[all.length - 1].ts || 0) <= (e.ts || 0)) {
@@ -277,18 +295,21 @@ function schedule() {
 function rowHtml(e) {
   let cls = 'ev';
   const k = e.kind || '';
-  if (k === 'gap' || k === 'link.down' || k === 'device.exited') cls += ' gap';
-  else if (k === 'link.up') cls += ' linkup';
-  if (k === 'step.fail' || e.ok === false) cls += ' fail';
-  if (k === 'step.pass') cls += ' pass';
+  const spec = specOf(e);
+  const tone = toneOf(e);
+  if (tone === 'gap' || tone === 'lost' || tone === 'down') cls += ' gap';
+  else if (tone === 'up') cls += ' linkup';
+  if (tone === 'fail' || e.ok === false) cls += ' fail';
+  if (tone === 'pass') cls += ' pass';
   if (e._stage) cls += ' story';
   const stage = e._stage ? `<span class="stage">${STAGE_NO[e._stage]} ${e._stage}</span>` : '';
   const attrs = `data-id="${e._id}" data-kind="${esc(k)}" data-dev="${e._dev}" data-device="${esc(e.device)}" data-ts="${e.ts || 0}"`
     + (e._stage ? ` data-stage="${e._stage}" data-story-ip="${esc(e._story)}" data-story-n="${e._storyN}"` : '');
   let raw = '';
   if (TL.expanded.has(e._id)) raw = rawHtml(e);
-  const gapText = (k === 'gap' || k === 'link.down') ? '⚠ GAP ' : '';
-  return `<div class="${cls}" ${attrs}><span class="t">${fmtTs(e.ts)}</span> <span class="d">${esc(e.device)}</span> <span class="k">${esc(k)}</span> ${stage}${gapText}<span class="s">${esc(e._sum)}</span>${raw}</div>`;
+  const gapText = (tone === 'gap' || tone === 'lost') ? '⚠ GAP ' : '';
+  const title = spec ? ` title="${esc(spec.label + ': ' + spec.about)}"` : '';
+  return `<div class="${cls}" ${attrs}><span class="t">${fmtTs(e.ts)}</span> <span class="d">${esc(e.device)}</span> <span class="k"${title}>${esc(k)}</span> ${stage}${gapText}<span class="s">${esc(e._sum)}</span>${raw}</div>`;
 }
 
 function rawHtml(e) {
@@ -394,7 +415,7 @@ function connectEvents() {
     if (h.reset || (TL.generation !== null && h.generation !== TL.generation && !h.resumed)) clearTimeline();
     TL.generation = h.generation;
     if (typeof h.tz_minutes === 'number' && h.tz_minutes !== TZ_MIN) { TZ_MIN = h.tz_minutes; TL.needFull = true; STORY.dirty = true; }
-    if (h.missed) ingest([{ kind: 'gap', device: 'fortilab', ts: Date.now() * 1e6, summary: `${h.missed} older events are no longer kept by the server` }]);
+    if (h.missed) ingest([{ kind: GAP_KIND, device: 'fortilab', ts: Date.now() * 1e6, summary: `${h.missed} older events are no longer kept by the server` }]);
   });
   es.addEventListener('batch', (m) => { lastIngest = performance.now(); ingest(JSON.parse(m.data)); });
   es.onopen = () => setConn('live');
@@ -411,25 +432,21 @@ function setConn(s) {
 // Topology (SVG)
 
 const LINKCOUNT = {};
+// The topology links an event pulses (the catalog's link hints).
 const LINK_OF_EVENT = (e) => {
-  const k = e.kind || '';
-  const ep = STORY.names.get(e.ip || e.srcip) || null;
-  if (k === 'log.webfilter' || k === 'log.traffic') return ['fgt-internet', e.srcip ? (STORY.names.get(e.srcip) || '') + '-fortigate' : null];
-  if (k === 'http.request') return ['fgt-internet'];
-  if (k === 'endpoint.fetch') return [(e.endpoint || ep) + '-fortigate'];
-  if (k === 'log.received') {
-    const from = e.from || '';
-    if (from === (STATE.report?.fortigate?.serial)) return ['fgt-faz'];
-    const epn = fctName(from);
-    return epn ? [epn + '-faz'] : [];
+  const out = [];
+  for (const r of specOf(e)?.links || []) {
+    if (!holds(r.when, e)) continue;
+    if (r.link === 'endpoint-fortigate' || r.link === 'endpoint-ems') {
+      const n = e.endpoint || fctName(e.fctuid) || STORY.names.get(e.ip || e.srcip);
+      if (n) out.push(n + (r.link === 'endpoint-ems' ? '-ems' : '-fortigate'));
+    } else if (r.link === 'sender-faz') {
+      const from = e.from || '';
+      if (from === (STATE.report?.fortigate?.serial)) out.push('fgt-faz');
+      else { const n = fctName(from); if (n) out.push(n + '-faz'); }
+    } else out.push(r.link);
   }
-  if (k === 'ioc.notify' || k === 'faz.notification' || k === 'ioc.notify.acked') return ['fgt-faz'];
-  if (k === 'ems.quarantine.request' || (k === 'ems.quarantine' && e.via === 'fabric') || k === 'ems.status' || k === 'fabric.device') return ['fgt-ems'];
-  if (k === 'endpoint.keepalive' || k === 'ems.quarantine.delivered' || k === 'endpoint.quarantined' || k === 'endpoint.registered') {
-    const n = e.endpoint || fctName(e.fctuid) || STORY.names.get(e.ip);
-    return n ? [n + '-ems'] : [];
-  }
-  return [];
+  return out;
 };
 
 function fctName(uid) {
@@ -897,6 +914,7 @@ window.fortilab = {
     requestAnimationFrame(f);
   }),
   frameGaps: () => ({ n: FRAME_GAPS.length, p50: percentile(FRAME_GAPS, 50), p95: percentile(FRAME_GAPS, 95), p99: percentile(FRAME_GAPS, 99), max: percentile(FRAME_GAPS, 100) }),
+  catalog: () => Object.keys(KINDS),
   stories: () => STORY.list.map((s) => ({ ip: s.ip, done: s.done, stages: Object.fromEntries(Object.entries(s.stages).map(([k, e]) => [k, { ts: e.ts, kind: e.kind, device: e.device }])) })),
 };
 

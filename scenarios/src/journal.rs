@@ -159,7 +159,7 @@ impl Journal {
                     if dropped > reported_drops {
                         batch.insert(
                             0,
-                            json!({"kind": "journal.gap", "device": "fortilab",
+                            json!({"kind": fortilab_core::EventKind::JournalGap.name(), "device": "fortilab",
                                    "dropped": dropped - reported_drops,
                                    "summary": format!("{} events not written (the journal was behind)", dropped - reported_drops)})
                             .to_string(),

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::attach::Attached;
 use crate::clients::{self, Ems, Endpoints, Faz, FortiOs};
+use fortilab_core::EventKind;
 use fortilab_core::LabClock;
 
 use crate::lab::{unwrap_ready, Lab, LabOptions, Role};
@@ -449,7 +450,7 @@ impl<L: LabControl> Ctx<L> {
             StepKind::Link { spec } => {
                 let report = self.lab.link(spec).await?;
                 self.timeline.note(
-                    "link.fault",
+                    EventKind::LinkFault,
                     json!({"summary": crate::scenario::describe(&StepKind::Link { spec: spec.clone() }), "link": report}),
                 );
                 Ok(format!("link {}", report["name"].as_str().unwrap_or("")))
@@ -462,8 +463,10 @@ impl<L: LabControl> Ctx<L> {
                 };
                 let info = self.lab.snapshot(op, name).await?;
                 self.timeline.set_clock(self.lab.clock());
-                self.timeline
-                    .note("lab.snapshot", json!({"op": op.as_str(), "snapshot": info}));
+                self.timeline.note(
+                    EventKind::LabSnapshot,
+                    json!({"op": op.as_str(), "snapshot": info}),
+                );
                 Ok(format!(
                     "snapshot {name} {} (lab time {}, {} ms)",
                     op.past(),
@@ -506,7 +509,7 @@ impl<L: LabControl> Ctx<L> {
             start["endpoint"] = json!(endpoint);
             start["url"] = json!(url);
         }
-        self.timeline.note("step.start", start);
+        self.timeline.note(EventKind::StepStart, start);
         let result: anyhow::Result<String> = if step.kind.is_expectation() {
             let real = self.lab.clock().to_real(step.within);
             let deadline = Instant::now() + real;
@@ -555,7 +558,7 @@ impl<L: LabControl> Ctx<L> {
             Err(e) => (false, format!("{e:#}")),
         };
         self.timeline.note(
-            if passed { "step.pass" } else { "step.fail" },
+            if passed { EventKind::StepPass } else { EventKind::StepFail },
             json!({"step": step.index, "summary": format!("step {} {}: {}", step.index, if passed { "passed" } else { "FAILED" }, step.name)}),
         );
         StepOutcome {

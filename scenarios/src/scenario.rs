@@ -672,10 +672,20 @@ pub(crate) fn step_kind(action: &str, v: &Value) -> Result<StepKind, String> {
         }
         "expect_event" => {
             let m = obj(v, &["device", "kind", "fields"])?;
+            let kind = req_str(m, "kind")?;
+            let fields = fields(m)?;
+            // Only kinds and fields of the event catalog can ever match.
+            let known =
+                fortilab_core::events::catalog::parse_kind(&kind).map_err(|e| e.to_string())?;
+            fortilab_core::events::catalog::check_field_names(
+                known,
+                fields.keys().map(String::as_str),
+            )
+            .map_err(|e| e.to_string())?;
             StepKind::ExpectEvent {
                 device: opt_str(m, "device")?,
-                kind: req_str(m, "kind")?,
-                fields: fields(m)?,
+                kind,
+                fields,
             }
         }
         other => return Err(format!("unknown action {other}")),
@@ -945,6 +955,33 @@ link = { a = "fortigate", b = "fortianalyzer", latency = "200ms", loss = 0.1, ra
         assert!(e.message.contains("bad snapshot name"), "{}", e.message);
         let e = parse("[[step]]\nsnapshot = 3\n").unwrap_err();
         assert!(e.message.contains("snapshot name"), "{}", e.message);
+    }
+
+    #[test]
+    fn expect_event_takes_catalog_kinds_and_fields_only() {
+        let steps = parse(
+            "[[step]]\nexpect_event = { device = \"FGT-LAB\", kind = \"ioc.ack\", fields = { host = \"10.115.2.52\" } }\n",
+        )
+        .unwrap();
+        assert!(matches!(&steps[0].kind, StepKind::ExpectEvent { kind, .. } if kind == "ioc.ack"));
+        let e = parse("[[step]]\nname = \"x\"\n\nexpect_event = { kind = \"stich.run\" }\n")
+            .unwrap_err();
+        assert_eq!((e.file.as_str(), e.line), ("s.toml", 4));
+        assert!(
+            e.message
+                .contains(r#"unknown event kind "stich.run" (did you mean "stitch.run"?)"#),
+            "{}",
+            e.message
+        );
+        let e =
+            parse("[[step]]\nexpect_event = { kind = \"ioc.ack\", fields = { hots = \"x\" } }\n")
+                .unwrap_err();
+        assert!(
+            e.message
+                .contains(r#"unknown field `hots` (did you mean "host"?)"#),
+            "{}",
+            e.message
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
+use fortilab_core::EventKind;
 use fortilab_core::LabClock;
 
 /// The merged timeline.
@@ -117,11 +118,11 @@ impl Timeline {
         let _ = self.tx.send(ev);
     }
 
-    /// An event of the orchestrator itself (`device: "fortilab"`).
-    pub fn note(&self, kind: &str, mut data: Value) {
+    /// An event of the orchestrator itself (`device: "fortilab"`), of a catalog kind.
+    pub fn note(&self, kind: EventKind, mut data: Value) {
         if let Value::Object(m) = &mut data {
             m.insert("device".into(), json!("fortilab"));
-            m.insert("kind".into(), json!(kind));
+            m.insert("kind".into(), json!(kind.name()));
             m.insert("ts".into(), json!(self.clock().now_ns()));
         }
         self.push(data);
@@ -224,7 +225,7 @@ pub async fn follow(
             Ok(r) if r.status().is_success() => {
                 if was_up || announced_down {
                     timeline.note(
-                        "link.up",
+                        EventKind::LinkUp,
                         json!({"source": label, "summary": format!("{label} events reconnected")}),
                     );
                 }
@@ -251,7 +252,7 @@ pub async fn follow(
                             if let Ok(mut v) = serde_json::from_str::<Value>(data.trim()) {
                                 if event_name == "gap" {
                                     if let Value::Object(m) = &mut v {
-                                        m.insert("kind".into(), json!("gap"));
+                                        m.insert("kind".into(), json!(EventKind::Gap.name()));
                                         m.insert("source".into(), json!(label));
                                         m.entry("ts").or_insert(json!(timeline.clock().now_ns()));
                                         m.entry("device").or_insert(json!(label));
@@ -277,7 +278,7 @@ pub async fn follow(
         }
         if was_up && !announced_down {
             timeline.note(
-                "link.down",
+                EventKind::LinkDown,
                 json!({"source": label, "summary": format!("{label} events lost; reconnecting")}),
             );
             announced_down = true;
@@ -362,26 +363,24 @@ pub fn summarize(ev: &Value) -> String {
     parts.join(" ")
 }
 
-/// Routine events the terminal timeline leaves out (they stay in the timeline, the dashboard
-/// and `--json`): FortiClient keep-alives arrive every few hundred milliseconds in fast timing,
-/// and API request records would echo every poll of a scenario.
-pub fn is_routine(ev: &Value) -> bool {
-    ev.get("kind")
-        .and_then(Value::as_str)
-        .is_some_and(|k| k.ends_with(".keepalive") || k == "api.request")
+/// The catalog entry of an event's kind (none for a kind the catalog does not know).
+pub fn kind_of(ev: &Value) -> Option<EventKind> {
+    EventKind::from_name(ev.get("kind").and_then(Value::as_str)?)
 }
 
-/// Per-request events: one per proxied request or stored log batch. The terminal shows the
-/// first few of each window one by one and folds the rest into one summary line per window.
+/// Routine events the terminal timeline leaves out (they stay in the timeline, the dashboard
+/// and `--json`): the catalog's `routine` kinds (FortiClient keep-alives arrive every few
+/// hundred milliseconds in fast timing, and API request records would echo every poll of a
+/// scenario).
+pub fn is_routine(ev: &Value) -> bool {
+    kind_of(ev).is_some_and(|k| k.spec().routine)
+}
+
+/// Per-request events: one per proxied request or stored log batch (the catalog's
+/// `per_request` category). The terminal shows the first few of each window one by one and
+/// folds the rest into one summary line per window.
 pub fn per_request_kind(ev: &Value) -> Option<&'static str> {
-    match ev.get("kind").and_then(Value::as_str)? {
-        "log.traffic" => Some("proxy"),
-        "log.webfilter" => Some("webfilter"),
-        "http.request" => Some("internet"),
-        "log.received" => Some("fortianalyzer"),
-        "endpoint.fetch" => Some("endpoints"),
-        _ => None,
-    }
+    kind_of(ev)?.spec().per_request
 }
 
 /// How the terminal timeline folds per-request events (pure; unit-tested): in each `window`,

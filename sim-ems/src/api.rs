@@ -28,6 +28,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use fortilab_core::http::ConnInfo;
+use fortilab_core::EventKind;
 use serde_json::{json, Map, Value};
 
 use crate::state::{Endpoint, Selector};
@@ -265,7 +266,7 @@ fn fabric_contact(sh: &Shared, cn: &str, c: &Ctx) -> crate::state::FabricDevice 
     };
     if first || (was_authorized == Some(false) && dev.authorized) {
         sh.bus.emit(
-            "fabric.device",
+            EventKind::FabricDevice,
             json!({"id": dev.id, "cn": dev.cn, "authorized": dev.authorized,
                    "state": if first { "seen" } else { "authorized" }, "peer": peer}),
         );
@@ -410,7 +411,7 @@ async fn signin(State(sh): ApiState, req: Request) -> Response {
                 csrf: csrf.clone(),
             },
         );
-    sh.bus.emit("ems.signin", json!({"user": name}));
+    sh.bus.emit(EventKind::EmsSignin, json!({"user": name}));
     let mut resp = ok(
         Some("Login successful."),
         json!({"name": name, "site": "default"}),
@@ -918,9 +919,9 @@ async fn apply_quarantine(
         );
     }
     let kind = if quarantine {
-        "ems.quarantine"
+        EventKind::EmsQuarantine
     } else {
-        "ems.unquarantine"
+        EventKind::EmsUnquarantine
     };
     let mut rows = Vec::new();
     for r in &results {
@@ -1013,7 +1014,8 @@ async fn devices_delete(State(sh): ApiState, req: Request) -> Response {
     if removed.is_empty() {
         return err(StatusCode::NOT_FOUND, -1, "No matching endpoint.");
     }
-    sh.bus.emit("ems.devices.deleted", json!({"ids": removed}));
+    sh.bus
+        .emit(EventKind::EmsDevicesDeleted, json!({"ids": removed}));
     ok(Some("Deleted."), json!({"ids": removed}))
 }
 
@@ -1073,7 +1075,7 @@ async fn certs_set(State(sh): ApiState, Path(id): Path<String>, req: Request) ->
         );
     }
     sh.bus.emit(
-        "fabric.device",
+        EventKind::FabricDevice,
         json!({"id": dev.id, "cn": dev.cn, "authorized": dev.authorized,
                "state": if dev.authorized { "authorized" } else { "deauthorized" }, "by": p.by()}),
     );
@@ -1153,7 +1155,7 @@ async fn fabric_q(sh: Arc<Shared>, req: Request, quarantine: bool) -> Response {
     };
     if !ok_ {
         sh.bus.emit(
-            "ems.quarantine.refused",
+            EventKind::EmsQuarantineRefused,
             json!({"by": p.by(), "reason": "not authorized", "quarantine": quarantine}),
         );
     }
@@ -1225,7 +1227,7 @@ async fn lab_auto_authorize(State(sh): ApiState, req: Request) -> Response {
             };
             let _ = sh.persist().await;
             for d in newly {
-                sh.bus.emit("fabric.device", json!({"id": d.id, "cn": d.cn, "authorized": true, "state": "authorized", "by": "lab"}));
+                sh.bus.emit(EventKind::FabricDevice, json!({"id": d.id, "cn": d.cn, "authorized": true, "state": "authorized", "by": "lab"}));
             }
         }
     }

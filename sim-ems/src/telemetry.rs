@@ -32,6 +32,7 @@ use tokio_util::sync::CancellationToken;
 use crate::proto::{self, Frame, ReadError};
 use crate::state::{Action, KaOutcome, KeepAlive, SysInfo};
 use crate::Shared;
+use fortilab_core::EventKind;
 
 /// How long a connection may stay idle between frames, at least.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -113,7 +114,7 @@ where
             Ok(Err(ReadError::Proto(e))) => {
                 tracing::warn!(%peer, error = %e, "malformed telemetry frame");
                 shared.bus.emit(
-                    "telemetry.error",
+                    EventKind::TelemetryError,
                     json!({"peer": peer.to_string(), "error": e.to_string()}),
                 );
                 let reply = error_reply(
@@ -256,7 +257,7 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
             };
             if new {
                 shared.bus.emit(
-                    "endpoint.registered",
+                    EventKind::EndpointRegistered,
                     json!({"device_id": id, "fctuid": info.fctuid, "hostname": info.hostname,
                            "ip": info.ip, "mac": proto::mac_colon(&info.mac), "user": info.user,
                            "peer": peer.to_string()}),
@@ -317,7 +318,7 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
                 } => {
                     if let Some(qid) = released_by_code {
                         shared.bus.emit(
-                            "ems.unquarantine",
+                            EventKind::EmsUnquarantine,
                             json!({"device_id": device_id, "fctuid": fctuid, "quarantine_id": qid,
                                    "by": "access-code"}),
                         );
@@ -332,7 +333,7 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
                     }
                     if reported_changed || shared.sample_keepalive(count, device_id, now) {
                         shared.bus.emit(
-                            "endpoint.keepalive",
+                            EventKind::EndpointKeepalive,
                             json!({"device_id": device_id, "fctuid": fctuid,
                                    "ec_quarantined": ka.ec_quarantined, "sampled": !reported_changed}),
                         );
@@ -358,7 +359,7 @@ pub async fn handle(shared: &Arc<Shared>, frame: &Frame, peer: SocketAddr) -> Fr
 
 fn emit_delivered(shared: &Shared, device_id: u64, fctuid: &str, qid: u64) {
     shared.bus.emit(
-        "ems.quarantine.delivered",
+        EventKind::EmsQuarantineDelivered,
         json!({"device_id": device_id, "fctuid": fctuid, "quarantine_id": qid}),
     );
 }

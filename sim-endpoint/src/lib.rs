@@ -41,6 +41,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fortilab_core::tls::ClientAuth;
+use fortilab_core::EventKind;
 use fortilab_core::{EventBus, LabCa, LabClock, LabMap};
 use rand::Rng;
 use serde_json::{json, Value};
@@ -496,7 +497,7 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
         Change::Registered { device_id } => {
             shared.bus.emit_as(
                 &id.name,
-                "endpoint.registered",
+                EventKind::EndpointRegistered,
                 json!({"endpoint": id.name, "fctuid": id.fctuid, "ip": id.ip.to_string(), "device_id": device_id}),
             );
         }
@@ -504,7 +505,7 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
             tracing::info!(endpoint = %id.name, quarantine_id = qid, "quarantined by EMS");
             shared.bus.emit_as(
                 &id.name,
-                "endpoint.quarantined",
+                EventKind::EndpointQuarantined,
                 json!({"endpoint": id.name, "fctuid": id.fctuid, "ip": id.ip.to_string(), "quarantine_id": qid, "message": message}),
             );
             ep.uplink.send(logs::event_log(
@@ -517,7 +518,7 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
         Change::Released { by, id: qid } => {
             shared.bus.emit_as(
                 &id.name,
-                "endpoint.released",
+                EventKind::EndpointReleased,
                 json!({"endpoint": id.name, "fctuid": id.fctuid, "ip": id.ip.to_string(), "quarantine_id": qid, "by": by}),
             );
             ep.uplink.send(logs::event_log(
@@ -530,7 +531,7 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
         Change::CodeConfirmed { accepted } => {
             shared.bus.emit_as(
                 &id.name,
-                "endpoint.code_reported",
+                EventKind::EndpointCodeReported,
                 json!({"endpoint": id.name, "accepted": accepted}),
             );
         }
@@ -682,7 +683,7 @@ async fn fetch_h(
     }
     sh.bus.emit_as(
         &ep.id.name,
-        "endpoint.fetch",
+        EventKind::EndpointFetch,
         json!({"endpoint": ep.id.name, "ip": ep.id.ip.to_string(), "url": url.absolute(), "ok": result.ok,
                "status": result.status, "blocked_by": result.blocked_by, "bytes": result.bytes,
                "sha256": result.sha256, "error": result.error}),
@@ -712,7 +713,7 @@ async fn access_code(
             tracing::info!(endpoint = %ep.id.name, quarantine_id = qid, "released with the access code");
             sh.bus.emit_as(
                 &ep.id.name,
-                "endpoint.released",
+                EventKind::EndpointReleased,
                 json!({"endpoint": ep.id.name, "fctuid": ep.id.fctuid, "ip": ep.id.ip.to_string(),
                        "quarantine_id": qid, "by": "access-code"}),
             );

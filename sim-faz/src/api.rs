@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use fortilab_core::http::ConnInfo;
 use fortilab_core::logchan::LogReceiver;
+use fortilab_core::EventKind;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -187,7 +188,7 @@ async fn auto_set(State(app): State<Arc<App>>, body: Bytes) -> Response {
     app.faz.devices.set_auto_authorize(on);
     app.faz
         .bus
-        .emit("lab.auto_authorize", json!({"enabled": on}));
+        .emit(EventKind::LabAutoAuthorize, json!({"enabled": on}));
     if on {
         // Authorize every device waiting now.
         let waiting: Vec<String> = app

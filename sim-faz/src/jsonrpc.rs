@@ -17,6 +17,7 @@ use crate::faz::{Alert, Device, Faz, Session};
 use crate::filter::{self, Expr, Op};
 use crate::ioc::Host;
 use crate::store::{logtype_code, logtype_name, SearchSpec};
+use fortilab_core::EventKind;
 
 /// Largest accepted request body.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -238,7 +239,7 @@ pub fn handle(faz: &Faz, api: &ApiState, body: &[u8], caller: &Caller) -> Value 
         );
     }
     faz.bus.emit(
-        "api.request",
+        EventKind::ApiRequest,
         json!({"method": method, "urls": params.iter().map(|p| p.get("url").cloned().unwrap_or(Value::Null)).collect::<Vec<_>>(),
                "peer": caller.peer, "user": user_for_log}),
     );
@@ -768,7 +769,8 @@ fn login(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
         .filter(|a| a.rpc_permit != "none");
     if account.is_none() {
         faz.counters.auth_failures.fetch_add(1, Ordering::Relaxed);
-        faz.bus.emit("api.login_failed", json!({"user": user}));
+        faz.bus
+            .emit(EventKind::ApiLoginFailed, json!({"user": user}));
         crate::console::log_login(faz, user, "jsonrpc", None, false);
         return Err(e(-22, "Login fail"));
     }
@@ -790,7 +792,7 @@ fn login(faz: &Faz, p: &Map<String, Value>) -> Result<Reply, ApiErr> {
         },
     );
     drop(sessions);
-    faz.bus.emit("api.login", json!({"user": user}));
+    faz.bus.emit(EventKind::ApiLogin, json!({"user": user}));
     Ok(Reply {
         data: None,
         extra: Map::new(),

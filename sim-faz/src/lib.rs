@@ -33,6 +33,7 @@ use fortilab_core::http::HttpOptions;
 use fortilab_core::logchan::{Hello, LogReceiver};
 use fortilab_core::secrets::{Secrets, SecretsMode};
 use fortilab_core::tls::{ClientAuth, LabCa};
+use fortilab_core::EventKind;
 use fortilab_core::LabClock;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, UdpSocket};
@@ -355,7 +356,7 @@ pub async fn start(
         }));
     }
     faz.bus.emit(
-        "device.ready",
+        EventKind::DeviceReady,
         json!({"serial": serial, "api": api_addr.to_string(), "log_channel": log_addr.to_string()}),
     );
     tracing::info!(%serial, api = %api_addr, log_channel = %log_addr, syslog = ?syslog_addr, ssh = ?ssh_addr, "FortiAnalyzer ready");
@@ -442,7 +443,7 @@ async fn housekeeping(faz: Arc<Faz>, stop: CancellationToken) {
                 let size = (f.id.max_size_mb > 0).then(|| f.id.max_size_mb * 1024 * 1024);
                 match f.store.retain(now, age, size) {
                     Ok(n) if n > 0 => {
-                        f.bus.emit("store.retention", json!({"deleted": n}));
+                        f.bus.emit(EventKind::StoreRetention, json!({"deleted": n}));
                     }
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "retention failed"),

@@ -23,6 +23,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::faz::Faz;
+use fortilab_core::EventKind;
 
 /// Longest accepted message.
 pub const MAX_MSG: usize = 64 * 1024;
@@ -287,7 +288,7 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Batch>, stop: 
         let before = reported.swap(kernel + ours, Ordering::Relaxed);
         if kernel + ours > before {
             faz.bus.emit(
-                "syslog.dropped",
+                EventKind::SyslogDropped,
                 serde_json::json!({"proto": "udp", "new": kernel + ours - before,
                                    "kernel_drops": kernel, "queue_drops": ours}),
             );

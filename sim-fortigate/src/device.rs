@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use fortilab_core::clock::LabClock;
 use fortilab_core::events::EventBus;
 use fortilab_core::labnet::LabMap;
+use fortilab_core::EventKind;
 use tokio::sync::mpsc;
 
 use crate::config::{ChangeEvent, ConfigStore, FosVersion};
@@ -442,7 +443,7 @@ impl Device {
             );
         });
         self.events.emit(
-            "config.change",
+            EventKind::ConfigChange,
             serde_json::json!({
                 "path": cfgpath, "key": c.key, "action": c.action, "attrs": c.attrs,
                 "user": ev.origin.user, "ui": ev.origin.ui, "revision": ev.revision,

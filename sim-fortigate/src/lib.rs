@@ -33,6 +33,7 @@ use fortilab_core::http::HttpOptions;
 use fortilab_core::labnet::LabMap;
 use fortilab_core::secrets::Secrets;
 use fortilab_core::tls::{self, ClientAuth, LabCa};
+use fortilab_core::EventKind;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tokio::net::TcpListener;
@@ -423,7 +424,7 @@ pub async fn start(
         })
         .map_err(|e| StartError::Io(e.to_string()))?;
     device.events.emit(
-        "device.ready",
+        EventKind::DeviceReady,
         serde_json::json!({"serial": serial, "version": opts.version.to_string(), "api": format!("https://{api_addr}")}),
     );
     tracing::info!(%api_addr, serial = %serial, version = %opts.version, "FortiGate ready");

@@ -12,6 +12,7 @@ use fortilab_core::http::{accept_next, drain};
 use fortilab_core::labnet::LabMap;
 use fortilab_core::proxy;
 use fortilab_core::tls::{self, ClientAuth, LabCa};
+use fortilab_core::EventKind;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -252,7 +253,7 @@ fn respond<B>(ctx: &Ctx, conn: &Conn, req: Request<B>) -> Response<Full<Bytes>> 
         Some(site) => page_response(site, &path),
     };
     ctx.bus.emit(
-        "http.request",
+        EventKind::HttpRequest,
         serde_json::json!({
             "site": site.map(|s| s.name.clone()),
             "host": host.clone().or(conn.sni.clone()).or(conn.dst.map(|d| d.to_string())),

@@ -107,6 +107,22 @@ fn dashboard_serves_the_page_at_once_and_a_resumable_timeline() {
     let first = t0.elapsed();
     assert!(page.starts_with("HTTP/1.1 200"), "{page}");
     assert!(page.contains("id=\"topology\"") && page.contains("/assets/dashboard.js"));
+    // The event catalog is in the page (the script's kinds come from it) and served as JSON.
+    assert!(
+        page.contains(r#"<script id="event-catalog" type="application/json">{"kinds":{"#),
+        "{page}"
+    );
+    let catalog = http(
+        &dash,
+        "GET",
+        "/api/events/catalog",
+        None,
+        Duration::from_secs(2),
+    );
+    assert!(
+        catalog.contains(r#""stitch.run":{"#) && catalog.contains(r#""story":[{"#),
+        "{catalog}"
+    );
     eprintln!("GET / answered in {first:?}");
     assert!(first < Duration::from_millis(500));
     let js = http(

@@ -541,6 +541,13 @@ fn the_same_seed_gives_the_same_event_sequence() {
     };
     let a = seed_flow_timeline("5");
     let b = seed_flow_timeline("5");
+    // Every event of the flow, of every device and the orchestrator, is of a kind the event
+    // catalog declares, with the catalog's fields and types.
+    for e in &a {
+        if let Err(err) = fortilab_core::events::catalog::check_event(e) {
+            panic!("{err}: {e}");
+        }
+    }
     assert_eq!(chain(&a), chain(&b));
     let (sa, sb) = (signature(&a), signature(&b));
     assert_eq!(sa.keys().collect::<Vec<_>>(), sb.keys().collect::<Vec<_>>());

@@ -177,6 +177,9 @@ try:
     nav2, p2 = wait("paint timing after reload", paint, 10)
     metrics["first_contentful_paint_reload_ms"] = round(p2.get("first-contentful-paint", -1), 1)
     log("first paint", metrics)
+    # The page carries lab-core's event catalog (the script writes no kind name of its own).
+    kinds = wait("event catalog", lambda: js("return window.fortilab && window.fortilab.catalog()"), 10)
+    assert "stitch.run" in kinds and "endpoint.fetch" in kinds and len(kinds) > 50, kinds
     assert metrics["first_contentful_paint_ms"] < 500, f"first contentful paint {metrics['first_contentful_paint_ms']} ms"
 
     # The state stream fills the topology.

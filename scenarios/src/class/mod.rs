@@ -68,17 +68,36 @@ pub fn class_size(labs: usize, attached: usize, names: usize) -> Result<usize, S
 /// polls) is not; an authorization counts only when it names who did it (the seed lab
 /// authorizes by itself at start).
 pub fn is_activity(ev: &Value) -> bool {
-    let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
+    use fortilab_core::EventKind;
+    let Some(kind) = crate::timeline::kind_of(ev) else {
+        return false;
+    };
     let has_user = ev
         .get("user")
         .and_then(Value::as_str)
         .is_some_and(|u| !u.is_empty());
     match kind {
-        "config.change" | "config.script" | "console.config" | "console.login"
-        | "console.logout" | "admin.login" | "admin.logout" | "api.login" | "ems.signin"
-        | "ioc.ack" | "ioc.notify.acked" | "stitch.test" | "banned.add" | "banned.clear"
-        | "banned.clear_all" | "faz.restart" | "ems.unquarantine" | "endpoint.fetch" => true,
-        "device.authorized" | "device.deleted" | "ems.devices.deleted" => has_user,
+        EventKind::ConfigChange
+        | EventKind::ConfigScript
+        | EventKind::ConsoleConfig
+        | EventKind::ConsoleLogin
+        | EventKind::ConsoleLogout
+        | EventKind::AdminLogin
+        | EventKind::AdminLogout
+        | EventKind::ApiLogin
+        | EventKind::EmsSignin
+        | EventKind::IocAck
+        | EventKind::IocNotifyAcked
+        | EventKind::StitchTest
+        | EventKind::BannedAdd
+        | EventKind::BannedClear
+        | EventKind::BannedClearAll
+        | EventKind::FazRestart
+        | EventKind::EmsUnquarantine
+        | EventKind::EndpointFetch => true,
+        EventKind::DeviceAuthorized | EventKind::DeviceDeleted | EventKind::EmsDevicesDeleted => {
+            has_user
+        }
         _ => false,
     }
 }

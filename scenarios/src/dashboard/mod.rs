@@ -10,6 +10,7 @@
 //! |---|---|
 //! | `GET /` , `/assets/*` | the page (HTML, CSS, JS) |
 //! | `GET /api/lab` | the ready report |
+//! | `GET /api/events/catalog` | the event catalog (kinds, fields, dashboard hints; also embedded in the page) |
 //! | `GET /api/events` | the merged timeline, server-sent events in batches (`id` = generation:index, resumable with `Last-Event-ID`) |
 //! | `GET /api/state`, `/api/state/stream` | device state for panels and topology (polled through the vendor APIs while a browser watches) |
 //! | `GET /api/scenarios`, `POST /api/scenario/run`, `POST /api/scenario/{pause,step,resume,stop}` | the scenario player |
@@ -45,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use self::player::Player;
 use self::session::LabSession;
 use self::state::StatePoller;
+use fortilab_core::EventKind;
 
 const INDEX: &str = include_str!("../../assets/dashboard.html");
 const CSS: &str = include_str!("../../assets/dashboard.css");
@@ -102,6 +104,7 @@ fn router(app: App) -> Router {
         .route("/assets/dashboard.js", get(js))
         .route("/api/lab", get(lab))
         .route("/api/events", get(events))
+        .route("/api/events/catalog", get(event_catalog))
         .route("/api/state", get(state_now))
         .route("/api/state/stream", get(state_stream))
         .route("/api/scenarios", get(scenarios))
@@ -145,11 +148,40 @@ pub async fn bind() -> std::io::Result<(tokio::net::TcpListener, SocketAddr)> {
 fn page() -> &'static str {
     static PAGE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PAGE.get_or_init(|| {
-        INDEX.replace(
-            r#"<link rel="stylesheet" href="/assets/dashboard.css">"#,
-            &format!("<style>\n{CSS}</style>"),
-        )
+        INDEX
+            .replace(
+                r#"<link rel="stylesheet" href="/assets/dashboard.css">"#,
+                &format!("<style>\n{CSS}</style>"),
+            )
+            .replace(
+                r#"<script id="event-catalog" type="application/json">{}</script>"#,
+                &format!(
+                    r#"<script id="event-catalog" type="application/json">{}</script>"#,
+                    catalog_for_page()
+                ),
+            )
     })
+}
+
+/// The event catalog as JSON safe inside a `<script>` element (no `</`), without the fields'
+/// descriptions the script does not use (a smaller page; `/api/events/catalog` has them).
+fn catalog_for_page() -> String {
+    let mut catalog = fortilab_core::events::catalog::catalog_json();
+    if let Some(kinds) = catalog["kinds"].as_object_mut() {
+        for kind in kinds.values_mut() {
+            if let Some(k) = kind.as_object_mut() {
+                k.remove("fields");
+            }
+        }
+    }
+    catalog.to_string().replace("</", "<\\/")
+}
+
+async fn event_catalog() -> impl IntoResponse {
+    (
+        [(header::CACHE_CONTROL, "no-cache")],
+        Json(fortilab_core::events::catalog::catalog_json()),
+    )
 }
 
 async fn index() -> impl IntoResponse {
@@ -524,7 +556,7 @@ fn note_call(
         Err(e) => (false, json!({"error": e})),
     };
     s.session.timeline.note(
-        "dashboard.call",
+        EventKind::DashboardCall,
         json!({"summary": summary, "api": api, "ok": ok, "request": request, "response": resp}),
     );
     s.session.changed.notify_waiters();
@@ -552,9 +584,10 @@ async fn link_set(State(s): State<App>, body: axum::body::Bytes) -> Response {
         Ok(report) => {
             let summary =
                 crate::scenario::describe(&crate::scenario::StepKind::Link { spec: spec.clone() });
-            s.session
-                .timeline
-                .note("link.fault", json!({"summary": summary, "link": report}));
+            s.session.timeline.note(
+                EventKind::LinkFault,
+                json!({"summary": summary, "link": report}),
+            );
             s.session.changed.notify_waiters();
             Json(json!({"ok": true, "link": report})).into_response()
         }
@@ -743,7 +776,7 @@ async fn endpoint_action(
     if action == "fetch" {
         // The start of the fetch (the endpoint reports it when it is over).
         s.session.timeline.note(
-            "dashboard.browse",
+            EventKind::DashboardBrowse,
             json!({"summary": format!("{name}: browse {}", body["url"].as_str().unwrap_or("")),
                    "action": "fetch", "endpoint": name, "url": body["url"]}),
         );
@@ -832,7 +865,7 @@ async fn inject(State(s): State<App>, Json(r): Json<InjectReq>) -> Response {
             let clock = timeline.clock();
             while sent < due {
                 sent += 1;
-                timeline.push(json!({"ts": clock.now_ns(), "device": "synthetic", "kind": "synthetic.tick",
+                timeline.push(json!({"ts": clock.now_ns(), "device": "synthetic", "kind": EventKind::SyntheticTick.name(),
                                      "n": sent, "of": r.count, "run": run, "summary": format!("synthetic event {sent} of {}", r.count)}));
             }
         }

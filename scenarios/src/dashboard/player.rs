@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::library::Entry;
 use super::session::LabSession;
+use fortilab_core::EventKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -239,7 +240,7 @@ impl Player {
         token: CancellationToken,
     ) {
         session.timeline.note(
-            "scenario.start",
+            EventKind::ScenarioStart,
             json!({"summary": format!("scenario {} ({} steps) from the dashboard", entry.name, entry.steps.len()), "file": entry.file}),
         );
         if fresh {
@@ -251,7 +252,7 @@ impl Player {
                 return;
             }
             session.timeline.note(
-                "scenario.start",
+                EventKind::ScenarioStart,
                 json!({"summary": format!("scenario {} ({} steps) on a fresh lab", entry.name, entry.steps.len()), "file": entry.file}),
             );
             self.update(|s| {
@@ -329,7 +330,7 @@ impl Player {
             });
             if !passed {
                 session.timeline.note(
-                    "scenario.done",
+                    EventKind::ScenarioDone,
                     json!({"summary": format!("scenario {} FAILED at step {}", entry.name, step.index), "passed": false}),
                 );
                 return;
@@ -340,7 +341,7 @@ impl Player {
             s.current = None;
         });
         session.timeline.note(
-            "scenario.done",
+            EventKind::ScenarioDone,
             json!({"summary": format!("scenario {} passed", entry.name), "passed": true}),
         );
     }

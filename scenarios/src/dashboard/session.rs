@@ -16,6 +16,7 @@ use crate::lab::{unwrap_ready, Lab, LabOptions, Role};
 use crate::labdef::LabDef;
 use crate::runner::Ctx;
 use crate::timeline::{self, Timeline};
+use fortilab_core::EventKind;
 
 /// Options of a session (from `fortilab up`'s flags).
 #[derive(Debug, Clone)]
@@ -260,7 +261,7 @@ impl LabSession {
             if let crate::procs::ProcState::Exited(code) = p.state() {
                 if p.pid().is_none() && !p.ready.is_null() {
                     self.timeline.note(
-                        "device.exited",
+                        EventKind::DeviceExited,
                         json!({"source": p.label, "summary": format!("{} exited ({code:?}); see {}", p.label, p.stderr_file.display())}),
                     );
                     p.ready = Value::Null;
@@ -293,7 +294,7 @@ impl LabSession {
             r
         };
         self.timeline.note(
-            "dashboard.device",
+            EventKind::DashboardDevice,
             json!({"summary": match &r { Ok(m) => m.clone(), Err(e) => format!("{device} {action} failed: {e:#}") }, "target": device, "action": action}),
         );
         self.changed.notify_waiters();
@@ -341,7 +342,7 @@ impl LabSession {
             Err(e) => format!("lab snapshot {name}: {} failed: {e:#}", op.as_str()),
         };
         self.timeline.note(
-            "lab.snapshot",
+            EventKind::LabSnapshot,
             json!({"summary": summary, "op": op.as_str(), "name": name,
                    "snapshot": r.as_ref().ok()}),
         );
@@ -428,7 +429,7 @@ impl LabSession {
         *self.def.lock().unwrap() = def.clone();
         *self.status.lock().unwrap() = LabStatus::Running;
         self.timeline.note(
-            "lab.reset",
+            EventKind::LabReset,
             json!({"summary": format!("lab restarted: {} (seed {}, timing {:?}, speed ×{})", def.lab.name, self.opts.seed.unwrap_or(def.lab.seed), def.lab.timing, def.lab.speed)}),
         );
         self.write_ready_file()

@@ -356,7 +356,9 @@ pub fn device_matches(row: &Value, name: Option<&str>, authorized: bool) -> bool
 
 /// Whether a `console.command` timeline event is the command wanted on that device.
 pub fn console_matches(ev: &Value, device: &str, command: &str) -> bool {
-    if ev.get("kind").and_then(Value::as_str) != Some("console.command") {
+    if ev.get("kind").and_then(Value::as_str)
+        != Some(fortilab_core::EventKind::ConsoleCommand.name())
+    {
         return false;
     }
     if ev.get("source").and_then(Value::as_str) != Some(device) {

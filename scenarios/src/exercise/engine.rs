@@ -14,6 +14,7 @@ use super::progress::Progress;
 use super::Exercise;
 use crate::dashboard::session::LabSession;
 use crate::runner::Probe;
+use fortilab_core::EventKind;
 
 /// The re-check interval when no event arrives (a change no device reports as an event).
 pub const FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
@@ -142,7 +143,7 @@ impl ExerciseRun {
             .reveal_hint(&self.exercise, i, SystemTime::now())?;
         let text = self.exercise.tasks[i].hints[n].clone();
         self.session.timeline.note(
-            "exercise.hint",
+            EventKind::ExerciseHint,
             json!({"task": id, "hint": n + 1, "summary": format!("exercise: hint {} of task {id} shown", n + 1)}),
         );
         self.changed.notify_waiters();
@@ -166,7 +167,7 @@ impl ExerciseRun {
             self.progress.lock().unwrap().restart(i, SystemTime::now());
         }
         self.session.timeline.note(
-            "exercise.restart",
+            EventKind::ExerciseRestart,
             json!({"task": id, "summary": format!("exercise: task {id} started over (lab snapshot restored)")}),
         );
         self.changed.notify_waiters();
@@ -239,7 +240,7 @@ impl ExerciseRun {
                 return;
             }
             self.session.timeline.note(
-                "exercise.task_done",
+                EventKind::ExerciseTaskDone,
                 json!({"task": task.id, "summary": format!("exercise: task {} done: {}", task.id, task.title)}),
             );
             self.changed.notify_waiters();

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::console::schema::{self, Field, Kind, ValueError};
 use crate::faz::{AdminUser, Faz};
 use crate::ioc::TidbType;
+use fortilab_core::EventKind;
 
 /// What a line printed, and whether the session ends.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -697,7 +698,7 @@ impl Cli {
             &format!("User {} changed {path}: {what}", self.user),
         );
         self.faz.bus.emit(
-            "console.config",
+            EventKind::ConsoleConfig,
             serde_json::json!({"user": self.user, "path": path, "changes": what}),
         );
     }

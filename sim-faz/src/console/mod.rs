@@ -18,6 +18,7 @@ use std::sync::Arc;
 use fortilab_core::console::{
     BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession, SshConsole,
 };
+use fortilab_core::EventKind;
 use serde_json::{json, Map, Value};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -109,7 +110,7 @@ pub fn log_login(faz: &Faz, user: &str, via: &str, peer: Option<SocketAddr>, ok:
             &format!("User {user} login successful from {ui}"),
         );
         faz.bus
-            .emit("console.login", json!({"user": user, "ui": ui}));
+            .emit(EventKind::ConsoleLogin, json!({"user": user, "ui": ui}));
     } else {
         faz.admin_event(
             "0031040035",
@@ -121,8 +122,10 @@ pub fn log_login(faz: &Faz, user: &str, via: &str, peer: Option<SocketAddr>, ok:
             "failed",
             &format!("User {user} login failed from {ui}"),
         );
-        faz.bus
-            .emit("console.login_failed", json!({"user": user, "ui": ui}));
+        faz.bus.emit(
+            EventKind::ConsoleLoginFailed,
+            json!({"user": user, "ui": ui}),
+        );
     }
 }
 
@@ -153,7 +156,7 @@ impl ConsoleSession for Session {
             if !line.trim().is_empty() {
                 // Exercises check that a trainee used a command (lab event, never a product log).
                 self.faz.bus.emit(
-                    "console.command",
+                    EventKind::ConsoleCommand,
                     json!({"user": self.user, "ui": self.ui,
                            "command": fortilab_core::console::redact_command(line)}),
                 );
@@ -210,16 +213,17 @@ impl ConsoleSession for Session {
     }
 
     fn on_idle_timeout(&mut self) {
-        self.faz
-            .bus
-            .emit("console.timeout", json!({"user": self.user, "ui": self.ui}));
+        self.faz.bus.emit(
+            EventKind::ConsoleTimeout,
+            json!({"user": self.user, "ui": self.ui}),
+        );
     }
 
     fn on_close(&mut self) {
         let faz = self.faz.clone();
         let (user, ui) = (self.user.clone(), self.ui.clone());
         faz.bus
-            .emit("console.logout", json!({"user": user, "ui": ui}));
+            .emit(EventKind::ConsoleLogout, json!({"user": user, "ui": ui}));
     }
 }
 

@@ -1,6 +1,7 @@
 //! Event-handler alerts (the two default compromised-host triggers): raised from IOC changes,
 //! acknowledged and commented over JSON-RPC, persisted under `alert:` keys.
 
+use fortilab_core::EventKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -113,7 +114,7 @@ impl Faz {
             .store
             .kv_put(&[(format!("alert:{id:012}"), kv_json(&a))]);
         self.bus.emit(
-            "alert.raised",
+            EventKind::AlertRaised,
             json!({"alertid": a.alertid, "triggername": trigger, "epip": a.epip, "threat": threat, "severity": a.severity}),
         );
         self.alerts.lock().push(a);

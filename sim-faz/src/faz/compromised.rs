@@ -2,6 +2,7 @@
 //! ioc`, each behind its own lock; the engine's pass over an incoming batch, the alerts,
 //! notifications and lab events its changes raise, acknowledgements and the half-hour cycle.
 
+use fortilab_core::EventKind;
 use std::sync::{Mutex, MutexGuard};
 
 use fortilab_core::logchan::{IocAckNotification, IocLevel, IocNotification, Notice};
@@ -144,7 +145,7 @@ impl Faz {
             };
             if listed {
                 self.bus.emit(
-                    "ioc.compromised",
+                    EventKind::IocCompromised,
                     json!({"epip": epip, "epid": host.epid, "epname": host.epname, "verdict": host.verdict,
                            "level": host.level.as_str(), "threat": threat, "detect_method": method,
                            "devid": host.devid, "rescan": rescan}),
@@ -209,7 +210,7 @@ impl Faz {
         let _ = self.store.kv_put(&updates);
         for h in &hosts {
             self.bus.emit(
-                "ioc.ack",
+                EventKind::IocAck,
                 json!({"epip": h.epip, "epid": h.epid, "by": by, "comment": h.comment}),
             );
             let payload = Notice::IocAck(IocAckNotification {
@@ -244,7 +245,7 @@ impl Faz {
             let _ = self
                 .store
                 .kv_put(&[(format!("day:{}", s.day), kv_json(&s))]);
-            self.bus.emit("ioc.day", json!({"summary": s}));
+            self.bus.emit(EventKind::IocDay, json!({"summary": s}));
         }
         if !changes.is_empty() {
             self.handle_changes(changes, false);

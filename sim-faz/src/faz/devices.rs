@@ -2,6 +2,7 @@
 //! model devices added over JSON-RPC, their authorization (and the lab's auto-authorize
 //! switch), and the endpoint names learned from FortiClients. Persisted under `dev:` keys.
 
+use fortilab_core::EventKind;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -167,13 +168,13 @@ impl Faz {
         self.persist_device(&dev);
         if new {
             self.bus.emit(
-                "device.registered",
+                EventKind::DeviceRegistered,
                 json!({"sn": serial, "name": dev.name, "platform": platform, "device_type": device_type,
                        "authorized": dev.authorized, "ip": ip}),
             );
         }
         self.bus.emit(
-            "device.connected",
+            EventKind::DeviceConnected,
             json!({"sn": serial, "authorized": dev.authorized}),
         );
         if dev.device_type == "forticlient" {
@@ -199,7 +200,8 @@ impl Faz {
             d.clone()
         };
         self.persist_device(&d);
-        self.bus.emit("device.disconnected", json!({"sn": serial}));
+        self.bus
+            .emit(EventKind::DeviceDisconnected, json!({"sn": serial}));
     }
 
     /// Authorizes (adds) a device: `exec /dvm/cmd/add/device`. Creates a model device when the
@@ -272,8 +274,10 @@ impl Faz {
             d.clone()
         };
         self.persist_device(&d);
-        self.bus
-            .emit("device.authorized", json!({"sn": sn, "name": d.name}));
+        self.bus.emit(
+            EventKind::DeviceAuthorized,
+            json!({"sn": sn, "name": d.name}),
+        );
         if let Some(n) = self.notifications.notifier() {
             n.authorize(sn);
         }
@@ -292,7 +296,7 @@ impl Faz {
         match removed {
             Some(d) => {
                 let _ = self.store.kv_put(&[(format!("dev:{}", d.sn), None)]);
-                self.bus.emit("device.deleted", json!({"sn": d.sn}));
+                self.bus.emit(EventKind::DeviceDeleted, json!({"sn": d.sn}));
                 true
             }
             None => false,
@@ -367,7 +371,7 @@ impl Faz {
         }
         if new {
             self.bus.emit(
-                "device.registered",
+                EventKind::DeviceRegistered,
                 json!({"sn": d.sn, "name": d.name, "via": "syslog", "authorized": d.authorized, "ip": text}),
             );
         }

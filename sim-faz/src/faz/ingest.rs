@@ -2,6 +2,7 @@
 //! IOC engine and queued for the store's durable commit in arrival order; once committed, the
 //! lab event, alerts and notifications. Also FortiAnalyzer's own event logs.
 
+use fortilab_core::EventKind;
 use std::sync::atomic::Ordering;
 
 use serde_json::json;
@@ -55,11 +56,11 @@ impl Submitted {
         if faz.store_failing.swap(false, Ordering::Relaxed) {
             tracing::info!("the log store accepts logs again");
             faz.bus
-                .emit("store.recovered", json!({"sender": self.sender}));
+                .emit(EventKind::StoreRecovered, json!({"sender": self.sender}));
         }
         if self.n > 0 {
             faz.bus.emit(
-                "log.received",
+                EventKind::LogReceived,
                 json!({"from": self.sender, "count": self.n, "unparsed": self.unparsed,
                        "last_seq": last, "sample": self.sample}),
             );
@@ -184,7 +185,7 @@ impl Faz {
         self.counters.store_errors.fetch_add(1, Ordering::Relaxed);
         if !self.store_failing.swap(true, Ordering::Relaxed) {
             tracing::error!(error = %msg, "the log store refuses logs");
-            self.bus.emit("store.error", json!({"error": msg}));
+            self.bus.emit(EventKind::StoreError, json!({"error": msg}));
         }
         msg
     }

@@ -1,6 +1,7 @@
 //! Notifications to devices (`ioc`, `ioc-ack`): numbered, kept until the device acknowledges
 //! them, pushed through the log channel (a [`Notifier`]) to the FortiGate that should act.
 
+use fortilab_core::EventKind;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -117,7 +118,7 @@ impl Faz {
             .unwrap_or(false);
         self.counters.notifications.fetch_add(1, Ordering::Relaxed);
         self.bus.emit(
-            "ioc.notify",
+            EventKind::IocNotify,
             json!({"target": serial, "id": id, "type": kind, "srcip": srcip, "delivered": delivered}),
         );
         id
@@ -135,8 +136,10 @@ impl Faz {
             self.counters
                 .notifications_acked
                 .fetch_add(1, Ordering::Relaxed);
-            self.bus
-                .emit("ioc.notify.acked", json!({"target": serial, "id": id}));
+            self.bus.emit(
+                EventKind::IocNotifyAcked,
+                json!({"target": serial, "id": id}),
+            );
         }
     }
 }

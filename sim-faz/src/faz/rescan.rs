@@ -2,6 +2,7 @@
 //! worker thread, with their progress and history (persisted under `rescan:` keys). The task
 //! id counter is shared with the JSON-RPC log searches.
 
+use fortilab_core::EventKind;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, MutexGuard, OnceLock};
 
@@ -169,7 +170,7 @@ impl Faz {
         let _ = self
             .store
             .kv_put(&[(format!("rescan:{tid:012}"), kv_json(&rec))]);
-        self.bus.emit("ioc.rescan", json!({"tid": tid, "scanned": scanned, "threats": threats, "new_threats": new_threats, "status": rec.status}));
+        self.bus.emit(EventKind::IocRescan, json!({"tid": tid, "scanned": scanned, "threats": threats, "new_threats": new_threats, "status": rec.status}));
     }
 
     /// Registers a rescan run and returns its task id.

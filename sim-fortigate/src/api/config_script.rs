@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::{bare_error, Api, Env, Req};
 use crate::console::{script, FgtSession};
+use fortilab_core::EventKind;
 
 fn env<'a>(api: &'a Api, r: &'a Req) -> Env<'a> {
     Env {
@@ -76,7 +77,7 @@ async fn upload(api: &Api, r: &Req) -> Response {
     run.end_time = api.dev.clock.now_secs();
     let run = api.dev.scripts.record(run);
     api.dev.events.emit(
-        "config.script",
+        EventKind::ConfigScript,
         json!({"id": run.id, "name": run.name, "status": run.status, "user": user,
                "commands": run.commands, "failed": run.failed}),
     );

@@ -31,6 +31,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use fortilab_core::http::ConnInfo;
+use fortilab_core::EventKind;
 use rand::Rng;
 use serde_json::{json, Map, Value};
 
@@ -458,7 +459,7 @@ impl Api {
             },
         );
         self.dev.events.emit(
-            "admin.logout",
+            EventKind::AdminLogout,
             json!({"user": s.user, "ui": ui, "reason": reason}),
         );
     }
@@ -537,7 +538,7 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
     if let Some(left) = api.sessions.locked(lab_peer, now) {
         // A locked-out source is refused without checking the password [P: body].
         api.dev.events.emit(
-            "admin.login",
+            EventKind::AdminLogin,
             json!({"user": user, "ui": ui, "status": "locked", "seconds_left": left}),
         );
         return page(false, Vec::new());
@@ -579,7 +580,7 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
                         );
                 });
             api.dev.events.emit(
-                "admin.login",
+                EventKind::AdminLogin,
                 json!({"user": user, "ui": ui, "status": "success"}),
             );
             page(true, api.cookies.login(&sid, &csrf))
@@ -614,7 +615,7 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
                         );
                 });
             api.dev.events.emit(
-                "admin.login",
+                EventKind::AdminLogin,
                 json!({"user": user, "ui": ui, "status": "failed"}),
             );
             if let session::Failure::LockedOut { failures, secs } =
@@ -638,7 +639,7 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
                         );
                 });
                 api.dev.events.emit(
-                    "admin.lockout",
+                    EventKind::AdminLockout,
                     json!({"srcip": lab_peer.to_string(), "seconds": secs, "failures": failures}),
                 );
             }

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 
 use super::mon_system::env;
 use super::{Api, Req};
+use fortilab_core::EventKind;
 
 /// `GET monitor/log/device/state`: which log devices exist and are enabled (the 6.2/6.4
 /// fixture's shape). Memory logging is what this FortiGate keeps; a VM64 without a log
@@ -112,7 +113,7 @@ pub fn faz_restart(api: &Api, r: &Req) -> Response {
         // Logging to FortiAnalyzer is off: nothing to restart.
         return e.error(424, Some(-3), None, None);
     }
-    api.dev.events.emit("faz.restart", json!({}));
+    api.dev.events.emit(EventKind::FazRestart, json!({}));
     e.monitor_ok(None, Some("restart"))
 }
 
@@ -380,7 +381,11 @@ pub async fn registration(api: &Api, r: &Req, quarantine: bool) -> Response {
     match res {
         Ok(done) => {
             api.dev.events.emit(
-                &format!("endpoint.{action}"),
+                if quarantine {
+                    EventKind::EndpointQuarantine
+                } else {
+                    EventKind::EndpointUnquarantine
+                },
                 json!({"uid": uid, "mac": mac, "ems": done.ems}),
             );
             e.monitor_ok(

@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use super::{bare_error, json_response, Api, Env, Req};
 use crate::device::AutomationRequest;
+use fortilab_core::EventKind;
 
 fn env<'a>(api: &'a Api, r: &'a Req, path: &str, name: &str) -> Env<'a> {
     Env {
@@ -85,7 +86,7 @@ pub async fn handle(api: &Api, r: Req) -> Response {
         (&Method::POST, ["user", "banned", "clear_users"]) => banned_clear(api, &r),
         (&Method::POST, ["user", "banned", "clear_all"]) => {
             api.dev.banned.clear();
-            api.dev.events.emit("banned.clear_all", json!({}));
+            api.dev.events.emit(EventKind::BannedClearAll, json!({}));
             env(api, &r, "user", "banned").monitor_ok(None, Some("clear_all"))
         }
         (&Method::GET, ["user", "firewall"]) | (&Method::GET, ["user", "firewall", "select"]) => {
@@ -201,7 +202,7 @@ fn stitch_test(api: &Api, r: &Req) -> Response {
     let log = body.get("log").and_then(Value::as_str).map(String::from);
     api.dev
         .events
-        .emit("stitch.test", json!({"stitch": mkey, "log": log}));
+        .emit(EventKind::StitchTest, json!({"stitch": mkey, "log": log}));
     if !api
         .dev
         .automation
@@ -236,7 +237,7 @@ fn webhook(api: &Api, r: &Req, name: Option<String>) -> Response {
         .unwrap_or(r.peer)
         .to_string();
     api.dev.events.emit(
-        "stitch.webhook",
+        EventKind::StitchWebhook,
         json!({"stitch": mkey, "body": body, "srcip": srcip}),
     );
     if !api.dev.automation.submit(AutomationRequest::Webhook {
@@ -306,9 +307,10 @@ fn banned_add(api: &Api, r: &Req) -> Response {
     for ip in &ips {
         api.dev.banned.add(*ip, expiry, "admin");
     }
-    api.dev
-        .events
-        .emit("banned.add", json!({"ip_addresses": ips, "expiry": expiry}));
+    api.dev.events.emit(
+        EventKind::BannedAdd,
+        json!({"ip_addresses": ips, "expiry": expiry}),
+    );
     e.monitor_ok(None, Some("add_users"))
 }
 
@@ -329,7 +331,7 @@ fn banned_clear(api: &Api, r: &Req) -> Response {
     }
     api.dev
         .events
-        .emit("banned.clear", json!({"ip_addresses": ips}));
+        .emit(EventKind::BannedClear, json!({"ip_addresses": ips}));
     e.monitor_ok(None, Some("clear_users"))
 }
 

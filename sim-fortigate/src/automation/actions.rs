@@ -18,6 +18,7 @@ use super::subst::{substitute, Vars};
 use crate::config::lexer::quote;
 use crate::config::Origin;
 use crate::device::Device;
+use fortilab_core::EventKind;
 
 /// The `ui` of configuration changes made by automation (they do not fire `config-change`).
 pub const AUTOMATION_UI: &str = "autod";
@@ -147,7 +148,7 @@ impl DeviceActions {
                         },
                     );
                     self.dev.events.emit(
-                        "ems.quarantine.retry",
+                        EventKind::EmsQuarantineRetry,
                         json!({"stitch": ctx.stitch, "ip": ip, "attempt": attempt,
                                "retry_in_s": wait.as_secs(), "error": e.message}),
                     );
@@ -212,7 +213,7 @@ impl DeviceActions {
         };
         let ban = self.dev.banned.add(addr, 0, source);
         self.dev.events.emit(
-            "banned.add",
+            EventKind::BannedAdd,
             json!({"ip_addresses": [ip], "expiry": 0, "source": source, "stitch": ctx.stitch}),
         );
         ActionOutcome::success(format!("{ip} banned (source {source})"))
@@ -254,7 +255,7 @@ impl DeviceActions {
         {
             Ok(_) => {
                 self.dev.events.emit(
-                    "quarantine.mac",
+                    EventKind::QuarantineMac,
                     json!({"mac": mac, "entry": entry, "stitch": ctx.stitch}),
                 );
                 ActionOutcome::success(format!("MAC {mac} added to user quarantine target {entry}"))
@@ -480,7 +481,7 @@ impl DeviceActions {
             self.subst(&action.message, ctx)
         };
         self.dev.events.emit(
-            "alert",
+            EventKind::Alert,
             json!({"stitch": ctx.stitch, "action": action.name, "message": message,
                    "srcip": ctx.srcip()}),
         );

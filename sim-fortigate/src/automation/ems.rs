@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::http::{self, Target};
 use crate::config::{Config, FosVersion};
 use crate::device::{Device, EmsState, FabricStatus, FazState};
+use fortilab_core::EventKind;
 
 /// One configured EMS.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,7 +230,7 @@ impl EmsConnector {
         };
         if changed {
             self.dev.events.emit(
-                "ems.status",
+                EventKind::EmsStatus,
                 json!({"ems": name, "status": st.status, "connected": st.connected,
                        "ems_serial": st.ems_serial}),
             );
@@ -484,9 +485,12 @@ impl EmsConnector {
         stitch: &str,
     ) -> Result<QuarantineDone, FabricError> {
         let (path, kind) = if quarantine {
-            ("/api/v1/fabric/quarantine", "ems.quarantine.request")
+            ("/api/v1/fabric/quarantine", EventKind::EmsQuarantineRequest)
         } else {
-            ("/api/v1/fabric/unquarantine", "ems.unquarantine.request")
+            (
+                "/api/v1/fabric/unquarantine",
+                EventKind::EmsUnquarantineRequest,
+            )
         };
         self.ensure_installed();
         let conns = self.dev.config.with(|c| configured(c, self.dev.version));

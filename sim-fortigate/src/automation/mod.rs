@@ -40,6 +40,7 @@ use axum::routing::get;
 use fortilab_core::logchan::{IocAckNotification, Notice, Notification};
 use fortilab_core::logfmt::LogRecord;
 use fortilab_core::supervise::{share_receiver, SharedReceiver};
+use fortilab_core::EventKind;
 use serde_json::{json, Value};
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -380,7 +381,7 @@ impl Engine {
                     log_line = Some(l.line.to_string());
                 }
                 self.dev.events.emit(
-                    "ioc.detected",
+                    EventKind::IocDetected,
                     json!({"host": n.srcip, "verdict": n.verdict, "threat": n.threat,
                            "ioc_level": n.ioc_level, "hostname": n.hostname, "mac": n.mac,
                            "detect_method": n.detect_method, "epid": n.epid}),
@@ -388,7 +389,7 @@ impl Engine {
             }
             Observed::Known => {
                 self.dev.events.emit(
-                    "ioc.repeat",
+                    EventKind::IocRepeat,
                     json!({"host": n.srcip, "verdict": n.verdict, "threat": n.threat,
                            "suppressed": suppressed}),
                 );
@@ -422,7 +423,7 @@ impl Engine {
             Some(e) => {
                 tracing::info!(host = %e.srcip, "compromised host acknowledged on FortiAnalyzer");
                 self.dev.events.emit(
-                    "ioc.ack",
+                    EventKind::IocAck,
                     json!({"host": e.srcip, "epid": e.epid, "comment": v.comment}),
                 );
             }
@@ -471,7 +472,7 @@ impl Engine {
                 "incoming webhook for a stitch that is disabled or not webhook-triggered"
             );
             self.dev.events.emit(
-                "stitch.webhook.ignored",
+                EventKind::StitchWebhookIgnored,
                 json!({"stitch": stitch, "enabled": s.enabled, "event_type": t.event_type}),
             );
             return None;
@@ -519,7 +520,7 @@ impl Engine {
                 r.str("from", ctx.from.clone());
             });
         self.dev.events.emit(
-            "stitch.run",
+            EventKind::StitchRun,
             json!({"stitch": s.name, "trigger": t.name, "event_type": ctx.event_type,
                    "actions": action_names, "run": run, "from": ctx.from,
                    "srcip": ctx.srcip()}),
@@ -562,7 +563,7 @@ impl Engine {
             let failed = results.iter().any(|r| r.status == Status::Failed);
             let status = if failed { "failed" } else { "success" };
             engine.dev.events.emit(
-                "stitch.done",
+                EventKind::StitchDone,
                 json!({"stitch": ctx.stitch, "run": ctx.run, "status": status,
                        "results": results.iter().map(|r| json!({"action": r.action, "status": r.status})).collect::<Vec<_>>()}),
             );
@@ -586,7 +587,7 @@ impl Engine {
             }
         }
         self.dev.events.emit(
-            "action.result",
+            EventKind::ActionResult,
             json!({"stitch": ctx.stitch, "run": ctx.run, "action": r.action,
                    "action_type": r.action_type, "status": r.status, "detail": r.detail}),
         );
@@ -611,7 +612,9 @@ impl Engine {
                 },
             };
             self.notifications.fetch_add(1, Ordering::Relaxed);
-            self.dev.events.emit("faz.notification", n.to_json());
+            self.dev
+                .events
+                .emit(EventKind::FazNotification, n.to_json());
             match &n.notice {
                 Notice::Ioc(i) => {
                     self.ioc_evaluated.fetch_add(1, Ordering::Relaxed);

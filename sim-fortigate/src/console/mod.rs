@@ -21,6 +21,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use fortilab_core::console::{BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession};
+use fortilab_core::EventKind;
 use serde_json::json;
 
 use crate::automation;
@@ -48,7 +49,7 @@ impl crate::Running {
         let addr = ssh.local_addr;
         self.device
             .events
-            .emit("console.ready", json!({"ssh": addr.to_string()}));
+            .emit(EventKind::ConsoleReady, json!({"ssh": addr.to_string()}));
         self.ssh = Some(ssh);
         Ok(addr)
     }
@@ -131,7 +132,7 @@ impl ConsoleBackend for FgtConsole {
                         },
                     );
                     self.dev.events.emit(
-                        "admin.login",
+                        EventKind::AdminLogin,
                         json!({"user": user, "ui": ui, "status": "success"}),
                     );
                     let s = self.session(user, &ui, lab_peer);
@@ -164,7 +165,7 @@ impl ConsoleBackend for FgtConsole {
                                 );
                         });
                     self.dev.events.emit(
-                        "admin.login",
+                        EventKind::AdminLogin,
                         json!({"user": user, "ui": ui, "status": "failed"}),
                     );
                     None
@@ -458,7 +459,7 @@ impl ConsoleSession for FgtSession {
             if !line.trim().is_empty() {
                 // Exercises check that a trainee used a command (lab event, never a product log).
                 self.dev.events.emit(
-                    "console.command",
+                    EventKind::ConsoleCommand,
                     json!({"user": self.user, "ui": self.ui,
                            "command": fortilab_core::console::redact_command(line)}),
                 );
@@ -524,7 +525,7 @@ impl ConsoleSession for FgtSession {
             },
         );
         self.dev.events.emit(
-            "admin.logout",
+            EventKind::AdminLogout,
             json!({"user": self.user, "ui": self.ui, "reason": reason}),
         );
     }

@@ -11,6 +11,7 @@ use crate::config::FosVersion;
 use crate::device::{AutomationRequest, Device};
 
 use super::cli::{parse_error, resolve, CliOutput};
+use fortilab_core::EventKind;
 
 /// What an operational command needs.
 pub struct OpsCtx<'a> {
@@ -562,7 +563,7 @@ fn automation_test(ctx: &OpsCtx<'_>, args: &[String]) -> CliOutput {
         None
     };
     ctx.dev.events.emit(
-        "stitch.test",
+        EventKind::StitchTest,
         serde_json::json!({"stitch": stitch, "log": log, "ui": "cli"}),
     );
     if !ctx.dev.automation.submit(AutomationRequest::Test {

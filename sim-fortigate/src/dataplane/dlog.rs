@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 
 use fortilab_core::logfmt::LogRecord;
+use fortilab_core::EventKind;
 
 use super::net::Side;
 use super::webfilter::WfLog;
@@ -153,7 +154,7 @@ pub fn traffic(dev: &Device, s: &SessionLog, action: &str, t: &SessionTotals) {
         },
     );
     dev.events.emit_line(
-        "log.traffic",
+        EventKind::LogTraffic,
         line.line.clone(),
         serde_json::json!({
             "summary": format!("{} {}:{} → {}:{} policy {} {}", action, s.src.ip(), s.src.port(), s.dst.ip(), s.dst.port(), s.policyid, s.service),
@@ -232,7 +233,7 @@ pub fn webfilter(dev: &Device, s: &SessionLog, w: &WfLog, c: &WfContext<'_>) {
         },
     );
     dev.events.emit_line(
-        "log.webfilter",
+        EventKind::LogWebfilter,
         line.line.clone(),
         serde_json::json!({
             "summary": format!("{} {} {} ({})", w.action, s.src.ip(), c.full_url, c.catdesc),

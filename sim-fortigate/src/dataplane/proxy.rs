@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fortilab_core::proxy::{self as pp, ProxyHeader};
+use fortilab_core::EventKind;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -104,7 +105,7 @@ async fn handle_transparent(dp: Arc<DataPlane>, tcp: TcpStream, peer: SocketAddr
     if dp.dev.banned.is_banned(lab_src.ip()) {
         dp.stats.banned_drops.fetch_add(1, Ordering::Relaxed);
         dp.dev.events.emit(
-            "dataplane.drop",
+            EventKind::DataplaneDrop,
             serde_json::json!({"srcip": src_ip.to_string(), "reason": "banned"}),
         );
         return;
@@ -355,7 +356,7 @@ async fn handle(dp: Arc<DataPlane>, mut tcp: TcpStream, peer: SocketAddr) {
         if dp.dev.banned.is_banned(lab_src.ip()) {
             dp.stats.banned_drops.fetch_add(1, Ordering::Relaxed);
             dp.dev.events.emit(
-                "dataplane.drop",
+                EventKind::DataplaneDrop,
                 serde_json::json!({"srcip": src_ip.to_string(), "reason": "banned"}),
             );
             break;

@@ -15,6 +15,7 @@ use std::time::Duration;
 use fortilab_core::logchan::{
     Hello, LogSender, Notification, RegStatus, SenderConfig, SenderStats, UploadOption,
 };
+use fortilab_core::EventKind;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -474,14 +475,14 @@ impl Forwarder {
                         Some(e) => {
                             tracing::error!(error = %e, "the FortiAnalyzer log queue cannot spill to disk");
                             dev.events.emit(
-                                "log.queue.error",
+                                EventKind::LogQueueError,
                                 serde_json::json!({"error": e, "dropped": st.dropped,
                                                    "in_memory": st.in_memory}),
                             );
                         }
                         None => {
                             dev.events.emit(
-                                "log.queue.recovered",
+                                EventKind::LogQueueRecovered,
                                 serde_json::json!({"dropped": st.dropped, "spilled": st.spilled}),
                             );
                         }
@@ -527,9 +528,9 @@ fn faz_event(dev: &Device, server: &str, up: bool) {
     });
     dev.events.emit(
         if up {
-            "faz.connected"
+            EventKind::FazConnected
         } else {
-            "faz.disconnected"
+            EventKind::FazDisconnected
         },
         serde_json::json!({"server": server}),
     );
