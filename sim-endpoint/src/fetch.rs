@@ -16,7 +16,6 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Header the FortiGate sets on its block (replacement) page.
 pub const BLOCK_HEADER: &str = "x-fortilab-blocked";
@@ -168,11 +167,17 @@ pub struct ProxyRoute {
 /// Fetches `url` through the proxy as the endpoint with lab address `src_ip`.
 pub async fn fetch(
     route: &ProxyRoute,
+    netns: Option<&fortilab_core::netns::NetNs>,
     src_ip: std::net::IpAddr,
     url: &Url,
     user_agent: &str,
 ) -> FetchResult {
-    match tokio::time::timeout(FETCH_TIMEOUT, fetch_inner(route, src_ip, url, user_agent)).await {
+    match tokio::time::timeout(
+        FETCH_TIMEOUT,
+        fetch_inner(route, netns, src_ip, url, user_agent),
+    )
+    .await
+    {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => FetchResult::failed(e),
         Err(_) => FetchResult::failed(format!("timed out after {FETCH_TIMEOUT:?}")),
@@ -181,11 +186,12 @@ pub async fn fetch(
 
 async fn fetch_inner(
     route: &ProxyRoute,
+    netns: Option<&fortilab_core::netns::NetNs>,
     src_ip: std::net::IpAddr,
     url: &Url,
     ua: &str,
 ) -> Result<FetchResult, String> {
-    let mut tcp = TcpStream::connect(route.real)
+    let mut tcp = fortilab_core::netns::connect(netns, route.real)
         .await
         .map_err(|e| format!("cannot reach the proxy {} ({}): {e}", route.lab, route.real))?;
     let _ = tcp.set_nodelay(true);
@@ -402,7 +408,14 @@ mod tests {
             tls: fortilab_core::tls::client_config(&ca, None).unwrap(),
         };
         let url = Url::parse("http://www.eicar.org/download/eicar.com").unwrap();
-        let r = fetch(&route, "10.115.2.52".parse().unwrap(), &url, "FortiClient").await;
+        let r = fetch(
+            &route,
+            None,
+            "10.115.2.52".parse().unwrap(),
+            &url,
+            "FortiClient",
+        )
+        .await;
         assert!(r.ok, "{r:?}");
         assert_eq!(r.bytes, 3);
         let (hdr, line) = server.await.unwrap();
