@@ -1658,7 +1658,7 @@ mod tests {
         let t = with_secondary_ips(
             "config system global\n    set hostname x\nend\n",
             "port3",
-            &[s.clone()],
+            std::slice::from_ref(&s),
         );
         assert!(t.ends_with("    next\nend\n"), "{t}");
         assert!(t.contains(
