@@ -31,6 +31,7 @@ pub mod labnet;
 pub mod linkfault;
 pub mod logchan;
 pub mod logfmt;
+pub mod netns;
 pub mod proxy;
 pub mod ready;
 pub mod rng;

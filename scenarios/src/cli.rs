@@ -90,8 +90,11 @@ enum Command {
         command: Vec<String>,
     },
     /// Remove the network namespaces, interfaces and routes of namespaces labs whose
-    /// orchestrator is gone (`fortilab up` does this at every start).
-    NetnsClean,
+    /// orchestrator is gone (`fortilab up` does this at every start), or of one named lab.
+    NetnsClean {
+        /// Only this lab (its prefix, `fl<pid><letter>`); it must not be running.
+        lab: Option<String>,
+    },
     /// Open a device's SSH console (the FortiOS or FortiAnalyzer CLI) in a running `fortilab up`
     /// lab, with the system `ssh` client.
     Console {
@@ -261,6 +264,9 @@ enum ClassCommand {
 
 /// Entry point of the `fortilab` binary.
 pub fn main() -> ExitCode {
+    // Before any thread exists: a second namespaces lab's re-executed orchestrator moves
+    // into a network namespace of its own.
+    crate::netns::enter_own_netns_if_asked();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -385,7 +391,14 @@ pub fn main() -> ExitCode {
                 .await
             }
             Command::Exec { host, lab, command } => exec(&host, lab.as_deref(), &command),
-            Command::NetnsClean => {
+            Command::NetnsClean { lab: Some(p) } => match crate::netns::clean_one(&p) {
+                Ok(()) => {
+                    println!("fortilab: removed the network of dead lab {p}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fortilab_core::device::exit_for("fortilab netns-clean", &e),
+            },
+            Command::NetnsClean { lab: None } => {
                 for p in crate::netns::clean_stale() {
                     println!("fortilab: removed the network of dead lab {p}");
                 }
@@ -751,6 +764,15 @@ async fn run(
     if bad {
         return ExitCode::from(2);
     }
+    let namespaces = loaded
+        .iter()
+        .any(|(_, (d, _))| network.unwrap_or(d.lab.network) == NetworkMode::Namespaces);
+    if attach.is_none() && namespaces {
+        if let Err(e) = crate::netns::claim_host_or_reexec() {
+            eprintln!("fortilab: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let attached = match attach {
         Some(src) => match crate::attach::Attached::open(src).await {
             Ok(a) => Some(a),
@@ -869,6 +891,7 @@ async fn up(
     if def.lab.network == NetworkMode::Namespaces {
         crate::netns::check_privileges()
             .map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?;
+        crate::netns::claim_host_or_reexec()?;
     }
     let temp = data_dir.is_none();
     let dir = data_dir.unwrap_or_else(|| {

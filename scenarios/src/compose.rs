@@ -67,6 +67,10 @@ pub enum Addressing {
     /// lab IP → the Service's cluster IP) that the pod's init container writes to
     /// [`K8S_LABMAP`].
     Services,
+    /// Namespaces mode (`fortilab up --network namespaces`): as [`Addressing::LabNetworks`],
+    /// and an endpoint block may continue past the LAN /24 (the namespaces plan gives the
+    /// FortiGate's port3 secondary addresses there).
+    Namespaces,
 }
 
 /// The lab map a Kubernetes pod's init container writes.
@@ -447,7 +451,8 @@ pub fn plan_at(
     for (i, ep) in def.endpoints.iter().enumerate() {
         let label = format!("endpoints-{}", i + 1);
         let last = u32::from(ep.ip).wrapping_add(ep.count.saturating_sub(1));
-        if subnet24(ep.ip) != lan || subnet24(Ipv4Addr::from(last)) != lan {
+        let spans = subnet24(ep.ip) != lan || subnet24(Ipv4Addr::from(last)) != lan;
+        if spans && opts.addressing != Addressing::Namespaces {
             bail!(
                 "endpoints {:?} ({} + {}) are not all on the LAN {lan}/24",
                 ep.name,

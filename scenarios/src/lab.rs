@@ -409,7 +409,7 @@ impl Lab {
             image: String::new(),
             lab_dir: String::new(),
             clock,
-            addressing: crate::compose::Addressing::LabNetworks,
+            addressing: crate::compose::Addressing::Namespaces,
         };
         let cplan = crate::compose::plan_at(
             &def,
@@ -424,6 +424,8 @@ impl Lab {
         for (name, text) in &cplan.files {
             let text = if name.starts_with("labmap") {
                 serde_json::to_string_pretty(&map)?
+            } else if name == "fortigate.conf" {
+                crate::netns::with_secondary_ips(text, "port3", &net.plan.extra_lan)
             } else {
                 text.clone()
             };
@@ -460,6 +462,7 @@ impl Lab {
                 ]),
                 _ => {}
             }
+            args.extend(net.args_of(&d.name));
             let mut p = DeviceProc::new(d.program, &d.name, &logs, args);
             p.netns = net.ns_of(&d.name);
             procs.insert(d.name.clone(), p);

@@ -490,9 +490,8 @@ impl LabDef {
     pub fn endpoint_specs(&self) -> Vec<EndpointSpec> {
         let mut out = Vec::new();
         for ep in &self.endpoints {
-            let start = u32::from(ep.ip);
-            for i in 0..ep.count {
-                let ip = Ipv4Addr::from(start.wrapping_add(i));
+            for (i, ip) in block_addrs(ep.ip, ep.count).into_iter().enumerate() {
+                let i = i as u32;
                 let name = ep
                     .name
                     .replace("{n}", &ip.octets()[3].to_string())
@@ -524,6 +523,23 @@ impl LabDef {
     pub fn tz_minutes(&self) -> i32 {
         parse_tz(&self.lab.tz).unwrap_or(0)
     }
+}
+
+/// The addresses of an `[[endpoints]]` block: `count` up from `ip`, skipping `.0` and `.255`
+/// (as `sim-endpoint` numbers them).
+pub fn block_addrs(ip: Ipv4Addr, count: u32) -> Vec<Ipv4Addr> {
+    let mut out = Vec::with_capacity(count as usize);
+    let mut a = u32::from(ip);
+    while out.len() < count as usize {
+        if !matches!(a & 0xff, 0 | 255) {
+            out.push(Ipv4Addr::from(a));
+        }
+        match a.checked_add(1) {
+            Some(n) => a = n,
+            None => break,
+        }
+    }
+    out
 }
 
 /// `-0800` → -480.

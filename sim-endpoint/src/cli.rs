@@ -35,6 +35,13 @@ pub struct Args {
     /// Control listener (HTTPS) for all endpoints.
     #[arg(long, default_value = "127.0.0.1:0")]
     pub listen: SocketAddr,
+    /// Namespaces mode: endpoint `k` (0-based) opens its sockets in the network namespace
+    /// `<PREFIX><START + k>` (`/run/netns`; one namespace per endpoint).
+    #[arg(long)]
+    pub netns_prefix: Option<String>,
+    /// See `--netns-prefix`.
+    #[arg(long, default_value_t = 1)]
+    pub netns_start: usize,
     /// Spread the first registrations over this many milliseconds (real time); default: 0 for
     /// one endpoint, 1000 for more.
     #[arg(long)]
@@ -93,6 +100,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         data_dir,
         seed: args.common.seed,
         http,
+        netns: match &args.netns_prefix {
+            Some(p) => (0..args.count)
+                .map(|k| format!("{p}{}", args.netns_start + k))
+                .collect(),
+            None => Vec::new(),
+        },
     };
     let shutdown = fortilab_core::shutdown::signal_token();
     let (control, _) = fortilab_core::http::bind(args.listen)

@@ -44,7 +44,13 @@ pub struct UplinkEnv {
 
 impl Uplink {
     /// Starts (or re-points) the uplink to `server` (lab `IP:PORT`).
-    pub fn ensure(&self, env: &UplinkEnv, id: &Identity, server: &str) -> Result<(), String> {
+    pub fn ensure(
+        &self,
+        env: &UplinkEnv,
+        id: &Identity,
+        netns: Option<Arc<fortilab_core::netns::NetNs>>,
+        server: &str,
+    ) -> Result<(), String> {
         let lab: SocketAddr = server
             .parse()
             .map_err(|_| format!("bad FortiAnalyzer address {server:?}"))?;
@@ -81,8 +87,9 @@ impl Uplink {
             clock: env.clock,
             reconnect_delay: Duration::from_millis(500),
         };
-        let (sender, mut notes) =
-            LogSender::start(cfg, env.shutdown.clone()).map_err(|e| e.to_string())?;
+        let (ntx, mut notes) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
+        let sender = LogSender::start_in(cfg, netns, ntx, env.shutdown.clone())
+            .map_err(|e| e.to_string())?;
         // FortiClient has no use for FortiAnalyzer notifications; drain them.
         tokio::spawn(async move { while notes.recv().await.is_some() {} });
         *g = Some((server.to_string(), sender));
@@ -174,7 +181,7 @@ mod tests {
         };
         let up = Uplink::default();
         assert!(!up.send("dropped before the profile".into()));
-        up.ensure(&env, &id, &addr.to_string()).unwrap();
+        up.ensure(&env, &id, None, &addr.to_string()).unwrap();
         let line = crate::logs::event_log(&env.clock, &id, "FCTEMS0000000001", "hello");
         assert!(up.send(line.clone()));
         let deadline = std::time::Instant::now() + Duration::from_secs(20);

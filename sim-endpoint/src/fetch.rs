@@ -164,11 +164,12 @@ pub struct ProxyRoute {
 /// Fetches `url` through the proxy as the endpoint with lab address `src_ip`.
 pub async fn fetch(
     route: &ProxyRoute,
+    netns: Option<&fortilab_core::netns::NetNs>,
     src_ip: std::net::IpAddr,
     url: &Url,
     user_agent: &str,
 ) -> FetchResult {
-    match fetch_inner(route, src_ip, url, user_agent).await {
+    match fetch_inner(route, netns, src_ip, url, user_agent).await {
         Ok(r) => r,
         Err(e) => FetchResult::failed(e),
     }
@@ -179,10 +180,18 @@ pub async fn fetch(
 /// `http://`, or `CONNECT` and TLS to the site (lab CA) for `https://`.
 async fn fetch_inner(
     route: &ProxyRoute,
+    netns: Option<&fortilab_core::netns::NetNs>,
     src_ip: std::net::IpAddr,
     url: &Url,
     ua: &str,
 ) -> Result<FetchResult, String> {
+    let tcp = tokio::time::timeout(
+        FETCH_TIMEOUT,
+        fortilab_core::netns::connect(netns, route.real),
+    )
+    .await
+    .map_err(|_| format!("timed out after {FETCH_TIMEOUT:?}"))?
+    .map_err(|e| format!("cannot reach the proxy {} ({}): {e}", route.lab, route.real))?;
     let mut path = Route::to(route.real).proxy_header(fortilab_core::proxy::ProxyHeader {
         // Port 0: the connection's own local port.
         src: SocketAddr::new(src_ip, 0),
@@ -211,7 +220,7 @@ async fn fetch_inner(
         .header("accept", "*/*")
         .max_body(MAX_BODY)
         .timeout(FETCH_TIMEOUT);
-    let resp = match client::send(&path, &req).await {
+    let resp = match client::send_over(&path, tcp, &req).await {
         Ok(r) => r,
         // The proxy refused the tunnel: its block page or error is the answer.
         Err(ClientError::TunnelRefused(r)) => *r,
@@ -308,7 +317,14 @@ mod tests {
             tls: fortilab_core::tls::client_config(&ca, None).unwrap(),
         };
         let url = Url::parse("http://www.eicar.org/download/eicar.com").unwrap();
-        let r = fetch(&route, "10.115.2.52".parse().unwrap(), &url, "FortiClient").await;
+        let r = fetch(
+            &route,
+            None,
+            "10.115.2.52".parse().unwrap(),
+            &url,
+            "FortiClient",
+        )
+        .await;
         assert!(r.ok, "{r:?}");
         assert_eq!(r.bytes, 3);
         let (hdr, line) = server.await.unwrap();

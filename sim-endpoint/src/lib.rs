@@ -78,6 +78,9 @@ pub struct EndpointConfig {
     pub seed: u64,
     /// The lab token and the HTTP limits of the control listener (the endpoints' lab surface).
     pub http: fortilab_core::http::HttpOptions,
+    /// Namespaces mode: the network namespace of each endpoint, in identity order (empty:
+    /// every endpoint's sockets in the process's own namespace).
+    pub netns: Vec<String>,
 }
 
 /// One endpoint.
@@ -90,6 +93,9 @@ pub struct Endpoint {
     /// Wakes the telemetry task early (after an access code, to report it promptly is not
     /// required; used on shutdown only).
     pub wake: tokio::sync::Notify,
+    /// The endpoint's own network namespace (namespaces mode, a block of several endpoints):
+    /// its telemetry, log upload and browsing connect from there.
+    pub netns: Option<Arc<fortilab_core::netns::NetNs>>,
 }
 
 impl Endpoint {
@@ -201,16 +207,29 @@ pub async fn start(
         real: lab_map.resolve(lab),
         tls: client_tls.clone(),
     });
+    if !cfg.netns.is_empty() && cfg.netns.len() != cfg.identities.len() {
+        anyhow::bail!(
+            "{} network namespaces for {} endpoints",
+            cfg.netns.len(),
+            cfg.identities.len()
+        );
+    }
+    let mut netns = Vec::with_capacity(cfg.netns.len());
+    for n in &cfg.netns {
+        netns.push(Arc::new(fortilab_core::netns::NetNs::open(n)?));
+    }
     let endpoints: Vec<Arc<Endpoint>> = cfg
         .identities
         .iter()
-        .map(|id| {
+        .enumerate()
+        .map(|(i, id)| {
             Arc::new(Endpoint {
                 id: id.clone(),
                 state: Mutex::new(AgentState::new(cfg.default_ka)),
                 uplink: faz::Uplink::default(),
                 telemetry_tls: telemetry_tls(&telemetry_base),
                 wake: tokio::sync::Notify::new(),
+                netns: netns.get(i).cloned(),
             })
         })
         .collect();
@@ -348,12 +367,14 @@ async fn send_recv(c: &mut TelemetryConn, frame: &proto::Frame) -> Result<proto:
 }
 
 async fn connect(shared: &Shared, ep: &Endpoint) -> Result<TelemetryConn, String> {
-    let tcp = TcpStream::connect(shared.ems_real).await.map_err(|e| {
-        format!(
-            "EMS {} ({}) unreachable: {e}",
-            shared.cfg.ems, shared.ems_real
-        )
-    })?;
+    let tcp = fortilab_core::netns::connect(ep.netns.as_deref(), shared.ems_real)
+        .await
+        .map_err(|e| {
+            format!(
+                "EMS {} ({}) unreachable: {e}",
+                shared.cfg.ems, shared.ems_real
+            )
+        })?;
     let _ = tcp.set_nodelay(true);
     let tls = ep
         .telemetry_tls
@@ -543,7 +564,10 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
         }
         Change::Profile(p) => {
             if let (true, Some(server)) = (p.log_upload_enabled, p.log_upload_server.as_deref()) {
-                if let Err(e) = ep.uplink.ensure(&shared.uplink_env, id, server) {
+                if let Err(e) = ep
+                    .uplink
+                    .ensure(&shared.uplink_env, id, ep.netns.clone(), server)
+                {
                     tracing::warn!(endpoint = %id.name, error = %e, "cannot start the log upload");
                 }
             }
@@ -673,7 +697,16 @@ async fn fetch_h(
         fetch::FetchResult::quarantined()
     } else {
         match &sh.proxy {
-            Some(route) => fetch::fetch(route, ep.id.ip.into(), &url, USER_AGENT).await,
+            Some(route) => {
+                fetch::fetch(
+                    route,
+                    ep.netns.as_deref(),
+                    ep.id.ip.into(),
+                    &url,
+                    USER_AGENT,
+                )
+                .await
+            }
             None => fetch::FetchResult::failed("no proxy configured (--proxy)"),
         }
     };
@@ -810,6 +843,7 @@ mod tests {
             data_dir: dir.path().to_path_buf(),
             seed: 1,
             http: fortilab_core::http::HttpOptions::for_tests(),
+            netns: Vec::new(),
         };
         let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sd = CancellationToken::new();

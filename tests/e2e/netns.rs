@@ -344,6 +344,277 @@ impl Drop for Rsyslog {
     }
 }
 
+/// `fortilab up --network namespaces` (optionally with a lab file) until its ready file
+/// exists; killed (`kill -9`) and its network removed with `fortilab netns-clean PREFIX` on
+/// drop.
+struct UpLab {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    r: serde_json::Value,
+    prefix: String,
+}
+
+impl UpLab {
+    fn start(file: Option<&std::path::Path>, timeout: Duration) -> UpLab {
+        let dir = tempfile::tempdir().unwrap();
+        let ready = dir.path().join("ready.json");
+        let mut cmd = Command::new(bin("fortilab"));
+        cmd.arg("up");
+        if let Some(f) = file {
+            cmd.arg(f);
+        }
+        let child = cmd
+            .args(["--network", "namespaces", "--json", "--ready-file"])
+            .arg(&ready)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("up.log")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let mut lab = UpLab {
+            child,
+            dir,
+            r: serde_json::Value::Null,
+            prefix: String::new(),
+        };
+        let log = lab.dir.path().join("up.log");
+        lab.r = wait_for("the namespaces lab's ready file", timeout, || {
+            std::fs::read_to_string(&ready)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+                .or_else(|| {
+                    let t = std::fs::read_to_string(&log).unwrap_or_default();
+                    assert!(!t.contains("Error") && !t.contains("error:"), "{t}");
+                    None
+                })
+        });
+        lab.prefix = lab.r["netns"].as_str().expect("netns prefix").to_string();
+        lab
+    }
+
+    fn ready_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("ready.json")
+    }
+
+    /// `fortilab exec --lab PREFIX HOST -- CMD…`.
+    fn exec(&self, host: &str, cmd: &[&str]) -> std::process::Output {
+        Command::new(bin("fortilab"))
+            .args(["exec", "--lab", &self.prefix, host, "--"])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// A FortiGate REST call (from the host, at 10.115.1.1).
+    fn rest(
+        &self,
+        curl: &std::path::Path,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> serde_json::Value {
+        let mut c = Command::new(curl);
+        c.args([
+            "-sS",
+            "--cacert",
+            self.r["ca_cert"].as_str().unwrap(),
+            "-X",
+            method,
+            "-H",
+        ])
+        .arg(format!(
+            "Authorization: Bearer {}",
+            self.r["fortigate"]["api_token"].as_str().unwrap()
+        ));
+        if let Some(b) = body {
+            c.args(["-d", b]);
+        }
+        let out = c
+            .arg(format!("https://10.115.1.1:443{path}"))
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl Drop for UpLab {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !self.prefix.is_empty() {
+            let _ = Command::new(bin("fortilab"))
+                .args(["netns-clean", &self.prefix])
+                .output();
+        }
+    }
+}
+
+/// Certificate inspection in the transparent proxy: intercepted HTTPS is rated by the
+/// ClientHello's server name, not by the address it goes to. With the `default` web-filter
+/// profile (Malicious Websites blocked), `curl https://morrishittu.ddns.net/` sent to the news
+/// site's address is reset and logged as blocked with that hostname; `curl
+/// https://news.sky.com/` sent to the malicious site's address passes (TLS end to end, the
+/// lab Internet answers for the name).
+#[test]
+fn intercepted_https_is_rated_by_its_sni_and_a_blocked_one_is_reset() {
+    if !root() {
+        return;
+    }
+    let curl = support::require_program("curl", "curl");
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lab = UpLab::start(None, Duration::from_secs(60));
+    let put = lab.rest(
+        &curl,
+        "PUT",
+        "/api/v2/cmdb/firewall/policy/1",
+        Some(r#"{"webfilter-profile":"default"}"#),
+    );
+    assert_eq!(put["status"], "success", "{put}");
+    let ca = lab.r["ca_cert"].as_str().unwrap().to_string();
+    let get = |name: &str, ip: &str| {
+        lab.exec(
+            "PC-52",
+            &[
+                curl.to_str().unwrap(),
+                "-sS",
+                "--noproxy",
+                "*",
+                "--max-time",
+                "10",
+                "--cacert",
+                &ca,
+                "--resolve",
+                &format!("{name}:443:{ip}"),
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                &format!("https://{name}/"),
+            ],
+        )
+    };
+    // The policy is recompiled in the background: wait for the block.
+    let out = wait_for(
+        "HTTPS by SNI to a Malicious Website blocked",
+        Duration::from_secs(15),
+        || {
+            let o = get("morrishittu.ddns.net", "23.200.96.79");
+            (!o.status.success()).then_some(o)
+        },
+    );
+    let err = String::from_utf8_lossy(&out.stderr).to_lowercase();
+    assert!(
+        err.contains("reset") || err.contains("ssl") || err.contains("tls"),
+        "{err}"
+    );
+    let blk = wait_for("the block log", Duration::from_secs(10), || {
+        let v = lab.rest(
+            &curl,
+            "GET",
+            "/api/v2/log/memory/webfilter?filter=logid==0316013056",
+            None,
+        );
+        v["results"].as_array().and_then(|a| a.first().cloned())
+    });
+    assert_eq!(blk["hostname"], "morrishittu.ddns.net", "{blk}");
+    assert_eq!(blk["srcip"], "10.115.2.52", "{blk}");
+    assert_eq!(blk["dstip"], "23.200.96.79", "{blk}");
+    assert_eq!(blk["action"], "blocked", "{blk}");
+    assert_eq!(blk["cat"], 26, "{blk}");
+    // The other way round: the name is what counts.
+    let ok = get("news.sky.com", "89.160.20.128");
+    assert!(
+        ok.status.success() && String::from_utf8_lossy(&ok.stdout) == "200",
+        "{} {}",
+        String::from_utf8_lossy(&ok.stdout),
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+/// Names (`fl<pid><letter>…`) of a process's labs in `ip netns list`.
+fn namespaces_of(pid: u32) -> Vec<String> {
+    let p = format!("fl{pid}");
+    sh("ip", &["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| {
+            n.strip_prefix(&p)
+                .and_then(|r| r.chars().next())
+                .is_some_and(|c| c.is_ascii_lowercase())
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// Two namespaces labs on one host at once: lab A (`fortilab up`) holds the host's side; lab B
+/// (`fortilab run`) runs its orchestrator in a network namespace of its own. The seed scenario
+/// passes in both at the same time (in A over `--attach`); B leaves nothing behind, A keeps
+/// working, and once A is gone no lab route stays on the host.
+#[test]
+fn two_namespaces_labs_run_the_seed_scenario_at_once() {
+    if !root() {
+        return;
+    }
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/library");
+    let seed = lib.join("seed-flow.toml");
+    let a = UpLab::start(None, Duration::from_secs(60));
+    let b = Command::new(bin("fortilab"))
+        .args(["run", "--network", "namespaces"])
+        .arg(&seed)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b_pid = b.id();
+    let on_a = Command::new(bin("fortilab"))
+        .args(["run", "--attach"])
+        .arg(a.ready_file())
+        .arg(&seed)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // B's lab exists while it runs, under B's own prefix, next to A's.
+    let b_ns = wait_for("lab B's namespaces", Duration::from_secs(30), || {
+        let v = namespaces_of(b_pid);
+        (!v.is_empty()).then_some(v)
+    });
+    assert!(b_ns.iter().all(|n| !n.starts_with(&a.prefix)), "{b_ns:?}");
+    let b = b.wait_with_output().unwrap();
+    let on_a = on_a.wait_with_output().unwrap();
+    for (what, o) in [("lab B", &b), ("lab A (attached)", &on_a)] {
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(
+            o.status.success() && out.contains("1 passed, 0 failed"),
+            "{what}: {out}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    // B is gone without a trace; A still answers at the host's lab addresses.
+    let left = namespaces_of(b_pid);
+    assert!(left.is_empty(), "lab B left {left:?}");
+    assert!(!std::path::Path::new(&format!("/run/fortilab/fl{b_pid}a.json")).exists());
+    let g = sh("ip", &["route", "get", "10.115.1.1"]);
+    assert!(g.contains(&format!("{}m", a.prefix)), "{g}");
+    assert!(
+        !no_lab_routes(),
+        "lab A's unreachable route went with lab B"
+    );
+    let a_prefix = a.prefix.clone();
+    drop(a);
+    let left = leftovers(&a_prefix);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(no_lab_routes());
+}
+
 /// Link latency and rate in namespaces mode: with `tc netem` where the kernel has it, else
 /// with netfilter queues (this CI VM's kernel has no `sch_netem`). The `endpoints`–`fortigate`
 /// link with 150 ms of latency makes PC-52's TCP handshake with the explicit proxy take a

@@ -320,12 +320,18 @@ impl Response {
 
 /// Opens a connection along `route` (TCP, PROXY header, tunnel, TLS), ready for HTTP.
 pub async fn connect(route: &Route) -> Result<Box<dyn Io>, ClientError> {
-    let mut tcp = TcpStream::connect(route.addr)
+    let tcp = TcpStream::connect(route.addr)
         .await
         .map_err(|source| ClientError::Connect {
             addr: route.addr,
             source,
         })?;
+    connect_over(route, tcp).await
+}
+
+/// [`connect`] on a TCP connection to `route.addr` the caller opened (e.g. from a socket in
+/// another network namespace, [`crate::netns::connect`]).
+pub async fn connect_over(route: &Route, mut tcp: TcpStream) -> Result<Box<dyn Io>, ClientError> {
     let _ = tcp.set_nodelay(true);
     if let Some(mut h) = route.proxy_header {
         if h.src.port() == 0 {
@@ -401,6 +407,20 @@ pub async fn send_on(io: Box<dyn Io>, req: &Request) -> Result<Response, ClientE
 pub async fn send(route: &Route, req: &Request) -> Result<Response, ClientError> {
     tokio::time::timeout(req.timeout, async {
         let io = connect(route).await?;
+        send_on(io, req).await
+    })
+    .await
+    .map_err(|_| ClientError::Timeout(req.timeout))?
+}
+
+/// [`send`] on a TCP connection to `route.addr` the caller opened.
+pub async fn send_over(
+    route: &Route,
+    tcp: TcpStream,
+    req: &Request,
+) -> Result<Response, ClientError> {
+    tokio::time::timeout(req.timeout, async {
+        let io = connect_over(route, tcp).await?;
         send_on(io, req).await
     })
     .await

@@ -109,6 +109,17 @@ impl LogSender {
         ntx: mpsc::Sender<Notification>,
         shutdown: CancellationToken,
     ) -> std::io::Result<LogSender> {
+        Self::start_in(cfg, None, ntx, shutdown)
+    }
+
+    /// [`LogSender::start_with`], connecting from the network namespace `netns` (namespaces
+    /// mode: an endpoint's own, see [`crate::netns`]).
+    pub fn start_in(
+        cfg: SenderConfig,
+        netns: Option<Arc<crate::netns::NetNs>>,
+        ntx: mpsc::Sender<Notification>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<LogSender> {
         ServerName::try_from(cfg.server_name.clone())
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let queue = Queue::open(&cfg.queue_dir, cfg.mem_limit)?;
@@ -148,7 +159,7 @@ impl LogSender {
                 }
             });
         }
-        tokio::spawn(run(shared.clone(), cfg, connector, ntx, shutdown));
+        tokio::spawn(run(shared.clone(), cfg, connector, netns, ntx, shutdown));
         Ok(LogSender { shared })
     }
 
@@ -277,6 +288,7 @@ async fn run(
     shared: Arc<Shared>,
     cfg: SenderConfig,
     connector: tokio_rustls::TlsConnector,
+    netns: Option<Arc<crate::netns::NetNs>>,
     ntx: mpsc::Sender<Notification>,
     shutdown: CancellationToken,
 ) {
@@ -287,7 +299,7 @@ async fn run(
     let mut seen = Seen::default();
     while !shutdown.is_cancelled() {
         let (addr, name) = shared.target.lock().unwrap().clone();
-        let end = match connect(&connector, addr, &name).await {
+        let end = match connect(&connector, netns.as_deref(), addr, &name).await {
             Ok(tls) => session(&shared, &cfg, tls, &shutdown, &mut reader, &mut seen, &ntx).await,
             Err(e) => End::Lost(format!("connect {addr}: {e}"), false),
         };
@@ -326,10 +338,11 @@ async fn run(
 
 async fn connect(
     connector: &tokio_rustls::TlsConnector,
+    netns: Option<&crate::netns::NetNs>,
     addr: SocketAddr,
     name: &str,
 ) -> std::io::Result<Tls> {
-    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+    let tcp = tokio::time::timeout(HANDSHAKE_TIMEOUT, crate::netns::connect(netns, addr))
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = tcp.set_nodelay(true);

@@ -649,6 +649,15 @@ fn build() -> Schema {
                 dis("device-identification"),
                 int("mtu", 0, 65535, "1500"),
                 dis("mtu-override"),
+                dis("secondary-IP"),
+                sub(
+                    "secondaryip",
+                    ikeyed(
+                        "secondaryip",
+                        "id",
+                        vec![id("id"), ipm("ip"), words("allowaccess", ALLOWACCESS, "")],
+                    ),
+                ),
             ],
         ),
         keyed(

@@ -121,6 +121,22 @@ impl<R: AsyncRead + Unpin> Reader<R> {
         self.r.read_buf(&mut self.buf).await
     }
 
+    /// Reads (and keeps in the buffer, to be forwarded) the client's first TLS record and
+    /// returns the ClientHello's server name, if any.
+    pub async fn peek_sni(&mut self) -> std::io::Result<Option<String>> {
+        loop {
+            match super::sni::parse(&self.buf) {
+                super::sni::Sni::Name(n) => return Ok(Some(n)),
+                super::sni::Sni::None => return Ok(None),
+                super::sni::Sni::NeedMore => {
+                    if self.buf.len() > super::sni::MAX_RECORD || self.fill().await? == 0 {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+    }
+
     /// Reads the next head. `Ok(None)`: clean EOF before any byte.
     pub async fn head(&mut self) -> std::io::Result<Option<Head>> {
         let mut scanned = 0;

@@ -11,6 +11,7 @@ pub mod internet;
 pub mod net;
 pub mod policy;
 pub mod proxy;
+pub mod sni;
 pub mod webfilter;
 
 use std::collections::HashMap;

@@ -12,6 +12,8 @@ pub struct Interface {
     pub name: String,
     pub ip: Option<Ipv4Addr>,
     pub subnet: Option<(u32, u32)>,
+    /// Connected subnets of `config secondaryip` (with `set secondary-IP enable`).
+    pub secondary: Vec<(u32, u32)>,
     /// `lan`, `wan`, `dmz`, `undefined`.
     pub role: String,
     /// Zones the interface belongs to.
@@ -53,10 +55,24 @@ impl Network {
                             .and_then(|s| s.split('/').next())
                             .and_then(|s| s.parse::<Ipv4Addr>().ok())
                             .filter(|ip| !ip.is_unspecified());
+                        let secondary = if e.scalar("secondary-IP") == Some("enable") {
+                            e.table("secondaryip")
+                                .map(|t| {
+                                    t.entries()
+                                        .iter()
+                                        .filter_map(|x| x.scalar("ip").and_then(parse_subnet))
+                                        .filter(|(a, _)| *a != 0)
+                                        .collect()
+                                })
+                                .unwrap_or_default()
+                        } else {
+                            Vec::new()
+                        };
                         Interface {
                             name: e.key.clone(),
                             ip,
                             subnet: if ip.is_some() { subnet } else { None },
+                            secondary,
                             role: e.scalar("role").unwrap_or("undefined").to_string(),
                             zones: vec![],
                         }
@@ -119,7 +135,12 @@ impl Network {
         let x = u32::from(ip);
         self.interfaces
             .iter()
-            .filter_map(|i| i.subnet.map(|s| (i, s)))
+            .flat_map(|i| {
+                i.subnet
+                    .into_iter()
+                    .chain(i.secondary.iter().copied())
+                    .map(move |s| (i, s))
+            })
             .filter(|(_, (a, b))| x >= *a && x <= *b)
             .min_by_key(|(_, (a, b))| b - a)
             .map(|(i, _)| i)
@@ -214,5 +235,21 @@ mod tests {
             n2.route("1.1.1.1".parse().unwrap()).names,
             vec!["port1".to_string()]
         );
+    }
+
+    #[test]
+    fn secondary_ips_are_connected_subnets() {
+        let version = crate::config::FosVersion::parse("6.4.4").unwrap();
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        let base = crate::config::factory(version, "FGT", &mut rng);
+        let text = "config system interface\nedit port1\nset ip 10.115.1.1 255.255.255.0\nset role wan\nnext\nedit port3\nset ip 10.115.2.1 255.255.255.0\nset role lan\nset secondary-IP enable\nconfig secondaryip\nedit 1\nset ip 10.115.4.254 255.255.255.0\nset allowaccess ping\nnext\nend\nnext\nend\n";
+        let c = crate::config::parse_config(&base, text, "t", version, false, &mut rng)
+            .unwrap()
+            .0;
+        let n = Network::from_config(&c);
+        let src = n.ingress("10.115.4.9".parse().unwrap());
+        assert_eq!((src.intf.as_str(), src.role.as_str()), ("port3", "lan"));
+        assert_eq!(n.route("10.115.4.200".parse().unwrap()).intf, "port3");
+        assert_eq!(n.route("10.115.5.1".parse().unwrap()).intf, "port1");
     }
 }

@@ -112,14 +112,20 @@ async fn handle_transparent(dp: Arc<DataPlane>, tcp: TcpStream, peer: SocketAddr
     }
     let (r, mut w) = tcp.into_split();
     let mut client = Reader::new(r);
+    let head_timeout = dp.dev.header_read_timeout();
     if dst.port() == 443 {
-        // TLS: the web filter rates the destination's address (no SNI parsing) [P].
-        let host = dst.ip().to_string();
+        // TLS, certificate inspection: the web filter rates the ClientHello's server name
+        // (read, kept and forwarded as it is; TLS is not terminated), or the destination's
+        // address when the client sent none.
+        let sni = match tokio::time::timeout(head_timeout, client.peek_sni()).await {
+            Ok(Ok(n)) => n,
+            _ => None,
+        };
+        let host = sni.unwrap_or_else(|| dst.ip().to_string());
         tunnel(&dp, src, dst, &host, 0, false, client, w).await;
         return;
     }
     let mut sess: Option<Session> = None;
-    let head_timeout = dp.dev.header_read_timeout();
     loop {
         if dp.dev.banned.is_banned(lab_src.ip()) {
             dp.stats.banned_drops.fetch_add(1, Ordering::Relaxed);
@@ -744,6 +750,10 @@ async fn tunnel(
                     &dp.dev.hostname(),
                 );
                 let _ = send(&mut w, &forbidden(&body, false)).await;
+            } else if let Ok(tcp) = client.r.reunite(w) {
+                // Intercepted TLS under certificate inspection: no block page can be shown
+                // without a certificate the client would refuse; the connection is reset.
+                let _ = tcp.set_zero_linger();
             }
             s.close(dp);
             return;
