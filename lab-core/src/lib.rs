@@ -20,10 +20,14 @@
 //! - [`logchan`]: the log channel (FortiGate/FortiClient → FortiAnalyzer; notifications back).
 //! - [`text`]: control characters made visible before text reaches a terminal.
 //! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
+//! - [`wait`]: [`wait::wait_for`], polling a condition until it holds (tests, tools).
+//! - [`env`]: [`DeviceEnv`], what every device's `start` shares (CA, clock, lab map, seed,
+//!   timing, data directory, secrets, lab token).
 
 pub mod clock;
 pub mod console;
 pub mod device;
+pub mod env;
 pub mod events;
 pub mod fortiguard;
 pub mod http;
@@ -41,8 +45,10 @@ pub mod telemetry;
 pub mod text;
 pub mod tls;
 pub mod tz;
+pub mod wait;
 
 pub use clock::LabClock;
+pub use env::DeviceEnv;
 pub use events::{EventBus, LabEvent};
 pub use labnet::LabMap;
 pub use tls::{DeviceCert, LabCa};

@@ -66,12 +66,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.common.seed,
     )
     .map_err(UsageError::new)?;
-    let data_dir = args.common.data_dir("endpoint")?;
-    let ca = args.common.lab_ca(&data_dir)?;
-    let secrets = args.common.secrets(&data_dir)?;
-    let http = args.common.http_options(secrets.lab_token()?)?;
-    let lab_map = args.common.lab_map()?;
-    let clock = args.common.clock();
+    let (env, _) = args.common.device_env("endpoint")?;
     let spread = args
         .register_spread_ms
         .unwrap_or(if args.count > 1 { 1000 } else { 0 });
@@ -90,15 +85,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .common
             .timing
             .delay(Duration::from_secs(90 * 60), Duration::from_secs(5)),
-        data_dir,
-        seed: args.common.seed,
-        http,
     };
     let shutdown = fortilab_core::shutdown::signal_token();
     let (control, _) = fortilab_core::http::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", args.listen))?;
-    let running = crate::start(cfg, ca, lab_map, clock, control, shutdown).await?;
+    let running = crate::start(cfg, env, crate::Listeners { control }, shutdown).await?;
     let endpoints: Vec<_> = running
         .shared
         .endpoints
@@ -111,7 +103,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     args.common.write_ready(&json!({
         "endpoints": endpoints,
         "control": format!("https://{}", running.control_addr),
-        "lab_token": running.shared.cfg.http.lab_token.as_str(),
+        "lab_token": running.shared.lab_token.as_str(),
     }))?;
     running.wait().await;
     tracing::info!("endpoints stopped");

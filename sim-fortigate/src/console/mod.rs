@@ -31,27 +31,21 @@ use crate::device::Device;
 
 use cli::{CliSession, Dispatch};
 
-impl crate::Running {
-    /// Serves the SSH console on `listener` until shutdown (host key at `host_key`).
-    pub async fn start_ssh(
-        &mut self,
-        listener: tokio::net::TcpListener,
-        host_key: &std::path::Path,
-    ) -> Result<SocketAddr, fortilab_core::console::ConsoleError> {
-        let backend = Arc::new(FgtConsole::new(
-            self.device.clone(),
-            Some(self.automation.clone()),
-        ));
-        let ssh =
-            fortilab_core::console::serve_ssh(listener, host_key, backend, self.shutdown.clone())
-                .await?;
-        let addr = ssh.local_addr;
-        self.device
-            .events
-            .emit("console.ready", json!({"ssh": addr.to_string()}));
-        self.ssh = Some(ssh);
-        Ok(addr)
-    }
+/// Serves the SSH console of `device` on `listener` until `shutdown` (host key at `host_key`).
+pub async fn serve_ssh(
+    device: &Arc<Device>,
+    automation: &Arc<automation::Engine>,
+    listener: tokio::net::TcpListener,
+    host_key: &std::path::Path,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<fortilab_core::console::SshConsole, fortilab_core::console::ConsoleError> {
+    let backend = Arc::new(FgtConsole::new(device.clone(), Some(automation.clone())));
+    let ssh =
+        fortilab_core::console::serve_ssh(listener, host_key, backend, shutdown.clone()).await?;
+    device
+        .events
+        .emit("console.ready", json!({"ssh": ssh.local_addr.to_string()}));
+    Ok(ssh)
 }
 
 /// The console backend of one FortiGate.
