@@ -284,10 +284,11 @@ pub async fn start(
         let app = api::router(shared.clone());
         let sd = shutdown.clone();
         let http = env.http.clone().with_supervisor(sup.clone());
-        let h = sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
+        let h = sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |listener| {
             let (tls, app, http, sd) = (api_tls.clone(), app.clone(), http.clone(), sd.clone());
             async move {
-                if let Err(e) = fortilab_core::http::serve_https(l, tls, app, http, sd).await {
+                if let Err(e) = fortilab_core::http::serve_https(listener, tls, app, http, sd).await
+                {
                     tracing::error!(error = %e, "API server failed");
                 }
             }

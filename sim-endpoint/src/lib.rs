@@ -276,10 +276,11 @@ pub async fn start(
         let app = router(shared.clone());
         let sd = shutdown.clone();
         let http = env.http.clone().with_supervisor(sup.clone());
-        let h = sup.spawn_tcp("control", control, shutdown.clone(), move |l| {
+        let h = sup.spawn_tcp("control", control, shutdown.clone(), move |listener| {
             let (tls, app, http, sd) = (tls.clone(), app.clone(), http.clone(), sd.clone());
             async move {
-                if let Err(e) = fortilab_core::http::serve_https(l, tls, app, http, sd).await {
+                if let Err(e) = fortilab_core::http::serve_https(listener, tls, app, http, sd).await
+                {
                     tracing::error!(error = %e, "control server failed");
                 }
             }
@@ -357,9 +358,9 @@ async fn send_recv(c: &mut TelemetryConn, frame: &proto::Frame) -> Result<proto:
 }
 
 async fn connect(shared: &Shared, ep: &Endpoint) -> Result<TelemetryConn, String> {
-    let tcp = TcpStream::connect(shared.ems_real).await.map_err(|e| {
+    let tcp = TcpStream::connect(shared.ems_real).await.map_err(|err| {
         format!(
-            "EMS {} ({}) unreachable: {e}",
+            "EMS {} ({}) unreachable: {err}",
             shared.cfg.ems, shared.ems_real
         )
     })?;

@@ -283,12 +283,12 @@ pub async fn start(
         let stop = shutdown.clone();
         let http = env.http.clone().with_supervisor(sup.clone());
         tasks.push(
-            sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
+            sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |listener| {
                 let (tls, router, http, stop) =
                     (api_tls.clone(), router.clone(), http.clone(), stop.clone());
                 async move {
                     if let Err(e) =
-                        fortilab_core::http::serve_https(l, tls, router, http, stop).await
+                        fortilab_core::http::serve_https(listener, tls, router, http, stop).await
                     {
                         tracing::error!(error = %e, "API server failed");
                     }
@@ -303,10 +303,10 @@ pub async fn start(
             "log channel",
             listeners.logchan,
             shutdown.clone(),
-            move |l| {
+            move |listener| {
                 let (r, tls, stop) = (r.clone(), log_tls.clone(), stop.clone());
                 async move {
-                    if let Err(e) = r.serve(l, tls, stop).await {
+                    if let Err(e) = r.serve(listener, tls, stop).await {
                         tracing::error!(error = %e, "log channel failed");
                     }
                 }

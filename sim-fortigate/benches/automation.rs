@@ -298,8 +298,9 @@ fn main() {
         }
     }
     dev2.logs
-        .event_system("0100032010", "alert", "Admin login failed", |r| {
-            r.str("user", "admin7")
+        .event_system("0100032010", "alert", "Admin login failed", |record| {
+            record
+                .str("user", "admin7")
                 .ip("srcip", "10.115.2.52".parse().unwrap());
         });
     while engine2.runs().is_empty() {

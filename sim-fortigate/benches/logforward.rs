@@ -63,8 +63,8 @@ fn main() {
         while written < LINES {
             // Bursts of 1000, then a yield so the forwarder's tasks run on this runtime too.
             for _ in 0..1000 {
-                dev.logs.event_system("0100032001", "information", "Admin login successful", |r| {
-                    r.str("user", "admin").str("ui", "https(10.115.1.100)").str("method", "https")
+                dev.logs.event_system("0100032001", "information", "Admin login successful", |record| {
+                    record.str("user", "admin").str("ui", "https(10.115.1.100)").str("method", "https")
                         .str("action", "login").str("status", "success")
                         .str("msg", "Administrator admin logged in successfully from https(10.115.1.100)");
                 });

@@ -289,8 +289,9 @@ pub fn load_config(
             config::lexer::quote(secrets_token)
         ));
     }
-    let admin_pw_empty = store.with(|c| {
-        c.entry("system admin", ADMIN_USER)
+    let admin_pw_empty = store.with(|config| {
+        config
+            .entry("system admin", ADMIN_USER)
             .map(|e| e.scalar("password").is_none())
     });
     match admin_pw_empty {
@@ -463,12 +464,12 @@ pub async fn start(
     let task = sup
         .spawn_tcp("api", listeners.api, shutdown.clone(), {
             let shutdown = shutdown.clone();
-            move |l| {
+            move |listener| {
                 let (tls_cfg, app, http, stop) =
                     (tls_cfg.clone(), app.clone(), http.clone(), shutdown.clone());
                 async move {
                     if let Err(e) =
-                        fortilab_core::http::serve_https(l, tls_cfg, app, http, stop).await
+                        fortilab_core::http::serve_https(listener, tls_cfg, app, http, stop).await
                     {
                         tracing::error!(error = %e, "API server failed");
                     }

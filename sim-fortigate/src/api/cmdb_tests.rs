@@ -92,9 +92,9 @@ impl Lab {
         while let Ok(ev) = self.rx.try_recv() {
             self.dev.on_change(&ev);
         }
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|err| {
             panic!(
-                "{method} {uri}: not JSON ({e}): {}",
+                "{method} {uri}: not JSON ({err}): {}",
                 String::from_utf8_lossy(&bytes)
             )
         });

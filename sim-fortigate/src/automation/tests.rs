@@ -376,8 +376,9 @@ end
     let fail = |user: &str| {
         l.dev
             .logs
-            .event_system("0100032002", "alert", "Admin login failed", |r| {
-                r.str("user", user.to_string())
+            .event_system("0100032002", "alert", "Admin login failed", |record| {
+                record
+                    .str("user", user.to_string())
                     .ip("srcip", "10.115.2.66".parse().unwrap());
             });
     };
@@ -590,13 +591,15 @@ end
     assert_eq!(runs[0].from, "webhook");
     assert_eq!(runs[0].results[0].status, super::runner::Status::Success);
     assert_eq!(runs[0].results[1].status, super::runner::Status::Failed);
-    let macs = l.dev.config.with(|c| {
-        c.single("user quarantine")
+    let macs = l.dev.config.with(|config| {
+        config
+            .single("user quarantine")
             .and_then(|e| e.table("targets"))
             .and_then(|t| t.get("0c:0a:00:0c:ce:b0"))
             .and_then(|e| e.table("macs"))
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .map(|m| m.key.clone())
                     .collect::<Vec<_>>()
@@ -642,8 +645,9 @@ async fn an_event_log_stitch_added_later_fires_on_the_next_log() {
     let fail = || {
         l.dev
             .logs
-            .event_system("0100032002", "alert", "Admin login failed", |r| {
-                r.str("user", "eve")
+            .event_system("0100032002", "alert", "Admin login failed", |record| {
+                record
+                    .str("user", "eve")
                     .ip("srcip", "10.115.2.66".parse().unwrap());
             });
     };

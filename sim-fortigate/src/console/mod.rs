@@ -66,8 +66,8 @@ impl FgtConsole {
 
     /// Checks an admin's password (`config system admin`); the access profile if it matches.
     pub fn check_admin(&self, user: &str, password: &str) -> Option<String> {
-        self.dev.config.with(|c| {
-            let e = c.entry("system admin", user)?;
+        self.dev.config.with(|config| {
+            let e = config.entry("system admin", user)?;
             let stored = e.scalar("password").unwrap_or("");
             let ok = if stored.is_empty() {
                 password.is_empty()
@@ -105,8 +105,9 @@ impl ConsoleBackend for FgtConsole {
                         "0100032001",
                         "information",
                         "Admin login successful",
-                        |r| {
-                            r.str("sn", self.dev.clock.now_secs().to_string())
+                        |record| {
+                            record
+                                .str("sn", self.dev.clock.now_secs().to_string())
                                 .str("user", user)
                                 .str("ui", ui.clone())
                                 .str("method", "ssh")
@@ -139,8 +140,8 @@ impl ConsoleBackend for FgtConsole {
                     };
                     self.dev
                         .logs
-                        .event_system("0100032002", "alert", "Admin login failed", |r| {
-                            r.str("sn", "0")
+                        .event_system("0100032002", "alert", "Admin login failed", |record| {
+                            record.str("sn", "0")
                                 .str("user", user)
                                 .str("ui", ui.clone())
                                 .str("method", "ssh")
@@ -184,8 +185,9 @@ pub struct FgtSession {
 
 /// An integer of `config system global`, or `default` when unset.
 fn global_int(dev: &Device, name: &str, default: u64) -> u64 {
-    dev.config.with(|c| {
-        c.single("system global")
+    dev.config.with(|config| {
+        config
+            .single("system global")
             .and_then(|e| e.scalar(name))
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
@@ -506,8 +508,9 @@ impl ConsoleSession for FgtSession {
             "0100032003",
             "information",
             "Admin logout successful",
-            |r| {
-                r.str("sn", self.dev.clock.now_secs().to_string())
+            |record| {
+                record
+                    .str("sn", self.dev.clock.now_secs().to_string())
                     .str("user", user.clone())
                     .str("ui", ui.clone())
                     .str("method", "ssh")

@@ -76,8 +76,9 @@ impl State {
         }
         let services = cfg
             .table("firewall service custom")
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .filter(|e| !e.key.starts_with("ALL"))
                     .map(|e| (e.key.clone(), r.service(&e.key)))
