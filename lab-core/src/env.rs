@@ -5,14 +5,14 @@
 //! device's own configuration (`FortiGateConfig`, `FazConfig`, `EmsConfig`, `EndpointConfig`,
 //! `InternetConfig`), `listeners` its already-bound sockets (port 0 in tests, the lab ports in
 //! the orchestrator) and `Running` reports the addresses it really serves on. The binaries build
-//! the environment from their common flags ([`crate::device::CommonArgs::device_env`]); tests
+//! the environment from their common flags ([`crate::binary::CommonArgs::device_env`]); tests
 //! and the in-process lab use [`DeviceEnv::for_tests`].
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::binary::Timing;
 use crate::clock::LabClock;
-use crate::device::Timing;
 use crate::http::HttpOptions;
 use crate::labnet::LabMap;
 use crate::secrets::{Secrets, SecretsMode};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use fortilab_core::device::Timing;
+use fortilab_core::binary::Timing;
 use fortilab_core::secrets::SecretsMode;
 
 /// The seed FortiGate configuration (FortiOS CLI), used when a lab names none.

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fortilab_core::device::{CommonArgs, UsageError};
+use fortilab_core::binary::{CommonArgs, UsageError};
 use fortilab_core::DeviceEnv;
 use serde_json::json;
 
@@ -49,8 +49,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    fortilab_core::device::init_tracing(args.common.log_format);
-    fortilab_core::device::run("sim-ems", || run(args))
+    fortilab_core::binary::init_tracing(args.common.log_format);
+    fortilab_core::binary::run("sim-ems", || run(args))
 }
 
 /// Resolves the configuration from flags and the file.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fortilab_core::device::{CommonArgs, UsageError};
+use fortilab_core::binary::{CommonArgs, UsageError};
 use serde_json::json;
 
 use crate::EndpointConfig;
@@ -53,8 +53,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    fortilab_core::device::init_tracing(args.common.log_format);
-    fortilab_core::device::run("sim-endpoint", || run(args))
+    fortilab_core::binary::init_tracing(args.common.log_format);
+    fortilab_core::binary::run("sim-endpoint", || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

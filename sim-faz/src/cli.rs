@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fortilab_core::device::{self, CommonArgs, UsageError};
+use fortilab_core::binary::{self, CommonArgs, UsageError};
 
 use crate::{FazConfig, Listeners};
 
@@ -47,8 +47,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    device::init_tracing(args.common.log_format);
-    device::run("sim-faz", || run(args))
+    binary::init_tracing(args.common.log_format);
+    binary::run("sim-faz", || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

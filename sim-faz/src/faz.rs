@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use fortilab_core::device::Timing;
+use fortilab_core::binary::Timing;
 use fortilab_core::logchan::{IocAckNotification, IocLevel, IocNotification, Notice, Notification};
 use fortilab_core::{EventBus, LabClock};
 use serde::{Deserialize, Serialize};

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fortilab_core::device::Timing;
+use fortilab_core::binary::Timing;
 use fortilab_core::logchan::{Hello, LogReceiver};
 use fortilab_core::tls::ClientAuth;
 pub use fortilab_core::DeviceEnv;
@@ -208,7 +208,7 @@ pub async fn start(
     let store = tokio::task::spawn_blocking(move || store::Store::open(&store_dir)).await??;
     let mut tidb = ioc::Tidb::default_lab();
     tidb.extend(&cfg.file.tidb)
-        .map_err(|e| fortilab_core::device::UsageError::new(format!("[tidb] {e}")))?;
+        .map_err(|e| fortilab_core::binary::UsageError::new(format!("[tidb] {e}")))?;
     let faz = Faz::new(
         id,
         env.clock,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fortilab_core::device::{self, CommonArgs, UsageError};
+use fortilab_core::binary::{self, CommonArgs, UsageError};
 
 use crate::config::FosVersion;
 use crate::{ConfigSource, FortiGateConfig, Listeners, StartError};
@@ -66,8 +66,8 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    device::init_tracing(args.common.log_format);
-    device::run("sim-fortigate", || run(args))
+    binary::init_tracing(args.common.log_format);
+    binary::run("sim-fortigate", || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

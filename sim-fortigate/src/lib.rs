@@ -146,7 +146,7 @@ pub struct Running {
     /// The transparent proxy's address (when [`Listeners::transparent`] was given).
     pub transparent_addr: Option<SocketAddr>,
     /// The SSH console (when [`Listeners::ssh`] was given).
-    pub ssh: Option<fortilab_core::console::SshConsole>,
+    pub ssh: Option<fortilab_core::ssh_console::SshConsole>,
     task: JoinHandle<()>,
     listener_task: JoinHandle<()>,
 }
@@ -325,7 +325,7 @@ pub async fn start(
         })?;
     }
     let ssh_key = match (&listeners.ssh, &env.data_dir) {
-        (Some(_), Some(d)) => Some(d.join(fortilab_core::console::HOST_KEY_FILE)),
+        (Some(_), Some(d)) => Some(d.join(fortilab_core::ssh_console::HOST_KEY_FILE)),
         (Some(_), None) => {
             return Err(StartError::Io(
                 "the SSH console needs a data directory (its host key)".into(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fortilab_core::device::{self, CommonArgs, UsageError};
+use fortilab_core::binary::{self, CommonArgs, UsageError};
 
 use crate::{InternetConfig, Listeners, Sites};
 
@@ -36,8 +36,8 @@ pub struct Args {
 /// Entry point of the `sim-internet` binary.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    device::init_tracing(args.common.log_format);
-    device::run("sim-internet", move || run(args))
+    binary::init_tracing(args.common.log_format);
+    binary::run("sim-internet", move || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {

@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use fortilab_core::device::Timing;
+use fortilab_core::binary::Timing;
 use fortilab_core::{DeviceEnv, LabMap};
 use fortilab_ems::client::HttpsClient;
 use fortilab_fortigate::config::FosVersion;

@@ -484,7 +484,7 @@ fn forticlient_hit_names_the_endpoint_and_notifies_its_fortigate() {
     let faz = fortilab_faz::faz::Faz::new(
         id,
         LabClock::real(),
-        fortilab_core::device::Timing::Fast,
+        fortilab_core::binary::Timing::Fast,
         store,
         fortilab_faz::ioc::Tidb::default_lab(),
         fortilab_faz::ioc::IocSettings::default(),

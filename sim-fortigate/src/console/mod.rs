@@ -20,7 +20,9 @@ mod tests;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use fortilab_core::console::{BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession};
+use fortilab_core::ssh_console::{
+    BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession,
+};
 use serde_json::json;
 
 use crate::automation;
@@ -38,10 +40,10 @@ pub async fn serve_ssh(
     listener: tokio::net::TcpListener,
     host_key: &std::path::Path,
     shutdown: &tokio_util::sync::CancellationToken,
-) -> Result<fortilab_core::console::SshConsole, fortilab_core::console::ConsoleError> {
+) -> Result<fortilab_core::ssh_console::SshConsole, fortilab_core::ssh_console::ConsoleError> {
     let backend = Arc::new(FgtConsole::new(device.clone(), Some(automation.clone())));
-    let ssh =
-        fortilab_core::console::serve_ssh(listener, host_key, backend, shutdown.clone()).await?;
+    let ssh = fortilab_core::ssh_console::serve_ssh(listener, host_key, backend, shutdown.clone())
+        .await?;
     device
         .events
         .emit("console.ready", json!({"ssh": ssh.local_addr.to_string()}));
@@ -456,7 +458,7 @@ impl ConsoleSession for FgtSession {
                 self.dev.events.emit(
                     "console.command",
                     json!({"user": self.user, "ui": self.ui,
-                           "command": fortilab_core::console::redact_command(line)}),
+                           "command": fortilab_core::ssh_console::redact_command(line)}),
                 );
             }
             let (output, failed, close) = self.run_line(line).await;
