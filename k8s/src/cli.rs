@@ -101,7 +101,7 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    fortilab_core::device::init_tracing(fortilab_core::device::LogFormat::Plain);
+    fortilab_core::binary::init_tracing(fortilab_core::binary::LogFormat::Plain);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -147,7 +147,7 @@ pub fn main() -> ExitCode {
                 };
                 match r {
                     Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fortilab_core::device::exit_for("fortilab k8s-init", &e),
+                    Err(e) => fortilab_core::binary::exit_for("fortilab k8s-init", &e),
                 }
             }
             Command::K8sReadyServe { file, lab, listen } => {
@@ -171,7 +171,7 @@ pub fn main() -> ExitCode {
                 }
                 match crate::runtime::ready_serve(&file, &lab, listen, shutdown).await {
                     Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fortilab_core::device::exit_for("fortilab k8s-ready-serve", &e),
+                    Err(e) => fortilab_core::binary::exit_for("fortilab k8s-ready-serve", &e),
                 }
             }
             Command::K8sReport {
@@ -183,7 +183,7 @@ pub fn main() -> ExitCode {
                 .await
             {
                 Ok(_) => ExitCode::SUCCESS,
-                Err(e) => fortilab_core::device::exit_for("fortilab k8s-report", &e),
+                Err(e) => fortilab_core::binary::exit_for("fortilab k8s-report", &e),
             },
         }
     })

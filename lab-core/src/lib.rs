@@ -15,15 +15,18 @@
 //! - [`linkfault`]: link faults between devices (down, latency, loss, rate) and the relay.
 //! - [`logfmt`]: FortiOS `key=value` log records.
 //! - [`fortiguard`]: the FortiGuard web filter categories by FortiOS version.
-//! - [`console`] and [`telemetry`]: the SSH console server and the FortiClient ↔ EMS wire format.
+//! - [`ssh_console`] and [`telemetry`]: the SSH console server and the FortiClient ↔ EMS wire format.
 //! - [`events`]: the per-device event stream served at `/_lab/events`.
 //! - [`logchan`]: the log channel (FortiGate/FortiClient → FortiAnalyzer; notifications back).
 //! - [`text`]: control characters made visible before text reaches a terminal.
-//! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
+//! - [`binary`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
+//! - [`wait`]: [`wait::wait_for`], polling a condition until it holds (tests, tools).
+//! - [`env`]: [`DeviceEnv`], what every device's `start` shares (CA, clock, lab map, seed,
+//!   timing, data directory, secrets, lab token).
 
+pub mod binary;
 pub mod clock;
-pub mod console;
-pub mod device;
+pub mod env;
 pub mod events;
 pub mod fortiguard;
 pub mod http;
@@ -37,13 +40,16 @@ pub mod ready;
 pub mod rng;
 pub mod secrets;
 pub mod shutdown;
+pub mod ssh_console;
 pub mod supervise;
 pub mod telemetry;
 pub mod text;
 pub mod tls;
 pub mod tz;
+pub mod wait;
 
 pub use clock::LabClock;
+pub use env::DeviceEnv;
 pub use events::{EventBus, EventKind, LabEvent};
 pub use labnet::LabMap;
 pub use tls::{DeviceCert, LabCa};

@@ -5,9 +5,11 @@
 //! back as a typed error (or `None`), never a panic. Bounded: each test runs in well under a
 //! second in a debug build.
 
-use crate::console::{BoxFuture, Completion, ConsoleReply, ConsoleSession, KeyDecoder, LineEditor};
 use crate::logchan::frame;
 use crate::logfmt::{self, LogRecord};
+use crate::ssh_console::{
+    BoxFuture, Completion, ConsoleReply, ConsoleSession, KeyDecoder, LineEditor,
+};
 use crate::text::{printable, HOSTILE_PIECES};
 use crate::{proxy, telemetry};
 use bytes::BytesMut;

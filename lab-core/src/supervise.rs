@@ -142,9 +142,9 @@ impl Supervisor {
     /// and emitted as `task.panicked`; nothing is restarted.
     pub fn report_panic(&self, name: &str, message: &str) {
         self.inner.panicked.fetch_add(1, Ordering::Relaxed);
-        self.with_task(name, |t| {
-            t.panicked += 1;
-            t.last_panic = Some(message.to_string());
+        self.with_task(name, |task| {
+            task.panicked += 1;
+            task.last_panic = Some(message.to_string());
         });
         tracing::error!(task = name, panic = message, "task panicked");
         self.emit(
@@ -216,9 +216,9 @@ impl Supervisor {
                     Err(e) if e.is_panic() => {
                         let msg = panic_message(&*e.into_panic());
                         sup.inner.panicked.fetch_add(1, Ordering::Relaxed);
-                        sup.with_task(&name, |t| {
-                            t.panicked += 1;
-                            t.last_panic = Some(msg.clone());
+                        sup.with_task(&name, |task| {
+                            task.panicked += 1;
+                            task.last_panic = Some(msg.clone());
                         });
                         tracing::error!(task = %name, panic = %msg, "task panicked; restarting");
                         sup.emit(

@@ -81,11 +81,11 @@ impl Attached {
             let p = PathBuf::from(src);
             let text = std::fs::read_to_string(&p)
                 .with_context(|| format!("--attach {src}: cannot read the ready file"))?;
-            let v: Value = serde_json::from_str(&text).map_err(|e| {
+            let v: Value = serde_json::from_str(&text).map_err(|err| {
                 anyhow!(
-                    "--attach {src}:{}:{}: not a ready report: {e}",
-                    e.line(),
-                    e.column()
+                    "--attach {src}:{}:{}: not a ready report: {err}",
+                    err.line(),
+                    err.column()
                 )
             })?;
             (v, p.parent().map(Path::to_path_buf))

@@ -22,8 +22,8 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Format of fortilab's own diagnostics on stderr.
-    #[arg(long, value_enum, default_value_t = fortilab_core::device::LogFormat::Plain, global = true)]
-    log_format: fortilab_core::device::LogFormat,
+    #[arg(long, value_enum, default_value_t = fortilab_core::binary::LogFormat::Plain, global = true)]
+    log_format: fortilab_core::binary::LogFormat,
 }
 
 #[derive(Debug, Subcommand)]
@@ -278,8 +278,8 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    fortilab_core::device::init_tracing(cli.log_format);
-    let rt = match fortilab_core::device::runtime() {
+    fortilab_core::binary::init_tracing(cli.log_format);
+    let rt = match fortilab_core::binary::runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("fortilab: {e}");
@@ -297,17 +297,17 @@ pub fn main() -> ExitCode {
             } => match file.as_ref().and_then(|f| f.to_str()) {
                 Some("up") => match crate::compose::up(&out) {
                     Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fortilab_core::device::exit_for("fortilab compose up", &e),
+                    Err(e) => fortilab_core::binary::exit_for("fortilab compose up", &e),
                 },
                 Some("down") => match crate::compose::down(&out) {
                     Ok(()) => ExitCode::SUCCESS,
-                    Err(e) => fortilab_core::device::exit_for("fortilab compose down", &e),
+                    Err(e) => fortilab_core::binary::exit_for("fortilab compose down", &e),
                 },
                 _ => compose(file, &out, image, lab_dir),
             },
             Command::ComposeInit { config, lab } => match crate::compose::init(&config, &lab) {
                 Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fortilab_core::device::exit_for("fortilab compose-init", &e),
+                Err(e) => fortilab_core::binary::exit_for("fortilab compose-init", &e),
             },
             Command::ComposeReport {
                 config,
@@ -318,7 +318,7 @@ pub fn main() -> ExitCode {
                     .await
                 {
                     Ok(_) => ExitCode::SUCCESS,
-                    Err(e) => fortilab_core::device::exit_for("fortilab compose-report", &e),
+                    Err(e) => fortilab_core::binary::exit_for("fortilab compose-report", &e),
                 }
             }
             Command::Class { command } => {
@@ -351,7 +351,7 @@ pub fn main() -> ExitCode {
                 };
                 match r {
                     Ok(code) => code,
-                    Err(e) => fortilab_core::device::exit_for("fortilab class", &e),
+                    Err(e) => fortilab_core::binary::exit_for("fortilab class", &e),
                 }
             }
             Command::ReadyCheck { file } => {
@@ -361,7 +361,9 @@ pub fn main() -> ExitCode {
                     ExitCode::from(1)
                 }
             }
-            Command::Console { device, ready_file } => crate::console::main(&device, ready_file),
+            Command::Console { device, ready_file } => {
+                crate::open_console::main(&device, ready_file)
+            }
             Command::Snapshot {
                 op,
                 name,
@@ -396,7 +398,7 @@ pub fn main() -> ExitCode {
                     println!("fortilab: removed the network of dead lab {p}");
                     ExitCode::SUCCESS
                 }
-                Err(e) => fortilab_core::device::exit_for("fortilab netns-clean", &e),
+                Err(e) => fortilab_core::binary::exit_for("fortilab netns-clean", &e),
             },
             Command::NetnsClean { lab: None } => {
                 for p in crate::netns::clean_stale() {
@@ -413,7 +415,7 @@ pub fn main() -> ExitCode {
                 network,
             } => match up(file, ready_file, data_dir, seed, json, network, None).await {
                 Ok(code) => code,
-                Err(e) => fortilab_core::device::exit_for("fortilab", &e),
+                Err(e) => fortilab_core::binary::exit_for("fortilab", &e),
             },
             Command::Exercise(args) => exercise(args).await,
         }
@@ -445,8 +447,12 @@ async fn snapshot_cmd(
         (None, None) => None,
     };
     let src = attach
-        .or_else(|| std::env::var(crate::console::READY_ENV).ok())
-        .unwrap_or_else(|| crate::console::default_ready_file().display().to_string());
+        .or_else(|| std::env::var(crate::open_console::READY_ENV).ok())
+        .unwrap_or_else(|| {
+            crate::open_console::default_ready_file()
+                .display()
+                .to_string()
+        });
     let result = async {
         let lab = crate::attach::Attached::open(&src).await?;
         match parsed {
@@ -558,7 +564,7 @@ async fn exercise(args: ExerciseArgs) -> ExitCode {
             .await
             {
                 Ok(code) => code,
-                Err(e) => fortilab_core::device::exit_for("fortilab", &e),
+                Err(e) => fortilab_core::binary::exit_for("fortilab", &e),
             }
         }
     }
@@ -582,8 +588,8 @@ async fn exercise_status(ready_file: Option<PathBuf>, url: Option<String>, json:
         }
         None => {
             let path = ready_file
-                .or_else(|| std::env::var_os(crate::console::READY_ENV).map(PathBuf::from))
-                .unwrap_or_else(crate::console::default_ready_file);
+                .or_else(|| std::env::var_os(crate::open_console::READY_ENV).map(PathBuf::from))
+                .unwrap_or_else(crate::open_console::default_ready_file);
             let report: Value = match std::fs::read_to_string(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
@@ -876,11 +882,11 @@ async fn up(
 ) -> anyhow::Result<ExitCode> {
     // Without --ready-file the report still goes to a well-known place, for `fortilab console`.
     let default_ready = ready_file.is_none();
-    let ready_file = Some(ready_file.unwrap_or_else(crate::console::default_ready_file));
+    let ready_file = Some(ready_file.unwrap_or_else(crate::open_console::default_ready_file));
     let def = match (&exercise, &file) {
         (Some(x), _) => x.lab.clone(),
         (None, Some(f)) => {
-            LabDef::load(f).map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?
+            LabDef::load(f).map_err(|e| fortilab_core::binary::UsageError::new(e.to_string()))?
         }
         (None, None) => LabDef::seed(),
     };
@@ -890,7 +896,7 @@ async fn up(
     }
     if def.lab.network == NetworkMode::Namespaces {
         crate::netns::check_privileges()
-            .map_err(|e| fortilab_core::device::UsageError::new(e.to_string()))?;
+            .map_err(|e| fortilab_core::binary::UsageError::new(e.to_string()))?;
         crate::netns::claim_host_or_reexec()?;
     }
     let temp = data_dir.is_none();

@@ -261,8 +261,8 @@ pub fn plan_at(
             format!("{config_root}/{map}")
         };
         let timing = match def.lab.timing {
-            fortilab_core::device::Timing::Fast => "fast",
-            fortilab_core::device::Timing::Realistic => "realistic",
+            fortilab_core::binary::Timing::Fast => "fast",
+            fortilab_core::binary::Timing::Realistic => "realistic",
         };
         let mut a: Vec<String> = vec![
             "--data-dir".into(),

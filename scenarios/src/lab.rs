@@ -244,8 +244,8 @@ impl Lab {
                 secrets_path.display().to_string(),
                 "--timing".into(),
                 match def.lab.timing {
-                    fortilab_core::device::Timing::Fast => "fast".into(),
-                    fortilab_core::device::Timing::Realistic => "realistic".into(),
+                    fortilab_core::binary::Timing::Fast => "fast".into(),
+                    fortilab_core::binary::Timing::Realistic => "realistic".into(),
                 },
             ];
             a.extend(clock.to_args());

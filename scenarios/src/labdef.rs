@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use fortilab_core::device::Timing;
+use fortilab_core::binary::Timing;
 use fortilab_core::secrets::SecretsMode;
 
 /// The seed FortiGate configuration (FortiOS CLI), used when a lab names none.
@@ -409,9 +409,9 @@ impl LabDef {
 
     /// Parses TOML text (`file` names it in errors).
     pub fn parse(file: &str, text: &str) -> Result<Self, DefError> {
-        let mut def: LabDef = toml::from_str(text).map_err(|e| {
-            let offset = e.span().map(|s| s.start).unwrap_or(0);
-            DefError::at(file, text, offset, e.message().to_string())
+        let mut def: LabDef = toml::from_str(text).map_err(|err| {
+            let offset = err.span().map(|s| s.start).unwrap_or(0);
+            DefError::at(file, text, offset, err.message().to_string())
         })?;
         def.source = file.to_string();
         Ok(def)

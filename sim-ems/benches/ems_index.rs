@@ -38,12 +38,13 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let dir = tempfile::tempdir().unwrap();
-        let ca = fortilab_core::LabCa::generate("bench").unwrap();
-        let cfg = EmsConfig::for_tests(dir.path());
+        let ca = std::sync::Arc::new(fortilab_core::LabCa::generate("bench").unwrap());
+        let cfg = EmsConfig::for_tests();
+        let env = fortilab_core::DeviceEnv::with_ca(ca.clone(), 1, Some(dir.path()));
         let sd = tokio_util::sync::CancellationToken::new();
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let telemetry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = fortilab_ems::start(cfg, &ca, fortilab_core::LabClock::real(), Listeners { api, telemetry }, sd.clone())
+        let running = fortilab_ems::start(cfg, env, Listeners { api, telemetry }, sd.clone())
             .await
             .unwrap();
         let now = running.shared.now_ms();

@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fortilab_core::device::{CommonArgs, Timing, UsageError};
+use fortilab_core::binary::{CommonArgs, UsageError};
+use fortilab_core::DeviceEnv;
 use serde_json::json;
 
 use crate::{EmsConfig, Listeners};
@@ -48,39 +49,33 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    fortilab_core::device::init_tracing(args.common.log_format);
-    fortilab_core::device::run("sim-ems", || run(args))
+    fortilab_core::binary::init_tracing(args.common.log_format);
+    fortilab_core::binary::run("sim-ems", || run(args))
 }
 
 /// Resolves the configuration from flags and the file.
-pub fn resolve(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<EmsConfig> {
+pub fn resolve(args: &Args, env: &DeviceEnv) -> anyhow::Result<EmsConfig> {
     let file = match &args.config {
         Some(p) => crate::config::load(p).map_err(|e| UsageError::new(e.to_string()))?,
         None => Default::default(),
     };
-    let seed = args.common.seed;
     let serial = fortilab_core::rng::serial(
-        &mut fortilab_core::rng::stream(seed, "ems/serial"),
+        &mut fortilab_core::rng::stream(env.seed, "ems/serial"),
         "FCTEMS",
     );
-    let secrets = args.common.secrets(data_dir)?;
     let password = match file.admin.password.clone() {
         Some(p) => p,
-        None => secrets
+        None => env
+            .secrets
             .credential("ems/admin-password", 12)
             .map_err(|e| anyhow::anyhow!("{e}"))?,
     };
-    let http = args
-        .common
-        .http_options(secrets.lab_token().map_err(|e| anyhow::anyhow!("{e}"))?)?;
     let ka = match file.ka_interval {
         Some(s) => Duration::from_secs_f64(s),
-        None => args
-            .common
+        None => env
             .timing
             .delay(Duration::from_secs(60), Duration::from_millis(200)),
     };
-    let _ = Timing::Fast;
     Ok(EmsConfig {
         hostname: file.hostname.unwrap_or_else(|| "EMS-LAB".into()),
         serial,
@@ -98,21 +93,13 @@ pub fn resolve(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<EmsCon
             .profile
             .quarantine_message
             .unwrap_or_else(|| crate::DEFAULT_QUARANTINE_MESSAGE.into()),
-        seed,
-        data_dir: data_dir.to_path_buf(),
-        http,
     })
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    let data_dir = args.common.data_dir("ems")?;
-    let cfg = resolve(&args, &data_dir)?;
-    let ca = args.common.lab_ca(&data_dir)?;
-    let ca_cert_path = match &args.common.ca_cert {
-        Some(p) => p.clone(),
-        None => data_dir.join("ca").join("ca.pem"),
-    };
-    let clock = args.common.clock();
+    let (env, data_dir) = args.common.device_env("ems")?;
+    let cfg = resolve(&args, &env)?;
+    let ca_cert_path = args.common.ca_cert_path(&data_dir);
     let shutdown = fortilab_core::shutdown::signal_token();
     let (api, api_addr) = fortilab_core::http::bind(args.listen)
         .await
@@ -120,14 +107,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (telemetry, tel_addr) = fortilab_core::http::bind(args.telemetry_listen)
         .await
         .map_err(|e| anyhow::anyhow!("--telemetry-listen {}: {e}", args.telemetry_listen))?;
-    let running = crate::start(
-        cfg.clone(),
-        &ca,
-        clock,
-        Listeners { api, telemetry },
-        shutdown,
-    )
-    .await?;
+    let running = crate::start(cfg.clone(), env, Listeners { api, telemetry }, shutdown).await?;
     args.common.write_ready(&json!({
         "name": cfg.hostname,
         "serial": cfg.serial,
@@ -138,7 +118,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "lab_ip": cfg.lab_ip,
         "ca_cert": ca_cert_path.display().to_string(),
         "ka_interval_ms": cfg.ka_interval.as_millis() as u64,
-        "lab_token": cfg.http.lab_token.as_str(),
+        "lab_token": running.lab_token.as_str(),
     }))?;
     running.wait().await?;
     tracing::info!("EMS stopped");

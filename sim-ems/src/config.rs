@@ -62,15 +62,15 @@ pub struct ConfigError {
 
 /// Parses config text; `path` is only used in messages.
 pub fn parse(path: &str, text: &str) -> Result<FileConfig, ConfigError> {
-    let cfg: FileConfig = toml::from_str(text).map_err(|e| {
-        let line = e
+    let cfg: FileConfig = toml::from_str(text).map_err(|err| {
+        let line = err
             .span()
             .map(|s| text.get(..s.start).unwrap_or(text).matches('\n').count() + 1)
             .unwrap_or(1);
         ConfigError {
             path: path.to_string(),
             line,
-            msg: e.message().to_string(),
+            msg: err.message().to_string(),
         }
     })?;
     if let Some(ka) = cfg.ka_interval {

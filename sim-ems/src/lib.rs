@@ -26,14 +26,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fortilab_core::tls::{ClientAuth, LabCa};
+use fortilab_core::tls::ClientAuth;
+pub use fortilab_core::DeviceEnv;
 use fortilab_core::{EventBus, LabClock};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use state::EmsState;
 
-/// Everything sim-ems needs to run, resolved from flags and the config file.
+/// What the EMS starts with, resolved from flags and the config file (the lab it runs in is
+/// the [`DeviceEnv`]: its data directory holds the EMS state).
 #[derive(Debug, Clone)]
 pub struct EmsConfig {
     pub hostname: String,
@@ -53,15 +55,11 @@ pub struct EmsConfig {
     pub faz: Option<String>,
     pub log_upload_enabled: bool,
     pub quarantine_message: String,
-    pub seed: u64,
-    pub data_dir: std::path::PathBuf,
-    /// The lab token and the HTTP limits of the API listener.
-    pub http: fortilab_core::http::HttpOptions,
 }
 
 impl EmsConfig {
     /// Defaults for tests and in-process use.
-    pub fn for_tests(data_dir: &std::path::Path) -> Self {
+    pub fn for_tests() -> Self {
         EmsConfig {
             hostname: "EMS-LAB".into(),
             serial: "FCTEMS0000000001".into(),
@@ -76,9 +74,6 @@ impl EmsConfig {
             faz: None,
             log_upload_enabled: false,
             quarantine_message: DEFAULT_QUARANTINE_MESSAGE.into(),
-            seed: 1,
-            data_dir: data_dir.to_path_buf(),
-            http: fortilab_core::http::HttpOptions::for_tests(),
         }
     }
 }
@@ -243,6 +238,8 @@ pub struct Listeners {
 pub struct Running {
     pub api_addr: SocketAddr,
     pub telemetry_addr: SocketAddr,
+    /// The lab token of the `/_lab/` routes.
+    pub lab_token: fortilab_core::secrets::LabToken,
     pub shared: Arc<Shared>,
     pub tasks: tokio::task::JoinSet<()>,
 }
@@ -261,12 +258,12 @@ impl Running {
 /// Starts the EMS on the given listeners.
 pub async fn start(
     cfg: EmsConfig,
-    ca: &LabCa,
-    clock: LabClock,
+    env: DeviceEnv,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let store = store::Store::new(&cfg.data_dir);
+    let (ca, clock) = (&*env.ca, env.clock);
+    let store = store::Store::new(env.require_data_dir("the EMS")?);
     let st = store.load()?;
     let bus = EventBus::new(&cfg.hostname, clock);
     bus.close_on(&shutdown);
@@ -305,11 +302,12 @@ pub async fn start(
     {
         let app = api::router(shared.clone());
         let sd = shutdown.clone();
-        let http = shared.cfg.http.clone().with_supervisor(sup.clone());
-        let h = sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
+        let http = env.http.clone().with_supervisor(sup.clone());
+        let h = sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |listener| {
             let (tls, app, http, sd) = (api_tls.clone(), app.clone(), http.clone(), sd.clone());
             async move {
-                if let Err(e) = fortilab_core::http::serve_https(l, tls, app, http, sd).await {
+                if let Err(e) = fortilab_core::http::serve_https(listener, tls, app, http, sd).await
+                {
                     tracing::error!(error = %e, "API server failed");
                 }
             }
@@ -357,6 +355,7 @@ pub async fn start(
     Ok(Running {
         api_addr,
         telemetry_addr,
+        lab_token: env.http.lab_token.clone(),
         shared,
         tasks,
     })

@@ -34,15 +34,12 @@ fn env() -> &'static Env {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let (shared, app) = rt.block_on(async {
-            let ca = fortilab_core::LabCa::generate("t").unwrap();
-            let cfg = crate::EmsConfig::for_tests(dir.path());
+            let ca = std::sync::Arc::new(fortilab_core::LabCa::generate("t").unwrap());
+            let cfg = crate::EmsConfig::for_tests();
+        let env = fortilab_core::DeviceEnv::with_ca(ca.clone(), 1, Some(dir.path()));
             let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let telemetry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let running = crate::start(
-                cfg,
-                &ca,
-                fortilab_core::LabClock::real(),
-                crate::Listeners { api, telemetry },
+            let running = crate::start(cfg, env, crate::Listeners { api, telemetry },
                 tokio_util::sync::CancellationToken::new(),
             )
             .await

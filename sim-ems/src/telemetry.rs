@@ -399,22 +399,17 @@ mod tests {
     async fn ems(
         persistent: bool,
         dir: &std::path::Path,
-    ) -> (crate::Running, fortilab_core::LabCa) {
-        let ca = fortilab_core::LabCa::generate("t").unwrap();
-        let mut cfg = crate::EmsConfig::for_tests(dir);
+    ) -> (crate::Running, Arc<fortilab_core::LabCa>) {
+        let ca = std::sync::Arc::new(fortilab_core::LabCa::generate("t").unwrap());
+        let mut cfg = crate::EmsConfig::for_tests();
+        let env = fortilab_core::DeviceEnv::with_ca(ca.clone(), 1, Some(dir));
         cfg.persistent_connections = persistent;
         let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let telemetry = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sd = tokio_util::sync::CancellationToken::new();
-        let running = crate::start(
-            cfg,
-            &ca,
-            fortilab_core::LabClock::real(),
-            crate::Listeners { api, telemetry },
-            sd,
-        )
-        .await
-        .unwrap();
+        let running = crate::start(cfg, env, crate::Listeners { api, telemetry }, sd)
+            .await
+            .unwrap();
         (running, ca)
     }
 

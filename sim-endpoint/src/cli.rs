@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use fortilab_core::device::{CommonArgs, UsageError};
+use fortilab_core::binary::{CommonArgs, UsageError};
 use serde_json::json;
 
 use crate::EndpointConfig;
@@ -60,8 +60,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    fortilab_core::device::init_tracing(args.common.log_format);
-    fortilab_core::device::run("sim-endpoint", || run(args))
+    fortilab_core::binary::init_tracing(args.common.log_format);
+    fortilab_core::binary::run("sim-endpoint", || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -73,12 +73,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         args.common.seed,
     )
     .map_err(UsageError::new)?;
-    let data_dir = args.common.data_dir("endpoint")?;
-    let ca = args.common.lab_ca(&data_dir)?;
-    let secrets = args.common.secrets(&data_dir)?;
-    let http = args.common.http_options(secrets.lab_token()?)?;
-    let lab_map = args.common.lab_map()?;
-    let clock = args.common.clock();
+    let (env, _) = args.common.device_env("endpoint")?;
     let spread = args
         .register_spread_ms
         .unwrap_or(if args.count > 1 { 1000 } else { 0 });
@@ -97,9 +92,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .common
             .timing
             .delay(Duration::from_secs(90 * 60), Duration::from_secs(5)),
-        data_dir,
-        seed: args.common.seed,
-        http,
         netns: match &args.netns_prefix {
             Some(p) => (0..args.count)
                 .map(|k| format!("{p}{}", args.netns_start + k))
@@ -111,7 +103,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let (control, _) = fortilab_core::http::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", args.listen))?;
-    let running = crate::start(cfg, ca, lab_map, clock, control, shutdown).await?;
+    let running = crate::start(cfg, env, crate::Listeners { control }, shutdown).await?;
     let endpoints: Vec<_> = running
         .shared
         .endpoints
@@ -124,7 +116,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     args.common.write_ready(&json!({
         "endpoints": endpoints,
         "control": format!("https://{}", running.control_addr),
-        "lab_token": running.shared.cfg.http.lab_token.as_str(),
+        "lab_token": running.shared.lab_token.as_str(),
     }))?;
     running.wait().await;
     tracing::info!("endpoints stopped");

@@ -41,6 +41,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use fortilab_core::tls::ClientAuth;
+pub use fortilab_core::DeviceEnv;
 use fortilab_core::EventKind;
 use fortilab_core::{EventBus, LabCa, LabClock, LabMap};
 use rand::Rng;
@@ -59,7 +60,8 @@ pub const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(15);
 /// The browser the endpoints pretend to be.
 pub const USER_AGENT: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) FortiClient/6.4.3";
 
-/// Configuration of the process.
+/// What the endpoints start with (the lab they run in is the [`DeviceEnv`]: its data
+/// directory holds the log queues and snapshot state, its seed the registration jitter).
 #[derive(Debug, Clone)]
 pub struct EndpointConfig {
     pub identities: Vec<Identity>,
@@ -74,10 +76,6 @@ pub struct EndpointConfig {
     /// Lab time between FortiClient log uploads to FortiAnalyzer (`log_upload_freq_minutes`,
     /// 90 minutes by default on the real FortiClient; short with `timing = "fast"`).
     pub log_upload_every: Duration,
-    pub data_dir: std::path::PathBuf,
-    pub seed: u64,
-    /// The lab token and the HTTP limits of the control listener (the endpoints' lab surface).
-    pub http: fortilab_core::http::HttpOptions,
     /// Namespaces mode: the network namespace of each endpoint, in identity order (empty:
     /// every endpoint's sockets in the process's own namespace).
     pub netns: Vec<String>,
@@ -110,6 +108,10 @@ pub struct Shared {
     /// (`POST /_lab/state/keep`, see [`labstate`]).
     pub keep_state: std::sync::atomic::AtomicBool,
     pub cfg: EndpointConfig,
+    /// Where the log queues and a snapshot's state are kept.
+    pub data_dir: std::path::PathBuf,
+    /// The lab token of the control listener (the endpoints' lab surface).
+    pub lab_token: fortilab_core::secrets::LabToken,
     pub endpoints: Vec<Arc<Endpoint>>,
     pub by_name: HashMap<String, usize>,
     pub clock: LabClock,
@@ -154,7 +156,7 @@ impl Running {
             .load(std::sync::atomic::Ordering::SeqCst)
         {
             let saved = labstate::export(&self.shared.endpoints);
-            if let Err(e) = labstate::save(&self.shared.cfg.data_dir, &saved) {
+            if let Err(e) = labstate::save(&self.shared.data_dir, &saved) {
                 tracing::warn!(error = %e, "could not save the lab state at shutdown");
             }
         }
@@ -185,17 +187,23 @@ fn telemetry_tls(base: &Arc<rustls::ClientConfig>) -> tokio_rustls::TlsConnector
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
 }
 
+/// The listener of the endpoints' process (bound by the caller; port 0 in tests).
+pub struct Listeners {
+    /// The control listener: the endpoints' lab surface (HTTPS).
+    pub control: TcpListener,
+}
+
 /// Starts the endpoints and the control listener.
 pub async fn start(
     cfg: EndpointConfig,
-    ca: LabCa,
-    lab_map: LabMap,
-    clock: LabClock,
-    control: TcpListener,
+    env: DeviceEnv,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
-    let ca = Arc::new(ca);
-    let lab_map = Arc::new(lab_map);
+    let data_dir = env.require_data_dir("sim-endpoint")?.to_path_buf();
+    let control = listeners.control;
+    let (ca, clock) = (env.ca.clone(), env.clock);
+    let lab_map = Arc::new(env.lab_map.clone());
     let bus = EventBus::new("endpoints", clock);
     bus.close_on(&shutdown);
     let client_tls = fortilab_core::tls::client_config(&ca, None)?;
@@ -242,11 +250,11 @@ pub async fn start(
         ca: ca.clone(),
         lab_map: lab_map.clone(),
         clock,
-        data_dir: cfg.data_dir.clone(),
+        data_dir: data_dir.clone(),
         shutdown: shutdown.clone(),
         upload_every: cfg.log_upload_every,
     };
-    match labstate::take(&cfg.data_dir) {
+    match labstate::take(&data_dir) {
         Ok(Some(saved)) => {
             labstate::apply(&saved, &endpoints);
             tracing::info!("restored the endpoints' state of a lab snapshot");
@@ -257,6 +265,8 @@ pub async fn start(
     let shared = Arc::new(Shared {
         keep_state: std::sync::atomic::AtomicBool::new(false),
         cfg,
+        data_dir,
+        lab_token: env.http.lab_token.clone(),
         endpoints,
         by_name,
         clock,
@@ -285,11 +295,12 @@ pub async fn start(
     {
         let app = router(shared.clone());
         let sd = shutdown.clone();
-        let http = shared.cfg.http.clone().with_supervisor(sup.clone());
-        let h = sup.spawn_tcp("control", control, shutdown.clone(), move |l| {
+        let http = env.http.clone().with_supervisor(sup.clone());
+        let h = sup.spawn_tcp("control", control, shutdown.clone(), move |listener| {
             let (tls, app, http, sd) = (tls.clone(), app.clone(), http.clone(), sd.clone());
             async move {
-                if let Err(e) = fortilab_core::http::serve_https(l, tls, app, http, sd).await {
+                if let Err(e) = fortilab_core::http::serve_https(listener, tls, app, http, sd).await
+                {
                     tracing::error!(error = %e, "control server failed");
                 }
             }
@@ -298,7 +309,7 @@ pub async fn start(
             let _ = h.await;
         });
     }
-    let mut jitter = fortilab_core::rng::stream(shared.cfg.seed, "endpoint/jitter");
+    let mut jitter = fortilab_core::rng::stream(env.seed, "endpoint/jitter");
     let spread = shared.cfg.register_spread;
     for idx in 0..shared.endpoints.len() {
         let delay = if spread.is_zero() {
@@ -369,9 +380,9 @@ async fn send_recv(c: &mut TelemetryConn, frame: &proto::Frame) -> Result<proto:
 async fn connect(shared: &Shared, ep: &Endpoint) -> Result<TelemetryConn, String> {
     let tcp = fortilab_core::netns::connect(ep.netns.as_deref(), shared.ems_real)
         .await
-        .map_err(|e| {
+        .map_err(|err| {
             format!(
-                "EMS {} ({}) unreachable: {e}",
+                "EMS {} ({}) unreachable: {err}",
                 shared.cfg.ems, shared.ems_real
             )
         })?;
@@ -840,14 +851,15 @@ mod tests {
             default_ka: Duration::from_millis(30),
             register_spread: Duration::ZERO,
             log_upload_every: Duration::from_secs(1),
-            data_dir: dir.path().to_path_buf(),
-            seed: 1,
-            http: fortilab_core::http::HttpOptions::for_tests(),
             netns: Vec::new(),
+        };
+        let env = DeviceEnv {
+            lab_map: map,
+            ..DeviceEnv::with_ca(Arc::new(ca), 1, Some(dir.path()))
         };
         let control = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let sd = CancellationToken::new();
-        let running = start(cfg, ca, map, LabClock::real(), control, sd.clone())
+        let running = start(cfg, env, Listeners { control }, sd.clone())
             .await
             .unwrap();
         let ep = running.shared.endpoints[0].clone();

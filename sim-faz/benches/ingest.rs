@@ -22,11 +22,11 @@ fn main() {
     let rss_before = common::rss();
     let per = n / senders;
     let start = Instant::now();
-    std::thread::scope(|s| {
+    std::thread::scope(|scope| {
         for k in 0..senders {
             let faz = faz.clone();
             let pool = &pool;
-            s.spawn(move || {
+            scope.spawn(move || {
                 let serial = format!("FGVM01TM0000000{k}");
                 let mut seq = 1u64;
                 let mut done = 0u64;

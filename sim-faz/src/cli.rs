@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fortilab_core::device::{self, CommonArgs, UsageError};
+use fortilab_core::binary::{self, CommonArgs, UsageError};
 
 use crate::{FazConfig, Listeners};
 
@@ -47,8 +47,8 @@ pub fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    device::init_tracing(args.common.log_format);
-    device::run("sim-faz", || run(args))
+    binary::init_tracing(args.common.log_format);
+    binary::run("sim-faz", || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -61,14 +61,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             UsageError::new(format!("--lab-ip {:?}: not an IP address", args.lab_ip)).into(),
         );
     }
-    let data_dir = args.common.data_dir("faz")?;
-    let ca = args.common.lab_ca(&data_dir)?;
-    let ca_cert_path = match &args.common.ca_cert {
-        Some(p) => p.clone(),
-        None => data_dir.join("ca").join("ca.pem"),
-    };
-    let secrets = args.common.secrets(&data_dir)?;
-    let http = args.common.http_options(secrets.lab_token()?)?;
+    let (env, data_dir) = args.common.device_env("faz")?;
+    let ca_cert_path = args.common.ca_cert_path(&data_dir);
     let shutdown = fortilab_core::shutdown::signal_token();
     let (udp, tcp) = crate::bind_syslog(args.syslog_listen)
         .await
@@ -90,17 +84,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let cfg = FazConfig {
         file,
-        data_dir,
-        seed: args.common.seed,
-        clock: args.common.clock(),
-        timing: args.common.timing,
         auto_authorize: args.auto_authorize,
         lab_ip: args.lab_ip.clone(),
         ca_cert_path: Some(ca_cert_path),
-        secrets: std::sync::Arc::new(secrets),
-        http,
     };
-    let running = crate::start(cfg, listeners, &ca, shutdown.clone()).await?;
+    let running = crate::start(cfg, env, listeners, shutdown.clone()).await?;
     args.common.write_ready(&running.ready_json())?;
     shutdown.cancelled().await;
     running.wait().await;

@@ -117,8 +117,8 @@ pub fn load(path: &Path) -> Result<FileConfig, String> {
 
 /// Parses config text; errors read `line:column: what`.
 pub fn parse(text: &str) -> Result<FileConfig, String> {
-    let cfg: FileConfig = toml::from_str(text).map_err(|e| {
-        let (line, col) = e
+    let cfg: FileConfig = toml::from_str(text).map_err(|err| {
+        let (line, col) = err
             .span()
             .map(|s| {
                 let before = &text[..s.start.min(text.len())];
@@ -128,7 +128,7 @@ pub fn parse(text: &str) -> Result<FileConfig, String> {
                 )
             })
             .unwrap_or((1, 1));
-        format!("{line}:{col}: {}", e.message())
+        format!("{line}:{col}: {}", err.message())
     })?;
     let mut probe = crate::ioc::Tidb::empty("probe");
     probe

@@ -28,13 +28,11 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fortilab_core::device::Timing;
-use fortilab_core::http::HttpOptions;
+use fortilab_core::binary::Timing;
 use fortilab_core::logchan::{Hello, LogReceiver};
-use fortilab_core::secrets::{Secrets, SecretsMode};
-use fortilab_core::tls::{ClientAuth, LabCa};
+use fortilab_core::tls::ClientAuth;
+pub use fortilab_core::DeviceEnv;
 use fortilab_core::EventKind;
-use fortilab_core::LabClock;
 use serde_json::{json, Value};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
@@ -46,39 +44,26 @@ use crate::faz::{Faz, Identity};
 /// Re-exported: [`start`] takes one, and so do callers without their own tokio-util.
 pub use tokio_util::sync::CancellationToken as Shutdown;
 
-/// Everything [`start`] needs besides listeners.
+/// What the FortiAnalyzer starts with (the lab it runs in is the [`DeviceEnv`]: its data
+/// directory holds the log store; the admin password and API key (labels
+/// `faz/admin-password`, `faz/api-key`) come from its secrets unless the config file sets them).
 #[derive(Debug, Clone)]
 pub struct FazConfig {
     pub file: FileConfig,
-    pub data_dir: PathBuf,
-    pub seed: u64,
-    pub clock: LabClock,
-    pub timing: Timing,
     pub auto_authorize: bool,
     /// Lab IP (SAN of the device certificate).
     pub lab_ip: String,
     /// Path of the lab CA certificate, for the ready report.
     pub ca_cert_path: Option<PathBuf>,
-    /// Admin password and API key (labels `faz/admin-password`, `faz/api-key`) unless the
-    /// config file sets them: random per lab unless seeded.
-    pub secrets: Arc<Secrets>,
-    /// The lab token and the HTTP limits of the API listener.
-    pub http: HttpOptions,
 }
 
-impl FazConfig {
-    pub fn new(data_dir: PathBuf) -> Self {
+impl Default for FazConfig {
+    fn default() -> Self {
         Self {
             file: FileConfig::default(),
-            data_dir,
-            seed: 1,
-            clock: LabClock::real(),
-            timing: Timing::Realistic,
             auto_authorize: false,
             lab_ip: "10.115.1.20".into(),
             ca_cert_path: None,
-            secrets: Arc::new(Secrets::ephemeral(SecretsMode::Seeded, 1)),
-            http: HttpOptions::for_tests(),
         }
     }
 }
@@ -188,21 +173,23 @@ impl Running {
 /// Starts the FortiAnalyzer over the given listeners.
 pub async fn start(
     cfg: FazConfig,
+    env: DeviceEnv,
     listeners: Listeners,
-    ca: &LabCa,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    let ca = &*env.ca;
+    let data_dir = env.require_data_dir("the FortiAnalyzer")?.to_path_buf();
     let serial = fortilab_core::rng::serial(
-        &mut fortilab_core::rng::stream(cfg.seed, "faz-serial"),
+        &mut fortilab_core::rng::stream(env.seed, "faz-serial"),
         "FAZ-VMTM",
     );
     let admin_password = match cfg.file.admin.password.clone() {
         Some(p) => p,
-        None => cfg.secrets.credential("faz/admin-password", 16)?,
+        None => env.secrets.credential("faz/admin-password", 16)?,
     };
     let api_key = match cfg.file.api_key.clone() {
         Some(k) => k,
-        None => cfg.secrets.credential("faz/api-key", 30)?,
+        None => env.secrets.credential("faz/api-key", 30)?,
     };
     let id = Identity {
         hostname: cfg.file.hostname.clone(),
@@ -218,21 +205,20 @@ pub async fn start(
         retention_days: cfg.file.store.retention_days,
         max_size_mb: cfg.file.store.max_size_mb,
     };
-    let data_dir = cfg.data_dir.clone();
-    let store =
-        tokio::task::spawn_blocking(move || store::Store::open(&data_dir.join("store"))).await??;
+    let store_dir = data_dir.join("store");
+    let store = tokio::task::spawn_blocking(move || store::Store::open(&store_dir)).await??;
     let mut tidb = ioc::Tidb::default_lab();
     tidb.extend(&cfg.file.tidb)
-        .map_err(|e| fortilab_core::device::UsageError::new(format!("[tidb] {e}")))?;
+        .map_err(|e| fortilab_core::binary::UsageError::new(format!("[tidb] {e}")))?;
     let faz = Faz::new(
         id,
-        cfg.clock,
-        cfg.timing,
+        env.clock,
+        env.timing,
         store,
         tidb,
         cfg.file.ioc.clone(),
         cfg.auto_authorize,
-        cfg.seed,
+        env.seed,
     )?;
     faz.bus.close_on(&shutdown);
 
@@ -252,7 +238,7 @@ pub async fn start(
     let receiver = LogReceiver::new(
         Arc::new(logsink::FazSink { faz: faz.clone() }),
         Hello::fortianalyzer(&serial, &cfg.file.hostname, &cfg.file.version),
-        cfg.clock,
+        env.clock,
     );
     faz.notifications
         .set_notifier(Arc::new(logsink::ChannelNotifier(receiver.clone())));
@@ -295,14 +281,14 @@ pub async fn start(
     {
         let router = api::router(app);
         let stop = shutdown.clone();
-        let http = cfg.http.clone().with_supervisor(sup.clone());
+        let http = env.http.clone().with_supervisor(sup.clone());
         tasks.push(
-            sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
+            sup.spawn_tcp("api", listeners.api, shutdown.clone(), move |listener| {
                 let (tls, router, http, stop) =
                     (api_tls.clone(), router.clone(), http.clone(), stop.clone());
                 async move {
                     if let Err(e) =
-                        fortilab_core::http::serve_https(l, tls, router, http, stop).await
+                        fortilab_core::http::serve_https(listener, tls, router, http, stop).await
                     {
                         tracing::error!(error = %e, "API server failed");
                     }
@@ -317,10 +303,10 @@ pub async fn start(
             "log channel",
             listeners.logchan,
             shutdown.clone(),
-            move |l| {
+            move |listener| {
                 let (r, tls, stop) = (r.clone(), log_tls.clone(), stop.clone());
                 async move {
-                    if let Err(e) = r.serve(l, tls, stop).await {
+                    if let Err(e) = r.serve(listener, tls, stop).await {
                         tracing::error!(error = %e, "log channel failed");
                     }
                 }
@@ -329,11 +315,11 @@ pub async fn start(
     }
     if let (Some(u), Some(t)) = (listeners.syslog_udp, listeners.syslog_tcp) {
         // A started syslog message has as long to complete as an HTTP request head.
-        let partial = cfg.http.header_read_timeout;
+        let partial = env.http.header_read_timeout;
         let _ = syslog::start(faz.clone(), u, t, partial, shutdown.clone());
     }
     let (console, ssh_addr) = match listeners.ssh {
-        Some(l) => match console::serve(faz.clone(), l, &cfg.data_dir, shutdown.clone()).await {
+        Some(l) => match console::serve(faz.clone(), l, &data_dir, shutdown.clone()).await {
             Ok(c) => {
                 let a = c.local_addr;
                 (Some(c), Some(a))
@@ -368,7 +354,7 @@ pub async fn start(
         syslog_addr,
         ssh_addr,
         ca_cert_path: cfg.ca_cert_path,
-        lab_token: cfg.http.lab_token.clone(),
+        lab_token: env.http.lab_token.clone(),
         _console: console,
         tasks,
         shutdown,

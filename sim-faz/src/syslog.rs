@@ -579,8 +579,8 @@ fn ingest_loop(faz: Arc<Faz>, rx: mpsc::Receiver<Batch>) {
                     let groups = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         parse_batch(&faz, std::mem::take(&mut batch))
                     }))
-                    .unwrap_or_else(|p| {
-                        let msg = fortilab_core::supervise::panic_message(&*p);
+                    .unwrap_or_else(|payload| {
+                        let msg = fortilab_core::supervise::panic_message(&*payload);
                         faz.supervisor.report_panic("syslog ingest", &msg);
                         Vec::new()
                     });

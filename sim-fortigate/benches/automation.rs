@@ -14,44 +14,34 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
 use fortilab_core::logfmt::LogRecord;
 use fortilab_fortigate::automation::{self, model, StartOptions};
 use fortilab_fortigate::config::FosVersion;
 use fortilab_fortigate::device::Device;
-use fortilab_fortigate::{load_config, serial_for, ConfigSource, Options};
+use fortilab_fortigate::{load_config, serial_for, ConfigSource, DeviceEnv, FortiGateConfig};
 use serde_json::json;
 
 fn device(cli: &str) -> Arc<Device> {
     let version = FosVersion::parse("6.4.4").unwrap();
-    let opts = Options {
-        version,
+    let opts = FortiGateConfig {
         config: Some(ConfigSource {
             name: "bench.conf".into(),
             text: cli.into(),
         }),
         strict: true,
         name: Some("FGT-LAB".into()),
-        lab_ip: None,
-        seed: 1,
-        clock: LabClock::real(),
-        data_dir: None,
-        ca: fortilab_core::tls::LabCa::generate("bench").unwrap(),
-        lab_map: LabMap::default(),
-        secrets: fortilab_core::secrets::Secrets::ephemeral(
-            fortilab_core::secrets::SecretsMode::Seeded,
-            1,
-        ),
-        http: fortilab_core::http::HttpOptions::for_tests(),
+        ..FortiGateConfig::new(version)
     };
+    let env = DeviceEnv::for_tests(1, None).unwrap();
     let serial = serial_for(1);
-    let (store, _) = load_config(&opts, &serial, "tok3nTOKEN0123456789abcdefghij", "pw").unwrap();
+    let (store, _) =
+        load_config(&opts, &env, &serial, "tok3nTOKEN0123456789abcdefghij", "pw").unwrap();
     Arc::new(Device::new(
         serial,
         version,
         1,
-        opts.clock,
+        env.clock,
         store,
         LabMap::default(),
         None,
@@ -308,8 +298,9 @@ fn main() {
         }
     }
     dev2.logs
-        .event_system("0100032010", "alert", "Admin login failed", |r| {
-            r.str("user", "admin7")
+        .event_system("0100032010", "alert", "Admin login failed", |record| {
+            record
+                .str("user", "admin7")
                 .ip("srcip", "10.115.2.52".parse().unwrap());
         });
     while engine2.runs().is_empty() {

@@ -12,11 +12,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fortilab_core::clock::LabClock;
-use fortilab_core::labnet::LabMap;
 use fortilab_core::tls::{self, LabCa};
 use fortilab_fortigate::config::FosVersion;
-use fortilab_fortigate::{ConfigSource, Listeners, Options};
+use fortilab_fortigate::{ConfigSource, DeviceEnv, FortiGateConfig, Listeners};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use tokio_util::sync::CancellationToken;
@@ -102,29 +100,19 @@ async fn run(clients: usize, text: &str) {
         .await
         .unwrap();
     let shutdown = CancellationToken::new();
-    let opts = Options {
-        version: FosVersion::V6_4_4,
+    let opts = FortiGateConfig {
         config: Some(ConfigSource {
             name: "bench.conf".into(),
             text: text.to_string(),
         }),
-        strict: false,
         name: Some("FGT-LAB".into()),
-        lab_ip: None,
-        seed: 1,
-        clock: LabClock::real(),
-        data_dir: None,
-        ca,
-        lab_map: LabMap::default(),
-        secrets: fortilab_core::secrets::Secrets::ephemeral(
-            fortilab_core::secrets::SecretsMode::Seeded,
-            1,
-        ),
-        http: fortilab_core::http::HttpOptions::for_tests(),
+        ..FortiGateConfig::new(FosVersion::V6_4_4)
     };
-    let running = fortilab_fortigate::start(opts, Listeners { api: listener }, shutdown.clone())
-        .await
-        .unwrap();
+    let env = DeviceEnv::with_ca(std::sync::Arc::new(ca), 1, None);
+    let running =
+        fortilab_fortigate::start(opts, env, Listeners::api_only(listener), shutdown.clone())
+            .await
+            .unwrap();
     let token = running.api_token.clone();
     let client_cfg = tls::client_config_from_pem(&ca_pem, None).unwrap();
     let connector = tokio_rustls::TlsConnector::from(client_cfg);

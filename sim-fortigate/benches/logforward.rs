@@ -11,10 +11,9 @@ mod faz_receiver;
 
 use std::time::{Duration, Instant};
 
-use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
 use fortilab_fortigate::config::FosVersion;
-use fortilab_fortigate::{ConfigSource, Listeners, Options};
+use fortilab_fortigate::{ConfigSource, DeviceEnv, FortiGateConfig, Listeners};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -32,29 +31,22 @@ fn main() {
         let (sink, raddr, ca) = faz_receiver::start(&dir.path().join("ca"), stop.clone()).await;
         let mut map = LabMap::new();
         map.add_service(faz_receiver::FAZ_LAB.parse().unwrap(), raddr);
-        let opts = Options {
-            version: FosVersion::parse("6.4.4").unwrap(),
+        let opts = FortiGateConfig {
             config: Some(ConfigSource {
                 name: "bench.conf".into(),
                 text: faz_receiver::FAZ_CLI.into(),
             }),
-            strict: false,
             name: Some("FGT-BENCH".into()),
-            lab_ip: None,
-            seed: 1,
-            clock: LabClock::real(),
-            data_dir: Some(dir.path().join("fgt")),
-            ca,
+            ..FortiGateConfig::new(FosVersion::parse("6.4.4").unwrap())
+        };
+        let env = DeviceEnv {
             lab_map: map,
-            secrets: fortilab_core::secrets::Secrets::ephemeral(
-                fortilab_core::secrets::SecretsMode::Seeded,
-                1,
-            ),
-            http: fortilab_core::http::HttpOptions::for_tests(),
+            data_dir: Some(dir.path().join("fgt")),
+            ..DeviceEnv::with_ca(std::sync::Arc::new(ca), 1, None)
         };
         std::fs::create_dir_all(dir.path().join("fgt")).unwrap();
         let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let running = fortilab_fortigate::start(opts, Listeners { api }, stop.clone())
+        let running = fortilab_fortigate::start(opts, env, Listeners::api_only(api), stop.clone())
             .await
             .unwrap();
         let dev = running.device.clone();
@@ -71,8 +63,8 @@ fn main() {
         while written < LINES {
             // Bursts of 1000, then a yield so the forwarder's tasks run on this runtime too.
             for _ in 0..1000 {
-                dev.logs.event_system("0100032001", "information", "Admin login successful", |r| {
-                    r.str("user", "admin").str("ui", "https(10.115.1.100)").str("method", "https")
+                dev.logs.event_system("0100032001", "information", "Admin login successful", |record| {
+                    record.str("user", "admin").str("ui", "https(10.115.1.100)").str("method", "https")
                         .str("action", "login").str("status", "success")
                         .str("msg", "Administrator admin logged in successfully from https(10.115.1.100)");
                 });

@@ -28,11 +28,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
 use fortilab_core::proxy::{encode_v2, read_header, ProxyHeader};
 use fortilab_fortigate::config::FosVersion;
-use fortilab_fortigate::{ConfigSource, Listeners, Options};
+use fortilab_fortigate::{ConfigSource, DeviceEnv, FortiGateConfig, Listeners};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -229,28 +228,24 @@ fn main() {
             let ca = fortilab_core::tls::LabCa::generate("bench").unwrap();
             (None, ca, CONFIG.to_string())
         };
-        let opts = Options {
-            version: FosVersion::parse("6.4.4").unwrap(),
+        let opts = FortiGateConfig {
             config: Some(ConfigSource {
                 name: "bench.conf".into(),
                 text: config,
             }),
-            strict: false,
             name: Some("FGT-BENCH".into()),
-            lab_ip: None,
-            seed: 1,
-            clock: LabClock::real(),
-            data_dir: with_faz.then(|| dir.path().to_path_buf()),
-            ca,
-            lab_map: map,
-            secrets: fortilab_core::secrets::Secrets::ephemeral(
-                fortilab_core::secrets::SecretsMode::Seeded,
-                1,
-            ),
-            http: fortilab_core::http::HttpOptions::for_tests(),
+            ..FortiGateConfig::new(FosVersion::parse("6.4.4").unwrap())
         };
-        let api = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut running = fortilab_fortigate::start(opts, Listeners { api }, shutdown.clone())
+        let env = DeviceEnv {
+            lab_map: map,
+            data_dir: with_faz.then(|| dir.path().to_path_buf()),
+            ..DeviceEnv::with_ca(std::sync::Arc::new(ca), 1, None)
+        };
+        let listeners = Listeners {
+            proxy: Some(TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            ..Listeners::api_only(TcpListener::bind("127.0.0.1:0").await.unwrap())
+        };
+        let running = fortilab_fortigate::start(opts, env, listeners, shutdown.clone())
             .await
             .unwrap();
         if with_faz {
@@ -260,8 +255,7 @@ fn main() {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        let pl = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let paddr = running.start_proxy(pl, None).await.unwrap();
+        let paddr = running.proxy_addr.expect("proxy listener");
         let dev = running.device.clone();
 
         let direct_req = b"GET / HTTP/1.1\r\nHost: 89.207.200.14\r\n\r\n".to_vec();

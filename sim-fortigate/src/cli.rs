@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fortilab_core::device::{self, CommonArgs, UsageError};
+use fortilab_core::binary::{self, CommonArgs, UsageError};
 
 use crate::config::FosVersion;
-use crate::{ConfigSource, Listeners, Options, StartError};
+use crate::{ConfigSource, FortiGateConfig, Listeners, StartError};
 
 /// A FortiGate twin (FortiOS 6.4 / 7.0 / 7.2): configuration engine and REST API.
 #[derive(Debug, Parser)]
@@ -66,8 +66,8 @@ pub fn main() -> ExitCode {
             };
         }
     };
-    device::init_tracing(args.common.log_format);
-    device::run("sim-fortigate", || run(args))
+    binary::init_tracing(args.common.log_format);
+    binary::run("sim-fortigate", || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -84,68 +84,48 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let data_dir = args.common.data_dir("fortigate")?;
-    let ssh_key = data_dir.join(fortilab_core::console::HOST_KEY_FILE);
-    let ca = args.common.lab_ca(&data_dir)?;
-    let ca_cert = args
-        .common
-        .ca_cert
-        .clone()
-        .unwrap_or_else(|| data_dir.join("ca").join("ca.pem"));
-    let lab_map = args.common.lab_map()?;
-    let secrets = args.common.secrets(&data_dir)?;
-    let http = args.common.http_options(secrets.lab_token()?)?;
+    let (env, data_dir) = args.common.device_env("fortigate")?;
+    let ca_cert = args.common.ca_cert_path(&data_dir);
     let shutdown = fortilab_core::shutdown::signal_token();
-    let (listener, _) = fortilab_core::http::bind(args.listen)
+    let (api, _) = fortilab_core::http::bind(args.listen)
         .await
         .map_err(|e| anyhow::anyhow!("--listen {}: {e}", args.listen))?;
-    let opts = Options {
+    let (proxy, _) = fortilab_core::http::bind(args.proxy_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--proxy-listen {}: {e}", args.proxy_listen))?;
+    let ssh = tokio::net::TcpListener::bind(args.ssh_listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("--ssh-listen {}: {e}", args.ssh_listen))?;
+    let transparent = match args.transparent_listen {
+        Some(a) => Some(
+            fortilab_core::http::bind(a)
+                .await
+                .map_err(|e| anyhow::anyhow!("--transparent-listen {a}: {e}"))?
+                .0,
+        ),
+        None => None,
+    };
+    let config = FortiGateConfig {
         version,
         config,
         strict: args.strict,
         name: args.name.clone(),
         lab_ip: args.lab_ip,
-        seed: args.common.seed,
-        clock: args.common.clock(),
-        data_dir: Some(data_dir),
-        ca,
-        lab_map,
-        secrets,
-        http,
+        internet: args.internet.clone(),
     };
-    let (proxy_listener, _) = fortilab_core::http::bind(args.proxy_listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--proxy-listen {}: {e}", args.proxy_listen))?;
-    let ssh_listener = tokio::net::TcpListener::bind(args.ssh_listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("--ssh-listen {}: {e}", args.ssh_listen))?;
-    if let Some(u) = &args.internet {
-        crate::dataplane::internet::parse_base(u).ok_or_else(|| {
-            UsageError::new(format!("--internet {u}: expected https://host:port"))
-        })?;
-    }
-    let mut running = crate::start(opts, Listeners { api: listener }, shutdown)
+    let listeners = Listeners {
+        api,
+        proxy: Some(proxy),
+        transparent,
+        ssh: Some(ssh),
+    };
+    let running = crate::start(config, env, listeners, shutdown)
         .await
         .map_err(|e| match e {
             StartError::Config(c) => anyhow::Error::new(UsageError::new(c.to_string())),
+            StartError::Usage(u) => anyhow::Error::new(UsageError::new(u)),
             other => anyhow::anyhow!(other),
         })?;
-    running
-        .start_proxy(proxy_listener, args.internet.as_deref())
-        .await
-        .map_err(|e| anyhow::anyhow!("proxy: {e}"))?;
-    if let Some(a) = args.transparent_listen {
-        let (l, _) = fortilab_core::http::bind(a)
-            .await
-            .map_err(|e| anyhow::anyhow!("--transparent-listen {a}: {e}"))?;
-        running
-            .start_transparent(l)
-            .map_err(|e| anyhow::anyhow!("transparent proxy: {e}"))?;
-    }
-    running
-        .start_ssh(ssh_listener, &ssh_key)
-        .await
-        .map_err(|e| anyhow::anyhow!("ssh console: {e}"))?;
     for w in &running.warnings {
         eprintln!("sim-fortigate: {w}");
     }

@@ -420,28 +420,30 @@ impl Device {
         } else {
             ("0100044547", "Object attribute configured")
         };
-        self.logs.event_system(logid, "information", logdesc, |r| {
-            r.str("user", ev.origin.user.clone())
-                .str("ui", ev.origin.ui.clone())
-                .str("action", action)
-                .int("cfgtid", (self.clock.now_ns() / 1000) & 0x7fff_ffff);
-            if let Some(u) = &c.uuid {
-                r.str("uuid", u.clone());
-            }
-            r.str("cfgpath", cfgpath.clone());
-            if !single {
-                r.str("cfgobj", c.key.clone());
-            }
-            if !c.cfgattr.is_empty() {
-                r.str("cfgattr", c.cfgattr.clone());
-            }
-            r.str(
-                "msg",
-                format!("{action} {cfgpath} {}", c.key)
-                    .trim_end()
-                    .to_string(),
-            );
-        });
+        self.logs
+            .event_system(logid, "information", logdesc, |record| {
+                record
+                    .str("user", ev.origin.user.clone())
+                    .str("ui", ev.origin.ui.clone())
+                    .str("action", action)
+                    .int("cfgtid", (self.clock.now_ns() / 1000) & 0x7fff_ffff);
+                if let Some(u) = &c.uuid {
+                    record.str("uuid", u.clone());
+                }
+                record.str("cfgpath", cfgpath.clone());
+                if !single {
+                    record.str("cfgobj", c.key.clone());
+                }
+                if !c.cfgattr.is_empty() {
+                    record.str("cfgattr", c.cfgattr.clone());
+                }
+                record.str(
+                    "msg",
+                    format!("{action} {cfgpath} {}", c.key)
+                        .trim_end()
+                        .to_string(),
+                );
+            });
         self.events.emit(
             EventKind::ConfigChange,
             serde_json::json!({

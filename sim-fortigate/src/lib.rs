@@ -25,14 +25,12 @@ pub mod labstate;
 pub mod logs;
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use fortilab_core::clock::LabClock;
-use fortilab_core::http::HttpOptions;
-use fortilab_core::labnet::LabMap;
 use fortilab_core::secrets::Secrets;
-use fortilab_core::tls::{self, ClientAuth, LabCa};
+use fortilab_core::tls::{self, ClientAuth};
+pub use fortilab_core::DeviceEnv;
 use fortilab_core::EventKind;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -55,9 +53,9 @@ pub struct ConfigSource {
     pub text: String,
 }
 
-/// What the FortiGate starts with.
-#[derive(Debug)]
-pub struct Options {
+/// What the FortiGate starts with (the lab it runs in is the [`DeviceEnv`]).
+#[derive(Debug, Clone)]
+pub struct FortiGateConfig {
     pub version: FosVersion,
     /// `--config`: applied on top of the factory configuration at first boot.
     pub config: Option<ConfigSource>,
@@ -67,23 +65,52 @@ pub struct Options {
     pub name: Option<String>,
     /// `--lab-ip`: management address (certificate SAN, log `dstip`).
     pub lab_ip: Option<IpAddr>,
-    pub seed: u64,
-    pub clock: LabClock,
-    /// Where `fgt.conf` and `secrets.json` live (`None`: nothing persisted).
-    pub data_dir: Option<PathBuf>,
-    pub ca: LabCa,
-    pub lab_map: LabMap,
-    /// The API token and admin password at first boot (labels `fortigate/api-token`,
-    /// `fortigate/admin-password`): random per lab unless seeded.
-    pub secrets: Secrets,
-    /// The lab token and the HTTP limits of the API listener.
-    pub http: HttpOptions,
+    /// `--internet`: the lab Internet's control URL (`https://host:port`), for lab DNS and
+    /// FortiGuard ratings. Without it only IP-literal hosts resolve and every site is Unrated.
+    pub internet: Option<String>,
 }
 
-/// The listeners the device serves on (bound by the caller; port 0 in tests).
+impl FortiGateConfig {
+    /// FortiOS `version`, factory configuration, hostname = serial, no lab Internet.
+    pub fn new(version: FosVersion) -> Self {
+        Self {
+            version,
+            config: None,
+            strict: false,
+            name: None,
+            lab_ip: None,
+            internet: None,
+        }
+    }
+}
+
+/// The listeners the device serves on (bound by the caller; port 0 in tests). The
+/// environment's data directory holds `fgt.conf` and `secrets.json` (`None`: nothing is
+/// persisted); the API token and admin password at first boot come from its secrets (labels
+/// `fortigate/api-token`, `fortigate/admin-password`).
 #[derive(Debug)]
 pub struct Listeners {
+    /// The REST API (HTTPS).
     pub api: TcpListener,
+    /// The explicit proxy standing for the port3 side (the lab maps 10.115.2.1:8080 to it).
+    pub proxy: Option<TcpListener>,
+    /// The transparent proxy (namespaces mode: connections redirected here keep their
+    /// original destination, read back with `SO_ORIGINAL_DST`).
+    pub transparent: Option<TcpListener>,
+    /// The SSH console (FortiOS CLI; host key kept in the data directory, which it needs).
+    pub ssh: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Just the API (no proxy, no console).
+    pub fn api_only(api: TcpListener) -> Self {
+        Self {
+            api,
+            proxy: None,
+            transparent: None,
+            ssh: None,
+        }
+    }
 }
 
 /// Why the FortiGate could not start.
@@ -92,6 +119,9 @@ pub enum StartError {
     /// The configuration is invalid (exit code 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A bad setting given with the configuration (exit code 2).
+    #[error("{0}")]
+    Usage(String),
     #[error("{0}")]
     Io(String),
 }
@@ -112,13 +142,12 @@ pub struct Running {
     pub forwarder: Arc<forward::Forwarder>,
     /// The automation engine (`autod`).
     pub automation: Arc<automation::Engine>,
-    /// The explicit proxy listener once [`Running::start_proxy`] ran.
+    /// The explicit proxy's address (when [`Listeners::proxy`] was given).
     pub proxy_addr: Option<SocketAddr>,
-    /// The transparent proxy listener once [`Running::start_transparent`] ran.
+    /// The transparent proxy's address (when [`Listeners::transparent`] was given).
     pub transparent_addr: Option<SocketAddr>,
-    /// The SSH console once [`Running::start_ssh`] ran.
-    pub ssh: Option<fortilab_core::console::SshConsole>,
-    shutdown: CancellationToken,
+    /// The SSH console (when [`Listeners::ssh`] was given).
+    pub ssh: Option<fortilab_core::ssh_console::SshConsole>,
     task: JoinHandle<()>,
     listener_task: JoinHandle<()>,
 }
@@ -200,14 +229,15 @@ pub fn serial_for(seed: u64) -> String {
 /// Loads the configuration (saved one first, else factory + `--config`) and bootstraps the lab
 /// accounts. Pure apart from reading/writing `data_dir`.
 pub fn load_config(
-    opts: &Options,
+    opts: &FortiGateConfig,
+    env: &DeviceEnv,
     serial: &str,
     secrets_token: &str,
     admin_password: &str,
 ) -> Result<(ConfigStore, Vec<Warning>), StartError> {
     let version = opts.version;
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed ^ 0xc0f1_9000);
-    let saved = opts
+    let mut rng = ChaCha8Rng::seed_from_u64(env.seed ^ 0xc0f1_9000);
+    let saved = env
         .data_dir
         .as_ref()
         .map(|d| d.join(CONFIG_FILE))
@@ -244,7 +274,7 @@ pub fn load_config(
             }
         }
     };
-    let store = ConfigStore::new(cfg, version, opts.seed, serial);
+    let store = ConfigStore::new(cfg, version, env.seed, serial);
     let mut boot = String::new();
     if let Some(n) = &opts.name {
         if store.hostname() != *n {
@@ -260,8 +290,9 @@ pub fn load_config(
             config::lexer::quote(secrets_token)
         ));
     }
-    let admin_pw_empty = store.with(|c| {
-        c.entry("system admin", ADMIN_USER)
+    let admin_pw_empty = store.with(|config| {
+        config
+            .entry("system admin", ADMIN_USER)
             .map(|e| e.scalar("password").is_none())
     });
     match admin_pw_empty {
@@ -283,35 +314,56 @@ pub fn load_config(
 
 /// Starts the FortiGate on the given listeners; it serves until `shutdown` is cancelled.
 pub async fn start(
-    opts: Options,
+    opts: FortiGateConfig,
+    env: DeviceEnv,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> Result<Running, StartError> {
-    let serial = serial_for(opts.seed);
-    let secrets = credentials(&opts.secrets)?;
-    let (store, warnings) =
-        load_config(&opts, &serial, &secrets.api_token, &secrets.admin_password)?;
+    let io = |e: &dyn std::fmt::Display| StartError::Io(e.to_string());
+    if let Some(u) = &opts.internet {
+        dataplane::internet::parse_base(u).ok_or_else(|| {
+            StartError::Usage(format!("--internet {u}: expected https://host:port"))
+        })?;
+    }
+    let ssh_key = match (&listeners.ssh, &env.data_dir) {
+        (Some(_), Some(d)) => Some(d.join(fortilab_core::ssh_console::HOST_KEY_FILE)),
+        (Some(_), None) => {
+            return Err(StartError::Io(
+                "the SSH console needs a data directory (its host key)".into(),
+            ))
+        }
+        (None, _) => None,
+    };
+    let serial = serial_for(env.seed);
+    let secrets = credentials(&env.secrets)?;
+    let (store, warnings) = load_config(
+        &opts,
+        &env,
+        &serial,
+        &secrets.api_token,
+        &secrets.admin_password,
+    )?;
     // A saved configuration means this start is a reboot (automation `reboot` triggers).
-    let rebooted = opts
+    let rebooted = env
         .data_dir
         .as_ref()
         .is_some_and(|d| d.join(CONFIG_FILE).exists());
     let device = Arc::new(Device::new(
         serial.clone(),
         opts.version,
-        opts.seed,
-        opts.clock,
+        env.seed,
+        env.clock,
         store,
-        opts.lab_map.clone(),
+        env.lab_map.clone(),
         opts.lab_ip,
-        opts.data_dir.clone(),
+        env.data_dir.clone(),
     ));
     device
         .persist()
         .map_err(|e| StartError::Io(format!("saving the configuration: {e}")))?;
     // A lab snapshot's in-memory state (saved at the last shutdown the orchestrator asked for):
     // the memory log goes in before any consumer registers with the writer.
-    let saved_state = match &opts.data_dir {
+    let saved_state = match &env.data_dir {
         Some(d) => labstate::LabState::take(d).map_err(StartError::Io)?,
         None => None,
     };
@@ -322,7 +374,7 @@ pub async fn start(
     }
     device.events.close_on(&shutdown);
     let sup = device.supervisor.clone();
-    let http = opts.http.clone().with_supervisor(sup.clone());
+    let http = env.http.clone().with_supervisor(sup.clone());
     let _ = device.http.set(http.clone());
 
     // React to every committed change (event log 0100044547, lab event, saved config).
@@ -357,15 +409,15 @@ pub async fn start(
     if let Some(ip) = opts.lab_ip {
         sans.push(ip.to_string());
     }
-    let cert = opts
+    let cert = env
         .ca
         .issue(&serial, &sans)
         .map_err(|e| StartError::Io(e.to_string()))?;
     let _ = device.tls.set(device::TlsIdentity {
         cert: cert.clone(),
-        ca_pem: opts.ca.cert_pem().to_string(),
+        ca_pem: env.ca.cert_pem().to_string(),
     });
-    let tls_cfg = tls::server_config(&opts.ca, &cert, ClientAuth::None, &[b"h2", b"http/1.1"])
+    let tls_cfg = tls::server_config(&env.ca, &cert, ClientAuth::None, &[b"h2", b"http/1.1"])
         .map_err(|e| StartError::Io(e.to_string()))?;
     // The automation engine subscribes to notifications, logs and changes before any flow.
     // FortiAnalyzer notifications travel from the log forwarder to the engine through a
@@ -387,7 +439,7 @@ pub async fn start(
     }
     // Data plane and log forwarding (client TLS: lab CA + this certificate, CN = serial).
     let client_tls =
-        tls::client_config(&opts.ca, Some(&cert)).map_err(|e| StartError::Io(e.to_string()))?;
+        tls::client_config(&env.ca, Some(&cert)).map_err(|e| StartError::Io(e.to_string()))?;
     let forwarder = forward::Forwarder::start(
         device.clone(),
         client_tls.clone(),
@@ -395,7 +447,6 @@ pub async fn start(
         shutdown.clone(),
     );
     let dataplane = dataplane::DataPlane::new(device.clone(), client_tls, shutdown.clone());
-    let dp_shutdown = shutdown.clone();
     let api_addr = listeners
         .api
         .local_addr()
@@ -412,22 +463,49 @@ pub async fn start(
         .merge(automation::lab_router(automation.clone()))
         .merge(labstate::lab_router(device.clone()));
     let task = sup
-        .spawn_tcp("api", listeners.api, shutdown.clone(), move |l| {
-            let (tls_cfg, app, http, stop) =
-                (tls_cfg.clone(), app.clone(), http.clone(), shutdown.clone());
-            async move {
-                if let Err(e) = fortilab_core::http::serve_https(l, tls_cfg, app, http, stop).await
-                {
-                    tracing::error!(error = %e, "API server failed");
+        .spawn_tcp("api", listeners.api, shutdown.clone(), {
+            let shutdown = shutdown.clone();
+            move |listener| {
+                let (tls_cfg, app, http, stop) =
+                    (tls_cfg.clone(), app.clone(), http.clone(), shutdown.clone());
+                async move {
+                    if let Err(e) =
+                        fortilab_core::http::serve_https(listener, tls_cfg, app, http, stop).await
+                    {
+                        tracing::error!(error = %e, "API server failed");
+                    }
                 }
             }
         })
-        .map_err(|e| StartError::Io(e.to_string()))?;
+        .map_err(|e| io(&e))?;
     device.events.emit(
         EventKind::DeviceReady,
         serde_json::json!({"serial": serial, "version": opts.version.to_string(), "api": format!("https://{api_addr}")}),
     );
     tracing::info!(%api_addr, serial = %serial, version = %opts.version, "FortiGate ready");
+    // The lab Internet, the proxy and the console after `device.ready` (the order the
+    // binary always had).
+    if let Some(url) = &opts.internet {
+        dataplane.set_internet(url).await.map_err(StartError::Io)?;
+    }
+    let proxy_addr = match listeners.proxy {
+        Some(l) => Some(dataplane::serve_proxy(&dataplane, l, &shutdown).map_err(|e| io(&e))?),
+        None => None,
+    };
+    let transparent_addr = match listeners.transparent {
+        Some(l) => {
+            Some(dataplane::serve_transparent(&dataplane, l, &shutdown).map_err(|e| io(&e))?)
+        }
+        None => None,
+    };
+    let ssh = match (listeners.ssh, ssh_key) {
+        (Some(l), Some(key)) => Some(
+            console::serve_ssh(&device, &automation, l, &key, &shutdown)
+                .await
+                .map_err(|e| StartError::Io(format!("ssh console: {e}")))?,
+        ),
+        _ => None,
+    };
     Ok(Running {
         api_addr,
         device,
@@ -435,14 +513,13 @@ pub async fn start(
         admin_user: ADMIN_USER.into(),
         admin_password: secrets.admin_password,
         warnings,
-        ca_pem: opts.ca.cert_pem().to_string(),
+        ca_pem: env.ca.cert_pem().to_string(),
         dataplane,
         forwarder,
         automation,
-        proxy_addr: None,
-        transparent_addr: None,
-        ssh: None,
-        shutdown: dp_shutdown,
+        proxy_addr,
+        transparent_addr,
+        ssh,
         task,
         listener_task,
     })

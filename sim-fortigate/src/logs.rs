@@ -60,8 +60,8 @@ impl Stored {
 /// The record of a line this writer rendered. Rendering and parsing are inverse (a property
 /// test in `logfmt`), so the error branch means a bug: it is reported, not hidden.
 fn reparse(seq: u64, line: &str) -> LogRecord {
-    LogRecord::parse(line).unwrap_or_else(|e| {
-        tracing::error!(seq, error = %e, "a memory log line does not parse back");
+    LogRecord::parse(line).unwrap_or_else(|err| {
+        tracing::error!(seq, error = %err, "a memory log line does not parse back");
         LogRecord::default()
     })
 }

@@ -12,11 +12,10 @@ use crate::api::{router, Api};
 use crate::config::FosVersion;
 use crate::console::FgtConsole;
 use crate::device::Device;
-use crate::{load_config, serial_for, ConfigSource, Options};
+use crate::{load_config, serial_for, ConfigSource, DeviceEnv, FortiGateConfig};
 use axum::body::Body;
 use axum::http::{header, Request};
 use axum::Router;
-use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
 use fortilab_core::text::HOSTILE_PIECES;
 use proptest::prelude::*;
@@ -25,33 +24,22 @@ use tower::ServiceExt;
 const TOKEN: &str = "tok3nTOKEN0123456789abcdefghij";
 
 fn device() -> Arc<Device> {
-    let opts = Options {
-        version: FosVersion::V6_4_4,
+    let opts = FortiGateConfig {
         config: Some(ConfigSource {
             name: "t.conf".into(),
             text: "config firewall address\nedit \"PC-52\"\nset subnet 10.115.2.52 255.255.255.255\nnext\nend\n".into(),
         }),
-        strict: false,
         name: Some("FGT-LAB".into()),
-        lab_ip: None,
-        seed: 7,
-        clock: LabClock::real(),
-        data_dir: None,
-        ca: fortilab_core::tls::LabCa::generate("test").unwrap(),
-        lab_map: LabMap::default(),
-        secrets: fortilab_core::secrets::Secrets::ephemeral(
-            fortilab_core::secrets::SecretsMode::Seeded,
-            7,
-        ),
-        http: fortilab_core::http::HttpOptions::for_tests(),
+        ..FortiGateConfig::new(FosVersion::V6_4_4)
     };
+    let env = DeviceEnv::for_tests(7, None).unwrap();
     let serial = serial_for(7);
-    let (store, _) = load_config(&opts, &serial, TOKEN, "adminpw").unwrap();
+    let (store, _) = load_config(&opts, &env, &serial, TOKEN, "adminpw").unwrap();
     Arc::new(Device::new(
         serial,
         FosVersion::V6_4_4,
         7,
-        opts.clock,
+        env.clock,
         store,
         LabMap::default(),
         None,

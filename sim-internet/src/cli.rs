@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use fortilab_core::device::{self, CommonArgs, UsageError};
+use fortilab_core::binary::{self, CommonArgs, UsageError};
 
-use crate::{Config, Listeners, Sites};
+use crate::{InternetConfig, Listeners, Sites};
 
 /// The fortilab lab Internet: named sites with FortiGuard categories over HTTP and HTTPS.
 #[derive(Debug, Parser)]
@@ -36,8 +36,8 @@ pub struct Args {
 /// Entry point of the `sim-internet` binary.
 pub fn main() -> ExitCode {
     let args = Args::parse();
-    device::init_tracing(args.common.log_format);
-    device::run("sim-internet", move || run(args))
+    binary::init_tracing(args.common.log_format);
+    binary::run("sim-internet", move || run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
@@ -45,21 +45,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(p) => Sites::load(p).map_err(|e| UsageError::new(e.0))?,
         None => Sites::defaults(),
     };
-    let data_dir = args.common.data_dir("internet")?;
-    let ca = args.common.lab_ca(&data_dir)?;
-    let lab_map = args.common.lab_map()?;
-    let secrets = args.common.secrets(&data_dir)?;
-    let http = args.common.http_options(secrets.lab_token()?)?;
-    let clock = args.common.clock();
+    let (env, data_dir) = args.common.device_env("internet")?;
     let bind = |a: SocketAddr| async move {
         tokio::net::TcpListener::bind(a)
             .await
             .map_err(|e| UsageError::new(format!("cannot listen on {a}: {e}")))
-    };
-    let listeners = Listeners {
-        http: bind(args.listen_http).await?,
-        https: bind(args.listen_https).await?,
-        control: bind(args.listen_control).await?,
     };
     let dns = match args.dns_listen {
         Some(a) => Some(
@@ -69,28 +59,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    let shutdown = fortilab_core::shutdown::signal_token();
-    let running = crate::start(
-        Config {
-            sites,
-            lab_map,
-            clock,
-            http,
-        },
-        &ca,
-        listeners,
-        shutdown.clone(),
-    )
-    .await?;
-    let mut ready = running.ready_json();
-    if let Some(sock) = dns {
-        ready["internet"]["dns"] = serde_json::Value::String(sock.local_addr()?.to_string());
-        tokio::spawn(crate::dns::serve(sock, running.sites.clone(), shutdown));
-    }
-    let ca_cert = match &args.common.ca_cert {
-        Some(p) => p.clone(),
-        None => data_dir.join("ca").join("ca.pem"),
+    let listeners = Listeners {
+        http: bind(args.listen_http).await?,
+        https: bind(args.listen_https).await?,
+        control: bind(args.listen_control).await?,
+        dns,
     };
+    let shutdown = fortilab_core::shutdown::signal_token();
+    let running = crate::start(InternetConfig { sites }, env, listeners, shutdown).await?;
+    let mut ready = running.ready_json();
+    let ca_cert = args.common.ca_cert_path(&data_dir);
     ready["internet"]["ca_cert"] = serde_json::Value::String(ca_cert.display().to_string());
     args.common.write_ready(&ready)?;
     running.wait().await?;

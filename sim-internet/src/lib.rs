@@ -14,11 +14,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use fortilab_core::clock::LabClock;
 use fortilab_core::events::EventBus;
-use fortilab_core::labnet::LabMap;
-use fortilab_core::tls::{self, ClientAuth, LabCa};
-use tokio::net::TcpListener;
+use fortilab_core::tls::{self, ClientAuth};
+pub use fortilab_core::DeviceEnv;
+use tokio::net::{TcpListener, UdpSocket};
 use tokio_util::sync::CancellationToken;
 
 pub mod cli;
@@ -29,20 +28,20 @@ pub mod sites;
 
 pub use sites::{Site, Sites};
 
-/// What the lab Internet serves.
-pub struct Config {
+/// What the lab Internet serves (the lab it runs in is the [`DeviceEnv`]: its lab token
+/// guards the control surface).
+pub struct InternetConfig {
     pub sites: Sites,
-    pub lab_map: LabMap,
-    pub clock: LabClock,
-    /// The lab token of the control surface and the HTTP limits of every listener.
-    pub http: fortilab_core::http::HttpOptions,
 }
 
-/// The three listeners (bind `127.0.0.1:0` in tests).
+/// The listeners (bind `127.0.0.1:0` in tests).
 pub struct Listeners {
     pub http: TcpListener,
     pub https: TcpListener,
     pub control: TcpListener,
+    /// A DNS server (UDP) answering the sites' names with their public lab addresses
+    /// (namespaces mode: the endpoints' resolver).
+    pub dns: Option<UdpSocket>,
 }
 
 /// A running lab Internet.
@@ -50,6 +49,8 @@ pub struct Running {
     pub http: SocketAddr,
     pub https: SocketAddr,
     pub control: SocketAddr,
+    /// The DNS server's address (when [`Listeners::dns`] was given).
+    pub dns: Option<SocketAddr>,
     pub sites: Arc<Sites>,
     pub bus: EventBus,
     /// The lab token of the control surface.
@@ -89,14 +90,18 @@ impl Running {
 
     /// The ready report (`{"internet": {...}}`).
     pub fn ready_json(&self) -> serde_json::Value {
-        serde_json::json!({"internet": {
+        let mut ready = serde_json::json!({"internet": {
             "sites": self.sites.ready_rows(),
             "http": self.http.to_string(),
             "https": self.https.to_string(),
             "control": format!("https://{}", self.control),
             "lab_map": self.lab_map_json(),
             "lab_token": self.lab_token.as_str(),
-        }})
+        }});
+        if let Some(dns) = self.dns {
+            ready["internet"]["dns"] = serde_json::Value::String(dns.to_string());
+        }
+        ready
     }
 
     /// Waits until every listener has stopped (after shutdown) and drained.
@@ -118,23 +123,24 @@ fn lab_map_json(entries: &[(SocketAddr, SocketAddr)]) -> serde_json::Value {
 
 /// Starts serving. Certificates for every site are issued from `ca`.
 pub async fn start(
-    cfg: Config,
-    ca: &LabCa,
+    cfg: InternetConfig,
+    env: DeviceEnv,
     listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<Running> {
+    let ca = &*env.ca;
     let http = listeners.http.local_addr()?;
     let https = listeners.https.local_addr()?;
     let control = listeners.control.local_addr()?;
     let sites = Arc::new(cfg.sites);
-    let head_timeout = cfg.http.header_read_timeout;
-    let bus = EventBus::new("internet", cfg.clock);
+    let head_timeout = env.http.header_read_timeout;
+    let bus = EventBus::new("internet", env.clock);
     bus.close_on(&shutdown);
     let tls_set = Arc::new(server::TlsSet::new(ca, &sites)?);
     let ctx = Arc::new(server::Ctx {
         sites: sites.clone(),
         bus: bus.clone(),
-        lab_map: cfg.lab_map,
+        lab_map: env.lab_map.clone(),
     });
     let control_cert = ca.issue(
         "sim-internet",
@@ -163,7 +169,7 @@ pub async fn start(
         serve_sites("https", listeners.https, Some(tls_set))?,
     ];
     {
-        let http_opts = cfg.http.clone().with_supervisor(sup.clone());
+        let http_opts = env.http.clone().with_supervisor(sup.clone());
         let stop = shutdown.clone();
         tasks.push(
             sup.spawn_tcp("control", listeners.control, shutdown.clone(), move |l| {
@@ -182,14 +188,23 @@ pub async fn start(
             })?,
         );
     }
+    let dns = match listeners.dns {
+        Some(sock) => {
+            let addr = sock.local_addr()?;
+            tokio::spawn(dns::serve(sock, sites.clone(), shutdown.clone()));
+            Some(addr)
+        }
+        None => None,
+    };
     tracing::info!(%http, %https, %control, sites = sites.all().len(), "lab Internet serving");
     Ok(Running {
         http,
         https,
         control,
+        dns,
         sites,
         bus,
-        lab_token: cfg.http.lab_token.clone(),
+        lab_token: env.http.lab_token.clone(),
         tasks,
     })
 }
@@ -201,22 +216,21 @@ mod tests {
     use fortilab_core::proxy::ProxyHeader;
     use sha2::Digest;
 
-    async fn running() -> (Running, LabCa, CancellationToken) {
-        let ca = LabCa::generate("t").unwrap();
+    async fn running() -> (Running, Arc<fortilab_core::LabCa>, CancellationToken) {
+        let env = DeviceEnv::for_tests(1, None).unwrap();
+        let ca = env.ca.clone();
         let l = || async { TcpListener::bind("127.0.0.1:0").await.unwrap() };
         let listeners = Listeners {
             http: l().await,
             https: l().await,
             control: l().await,
+            dns: None,
         };
-        let cfg = Config {
+        let cfg = InternetConfig {
             sites: Sites::defaults(),
-            lab_map: LabMap::new(),
-            clock: LabClock::real(),
-            http: fortilab_core::http::HttpOptions::for_tests(),
         };
         let stop = CancellationToken::new();
-        let r = start(cfg, &ca, listeners, stop.clone()).await.unwrap();
+        let r = start(cfg, env, listeners, stop.clone()).await.unwrap();
         (r, ca, stop)
     }
 

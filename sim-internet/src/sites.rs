@@ -385,8 +385,8 @@ impl Sites {
 
     /// Parses a definition (`path` only names the file in errors).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let file: SitesFile = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
+        let file: SitesFile = toml::from_str(text).map_err(|err| {
+            let (line, col) = err
                 .span()
                 .map(|s| {
                     let before = &text[..s.start.min(text.len())];
@@ -400,7 +400,11 @@ impl Sites {
                     (line, col)
                 })
                 .unwrap_or((1, 1));
-            ConfigError(format!("{}:{line}:{col}: {}", path.display(), e.message()))
+            ConfigError(format!(
+                "{}:{line}:{col}: {}",
+                path.display(),
+                err.message()
+            ))
         })?;
         let mut sites = if file.defaults {
             default_sites()

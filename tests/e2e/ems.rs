@@ -1,8 +1,11 @@
-//! End-to-end tests (ems): spawn the real `sim-ems` and `sim-endpoint` binaries.
+//! End-to-end tests (ems): EMS and endpoints, either the real `sim-ems` and `sim-endpoint`
+//! binaries ([`Lab::start`]: restarts, the process's error handling, the Python client) or
+//! both started in this process through their libraries ([`Lab::in_process`]: behaviour
+//! only, no process start-up).
 //!
-//! The FortiGate explicit proxy is built by another team, so fetches in these tests go to a
-//! tiny stand-in started by the test: a TCP server that reads the PROXY v2 header and the
-//! request, records the lab source address, and answers `200 OK`.
+//! Fetches go to a tiny stand-in for the FortiGate's explicit proxy started by the test: a TCP
+//! server that reads the PROXY v2 header and the request, records the lab source address, and
+//! answers `200 OK`.
 
 use crate::support;
 
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use fortilab_core::http::client::{HttpsClient, Response};
 use fortilab_core::LabCa;
+use fortilab_testkit::{BlockingLab, LabSpec};
 use serde_json::{json, Value};
 use support::devices::{
     free_port, lab_ca, spawn_ems, spawn_endpoints, write_ems_config, EmsSession, ADMIN_PASSWORD,
@@ -81,13 +85,19 @@ fn stand_in_proxy() -> (SocketAddr, Seen) {
     (addr, seen)
 }
 
-/// A lab: CA, sim-ems, optionally sim-endpoint with the stand-in proxy.
+/// A lab: CA, EMS, optionally endpoints with the stand-in proxy; processes or in-process.
 struct Lab {
     dir: PathBuf,
     ca_pem: String,
-    ca: LabCa,
-    ems: Proc,
+    ca: Arc<LabCa>,
+    lab_token: String,
+    /// The processes (`None` in process).
+    ems: Option<Proc>,
     ep: Option<Proc>,
+    /// The in-process devices.
+    inproc: Option<BlockingLab>,
+    /// The endpoints' control listener.
+    control: Option<SocketAddr>,
     seen: Seen,
     api_port: u16,
     tel_port: u16,
@@ -114,16 +124,55 @@ impl Lab {
         }});
         std::fs::write(dir.join("labmap.json"), map.to_string()).unwrap();
         let ep = (endpoints > 0).then(|| spawn_endpoints(&dir, endpoints));
+        let control = ep.as_ref().map(|p| {
+            let url = p.ready["control"].as_str().unwrap();
+            url.trim_start_matches("https://").parse().unwrap()
+        });
         let ca_pem = ca.cert_pem().to_string();
         Lab {
             dir,
             ca_pem,
-            ca,
-            ems,
+            ca: Arc::new(ca),
+            lab_token: support::lab_token().to_string(),
+            ems: Some(ems),
             ep,
+            inproc: None,
+            control,
             seen,
             api_port,
             tel_port,
+        }
+    }
+
+    /// The same lab (EMS as [`start_ems`] configures it, `endpoints` endpoints) started in
+    /// this process.
+    fn in_process(endpoints: usize) -> Lab {
+        let (proxy, seen) = stand_in_proxy();
+        let ems = fortilab_ems::EmsConfig {
+            ka_interval: Duration::from_millis(KA_MS),
+            admin_password: ADMIN_PASSWORD.into(),
+            faz: Some("10.115.1.20:514".into()),
+            log_upload_enabled: false,
+            ..fortilab_ems::EmsConfig::for_tests()
+        };
+        let spec = LabSpec {
+            seed: 5,
+            ..LabSpec::ems_and_endpoints(ems, endpoints, proxy)
+        };
+        let lab = BlockingLab::start(spec).unwrap();
+        let running = lab.ems.as_ref().unwrap();
+        Lab {
+            dir: lab.dir().to_path_buf(),
+            ca_pem: lab.ca_pem().to_string(),
+            ca: lab.env.ca.clone(),
+            lab_token: lab.lab_token().to_string(),
+            ems: None,
+            ep: None,
+            control: lab.endpoint_control(),
+            api_port: running.api_addr.port(),
+            tel_port: running.telemetry_addr.port(),
+            inproc: Some(lab),
+            seen,
         }
     }
 
@@ -134,18 +183,13 @@ impl Lab {
             format!("127.0.0.1:{}", self.api_port).parse().unwrap(),
         )
         .unwrap()
-        .with_lab_token(support::lab_token())
+        .with_lab_token(&self.lab_token)
     }
 
     fn control(&self) -> HttpsClient {
-        let url = self.ep.as_ref().unwrap().ready["control"]
-            .as_str()
+        HttpsClient::new(&self.ca_pem, None, self.control.unwrap())
             .unwrap()
-            .to_string();
-        let addr = url.trim_start_matches("https://").parse().unwrap();
-        HttpsClient::new(&self.ca_pem, None, addr)
-            .unwrap()
-            .with_lab_token(support::lab_token())
+            .with_lab_token(&self.lab_token)
     }
 
     fn ca_path(&self) -> String {
@@ -155,10 +199,12 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
+        if self.inproc.is_some() {
+            // The in-process lab removes its own directory.
+        } else if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
-        } else {
-            eprintln!("sim-ems stderr:\n{}", self.ems.stderr());
+        } else if let Some(ems) = &self.ems {
+            eprintln!("sim-ems stderr:\n{}", ems.stderr());
             if let Some(ep) = &self.ep {
                 eprintln!("sim-endpoint stderr:\n{}", ep.stderr());
             }
@@ -363,7 +409,7 @@ fn python_ems_client_quarantines_by_ip_and_unquarantines_by_id() {
 
 #[test]
 fn access_code_wrong_right_and_only_once() {
-    let lab = Lab::start("code", 1);
+    let lab = Lab::in_process(1);
     let admin = Admin::signin(lab.api(), lab.api_port);
     let ctl = lab.control();
     let ep = wait_for("registration", Duration::from_secs(20), || {
@@ -456,7 +502,7 @@ fn access_code_wrong_right_and_only_once() {
 
 #[test]
 fn unauthorized_fortigate_is_refused_until_authorized() {
-    let lab = Lab::start("fabric", 1);
+    let lab = Lab::in_process(1);
     let admin = Admin::signin(lab.api(), lab.api_port);
     wait_for("registration", Duration::from_secs(20), || {
         admin.endpoint("10.115.2.52")
@@ -468,7 +514,7 @@ fn unauthorized_fortigate_is_refused_until_authorized() {
         format!("127.0.0.1:{}", lab.api_port).parse().unwrap(),
     )
     .unwrap()
-    .with_lab_token(support::lab_token());
+    .with_lab_token(&lab.lab_token);
     let rt = rt();
 
     // Without a certificate or session: 401.
@@ -586,8 +632,8 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
         .to_string();
 
     // A crash right after the API answered loses nothing.
-    lab.ems.kill9();
-    lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
+    lab.ems.as_mut().unwrap().kill9();
+    lab.ems = Some(start_ems(&lab.dir, lab.api_port, lab.tel_port));
     let admin = Admin::signin(lab.api(), lab.api_port);
     let after = admin.endpoint("10.115.2.52").unwrap();
     assert_eq!(after["device_id"], ep["device_id"]);
@@ -608,9 +654,9 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
     );
 
     // A clean stop (SIGTERM) exits 0 and keeps the state as well.
-    let st = lab.ems.terminate();
+    let st = lab.ems.as_mut().unwrap().terminate();
     assert!(st.success(), "{st:?}");
-    lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
+    lab.ems = Some(start_ems(&lab.dir, lab.api_port, lab.tel_port));
     let before_restart = admin;
     let admin = Admin::signin(lab.api(), lab.api_port);
     // A session from before the restart opens nothing, and the new one has another id.
@@ -626,8 +672,8 @@ fn restart_keeps_endpoints_quarantine_and_codes() {
     });
 
     // Once more after a restart: a new quarantine has a new code and the used one is refused.
-    assert!(lab.ems.terminate().success());
-    lab.ems = start_ems(&lab.dir, lab.api_port, lab.tel_port);
+    assert!(lab.ems.as_mut().unwrap().terminate().success());
+    lab.ems = Some(start_ems(&lab.dir, lab.api_port, lab.tel_port));
     let admin = Admin::signin(lab.api(), lab.api_port);
     wait_for("PC-52 back in touch", Duration::from_secs(20), || {
         admin.endpoint("10.115.2.52")
@@ -863,6 +909,6 @@ fn bad_input_gets_clear_errors_and_the_process_keeps_serving() {
     assert_eq!(health.json()["ok"], true);
     let started = Instant::now();
     let mut lab = lab;
-    assert!(lab.ems.terminate().success());
+    assert!(lab.ems.as_mut().unwrap().terminate().success());
     assert!(started.elapsed() < Duration::from_secs(10));
 }

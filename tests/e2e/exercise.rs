@@ -301,8 +301,8 @@ fn seed_exercise_played_through_console_and_rest_ticks_every_task() {
     let mut latencies = Vec::new();
 
     // 1. Console: logging to FortiAnalyzer.
-    latencies.push(lab.expect_done_after("faz-logging", |l| {
-        l.fortigate_console(
+    latencies.push(lab.expect_done_after("faz-logging", |lab| {
+        lab.fortigate_console(
             "config log fortianalyzer setting\nset status enable\nset server 10.115.1.20\nset upload-option realtime\nend",
         );
     }));
@@ -332,8 +332,8 @@ fn seed_exercise_played_through_console_and_rest_ticks_every_task() {
     );
 
     // 2. FortiAnalyzer JSON-RPC: authorize the FortiGate.
-    latencies.push(lab.expect_done_after("faz-authorize", |l| {
-        l.faz(
+    latencies.push(lab.expect_done_after("faz-authorize", |lab| {
+        lab.faz(
             "exec",
             "/dvm/cmd/add/device",
             json!({"adom": "root", "device": {"name": "FGT-LAB"}}),
@@ -341,8 +341,8 @@ fn seed_exercise_played_through_console_and_rest_ticks_every_task() {
     }));
 
     // 3. FortiOS REST: the EMS connector.
-    latencies.push(lab.expect_done_after("ems-connector", |l| {
-        block(l.ctx.fgt.call(
+    latencies.push(lab.expect_done_after("ems-connector", |lab| {
+        block(lab.ctx.fgt.call(
             "POST",
             "/api/v2/cmdb/endpoint-control/fctems",
             Some(&json!({"name": "EMS-LAB", "server": "10.115.1.30", "https-port": 443})),
@@ -408,15 +408,15 @@ end
         "the restore brings back the state of the task's start"
     );
     assert!(lab.done("policy"), "earlier tasks stay done");
-    latencies.push(lab.expect_done_after("stitch", |l| {
-        l.fortigate_console(
+    latencies.push(lab.expect_done_after("stitch", |lab| {
+        lab.fortigate_console(
             "config system automation-stitch\nedit \"Compromised Host Quarantine\"\nset status enable\nnext\nend",
         );
     }));
 
     // 7. JSON-RPC: FortiAnalyzer's JSON API log.
-    latencies.push(lab.expect_done_after("jsonapi-log", |l| {
-        l.faz(
+    latencies.push(lab.expect_done_after("jsonapi-log", |lab| {
+        lab.faz(
             "set",
             "/cli/global/system/global",
             json!({"data": {"jsonapi-log": "all"}}),
@@ -431,11 +431,11 @@ end
     });
 
     // 10. EMS REST: release.
-    latencies.push(lab.expect_done_after("release", |l| {
-        let ep = block(l.ctx.ems.endpoint_by_ip("10.115.2.52"))
+    latencies.push(lab.expect_done_after("release", |lab| {
+        let ep = block(lab.ctx.ems.endpoint_by_ip("10.115.2.52"))
             .unwrap()
             .unwrap();
-        l.ems(
+        lab.ems(
             "POST",
             "clients/unquarantine",
             Some(json!({"ids": [ep["device_id"]]})),
@@ -610,8 +610,8 @@ within = "10s"
     }
     let dir = tempfile::tempdir().unwrap();
     let mut lab = Lab::start(dir.path(), "troubleshoot-ioc-level.toml");
-    lab.expect_done_after("fix-trigger", |l| {
-        l.fortigate_console(
+    lab.expect_done_after("fix-trigger", |lab| {
+        lab.fortigate_console(
             "config system automation-trigger\nedit \"Compromised Host Quarantine\"\nset ioc-level medium\nnext\nend",
         );
     });

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use support::devices::faz_stand_in;
 use support::{wait_for, Proc};
 
-const SEED: &str = include_str!("../../scenarios/labs/seed-fortigate.conf");
+use fortilab_testkit::fixtures::SEED_FORTIGATE_CONF as SEED;
 const EICAR_SHA256: &str = "275a021bbfb6489e54d471899f7db9d1663fc695ec2fe2a2c4538aabf651fd0f";
 
 struct Lab {

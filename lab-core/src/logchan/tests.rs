@@ -15,6 +15,7 @@ use super::frame::{self, Frame, FrameCodec};
 use super::*;
 use crate::clock::LabClock;
 use crate::tls::{self, ClientAuth, LabCa};
+use crate::wait::wait_for;
 
 const FGT: &str = "FGVM01TM20000001";
 
@@ -143,16 +144,6 @@ fn sender_cfg(
     }
 }
 
-async fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while !cond() {
-        if tokio::time::Instant::now() > deadline {
-            panic!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 fn line(i: u64) -> String {
     format!(
         "date=2021-03-04 time=10:11:{:02} devname=\"FGT-LAB\" devid=\"{FGT}\" logid=\"0317013312\" type=\"utm\" subtype=\"webfilter\" n={i}",
@@ -244,7 +235,7 @@ async fn receiver_killed_mid_stream_loses_and_duplicates_nothing() {
         i += 1;
         tx.send(line(i));
     }
-    wait_until("some lines stored", Duration::from_secs(30), || {
+    wait_for("some lines stored", Duration::from_secs(30), || {
         sink.count(FGT) >= 1_000
     })
     .await;
@@ -254,7 +245,7 @@ async fn receiver_killed_mid_stream_loses_and_duplicates_nothing() {
         i += 1;
         tx.send(line(i));
     }
-    wait_until("the sender notices", Duration::from_secs(30), || {
+    wait_for("the sender notices", Duration::from_secs(30), || {
         !tx.stats().connected
     })
     .await;
@@ -281,7 +272,7 @@ async fn receiver_killed_mid_stream_loses_and_duplicates_nothing() {
             }
         }
     });
-    wait_until("more lines stored", Duration::from_secs(30), || {
+    wait_for("more lines stored", Duration::from_secs(30), || {
         sink.count(FGT) > total + 100
     })
     .await;
@@ -371,7 +362,7 @@ async fn unauthorized_device_stores_nothing_until_authorized() {
     for i in 1..=300u64 {
         tx.send(line(i));
     }
-    wait_until("unauthorized", Duration::from_secs(30), || {
+    wait_for("unauthorized", Duration::from_secs(30), || {
         tx.stats().registration == Some(RegStatus::Unauthorized)
     })
     .await;
@@ -459,7 +450,7 @@ async fn notifications_are_delivered_acked_retransmitted_and_deduplicated() {
         other => panic!("{other:?}"),
     }
     drop(raw);
-    wait_until("raw session gone", Duration::from_secs(10), || {
+    wait_for("raw session gone", Duration::from_secs(10), || {
         recv.rx.sessions().is_empty()
     })
     .await;
@@ -477,7 +468,7 @@ async fn notifications_are_delivered_acked_retransmitted_and_deduplicated() {
         .unwrap()
         .unwrap();
     assert_eq!(n.notice.kind(), "ioc");
-    wait_until("ack reaches the receiver", Duration::from_secs(10), || {
+    wait_for("ack reaches the receiver", Duration::from_secs(10), || {
         recv.rx.pending_notifications(FGT).is_empty() && !sink.acked_notifications().is_empty()
     })
     .await;
@@ -489,12 +480,12 @@ async fn notifications_are_delivered_acked_retransmitted_and_deduplicated() {
         .unwrap()
         .unwrap();
     assert_eq!(n.id, 2);
-    wait_until("ack of 2", Duration::from_secs(10), || {
+    wait_for("ack of 2", Duration::from_secs(10), || {
         sink.acked_notifications().len() == 2
     })
     .await;
     assert!(recv.rx.notify(FGT, ioc_ack(2, "10.115.2.52")));
-    wait_until("duplicate acked", Duration::from_secs(10), || {
+    wait_for("duplicate acked", Duration::from_secs(10), || {
         sink.acked_notifications().len() == 3
     })
     .await;
@@ -526,7 +517,7 @@ async fn certificate_cn_must_match_the_hello_serial() {
     )
     .unwrap();
     tx.send(line(1));
-    wait_until("refusal", Duration::from_secs(10), || {
+    wait_for("refusal", Duration::from_secs(10), || {
         tx.stats()
             .last_error
             .is_some_and(|e| e.contains("cert-mismatch"))
@@ -685,7 +676,7 @@ async fn interval_upload_waits_for_the_lab_clock() {
     cfg.upload = UploadOption::Interval(Duration::from_secs(60));
     cfg.clock = LabClock::starting_now(1_600_000_000_000, 120.0, 0);
     let (tx, _n) = LogSender::start(cfg, stop.clone()).unwrap();
-    wait_until("connected", Duration::from_secs(10), || {
+    wait_for("connected", Duration::from_secs(10), || {
         tx.stats().connected
     })
     .await;
@@ -701,7 +692,7 @@ async fn interval_upload_waits_for_the_lab_clock() {
     let mut cfg = sender_cfg(&lab, addr, FGT, FGT, dir.path(), 1000);
     cfg.upload = UploadOption::Interval(Duration::from_secs(300));
     let (tx, _n) = LogSender::start(cfg, stop.clone()).unwrap();
-    wait_until("connected", Duration::from_secs(10), || {
+    wait_for("connected", Duration::from_secs(10), || {
         tx.stats().connected
     })
     .await;
@@ -760,7 +751,7 @@ async fn a_refusing_receiver_makes_the_queue_spill_within_its_cap_and_loses_noth
     )
     .unwrap();
     // The receiver is there and answers hellos, but refuses every batch (store error).
-    wait_until("a refused batch", Duration::from_secs(10), || {
+    wait_for("a refused batch", Duration::from_secs(10), || {
         tx.send(line(tx.stats().next_seq));
         recv.rx.stats().store_errors >= 1
     })
@@ -784,7 +775,7 @@ async fn a_refusing_receiver_makes_the_queue_spill_within_its_cap_and_loses_noth
     assert!(st.spilled >= total - mem_limit as u64, "{st:?}");
     assert_eq!((st.dropped, st.queue_error.clone()), (0, None));
     // The sender keeps retrying (and the lines stay stored nowhere).
-    wait_until("a retried batch", Duration::from_secs(10), || {
+    wait_for("a retried batch", Duration::from_secs(10), || {
         recv.rx.stats().store_errors >= 2
     })
     .await;
@@ -817,7 +808,7 @@ async fn a_burst_of_ten_thousand_notifications_reaches_a_slow_consumer_without_l
         stop.clone(),
     )
     .unwrap();
-    wait_until("connected", Duration::from_secs(10), || {
+    wait_for("connected", Duration::from_secs(10), || {
         tx.stats().connected
     })
     .await;
@@ -850,7 +841,7 @@ async fn a_burst_of_ten_thousand_notifications_reaches_a_slow_consumer_without_l
         }
     }
     assert_eq!(got, (1..=n).collect::<Vec<_>>(), "each once, in order");
-    wait_until("all acknowledged", Duration::from_secs(30), || {
+    wait_for("all acknowledged", Duration::from_secs(30), || {
         recv.rx.pending_notifications(FGT).is_empty()
     })
     .await;

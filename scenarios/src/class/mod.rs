@@ -180,9 +180,9 @@ pub fn ago(secs: f64) -> String {
 /// Reads the class file of a class data directory.
 pub fn read_class_file(dir: &Path) -> anyhow::Result<Value> {
     let p = dir.join(CLASS_FILE);
-    let text = std::fs::read_to_string(&p).map_err(|e| {
+    let text = std::fs::read_to_string(&p).map_err(|err| {
         anyhow::anyhow!(
-            "{}: {e} (is a class running? `fortilab class up` writes it; give its --data-dir)",
+            "{}: {err} (is a class running? `fortilab class up` writes it; give its --data-dir)",
             p.display()
         )
     })?;

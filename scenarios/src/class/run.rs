@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
-use fortilab_core::device::UsageError;
+use fortilab_core::binary::UsageError;
 use fortilab_core::secrets::LabToken;
 
 use super::labs::{ClassLab, Source, StartSpec};

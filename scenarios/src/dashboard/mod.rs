@@ -84,8 +84,8 @@ pub async fn serve(
         guard,
         guard::middleware,
     ));
-    let opts = fortilab_core::http::HttpOptions::from_env(token.clone()).unwrap_or_else(|e| {
-        tracing::warn!("{e}; the dashboard keeps the default request head timeout");
+    let opts = fortilab_core::http::HttpOptions::from_env(token.clone()).unwrap_or_else(|err| {
+        tracing::warn!("{err}; the dashboard keeps the default request head timeout");
         fortilab_core::http::HttpOptions::new(token)
     });
     fortilab_core::http::serve_http(listener, router, opts, shutdown).await

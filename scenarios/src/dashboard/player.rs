@@ -245,9 +245,9 @@ impl Player {
         );
         if fresh {
             if let Err(e) = session.reset(Some(entry.def.clone()), None).await {
-                self.update(|s| {
-                    s.status = Status::Failed;
-                    s.error = Some(format!("the lab did not restart: {e:#}"));
+                self.update(|state| {
+                    state.status = Status::Failed;
+                    state.error = Some(format!("the lab did not restart: {e:#}"));
                 });
                 return;
             }
@@ -255,9 +255,9 @@ impl Player {
                 EventKind::ScenarioStart,
                 json!({"summary": format!("scenario {} ({} steps) on a fresh lab", entry.name, entry.steps.len()), "file": entry.file}),
             );
-            self.update(|s| {
-                if s.status == Status::Starting {
-                    s.status = Status::Running;
+            self.update(|state| {
+                if state.status == Status::Starting {
+                    state.status = Status::Running;
                 }
             });
         }
@@ -311,8 +311,8 @@ impl Player {
             };
             let ms = t0.elapsed().as_millis() as u64;
             let passed = o.passed;
-            self.update(|s| {
-                let v = &mut s.steps[i];
+            self.update(|state| {
+                let v = &mut state.steps[i];
                 v.status = if passed {
                     StepStatus::Passed
                 } else {
@@ -321,9 +321,9 @@ impl Player {
                 v.message = o.message.clone();
                 v.ms = Some(ms);
                 if !passed {
-                    s.status = Status::Failed;
-                    s.error = Some(format!("step {}: {}", step.index, o.message));
-                    for later in s.steps.iter_mut().skip(i + 1) {
+                    state.status = Status::Failed;
+                    state.error = Some(format!("step {}: {}", step.index, o.message));
+                    for later in state.steps.iter_mut().skip(i + 1) {
                         later.status = StepStatus::Skipped;
                     }
                 }
@@ -336,9 +336,9 @@ impl Player {
                 return;
             }
         }
-        self.update(|s| {
-            s.status = Status::Passed;
-            s.current = None;
+        self.update(|state| {
+            state.status = Status::Passed;
+            state.current = None;
         });
         session.timeline.note(
             EventKind::ScenarioDone,
@@ -347,9 +347,9 @@ impl Player {
     }
 
     fn finish_stopped(&self, from: usize) {
-        self.update(|s| {
-            s.status = Status::Stopped;
-            for v in s.steps.iter_mut().skip(from) {
+        self.update(|state| {
+            state.status = Status::Stopped;
+            for v in state.steps.iter_mut().skip(from) {
                 if matches!(v.status, StepStatus::Pending | StepStatus::Running) {
                     v.status = StepStatus::Skipped;
                 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use fortilab_core::device::Timing;
+use fortilab_core::binary::Timing;
 use fortilab_core::LabClock;
 use fortilab_faz::faz::{Faz, Identity};
 use fortilab_faz::ioc::{IocSettings, Tidb};

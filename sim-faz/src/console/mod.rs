@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use fortilab_core::console::{
+use fortilab_core::ssh_console::{
     BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession, SshConsole,
 };
 use fortilab_core::EventKind;
@@ -37,7 +37,7 @@ pub async fn serve(
 ) -> anyhow::Result<SshConsole> {
     let key = data_dir.join("ssh_host_ed25519_key");
     let backend: Arc<dyn ConsoleBackend> = Arc::new(FazConsole { faz });
-    Ok(fortilab_core::console::serve_ssh(listener, &key, backend, shutdown).await?)
+    Ok(fortilab_core::ssh_console::serve_ssh(listener, &key, backend, shutdown).await?)
 }
 
 /// The SSH server's backend.
@@ -158,7 +158,7 @@ impl ConsoleSession for Session {
                 self.faz.bus.emit(
                     EventKind::ConsoleCommand,
                     json!({"user": self.user, "ui": self.ui,
-                           "command": fortilab_core::console::redact_command(line)}),
+                           "command": fortilab_core::ssh_console::redact_command(line)}),
                 );
             }
             let line = line.to_string();

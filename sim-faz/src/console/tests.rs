@@ -27,7 +27,7 @@ fn open(dir: &Path) -> Arc<Faz> {
     Faz::new(
         id,
         LabClock::real(),
-        fortilab_core::device::Timing::Fast,
+        fortilab_core::binary::Timing::Fast,
         store,
         crate::ioc::Tidb::default_lab(),
         crate::ioc::IocSettings::default(),

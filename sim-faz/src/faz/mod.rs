@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use fortilab_core::device::Timing;
+use fortilab_core::binary::Timing;
 use fortilab_core::{EventBus, LabClock};
 use serde::Serialize;
 

@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use fortilab_core::logchan::{Hello, LogSender, SenderConfig, UploadOption};
 use fortilab_core::tls::LabCa;
+use fortilab_core::wait::wait_for;
 use fortilab_core::LabClock;
 use fortilab_faz::jsonrpc::{self, ApiState, Caller};
-use fortilab_faz::{FazConfig, Listeners};
+use fortilab_faz::{DeviceEnv, FazConfig, Listeners};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -22,17 +23,6 @@ fn webfilter_at(i: u64, src: &str, host: &str, url: &str, eventtime: u64) -> Str
         "date=2021-03-04 time=10:11:22 devname=\"FGT-LAB\" devid=\"FGVM01TM00000001\" eventtime={} tz=\"+0000\" logid=\"0316013057\" type=\"utm\" subtype=\"webfilter\" eventtype=\"ftgd_allow\" level=\"notice\" vd=\"root\" policyid=1 sessionid={i} srcip={src} srcport=50000 srcintf=\"port3\" dstip=89.1.1.1 dstport=80 dstintf=\"port1\" proto=6 service=\"HTTP\" hostname=\"{host}\" profile=\"monitor-all\" action=\"passthrough\" reqtype=\"direct\" url=\"{url}\" sentbyte=100 rcvdbyte=200 direction=\"outgoing\" msg=\"URL belongs to an allowed category in policy\" cat=0 catdesc=\"Unrated\"",
         eventtime
     )
-}
-
-async fn wait_until<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn call(app: &(Arc<fortilab_faz::faz::Faz>, ApiState), token: &str, body: Value) -> Value {
@@ -50,14 +40,17 @@ fn call(app: &(Arc<fortilab_faz::faz::Faz>, ApiState), token: &str, body: Value)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = LabCa::generate("t").unwrap();
+    let ca = Arc::new(LabCa::generate("t").unwrap());
     let stop = CancellationToken::new();
-    let mut cfg = FazConfig::new(dir.path().join("faz"));
-    cfg.auto_authorize = false;
+    let env = DeviceEnv::with_ca(ca.clone(), 1, Some(&dir.path().join("faz")));
+    let cfg = FazConfig {
+        auto_authorize: false,
+        ..FazConfig::default()
+    };
     let running = fortilab_faz::start(
         cfg,
+        env.clone(),
         Listeners::ephemeral().await.unwrap(),
-        &ca,
         stop.clone(),
     )
     .await
@@ -94,7 +87,10 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
     .unwrap();
     sender.send(webfilter(1, "10.115.2.60", "www.example.com", "/"));
     // Unauthorized: listed in /dvmdb/device but not stored.
-    wait_until("device registered", || faz.device(serial)).await;
+    wait_for("device registered", Duration::from_secs(20), || {
+        faz.device(serial)
+    })
+    .await;
     assert!(!faz.is_authorized(serial));
     let r = call(
         &app,
@@ -210,14 +206,14 @@ async fn eicar_webfilter_log_compromises_host_notifies_and_ack_clears() {
 fn dispatcher_rejects_bad_input_with_clear_errors() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca = LabCa::generate("t").unwrap();
+    let ca = Arc::new(LabCa::generate("t").unwrap());
     let stop = CancellationToken::new();
     let running = rt
         .block_on(async {
             fortilab_faz::start(
-                FazConfig::new(dir.path().to_path_buf()),
+                FazConfig::default(),
+                DeviceEnv::with_ca(ca.clone(), 1, Some(dir.path())),
                 Listeners::ephemeral().await.unwrap(),
-                &ca,
                 stop.clone(),
             )
             .await
@@ -327,14 +323,14 @@ fn dispatcher_rejects_bad_input_with_clear_errors() {
 fn jsonapi_log_writes_searchable_event_logs() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca = LabCa::generate("t").unwrap();
+    let ca = Arc::new(LabCa::generate("t").unwrap());
     let stop = CancellationToken::new();
     let running = rt
         .block_on(async {
             fortilab_faz::start(
-                FazConfig::new(dir.path().to_path_buf()),
+                FazConfig::default(),
+                DeviceEnv::with_ca(ca.clone(), 1, Some(dir.path())),
                 Listeners::ephemeral().await.unwrap(),
-                &ca,
                 stop.clone(),
             )
             .await
@@ -378,14 +374,17 @@ fn jsonapi_log_writes_searchable_event_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_100k_with_a_restart_stores_each_line_once() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = LabCa::generate("t").unwrap();
+    let ca = Arc::new(LabCa::generate("t").unwrap());
     let stop = CancellationToken::new();
-    let mut cfg = FazConfig::new(dir.path().join("faz"));
-    cfg.auto_authorize = true;
+    let env = DeviceEnv::with_ca(ca.clone(), 1, Some(&dir.path().join("faz")));
+    let cfg = FazConfig {
+        auto_authorize: true,
+        ..FazConfig::default()
+    };
     let running = fortilab_faz::start(
         cfg.clone(),
+        env.clone(),
         Listeners::ephemeral().await.unwrap(),
-        &ca,
         stop.clone(),
     )
     .await
@@ -422,14 +421,17 @@ async fn streaming_100k_with_a_restart_stores_each_line_once() {
         sender.send(webfilter(i, "10.115.2.61", "www.example.com", "/a"));
     }
     let s2 = sender.clone();
-    wait_until("some acks", || (s2.stats().acked_seq >= 5000).then_some(())).await;
+    wait_for("some acks", Duration::from_secs(20), || {
+        (s2.stats().acked_seq >= 5000).then_some(())
+    })
+    .await;
     stop.cancel();
     running.wait().await;
     let stop2 = CancellationToken::new();
     let running2 = fortilab_faz::start(
         cfg,
+        env.clone(),
         Listeners::ephemeral().await.unwrap(),
-        &ca,
         stop2.clone(),
     )
     .await
@@ -482,7 +484,7 @@ fn forticlient_hit_names_the_endpoint_and_notifies_its_fortigate() {
     let faz = fortilab_faz::faz::Faz::new(
         id,
         LabClock::real(),
-        fortilab_core::device::Timing::Fast,
+        fortilab_core::binary::Timing::Fast,
         store,
         fortilab_faz::ioc::Tidb::default_lab(),
         fortilab_faz::ioc::IocSettings::default(),
@@ -542,16 +544,19 @@ fn forticlient_hit_names_the_endpoint_and_notifies_its_fortigate() {
 fn rescan_with_a_new_package_finds_old_logs() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca = LabCa::generate("t").unwrap();
+    let ca = Arc::new(LabCa::generate("t").unwrap());
     let stop = CancellationToken::new();
-    let mut cfg = FazConfig::new(dir.path().to_path_buf());
-    cfg.auto_authorize = true;
+    let env = DeviceEnv::with_ca(ca.clone(), 1, Some(dir.path()));
+    let cfg = FazConfig {
+        auto_authorize: true,
+        ..FazConfig::default()
+    };
     let running = rt
         .block_on(async {
             fortilab_faz::start(
                 cfg,
+                env.clone(),
                 Listeners::ephemeral().await.unwrap(),
-                &ca,
                 stop.clone(),
             )
             .await
@@ -632,16 +637,17 @@ fn rescan_with_a_new_package_finds_old_logs() {
 fn device_add_round_trips_and_time_zone_views_agree() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ca = LabCa::generate("t").unwrap();
+    let ca = Arc::new(LabCa::generate("t").unwrap());
     let stop = CancellationToken::new();
-    let mut cfg = FazConfig::new(dir.path().to_path_buf());
-    cfg.clock = LabClock::starting_now(1_614_852_000_000, 1.0, -480);
+    let mut env = DeviceEnv::with_ca(ca.clone(), 1, Some(dir.path()));
+    let cfg = FazConfig::default();
+    env.clock = LabClock::starting_now(1_614_852_000_000, 1.0, -480);
     let running = rt
         .block_on(async {
             fortilab_faz::start(
                 cfg,
+                env.clone(),
                 Listeners::ephemeral().await.unwrap(),
-                &ca,
                 stop.clone(),
             )
             .await

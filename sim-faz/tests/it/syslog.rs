@@ -5,12 +5,13 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use fortilab_core::tls::LabCa;
+use fortilab_core::wait::wait_for;
 use fortilab_faz::faz::Faz;
 use fortilab_faz::syslog::SyslogOptions;
-use fortilab_faz::{FazConfig, Listeners};
+use fortilab_faz::{DeviceEnv, FazConfig, Listeners};
 use tokio_util::sync::CancellationToken;
 
 fn traffic(i: u64, devid: &str) -> String {
@@ -34,16 +35,19 @@ struct Lab {
 /// UDP socket to serve (so a test can fill its buffer first), `queue_batches` the ingest queue.
 async fn lab(udp: Option<tokio::net::UdpSocket>, queue_batches: usize) -> Lab {
     let dir = tempfile::tempdir().unwrap();
-    let ca = LabCa::generate("t").unwrap();
+    let ca = Arc::new(LabCa::generate("t").unwrap());
     let stop = CancellationToken::new();
-    let mut cfg = FazConfig::new(dir.path().join("faz"));
-    cfg.auto_authorize = true;
+    let env = DeviceEnv::with_ca(ca.clone(), 1, Some(&dir.path().join("faz")));
+    let cfg = FazConfig {
+        auto_authorize: true,
+        ..FazConfig::default()
+    };
     let mut listeners = Listeners::ephemeral().await.unwrap();
     let (u, t) = (
         listeners.syslog_udp.take().unwrap(),
         listeners.syslog_tcp.take().unwrap(),
     );
-    let running = fortilab_faz::start(cfg, listeners, &ca, stop.clone())
+    let running = fortilab_faz::start(cfg, env, listeners, stop.clone())
         .await
         .unwrap();
     let faz = running.faz.clone();
@@ -59,14 +63,6 @@ async fn lab(udp: Option<tokio::net::UdpSocket>, queue_batches: usize) -> Lab {
         tcp,
         stop,
         _dir: dir,
-    }
-}
-
-async fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -101,7 +97,10 @@ async fn tcp_with_a_slow_store_loses_nothing() {
         }
         s.write_all(&buf).unwrap();
     });
-    wait_until("every line stored", 120, || committed(&l.faz) >= n).await;
+    wait_for("every line stored", Duration::from_secs(120), || {
+        committed(&l.faz) >= n
+    })
+    .await;
     sender.join().unwrap();
     let c = &l.faz.counters;
     assert_eq!(stored(&l.faz), n, "count in == count stored");
@@ -126,7 +125,7 @@ async fn udp_kernel_drops_are_counted() {
     }
     let l = lab(Some(udp), fortilab_faz::syslog::QUEUE_BATCHES).await;
     let c = &l.faz.counters;
-    wait_until("received + dropped = sent", 30, || {
+    wait_for("received + dropped = sent", Duration::from_secs(30), || {
         stored(&l.faz)
             + c.syslog_dropped.load(Ordering::Relaxed)
             + c.syslog_udp_kernel_drops.load(Ordering::Relaxed)
@@ -163,7 +162,10 @@ async fn syslog_is_attributed_by_the_sender_address() {
     for i in 2..=4 {
         other.send_to(traffic(i, fgt).as_bytes(), l.udp).unwrap();
     }
-    wait_until("four lines stored", 20, || committed(&l.faz) >= 4).await;
+    wait_for("four lines stored", Duration::from_secs(20), || {
+        committed(&l.faz) >= 4
+    })
+    .await;
     let fake = "SYSLOG-7F000009";
     let d = l.faz.device(fake).expect("a syslog device for the address");
     assert_eq!((d.ip.as_str(), d.via.as_str()), ("127.0.0.9", "syslog"));

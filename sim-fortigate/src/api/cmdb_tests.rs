@@ -13,7 +13,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
@@ -22,7 +21,7 @@ use tower::ServiceExt;
 use crate::api::{router, Api};
 use crate::config::{ChangeEvent, FosVersion};
 use crate::device::Device;
-use crate::{load_config, serial_for, ConfigSource, Options};
+use crate::{load_config, serial_for, ConfigSource, DeviceEnv, FortiGateConfig};
 
 const TOKEN: &str = "tok3nTOKEN0123456789abcdefghij";
 const V64: FosVersion = FosVersion::V6_4_4;
@@ -40,33 +39,25 @@ struct Lab {
 impl Lab {
     fn new(version: FosVersion, config: Option<&str>) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let opts = Options {
-            version,
+        let opts = FortiGateConfig {
             config: config.map(|t| ConfigSource {
                 name: "t.conf".into(),
                 text: t.into(),
             }),
-            strict: false,
             name: Some("FGT-LAB".into()),
-            lab_ip: None,
-            seed: 7,
-            clock: LabClock::real(),
+            ..FortiGateConfig::new(version)
+        };
+        let env = DeviceEnv {
             data_dir: Some(dir.path().to_path_buf()),
-            ca: fortilab_core::tls::LabCa::generate("test").unwrap(),
-            lab_map: LabMap::default(),
-            secrets: fortilab_core::secrets::Secrets::ephemeral(
-                fortilab_core::secrets::SecretsMode::Seeded,
-                7,
-            ),
-            http: fortilab_core::http::HttpOptions::for_tests(),
+            ..DeviceEnv::for_tests(7, None).unwrap()
         };
         let serial = serial_for(7);
-        let (store, _) = load_config(&opts, &serial, TOKEN, "adminpw").unwrap();
+        let (store, _) = load_config(&opts, &env, &serial, TOKEN, "adminpw").unwrap();
         let dev = Arc::new(Device::new(
             serial,
             version,
             7,
-            opts.clock,
+            env.clock,
             store,
             LabMap::default(),
             None,
@@ -101,9 +92,9 @@ impl Lab {
         while let Ok(ev) = self.rx.try_recv() {
             self.dev.on_change(&ev);
         }
-        let v = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|err| {
             panic!(
-                "{method} {uri}: not JSON ({e}): {}",
+                "{method} {uri}: not JSON ({err}): {}",
                 String::from_utf8_lossy(&bytes)
             )
         });

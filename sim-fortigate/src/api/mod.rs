@@ -370,14 +370,14 @@ impl Api {
     /// The api-user owning `token`, if the peer is within its trusthosts.
     fn check_token(&self, token: &str, peer: IpAddr) -> Option<String> {
         let lab_peer = self.dev.lab_map.lab_of_real(peer).unwrap_or(peer);
-        self.dev.config.with(|c| {
-            let t = c.table("system api-user")?;
-            t.entries().iter().find_map(|e| {
-                let key = e.scalar("api-key")?;
+        self.dev.config.with(|config| {
+            let t = config.table("system api-user")?;
+            t.entries().iter().find_map(|entry| {
+                let key = entry.scalar("api-key")?;
                 if !secret_matches(key, token) {
                     return None;
                 }
-                if let Some(th) = e.table("trusthost") {
+                if let Some(th) = entry.table("trusthost") {
                     let ok = th.entries().iter().any(|h| {
                         let m = h.scalar("ipv4-trusthost").unwrap_or("0.0.0.0 0.0.0.0");
                         in_trusthost(m, peer) || in_trusthost(m, lab_peer)
@@ -386,7 +386,7 @@ impl Api {
                         return None;
                     }
                 }
-                Some(e.key.clone())
+                Some(entry.key.clone())
             })
         })
     }
@@ -436,8 +436,9 @@ impl Api {
             "0100032003",
             "information",
             "Admin logout successful",
-            |r| {
-                r.str("sn", s.sn.to_string())
+            |record| {
+                record
+                    .str("sn", s.sn.to_string())
                     .str("user", s.user.clone())
                     .str("ui", ui.clone())
                     .str("method", "https")
@@ -478,8 +479,8 @@ impl Api {
 
     /// Checks an admin's password (`config system admin`).
     fn check_admin(&self, user: &str, password: &str) -> Option<String> {
-        self.dev.config.with(|c| {
-            let e = c.entry("system admin", user)?;
+        self.dev.config.with(|config| {
+            let e = config.entry("system admin", user)?;
             let stored = e.scalar("password").unwrap_or("");
             let ok = if stored.is_empty() {
                 password.is_empty()
@@ -561,10 +562,13 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
                     last_ns: now,
                 },
             );
-            api.dev
-                .logs
-                .event_system("0100032001", "information", "Admin login successful", |r| {
-                    r.str("sn", sn.to_string())
+            api.dev.logs.event_system(
+                "0100032001",
+                "information",
+                "Admin login successful",
+                |record| {
+                    record
+                        .str("sn", sn.to_string())
                         .str("user", user.clone())
                         .str("ui", ui.clone())
                         .str("method", "https")
@@ -578,7 +582,8 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
                             "msg",
                             format!("Administrator {user} logged in successfully from {ui}"),
                         );
-                });
+                },
+            );
             api.dev.events.emit(
                 EventKind::AdminLogin,
                 json!({"user": user, "ui": ui, "status": "success"}),
@@ -599,8 +604,9 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
             };
             api.dev
                 .logs
-                .event_system("0100032002", "alert", "Admin login failed", |r| {
-                    r.str("sn", "0")
+                .event_system("0100032002", "alert", "Admin login failed", |record| {
+                    record
+                        .str("sn", "0")
                         .str("user", user.clone())
                         .str("ui", ui.clone())
                         .str("method", "https")
@@ -622,8 +628,8 @@ async fn logincheck(State(api): State<Api>, req: Request) -> Response {
                 api.sessions.fail(lab_peer, now, &policy)
             {
                 // FortiOS 0100032021 "Admin login disabled" [P: msg wording].
-                api.dev.logs.event_system("0100032021", "alert", "Admin login disabled", |r| {
-                    r.str("user", user.clone())
+                api.dev.logs.event_system("0100032021", "alert", "Admin login disabled", |record| {
+                    record.str("user", user.clone())
                         .str("ui", ui.clone())
                         .str("method", "https")
                         .ip("srcip", lab_peer)
@@ -680,10 +686,10 @@ async fn logout(State(api): State<Api>, headers: HeaderMap) -> Response {
 /// configuration asks for (`links.fortianalyzer` null when log upload is off; one `links.ems`
 /// row per EMS connector), so an orchestrator can wait until the fabric is up.
 async fn lab_health(State(api): State<Api>) -> Response {
-    let (faz_on, ems) = api.dev.config.with(|c| {
+    let (faz_on, ems) = api.dev.config.with(|config| {
         (
-            crate::forward::FazSettings::from_config(c).is_some(),
-            crate::automation::ems::configured(c, api.dev.version),
+            crate::forward::FazSettings::from_config(config).is_some(),
+            crate::automation::ems::configured(config, api.dev.version),
         )
     });
     let fabric = api.dev.fabric();

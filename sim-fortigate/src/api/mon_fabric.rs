@@ -47,8 +47,8 @@ pub fn current_disk_usage(api: &Api, r: &Req) -> Response {
 /// registration and figures (6.0 fixture field set) plus the configured `server`/`status`.
 pub fn faz(api: &Api, r: &Req) -> Response {
     let f = api.dev.fabric().faz();
-    let (server, status) = api.dev.config.with(|c| {
-        let e = c.single("log fortianalyzer setting");
+    let (server, status) = api.dev.config.with(|config| {
+        let e = config.single("log fortianalyzer setting");
         (
             e.and_then(|e| e.scalar("server")).unwrap_or("").to_string(),
             e.and_then(|e| e.scalar("status"))
@@ -138,10 +138,10 @@ pub fn log_stats(api: &Api, r: &Req) -> Response {
 /// EMS rows of `endpoint-control/ems/status` (`ems_id` filter).
 fn ems_rows(api: &Api, want: Option<&str>) -> Vec<Value> {
     let fabric = api.dev.fabric();
-    api.dev.config.with(|c| {
-        c.table("endpoint-control fctems")
-            .map(|t| {
-                t.entries()
+    api.dev.config.with(|config| {
+        config.table("endpoint-control fctems")
+            .map(|table| {
+                table.entries()
                     .iter()
                     .enumerate()
                     .filter_map(|(i, e)| {
@@ -283,11 +283,13 @@ fn interface_of(api: &Api, ip: &str) -> String {
     let Ok(addr) = ip.parse::<std::net::IpAddr>() else {
         return String::new();
     };
-    api.dev.config.with(|c| {
-        c.table("system interface")
-            .and_then(|t| {
-                t.entries().iter().find(|e| {
-                    e.scalar("ip")
+    api.dev.config.with(|config| {
+        config
+            .table("system interface")
+            .and_then(|table| {
+                table.entries().iter().find(|entry| {
+                    entry
+                        .scalar("ip")
                         .is_some_and(|net| super::mon_system::in_subnet(addr, net))
                 })
             })
@@ -411,15 +413,17 @@ pub fn action_stats(api: &Api, r: &Req) -> Response {
         .automation_engine()
         .map(|e| e.runs())
         .unwrap_or_default();
-    let names: Vec<(String, String)> = api.dev.config.with(|c| {
-        c.table("system automation-action")
-            .map(|t| {
-                t.entries()
+    let names: Vec<(String, String)> = api.dev.config.with(|config| {
+        config
+            .table("system automation-action")
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
-                    .map(|e| {
+                    .map(|entry| {
                         (
-                            e.key.clone(),
-                            e.scalar("action-type").unwrap_or("alert").to_string(),
+                            entry.key.clone(),
+                            entry.scalar("action-type").unwrap_or("alert").to_string(),
                         )
                     })
                     .collect()

@@ -223,8 +223,9 @@ fn dhcp_status(api: &Api, r: &Req) -> Response {
     let Some(name) = r.query.get("interface").or_else(|| r.query.get("mkey")) else {
         return e.error(424, None, None, None);
     };
-    let mode = api.dev.config.with(|c| {
-        c.table("system interface")
+    let mode = api.dev.config.with(|config| {
+        config
+            .table("system interface")
             .and_then(|t| t.entries().iter().find(|x| x.key == name))
             .map(|x| x.scalar("mode").unwrap_or("static").to_string())
     });
@@ -242,10 +243,12 @@ fn dhcp_status(api: &Api, r: &Req) -> Response {
 /// `GET monitor/system/interface/kernel-interfaces`: the kernel's interfaces (every
 /// `config system interface` entry, index in configuration order) [P: shape].
 fn kernel_interfaces(api: &Api, r: &Req) -> Response {
-    let list: Vec<Value> = api.dev.config.with(|c| {
-        c.table("system interface")
-            .map(|t| {
-                t.entries()
+    let list: Vec<Value> = api.dev.config.with(|config| {
+        config
+            .table("system interface")
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .enumerate()
                     .map(|(i, x)| {
@@ -281,8 +284,9 @@ fn firmware(api: &Api, r: &Req) -> Response {
 /// `GET monitor/system/timezone`: the zones `config system global` / `set timezone`
 /// accepts (the table FortiAnalyzer uses too), the configured one marked [P: shape].
 fn timezones(api: &Api, r: &Req) -> Response {
-    let current = api.dev.config.with(|c| {
-        c.single("system global")
+    let current = api.dev.config.with(|config| {
+        config
+            .single("system global")
             .and_then(|g| g.scalar("timezone"))
             .unwrap_or("04")
             .to_string()
@@ -407,8 +411,8 @@ fn ha_table_checksums(api: &Api, r: &Req) -> Response {
 /// the log channel registered with it.
 fn faz_license(api: &Api, r: &Req) -> Response {
     let f = api.dev.fabric().faz();
-    let server = api.dev.config.with(|c| {
-        crate::forward::FazSettings::from_config(c)
+    let server = api.dev.config.with(|config| {
+        crate::forward::FazSettings::from_config(config)
             .map(|s| s.server)
             .unwrap_or_default()
     });

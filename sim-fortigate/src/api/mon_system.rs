@@ -90,9 +90,9 @@ pub fn interfaces(api: &Api, r: &Req) -> axum::response::Response {
     let want = r.query.get("interface_name").map(String::from);
     let vlan = r.query.flag("include_vlan");
     let aggregate = r.query.flag("include_aggregate");
-    let results = api.dev.config.with(|c| {
+    let results = api.dev.config.with(|config| {
         let mut m = Map::new();
-        if let Some(t) = c.table("system interface") {
+        if let Some(t) = config.table("system interface") {
             for e in t.entries() {
                 let ty = e.scalar("type").unwrap_or("vlan");
                 let shown = match ty {
@@ -173,8 +173,8 @@ pub fn available_interfaces(api: &Api, r: &Req) -> axum::response::Response {
 
 /// Whether a policy names the interface or zone.
 fn interface_used(c: &Config, name: &str) -> bool {
-    c.table("firewall policy").is_some_and(|t| {
-        t.entries().iter().any(|p| {
+    c.table("firewall policy").is_some_and(|table| {
+        table.entries().iter().any(|p| {
             p.list("srcintf").iter().any(|x| x == name)
                 || p.list("dstintf").iter().any(|x| x == name)
         })
@@ -330,10 +330,10 @@ const RESOURCES: &[(&str, &str, u64)] = &[
 ];
 
 fn resource_counts(api: &Api) -> Map<String, Value> {
-    api.dev.config.with(|c| {
+    api.dev.config.with(|config| {
         let mut m = Map::new();
         for (name, path, max) in RESOURCES {
-            let n = c.table(path).map(|t| t.entries().len()).unwrap_or(0);
+            let n = config.table(path).map(|t| t.entries().len()).unwrap_or(0);
             m.insert(
                 (*name).into(),
                 json!({"current_usage": n, "usage_percent": (n as u64 * 100).checked_div(*max).unwrap_or(0),
@@ -393,10 +393,12 @@ pub fn interface_admins(api: &Api, r: &Req) -> axum::response::Response {
     let Some(intf) = r.query.get("interface") else {
         return e.error(424, None, None, None);
     };
-    let mgmt = api.dev.config.with(|c| {
-        c.table("system interface")
-            .and_then(|t| {
-                t.entries()
+    let mgmt = api.dev.config.with(|config| {
+        config
+            .table("system interface")
+            .and_then(|table| {
+                table
+                    .entries()
                     .iter()
                     .find(|x| x.scalar("allowaccess").is_some_and(|a| a.contains("https")))
                     .map(|x| x.key.clone())
@@ -416,10 +418,10 @@ pub fn interface_admins(api: &Api, r: &Req) -> axum::response::Response {
 pub fn csf(api: &Api, r: &Req) -> axum::response::Response {
     let fabric = api.dev.fabric();
     let faz = fabric.faz();
-    let (faz_server, ems) = api.dev.config.with(|c| {
+    let (faz_server, ems) = api.dev.config.with(|config| {
         (
-            crate::forward::FazSettings::from_config(c).map(|f| f.server),
-            crate::automation::ems::configured(c, api.dev.version),
+            crate::forward::FazSettings::from_config(config).map(|f| f.server),
+            crate::automation::ems::configured(config, api.dev.version),
         )
     });
     let mut devices = Vec::new();

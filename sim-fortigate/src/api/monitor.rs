@@ -148,16 +148,18 @@ pub fn status(api: &Api, r: &Req) -> Response {
 }
 
 fn stitch_names(api: &Api) -> Vec<(String, String, bool)> {
-    api.dev.config.with(|c| {
-        c.table("system automation-stitch")
-            .map(|t| {
-                t.entries()
+    api.dev.config.with(|config| {
+        config
+            .table("system automation-stitch")
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
-                    .map(|e| {
+                    .map(|entry| {
                         (
-                            e.key.clone(),
-                            e.scalar("trigger").unwrap_or("").to_string(),
-                            e.scalar("status").unwrap_or("enable") == "enable",
+                            entry.key.clone(),
+                            entry.scalar("trigger").unwrap_or("").to_string(),
+                            entry.scalar("status").unwrap_or("enable") == "enable",
                         )
                     })
                     .collect()

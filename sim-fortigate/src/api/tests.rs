@@ -5,7 +5,6 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use axum::Router;
-use fortilab_core::clock::LabClock;
 use fortilab_core::labnet::LabMap;
 use serde_json::{json, Value};
 use tower::ServiceExt;
@@ -13,39 +12,28 @@ use tower::ServiceExt;
 use super::{router, Api};
 use crate::config::FosVersion;
 use crate::device::{AutomationRequest, Device};
-use crate::{load_config, serial_for, ConfigSource, Options};
+use crate::{load_config, serial_for, ConfigSource, DeviceEnv, FortiGateConfig};
 
 const TOKEN: &str = "tok3nTOKEN0123456789abcdefghij";
 pub(super) const PASSWORD: &str = "adminpw";
 
 pub(super) fn device(version: FosVersion, config: Option<&str>) -> Arc<Device> {
-    let opts = Options {
-        version,
+    let opts = FortiGateConfig {
         config: config.map(|t| ConfigSource {
             name: "t.conf".into(),
             text: t.into(),
         }),
-        strict: false,
         name: Some("FGT-LAB".into()),
-        lab_ip: None,
-        seed: 7,
-        clock: LabClock::real(),
-        data_dir: None,
-        ca: fortilab_core::tls::LabCa::generate("test").unwrap(),
-        lab_map: LabMap::default(),
-        secrets: fortilab_core::secrets::Secrets::ephemeral(
-            fortilab_core::secrets::SecretsMode::Seeded,
-            7,
-        ),
-        http: fortilab_core::http::HttpOptions::for_tests(),
+        ..FortiGateConfig::new(version)
     };
+    let env = DeviceEnv::for_tests(7, None).unwrap();
     let serial = serial_for(7);
-    let (store, _) = load_config(&opts, &serial, TOKEN, PASSWORD).unwrap();
+    let (store, _) = load_config(&opts, &env, &serial, TOKEN, PASSWORD).unwrap();
     Arc::new(Device::new(
         serial,
         version,
         7,
-        opts.clock,
+        env.clock,
         store,
         LabMap::default(),
         None,

@@ -132,8 +132,8 @@ impl DeviceActions {
                         "0100046602",
                         "warning",
                         "Automation stitch action failed",
-                        |r| {
-                            r.str("stitch", ctx.stitch.clone())
+                        |record| {
+                            record.str("stitch", ctx.stitch.clone())
                                 .str("action", "quarantine-forticlient")
                                 .str("srcip", who.clone())
                                 .str(
@@ -165,8 +165,9 @@ impl DeviceActions {
                     "0100046602",
                     "error",
                     "Automation stitch action failed",
-                    |r| {
-                        r.str("stitch", ctx.stitch.clone())
+                    |record| {
+                        record
+                            .str("stitch", ctx.stitch.clone())
                             .str("action", "quarantine-forticlient")
                             .str("srcip", who.clone())
                             .str(
@@ -351,8 +352,8 @@ impl DeviceActions {
         if action.email_to.is_empty() {
             return ActionOutcome::failed("no recipient (set email-to)");
         }
-        let (server, port, security) = self.dev.config.with(|c| {
-            let e = c.single("system email-server");
+        let (server, port, security) = self.dev.config.with(|config| {
+            let e = config.single("system email-server");
             (
                 e.and_then(|e| e.scalar("server"))
                     .unwrap_or("notification.fortinet.net")

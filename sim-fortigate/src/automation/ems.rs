@@ -36,8 +36,9 @@ pub struct EmsConn {
 pub fn configured(cfg: &Config, version: FosVersion) -> Vec<EmsConn> {
     let ms_timeout = version >= FosVersion::new(7, 0, 8);
     cfg.table("endpoint-control fctems")
-        .map(|t| {
-            t.entries()
+        .map(|table| {
+            table
+                .entries()
                 .iter()
                 .filter(|e| !ms_timeout || e.scalar("status") == Some("enable"))
                 .filter_map(|e| {

@@ -154,9 +154,9 @@ pub fn start(
     });
     let faz_rx = notifications;
     let weak = Arc::downgrade(&engine);
-    dev.logs.add_tap(move |l| {
+    dev.logs.add_tap(move |line| {
         if let Some(e) = weak.upgrade() {
-            e.tap_log(l);
+            e.tap_log(line);
         }
     });
     let cfg_rx = dev.config.subscribe();
@@ -369,11 +369,11 @@ impl Engine {
                         "0100022953",
                         "warning",
                         "Compromised host detected",
-                        |r| {
-                            r.str("msg", "IOC detected by FortiAnalyzer");
+                        |record| {
+                            record.str("msg", "IOC detected by FortiAnalyzer");
                             match n.srcip.parse::<IpAddr>() {
-                                Ok(ip) => r.ip("srcip", ip),
-                                Err(_) => r.str("srcip", n.srcip.clone()),
+                                Ok(ip) => record.ip("srcip", ip),
+                                Err(_) => record.str("srcip", n.srcip.clone()),
                             };
                         },
                     );
@@ -508,17 +508,21 @@ impl Engine {
             .record_trigger(&s.name, now_ns.div_euclid(1_000_000_000));
         let action_names: Vec<String> = s.steps.iter().map(|st| st.action.clone()).collect();
         let v7 = self.dev.version.major >= 7;
-        self.dev
-            .logs
-            .event_system("0100046600", "notice", "Automation stitch triggered", |r| {
-                r.str("msg", format!("stitch:{} is triggered.", s.name))
+        self.dev.logs.event_system(
+            "0100046600",
+            "notice",
+            "Automation stitch triggered",
+            |record| {
+                record
+                    .str("msg", format!("stitch:{} is triggered.", s.name))
                     .str("stitch", s.name.clone())
                     .str("trigger", t.name.clone());
                 if v7 {
-                    r.str("stitchaction", action_names.join(","));
+                    record.str("stitchaction", action_names.join(","));
                 }
-                r.str("from", ctx.from.clone());
-            });
+                record.str("from", ctx.from.clone());
+            },
+        );
         self.dev.events.emit(
             EventKind::StitchRun,
             json!({"stitch": s.name, "trigger": t.name, "event_type": ctx.event_type,

@@ -208,8 +208,9 @@ impl TriggerDef {
         logids.retain(|x| *x != 0);
         let fields = e
             .table("fields")
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .filter_map(|f| {
                         let name = f.scalar("name")?.to_string();
@@ -278,8 +279,9 @@ impl Model {
     pub fn from_config(cfg: &Config, version: FosVersion) -> Self {
         let triggers = cfg
             .table("system automation-trigger")
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .map(|e| (e.key.clone(), TriggerDef::from_entry(e)))
                     .collect()
@@ -287,8 +289,9 @@ impl Model {
             .unwrap_or_default();
         let actions: BTreeMap<String, ActionDef> = cfg
             .table("system automation-action")
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .map(|e| (e.key.clone(), ActionDef::from_entry(e)))
                     .collect()
@@ -296,8 +299,9 @@ impl Model {
             .unwrap_or_default();
         let stitches = cfg
             .table("system automation-stitch")
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .map(|e| stitch_from_entry(e, version, &actions))
                     .collect()
@@ -375,8 +379,9 @@ fn stitch_from_entry(
 ) -> StitchDef {
     let steps = if version.stitch_actions_table() {
         e.table("actions")
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .filter_map(|a| {
                         Some(Step {

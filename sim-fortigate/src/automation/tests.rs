@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 use super::{start, Engine, StartOptions};
 use crate::config::{FosVersion, Origin};
 use crate::device::{Device, TlsIdentity};
-use crate::{load_config, serial_for, ConfigSource, Options};
+use crate::{load_config, serial_for, ConfigSource, DeviceEnv, FortiGateConfig};
+use fortilab_core::wait::wait_for;
 
 struct Lab {
     dev: Arc<Device>,
@@ -27,43 +28,37 @@ struct Lab {
 fn lab(version: &str, cli: &str, lab_map: LabMap) -> Lab {
     let version = FosVersion::parse(version).unwrap();
     let ca = fortilab_core::tls::LabCa::generate("test").unwrap();
-    let opts = Options {
-        version,
+    let opts = FortiGateConfig {
         config: Some(ConfigSource {
             name: "t.conf".into(),
             text: cli.into(),
         }),
         strict: true,
         name: Some("FGT-LAB".into()),
-        lab_ip: None,
-        seed: 7,
+        ..FortiGateConfig::new(version)
+    };
+    let env = DeviceEnv {
         clock: LabClock::starting_now(1_614_881_482_000, 1.0, 0),
-        data_dir: None,
-        ca,
         lab_map: lab_map.clone(),
-        secrets: fortilab_core::secrets::Secrets::ephemeral(
-            fortilab_core::secrets::SecretsMode::Seeded,
-            7,
-        ),
-        http: fortilab_core::http::HttpOptions::for_tests(),
+        ..DeviceEnv::with_ca(Arc::new(ca), 7, None)
     };
     let serial = serial_for(7);
-    let (store, _) = load_config(&opts, &serial, "tok3nTOKEN0123456789abcdefghij", "pw")
+    let (store, _) = load_config(&opts, &env, &serial, "tok3nTOKEN0123456789abcdefghij", "pw")
         .unwrap_or_else(|e| panic!("{e}"));
     let dev = Arc::new(Device::new(
         serial.clone(),
         version,
         7,
-        opts.clock,
+        env.clock,
         store,
         lab_map,
         None,
         None,
     ));
-    let cert = opts.ca.issue(&serial, &[]).unwrap();
+    let cert = env.ca.issue(&serial, &[]).unwrap();
     let _ = dev.tls.set(TlsIdentity {
         cert,
-        ca_pem: opts.ca.cert_pem().to_string(),
+        ca_pem: env.ca.cert_pem().to_string(),
     });
     let stop = CancellationToken::new();
     let (notes, rx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
@@ -81,20 +76,6 @@ fn gui_admin() -> Origin {
     Origin {
         user: "admin".into(),
         ui: "GUI(10.0.0.1)".into(),
-    }
-}
-
-async fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 
@@ -117,10 +98,14 @@ impl Lab {
 
     /// Waits until `n` runs finished and returns them.
     async fn finished_runs(&self, n: usize) -> Vec<super::RunRecord> {
-        wait_for(&format!("{n} finished runs"), || {
-            let runs = self.engine.runs();
-            (runs.len() >= n && runs.iter().all(|r| r.finished.is_some())).then_some(runs)
-        })
+        wait_for(
+            &format!("{n} finished runs"),
+            Duration::from_secs(10),
+            || {
+                let runs = self.engine.runs();
+                (runs.len() >= n && runs.iter().all(|r| r.finished.is_some())).then_some(runs)
+            },
+        )
         .await
     }
 
@@ -227,7 +212,7 @@ async fn ioc_notification_runs_the_stitch_once_per_host_until_acknowledged() {
 
     // The same host again: listed already, nothing runs.
     l.ioc("10.115.2.52");
-    wait_for("ioc.repeat", || {
+    wait_for("ioc.repeat", Duration::from_secs(10), || {
         (!l.events("ioc.repeat").is_empty()).then_some(())
     })
     .await;
@@ -250,7 +235,7 @@ async fn ioc_notification_runs_the_stitch_once_per_host_until_acknowledged() {
         json!({"id": 8, "type": "ioc-ack", "srcip": "10.115.2.52", "epid": 1041,
                      "devid": l.dev.serial, "comment": "done"}),
     );
-    wait_for("ioc.ack", || {
+    wait_for("ioc.ack", Duration::from_secs(10), || {
         (!l.events("ioc.ack").is_empty()).then_some(())
     })
     .await;
@@ -391,8 +376,9 @@ end
     let fail = |user: &str| {
         l.dev
             .logs
-            .event_system("0100032002", "alert", "Admin login failed", |r| {
-                r.str("user", user.to_string())
+            .event_system("0100032002", "alert", "Admin login failed", |record| {
+                record
+                    .str("user", user.to_string())
                     .ip("srcip", "10.115.2.66".parse().unwrap());
             });
     };
@@ -605,13 +591,15 @@ end
     assert_eq!(runs[0].from, "webhook");
     assert_eq!(runs[0].results[0].status, super::runner::Status::Success);
     assert_eq!(runs[0].results[1].status, super::runner::Status::Failed);
-    let macs = l.dev.config.with(|c| {
-        c.single("user quarantine")
+    let macs = l.dev.config.with(|config| {
+        config
+            .single("user quarantine")
             .and_then(|e| e.table("targets"))
             .and_then(|t| t.get("0c:0a:00:0c:ce:b0"))
             .and_then(|e| e.table("macs"))
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .map(|m| m.key.clone())
                     .collect::<Vec<_>>()
@@ -657,16 +645,21 @@ async fn an_event_log_stitch_added_later_fires_on_the_next_log() {
     let fail = || {
         l.dev
             .logs
-            .event_system("0100032002", "alert", "Admin login failed", |r| {
-                r.str("user", "eve")
+            .event_system("0100032002", "alert", "Admin login failed", |record| {
+                record
+                    .str("user", "eve")
                     .ip("srcip", "10.115.2.66".parse().unwrap());
             });
     };
     fail();
-    let gate = wait_for("the log task to look at the configuration", || {
-        let g = l.engine.log_gate.lock().unwrap();
-        g.generation.map(|_| g.logids.clone())
-    })
+    let gate = wait_for(
+        "the log task to look at the configuration",
+        Duration::from_secs(10),
+        || {
+            let g = l.engine.log_gate.lock().unwrap();
+            g.generation.map(|_| g.logids.clone())
+        },
+    )
     .await;
     // The factory stitches "Network Down" and "FortiAnalyzer Connection Down" (6.4).
     assert_eq!(gate, [20099, 22902], "32002 is not handed over any more");

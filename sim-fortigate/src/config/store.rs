@@ -613,8 +613,9 @@ impl ConfigStore {
 
     /// `system global` hostname.
     pub fn hostname(&self) -> String {
-        self.with(|c| {
-            c.single("system global")
+        self.with(|config| {
+            config
+                .single("system global")
                 .and_then(|e| e.scalar("hostname"))
                 .unwrap_or("")
                 .to_string()
@@ -623,8 +624,9 @@ impl ConfigStore {
 
     /// The firewall policies in evaluation order.
     pub fn policies(&self) -> Vec<Policy> {
-        self.with(|c| {
-            c.table("firewall policy")
+        self.with(|config| {
+            config
+                .table("firewall policy")
                 .map(|t| t.entries().iter().map(Policy::from_entry).collect())
                 .unwrap_or_default()
         })

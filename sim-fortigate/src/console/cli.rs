@@ -1045,10 +1045,12 @@ impl CliSession {
     }
 
     fn key_candidates_of(&self, path: &str) -> Vec<(String, String)> {
-        self.store.with(|c| {
-            c.table(path)
-                .map(|t| {
-                    t.entries()
+        self.store.with(|config| {
+            config
+                .table(path)
+                .map(|table| {
+                    table
+                        .entries()
                         .iter()
                         .filter(|e| !e.key.is_empty())
                         .map(|e| (e.key.clone(), String::new()))

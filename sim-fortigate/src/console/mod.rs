@@ -20,7 +20,9 @@ mod tests;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use fortilab_core::console::{BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession};
+use fortilab_core::ssh_console::{
+    BoxFuture, Completion, ConsoleBackend, ConsoleReply, ConsoleSession,
+};
 use fortilab_core::EventKind;
 use serde_json::json;
 
@@ -32,27 +34,22 @@ use crate::device::Device;
 
 use cli::{CliSession, Dispatch};
 
-impl crate::Running {
-    /// Serves the SSH console on `listener` until shutdown (host key at `host_key`).
-    pub async fn start_ssh(
-        &mut self,
-        listener: tokio::net::TcpListener,
-        host_key: &std::path::Path,
-    ) -> Result<SocketAddr, fortilab_core::console::ConsoleError> {
-        let backend = Arc::new(FgtConsole::new(
-            self.device.clone(),
-            Some(self.automation.clone()),
-        ));
-        let ssh =
-            fortilab_core::console::serve_ssh(listener, host_key, backend, self.shutdown.clone())
-                .await?;
-        let addr = ssh.local_addr;
-        self.device
-            .events
-            .emit(EventKind::ConsoleReady, json!({"ssh": addr.to_string()}));
-        self.ssh = Some(ssh);
-        Ok(addr)
-    }
+/// Serves the SSH console of `device` on `listener` until `shutdown` (host key at `host_key`).
+pub async fn serve_ssh(
+    device: &Arc<Device>,
+    automation: &Arc<automation::Engine>,
+    listener: tokio::net::TcpListener,
+    host_key: &std::path::Path,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> Result<fortilab_core::ssh_console::SshConsole, fortilab_core::ssh_console::ConsoleError> {
+    let backend = Arc::new(FgtConsole::new(device.clone(), Some(automation.clone())));
+    let ssh = fortilab_core::ssh_console::serve_ssh(listener, host_key, backend, shutdown.clone())
+        .await?;
+    device.events.emit(
+        EventKind::ConsoleReady,
+        json!({"ssh": ssh.local_addr.to_string()}),
+    );
+    Ok(ssh)
 }
 
 /// The console backend of one FortiGate.
@@ -73,8 +70,8 @@ impl FgtConsole {
 
     /// Checks an admin's password (`config system admin`); the access profile if it matches.
     pub fn check_admin(&self, user: &str, password: &str) -> Option<String> {
-        self.dev.config.with(|c| {
-            let e = c.entry("system admin", user)?;
+        self.dev.config.with(|config| {
+            let e = config.entry("system admin", user)?;
             let stored = e.scalar("password").unwrap_or("");
             let ok = if stored.is_empty() {
                 password.is_empty()
@@ -112,8 +109,9 @@ impl ConsoleBackend for FgtConsole {
                         "0100032001",
                         "information",
                         "Admin login successful",
-                        |r| {
-                            r.str("sn", self.dev.clock.now_secs().to_string())
+                        |record| {
+                            record
+                                .str("sn", self.dev.clock.now_secs().to_string())
                                 .str("user", user)
                                 .str("ui", ui.clone())
                                 .str("method", "ssh")
@@ -146,8 +144,8 @@ impl ConsoleBackend for FgtConsole {
                     };
                     self.dev
                         .logs
-                        .event_system("0100032002", "alert", "Admin login failed", |r| {
-                            r.str("sn", "0")
+                        .event_system("0100032002", "alert", "Admin login failed", |record| {
+                            record.str("sn", "0")
                                 .str("user", user)
                                 .str("ui", ui.clone())
                                 .str("method", "ssh")
@@ -191,8 +189,9 @@ pub struct FgtSession {
 
 /// An integer of `config system global`, or `default` when unset.
 fn global_int(dev: &Device, name: &str, default: u64) -> u64 {
-    dev.config.with(|c| {
-        c.single("system global")
+    dev.config.with(|config| {
+        config
+            .single("system global")
             .and_then(|e| e.scalar(name))
             .and_then(|v| v.parse().ok())
             .unwrap_or(default)
@@ -461,7 +460,7 @@ impl ConsoleSession for FgtSession {
                 self.dev.events.emit(
                     EventKind::ConsoleCommand,
                     json!({"user": self.user, "ui": self.ui,
-                           "command": fortilab_core::console::redact_command(line)}),
+                           "command": fortilab_core::ssh_console::redact_command(line)}),
                 );
             }
             let (output, failed, close) = self.run_line(line).await;
@@ -513,8 +512,9 @@ impl ConsoleSession for FgtSession {
             "0100032003",
             "information",
             "Admin logout successful",
-            |r| {
-                r.str("sn", self.dev.clock.now_secs().to_string())
+            |record| {
+                record
+                    .str("sn", self.dev.clock.now_secs().to_string())
                     .str("user", user.clone())
                     .str("ui", ui.clone())
                     .str("method", "ssh")

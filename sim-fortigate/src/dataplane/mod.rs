@@ -77,8 +77,9 @@ impl State {
         }
         let services = cfg
             .table("firewall service custom")
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
                     .filter(|e| !e.key.starts_with("ALL"))
                     .map(|e| (e.key.clone(), r.service(&e.key)))
@@ -507,49 +508,37 @@ pub fn v4(ip: IpAddr) -> Option<Ipv4Addr> {
     }
 }
 
-impl crate::Running {
-    /// Points the data plane at the lab Internet's control URL (`--internet`) and serves the
-    /// explicit proxy on `listener` (`--proxy-listen`) until shutdown.
-    pub async fn start_proxy(
-        &mut self,
-        listener: tokio::net::TcpListener,
-        internet: Option<&str>,
-    ) -> Result<std::net::SocketAddr, String> {
-        if let Some(url) = internet {
-            self.dataplane.set_internet(url).await?;
-        }
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (dp, stop) = (self.dataplane.clone(), self.shutdown.clone());
-        self.device
-            .supervisor
-            .spawn_tcp("proxy", listener, self.shutdown.clone(), move |l| {
-                proxy::serve(dp.clone(), l, stop.clone())
-            })
-            .map_err(|e| e.to_string())?;
-        self.proxy_addr = Some(addr);
-        tracing::info!(%addr, "explicit proxy (port3 side) ready");
-        Ok(addr)
-    }
+/// Serves the explicit proxy (the port3 side) on `listener` until `shutdown`.
+pub fn serve_proxy(
+    dp: &Arc<DataPlane>,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> std::io::Result<std::net::SocketAddr> {
+    let addr = listener.local_addr()?;
+    let (dp2, stop) = (dp.clone(), shutdown.clone());
+    dp.dev
+        .supervisor
+        .spawn_tcp("proxy", listener, shutdown.clone(), move |l| {
+            proxy::serve(dp2.clone(), l, stop.clone())
+        })?;
+    tracing::info!(%addr, "explicit proxy (port3 side) ready");
+    Ok(addr)
+}
 
-    /// Starts the transparent listener (after [`Running::start_proxy`]): connections
-    /// redirected to it keep their original destination (`SO_ORIGINAL_DST`).
-    pub fn start_transparent(
-        &mut self,
-        listener: tokio::net::TcpListener,
-    ) -> Result<std::net::SocketAddr, String> {
-        let addr = listener.local_addr().map_err(|e| e.to_string())?;
-        let (dp, stop) = (self.dataplane.clone(), self.shutdown.clone());
-        self.device
-            .supervisor
-            .spawn_tcp(
-                "transparent proxy",
-                listener,
-                self.shutdown.clone(),
-                move |l| proxy::serve_transparent(dp.clone(), l, stop.clone()),
-            )
-            .map_err(|e| e.to_string())?;
-        self.transparent_addr = Some(addr);
-        tracing::info!(%addr, "transparent proxy (port3 side) ready");
-        Ok(addr)
-    }
+/// Serves the transparent proxy on `listener` until `shutdown`: connections redirected to it
+/// keep their original destination (`SO_ORIGINAL_DST`).
+pub fn serve_transparent(
+    dp: &Arc<DataPlane>,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+) -> std::io::Result<std::net::SocketAddr> {
+    let addr = listener.local_addr()?;
+    let (dp2, stop) = (dp.clone(), shutdown.clone());
+    dp.dev
+        .supervisor
+        .spawn_tcp("transparent proxy", listener, shutdown.clone(), move |l| {
+            proxy::serve_transparent(dp2.clone(), l, stop.clone())
+        })?;
+    tracing::info!(%addr, "transparent proxy (port3 side) ready");
+    Ok(addr)
 }

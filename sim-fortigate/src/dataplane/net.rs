@@ -44,19 +44,21 @@ impl Network {
     pub fn from_config(cfg: &Config) -> Network {
         let mut interfaces: Vec<Interface> = cfg
             .table("system interface")
-            .map(|t| {
-                t.entries()
+            .map(|table| {
+                table
+                    .entries()
                     .iter()
-                    .map(|e| {
-                        let subnet = e.scalar("ip").and_then(parse_subnet);
-                        let ip = e
+                    .map(|entry| {
+                        let subnet = entry.scalar("ip").and_then(parse_subnet);
+                        let ip = entry
                             .scalar("ip")
                             .and_then(|s| s.split_whitespace().next())
                             .and_then(|s| s.split('/').next())
                             .and_then(|s| s.parse::<Ipv4Addr>().ok())
                             .filter(|ip| !ip.is_unspecified());
-                        let secondary = if e.scalar("secondary-IP") == Some("enable") {
-                            e.table("secondaryip")
+                        let secondary = if entry.scalar("secondary-IP") == Some("enable") {
+                            entry
+                                .table("secondaryip")
                                 .map(|t| {
                                     t.entries()
                                         .iter()
@@ -69,11 +71,11 @@ impl Network {
                             Vec::new()
                         };
                         Interface {
-                            name: e.key.clone(),
+                            name: entry.key.clone(),
                             ip,
                             subnet: if ip.is_some() { subnet } else { None },
                             secondary,
-                            role: e.scalar("role").unwrap_or("undefined").to_string(),
+                            role: entry.scalar("role").unwrap_or("undefined").to_string(),
                             zones: vec![],
                         }
                     })

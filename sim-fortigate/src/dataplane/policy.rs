@@ -506,8 +506,9 @@ impl<'a> Resolver<'a> {
 /// The FQDN names the address objects reference (to resolve before compiling).
 pub fn fqdn_names(cfg: &Config) -> BTreeSet<String> {
     cfg.table("firewall address")
-        .map(|t| {
-            t.entries()
+        .map(|table| {
+            table
+                .entries()
                 .iter()
                 .filter(|e| e.scalar("type") == Some("fqdn"))
                 .filter_map(|e| e.scalar("fqdn").map(str::to_lowercase))

@@ -209,9 +209,9 @@ impl Forwarder {
             // FortiAnalyzer queue loses none however fast logs are written; syslog is best
             // effort (a full queue drops, as on the product).
             let weak = Arc::downgrade(&f2);
-            f2.dev.logs.add_sink(move |l| {
+            f2.dev.logs.add_sink(move |line| {
                 if let Some(f) = weak.upgrade() {
-                    f.dispatch(l);
+                    f.dispatch(line);
                 }
             });
             loop {
@@ -521,8 +521,9 @@ fn faz_event(dev: &Device, server: &str, up: bool) {
             "down",
         )
     };
-    dev.logs.event_system(logid, level, desc, |r| {
-        r.str("server", server.to_string())
+    dev.logs.event_system(logid, level, desc, |record| {
+        record
+            .str("server", server.to_string())
             .str("status", status)
             .str("msg", format!("{desc}: {server}"));
     });

@@ -155,9 +155,9 @@ pub fn faz_rpc(faz: &Proc, body: &Value) -> Value {
             c.wait_with_output()
         })
         .expect("curl");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|err| {
         panic!(
-            "bad JSON from FAZ ({e}): {}",
+            "bad JSON from FAZ ({err}): {}",
             String::from_utf8_lossy(&out.stdout)
         )
     })

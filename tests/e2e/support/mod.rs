@@ -39,19 +39,8 @@ pub fn lab_header() -> String {
     format!("X-Fortilab-Token: {}", lab_token())
 }
 
-/// Polls `cond` every 20 ms until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+/// Polls a condition until it holds or the timeout passes (the one wait helper of the tests).
+pub use fortilab_core::wait::wait_for_blocking as wait_for;
 
 /// A spawned device process, SIGTERMed (then killed) on drop.
 pub struct Proc {

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 
 use crate::clock::LabClock;
+use crate::env::DeviceEnv;
 use crate::http::HttpOptions;
 use crate::labnet::LabMap;
 use crate::secrets::{LabToken, Secrets, SecretsMode};
@@ -169,6 +170,33 @@ impl CommonArgs {
             Some(p) => Ok(LabMap::load(p).map_err(|e| UsageError::new(e.to_string()))?),
             None => Ok(LabMap::default()),
         }
+    }
+
+    /// The lab CA certificate's path for the ready report: `--ca-cert`, else the CA kept
+    /// under `data_dir/ca`.
+    pub fn ca_cert_path(&self, data_dir: &Path) -> PathBuf {
+        self.ca_cert
+            .clone()
+            .unwrap_or_else(|| data_dir.join("ca").join("ca.pem"))
+    }
+
+    /// The environment `device`'s `start` runs in (creates its data directory, CA and
+    /// secrets as needed). Returns the data directory too.
+    pub fn device_env(&self, device: &str) -> anyhow::Result<(DeviceEnv, PathBuf)> {
+        let data_dir = self.data_dir(device)?;
+        let secrets = self.secrets(&data_dir)?;
+        let http = self.http_options(secrets.lab_token()?)?;
+        let env = DeviceEnv {
+            ca: std::sync::Arc::new(self.lab_ca(&data_dir)?),
+            clock: self.clock(),
+            lab_map: self.lab_map()?,
+            seed: self.seed,
+            timing: self.timing,
+            data_dir: Some(data_dir.clone()),
+            secrets: std::sync::Arc::new(secrets),
+            http,
+        };
+        Ok((env, data_dir))
     }
 
     /// Writes the ready report if `--ready-file` was given.
