@@ -19,6 +19,7 @@
 //! - [`events`]: the per-device event stream served at `/_lab/events`.
 //! - [`logchan`]: the log channel (FortiGate/FortiClient → FortiAnalyzer; notifications back).
 //! - [`text`]: control characters made visible before text reaches a terminal.
+//! - [`snapshot`]: the device side of in-place lab snapshots (`POST /_lab/snapshot`).
 //! - [`device`]: common flags, tracing, runtime and exit codes of the `sim-*` binaries.
 
 pub mod clock;
@@ -36,6 +37,7 @@ pub mod ready;
 pub mod rng;
 pub mod secrets;
 pub mod shutdown;
+pub mod snapshot;
 pub mod supervise;
 pub mod telemetry;
 pub mod text;
