@@ -23,6 +23,7 @@
 //! - [`wait`]: [`wait::wait_for`], polling a condition until it holds (tests, tools).
 //! - [`env`]: [`DeviceEnv`], what every device's `start` shares (CA, clock, lab map, seed,
 //!   timing, data directory, secrets, lab token).
+//! - [`snapshot`]: the device side of in-place lab snapshots (`POST /_lab/snapshot`).
 
 pub mod binary;
 pub mod clock;
@@ -40,6 +41,7 @@ pub mod ready;
 pub mod rng;
 pub mod secrets;
 pub mod shutdown;
+pub mod snapshot;
 pub mod ssh_console;
 pub mod supervise;
 pub mod telemetry;

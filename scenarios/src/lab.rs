@@ -964,22 +964,26 @@ impl Lab {
     }
 
     /// Saves the whole lab as snapshot `name` (`<data-dir>/snapshots/NAME/`, replacing one of
-    /// the same name): every device's data directory and the lab time, taken as a consistent
-    /// cut (the devices are quiesced, see [`crate::snapshot`]). The lab runs on afterwards
-    /// with its state and ports; the lab clock continues from the cut.
+    /// the same name): every device's state and the lab time, taken as a consistent cut
+    /// **in place** — nothing restarts, consoles and sessions stay open. The links between
+    /// the devices are held (loopback mode), every device writes its state into the snapshot
+    /// under its own locks (`POST /_lab/snapshot`, senders before their receivers), then the
+    /// links go on; see [`crate::snapshot`].
     pub async fn snapshot_save(
         &mut self,
         name: &str,
     ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
         let started = std::time::Instant::now();
-        anyhow::ensure!(
-            self.netns.is_none(),
-            "snapshots of a namespaces-mode lab are not supported yet (loopback mode only)"
-        );
         crate::snapshot::validate_name(name)?;
-        let (cut_ms, quiesce) = self.quiesce(true).await;
-        let t_quiesce = started.elapsed();
         let labels = self.device_labels();
+        let tmp = crate::snapshot::begin_snapshot(&self.dir, name)?;
+        // Pause: nothing passes between the devices from here to the release.
+        self.links.hold_all();
+        let cut_ms = self.clock.now_ns() / 1_000_000;
+        let t_pause = started.elapsed();
+        let saved = self.save_devices(&tmp).await;
+        self.links.release_all();
+        let t_save = started.elapsed();
         let mut info = crate::snapshot::SnapshotInfo {
             name: name.to_string(),
             lab: self.def.lab.name.clone(),
@@ -992,20 +996,80 @@ impl Lab {
             elapsed_ms: 0,
             phases_ms: Default::default(),
         };
-        let written = match &quiesce {
-            Ok(()) => crate::snapshot::write_snapshot(&self.dir, &labels, &mut info)
-                .map(|_| ())
-                .map_err(anyhow::Error::from),
-            Err(e) => Err(anyhow!("{e:#}")),
-        };
-        let t_copy = started.elapsed();
-        let resumed = self.resume(cut_ms).await;
-        written.context("saving the snapshot")?;
-        resumed.context("restarting the lab after the snapshot")?;
+        let finished = saved.and_then(|()| {
+            crate::snapshot::finish_snapshot(&self.dir, &tmp, &labels, &mut info)
+                .map_err(anyhow::Error::from)
+        });
+        if let Err(e) = finished {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.context("saving the snapshot"));
+        }
         info.elapsed_ms = started.elapsed().as_millis() as u64;
-        info.phases_ms = phases(t_quiesce, t_copy, started.elapsed());
+        let ms = |d: Duration| d.as_millis() as u64;
+        info.phases_ms = [
+            ("pause", ms(t_pause)),
+            ("save", ms(t_save.saturating_sub(t_pause))),
+            ("finish", ms(started.elapsed().saturating_sub(t_save))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
         tracing::info!(name, lab_time = %info.lab_time, bytes = info.bytes, ms = info.elapsed_ms, phases = ?info.phases_ms, "lab snapshot saved");
         Ok(info)
+    }
+
+    /// Every device writes its state into `tmp/<label>/` (`POST /_lab/snapshot` on its lab
+    /// surface; the lab Internet keeps nothing at run time, so its data directory is copied):
+    /// the endpoint processes first, then the FortiGate, then FortiAnalyzer and EMS, so every
+    /// sender's state is taken before its receivers' — with the links held that order does
+    /// not matter; without (namespaces mode) it keeps the log channels consistent: a line is
+    /// either still queued at its sender or stored by its receiver.
+    async fn save_devices(&self, tmp: &Path) -> anyhow::Result<()> {
+        let client = crate::clients::http_client(&self.ca, false, Some(&self.lab_token))?;
+        let sources: std::collections::HashMap<String, String> =
+            self.event_sources().into_iter().collect();
+        let endpoints: Vec<String> = self.endpoints.iter().map(|p| p.label.clone()).collect();
+        let rounds: [Vec<String>; 3] = [
+            endpoints,
+            vec!["fortigate".into()],
+            vec!["fortianalyzer".into(), "ems".into()],
+        ];
+        for round in rounds {
+            let calls = round.iter().map(|label| {
+                let client = client.clone();
+                let base = sources.get(label).cloned();
+                let dir = tmp.join(label);
+                async move {
+                    let base = base.ok_or_else(|| anyhow!("{label}: not running"))?;
+                    let url = format!("{base}{}", fortilab_core::snapshot::ROUTE);
+                    let r = client
+                        .post(&url)
+                        .json(&json!({"dir": dir.display().to_string()}))
+                        .send()
+                        .await
+                        .map_err(|e| anyhow!("{label}: POST {url}: {e}"))?;
+                    let status = r.status();
+                    if !status.is_success() {
+                        let body = r.text().await.unwrap_or_default();
+                        anyhow::bail!("{label}: POST {url}: HTTP {status}: {body}");
+                    }
+                    Ok::<(), anyhow::Error>(())
+                }
+            });
+            let errors: Vec<String> = futures::future::join_all(calls)
+                .await
+                .into_iter()
+                .filter_map(|r| r.err().map(|e| format!("{e:#}")))
+                .collect();
+            anyhow::ensure!(errors.is_empty(), "{}", errors.join("; "));
+        }
+        let inet = self.dir.join("internet");
+        if inet.is_dir() {
+            crate::snapshot::copy_tree(&inet, &tmp.join("internet"))?;
+        } else {
+            std::fs::create_dir_all(tmp.join("internet"))?;
+        }
+        Ok(())
     }
 
     /// Restores snapshot `name` into the running lab: every device's state is replaced by the
@@ -1016,10 +1080,6 @@ impl Lab {
         name: &str,
     ) -> anyhow::Result<crate::snapshot::SnapshotInfo> {
         let started = std::time::Instant::now();
-        anyhow::ensure!(
-            self.netns.is_none(),
-            "snapshots of a namespaces-mode lab are not supported yet (loopback mode only)"
-        );
         let labels = self.device_labels();
         let mut info = crate::snapshot::read_snapshot(
             &self.dir,
@@ -1028,7 +1088,7 @@ impl Lab {
             self.seed,
             &labels,
         )?;
-        let (_, quiesce) = self.quiesce(false).await;
+        let (_, quiesce) = self.quiesce().await;
         let t_quiesce = started.elapsed();
         let replaced = match &quiesce {
             Ok(()) => crate::snapshot::restore_dirs(&self.dir, name, &labels)
@@ -1052,41 +1112,12 @@ impl Lab {
         Ok(info)
     }
 
-    /// Quiesces the lab for a snapshot: with `keep`, the FortiGate and the endpoint processes
-    /// are told to save their in-memory state at shutdown; then every device is stopped
-    /// (SIGTERM, drain) in dependency order — endpoints, the FortiGate, then FortiAnalyzer,
-    /// EMS and the lab Internet — so nothing is in flight between two stopped devices. Returns
-    /// the lab time once all have stopped (the cut) and whether every device stopped cleanly.
-    async fn quiesce(&mut self, keep: bool) -> (i64, anyhow::Result<()>) {
+    /// Stops every device for a restore (SIGTERM, drain) in dependency order — endpoints, the
+    /// FortiGate, then FortiAnalyzer, EMS and the lab Internet — so nothing is in flight
+    /// between two stopped devices. Returns the lab time once all have stopped and whether
+    /// every device stopped cleanly.
+    async fn quiesce(&mut self) -> (i64, anyhow::Result<()>) {
         let mut problems = Vec::new();
-        if keep {
-            match crate::clients::http_client(&self.ca, false, Some(&self.lab_token)) {
-                Ok(client) => {
-                    let targets: Vec<(String, String)> = self
-                        .event_sources()
-                        .into_iter()
-                        .filter(|(l, _)| l == "fortigate" || l.starts_with("endpoints"))
-                        .collect();
-                    let calls = targets.iter().map(|(label, base)| {
-                        let client = client.clone();
-                        async move {
-                            let url = format!("{base}/_lab/state/keep");
-                            match client.post(&url).send().await {
-                                Ok(r) if r.status().is_success() => Ok(()),
-                                Ok(r) => Err(format!("{label}: POST {url}: HTTP {}", r.status())),
-                                Err(e) => Err(format!("{label}: POST {url}: {e}")),
-                            }
-                        }
-                    });
-                    for r in futures::future::join_all(calls).await {
-                        if let Err(e) = r {
-                            problems.push(e);
-                        }
-                    }
-                }
-                Err(e) => problems.push(format!("no lab HTTP client: {e:#}")),
-            }
-        }
         let grace = Duration::from_secs(10);
         let mut bad = Vec::new();
         let stops = self.endpoints.iter_mut().map(|p| async move {

@@ -299,6 +299,27 @@ impl LabLinks {
         json!({ "links": out })
     }
 
+    /// Holds every relayed link (a lab snapshot's pause: no bytes and no new connection pass
+    /// between devices until [`LabLinks::release_all`]; conditions and reports unchanged).
+    /// Returns how many links are held: none in namespaces mode, whose links are veths.
+    pub fn hold_all(&self) -> usize {
+        if self.netem.lock().unwrap().is_some() {
+            return 0;
+        }
+        let links = self.links.lock().unwrap();
+        for l in links.values() {
+            l.hold();
+        }
+        links.len()
+    }
+
+    /// Ends [`LabLinks::hold_all`].
+    pub fn release_all(&self) {
+        for l in self.links.lock().unwrap().values() {
+            l.release();
+        }
+    }
+
     /// Stops every relay (the lab is stopping).
     pub fn stop(&self) {
         self.shutdown.cancel();

@@ -1,19 +1,21 @@
 //! Lab snapshots (issue 17 item 3): the whole lab — every device's configuration and state and
 //! the lab clock — saved under `<data-dir>/snapshots/NAME/` and restored into the running lab.
 //!
-//! How (see docs/architecture.md, "Snapshots"): the lab is quiesced — the FortiGate and the
-//! endpoint processes are asked to keep their in-memory state (`POST /_lab/state/keep`), then
-//! every device is stopped with SIGTERM in dependency order (endpoints, FortiGate, then
-//! FortiAnalyzer, EMS and the lab Internet), so each drains and writes everything it holds to
-//! its data directory; the lab time of that moment is the cut. The data directories are copied
-//! (save) or replaced by the snapshot's (restore), and the devices start again on their former
-//! ports with the lab clock continuing from the cut (save) or from the snapshot's lab time
-//! (restore). The lab CA, the secrets file, the lab maps and the link relays are the running
-//! lab's and are left alone, so URLs, tokens and passwords stay valid.
+//! How (see docs/architecture.md, "Snapshots"): a **save** is taken in place. The orchestrator
+//! holds the links between the devices (no byte and no new connection passes), notes the lab
+//! time (the cut), asks every device to write its state into `snapshots/.NAME.tmpPID/<label>/`
+//! (`POST /_lab/snapshot`, [`fortilab_core::snapshot`]: each device writes under its own locks
+//! while it keeps serving; endpoints first, then the FortiGate, then FortiAnalyzer and EMS),
+//! copies the lab Internet's data directory, lets the links go and renames the directory into
+//! place. Nothing restarts: consoles, sessions and event streams stay open. A **restore**
+//! replaces state, so it stops every device in dependency order, replaces each data directory
+//! with the snapshot's and starts the devices again on their former ports with the lab clock at
+//! the snapshot's lab time. The lab CA, the secrets file, the lab maps and the link relays are
+//! the running lab's and are left alone, so URLs, tokens and passwords stay valid.
 //!
-//! This module holds the parts without processes (names, the metadata file, copying
-//! directories); [`crate::lab::Lab::snapshot_save`] and [`crate::lab::Lab::snapshot_restore`]
-//! drive the devices.
+//! This module holds the parts without processes (names, the metadata file, the snapshot
+//! directory, copying directories); [`crate::lab::Lab::snapshot_save`] and
+//! [`crate::lab::Lab::snapshot_restore`] drive the devices.
 
 use std::path::{Path, PathBuf};
 
@@ -76,8 +78,9 @@ pub struct SnapshotInfo {
     /// Real time the operation took (save or restore, the devices' restart included), ms.
     #[serde(default)]
     pub elapsed_ms: u64,
-    /// Where that time went: `quiesce` (devices stopped), `copy` (files), `restart` (devices
-    /// ready and the fabric settled), ms.
+    /// Where that time went, ms. Save: `pause` (links held), `save` (the devices writing
+    /// their state), `finish` (metadata, rename). Restore: `quiesce` (devices stopped), `copy`
+    /// (files), `restart` (devices ready and the fabric settled).
     #[serde(default)]
     pub phases_ms: std::collections::BTreeMap<String, u64>,
 }
@@ -153,39 +156,66 @@ pub fn copy_tree(src: &Path, dst: &Path) -> Result<u64, SnapshotError> {
     Ok(bytes)
 }
 
-/// Writes a snapshot from the device data directories `labels` under `data_dir`: into a
-/// temporary directory first, renamed into place at the end (an existing snapshot of the same
-/// name is replaced only by a complete one). Fills in `info.bytes` and `info.devices`.
+/// Starts writing snapshot `name`: a new private temporary directory under
+/// `<data_dir>/snapshots/` that [`finish_snapshot`] renames into place (so an existing
+/// snapshot of the same name is replaced only by a complete one).
+pub fn begin_snapshot(data_dir: &Path, name: &str) -> Result<PathBuf, SnapshotError> {
+    validate_name(name)?;
+    let root = data_dir.join(SNAPSHOTS_DIR);
+    fortilab_core::secrets::create_private_dir(&root).map_err(|e| io(&root, e))?;
+    let tmp = root.join(format!(".{name}.tmp{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    fortilab_core::secrets::create_private_dir(&tmp).map_err(|e| io(&tmp, e))?;
+    Ok(tmp)
+}
+
+/// Completes a snapshot begun with [`begin_snapshot`] whose device directories `labels` are
+/// written in `tmp`: fills in `info.bytes` and `info.devices`, writes the metadata and renames
+/// it into place.
+pub fn finish_snapshot(
+    data_dir: &Path,
+    tmp: &Path,
+    labels: &[String],
+    info: &mut SnapshotInfo,
+) -> Result<PathBuf, SnapshotError> {
+    for label in labels {
+        if !tmp.join(label).is_dir() {
+            return Err(SnapshotError::Incomplete {
+                name: info.name.clone(),
+                device: label.clone(),
+            });
+        }
+    }
+    info.bytes = fortilab_core::snapshot::dir_bytes(tmp);
+    info.devices = labels.to_vec();
+    let meta = serde_json::to_vec_pretty(info).map_err(|e| io(tmp, e))?;
+    std::fs::write(tmp.join(META_FILE), meta).map_err(|e| io(tmp, e))?;
+    let dst = data_dir.join(SNAPSHOTS_DIR).join(&info.name);
+    if dst.exists() {
+        std::fs::remove_dir_all(&dst).map_err(|e| io(&dst, e))?;
+    }
+    std::fs::rename(tmp, &dst).map_err(|e| io(&dst, e))?;
+    Ok(dst)
+}
+
+/// Writes a snapshot by copying the device data directories `labels` under `data_dir` (of
+/// stopped devices; a running lab's devices write their own, see `Lab::snapshot_save`).
+/// Fills in `info.bytes` and `info.devices`.
 pub fn write_snapshot(
     data_dir: &Path,
     labels: &[String],
     info: &mut SnapshotInfo,
 ) -> Result<PathBuf, SnapshotError> {
-    validate_name(&info.name)?;
-    let root = data_dir.join(SNAPSHOTS_DIR);
-    fortilab_core::secrets::create_private_dir(&root).map_err(|e| io(&root, e))?;
-    let tmp = root.join(format!(".{}.tmp{}", info.name, std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    fortilab_core::secrets::create_private_dir(&tmp).map_err(|e| io(&tmp, e))?;
-    let mut bytes = 0;
+    let tmp = begin_snapshot(data_dir, &info.name)?;
     for label in labels {
         let src = data_dir.join(label);
         if src.is_dir() {
-            bytes += copy_tree(&src, &tmp.join(label))?;
+            copy_tree(&src, &tmp.join(label))?;
         } else {
             std::fs::create_dir_all(tmp.join(label)).map_err(|e| io(&tmp, e))?;
         }
     }
-    info.bytes = bytes;
-    info.devices = labels.to_vec();
-    let meta = serde_json::to_vec_pretty(info).map_err(|e| io(&tmp, e))?;
-    std::fs::write(tmp.join(META_FILE), meta).map_err(|e| io(&tmp, e))?;
-    let dst = root.join(&info.name);
-    if dst.exists() {
-        std::fs::remove_dir_all(&dst).map_err(|e| io(&dst, e))?;
-    }
-    std::fs::rename(&tmp, &dst).map_err(|e| io(&dst, e))?;
-    Ok(dst)
+    finish_snapshot(data_dir, &tmp, labels, info)
 }
 
 /// Reads a snapshot's metadata and checks it belongs to lab `lab`/`seed` and holds every

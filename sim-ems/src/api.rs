@@ -70,6 +70,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         r = r.route(path, mr.clone()).route(&format!("{path}/"), mr);
     }
     r.route("/_lab/health", get(lab_health))
+        .route(
+            fortilab_core::snapshot::ROUTE,
+            axum::routing::post(lab_snapshot),
+        )
         .route("/_lab/auto-authorize", any(lab_auto_authorize))
         .route(
             "/_lab/events",
@@ -1180,6 +1184,18 @@ async fn fabric_q(sh: Arc<Shared>, req: Request, quarantine: bool) -> Response {
 }
 
 // ---------------------------------------------------------------- lab surface
+
+/// `POST /_lab/snapshot` (`{"dir"}`): EMS's state into a new directory, while it runs on
+/// ([`Shared::snapshot_to`]).
+async fn lab_snapshot(State(sh): ApiState, body: Bytes) -> Response {
+    fortilab_core::snapshot::handle(&body, |dir| async move {
+        tokio::task::spawn_blocking(move || sh.snapshot_to(&dir))
+            .await
+            .map_err(|e| format!("snapshot task: {e}"))?
+            .map_err(|e| format!("EMS state: {e}"))
+    })
+    .await
+}
 
 async fn lab_health(State(sh): ApiState) -> Response {
     let now = sh.now_ms();

@@ -196,6 +196,39 @@ impl Shared {
         self.store.snapshot(st.generation, &bytes)
     }
 
+    /// Writes the whole state into `dir` with the layout of the data directory (a lab
+    /// snapshot taken while EMS runs on): the state document as of now (cloned under the
+    /// state lock, `last_seen` included; no journal) and the data directory's other files.
+    pub fn snapshot_to(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        let state_name = self
+            .store
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let journal_name = self
+            .store
+            .journal_path()
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // The store's files sit in the data directory.
+        let data_dir = self
+            .store
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .to_path_buf();
+        fortilab_core::snapshot::copy_dir_except(
+            &data_dir,
+            dir,
+            &[state_name.as_str(), journal_name.as_str()],
+        )?;
+        let st = self.lock().clone();
+        let bytes = serde_json::to_vec(&st).map_err(std::io::Error::other)?;
+        store::write_atomic(&dir.join(&state_name), &bytes)
+    }
+
     /// Whether a routine keep-alive (one that changed nothing) of `device_id` is an
     /// `endpoint.keepalive` event: one in `endpoints / 50` above 50 endpoints, and at most one
     /// per [`ROUTINE_KA_EVENT_MS`] of lab time per endpoint. With `--timing fast` (a keep-alive

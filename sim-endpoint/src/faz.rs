@@ -112,6 +112,18 @@ impl Uplink {
         }
     }
 
+    /// Writes the running uplink's queue (unacknowledged lines and numbering) into the new
+    /// directory `dst` (a lab snapshot); `None` when the uplink does not run.
+    pub fn snapshot_to(&self, dst: &std::path::Path) -> Option<std::io::Result<()>> {
+        let sender = self
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, s)| s.clone());
+        sender.map(|s| s.snapshot_to(dst))
+    }
+
     /// Whether the uplink runs and has a live connection to its FortiAnalyzer.
     pub fn connected(&self) -> bool {
         self.inner

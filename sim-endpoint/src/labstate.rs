@@ -3,7 +3,9 @@
 //! saved at shutdown when the orchestrator asks (`POST /_lab/state/keep`) and loaded at the
 //! next start. The profile is not kept: EMS sends it again at registration, which is what
 //! starts the log upload. A start that finds the file loads it and removes it, so an ordinary
-//! restart starts unregistered and unquarantined, as before.
+//! restart starts unregistered and unquarantined, as before. A snapshot of the running
+//! process (`POST /_lab/snapshot`) writes the same file into the snapshot's directory instead,
+//! with each uplink's log queue, without stopping anything.
 
 use std::path::Path;
 use std::sync::Arc;

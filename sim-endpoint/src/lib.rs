@@ -595,6 +595,7 @@ fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/_lab/health", get(health))
         .route("/_lab/state/keep", post(keep_state))
+        .route(fortilab_core::snapshot::ROUTE, post(snapshot))
         .route(
             "/_lab/events",
             get(fortilab_core::events::sse_handler).with_state(shared.bus.clone()),
@@ -658,6 +659,44 @@ async fn keep_state(State(sh): ApiState) -> Response {
     sh.keep_state
         .store(true, std::sync::atomic::Ordering::SeqCst);
     Json(json!({"ok": true, "file": labstate::STATE_FILE})).into_response()
+}
+
+/// `POST /_lab/snapshot` (`{"dir"}`): every endpoint's state into a new directory while they
+/// run on: the agents' state ([`labstate::STATE_FILE`], so the start from it registers again
+/// with the saved quarantine), each running uplink's log queue (copied under its lock) and the
+/// data directory's other files.
+async fn snapshot(State(sh): ApiState, body: axum::body::Bytes) -> Response {
+    fortilab_core::snapshot::handle(&body, |dir| async move {
+        tokio::task::spawn_blocking(move || snapshot_to(&sh, &dir))
+            .await
+            .map_err(|e| format!("snapshot task: {e}"))?
+    })
+    .await
+}
+
+fn snapshot_to(sh: &Shared, dir: &std::path::Path) -> Result<(), String> {
+    let data = &sh.data_dir;
+    fortilab_core::snapshot::copy_dir_except(data, dir, &[labstate::STATE_FILE, "logqueue"])
+        .map_err(|e| format!("copying {}: {e}", data.display()))?;
+    for e in &sh.endpoints {
+        let dst = dir.join("logqueue").join(&e.id.name);
+        let res = match e.uplink.snapshot_to(&dst) {
+            Some(r) => r,
+            None => {
+                let src = data.join("logqueue").join(&e.id.name);
+                if src.is_dir() {
+                    std::fs::create_dir_all(&dst)
+                        .and_then(|()| fortilab_core::snapshot::copy_dir_except(&src, &dst, &[]))
+                        .map(|_| ())
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        res.map_err(|err| format!("log queue of {}: {err}", e.id.name))?;
+    }
+    labstate::save(dir, &labstate::export(&sh.endpoints))
+        .map_err(|e| format!("{}: {e}", labstate::STATE_FILE))
 }
 
 async fn status(State(sh): ApiState, Path(name): Path<String>) -> Response {

@@ -23,6 +23,8 @@ pub struct App {
     pub faz: Arc<Faz>,
     pub api: ApiState,
     pub receiver: Option<LogReceiver>,
+    /// The data directory (`--data-dir`): what a lab snapshot copies besides the store.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -38,6 +40,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/_lab/ioc/cycle", post(ioc_cycle))
         .route("/_lab/tidb", get(tidb_info))
         .route("/_lab/tidb/lookup", post(tidb_lookup))
+        .route(fortilab_core::snapshot::ROUTE, post(snapshot))
         .layer(DefaultBodyLimit::max(4 * jsonrpc::MAX_BODY))
         .with_state(app)
         .merge(events)
@@ -236,6 +239,29 @@ async fn ioc_cycle(State(app): State<Arc<App>>) -> Json<Value> {
     let faz = app.faz.clone();
     let _ = tokio::task::spawn_blocking(move || faz.ioc_cycle()).await;
     Json(json!({"ok": true}))
+}
+
+/// `POST /_lab/snapshot` (`{"dir"}`): the FortiAnalyzer's whole state into a new directory
+/// while it runs on: a copy of the SQLite store (`store/logs.db`, `VACUUM INTO` between two
+/// commits: logs, sequences, IOC results, compromised hosts, settings, registrations) and the
+/// other files of the data directory (the SSH host key).
+async fn snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    fortilab_core::snapshot::handle(&body, |dir| async move {
+        tokio::task::spawn_blocking(move || {
+            if let Some(src) = &app.data_dir {
+                fortilab_core::snapshot::copy_dir_except(src, &dir, &["store"])
+                    .map_err(|e| format!("copying {}: {e}", src.display()))?;
+            }
+            app.faz
+                .store
+                .backup_into(&dir.join("store"))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| format!("snapshot task: {e}"))?
+    })
+    .await
 }
 
 async fn tidb_info(State(app): State<Arc<App>>) -> Json<Value> {

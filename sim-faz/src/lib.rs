@@ -274,6 +274,7 @@ pub async fn start(
         faz: faz.clone(),
         api: jsonrpc::ApiState::default(),
         receiver: Some(receiver.clone()),
+        data_dir: Some(data_dir.clone()),
     });
     // Every long-running task is supervised: a panic is reported (`task.panicked`) and the
     // task restarted on the same listener.

@@ -391,6 +391,12 @@ impl Device {
         let Some(dir) = &self.data_dir else {
             return Ok(());
         };
+        self.persist_to(dir)
+    }
+
+    /// Writes the configuration as `dir/fgt.conf` atomically (the data directory, or a lab
+    /// snapshot's directory).
+    pub fn persist_to(&self, dir: &std::path::Path) -> std::io::Result<()> {
         let _g = self.persist_lock.lock().unwrap_or_else(|p| p.into_inner());
         let text = self.config.show(false, "admin");
         let path = dir.join(CONFIG_FILE);

@@ -73,16 +73,65 @@ impl LabState {
     }
 }
 
-/// `POST /_lab/state/keep`: save the in-memory state at the coming shutdown.
-pub fn lab_router(dev: Arc<Device>) -> Router {
-    Router::new()
-        .route("/_lab/state/keep", post(keep))
-        .with_state(dev)
+/// What the lab-state routes need.
+#[derive(Clone)]
+pub struct LabParts {
+    pub device: Arc<Device>,
+    pub automation: Arc<Engine>,
+    pub forwarder: Arc<crate::forward::Forwarder>,
 }
 
-async fn keep(State(dev): State<Arc<Device>>) -> Json<serde_json::Value> {
-    dev.keep_state.store(true, Ordering::SeqCst);
+/// `POST /_lab/state/keep`: save the in-memory state at the coming shutdown;
+/// `POST /_lab/snapshot` (`{"dir"}`): write the whole state into a new directory now, while
+/// the device runs on (see [`LabState::snapshot_to`]).
+pub fn lab_router(parts: LabParts) -> Router {
+    Router::new()
+        .route("/_lab/state/keep", post(keep))
+        .route(fortilab_core::snapshot::ROUTE, post(snapshot))
+        .with_state(parts)
+}
+
+async fn keep(State(p): State<LabParts>) -> Json<serde_json::Value> {
+    p.device.keep_state.store(true, Ordering::SeqCst);
     Json(serde_json::json!({"ok": true, "file": STATE_FILE}))
+}
+
+async fn snapshot(State(p): State<LabParts>, body: axum::body::Bytes) -> axum::response::Response {
+    fortilab_core::snapshot::handle(&body, |dir| async move {
+        tokio::task::spawn_blocking(move || LabState::snapshot_to(&p, &dir))
+            .await
+            .map_err(|e| format!("snapshot task: {e}"))?
+    })
+    .await
+}
+
+impl LabState {
+    /// Writes the FortiGate's whole state into `dir` with the layout of its data directory:
+    /// the configuration (`fgt.conf`), the FortiAnalyzer log queue (`logqueue/`: the running
+    /// sender's unacknowledged lines and numbering, copied under its lock), the in-memory
+    /// state ([`STATE_FILE`], so the start from it is a resume) and the other files of the
+    /// data directory (the SSH host key).
+    pub fn snapshot_to(p: &LabParts, dir: &Path) -> Result<(), String> {
+        let sender = p.forwarder.faz_sender();
+        let mut skip = vec![crate::device::CONFIG_FILE, STATE_FILE];
+        if sender.is_some() {
+            skip.push("logqueue");
+        }
+        if let Some(src) = &p.device.data_dir {
+            fortilab_core::snapshot::copy_dir_except(src, dir, &skip)
+                .map_err(|e| format!("copying {}: {e}", src.display()))?;
+        }
+        if let Some(s) = &sender {
+            s.snapshot_to(&dir.join("logqueue"))
+                .map_err(|e| format!("log queue: {e}"))?;
+        }
+        p.device
+            .persist_to(dir)
+            .map_err(|e| format!("configuration: {e}"))?;
+        LabState::export(&p.device, &p.automation)
+            .save(dir)
+            .map_err(|e| format!("{STATE_FILE}: {e}"))
+    }
 }
 
 #[cfg(test)]

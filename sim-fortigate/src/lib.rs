@@ -461,7 +461,11 @@ pub async fn start(
         .merge(dataplane.lab_router())
         .merge(forwarder.lab_router())
         .merge(automation::lab_router(automation.clone()))
-        .merge(labstate::lab_router(device.clone()));
+        .merge(labstate::lab_router(labstate::LabParts {
+            device: device.clone(),
+            automation: automation.clone(),
+            forwarder: forwarder.clone(),
+        }));
     let task = sup
         .spawn_tcp("api", listeners.api, shutdown.clone(), {
             let shutdown = shutdown.clone();

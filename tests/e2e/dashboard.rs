@@ -501,3 +501,50 @@ fn dashboard_in_headless_chromium() {
         lab.stderr()
     );
 }
+
+/// The dashboard's snapshot buttons in headless Chromium (tests/py/dashboard_snapshots.py): a
+/// snapshot saved under a typed name is listed; a FortiGate address deleted through REST after
+/// it is back after the Restore button.
+#[test]
+fn dashboard_snapshot_buttons_in_headless_chromium() {
+    if std::env::var_os("FORTILAB_SKIP_BROWSER").is_some() {
+        eprintln!("FORTILAB_SKIP_BROWSER set: skipped");
+        return;
+    }
+    support::require_program("chromium", "chromium");
+    support::require_program("chromedriver", "chromium-driver");
+    let mut python = support::python_command(&["selenium", "requests"]);
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = start_lab(dir.path());
+    let ready = dir.path().join("fortilab.ready.json");
+    let ca = lab.ready["ca_cert"].as_str().unwrap().to_string();
+    let out = python
+        .arg(repo().join("tests/py/dashboard_snapshots.py"))
+        .env("READY", &ready)
+        .env("ARTIFACTS", artifacts())
+        .env("REQUESTS_CA_BUNDLE", &ca)
+        .output()
+        .expect("python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "snapshot buttons browser test failed:\n{stdout}\n{}\n--- fortilab stderr:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.stderr()
+    );
+    let m: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(m["listed"], serde_json::json!(["browser-snap"]), "{m:#}");
+    assert_eq!(m["deleted_status"], 404, "{m:#}");
+    assert_eq!(m["restored_status"], 200, "{m:#}");
+    assert!(dir
+        .path()
+        .join("data/snapshots/browser-snap/snapshot.json")
+        .exists());
+    let st = lab.terminate();
+    assert!(
+        st.success(),
+        "fortilab up exited with {st}:\n{}",
+        lab.stderr()
+    );
+}

@@ -144,8 +144,8 @@ impl Lab {
             .any(|t| t["id"] == id && t["done"] == true)
     }
 
-    /// Waits until the current task is `id` and its starting snapshot is taken (the devices
-    /// restart while it is taken).
+    /// Waits until the current task is `id` and its starting snapshot is taken (in place:
+    /// nothing restarts).
     fn wait_current(&self, id: &str) {
         support::wait_for(
             &format!("task {id} current, its snapshot taken"),
@@ -300,12 +300,43 @@ fn seed_exercise_played_through_console_and_rest_ticks_every_task() {
     assert_eq!(p["last_activity"], Value::Null);
     let mut latencies = Vec::new();
 
-    // 1. Console: logging to FortiAnalyzer.
-    latencies.push(lab.expect_done_after("faz-logging", |lab| {
-        lab.fortigate_console(
-            "config log fortianalyzer setting\nset status enable\nset server 10.115.1.20\nset upload-option realtime\nend",
-        );
+    // 1. Console: logging to FortiAnalyzer, typed into an interactive session that stays open
+    // across the next task's start (whose snapshot is taken in place, without restarts).
+    let ssh_addr: std::net::SocketAddr = lab.ready()["fortigate"]["ssh"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let mut console = support::sshconsole::SshConsole::open(
+        &lab.dir,
+        ssh_addr,
+        "admin",
+        lab.ready()["fortigate"]["admin"]["password"]
+            .as_str()
+            .unwrap(),
+        "# ",
+    );
+    latencies.push(lab.expect_done_after("faz-logging", |_| {
+        for line in [
+            "config log fortianalyzer setting",
+            "set status enable",
+            "set server 10.115.1.20",
+            "set upload-option realtime",
+            "end",
+        ] {
+            console.type_line(line);
+        }
     }));
+    lab.wait_current("faz-authorize");
+    assert!(
+        console.is_open(),
+        "the console survived the task's snapshot"
+    );
+    let at = console.type_line("get system status");
+    console.wait_output("the console answers after the snapshot", at, |t| {
+        t.contains("Version:")
+    });
+    drop(console);
     let p = lab.progress();
     assert!(
         p["tasks"][0]["done_at"].as_str().unwrap().ends_with('Z'),

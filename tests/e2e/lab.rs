@@ -1071,7 +1071,21 @@ fn a_snapshot_brings_the_whole_lab_back_and_the_flow_continues() {
     assert!(!acked(&host));
     assert_eq!(stitch_runs(), 1);
 
-    // Save.
+    // Save, in place: an SSH console opened before it is still the same session after it,
+    // and no device process restarted.
+    let data_s = dir.path().join("data").display().to_string();
+    let mut pids_before = pids_mentioning(&data_s);
+    pids_before.sort();
+    let ssh_addr: std::net::SocketAddr = r["fortigate"]["ssh"].as_str().unwrap().parse().unwrap();
+    let mut console = support::sshconsole::SshConsole::open(
+        dir.path(),
+        ssh_addr,
+        "admin",
+        r["fortigate"]["admin"]["password"].as_str().unwrap(),
+        "# ",
+    );
+    let at = console.type_line("get system status");
+    console.wait_output("get system status", at, |t| t.contains("Version:"));
     let (code, out, err) = run_fortilab(&[
         "snapshot",
         "save",
@@ -1085,10 +1099,36 @@ fn a_snapshot_brings_the_whole_lab_back_and_the_flow_continues() {
     let cut = info["lab_time_ms"].as_i64().unwrap();
     assert_eq!(info["name"], "quarantined");
     assert!(info["devices"].as_array().unwrap().len() >= 5, "{info}");
+    assert!(
+        info["elapsed_ms"].as_u64().unwrap() < 5_000,
+        "a save takes milliseconds: {info}"
+    );
     assert!(dir
         .path()
         .join("data/snapshots/quarantined/snapshot.json")
         .exists());
+    let mut pids_after = pids_mentioning(&data_s);
+    pids_after.sort();
+    assert_eq!(pids_after, pids_before, "no device restarted");
+    assert!(console.is_open(), "the console session survived the save");
+    for line in [
+        "config firewall address",
+        "edit console-after-save",
+        "set subnet 192.0.2.8 255.255.255.255",
+        "end",
+    ] {
+        console.type_line(line);
+    }
+    wait_for("the console's change", Duration::from_secs(10), || {
+        (curl_status(
+            "GET",
+            &format!("{fgt}/api/v2/cmdb/firewall/address/console-after-save"),
+            &ca,
+            &["-H", &fgt_auth],
+        )
+        .0 == 200)
+            .then_some(())
+    });
     // The lab runs on with its state.
     assert_eq!(quarantined(), Some(true));
     let (code, out, _) = run_fortilab(&["snapshot", "list", "--attach", &ready_s]);

@@ -792,3 +792,109 @@ impl Drop for StopLab {
         let _ = Command::new(bin("fortilab")).arg("netns-clean").output();
     }
 }
+
+/// Snapshots of a namespaces-mode lab: `fortilab snapshot save` is taken in place (the same
+/// device processes before and after) and `restore` brings back the FortiGate configuration
+/// of the cut, on the lab's real addresses; the lab stops cleanly afterwards.
+#[test]
+fn snapshots_save_in_place_and_restore_in_namespaces_mode() {
+    if !root() {
+        return;
+    }
+    let curl = support::require_program("curl", "curl");
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let data = dir.path().join("data");
+    let mut child = Command::new(bin("fortilab"))
+        .args(["up", "--network", "namespaces", "--json", "--ready-file"])
+        .arg(&ready)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("up.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let r = wait_for(
+        "the namespaces lab's ready file",
+        Duration::from_secs(60),
+        || {
+            std::fs::read_to_string(&ready)
+                .ok()
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        },
+    );
+    let prefix = r["netns"].as_str().expect("netns prefix").to_string();
+    let ca = r["ca_cert"].as_str().unwrap().to_string();
+    let auth = format!(
+        "Authorization: Bearer {}",
+        r["fortigate"]["api_token"].as_str().unwrap()
+    );
+    let api = "https://10.115.1.1:443/api/v2/cmdb/firewall/address";
+    let add = |name: &str| {
+        let out = Command::new(&curl)
+            .args(["-sS", "--cacert", &ca, "-H", &auth, "-d"])
+            .arg(format!(
+                r#"{{"name":"{name}","subnet":"192.0.2.9 255.255.255.255"}}"#
+            ))
+            .arg(api)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(said.contains("success"), "{said}");
+    };
+    let status = |name: &str| {
+        let out = Command::new(&curl)
+            .args(["-sS", "--cacert", &ca, "-H", &auth, "-o", "/dev/null"])
+            .args(["-w", "%{http_code}"])
+            .arg(format!("{api}/{name}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let snapshot = |op: &str| -> serde_json::Value {
+        let out = Command::new(bin("fortilab"))
+            .args(["snapshot", op, "cut", "--json", "--attach"])
+            .arg(&ready)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "snapshot {op}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let data_s = data.display().to_string();
+    let pids = || {
+        let mut p = support::pids_mentioning(&data_s);
+        p.sort();
+        p
+    };
+
+    add("before-cut");
+    let before = pids();
+    let saved = snapshot("save");
+    eprintln!("namespaces snapshot save: {saved}");
+    assert_eq!(pids(), before, "no device restarted for the save");
+    add("after-cut");
+    assert_eq!(status("after-cut"), "200");
+    let restored = snapshot("restore");
+    eprintln!("namespaces snapshot restore: {restored}");
+    assert_eq!(restored["lab_time_ms"], saved["lab_time_ms"]);
+    assert_eq!(status("before-cut"), "200", "the state of the cut");
+    assert_eq!(status("after-cut"), "404", "a change after the cut is gone");
+
+    support::unsafe_free_kill(child.id(), "INT");
+    let st = wait_for("fortilab up to exit", Duration::from_secs(30), || {
+        child.try_wait().unwrap()
+    });
+    assert!(st.success(), "fortilab up exit: {st}");
+    let left = leftovers(&prefix);
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(no_lab_routes());
+}

@@ -55,6 +55,9 @@ pub struct Link {
     pub stats: LinkStats,
     seed: u64,
     conn_seq: AtomicU64,
+    /// While a lab snapshot holds the link ([`Link::hold`]): the real condition to apply
+    /// when the hold ends (the latest one set meanwhile).
+    held: std::sync::Mutex<Option<LinkCondition>>,
 }
 
 impl std::fmt::Debug for Link {
@@ -73,6 +76,7 @@ impl Link {
             stats: LinkStats::default(),
             seed,
             conn_seq: AtomicU64::new(0),
+            held: std::sync::Mutex::new(None),
         })
     }
 
@@ -80,7 +84,33 @@ impl Link {
     /// [`LinkCondition::to_real`]).
     pub fn set(&self, lab: LinkCondition, real: LinkCondition) {
         *self.lab.lock().unwrap_or_else(|p| p.into_inner()) = lab;
-        self.tx.send_replace(real);
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        match held.as_mut() {
+            Some(after) => *after = real,
+            None => {
+                self.tx.send_replace(real);
+            }
+        }
+    }
+
+    /// Holds the link for a lab snapshot: nothing passes (as when down: bytes in flight and
+    /// new connections wait) until [`Link::release`]; the condition as set and reported does
+    /// not change, and one set meanwhile applies at the release.
+    pub fn hold(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if held.is_none() {
+            let cur = *self.tx.borrow();
+            *held = Some(cur);
+            self.tx.send_replace(LinkCondition { down: true, ..cur });
+        }
+    }
+
+    /// Ends a [`Link::hold`]: the link's condition applies again.
+    pub fn release(&self) {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = held.take() {
+            self.tx.send_replace(c);
+        }
     }
 
     /// The condition as set (lab time).
@@ -398,6 +428,33 @@ mod tests {
         assert_eq!(&b, b"during");
         s2.read_exact(&mut b2).await.unwrap();
         assert_eq!(&b2, b"new");
+    }
+
+    #[tokio::test]
+    async fn a_hold_stops_bytes_without_changing_the_reported_condition() {
+        let link = Link::new(LinkId::new("fortigate", "faz").unwrap(), 1);
+        let (a, _stop) = relay(&link, echo_server().await).await;
+        let mut s = TcpStream::connect(a).await.unwrap();
+        assert_eq!(roundtrip(&mut s, b"hello").await, b"hello");
+        link.hold();
+        s.write_all(b"during").await.unwrap();
+        let mut b = [0u8; 6];
+        let r = tokio::time::timeout(Duration::from_millis(150), s.read_exact(&mut b)).await;
+        assert!(r.is_err(), "bytes passed a held link");
+        assert_eq!(link.report()["state"], "up");
+        // A condition set during the hold applies at the release.
+        let slow = LinkCondition {
+            latency: Duration::from_millis(5),
+            ..LinkCondition::CLEAN
+        };
+        link.set(slow, slow);
+        assert!(link.tx.borrow().down);
+        link.release();
+        assert_eq!(*link.tx.borrow(), slow);
+        s.read_exact(&mut b).await.unwrap();
+        assert_eq!(&b, b"during");
+        link.release(); // a second release changes nothing
+        assert_eq!(*link.tx.borrow(), slow);
     }
 
     #[tokio::test]

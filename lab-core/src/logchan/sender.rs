@@ -237,6 +237,12 @@ impl LogSender {
         self.shared.data.notify_one();
     }
 
+    /// Writes a copy of the queue (unacknowledged lines and numbering) into the new directory
+    /// `dst`, under the queue's lock: a lab snapshot taken while the sender runs on.
+    pub fn snapshot_to(&self, dst: &std::path::Path) -> std::io::Result<()> {
+        self.shared.queue.lock().unwrap().snapshot_to(dst)
+    }
+
     /// Points the sender at another server (the FortiAnalyzer address changed): the current
     /// connection is closed and the queue is resent to the new one.
     pub fn set_server(&self, server: SocketAddr, server_name: String) {

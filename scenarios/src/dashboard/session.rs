@@ -302,9 +302,9 @@ impl LabSession {
     }
 
     /// Saves or restores a lab snapshot (the dashboard's buttons, `POST /_lab/snapshot`,
-    /// `fortilab snapshot`): the devices restart on their ports; the timeline follows the lab
-    /// clock (a restore moves it back to the snapshot's lab time) and the ready file is
-    /// rewritten with it.
+    /// `fortilab snapshot`): a save is taken in place (nothing restarts); a restore restarts
+    /// the devices on their ports, the timeline follows the lab clock back to the snapshot's
+    /// lab time and the ready file is rewritten with it.
     pub async fn snapshot(
         &self,
         op: crate::snapshot::SnapshotOp,

@@ -385,6 +385,24 @@ impl Store {
             .map_err(|_| StoreError::Writer("log store writer stopped".into()))
     }
 
+    /// Writes a consistent copy of the store to `dir/logs.db` (a lab snapshot taken while the
+    /// FortiAnalyzer runs on): `VACUUM INTO` on the writer thread, between two commits, so the
+    /// copy holds whole transactions only (logs and `seqs` agree). Returns its size in bytes.
+    pub fn backup_into(&self, dir: &Path) -> Result<u64, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+            path: dir.display().to_string(),
+            msg: e.to_string(),
+        })?;
+        let target = dir.join("logs.db");
+        let t = target.clone();
+        self.on_writer(move |w: &mut Writer| {
+            w.conn
+                .execute("VACUUM INTO ?1", params![t.display().to_string()])
+                .map(|_| ())
+        })??;
+        Ok(std::fs::metadata(&target).map(|m| m.len()).unwrap_or(0))
+    }
+
     /// Refreshes the query planner's statistics.
     pub fn optimize(&self) {
         let _ = self.on_writer(|w| {

@@ -4,6 +4,7 @@
 
 pub mod ansible;
 pub mod devices;
+pub mod sshconsole;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
