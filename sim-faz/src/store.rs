@@ -675,6 +675,28 @@ pub struct StoreOptions {
     /// SQLite `mmap_size` of the writer, bytes. Default 0: sealing a segment reads all of it,
     /// so through a map the resident pages grew with the store.
     pub writer_mmap_bytes: u64,
+    /// Longest time lines committed as [`Durability::Unacknowledged`] (syslog) may wait for
+    /// the WAL's fsync ([`DEFAULT_SYNC_WINDOW`]); zero fsyncs every commit.
+    pub sync_window: std::time::Duration,
+}
+
+/// Default [`StoreOptions::sync_window`].
+pub const DEFAULT_SYNC_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How a batch of lines must be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The sender is told the lines are stored once they are committed (the log channel's
+    /// acknowledgement): the commit fsyncs the WAL (`synchronous=FULL`), so they survive a
+    /// power loss.
+    #[default]
+    Acknowledged,
+    /// Nobody is told (syslog has no acknowledgement): committed without waiting for the
+    /// fsync, which follows within [`StoreOptions::sync_window`] (with the next acknowledged
+    /// commit, the first commit after the window, or a checkpoint when the writer is idle).
+    /// Once committed the lines survive a crash of the process; a power loss or kernel crash
+    /// loses at most the last window's.
+    Unacknowledged,
 }
 
 /// Reader connections (searches, counts) beside the writer.
@@ -702,6 +724,7 @@ impl Default for StoreOptions {
             reader_cache_kib: DEFAULT_READER_CACHE_KIB,
             reader_mmap_bytes: DEFAULT_READER_MMAP_BYTES,
             writer_mmap_bytes: 0,
+            sync_window: DEFAULT_SYNC_WINDOW,
         }
     }
 }
@@ -720,6 +743,7 @@ struct Batch {
     /// The sender's last sequence after this batch (sequenced senders only).
     last: Option<u64>,
     kv: KvUpdates,
+    durability: Durability,
     done: mpsc::SyncSender<Result<(), String>>,
 }
 
@@ -750,6 +774,8 @@ struct Writer {
     hot: u32,
     hot_rows: u64,
     next_id: i64,
+    /// When the oldest commit whose WAL frames are not fsynced yet was made.
+    unsynced_since: Option<std::time::Instant>,
 }
 
 /// A batch queued by [`Store::submit`].
@@ -854,20 +880,95 @@ impl Writer {
     /// opened, oldest first.
     fn commit_group(&mut self, group: &[Batch]) -> rusqlite::Result<Vec<u32>> {
         let (id0, hot0, rows0) = (self.next_id, self.hot, self.hot_rows);
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut created = Vec::new();
-        let res = self.insert_group(group, &mut created).and_then(|()| {
+        let fsync = self.group_needs_fsync(group);
+        if !fsync {
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let res = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
+            let mut created = Vec::new();
+            self.insert_group(group, &mut created)?;
             self.conn.execute_batch("COMMIT")?;
-            Ok(())
+            Ok(created)
         });
+        if !fsync {
+            // Back to FULL for everything else (acknowledged batches, sealing, retention).
+            if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+                tracing::error!(error = %e, "log store: synchronous=FULL not restored");
+            }
+        }
         match res {
-            Ok(()) => Ok(created),
+            Ok(created) => {
+                self.note_commit(fsync);
+                Ok(created)
+            }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.next_id = id0;
                 self.hot = hot0;
                 self.hot_rows = rows0;
                 Err(e)
+            }
+        }
+    }
+
+    /// Whether a group's commit must fsync the WAL: it holds an acknowledged batch, or
+    /// unacknowledged lines have waited for an fsync as long as the window allows.
+    fn group_needs_fsync(&self, group: &[Batch]) -> bool {
+        self.opts.sync_window.is_zero()
+            || group
+                .iter()
+                .any(|b| b.durability == Durability::Acknowledged)
+            || self.sync_due(std::time::Instant::now())
+    }
+
+    /// Whether the oldest commit not fsynced yet has waited the whole window.
+    fn sync_due(&self, now: std::time::Instant) -> bool {
+        self.unsynced_since
+            .is_some_and(|t| now.duration_since(t) >= self.opts.sync_window)
+    }
+
+    /// Notes a successful commit: with an fsync, every earlier frame is on disk too.
+    fn note_commit(&mut self, fsynced: bool) {
+        if fsynced {
+            self.unsynced_since = None;
+        } else if self.unsynced_since.is_none() {
+            self.unsynced_since = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Fsyncs the WAL file (SQLite wrote the frames of commits made without an fsync; an
+    /// fsync through any descriptor of the file puts them on disk).
+    fn sync_wal(&mut self) {
+        if self.unsynced_since.is_none() {
+            return;
+        }
+        let wal = format!("{}-wal", self.conn.path().unwrap_or_default());
+        match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+            Ok(()) => self.unsynced_since = None,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %wal, "log store: syncing the WAL failed");
+                // Tried again after another window (not in a busy loop).
+                self.unsynced_since = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    /// The next job; while unacknowledged commits wait for their fsync, the WAL is synced when
+    /// the window ends with nothing else to do. `None` once the queue is closed (after a
+    /// last sync).
+    fn next_job(&mut self, rx: &mpsc::Receiver<Job>) -> Option<Job> {
+        loop {
+            let Some(since) = self.unsynced_since else {
+                return rx.recv().ok();
+            };
+            let left = self.opts.sync_window.saturating_sub(since.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(j) => return Some(j),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.sync_wal(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.sync_wal();
+                    return None;
+                }
             }
         }
     }
@@ -945,9 +1046,9 @@ impl Writer {
         loop {
             let job = match carry.take() {
                 Some(j) => j,
-                None => match rx.recv() {
-                    Ok(j) => j,
-                    Err(_) => return,
+                None => match self.next_job(&rx) {
+                    Some(j) => j,
+                    None => return,
                 },
             };
             let first = match job {
@@ -1306,6 +1407,7 @@ impl Store {
             hot: 0,
             hot_rows: 0,
             next_id,
+            unsynced_since: None,
         };
         match nums.last() {
             // The newest segment keeps filling; a legacy `logs` table (segment 0) is closed.
@@ -1450,6 +1552,20 @@ impl Store {
         &self,
         dev: &str,
         first_seq: u64,
+        rows: Vec<Row>,
+        rtime: i64,
+        hook: impl FnOnce(&[Row]) -> KvUpdates,
+    ) -> Result<Pending, StoreError> {
+        self.submit_with(Durability::Acknowledged, dev, first_seq, rows, rtime, hook)
+    }
+
+    /// [`Store::submit`] with the batch's [`Durability`] (syslog: unacknowledged, committed
+    /// without waiting for an fsync of its own).
+    pub fn submit_with(
+        &self,
+        durability: Durability,
+        dev: &str,
+        first_seq: u64,
         mut rows: Vec<Row>,
         rtime: i64,
         hook: impl FnOnce(&[Row]) -> KvUpdates,
@@ -1504,6 +1620,7 @@ impl Store {
                 rtime,
                 last: (first_seq > 0 && new_last > last).then_some(new_last),
                 kv,
+                durability,
                 done: done_tx,
             }))?;
             if first_seq > 0 {
@@ -1533,6 +1650,7 @@ impl Store {
             rtime: 0,
             last: None,
             kv: updates.to_vec(),
+            durability: Durability::Acknowledged,
             done: done_tx,
         }))?;
         match done_rx.recv() {
@@ -2038,6 +2156,69 @@ mod tests {
             },
         )
         .unwrap()
+    }
+
+    /// Unacknowledged (syslog) lines are committed without an fsync of their own and the WAL
+    /// is synced within the window; an acknowledged batch is synced at its commit and covers
+    /// the unacknowledged lines before it.
+    #[test]
+    fn unacknowledged_lines_are_synced_within_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_with(
+            dir.path(),
+            StoreOptions {
+                sync_window: std::time::Duration::from_millis(200),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let unsynced = |s: &Store| s.on_writer(|w| w.unsynced_since.is_some()).unwrap();
+        let ls: Vec<String> = (0..10).map(|i| line(i, "10.0.0.1")).collect();
+        let syslog = |s: &Store| {
+            s.submit_with(
+                Durability::Unacknowledged,
+                "SYSLOG-1",
+                0,
+                rows(&ls),
+                1,
+                |_| Vec::new(),
+            )
+            .unwrap()
+            .wait()
+            .unwrap()
+        };
+        syslog(&store);
+        assert!(unsynced(&store), "committed without an fsync");
+        // Nothing else to do: the writer syncs the WAL when the window ends.
+        let t = std::time::Instant::now();
+        while unsynced(&store) {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(10),
+                "never synced"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // An acknowledged batch fsyncs at its commit, covering what came before.
+        syslog(&store);
+        assert!(unsynced(&store));
+        store
+            .commit("FGT1", 1, rows(&ls), 1, |_| Vec::new())
+            .unwrap();
+        assert!(!unsynced(&store));
+        assert_eq!(store.total().unwrap(), 30);
+        // With a zero window every commit is synced.
+        drop(store);
+        let store = Store::open_with(
+            dir.path(),
+            StoreOptions {
+                sync_window: std::time::Duration::ZERO,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        syslog(&store);
+        assert!(!unsynced(&store));
+        assert_eq!(store.total().unwrap(), 40);
     }
 
     fn seqs_of(page: &[Found]) -> Vec<i64> {

@@ -61,6 +61,14 @@ struct App {
     shutdown: CancellationToken,
 }
 
+/// The supervised task that polls the panels' state.
+pub const POLLER_TASK: &str = "dashboard: state poller";
+
+/// `GET /_lab/tasks`: the orchestrator's supervised tasks (as every device serves them).
+async fn tasks(State(app): State<App>) -> Json<Value> {
+    Json(json!(app.session.supervisor.stats()))
+}
+
 /// Serves the dashboard on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -68,7 +76,14 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let poller = Arc::new(StatePoller::new());
-    tokio::spawn(poller.clone().run(session.clone(), shutdown.clone()));
+    {
+        let (p, s, stop) = (poller.clone(), session.clone(), shutdown.clone());
+        session
+            .supervisor
+            .spawn(POLLER_TASK, shutdown.clone(), move || {
+                p.clone().run(s.clone(), stop.clone())
+            });
+    }
     let port = listener.local_addr()?.port();
     let token = session.lab_token().clone();
     let app = App {
@@ -132,6 +147,7 @@ fn router(app: App) -> Router {
         .route("/api/snapshots", get(snapshot_list))
         .route("/_lab/ready", get(ready_report))
         .route("/_lab/health", get(|| async { Json(json!({"ok": true})) }))
+        .route("/_lab/tasks", get(tasks))
         .with_state(app)
 }
 
