@@ -64,11 +64,6 @@ struct App {
 /// The supervised task that polls the panels' state.
 pub const POLLER_TASK: &str = "dashboard: state poller";
 
-/// `GET /_lab/tasks`: the orchestrator's supervised tasks (as every device serves them).
-async fn tasks(State(app): State<App>) -> Json<Value> {
-    Json(json!(app.session.supervisor.stats()))
-}
-
 /// Serves the dashboard on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -86,6 +81,8 @@ pub async fn serve(
     }
     let port = listener.local_addr()?.port();
     let token = session.lab_token().clone();
+    // `/_lab/tasks` is answered by lab-core's HTTP server from this supervisor.
+    let sup = session.supervisor.clone();
     let app = App {
         session,
         poller,
@@ -101,6 +98,7 @@ pub async fn serve(
         tracing::warn!("{e}; the dashboard keeps the default request head timeout");
         fortilab_core::http::HttpOptions::new(token)
     });
+    let opts = opts.with_supervisor(sup);
     fortilab_core::http::serve_http(listener, router, opts, shutdown).await
 }
 
@@ -147,7 +145,6 @@ fn router(app: App) -> Router {
         .route("/api/snapshots", get(snapshot_list))
         .route("/_lab/ready", get(ready_report))
         .route("/_lab/health", get(|| async { Json(json!({"ok": true})) }))
-        .route("/_lab/tasks", get(tasks))
         .with_state(app)
 }
 
