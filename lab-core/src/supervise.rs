@@ -41,6 +41,10 @@ pub const BACKOFF_RESET: Duration = Duration::from_secs(30);
 pub struct TaskStats {
     /// Whether an instance of the task is running now (restartable tasks only).
     pub running: bool,
+    /// Instances running now under this name (a task replaced by a new one with the same
+    /// name, e.g. after a reconfiguration, may still be finishing).
+    #[serde(skip)]
+    pub instances: u64,
     /// Panics of this task (or of work guarded under this name).
     pub panicked: u64,
     /// Returns while the device was running (restartable tasks only).
@@ -61,9 +65,13 @@ pub struct SupervisorStats {
     pub tasks: BTreeMap<String, TaskStats>,
 }
 
+/// Where a process without an event bus sends its `task.*` reports ([`Supervisor::set_reporter`]).
+type Reporter = Arc<dyn Fn(EventKind, serde_json::Value) + Send + Sync>;
+
 #[derive(Default)]
 struct Inner {
     events: Mutex<Option<EventBus>>,
+    reporter: Mutex<Option<Reporter>>,
     tasks: Mutex<BTreeMap<String, TaskStats>>,
     panicked: AtomicU64,
     restarted: AtomicU64,
@@ -125,11 +133,22 @@ impl Supervisor {
         *self.inner.events.lock().unwrap() = Some(events);
     }
 
+    /// Sends the `task.*` reports to `f(kind, data)` when there is no event bus (the
+    /// orchestrator puts them on its timeline).
+    pub fn set_reporter(&self, f: impl Fn(EventKind, serde_json::Value) + Send + Sync + 'static) {
+        *self.inner.reporter.lock().unwrap() = Some(Arc::new(f));
+    }
+
     #[track_caller]
     fn emit(&self, kind: EventKind, data: serde_json::Value) {
         let bus = self.inner.events.lock().unwrap().clone();
         if let Some(bus) = bus {
             bus.emit(kind, data);
+            return;
+        }
+        let reporter = self.inner.reporter.lock().unwrap().clone();
+        if let Some(f) = reporter {
+            f(kind, data);
         }
     }
 
@@ -190,13 +209,19 @@ impl Supervisor {
             let mut backoff = BACKOFF_MIN;
             let mut restarts = 0u64;
             loop {
-                sup.with_task(&name, |t| t.running = true);
+                sup.with_task(&name, |t| {
+                    t.instances += 1;
+                    t.running = true;
+                });
                 let started = Instant::now();
                 let inner = tokio::spawn(make());
                 // Aborting the supervisor (a handle's `abort()`) aborts the running instance.
                 let _guard = AbortOnDrop(inner.abort_handle());
                 let res = inner.await;
-                sup.with_task(&name, |t| t.running = false);
+                sup.with_task(&name, |t| {
+                    t.instances = t.instances.saturating_sub(1);
+                    t.running = t.instances > 0;
+                });
                 if shutdown.is_cancelled() {
                     return;
                 }
@@ -443,6 +468,48 @@ mod tests {
         let st = sup.stats();
         assert!(st.exited >= 2, "{st:?}");
         assert_eq!(st.panicked, 0);
+    }
+
+    /// A task replaced by a new instance under the same name (a reconfiguration) stays
+    /// "running" while the new one runs, whichever stops first.
+    #[tokio::test]
+    async fn a_replaced_task_stays_running_under_its_name() {
+        let sup = Supervisor::new(None);
+        let (old, new) = (CancellationToken::new(), CancellationToken::new());
+        let run = |stop: CancellationToken| {
+            move || {
+                let stop = stop.clone();
+                async move { stop.cancelled().await }
+            }
+        };
+        let h_old = sup.spawn("output", old.clone(), run(old.clone()));
+        let h_new = sup.spawn("output", new.clone(), run(new.clone()));
+        while sup.stats().tasks.get("output").map(|t| t.instances) != Some(2) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        old.cancel();
+        h_old.await.unwrap();
+        assert!(sup.stats().tasks["output"].running);
+        new.cancel();
+        h_new.await.unwrap();
+        assert!(!sup.stats().tasks["output"].running);
+    }
+
+    /// Without an event bus (the orchestrator) the reports go to the reporter.
+    #[tokio::test]
+    async fn reports_go_to_the_reporter_without_an_event_bus() {
+        let sup = Supervisor::new(None);
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let s = seen.clone();
+        sup.set_reporter(move |kind, data| s.lock().unwrap().push((kind.name().to_string(), data)));
+        sup.spawn_once("printer", async { panic!("bad event") })
+            .await
+            .unwrap();
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "task.panicked");
+        assert_eq!(seen[0].1["task"], "printer");
+        assert_eq!(seen[0].1["message"], "bad event");
     }
 
     #[tokio::test]

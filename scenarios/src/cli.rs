@@ -966,11 +966,15 @@ async fn up(
              the lab's credentials; the lab surfaces need the lab token)"
         );
     }
-    let printer = tokio::spawn(timeline::print_live(
-        timeline.clone(),
-        json,
-        streams.clone(),
-    ));
+    // Supervised with the orchestrator's other tasks (`/_lab/tasks` on the dashboard).
+    let printer = {
+        let (tl, stop) = (timeline.clone(), streams.clone());
+        session
+            .supervisor
+            .spawn(PRINTER_TASK, streams.clone(), move || {
+                timeline::print_live(tl.clone(), json, stop.clone())
+            })
+    };
 
     // Watch for devices that die on their own.
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(500));
@@ -1002,6 +1006,9 @@ async fn up(
         Ok(ExitCode::from(1))
     }
 }
+
+/// The supervised task of `fortilab up` that prints the timeline to the terminal.
+pub const PRINTER_TASK: &str = "terminal timeline";
 
 fn print_summary(r: &Value, sign_in: &str, started: std::time::Duration, json: bool) {
     if json {

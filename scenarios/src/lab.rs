@@ -168,6 +168,20 @@ pub fn url_socket(v: &Value) -> Option<SocketAddr> {
     hostport.parse().ok()
 }
 
+/// `url` with its port replaced (`https://127.0.0.1:7/x` → `https://127.0.0.1:9/x`).
+fn with_port(url: &str, port: u16) -> String {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (format!("{s}://"), r),
+        None => (String::new(), url),
+    };
+    let (hostport, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = match hostport.rfind(':') {
+        Some(i) if !hostport[i..].contains(']') => &hostport[..i],
+        _ => hostport,
+    };
+    format!("{scheme}{host}:{port}{path}")
+}
+
 /// A device's ready object: the report itself, or the named object inside it.
 pub fn unwrap_ready<'a>(ready: &'a Value, key: &str) -> &'a Value {
     match ready.get(key) {
@@ -598,12 +612,15 @@ impl Lab {
         ])?;
         write_map(&device_map_path(&self.dir, "fortigate"), &fgt_map)?;
 
-        // The FortiGate's FortiGuard rating and DNS come from the lab Internet's control surface.
+        // The FortiGate's FortiGuard rating and DNS come from the lab Internet's control
+        // surface, over the FortiGate ↔ Internet link (its relay: a down link holds the lookups
+        // until they time out).
         let inet = unwrap_ready(&self.internet.ready, "internet").clone();
         if let Some(control) = inet.get("control").and_then(Value::as_str) {
+            let control = self.relayed_control(control)?;
             self.fortigate
                 .args
-                .extend(["--internet".to_string(), control.to_string()]);
+                .extend(["--internet".to_string(), control]);
         }
         let pins = self.pins("fortigate");
         self.fortigate.spawn(&pins)?;
@@ -739,23 +756,38 @@ impl Lab {
             let Some(owner) = self.owner_of(*lab) else {
                 continue;
             };
-            // Syslog (lab port 5514 stands for 514/udp and tcp): a TCP relay cannot carry the
-            // UDP form, so syslog stays direct.
-            if owner == Role::Faz && lab.port() == 5514 {
-                continue;
-            }
             let Some((_, caller)) = pairs.iter().find(|(o, _)| *o == owner) else {
                 continue;
             };
             let id = LinkId::new(owner.link_name(), caller.link_name())
                 .map_err(|e| anyhow!("link: {e}"))?;
-            let relay = self
-                .links
-                .relay(&id, *lab, *real)
-                .with_context(|| format!("starting the relay of link {id} for {lab}"))?;
+            // Syslog (lab port 5514 stands for 514/udp and tcp): its relay takes both forms
+            // on one port number.
+            let relay = if owner == Role::Faz && lab.port() == 5514 {
+                self.links.relay_tcp_udp(&id, *lab, *real)
+            } else {
+                self.links.relay(&id, *lab, *real)
+            }
+            .with_context(|| format!("starting the relay of link {id} for {lab}"))?;
             m.add_service(*lab, relay);
         }
         Ok(m)
+    }
+
+    /// The lab Internet's control URL as the FortiGate reaches it: through the relay of the
+    /// FortiGate ↔ Internet link (same host name, the relay's port), so that link's faults
+    /// reach FortiGuard rating and DNS lookups too.
+    fn relayed_control(&self, control: &str) -> anyhow::Result<String> {
+        let Some(real) = url_socket(&Value::String(control.to_string())) else {
+            return Ok(control.to_string());
+        };
+        let id = LinkId::new(Role::Fortigate.link_name(), Role::Internet.link_name())
+            .map_err(|e| anyhow!("link: {e}"))?;
+        let relay = self
+            .links
+            .relay(&id, real, real)
+            .with_context(|| format!("starting the relay of link {id} for {control}"))?;
+        Ok(with_port(control, relay.port()))
     }
 
     fn map_internet(&mut self) -> anyhow::Result<()> {
@@ -1527,6 +1559,13 @@ pub(crate) fn ems_config(def: &LabDef) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_url_gets_the_relays_port() {
+        assert_eq!(with_port("https://127.0.0.1:7/", 9), "https://127.0.0.1:9/");
+        assert_eq!(with_port("https://[::1]:7/x/y", 9), "https://[::1]:9/x/y");
+        assert_eq!(with_port("http://127.0.0.1:7", 10), "http://127.0.0.1:10");
+    }
 
     #[test]
     fn fortigate_links_down_names_each_link_that_is_not_up() {

@@ -7,16 +7,15 @@
 //!
 //! | link | carries |
 //! |---|---|
-//! | fortigate ↔ fortianalyzer | the FortiGate's log channel (514) and calls to the FortiAnalyzer API (syslog is not relayed: a TCP relay cannot carry its UDP form) |
+//! | fortigate ↔ fortianalyzer | the FortiGate's log channel (514), its syslog (lab port 5514, TCP and UDP: the relay takes both on one port number; datagrams are dropped while the link is down, lost at its loss rate, delayed by its latency and rate) and calls to the FortiAnalyzer API |
 //! | fortigate ↔ ems | the EMS fabric connector (HTTPS 443: status polls, quarantine requests) |
-//! | fortigate ↔ internet | every proxied request's upstream connection to a lab Internet site |
+//! | fortigate ↔ internet | every proxied request's upstream connection to a lab Internet site, and the FortiGate's FortiGuard rating and DNS lookups (asked of the lab Internet's control surface: while the link is down a lookup waits and times out, as a FortiGuard or DNS query would) |
 //! | endpoints ↔ fortigate | the endpoints' connections to the FortiGate's explicit proxy and API |
 //! | endpoints ↔ ems | FortiClient telemetry (8013) and the EMS API |
-//! | endpoints ↔ fortianalyzer | the FortiClients' own log channel (514) |
+//! | endpoints ↔ fortianalyzer | the FortiClients' own log channel (514) and syslog (5514, as above) |
 //!
 //! Not through a relay: the orchestrator's and dashboard's own API calls (they are the
-//! administrator's console, not a lab link), the FortiGate's FortiGuard rating and DNS answers
-//! (asked of the lab Internet's control surface directly), and the `/_lab/events` streams.
+//! administrator's console, not a lab link) and the `/_lab/events` streams.
 //!
 //! Namespaces mode would replace the relays with `tc netem` on each pair's veth; the
 //! [`LinkCondition`] of a link is the seam ([`LabLinks::set`] is where it would be applied).
@@ -107,6 +106,8 @@ struct RelayInfo {
     relay: SocketAddr,
     /// Lab services routed through it (for the report).
     lab: Vec<SocketAddr>,
+    /// It relays UDP datagrams too, on the same port number.
+    udp: bool,
     _target: Arc<watch::Sender<Option<SocketAddr>>>,
 }
 
@@ -156,10 +157,32 @@ impl LabLinks {
         lab: SocketAddr,
         real: SocketAddr,
     ) -> std::io::Result<SocketAddr> {
+        self.start_relay(link, lab, real, false)
+    }
+
+    /// [`LabLinks::relay`] for a service that takes TCP and UDP on one port number
+    /// (FortiAnalyzer's syslog): the relay listens on one port number for both, and the link's
+    /// condition drops, loses or delays the datagrams ([`Link::serve_udp`]).
+    pub fn relay_tcp_udp(
+        &self,
+        link: &LinkId,
+        lab: SocketAddr,
+        real: SocketAddr,
+    ) -> std::io::Result<SocketAddr> {
+        self.start_relay(link, lab, real, true)
+    }
+
+    fn start_relay(
+        &self,
+        link: &LinkId,
+        lab: SocketAddr,
+        real: SocketAddr,
+        udp: bool,
+    ) -> std::io::Result<SocketAddr> {
         let mut relays = self.relays.lock().unwrap();
         if let Some(r) = relays
             .iter_mut()
-            .find(|r| &r.link == link && r.real == real)
+            .find(|r| &r.link == link && r.real == real && r.udp == udp)
         {
             if !r.lab.contains(&lab) {
                 r.lab.push(lab);
@@ -171,20 +194,31 @@ impl LabLinks {
         } else {
             "[::1]:0".parse().unwrap()
         };
-        let std_l = std::net::TcpListener::bind(bind)?;
+        let (std_l, std_u) = if udp {
+            bind_tcp_udp(bind)?
+        } else {
+            (std::net::TcpListener::bind(bind)?, None)
+        };
         std_l.set_nonblocking(true)?;
         let addr = std_l.local_addr()?;
         let listener = tokio::net::TcpListener::from_std(std_l)?;
         let (tx, rx) = watch::channel(Some(real));
-        tokio::spawn(
-            self.link(link)
-                .serve(listener, rx, self.shutdown.child_token()),
-        );
+        let l = self.link(link);
+        if let Some(u) = std_u {
+            u.set_nonblocking(true)?;
+            let u = tokio::net::UdpSocket::from_std(u)?;
+            tokio::spawn(
+                l.clone()
+                    .serve_udp(u, rx.clone(), self.shutdown.child_token()),
+            );
+        }
+        tokio::spawn(l.serve(listener, rx, self.shutdown.child_token()));
         relays.push(RelayInfo {
             link: link.clone(),
             real,
             relay: addr,
             lab: vec![lab],
+            udp,
             _target: Arc::new(tx),
         });
         Ok(addr)
@@ -290,6 +324,7 @@ impl LabLinks {
                     .filter(|x| &x.link == id)
                     .map(|x| {
                         json!({"relay": x.relay.to_string(), "real": x.real.to_string(),
+                               "udp": x.udp,
                                "lab": x.lab.iter().map(|a| a.to_string()).collect::<Vec<_>>()})
                     })
                     .collect();
@@ -324,6 +359,23 @@ impl LabLinks {
     pub fn stop(&self) {
         self.shutdown.cancel();
     }
+}
+
+/// A TCP listener and a UDP socket on the same free port number of `bind`'s address (a few
+/// tries: the number the TCP listener got may be taken for UDP).
+fn bind_tcp_udp(
+    bind: SocketAddr,
+) -> std::io::Result<(std::net::TcpListener, Option<std::net::UdpSocket>)> {
+    let mut last = None;
+    for _ in 0..20 {
+        let l = std::net::TcpListener::bind(bind)?;
+        let port = l.local_addr()?.port();
+        match std::net::UdpSocket::bind(SocketAddr::new(bind.ip(), port)) {
+            Ok(u) => return Ok((l, Some(u))),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("no port free for both TCP and UDP")))
 }
 
 impl Drop for LabLinks {
@@ -373,6 +425,43 @@ mod tests {
         assert!(bad(&|s| s.rate = Some("fast".into())).contains("rate"));
         assert!(bad(&|s| s.latency = Some("soon".into())).contains("latency"));
         assert!(bad(&|s| s.b = "router".into()).contains("unknown device"));
+    }
+
+    /// A syslog relay takes TCP and UDP on one port number; datagrams over a down link are
+    /// dropped and counted in the link's report.
+    #[tokio::test]
+    async fn a_syslog_relay_takes_tcp_and_udp_on_one_port_and_drops_datagrams_while_down() {
+        let links = LabLinks::new(1, LabClock::new(0, 0, 1.0, 0));
+        let id = LinkId::new("fortigate", "fortianalyzer").unwrap();
+        let service = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let real = service.local_addr().unwrap();
+        let relay = links
+            .relay_tcp_udp(&id, "10.115.1.20:5514".parse().unwrap(), real)
+            .unwrap();
+        // TCP is served on the same number.
+        tokio::net::TcpStream::connect(relay).await.unwrap();
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.send_to(b"<189>up", relay).await.unwrap();
+        let mut buf = [0u8; 64];
+        let (n, _) = service.recv_from(&mut buf).await.unwrap();
+        assert_eq!(&buf[..n], b"<189>up");
+        let down = LinkCondition {
+            down: true,
+            ..LinkCondition::CLEAN
+        };
+        links.set(&id, down).unwrap();
+        client.send_to(b"<189>down", relay).await.unwrap();
+        let got = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            service.recv_from(&mut buf),
+        )
+        .await;
+        assert!(got.is_err(), "a datagram crossed a down link");
+        let rep = links.report();
+        let l = &rep["links"][0];
+        assert_eq!(l["datagrams"], 1, "{rep}");
+        assert_eq!(l["datagrams_dropped"], 1, "{rep}");
+        assert_eq!(l["relays"][0]["udp"], true, "{rep}");
     }
 
     #[tokio::test]

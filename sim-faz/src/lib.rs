@@ -279,6 +279,7 @@ pub async fn start(
     // Every long-running task is supervised: a panic is reported (`task.panicked`) and the
     // task restarted on the same listener.
     let sup = faz.supervisor.clone();
+    receiver.set_supervisor(sup.clone());
     {
         let router = api::router(app);
         let stop = shutdown.clone();

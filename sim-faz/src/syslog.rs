@@ -12,6 +12,14 @@
 //! fast sender is slowed by TCP flow control and nothing is lost; UDP has none, so a datagram
 //! that finds the queue full is dropped and counted, and so are the kernel's own drops (the
 //! socket's `drops` in /proc/net/udp).
+//!
+//! Durability: syslog has no acknowledgement, so its lines are committed as
+//! [`Durability::Unacknowledged`](crate::store::Durability): in groups (the ingest keeps up to
+//! [`IN_FLIGHT`] batches waiting for their commit, so the store's writer commits several at
+//! once) and without waiting for an fsync of their own; the WAL is fsynced within the store's
+//! `sync_window` (1 s by default). A committed line survives a crash of the process; a power
+//! loss or kernel crash loses at most the last second's syslog. Lines from the log channel are
+//! acknowledged and keep their fsync before the acknowledgement.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -546,16 +554,36 @@ async fn partial<T>(
 
 /// Ingest threads. Each takes the next batch (with a ticket), parses it, and submits it to the
 /// store in ticket order, so the lines are stored in arrival order while one batch is parsed
-/// and another commits.
+/// and others commit.
 const INGEST_WORKERS: usize = 2;
+
+/// Lines merged from the queue into one parse-and-submit step.
+const INGEST_BATCH: usize = 5000;
+
+/// Submitted batches waiting for their commit (and their events, alerts and notifications)
+/// at most. The workers do not wait for each commit, so the store's writer finds several
+/// batches queued and commits them together (fewer, larger commits); when this many are
+/// waiting the workers stop taking batches, the queue fills, and TCP readers stop reading.
+pub const IN_FLIGHT: usize = 8;
+
+/// A batch handed to the finisher: its line count and what the store said.
+type Finishing = (u64, Result<crate::faz::Submitted, String>);
 
 fn ingest_loop(faz: Arc<Faz>, rx: mpsc::Receiver<Batch>) {
     use std::sync::{Condvar, Mutex};
     let rx = Arc::new(Mutex::new((rx, 0u64)));
     let turn = Arc::new((Mutex::new(0u64), Condvar::new()));
+    let (fin_tx, fin_rx) = std::sync::mpsc::sync_channel::<Finishing>(IN_FLIGHT);
+    let finisher = {
+        let faz = faz.clone();
+        std::thread::Builder::new()
+            .name("faz-syslog-finish".into())
+            .spawn(move || finish_loop(&faz, fin_rx))
+            .ok()
+    };
     let workers: Vec<_> = (0..INGEST_WORKERS)
         .filter_map(|i| {
-            let (faz, rx, turn) = (faz.clone(), rx.clone(), turn.clone());
+            let (faz, rx, turn, fin_tx) = (faz.clone(), rx.clone(), turn.clone(), fin_tx.clone());
             std::thread::Builder::new()
                 .name(format!("faz-syslog-{i}"))
                 .spawn(move || loop {
@@ -565,7 +593,7 @@ fn ingest_loop(faz: Arc<Faz>, rx: mpsc::Receiver<Batch>) {
                             return;
                         };
                         let mut b = b;
-                        while b.len() < 5000 {
+                        while b.len() < INGEST_BATCH {
                             match g.0.try_recv() {
                                 Ok(more) => b.extend(more),
                                 Err(_) => break,
@@ -584,36 +612,54 @@ fn ingest_loop(faz: Arc<Faz>, rx: mpsc::Receiver<Batch>) {
                         faz.supervisor.report_panic("syslog ingest", &msg);
                         Vec::new()
                     });
-                    // Submit in ticket order.
+                    // Submit in ticket order, and hand over to the finisher in the same order
+                    // (waiting while IN_FLIGHT batches wait for their commit).
                     let (m, cv) = &*turn;
                     let mut next = m.lock().unwrap_or_else(|e| e.into_inner());
                     while *next != ticket {
                         next = cv.wait(next).unwrap_or_else(|e| e.into_inner());
                     }
-                    let submitted: Vec<_> = groups
-                        .into_iter()
-                        .map(|(sn, client, parsed)| {
-                            let n = parsed.len() as u64;
-                            (n, faz.submit(&sn, client, 0, parsed))
-                        })
-                        .collect();
+                    for (sn, client, parsed) in groups {
+                        let n = parsed.len() as u64;
+                        let submitted = faz.submit(&sn, client, 0, parsed.unacknowledged());
+                        if fin_tx.send((n, submitted)).is_err() {
+                            break;
+                        }
+                    }
                     *next += 1;
                     drop(next);
                     cv.notify_all();
-                    for (n, r) in submitted {
-                        if let Err(e) = r.and_then(|s| s.finish(&faz)) {
-                            faz.counters
-                                .syslog_store_errors
-                                .fetch_add(n, Ordering::Relaxed);
-                            tracing::warn!(error = %e, "syslog ingest failed");
-                        }
-                    }
                 })
                 .ok()
         })
         .collect();
+    drop(fin_tx);
     for w in workers {
         let _ = w.join();
+    }
+    if let Some(f) = finisher {
+        let _ = f.join();
+    }
+}
+
+/// Waits for each submitted batch's commit, in submission order, then raises its lab event,
+/// alerts and notifications ([`crate::faz::Submitted::finish`]).
+fn finish_loop(faz: &Faz, rx: std::sync::mpsc::Receiver<Finishing>) {
+    for (n, submitted) in rx {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            submitted.and_then(|s| s.finish(faz))
+        }))
+        .unwrap_or_else(|p| {
+            let msg = fortilab_core::supervise::panic_message(&*p);
+            faz.supervisor.report_panic("syslog ingest", &msg);
+            Ok(0)
+        });
+        if let Err(e) = r {
+            faz.counters
+                .syslog_store_errors
+                .fetch_add(n, Ordering::Relaxed);
+            tracing::warn!(error = %e, "syslog ingest failed");
+        }
     }
 }
 

@@ -914,6 +914,11 @@ fn hostile_input_leaves_every_process_and_listener_alive() {
                 "automation: schedule trigger",
                 "automation: requests",
                 "automation: EMS connector",
+                // Log forwarding, the log channel's sender, the data plane.
+                "log forward: configuration",
+                "log forward: FortiAnalyzer connection",
+                "log channel: sender",
+                "data plane: rebuild",
             ] {
                 assert_eq!(t["tasks"][task]["running"], true, "{task}: {t}");
             }

@@ -229,3 +229,188 @@ fn the_link_fault_library_scenarios_pass_with_real_processes() {
     assert_eq!(code, 0, "fortilab run failed:\n{out}\n{err}");
     assert!(out.contains("3 passed, 0 failed"), "{out}");
 }
+
+/// The report of link `name` from `/_lab/links`.
+fn link_report(dash: &str, token: &str, name: &str) -> Value {
+    let (st, body) = http(dash, "GET", "/_lab/links", None, Some(token));
+    assert_eq!(st, 200, "{body}");
+    json_of(&body)["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("no link {name}: {body}"))
+}
+
+fn set_link(dash: &str, token: &str, spec: Value) {
+    let (st, body) = http(dash, "POST", "/_lab/link", Some(&spec), Some(token));
+    assert_eq!(st, 200, "{body}");
+}
+
+/// Link faults reach the paths that are not the log channel: syslog datagrams to
+/// FortiAnalyzer (dropped and counted while FortiGate ↔ FortiAnalyzer is down, delivered when
+/// it is up) and the FortiGate's DNS/FortiGuard lookups (held by a down FortiGate ↔ Internet
+/// link). The orchestrator's own tasks are supervised and listed on its `/_lab/tasks`.
+#[test]
+fn link_faults_reach_syslog_datagrams_and_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut lab = Proc::spawn(
+        "fortilab",
+        dir.path(),
+        &["up", "--data-dir", data.to_str().unwrap()],
+    );
+    let dash = lab.ready["dashboard"].as_str().unwrap().to_string();
+    let token = lab.ready["lab_token"].as_str().unwrap().to_string();
+
+    // The orchestrator's tasks run supervised.
+    let (st, body) = http(&dash, "GET", "/_lab/tasks", None, None);
+    assert_eq!(st, 401, "{body}");
+    let (st, body) = http(&dash, "GET", "/_lab/tasks", None, Some(&token));
+    assert_eq!(st, 200, "{body}");
+    let tasks = json_of(&body);
+    assert_eq!(tasks["panicked"], 0, "{tasks}");
+    assert_eq!(
+        tasks["tasks"]["dashboard: state poller"]["running"], true,
+        "{tasks}"
+    );
+    assert_eq!(
+        tasks["tasks"]["terminal timeline"]["running"], true,
+        "{tasks}"
+    );
+    assert_eq!(
+        tasks["tasks"]["timeline: fortigate"]["running"], true,
+        "{tasks}"
+    );
+
+    // Syslog goes through the FortiGate ↔ FortiAnalyzer relay, which takes UDP too. The lines
+    // are sent as the FortiGate would (from its lab address on loopback, 10.115.1.1 →
+    // 127.115.1.1), so FortiAnalyzer stores them as its logs.
+    let link = link_report(&dash, &token, "fortigate-fortianalyzer");
+    let relay: std::net::SocketAddr = link["relays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["udp"] == true)
+        .and_then(|r| r["relay"].as_str())
+        .unwrap_or_else(|| panic!("no UDP relay: {link}"))
+        .parse()
+        .unwrap();
+    let udp = std::net::UdpSocket::bind("127.115.1.1:0").unwrap();
+    let send = |host: &str, n: usize| {
+        for i in 0..n {
+            let line = format!(
+                "<189>date=2021-03-04 time=10:11:{i:02} devname=\"FGT-LAB\" devid=\"FGVM01\" logid=\"0317013312\" type=\"utm\" subtype=\"webfilter\" level=\"notice\" vd=\"root\" srcip=10.115.2.77 srcport={} dstip=23.200.96.79 dstport=80 hostname=\"{host}\" action=\"passthrough\" url=\"/{i}\"",
+                5000 + i
+            );
+            udp.send_to(line.as_bytes(), relay).unwrap();
+        }
+    };
+    let count = |host: &str| {
+        faz_count(
+            &dash,
+            &token,
+            &format!("srcip==10.115.2.77 hostname={host}"),
+        )
+    };
+    send("udp-clean.example", 3);
+    wait_for("syslog over a clean link", Duration::from_secs(30), || {
+        (count("udp-clean.example") == 3).then_some(())
+    });
+    set_link(
+        &dash,
+        &token,
+        json!({"a": "fortigate", "b": "fortianalyzer", "state": "down"}),
+    );
+    send("udp-down.example", 4);
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_millis(1500) {
+        assert_eq!(
+            count("udp-down.example"),
+            0,
+            "a datagram crossed a down link"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let l = link_report(&dash, &token, "fortigate-fortianalyzer");
+    assert_eq!(l["datagrams_dropped"], 4, "{l}");
+    set_link(
+        &dash,
+        &token,
+        json!({"a": "fortigate", "b": "fortianalyzer", "state": "up"}),
+    );
+    send("udp-up.example", 2);
+    wait_for(
+        "syslog once the link is up",
+        Duration::from_secs(30),
+        || (count("udp-up.example") == 2).then_some(()),
+    );
+    assert_eq!(
+        count("udp-down.example"),
+        0,
+        "dropped datagrams stay dropped"
+    );
+
+    // FortiGuard rating and DNS lookups go through the FortiGate ↔ Internet relay (one relay
+    // of that link leads to the lab Internet's control surface): with the link down, a fetch
+    // of a site not looked up yet holds a lookup there.
+    let control = lab.ready["internet"]["control"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let control_sock = control
+        .split("://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('/')
+        .to_string();
+    let l = link_report(&dash, &token, "fortigate-internet");
+    assert!(
+        l["relays"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["real"] == control_sock.as_str()),
+        "no relay to the lab Internet's control surface {control_sock}: {l}"
+    );
+    let before = l["connections"].as_u64().unwrap();
+    set_link(
+        &dash,
+        &token,
+        json!({"a": "fortigate", "b": "internet", "state": "down"}),
+    );
+    let (d2, t2) = (dash.clone(), token.clone());
+    let fetch = std::thread::spawn(move || {
+        http(
+            &d2,
+            "POST",
+            "/api/endpoint/PC-52/fetch",
+            Some(&json!({"url": "http://www.mit.edu/"})),
+            Some(&t2),
+        )
+    });
+    wait_for(
+        "a lookup held by the down link",
+        Duration::from_secs(20),
+        || {
+            let l = link_report(&dash, &token, "fortigate-internet");
+            (l["held"].as_u64().unwrap_or(0) >= 1).then_some(())
+        },
+    );
+    set_link(
+        &dash,
+        &token,
+        json!({"a": "fortigate", "b": "internet", "state": "up"}),
+    );
+    let _ = fetch.join().unwrap();
+    let after = link_report(&dash, &token, "fortigate-internet")["connections"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        after > before,
+        "the lookup went over the link: {before} → {after}"
+    );
+    let status = lab.terminate();
+    assert!(status.success(), "{status:?}\n{}", lab.stderr());
+}

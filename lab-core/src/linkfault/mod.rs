@@ -24,6 +24,13 @@
 //! - **rate**: a token bucket per direction (`rate` bits/s, burst of 10 ms of traffic, at
 //!   least one segment): a chunk leaves once the bucket has its bytes.
 //!
+//! Datagrams (UDP: syslog to FortiAnalyzer) have no retransmission, so the same condition
+//! drops rather than delays ([`Shaper::datagram`]):
+//! - **down**: every datagram is dropped and counted;
+//! - **loss**: each datagram is lost with probability `loss` (seeded draws), counted;
+//! - **latency** and **rate**: as for TCP chunks, the datagram leaves when due; at most
+//!   [`UDP_QUEUE`] wait (netem's default `limit`), a datagram beyond that is dropped and counted.
+//!
 //! Namespaces mode (one network namespace per device, `tc netem` on veth pairs) would apply
 //! the same [`LinkCondition`] with `tc qdisc`; it does not exist yet, and [`LinkCondition`] is
 //! the seam: a namespace backend takes it as it is.
@@ -42,6 +49,20 @@ pub const MIN_RTO: Duration = Duration::from_millis(200);
 /// Retransmissions of one segment after which the model stops drawing (TCP would keep
 /// trying; a loss rate near 1 would otherwise never deliver).
 pub const MAX_RETRANSMITS: u32 = 8;
+
+/// Datagrams waiting (latency, rate) in one UDP relay before more are dropped.
+pub const UDP_QUEUE: usize = 1000;
+
+/// What happens to one datagram ([`Shaper::datagram`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fate {
+    /// The link is down: dropped.
+    Dropped,
+    /// Lost (the loss draw).
+    Lost,
+    /// Delivered at this time.
+    At(Duration),
+}
 
 /// The condition of a link, applied in both directions.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -272,6 +293,24 @@ impl<R: Rng> Shaper<R> {
         self.cond.rto() * ((1u32 << worst) - 1)
     }
 
+    /// What happens to a datagram of `n` bytes sent at `now`: dropped on a down link, lost
+    /// with the loss probability, else delivered when latency and rate allow (in order).
+    pub fn datagram(&mut self, n: usize, now: Duration) -> Fate {
+        if self.cond.down {
+            return Fate::Dropped;
+        }
+        let p = self.cond.loss;
+        if p > 0.0 && self.rng.gen_bool(p.min(1.0)) {
+            return Fate::Lost;
+        }
+        let wait = match &mut self.bucket {
+            Some(b) => b.take(n, now),
+            None => Duration::ZERO,
+        };
+        self.last_release = self.last_release.max(now + wait + self.cond.latency);
+        Fate::At(self.last_release)
+    }
+
     /// When a chunk of `n` bytes read at `now` may be written to the other side. Callers
     /// check [`LinkCondition::down`] themselves (a down link holds everything).
     pub fn release_at(&mut self, n: usize, now: Duration) -> Duration {
@@ -478,6 +517,46 @@ mod tests {
             rng(),
         );
         assert_eq!(all.loss_delay(10), MIN_RTO * ((1 << MAX_RETRANSMITS) - 1));
+    }
+
+    #[test]
+    fn datagrams_are_dropped_on_a_down_link_lost_at_the_loss_rate_and_delayed() {
+        let down = LinkCondition {
+            down: true,
+            ..LinkCondition::CLEAN
+        };
+        let mut s = Shaper::new(down, ms(0), rng());
+        assert_eq!(s.datagram(100, ms(1)), Fate::Dropped);
+        s.set_condition(LinkCondition::CLEAN, ms(2));
+        assert_eq!(s.datagram(100, ms(2)), Fate::At(ms(2)));
+        s.set_condition(
+            LinkCondition {
+                latency: ms(200),
+                ..LinkCondition::CLEAN
+            },
+            ms(3),
+        );
+        assert_eq!(s.datagram(100, ms(3)), Fate::At(ms(203)));
+        s.set_condition(
+            LinkCondition {
+                loss: 0.25,
+                ..LinkCondition::CLEAN
+            },
+            ms(4),
+        );
+        let lost = (0..10_000)
+            .filter(|_| s.datagram(100, ms(300)) == Fate::Lost)
+            .count();
+        assert!((2200..=2800).contains(&lost), "{lost}");
+        // Never a retransmission delay: a datagram that is not lost arrives on time.
+        s.set_condition(LinkCondition::CLEAN, ms(400));
+        assert_eq!(s.datagram(100, ms(400)), Fate::At(ms(400)));
+        let all = LinkCondition {
+            loss: 1.0,
+            ..LinkCondition::CLEAN
+        };
+        let mut s = Shaper::new(all, ms(0), rng());
+        assert_eq!(s.datagram(1, ms(0)), Fate::Lost);
     }
 
     #[test]

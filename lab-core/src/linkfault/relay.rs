@@ -17,11 +17,11 @@ use bytes::{Bytes, BytesMut};
 use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket, TcpStream, UdpSocket};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::{LinkCondition, LinkId, Shaper};
+use super::{Fate, LinkCondition, LinkId, Shaper};
 
 /// Bytes one direction of a connection holds in flight (read, not yet written) before it stops
 /// reading: the relay's "window". Back-pressure beyond it is TCP's own.
@@ -43,6 +43,12 @@ pub struct LinkStats {
     /// direction of calls, so "up" is client → service.
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
+    /// Datagrams passed (UDP relays: client → service only).
+    pub datagrams: AtomicU64,
+    /// Datagrams dropped: the link was down, or [`super::UDP_QUEUE`] were already waiting.
+    pub datagrams_dropped: AtomicU64,
+    /// Datagrams lost (the link's loss probability).
+    pub datagrams_lost: AtomicU64,
 }
 
 /// A link: its condition (lab time as set, and real time as applied) and counters.
@@ -136,6 +142,9 @@ impl Link {
             "failed": s.failed.load(Ordering::Relaxed),
             "bytes_up": s.bytes_up.load(Ordering::Relaxed),
             "bytes_down": s.bytes_down.load(Ordering::Relaxed),
+            "datagrams": s.datagrams.load(Ordering::Relaxed),
+            "datagrams_dropped": s.datagrams_dropped.load(Ordering::Relaxed),
+            "datagrams_lost": s.datagrams_lost.load(Ordering::Relaxed),
         })
     }
 
@@ -224,6 +233,142 @@ impl Link {
             stop,
         );
         let _ = tokio::join!(up, down);
+    }
+}
+
+impl Link {
+    /// Serves one UDP relay socket until `shutdown`: each datagram from a client goes to the
+    /// current `target` from a socket bound to the client's own loopback address (the service
+    /// attributes by source address, as FortiAnalyzer does syslog), or is dropped or lost as
+    /// the link's condition says ([`Shaper::datagram`], counted). One way: nothing is relayed
+    /// back (syslog expects no answer).
+    pub async fn serve_udp(
+        self: Arc<Self>,
+        socket: UdpSocket,
+        target: watch::Receiver<Option<SocketAddr>>,
+        shutdown: CancellationToken,
+    ) {
+        let mut cond = self.tx.subscribe();
+        let origin = Instant::now();
+        let now = || origin.elapsed();
+        let rng = crate::rng::stream(self.seed, &format!("link/{}/udp", self.id.name()));
+        let initial = *cond.borrow_and_update();
+        let mut shaper = Shaper::new(initial, now(), rng);
+        let mut watching = true;
+        // Datagrams waiting for their time: (due, bytes, the client's address).
+        let mut queue: VecDeque<(Duration, Bytes, SocketAddr)> = VecDeque::new();
+        let mut senders = Senders::default();
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let head = queue.front().map(|(t, _, _)| *t);
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                changed = cond.changed(), if watching => {
+                    if changed.is_err() {
+                        watching = false;
+                        shaper.set_condition(LinkCondition::CLEAN, now());
+                    } else {
+                        let next = *cond.borrow_and_update();
+                        shaper.set_condition(next, now());
+                    }
+                }
+                _ = sleep_until(origin, head), if head.is_some() => {
+                    if let Some((_, bytes, peer)) = queue.pop_front() {
+                        let dst = *target.borrow();
+                        self.send_datagram(&mut senders, peer, dst, &bytes).await;
+                    }
+                }
+                r = socket.recv_from(&mut buf) => {
+                    let Ok((n, peer)) = r else { continue };
+                    // A change of condition that raced with this datagram applies to it.
+                    if watching {
+                        let c = *cond.borrow_and_update();
+                        if c != *shaper.condition() {
+                            shaper.set_condition(c, now());
+                        }
+                    }
+                    match shaper.datagram(n, now()) {
+                        Fate::Dropped => {
+                            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Fate::Lost => {
+                            self.stats.datagrams_lost.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Fate::At(at) if at <= now() && queue.is_empty() => {
+                            let dst = *target.borrow();
+                            self.send_datagram(&mut senders, peer, dst, &buf[..n]).await;
+                        }
+                        Fate::At(_) if queue.len() >= super::UDP_QUEUE => {
+                            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Fate::At(at) => {
+                            queue.push_back((at, Bytes::copy_from_slice(&buf[..n]), peer));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_datagram(
+        &self,
+        senders: &mut Senders,
+        peer: SocketAddr,
+        dst: Option<SocketAddr>,
+        bytes: &[u8],
+    ) {
+        let Some(dst) = dst else {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
+        match senders.get(peer, dst).await {
+            Some(s) if s.send_to(bytes, dst).await.is_ok() => {
+                self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .bytes_up
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+            }
+            _ => {
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The UDP relay's outgoing sockets, one per client address (bound to it when it is a
+/// loopback address of the destination's family, so the service sees the client's address).
+#[derive(Default)]
+struct Senders {
+    by_ip: std::collections::HashMap<std::net::IpAddr, Arc<UdpSocket>>,
+}
+
+impl Senders {
+    /// Most sockets kept (a lab has a handful of senders; beyond this they are made anew).
+    const MAX: usize = 256;
+
+    async fn get(&mut self, peer: SocketAddr, dst: SocketAddr) -> Option<Arc<UdpSocket>> {
+        if let Some(s) = self.by_ip.get(&peer.ip()) {
+            return Some(s.clone());
+        }
+        let own = peer.ip().is_loopback() && peer.is_ipv4() == dst.is_ipv4();
+        let any: SocketAddr = if dst.is_ipv4() {
+            SocketAddr::from(([0, 0, 0, 0], 0))
+        } else {
+            SocketAddr::from(([0u16; 8], 0))
+        };
+        let sock = match own {
+            true => match UdpSocket::bind(SocketAddr::new(peer.ip(), 0)).await {
+                Ok(s) => s,
+                Err(_) => UdpSocket::bind(any).await.ok()?,
+            },
+            false => UdpSocket::bind(any).await.ok()?,
+        };
+        if self.by_ip.len() >= Self::MAX {
+            self.by_ip.clear();
+        }
+        let sock = Arc::new(sock);
+        self.by_ip.insert(peer.ip(), sock.clone());
+        Some(sock)
     }
 }
 
@@ -489,6 +634,79 @@ mod tests {
         assert!(took >= Duration::from_millis(400), "{took:?}");
         assert!(took < Duration::from_secs(3), "{took:?}");
         assert_eq!(got, msg);
+    }
+
+    /// A UDP relay passes datagrams from the client's own address, drops (and counts) them
+    /// while the link is down, and loses the given share.
+    #[tokio::test]
+    async fn udp_datagrams_pass_clean_are_dropped_while_down_and_lost_at_the_loss_rate() {
+        let service = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let link = Link::new(LinkId::new("fortigate", "faz").unwrap(), 1);
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = sock.local_addr().unwrap();
+        let (tx, rx) = watch::channel(Some(service.local_addr().unwrap()));
+        let stop = CancellationToken::new();
+        tokio::spawn(link.clone().serve_udp(sock, rx, stop.clone()));
+        let client = UdpSocket::bind("127.115.2.1:0").await.unwrap();
+        let mut buf = [0u8; 64];
+        async fn recv_one(service: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+            tokio::time::timeout(Duration::from_millis(300), service.recv_from(buf))
+                .await
+                .ok()
+                .map(|r| r.unwrap())
+        }
+        let recv = recv_one;
+        client.send_to(b"clean", relay_addr).await.unwrap();
+        let (n, from) = recv(&service, &mut buf)
+            .await
+            .expect("a datagram over a clean link");
+        assert_eq!(&buf[..n], b"clean");
+        assert_eq!(from.ip().to_string(), "127.115.2.1");
+        let down = LinkCondition {
+            down: true,
+            ..LinkCondition::CLEAN
+        };
+        link.set(down, down);
+        tokio::task::yield_now().await;
+        for _ in 0..5 {
+            client.send_to(b"down", relay_addr).await.unwrap();
+        }
+        assert!(
+            recv(&service, &mut buf).await.is_none(),
+            "a datagram crossed a down link"
+        );
+        assert_eq!(link.stats.datagrams_dropped.load(Ordering::Relaxed), 5);
+        link.set(LinkCondition::CLEAN, LinkCondition::CLEAN);
+        tokio::task::yield_now().await;
+        client.send_to(b"up again", relay_addr).await.unwrap();
+        let (n, _) = recv(&service, &mut buf)
+            .await
+            .expect("a datagram once the link is up");
+        assert_eq!(&buf[..n], b"up again");
+        let lossy = LinkCondition {
+            loss: 0.5,
+            ..LinkCondition::CLEAN
+        };
+        link.set(lossy, lossy);
+        tokio::task::yield_now().await;
+        let sent = 200;
+        for _ in 0..sent {
+            client.send_to(b"x", relay_addr).await.unwrap();
+        }
+        let mut got = 0;
+        while recv(&service, &mut buf).await.is_some() {
+            got += 1;
+        }
+        let lost = link.stats.datagrams_lost.load(Ordering::Relaxed);
+        assert_eq!(
+            got + lost,
+            sent,
+            "every datagram passed or was counted lost"
+        );
+        assert!((60..=140).contains(&lost), "{lost} of {sent} lost");
+        assert_eq!(link.report()["datagrams"], 2 + got);
+        stop.cancel();
+        drop(tx);
     }
 
     #[tokio::test]

@@ -20,6 +20,10 @@ use super::{
     PING_INTERVAL,
 };
 use crate::clock::LabClock;
+use crate::supervise::{catch_panic, Supervisor};
+
+/// The name a panicking connection handler is reported under.
+pub const CONNECTION_TASK: &str = "log channel: connection";
 
 /// A connected device.
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +102,8 @@ struct Inner {
     pending: Mutex<HashMap<String, BTreeMap<u64, Notification>>>,
     next_conn: AtomicU64,
     counters: Counters,
+    /// Where a connection that panics is reported ([`LogReceiver::set_supervisor`]).
+    supervisor: std::sync::OnceLock<Supervisor>,
 }
 
 /// The receiving side of the log channel (FortiAnalyzer). Cheap to clone.
@@ -129,8 +135,16 @@ impl LogReceiver {
                 pending: Mutex::new(HashMap::new()),
                 next_conn: AtomicU64::new(1),
                 counters: Counters::default(),
+                supervisor: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Reports a connection whose handler panics to `sup` (as [`CONNECTION_TASK`]: counted in
+    /// `/_lab/tasks`, a `task.panicked` event); that connection ends, the others and the
+    /// listener go on. Without a supervisor the panic is only logged. Set once.
+    pub fn set_supervisor(&self, sup: Supervisor) {
+        let _ = self.inner.supervisor.set(sup);
     }
 
     /// Accepts connections until shutdown; the TLS config must require lab-CA client certs and
@@ -159,7 +173,15 @@ impl LogReceiver {
             let acceptor = acceptor.clone();
             let stop = shutdown.child_token();
             tracker.spawn(async move {
-                handle(inner, acceptor, tcp, peer, stop).await;
+                let sup = inner.supervisor.get().cloned();
+                if let Err(msg) = catch_panic(handle(inner, acceptor, tcp, peer, stop)).await {
+                    match sup {
+                        Some(sup) => sup.report_panic(CONNECTION_TASK, &msg),
+                        None => {
+                            tracing::error!(%peer, panic = %msg, "log channel connection panicked")
+                        }
+                    }
+                }
             });
         }
         drop(listener);
@@ -180,7 +202,11 @@ impl LogReceiver {
             .entry(serial.to_string())
             .or_default()
             .insert(n.id, n.clone());
-        let sessions = self.inner.sessions.lock().unwrap();
+        let sessions = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         match sessions.get(serial) {
             Some(e) => e.tx.send(Ctl::Notify(n)).is_ok(),
             None => false,
@@ -190,14 +216,26 @@ impl LogReceiver {
     /// Tells a connected device it is now registered (after authorization); it then resends.
     /// The sink's `hello` is asked again for the device's last stored sequence.
     pub fn authorize(&self, serial: &str) {
-        if let Some(e) = self.inner.sessions.lock().unwrap().get(serial) {
+        if let Some(e) = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(serial)
+        {
             let _ = e.tx.send(Ctl::Authorize);
         }
     }
 
     /// Closes a device's connection (it reconnects after its reconnect delay).
     pub fn disconnect(&self, serial: &str) {
-        if let Some(e) = self.inner.sessions.lock().unwrap().get(serial) {
+        if let Some(e) = self
+            .inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(serial)
+        {
             let _ = e.tx.send(Ctl::Close("closed by the server"));
         }
     }
@@ -350,14 +388,18 @@ async fn handle(
             connected_since_ns: inner.clock.now_ns(),
             last_seq,
         };
-        let old = inner.sessions.lock().unwrap().insert(
-            serial.clone(),
-            Entry {
-                conn,
-                tx: ctl_tx,
-                info,
-            },
-        );
+        let old = inner
+            .sessions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                serial.clone(),
+                Entry {
+                    conn,
+                    tx: ctl_tx,
+                    info,
+                },
+            );
         if let Some(old) = old {
             let _ = old.tx.send(Ctl::Close(
                 "replaced by a new connection from the same device",
@@ -515,7 +557,7 @@ async fn handle(
     }
     inner.counters.active.fetch_sub(1, Ordering::Relaxed);
     let removed = {
-        let mut s = inner.sessions.lock().unwrap();
+        let mut s = inner.sessions.lock().unwrap_or_else(|p| p.into_inner());
         if s.get(&serial).is_some_and(|e| e.conn == conn) {
             s.remove(&serial);
             true
@@ -531,7 +573,12 @@ async fn handle(
 }
 
 fn update_info(inner: &Inner, serial: &str, conn: u64, status: RegStatus, last_seq: u64) {
-    if let Some(e) = inner.sessions.lock().unwrap().get_mut(serial) {
+    if let Some(e) = inner
+        .sessions
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(serial)
+    {
         if e.conn == conn {
             e.info.status = status;
             e.info.last_seq = last_seq;

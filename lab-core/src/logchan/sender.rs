@@ -24,6 +24,7 @@ use super::{
     HANDSHAKE_TIMEOUT, MAX_BATCH_BYTES, MAX_BATCH_LINES, MAX_RECONNECT_DELAY, PING_INTERVAL,
     WINDOW,
 };
+use crate::supervise::Supervisor;
 
 type Tls = TlsStream<TcpStream>;
 
@@ -57,7 +58,7 @@ struct Shared {
 impl Shared {
     fn ack(&self, idx: u64) {
         let acked = {
-            let mut q = self.queue.lock().unwrap();
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             q.ack(idx);
             q.acked
         };
@@ -71,7 +72,10 @@ impl Shared {
 
     fn error(&self, msg: String) {
         tracing::debug!(error = %msg, "log channel");
-        self.conn.lock().unwrap().last_error = Some(msg);
+        self.conn
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .last_error = Some(msg);
     }
 }
 
@@ -109,7 +113,7 @@ impl LogSender {
         ntx: mpsc::Sender<Notification>,
         shutdown: CancellationToken,
     ) -> std::io::Result<LogSender> {
-        Self::start_in(cfg, None, ntx, shutdown)
+        Self::start_full(cfg, None, ntx, &Supervisor::default(), shutdown)
     }
 
     /// [`LogSender::start_with`], connecting from the network namespace `netns` (namespaces
@@ -118,6 +122,31 @@ impl LogSender {
         cfg: SenderConfig,
         netns: Option<Arc<crate::netns::NetNs>>,
         ntx: mpsc::Sender<Notification>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<LogSender> {
+        Self::start_full(cfg, netns, ntx, &Supervisor::default(), shutdown)
+    }
+
+    /// [`LogSender::start_with`] with its tasks ([`CONNECTION_TASK`], [`UPLOAD_TIMER_TASK`])
+    /// under `sup`: a task that panics is reported there and started again; the queue, the
+    /// connection figures and the notification ids already handed over live in shared state,
+    /// so the restarted connection task resends from the last acknowledged line and passes no
+    /// notification on twice.
+    pub fn start_supervised(
+        cfg: SenderConfig,
+        ntx: mpsc::Sender<Notification>,
+        sup: &Supervisor,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<LogSender> {
+        Self::start_full(cfg, None, ntx, sup, shutdown)
+    }
+
+    /// [`LogSender::start_supervised`] from the network namespace `netns`.
+    pub fn start_full(
+        cfg: SenderConfig,
+        netns: Option<Arc<crate::netns::NetNs>>,
+        ntx: mpsc::Sender<Notification>,
+        sup: &Supervisor,
         shutdown: CancellationToken,
     ) -> std::io::Result<LogSender> {
         ServerName::try_from(cfg.server_name.clone())
@@ -146,20 +175,36 @@ impl LogSender {
             let s = shared.clone();
             let stop = shutdown.clone();
             let real = cfg.clock.to_real(every).max(Duration::from_millis(1));
-            tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = stop.cancelled() => break,
-                        _ = tokio::time::sleep(real) => {
-                            let next = s.queue.lock().unwrap().next_idx;
-                            s.limit.store(next, Ordering::SeqCst);
-                            s.data.notify_one();
+            sup.spawn(UPLOAD_TIMER_TASK, shutdown.clone(), move || {
+                let (s, stop) = (s.clone(), stop.clone());
+                async move {
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = tokio::time::sleep(real) => {
+                                let next = s.queue.lock().unwrap_or_else(|p| p.into_inner()).next_idx;
+                                s.limit.store(next, Ordering::SeqCst);
+                                s.data.notify_one();
+                            }
                         }
                     }
                 }
             });
         }
-        tokio::spawn(run(shared.clone(), cfg, connector, netns, ntx, shutdown));
+        let seen = Arc::new(tokio::sync::Mutex::new(Seen::default()));
+        let s = shared.clone();
+        let stop = shutdown.clone();
+        sup.spawn(CONNECTION_TASK, shutdown, move || {
+            run(
+                s.clone(),
+                cfg.clone(),
+                connector.clone(),
+                netns.clone(),
+                ntx.clone(),
+                seen.clone(),
+                stop.clone(),
+            )
+        });
         Ok(LogSender { shared })
     }
 
@@ -169,7 +214,7 @@ impl LogSender {
     /// `stats()` then reports `dropped` and `queue_error` (naming the file).
     pub fn send(&self, line: String) -> u64 {
         let (seq, failing_changed) = {
-            let mut q = self.shared.queue.lock().unwrap();
+            let mut q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             let failing = q.spill_failing();
             let seq = q.push(clamp_line(line)).map(|idx| idx + q.offset);
             (seq, failing != q.spill_failing())
@@ -191,7 +236,7 @@ impl LogSender {
 
     pub fn stats(&self) -> SenderStats {
         let (next_seq, acked_seq, queued, in_memory, spilled, qerr, dropped, failing) = {
-            let q = self.shared.queue.lock().unwrap();
+            let q = self.shared.queue.lock().unwrap_or_else(|p| p.into_inner());
             (
                 q.next_idx + q.offset,
                 q.acked + q.offset,
@@ -203,7 +248,7 @@ impl LogSender {
                 q.spill_failing(),
             )
         };
-        let c = self.shared.conn.lock().unwrap();
+        let c = self.shared.conn.lock().unwrap_or_else(|p| p.into_inner());
         SenderStats {
             connected: c.connected,
             registration: c.registration,
@@ -223,7 +268,13 @@ impl LogSender {
 
     /// Waits until every line enqueued so far is acknowledged, or the timeout passes.
     pub async fn flush(&self, timeout: Duration) -> bool {
-        let target = self.shared.queue.lock().unwrap().next_idx - 1;
+        let target = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_idx
+            - 1;
         let mut rx = self.shared.acked.subscribe();
         tokio::time::timeout(timeout, rx.wait_for(|a| *a >= target))
             .await
@@ -232,7 +283,12 @@ impl LogSender {
 
     /// Uploads everything queued now, without waiting for the upload interval.
     pub fn upload_now(&self) {
-        let next = self.shared.queue.lock().unwrap().next_idx;
+        let next = self
+            .shared
+            .queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .next_idx;
         self.shared.limit.fetch_max(next, Ordering::SeqCst);
         self.shared.data.notify_one();
     }
@@ -246,7 +302,7 @@ impl LogSender {
     /// Points the sender at another server (the FortiAnalyzer address changed): the current
     /// connection is closed and the queue is resent to the new one.
     pub fn set_server(&self, server: SocketAddr, server_name: String) {
-        *self.shared.target.lock().unwrap() = (server, server_name);
+        *self.shared.target.lock().unwrap_or_else(|p| p.into_inner()) = (server, server_name);
         self.shared.reconfig.notify_one();
     }
 
@@ -290,27 +346,39 @@ impl Seen {
     }
 }
 
+/// The supervised task that connects, uploads and receives notifications.
+pub const CONNECTION_TASK: &str = "log channel: sender";
+/// The supervised task that raises the upload limit every upload interval (not real time).
+pub const UPLOAD_TIMER_TASK: &str = "log channel: upload timer";
+
 async fn run(
     shared: Arc<Shared>,
     cfg: SenderConfig,
     connector: tokio_rustls::TlsConnector,
     netns: Option<Arc<crate::netns::NetNs>>,
     ntx: mpsc::Sender<Notification>,
+    seen: Arc<tokio::sync::Mutex<Seen>>,
     shutdown: CancellationToken,
 ) {
+    // Held for the instance's life; a panic releases it and the next instance goes on.
+    let mut seen = seen.lock().await;
+    let seen = &mut *seen;
     let base = cfg.reconnect_delay.max(Duration::from_millis(1));
     let cap = MAX_RECONNECT_DELAY.max(base);
     let mut delay = base;
     let mut reader = Some(DiskReader::default());
-    let mut seen = Seen::default();
     while !shutdown.is_cancelled() {
-        let (addr, name) = shared.target.lock().unwrap().clone();
+        let (addr, name) = shared
+            .target
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let end = match connect(&connector, netns.as_deref(), addr, &name).await {
-            Ok(tls) => session(&shared, &cfg, tls, &shutdown, &mut reader, &mut seen, &ntx).await,
+            Ok(tls) => session(&shared, &cfg, tls, &shutdown, &mut reader, seen, &ntx).await,
             Err(e) => End::Lost(format!("connect {addr}: {e}"), false),
         };
         {
-            let mut c = shared.conn.lock().unwrap();
+            let mut c = shared.conn.lock().unwrap_or_else(|p| p.into_inner());
             c.connected = false;
         }
         shared.state_changed();
@@ -322,7 +390,11 @@ async fn run(
             }
             End::Lost(msg, had_hello) => {
                 shared.error(msg);
-                shared.conn.lock().unwrap().reconnects += 1;
+                shared
+                    .conn
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .reconnects += 1;
                 if had_hello {
                     delay = base;
                 }
@@ -335,7 +407,11 @@ async fn run(
         }
         delay = (delay * 2).min(cap);
     }
-    let res = shared.queue.lock().unwrap().close();
+    let res = shared
+        .queue
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .close();
     if let Err(e) = res {
         tracing::warn!(error = %e, "saving the log queue failed");
     }
@@ -418,7 +494,7 @@ async fn next_batch(
     reader: &mut Option<DiskReader>,
 ) -> std::io::Result<Option<(BytesMut, u64, u64)>> {
     let (c, first, end, path, offset) = {
-        let q = shared.queue.lock().unwrap();
+        let q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         match q.source(cursor, limit) {
             Source::Nothing => return Ok(None),
             Source::Memory { cursor } => {
@@ -457,17 +533,17 @@ async fn next_batch(
 /// Applies a `HelloReply`; returns whether the device may send and the resend cursor.
 fn apply_reply(shared: &Shared, r: &super::HelloReply) -> (bool, u64) {
     {
-        let mut c = shared.conn.lock().unwrap();
+        let mut c = shared.conn.lock().unwrap_or_else(|p| p.into_inner());
         c.registration = Some(r.status);
         c.server_serial = Some(r.server_serial.clone());
     }
     shared.state_changed();
     if r.status != RegStatus::Registered {
-        let q = shared.queue.lock().unwrap();
+        let q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         return (false, q.acked + 1);
     }
     let acked = {
-        let mut q = shared.queue.lock().unwrap();
+        let mut q = shared.queue.lock().unwrap_or_else(|p| p.into_inner());
         if q.fresh || r.last_acked_seq >= q.next_idx + q.offset {
             // The server remembers sequence numbers this queue never issued (its state was
             // lost): number the queue above them rather than have it dropped as duplicates.
@@ -520,7 +596,11 @@ async fn session(
     if let Some(r) = reader.as_mut() {
         r.reset();
     }
-    shared.conn.lock().unwrap().connected = true;
+    shared
+        .conn
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .connected = true;
     shared.state_changed();
     tracing::info!(server = %reply.server_serial, status = ?reply.status, last_acked = reply.last_acked_seq,
         "log channel connected");
@@ -535,7 +615,12 @@ async fn session(
             .map(|t| t + super::COALESCE)
             .filter(|at| Instant::now() < *at)
             .filter(|_| {
-                let waiting = shared.queue.lock().unwrap().next_idx.saturating_sub(cursor);
+                let waiting = shared
+                    .queue
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .next_idx
+                    .saturating_sub(cursor);
                 (1..super::COALESCE_LINES).contains(&waiting)
             });
         if registered && hold.is_none() {
@@ -566,7 +651,11 @@ async fn session(
                 {
                     return End::Lost(format!("sending a batch: {e}"), true);
                 }
-                shared.conn.lock().unwrap().sent_lines += last - first + 1;
+                shared
+                    .conn
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .sent_lines += last - first + 1;
                 inflight.push_back(last);
                 cursor = last + 1;
                 wrote = true;
@@ -602,7 +691,7 @@ async fn session(
                 };
                 let res = match frame {
                     Frame::Ack(seq) => {
-                        let offset = shared.queue.lock().unwrap().offset;
+                        let offset = shared.queue.lock().unwrap_or_else(|p| p.into_inner()).offset;
                         let idx = seq.saturating_sub(offset);
                         shared.ack(idx);
                         while inflight.front().is_some_and(|l| *l <= idx) {

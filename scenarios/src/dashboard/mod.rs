@@ -63,6 +63,9 @@ struct App {
     shutdown: CancellationToken,
 }
 
+/// The supervised task that polls the panels' state.
+pub const POLLER_TASK: &str = "dashboard: state poller";
+
 /// Serves the dashboard on `listener` until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -70,9 +73,18 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let poller = Arc::new(StatePoller::new());
-    tokio::spawn(poller.clone().run(session.clone(), shutdown.clone()));
+    {
+        let (p, s, stop) = (poller.clone(), session.clone(), shutdown.clone());
+        session
+            .supervisor
+            .spawn(POLLER_TASK, shutdown.clone(), move || {
+                p.clone().run(s.clone(), stop.clone())
+            });
+    }
     let port = listener.local_addr()?.port();
     let token = session.lab_token().clone();
+    // `/_lab/tasks` is answered by lab-core's HTTP server from this supervisor.
+    let sup = session.supervisor.clone();
     let app = App {
         session,
         poller,
@@ -88,6 +100,7 @@ pub async fn serve(
         tracing::warn!("{err}; the dashboard keeps the default request head timeout");
         fortilab_core::http::HttpOptions::new(token)
     });
+    let opts = opts.with_supervisor(sup);
     fortilab_core::http::serve_http(listener, router, opts, shutdown).await
 }
 

@@ -18,6 +18,9 @@ use crate::runner::Ctx;
 use crate::timeline::{self, Timeline};
 use fortilab_core::EventKind;
 
+/// The name of the supervised task that follows a device's event stream (then its label).
+pub const FOLLOW_TASK: &str = "timeline: ";
+
 /// Options of a session (from `fortilab up`'s flags).
 #[derive(Debug, Clone)]
 pub struct SessionOptions {
@@ -123,6 +126,10 @@ pub struct LabSession {
     lab_token: fortilab_core::secrets::LabToken,
     /// The exercise running in this lab (`fortilab exercise`).
     exercise: std::sync::OnceLock<Arc<crate::exercise::engine::ExerciseRun>>,
+    /// The orchestrator's own long-running tasks (event-stream followers, the dashboard's
+    /// state poller, the terminal printer): restarted after a panic, counted on `/_lab/tasks`
+    /// and reported on the timeline (`task.*`, device `fortilab`).
+    pub supervisor: fortilab_core::supervise::Supervisor,
 }
 
 impl LabSession {
@@ -141,6 +148,11 @@ impl LabSession {
         let procs = proc_views(&mut lab);
         let sources = lab.event_sources();
         let ctx = Ctx::new(lab, timeline.clone())?;
+        let supervisor = fortilab_core::supervise::Supervisor::new(None);
+        {
+            let tl = timeline.clone();
+            supervisor.set_reporter(move |kind, data| tl.note(kind, data));
+        }
         let s = Arc::new(LabSession {
             timeline,
             ctx: tokio::sync::Mutex::new(Some(ctx)),
@@ -157,6 +169,7 @@ impl LabSession {
             shutdown,
             lab_token,
             exercise: std::sync::OnceLock::new(),
+            supervisor,
         });
         s.follow(sources);
         Ok(s)
@@ -167,13 +180,17 @@ impl LabSession {
         *self.followers.lock().unwrap() = token.clone();
         let client = self.stream_client.lock().unwrap().clone();
         for (label, base) in sources {
-            tokio::spawn(timeline::follow(
-                label,
-                base,
-                client.clone(),
-                self.timeline.clone(),
-                token.clone(),
-            ));
+            let (client, tl, stop) = (client.clone(), self.timeline.clone(), token.clone());
+            self.supervisor
+                .spawn(&format!("{FOLLOW_TASK}{label}"), token.clone(), move || {
+                    timeline::follow(
+                        label.clone(),
+                        base.clone(),
+                        client.clone(),
+                        tl.clone(),
+                        stop.clone(),
+                    )
+                });
         }
     }
 

@@ -50,6 +50,12 @@ pub fn faz(dir: &std::path::Path, tidb: Tidb) -> Arc<Faz> {
         reader_cache_kib: env_n("FAZ_BENCH_READER_CACHE_KIB", d.reader_cache_kib.into()) as u32,
         reader_mmap_bytes: env_n("FAZ_BENCH_READER_MMAP", d.reader_mmap_bytes),
         writer_mmap_bytes: env_n("FAZ_BENCH_WRITER_MMAP", d.writer_mmap_bytes),
+        // FAZ_BENCH_SYNC_WINDOW_MS: how long syslog lines may wait for the WAL's fsync (0:
+        // every commit fsyncs, as before issue 15's syslog work).
+        sync_window: std::time::Duration::from_millis(env_n(
+            "FAZ_BENCH_SYNC_WINDOW_MS",
+            d.sync_window.as_millis() as u64,
+        )),
     };
     let store = Store::open_with(&dir.join("store"), opts).expect("store");
     let id = Identity {

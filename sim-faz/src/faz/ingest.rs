@@ -22,9 +22,17 @@ pub struct Parsed {
     unparsed: u64,
     sample: Option<String>,
     now: i64,
+    durability: crate::store::Durability,
 }
 
 impl Parsed {
+    /// Marks lines nobody is told are stored (syslog): [`Faz::submit`] commits them without
+    /// waiting for an fsync of their own ([`crate::store::Durability::Unacknowledged`]).
+    pub fn unacknowledged(mut self) -> Self {
+        self.durability = crate::store::Durability::Unacknowledged;
+        self
+    }
+
     pub fn len(&self) -> usize {
         self.n
     }
@@ -127,6 +135,7 @@ impl Faz {
             unparsed,
             sample,
             now,
+            durability: Default::default(),
         }
     }
 
@@ -145,6 +154,7 @@ impl Faz {
             unparsed,
             sample,
             now,
+            durability,
         } = parsed;
         self.counters.log_batches.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -163,7 +173,7 @@ impl Faz {
         let day = self.day_of(now);
         let pending = self
             .store
-            .submit(sender, first_seq, rows, now, |rows| {
+            .submit_with(durability, sender, first_seq, rows, now, |rows| {
                 if !ioc_on {
                     return Vec::new();
                 }

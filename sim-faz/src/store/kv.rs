@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use rusqlite::{params, OptionalExtension};
 
 use super::writer::{Batch, Job};
-use super::{Store, StoreError};
+use super::{Durability, Store, StoreError};
 
 /// Key/value updates written in the same transaction as a batch (IOC state).
 pub type KvUpdates = Vec<(String, Option<String>)>;
@@ -25,6 +25,7 @@ impl Store {
             rtime: 0,
             last: None,
             kv: updates.to_vec(),
+            durability: Durability::Acknowledged,
             done: done_tx,
         }))?;
         match done_rx.recv() {

@@ -96,6 +96,28 @@ pub struct StoreOptions {
     /// SQLite `mmap_size` of the writer, bytes. Default 0: sealing a segment reads all of it,
     /// so through a map the resident pages grew with the store.
     pub writer_mmap_bytes: u64,
+    /// Longest time lines committed as [`Durability::Unacknowledged`] (syslog) may wait for
+    /// the WAL's fsync ([`DEFAULT_SYNC_WINDOW`]); zero fsyncs every commit.
+    pub sync_window: std::time::Duration,
+}
+
+/// Default [`StoreOptions::sync_window`].
+pub const DEFAULT_SYNC_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How a batch of lines must be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The sender is told the lines are stored once they are committed (the log channel's
+    /// acknowledgement): the commit fsyncs the WAL (`synchronous=FULL`), so they survive a
+    /// power loss.
+    #[default]
+    Acknowledged,
+    /// Nobody is told (syslog has no acknowledgement): committed without waiting for the
+    /// fsync, which follows within [`StoreOptions::sync_window`] (with the next acknowledged
+    /// commit, the first commit after the window, or a checkpoint when the writer is idle).
+    /// Once committed the lines survive a crash of the process; a power loss or kernel crash
+    /// loses at most the last window's.
+    Unacknowledged,
 }
 
 /// Reader connections (searches, counts) beside the writer.
@@ -123,6 +145,7 @@ impl Default for StoreOptions {
             reader_cache_kib: DEFAULT_READER_CACHE_KIB,
             reader_mmap_bytes: DEFAULT_READER_MMAP_BYTES,
             writer_mmap_bytes: 0,
+            sync_window: DEFAULT_SYNC_WINDOW,
         }
     }
 }
@@ -274,6 +297,7 @@ impl Store {
             hot: 0,
             hot_rows: 0,
             next_id,
+            unsynced_since: None,
         };
         match nums.last() {
             // The newest segment keeps filling; a legacy `logs` table (segment 0) is closed.

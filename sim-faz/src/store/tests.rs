@@ -408,3 +408,66 @@ fn a_backup_taken_while_writing_opens_with_whole_commits() {
     assert!(total >= 20);
     assert_eq!(copy.kv_get("k").unwrap().as_deref(), Some("a"));
 }
+
+/// Unacknowledged (syslog) lines are committed without an fsync of their own and the WAL
+/// is synced within the window; an acknowledged batch is synced at its commit and covers
+/// the unacknowledged lines before it.
+#[test]
+fn unacknowledged_lines_are_synced_within_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            sync_window: std::time::Duration::from_millis(200),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let unsynced = |s: &Store| s.on_writer(|w| w.unsynced_since.is_some()).unwrap();
+    let ls: Vec<String> = (0..10).map(|i| line(i, "10.0.0.1")).collect();
+    let syslog = |s: &Store| {
+        s.submit_with(
+            Durability::Unacknowledged,
+            "SYSLOG-1",
+            0,
+            rows(&ls),
+            1,
+            |_| Vec::new(),
+        )
+        .unwrap()
+        .wait()
+        .unwrap()
+    };
+    syslog(&store);
+    assert!(unsynced(&store), "committed without an fsync");
+    // Nothing else to do: the writer syncs the WAL when the window ends.
+    let t = std::time::Instant::now();
+    while unsynced(&store) {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "never synced"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // An acknowledged batch fsyncs at its commit, covering what came before.
+    syslog(&store);
+    assert!(unsynced(&store));
+    store
+        .commit("FGT1", 1, rows(&ls), 1, |_| Vec::new())
+        .unwrap();
+    assert!(!unsynced(&store));
+    assert_eq!(store.total().unwrap(), 30);
+    // With a zero window every commit is synced.
+    drop(store);
+    let store = Store::open_with(
+        dir.path(),
+        StoreOptions {
+            sync_window: std::time::Duration::ZERO,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    syslog(&store);
+    assert!(!unsynced(&store));
+    assert_eq!(store.total().unwrap(), 40);
+}

@@ -13,7 +13,7 @@ use rusqlite::{params, Connection};
 use super::kv::KvUpdates;
 use super::parse::Row;
 use super::schema::{index_sql, segment_sql, Seg, COLS, NCOLS};
-use super::{Shared, Store, StoreError, StoreOptions};
+use super::{Durability, Shared, Store, StoreError, StoreOptions};
 use crate::filter::ip_value;
 
 fn ip_col(s: &Option<String>) -> Value {
@@ -93,6 +93,7 @@ pub(super) struct Batch {
     /// The sender's last sequence after this batch (sequenced senders only).
     pub(super) last: Option<u64>,
     pub(super) kv: KvUpdates,
+    pub(super) durability: Durability,
     pub(super) done: mpsc::SyncSender<Result<(), String>>,
 }
 
@@ -111,6 +112,8 @@ pub(super) struct Writer {
     pub(super) hot: u32,
     pub(super) hot_rows: u64,
     pub(super) next_id: i64,
+    /// When the oldest commit whose WAL frames are not fsynced yet was made.
+    pub(super) unsynced_since: Option<std::time::Instant>,
 }
 
 /// A batch queued by [`Store::submit`].
@@ -175,20 +178,95 @@ impl Writer {
     /// opened, oldest first.
     fn commit_group(&mut self, group: &[Batch]) -> rusqlite::Result<Vec<u32>> {
         let (id0, hot0, rows0) = (self.next_id, self.hot, self.hot_rows);
-        self.conn.execute_batch("BEGIN IMMEDIATE")?;
-        let mut created = Vec::new();
-        let res = self.insert_group(group, &mut created).and_then(|()| {
+        let fsync = self.group_needs_fsync(group);
+        if !fsync {
+            self.conn.pragma_update(None, "synchronous", "NORMAL")?;
+        }
+        let res = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
+            let mut created = Vec::new();
+            self.insert_group(group, &mut created)?;
             self.conn.execute_batch("COMMIT")?;
-            Ok(())
+            Ok(created)
         });
+        if !fsync {
+            // Back to FULL for everything else (acknowledged batches, sealing, retention).
+            if let Err(e) = self.conn.pragma_update(None, "synchronous", "FULL") {
+                tracing::error!(error = %e, "log store: synchronous=FULL not restored");
+            }
+        }
         match res {
-            Ok(()) => Ok(created),
+            Ok(created) => {
+                self.note_commit(fsync);
+                Ok(created)
+            }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 self.next_id = id0;
                 self.hot = hot0;
                 self.hot_rows = rows0;
                 Err(e)
+            }
+        }
+    }
+
+    /// Whether a group's commit must fsync the WAL: it holds an acknowledged batch, or
+    /// unacknowledged lines have waited for an fsync as long as the window allows.
+    fn group_needs_fsync(&self, group: &[Batch]) -> bool {
+        self.opts.sync_window.is_zero()
+            || group
+                .iter()
+                .any(|b| b.durability == Durability::Acknowledged)
+            || self.sync_due(std::time::Instant::now())
+    }
+
+    /// Whether the oldest commit not fsynced yet has waited the whole window.
+    fn sync_due(&self, now: std::time::Instant) -> bool {
+        self.unsynced_since
+            .is_some_and(|t| now.duration_since(t) >= self.opts.sync_window)
+    }
+
+    /// Notes a successful commit: with an fsync, every earlier frame is on disk too.
+    fn note_commit(&mut self, fsynced: bool) {
+        if fsynced {
+            self.unsynced_since = None;
+        } else if self.unsynced_since.is_none() {
+            self.unsynced_since = Some(std::time::Instant::now());
+        }
+    }
+
+    /// Fsyncs the WAL file (SQLite wrote the frames of commits made without an fsync; an
+    /// fsync through any descriptor of the file puts them on disk).
+    fn sync_wal(&mut self) {
+        if self.unsynced_since.is_none() {
+            return;
+        }
+        let wal = format!("{}-wal", self.conn.path().unwrap_or_default());
+        match std::fs::File::open(&wal).and_then(|f| f.sync_data()) {
+            Ok(()) => self.unsynced_since = None,
+            Err(e) => {
+                tracing::warn!(error = %e, path = %wal, "log store: syncing the WAL failed");
+                // Tried again after another window (not in a busy loop).
+                self.unsynced_since = Some(std::time::Instant::now());
+            }
+        }
+    }
+
+    /// The next job; while unacknowledged commits wait for their fsync, the WAL is synced when
+    /// the window ends with nothing else to do. `None` once the queue is closed (after a
+    /// last sync).
+    fn next_job(&mut self, rx: &mpsc::Receiver<Job>) -> Option<Job> {
+        loop {
+            let Some(since) = self.unsynced_since else {
+                return rx.recv().ok();
+            };
+            let left = self.opts.sync_window.saturating_sub(since.elapsed());
+            match rx.recv_timeout(left) {
+                Ok(j) => return Some(j),
+                Err(mpsc::RecvTimeoutError::Timeout) => self.sync_wal(),
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.sync_wal();
+                    return None;
+                }
             }
         }
     }
@@ -266,9 +344,9 @@ impl Writer {
         loop {
             let job = match carry.take() {
                 Some(j) => j,
-                None => match rx.recv() {
-                    Ok(j) => j,
-                    Err(_) => return,
+                None => match self.next_job(&rx) {
+                    Some(j) => j,
+                    None => return,
                 },
             };
             let first = match job {
@@ -419,6 +497,20 @@ impl Store {
         &self,
         dev: &str,
         first_seq: u64,
+        rows: Vec<Row>,
+        rtime: i64,
+        hook: impl FnOnce(&[Row]) -> KvUpdates,
+    ) -> Result<Pending, StoreError> {
+        self.submit_with(Durability::Acknowledged, dev, first_seq, rows, rtime, hook)
+    }
+
+    /// [`Store::submit`] with the batch's [`Durability`] (syslog: unacknowledged, committed
+    /// without waiting for an fsync of its own).
+    pub fn submit_with(
+        &self,
+        durability: Durability,
+        dev: &str,
+        first_seq: u64,
         mut rows: Vec<Row>,
         rtime: i64,
         hook: impl FnOnce(&[Row]) -> KvUpdates,
@@ -473,6 +565,7 @@ impl Store {
                 rtime,
                 last: (first_seq > 0 && new_last > last).then_some(new_last),
                 kv,
+                durability,
                 done: done_tx,
             }))?;
             if first_seq > 0 {

@@ -19,7 +19,18 @@ pub const FAZ_CLI: &str = "config log fortianalyzer setting\nset status enable\n
 
 /// Starts the receiver; returns its counting sink, its real address (map [`FAZ_LAB`] to it)
 /// and the lab CA (loaded from `ca_dir`) for the FortiGate's own certificate.
+#[allow(dead_code)]
 pub async fn start(ca_dir: &Path, stop: CancellationToken) -> (Arc<MemorySink>, SocketAddr, LabCa) {
+    let (sink, addr, ca, _) = start_receiver(ca_dir, stop).await;
+    (sink, addr, ca)
+}
+
+/// [`start`], also returning the receiver (to send notifications to the FortiGate).
+#[allow(dead_code)]
+pub async fn start_receiver(
+    ca_dir: &Path,
+    stop: CancellationToken,
+) -> (Arc<MemorySink>, SocketAddr, LabCa, LogReceiver) {
     let ca = LabCa::load_or_create(ca_dir, "bench").unwrap();
     let sink = Arc::new(MemorySink::counting());
     let rl = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -31,6 +42,12 @@ pub async fn start(ca_dir: &Path, stop: CancellationToken) -> (Arc<MemorySink>, 
         Hello::fortianalyzer("FAZ-BENCH", "FAZ", "6.4.5"),
         LabClock::real(),
     );
-    tokio::spawn(async move { rx.serve(rl, scfg, stop).await });
-    (sink, raddr, LabCa::load_or_create(ca_dir, "bench").unwrap())
+    let serving = rx.clone();
+    tokio::spawn(async move { serving.serve(rl, scfg, stop).await });
+    (
+        sink,
+        raddr,
+        LabCa::load_or_create(ca_dir, "bench").unwrap(),
+        rx,
+    )
 }

@@ -50,6 +50,10 @@ pub struct RatingStats {
     pub failures: AtomicU64,
     /// Round trip of the last successful query, microseconds (0: none yet).
     pub last_rtt_us: AtomicU64,
+    /// DNS lookups sent to the lab DNS (cache misses).
+    pub dns_queries: AtomicU64,
+    /// DNS lookups that failed (unreachable, timeout: a down FortiGate ↔ Internet link).
+    pub dns_failures: AtomicU64,
 }
 
 impl std::fmt::Debug for Internet {
@@ -170,7 +174,13 @@ impl Internet {
             return Ok(*v);
         }
         let q: String = form_urlencoded::byte_serialize(h.as_bytes()).collect();
-        let (status, v) = self.get_json(&format!("/_lab/dns?name={q}")).await?;
+        self.stats.dns_queries.fetch_add(1, Ordering::Relaxed);
+        let (status, v) = self
+            .get_json(&format!("/_lab/dns?name={q}"))
+            .await
+            .inspect_err(|_| {
+                self.stats.dns_failures.fetch_add(1, Ordering::Relaxed);
+            })?;
         let ip = match status {
             200 => v["ip"].as_str().and_then(|s| s.parse::<Ipv4Addr>().ok()),
             404 => None,

@@ -24,6 +24,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use fortilab_core::supervise::{share_receiver, SharedReceiver};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
@@ -207,25 +208,20 @@ impl DataPlane {
             intf: Default::default(),
             hosts: Default::default(),
         });
-        let mut rx = dev.config.subscribe();
+        // Supervised (`/_lab/tasks`, `task.*` events): a panicking rebuild is reported and the
+        // task started again on the same subscription.
+        let rx = share_receiver(dev.config.subscribe());
         let weak = Arc::downgrade(&dp);
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    r = rx.recv() => match r {
-                        Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                            if !rx.is_empty() { continue; }
-                            let Some(dp) = weak.upgrade() else { break };
-                            dp.rebuild().await;
-                        }
-                        Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                    }
-                }
-            }
+        let stop = shutdown.clone();
+        dev.supervisor.spawn(Self::REBUILD_TASK, shutdown, move || {
+            rebuild_loop(weak.clone(), rx.clone(), stop.clone())
         });
         dp
     }
+
+    /// The name of the supervised task that recompiles the data plane after configuration
+    /// changes.
+    pub const REBUILD_TASK: &'static str = "data plane: rebuild";
 
     /// Points the data plane at the lab Internet's control URL and recompiles (FQDNs).
     pub async fn set_internet(&self, url: &str) -> Result<(), String> {
@@ -497,6 +493,14 @@ async fn dataplane_stats(AxState(dp): AxState<Arc<DataPlane>>) -> Json<serde_jso
         "blocked": g(&s.blocked), "banned_drops": g(&s.banned_drops),
         "upstream_errors": g(&s.upstream_errors), "rebuilds": g(&s.rebuilds),
         "internet": dp.internet.configured(),
+        // Lookups of the lab Internet (FortiGuard ratings, DNS) and how many failed (a down
+        // FortiGate ↔ Internet link makes them time out).
+        "lookups": {
+            "rating_queries": g(&dp.internet.stats.queries),
+            "rating_failures": g(&dp.internet.stats.failures),
+            "dns_queries": g(&dp.internet.stats.dns_queries),
+            "dns_failures": g(&dp.internet.stats.dns_failures),
+        },
     }))
 }
 
@@ -541,4 +545,30 @@ pub fn serve_transparent(
         })?;
     tracing::info!(%addr, "transparent proxy (port3 side) ready");
     Ok(addr)
+}
+
+/// Recompiles the data plane after each burst of configuration changes, until shutdown (also
+/// once the configuration store or the data plane is gone: a supervised task that returned
+/// early would be started again).
+async fn rebuild_loop(
+    dp: std::sync::Weak<DataPlane>,
+    rx: SharedReceiver<tokio::sync::broadcast::Receiver<crate::config::ChangeEvent>>,
+    shutdown: CancellationToken,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = rx.lock().await;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = rx.recv() => match r {
+                Ok(_) | Err(RecvError::Lagged(_)) => {
+                    if !rx.is_empty() { continue; }
+                    let Some(dp) = dp.upgrade() else { break };
+                    dp.rebuild().await;
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    }
+    shutdown.cancelled().await;
 }

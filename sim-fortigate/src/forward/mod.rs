@@ -9,17 +9,20 @@ pub mod syslog;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use fortilab_core::logchan::{
     Hello, LogSender, Notification, RegStatus, SenderConfig, SenderStats, UploadOption,
 };
+use fortilab_core::supervise::{share_receiver, SharedReceiver};
 use fortilab_core::EventKind;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::tree::Config;
+use crate::config::ChangeEvent;
 use crate::device::{Device, EmsState, FabricStatus, FazState};
 use crate::logs::LogLine;
 
@@ -120,7 +123,17 @@ pub struct Forwarder {
     reconf: tokio::sync::Mutex<()>,
     /// The automation engine's notification queue (bounded: see [`Forwarder::start`]).
     notify_tx: mpsc::Sender<Notification>,
+    /// Whether the log writer's sink is in place (added once, by the first instance of the
+    /// supervised configuration task).
+    sink_added: AtomicBool,
 }
+
+/// The supervised task that follows the configuration (`/_lab/tasks`).
+pub const CONFIG_TASK: &str = "log forward: configuration";
+/// A reconfiguration run after a configuration change (reported if it panics).
+pub const RECONFIGURE_TASK: &str = "log forward: reconfigure";
+/// The supervised task that watches the FortiAnalyzer connection (event logs, queue errors).
+pub const FAZ_WATCH_TASK: &str = "log forward: FortiAnalyzer connection";
 
 impl std::fmt::Debug for Forwarder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -195,40 +208,61 @@ impl Forwarder {
             shutdown: shutdown.clone(),
             reconf: tokio::sync::Mutex::new(()),
             notify_tx,
+            sink_added: AtomicBool::new(false),
         });
         dev.set_fabric(Arc::new(FazStatus {
             prev: dev.fabric(),
             fwd: Arc::downgrade(&fwd),
         }));
-        let mut cfg_rx = dev.config.subscribe();
+        // Supervised (`/_lab/tasks`, `task.*` events): a restarted instance goes on with the
+        // same configuration subscription and keeps the log writer's sink, which is added once.
+        let cfg_rx = share_receiver(dev.config.subscribe());
         let f2 = fwd.clone();
         let stop = shutdown.clone();
-        tokio::spawn(async move {
-            f2.reconfigure().await;
-            // Every line is handed over by the writer itself, the ring's lines first: the
-            // FortiAnalyzer queue loses none however fast logs are written; syslog is best
-            // effort (a full queue drops, as on the product).
-            let weak = Arc::downgrade(&f2);
-            f2.dev.logs.add_sink(move |line| {
+        dev.supervisor.spawn(CONFIG_TASK, shutdown, move || {
+            f2.clone().config_task(cfg_rx.clone(), stop.clone())
+        });
+        fwd
+    }
+
+    /// Applies the configuration, adds the log writer's sink (the first instance only), then
+    /// follows configuration changes until shutdown, when it stops the outputs.
+    async fn config_task(
+        self: Arc<Self>,
+        cfg_rx: SharedReceiver<broadcast::Receiver<ChangeEvent>>,
+        stop: CancellationToken,
+    ) {
+        let mut cfg_rx = cfg_rx.lock().await;
+        self.reconfigure().await;
+        // Every line is handed over by the writer itself, the ring's lines first: the
+        // FortiAnalyzer queue loses none however fast logs are written; syslog is best
+        // effort (a full queue drops, as on the product).
+        if !self.sink_added.swap(true, Ordering::SeqCst) {
+            let weak = Arc::downgrade(&self);
+            self.dev.logs.add_sink(move |line| {
                 if let Some(f) = weak.upgrade() {
                     f.dispatch(line);
                 }
             });
-            loop {
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    c = cfg_rx.recv() => {
-                        if matches!(c, Err(tokio::sync::broadcast::error::RecvError::Closed)) { break; }
-                        if cfg_rx.is_empty() {
-                            let f3 = f2.clone();
-                            tokio::spawn(async move { f3.reconfigure().await });
-                        }
+        }
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                c = cfg_rx.recv() => {
+                    if matches!(c, Err(broadcast::error::RecvError::Closed)) { break; }
+                    if cfg_rx.is_empty() {
+                        let f3 = self.clone();
+                        self.dev.supervisor.spawn_once(RECONFIGURE_TASK, async move {
+                            f3.reconfigure().await
+                        });
                     }
                 }
             }
-            f2.stop_all().await;
-        });
-        fwd
+        }
+        self.stop_all().await;
+        // The configuration store is gone before shutdown: nothing more to follow (returning
+        // now would have the supervisor start the task again).
+        stop.cancelled().await;
     }
 
     /// Hands a line to the outputs (called by the log writer for every line): the
@@ -362,8 +396,12 @@ impl Forwarder {
                                 facility: syslog::facility_code(&cfg.facility),
                                 hostname: self.dev.hostname(),
                             };
-                            let tx =
-                                syslog::start(settings, self.syslog_stats.clone(), stop.clone());
+                            let tx = syslog::start(
+                                settings,
+                                self.syslog_stats.clone(),
+                                &self.dev.supervisor,
+                                stop.clone(),
+                            );
                             o.syslog = Some(SyslogOut { cfg, tx, stop });
                         }
                         None => {
@@ -451,56 +489,88 @@ impl Forwarder {
             reconnect_delay: Duration::from_millis(200),
         };
         // Notifications go straight to the automation engine's queue (it emits the lab event).
-        let sender = LogSender::start_with(cfg, self.notify_tx.clone(), stop.clone())
-            .map_err(|e| e.to_string())?;
-        // Connection state → event logs; queue trouble (disk full) → lab events.
-        let dev = self.dev.clone();
-        let watch = sender.clone();
+        let sender = LogSender::start_supervised(
+            cfg,
+            self.notify_tx.clone(),
+            &self.dev.supervisor,
+            stop.clone(),
+        )
+        .map_err(|e| e.to_string())?;
+        // Connection state → event logs; queue trouble (disk full) → lab events. Supervised;
+        // what it last reported outlives a restarted instance (no repeated event logs).
+        let watch = FazWatch {
+            dev: self.dev.clone(),
+            sender: sender.clone(),
+            server: s.server.clone(),
+            seen: Arc::new(Mutex::new((false, None))),
+        };
         let stop2 = stop.clone();
-        let server = s.server.clone();
-        // Woken by the sender's state changes (no polling while nothing happens).
-        let mut changes = sender.changed();
-        tokio::spawn(async move {
-            let mut was = false;
-            let mut queue_error: Option<String> = None;
-            loop {
-                let st = watch.stats();
-                let now = st.connected && st.registration.is_some();
-                if now != was {
-                    was = now;
-                    faz_event(&dev, &server, now);
-                }
-                if st.queue_error != queue_error {
-                    match &st.queue_error {
-                        Some(e) => {
-                            tracing::error!(error = %e, "the FortiAnalyzer log queue cannot spill to disk");
-                            dev.events.emit(
-                                EventKind::LogQueueError,
-                                serde_json::json!({"error": e, "dropped": st.dropped,
-                                                   "in_memory": st.in_memory}),
-                            );
-                        }
-                        None => {
-                            dev.events.emit(
-                                EventKind::LogQueueRecovered,
-                                serde_json::json!({"dropped": st.dropped, "spilled": st.spilled}),
-                            );
-                        }
-                    }
-                    queue_error = st.queue_error;
-                }
-                tokio::select! {
-                    _ = stop2.cancelled() => break,
-                    r = changes.changed() => if r.is_err() { break },
-                }
-            }
-        });
+        self.dev
+            .supervisor
+            .spawn(FAZ_WATCH_TASK, stop.clone(), move || {
+                watch.clone().run(stop2.clone())
+            });
         self.out.lock().unwrap_or_else(|p| p.into_inner()).faz = Some(FazOut {
             settings: s,
             sender,
             stop,
         });
         Ok(())
+    }
+}
+
+/// Watches the FortiAnalyzer sender: connection up/down → event logs, queue errors → lab
+/// events.
+#[derive(Clone)]
+struct FazWatch {
+    dev: Arc<Device>,
+    sender: LogSender,
+    server: String,
+    /// What was last reported: connected, queue error.
+    seen: Arc<Mutex<(bool, Option<String>)>>,
+}
+
+impl FazWatch {
+    /// Woken by the sender's state changes (no polling while nothing happens).
+    async fn run(self, stop: CancellationToken) {
+        let mut changes = self.sender.changed();
+        loop {
+            self.check();
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                r = changes.changed() => if r.is_err() { break },
+            }
+        }
+    }
+
+    fn check(&self) {
+        let dev = &self.dev;
+        let st = self.sender.stats();
+        let now = st.connected && st.registration.is_some();
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if now != seen.0 {
+            seen.0 = now;
+            faz_event(dev, &self.server, now);
+        }
+        if st.queue_error != seen.1 {
+            match &st.queue_error {
+                Some(e) => {
+                    tracing::error!(error = %e, "the FortiAnalyzer log queue cannot spill to disk");
+                    dev.events.emit(
+                        EventKind::LogQueueError,
+                        serde_json::json!({"error": e, "dropped": st.dropped,
+                                           "in_memory": st.in_memory}),
+                    );
+                }
+                None => {
+                    dev.events.emit(
+                        EventKind::LogQueueRecovered,
+                        serde_json::json!({"dropped": st.dropped, "spilled": st.spilled}),
+                    );
+                }
+            }
+            seen.1 = st.queue_error;
+        }
     }
 }
 
