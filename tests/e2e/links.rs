@@ -374,7 +374,7 @@ fn link_faults_reach_syslog_datagrams_and_lookups() {
             .any(|r| r["real"] == control_sock.as_str()),
         "no relay to the lab Internet's control surface {control_sock}: {l}"
     );
-    let before = l["connections"].as_u64().unwrap();
+    let before = l["bytes_up"].as_u64().unwrap();
     set_link(
         &dash,
         &token,
@@ -390,13 +390,24 @@ fn link_faults_reach_syslog_datagrams_and_lookups() {
             Some(&t2),
         )
     });
+    // The lookup waits at the down link: on a new connection (held) or, when the FortiGate's
+    // client reuses a pooled keep-alive connection, as bytes the relay holds back; either way
+    // the fetch (milliseconds on an up link) does not finish while the link is down.
+    let down_since = std::time::Instant::now();
     wait_for(
         "a lookup held by the down link",
         Duration::from_secs(20),
         || {
             let l = link_report(&dash, &token, "fortigate-internet");
-            (l["held"].as_u64().unwrap_or(0) >= 1).then_some(())
+            let held = l["held"].as_u64().unwrap_or(0) >= 1;
+            let waiting = down_since.elapsed() > Duration::from_secs(1) && !fetch.is_finished();
+            (held || waiting).then_some(())
         },
+    );
+    assert_eq!(
+        link_report(&dash, &token, "fortigate-internet")["bytes_up"].as_u64(),
+        Some(before),
+        "bytes passed a down link"
     );
     set_link(
         &dash,
@@ -404,7 +415,7 @@ fn link_faults_reach_syslog_datagrams_and_lookups() {
         json!({"a": "fortigate", "b": "internet", "state": "up"}),
     );
     let _ = fetch.join().unwrap();
-    let after = link_report(&dash, &token, "fortigate-internet")["connections"]
+    let after = link_report(&dash, &token, "fortigate-internet")["bytes_up"]
         .as_u64()
         .unwrap();
     assert!(
