@@ -627,31 +627,8 @@ fn link_latency_and_rate_shape_pc52s_traffic_in_namespaces_mode() {
     }
     let curl = support::require_program("curl", "curl");
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready.json");
-    let child = Command::new(bin("fortilab"))
-        .args(["up", "--network", "namespaces", "--json", "--ready-file"])
-        .arg(&ready)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("up.log")).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let _lab = StopLab(child);
-    let r = wait_for(
-        "the namespaces lab's ready file",
-        Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(&ready)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .filter(|v| v["dashboard"].is_string())
-        },
-    );
+    let lab = UpLab::start(None, Duration::from_secs(60));
+    let r = lab.r.clone();
     let dash = r["dashboard"].as_str().unwrap().to_string();
     let lab_token = r["lab_token"].as_str().unwrap().to_string();
     let set_link = |body: &str| -> serde_json::Value {
@@ -776,21 +753,9 @@ fn link_latency_and_rate_shape_pc52s_traffic_in_namespaces_mode() {
     let (c3, t3) = timed();
     assert!(c3 < 0.1 && t3 < 0.9, "after clearing: {c3} s / {t3} s");
 
-    drop(_lab);
-    let prefix = r["netns"].as_str().unwrap_or("").to_string();
+    let prefix = lab.prefix.clone();
+    drop(lab);
     assert!(leftovers(&prefix).is_empty());
-}
-
-/// A namespaces lab's `fortilab up`, killed and its network cleaned up on drop (also when the
-/// test fails half-way, so the next namespaces test can start).
-struct StopLab(std::process::Child);
-
-impl Drop for StopLab {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-        let _ = Command::new(bin("fortilab")).arg("netns-clean").output();
-    }
 }
 
 /// Snapshots of a namespaces-mode lab: `fortilab snapshot save` is taken in place (the same
