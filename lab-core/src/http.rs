@@ -378,12 +378,8 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AppServi
             }
         }
         if req.uri().path() == "/_lab/tasks" {
-            let stats = self.supervisor.stats();
-            return Box::pin(async move {
-                Ok(axum::response::IntoResponse::into_response(axum::Json(
-                    stats,
-                )))
-            });
+            let supervisor = self.supervisor.clone();
+            return Box::pin(async move { Ok(lab_tasks(&supervisor, req).await) });
         }
         req.extensions_mut().insert(self.info.clone());
         let app = self.app.clone();
@@ -400,6 +396,58 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for AppServi
                 }
             }
         })
+    }
+}
+
+/// `/_lab/tasks`: `GET` the supervisor's counters; `POST {"panic": "<task>"}` makes that
+/// running task panic ([`Supervisor::inject_panic`], fault injection): `404` when no such task
+/// runs.
+async fn lab_tasks(
+    supervisor: &Supervisor,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> axum::response::Response {
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse;
+    use serde_json::json;
+    if req.method() != Method::POST {
+        return axum::Json(supervisor.stats()).into_response();
+    }
+    let body = http_body_util::Limited::new(req.into_body(), 4096);
+    let bytes = match tokio::time::timeout(
+        Duration::from_secs(5),
+        http_body_util::BodyExt::collect(body),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => {
+            return (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "unreadable body", "status": 400})),
+            )
+                .into_response()
+        }
+    };
+    let task = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.get("panic").and_then(|t| t.as_str()).map(str::to_string));
+    let Some(task) = task else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "expected {\"panic\": \"<task name>\"}", "status": 400})),
+        )
+            .into_response();
+    };
+    if supervisor.inject_panic(&task) {
+        axum::Json(json!({"ok": true, "task": task})).into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            axum::Json(
+                json!({"error": format!("no running restartable task {task:?}"), "status": 404}),
+            ),
+        )
+            .into_response()
     }
 }
 

@@ -15,6 +15,11 @@
 //!
 //! Counters: [`Supervisor::stats`] (served by every device at `/_lab/tasks`, and inside
 //! FortiAnalyzer's `/_lab/stats`).
+//!
+//! Fault injection: [`Supervisor::inject_panic`] (`POST /_lab/tasks` with `{"panic": "<task>"}`
+//! on every device and on the dashboard, lab token required) makes the running instance of a
+//! restartable task panic at its next await point, as a bug would, so tests and trainers can
+//! watch the supervisor report and restart it.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,6 +33,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::events::{EventBus, EventKind};
+
+/// The message of a panic made by [`Supervisor::inject_panic`].
+pub const INJECTED_PANIC: &str = "panic injected through the lab surface (POST /_lab/tasks)";
 
 /// First back-off before a restart.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(100);
@@ -73,6 +81,8 @@ struct Inner {
     events: Mutex<Option<EventBus>>,
     reporter: Mutex<Option<Reporter>>,
     tasks: Mutex<BTreeMap<String, TaskStats>>,
+    /// Per restartable task: fired by [`Supervisor::inject_panic`].
+    trips: Mutex<BTreeMap<String, Arc<tokio::sync::Notify>>>,
     panicked: AtomicU64,
     restarted: AtomicU64,
     exited: AtomicU64,
@@ -214,7 +224,15 @@ impl Supervisor {
                     t.running = true;
                 });
                 let started = Instant::now();
-                let inner = tokio::spawn(make());
+                let trip = sup.trip(&name);
+                let fut = make();
+                let inner = tokio::spawn(async move {
+                    tokio::select! {
+                        biased;
+                        () = fut => {}
+                        () = trip.notified() => panic!("{INJECTED_PANIC}"),
+                    }
+                });
                 // Aborting the supervisor (a handle's `abort()`) aborts the running instance.
                 let _guard = AbortOnDrop(inner.abort_handle());
                 let res = inner.await;
@@ -325,6 +343,38 @@ impl Supervisor {
         }))
     }
 
+    fn trip(&self, name: &str) -> Arc<tokio::sync::Notify> {
+        self.inner
+            .trips
+            .lock()
+            .unwrap()
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Makes the running instance of the restartable task `name` panic at its next await
+    /// point (fault injection; the supervisor then reports and restarts it like any panic).
+    /// False when no instance of such a task is running.
+    pub fn inject_panic(&self, name: &str) -> bool {
+        let running = self
+            .inner
+            .tasks
+            .lock()
+            .unwrap()
+            .get(name)
+            .is_some_and(|t| t.running);
+        let trip = self.inner.trips.lock().unwrap().get(name).cloned();
+        match trip {
+            Some(t) if running => {
+                tracing::warn!(task = name, "panic injected");
+                t.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The counters.
     pub fn stats(&self) -> SupervisorStats {
         SupervisorStats {
@@ -413,6 +463,38 @@ mod tests {
         h.await.unwrap();
         assert!(!sup.stats().tasks["loop"].running);
         assert_eq!(runs.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_injected_panic_is_reported_and_the_task_restarted() {
+        let sup = Supervisor::new(None);
+        let stop = CancellationToken::new();
+        let runs = Arc::new(AtomicUsize::new(0));
+        let r = runs.clone();
+        let s2 = stop.clone();
+        let h = sup.spawn("idle", stop.clone(), move || {
+            let (r, s2) = (r.clone(), s2.clone());
+            async move {
+                r.fetch_add(1, Ordering::SeqCst);
+                s2.cancelled().await;
+            }
+        });
+        assert!(!sup.inject_panic("no such task"));
+        crate::wait::wait_for("the task to run", Duration::from_secs(5), || {
+            sup.stats().tasks.get("idle").is_some_and(|t| t.running)
+        })
+        .await;
+        assert!(sup.inject_panic("idle"));
+        crate::wait::wait_for("the restart", Duration::from_secs(5), || {
+            runs.load(Ordering::SeqCst) == 2
+        })
+        .await;
+        let st = sup.stats();
+        assert_eq!((st.panicked, st.restarted), (1, 1));
+        assert_eq!(st.tasks["idle"].last_panic.as_deref(), Some(INJECTED_PANIC));
+        stop.cancel();
+        h.await.unwrap();
+        assert!(!sup.inject_panic("idle"));
     }
 
     #[tokio::test]

@@ -933,16 +933,19 @@ async fn up(
     if let Some(x) = exercise {
         let run = crate::exercise::engine::ExerciseRun::new(x, session.clone());
         session.set_exercise(run.clone());
-        tokio::spawn(run.run(streams.clone()));
+        // Supervised (`/_lab/tasks` on the dashboard): a panicked runner is reported and
+        // restarted; it re-reads the devices, so progress resumes where the lab is.
+        let stop = streams.clone();
+        session.supervisor.spawn(
+            crate::exercise::engine::RUNNER_TASK,
+            streams.clone(),
+            move || run.clone().run(stop.clone()),
+        );
     }
     let (listener, dash_addr) = crate::dashboard::bind().await?;
     let dashboard = format!("http://{dash_addr}/");
     session.set_dashboard(&dashboard);
-    let server = tokio::spawn(crate::dashboard::serve(
-        listener,
-        session.clone(),
-        streams.clone(),
-    ));
+    let server = crate::dashboard::serve(listener, session.clone(), streams.clone())?;
     let snapshot = session.report();
     session.write_ready_file()?;
     let sign_in = crate::dashboard::sign_in_url(&dashboard, session.lab_token());

@@ -935,6 +935,9 @@ async fn apply_quarantine(
                 json!({"device_id": r.device_id, "fctuid": r.uid, "ip": r.ip_addr, "hostname": r.host,
                        "quarantine_id": r.quarantine_id, "by": by, "via": via, "reason": reason}),
             );
+            // Delivered now through the endpoint's persistent connection, not at its next
+            // keep-alive.
+            sh.push(&r.uid);
         }
         rows.push(
             json!({"device_id": r.device_id, "uid": r.uid, "ip_addr": r.ip_addr, "host": r.host,

@@ -72,9 +72,10 @@ pub fn resolve(args: &Args, env: &DeviceEnv) -> anyhow::Result<EmsConfig> {
     };
     let ka = match file.ka_interval {
         Some(s) => Duration::from_secs_f64(s),
-        None => env
-            .timing
-            .delay(Duration::from_secs(60), Duration::from_millis(200)),
+        None => env.timing.delay(
+            Duration::from_secs(60),
+            fortilab_core::telemetry::FAST_KA_INTERVAL,
+        ),
     };
     Ok(EmsConfig {
         hostname: file.hostname.unwrap_or_else(|| "EMS-LAB".into()),

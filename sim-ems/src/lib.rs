@@ -90,7 +90,7 @@ pub struct Session {
 }
 
 /// Routine keep-alive events of one endpoint are at least this far apart (lab ms).
-pub const ROUTINE_KA_EVENT_MS: i64 = 1_000;
+pub const ROUTINE_KA_EVENT_MS: i64 = 10_000;
 
 /// State shared by the API, the telemetry server and the flusher.
 pub struct Shared {
@@ -108,6 +108,11 @@ pub struct Shared {
     ka_events: Mutex<HashMap<u64, i64>>,
     /// Keep-alives handled since start.
     pub keepalives: AtomicU64,
+    /// Per FortiClient UID, the persistent telemetry connection it keeps open, to ask it for
+    /// an exchange at once (see [`Shared::push`]).
+    pushers: Mutex<HashMap<String, Arc<tokio::sync::Notify>>>,
+    /// `NOTIFY` frames sent (pushes).
+    pub pushes: AtomicU64,
     /// Held by the one task writing the state (group commit, see [`Shared::persist`]).
     flush_lock: tokio::sync::Mutex<()>,
     /// Set when a write failed: the next write is a whole snapshot.
@@ -232,7 +237,7 @@ impl Shared {
     /// Whether a routine keep-alive (one that changed nothing) of `device_id` is an
     /// `endpoint.keepalive` event: one in `endpoints / 50` above 50 endpoints, and at most one
     /// per [`ROUTINE_KA_EVENT_MS`] of lab time per endpoint. With `--timing fast` (a keep-alive
-    /// every 200 ms) every one was an event that every reader of the lab's events (the
+    /// every 200 ms before pushes, 2 s now) every one was an event that every reader of the lab's events (the
     /// orchestrator's timeline files, a class) parsed: most of an idle lab's work. Keep-alives
     /// that change something (quarantine state, a code) are always events.
     pub fn sample_keepalive(&self, endpoints: usize, device_id: u64, now_ms: i64) -> bool {
@@ -249,6 +254,42 @@ impl Shared {
             last.insert(device_id, now_ms);
         }
         due
+    }
+
+    /// Asks the endpoint `fctuid` for an exchange now, through the persistent telemetry
+    /// connection it keeps open (a `NOTIFY` frame, see [`telemetry`]): an action queued for it
+    /// (quarantine, release) is delivered at once instead of at its next keep-alive. False
+    /// when it has no such connection (it gets the action at its next keep-alive).
+    pub fn push(&self, fctuid: &str) -> bool {
+        let n = self
+            .pushers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(fctuid)
+            .cloned();
+        match n {
+            Some(n) => {
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Registers the connection of `fctuid` that [`Shared::push`] wakes (the latest one wins).
+    pub(crate) fn set_pusher(&self, fctuid: &str, n: &Arc<tokio::sync::Notify>) {
+        self.pushers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fctuid.to_string(), n.clone());
+    }
+
+    /// Forgets a connection's registration (unless a newer connection replaced it).
+    pub(crate) fn clear_pusher(&self, fctuid: &str, n: &Arc<tokio::sync::Notify>) {
+        let mut m = self.pushers.lock().unwrap_or_else(|e| e.into_inner());
+        if m.get(fctuid).is_some_and(|cur| Arc::ptr_eq(cur, n)) {
+            m.remove(fctuid);
+        }
     }
 
     pub fn ka_interval_ms(&self) -> u64 {
@@ -323,6 +364,8 @@ pub async fn start(
         ka_count: AtomicU64::new(0),
         ka_events: Mutex::new(HashMap::new()),
         keepalives: AtomicU64::new(0),
+        pushers: Mutex::new(HashMap::new()),
+        pushes: AtomicU64::new(0),
         flush_lock: tokio::sync::Mutex::new(()),
         force_snapshot: AtomicBool::new(false),
     });

@@ -13,6 +13,14 @@
 //! parties are complete"), and resumes its TLS session (stateless session tickets,
 //! [`with_session_tickets`]) on the next one.
 //!
+//! Push [P]: on a persistent connection EMS does not wait for the next keep-alive to hand an
+//! endpoint a new action (quarantine, release). Between two requests it may send a `NOTIFY`
+//! frame (`MSG_HEADER: FCTEMS=<serial>`, `X-FCCK-NOTIFY: KA`, payload `REASON=ACTION`), and
+//! FortiClient answers with a keep-alive at once, whose reply carries the action as usual.
+//! EMS 6.4+ and FortiClient keep that connection open for this (the probe's `PERCON|1|`); the
+//! frame itself is a proposal, the public material does not show it. So the keep-alive period
+//! only bounds how soon EMS notices an endpoint gone, and a lab's idle cost.
+//!
 //! Reply payload keys [P]: `STATUS` (`OK`/`ERROR`), `ERROR_CODE`, `MESSAGE`, `EMS_SN`,
 //! `EMS_HOSTNAME`, `EMSVER`, `DEVICE_ID`, `KA_INTERVAL` (seconds, also in the header),
 //! `KA_INTERVAL_MS`, the profile (`PROFILE_NAME`, `LOG_UPLOAD_ENABLED`, `LOG_UPLOAD_SERVER`,
@@ -102,14 +110,27 @@ where
 {
     let mut buf = Vec::new();
     let idle = idle_timeout(&shared);
+    // Set once the connection's FortiClient is known and EMS keeps the connection open:
+    // `Shared::push` wakes it to send a NOTIFY between two requests.
+    let mut push: Option<(String, Arc<tokio::sync::Notify>)> = None;
     loop {
-        let frame = match tokio::time::timeout(idle, proto::read_frame(&mut stream, &mut buf)).await
-        {
-            Err(_) | Ok(Err(ReadError::Closed)) => return,
-            Ok(Err(ReadError::Io(_))) => return,
+        // `read_frame` keeps what it read in `buf`, so dropping it for a push loses nothing.
+        let read = tokio::select! {
+            r = tokio::time::timeout(idle, proto::read_frame(&mut stream, &mut buf)) => r,
+            () = pushed(&push) => {
+                shared.pushes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if proto::write_frame(&mut stream, &notify_frame(&shared)).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+        };
+        let frame = match read {
+            Err(_) | Ok(Err(ReadError::Closed)) => break,
+            Ok(Err(ReadError::Io(_))) => break,
             Ok(Err(ReadError::Truncated)) => {
                 tracing::debug!(%peer, "telemetry connection closed mid-frame");
-                return;
+                break;
             }
             Ok(Err(ReadError::Proto(e))) => {
                 tracing::warn!(%peer, error = %e, "malformed telemetry frame");
@@ -123,15 +144,51 @@ where
                     &format!("malformed telemetry frame: {e}"),
                 );
                 let _ = proto::write_frame(&mut stream, &reply).await;
-                return;
+                break;
             }
             Ok(Ok(f)) => f,
         };
         let reply = handle(&shared, &frame, peer).await;
+        if push.is_none() && persistent(&reply) && matches!(frame.verb.as_str(), "REGISTER" | "KA")
+        {
+            let uid = frame
+                .header_value("FCTUID")
+                .unwrap_or("")
+                .trim()
+                .to_ascii_uppercase();
+            if !uid.is_empty() {
+                let n = Arc::new(tokio::sync::Notify::new());
+                shared.set_pusher(&uid, &n);
+                push = Some((uid, n));
+            }
+        }
         if proto::write_frame(&mut stream, &reply).await.is_err() {
-            return;
+            break;
         }
     }
+    if let Some((uid, n)) = &push {
+        shared.clear_pusher(uid, n);
+    }
+}
+
+/// Waits for a push to the connection's FortiClient (never, before it is known).
+async fn pushed(push: &Option<(String, Arc<tokio::sync::Notify>)>) {
+    match push {
+        Some((_, n)) => n.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Whether a reply keeps the connection open for the next request.
+fn persistent(reply: &Frame) -> bool {
+    reply.value("PERCON") == Some("1")
+}
+
+/// The frame asking the endpoint for an exchange now (see the module documentation).
+pub fn notify_frame(shared: &Shared) -> Frame {
+    let mut f = Frame::new("FCTEMS", &shared.cfg.serial, "NOTIFY", "KA");
+    f.put("REASON", "ACTION");
+    f
 }
 
 fn base_reply(shared: &Shared, status: &str) -> Frame {
@@ -469,6 +526,53 @@ mod tests {
         );
     }
 
+    /// A new action is pushed on the persistent connection: a NOTIFY frame between two
+    /// requests, then the keep-alive it asks for carries the action.
+    #[tokio::test]
+    async fn an_action_is_pushed_on_the_persistent_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let (running, ca) = ems(true, dir.path()).await;
+        let sh = running.shared.clone();
+        let cfg = fortilab_core::tls::client_config(&ca, None).unwrap();
+        let uid = "0123456789ABCDEF0123456789ABCDEF";
+        assert!(!sh.push(uid), "no connection yet");
+        let mut s = connect(&cfg, running.telemetry_addr).await;
+        let r = roundtrip(&mut s, &register(uid)).await;
+        let id: u64 = r.value("DEVICE_ID").unwrap().parse().unwrap();
+        let now = sh.now_ms();
+        let q = sh
+            .with_rng(|rng| {
+                sh.lock()
+                    .quarantine(id, "admin:admin", None, "quarantined", rng, now)
+            })
+            .unwrap();
+        assert!(q.changed);
+        assert!(sh.push(uid));
+        let mut buf = Vec::new();
+        let push = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            crate::proto::read_frame(&mut s, &mut buf),
+        )
+        .await
+        .expect("a push within 5 s")
+        .unwrap();
+        assert_eq!(push.verb, "NOTIFY");
+        assert_eq!(push.header_value("FCTEMS"), Some(sh.cfg.serial.as_str()));
+        assert_eq!(push.value("REASON"), Some("ACTION"));
+        let ka = Frame::new("FCTUID", uid, "KA", "KA").head("EC_QUARANTINED", 0);
+        let r = roundtrip(&mut s, &ka).await;
+        assert_eq!(r.value("ACTION"), Some("QUARANTINE"), "{r:?}");
+        assert_eq!(sh.pushes.load(std::sync::atomic::Ordering::Relaxed), 1);
+        // The connection gone, nothing is pushed (the next keep-alive gets the action).
+        drop(s);
+        fortilab_core::wait::wait_for(
+            "the connection forgotten",
+            std::time::Duration::from_secs(5),
+            || !sh.push(uid),
+        )
+        .await;
+    }
+
     #[tokio::test]
     async fn without_persistent_connections_replies_omit_percon() {
         let dir = tempfile::tempdir().unwrap();
@@ -478,6 +582,8 @@ mod tests {
         let r = roundtrip(&mut s, &register("AB")).await;
         assert_eq!(r.value("STATUS"), Some("OK"));
         assert_eq!(r.value("PERCON"), None);
+        // No kept connection, nothing to push on.
+        assert!(!running.shared.push("AB"));
         let probe = Frame {
             header: vec![("FCTUID".into(), "AB".into())],
             verb: "PROBE".into(),

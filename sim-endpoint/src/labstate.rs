@@ -1,11 +1,10 @@
 //! Lab snapshots (issue 17): each endpoint's telemetry state (registration, the local
-//! quarantine with its access-code verifier, an offline release EMS has not confirmed yet),
-//! saved at shutdown when the orchestrator asks (`POST /_lab/state/keep`) and loaded at the
-//! next start. The profile is not kept: EMS sends it again at registration, which is what
-//! starts the log upload. A start that finds the file loads it and removes it, so an ordinary
-//! restart starts unregistered and unquarantined, as before. A snapshot of the running
-//! process (`POST /_lab/snapshot`) writes the same file into the snapshot's directory instead,
-//! with each uplink's log queue, without stopping anything.
+//! quarantine with its access-code verifier, an offline release EMS has not confirmed yet).
+//! A snapshot of the running process (`POST /_lab/snapshot`) writes it as [`STATE_FILE`] into
+//! the snapshot's directory, with each uplink's log queue, without stopping anything; a start
+//! from a restored data directory finds the file, loads it and removes it, so an ordinary
+//! restart starts unregistered and unquarantined, as before. The profile is not kept: EMS
+//! sends it again at registration, which is what starts the log upload.
 
 use std::path::Path;
 use std::sync::Arc;

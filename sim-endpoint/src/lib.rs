@@ -69,7 +69,9 @@ pub struct EndpointConfig {
     pub ems: SocketAddr,
     /// FortiGate explicit proxy, lab address.
     pub proxy: Option<SocketAddr>,
-    /// Keep-alive interval until EMS sends one (lab time).
+    /// Keep-alive interval until EMS sends one (lab time): also the retry period of a
+    /// registration that failed (200 ms with `timing = "fast"`, so a lab starts quickly; EMS
+    /// then gives its own interval).
     pub default_ka: Duration,
     /// Registrations are spread uniformly over this much real time.
     pub register_spread: Duration,
@@ -88,8 +90,9 @@ pub struct Endpoint {
     pub uplink: faz::Uplink,
     /// TLS to EMS telemetry with this endpoint's own session cache (resumption).
     telemetry_tls: tokio_rustls::TlsConnector,
-    /// Wakes the telemetry task early (after an access code, to report it promptly is not
-    /// required; used on shutdown only).
+    /// Wakes the telemetry task early: a keep-alive now (an access code was entered: the
+    /// endpoint reports its new state to EMS at once, as FortiClient "notifies the FortiGate
+    /// and EMS of the status change").
     pub wake: tokio::sync::Notify,
     /// The endpoint's own network namespace (namespaces mode, a block of several endpoints):
     /// its telemetry, log upload and browsing connect from there.
@@ -104,9 +107,6 @@ impl Endpoint {
 
 /// What all endpoints share.
 pub struct Shared {
-    /// A lab snapshot is being taken: save each endpoint's state at shutdown
-    /// (`POST /_lab/state/keep`, see [`labstate`]).
-    pub keep_state: std::sync::atomic::AtomicBool,
     pub cfg: EndpointConfig,
     /// Where the log queues and a snapshot's state are kept.
     pub data_dir: std::path::PathBuf,
@@ -150,16 +150,6 @@ impl Running {
     /// Waits for every task to end (after shutdown).
     pub async fn wait(mut self) {
         while self.tasks.join_next().await.is_some() {}
-        if self
-            .shared
-            .keep_state
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            let saved = labstate::export(&self.shared.endpoints);
-            if let Err(e) = labstate::save(&self.shared.data_dir, &saved) {
-                tracing::warn!(error = %e, "could not save the lab state at shutdown");
-            }
-        }
     }
 }
 
@@ -263,7 +253,6 @@ pub async fn start(
         Err(e) => anyhow::bail!("lab snapshot state: {e}"),
     }
     let shared = Arc::new(Shared {
-        keep_state: std::sync::atomic::AtomicBool::new(false),
         cfg,
         data_dir,
         lab_token: env.http.lab_token.clone(),
@@ -370,10 +359,45 @@ async fn send_recv(c: &mut TelemetryConn, frame: &proto::Frame) -> Result<proto:
     if proto::write_frame(&mut c.tls, frame).await.is_err() {
         return Err(SendError::Stale);
     }
+    loop {
+        match proto::read_frame(&mut c.tls, &mut c.buf).await {
+            // A push that crossed this request: the reply to it carries what EMS had to say.
+            Ok(f) if is_push(&f) => continue,
+            Ok(reply) => return Ok(reply),
+            Err(proto::ReadError::Closed) | Err(proto::ReadError::Io(_)) => {
+                return Err(SendError::Stale)
+            }
+            Err(e) => return Err(SendError::Failed(format!("EMS reply: {e}"))),
+        }
+    }
+}
+
+/// Whether an EMS frame is a push (`X-FCCK-NOTIFY`): EMS asks for an exchange now, on the
+/// persistent connection, because it has an action for this endpoint (see sim-ems's
+/// `telemetry` module) [P].
+fn is_push(f: &proto::Frame) -> bool {
+    f.verb == "NOTIFY"
+}
+
+/// Waits on the kept connection, between two exchanges, for EMS to push: `true` on a push,
+/// `false` when the connection closed or sent something else (it is dropped then). Never
+/// returns without a kept connection. It waits for the socket to be readable first, so an
+/// idle endpoint holds no read buffer; `read_frame` keeps what it read in the connection's
+/// buffer, so dropping this for a timer loses nothing.
+async fn wait_push(conn: &mut Option<TelemetryConn>) -> bool {
+    let Some(c) = conn.as_mut() else {
+        return std::future::pending().await;
+    };
+    if c.buf.is_empty() && c.tls.get_ref().0.readable().await.is_err() {
+        *conn = None;
+        return false;
+    }
     match proto::read_frame(&mut c.tls, &mut c.buf).await {
-        Ok(reply) => Ok(reply),
-        Err(proto::ReadError::Closed) | Err(proto::ReadError::Io(_)) => Err(SendError::Stale),
-        Err(e) => Err(SendError::Failed(format!("EMS reply: {e}"))),
+        Ok(f) if is_push(&f) => true,
+        _ => {
+            *conn = None;
+            false
+        }
     }
 }
 
@@ -486,7 +510,14 @@ async fn run_endpoint(
                 let changes = ep.lock().apply(&request, &reply, now_ms);
                 retry_now = false;
                 for c in changes {
-                    if matches!(c, Change::MustRegister { .. }) {
+                    // Register again at once; report a new quarantine state at once (FortiClient
+                    // "notifies the FortiGate and EMS of the status change"), not a period later.
+                    if matches!(
+                        c,
+                        Change::MustRegister { .. }
+                            | Change::Quarantined { .. }
+                            | Change::Released { .. }
+                    ) {
                         retry_now = true;
                     }
                     on_change(&shared, &ep, c);
@@ -511,10 +542,20 @@ async fn run_endpoint(
         let ka = ep.lock().ka_interval;
         let real = shared.clock.to_real(ka).max(Duration::from_millis(1));
         let next_at = next_at.unwrap_or(period_start + real);
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(next_at) => {}
-            _ = ep.wake.notified() => {}
+        // Until the next keep-alive, or earlier: EMS pushes on the kept connection (an action
+        // waits), or the endpoint has news (an access code entered).
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep_until(next_at) => break,
+                _ = ep.wake.notified() => break,
+                pushed = wait_push(&mut conn) => {
+                    if pushed {
+                        break;
+                    }
+                    // EMS closed the kept connection: the next keep-alive connects again.
+                }
+            }
         }
     }
 }
@@ -594,7 +635,6 @@ type ApiState = State<Arc<Shared>>;
 fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/_lab/health", get(health))
-        .route("/_lab/state/keep", post(keep_state))
         .route(fortilab_core::snapshot::ROUTE, post(snapshot))
         .route(
             "/_lab/events",
@@ -653,12 +693,6 @@ async fn health(State(sh): ApiState) -> Response {
                 "quarantined": quarantined, "linked": linked}),
     )
     .into_response()
-}
-
-async fn keep_state(State(sh): ApiState) -> Response {
-    sh.keep_state
-        .store(true, std::sync::atomic::Ordering::SeqCst);
-    Json(json!({"ok": true, "file": labstate::STATE_FILE})).into_response()
 }
 
 /// `POST /_lab/snapshot` (`{"dir"}`): every endpoint's state into a new directory while they
@@ -794,6 +828,8 @@ async fn access_code(
     match result {
         Ok(qid) => {
             tracing::info!(endpoint = %ep.id.name, quarantine_id = qid, "released with the access code");
+            // EMS learns it now, not at the next keep-alive.
+            ep.wake.notify_one();
             sh.bus.emit_as(
                 &ep.id.name,
                 EventKind::EndpointReleased,

@@ -298,9 +298,6 @@ pub struct Device {
     pub http: OnceLock<fortilab_core::http::HttpOptions>,
     fabric: RwLock<Arc<dyn FabricStatus>>,
     persist_lock: Mutex<()>,
-    /// A lab snapshot is being taken: save the in-memory state at shutdown
-    /// (`POST /_lab/state/keep`, see [`crate::labstate`]).
-    pub keep_state: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Device {
@@ -352,7 +349,6 @@ impl Device {
             http: OnceLock::new(),
             fabric: RwLock::new(Arc::new(NotConnected)),
             persist_lock: Mutex::new(()),
-            keep_state: std::sync::atomic::AtomicBool::new(false),
         }
     }
 

@@ -1,20 +1,18 @@
 //! Lab snapshots (issue 17): the FortiGate state that lives only in memory — the memory log,
-//! the compromised-host list, the automation run history and the banned-IP list — saved at
-//! shutdown when the orchestrator asks for it and loaded at the next start.
+//! the compromised-host list, the automation run history and the banned-IP list.
 //!
-//! The orchestrator takes a snapshot by quiescing the lab: `POST /_lab/state/keep` (lab
-//! token), then SIGTERM; after the drain the device writes [`STATE_FILE`] next to its saved
-//! configuration (`fgt.conf`) and its log queue, so the data directory is the device's whole
-//! state. A start that finds the file loads it and removes it: an ordinary restart (no file)
-//! starts with an empty memory log, as before.
+//! `POST /_lab/snapshot` (lab token) writes it as [`STATE_FILE`] into the snapshot's copy of
+//! the data directory, next to the configuration (`fgt.conf`) and the log queue, while the
+//! device runs on ([`LabState::snapshot_to`]). A restore puts that directory in place of the
+//! data directory; a start that finds the file loads it and removes it (a resume), while an
+//! ordinary restart (no file) starts with an empty memory log, as before.
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::Router;
 use serde::{Deserialize, Serialize};
 
 use crate::automation::hosts::HostEntry;
@@ -81,19 +79,12 @@ pub struct LabParts {
     pub forwarder: Arc<crate::forward::Forwarder>,
 }
 
-/// `POST /_lab/state/keep`: save the in-memory state at the coming shutdown;
 /// `POST /_lab/snapshot` (`{"dir"}`): write the whole state into a new directory now, while
 /// the device runs on (see [`LabState::snapshot_to`]).
 pub fn lab_router(parts: LabParts) -> Router {
     Router::new()
-        .route("/_lab/state/keep", post(keep))
         .route(fortilab_core::snapshot::ROUTE, post(snapshot))
         .with_state(parts)
-}
-
-async fn keep(State(p): State<LabParts>) -> Json<serde_json::Value> {
-    p.device.keep_state.store(true, Ordering::SeqCst);
-    Json(serde_json::json!({"ok": true, "file": STATE_FILE}))
 }
 
 async fn snapshot(State(p): State<LabParts>, body: axum::body::Bytes) -> axum::response::Response {

@@ -185,18 +185,6 @@ impl Running {
         if let Err(e) = self.device.persist() {
             tracing::warn!(error = %e, "could not save the configuration at shutdown");
         }
-        if self
-            .device
-            .keep_state
-            .load(std::sync::atomic::Ordering::SeqCst)
-        {
-            if let Some(dir) = &self.device.data_dir {
-                let st = labstate::LabState::export(&self.device, &self.automation);
-                if let Err(e) = st.save(dir) {
-                    tracing::warn!(error = %e, "could not save the lab state at shutdown");
-                }
-            }
-        }
         r.map_err(|e| anyhow::anyhow!("API server task: {e}"))
     }
 }

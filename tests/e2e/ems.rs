@@ -147,9 +147,14 @@ impl Lab {
     /// The same lab (EMS as [`start_ems`] configures it, `endpoints` endpoints) started in
     /// this process.
     fn in_process(endpoints: usize) -> Lab {
+        Lab::in_process_ka(endpoints, Duration::from_millis(KA_MS))
+    }
+
+    /// [`Lab::in_process`] with another keep-alive interval.
+    fn in_process_ka(endpoints: usize, ka: Duration) -> Lab {
         let (proxy, seen) = stand_in_proxy();
         let ems = fortilab_ems::EmsConfig {
-            ka_interval: Duration::from_millis(KA_MS),
+            ka_interval: ka,
             admin_password: ADMIN_PASSWORD.into(),
             faz: Some("10.115.1.20:514".into()),
             log_upload_enabled: false,
@@ -405,6 +410,83 @@ fn python_ems_client_quarantines_by_ip_and_unquarantines_by_id() {
         .iter()
         .any(|e| e["kind"] == "ems.quarantine" && e["by"] == "admin:admin"));
     assert!(ev.iter().any(|e| e["kind"] == "endpoint.registered"));
+}
+
+/// EMS pushes actions on the persistent connection and FortiClient reports its own changes at
+/// once: with a 60 s keep-alive, a quarantine, a release by access code and a release by the
+/// administrator each land in well under a keep-alive period.
+#[test]
+fn actions_and_state_changes_do_not_wait_for_the_keepalive() {
+    let lab = Lab::in_process_ka(1, Duration::from_secs(60));
+    let admin = Admin::signin(lab.api(), lab.api_port);
+    let ctl = lab.control();
+    let ep = wait_for("registration", Duration::from_secs(20), || {
+        admin.endpoint("10.115.2.52")
+    });
+    let id = ep["device_id"].as_u64().unwrap();
+    let quarantined = |want: bool| {
+        wait_for(
+            &format!("PC-52 quarantined = {want}"),
+            Duration::from_secs(5),
+            || (ep_status(&ctl, "PC-52")["quarantined"].as_bool() == Some(want)).then_some(()),
+        )
+    };
+    let quarantine = || {
+        let r = admin.call(
+            "POST",
+            "/api/v1/clients/quarantine",
+            Some(json!({"ids": [id]})),
+        );
+        assert_eq!(r.status, 200);
+        admin
+            .call(
+                "GET",
+                &format!("/api/v1/endpoints/device/{id}/details"),
+                None,
+            )
+            .json()["data"]["quarantine_access_code"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let t0 = std::time::Instant::now();
+    let code = quarantine();
+    quarantined(true);
+    eprintln!(
+        "quarantine pushed: on the endpoint after {:?} (KA 60 s)",
+        t0.elapsed()
+    );
+
+    // The access code: EMS learns the release at once.
+    assert_eq!(access_code(&ctl, "PC-52", &code).status, 200);
+    wait_for("EMS shows the code used", Duration::from_secs(5), || {
+        let e = admin.endpoint("10.115.2.52")?;
+        (e["is_quarantined"] == 0).then_some(())
+    });
+
+    // Quarantined again, then released by the administrator: both pushed.
+    quarantine();
+    quarantined(true);
+    let r = admin.call(
+        "POST",
+        "/api/v1/clients/unquarantine",
+        Some(json!({"ids": [id]})),
+    );
+    assert_eq!(r.status, 200);
+    quarantined(false);
+    let ev = events(&lab.api());
+    let released = ev
+        .iter()
+        .filter(|e| e["kind"] == "ems.unquarantine")
+        .count();
+    assert_eq!(released, 2, "{ev:?}");
+    assert_eq!(
+        ev.iter()
+            .filter(|e| e["kind"] == "ems.quarantine.delivered")
+            .count(),
+        2,
+        "{ev:?}"
+    );
 }
 
 #[test]

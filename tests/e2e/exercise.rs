@@ -755,3 +755,93 @@ fn exercise_panel_in_headless_chromium_shows_a_hint_and_starts_a_task_over() {
     assert_eq!(lab.progress()["current"], "logs-reach-faz");
     lab.proc_.terminate();
 }
+
+/// Issue 15: the exercise runner and the dashboard server are supervised. A panic injected
+/// into each (`POST /_lab/tasks {"panic": ..}`, lab token) is reported on `/_lab/tasks` and on
+/// the timeline, the task is restarted, and it goes on working: the restarted runner still
+/// ticks the task the trainee fixes, the restarted server still answers.
+#[test]
+fn exercise_runner_and_dashboard_server_restart_after_a_panic() {
+    let _s = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::start(dir.path(), "troubleshoot-faz-logs.toml");
+    lab.wait_current("logs-reach-faz");
+    let tasks = |lab: &Lab| {
+        let (st, v) = lab.dash("GET", "/_lab/tasks", None);
+        assert_eq!(st, 200, "{v}");
+        v
+    };
+    let t = tasks(&lab);
+    assert_eq!(t["tasks"]["exercise runner"]["running"], true, "{t}");
+    assert_eq!(t["tasks"]["dashboard: server"]["running"], true, "{t}");
+    assert_eq!(t["panicked"], 0, "{t}");
+
+    // Only a running task can be made to panic; the body must name one.
+    let (st, v) = lab.dash(
+        "POST",
+        "/_lab/tasks",
+        Some(&json!({"panic": "no such task"})),
+    );
+    assert_eq!(st, 404, "{v}");
+    let (st, v) = lab.dash("POST", "/_lab/tasks", Some(&json!({"crash": 1})));
+    assert_eq!(st, 400, "{v}");
+
+    for task in ["exercise runner", "dashboard: server"] {
+        let (st, v) = lab.dash("POST", "/_lab/tasks", Some(&json!({ "panic": task })));
+        assert_eq!(st, 200, "{task}: {v}");
+        support::wait_for(
+            &format!("{task} restarted"),
+            Duration::from_secs(20),
+            || {
+                let t = tasks(&lab);
+                let s = &t["tasks"][task];
+                (s["panicked"] == 1 && s["restarted"] == 1 && s["running"] == true).then_some(())
+            },
+        );
+        // On the timeline (its files under the data directory).
+        support::wait_for(
+            &format!("task.panicked of {task} on the timeline"),
+            Duration::from_secs(10),
+            || {
+                timeline_lines(&lab.dir.join("data/timeline"))
+                    .iter()
+                    .any(|e| e["kind"] == "task.panicked" && e["task"] == task)
+                    .then_some(())
+            },
+        );
+    }
+    let t = tasks(&lab);
+    assert_eq!(
+        t["tasks"]["exercise runner"]["last_panic"],
+        fortilab_core::supervise::INJECTED_PANIC,
+        "{t}"
+    );
+
+    // The restarted runner still follows the lab: the fix ticks the task.
+    lab.steps(
+        r#"
+[[step]]
+fgt_rest = { method = "PUT", path = "/api/v2/cmdb/log.fortianalyzer/setting", body = { status = "enable" } }
+
+[[step]]
+fetch = { endpoint = "PC-52", url = "http://news.sky.com/", ok = true }
+"#,
+    );
+    support::wait_for("logs reach FortiAnalyzer", Duration::from_secs(20), || {
+        lab.done("logs-reach-faz").then_some(())
+    });
+    lab.proc_.terminate();
+}
+
+/// The events of a `fortilab up` timeline written so far (`timeline-*.jsonl`).
+fn timeline_lines(dir: &Path) -> Vec<Value> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+        out.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok()),
+        );
+    }
+    out
+}

@@ -494,6 +494,16 @@ fn the_same_seed_gives_the_same_event_sequence() {
             if ROUTINE.contains(&kind) {
                 continue;
             }
+            // The last step polls http://news.sky.com/ until PC-52 is blocked: the fetches that
+            // got through before the quarantine landed (with the FortiGate's logs and the lab
+            // Internet's requests) are as many as timing allows, none included (EMS pushes the
+            // quarantine at once).
+            let polled = e["url"] == "http://news.sky.com/"
+                || e["host"] == "news.sky.com"
+                || e["hostname"] == "news.sky.com";
+            if polled && e["blocked_by"].is_null() {
+                continue;
+            }
             let mut s = kind.to_string();
             for f in FIELDS {
                 if let Some(v) = e.get(f).filter(|v| !v.is_null()) {

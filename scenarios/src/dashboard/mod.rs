@@ -65,13 +65,15 @@ struct App {
 
 /// The supervised task that polls the panels' state.
 pub const POLLER_TASK: &str = "dashboard: state poller";
+/// The supervised task serving the dashboard's HTTP listener.
+pub const SERVER_TASK: &str = "dashboard: server";
 
 /// Serves the dashboard on `listener` until `shutdown`.
-pub async fn serve(
+pub fn serve(
     listener: tokio::net::TcpListener,
     session: Arc<LabSession>,
     shutdown: CancellationToken,
-) -> std::io::Result<()> {
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let poller = Arc::new(StatePoller::new());
     {
         let (p, s, stop) = (poller.clone(), session.clone(), shutdown.clone());
@@ -100,8 +102,17 @@ pub async fn serve(
         tracing::warn!("{err}; the dashboard keeps the default request head timeout");
         fortilab_core::http::HttpOptions::new(token)
     });
-    let opts = opts.with_supervisor(sup);
-    fortilab_core::http::serve_http(listener, router, opts, shutdown).await
+    let opts = opts.with_supervisor(sup.clone());
+    // Supervised like the orchestrator's other tasks: a panicked server is reported and
+    // restarted on the same listening socket (the player, the poller and the session go on).
+    sup.spawn_tcp(SERVER_TASK, listener, shutdown.clone(), move |l| {
+        let (router, opts, sd) = (router.clone(), opts.clone(), shutdown.clone());
+        async move {
+            if let Err(e) = fortilab_core::http::serve_http(l, router, opts, sd).await {
+                tracing::error!(error = %e, "dashboard server failed");
+            }
+        }
+    })
 }
 
 /// The URL that signs a browser in once (`fortilab up` prints it): the dashboard URL with

@@ -16,6 +16,9 @@ use crate::dashboard::session::LabSession;
 use crate::runner::Probe;
 use fortilab_core::EventKind;
 
+/// The supervised task that runs the exercise (`fortilab up --exercise`).
+pub const RUNNER_TASK: &str = "exercise runner";
+
 /// The re-check interval when no event arrives (a change no device reports as an event).
 pub const FALLBACK_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -31,21 +34,30 @@ pub fn snapshot_name(id: &str) -> String {
 /// they cause, and the devices' routine chatter). `faz_serial` is FortiAnalyzer's own serial:
 /// with `jsonapi-log` on, FortiAnalyzer logs every JSON-RPC call (the checks' own too) into
 /// its own store, and those logs must not wake the checks again.
+///
+/// Kinds are matched as [`EventKind`]s (the catalog), never by name prefix: a kind that
+/// shares a prefix with one listed here is judged on its own. A kind this build does not know
+/// (a newer device) is relevant: re-checking costs little, missing a change does not.
 pub fn is_relevant(ev: &Value, faz_serial: &str) -> bool {
-    let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
-    if kind == "api.request" {
-        return is_api_change(ev);
-    }
-    if kind == "log.received"
-        && !faz_serial.is_empty()
-        && ev.get("from").and_then(Value::as_str) == Some(faz_serial)
-    {
+    let name = ev.get("kind").and_then(Value::as_str).unwrap_or("");
+    if name.is_empty() {
         return false;
     }
-    !(kind.is_empty()
-        || kind == "ems.signin"
-        || kind.ends_with(".keepalive")
-        || kind.starts_with("exercise."))
+    let Some(kind) = EventKind::from_name(name) else {
+        return true;
+    };
+    match kind {
+        EventKind::ApiRequest => is_api_change(ev),
+        EventKind::LogReceived => {
+            faz_serial.is_empty() || ev.get("from").and_then(Value::as_str) != Some(faz_serial)
+        }
+        EventKind::EmsSignin
+        | EventKind::EndpointKeepalive
+        | EventKind::ExerciseHint
+        | EventKind::ExerciseRestart
+        | EventKind::ExerciseTaskDone => false,
+        _ => true,
+    }
 }
 
 /// Whether a FortiAnalyzer `api.request` event is a change (a JSON-RPC `set`, `update`,
@@ -60,32 +72,54 @@ fn is_api_change(ev: &Value) -> bool {
         return false;
     }
     let urls = ev.get("urls").and_then(Value::as_array);
+    // A log search is under the `logview` tree (`/logview/adom/root/logsearch`): its first
+    // path segment, compared whole.
     !urls.is_some_and(|u| {
-        u.iter()
-            .any(|x| x.as_str().is_some_and(|s| s.starts_with("/logview/")))
+        u.iter().any(|x| {
+            x.as_str()
+                .is_some_and(|s| s.split('/').find(|seg| !seg.is_empty()) == Some("logview"))
+        })
     })
 }
 
-/// Whether a timeline event is something the trainee did (the `last_activity` of progress).
+/// Whether a timeline event is something the trainee did (the `last_activity` of progress):
+/// the listed [`EventKind`]s exactly. What the lab does on its own is not activity, also when
+/// its kind's name starts like one of these (`ems.quarantine.request` is the FortiGate's
+/// automation asking EMS, `console.timeout` a session that expired).
 pub fn is_activity(ev: &Value) -> bool {
-    let kind = ev.get("kind").and_then(Value::as_str).unwrap_or("");
-    [
-        "config.",
-        "console.",
-        "admin.",
-        "api.login",
-        "device.authorized",
-        "fabric.device",
-        "dashboard.",
-        "endpoint.fetch",
-        "ioc.ack",
-        "api.request",
-        "ems.unquarantine",
-        "ems.quarantine",
-    ]
-    .iter()
-    .any(|p| kind.starts_with(p))
-        && kind != "console.ready"
+    use EventKind as K;
+    let Some(kind) = ev
+        .get("kind")
+        .and_then(Value::as_str)
+        .and_then(EventKind::from_name)
+    else {
+        return false;
+    };
+    matches!(
+        kind,
+        K::ConfigChange
+            | K::ConfigScript
+            | K::ConsoleCommand
+            | K::ConsoleConfig
+            | K::ConsoleLogin
+            | K::ConsoleLoginFailed
+            | K::ConsoleLogout
+            | K::AdminLogin
+            | K::AdminLogout
+            | K::AdminLockout
+            | K::ApiLogin
+            | K::ApiLoginFailed
+            | K::ApiRequest
+            | K::DeviceAuthorized
+            | K::FabricDevice
+            | K::DashboardCall
+            | K::DashboardBrowse
+            | K::DashboardDevice
+            | K::EndpointFetch
+            | K::IocAck
+            | K::EmsQuarantine
+            | K::EmsUnquarantine
+    )
 }
 
 /// A running exercise.
@@ -115,16 +149,22 @@ impl ExerciseRun {
 
     /// `GET /_lab/exercise`.
     pub fn status_json(&self) -> Value {
-        self.progress.lock().unwrap().to_json(&self.exercise)
+        self.lock_progress().to_json(&self.exercise)
     }
 
     /// The dashboard panel's view (with texts, revealed hints and what the checks saw).
     pub fn panel_json(&self) -> Value {
-        self.progress.lock().unwrap().to_panel_json(&self.exercise)
+        self.lock_progress().to_panel_json(&self.exercise)
+    }
+
+    /// The progress, also after a panic of the runner while it held the lock (the runner is
+    /// supervised and restarted; the progress it recorded stays).
+    fn lock_progress(&self) -> std::sync::MutexGuard<'_, Progress> {
+        self.progress.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn progress(&self) -> Progress {
-        self.progress.lock().unwrap().clone()
+        self.lock_progress().clone()
     }
 
     fn index(&self, id: &str) -> anyhow::Result<usize> {
@@ -154,7 +194,7 @@ impl ExerciseRun {
     /// every later one are not done any more.
     pub async fn restart(&self, id: &str) -> anyhow::Result<()> {
         let i = self.index(id)?;
-        match &self.progress.lock().unwrap().tasks[i].snapshot {
+        match &self.lock_progress().tasks[i].snapshot {
             Some(Ok(_)) => {}
             Some(Err(e)) => anyhow::bail!("no snapshot of the start of task {id:?}: {e}"),
             None => anyhow::bail!(
@@ -164,7 +204,7 @@ impl ExerciseRun {
         {
             let _g = self.eval.lock().await;
             snapshot_restore(&self.session, &snapshot_name(id)).await?;
-            self.progress.lock().unwrap().restart(i, SystemTime::now());
+            self.lock_progress().restart(i, SystemTime::now());
         }
         self.session.timeline.note(
             EventKind::ExerciseRestart,
@@ -185,7 +225,7 @@ impl ExerciseRun {
         let _g = self.eval.lock().await;
         loop {
             let (i, begun) = {
-                let mut p = self.progress.lock().unwrap();
+                let mut p = self.lock_progress();
                 let Some(i) = p.current() else { return };
                 (i, p.begin_current(SystemTime::now()).is_some())
             };
@@ -200,7 +240,7 @@ impl ExerciseRun {
                         Err(format!("{e:#}"))
                     }
                 };
-                self.progress.lock().unwrap().tasks[i].snapshot = Some(r);
+                self.lock_progress().tasks[i].snapshot = Some(r);
                 self.changed.notify_waiters();
             }
             let Some(clients) = self.session.clients() else {
@@ -272,14 +312,14 @@ impl ExerciseRun {
                             continue;
                         }
                         if is_activity(&ev) {
-                            self.progress.lock().unwrap().touch(SystemTime::now());
+                            self.lock_progress().touch(SystemTime::now());
                         }
                         // Gather what arrives with it, then evaluate once.
                         let until = Instant::now() + COALESCE;
                         while Instant::now() < until {
                             match tokio::time::timeout(until - Instant::now(), rx.recv()).await {
                                 Ok(Ok(ev)) if relevant(&ev) && is_activity(&ev) => {
-                                    self.progress.lock().unwrap().touch(SystemTime::now());
+                                    self.lock_progress().touch(SystemTime::now());
                                 }
                                 Ok(Ok(_)) | Ok(Err(RecvError::Lagged(_))) => {}
                                 Ok(Err(RecvError::Closed)) | Err(_) => break,
@@ -345,5 +385,49 @@ mod tests {
         ));
         assert!(is_activity(&json!({"kind": "console.command"})));
         assert!(!is_activity(&json!({"kind": "log.received"})));
+    }
+
+    #[test]
+    fn kinds_and_paths_match_whole_never_by_prefix() {
+        // The trainee's own quarantine on EMS is activity; the FortiGate's automation asking
+        // EMS (a kind whose name starts the same) is not, nor is a console that timed out.
+        assert!(is_activity(&json!({"kind": "ems.quarantine"})));
+        assert!(is_activity(&json!({"kind": "ems.unquarantine"})));
+        for k in [
+            "ems.quarantine.request",
+            "ems.quarantine.retry",
+            "ems.quarantine.refused",
+            "ems.quarantine.delivered",
+            "ems.unquarantine.request",
+            "console.timeout",
+            "console.ready",
+            "config.changed",
+            "dashboard.",
+            "",
+        ] {
+            assert!(!is_activity(&json!({"kind": k})), "{k}");
+        }
+        // Only the catalog's keep-alive kind is routine chatter; a kind this build does not
+        // know is re-checked.
+        assert!(!is_relevant(&json!({"kind": "endpoint.keepalive"}), "FAZ1"));
+        assert!(is_relevant(&json!({"kind": "link.keepalive"}), "FAZ1"));
+        assert!(is_relevant(&json!({"kind": "exercise.custom"}), "FAZ1"));
+        assert!(!is_relevant(&json!({"kind": "exercise.hint"}), "FAZ1"));
+        assert!(!is_relevant(&json!({}), "FAZ1"));
+        // A log search is under /logview/; a url that merely starts with those letters is not.
+        assert!(!is_relevant(
+            &json!({"kind": "api.request", "method": "add", "urls": ["logview/adom/root/logsearch"]}),
+            "FAZ1"
+        ));
+        assert!(is_relevant(
+            &json!({"kind": "api.request", "method": "set", "urls": ["/logviewer/settings"]}),
+            "FAZ1"
+        ));
+        // FortiAnalyzer's own logs are its JSON-RPC journal; a serial that only starts like it
+        // is another device.
+        assert!(is_relevant(
+            &json!({"kind": "log.received", "from": "FAZ10"}),
+            "FAZ1"
+        ));
     }
 }
