@@ -10,7 +10,8 @@
 //! (`apt-get`, as root or through `sudo -n`; otherwise the exact command is printed and the task
 //! stops), and a project-local Python virtual environment is created under
 //! `<target>/venv` from the pinned `tests/python-requirements.txt` (re-created when that file
-//! changes). The tests find that interpreter through `FORTILAB_PYTHON`.
+//! changes) with `python3` from PATH, or the interpreter `FORTILAB_VENV_PYTHON` names. The
+//! tests find that interpreter through `FORTILAB_PYTHON`.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ const VENV: &str = "venv";
 const REQUIREMENTS: &str = "tests/python-requirements.txt";
 /// Stamp in the venv: the hash of the requirements it was built from.
 const STAMP: &str = ".fortilab-requirements.sha256";
+/// The interpreter to make the venv from (default: `python3` on PATH).
+const VENV_PYTHON: &str = "FORTILAB_VENV_PYTHON";
 
 fn main() -> ExitCode {
     match run() {
@@ -243,7 +246,16 @@ fn setup() -> Result<TestEnv> {
     let req_path = root.join(REQUIREMENTS);
     let requirements =
         std::fs::read(&req_path).with_context(|| format!("reading {}", req_path.display()))?;
-    let want = hex::encode(Sha256::digest(&requirements));
+    // The interpreter the venv is made from is part of its identity when chosen explicitly.
+    let base = venv_base_python(&path);
+    let mut id = requirements.clone();
+    if std::env::var_os(VENV_PYTHON).is_some() {
+        if let Some(b) = &base {
+            id.push(0);
+            id.extend_from_slice(b.as_os_str().as_encoded_bytes());
+        }
+    }
+    let want = hex::encode(Sha256::digest(&id));
     let stamp = venv.join(STAMP);
     let have = std::fs::read_to_string(&stamp).unwrap_or_default();
     if !python.is_file() || have.trim() != want {
@@ -251,7 +263,7 @@ fn setup() -> Result<TestEnv> {
             "xtask: creating the tests' Python environment {} from {REQUIREMENTS}",
             venv.display()
         );
-        let py3 = find_program("python3", &path).context("python3 not found")?;
+        let py3 = base.context("python3 not found")?;
         run_checked(
             Command::new(py3).args(["-m", "venv", "--clear"]).arg(&venv),
             "python3 -m venv",
@@ -280,8 +292,19 @@ fn setup() -> Result<TestEnv> {
     Ok(TestEnv { python, path })
 }
 
+/// The interpreter the tests' venv is made from: `FORTILAB_VENV_PYTHON` if set, else the
+/// first `python3` on PATH. Ansible's per-task cost is Python start-up and imports, so an
+/// interpreter built with PGO/LTO (a distribution's `python3`) runs the Ansible judge faster
+/// than one built without (pyenv's default build): BENCHMARKS.md, "Ansible judge".
+fn venv_base_python(path: &OsString) -> Option<PathBuf> {
+    match std::env::var_os(VENV_PYTHON).filter(|p| !p.is_empty()) {
+        Some(p) => Some(PathBuf::from(p)),
+        None => find_program("python3", path),
+    }
+}
+
 fn python_can_make_venvs(path: &OsString) -> bool {
-    let Some(py3) = find_program("python3", path) else {
+    let Some(py3) = venv_base_python(path) else {
         return false;
     };
     Command::new(py3)

@@ -1467,7 +1467,7 @@ pub fn parse_ipmask(words: &[Token]) -> Result<String, usize> {
 }
 
 /// A UUID in its hyphenated form (`8-4-4-4-12` hex digits), as FortiOS shows them.
-fn is_uuid(s: &str) -> bool {
+pub(crate) fn is_uuid(s: &str) -> bool {
     s.len() == 36 && uuid::Uuid::try_parse(s).is_ok()
 }
 

@@ -9,6 +9,7 @@
 //! - [`defaults`]: the factory configuration of a FortiGate-VM per version.
 //! - [`show`]: serialization (`show`, `show full-configuration`).
 //! - [`json`]: REST JSON forms of entries, both ways.
+//! - [`noop`]: the fast path of a REST write that changes nothing (no engine run).
 //! - [`store`]: [`ConfigStore`], the running configuration with revision and change events,
 //!   and the generic operations (apply CLI, get/create/update/delete/move by path).
 
@@ -17,6 +18,7 @@ pub mod diff;
 pub mod engine;
 pub mod json;
 pub mod lexer;
+pub mod noop;
 pub mod schema;
 pub mod show;
 pub mod store;

@@ -771,3 +771,264 @@ fn writes_that_change_nothing_keep_the_revision() {
     assert_eq!(a.changes[0].action, ChangeAction::Move);
     assert_eq!(a.changes[0].cfgattr, "before[1]");
 }
+
+// ------------------------------------------------------------------ REST no-change fast path
+
+/// The realistic configuration, parsed once.
+fn realistic_config() -> &'static Config {
+    static CFG: std::sync::OnceLock<Config> = std::sync::OnceLock::new();
+    CFG.get_or_init(|| parse(&realistic()).unwrap().0)
+}
+
+/// Two identical stores: one answers PUTs with the fast path, the other only through the
+/// engine.
+fn twin_stores() -> (ConfigStore, ConfigStore) {
+    let mk = || ConfigStore::new(realistic_config().clone(), V64, 1, "FGVM01TM00000001");
+    (mk(), mk())
+}
+
+/// Every (table, key) of the realistic configuration (`None` for single tables).
+fn realistic_entries() -> Vec<(String, Option<String>)> {
+    let cfg = realistic_config();
+    let mut out = Vec::new();
+    for (path, t) in &cfg.tables {
+        let Some(ts) = Schema::get().table(path, V64) else {
+            continue;
+        };
+        for e in t.entries() {
+            out.push((path.clone(), (!ts.is_single()).then(|| e.key.clone())));
+        }
+    }
+    out
+}
+
+/// The body a client re-sends: the entry as GET shows it.
+fn get_body(
+    store: &ConfigStore,
+    path: &str,
+    key: Option<&str>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let v = store.get_json(path, key, &JsonOpts::default()).unwrap();
+    let v = if key.is_some() { v[0].clone() } else { v };
+    v.as_object().unwrap().clone()
+}
+
+/// The fast path and the engine give the same answer and leave the same configuration.
+fn assert_twins_agree(
+    fast: &ConfigStore,
+    engine: &ConfigStore,
+    path: &str,
+    key: Option<&str>,
+    body: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Written, OpError> {
+    let o = Origin::system();
+    let a = fast.update(path, key, body, &o);
+    let b = engine.update_by_engine(path, key, body, &o);
+    assert_eq!(a, b, "{path} {key:?} {body:?}");
+    assert_eq!(fast.revision(), engine.revision());
+    assert!(
+        fast.snapshot() == engine.snapshot(),
+        "{path} {key:?} {body:?}"
+    );
+    a
+}
+
+#[test]
+fn rest_reput_of_every_entry_takes_the_fast_path_and_changes_nothing() {
+    let (fast, engine) = twin_stores();
+    let mut rx = fast.subscribe();
+    let r0 = fast.revision();
+    let mut fast_hits = 0;
+    for (path, key) in realistic_entries() {
+        let body = get_body(&fast, &path, key.as_deref());
+        let ts = Schema::get().table(&path, V64).unwrap();
+        let proven = fast.with(|c| {
+            let empty = Entry::new("");
+            let e = c
+                .entry(&path, key.as_deref().unwrap_or(""))
+                .unwrap_or(&empty);
+            noop::body_unchanged(c, ts, e, &body, V64)
+        });
+        fast_hits += usize::from(proven);
+        let w = assert_twins_agree(&fast, &engine, &path, key.as_deref(), &body).unwrap();
+        assert!(!w.changed, "{path} {key:?}");
+        if [
+            "firewall policy",
+            "firewall address",
+            "system interface",
+            "system global",
+        ]
+        .contains(&path.as_str())
+        {
+            assert!(
+                proven,
+                "{path} {key:?}: the GET body is proven unchanged: {body:?}"
+            );
+        }
+    }
+    assert!(fast_hits > 20, "{fast_hits}");
+    assert_eq!(fast.revision(), r0);
+    assert!(rx.try_recv().is_err(), "nothing published");
+}
+
+#[test]
+fn rest_reput_in_other_notations_and_after_changes_elsewhere() {
+    let (fast, engine) = twin_stores();
+    let body = |s: &str| -> serde_json::Map<String, serde_json::Value> {
+        serde_json::from_str(s).unwrap()
+    };
+    let o = Origin::system();
+    let r0 = fast.revision();
+    // Equivalent notations: a prefix length, another member order with a duplicate, option
+    // words in another order and case, an enum in capitals, an integer sent as a string.
+    for (path, key, b) in [
+        (
+            "firewall address",
+            Some("10.115.2.52/32"),
+            r#"{"subnet": "10.115.2.52/32"}"#,
+        ),
+        (
+            "firewall addrgrp",
+            Some("lab hosts"),
+            r#"{"member": [{"name": "all"}, {"name": "10.115.2.52/32"}, {"name": "all"}]}"#,
+        ),
+        (
+            "system interface",
+            Some("port3"),
+            r#"{"allowaccess": "ssh ping https https", "ip": "10.115.2.1/24"}"#,
+        ),
+        (
+            "system global",
+            None,
+            r#"{"hostname": "FGT-LAB", "admintimeout": "30"}"#,
+        ),
+        (
+            "log fortianalyzer setting",
+            None,
+            r#"{"status": "ENABLE", "server": "10.115.1.20"}"#,
+        ),
+    ] {
+        let w = assert_twins_agree(&fast, &engine, path, key, &body(b)).unwrap();
+        assert!(!w.changed, "{path}: {b}");
+        assert_eq!(w.revision, r0);
+    }
+    // A change through the CLI (console, config script), then the old body again: a real
+    // change, through the engine, logged with only what changed.
+    let policy = get_body(&fast, "firewall policy", Some("1"));
+    assert_eq!(policy["action"], "accept");
+    for s in [&fast, &engine] {
+        s.apply_cli(
+            "config firewall policy\nedit 1\nset action deny\nnext\nend",
+            "t",
+            false,
+            &o,
+        )
+        .unwrap();
+    }
+    let mut rx = fast.subscribe();
+    let w = assert_twins_agree(&fast, &engine, "firewall policy", Some("1"), &policy).unwrap();
+    assert!(w.changed);
+    assert_ne!(w.revision, w.old_revision);
+    assert_eq!(
+        rx.try_recv().unwrap().change.cfgattr,
+        "action[deny->accept]"
+    );
+    // Sent again it is no change; naming a missing object it is the same error in both.
+    let w = assert_twins_agree(&fast, &engine, "firewall policy", Some("1"), &policy).unwrap();
+    assert!(!w.changed);
+    let mut gone = policy.clone();
+    gone.insert(
+        "srcaddr".into(),
+        serde_json::json!([{"name": "no-such-address"}]),
+    );
+    let e = assert_twins_agree(&fast, &engine, "firewall policy", Some("1"), &gone).unwrap_err();
+    assert_eq!(e.code(), Some(-651));
+    // A rename in the body is never a no-change write.
+    let mut renamed = get_body(&fast, "firewall address", Some("10.115.2.52/32"));
+    renamed.insert("name".into(), "h52".into());
+    assert!(
+        assert_twins_agree(
+            &fast,
+            &engine,
+            "firewall address",
+            Some("10.115.2.52/32"),
+            &renamed
+        )
+        .unwrap()
+        .changed
+    );
+}
+
+/// A JSON value turned into a neighbour: an equivalent notation, a real change, or a bad
+/// value (`kind` picks which).
+fn mutate(v: &serde_json::Value, kind: u8) -> serde_json::Value {
+    use serde_json::{json, Value as J};
+    match (v, kind) {
+        (_, 0) => v.clone(),
+        (_, 1) => J::Null,
+        (_, 2) => json!(""),
+        (_, 3) => json!(true),
+        (J::String(s), 4) => J::from(s.to_ascii_uppercase()),
+        (J::String(s), 5) => J::from(format!("{s}/32")),
+        (J::String(s), 6) => J::from(format!(" {s} ")),
+        (J::String(s), 7) => J::from(s.split_whitespace().rev().collect::<Vec<_>>().join(" ")),
+        (J::String(_), 8) => json!("all"),
+        (J::String(s), 9) => J::from(format!("{s}x")),
+        (J::Number(n), 4) => J::from(n.as_i64().unwrap_or(0) + 1),
+        (J::Number(n), 5) => J::from(n.to_string()),
+        (J::Number(n), 6) => J::from(format!("0{n}")),
+        (J::Number(_), 7) => json!(99_999_999_999i64),
+        (J::Number(_), 8) => json!(-1),
+        (J::Array(a), 4) => J::Array(a.iter().rev().cloned().collect()),
+        (J::Array(a), 5) => J::Array(a.iter().chain(a.first()).cloned().collect()),
+        (J::Array(_), 6) => json!([]),
+        (J::Array(a), 7) => J::Array(
+            a.iter()
+                .map(|m| m.get("q_origin_key").cloned().unwrap_or(J::Null))
+                .collect(),
+        ),
+        (J::Array(a), 8) => J::Array(a.iter().cloned().chain([json!({"name": "all"})]).collect()),
+        (J::Array(a), 9) => J::Array(a.iter().cloned().chain([json!({"name": "nope"})]).collect()),
+        (J::Array(_), 10) => json!("all"),
+        (J::Object(_), 4) => json!({}),
+        _ => v.clone(),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+    /// Whatever the body (an entry's GET form with up to four attributes mutated, unknown and
+    /// meta attributes added), the fast path answers exactly as the engine does.
+    #[test]
+    fn rest_put_fast_path_agrees_with_the_engine(
+        which in any::<prop::sample::Index>(),
+        muts in proptest::collection::vec((any::<prop::sample::Index>(), 0u8..12), 0..4),
+        extra in 0u8..3,
+        twice in any::<bool>(),
+    ) {
+        let entries = realistic_entries();
+        let (path, key) = &entries[which.index(entries.len())];
+        let (fast, engine) = twin_stores();
+        let mut body = get_body(&fast, path, key.as_deref());
+        let names: Vec<String> = body.keys().cloned().collect();
+        for (i, kind) in muts {
+            let k = &names[i.index(names.len())];
+            if Some(k.as_str()) == Schema::get().table(path, V64).unwrap().mkey() {
+                continue;
+            }
+            let v = mutate(&body[k], kind);
+            body.insert(k.clone(), v);
+        }
+        match extra {
+            1 => { body.insert("no-such-attribute".into(), serde_json::json!(1)); }
+            2 => { body.insert("q_ref".into(), serde_json::json!(3)); }
+            _ => {}
+        }
+        assert_twins_agree(&fast, &engine, path, key.as_deref(), &body).ok();
+        if twice {
+            // The same write again (after a change, mostly a no-change write).
+            assert_twins_agree(&fast, &engine, path, key.as_deref(), &body).ok();
+        }
+    }
+}
