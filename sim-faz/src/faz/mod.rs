@@ -196,8 +196,9 @@ impl Faz {
         }))
     }
 
-    /// Where syslog's raw log files live: `rawlogs/` beside the store's directory (in the data
-    /// directory, so a lab snapshot copies them).
+    /// Where syslog's raw log files live: `rawlogs/` beside the store's directory when that is
+    /// `<data-dir>/store` (so a lab snapshot copies them with the data directory), else inside
+    /// the store's directory.
     pub fn raw_log_dir(&self) -> std::path::PathBuf {
         let store_dir = self
             .store
@@ -205,8 +206,8 @@ impl Faz {
             .parent()
             .unwrap_or(std::path::Path::new("."));
         match store_dir.parent() {
-            Some(d) => d.join("rawlogs"),
-            None => store_dir.join("rawlogs"),
+            Some(d) if store_dir.file_name().is_some_and(|n| n == "store") => d.join("rawlogs"),
+            _ => store_dir.join("rawlogs"),
         }
     }
 
