@@ -143,6 +143,7 @@ async fn stats(State(app): State<Arc<App>>) -> Json<Value> {
         let pending: usize = faz.notifications.pending_count();
         json!({
             "counters": faz.counters.snapshot(),
+            "rawlog": faz.rawlog.snapshot(),
             "tasks": faz.supervisor.stats(),
             "store": {
                 "inserted": sc.inserted.load(Ordering::Relaxed), "duplicates": sc.duplicates.load(Ordering::Relaxed),
@@ -243,20 +244,23 @@ async fn ioc_cycle(State(app): State<Arc<App>>) -> Json<Value> {
 
 /// `POST /_lab/snapshot` (`{"dir"}`): the FortiAnalyzer's whole state into a new directory
 /// while it runs on: a copy of the SQLite store (`store/logs.db`, `VACUUM INTO` between two
-/// commits: logs, sequences, IOC results, compromised hosts, settings, registrations) and the
-/// other files of the data directory (the SSH host key).
+/// commits: logs, sequences, IOC results, compromised hosts, settings, registrations, the raw
+/// log indexer's cursors) and then the other files of the data directory (the SSH host key,
+/// the raw log files: copied after the store, so they hold at least every line the copied
+/// cursors point past; the rest is indexed after a restore).
 async fn snapshot(State(app): State<Arc<App>>, body: Bytes) -> Response {
     fortilab_core::snapshot::handle(&body, |dir| async move {
         tokio::task::spawn_blocking(move || {
-            if let Some(src) = &app.data_dir {
-                fortilab_core::snapshot::copy_dir_except(src, &dir, &["store"])
-                    .map_err(|e| format!("copying {}: {e}", src.display()))?;
-            }
             app.faz
                 .store
                 .backup_into(&dir.join("store"))
                 .map(|_| ())
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            if let Some(src) = &app.data_dir {
+                fortilab_core::snapshot::copy_dir_except(src, &dir, &["store"])
+                    .map_err(|e| format!("copying {}: {e}", src.display()))?;
+            }
+            Ok(())
         })
         .await
         .map_err(|e| format!("snapshot task: {e}"))?

@@ -18,6 +18,7 @@ pub mod filter;
 pub mod ioc;
 pub mod jsonrpc;
 pub mod logsink;
+pub mod rawlog;
 pub mod store;
 pub mod syslog;
 /// The time-zone table (shared with the FortiGate: `monitor/system/timezone`).

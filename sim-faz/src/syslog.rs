@@ -114,15 +114,55 @@ pub fn body_of(msg: &str) -> Option<&str> {
     (!r.is_empty()).then_some(r)
 }
 
-/// One received message.
+/// The lines of one sender, bodies without their syslog headers, each ended by LF (the form
+/// they take in the raw log file).
 #[derive(Debug)]
-struct Msg {
-    body: String,
-    peer: SocketAddr,
+struct Chunk {
+    peer: std::net::IpAddr,
+    text: Vec<u8>,
+    lines: u64,
 }
 
-/// Messages handed from a listener to the ingest thread in one go.
-type Batch = Vec<Msg>;
+/// Messages handed from a listener to the ingest thread in one go, by sender.
+#[derive(Debug, Default)]
+struct Batch {
+    chunks: Vec<Chunk>,
+    lines: usize,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// Lines in the batch.
+    fn len(&self) -> usize {
+        self.lines
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lines == 0
+    }
+
+    /// Adds one body from `peer` (no LF in it).
+    fn push(&mut self, peer: std::net::IpAddr, body: &str) {
+        let chunk = match self.chunks.last_mut() {
+            Some(c) if c.peer == peer => c,
+            _ => {
+                self.chunks.push(Chunk {
+                    peer,
+                    text: Vec::with_capacity(64 * 1024),
+                    lines: 0,
+                });
+                self.chunks.last_mut().expect("just pushed")
+            }
+        };
+        chunk.text.extend_from_slice(body.as_bytes());
+        chunk.text.push(b'\n');
+        chunk.lines += 1;
+        self.lines += 1;
+    }
+}
 
 /// Batches queued for the ingest thread. TCP readers wait while it is full (the sender is
 /// slowed down by TCP flow control, nothing is dropped); a UDP datagram that finds it full is
@@ -140,6 +180,9 @@ pub struct SyslogOptions {
     pub partial_timeout: std::time::Duration,
     /// Batches queued for the ingest thread ([`QUEUE_BATCHES`]).
     pub queue_batches: usize,
+    /// Longest time a line appended to a raw log file waits for its fsync
+    /// ([`crate::store::DEFAULT_SYNC_WINDOW`]).
+    pub sync_window: std::time::Duration,
 }
 
 impl SyslogOptions {
@@ -147,6 +190,7 @@ impl SyslogOptions {
         Self {
             partial_timeout,
             queue_batches: QUEUE_BATCHES,
+            sync_window: crate::store::DEFAULT_SYNC_WINDOW,
         }
     }
 }
@@ -197,12 +241,36 @@ pub fn start_with(
             tracing::error!(error = %e, "syslog TCP not started");
         }
     }
+    // The indexer: raw log files into the SQL store, behind the appender. The lines stored
+    // before a restart and not indexed yet count in the insert lag from the start.
+    let (wake_tx, wake_rx) = std::sync::mpsc::sync_channel(1);
+    {
+        let (faz, stop) = (faz.clone(), shutdown.clone());
+        let cursors = load_cursors(&faz);
+        let reader = crate::rawlog::RawReader::new(&faz.raw_log_dir());
+        for dev in reader.devices() {
+            let cur = cursors.get(&dev).map(|c| c.next).unwrap_or_default();
+            let backlog = reader.backlog(&dev, cur);
+            if backlog > 0 {
+                tracing::info!(
+                    dev,
+                    backlog,
+                    "raw log: indexing the lines stored before the restart"
+                );
+                faz.rawlog.appended(0, backlog);
+            }
+        }
+        if let Err(e) = std::thread::Builder::new()
+            .name("faz-syslog-index".into())
+            .spawn(move || index_loop(faz, reader, cursors, wake_rx, stop))
+        {
+            tracing::error!(error = %e, "syslog indexer not started");
+        }
+    }
+    let window = opts.sync_window;
     std::thread::Builder::new()
         .name("faz-syslog-ingest".into())
-        .spawn(move || {
-            // Each worker catches a panic while parsing a batch, reports it and goes on.
-            ingest_loop(faz, rx)
-        })
+        .spawn(move || append_loop(faz, rx, wake_tx, window))
         .expect("spawn syslog thread")
 }
 
@@ -215,10 +283,7 @@ fn accept_body(faz: &Faz, raw: &[u8], peer: SocketAddr, out: &mut Batch) {
             continue;
         }
         match body_of(m) {
-            Some(b) => out.push(Msg {
-                body: b.to_string(),
-                peer,
-            }),
+            Some(b) => out.push(peer.ip(), b),
             None => {
                 faz.counters.syslog_bad.fetch_add(1, Ordering::Relaxed);
             }
@@ -323,7 +388,7 @@ async fn udp_loop(faz: Arc<Faz>, udp: UdpSocket, tx: mpsc::Sender<Batch>, stop: 
             },
         };
         unchecked = true;
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         accept_body(&faz, &buf[..n], peer, &mut batch);
         // Whatever else is already waiting travels in the same batch.
         let mut datagrams = 1;
@@ -471,7 +536,7 @@ async fn tcp_conn(
     let mut pos = 0usize;
     loop {
         // Every complete message in the buffer, as batches.
-        let mut batch = Vec::new();
+        let mut batch = Batch::new();
         loop {
             match next_tcp_frame(&buf[pos..]) {
                 Ok(TcpFrame::Msg {
@@ -526,7 +591,7 @@ async fn tcp_conn(
             // A last line without its LF still counts (an octet-counted frame cut short
             // does not).
             if !buf.is_empty() && !buf[0].is_ascii_digit() && buf.len() <= MAX_MSG {
-                let mut batch = Vec::new();
+                let mut batch = Batch::new();
                 if !buf.iter().all(|b| b.is_ascii_whitespace()) {
                     accept_body(faz, &buf, peer, &mut batch);
                 }
@@ -552,100 +617,259 @@ async fn partial<T>(
     })?
 }
 
-/// Ingest threads. Each takes the next batch (with a ticket), parses it, and submits it to the
-/// store in ticket order, so the lines are stored in arrival order while one batch is parsed
-/// and others commit.
-const INGEST_WORKERS: usize = 2;
-
-/// Lines merged from the queue into one parse-and-submit step.
+/// Lines the indexer commits into the SQL store in one batch.
 const INGEST_BATCH: usize = 5000;
 
-/// Submitted batches waiting for their commit (and their events, alerts and notifications)
-/// at most. The workers do not wait for each commit, so the store's writer finds several
-/// batches queued and commits them together (fewer, larger commits); when this many are
-/// waiting the workers stop taking batches, the queue fills, and TCP readers stop reading.
+/// Indexed batches waiting for their commit (and their events, alerts and notifications) at
+/// most. The indexer does not wait for each commit, so the store's writer finds several
+/// batches queued and commits them together (fewer, larger commits).
 pub const IN_FLIGHT: usize = 8;
 
-/// A batch handed to the finisher: its line count and what the store said.
-type Finishing = (u64, Result<crate::faz::Submitted, String>);
+/// A device's wholly indexed raw log files are deleted beyond its newest this many bytes (the
+/// archive's retention; [P]: FortiAnalyzer keeps its archive by days and disk quota).
+pub const RAW_KEEP_BYTES: u64 = 1 << 30;
 
-fn ingest_loop(faz: Arc<Faz>, rx: mpsc::Receiver<Batch>) {
-    use std::sync::{Condvar, Mutex};
-    let rx = Arc::new(Mutex::new((rx, 0u64)));
-    let turn = Arc::new((Mutex::new(0u64), Condvar::new()));
+/// How long the appender waits between polls of its queue while an fsync is pending.
+const SYNC_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// The ingest thread: appends each batch to its devices' raw log files (a line is stored once
+/// appended), fsyncs them within the sync window, and wakes the indexer.
+fn append_loop(
+    faz: Arc<Faz>,
+    mut rx: mpsc::Receiver<Batch>,
+    wake: std::sync::mpsc::SyncSender<()>,
+    window: std::time::Duration,
+) {
+    let mut w = crate::rawlog::RawWriter::new(&faz.raw_log_dir(), crate::rawlog::ROTATE_BYTES);
+    let sync = |w: &mut crate::rawlog::RawWriter| {
+        if let Err(e) = w.sync(&faz.rawlog) {
+            tracing::warn!(error = %e, "syslog: syncing the raw log failed");
+        }
+    };
+    loop {
+        let batch = match w.sync_in(window) {
+            None => match rx.blocking_recv() {
+                Some(b) => b,
+                None => break,
+            },
+            Some(left) if left.is_zero() => {
+                sync(&mut w);
+                continue;
+            }
+            // An fsync is due within the window: poll (only while something waits for it).
+            Some(left) => match rx.try_recv() {
+                Ok(b) => b,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    std::thread::sleep(left.min(SYNC_POLL));
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+            },
+        };
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            append_batch(&faz, &mut w, batch)
+        }));
+        if let Err(p) = r {
+            let msg = fortilab_core::supervise::panic_message(&*p);
+            faz.supervisor.report_panic("syslog ingest", &msg);
+        }
+        let _ = wake.try_send(());
+    }
+    sync(&mut w);
+}
+
+/// Attributes each chunk by the sender's address (as FortiAnalyzer does) and appends it to
+/// that device's raw log.
+fn append_batch(faz: &Faz, w: &mut crate::rawlog::RawWriter, batch: Batch) {
+    for c in batch.chunks {
+        let Some(dev) = faz.syslog_sender(c.peer) else {
+            faz.counters
+                .syslog_unauthorized
+                .fetch_add(c.lines, Ordering::Relaxed);
+            continue;
+        };
+        match w.append(&dev.sn, &c.text) {
+            Ok(()) => faz.rawlog.appended(c.lines, c.text.len() as u64),
+            Err(e) => {
+                faz.counters
+                    .syslog_store_errors
+                    .fetch_add(c.lines, Ordering::Relaxed);
+                faz.rawlog.errors.fetch_add(1, Ordering::Relaxed);
+                faz.store_error(e.to_string());
+            }
+        }
+    }
+}
+
+/// What the indexer knows of a device: where it reads next, and what the store's key/value
+/// table holds for it once everything submitted is committed (the next batch's
+/// [`crate::store::Chain`] expects it).
+#[derive(Debug, Clone, Default)]
+struct DevCursor {
+    next: crate::rawlog::Cursor,
+    expect: Option<String>,
+}
+
+/// The indexer's state shared with its finisher.
+#[derive(Debug, Default)]
+struct IndexState {
+    /// A batch was not committed: rewind to the committed cursors once nothing is in flight.
+    failed: std::sync::atomic::AtomicBool,
+    in_flight: std::sync::atomic::AtomicUsize,
+}
+
+/// The committed cursors (key/value table).
+fn load_cursors(faz: &Faz) -> std::collections::HashMap<String, DevCursor> {
+    let kv = faz
+        .store
+        .kv_scan(crate::rawlog::CURSOR_KEY)
+        .unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "raw log indexer: reading the cursors failed");
+            Vec::new()
+        });
+    kv.into_iter()
+        .filter_map(|(k, j)| {
+            let dev = k.strip_prefix(crate::rawlog::CURSOR_KEY)?.to_string();
+            let next = serde_json::from_str(&j).ok()?;
+            Some((
+                dev,
+                DevCursor {
+                    next,
+                    expect: Some(j),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// A batch handed to the finisher: its line and byte counts and what the store said.
+type Finishing = (u64, u64, Result<crate::faz::Submitted, String>);
+
+/// The indexer: reads the raw log files behind the appender, parses the lines, runs the IOC
+/// engine and commits them into the SQL store with the device's cursor (a
+/// [`crate::store::Chain`]: a batch is committed only right after the one before it), up to
+/// [`IN_FLIGHT`] batches waiting for their commit. After a failed commit it waits for what is
+/// in flight, goes back to the committed cursors and tries again a second later.
+fn index_loop(
+    faz: Arc<Faz>,
+    reader: crate::rawlog::RawReader,
+    mut cursors: std::collections::HashMap<String, DevCursor>,
+    wake: std::sync::mpsc::Receiver<()>,
+    stop: CancellationToken,
+) {
+    use std::sync::atomic::Ordering::SeqCst;
+    let state = Arc::new(IndexState::default());
     let (fin_tx, fin_rx) = std::sync::mpsc::sync_channel::<Finishing>(IN_FLIGHT);
     let finisher = {
-        let faz = faz.clone();
+        let (faz, state) = (faz.clone(), state.clone());
         std::thread::Builder::new()
             .name("faz-syslog-finish".into())
-            .spawn(move || finish_loop(&faz, fin_rx))
+            .spawn(move || finish_loop(&faz, fin_rx, &state))
             .ok()
     };
-    let workers: Vec<_> = (0..INGEST_WORKERS)
-        .filter_map(|i| {
-            let (faz, rx, turn, fin_tx) = (faz.clone(), rx.clone(), turn.clone(), fin_tx.clone());
-            std::thread::Builder::new()
-                .name(format!("faz-syslog-{i}"))
-                .spawn(move || loop {
-                    let (mut batch, ticket) = {
-                        let mut g = rx.lock().unwrap_or_else(|e| e.into_inner());
-                        let Some(b) = g.0.blocking_recv() else {
-                            return;
-                        };
-                        let mut b = b;
-                        while b.len() < INGEST_BATCH {
-                            match g.0.try_recv() {
-                                Ok(more) => b.extend(more),
-                                Err(_) => break,
-                            }
-                        }
-                        g.1 += 1;
-                        (b, g.1 - 1)
-                    };
-                    // A panic while parsing a batch is reported and the worker goes on with
-                    // the next (its ticket still advances, so the others keep their order).
-                    let groups = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        parse_batch(&faz, std::mem::take(&mut batch))
-                    }))
-                    .unwrap_or_else(|payload| {
-                        let msg = fortilab_core::supervise::panic_message(&*payload);
-                        faz.supervisor.report_panic("syslog ingest", &msg);
-                        Vec::new()
+    let mut warned = false;
+    while !stop.is_cancelled() {
+        if state.failed.load(SeqCst) {
+            while state.in_flight.load(SeqCst) > 0 && !stop.is_cancelled() {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            cursors = load_cursors(&faz);
+            state.failed.store(false, SeqCst);
+            if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+                wake.recv_timeout(std::time::Duration::from_secs(1))
+            {
+                break;
+            }
+            continue;
+        }
+        let mut busy = false;
+        for dev in reader.devices() {
+            let cur = cursors.get(&dev).cloned().unwrap_or_default();
+            let got = match reader.read(&dev, cur.next, INGEST_BATCH) {
+                Ok(g) => g,
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "raw log indexer: reading failed");
+                        warned = true;
+                    }
+                    continue;
+                }
+            };
+            if got.lines.is_empty() {
+                if got.next != cur.next {
+                    cursors.insert(
+                        dev,
+                        DevCursor {
+                            next: got.next,
+                            expect: cur.expect,
+                        },
+                    );
+                }
+                continue;
+            }
+            busy = true;
+            let next_json = serde_json::to_string(&got.next).unwrap_or_default();
+            let client = faz
+                .device(&dev)
+                .is_some_and(|d| d.device_type == "forticlient");
+            let (n, bytes) = (got.lines.len() as u64, got.bytes);
+            let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                faz.parse_lines(client, got.lines)
+            }));
+            match parsed {
+                Ok(p) => {
+                    let p = p.unacknowledged().chained(crate::store::Chain {
+                        key: crate::rawlog::cursor_key(&dev),
+                        expect: cur.expect.clone(),
+                        next: next_json.clone(),
                     });
-                    // Submit in ticket order, and hand over to the finisher in the same order
-                    // (waiting while IN_FLIGHT batches wait for their commit).
-                    let (m, cv) = &*turn;
-                    let mut next = m.lock().unwrap_or_else(|e| e.into_inner());
-                    while *next != ticket {
-                        next = cv.wait(next).unwrap_or_else(|e| e.into_inner());
+                    let submitted = faz.submit(&dev, client, 0, p);
+                    state.in_flight.fetch_add(1, SeqCst);
+                    if fin_tx.send((n, bytes, submitted)).is_err() {
+                        state.in_flight.fetch_sub(1, SeqCst);
+                        break;
                     }
-                    for (sn, client, parsed) in groups {
-                        let n = parsed.len() as u64;
-                        let submitted = faz.submit(&sn, client, 0, parsed.unacknowledged());
-                        if fin_tx.send((n, submitted)).is_err() {
-                            break;
-                        }
-                    }
-                    *next += 1;
-                    drop(next);
-                    cv.notify_all();
-                })
-                .ok()
-        })
-        .collect();
-    drop(fin_tx);
-    for w in workers {
-        let _ = w.join();
+                }
+                Err(payload) => {
+                    // Reported; the lines stay in the raw log, the index goes on after them.
+                    let msg = fortilab_core::supervise::panic_message(&*payload);
+                    faz.supervisor.report_panic("syslog indexer", &msg);
+                    let _ = faz
+                        .store
+                        .kv_put(&[(crate::rawlog::cursor_key(&dev), Some(next_json.clone()))]);
+                    faz.rawlog.indexed(0, bytes);
+                }
+            }
+            if got.next.file != cur.next.file {
+                reader.prune(&dev, got.next, RAW_KEEP_BYTES);
+            }
+            cursors.insert(
+                dev,
+                DevCursor {
+                    next: got.next,
+                    expect: Some(next_json),
+                },
+            );
+        }
+        if !busy {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Disconnected) =
+                wake.recv_timeout(std::time::Duration::from_secs(1))
+            {
+                break;
+            }
+        }
     }
+    drop(fin_tx);
     if let Some(f) = finisher {
         let _ = f.join();
     }
 }
 
 /// Waits for each submitted batch's commit, in submission order, then raises its lab event,
-/// alerts and notifications ([`crate::faz::Submitted::finish`]).
-fn finish_loop(faz: &Faz, rx: std::sync::mpsc::Receiver<Finishing>) {
-    for (n, submitted) in rx {
+/// alerts and notifications ([`crate::faz::Submitted::finish`]) and counts it indexed.
+fn finish_loop(faz: &Faz, rx: std::sync::mpsc::Receiver<Finishing>, state: &IndexState) {
+    use std::sync::atomic::Ordering::SeqCst;
+    for (n, bytes, submitted) in rx {
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             submitted.and_then(|s| s.finish(faz))
         }))
@@ -654,41 +878,17 @@ fn finish_loop(faz: &Faz, rx: std::sync::mpsc::Receiver<Finishing>) {
             faz.supervisor.report_panic("syslog ingest", &msg);
             Ok(0)
         });
-        if let Err(e) = r {
-            faz.counters
-                .syslog_store_errors
-                .fetch_add(n, Ordering::Relaxed);
-            tracing::warn!(error = %e, "syslog ingest failed");
-        }
-    }
-}
-
-/// Attributes a batch by the sender's address (as FortiAnalyzer does, keeping order) and
-/// parses each sender's lines: (device serial, FortiClient?, rows).
-fn parse_batch(faz: &Faz, batch: Batch) -> Vec<(String, bool, crate::faz::Parsed)> {
-    let mut groups: Vec<(std::net::IpAddr, Vec<String>)> = Vec::new();
-    for m in batch {
-        let ip = m.peer.ip();
-        match groups.iter_mut().find(|g| g.0 == ip) {
-            Some(g) => g.1.push(m.body),
-            None => groups.push((ip, vec![m.body])),
-        }
-    }
-    groups
-        .into_iter()
-        .filter_map(|(ip, lines)| match faz.syslog_sender(ip) {
-            Some(dev) => {
-                let client = dev.device_type == "forticlient";
-                Some((dev.sn, client, faz.parse_lines(client, lines)))
+        match r {
+            Ok(_) => faz.rawlog.indexed(n, bytes),
+            Err(e) => {
+                if e != crate::store::STALE_CHAIN {
+                    tracing::warn!(error = %e, "raw log indexer: commit failed; retrying");
+                }
+                state.failed.store(true, SeqCst);
             }
-            None => {
-                faz.counters
-                    .syslog_unauthorized
-                    .fetch_add(lines.len() as u64, Ordering::Relaxed);
-                None
-            }
-        })
-        .collect()
+        }
+        state.in_flight.fetch_sub(1, SeqCst);
+    }
 }
 
 #[cfg(test)]

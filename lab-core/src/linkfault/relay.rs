@@ -43,11 +43,14 @@ pub struct LinkStats {
     /// direction of calls, so "up" is client → service.
     pub bytes_up: AtomicU64,
     pub bytes_down: AtomicU64,
-    /// Datagrams passed (UDP relays: client → service only).
+    /// Datagrams passed client → service (UDP relays).
     pub datagrams: AtomicU64,
-    /// Datagrams dropped: the link was down, or [`super::UDP_QUEUE`] were already waiting.
+    /// Datagrams passed back, service → the client that sent to it (UDP relays).
+    pub datagrams_back: AtomicU64,
+    /// Datagrams dropped, either way: the link was down, or [`super::UDP_QUEUE`] were already
+    /// waiting in that direction.
     pub datagrams_dropped: AtomicU64,
-    /// Datagrams lost (the link's loss probability).
+    /// Datagrams lost, either way (the link's loss probability).
     pub datagrams_lost: AtomicU64,
 }
 
@@ -143,6 +146,7 @@ impl Link {
             "bytes_up": s.bytes_up.load(Ordering::Relaxed),
             "bytes_down": s.bytes_down.load(Ordering::Relaxed),
             "datagrams": s.datagrams.load(Ordering::Relaxed),
+            "datagrams_back": s.datagrams_back.load(Ordering::Relaxed),
             "datagrams_dropped": s.datagrams_dropped.load(Ordering::Relaxed),
             "datagrams_lost": s.datagrams_lost.load(Ordering::Relaxed),
         })
@@ -236,82 +240,176 @@ impl Link {
     }
 }
 
+/// A datagram on its way through a UDP relay.
+struct Datagram {
+    /// When it may leave (relay time).
+    due: Duration,
+    bytes: Bytes,
+    /// Up (client → service): the client that sent it. Down (service → client): the client
+    /// it goes back to.
+    client: SocketAddr,
+}
+
+/// One direction of a UDP relay: its shaper (the link's condition, its own seeded draws) and
+/// the datagrams waiting for their time.
+struct UdpDirection {
+    shaper: Shaper<ChaCha8Rng>,
+    queue: VecDeque<Datagram>,
+}
+
+impl UdpDirection {
+    fn new(cond: LinkCondition, now: Duration, rng: ChaCha8Rng) -> Self {
+        Self {
+            shaper: Shaper::new(cond, now, rng),
+            queue: VecDeque::new(),
+        }
+    }
+
+    fn head(&self) -> Option<Duration> {
+        self.queue.front().map(|d| d.due)
+    }
+
+    /// What happens to a datagram of `n` bytes arriving now: `Some(due)` to send it (now if
+    /// `due <= now` and nothing waits before it), `None` when it is dropped or lost (counted).
+    fn admit(&mut self, n: usize, now: Duration, stats: &LinkStats) -> Option<Duration> {
+        match self.shaper.datagram(n, now) {
+            Fate::Dropped => {
+                stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Fate::Lost => {
+                stats.datagrams_lost.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            Fate::At(at) if at > now || !self.queue.is_empty() => {
+                if self.queue.len() >= super::UDP_QUEUE {
+                    stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                    None
+                } else {
+                    Some(at)
+                }
+            }
+            Fate::At(at) => Some(at),
+        }
+    }
+}
+
+/// Replies read from the outgoing sockets, on their way to the relay loop: (the client they go
+/// back to, the bytes).
+type Reply = (SocketAddr, Bytes);
+
+/// Replies waiting for the relay loop before more are dropped (counted).
+const REPLY_QUEUE: usize = 1024;
+
 impl Link {
-    /// Serves one UDP relay socket until `shutdown`: each datagram from a client goes to the
-    /// current `target` from a socket bound to the client's own loopback address (the service
-    /// attributes by source address, as FortiAnalyzer does syslog), or is dropped or lost as
-    /// the link's condition says ([`Shaper::datagram`], counted). One way: nothing is relayed
-    /// back (syslog expects no answer).
+    /// Serves one UDP relay socket until `shutdown`, both ways. Each datagram from a client
+    /// goes to the current `target` from a socket of its own for that client (bound to the
+    /// client's own loopback address, so the service attributes by source address, as
+    /// FortiAnalyzer does syslog); what the service answers on that socket goes back to the
+    /// client from the relay's socket. Each direction has its own shaper: down drops (counted
+    /// in `datagrams_dropped`), the loss rate loses (`datagrams_lost`), latency and rate delay
+    /// (at most [`super::UDP_QUEUE`] waiting per direction, beyond that dropped and counted).
     pub async fn serve_udp(
         self: Arc<Self>,
         socket: UdpSocket,
         target: watch::Receiver<Option<SocketAddr>>,
         shutdown: CancellationToken,
     ) {
+        let socket = Arc::new(socket);
         let mut cond = self.tx.subscribe();
         let origin = Instant::now();
         let now = || origin.elapsed();
-        let rng = crate::rng::stream(self.seed, &format!("link/{}/udp", self.id.name()));
+        let rng =
+            |dir: &str| crate::rng::stream(self.seed, &format!("link/{}/udp{dir}", self.id.name()));
         let initial = *cond.borrow_and_update();
-        let mut shaper = Shaper::new(initial, now(), rng);
+        let mut up = UdpDirection::new(initial, now(), rng(""));
+        let mut down = UdpDirection::new(initial, now(), rng("/down"));
         let mut watching = true;
-        // Datagrams waiting for their time: (due, bytes, the client's address).
-        let mut queue: VecDeque<(Duration, Bytes, SocketAddr)> = VecDeque::new();
-        let mut senders = Senders::default();
+        let (reply_tx, mut reply_rx) = tokio::sync::mpsc::channel::<Reply>(REPLY_QUEUE);
+        let stop = shutdown.child_token();
+        let _stop_readers = stop.clone().drop_guard();
+        let mut senders = Senders::new(reply_tx, stop);
         let mut buf = vec![0u8; 65_536];
         loop {
-            let head = queue.front().map(|(t, _, _)| *t);
+            let (up_head, down_head) = (up.head(), down.head());
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 changed = cond.changed(), if watching => {
-                    if changed.is_err() {
+                    let next = if changed.is_err() {
                         watching = false;
-                        shaper.set_condition(LinkCondition::CLEAN, now());
+                        LinkCondition::CLEAN
                     } else {
-                        let next = *cond.borrow_and_update();
-                        shaper.set_condition(next, now());
+                        *cond.borrow_and_update()
+                    };
+                    up.shaper.set_condition(next, now());
+                    down.shaper.set_condition(next, now());
+                }
+                _ = sleep_until(origin, up_head), if up_head.is_some() => {
+                    if let Some(d) = up.queue.pop_front() {
+                        let dst = *target.borrow();
+                        self.send_datagram(&mut senders, d.client, dst, &d.bytes).await;
                     }
                 }
-                _ = sleep_until(origin, head), if head.is_some() => {
-                    if let Some((_, bytes, peer)) = queue.pop_front() {
-                        let dst = *target.borrow();
-                        self.send_datagram(&mut senders, peer, dst, &bytes).await;
+                _ = sleep_until(origin, down_head), if down_head.is_some() => {
+                    if let Some(d) = down.queue.pop_front() {
+                        self.send_back(&socket, d.client, &d.bytes).await;
                     }
                 }
                 r = socket.recv_from(&mut buf) => {
                     let Ok((n, peer)) = r else { continue };
                     // A change of condition that raced with this datagram applies to it.
                     if watching {
-                        let c = *cond.borrow_and_update();
-                        if c != *shaper.condition() {
-                            shaper.set_condition(c, now());
-                        }
+                        self.follow(&mut cond, &mut up, &mut down, now());
                     }
-                    match shaper.datagram(n, now()) {
-                        Fate::Dropped => {
-                            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Fate::Lost => {
-                            self.stats.datagrams_lost.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Fate::At(at) if at <= now() && queue.is_empty() => {
+                    let t = now();
+                    match up.admit(n, t, &self.stats) {
+                        Some(at) if at <= t && up.queue.is_empty() => {
                             let dst = *target.borrow();
                             self.send_datagram(&mut senders, peer, dst, &buf[..n]).await;
                         }
-                        Fate::At(_) if queue.len() >= super::UDP_QUEUE => {
-                            self.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                        Some(at) => up.queue.push_back(Datagram {
+                            due: at,
+                            bytes: Bytes::copy_from_slice(&buf[..n]),
+                            client: peer,
+                        }),
+                        None => {}
+                    }
+                }
+                Some((client, bytes)) = reply_rx.recv() => {
+                    if watching {
+                        self.follow(&mut cond, &mut up, &mut down, now());
+                    }
+                    let t = now();
+                    match down.admit(bytes.len(), t, &self.stats) {
+                        Some(at) if at <= t && down.queue.is_empty() => {
+                            self.send_back(&socket, client, &bytes).await;
                         }
-                        Fate::At(at) => {
-                            queue.push_back((at, Bytes::copy_from_slice(&buf[..n]), peer));
-                        }
+                        Some(at) => down.queue.push_back(Datagram { due: at, bytes, client }),
+                        None => {}
                     }
                 }
             }
         }
     }
 
-    async fn send_datagram(
+    /// Applies the link's current condition to both directions if it changed.
+    fn follow(
         &self,
+        cond: &mut watch::Receiver<LinkCondition>,
+        up: &mut UdpDirection,
+        down: &mut UdpDirection,
+        now: Duration,
+    ) {
+        let c = *cond.borrow_and_update();
+        for d in [up, down] {
+            if c != *d.shaper.condition() {
+                d.shaper.set_condition(c, now);
+            }
+        }
+    }
+
+    async fn send_datagram(
+        self: &Arc<Self>,
         senders: &mut Senders,
         peer: SocketAddr,
         dst: Option<SocketAddr>,
@@ -321,7 +419,7 @@ impl Link {
             self.stats.failed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        match senders.get(peer, dst).await {
+        match senders.get(peer, dst, self).await {
             Some(s) if s.send_to(bytes, dst).await.is_ok() => {
                 self.stats.datagrams.fetch_add(1, Ordering::Relaxed);
                 self.stats
@@ -333,21 +431,54 @@ impl Link {
             }
         }
     }
+
+    /// Sends a reply back to the client from the relay's own socket (the address the client
+    /// sent to).
+    async fn send_back(&self, socket: &UdpSocket, client: SocketAddr, bytes: &[u8]) {
+        if socket.send_to(bytes, client).await.is_ok() {
+            self.stats.datagrams_back.fetch_add(1, Ordering::Relaxed);
+            self.stats
+                .bytes_down
+                .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        } else {
+            self.stats.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
-/// The UDP relay's outgoing sockets, one per client address (bound to it when it is a
-/// loopback address of the destination's family, so the service sees the client's address).
-#[derive(Default)]
+/// The UDP relay's outgoing sockets, one per client address (IP and port, so each client's
+/// replies find their way back; bound to the client's IP when it is a loopback address of the
+/// destination's family, so the service sees the client's address). Each has a reader that
+/// hands what the service answers to the relay loop.
 struct Senders {
-    by_ip: std::collections::HashMap<std::net::IpAddr, Arc<UdpSocket>>,
+    by_client: std::collections::HashMap<SocketAddr, Arc<UdpSocket>>,
+    replies: tokio::sync::mpsc::Sender<Reply>,
+    /// Stops the readers (the relay ends, or the sockets are made anew).
+    stop: CancellationToken,
+    generation: CancellationToken,
 }
 
 impl Senders {
     /// Most sockets kept (a lab has a handful of senders; beyond this they are made anew).
     const MAX: usize = 256;
 
-    async fn get(&mut self, peer: SocketAddr, dst: SocketAddr) -> Option<Arc<UdpSocket>> {
-        if let Some(s) = self.by_ip.get(&peer.ip()) {
+    fn new(replies: tokio::sync::mpsc::Sender<Reply>, stop: CancellationToken) -> Self {
+        let generation = stop.child_token();
+        Self {
+            by_client: Default::default(),
+            replies,
+            stop,
+            generation,
+        }
+    }
+
+    async fn get(
+        &mut self,
+        peer: SocketAddr,
+        dst: SocketAddr,
+        link: &Arc<Link>,
+    ) -> Option<Arc<UdpSocket>> {
+        if let Some(s) = self.by_client.get(&peer) {
             return Some(s.clone());
         }
         let own = peer.ip().is_loopback() && peer.is_ipv4() == dst.is_ipv4();
@@ -363,12 +494,48 @@ impl Senders {
             },
             false => UdpSocket::bind(any).await.ok()?,
         };
-        if self.by_ip.len() >= Self::MAX {
-            self.by_ip.clear();
+        if self.by_client.len() >= Self::MAX {
+            self.by_client.clear();
+            self.generation.cancel();
+            self.generation = self.stop.child_token();
         }
         let sock = Arc::new(sock);
-        self.by_ip.insert(peer.ip(), sock.clone());
+        self.by_client.insert(peer, sock.clone());
+        tokio::spawn(read_replies(
+            sock.clone(),
+            peer,
+            self.replies.clone(),
+            self.generation.clone(),
+            link.clone(),
+        ));
         Some(sock)
+    }
+}
+
+/// Reads what the service sends to one outgoing socket and hands it to the relay loop, for
+/// `client`. A reply that finds the loop's queue full is dropped and counted (UDP).
+async fn read_replies(
+    sock: Arc<UdpSocket>,
+    client: SocketAddr,
+    tx: tokio::sync::mpsc::Sender<Reply>,
+    stop: CancellationToken,
+    link: Arc<Link>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            r = sock.recv_from(&mut buf) => {
+                let Ok((n, _)) = r else { continue };
+                match tx.try_send((client, Bytes::copy_from_slice(&buf[..n]))) {
+                    Ok(()) => {}
+                    Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+                        link.stats.datagrams_dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return,
+                }
+            }
+        }
     }
 }
 
@@ -705,6 +872,105 @@ mod tests {
         );
         assert!((60..=140).contains(&lost), "{lost} of {sent} lost");
         assert_eq!(link.report()["datagrams"], 2 + got);
+        stop.cancel();
+        drop(tx);
+    }
+
+    /// Replies come back: what the service answers goes to the client that sent (each client
+    /// its own, two on one address told apart by port), from the relay's address; down drops
+    /// replies (counted) and the loss rate loses them (counted), as on the way in.
+    #[tokio::test]
+    async fn udp_replies_pass_back_to_their_client_with_the_same_faults() {
+        let service = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let link = Link::new(LinkId::new("endpoints", "fortigate").unwrap(), 7);
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relay_addr = sock.local_addr().unwrap();
+        let (tx, rx) = watch::channel(Some(service.local_addr().unwrap()));
+        let stop = CancellationToken::new();
+        tokio::spawn(link.clone().serve_udp(sock, rx, stop.clone()));
+        let c1 = UdpSocket::bind("127.115.2.52:0").await.unwrap();
+        let c2 = UdpSocket::bind("127.115.2.52:0").await.unwrap();
+        let mut buf = [0u8; 64];
+        async fn recv(s: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddr)> {
+            tokio::time::timeout(Duration::from_millis(300), s.recv_from(buf))
+                .await
+                .ok()
+                .map(|r| r.unwrap())
+        }
+        // Each client's request reaches the service from the client's own IP; each answer
+        // goes back to the client that asked, from the address it sent to.
+        c1.send_to(b"q1", relay_addr).await.unwrap();
+        let (n, from1) = recv(&service, &mut buf).await.expect("request 1");
+        assert_eq!(
+            (&buf[..n], from1.ip().to_string().as_str()),
+            (&b"q1"[..], "127.115.2.52")
+        );
+        c2.send_to(b"q2", relay_addr).await.unwrap();
+        let (n, from2) = recv(&service, &mut buf).await.expect("request 2");
+        assert_eq!(&buf[..n], b"q2");
+        assert_ne!(from1, from2, "two clients share one outgoing socket");
+        service.send_to(b"a2", from2).await.unwrap();
+        service.send_to(b"a1", from1).await.unwrap();
+        let (n, src) = recv(&c1, &mut buf).await.expect("answer 1");
+        assert_eq!((&buf[..n], src), (&b"a1"[..], relay_addr));
+        let (n, src) = recv(&c2, &mut buf).await.expect("answer 2");
+        assert_eq!((&buf[..n], src), (&b"a2"[..], relay_addr));
+        assert_eq!(link.report()["datagrams_back"], 2);
+        // Down: the answer to a request that got through before is dropped and counted.
+        let down = LinkCondition {
+            down: true,
+            ..LinkCondition::CLEAN
+        };
+        link.set(down, down);
+        tokio::task::yield_now().await;
+        service.send_to(b"late", from1).await.unwrap();
+        assert!(
+            recv(&c1, &mut buf).await.is_none(),
+            "a reply crossed a down link"
+        );
+        assert_eq!(link.stats.datagrams_dropped.load(Ordering::Relaxed), 1);
+        // Up again: answers pass.
+        link.set(LinkCondition::CLEAN, LinkCondition::CLEAN);
+        tokio::task::yield_now().await;
+        service.send_to(b"again", from1).await.unwrap();
+        let (n, _) = recv(&c1, &mut buf)
+            .await
+            .expect("a reply once the link is up");
+        assert_eq!(&buf[..n], b"again");
+        // Lossy: every answer arrives or is counted lost.
+        let lossy = LinkCondition {
+            loss: 0.5,
+            ..LinkCondition::CLEAN
+        };
+        link.set(lossy, lossy);
+        tokio::task::yield_now().await;
+        let sent = 200;
+        for _ in 0..sent {
+            service.send_to(b"x", from2).await.unwrap();
+        }
+        let mut got = 0;
+        while recv(&c2, &mut buf).await.is_some() {
+            got += 1;
+        }
+        let lost = link.stats.datagrams_lost.load(Ordering::Relaxed);
+        assert_eq!(got + lost, sent, "every reply passed or was counted lost");
+        assert!((60..=140).contains(&lost), "{lost} of {sent} lost");
+        // Latency applies to replies too.
+        let slow = LinkCondition {
+            latency: Duration::from_millis(80),
+            ..LinkCondition::CLEAN
+        };
+        link.set(slow, slow);
+        tokio::task::yield_now().await;
+        let t = Instant::now();
+        service.send_to(b"slow", from1).await.unwrap();
+        let (n, _) = recv(&c1, &mut buf).await.expect("a delayed reply");
+        assert_eq!(&buf[..n], b"slow");
+        assert!(
+            t.elapsed() >= Duration::from_millis(80),
+            "{:?}",
+            t.elapsed()
+        );
         stop.cancel();
         drop(tx);
     }

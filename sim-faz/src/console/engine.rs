@@ -187,6 +187,14 @@ const SHOW_TREE: &[Node] = &[Node {
 
 const DIAG_TREE: &[Node] = &[
     Node {
+        w: "fortilogd",
+        h: "FortiLog daemon.",
+        k: &[leaf(
+            "lograte",
+            "Display the log rate and the log insert lag.",
+        )],
+    },
+    Node {
         w: "dvm",
         h: "Device manager.",
         k: &[Node {
@@ -534,6 +542,9 @@ impl Cli {
                         self.no_args(args, |s| Output::text(s.dvm_device_list()))
                     }
                     [.., "stats"] => self.no_args(args, |s| Output::text(s.sqllogd_stats())),
+                    ["fortilogd", "lograte"] => {
+                        self.no_args(args, |s| Output::text(s.fortilogd_lograte()))
+                    }
                     _ => Output::text(self.tidb_lookup(&args.join(" "))),
                 }
             }
@@ -986,6 +997,22 @@ impl Cli {
             let _ = writeln!(s, "{k:<32}: {v}");
             s
         })
+    }
+
+    /// `diagnose fortilogd lograte` ([P]: the product's output format is not public): syslog
+    /// lines stored in the raw log files, inserted into the SQL database, and the log insert
+    /// lag (how far the database is behind).
+    fn fortilogd_lograte(&self) -> String {
+        use std::sync::atomic::Ordering::Relaxed;
+        let r = &self.faz.rawlog;
+        let (stored, indexed) = (r.lines.load(Relaxed), r.indexed_lines.load(Relaxed));
+        format!(
+            "raw logs received (since start)  : {stored}\n\
+             logs inserted into SQL database  : {indexed}\n\
+             log insert lag                   : {} seconds ({} bytes)\n",
+            r.lag().as_secs(),
+            r.lag_bytes()
+        )
     }
 
     /// `diagnose test application sqllogd 204 stats`.

@@ -23,9 +23,17 @@ pub struct Parsed {
     sample: Option<String>,
     now: i64,
     durability: crate::store::Durability,
+    chain: Option<crate::store::Chain>,
 }
 
 impl Parsed {
+    /// Makes the batch continue a [`crate::store::Chain`] (the raw log indexer's read
+    /// position): committed only if the chain's key holds the expected value.
+    pub fn chained(mut self, chain: crate::store::Chain) -> Self {
+        self.chain = Some(chain);
+        self
+    }
+
     /// Marks lines nobody is told are stored (syslog): [`Faz::submit`] commits them without
     /// waiting for an fsync of their own ([`crate::store::Durability::Unacknowledged`]).
     pub fn unacknowledged(mut self) -> Self {
@@ -59,6 +67,8 @@ impl Submitted {
     pub fn finish(self, faz: &Faz) -> Result<u64, String> {
         let last = match self.pending.wait() {
             Ok(l) => l,
+            // A refused chained batch follows a failure already reported.
+            Err(e) if e.to_string() == crate::store::STALE_CHAIN => return Err(e.to_string()),
             Err(e) => return Err(faz.store_failed(e.to_string())),
         };
         if faz.store_failing.swap(false, Ordering::Relaxed) {
@@ -136,6 +146,7 @@ impl Faz {
             sample,
             now,
             durability: Default::default(),
+            chain: None,
         }
     }
 
@@ -155,6 +166,7 @@ impl Faz {
             sample,
             now,
             durability,
+            chain,
         } = parsed;
         self.counters.log_batches.fetch_add(1, Ordering::Relaxed);
         self.counters
@@ -173,7 +185,7 @@ impl Faz {
         let day = self.day_of(now);
         let pending = self
             .store
-            .submit_with(durability, sender, first_seq, rows, now, |rows| {
+            .submit_chained(durability, chain, sender, first_seq, rows, now, |rows| {
                 if !ioc_on {
                     return Vec::new();
                 }
@@ -188,6 +200,12 @@ impl Faz {
             unparsed,
             sample,
         })
+    }
+
+    /// Reports a failed write outside the SQL store (a raw log file): counted, and the first
+    /// of a run raises a `store.error` lab event.
+    pub fn store_error(&self, msg: String) {
+        let _ = self.store_failed(msg);
     }
 
     /// Counts a failed commit; the first of a run raises a `store.error` lab event.

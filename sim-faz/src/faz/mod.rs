@@ -76,6 +76,8 @@ pub struct Faz {
     pub settings: Settings,
     /// Administrators and login sessions.
     pub admins: Admins,
+    /// Syslog's raw log files: lines stored, lines indexed into the SQL store, the insert lag.
+    pub rawlog: crate::rawlog::RawStats,
     /// The last commit failed (a `store.error` event was emitted; `store.recovered` follows
     /// the next successful one).
     store_failing: AtomicBool,
@@ -189,8 +191,24 @@ impl Faz {
             notifications: Notifications::new(next_notify),
             settings: Settings::new(global),
             admins: Admins::new(admins),
+            rawlog: Default::default(),
             store_failing: AtomicBool::new(false),
         }))
+    }
+
+    /// Where syslog's raw log files live: `rawlogs/` beside the store's directory when that is
+    /// `<data-dir>/store` (so a lab snapshot copies them with the data directory), else inside
+    /// the store's directory.
+    pub fn raw_log_dir(&self) -> std::path::PathBuf {
+        let store_dir = self
+            .store
+            .path()
+            .parent()
+            .unwrap_or(std::path::Path::new("."));
+        match store_dir.parent() {
+            Some(d) if store_dir.file_name().is_some_and(|n| n == "store") => d.join("rawlogs"),
+            _ => store_dir.join("rawlogs"),
+        }
     }
 
     pub fn now(&self) -> i64 {

@@ -26,6 +26,7 @@ impl Store {
             last: None,
             kv: updates.to_vec(),
             durability: Durability::Acknowledged,
+            chain: None,
             done: done_tx,
         }))?;
         match done_rx.recv() {

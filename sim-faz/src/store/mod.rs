@@ -37,7 +37,7 @@ pub use parse::{
 };
 pub use schema::register_functions;
 pub use search::{Found, SearchSpec};
-pub use writer::Pending;
+pub use writer::{Chain, Pending, STALE_CHAIN};
 
 use schema::{index_sql, open_conn, seg_name, segment_sql, Seg, COLS, SCHEMA};
 use writer::{Job, Writer};

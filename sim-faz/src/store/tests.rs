@@ -471,3 +471,54 @@ fn unacknowledged_lines_are_synced_within_the_window() {
     assert!(!unsynced(&store));
     assert_eq!(store.total().unwrap(), 40);
 }
+
+/// Chained batches (the raw log indexer's): each commits only right after the one it
+/// continues; one that does not continue the committed chain is refused whole and the others
+/// of its group go on; the key holds the last committed position.
+#[test]
+fn a_chained_batch_commits_only_after_the_one_it_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let lines: Vec<String> = (1..=30).map(|i| line(i, "10.115.2.52")).collect();
+    let chain = |expect: Option<&str>, next: &str| {
+        Some(Chain {
+            key: "rawlog:D".into(),
+            expect: expect.map(str::to_string),
+            next: next.into(),
+        })
+    };
+    let submit = |c, part: &[String]| {
+        s.submit_chained(
+            Durability::Unacknowledged,
+            c,
+            "D",
+            0,
+            rows(part),
+            0,
+            |_| vec![],
+        )
+        .unwrap()
+    };
+    // Queued together: the first two continue each other, the third repeats the second's
+    // start (a batch sent again after a failure), the fourth continues the second.
+    let a = submit(chain(None, "10"), &lines[..10]);
+    let b = submit(chain(Some("10"), "20"), &lines[10..20]);
+    let stale = submit(chain(Some("10"), "20"), &lines[10..20]);
+    let c = submit(chain(Some("20"), "30"), &lines[20..]);
+    assert!(a.wait().is_ok() && b.wait().is_ok() && c.wait().is_ok());
+    assert_eq!(
+        stale.wait().unwrap_err().to_string(),
+        STALE_CHAIN,
+        "a batch that does not continue the chain is refused"
+    );
+    assert_eq!(s.kv_get("rawlog:D").unwrap().as_deref(), Some("30"));
+    assert_eq!(s.counters.inserted.load(Ordering::Relaxed), 30);
+    let n: i64 = s
+        .on_writer(|w| {
+            w.conn
+                .query_row("SELECT count(*) FROM logs_000001", [], |r| r.get(0))
+        })
+        .unwrap()
+        .unwrap();
+    assert_eq!(n, 30, "nothing of the refused batch was written");
+}

@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{mpsc, Arc};
 
 use rusqlite::types::Value;
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::kv::KvUpdates;
 use super::parse::Row;
@@ -94,8 +94,27 @@ pub(super) struct Batch {
     pub(super) last: Option<u64>,
     pub(super) kv: KvUpdates,
     pub(super) durability: Durability,
+    /// Committed only if the key still holds the expected value (see [`Chain`]).
+    pub(super) chain: Option<Chain>,
     pub(super) done: mpsc::SyncSender<Result<(), String>>,
 }
+
+/// A batch that continues a chain: it is committed only if key `key` of the key/value table
+/// holds `expect` when its turn comes (the batch before it in the chain was committed), and
+/// its commit sets `key` to `next`. Otherwise it is refused as a whole ([`STALE_CHAIN`]), with
+/// nothing written, and the batches of the group around it go on. The raw log indexer keeps
+/// its read position this way: after a failed commit no later batch can be committed past the
+/// lines that failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub key: String,
+    pub expect: Option<String>,
+    pub next: String,
+}
+
+/// The error of a batch refused because its [`Chain`] did not continue.
+pub const STALE_CHAIN: &str =
+    "log store: chained batch refused (the batch before it was not committed)";
 
 pub(super) type Call = Box<dyn FnOnce(&mut Writer) + Send>;
 
@@ -176,7 +195,7 @@ impl Writer {
 
     /// Inserts and commits a group of batches in one transaction. Returns the segments
     /// opened, oldest first.
-    fn commit_group(&mut self, group: &[Batch]) -> rusqlite::Result<Vec<u32>> {
+    fn commit_group(&mut self, group: &[Batch]) -> rusqlite::Result<(Vec<u32>, Vec<bool>)> {
         let (id0, hot0, rows0) = (self.next_id, self.hot, self.hot_rows);
         let fsync = self.group_needs_fsync(group);
         if !fsync {
@@ -184,9 +203,9 @@ impl Writer {
         }
         let res = self.conn.execute_batch("BEGIN IMMEDIATE").and_then(|()| {
             let mut created = Vec::new();
-            self.insert_group(group, &mut created)?;
+            let refused = self.insert_group(group, &mut created)?;
             self.conn.execute_batch("COMMIT")?;
-            Ok(created)
+            Ok((created, refused))
         });
         if !fsync {
             // Back to FULL for everything else (acknowledged batches, sealing, retention).
@@ -195,9 +214,9 @@ impl Writer {
             }
         }
         match res {
-            Ok(created) => {
+            Ok(r) => {
                 self.note_commit(fsync);
-                Ok(created)
+                Ok(r)
             }
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
@@ -271,8 +290,30 @@ impl Writer {
         }
     }
 
-    fn insert_group(&mut self, group: &[Batch], created: &mut Vec<u32>) -> rusqlite::Result<()> {
+    /// Inserts a group's batches; returns, per batch, whether it was refused (a [`Chain`] that
+    /// did not continue).
+    fn insert_group(
+        &mut self,
+        group: &[Batch],
+        created: &mut Vec<u32>,
+    ) -> rusqlite::Result<Vec<bool>> {
+        let mut refused = Vec::with_capacity(group.len());
         for b in group {
+            if let Some(c) = &b.chain {
+                let now: Option<String> = self
+                    .conn
+                    .prepare_cached("SELECT json FROM kv WHERE key=?1")?
+                    .query_row(params![c.key], |r| r.get(0))
+                    .optional()?;
+                if now != c.expect {
+                    refused.push(true);
+                    continue;
+                }
+                self.conn
+                    .prepare_cached("INSERT INTO kv(key,json) VALUES(?1,?2) ON CONFLICT(key) DO UPDATE SET json=excluded.json")?
+                    .execute(params![c.key, c.next])?;
+            }
+            refused.push(false);
             let mut i = 0;
             while i < b.rows.len() {
                 if self.hot_rows >= self.opts.segment_rows {
@@ -305,7 +346,7 @@ impl Writer {
                 }
             }
         }
-        Ok(())
+        Ok(refused)
     }
 
     fn insert_rows(&mut self, dev: &str, rtime: i64, rows: &[Row]) -> rusqlite::Result<()> {
@@ -374,7 +415,13 @@ impl Writer {
             let counters = self.shared.counters.clone();
             let hot_before = self.hot;
             match self.commit_group(&group) {
-                Ok(created) => {
+                Ok((created, refused)) => {
+                    let n: usize = group
+                        .iter()
+                        .zip(&refused)
+                        .filter(|(_, r)| !**r)
+                        .map(|(b, _)| b.rows.len())
+                        .sum();
                     if !created.is_empty() {
                         counters
                             .segments_created
@@ -402,8 +449,11 @@ impl Writer {
                     counters
                         .batches
                         .fetch_add(group.len() as u64, Ordering::Relaxed);
-                    for b in group {
-                        let _ = b.done.send(Ok(()));
+                    for (b, refused) in group.into_iter().zip(refused) {
+                        let _ = b.done.send(match refused {
+                            false => Ok(()),
+                            true => Err(STALE_CHAIN.to_string()),
+                        });
                     }
                     // Segments closed by this group: the one that was hot and any filled in
                     // passing. Sealing after the acks keeps it off their latency.
@@ -511,6 +561,22 @@ impl Store {
         durability: Durability,
         dev: &str,
         first_seq: u64,
+        rows: Vec<Row>,
+        rtime: i64,
+        hook: impl FnOnce(&[Row]) -> KvUpdates,
+    ) -> Result<Pending, StoreError> {
+        self.submit_chained(durability, None, dev, first_seq, rows, rtime, hook)
+    }
+
+    /// [`Store::submit_with`] for a batch that continues a [`Chain`] (committed only if the
+    /// chain's key holds the expected value; refused with [`STALE_CHAIN`] otherwise).
+    #[allow(clippy::too_many_arguments)]
+    pub fn submit_chained(
+        &self,
+        durability: Durability,
+        chain: Option<Chain>,
+        dev: &str,
+        first_seq: u64,
         mut rows: Vec<Row>,
         rtime: i64,
         hook: impl FnOnce(&[Row]) -> KvUpdates,
@@ -566,6 +632,7 @@ impl Store {
                 last: (first_seq > 0 && new_last > last).then_some(new_last),
                 kv,
                 durability,
+                chain,
                 done: done_tx,
             }))?;
             if first_seq > 0 {
