@@ -27,6 +27,17 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long a started lab waits for its Security Fabric links (see [`Lab::settle`]).
 pub const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
+/// What [`settle_timeout`] adds per endpoint: every endpoint's registration with EMS and its
+/// log channel to FortiAnalyzer is part of "ready", and a large lab's endpoints register in a
+/// burst that a loaded machine serves at a few hundred a second (BENCHMARKS.md, namespaces
+/// mode at scale), so the wait grows with the lab instead of reporting a half-registered lab.
+pub const SETTLE_PER_ENDPOINT: Duration = Duration::from_millis(15);
+
+/// How long a lab of `endpoints` endpoints waits for its fabric: [`SETTLE_TIMEOUT`] plus
+/// [`SETTLE_PER_ENDPOINT`] each (15 s for the seed lab, 30 s for 1,000 endpoints).
+pub fn settle_timeout(endpoints: usize) -> Duration {
+    SETTLE_TIMEOUT + SETTLE_PER_ENDPOINT * endpoints.min(100_000) as u32
+}
 
 /// Options of a lab start.
 #[derive(Debug, Clone)]
@@ -414,9 +425,11 @@ impl Lab {
         } = s;
         let prefix = crate::netns::new_prefix();
         let net_plan = crate::netns::plan(&def, &prefix)?;
+        let t_net = std::time::Instant::now();
         let net = tokio::task::spawn_blocking(move || crate::netns::NetLab::create(net_plan))
             .await
             .map_err(|e| anyhow!("network set-up: {e}"))??;
+        let network = t_net.elapsed();
         let cfg_dir = dir.join("config");
         std::fs::create_dir_all(&cfg_dir)?;
         let copts = crate::compose::ComposeOptions {
@@ -516,7 +529,7 @@ impl Lab {
             pinned: Default::default(),
             netns: Some(net),
         };
-        match lab.boot_netns().await {
+        match lab.boot_netns(network).await {
             Ok(()) => Ok(lab),
             Err(e) => {
                 lab.stop_all().await;
@@ -525,7 +538,10 @@ impl Lab {
         }
     }
 
-    async fn boot_netns(&mut self) -> anyhow::Result<()> {
+    /// Starts the devices of a namespaces lab (its network took `network` to set up) and
+    /// waits for the fabric; logs the start's phases (BENCHMARKS.md, namespaces mode at scale).
+    async fn boot_netns(&mut self, network: Duration) -> anyhow::Result<()> {
+        let t_dev = std::time::Instant::now();
         self.internet.spawn(&[])?;
         self.faz.spawn(&[])?;
         self.ems.spawn(&[])?;
@@ -558,13 +574,27 @@ impl Lab {
         for ep in &mut self.endpoints {
             ep.wait_ready(READY_TIMEOUT).await?;
         }
-        let down = self.settle(SETTLE_TIMEOUT).await;
+        let devices = t_dev.elapsed();
+        let t_fabric = std::time::Instant::now();
+        let within = self.settle_timeout();
+        let down = self.settle(within).await;
         if !down.is_empty() {
             tracing::warn!(
-                "the lab started, but these Security Fabric links were not up within {SETTLE_TIMEOUT:?}: {}",
+                "the lab started, but these Security Fabric links were not up within {within:?}: {}",
                 down.join("; ")
             );
         }
+        let ms = |d: Duration| d.as_millis() as u64;
+        tracing::info!(
+            namespaces = self
+                .netns
+                .as_ref()
+                .map_or(0, |n| n.plan.state.namespaces.len()),
+            network_ms = ms(network),
+            devices_ms = ms(devices),
+            fabric_ms = ms(t_fabric.elapsed()),
+            "namespaces lab started"
+        );
         Ok(())
     }
 
@@ -663,10 +693,11 @@ impl Lab {
             let label = self.endpoints[i].label.clone();
             self.pin(&label, Role::Endpoints);
         }
-        let down = self.settle(SETTLE_TIMEOUT).await;
+        let within = self.settle_timeout();
+        let down = self.settle(within).await;
         if !down.is_empty() {
             tracing::warn!(
-                "the lab started, but these Security Fabric links were not up within {SETTLE_TIMEOUT:?}: {}",
+                "the lab started, but these Security Fabric links were not up within {within:?}: {}",
                 down.join("; ")
             );
         }
@@ -679,6 +710,11 @@ impl Lab {
     /// endpoint registered with EMS and, when its profile uploads logs, connected to
     /// FortiAnalyzer (which is how FortiAnalyzer learns the endpoint's host name). Returns the
     /// links still down after `timeout`; empty when all are up.
+    /// [`settle_timeout`] for this lab's endpoints.
+    pub fn settle_timeout(&self) -> Duration {
+        settle_timeout(self.def.endpoints.iter().map(|e| e.count as usize).sum())
+    }
+
     pub async fn settle(&self, timeout: Duration) -> Vec<String> {
         let client = match crate::clients::http_client(&self.ca, false, Some(&self.lab_token)) {
             Ok(c) => c,
@@ -1226,10 +1262,11 @@ impl Lab {
         for ep in &mut self.endpoints {
             ep.wait_ready(READY_TIMEOUT).await?;
         }
-        let down = self.settle(SETTLE_TIMEOUT).await;
+        let within = self.settle_timeout();
+        let down = self.settle(within).await;
         if !down.is_empty() {
             tracing::warn!(
-                "the lab restarted, but these Security Fabric links were not up within {SETTLE_TIMEOUT:?}: {}",
+                "the lab restarted, but these Security Fabric links were not up within {within:?}: {}",
                 down.join("; ")
             );
         }
@@ -1559,6 +1596,12 @@ pub(crate) fn ems_config(def: &LabDef) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_settle_wait_grows_with_the_endpoints() {
+        assert_eq!(settle_timeout(1), Duration::from_millis(15_015));
+        assert_eq!(settle_timeout(1000), Duration::from_secs(30));
+    }
 
     #[test]
     fn a_url_gets_the_relays_port() {

@@ -58,6 +58,30 @@ pub const TRANSPARENT_PORT: u16 = 8008;
 pub const LAB_RANGE: &str = "10.115.0.0/16";
 /// Host part of the host's own address on each lab network.
 pub const HOST_PART: u8 = 254;
+/// A lab with more endpoints than this gets permanent neighbour (ARP) entries on the LAN: each
+/// endpoint namespace for its gateway, the FortiGate's namespace for every endpoint. The
+/// kernel's neighbour table is one for all namespaces, with a garbage-collection limit
+/// (`net.ipv4.neigh.default.gc_thresh3`, 1,024 by default) on the dynamic entries: 1,000
+/// endpoints resolving their gateway, and the FortiGate resolving them, need ~2,000 and
+/// overflowed it ("neighbor table overflow", half the endpoints never reached EMS).
+/// Permanent entries do not count towards it (Linux 5.0 and later), and the host's settings
+/// stay untouched. Smaller labs resolve their neighbours with ARP as a real LAN does.
+pub const STATIC_NEIGH_MIN: usize = 64;
+
+/// The MAC address of a LAN interface with lab address `ip` (an endpoint's `eth0`, the
+/// FortiGate's `port3`): locally administered, the address in its last four bytes
+/// (`02:00:0a:73:04:01` for 10.115.4.1), so neighbour entries can be written in advance.
+pub fn lan_mac(ip: Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x00, o[0], o[1], o[2], o[3]]
+}
+
+fn mac_str(m: [u8; 6]) -> String {
+    m.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
 
 /// What a namespaces lab created (the state file).
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -201,9 +225,10 @@ pub struct Plan {
     pub netem: Vec<NetemIface>,
     /// The LAN subnets past the LAN /24 (the FortiGate's port3 secondary addresses).
     pub extra_lan: Vec<LanSubnet>,
-    /// Endpoint namespaces set up over netlink (namespace, address, prefix length, gateway);
-    /// their `ns_batch` lines are the fallback.
-    pub endpoint_conf: Vec<(String, Ipv4Addr, u8, Ipv4Addr)>,
+    /// Endpoint namespaces set up over netlink (namespace, address, prefix length, gateway,
+    /// the gateway's MAC for a permanent neighbour entry: see [`STATIC_NEIGH_MIN`]); their
+    /// `ns_batch` lines are the fallback.
+    pub endpoint_conf: Vec<(String, Ipv4Addr, u8, Ipv4Addr, Option<[u8; 6]>)>,
     pub dns: Ipv4Addr,
     pub internet_ip: Ipv4Addr,
 }
@@ -428,6 +453,8 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
         }
     }
     let extra_lan = lan_subnets(&used, lan, &[mgmt, wan])?;
+    let static_neigh = used.len() > STATIC_NEIGH_MIN;
+    let port3_mac = lan_mac(f.lan_ip);
     let mut host_batch = Vec::new();
     let mut ns_batch: Vec<(String, Vec<String>)> = Vec::new();
     let mut ns_exec = Vec::new();
@@ -441,18 +468,27 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
         swb.push(format!("link set {br} up"));
     }
     st.namespaces.push(sw.clone());
-    // veth: `inner` in namespace `n` (up from the start), `outer` in the switch on bridge `br`.
-    let mut wire = |n: &str, inner: &str, outer: &str, br: &str, swb: &mut Vec<String>| {
+    // veth: `inner` in namespace `n` (up from the start, with MAC address `mac` when given),
+    // `outer` in the switch on bridge `br`.
+    let mut wire = |n: &str,
+                    inner: &str,
+                    mac: Option<[u8; 6]>,
+                    outer: &str,
+                    br: &str,
+                    swb: &mut Vec<String>| {
+        let addr = mac
+            .map(|m| format!(" address {}", mac_str(m)))
+            .unwrap_or_default();
         host_batch.push(format!(
-            "link add {inner} netns {n} up type veth peer name {outer} netns {sw}"
+            "link add {inner}{addr} netns {n} up type veth peer name {outer} netns {sw}"
         ));
         swb.push(format!("link set {outer} master {br} up"));
     };
     // FortiGate.
     let fgt = ns("fgt");
-    wire(&fgt, "port1", "fgt-m", "br-m", &mut swb);
-    wire(&fgt, "port3", "fgt-l", "br-l", &mut swb);
-    wire(&fgt, "wan1", "fgt-w", "br-w", &mut swb);
+    wire(&fgt, "port1", None, "fgt-m", "br-m", &mut swb);
+    wire(&fgt, "port3", Some(port3_mac), "fgt-l", "br-l", &mut swb);
+    wire(&fgt, "wan1", None, "fgt-w", "br-w", &mut swb);
     let mut fb = vec![
         "link set lo up".into(),
         format!("addr add {}/24 dev port1", f.mgmt_ip),
@@ -463,6 +499,14 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
         fb.push(format!("addr add {}/{} dev port3", s.gateway, s.len));
     }
     fb.push(format!("route add default via {internet_ip}"));
+    if static_neigh {
+        for ip in blocks.iter().flatten() {
+            fb.push(format!(
+                "neigh replace {ip} lladdr {} dev port3 nud permanent",
+                mac_str(lan_mac(*ip))
+            ));
+        }
+    }
     ns_batch.push((fgt.clone(), fb));
     let ipt = |args: &str| -> Vec<String> {
         std::iter::once("iptables".to_string())
@@ -506,7 +550,7 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
         ("ems", "ems", def.ems.ip),
     ] {
         let n = ns(short);
-        wire(&n, "eth0", short, "br-m", &mut swb);
+        wire(&n, "eth0", None, short, "br-m", &mut swb);
         ns_batch.push((
             n.clone(),
             vec![
@@ -520,7 +564,7 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
     }
     // The lab Internet (its sites' addresses are added once it has reported them).
     let inet = ns("inet");
-    wire(&inet, "eth0", "inet", "br-w", &mut swb);
+    wire(&inet, "eth0", None, "inet", "br-w", &mut swb);
     ns_batch.push((
         inet.clone(),
         vec![
@@ -543,20 +587,31 @@ pub fn plan(def: &LabDef, prefix: &str) -> anyhow::Result<Plan> {
         for ip in addrs {
             g += 1;
             let n = endpoint_ns(prefix, g);
-            wire(&n, "eth0", &format!("e{g}"), "br-l", &mut swb);
+            wire(
+                &n,
+                "eth0",
+                Some(lan_mac(*ip)),
+                &format!("e{g}"),
+                "br-l",
+                &mut swb,
+            );
             let (len, gw) = match extra_lan.iter().find(|s| s.contains(*ip)) {
                 Some(s) => (s.len, s.gateway),
                 None => (24, f.lan_ip),
             };
-            ns_batch.push((
-                n.clone(),
-                vec![
-                    "link set lo up".to_string(),
-                    format!("addr add {ip}/{len} dev eth0"),
-                    format!("route add default via {gw}"),
-                ],
-            ));
-            endpoint_conf.push((n.clone(), *ip, len, gw));
+            let mut lines = vec![
+                "link set lo up".to_string(),
+                format!("addr add {ip}/{len} dev eth0"),
+                format!("route add default via {gw}"),
+            ];
+            if static_neigh {
+                lines.push(format!(
+                    "neigh replace {gw} lladdr {} dev eth0 nud permanent",
+                    mac_str(port3_mac)
+                ));
+            }
+            ns_batch.push((n.clone(), lines));
+            endpoint_conf.push((n.clone(), *ip, len, gw, static_neigh.then_some(port3_mac)));
             resolv.push((n.clone(), format!("nameserver {internet_ip}\n")));
             st.etc_dirs.push(format!("/etc/netns/{n}"));
             st.namespaces.push(n.clone());
@@ -1161,8 +1216,8 @@ impl NetLab {
             .filter(|(n, _)| !by_netlink.contains(n.as_str()))
             .collect();
         parallel(&by_ip, |(n, lines)| batch(Some(n.as_str()), lines))?;
-        parallel(&p.endpoint_conf, |(n, ip, len, gw)| {
-            nl::configure(n, *ip, *len, *gw).or_else(|e| {
+        parallel(&p.endpoint_conf, |(n, ip, len, gw, gw_mac)| {
+            nl::configure(n, *ip, *len, *gw, *gw_mac).or_else(|e| {
                 tracing::debug!(error = %format!("{e:#}"), "netlink set-up failed; using ip");
                 let lines = p
                     .ns_batch
@@ -1609,6 +1664,55 @@ mod tests {
     }
 
     #[test]
+    fn a_large_lab_gets_permanent_neighbour_entries_and_the_seed_lab_arp() {
+        // The seed lab: fixed MACs on the LAN, neighbours resolved by ARP.
+        let p = plan(&LabDef::seed(), "fl8a").unwrap();
+        assert!(p.host_batch.contains(
+            &"link add eth0 address 02:00:0a:73:02:34 netns fl8a-e1 up type veth peer name e1 netns fl8a-sw"
+                .to_string()
+        ));
+        assert!(p
+            .host_batch
+            .iter()
+            .any(|l| l.starts_with("link add port3 address 02:00:0a:73:02:01 ")));
+        assert!(p
+            .ns_batch
+            .iter()
+            .all(|(_, l)| l.iter().all(|x| !x.starts_with("neigh"))));
+        assert!(p.endpoint_conf.iter().all(|c| c.4.is_none()));
+        // 1,000 endpoints: every endpoint knows its gateway, the FortiGate every endpoint.
+        let mut def = LabDef::seed();
+        def.endpoints.push(crate::labdef::EndpointDef {
+            name: "HOST-{i}".into(),
+            ip: "10.115.4.1".parse().unwrap(),
+            count: 999,
+            user: None,
+        });
+        let p = plan(&def, "fl8b").unwrap();
+        let fgt = &p.ns_batch.iter().find(|(n, _)| n == "fl8b-fgt").unwrap().1;
+        let neigh: Vec<&String> = fgt.iter().filter(|l| l.starts_with("neigh ")).collect();
+        assert_eq!(neigh.len(), 1000);
+        assert!(fgt.contains(
+            &"neigh replace 10.115.4.1 lladdr 02:00:0a:73:04:01 dev port3 nud permanent"
+                .to_string()
+        ));
+        let e2 = &p.ns_batch.iter().find(|(n, _)| n == "fl8b-e2").unwrap().1;
+        assert!(e2.contains(
+            &"neigh replace 10.115.4.255 lladdr 02:00:0a:73:02:01 dev eth0 nud permanent"
+                .to_string()
+        ));
+        let c = p.endpoint_conf.iter().find(|c| c.0 == "fl8b-e2").unwrap();
+        assert_eq!(c.4, Some([2, 0, 10, 115, 2, 1]));
+        // Over netlink: a fourth message, RTM_NEWNEIGH for the gateway, permanent.
+        let m = nl::messages(7, c.1, c.2, c.3, c.4);
+        assert_eq!(m.len(), 4);
+        assert_eq!(u16::from_ne_bytes([m[3][4], m[3][5]]), 28);
+        assert_eq!(u16::from_ne_bytes([m[3][24], m[3][25]]), 0x80);
+        assert!(m[3].windows(6).any(|w| w == [2, 0, 10, 115, 2, 1]));
+        assert_eq!(nl::messages(7, c.1, c.2, c.3, None).len(), 3);
+    }
+
+    #[test]
     fn many_endpoints_get_a_namespace_each_and_subnets_past_the_lan() {
         let mut def = LabDef::seed();
         def.endpoints.push(crate::labdef::EndpointDef {
@@ -1765,6 +1869,9 @@ mod nl {
     const RTM_NEWLINK: u16 = 16;
     const RTM_NEWADDR: u16 = 20;
     const RTM_NEWROUTE: u16 = 24;
+    const RTM_NEWNEIGH: u16 = 28;
+    const NUD_PERMANENT: u16 = 0x80;
+    const F_REPLACE: u16 = 0x100;
     const NLMSG_ERROR: u16 = 2;
     const F_REQUEST: u16 = 1;
     const F_ACK: u16 = 4;
@@ -1792,8 +1899,15 @@ mod nl {
         m
     }
 
-    /// The messages: `lo` up, `ip/len` on interface `ifindex`, default route via `gw`.
-    pub fn messages(ifindex: u32, ip: Ipv4Addr, len: u8, gw: Ipv4Addr) -> Vec<Vec<u8>> {
+    /// The messages: `lo` up, `ip/len` on interface `ifindex`, default route via `gw`, and
+    /// with `gw_mac` a permanent neighbour entry for `gw`.
+    pub fn messages(
+        ifindex: u32,
+        ip: Ipv4Addr,
+        len: u8,
+        gw: Ipv4Addr,
+        gw_mac: Option<[u8; 6]>,
+    ) -> Vec<Vec<u8>> {
         // ifinfomsg: family, pad, type, index, flags, change.
         let mut link = vec![0u8, 0, 0, 0];
         link.extend_from_slice(&1i32.to_ne_bytes());
@@ -1809,11 +1923,22 @@ mod nl {
         let mut route = vec![2u8, 0, 0, 0, 254, 3, 0, 1, 0, 0, 0, 0];
         attr(&mut route, 5, &gw.octets()); // RTA_GATEWAY
         attr(&mut route, 4, &ifindex.to_ne_bytes()); // RTA_OIF
-        vec![
+        let mut out = vec![
             msg(RTM_NEWLINK, 0, 1, &link),
             msg(RTM_NEWADDR, F_CREATE | F_EXCL, 2, &addr),
             msg(RTM_NEWROUTE, F_CREATE | F_EXCL, 3, &route),
-        ]
+        ];
+        if let Some(mac) = gw_mac {
+            // ndmsg: family AF_INET, pad, pad, index, state, flags, type.
+            let mut neigh = vec![2u8, 0, 0, 0];
+            neigh.extend_from_slice(&ifindex.to_ne_bytes());
+            neigh.extend_from_slice(&NUD_PERMANENT.to_ne_bytes());
+            neigh.extend_from_slice(&[0, 0]);
+            attr(&mut neigh, 1, &gw.octets()); // NDA_DST
+            attr(&mut neigh, 2, &mac); // NDA_LLADDR
+            out.push(msg(RTM_NEWNEIGH, F_CREATE | F_REPLACE, 4, &neigh));
+        }
+        out
     }
 
     /// Sends the messages on a netlink socket of the calling thread's namespace, each
@@ -1855,14 +1980,20 @@ mod nl {
 
     /// Configures `eth0` of the namespace `ns` (see [`messages`]); the calling thread enters
     /// the namespace and returns to its own.
-    pub fn configure(ns: &str, ip: Ipv4Addr, len: u8, gw: Ipv4Addr) -> anyhow::Result<()> {
+    pub fn configure(
+        ns: &str,
+        ip: Ipv4Addr,
+        len: u8,
+        gw: Ipv4Addr,
+        gw_mac: Option<[u8; 6]>,
+    ) -> anyhow::Result<()> {
         use nix::sched::{setns, CloneFlags};
         let target = std::fs::File::open(std::path::Path::new("/run/netns").join(ns))?;
         let home = std::fs::File::open("/proc/thread-self/ns/net")?;
         setns(&target, CloneFlags::CLONE_NEWNET)?;
         let r = nix::net::if_::if_nametoindex("eth0")
             .map_err(anyhow::Error::from)
-            .and_then(|i| send_all(&messages(i, ip, len, gw)));
+            .and_then(|i| send_all(&messages(i, ip, len, gw, gw_mac)));
         if let Err(e) = setns(&home, CloneFlags::CLONE_NEWNET) {
             eprintln!("fortilab: cannot return to the thread's network namespace: {e}");
             std::process::abort();

@@ -520,6 +520,20 @@ async fn run_endpoint(
                     ) {
                         retry_now = true;
                     }
+                    if let Change::Profile(p) = c {
+                        // Starting an uplink opens its log queue, which writes and fsyncs the
+                        // queue's state: on the blocking pool, not on a runtime worker (1,000
+                        // endpoints registering at once queued their fsyncs behind the two
+                        // workers of a 2-core machine). Awaited, so the changes after it (a
+                        // quarantine's event log) find the uplink running.
+                        let (sh, e) = (shared.clone(), ep.clone());
+                        let started =
+                            tokio::task::spawn_blocking(move || ensure_uplink(&sh, &e, &p)).await;
+                        if let Err(e) = started {
+                            tracing::warn!(endpoint = %ep.id.name, error = %e, "log upload start failed");
+                        }
+                        continue;
+                    }
                     on_change(&shared, &ep, c);
                 }
                 let (registered, ka) = {
@@ -614,15 +628,19 @@ fn on_change(shared: &Shared, ep: &Endpoint, change: Change) {
         Change::Error { code, message } => {
             tracing::warn!(endpoint = %id.name, %code, %message, "EMS refused the telemetry request");
         }
-        Change::Profile(p) => {
-            if let (true, Some(server)) = (p.log_upload_enabled, p.log_upload_server.as_deref()) {
-                if let Err(e) = ep
-                    .uplink
-                    .ensure(&shared.uplink_env, id, ep.netns.clone(), server)
-                {
-                    tracing::warn!(endpoint = %id.name, error = %e, "cannot start the log upload");
-                }
-            }
+        Change::Profile(p) => ensure_uplink(shared, ep, &p),
+    }
+}
+
+/// Starts (or re-points) the endpoint's log upload when its profile enables it (blocking: the
+/// log queue's state is written and fsynced).
+fn ensure_uplink(shared: &Shared, ep: &Endpoint, p: &agent::Profile) {
+    if let (true, Some(server)) = (p.log_upload_enabled, p.log_upload_server.as_deref()) {
+        if let Err(e) = ep
+            .uplink
+            .ensure(&shared.uplink_env, &ep.id, ep.netns.clone(), server)
+        {
+            tracing::warn!(endpoint = %ep.id.name, error = %e, "cannot start the log upload");
         }
     }
 }

@@ -400,6 +400,15 @@ impl UpLab {
         self.dir.path().join("ready.json")
     }
 
+    /// Stops the lab as Ctrl-C does (SIGINT) and waits for `fortilab up` to exit.
+    fn stop(&mut self) -> std::process::ExitStatus {
+        support::unsafe_free_kill(self.child.id(), "INT");
+        let child = &mut self.child;
+        wait_for("fortilab up to exit", Duration::from_secs(30), || {
+            child.try_wait().unwrap()
+        })
+    }
+
     /// `fortilab exec --lab PREFIX HOST -- CMD…`.
     fn exec(&self, host: &str, cmd: &[&str]) -> std::process::Output {
         Command::new(bin("fortilab"))
@@ -768,31 +777,11 @@ fn snapshots_save_in_place_and_restore_in_namespaces_mode() {
     }
     let curl = support::require_program("curl", "curl");
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let ready = dir.path().join("ready.json");
-    let data = dir.path().join("data");
-    let mut child = Command::new(bin("fortilab"))
-        .args(["up", "--network", "namespaces", "--json", "--ready-file"])
-        .arg(&ready)
-        .arg("--data-dir")
-        .arg(&data)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            std::fs::File::create(dir.path().join("up.log")).unwrap(),
-        ))
-        .spawn()
-        .unwrap();
-    let r = wait_for(
-        "the namespaces lab's ready file",
-        Duration::from_secs(60),
-        || {
-            std::fs::read_to_string(&ready)
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        },
-    );
-    let prefix = r["netns"].as_str().expect("netns prefix").to_string();
+    let mut lab = UpLab::start(None, Duration::from_secs(60));
+    let ready = lab.ready_file();
+    let data = lab.dir.path().join("data");
+    let r = lab.r.clone();
+    let prefix = lab.prefix.clone();
     let ca = r["ca_cert"].as_str().unwrap().to_string();
     let auth = format!(
         "Authorization: Bearer {}",
@@ -854,10 +843,7 @@ fn snapshots_save_in_place_and_restore_in_namespaces_mode() {
     assert_eq!(status("before-cut"), "200", "the state of the cut");
     assert_eq!(status("after-cut"), "404", "a change after the cut is gone");
 
-    support::unsafe_free_kill(child.id(), "INT");
-    let st = wait_for("fortilab up to exit", Duration::from_secs(30), || {
-        child.try_wait().unwrap()
-    });
+    let st = lab.stop();
     assert!(st.success(), "fortilab up exit: {st}");
     let left = leftovers(&prefix);
     assert!(left.is_empty(), "left behind: {left:?}");

@@ -592,7 +592,15 @@ async fn session(
             return End::Lost(format!("expected HelloReply, got {}", other.name()), false);
         }
     };
-    let (mut registered, mut cursor) = apply_reply(shared, &reply);
+    // On the blocking pool: a fresh queue's first reply writes and fsyncs its state, which
+    // must not hold a runtime worker (a process of 1,000 endpoints connects them at once).
+    let (sh, r2) = (shared.clone(), reply.clone());
+    let (mut registered, mut cursor) =
+        match tokio::task::spawn_blocking(move || apply_reply(&sh, &r2)).await {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => return End::Shutdown,
+        };
     if let Some(r) = reader.as_mut() {
         r.reset();
     }
