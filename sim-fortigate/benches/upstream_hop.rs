@@ -30,8 +30,8 @@ use fortilab_fortigate::dataplane::http1::{self, BodyKind, Reader};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use lab_origin::{origin, BODY};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use lab_origin::origin;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const CLIENTS: usize = 100;
