@@ -150,7 +150,7 @@ impl LabClock {
 /// calendar), clamped to the years it represents (±9999).
 fn date_of_days(days: i64) -> time::Date {
     const UNIX_JULIAN_DAY: i64 = 2_440_588;
-    let jd = (days + UNIX_JULIAN_DAY).clamp(
+    let jd = days.saturating_add(UNIX_JULIAN_DAY).clamp(
         time::Date::MIN.to_julian_day() as i64,
         time::Date::MAX.to_julian_day() as i64,
     );
@@ -180,6 +180,12 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
         u8::from(date.month()) as u32,
         date.day() as u32,
     )
+}
+
+/// The weekday of a day count since 1970-01-01, 0 = Sunday .. 6 = Saturday (FortiOS's order
+/// for `set day` and `trigger-weekday`).
+pub fn weekday_from_days(days: i64) -> u32 {
+    u32::from(date_of_days(days).weekday().number_days_from_sunday())
 }
 
 /// (year, month, day) → days since 1970-01-01; `None` for a date that does not exist
@@ -240,6 +246,37 @@ mod tests {
             format_date_time(1_557_790_185),
             ("2019-05-13".into(), "23:29:45".into())
         );
+    }
+
+    #[test]
+    fn weekdays_across_month_year_and_leap_boundaries() {
+        let wd = |y, m, d| weekday_from_days(days_from_civil(y, m, d).unwrap());
+        // 1970-01-01 was a Thursday; the day before a Wednesday.
+        assert_eq!(weekday_from_days(0), 4);
+        assert_eq!(weekday_from_days(-1), 3);
+        // Year boundaries: 2020-12-31 Thursday, 2021-01-01 Friday; 2023-12-31 Sunday,
+        // 2024-01-01 Monday.
+        assert_eq!((wd(2020, 12, 31), wd(2021, 1, 1)), (4, 5));
+        assert_eq!((wd(2023, 12, 31), wd(2024, 1, 1)), (0, 1));
+        // Leap years: 2024-02-29 Thursday then 2024-03-01 Friday; 2023-02-28 Tuesday then
+        // 2023-03-01 Wednesday; 2000 (divisible by 400) has 29 February, a Tuesday; 1900 does
+        // not, so its 1 March follows 28 February (Wednesday → Thursday).
+        assert_eq!(
+            (wd(2024, 2, 28), wd(2024, 2, 29), wd(2024, 3, 1)),
+            (3, 4, 5)
+        );
+        assert_eq!((wd(2023, 2, 28), wd(2023, 3, 1)), (2, 3));
+        assert_eq!(wd(2000, 2, 29), 2);
+        assert_eq!(days_from_civil(1900, 2, 29), None);
+        assert_eq!((wd(1900, 2, 28), wd(1900, 3, 1)), (3, 4));
+        // Month ends: 2021-04-30 Friday, 2021-05-01 Saturday.
+        assert_eq!((wd(2021, 4, 30), wd(2021, 5, 1)), (5, 6));
+        // Seven days on is the same weekday, across any boundary.
+        for days in [-800i64, -1, 0, 11_016, 19_781, 19_782, 20_000] {
+            assert_eq!(weekday_from_days(days), weekday_from_days(days + 7));
+        }
+        // Clamped far outside the calendar, never a panic.
+        let _ = (weekday_from_days(i64::MIN), weekday_from_days(i64::MAX));
     }
 
     #[test]

@@ -8,6 +8,9 @@
 //! `cargo bench -p fortilab-fortigate --bench automation`
 
 /// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[path = "support/stitch.rs"]
+mod stitch;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -21,6 +24,7 @@ use fortilab_fortigate::config::FosVersion;
 use fortilab_fortigate::device::Device;
 use fortilab_fortigate::{load_config, serial_for, ConfigSource, DeviceEnv, FortiGateConfig};
 use serde_json::json;
+use stitch::{pct, IOC_STITCH_CLI};
 
 fn device(cli: &str) -> Arc<Device> {
     let version = FosVersion::parse("6.4.4").unwrap();
@@ -48,29 +52,6 @@ fn device(cli: &str) -> Arc<Device> {
         None,
     ))
 }
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p) as usize]
-}
-
-const IOC_CLI: &str = "config system automation-action
-edit \"ban\"
-set action-type ban-ip
-next
-edit \"say\"
-set action-type alert
-set message \"%%log.srcip%% %%log.threat%%\"
-next
-end
-config system automation-stitch
-edit \"Compromised Host Quarantine\"
-set status enable
-set trigger \"Compromised Host Quarantine\"
-set action \"ban\" \"say\"
-next
-end
-";
 
 fn event_log_cli(n: usize) -> String {
     let mut s = String::from("config system automation-trigger\n");
@@ -101,7 +82,7 @@ fn notice(id: u64, ip: &str) -> fortilab_core::logchan::Notification {
 ///    takes them (what the forwarder does with a FortiAnalyzer burst): every one evaluated,
 ///    latency from queued to its stitch run finished.
 fn burst(rt: &tokio::runtime::Runtime, n: usize) {
-    let dev = device(IOC_CLI);
+    let dev = device(IOC_STITCH_CLI);
     let stop = tokio_util::sync::CancellationToken::new();
     let (ntx, nrx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
     let engine = {
@@ -184,7 +165,7 @@ fn main() {
         .unwrap();
 
     // 1. IOC notification → run finished.
-    let dev = device(IOC_CLI);
+    let dev = device(IOC_STITCH_CLI);
     let stop = tokio_util::sync::CancellationToken::new();
     let (ntx, nrx) = tokio::sync::mpsc::channel(fortilab_core::logchan::NOTIFY_QUEUE);
     let engine = {

@@ -15,6 +15,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[path = "support/faz_receiver.rs"]
 mod faz_receiver;
+#[path = "support/stitch.rs"]
+mod stitch;
 
 use std::time::{Duration, Instant};
 
@@ -23,31 +25,9 @@ use fortilab_core::logchan::{Notice, Notification};
 use fortilab_fortigate::config::FosVersion;
 use fortilab_fortigate::{ConfigSource, FortiGateConfig, Listeners};
 use serde_json::json;
+use stitch::{pct, IOC_STITCH_CLI};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-
-const STITCH_CLI: &str = "config system automation-action
-edit \"ban\"
-set action-type ban-ip
-next
-edit \"say\"
-set action-type alert
-set message \"%%log.srcip%% %%log.threat%%\"
-next
-end
-config system automation-stitch
-edit \"Compromised Host Quarantine\"
-set status enable
-set trigger \"Compromised Host Quarantine\"
-set action \"ban\" \"say\"
-next
-end
-";
-
-fn pct(v: &mut [Duration], p: f64) -> Duration {
-    v.sort();
-    v[((v.len() as f64 - 1.0) * p) as usize]
-}
 
 fn main() {
     let n = std::env::var("FGT_BENCH_N")
@@ -69,7 +49,7 @@ fn main() {
         let opts = FortiGateConfig {
             config: Some(ConfigSource {
                 name: "bench.conf".into(),
-                text: format!("{}{STITCH_CLI}", faz_receiver::FAZ_CLI),
+                text: format!("{}{IOC_STITCH_CLI}", faz_receiver::FAZ_CLI),
             }),
             name: Some("FGT-BENCH".into()),
             ..FortiGateConfig::new(FosVersion::parse("6.4.4").unwrap())

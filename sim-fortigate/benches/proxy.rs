@@ -19,6 +19,8 @@
 
 #[path = "support/faz_receiver.rs"]
 mod faz_receiver;
+#[path = "support/origin.rs"]
+mod lab_origin;
 
 /// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
 #[global_allocator]
@@ -29,9 +31,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fortilab_core::labnet::LabMap;
-use fortilab_core::proxy::{encode_v2, read_header, ProxyHeader};
+use fortilab_core::proxy::{encode_v2, ProxyHeader};
 use fortilab_fortigate::config::FosVersion;
 use fortilab_fortigate::{ConfigSource, DeviceEnv, FortiGateConfig, Listeners};
+use lab_origin::origin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -70,40 +73,6 @@ config firewall policy
     next
 end
 "#;
-
-const BODY: &[u8] = b"hello from the lab origin\n";
-
-async fn origin(l: TcpListener) {
-    loop {
-        let Ok((mut s, _)) = l.accept().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let _ = s.set_nodelay(true);
-            let _ = read_header(&mut s, Duration::from_secs(2)).await;
-            let mut buf = Vec::with_capacity(4096);
-            let mut tmp = [0u8; 4096];
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-                BODY.len()
-            );
-            let mut resp = resp.into_bytes();
-            resp.extend_from_slice(BODY);
-            loop {
-                while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    buf.drain(..p + 4);
-                    if s.write_all(&resp).await.is_err() {
-                        return;
-                    }
-                }
-                match s.read(&mut tmp).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                }
-            }
-        });
-    }
-}
 
 /// One keep-alive client: requests until `until`, returns latencies (µs). With `every`, the
 /// client sends on a fixed schedule (first request at `offset`), else back to back.

@@ -15,6 +15,9 @@
 //! `cargo bench -p fortilab-fortigate --bench upstream_hop`
 
 /// The allocator of the `sim-fortigate` binary, so the bench measures what ships.
+#[path = "support/origin.rs"]
+mod lab_origin;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -22,52 +25,20 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use fortilab_core::http::client::{connect, Route};
-use fortilab_core::proxy::{encode_v2, read_header, ProxyHeader};
+use fortilab_core::proxy::{encode_v2, ProxyHeader};
 use fortilab_fortigate::dataplane::http1::{self, BodyKind, Reader};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use lab_origin::origin;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const CLIENTS: usize = 100;
 const SECS: u64 = 3;
-const BODY: &[u8] = b"hello from the lab origin\n";
 /// The client's request as the proxy receives it (absolute form).
 const CLIENT_HEAD: &[u8] =
     b"GET http://www.eicar.org/ HTTP/1.1\r\nHost: www.eicar.org\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n";
-
-async fn origin(l: TcpListener) {
-    loop {
-        let Ok((mut s, _)) = l.accept().await else {
-            return;
-        };
-        tokio::spawn(async move {
-            let _ = s.set_nodelay(true);
-            let _ = read_header(&mut s, Duration::from_secs(2)).await;
-            let mut buf = Vec::with_capacity(4096);
-            let mut tmp = [0u8; 4096];
-            let mut resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n",
-                BODY.len()
-            )
-            .into_bytes();
-            resp.extend_from_slice(BODY);
-            loop {
-                while let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    buf.drain(..p + 4);
-                    if s.write_all(&resp).await.is_err() {
-                        return;
-                    }
-                }
-                match s.read(&mut tmp).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                }
-            }
-        });
-    }
-}
 
 fn header(i: usize) -> ProxyHeader {
     ProxyHeader {

@@ -124,6 +124,24 @@ impl Lab {
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     }
 
+    /// Debian curl bound to 127.115.2.52, which the lab map makes lab host 10.115.2.52,
+    /// through the FortiGate's explicit proxy (10 s at most), with `args`.
+    fn curl_as_lab_host(&self, args: &[&str]) -> std::process::Output {
+        Command::new(support::require_program("curl", "curl"))
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "--interface",
+                "127.115.2.52",
+                "--proxy",
+            ])
+            .arg(format!("http://{}", self.proxy))
+            .args(args)
+            .output()
+            .expect("curl")
+    }
+
     fn logs(&self, path: &str) -> Vec<Value> {
         let v = self.rest("GET", path, None);
         v["results"]
@@ -308,25 +326,13 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
     );
 
     // (c) Debian curl bound to 127.115.2.52 is lab host 10.115.2.52 through the lab map.
-    let out = Command::new(support::require_program("curl", "curl"))
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--interface",
-            "127.115.2.52",
-            "--proxy",
-        ])
-        .arg(format!("http://{}", lab.proxy))
-        .args([
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://news.sky.com/world",
-        ])
-        .output()
-        .expect("curl");
+    let out = lab.curl_as_lab_host(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://news.sky.com/world",
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "200",
@@ -336,52 +342,28 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
     // A 1 MiB POST through the proxy: the whole body reaches the site, the answer comes back.
     let upload = tmp.path().join("upload.bin");
     std::fs::write(&upload, vec![b'x'; 1024 * 1024]).unwrap();
-    let out = Command::new(support::require_program("curl", "curl"))
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--interface",
-            "127.115.2.52",
-            "--proxy",
-        ])
-        .arg(format!("http://{}", lab.proxy))
-        .arg("--data-binary")
-        .arg(format!("@{}", upload.display()))
-        .args([
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{size_upload}",
-            "http://news.sky.com/world",
-        ])
-        .output()
-        .expect("curl");
+    let out = lab.curl_as_lab_host(&[
+        "--data-binary",
+        &format!("@{}", upload.display()),
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_upload}",
+        "http://news.sky.com/world",
+    ]);
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "200 1048576",
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = Command::new(support::require_program("curl", "curl"))
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--interface",
-            "127.115.2.52",
-            "--proxy",
-        ])
-        .arg(format!("http://{}", lab.proxy))
-        .args([
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "http://wftest26.fortiguard.com/wftest/26.html",
-        ])
-        .output()
-        .expect("curl");
+    let out = lab.curl_as_lab_host(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "http://wftest26.fortiguard.com/wftest/26.html",
+    ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "403");
     let wf = lab.logs("/api/v2/log/memory/webfilter?filter=srcip==10.115.2.52&rows=50");
     assert!(wf.iter().any(|l| l["hostname"] == "news.sky.com"
@@ -398,35 +380,21 @@ async fn seed_policy_web_filter_logs_and_curl_as_a_lab_host() {
     assert!(ev.iter().any(|e| e["kind"] == "log.traffic"));
 
     // Keep-alive: several requests on one client connection, and a CONNECT tunnel to HTTPS.
-    let out = Command::new(support::require_program("curl", "curl"))
-        .args([
-            "-sS",
-            "--max-time",
-            "10",
-            "--interface",
-            "127.115.2.52",
-            "--proxy",
-        ])
-        .arg(format!("http://{}", lab.proxy))
-        .arg("--cacert")
-        .arg(&lab.ca_cert)
-        .args([
-            "-o",
-            "/dev/null",
-            "-o",
-            "/dev/null",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{num_connects}\n",
-        ])
-        .args([
-            "http://www.google.com/",
-            "http://www.google.com/search",
-            "https://www.mit.edu/",
-        ])
-        .output()
-        .expect("curl");
+    let out = lab.curl_as_lab_host(&[
+        "--cacert",
+        lab.ca_cert.to_str().unwrap(),
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{num_connects}\n",
+        "http://www.google.com/",
+        "http://www.google.com/search",
+        "https://www.mit.edu/",
+    ]);
     let codes = String::from_utf8_lossy(&out.stdout);
     assert_eq!(
         codes

@@ -1,8 +1,10 @@
 //! `cargo xtask`: fortilab's task runner (the Rust "xtask" convention; the alias is in
 //! `.cargo/config.toml`).
 //!
-//! - `cargo xtask test [ARGS]`: sets up what the tests need, then runs
-//!   `cargo test --workspace [ARGS]`. This is the README's test command and what `.ci/run` runs.
+//! - `cargo xtask test [ARGS]`: sets up what the tests need while the test binaries build
+//!   (`cargo test --workspace --no-run [ARGS]`: the set-up waits on the network and apt, the
+//!   build on the CPU), then runs `cargo test --workspace [ARGS]`. This is the README's test
+//!   command and what `.ci/run` runs.
 //! - `cargo xtask bench [ARGS]`: the same set-up, then `cargo bench [ARGS]`.
 //! - `cargo xtask setup`: only the set-up; prints the environment the tests read.
 //!
@@ -93,10 +95,7 @@ fn run() -> Result<ExitCode> {
     let task = args.next().map(|a| a.to_string_lossy().into_owned());
     let rest: Vec<OsString> = args.collect();
     match task.as_deref() {
-        Some("test") => {
-            let env = setup()?;
-            cargo(&env, "test", &["--workspace"], &rest)
-        }
+        Some("test") => test(&rest),
         Some("bench") => {
             let env = setup()?;
             cargo(&env, "bench", &[], &rest)
@@ -118,6 +117,27 @@ fn run() -> Result<ExitCode> {
             Ok(ExitCode::from(2))
         }
     }
+}
+
+/// `cargo xtask test [ARGS]`: the set-up on a thread while `cargo test --no-run` builds the
+/// test binaries, then the tests. The set-up's result is the same environment the build and
+/// the run get ([`planned_env`]), so the run rebuilds nothing.
+fn test(rest: &[OsString]) -> Result<ExitCode> {
+    let env = planned_env();
+    let setting_up = std::thread::spawn(setup);
+    // The build takes the cargo options, not the test binaries' (after `--`).
+    let build_args: Vec<OsString> = rest.iter().take_while(|a| *a != "--").cloned().collect();
+    let built = cargo(&env, "test", &["--workspace", "--no-run"], &build_args);
+    // Always wait for the set-up: never leave apt or pip half done.
+    let set_up = setting_up
+        .join()
+        .map_err(|_| anyhow::anyhow!("the set-up thread panicked"))?;
+    let built = built?;
+    set_up?;
+    if built != ExitCode::SUCCESS {
+        return Ok(built);
+    }
+    cargo(&env, "test", &["--workspace"], rest)
 }
 
 /// `cargo xtask image [--release] [TAG]`: builds the `fortilab` binary (debug unless
@@ -205,6 +225,18 @@ fn find_program(name: &str, path: &OsString) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// The environment the set-up gives the tests (`<target>/venv`'s interpreter, its `bin`
+/// first on PATH), known before the set-up has run.
+fn planned_env() -> TestEnv {
+    let venv = target_dir(&workspace_root()).join(VENV);
+    let mut dirs = vec![venv.join("bin")];
+    dirs.extend(std::env::split_paths(&search_path()));
+    TestEnv {
+        python: venv.join("bin").join("python"),
+        path: std::env::join_paths(dirs).expect("PATH entries hold no separator"),
+    }
+}
+
 fn setup() -> Result<TestEnv> {
     let root = workspace_root();
     let path = search_path();
@@ -286,10 +318,7 @@ fn setup() -> Result<TestEnv> {
             .with_context(|| format!("writing {}", stamp.display()))?;
     }
 
-    let mut dirs = vec![venv.join("bin")];
-    dirs.extend(std::env::split_paths(&path));
-    let path = std::env::join_paths(dirs).context("PATH")?;
-    Ok(TestEnv { python, path })
+    Ok(planned_env())
 }
 
 /// The interpreter the tests' venv is made from: `FORTILAB_VENV_PYTHON` if set, else the

@@ -1,6 +1,6 @@
 //! `trigger-type scheduled`: when a schedule next comes due, in lab-local seconds. Pure code.
 
-use fortilab_core::clock::{civil_from_days, days_from_civil};
+use fortilab_core::clock::{civil_from_days, days_from_civil, weekday_from_days};
 
 use super::model::Schedule;
 
@@ -24,8 +24,7 @@ pub fn next_fire(s: &Schedule, after: i64) -> i64 {
             hour,
             minute,
         } => next_day(after, hour, minute, |days| {
-            // 1970-01-01 was a Thursday (4).
-            (days + 4).rem_euclid(7) == weekday as i64
+            weekday_from_days(days) == weekday
         }),
         Schedule::Monthly { day, hour, minute } => next_day(after, hour, minute, |days| {
             let (_, _, d) = civil_from_days(days);
@@ -136,6 +135,55 @@ mod tests {
                 local_secs(2021, 4, 1, 0, 0)
             ),
             local_secs(2021, 5, 31, 0, 0)
+        );
+    }
+
+    #[test]
+    fn next_fire_across_month_year_and_leap_boundaries() {
+        let weekly = |weekday| Schedule::Weekly {
+            weekday,
+            hour: 9,
+            minute: 0,
+        };
+        let monthly = |day| Schedule::Monthly {
+            day,
+            hour: 9,
+            minute: 0,
+        };
+        let daily = Schedule::Daily { hour: 9, minute: 0 };
+        // Thursday 2020-12-31 10:00: the next Monday is in the new year, 2021-01-04.
+        let nye = local_secs(2020, 12, 31, 10, 0);
+        assert_eq!(next_fire(&weekly(1), nye), local_secs(2021, 1, 4, 9, 0));
+        assert_eq!(next_fire(&weekly(4), nye), local_secs(2021, 1, 7, 9, 0));
+        assert_eq!(next_fire(&daily, nye), local_secs(2021, 1, 1, 9, 0));
+        assert_eq!(next_fire(&monthly(31), nye), local_secs(2021, 1, 31, 9, 0));
+        // Day 29 of a month: February 2024 has one (leap year), February 2023 does not.
+        assert_eq!(
+            next_fire(&monthly(29), local_secs(2024, 2, 1, 0, 0)),
+            local_secs(2024, 2, 29, 9, 0)
+        );
+        assert_eq!(
+            next_fire(&monthly(29), local_secs(2023, 2, 1, 0, 0)),
+            local_secs(2023, 3, 29, 9, 0)
+        );
+        // Daily after 28 February: the leap day in 2024, 1 March in 2023.
+        assert_eq!(
+            next_fire(&daily, local_secs(2024, 2, 28, 10, 0)),
+            local_secs(2024, 2, 29, 9, 0)
+        );
+        assert_eq!(
+            next_fire(&daily, local_secs(2023, 2, 28, 10, 0)),
+            local_secs(2023, 3, 1, 9, 0)
+        );
+        // Weekly from the leap day (Thursday 2024-02-29) to Friday 2024-03-01.
+        assert_eq!(
+            next_fire(&weekly(5), local_secs(2024, 2, 29, 10, 0)),
+            local_secs(2024, 3, 1, 9, 0)
+        );
+        // Monthly day 31 after 31 January skips February: 2021-03-31.
+        assert_eq!(
+            next_fire(&monthly(31), local_secs(2021, 1, 31, 10, 0)),
+            local_secs(2021, 3, 31, 9, 0)
         );
     }
 }

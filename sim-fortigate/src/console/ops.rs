@@ -483,29 +483,27 @@ fn fail(s: impl Into<String>) -> CliOutput {
     }
 }
 
-/// FortiOS date style (`Sat Nov 28 10:50:00 2026`) of lab Unix seconds.
+/// FortiOS date style (`Sat Nov 28 10:50:00 2026`) of lab Unix seconds, in the lab's time
+/// zone.
 fn ctime(dev: &Device, secs: i64) -> String {
-    let ns = secs.saturating_mul(1_000_000_000);
-    let (date, time) = dev.clock.date_time(ns);
-    // date = YYYY-MM-DD
-    let parts: Vec<i64> = date.split('-').filter_map(|p| p.parse().ok()).collect();
-    if parts.len() != 3 {
-        return format!("{date} {time}");
-    }
-    let (y, m, d) = (parts[0], parts[1], parts[2]);
+    ctime_local(secs.saturating_add(dev.clock.tz_minutes() as i64 * 60))
+}
+
+/// [`ctime`] of seconds already shifted to local time (the `time` crate's calendar through
+/// `fortilab_core::clock`).
+fn ctime_local(local_secs: i64) -> String {
+    use fortilab_core::clock::{civil_from_days, format_date_time, weekday_from_days};
     const MON: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];
     const DOW: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
-    // Zeller-style day of week (Sakamoto).
-    let t = [0, 3, 2, 5, 0, 3, 5, 1, 4, 6, 2, 4];
-    let yy = if m < 3 { y - 1 } else { y };
-    let dow = (yy + yy / 4 - yy / 100 + yy / 400 + t[(m - 1) as usize] + d).rem_euclid(7);
+    let days = local_secs.div_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    let (_, time) = format_date_time(local_secs);
     format!(
-        "{} {} {:>2} {time} {y}",
-        DOW[dow as usize],
-        MON[(m - 1).clamp(0, 11) as usize],
-        d
+        "{} {} {d:>2} {time} {y}",
+        DOW[weekday_from_days(days) as usize],
+        MON[(m as usize).clamp(1, 12) - 1],
     )
 }
 
@@ -996,4 +994,39 @@ async fn sniffer(ctx: &OpsCtx<'_>, args: &[String]) -> CliOutput {
         "\n{n} packets received by filter\n0 packets dropped by kernel\n"
     ));
     ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ctime_local;
+    use fortilab_core::clock::days_from_civil;
+
+    fn at(y: i64, m: u32, d: u32, hms: i64) -> i64 {
+        days_from_civil(y, m, d).unwrap() * 86_400 + hms
+    }
+
+    #[test]
+    fn ctime_across_month_year_and_leap_boundaries() {
+        assert_eq!(
+            ctime_local(at(2026, 11, 28, 10 * 3600 + 50 * 60)),
+            "Sat Nov 28 10:50:00 2026"
+        );
+        // New Year: the last second of 2020, then 2021's first.
+        let ny = at(2021, 1, 1, 0);
+        assert_eq!(ctime_local(ny - 1), "Thu Dec 31 23:59:59 2020");
+        assert_eq!(ctime_local(ny), "Fri Jan  1 00:00:00 2021");
+        // A leap day, and the day after it.
+        assert_eq!(
+            ctime_local(at(2024, 2, 29, 12 * 3600)),
+            "Thu Feb 29 12:00:00 2024"
+        );
+        assert_eq!(ctime_local(at(2024, 3, 1, 0)), "Fri Mar  1 00:00:00 2024");
+        // Not a leap year: 28 February, then 1 March.
+        assert_eq!(
+            ctime_local(at(2023, 3, 1, 0) - 1),
+            "Tue Feb 28 23:59:59 2023"
+        );
+        // Before 1970.
+        assert_eq!(ctime_local(-1), "Wed Dec 31 23:59:59 1969");
+    }
 }

@@ -518,15 +518,14 @@ pub fn serve_proxy(
     listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
 ) -> std::io::Result<std::net::SocketAddr> {
-    let addr = listener.local_addr()?;
-    let (dp2, stop) = (dp.clone(), shutdown.clone());
-    dp.dev
-        .supervisor
-        .spawn_tcp("proxy", listener, shutdown.clone(), move |l| {
-            proxy::serve(dp2.clone(), l, stop.clone())
-        })?;
-    tracing::info!(%addr, "explicit proxy (port3 side) ready");
-    Ok(addr)
+    serve_supervised(
+        dp,
+        listener,
+        shutdown,
+        "proxy",
+        "explicit proxy",
+        proxy::serve,
+    )
 }
 
 /// Serves the transparent proxy on `listener` until `shutdown`: connections redirected to it
@@ -536,14 +535,37 @@ pub fn serve_transparent(
     listener: tokio::net::TcpListener,
     shutdown: &CancellationToken,
 ) -> std::io::Result<std::net::SocketAddr> {
+    serve_supervised(
+        dp,
+        listener,
+        shutdown,
+        "transparent proxy",
+        "transparent proxy",
+        proxy::serve_transparent,
+    )
+}
+
+/// Runs `serve` on `listener` as the device supervisor's task `task` (started again on the
+/// same socket if it ends before `shutdown`); logs `what` ready with its address.
+fn serve_supervised<Fut>(
+    dp: &Arc<DataPlane>,
+    listener: tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+    task: &str,
+    what: &str,
+    serve: fn(Arc<DataPlane>, tokio::net::TcpListener, CancellationToken) -> Fut,
+) -> std::io::Result<std::net::SocketAddr>
+where
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let addr = listener.local_addr()?;
     let (dp2, stop) = (dp.clone(), shutdown.clone());
     dp.dev
         .supervisor
-        .spawn_tcp("transparent proxy", listener, shutdown.clone(), move |l| {
-            proxy::serve_transparent(dp2.clone(), l, stop.clone())
+        .spawn_tcp(task, listener, shutdown.clone(), move |l| {
+            serve(dp2.clone(), l, stop.clone())
         })?;
-    tracing::info!(%addr, "transparent proxy (port3 side) ready");
+    tracing::info!(%addr, "{what} (port3 side) ready");
     Ok(addr)
 }
 

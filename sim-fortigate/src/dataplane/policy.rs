@@ -72,9 +72,7 @@ impl Schedule {
 
     /// Whether it is active at lab time `unix_secs` (already shifted to local time).
     pub fn active_at(&self, local_secs: i64) -> bool {
-        let days = local_secs.div_euclid(86_400);
-        // 1970-01-01 was a Thursday (4).
-        let wd = ((days + 4).rem_euclid(7)) as usize;
+        let wd = fortilab_core::clock::weekday_from_days(local_secs.div_euclid(86_400)) as usize;
         let min = (local_secs.rem_euclid(86_400) / 60) as u32;
         if self.start == self.end {
             return self.days[wd];
@@ -1043,6 +1041,37 @@ end
         assert!(s.active_at(monday + 24 * 3600 + 3600)); // Tuesday 01:00, after midnight
         assert!(!s.active_at(monday + 3600)); // Monday 01:00 belongs to Sunday
         assert!(Schedule::ALWAYS.active_at(monday));
+    }
+
+    #[test]
+    fn schedules_across_year_and_leap_day_boundaries() {
+        let at = |y, m, d, h: i64| {
+            fortilab_core::clock::days_from_civil(y, m, d).unwrap() * 86_400 + h * 3600
+        };
+        // Thursday 22:00 to 02:00: 2020-12-31 is a Thursday, so New Year's 01:00 (a Friday)
+        // still belongs to it; 2021-01-01 22:00 (Friday) does not.
+        let thursday_night = Schedule {
+            days: [false, false, false, false, true, false, false],
+            start: 22 * 60,
+            end: 2 * 60,
+        };
+        assert!(thursday_night.active_at(at(2020, 12, 31, 23)));
+        assert!(thursday_night.active_at(at(2021, 1, 1, 1)));
+        assert!(!thursday_night.active_at(at(2021, 1, 1, 22)));
+        // Leap day 2024-02-29 is a Thursday, 2024-03-01 a Friday; in 2023, 1 March is a
+        // Wednesday right after Tuesday 28 February.
+        assert!(thursday_night.active_at(at(2024, 2, 29, 23)));
+        assert!(thursday_night.active_at(at(2024, 3, 1, 1)));
+        assert!(!thursday_night.active_at(at(2023, 3, 1, 1)));
+        let wednesday = Schedule {
+            days: [false, false, false, true, false, false, false],
+            start: 0,
+            end: 0,
+        };
+        assert!(wednesday.active_at(at(2023, 3, 1, 12)));
+        assert!(!wednesday.active_at(at(2023, 2, 28, 12)));
+        // Before 1970: 1969-12-31 was a Wednesday.
+        assert!(wednesday.active_at(at(1969, 12, 31, 12)));
     }
 
     fn arb_policy() -> impl Strategy<Value = CPolicy> {
