@@ -170,6 +170,22 @@ fn transparent_curl_as_pc52_is_filtered_and_quarantines_and_kill9_is_cleaned_up(
     }
     let g = sh("ip", &["route", "get", "10.115.1.1"]);
     assert!(g.contains(&format!("{prefix}m")), "{g}");
+    // The lab is IPv4 only: no interface in its namespaces (veths, bridges) has an IPv6
+    // address, so none sends the IPv6 chatter its bridges would flood to every port.
+    let lab_ns: Vec<String> = sh("ip", &["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(str::to_string)
+        .collect();
+    assert!(lab_ns.len() >= 5, "{lab_ns:?}");
+    for ns in &lab_ns {
+        let v6 = sh(
+            "ip",
+            &["-n", ns, "-6", "-o", "addr", "show", "scope", "link"],
+        );
+        assert!(v6.trim().is_empty(), "{ns} has IPv6 link addresses: {v6}");
+    }
 
     // A real rsyslog in its own namespace on the management network (10.115.1.40), plugged
     // into the lab's switch; the FortiGate sends it syslog over UDP 514.
