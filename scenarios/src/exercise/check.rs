@@ -354,7 +354,11 @@ pub fn device_matches(row: &Value, name: Option<&str>, authorized: bool) -> bool
     is == authorized
 }
 
-/// Whether a `console.command` timeline event is the command wanted on that device.
+/// Whether a `console.command` timeline event is the command wanted on that device (`command`
+/// normalized, in full words). The device's CLI reports the command as it understood it
+/// (`resolved`: every abbreviation expanded along its own command tree, so `diag deb app`
+/// counts as `diagnose debug application`, and an ambiguous or unknown abbreviation the CLI
+/// refused never counts); its first words must be the wanted ones.
 pub fn console_matches(ev: &Value, device: &str, command: &str) -> bool {
     if ev.get("kind").and_then(Value::as_str)
         != Some(fortilab_core::EventKind::ConsoleCommand.name())
@@ -364,22 +368,13 @@ pub fn console_matches(ev: &Value, device: &str, command: &str) -> bool {
     if ev.get("source").and_then(Value::as_str) != Some(device) {
         return false;
     }
-    let typed = normalize(ev.get("command").and_then(Value::as_str).unwrap_or(""));
-    command_prefix(&typed, command)
-}
-
-/// Whether `typed` starts with the words of `wanted`, each word possibly abbreviated as the
-/// FortiOS CLI allows (`diag debug app` for `diagnose debug application`).
-pub fn command_prefix(typed: &str, wanted: &str) -> bool {
-    let typed: Vec<&str> = typed.split(' ').collect();
-    let wanted: Vec<&str> = wanted.split(' ').collect();
-    if typed.len() < wanted.len() {
+    let Some(resolved) = ev.get("resolved").and_then(Value::as_str) else {
         return false;
-    }
-    typed
-        .iter()
-        .zip(&wanted)
-        .all(|(t, w)| !t.is_empty() && w.starts_with(t) && (t.len() >= 3 || t == w))
+    };
+    let resolved = normalize(resolved);
+    let have: Vec<&str> = resolved.split(' ').collect();
+    let wanted: Vec<&str> = command.split(' ').collect();
+    have.len() >= wanted.len() && have.iter().zip(&wanted).all(|(h, w)| h == w)
 }
 
 impl Check {
@@ -530,26 +525,32 @@ mod tests {
     }
 
     #[test]
-    fn console_commands_match_abbreviated_words() {
-        let ev = json!({"kind": "console.command", "source": "fortigate", "command": "diag   debug app fgfmd -1"});
-        assert!(console_matches(
-            &ev,
-            "fortigate",
-            &normalize("diagnose debug application")
-        ));
-        assert!(!console_matches(
-            &ev,
-            "fortianalyzer",
-            "diagnose debug application"
-        ));
+    fn console_commands_match_the_command_the_cli_understood() {
+        let ev = json!({"kind": "console.command", "source": "fortigate",
+                        "command": "diag   debug app fgfmd -1",
+                        "resolved": "diagnose debug application fgfmd -1"});
+        let wanted = normalize("diagnose debug application");
+        assert!(console_matches(&ev, "fortigate", &wanted));
+        assert!(console_matches(&ev, "fortigate", "diagnose debug"));
+        assert!(!console_matches(&ev, "fortianalyzer", &wanted));
         assert!(!console_matches(
             &ev,
             "fortigate",
             "diagnose test application"
         ));
-        assert!(command_prefix("get sys status", "get system status"));
-        assert!(!command_prefix("d debug", "diagnose debug"));
-        assert!(!command_prefix("diagnose", "diagnose debug"));
+        assert!(!console_matches(
+            &ev,
+            "fortigate",
+            "diagnose debug application fgfmd -1 extra"
+        ));
+        // A line the CLI did not understand (an ambiguous abbreviation) never counts, even
+        // when its typed words are prefixes of the wanted ones.
+        let refused = json!({"kind": "console.command", "source": "fortigate",
+                             "command": "diagnose debug application", "resolved": null});
+        assert!(!console_matches(&refused, "fortigate", &wanted));
+        let old = json!({"kind": "console.command", "source": "fortigate",
+                         "command": "diagnose debug application"});
+        assert!(!console_matches(&old, "fortigate", &wanted));
     }
 
     #[test]

@@ -441,6 +441,39 @@ impl Cli {
         }
     }
 
+    /// The line as this CLI understands it in the current mode, every abbreviated word
+    /// expanded along its tree (`diag dvm dev li` → `diagnose dvm device list`); words after
+    /// the tree are kept as typed. `None` when the line is no command here (the CLI refuses
+    /// it). Exercise checks match console commands against it.
+    pub fn canonical(&self, line: &str) -> Option<String> {
+        let (toks, _) = tokenize(line).ok()?;
+        let first = toks.first()?;
+        let cmds: &[(&str, &str)] = match &self.mode {
+            Mode::Top => TOP,
+            Mode::Object { .. } => OBJ_CMDS,
+            Mode::Table => TABLE_CMDS,
+            Mode::Entry { .. } => ENTRY_CMDS,
+        };
+        let cmd = resolve(first, cmds.iter().map(|c| c.0))?;
+        let rest = &toks[1..];
+        let tree = match (&self.mode, cmd) {
+            (Mode::Top, "config") => CONFIG_TREE,
+            (Mode::Top, "get") => GET_TREE,
+            (Mode::Top, "show") => SHOW_TREE,
+            (Mode::Top, "diagnose") => DIAG_TREE,
+            _ => &[],
+        };
+        let mut words = vec![cmd.to_string()];
+        match walk(tree, rest) {
+            Ok((path, _, used)) => {
+                words.extend(path.iter().map(|w| w.to_string()));
+                words.extend(rest[used..].iter().cloned());
+            }
+            Err(_) => words.extend(rest.iter().cloned()),
+        }
+        Some(words.join(" "))
+    }
+
     // ------------------------------------------------------------------ top level
 
     fn top(&mut self, toks: &[String]) -> Output {

@@ -155,10 +155,14 @@ impl ConsoleSession for Session {
             };
             if !line.trim().is_empty() {
                 // Exercises check that a trainee used a command (lab event, never a product log).
+                let resolved = cli
+                    .canonical(line)
+                    .map(|r| fortilab_core::ssh_console::redact_command(&r));
                 self.faz.bus.emit(
                     EventKind::ConsoleCommand,
                     json!({"user": self.user, "ui": self.ui,
-                           "command": fortilab_core::ssh_console::redact_command(line)}),
+                           "command": fortilab_core::ssh_console::redact_command(line),
+                           "resolved": resolved}),
                 );
             }
             let line = line.to_string();

@@ -373,3 +373,26 @@ fn json_rpc_sees_console_settings_and_admin_accounts() {
     assert_eq!(r["result"][0]["data"]["profileid"], "Super_User", "{r}");
     assert!(!r.to_string().contains("b0t"));
 }
+
+/// The command as the CLI understood it (what exercise checks match).
+#[test]
+fn canonical_commands_expand_abbreviations_as_the_cli_resolves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let faz = open(dir.path());
+    let mut cli = Cli::new(faz, "admin", "ssh(127.0.0.1)");
+    assert_eq!(
+        cli.canonical("diag dvm dev li").as_deref(),
+        Some("diagnose dvm device list")
+    );
+    assert_eq!(
+        cli.canonical("conf sys glo").as_deref(),
+        Some("config system global")
+    );
+    assert_eq!(cli.canonical("frobnicate"), None);
+    assert_eq!(run(&mut cli, "config system global"), "");
+    assert_eq!(
+        cli.canonical("set jsonapi-log all").as_deref(),
+        Some("set jsonapi-log all")
+    );
+    assert_eq!(cli.canonical("diagnose dvm device list"), None);
+}

@@ -314,6 +314,39 @@ impl CliSession {
         }
     }
 
+    /// The command as this CLI understands it in the current context, every abbreviated word
+    /// expanded along its tree (`diag deb app fgfmd -1` → `diagnose debug application fgfmd
+    /// -1`, `sh fire pol 1` → `show firewall policy 1`); words after the tree are kept as
+    /// typed. `None` when the first word is no verb here (the CLI refuses the command).
+    /// Exercise checks match console commands against it.
+    pub fn canonical(&self, c: &Command) -> Option<String> {
+        let verb = self.resolve_verb(&c.tokens.first()?.text)?;
+        let args = &c.tokens[1..];
+        let typed = |from: usize| args[from..].iter().map(|t| t.text.clone());
+        let mut words = vec![verb.to_string()];
+        match verb {
+            "diagnose" | "execute" => {
+                words.extend(typed(0));
+                let (path, used) = super::ops::resolve_path(self.version, &words);
+                let mut out = vec![path];
+                out.extend(words[used..].iter().cloned());
+                words = out;
+            }
+            "get" if self.stack.is_empty() && self.is_operational_get(args) => {
+                words.extend(self.expand_op_words(args));
+            }
+            "show" | "get" | "config" => match self.resolve_path(args) {
+                Ok((path, used)) if used > 0 => {
+                    words.push(path);
+                    words.extend(typed(used));
+                }
+                _ => words.extend(typed(0)),
+            },
+            _ => words.extend(typed(0)),
+        }
+        Some(words.join(" "))
+    }
+
     fn is_operational_get(&self, args: &[Token]) -> bool {
         let words = self.expand_op_words(args);
         words.len() >= 2 && words[0] == "system" && words[1] == "status"

@@ -283,6 +283,14 @@ impl FgtSession {
         (out, failed, close)
     }
 
+    /// The line's (first) command as the CLI understands it here, abbreviations expanded;
+    /// `None` when it is no command (see [`CliSession::canonical`]).
+    pub fn resolved(&self, line: &str) -> Option<String> {
+        let (cmdline, _) = cli::split_pipe(line);
+        let lexed = lexer::lex(&cmdline).ok()?;
+        self.cli.canonical(lexed.commands.first()?)
+    }
+
     fn words_of(line: &str) -> (Vec<String>, bool) {
         let (words, trailing, _) = Self::words_at(line);
         (words, trailing)
@@ -460,7 +468,9 @@ impl ConsoleSession for FgtSession {
                 self.dev.events.emit(
                     EventKind::ConsoleCommand,
                     json!({"user": self.user, "ui": self.ui,
-                           "command": fortilab_core::ssh_console::redact_command(line)}),
+                           "command": fortilab_core::ssh_console::redact_command(line),
+                           "resolved": self.resolved(line)
+                               .map(|r| fortilab_core::ssh_console::redact_command(&r))}),
                 );
             }
             let (output, failed, close) = self.run_line(line).await;

@@ -336,7 +336,7 @@ fn arg_candidates(path: &str, args: &[String]) -> Vec<(String, String)> {
 }
 
 /// Resolves abbreviated command words along the tree: the path and how many words it took.
-fn resolve_path(v: FosVersion, words: &[String]) -> (String, usize) {
+pub(crate) fn resolve_path(v: FosVersion, words: &[String]) -> (String, usize) {
     let mut path = String::new();
     for (i, w) in words.iter().enumerate() {
         if i == 0 {

@@ -320,3 +320,46 @@ fn grep_options() {
     assert_eq!(split_pipe("show | grep x").1.as_deref(), Some("grep x"));
     assert_eq!(split_pipe("set comments \"a|b\"").1, None);
 }
+
+/// The command as the CLI understood it (what exercise checks match): abbreviations expanded
+/// along the CLI's own trees in the current context, refused lines give `None`.
+#[test]
+fn canonical_commands_expand_abbreviations_as_the_cli_resolves_them() {
+    let canon = |c: &CliSession, line: &str| {
+        let lexed = lexer::lex(line).unwrap();
+        c.canonical(&lexed.commands[0])
+    };
+    let mut c = cli(V64);
+    assert_eq!(
+        canon(&c, "diag test app fcnacd 7").as_deref(),
+        Some("diagnose test application fcnacd 7")
+    );
+    assert_eq!(
+        canon(&c, "diag end fctems status").as_deref(),
+        Some("diagnose endpoint fctems status")
+    );
+    assert_eq!(
+        canon(&c, "sh fire pol 1").as_deref(),
+        Some("show firewall policy 1")
+    );
+    assert_eq!(
+        canon(&c, "conf log fortianalyzer setting").as_deref(),
+        Some("config log fortianalyzer setting")
+    );
+    assert_eq!(
+        canon(&c, "get sys stat").as_deref(),
+        Some("get system status")
+    );
+    // `e` is `execute` or `exit`: the CLI refuses it, so it is no command.
+    assert_eq!(canon(&c, "e"), None);
+    assert_eq!(canon(&c, "frobnicate"), None);
+    // An unknown word stops the expansion; the rest is kept as typed.
+    assert_eq!(
+        canon(&c, "diag nosuch thing").as_deref(),
+        Some("diagnose nosuch thing")
+    );
+    // Inside a table, the verbs are the table's.
+    ok(&mut c, "config firewall address");
+    assert_eq!(canon(&c, "ed x").as_deref(), Some("edit x"));
+    assert_eq!(canon(&c, "diag test"), None);
+}
