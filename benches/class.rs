@@ -1,7 +1,9 @@
 //! Classroom benchmark (issue 17 item 4): `fortilab class up --labs N` (30 seed labs by
 //! default) on this machine: time from the command to every lab ready, then the idle CPU of
 //! the whole process tree (the class, every lab's `fortilab up` and its devices) over a window,
-//! and the total RSS of the tree; then SIGTERM and a check that no process is left.
+//! and the memory of the tree (sum of RSS, which counts the shared binary's pages once per
+//! process; sum of PSS, which divides them among the processes; and the drop of the machine's
+//! `MemAvailable`); then SIGTERM and a check that no process is left.
 //!
 //! Run: `cargo bench --bench class`. `CLASS_BENCH_LABS` (default 30), `CLASS_BENCH_IDLE_SECS`
 //! (the CPU window, default 20), `CLASS_BENCH_SETTLE_SECS` (wait after ready before measuring,
@@ -76,6 +78,19 @@ fn tree(root: u32, all: &HashMap<u32, (u32, u64, u64)>) -> Vec<u32> {
     out
 }
 
+/// `MemAvailable` of `/proc/meminfo`, kB.
+fn mem_available_kb() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemAvailable:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 fn main() {
     let labs = env_u64("CLASS_BENCH_LABS", 30);
     let idle = env_u64("CLASS_BENCH_IDLE_SECS", 20);
@@ -85,6 +100,7 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("class");
     let ready = dir.path().join("class.ready.json");
+    let available_before_kb = mem_available_kb();
     let t0 = Instant::now();
     let mut cmd = Command::new(&exe);
     cmd.args(["class", "up", "--labs", &labs.to_string(), "--data-dir"])
@@ -165,6 +181,9 @@ fn main() {
         .sum();
     let class_rss_kb = after.get(&root).map(|v| v.2).unwrap_or(0);
     let pss_total_kb: u64 = members_now.iter().map(|p| pss_kb(*p)).sum();
+    // What the machine lost to the class (every page once, page cache excluded); other
+    // processes' allocations in the window count too, so a quiet machine is needed.
+    let available_drop_kb = available_before_kb.saturating_sub(mem_available_kb());
     // CPU and RSS by program (argv[0]).
     let mut by_prog: std::collections::BTreeMap<String, (u64, u64, u64)> = Default::default();
     for p in &members_now {
@@ -240,6 +259,7 @@ fn main() {
         "idle_window_s": idle,
         "total_rss_mib": (rss_kb as f64 / 1024.0 * 10.0).round() / 10.0,
         "total_pss_mib": (pss_total_kb as f64 / 1024.0 * 10.0).round() / 10.0,
+        "mem_available_drop_mib": (available_drop_kb as f64 / 1024.0 * 10.0).round() / 10.0,
         "class_process_rss_mib": (class_rss_kb as f64 / 1024.0 * 10.0).round() / 10.0,
         "by_program": by_prog,
         "stop_ms": stop_ms,
