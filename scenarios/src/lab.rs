@@ -305,34 +305,37 @@ impl Lab {
         }
         let internet = DeviceProc::new("sim-internet", "internet", &logs, internet_args);
 
-        // FortiAnalyzer.
-        let faz_cfg = dir.join("faz.toml");
-        std::fs::write(&faz_cfg, faz_config(&def))?;
-        let mut faz_args = common("fortianalyzer");
-        faz_args.extend([
-            "--config".into(),
-            faz_cfg.display().to_string(),
-            "--lab-ip".into(),
-            def.fortianalyzer.ip.to_string(),
-        ]);
-        if def.fortianalyzer.auto_authorize {
-            faz_args.push("--auto-authorize".into());
-        }
+        // FortiAnalyzer and EMS: a config file, the lab address, auto-authorization.
+        let manager = |label: &str, file: &str, cfg: String, ip: std::net::Ipv4Addr, auto: bool| {
+            let path = dir.join(file);
+            std::fs::write(&path, cfg)?;
+            let mut args = common(label);
+            args.extend([
+                "--config".into(),
+                path.display().to_string(),
+                "--lab-ip".into(),
+                ip.to_string(),
+            ]);
+            if auto {
+                args.push("--auto-authorize".into());
+            }
+            anyhow::Ok(args)
+        };
+        let faz_args = manager(
+            "fortianalyzer",
+            "faz.toml",
+            faz_config(&def),
+            def.fortianalyzer.ip,
+            def.fortianalyzer.auto_authorize,
+        )?;
         let faz = DeviceProc::new("sim-faz", "fortianalyzer", &logs, faz_args);
-
-        // EMS.
-        let ems_cfg = dir.join("ems.toml");
-        std::fs::write(&ems_cfg, ems_config(&def))?;
-        let mut ems_args = common("ems");
-        ems_args.extend([
-            "--config".into(),
-            ems_cfg.display().to_string(),
-            "--lab-ip".into(),
-            def.ems.ip.to_string(),
-        ]);
-        if def.ems.auto_authorize {
-            ems_args.push("--auto-authorize".into());
-        }
+        let ems_args = manager(
+            "ems",
+            "ems.toml",
+            ems_config(&def),
+            def.ems.ip,
+            def.ems.auto_authorize,
+        )?;
         let ems = DeviceProc::new("sim-ems", "ems", &logs, ems_args);
 
         // FortiGate.
