@@ -358,7 +358,7 @@ kinds! {
         "A command typed in a CLI session (secrets redacted).",
         &[field("user", Str, "the administrator"), field("ui", Str, "where"),
           field("command", Str, "the command line, redacted"),
-          maybe("resolved", Str, "the command as the CLI understood it, abbreviations expanded (`diag deb app` → `diagnose debug application`); null when no command of the CLI")]);
+          maybe("resolved", Str, "the command as the CLI understood it, abbreviations expanded (`diag deb app` → `diagnose debug application`); null when the CLI refused the line")]);
     StitchTest = "stitch.test" => KindSpec::new(FGT, "stitch test",
         "A stitch test was asked for (REST `automation-stitch/test` or `diagnose automation test`).",
         &[field("stitch", Str, "the stitch"), field("log", Any, "the log given to the test"),
